@@ -1,0 +1,92 @@
+//! The domain's one error type. Adapters translate it: the server maps each
+//! variant to an HTTP status and error code in exactly one place.
+
+use thiserror::Error;
+
+/// A failure of a storage adapter, as the domain sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken (e.g. a duplicate email); the text names
+    /// the rule, never the value.
+    #[error("already exists: {0}")]
+    UniqueViolation(String),
+    /// The database failed or could not be reached.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Why a mail could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("mail delivery failed: {message}")]
+pub struct MailError {
+    /// Whether trying again later might succeed (e.g. SMTP 4xx, a timeout).
+    pub transient: bool,
+    /// What went wrong, without the message content.
+    pub message: String,
+}
+
+/// Everything a domain operation can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MfaError {
+    /// The input breaks a rule; the text says which.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A one-time code, recovery code or pending secret did not verify.
+    #[error("the code is not valid")]
+    InvalidCode,
+    /// The pending authenticator secret or email code has expired.
+    #[error("the code or pending secret has expired")]
+    CodeExpired,
+    /// No valid session.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// Wrong email or password (the same for an unknown email).
+    #[error("email or password is wrong")]
+    InvalidCredentials,
+    /// A partial session was used where a full one is needed.
+    #[error("multi-factor authentication must be completed first")]
+    MfaRequired,
+    /// Authenticated but not allowed.
+    #[error("not allowed")]
+    Forbidden,
+    /// Nothing of that kind is visible to the caller.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// An authenticator is already verified: reset it first.
+    #[error("an authenticator is already enrolled; reset it first")]
+    AlreadyEnrolled,
+    /// The action needs an enrolled factor that is absent.
+    #[error("{0}")]
+    NotEnrolled(&'static str),
+    /// A uniqueness rule was broken, e.g. a duplicate email or membership.
+    #[error("{0}")]
+    Conflict(String),
+    /// Locked out or throttled; try again after this many seconds.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    TooManyAttempts {
+        /// Seconds until the next attempt may succeed.
+        retry_after_secs: u64,
+    },
+    /// The mail server did not take the message; nothing was left valid.
+    #[error("the mail server is unavailable")]
+    MailUnavailable(String),
+    /// The storage adapter failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for MfaError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UniqueViolation(what) => MfaError::Conflict(what),
+            StoreError::NotFound => MfaError::NotFound("record"),
+            other => MfaError::Store(other),
+        }
+    }
+}
+
+/// Shorthand for domain results.
+pub type MfaResult<T> = Result<T, MfaError>;

@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+
+pub mod error;
+pub mod model;
+pub mod policy;
+pub mod ports;
+
+pub use error::{MailError, MfaError, MfaResult, StoreError};
+pub use model::*;
+pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
+pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};

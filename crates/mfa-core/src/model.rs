@@ -1,0 +1,717 @@
+//! Domain types: plain data, no IO, no serde. Wire and database types live in
+//! the adapters and convert from these explicitly.
+
+use std::fmt;
+
+use mfa_totp::{Secret, TotpParams};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifier of a user.
+    UserId
+);
+id_type!(
+    /// Identifier of an org.
+    OrgId
+);
+id_type!(
+    /// Identifier of a session (not its token).
+    SessionId
+);
+id_type!(
+    /// Identifier of an audit event.
+    AuditEventId
+);
+
+/// Seconds since the Unix epoch, UTC. The whole domain works in whole seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// This instant plus `secs` seconds (saturating).
+    pub fn plus_secs(self, secs: u64) -> Timestamp {
+        Timestamp(self.0.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)))
+    }
+
+    /// Whole seconds from `self` until `later`, zero if `later` is not later.
+    pub fn secs_until(self, later: Timestamp) -> u64 {
+        u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0)
+    }
+
+    /// The Unix time as unsigned seconds, as TOTP wants it (0 before 1970).
+    pub fn unix_secs(self) -> u64 {
+        u64::try_from(self.0).unwrap_or(0)
+    }
+}
+
+/// An organisation whose admins decide on MFA for its members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Org {
+    /// Identifier.
+    pub id: OrgId,
+    /// Display name.
+    pub name: String,
+    /// Whether every member (not opted out) owes MFA at login.
+    pub is_mfa_enforced: bool,
+    /// When enforcement was last switched on; the grace period counts from here.
+    pub mfa_enforced_at: Option<Timestamp>,
+    /// Hours after enforcement during which members without a factor may still
+    /// log in without MFA. Zero means no grace.
+    pub mfa_grace_period_hours: u32,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A person who can log in. Factors belong to the user, not to a membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Identifier.
+    pub id: UserId,
+    /// Login and mail address, normalised to lower case.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// argon2id PHC string. Never leaves the service boundary.
+    pub password_hash: String,
+    /// Deployment-wide administrator.
+    pub is_super_admin: bool,
+    /// The user asked for MFA even where no org enforces it.
+    pub mfa_opt_in: bool,
+    /// Last successful password login.
+    pub last_login_at: Option<Timestamp>,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// Fields of a user to be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUser {
+    /// Normalised email.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Deployment-wide administrator.
+    pub is_super_admin: bool,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// A user's place in an org, with the seed's flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// The member.
+    pub user_id: UserId,
+    /// The org.
+    pub org_id: OrgId,
+    /// An inactive membership cannot log in.
+    pub is_active: bool,
+    /// Admin of this org.
+    pub is_admin: bool,
+    /// Access to all data of the org (carried for the seed API; no MFA meaning).
+    pub all_access: bool,
+    /// This member is exempt from the org's MFA enforcement.
+    pub mfa_opt_out: bool,
+    /// Not counted as a licensed user.
+    pub exclude_from_membership_count: bool,
+    /// Carried for the seed API; no MFA meaning.
+    pub has_advanced_permissions: bool,
+}
+
+impl Membership {
+    /// A fresh, active, non-admin membership with every flag off.
+    pub fn new(user_id: UserId, org_id: OrgId) -> Membership {
+        Membership {
+            user_id,
+            org_id,
+            is_active: true,
+            is_admin: false,
+            all_access: false,
+            mfa_opt_out: false,
+            exclude_from_membership_count: false,
+            has_advanced_permissions: false,
+        }
+    }
+
+    /// Whether this membership grants admin rights now.
+    pub fn is_active_admin(&self) -> bool {
+        self.is_active && self.is_admin
+    }
+}
+
+/// A partial update of a membership: only the fields present change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipPatch {
+    /// New `is_active`.
+    pub is_active: Option<bool>,
+    /// New `is_admin`.
+    pub is_admin: Option<bool>,
+    /// New `all_access`.
+    pub all_access: Option<bool>,
+    /// New `mfa_opt_out`.
+    pub mfa_opt_out: Option<bool>,
+    /// New `exclude_from_membership_count`.
+    pub exclude_from_membership_count: Option<bool>,
+    /// New `has_advanced_permissions`.
+    pub has_advanced_permissions: Option<bool>,
+}
+
+impl MembershipPatch {
+    /// Apply the present fields to `m`.
+    pub fn apply_to(&self, m: &mut Membership) {
+        let set = |field: &mut bool, value: Option<bool>| {
+            if let Some(v) = value {
+                *field = v;
+            }
+        };
+        set(&mut m.is_active, self.is_active);
+        set(&mut m.is_admin, self.is_admin);
+        set(&mut m.all_access, self.all_access);
+        set(&mut m.mfa_opt_out, self.mfa_opt_out);
+        set(
+            &mut m.exclude_from_membership_count,
+            self.exclude_from_membership_count,
+        );
+        set(
+            &mut m.has_advanced_permissions,
+            self.has_advanced_permissions,
+        );
+    }
+}
+
+/// Counts of an org's members, as the seed's
+/// `retrieveNotExcludeFromMembershipUserCounts` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MembershipCounts {
+    /// Members not excluded from the membership count.
+    pub licensed: u64,
+    /// Of those, the active ones.
+    pub enabled: u64,
+    /// Of those, the inactive ones.
+    pub inactive: u64,
+}
+
+/// A second factor method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MfaMethod {
+    /// TOTP authenticator app.
+    Authenticator,
+    /// One-time code sent by email.
+    Email,
+    /// Single-use recovery code.
+    Recovery,
+}
+
+impl MfaMethod {
+    /// The wire name: `AUTHENTICATOR`, `EMAIL`, `RECOVERY`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MfaMethod::Authenticator => "AUTHENTICATOR",
+            MfaMethod::Email => "EMAIL",
+            MfaMethod::Recovery => "RECOVERY",
+        }
+    }
+
+    /// Parse the wire name (exact, upper case).
+    pub fn parse(s: &str) -> Option<MfaMethod> {
+        match s {
+            "AUTHENTICATOR" => Some(MfaMethod::Authenticator),
+            "EMAIL" => Some(MfaMethod::Email),
+            "RECOVERY" => Some(MfaMethod::Recovery),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an authenticator is still being enrolled or in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthenticatorState {
+    /// Generated but not yet confirmed with a code; unusable after `expires_at`.
+    Pending {
+        /// End of the enrollment window.
+        expires_at: Timestamp,
+    },
+    /// Confirmed with a code: a factor of the user.
+    Verified {
+        /// When it was confirmed.
+        verified_at: Timestamp,
+    },
+}
+
+/// A user's TOTP authenticator (at most one per user).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticator {
+    /// Owner.
+    pub user_id: UserId,
+    /// Shared secret. Adapters must encrypt it at rest.
+    pub secret: Secret,
+    /// Algorithm, digits, period.
+    pub params: TotpParams,
+    /// Pending or verified.
+    pub state: AuthenticatorState,
+    /// Highest TOTP step ever accepted: no step at or below it is accepted again.
+    pub last_used_step: Option<u64>,
+    /// When the secret was generated.
+    pub created_at: Timestamp,
+}
+
+impl Authenticator {
+    /// Whether this authenticator is a verified factor.
+    pub fn is_verified(&self) -> bool {
+        matches!(self.state, AuthenticatorState::Verified { .. })
+    }
+}
+
+/// What an emailed one-time code is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmailCodePurpose {
+    /// Proves the address during email enrollment.
+    Enroll,
+    /// Second factor at login.
+    Login,
+}
+
+impl EmailCodePurpose {
+    /// Stable name for storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EmailCodePurpose::Enroll => "enroll",
+            EmailCodePurpose::Login => "login",
+        }
+    }
+
+    /// Inverse of [`EmailCodePurpose::as_str`].
+    pub fn parse(s: &str) -> Option<EmailCodePurpose> {
+        match s {
+            "enroll" => Some(EmailCodePurpose::Enroll),
+            "login" => Some(EmailCodePurpose::Login),
+            _ => None,
+        }
+    }
+}
+
+/// An emailed one-time code, stored only as a salted hash. A user has at most
+/// one live code: a new one replaces (voids) the previous.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailCode {
+    /// Identifier assigned by the store; consumption targets exactly this code.
+    pub id: i64,
+    /// Owner.
+    pub user_id: UserId,
+    /// Enrollment or login.
+    pub purpose: EmailCodePurpose,
+    /// Hex SHA-256 over salt and code.
+    pub code_hash: String,
+    /// Random hex salt.
+    pub salt: String,
+    /// When it was sent (drives the resend throttle).
+    pub sent_at: Timestamp,
+    /// End of validity.
+    pub expires_at: Timestamp,
+    /// Set once, by a conditional update, when the code is used.
+    pub consumed_at: Option<Timestamp>,
+}
+
+/// Fields of an email code to be stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEmailCode {
+    /// Owner.
+    pub user_id: UserId,
+    /// Enrollment or login.
+    pub purpose: EmailCodePurpose,
+    /// Hex SHA-256 over salt and code.
+    pub code_hash: String,
+    /// Random hex salt.
+    pub salt: String,
+    /// Send time.
+    pub sent_at: Timestamp,
+    /// End of validity.
+    pub expires_at: Timestamp,
+}
+
+/// One recovery code of a user's set, stored as an argon2id hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryCode {
+    /// Identifier assigned by the store.
+    pub id: i64,
+    /// Owner.
+    pub user_id: UserId,
+    /// argon2id PHC string of the code.
+    pub code_hash: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// Set once, by a conditional update, when the code is used.
+    pub used_at: Option<Timestamp>,
+}
+
+/// How far a session has authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssuranceLevel {
+    /// Password checked, MFA still owed: only "partial ok" endpoints.
+    Partial,
+    /// Fully authenticated.
+    Full,
+}
+
+impl AssuranceLevel {
+    /// Stable name for storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssuranceLevel::Partial => "partial",
+            AssuranceLevel::Full => "full",
+        }
+    }
+
+    /// Inverse of [`AssuranceLevel::as_str`].
+    pub fn parse(s: &str) -> Option<AssuranceLevel> {
+        match s {
+            "partial" => Some(AssuranceLevel::Partial),
+            "full" => Some(AssuranceLevel::Full),
+            _ => None,
+        }
+    }
+}
+
+/// A login session. The bearer token itself is never stored, only its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// Identifier.
+    pub id: SessionId,
+    /// Hex SHA-256 of the bearer token.
+    pub token_hash: String,
+    /// Who.
+    pub user_id: UserId,
+    /// The current org of this session.
+    pub org_id: OrgId,
+    /// Partial or full.
+    pub level: AssuranceLevel,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Absolute end.
+    pub expires_at: Timestamp,
+    /// Last use (updated at a coarse granularity so reads do not write).
+    pub last_seen_at: Timestamp,
+    /// Set when logged out or revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Fields of a session to be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    /// Hex SHA-256 of the bearer token.
+    pub token_hash: String,
+    /// Who.
+    pub user_id: UserId,
+    /// Current org.
+    pub org_id: OrgId,
+    /// Partial or full.
+    pub level: AssuranceLevel,
+    /// Creation time (also the first `last_seen_at`).
+    pub created_at: Timestamp,
+    /// Absolute end.
+    pub expires_at: Timestamp,
+}
+
+/// Which failures a counter counts: code failures and password failures are
+/// kept apart so that guessing codes cannot lock the owner out of the
+/// password step for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// Wrong one-time code, email code or recovery code.
+    Code,
+    /// Wrong password.
+    Password,
+}
+
+impl FailureKind {
+    /// Stable name for storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Code => "code",
+            FailureKind::Password => "password",
+        }
+    }
+}
+
+/// Consecutive failures of one kind for one user, and the lockout they caused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailureState {
+    /// Consecutive failures since the last success.
+    pub failures: u32,
+    /// Attempts are refused until then.
+    pub locked_until: Option<Timestamp>,
+}
+
+/// A pending change of a user's email address, confirmed by a single-use token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailChange {
+    /// Identifier assigned by the store.
+    pub id: i64,
+    /// Whose address changes.
+    pub user_id: UserId,
+    /// The address that takes effect on confirmation (normalised).
+    pub new_email: String,
+    /// Hex SHA-256 of the confirmation token.
+    pub token_hash: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// End of validity.
+    pub expires_at: Timestamp,
+    /// Set once, by a conditional update, on confirmation.
+    pub consumed_at: Option<Timestamp>,
+}
+
+/// What an audit event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// An org was created.
+    OrgCreated,
+    /// An org's name or grace period changed.
+    OrgUpdated,
+    /// An org was deleted.
+    OrgDeleted,
+    /// MFA enforcement switched on for an org.
+    MfaEnforced,
+    /// MFA enforcement switched off for an org.
+    MfaUnenforced,
+    /// A membership was created.
+    MembershipCreated,
+    /// A membership's flags changed (other than MFA opt-out).
+    MembershipUpdated,
+    /// A membership was removed.
+    MembershipDeleted,
+    /// A member was opted out of org MFA.
+    MfaOptOut,
+    /// A member's opt-out was withdrawn.
+    MfaOptOutRemoved,
+    /// A user opted in to MFA personally.
+    PersonalMfaOptIn,
+    /// A user withdrew their personal opt-in.
+    PersonalMfaOptOut,
+    /// Every factor of a user was removed by an admin.
+    MfaReset,
+    /// A user's authenticator was removed (by an admin or themselves).
+    AuthenticatorReset,
+    /// A pending authenticator secret was generated.
+    AuthenticatorEnrollmentStarted,
+    /// An authenticator was verified and became a factor.
+    AuthenticatorEnrolled,
+    /// An email enrollment code was sent.
+    EmailEnrollmentStarted,
+    /// The email factor was verified.
+    EmailEnrolled,
+    /// A login email code was sent.
+    EmailCodeSent,
+    /// A second factor verified at login.
+    MfaVerifySucceeded,
+    /// A one-time code or recovery code did not verify.
+    MfaVerifyFailed,
+    /// An already used authenticator step was presented again.
+    ReplayRefused,
+    /// Too many failures: the user is locked out for a while.
+    LockedOut,
+    /// A new set of recovery codes was generated.
+    RecoveryCodesGenerated,
+    /// A recovery code was used.
+    RecoveryCodeUsed,
+    /// A password login succeeded.
+    LoginSucceeded,
+    /// A password login failed for a known user.
+    LoginFailed,
+    /// A session was ended by its owner.
+    Logout,
+    /// A user was created.
+    UserCreated,
+    /// A user's profile or password changed.
+    UserUpdated,
+    /// A user was deleted.
+    UserDeleted,
+    /// An email change was requested.
+    EmailChangeRequested,
+    /// An email change was confirmed.
+    EmailChanged,
+    /// A superadmin joined an org as admin.
+    SuperAdminJoinedOrg,
+}
+
+impl AuditAction {
+    /// Every action, for filters and documentation.
+    pub const ALL: [AuditAction; 34] = [
+        AuditAction::OrgCreated,
+        AuditAction::OrgUpdated,
+        AuditAction::OrgDeleted,
+        AuditAction::MfaEnforced,
+        AuditAction::MfaUnenforced,
+        AuditAction::MembershipCreated,
+        AuditAction::MembershipUpdated,
+        AuditAction::MembershipDeleted,
+        AuditAction::MfaOptOut,
+        AuditAction::MfaOptOutRemoved,
+        AuditAction::PersonalMfaOptIn,
+        AuditAction::PersonalMfaOptOut,
+        AuditAction::MfaReset,
+        AuditAction::AuthenticatorReset,
+        AuditAction::AuthenticatorEnrollmentStarted,
+        AuditAction::AuthenticatorEnrolled,
+        AuditAction::EmailEnrollmentStarted,
+        AuditAction::EmailEnrolled,
+        AuditAction::EmailCodeSent,
+        AuditAction::MfaVerifySucceeded,
+        AuditAction::MfaVerifyFailed,
+        AuditAction::ReplayRefused,
+        AuditAction::LockedOut,
+        AuditAction::RecoveryCodesGenerated,
+        AuditAction::RecoveryCodeUsed,
+        AuditAction::LoginSucceeded,
+        AuditAction::LoginFailed,
+        AuditAction::Logout,
+        AuditAction::UserCreated,
+        AuditAction::UserUpdated,
+        AuditAction::UserDeleted,
+        AuditAction::EmailChangeRequested,
+        AuditAction::EmailChanged,
+        AuditAction::SuperAdminJoinedOrg,
+    ];
+
+    /// Stable snake_case name, used in storage and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::OrgCreated => "org_created",
+            AuditAction::OrgUpdated => "org_updated",
+            AuditAction::OrgDeleted => "org_deleted",
+            AuditAction::MfaEnforced => "mfa_enforced",
+            AuditAction::MfaUnenforced => "mfa_unenforced",
+            AuditAction::MembershipCreated => "membership_created",
+            AuditAction::MembershipUpdated => "membership_updated",
+            AuditAction::MembershipDeleted => "membership_deleted",
+            AuditAction::MfaOptOut => "mfa_opt_out",
+            AuditAction::MfaOptOutRemoved => "mfa_opt_out_removed",
+            AuditAction::PersonalMfaOptIn => "personal_mfa_opt_in",
+            AuditAction::PersonalMfaOptOut => "personal_mfa_opt_out",
+            AuditAction::MfaReset => "mfa_reset",
+            AuditAction::AuthenticatorReset => "authenticator_reset",
+            AuditAction::AuthenticatorEnrollmentStarted => "authenticator_enrollment_started",
+            AuditAction::AuthenticatorEnrolled => "authenticator_enrolled",
+            AuditAction::EmailEnrollmentStarted => "email_enrollment_started",
+            AuditAction::EmailEnrolled => "email_enrolled",
+            AuditAction::EmailCodeSent => "email_code_sent",
+            AuditAction::MfaVerifySucceeded => "mfa_verify_succeeded",
+            AuditAction::MfaVerifyFailed => "mfa_verify_failed",
+            AuditAction::ReplayRefused => "replay_refused",
+            AuditAction::LockedOut => "locked_out",
+            AuditAction::RecoveryCodesGenerated => "recovery_codes_generated",
+            AuditAction::RecoveryCodeUsed => "recovery_code_used",
+            AuditAction::LoginSucceeded => "login_succeeded",
+            AuditAction::LoginFailed => "login_failed",
+            AuditAction::Logout => "logout",
+            AuditAction::UserCreated => "user_created",
+            AuditAction::UserUpdated => "user_updated",
+            AuditAction::UserDeleted => "user_deleted",
+            AuditAction::EmailChangeRequested => "email_change_requested",
+            AuditAction::EmailChanged => "email_changed",
+            AuditAction::SuperAdminJoinedOrg => "super_admin_joined_org",
+        }
+    }
+
+    /// Inverse of [`AuditAction::as_str`].
+    pub fn parse(s: &str) -> Option<AuditAction> {
+        AuditAction::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// A recorded, MFA-relevant change or failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Identifier assigned by the store (increasing).
+    pub id: AuditEventId,
+    /// When.
+    pub at: Timestamp,
+    /// The org it concerns, if any.
+    pub org_id: Option<OrgId>,
+    /// Who did it (absent for anonymous failures).
+    pub actor_user_id: Option<UserId>,
+    /// Whom it concerns.
+    pub target_user_id: Option<UserId>,
+    /// What.
+    pub action: AuditAction,
+    /// Free text without secrets, codes or full email addresses.
+    pub detail: String,
+}
+
+/// An audit event to be written in the same transaction as its change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    /// When.
+    pub at: Timestamp,
+    /// The org it concerns, if any.
+    pub org_id: Option<OrgId>,
+    /// Who did it.
+    pub actor_user_id: Option<UserId>,
+    /// Whom it concerns.
+    pub target_user_id: Option<UserId>,
+    /// What.
+    pub action: AuditAction,
+    /// Free text without secrets.
+    pub detail: String,
+}
+
+/// Filter of an audit query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only events of this org.
+    pub org_id: Option<OrgId>,
+    /// Only events whose actor or target is this user.
+    pub user_id: Option<UserId>,
+    /// Only this action.
+    pub action: Option<AuditAction>,
+}
+
+/// A page request: 0-based page number and page size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// 0-based page number.
+    pub page: u32,
+    /// Items per page, 1..=200.
+    pub size: u32,
+}
+
+impl PageRequest {
+    /// Largest accepted page size.
+    pub const MAX_SIZE: u32 = 200;
+
+    /// Rows to skip.
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page) * u64::from(self.size)
+    }
+}
+
+/// One page of results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Items across all pages.
+    pub total: u64,
+    /// The page number asked for.
+    pub page: u32,
+    /// The page size asked for.
+    pub size: u32,
+}

@@ -1,0 +1,409 @@
+//! Pure decisions: the login decision of the API contract, the lockout
+//! arithmetic and the enrollment rule for partial sessions. No IO, no state.
+
+use crate::error::MfaError;
+use crate::model::{AssuranceLevel, FailureState, Membership, MfaMethod, Org, Timestamp, User};
+
+/// What a successful password login still owes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MfaRequirement {
+    /// Nothing: the session is full.
+    None,
+    /// MFA is owed and the user has no verified factor: enroll one.
+    SetupRequired,
+    /// MFA is owed and the user has a verified factor: present it.
+    ChallengeRequired,
+}
+
+impl MfaRequirement {
+    /// Wire name: `none`, `setup_required`, `challenge_required`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MfaRequirement::None => "none",
+            MfaRequirement::SetupRequired => "setup_required",
+            MfaRequirement::ChallengeRequired => "challenge_required",
+        }
+    }
+}
+
+/// The verified factors of a user, as far as the login decision cares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FactorSummary {
+    /// A verified authenticator.
+    pub authenticator: bool,
+    /// A verified email factor.
+    pub email: bool,
+    /// Unused recovery codes left.
+    pub recovery_codes_left: u64,
+}
+
+impl FactorSummary {
+    /// Whether the user has a verified authenticator or email factor.
+    /// Recovery codes alone are not a factor: they only stand in for one.
+    pub fn has_verified_factor(&self) -> bool {
+        self.authenticator || self.email
+    }
+
+    /// Methods usable to answer a challenge.
+    pub fn challenge_methods(&self) -> Vec<MfaMethod> {
+        let mut methods = Vec::new();
+        if self.authenticator {
+            methods.push(MfaMethod::Authenticator);
+        }
+        if self.email {
+            methods.push(MfaMethod::Email);
+        }
+        if self.recovery_codes_left > 0 && self.has_verified_factor() {
+            methods.push(MfaMethod::Recovery);
+        }
+        methods
+    }
+}
+
+/// The outcome of the login decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginDecision {
+    /// What the session still owes.
+    pub requirement: MfaRequirement,
+    /// Methods to enroll (setup) or to present (challenge); empty for none.
+    pub methods: Vec<MfaMethod>,
+    /// During an enrollment grace period: when setup becomes required.
+    pub setup_due_at: Option<Timestamp>,
+}
+
+/// The login decision of the API contract for user `user` logging into
+/// `org` through `membership`:
+///
+/// 1. `membership.mfa_opt_out` → no MFA;
+/// 2. else if the org enforces MFA or the user opted in → MFA is owed:
+///    a verified factor → challenge, none → setup (or, inside the org's
+///    grace period after enforcement, no MFA with a due date);
+/// 3. else → no MFA.
+///
+/// An inactive membership cannot log in at all.
+pub fn decide_login(
+    org: &Org,
+    membership: &Membership,
+    user: &User,
+    factors: &FactorSummary,
+    now: Timestamp,
+) -> Result<LoginDecision, MfaError> {
+    if !membership.is_active {
+        return Err(MfaError::Forbidden);
+    }
+    let none = LoginDecision {
+        requirement: MfaRequirement::None,
+        methods: Vec::new(),
+        setup_due_at: None,
+    };
+    if membership.mfa_opt_out {
+        return Ok(none);
+    }
+    if !(org.is_mfa_enforced || user.mfa_opt_in) {
+        return Ok(none);
+    }
+    if factors.has_verified_factor() {
+        return Ok(LoginDecision {
+            requirement: MfaRequirement::ChallengeRequired,
+            methods: factors.challenge_methods(),
+            setup_due_at: None,
+        });
+    }
+    // The grace period is the org's gift to members it newly forces; a user
+    // who opted in personally asked for MFA and gets no grace.
+    if org.is_mfa_enforced && !user.mfa_opt_in {
+        if let Some(due) = grace_deadline(org) {
+            if now < due {
+                return Ok(LoginDecision {
+                    setup_due_at: Some(due),
+                    ..none
+                });
+            }
+        }
+    }
+    Ok(LoginDecision {
+        requirement: MfaRequirement::SetupRequired,
+        methods: vec![MfaMethod::Authenticator, MfaMethod::Email],
+        setup_due_at: None,
+    })
+}
+
+/// End of the org's enrollment grace period, if it has one.
+pub fn grace_deadline(org: &Org) -> Option<Timestamp> {
+    if !org.is_mfa_enforced || org.mfa_grace_period_hours == 0 {
+        return None;
+    }
+    org.mfa_enforced_at
+        .map(|at| at.plus_secs(u64::from(org.mfa_grace_period_hours) * 3600))
+}
+
+/// Lockout rule: after `threshold` consecutive failures the user is locked
+/// out for `base_delay_secs`, doubling with every further failure up to
+/// `max_delay_secs`; a success resets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures that trigger the first lockout.
+    pub threshold: u32,
+    /// First lockout length in seconds.
+    pub base_delay_secs: u64,
+    /// Longest lockout in seconds.
+    pub max_delay_secs: u64,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy {
+            threshold: 5,
+            base_delay_secs: 30,
+            max_delay_secs: 15 * 60,
+        }
+    }
+}
+
+impl LockoutPolicy {
+    /// Lockout length after `failures` consecutive failures, if any.
+    pub fn delay_after(&self, failures: u32) -> Option<u64> {
+        if failures < self.threshold {
+            return None;
+        }
+        let doublings = failures - self.threshold;
+        let delay = if doublings >= 32 {
+            self.max_delay_secs
+        } else {
+            self.base_delay_secs
+                .saturating_mul(1u64 << doublings)
+                .min(self.max_delay_secs)
+        };
+        Some(delay)
+    }
+
+    /// Seconds to wait before the next attempt, if locked now.
+    pub fn retry_after(&self, state: &FailureState, now: Timestamp) -> Option<u64> {
+        match state.locked_until {
+            Some(until) if until > now => Some(now.secs_until(until).max(1)),
+            _ => None,
+        }
+    }
+}
+
+/// The rule that stops a stolen password from enrolling an attacker's
+/// authenticator: a partial session may enroll only while the user has no
+/// verified factor at all. Full sessions may always enroll.
+pub fn may_enroll(level: AssuranceLevel, factors: &FactorSummary) -> Result<(), MfaError> {
+    match level {
+        AssuranceLevel::Full => Ok(()),
+        AssuranceLevel::Partial if !factors.has_verified_factor() => Ok(()),
+        AssuranceLevel::Partial => Err(MfaError::MfaRequired),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{OrgId, UserId};
+
+    fn org(enforced: bool) -> Org {
+        Org {
+            id: OrgId(1),
+            name: "Acme".into(),
+            is_mfa_enforced: enforced,
+            mfa_enforced_at: enforced.then_some(Timestamp(1_000)),
+            mfa_grace_period_hours: 0,
+            created_at: Timestamp(0),
+        }
+    }
+
+    fn user(opt_in: bool) -> User {
+        User {
+            id: UserId(7),
+            email: "a@example.com".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+            password_hash: String::new(),
+            is_super_admin: false,
+            mfa_opt_in: opt_in,
+            last_login_at: None,
+            created_at: Timestamp(0),
+        }
+    }
+
+    fn member() -> Membership {
+        Membership::new(UserId(7), OrgId(1))
+    }
+
+    const NO_FACTOR: FactorSummary = FactorSummary {
+        authenticator: false,
+        email: false,
+        recovery_codes_left: 0,
+    };
+    const AUTHENTICATOR: FactorSummary = FactorSummary {
+        authenticator: true,
+        email: false,
+        recovery_codes_left: 10,
+    };
+
+    fn decide(o: &Org, m: &Membership, u: &User, f: &FactorSummary) -> MfaRequirement {
+        decide_login(o, m, u, f, Timestamp(2_000))
+            .map(|d| d.requirement)
+            .unwrap_or_else(|e| panic!("unexpected refusal: {e}"))
+    }
+
+    #[test]
+    fn opt_out_wins_over_enforcement_and_personal_opt_in() {
+        let mut m = member();
+        m.mfa_opt_out = true;
+        assert_eq!(
+            decide(&org(true), &m, &user(true), &AUTHENTICATOR),
+            MfaRequirement::None
+        );
+    }
+
+    #[test]
+    fn enforced_without_factor_requires_setup() {
+        let d = decide_login(
+            &org(true),
+            &member(),
+            &user(false),
+            &NO_FACTOR,
+            Timestamp(2_000),
+        );
+        let d = d.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.requirement, MfaRequirement::SetupRequired);
+        assert_eq!(d.methods, vec![MfaMethod::Authenticator, MfaMethod::Email]);
+    }
+
+    #[test]
+    fn enforced_with_factor_requires_challenge_with_its_methods() {
+        let d = decide_login(
+            &org(true),
+            &member(),
+            &user(false),
+            &AUTHENTICATOR,
+            Timestamp(2_000),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.requirement, MfaRequirement::ChallengeRequired);
+        assert_eq!(
+            d.methods,
+            vec![MfaMethod::Authenticator, MfaMethod::Recovery]
+        );
+    }
+
+    #[test]
+    fn email_factor_counts_as_verified_factor() {
+        let f = FactorSummary {
+            email: true,
+            ..NO_FACTOR
+        };
+        assert_eq!(
+            decide(&org(true), &member(), &user(false), &f),
+            MfaRequirement::ChallengeRequired
+        );
+    }
+
+    #[test]
+    fn recovery_codes_alone_are_not_a_factor() {
+        let f = FactorSummary {
+            recovery_codes_left: 3,
+            ..NO_FACTOR
+        };
+        assert_eq!(
+            decide(&org(true), &member(), &user(false), &f),
+            MfaRequirement::SetupRequired
+        );
+    }
+
+    #[test]
+    fn personal_opt_in_owes_mfa_without_enforcement() {
+        assert_eq!(
+            decide(&org(false), &member(), &user(true), &NO_FACTOR),
+            MfaRequirement::SetupRequired
+        );
+        assert_eq!(
+            decide(&org(false), &member(), &user(true), &AUTHENTICATOR),
+            MfaRequirement::ChallengeRequired
+        );
+    }
+
+    #[test]
+    fn neither_enforced_nor_opted_in_owes_nothing_even_with_factor() {
+        assert_eq!(
+            decide(&org(false), &member(), &user(false), &AUTHENTICATOR),
+            MfaRequirement::None
+        );
+    }
+
+    #[test]
+    fn inactive_membership_cannot_log_in() {
+        let mut m = member();
+        m.is_active = false;
+        assert_eq!(
+            decide_login(&org(false), &m, &user(false), &NO_FACTOR, Timestamp(0)),
+            Err(MfaError::Forbidden)
+        );
+    }
+
+    #[test]
+    fn grace_period_defers_setup_until_due() {
+        let mut o = org(true);
+        o.mfa_grace_period_hours = 2;
+        let due = Timestamp(1_000 + 7_200);
+        let inside = decide_login(&o, &member(), &user(false), &NO_FACTOR, Timestamp(8_199))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(inside.requirement, MfaRequirement::None);
+        assert_eq!(inside.setup_due_at, Some(due));
+        let after = decide_login(&o, &member(), &user(false), &NO_FACTOR, due)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(after.requirement, MfaRequirement::SetupRequired);
+        // The grace period never skips a challenge for a user who has a factor.
+        let with_factor = decide_login(&o, &member(), &user(false), &AUTHENTICATOR, Timestamp(2_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(with_factor.requirement, MfaRequirement::ChallengeRequired);
+        // Nor does it apply to a personal opt-in.
+        let opted_in = decide_login(&o, &member(), &user(true), &NO_FACTOR, Timestamp(2_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opted_in.requirement, MfaRequirement::SetupRequired);
+    }
+
+    #[test]
+    fn lockout_delay_doubles_from_30s_to_15min() {
+        let p = LockoutPolicy::default();
+        assert_eq!(p.delay_after(4), None);
+        let delays: Vec<_> = (5..=12).map(|n| p.delay_after(n)).collect();
+        assert_eq!(
+            delays,
+            vec![
+                Some(30),
+                Some(60),
+                Some(120),
+                Some(240),
+                Some(480),
+                Some(900),
+                Some(900),
+                Some(900)
+            ]
+        );
+        assert_eq!(p.delay_after(u32::MAX), Some(900));
+    }
+
+    #[test]
+    fn retry_after_counts_down_and_ends() {
+        let p = LockoutPolicy::default();
+        let s = FailureState {
+            failures: 5,
+            locked_until: Some(Timestamp(130)),
+        };
+        assert_eq!(p.retry_after(&s, Timestamp(100)), Some(30));
+        assert_eq!(p.retry_after(&s, Timestamp(130)), None);
+    }
+
+    #[test]
+    fn partial_session_enrolls_only_without_a_verified_factor() {
+        assert_eq!(may_enroll(AssuranceLevel::Partial, &NO_FACTOR), Ok(()));
+        assert_eq!(
+            may_enroll(AssuranceLevel::Partial, &AUTHENTICATOR),
+            Err(MfaError::MfaRequired)
+        );
+        assert_eq!(may_enroll(AssuranceLevel::Full, &AUTHENTICATOR), Ok(()));
+    }
+}

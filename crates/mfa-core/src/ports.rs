@@ -1,0 +1,381 @@
+//! The ports: what the domain needs from the outside world. Adapters in other
+//! crates implement them (mfa-store for [`Store`], mfa-email for [`Mailer`]);
+//! this crate ships simple implementations for tests and embedding.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use mfa_totp::{Secret, TotpParams};
+
+use crate::error::{MailError, MfaResult, StoreError};
+use crate::model::*;
+
+/// Result of a storage call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Transactional storage. Every domain operation runs in one transaction:
+/// what the closure does is committed when it returns `Ok`, rolled back
+/// when it returns `Err`. Audit events are written through the same
+/// transaction as the change they record.
+///
+/// Implementations must make `write` transactions serialisable with respect
+/// to the conditional updates of [`StoreTx`] (SQLite: `BEGIN IMMEDIATE`;
+/// PostgreSQL: the row locks the conditional updates take).
+pub trait Store: Send + Sync + 'static {
+    /// Run `f` in a read-only transaction (a consistent snapshot).
+    fn read<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T>;
+    /// Run `f` in a read-write transaction.
+    fn write<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T>;
+}
+
+/// The operations available inside a transaction. Methods named `consume_*`,
+/// `accept_*` and `verify_*` are conditional updates that return whether
+/// they changed a row: of two racing callers exactly one sees `true`.
+pub trait StoreTx {
+    // ---- orgs
+    /// Create an org, not enforced, no grace period.
+    fn insert_org(&mut self, name: &str, now: Timestamp) -> StoreResult<Org>;
+    /// Load an org.
+    fn org(&mut self, id: OrgId) -> StoreResult<Option<Org>>;
+    /// Every org, by id.
+    fn all_orgs(&mut self) -> StoreResult<Vec<Org>>;
+    /// Write name, enforcement, enforcement time and grace period of `org`.
+    /// `NotFound` if it does not exist.
+    fn update_org(&mut self, org: &Org) -> StoreResult<()>;
+    /// Delete an org and its memberships; whether it existed.
+    fn delete_org(&mut self, id: OrgId) -> StoreResult<bool>;
+
+    // ---- users
+    /// Create a user; `UniqueViolation` for a taken email.
+    fn insert_user(&mut self, user: &NewUser) -> StoreResult<User>;
+    /// Load a user.
+    fn user(&mut self, id: UserId) -> StoreResult<Option<User>>;
+    /// Load a user by normalised email.
+    fn user_by_email(&mut self, email: &str) -> StoreResult<Option<User>>;
+    /// Load the users with these ids (missing ones left out), by id.
+    fn users_by_ids(&mut self, ids: &[UserId]) -> StoreResult<Vec<User>>;
+    /// Write every field of `user` but id and created_at. `UniqueViolation`
+    /// for a taken email, `NotFound` if it does not exist.
+    fn update_user(&mut self, user: &User) -> StoreResult<()>;
+    /// Set `last_login_at` alone.
+    fn set_last_login(&mut self, id: UserId, at: Timestamp) -> StoreResult<()>;
+    /// Delete a user with everything that belongs to them; whether it existed.
+    fn delete_user(&mut self, id: UserId) -> StoreResult<bool>;
+    /// Number of users in the deployment.
+    fn count_users(&mut self) -> StoreResult<u64>;
+    /// Members of `org` (active or not) whose first name, last name or email
+    /// contains `search` case-insensitively (all when `None`), by id, with
+    /// the total count of matches.
+    fn search_org_users(
+        &mut self,
+        org: OrgId,
+        search: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<User>, u64)>;
+
+    // ---- memberships
+    /// Create a membership; `UniqueViolation` if the user is already a member.
+    fn insert_membership(&mut self, m: &Membership) -> StoreResult<()>;
+    /// Load a membership.
+    fn membership(&mut self, user: UserId, org: OrgId) -> StoreResult<Option<Membership>>;
+    /// Every membership of a user, by org id.
+    fn memberships_of_user(&mut self, user: UserId) -> StoreResult<Vec<Membership>>;
+    /// Write every flag of `m`; `NotFound` if it does not exist.
+    fn update_membership(&mut self, m: &Membership) -> StoreResult<()>;
+    /// Delete a membership; whether it existed.
+    fn delete_membership(&mut self, user: UserId, org: OrgId) -> StoreResult<bool>;
+    /// Active admins of an org, by id.
+    fn org_admins(&mut self, org: OrgId) -> StoreResult<Vec<User>>;
+    /// Counts of an org's members for the licence report.
+    fn membership_counts(&mut self, org: OrgId) -> StoreResult<MembershipCounts>;
+
+    // ---- authenticator
+    /// The user's authenticator, pending or verified.
+    fn authenticator(&mut self, user: UserId) -> StoreResult<Option<Authenticator>>;
+    /// Store a pending authenticator, replacing a pending one. Must not
+    /// replace a verified one: returns `false` (and changes nothing) if the
+    /// user has a verified authenticator.
+    fn put_pending_authenticator(
+        &mut self,
+        user: UserId,
+        secret: &Secret,
+        params: &TotpParams,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Turn the pending authenticator into a verified one, recording `step`
+    /// as used: `UPDATE … WHERE user = ? AND pending`. Whether it changed.
+    fn verify_authenticator(
+        &mut self,
+        user: UserId,
+        step: u64,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Record `step` as used if it is above the last used one:
+    /// `UPDATE … SET last_step = ? WHERE user = ? AND verified AND
+    /// (last_step IS NULL OR last_step < ?)`. Whether it changed.
+    fn accept_totp_step(&mut self, user: UserId, step: u64) -> StoreResult<bool>;
+    /// Remove the authenticator; whether there was one.
+    fn delete_authenticator(&mut self, user: UserId) -> StoreResult<bool>;
+
+    // ---- email factor and codes
+    /// When the user's email factor was verified, if it is.
+    fn email_factor_verified_at(&mut self, user: UserId) -> StoreResult<Option<Timestamp>>;
+    /// Mark the email factor verified (idempotent).
+    fn set_email_factor_verified(&mut self, user: UserId, at: Timestamp) -> StoreResult<()>;
+    /// Remove the email factor; whether there was one.
+    fn delete_email_factor(&mut self, user: UserId) -> StoreResult<bool>;
+    /// The user's newest email code (live or not).
+    fn latest_email_code(&mut self, user: UserId) -> StoreResult<Option<EmailCode>>;
+    /// Store a new code, deleting every earlier code of the user (a new code
+    /// voids the previous).
+    fn replace_email_code(&mut self, code: &NewEmailCode) -> StoreResult<EmailCode>;
+    /// `UPDATE … SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL`.
+    fn consume_email_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
+    /// Delete one code (used when its mail could not be sent).
+    fn delete_email_code(&mut self, id: i64) -> StoreResult<()>;
+    /// Delete every email code of the user.
+    fn delete_email_codes(&mut self, user: UserId) -> StoreResult<()>;
+
+    // ---- recovery codes
+    /// The user's recovery codes, used or not, by id.
+    fn recovery_codes(&mut self, user: UserId) -> StoreResult<Vec<RecoveryCode>>;
+    /// Replace the user's set with codes of these argon2 hashes.
+    fn replace_recovery_codes(
+        &mut self,
+        user: UserId,
+        hashes: &[String],
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// `UPDATE … SET used_at = ? WHERE id = ? AND used_at IS NULL`.
+    fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
+    /// Delete the user's recovery codes; how many there were.
+    fn delete_recovery_codes(&mut self, user: UserId) -> StoreResult<u64>;
+
+    // ---- sessions
+    /// Create a session.
+    fn insert_session(&mut self, s: &NewSession) -> StoreResult<Session>;
+    /// Load a session by token hash (revoked and expired ones too).
+    fn session_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<Session>>;
+    /// Set `last_seen_at`.
+    fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()>;
+    /// Revoke one session if live; whether it was.
+    fn revoke_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<bool>;
+    /// Revoke every live session of a user, optionally only those of one org,
+    /// optionally sparing one; how many.
+    fn revoke_user_sessions(
+        &mut self,
+        user: UserId,
+        only_org: Option<OrgId>,
+        except: Option<SessionId>,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+
+    // ---- failure counters
+    /// Current failure state of one kind.
+    fn failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;
+    /// Add one failure atomically (`failures = failures + 1`, creating the
+    /// row if needed) and return the new count.
+    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<u32>;
+    /// Set the lockout end.
+    fn set_locked_until(
+        &mut self,
+        user: UserId,
+        kind: FailureKind,
+        until: Option<Timestamp>,
+    ) -> StoreResult<()>;
+    /// Back to zero failures, no lockout.
+    fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()>;
+
+    // ---- email change
+    /// Store a pending email change, replacing an earlier pending one.
+    fn put_email_change(
+        &mut self,
+        user: UserId,
+        new_email: &str,
+        token_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<EmailChange>;
+    /// The user's pending (unconsumed) email change.
+    fn pending_email_change(&mut self, user: UserId) -> StoreResult<Option<EmailChange>>;
+    /// An email change by token hash.
+    fn email_change_by_token_hash(&mut self, token_hash: &str)
+    -> StoreResult<Option<EmailChange>>;
+    /// `UPDATE … SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL`.
+    fn consume_email_change(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
+
+    // ---- audit
+    /// Append an event.
+    fn insert_audit(&mut self, e: &NewAuditEvent) -> StoreResult<()>;
+    /// Events matching `filter`, newest first, with the total count.
+    fn audit_events(
+        &mut self,
+        filter: &AuditFilter,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<AuditEvent>, u64)>;
+}
+
+/// A message the domain wants delivered. The mail adapter renders it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mail {
+    /// Recipient address.
+    pub to: String,
+    /// What to say.
+    pub kind: MailKind,
+}
+
+/// The messages the domain sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailKind {
+    /// A code that proves the address during email enrollment.
+    EnrollmentCode {
+        /// The code (never logged).
+        code: String,
+        /// Lifetime in seconds.
+        valid_for_secs: u64,
+    },
+    /// A second-factor code for login.
+    LoginCode {
+        /// The code (never logged).
+        code: String,
+        /// Lifetime in seconds.
+        valid_for_secs: u64,
+    },
+    /// A factor was enrolled on the account.
+    FactorEnrolled {
+        /// Which.
+        method: MfaMethod,
+    },
+    /// Factors were removed from the account.
+    FactorReset {
+        /// Which.
+        methods: Vec<MfaMethod>,
+        /// Who did it: `None` when the user did it themselves.
+        by_admin: Option<String>,
+    },
+    /// A used authenticator code was presented again and refused.
+    ReplayRefused,
+    /// A recovery code was used.
+    RecoveryCodeUsed {
+        /// Unused codes left.
+        remaining: u64,
+    },
+    /// Confirm a new address (sent to the new address).
+    EmailChangeConfirm {
+        /// Single-use confirmation token (never logged).
+        token: String,
+        /// Lifetime in seconds.
+        valid_for_secs: u64,
+    },
+    /// The address is about to change (sent to the old address).
+    EmailChangeNotice {
+        /// The new address, masked.
+        new_email_masked: String,
+    },
+}
+
+/// Delivers mail. Called from blocking context: implementations may block.
+pub trait Mailer: Send + Sync {
+    /// Deliver one message, or say why not.
+    fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}
+
+/// Tells the time.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> Timestamp;
+}
+
+/// Supplies cryptographically secure random bytes.
+pub trait Randomness: Send + Sync {
+    /// Fill `dest` with random bytes.
+    fn fill(&self, dest: &mut [u8]);
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that stands still until told to move: for tests and simulations.
+#[derive(Debug, Default)]
+pub struct FixedClock(AtomicI64);
+
+impl FixedClock {
+    /// A clock showing `at`.
+    pub fn new(at: Timestamp) -> FixedClock {
+        FixedClock(AtomicI64::new(at.0))
+    }
+
+    /// Move to `at`.
+    pub fn set(&self, at: Timestamp) {
+        self.0.store(at.0, Ordering::SeqCst);
+    }
+
+    /// Move forward by `secs`.
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// The operating system's CSPRNG.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsRandomness;
+
+impl Randomness for OsRandomness {
+    fn fill(&self, dest: &mut [u8]) {
+        rand::fill(dest);
+    }
+}
+
+/// A mailer that keeps what it is given, for tests and embedding without
+/// mail. Optionally fails every send.
+#[derive(Debug, Default)]
+pub struct MemoryMailer {
+    sent: std::sync::Mutex<Vec<Mail>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryMailer {
+    /// Everything sent so far.
+    pub fn sent(&self) -> Vec<Mail> {
+        self.sent.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Make every later send fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+impl Mailer for MemoryMailer {
+    fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(MailError {
+                transient: false,
+                message: "memory mailer set to fail".into(),
+            });
+        }
+        if let Ok(mut v) = self.sent.lock() {
+            v.push(mail.clone());
+        }
+        Ok(())
+    }
+}
