@@ -4,8 +4,10 @@ pub mod error;
 pub mod model;
 pub mod policy;
 pub mod ports;
+pub mod text;
 
 pub use error::{MailError, MfaError, MfaResult, StoreError};
 pub use model::*;
 pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
 pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
+pub use text::{mask_email, normalize_email};
