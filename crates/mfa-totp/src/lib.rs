@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod otp;
+mod qr;
+mod secret;
+mod uri;
+
+pub use error::{TotpError, VerifyError};
+pub use otp::{
+    Algorithm, DEFAULT_WINDOW, TotpParams, hotp, is_well_formed_code, time_step, totp,
+    totp_at_step, verify_totp,
+};
+pub use qr::{qr_png, qr_svg, qr_terminal};
+pub use secret::Secret;
+pub use uri::{OtpauthUri, issuer_for_environment};

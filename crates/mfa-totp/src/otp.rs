@@ -1,0 +1,244 @@
+//! HOTP (RFC 4226) and TOTP (RFC 6238) code generation and verification.
+
+use std::fmt;
+use std::str::FromStr;
+
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
+
+use crate::{Secret, TotpError, VerifyError};
+
+/// How many steps either side of the current one [`verify_totp`] accepts by
+/// default: one step absorbs ordinary clock skew and typing delay.
+pub const DEFAULT_WINDOW: u64 = 1;
+
+/// The HMAC hash function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Algorithm {
+    /// HMAC-SHA-1, the only algorithm every authenticator app supports.
+    #[default]
+    Sha1,
+    /// HMAC-SHA-256.
+    Sha256,
+    /// HMAC-SHA-512.
+    Sha512,
+}
+
+impl Algorithm {
+    /// The name used in `otpauth://` URIs: `SHA1`, `SHA256` or `SHA512`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "SHA1",
+            Algorithm::Sha256 => "SHA256",
+            Algorithm::Sha512 => "SHA512",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = TotpError;
+
+    /// Parses `SHA1`, `SHA256` or `SHA512`, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512]
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                TotpError::InvalidParams("algorithm must be SHA1, SHA256 or SHA512".to_owned())
+            })
+    }
+}
+
+/// Code generation parameters.
+///
+/// The fields are public for convenience; use [`TotpParams::new`] to get the
+/// validation. Out-of-range values set directly never panic: a period of 0
+/// acts as 1 and digit counts above 10 are zero-padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TotpParams {
+    /// HMAC hash function.
+    pub algorithm: Algorithm,
+    /// Number of decimal digits in a code (6 or 8).
+    pub digits: u32,
+    /// Length of a time step in seconds.
+    pub period: u64,
+}
+
+impl Default for TotpParams {
+    /// SHA1, 6 digits, 30 seconds: what authenticator apps assume when an
+    /// `otpauth://` URI says nothing.
+    fn default() -> Self {
+        TotpParams {
+            algorithm: Algorithm::Sha1,
+            digits: 6,
+            period: 30,
+        }
+    }
+}
+
+impl TotpParams {
+    /// Validated parameters: `digits` must be 6 or 8 (the values authenticator
+    /// apps support) and `period` at least 1 second.
+    pub fn new(algorithm: Algorithm, digits: u32, period: u64) -> Result<Self, TotpError> {
+        if digits != 6 && digits != 8 {
+            return Err(TotpError::InvalidParams("digits must be 6 or 8".to_owned()));
+        }
+        if period == 0 {
+            return Err(TotpError::InvalidParams(
+                "period must be at least 1 second".to_owned(),
+            ));
+        }
+        Ok(TotpParams {
+            algorithm,
+            digits,
+            period,
+        })
+    }
+}
+
+/// Dynamic truncation yields a 31-bit number, so beyond 10 digits only
+/// leading zeros are added; capping also keeps `10^digits` from overflowing
+/// inside `totp-lite`.
+const MAX_SIGNIFICANT_DIGITS: u32 = 10;
+
+/// The RFC 4226 HOTP code for `counter`, zero-padded to `params.digits`.
+/// `params.period` is ignored.
+pub fn hotp(secret: &Secret, counter: u64, params: &TotpParams) -> String {
+    let digits = params.digits.min(MAX_SIGNIFICANT_DIGITS);
+    let key = secret.as_bytes();
+    // With a step of one second, totp-lite's "time" is the HOTP counter itself.
+    let code = match params.algorithm {
+        Algorithm::Sha1 => totp_lite::totp_custom::<totp_lite::Sha1>(1, digits, key, counter),
+        Algorithm::Sha256 => totp_lite::totp_custom::<totp_lite::Sha256>(1, digits, key, counter),
+        Algorithm::Sha512 => totp_lite::totp_custom::<totp_lite::Sha512>(1, digits, key, counter),
+    };
+    let width = usize::try_from(params.digits).unwrap_or(0);
+    format!("{code:0>width$}")
+}
+
+/// The RFC 6238 time step containing `unix_time`. A `period` of 0 is treated
+/// as 1 rather than dividing by zero.
+pub fn time_step(unix_time: u64, period: u64) -> u64 {
+    unix_time / period.max(1)
+}
+
+/// The RFC 6238 TOTP code at `unix_time` (seconds since the Unix epoch).
+pub fn totp(secret: &Secret, unix_time: u64, params: &TotpParams) -> String {
+    totp_at_step(secret, time_step(unix_time, params.period), params)
+}
+
+/// The TOTP code for an explicit time step (see [`time_step`]).
+pub fn totp_at_step(secret: &Secret, step: u64, params: &TotpParams) -> String {
+    hotp(secret, step, params)
+}
+
+/// Whether `candidate` is exactly `digits` ASCII digits (`0`-`9`).
+///
+/// Anything else (spaces, signs, full-width or other non-ASCII digits, wrong
+/// length, empty input) is refused, so callers never normalise codes in ways
+/// that could make two different inputs compare equal.
+pub fn is_well_formed_code(candidate: &str, digits: u32) -> bool {
+    !candidate.is_empty()
+        && usize::try_from(digits).is_ok_and(|d| d == candidate.len())
+        && candidate.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Verifies `candidate` against the time steps `current - window ..= current + window`
+/// and returns the matched step.
+///
+/// The caller should store the returned step and pass it back as
+/// `last_used_step` next time: a code matching only steps at or before it is
+/// refused as [`VerifyError::Replayed`], which makes every code single-use.
+///
+/// Every step in the window is computed and compared in constant time, so
+/// timing reveals neither whether nor where the code matched. If the code
+/// happens to match several steps, the latest unused one is returned, so that
+/// the same string cannot be accepted twice within one window.
+///
+/// The window is not capped; keep it small (see [`DEFAULT_WINDOW`]).
+pub fn verify_totp(
+    secret: &Secret,
+    candidate: &str,
+    unix_time: u64,
+    params: &TotpParams,
+    window: u64,
+    last_used_step: Option<u64>,
+) -> Result<u64, VerifyError> {
+    if !is_well_formed_code(candidate, params.digits) {
+        return Err(VerifyError::Malformed);
+    }
+    let current = time_step(unix_time, params.period);
+    let first = current.saturating_sub(window);
+    let last = current.saturating_add(window);
+
+    let mut fresh_found = Choice::from(0);
+    let mut fresh_step = 0u64;
+    let mut used_found = Choice::from(0);
+    let mut used_step = 0u64;
+    for step in first..=last {
+        let expected = totp_at_step(secret, step, params);
+        let matches = expected.as_bytes().ct_eq(candidate.as_bytes());
+        // Step numbers are public; only whether the code matched is secret.
+        let is_fresh = Choice::from(u8::from(last_used_step.is_none_or(|used| step > used)));
+        let fresh_match = matches & is_fresh;
+        let used_match = matches & !is_fresh;
+        fresh_step.conditional_assign(&step, fresh_match);
+        fresh_found |= fresh_match;
+        used_step.conditional_assign(&step, used_match);
+        used_found |= used_match;
+    }
+
+    if bool::from(fresh_found) {
+        Ok(fresh_step)
+    } else if bool::from(used_found) {
+        Err(VerifyError::Replayed { step: used_step })
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_digits_are_padded_not_panicking() {
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        let params = TotpParams {
+            digits: 25,
+            ..TotpParams::default()
+        };
+        let code = hotp(&secret, 0, &params);
+        assert_eq!(code.len(), 25);
+        assert!(code.ends_with("1284755224"));
+    }
+
+    #[test]
+    fn zero_period_does_not_panic() {
+        assert_eq!(time_step(59, 0), 59);
+        let params = TotpParams {
+            period: 0,
+            ..TotpParams::default()
+        };
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        assert_eq!(totp(&secret, 1, &params), "287082");
+    }
+
+    #[test]
+    fn window_at_time_zero_does_not_underflow() {
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        let params = TotpParams::default();
+        assert_eq!(verify_totp(&secret, "755224", 0, &params, 5, None), Ok(0));
+    }
+
+    #[test]
+    fn empty_secret_still_produces_codes() {
+        let code = hotp(&Secret::from_bytes(Vec::new()), 0, &TotpParams::default());
+        assert_eq!(code.len(), 6);
+    }
+}
