@@ -1,11 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+pub mod authz;
+pub mod crypto;
 pub mod error;
 pub mod model;
 pub mod policy;
 pub mod ports;
 pub mod text;
 
+pub use authz::{Caller, FullCaller};
 pub use error::{MailError, MfaError, MfaResult, StoreError};
 pub use model::*;
 pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};

@@ -1,0 +1,241 @@
+//! Authorization rules as pure functions over the caller and memberships.
+//!
+//! Roles: a **superadmin** may do anything in any org; an **admin of the
+//! current org** (the org of the caller's session) manages that org's
+//! members; a user may read and change themselves; everyone else gets
+//! nothing. A user of another org is *not found*, never *forbidden*, so
+//! that ids and emails of other orgs cannot be probed.
+
+use std::ops::Deref;
+
+use crate::error::{MfaError, MfaResult};
+use crate::model::{AssuranceLevel, Membership, OrgId, SessionId, UserId};
+
+/// Who is calling: resolved from a bearer token for each request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The session behind the token.
+    pub session_id: SessionId,
+    /// The caller.
+    pub user_id: UserId,
+    /// The current org: the org of the session.
+    pub org_id: OrgId,
+    /// Partial (MFA owed) or full.
+    pub level: AssuranceLevel,
+    /// Deployment-wide administrator.
+    pub is_super_admin: bool,
+    /// Active admin of the current org.
+    pub is_org_admin: bool,
+}
+
+impl Caller {
+    /// The caller as a full session, or `MfaRequired` for a partial one.
+    /// This is the one place that keeps partial sessions out of everything
+    /// not marked "partial ok": operations that need a full session take a
+    /// [`FullCaller`], which only this function makes.
+    pub fn into_full(self) -> MfaResult<FullCaller> {
+        match self.level {
+            AssuranceLevel::Full => Ok(FullCaller(self)),
+            AssuranceLevel::Partial => Err(MfaError::MfaRequired),
+        }
+    }
+
+    /// Whether the caller may manage the current org's members.
+    pub fn is_current_org_admin(&self) -> bool {
+        self.is_super_admin || self.is_org_admin
+    }
+}
+
+/// A caller whose session is full. See [`Caller::into_full`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FullCaller(Caller);
+
+impl Deref for FullCaller {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl AsRef<Caller> for FullCaller {
+    fn as_ref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+/// Superadmins only.
+pub fn require_super_admin(caller: &Caller) -> MfaResult<()> {
+    if caller.is_super_admin {
+        Ok(())
+    } else {
+        Err(MfaError::Forbidden)
+    }
+}
+
+/// Admins of the current org (and superadmins).
+pub fn require_current_org_admin(caller: &Caller) -> MfaResult<()> {
+    if caller.is_current_org_admin() {
+        Ok(())
+    } else {
+        Err(MfaError::Forbidden)
+    }
+}
+
+/// Admins of `org`, given the caller's membership in it. A member who is
+/// not an admin is forbidden; a non-member does not see the org at all.
+pub fn require_org_admin(caller: &Caller, membership_in_org: Option<&Membership>) -> MfaResult<()> {
+    if caller.is_super_admin {
+        return Ok(());
+    }
+    match membership_in_org {
+        Some(m) if m.is_active_admin() => Ok(()),
+        Some(m) if m.is_active => Err(MfaError::Forbidden),
+        _ => Err(MfaError::NotFound("org")),
+    }
+}
+
+/// Members of `org` (and superadmins) may read it.
+pub fn require_org_member(caller: &Caller, membership_in_org: Option<&Membership>) -> MfaResult<()> {
+    if caller.is_super_admin {
+        return Ok(());
+    }
+    match membership_in_org {
+        Some(m) if m.is_active => Ok(()),
+        _ => Err(MfaError::NotFound("org")),
+    }
+}
+
+/// The target of a current-org admin action must be a member of the
+/// current org: anyone else is "not found".
+pub fn require_member_of_current_org(target_membership: Option<&Membership>) -> MfaResult<()> {
+    match target_membership {
+        Some(_) => Ok(()),
+        None => Err(MfaError::NotFound("user")),
+    }
+}
+
+/// Whether the caller sees `target`: superadmins see everyone, users see
+/// themselves, and admins see the members of the orgs they administer.
+pub fn can_see_user(
+    caller: &Caller,
+    caller_memberships: &[Membership],
+    target: UserId,
+    target_memberships: &[Membership],
+) -> bool {
+    if caller.is_super_admin || caller.user_id == target {
+        return true;
+    }
+    caller_memberships
+        .iter()
+        .filter(|m| m.is_active_admin())
+        .any(|admin_of| target_memberships.iter().any(|t| t.org_id == admin_of.org_id))
+}
+
+/// [`can_see_user`] as a rule: `NotFound` when the target is not visible.
+pub fn require_visible_user(
+    caller: &Caller,
+    caller_memberships: &[Membership],
+    target: UserId,
+    target_memberships: &[Membership],
+) -> MfaResult<()> {
+    if can_see_user(caller, caller_memberships, target, target_memberships) {
+        Ok(())
+    } else {
+        Err(MfaError::NotFound("user"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(super_admin: bool, org_admin: bool) -> Caller {
+        Caller {
+            session_id: SessionId(1),
+            user_id: UserId(1),
+            org_id: OrgId(10),
+            level: AssuranceLevel::Full,
+            is_super_admin: super_admin,
+            is_org_admin: org_admin,
+        }
+    }
+
+    fn membership(user: i64, org: i64, admin: bool) -> Membership {
+        let mut m = Membership::new(UserId(user), OrgId(org));
+        m.is_admin = admin;
+        m
+    }
+
+    #[test]
+    fn partial_caller_is_not_full() {
+        let mut c = caller(false, false);
+        c.level = AssuranceLevel::Partial;
+        assert_eq!(c.clone().into_full(), Err(MfaError::MfaRequired));
+        c.level = AssuranceLevel::Full;
+        assert!(c.into_full().is_ok());
+    }
+
+    #[test]
+    fn super_admin_rules() {
+        assert_eq!(require_super_admin(&caller(true, false)), Ok(()));
+        assert_eq!(
+            require_super_admin(&caller(false, true)),
+            Err(MfaError::Forbidden)
+        );
+    }
+
+    #[test]
+    fn current_org_admin_rules() {
+        assert_eq!(require_current_org_admin(&caller(false, true)), Ok(()));
+        assert_eq!(require_current_org_admin(&caller(true, false)), Ok(()));
+        assert_eq!(
+            require_current_org_admin(&caller(false, false)),
+            Err(MfaError::Forbidden)
+        );
+    }
+
+    #[test]
+    fn org_admin_member_and_stranger() {
+        let c = caller(false, false);
+        let admin = membership(1, 20, true);
+        let member = membership(1, 20, false);
+        let mut inactive_admin = admin.clone();
+        inactive_admin.is_active = false;
+        assert_eq!(require_org_admin(&c, Some(&admin)), Ok(()));
+        assert_eq!(
+            require_org_admin(&c, Some(&member)),
+            Err(MfaError::Forbidden)
+        );
+        assert_eq!(
+            require_org_admin(&c, Some(&inactive_admin)),
+            Err(MfaError::NotFound("org"))
+        );
+        assert_eq!(require_org_admin(&c, None), Err(MfaError::NotFound("org")));
+        assert_eq!(require_org_admin(&caller(true, false), None), Ok(()));
+        assert_eq!(require_org_member(&c, Some(&member)), Ok(()));
+        assert_eq!(require_org_member(&c, None), Err(MfaError::NotFound("org")));
+    }
+
+    #[test]
+    fn another_orgs_user_is_not_found() {
+        let c = caller(false, true);
+        let caller_ms = vec![membership(1, 10, true)];
+        let same_org = vec![membership(2, 10, false)];
+        let other_org = vec![membership(3, 99, false)];
+        assert!(can_see_user(&c, &caller_ms, UserId(2), &same_org));
+        assert_eq!(
+            require_visible_user(&c, &caller_ms, UserId(3), &other_org),
+            Err(MfaError::NotFound("user"))
+        );
+        // Self is always visible; superadmins see everyone.
+        assert!(can_see_user(&c, &caller_ms, UserId(1), &[]));
+        assert!(can_see_user(&caller(true, false), &[], UserId(3), &other_org));
+        // A plain member does not see fellow members.
+        let plain = vec![membership(1, 10, false)];
+        assert!(!can_see_user(&caller(false, false), &plain, UserId(2), &same_org));
+        assert_eq!(
+            require_member_of_current_org(None),
+            Err(MfaError::NotFound("user"))
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Secrets the domain mints and checks: password hashes (argon2id), bearer
+//! tokens, numeric one-time codes and recovery codes. Pure computation over
+//! the [`Randomness`] port.
+
+use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, HEXLOWER};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{MfaError, MfaResult};
+use crate::ports::Randomness;
+
+/// Shortest accepted password (NIST SP 800-63B: at least 8).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest accepted password in bytes; bounds the work of one hash.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Iterations.
+    pub iterations: u32,
+    /// Parallelism.
+    pub parallelism: u32,
+}
+
+impl Default for PasswordParams {
+    /// OWASP's recommendation for argon2id: m = 19 MiB, t = 2, p = 1.
+    fn default() -> Self {
+        PasswordParams {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// Hashes and verifies passwords and recovery codes with argon2id.
+#[derive(Clone, Debug)]
+pub struct PasswordHasher {
+    argon2: Argon2<'static>,
+    /// A hash of nothing in particular, verified against when the email is
+    /// unknown so that an unknown email costs the same time as a wrong
+    /// password.
+    decoy_hash: String,
+}
+
+impl PasswordHasher {
+    /// A hasher with these parameters.
+    pub fn new(params: PasswordParams, rng: &dyn Randomness) -> MfaResult<PasswordHasher> {
+        let params = argon2::Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| MfaError::InvalidRequest(format!("argon2 parameters: {e}")))?;
+        let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut hasher = PasswordHasher {
+            argon2,
+            decoy_hash: String::new(),
+        };
+        hasher.decoy_hash = hasher.hash("decoy password for unknown users", rng)?;
+        Ok(hasher)
+    }
+
+    /// A PHC string of `secret` with a fresh 16-byte salt.
+    pub fn hash(&self, secret: &str, rng: &dyn Randomness) -> MfaResult<String> {
+        let mut salt = [0u8; 16];
+        rng.fill(&mut salt);
+        self.argon2
+            .hash_password_with_salt(secret.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| MfaError::InvalidRequest(format!("cannot hash: {e}")))
+    }
+
+    /// Whether `secret` matches the PHC string. Parameters are read from the
+    /// string, so hashes made with older parameters still verify.
+    pub fn verify(&self, secret: &str, phc: &str) -> bool {
+        self.argon2
+            .verify_password(secret.as_bytes(), phc)
+            .is_ok()
+    }
+
+    /// Spend the time of one verification without a user (always false).
+    pub fn verify_decoy(&self, secret: &str) -> bool {
+        let _ = self.verify(secret, &self.decoy_hash);
+        false
+    }
+}
+
+/// Check a new password against the length rules.
+pub fn check_password_rules(password: &str) -> MfaResult<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(MfaError::InvalidRequest(format!(
+            "password must have at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(MfaError::InvalidRequest(format!(
+            "password must have at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A new opaque bearer token: 256 random bits, base64url.
+pub fn new_token(rng: &dyn Randomness) -> String {
+    let mut bytes = [0u8; 32];
+    rng.fill(&mut bytes);
+    BASE64URL_NOPAD.encode(&bytes)
+}
+
+/// The stored form of a token: hex SHA-256. Tokens carry 256 random bits,
+/// so a fast hash is enough; it only keeps a database reader from using them.
+pub fn hash_token(token: &str) -> String {
+    HEXLOWER.encode(&Sha256::digest(token.as_bytes()))
+}
+
+/// A numeric code of `digits` digits, uniform over all values.
+pub fn new_numeric_code(rng: &dyn Randomness, digits: u32) -> String {
+    let modulus = 10u64.pow(digits.min(18));
+    // Reject the top slice of u64 that would bias the remainder.
+    let limit = u64::MAX - (u64::MAX % modulus);
+    loop {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b);
+        let v = u64::from_le_bytes(b);
+        if v < limit {
+            return format!("{:0width$}", v % modulus, width = digits as usize);
+        }
+    }
+}
+
+/// A random hex salt for an email code.
+pub fn new_salt(rng: &dyn Randomness) -> String {
+    let mut b = [0u8; 16];
+    rng.fill(&mut b);
+    HEXLOWER.encode(&b)
+}
+
+/// Hex SHA-256 over salt and code. Email codes live ten minutes and are
+/// single use, so a salted fast hash keeps them out of the database without
+/// an argon2 cost on every send.
+pub fn hash_email_code(salt: &str, code: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(b":");
+    h.update(code.as_bytes());
+    HEXLOWER.encode(&h.finalize())
+}
+
+/// Constant-time equality of two strings.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Number of recovery codes in a set.
+pub const RECOVERY_CODE_COUNT: usize = 10;
+
+/// A new recovery code: 50 random bits as ten base32 letters, shown as
+/// `xxxxx-xxxxx`.
+pub fn new_recovery_code(rng: &dyn Randomness) -> String {
+    // 8 bytes encode to 13 base32 letters; the first ten carry 50 full bits.
+    let mut b = [0u8; 8];
+    rng.fill(&mut b);
+    let s = BASE32_NOPAD.encode(&b).to_lowercase();
+    let letters: String = s.chars().take(10).collect();
+    let (a, z) = letters.split_at(5);
+    format!("{a}-{z}")
+}
+
+/// The canonical form a recovery code is hashed in: lower case, without
+/// hyphens or white space. `None` for anything that cannot be a code.
+pub fn normalize_recovery_code(input: &str) -> Option<String> {
+    let s: String = input
+        .chars()
+        .filter(|c| *c != '-' && !c.is_ascii_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let valid = s.len() == 10
+        && s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c));
+    valid.then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::OsRandomness;
+
+    #[test]
+    fn password_round_trip_and_decoy() {
+        let rng = OsRandomness;
+        let hasher = PasswordHasher::new(PasswordParams::default(), &rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let phc = hasher
+            .hash("correct horse", &rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(hasher.verify("correct horse", &phc));
+        assert!(!hasher.verify("wrong horse", &phc));
+        assert!(!hasher.verify("correct horse", "not a hash"));
+        assert!(!hasher.verify_decoy("anything"));
+    }
+
+    #[test]
+    fn numeric_codes_have_exact_digits() {
+        let rng = OsRandomness;
+        for _ in 0..200 {
+            let c = new_numeric_code(&rng, 6);
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn recovery_codes_normalize() {
+        let rng = OsRandomness;
+        let code = new_recovery_code(&rng);
+        assert_eq!(code.len(), 11);
+        let n = normalize_recovery_code(&code).unwrap_or_default();
+        assert_eq!(n.len(), 10);
+        assert_eq!(normalize_recovery_code(&code.to_uppercase()), Some(n));
+        assert_eq!(normalize_recovery_code("short"), None);
+        assert_eq!(normalize_recovery_code("0123456789"), None);
+    }
+
+    #[test]
+    fn token_hash_is_stable_and_distinct() {
+        let rng = OsRandomness;
+        let t = new_token(&rng);
+        assert!(t.len() >= 43);
+        assert_eq!(hash_token(&t), hash_token(&t));
+        assert_ne!(hash_token(&t), hash_token(&new_token(&rng)));
+    }
+
+    #[test]
+    fn password_rules() {
+        assert!(check_password_rules("short").is_err());
+        assert!(check_password_rules("long enough").is_ok());
+        assert!(check_password_rules(&"x".repeat(2000)).is_err());
+    }
+}
