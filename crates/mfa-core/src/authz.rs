@@ -95,7 +95,10 @@ pub fn require_org_admin(caller: &Caller, membership_in_org: Option<&Membership>
 }
 
 /// Members of `org` (and superadmins) may read it.
-pub fn require_org_member(caller: &Caller, membership_in_org: Option<&Membership>) -> MfaResult<()> {
+pub fn require_org_member(
+    caller: &Caller,
+    membership_in_org: Option<&Membership>,
+) -> MfaResult<()> {
     if caller.is_super_admin {
         return Ok(());
     }
@@ -128,7 +131,11 @@ pub fn can_see_user(
     caller_memberships
         .iter()
         .filter(|m| m.is_active_admin())
-        .any(|admin_of| target_memberships.iter().any(|t| t.org_id == admin_of.org_id))
+        .any(|admin_of| {
+            target_memberships
+                .iter()
+                .any(|t| t.org_id == admin_of.org_id)
+        })
 }
 
 /// [`can_see_user`] as a rule: `NotFound` when the target is not visible.
@@ -229,10 +236,20 @@ mod tests {
         );
         // Self is always visible; superadmins see everyone.
         assert!(can_see_user(&c, &caller_ms, UserId(1), &[]));
-        assert!(can_see_user(&caller(true, false), &[], UserId(3), &other_org));
+        assert!(can_see_user(
+            &caller(true, false),
+            &[],
+            UserId(3),
+            &other_org
+        ));
         // A plain member does not see fellow members.
         let plain = vec![membership(1, 10, false)];
-        assert!(!can_see_user(&caller(false, false), &plain, UserId(2), &same_org));
+        assert!(!can_see_user(
+            &caller(false, false),
+            &plain,
+            UserId(2),
+            &same_org
+        ));
         assert_eq!(
             require_member_of_current_org(None),
             Err(MfaError::NotFound("user"))

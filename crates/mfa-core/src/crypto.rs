@@ -79,9 +79,7 @@ impl PasswordHasher {
     /// Whether `secret` matches the PHC string. Parameters are read from the
     /// string, so hashes made with older parameters still verify.
     pub fn verify(&self, secret: &str, phc: &str) -> bool {
-        self.argon2
-            .verify_password(secret.as_bytes(), phc)
-            .is_ok()
+        self.argon2.verify_password(secret.as_bytes(), phc).is_ok()
     }
 
     /// Spend the time of one verification without a user (always false).
@@ -181,8 +179,7 @@ pub fn normalize_recovery_code(input: &str) -> Option<String> {
         .collect::<String>()
         .to_ascii_lowercase();
     let valid = s.len() == 10
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || ('2'..='7').contains(&c));
     valid.then_some(s)
 }
@@ -195,8 +192,8 @@ mod tests {
     #[test]
     fn password_round_trip_and_decoy() {
         let rng = OsRandomness;
-        let hasher = PasswordHasher::new(PasswordParams::default(), &rng)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let hasher =
+            PasswordHasher::new(PasswordParams::default(), &rng).unwrap_or_else(|e| panic!("{e}"));
         let phc = hasher
             .hash("correct horse", &rng)
             .unwrap_or_else(|e| panic!("{e}"));

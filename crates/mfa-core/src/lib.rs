@@ -6,6 +6,7 @@ pub mod error;
 pub mod model;
 pub mod policy;
 pub mod ports;
+pub mod service;
 pub mod text;
 
 pub use authz::{Caller, FullCaller};
@@ -13,4 +14,5 @@ pub use error::{MailError, MfaError, MfaResult, StoreError};
 pub use model::*;
 pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
 pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
+pub use service::{Environment, MfaService, ServiceConfig};
 pub use text::{mask_email, normalize_email};

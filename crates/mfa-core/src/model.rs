@@ -43,7 +43,10 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// This instant plus `secs` seconds (saturating).
     pub fn plus_secs(self, secs: u64) -> Timestamp {
-        Timestamp(self.0.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
+        )
     }
 
     /// Whole seconds from `self` until `later`, zero if `later` is not later.

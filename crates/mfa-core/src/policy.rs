@@ -111,15 +111,15 @@ pub fn decide_login(
     }
     // The grace period is the org's gift to members it newly forces; a user
     // who opted in personally asked for MFA and gets no grace.
-    if org.is_mfa_enforced && !user.mfa_opt_in {
-        if let Some(due) = grace_deadline(org) {
-            if now < due {
-                return Ok(LoginDecision {
-                    setup_due_at: Some(due),
-                    ..none
-                });
-            }
-        }
+    if org.is_mfa_enforced
+        && !user.mfa_opt_in
+        && let Some(due) = grace_deadline(org)
+        && now < due
+    {
+        return Ok(LoginDecision {
+            setup_due_at: Some(due),
+            ..none
+        });
     }
     Ok(LoginDecision {
         requirement: MfaRequirement::SetupRequired,
@@ -356,8 +356,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(after.requirement, MfaRequirement::SetupRequired);
         // The grace period never skips a challenge for a user who has a factor.
-        let with_factor = decide_login(&o, &member(), &user(false), &AUTHENTICATOR, Timestamp(2_000))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let with_factor = decide_login(
+            &o,
+            &member(),
+            &user(false),
+            &AUTHENTICATOR,
+            Timestamp(2_000),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(with_factor.requirement, MfaRequirement::ChallengeRequired);
         // Nor does it apply to a personal opt-in.
         let opted_in = decide_login(&o, &member(), &user(true), &NO_FACTOR, Timestamp(2_000))

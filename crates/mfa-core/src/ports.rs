@@ -200,8 +200,7 @@ pub trait StoreTx {
     /// The user's pending (unconsumed) email change.
     fn pending_email_change(&mut self, user: UserId) -> StoreResult<Option<EmailChange>>;
     /// An email change by token hash.
-    fn email_change_by_token_hash(&mut self, token_hash: &str)
-    -> StoreResult<Option<EmailChange>>;
+    fn email_change_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<EmailChange>>;
     /// `UPDATE … SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL`.
     fn consume_email_change(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
 

@@ -20,8 +20,7 @@ pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
         return Err(bad());
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    if local.is_empty() || domain.is_empty() || domain.contains('@') || domain.starts_with('.')
-    {
+    if local.is_empty() || domain.is_empty() || domain.contains('@') || domain.starts_with('.') {
         return Err(bad());
     }
     Ok(email)

@@ -1,0 +1,351 @@
+//! Enrollment of factors, the caller's MFA status, self reset, recovery
+//! codes and the personal opt-in.
+
+use super::*;
+use crate::authz::FullCaller;
+use crate::crypto::{RECOVERY_CODE_COUNT, new_recovery_code, normalize_recovery_code};
+use crate::policy::may_enroll;
+use mfa_totp::{OtpauthUri, Secret, VerifyError};
+
+/// A freshly generated authenticator secret awaiting confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingAuthenticator {
+    /// The shared secret (show it once, to its owner only).
+    pub secret: Secret,
+    /// The otpauth URI for QR codes.
+    pub otpauth_uri: String,
+    /// End of the enrollment window.
+    pub expires_at: Timestamp,
+}
+
+/// The caller's factors, as `mfaDetails` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MfaStatus {
+    /// Verified factors.
+    pub factors: FactorSummary,
+    /// An authenticator is generated but not confirmed.
+    pub authenticator_pending: bool,
+}
+
+impl<S: Store> MfaService<S> {
+    /// Generate a pending authenticator secret, replacing an older pending
+    /// one (partial ok while the user has no verified factor).
+    pub fn start_authenticator_enrollment(
+        &self,
+        caller: &Caller,
+    ) -> MfaResult<PendingAuthenticator> {
+        let now = self.now();
+        let mut bytes = vec![0u8; Secret::DEFAULT_LEN];
+        self.rng.fill(&mut bytes);
+        let secret = Secret::from_bytes(bytes);
+        let params = self.config.totp;
+        let expires_at = now.plus_secs(self.config.pending_secret_ttl_secs);
+        let issuer = self.display_issuer();
+        self.store.write(|tx| {
+            may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
+            let user = load_user(tx, caller.user_id)?;
+            if !tx.put_pending_authenticator(user.id, &secret, &params, now, expires_at)? {
+                return Err(MfaError::AlreadyEnrolled);
+            }
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::AuthenticatorEnrollmentStarted,
+                "",
+            )?;
+            let otpauth_uri = OtpauthUri {
+                issuer,
+                account: user.email,
+                secret: secret.clone(),
+                params,
+            }
+            .to_uri();
+            Ok(PendingAuthenticator {
+                secret: secret.clone(),
+                otpauth_uri,
+                expires_at,
+            })
+        })
+    }
+
+    /// Confirm the pending authenticator with a code from the app. On a
+    /// partial session the session becomes full: the new token is returned.
+    pub fn confirm_authenticator_enrollment(
+        &self,
+        caller: &Caller,
+        code: &str,
+    ) -> MfaResult<Option<NewToken>> {
+        let now = self.now();
+        let policy = &self.config.code_lockout;
+        let result = self.write_then(|tx| {
+            may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
+            check_code_lockout(tx, policy, caller.user_id, now)?;
+            let pending = match tx.authenticator(caller.user_id)? {
+                None => {
+                    return Err(MfaError::NotEnrolled(
+                        "no pending authenticator: generate a secret first",
+                    ));
+                }
+                Some(a) if a.is_verified() => return Err(MfaError::AlreadyEnrolled),
+                Some(a) => a,
+            };
+            if let AuthenticatorState::Pending { expires_at } = pending.state
+                && now >= expires_at
+            {
+                return Err(MfaError::CodeExpired);
+            }
+            let verdict = mfa_totp::verify_totp(
+                &pending.secret,
+                code,
+                now.unix_secs(),
+                &pending.params,
+                self.config.totp_window,
+                None,
+            );
+            let step = match verdict {
+                Ok(step) => step,
+                Err(
+                    VerifyError::Malformed | VerifyError::Mismatch | VerifyError::Replayed { .. },
+                ) => {
+                    return Ok(Err(record_failure(
+                        tx,
+                        policy,
+                        FailureKind::Code,
+                        Some(caller),
+                        caller.user_id,
+                        now,
+                        AuditAction::MfaVerifyFailed,
+                        "wrong code for pending authenticator",
+                        MfaError::InvalidCode,
+                    )?));
+                }
+            };
+            if !tx.verify_authenticator(caller.user_id, step, now)? {
+                // A concurrent confirmation won.
+                return Err(MfaError::AlreadyEnrolled);
+            }
+            tx.reset_failures(caller.user_id, FailureKind::Code)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::AuthenticatorEnrolled,
+                "",
+            )?;
+            self.finish_enrollment(tx, caller, now).map(Ok)
+        });
+        if result.is_ok() {
+            self.notify_owner(
+                caller.user_id,
+                MailKind::FactorEnrolled {
+                    method: MfaMethod::Authenticator,
+                },
+            );
+        }
+        result
+    }
+
+    /// Email an enrollment code to the caller's address.
+    pub fn start_email_enrollment(&self, caller: &Caller) -> MfaResult<CodeSent> {
+        let user = self.store.read(|tx| {
+            let factors = load_factors(tx, caller.user_id)?;
+            may_enroll(caller.level, &factors)?;
+            if factors.email {
+                return Err(MfaError::AlreadyEnrolled);
+            }
+            load_user(tx, caller.user_id)
+        })?;
+        self.send_email_code(caller, &user, EmailCodePurpose::Enroll)
+    }
+
+    /// Confirm email enrollment with the emailed code. On a partial session
+    /// the session becomes full: the new token is returned.
+    pub fn confirm_email_enrollment(
+        &self,
+        caller: &Caller,
+        code: &str,
+    ) -> MfaResult<Option<NewToken>> {
+        let now = self.now();
+        let result = self.write_then(|tx| {
+            let factors = load_factors(tx, caller.user_id)?;
+            may_enroll(caller.level, &factors)?;
+            if factors.email {
+                return Err(MfaError::AlreadyEnrolled);
+            }
+            if let Err(refusal) =
+                self.check_email_code(tx, caller, EmailCodePurpose::Enroll, code, now)?
+            {
+                return Ok(Err(refusal));
+            }
+            tx.set_email_factor_verified(caller.user_id, now)?;
+            tx.reset_failures(caller.user_id, FailureKind::Code)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::EmailEnrolled,
+                "",
+            )?;
+            self.finish_enrollment(tx, caller, now).map(Ok)
+        });
+        if result.is_ok() {
+            self.notify_owner(
+                caller.user_id,
+                MailKind::FactorEnrolled {
+                    method: MfaMethod::Email,
+                },
+            );
+        }
+        result
+    }
+
+    /// A partial session that completes enrollment has completed MFA.
+    fn finish_enrollment(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &Caller,
+        now: Timestamp,
+    ) -> MfaResult<Option<NewToken>> {
+        match caller.level {
+            AssuranceLevel::Partial => self.upgrade_session(tx, caller, now).map(Some),
+            AssuranceLevel::Full => Ok(None),
+        }
+    }
+
+    /// Mail the user a notice (best effort).
+    pub(crate) fn notify_owner(&self, user: UserId, kind: MailKind) {
+        if let Ok(user) = self.store.read(|tx| load_user(tx, user)) {
+            self.notify(&user.email, kind);
+        }
+    }
+
+    /// The caller's factors (partial ok).
+    pub fn mfa_status(&self, caller: &Caller) -> MfaResult<MfaStatus> {
+        self.store.read(|tx| {
+            let factors = load_factors(tx, caller.user_id)?;
+            let authenticator_pending = tx
+                .authenticator(caller.user_id)?
+                .is_some_and(|a| !a.is_verified());
+            Ok(MfaStatus {
+                factors,
+                authenticator_pending,
+            })
+        })
+    }
+
+    /// Remove the caller's own authenticator. A full session may do it; a
+    /// partial one only with a recovery code (a bare password never removes
+    /// a factor). The caller's other sessions end.
+    pub fn self_reset_authenticator(
+        &self,
+        caller: &Caller,
+        recovery_code: Option<&str>,
+    ) -> MfaResult<()> {
+        let now = self.now();
+        let recovery = match (caller.level, recovery_code) {
+            (AssuranceLevel::Full, _) => None,
+            (AssuranceLevel::Partial, Some(code)) => {
+                Some(self.match_recovery_code(caller, code, now)?)
+            }
+            (AssuranceLevel::Partial, None) => return Err(MfaError::MfaRequired),
+        };
+        self.write_then(|tx| {
+            if let Some(matched) = recovery
+                && let Err(refusal) = self.consume_recovery_match(tx, caller, matched, now)?
+            {
+                return Ok(Err(refusal));
+            }
+            if !tx.delete_authenticator(caller.user_id)? {
+                return Err(MfaError::NotEnrolled("no authenticator to reset"));
+            }
+            tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::AuthenticatorReset,
+                "self reset",
+            )?;
+            Ok(Ok(()))
+        })?;
+        self.notify_owner(
+            caller.user_id,
+            MailKind::FactorReset {
+                methods: vec![MfaMethod::Authenticator],
+                by_admin: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Generate a new set of recovery codes, voiding the old set. The codes
+    /// are returned once and stored only as argon2 hashes.
+    pub fn generate_recovery_codes(&self, caller: &FullCaller) -> MfaResult<Vec<String>> {
+        let now = self.now();
+        let factors = self.store.read(|tx| load_factors(tx, caller.user_id))?;
+        if !factors.has_verified_factor() {
+            return Err(MfaError::NotEnrolled(
+                "recovery codes need a verified authenticator or email factor",
+            ));
+        }
+        let codes: Vec<String> = (0..RECOVERY_CODE_COUNT)
+            .map(|_| new_recovery_code(self.rng.as_ref()))
+            .collect();
+        let hashes = codes
+            .iter()
+            .map(|c| {
+                let normalized = normalize_recovery_code(c).unwrap_or_default();
+                self.hasher.hash(&normalized, self.rng.as_ref())
+            })
+            .collect::<MfaResult<Vec<_>>>()?;
+        self.store.write(|tx| {
+            tx.replace_recovery_codes(caller.user_id, &hashes, now)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::RecoveryCodesGenerated,
+                format!("{} codes", hashes.len()),
+            )
+        })?;
+        Ok(codes)
+    }
+
+    /// Opt in to (or out of) MFA personally; takes effect at the next login.
+    pub fn set_personal_opt_in(&self, caller: &FullCaller, opt_in: bool) -> MfaResult<()> {
+        let now = self.now();
+        self.store.write(|tx| {
+            let mut user = load_user(tx, caller.user_id)?;
+            if user.mfa_opt_in == opt_in {
+                return Ok(());
+            }
+            user.mfa_opt_in = opt_in;
+            tx.update_user(&user)?;
+            let action = if opt_in {
+                AuditAction::PersonalMfaOptIn
+            } else {
+                AuditAction::PersonalMfaOptOut
+            };
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                action,
+                "",
+            )
+        })
+    }
+}

@@ -1,0 +1,497 @@
+//! What org admins do: enforce MFA, reset members' MFA, opt members out,
+//! manage orgs and memberships, read the audit trail.
+
+use super::*;
+use crate::authz::{
+    FullCaller, require_current_org_admin, require_member_of_current_org, require_org_admin,
+    require_org_member, require_super_admin, require_visible_user,
+};
+use crate::text::{mask_email, normalize_email};
+
+/// Longest org name.
+pub const MAX_ORG_NAME_CHARS: usize = 200;
+/// Longest enrollment grace period: one year.
+pub const MAX_GRACE_PERIOD_HOURS: u32 = 8760;
+
+/// A partial update of an org.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrgPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New enrollment grace period in hours.
+    pub mfa_grace_period_hours: Option<u32>,
+}
+
+fn check_org_name(name: &str) -> MfaResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_ORG_NAME_CHARS {
+        return Err(MfaError::InvalidRequest(format!(
+            "name must have 1 to {MAX_ORG_NAME_CHARS} characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+impl<S: Store> MfaService<S> {
+    /// Switch MFA enforcement of the current org, or with `all_orgs` (a
+    /// superadmin only) of every org of the deployment. Takes effect at the
+    /// next login.
+    pub fn set_mfa_enforced(
+        &self,
+        caller: &FullCaller,
+        enforced: bool,
+        all_orgs: bool,
+    ) -> MfaResult<()> {
+        let now = self.now();
+        if all_orgs {
+            require_super_admin(caller)?;
+        } else {
+            require_current_org_admin(caller)?;
+        }
+        self.store.write(|tx| {
+            let orgs = if all_orgs {
+                tx.all_orgs()?
+            } else {
+                vec![tx.org(caller.org_id)?.ok_or(MfaError::NotFound("org"))?]
+            };
+            for mut org in orgs {
+                if org.is_mfa_enforced == enforced {
+                    continue;
+                }
+                org.is_mfa_enforced = enforced;
+                if enforced {
+                    org.mfa_enforced_at = Some(now);
+                }
+                tx.update_org(&org)?;
+                let action = if enforced {
+                    AuditAction::MfaEnforced
+                } else {
+                    AuditAction::MfaUnenforced
+                };
+                audit(
+                    tx,
+                    now,
+                    Some(org.id),
+                    Some(caller.user_id),
+                    None,
+                    action,
+                    "",
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Remove every factor of each user (authenticator, email factor,
+    /// recovery codes) and end their sessions. All ids must be members of
+    /// the current org, else nothing changes and the answer is `NotFound`.
+    pub fn reset_mfa(&self, caller: &FullCaller, ids: &[UserId]) -> MfaResult<()> {
+        let now = self.now();
+        require_current_org_admin(caller)?;
+        if ids.is_empty() {
+            return Err(MfaError::InvalidRequest("ids must not be empty".into()));
+        }
+        if ids.len() > self.config.max_reset_ids {
+            return Err(MfaError::InvalidRequest(format!(
+                "at most {} ids per reset",
+                self.config.max_reset_ids
+            )));
+        }
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let (admin, users) = self.store.write(|tx| {
+            for &id in &ids {
+                require_member_of_current_org(tx.membership(id, caller.org_id)?.as_ref())?;
+            }
+            let admin = load_user(tx, caller.user_id)?;
+            let users = tx.users_by_ids(&ids)?;
+            for &id in &ids {
+                self.remove_factors(tx, id, true)?;
+                tx.revoke_user_sessions(id, None, None, now)?;
+                audit(
+                    tx,
+                    now,
+                    Some(caller.org_id),
+                    Some(caller.user_id),
+                    Some(id),
+                    AuditAction::MfaReset,
+                    "all factors removed by an admin",
+                )?;
+            }
+            Ok((admin, users))
+        })?;
+        for user in users {
+            self.notify(
+                &user.email,
+                MailKind::FactorReset {
+                    methods: vec![
+                        MfaMethod::Authenticator,
+                        MfaMethod::Email,
+                        MfaMethod::Recovery,
+                    ],
+                    by_admin: Some(admin_name(&admin)),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Remove a user's factors: the authenticator always, the email factor
+    /// and recovery codes when `all`. Also forgets code failures, so the
+    /// user can enroll again at once.
+    fn remove_factors(&self, tx: &mut dyn StoreTx, user: UserId, all: bool) -> MfaResult<()> {
+        tx.delete_authenticator(user)?;
+        if all {
+            tx.delete_email_factor(user)?;
+            tx.delete_email_codes(user)?;
+            tx.delete_recovery_codes(user)?;
+        }
+        tx.reset_failures(user, FailureKind::Code)?;
+        Ok(())
+    }
+
+    /// Remove the authenticator of the current org's member with this email
+    /// (seed 004's admin reset) and end their sessions.
+    pub fn admin_reset_authenticator(&self, caller: &FullCaller, email: &str) -> MfaResult<()> {
+        let now = self.now();
+        require_current_org_admin(caller)?;
+        let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
+        let (admin, user) = self.store.write(|tx| {
+            let user = tx
+                .user_by_email(&email)?
+                .ok_or(MfaError::NotFound("user"))?;
+            require_member_of_current_org(tx.membership(user.id, caller.org_id)?.as_ref())?;
+            if tx.authenticator(user.id)?.is_none() {
+                return Err(MfaError::NotEnrolled("the user has no authenticator"));
+            }
+            self.remove_factors(tx, user.id, false)?;
+            tx.revoke_user_sessions(user.id, None, None, now)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(user.id),
+                AuditAction::AuthenticatorReset,
+                "by an admin",
+            )?;
+            Ok((load_user(tx, caller.user_id)?, user))
+        })?;
+        self.notify(
+            &user.email,
+            MailKind::FactorReset {
+                methods: vec![MfaMethod::Authenticator],
+                by_admin: Some(admin_name(&admin)),
+            },
+        );
+        Ok(())
+    }
+
+    /// Create an org (superadmin).
+    pub fn create_org(&self, caller: &FullCaller, name: &str) -> MfaResult<Org> {
+        require_super_admin(caller)?;
+        let name = check_org_name(name)?;
+        let now = self.now();
+        self.store.write(|tx| {
+            let org = tx.insert_org(&name, now)?;
+            audit(
+                tx,
+                now,
+                Some(org.id),
+                Some(caller.user_id),
+                None,
+                AuditAction::OrgCreated,
+                "",
+            )?;
+            Ok(org)
+        })
+    }
+
+    /// Read an org (its members and superadmins).
+    pub fn get_org(&self, caller: &FullCaller, id: OrgId) -> MfaResult<Org> {
+        self.store.read(|tx| {
+            require_org_member(caller, tx.membership(caller.user_id, id)?.as_ref())?;
+            tx.org(id)?.ok_or(MfaError::NotFound("org"))
+        })
+    }
+
+    /// Rename an org or set its grace period (its admins).
+    pub fn update_org(&self, caller: &FullCaller, id: OrgId, patch: &OrgPatch) -> MfaResult<Org> {
+        let name = patch.name.as_deref().map(check_org_name).transpose()?;
+        if let Some(h) = patch.mfa_grace_period_hours
+            && h > MAX_GRACE_PERIOD_HOURS
+        {
+            return Err(MfaError::InvalidRequest(format!(
+                "mfaGracePeriodHours must be between 0 and {MAX_GRACE_PERIOD_HOURS}"
+            )));
+        }
+        let now = self.now();
+        self.store.write(|tx| {
+            require_org_admin(caller, tx.membership(caller.user_id, id)?.as_ref())?;
+            let mut org = tx.org(id)?.ok_or(MfaError::NotFound("org"))?;
+            let mut changes = Vec::new();
+            if let Some(name) = name {
+                org.name = name;
+                changes.push("name".to_string());
+            }
+            if let Some(h) = patch.mfa_grace_period_hours {
+                org.mfa_grace_period_hours = h;
+                changes.push(format!("mfaGracePeriodHours={h}"));
+            }
+            tx.update_org(&org)?;
+            audit(
+                tx,
+                now,
+                Some(org.id),
+                Some(caller.user_id),
+                None,
+                AuditAction::OrgUpdated,
+                changes.join(", "),
+            )?;
+            Ok(org)
+        })
+    }
+
+    /// Delete an org with its memberships (superadmin).
+    pub fn delete_org(&self, caller: &FullCaller, id: OrgId) -> MfaResult<()> {
+        require_super_admin(caller)?;
+        if id == caller.org_id {
+            return Err(MfaError::InvalidRequest(
+                "the org of the current session cannot be deleted".into(),
+            ));
+        }
+        let now = self.now();
+        self.store.write(|tx| {
+            if !tx.delete_org(id)? {
+                return Err(MfaError::NotFound("org"));
+            }
+            audit(
+                tx,
+                now,
+                None,
+                Some(caller.user_id),
+                None,
+                AuditAction::OrgDeleted,
+                format!("org {id}"),
+            )
+        })
+    }
+
+    /// Add an existing user, found by email, to an org (its admins).
+    pub fn add_member_by_email(
+        &self,
+        caller: &FullCaller,
+        org: OrgId,
+        email: &str,
+    ) -> MfaResult<Membership> {
+        let email = normalize_email(email)?;
+        let now = self.now();
+        self.store.write(|tx| {
+            require_org_admin(caller, tx.membership(caller.user_id, org)?.as_ref())?;
+            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            let user = tx
+                .user_by_email(&email)?
+                .ok_or(MfaError::NotFound("user"))?;
+            let m = Membership::new(user.id, org);
+            tx.insert_membership(&m)?;
+            audit(
+                tx,
+                now,
+                Some(org),
+                Some(caller.user_id),
+                Some(user.id),
+                AuditAction::MembershipCreated,
+                "",
+            )?;
+            Ok(m)
+        })
+    }
+
+    /// Read a membership (admins of the org, or the member).
+    pub fn get_membership(
+        &self,
+        caller: &FullCaller,
+        org: OrgId,
+        user: UserId,
+    ) -> MfaResult<Membership> {
+        self.store.read(|tx| {
+            if caller.user_id != user {
+                require_org_admin(caller, tx.membership(caller.user_id, org)?.as_ref())?;
+            }
+            tx.membership(user, org)?
+                .ok_or(MfaError::NotFound("membership"))
+        })
+    }
+
+    /// Add a user the caller can see to an org with the given flags (its
+    /// admins).
+    pub fn add_member(
+        &self,
+        caller: &FullCaller,
+        org: OrgId,
+        user: UserId,
+        patch: &MembershipPatch,
+    ) -> MfaResult<Membership> {
+        let now = self.now();
+        self.store.write(|tx| {
+            let caller_ms = tx.memberships_of_user(caller.user_id)?;
+            require_org_admin(caller, caller_ms.iter().find(|m| m.org_id == org))?;
+            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.user(user)?.ok_or(MfaError::NotFound("user"))?;
+            require_visible_user(caller, &caller_ms, user, &tx.memberships_of_user(user)?)?;
+            let mut m = Membership::new(user, org);
+            patch.apply_to(&mut m);
+            tx.insert_membership(&m)?;
+            audit(
+                tx,
+                now,
+                Some(org),
+                Some(caller.user_id),
+                Some(user),
+                AuditAction::MembershipCreated,
+                "",
+            )?;
+            Ok(m)
+        })
+    }
+
+    /// Remove a user from an org (its admins); their sessions in it end.
+    pub fn remove_member(&self, caller: &FullCaller, org: OrgId, user: UserId) -> MfaResult<()> {
+        let now = self.now();
+        self.store.write(|tx| {
+            require_org_admin(caller, tx.membership(caller.user_id, org)?.as_ref())?;
+            if !tx.delete_membership(user, org)? {
+                return Err(MfaError::NotFound("membership"));
+            }
+            tx.revoke_user_sessions(user, Some(org), None, now)?;
+            audit(
+                tx,
+                now,
+                Some(org),
+                Some(caller.user_id),
+                Some(user),
+                AuditAction::MembershipDeleted,
+                "",
+            )
+        })
+    }
+
+    /// Change a current-org member's flags (seed `PUT /user/users/{id}/membership`):
+    /// only the fields present change. Opt-out changes are audited as such;
+    /// deactivation ends the member's sessions in the org.
+    pub fn update_membership(
+        &self,
+        caller: &FullCaller,
+        target: &super::UserRef,
+        patch: &MembershipPatch,
+    ) -> MfaResult<()> {
+        require_current_org_admin(caller)?;
+        let now = self.now();
+        self.store.write(|tx| {
+            let user = self.resolve_user_ref(tx, target)?;
+            let mut m = tx
+                .membership(user, caller.org_id)?
+                .ok_or(MfaError::NotFound("user"))?;
+            let before = m.clone();
+            patch.apply_to(&mut m);
+            if m == before {
+                return Ok(());
+            }
+            tx.update_membership(&m)?;
+            let org = Some(caller.org_id);
+            let actor = Some(caller.user_id);
+            if m.mfa_opt_out != before.mfa_opt_out {
+                let action = if m.mfa_opt_out {
+                    AuditAction::MfaOptOut
+                } else {
+                    AuditAction::MfaOptOutRemoved
+                };
+                audit(tx, now, org, actor, Some(user), action, "")?;
+            }
+            let others = membership_changes(&before, &m);
+            if !others.is_empty() {
+                audit(
+                    tx,
+                    now,
+                    org,
+                    actor,
+                    Some(user),
+                    AuditAction::MembershipUpdated,
+                    others.join(", "),
+                )?;
+            }
+            if before.is_active && !m.is_active {
+                tx.revoke_user_sessions(user, Some(caller.org_id), None, now)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The current org's licence counts (its admins).
+    pub fn membership_counts(&self, caller: &FullCaller) -> MfaResult<MembershipCounts> {
+        require_current_org_admin(caller)?;
+        self.store
+            .read(|tx| Ok(tx.membership_counts(caller.org_id)?))
+    }
+
+    /// The current org's audit events, newest first (its admins).
+    pub fn audit_events(
+        &self,
+        caller: &FullCaller,
+        user: Option<UserId>,
+        action: Option<AuditAction>,
+        page: PageRequest,
+    ) -> MfaResult<Page<AuditEvent>> {
+        require_current_org_admin(caller)?;
+        let filter = AuditFilter {
+            org_id: Some(caller.org_id),
+            user_id: user,
+            action,
+        };
+        self.store.read(|tx| {
+            let (items, total) = tx.audit_events(&filter, page.offset(), u64::from(page.size))?;
+            Ok(Page {
+                items,
+                total,
+                page: page.page,
+                size: page.size,
+            })
+        })
+    }
+}
+
+/// How an admin is named in notices: their name, or their masked address.
+fn admin_name(admin: &User) -> String {
+    let name = format!("{} {}", admin.first_name, admin.last_name);
+    let name = name.trim();
+    if name.is_empty() {
+        mask_email(&admin.email)
+    } else {
+        format!("an administrator ({name})")
+    }
+}
+
+/// The non-MFA flags that differ, as `field=value` for the audit detail.
+fn membership_changes(before: &Membership, after: &Membership) -> Vec<String> {
+    let fields = [
+        ("isActive", before.is_active, after.is_active),
+        ("isAdmin", before.is_admin, after.is_admin),
+        ("allAccess", before.all_access, after.all_access),
+        (
+            "excludeFromMembershipCount",
+            before.exclude_from_membership_count,
+            after.exclude_from_membership_count,
+        ),
+        (
+            "hasAdvancedPermissions",
+            before.has_advanced_permissions,
+            after.has_advanced_permissions,
+        ),
+    ];
+    fields
+        .iter()
+        .filter(|(_, b, a)| b != a)
+        .map(|(name, _, a)| format!("{name}={a}"))
+        .collect()
+}

@@ -1,0 +1,532 @@
+//! Login, session resolution, the MFA challenge and verification, logout.
+
+use super::*;
+use crate::crypto::{
+    constant_time_eq, hash_email_code, hash_token, new_numeric_code, new_salt, new_token,
+    normalize_recovery_code,
+};
+use crate::policy::{LoginDecision, MfaRequirement, decide_login};
+use crate::text::{mask_email, normalize_email};
+use mfa_totp::VerifyError;
+
+/// The answer to a successful password login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginResult {
+    /// Bearer token (shown once, stored only as a hash).
+    pub token: String,
+    /// End of the session.
+    pub expires_at: Timestamp,
+    /// The session's org.
+    pub org_id: OrgId,
+    /// What the session still owes.
+    pub decision: LoginDecision,
+}
+
+/// A new full session issued after MFA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    /// Bearer token.
+    pub token: String,
+    /// End of the session.
+    pub expires_at: Timestamp,
+}
+
+/// Where an emailed code went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeSent {
+    /// The masked address.
+    pub sent_to: String,
+    /// End of the code's validity.
+    pub expires_at: Timestamp,
+}
+
+impl<S: Store> MfaService<S> {
+    /// Check a password and open a session whose level follows the login
+    /// decision. `org` picks the membership; without it the active
+    /// membership with the lowest org id is used.
+    pub fn login(&self, email: &str, password: &str, org: Option<OrgId>) -> MfaResult<LoginResult> {
+        let now = self.now();
+        let Ok(email) = normalize_email(email) else {
+            self.hasher.verify_decoy(password);
+            return Err(MfaError::InvalidCredentials);
+        };
+        let found = self.store.read(|tx| {
+            let Some(user) = tx.user_by_email(&email)? else {
+                return Ok(None);
+            };
+            let state = tx.failure_state(user.id, FailureKind::Password)?;
+            Ok(Some((user, state)))
+        })?;
+        let Some((user, state)) = found else {
+            self.hasher.verify_decoy(password);
+            return Err(MfaError::InvalidCredentials);
+        };
+        if let Some(retry_after_secs) = self.config.password_lockout.retry_after(&state, now) {
+            return Err(MfaError::TooManyAttempts { retry_after_secs });
+        }
+        if !self.hasher.verify(password, &user.password_hash) {
+            return self.write_then(|tx| {
+                Ok(Err(record_failure(
+                    tx,
+                    &self.config.password_lockout,
+                    FailureKind::Password,
+                    None,
+                    user.id,
+                    now,
+                    AuditAction::LoginFailed,
+                    "wrong password",
+                    MfaError::InvalidCredentials,
+                )?))
+            });
+        }
+        let token = new_token(self.rng.as_ref());
+        let config = &self.config;
+        self.store.write(|tx| {
+            let memberships = tx.memberships_of_user(user.id)?;
+            let membership = match org {
+                Some(org) => memberships.iter().find(|m| m.org_id == org),
+                None => memberships.iter().find(|m| m.is_active),
+            }
+            .ok_or(MfaError::Forbidden)?;
+            let org = tx
+                .org(membership.org_id)?
+                .ok_or(MfaError::NotFound("org"))?;
+            let factors = load_factors(tx, user.id)?;
+            let decision = decide_login(&org, membership, &user, &factors, now)?;
+            let (level, ttl) = match decision.requirement {
+                MfaRequirement::None => (AssuranceLevel::Full, config.session_ttl_secs),
+                _ => (AssuranceLevel::Partial, config.partial_session_ttl_secs),
+            };
+            let expires_at = now.plus_secs(ttl);
+            tx.reset_failures(user.id, FailureKind::Password)?;
+            tx.insert_session(&NewSession {
+                token_hash: hash_token(&token),
+                user_id: user.id,
+                org_id: org.id,
+                level,
+                created_at: now,
+                expires_at,
+            })?;
+            tx.set_last_login(user.id, now)?;
+            audit(
+                tx,
+                now,
+                Some(org.id),
+                Some(user.id),
+                Some(user.id),
+                AuditAction::LoginSucceeded,
+                format!("mfa: {}", decision.requirement.as_str()),
+            )?;
+            Ok(LoginResult {
+                token: token.clone(),
+                expires_at,
+                org_id: org.id,
+                decision,
+            })
+        })
+    }
+
+    /// Resolve a bearer token to its caller. Missing, unknown, revoked,
+    /// expired and idle sessions, deleted users and inactive memberships
+    /// are all `Unauthorized`.
+    pub fn authenticate(&self, token: &str) -> MfaResult<Caller> {
+        let now = self.now();
+        if token.is_empty() || token.len() > 256 {
+            return Err(MfaError::Unauthorized);
+        }
+        let token_hash = hash_token(token);
+        let idle = self.config.session_idle_secs;
+        let (caller, last_seen) = self.store.read(|tx| {
+            let session = tx
+                .session_by_token_hash(&token_hash)?
+                .ok_or(MfaError::Unauthorized)?;
+            let live = session.revoked_at.is_none()
+                && now < session.expires_at
+                && (session.level == AssuranceLevel::Partial
+                    || session.last_seen_at.secs_until(now) < idle);
+            if !live {
+                return Err(MfaError::Unauthorized);
+            }
+            let user = tx.user(session.user_id)?.ok_or(MfaError::Unauthorized)?;
+            let membership = tx
+                .membership(session.user_id, session.org_id)?
+                .filter(|m| m.is_active)
+                .ok_or(MfaError::Unauthorized)?;
+            Ok((
+                Caller {
+                    session_id: session.id,
+                    user_id: user.id,
+                    org_id: session.org_id,
+                    level: session.level,
+                    is_super_admin: user.is_super_admin,
+                    is_org_admin: membership.is_active_admin(),
+                },
+                session.last_seen_at,
+            ))
+        })?;
+        if last_seen.secs_until(now) >= self.config.last_seen_granularity_secs {
+            self.store.write(|tx| {
+                tx.touch_session(caller.session_id, now)?;
+                Ok(())
+            })?;
+        }
+        Ok(caller)
+    }
+
+    /// End the caller's session.
+    pub fn logout(&self, caller: &Caller) -> MfaResult<()> {
+        let now = self.now();
+        self.store.write(|tx| {
+            tx.revoke_session(caller.session_id, now)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::Logout,
+                "",
+            )
+        })
+    }
+
+    /// Email a login code to a user with a verified email factor (partial ok).
+    pub fn send_login_code(&self, caller: &Caller) -> MfaResult<CodeSent> {
+        let user = self.store.read(|tx| {
+            if tx.email_factor_verified_at(caller.user_id)?.is_none() {
+                return Err(MfaError::NotEnrolled("no verified email factor"));
+            }
+            load_user(tx, caller.user_id)
+        })?;
+        self.send_email_code(caller, &user, EmailCodePurpose::Login)
+    }
+
+    /// Store a fresh code (voiding the previous), then mail it; if the mail
+    /// cannot be sent the code is deleted again, so no code stays valid that
+    /// the user never received.
+    pub(crate) fn send_email_code(
+        &self,
+        caller: &Caller,
+        user: &User,
+        purpose: EmailCodePurpose,
+    ) -> MfaResult<CodeSent> {
+        let now = self.now();
+        let config = &self.config;
+        let code = new_numeric_code(self.rng.as_ref(), config.email_code_digits);
+        let salt = new_salt(self.rng.as_ref());
+        let expires_at = now.plus_secs(config.email_code_ttl_secs);
+        let stored = self.store.write(|tx| {
+            check_code_lockout(tx, &config.code_lockout, user.id, now)?;
+            if let Some(last) = tx.latest_email_code(user.id)? {
+                let next_allowed = last.sent_at.plus_secs(config.email_resend_interval_secs);
+                if now < next_allowed {
+                    return Err(MfaError::TooManyAttempts {
+                        retry_after_secs: now.secs_until(next_allowed).max(1),
+                    });
+                }
+            }
+            let stored = tx.replace_email_code(&NewEmailCode {
+                user_id: user.id,
+                purpose,
+                code_hash: hash_email_code(&salt, &code),
+                salt: salt.clone(),
+                sent_at: now,
+                expires_at,
+            })?;
+            let action = match purpose {
+                EmailCodePurpose::Enroll => AuditAction::EmailEnrollmentStarted,
+                EmailCodePurpose::Login => AuditAction::EmailCodeSent,
+            };
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(user.id),
+                action,
+                "",
+            )?;
+            Ok(stored)
+        })?;
+        let valid_for_secs = config.email_code_ttl_secs;
+        let kind = match purpose {
+            EmailCodePurpose::Enroll => MailKind::EnrollmentCode {
+                code,
+                valid_for_secs,
+            },
+            EmailCodePurpose::Login => MailKind::LoginCode {
+                code,
+                valid_for_secs,
+            },
+        };
+        if let Err(e) = self.deliver(&user.email, kind) {
+            self.store.write(|tx| {
+                tx.delete_email_code(stored.id)?;
+                Ok(())
+            })?;
+            return Err(e);
+        }
+        Ok(CodeSent {
+            sent_to: mask_email(&user.email),
+            expires_at,
+        })
+    }
+
+    /// Check an emailed code of `purpose` and consume it. Returns the
+    /// refusal to report (after counting it) or `Ok(())`.
+    pub(crate) fn check_email_code(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &Caller,
+        purpose: EmailCodePurpose,
+        candidate: &str,
+        now: Timestamp,
+    ) -> MfaResult<MfaResult<()>> {
+        let policy = &self.config.code_lockout;
+        check_code_lockout(tx, policy, caller.user_id, now)?;
+        let fail = |tx: &mut dyn StoreTx, detail: &str, refusal: MfaError| {
+            record_failure(
+                tx,
+                policy,
+                FailureKind::Code,
+                Some(caller),
+                caller.user_id,
+                now,
+                AuditAction::MfaVerifyFailed,
+                detail,
+                refusal,
+            )
+            .map(Err)
+        };
+        if !mfa_totp::is_well_formed_code(candidate, self.config.email_code_digits) {
+            return fail(tx, "email code malformed", MfaError::InvalidCode);
+        }
+        let live = tx
+            .latest_email_code(caller.user_id)?
+            .filter(|c| c.purpose == purpose && c.consumed_at.is_none());
+        let Some(code) = live else {
+            return fail(tx, "no live email code", MfaError::InvalidCode);
+        };
+        if !constant_time_eq(&hash_email_code(&code.salt, candidate), &code.code_hash) {
+            return fail(tx, "wrong email code", MfaError::InvalidCode);
+        }
+        if now >= code.expires_at {
+            return Ok(Err(MfaError::CodeExpired));
+        }
+        if !tx.consume_email_code(code.id, now)? {
+            return fail(tx, "email code already used", MfaError::InvalidCode);
+        }
+        Ok(Ok(()))
+    }
+
+    /// Check a TOTP code against the user's verified authenticator and
+    /// record its step as used. Replays are refused, audited and mailed.
+    fn check_authenticator_code(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &Caller,
+        candidate: &str,
+        now: Timestamp,
+        replayed: &mut bool,
+    ) -> MfaResult<MfaResult<()>> {
+        let policy = &self.config.code_lockout;
+        check_code_lockout(tx, policy, caller.user_id, now)?;
+        let authenticator = tx
+            .authenticator(caller.user_id)?
+            .filter(|a| a.is_verified())
+            .ok_or(MfaError::NotEnrolled("no verified authenticator"))?;
+        let verdict = mfa_totp::verify_totp(
+            &authenticator.secret,
+            candidate,
+            now.unix_secs(),
+            &authenticator.params,
+            self.config.totp_window,
+            authenticator.last_used_step,
+        );
+        let (detail, action) = match verdict {
+            Ok(step) if tx.accept_totp_step(caller.user_id, step)? => return Ok(Ok(())),
+            // Another request accepted this step between our read and write.
+            Ok(_) | Err(VerifyError::Replayed { .. }) => {
+                *replayed = true;
+                ("authenticator code replayed", AuditAction::ReplayRefused)
+            }
+            Err(VerifyError::Malformed) => {
+                ("authenticator code malformed", AuditAction::MfaVerifyFailed)
+            }
+            Err(VerifyError::Mismatch) => {
+                ("wrong authenticator code", AuditAction::MfaVerifyFailed)
+            }
+        };
+        let refusal = record_failure(
+            tx,
+            policy,
+            FailureKind::Code,
+            Some(caller),
+            caller.user_id,
+            now,
+            action,
+            detail,
+            MfaError::InvalidCode,
+        )?;
+        Ok(Err(refusal))
+    }
+
+    /// Verify a second factor on the caller's session. On success the
+    /// session is replaced by a new full one (the old token is revoked at
+    /// once) and the code-failure counter is reset.
+    pub fn verify_mfa(
+        &self,
+        caller: &Caller,
+        method: MfaMethod,
+        code: &str,
+    ) -> MfaResult<NewToken> {
+        let now = self.now();
+        // argon2 runs outside the transaction: it takes milliseconds and
+        // SQLite has one writer.
+        let recovery_match = match method {
+            MfaMethod::Recovery => Some(self.match_recovery_code(caller, code, now)?),
+            _ => None,
+        };
+        let mut replayed = false;
+        let result = self.write_then(|tx| {
+            let checked = match method {
+                MfaMethod::Authenticator => {
+                    self.check_authenticator_code(tx, caller, code, now, &mut replayed)?
+                }
+                MfaMethod::Email => {
+                    if tx.email_factor_verified_at(caller.user_id)?.is_none() {
+                        return Err(MfaError::NotEnrolled("no verified email factor"));
+                    }
+                    self.check_email_code(tx, caller, EmailCodePurpose::Login, code, now)?
+                }
+                MfaMethod::Recovery => {
+                    self.consume_recovery_match(tx, caller, recovery_match.flatten(), now)?
+                }
+            };
+            if let Err(refusal) = checked {
+                return Ok(Err(refusal));
+            }
+            tx.reset_failures(caller.user_id, FailureKind::Code)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::MfaVerifySucceeded,
+                format!("method: {}", method.as_str()),
+            )?;
+            Ok(Ok(self.upgrade_session(tx, caller, now)?))
+        });
+        self.after_verification(caller, method, replayed, result.is_ok());
+        result
+    }
+
+    /// Mail what a verification attempt warrants: a replay warning, or a
+    /// notice that a recovery code was used.
+    fn after_verification(&self, caller: &Caller, method: MfaMethod, replayed: bool, ok: bool) {
+        if !(replayed || (ok && method == MfaMethod::Recovery)) {
+            return;
+        }
+        let Ok((user, factors)) = self.store.read(|tx| {
+            Ok((
+                load_user(tx, caller.user_id)?,
+                load_factors(tx, caller.user_id)?,
+            ))
+        }) else {
+            return;
+        };
+        let kind = if replayed {
+            MailKind::ReplayRefused
+        } else {
+            MailKind::RecoveryCodeUsed {
+                remaining: factors.recovery_codes_left,
+            }
+        };
+        self.notify(&user.email, kind);
+    }
+
+    /// Revoke the caller's session and open a full one in the same org.
+    pub(crate) fn upgrade_session(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &Caller,
+        now: Timestamp,
+    ) -> MfaResult<NewToken> {
+        let token = new_token(self.rng.as_ref());
+        let expires_at = now.plus_secs(self.config.session_ttl_secs);
+        tx.revoke_session(caller.session_id, now)?;
+        tx.insert_session(&NewSession {
+            token_hash: hash_token(&token),
+            user_id: caller.user_id,
+            org_id: caller.org_id,
+            level: AssuranceLevel::Full,
+            created_at: now,
+            expires_at,
+        })?;
+        Ok(NewToken { token, expires_at })
+    }
+
+    /// Find which unused recovery code of the caller matches `candidate`
+    /// (argon2, outside any transaction). `None` when none does.
+    pub(crate) fn match_recovery_code(
+        &self,
+        caller: &Caller,
+        candidate: &str,
+        now: Timestamp,
+    ) -> MfaResult<Option<i64>> {
+        let codes = self.store.read(|tx| {
+            check_code_lockout(tx, &self.config.code_lockout, caller.user_id, now)?;
+            tx.recovery_codes(caller.user_id).map_err(MfaError::from)
+        })?;
+        let Some(normalized) = normalize_recovery_code(candidate) else {
+            return Ok(None);
+        };
+        Ok(codes
+            .iter()
+            .filter(|c| c.used_at.is_none())
+            .find(|c| self.hasher.verify(&normalized, &c.code_hash))
+            .map(|c| c.id))
+    }
+
+    /// Consume the recovery code found by [`Self::match_recovery_code`], or
+    /// count the failure.
+    pub(crate) fn consume_recovery_match(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &Caller,
+        matched: Option<i64>,
+        now: Timestamp,
+    ) -> MfaResult<MfaResult<()>> {
+        let policy = &self.config.code_lockout;
+        check_code_lockout(tx, policy, caller.user_id, now)?;
+        let consumed = match matched {
+            Some(id) => tx.consume_recovery_code(id, now)?,
+            None => false,
+        };
+        if !consumed {
+            let refusal = record_failure(
+                tx,
+                policy,
+                FailureKind::Code,
+                Some(caller),
+                caller.user_id,
+                now,
+                AuditAction::MfaVerifyFailed,
+                "wrong or used recovery code",
+                MfaError::InvalidCode,
+            )?;
+            return Ok(Err(refusal));
+        }
+        audit(
+            tx,
+            now,
+            Some(caller.org_id),
+            Some(caller.user_id),
+            Some(caller.user_id),
+            AuditAction::RecoveryCodeUsed,
+            "",
+        )?;
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,562 @@
+//! Users: creation, reads, updates with confirmed email changes, the
+//! superadmin's seed endpoints, and the bootstrap of an empty deployment.
+
+use super::*;
+use crate::authz::{
+    FullCaller, require_current_org_admin, require_member_of_current_org, require_super_admin,
+    require_visible_user,
+};
+use crate::crypto::{check_password_rules, hash_token, new_token};
+use crate::text::{mask_email, normalize_email};
+
+/// Longest first or last name.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// How a route names a user: by id, or (seed `byRef=true`) by email.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserRef {
+    /// By id.
+    Id(UserId),
+    /// By email.
+    Email(String),
+}
+
+/// A user with their verified factors, as the API shows users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserWithFactors {
+    /// The user (the adapter must not show `password_hash`).
+    pub user: User,
+    /// Verified factors.
+    pub factors: FactorSummary,
+}
+
+/// A user to be created by an admin into the current org.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUserRequest {
+    /// Email (login).
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Initial password.
+    pub password: String,
+    /// Admin of the current org.
+    pub is_admin: bool,
+}
+
+/// A partial update of a user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserPatch {
+    /// New given name.
+    pub first_name: Option<String>,
+    /// New family name.
+    pub last_name: Option<String>,
+    /// New email: takes effect only once confirmed through the link sent
+    /// to it.
+    pub email: Option<String>,
+    /// New password.
+    pub password: Option<String>,
+    /// The caller's current password: required when users change their own
+    /// email or password.
+    pub current_password: Option<String>,
+}
+
+fn check_name(field: &str, value: &str) -> MfaResult<String> {
+    let v = value.trim();
+    if v.chars().count() > MAX_NAME_CHARS || v.chars().any(char::is_control) {
+        return Err(MfaError::InvalidRequest(format!(
+            "{field} must have at most {MAX_NAME_CHARS} printable characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn with_factors(tx: &mut dyn StoreTx, user: User) -> MfaResult<UserWithFactors> {
+    let factors = load_factors(tx, user.id)?;
+    Ok(UserWithFactors { user, factors })
+}
+
+impl<S: Store> MfaService<S> {
+    /// On an empty deployment, create the superadmin and a first org with
+    /// them as its admin. Returns `None` when any user exists already.
+    pub fn bootstrap(
+        &self,
+        email: &str,
+        password: &str,
+        org_name: &str,
+    ) -> MfaResult<Option<(User, Org)>> {
+        let email = normalize_email(email)?;
+        check_password_rules(password)?;
+        let hash = self.hasher.hash(password, self.rng.as_ref())?;
+        let now = self.now();
+        self.store.write(|tx| {
+            if tx.count_users()? > 0 {
+                return Ok(None);
+            }
+            let org = tx.insert_org(org_name, now)?;
+            let user = tx.insert_user(&NewUser {
+                email,
+                first_name: "Super".into(),
+                last_name: "Admin".into(),
+                password_hash: hash,
+                is_super_admin: true,
+                created_at: now,
+            })?;
+            let mut m = Membership::new(user.id, org.id);
+            m.is_admin = true;
+            tx.insert_membership(&m)?;
+            audit(
+                tx,
+                now,
+                Some(org.id),
+                None,
+                Some(user.id),
+                AuditAction::OrgCreated,
+                "bootstrap",
+            )?;
+            audit(
+                tx,
+                now,
+                Some(org.id),
+                None,
+                Some(user.id),
+                AuditAction::UserCreated,
+                "bootstrap superadmin",
+            )?;
+            Ok(Some((user, org)))
+        })
+    }
+
+    pub(crate) fn resolve_user_ref(&self, tx: &mut dyn StoreTx, r: &UserRef) -> MfaResult<UserId> {
+        match r {
+            UserRef::Id(id) => Ok(*id),
+            UserRef::Email(email) => {
+                let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
+                Ok(tx
+                    .user_by_email(&email)?
+                    .ok_or(MfaError::NotFound("user"))?
+                    .id)
+            }
+        }
+    }
+
+    /// Create a user in the current org (its admins).
+    pub fn create_user(
+        &self,
+        caller: &FullCaller,
+        req: &NewUserRequest,
+    ) -> MfaResult<UserWithFactors> {
+        require_current_org_admin(caller)?;
+        let email = normalize_email(&req.email)?;
+        let first_name = check_name("firstName", &req.first_name)?;
+        let last_name = check_name("lastName", &req.last_name)?;
+        check_password_rules(&req.password)?;
+        let hash = self.hasher.hash(&req.password, self.rng.as_ref())?;
+        let now = self.now();
+        self.store.write(|tx| {
+            let user = tx.insert_user(&NewUser {
+                email,
+                first_name,
+                last_name,
+                password_hash: hash,
+                is_super_admin: false,
+                created_at: now,
+            })?;
+            let mut m = Membership::new(user.id, caller.org_id);
+            m.is_admin = req.is_admin;
+            tx.insert_membership(&m)?;
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(user.id),
+                AuditAction::UserCreated,
+                "",
+            )?;
+            with_factors(tx, user)
+        })
+    }
+
+    /// The users with these ids that the caller can see (admins).
+    pub fn users_by_ids(
+        &self,
+        caller: &FullCaller,
+        ids: &[UserId],
+    ) -> MfaResult<Vec<UserWithFactors>> {
+        require_current_org_admin(caller)?;
+        self.store.read(|tx| {
+            let caller_ms = tx.memberships_of_user(caller.user_id)?;
+            let mut out = Vec::new();
+            for user in tx.users_by_ids(ids)? {
+                let target_ms = tx.memberships_of_user(user.id)?;
+                if require_visible_user(caller, &caller_ms, user.id, &target_ms).is_ok() {
+                    out.push(with_factors(tx, user)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// A page of the current org's users whose name or email contains
+    /// `search`, case-insensitively (its admins).
+    pub fn search_users(
+        &self,
+        caller: &FullCaller,
+        search: Option<&str>,
+        page: PageRequest,
+    ) -> MfaResult<Page<UserWithFactors>> {
+        require_current_org_admin(caller)?;
+        let search = search.map(str::trim).filter(|s| !s.is_empty());
+        self.store.read(|tx| {
+            let (users, total) =
+                tx.search_org_users(caller.org_id, search, page.offset(), u64::from(page.size))?;
+            let items = users
+                .into_iter()
+                .map(|u| with_factors(tx, u))
+                .collect::<MfaResult<Vec<_>>>()?;
+            Ok(Page {
+                items,
+                total,
+                page: page.page,
+                size: page.size,
+            })
+        })
+    }
+
+    /// The caller with their memberships (partial ok).
+    pub fn me(&self, caller: &Caller) -> MfaResult<(UserWithFactors, Vec<Membership>)> {
+        self.store.read(|tx| {
+            let user = load_user(tx, caller.user_id)?;
+            let memberships = tx.memberships_of_user(caller.user_id)?;
+            Ok((with_factors(tx, user)?, memberships))
+        })
+    }
+
+    fn visible_user(&self, tx: &mut dyn StoreTx, caller: &Caller, id: UserId) -> MfaResult<User> {
+        let user = tx.user(id)?.ok_or(MfaError::NotFound("user"))?;
+        let caller_ms = tx.memberships_of_user(caller.user_id)?;
+        let target_ms = tx.memberships_of_user(id)?;
+        require_visible_user(caller, &caller_ms, id, &target_ms)?;
+        Ok(user)
+    }
+
+    /// Read a user (self, admins of a shared org, superadmins).
+    pub fn get_user(&self, caller: &FullCaller, id: UserId) -> MfaResult<UserWithFactors> {
+        self.store.read(|tx| {
+            let user = self.visible_user(tx, caller, id)?;
+            with_factors(tx, user)
+        })
+    }
+
+    /// Update a user (self, admins of a shared org, superadmins). A new
+    /// email does not take effect at once: a single-use token goes to the
+    /// new address and a notice to the old one.
+    pub fn update_user(
+        &self,
+        caller: &FullCaller,
+        id: UserId,
+        patch: &UserPatch,
+    ) -> MfaResult<UserWithFactors> {
+        let now = self.now();
+        let first_name = patch
+            .first_name
+            .as_deref()
+            .map(|v| check_name("firstName", v))
+            .transpose()?;
+        let last_name = patch
+            .last_name
+            .as_deref()
+            .map(|v| check_name("lastName", v))
+            .transpose()?;
+        let new_email = patch.email.as_deref().map(normalize_email).transpose()?;
+        if let Some(p) = &patch.password {
+            check_password_rules(p)?;
+        }
+        let current = self.store.read(|tx| self.visible_user(tx, caller, id))?;
+        let new_email = new_email.filter(|e| *e != current.email);
+        let is_self = caller.user_id == id;
+        if is_self && (new_email.is_some() || patch.password.is_some()) {
+            let ok = patch
+                .current_password
+                .as_deref()
+                .is_some_and(|p| self.hasher.verify(p, &current.password_hash));
+            if !ok {
+                return Err(MfaError::InvalidCredentials);
+            }
+        }
+        let new_hash = patch
+            .password
+            .as_deref()
+            .map(|p| self.hasher.hash(p, self.rng.as_ref()))
+            .transpose()?;
+        let token = new_token(self.rng.as_ref());
+        let ttl = self.config.email_change_ttl_secs;
+        let updated = self.store.write(|tx| {
+            let mut user = load_user(tx, id)?;
+            let mut changes = Vec::new();
+            if let Some(v) = &first_name {
+                user.first_name = v.clone();
+                changes.push("firstName");
+            }
+            if let Some(v) = &last_name {
+                user.last_name = v.clone();
+                changes.push("lastName");
+            }
+            if let Some(h) = &new_hash {
+                user.password_hash = h.clone();
+                changes.push("password");
+            }
+            tx.update_user(&user)?;
+            if !changes.is_empty() {
+                audit(
+                    tx,
+                    now,
+                    Some(caller.org_id),
+                    Some(caller.user_id),
+                    Some(id),
+                    AuditAction::UserUpdated,
+                    changes.join(", "),
+                )?;
+            }
+            if let Some(e) = &new_email {
+                if tx.user_by_email(e)?.is_some() {
+                    return Err(MfaError::Conflict("that email is taken".into()));
+                }
+                tx.put_email_change(id, e, &hash_token(&token), now, now.plus_secs(ttl))?;
+                audit(
+                    tx,
+                    now,
+                    Some(caller.org_id),
+                    Some(caller.user_id),
+                    Some(id),
+                    AuditAction::EmailChangeRequested,
+                    format!("to {}", mask_email(e)),
+                )?;
+            }
+            if new_hash.is_some() && !is_self {
+                // An admin set the password: whoever held the old one is out.
+                tx.revoke_user_sessions(id, None, None, now)?;
+            } else if new_hash.is_some() {
+                tx.revoke_user_sessions(id, None, Some(caller.session_id), now)?;
+            }
+            with_factors(tx, user)
+        })?;
+        if let Some(e) = new_email {
+            self.deliver(
+                &e,
+                MailKind::EmailChangeConfirm {
+                    token,
+                    valid_for_secs: ttl,
+                },
+            )?;
+            self.notify(
+                &updated.user.email,
+                MailKind::EmailChangeNotice {
+                    new_email_masked: mask_email(&e),
+                },
+            );
+        }
+        Ok(updated)
+    }
+
+    /// Make a pending email change take effect (anyone holding the token).
+    /// The email factor must be verified again at the new address.
+    pub fn confirm_email_change(&self, token: &str) -> MfaResult<()> {
+        let now = self.now();
+        let token_hash = hash_token(token);
+        self.store.write(|tx| {
+            let change = tx
+                .email_change_by_token_hash(&token_hash)?
+                .filter(|c| c.consumed_at.is_none())
+                .ok_or(MfaError::InvalidCode)?;
+            if now >= change.expires_at {
+                return Err(MfaError::CodeExpired);
+            }
+            if !tx.consume_email_change(change.id, now)? {
+                return Err(MfaError::InvalidCode);
+            }
+            let mut user = load_user(tx, change.user_id)?;
+            let old = user.email.clone();
+            user.email = change.new_email.clone();
+            tx.update_user(&user)?;
+            tx.delete_email_factor(user.id)?;
+            tx.delete_email_codes(user.id)?;
+            audit(
+                tx,
+                now,
+                None,
+                Some(user.id),
+                Some(user.id),
+                AuditAction::EmailChanged,
+                format!("from {} to {}", mask_email(&old), mask_email(&user.email)),
+            )
+        })
+    }
+
+    /// Send the confirmation of a pending email change again, with a new
+    /// token (self, admins of a shared org).
+    pub fn resend_email_change(&self, caller: &FullCaller, id: UserId) -> MfaResult<()> {
+        let now = self.now();
+        let token = new_token(self.rng.as_ref());
+        let ttl = self.config.email_change_ttl_secs;
+        let new_email = self.store.write(|tx| {
+            self.visible_user(tx, caller, id)?;
+            let pending = tx
+                .pending_email_change(id)?
+                .ok_or(MfaError::NotFound("pending email change"))?;
+            tx.put_email_change(
+                id,
+                &pending.new_email,
+                &hash_token(&token),
+                now,
+                now.plus_secs(ttl),
+            )?;
+            Ok(pending.new_email)
+        })?;
+        self.deliver(
+            &new_email,
+            MailKind::EmailChangeConfirm {
+                token,
+                valid_for_secs: ttl,
+            },
+        )
+    }
+
+    /// Delete a user (superadmin); not oneself.
+    pub fn delete_user(&self, caller: &FullCaller, id: UserId) -> MfaResult<()> {
+        require_super_admin(caller)?;
+        if id == caller.user_id {
+            return Err(MfaError::InvalidRequest(
+                "you cannot delete yourself".into(),
+            ));
+        }
+        let now = self.now();
+        self.store.write(|tx| {
+            if !tx.delete_user(id)? {
+                return Err(MfaError::NotFound("user"));
+            }
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                None,
+                AuditAction::UserDeleted,
+                format!("user {id}"),
+            )
+        })
+    }
+
+    /// Whether a user with this email exists among the users the caller
+    /// can see (admins).
+    pub fn email_exists(&self, caller: &FullCaller, email: &str) -> MfaResult<bool> {
+        require_current_org_admin(caller)?;
+        let Ok(email) = normalize_email(email) else {
+            return Ok(false);
+        };
+        self.store.read(|tx| {
+            let Some(user) = tx.user_by_email(&email)? else {
+                return Ok(false);
+            };
+            let caller_ms = tx.memberships_of_user(caller.user_id)?;
+            let target_ms = tx.memberships_of_user(user.id)?;
+            Ok(require_visible_user(caller, &caller_ms, user.id, &target_ms).is_ok())
+        })
+    }
+
+    /// Load any user by email, whatever their orgs (superadmin).
+    pub fn user_by_email(&self, caller: &FullCaller, email: &str) -> MfaResult<UserWithFactors> {
+        require_super_admin(caller)?;
+        let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
+        self.store.read(|tx| {
+            let user = tx
+                .user_by_email(&email)?
+                .ok_or(MfaError::NotFound("user"))?;
+            with_factors(tx, user)
+        })
+    }
+
+    /// The active admins of an org (superadmin).
+    pub fn org_admins(&self, caller: &FullCaller, org: OrgId) -> MfaResult<Vec<UserWithFactors>> {
+        require_super_admin(caller)?;
+        self.store.read(|tx| {
+            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            let admins = tx.org_admins(org)?;
+            admins.into_iter().map(|u| with_factors(tx, u)).collect()
+        })
+    }
+
+    /// The superadmin joins an org as its admin (audited).
+    pub fn join_org(&self, caller: &FullCaller, org: OrgId) -> MfaResult<Membership> {
+        require_super_admin(caller)?;
+        let now = self.now();
+        self.store.write(|tx| {
+            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            let m = match tx.membership(caller.user_id, org)? {
+                Some(mut m) => {
+                    m.is_active = true;
+                    m.is_admin = true;
+                    tx.update_membership(&m)?;
+                    m
+                }
+                None => {
+                    let mut m = Membership::new(caller.user_id, org);
+                    m.is_admin = true;
+                    tx.insert_membership(&m)?;
+                    m
+                }
+            };
+            audit(
+                tx,
+                now,
+                Some(org),
+                Some(caller.user_id),
+                Some(caller.user_id),
+                AuditAction::SuperAdminJoinedOrg,
+                "",
+            )?;
+            Ok(m)
+        })
+    }
+
+    /// Remove a user, by email, from every org, active or not (superadmin).
+    /// Returns the org ids; the user's sessions end.
+    pub fn delete_from_all_orgs(&self, caller: &FullCaller, email: &str) -> MfaResult<Vec<OrgId>> {
+        require_super_admin(caller)?;
+        let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
+        let now = self.now();
+        self.store.write(|tx| {
+            let user = tx
+                .user_by_email(&email)?
+                .ok_or(MfaError::NotFound("user"))?;
+            let orgs: Vec<OrgId> = tx
+                .memberships_of_user(user.id)?
+                .iter()
+                .map(|m| m.org_id)
+                .collect();
+            for &org in &orgs {
+                tx.delete_membership(user.id, org)?;
+                audit(
+                    tx,
+                    now,
+                    Some(org),
+                    Some(caller.user_id),
+                    Some(user.id),
+                    AuditAction::MembershipDeleted,
+                    "removed from all orgs",
+                )?;
+            }
+            tx.revoke_user_sessions(user.id, None, None, now)?;
+            Ok(orgs)
+        })
+    }
+
+    /// Whether the current org has this user as a member; for adapters
+    /// that resolve seed references before calling in.
+    pub fn require_current_org_member(&self, caller: &FullCaller, user: UserId) -> MfaResult<()> {
+        self.store
+            .read(|tx| require_member_of_current_org(tx.membership(user, caller.org_id)?.as_ref()))
+    }
+}
