@@ -3,6 +3,7 @@
 pub mod authz;
 pub mod crypto;
 pub mod error;
+pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod ports;
@@ -11,6 +12,7 @@ pub mod text;
 
 pub use authz::{Caller, FullCaller};
 pub use error::{MailError, MfaError, MfaResult, StoreError};
+pub use memory::InMemoryStore;
 pub use model::*;
 pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
 pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};

@@ -436,7 +436,7 @@ pub struct NewSession {
 /// Which failures a counter counts: code failures and password failures are
 /// kept apart so that guessing codes cannot lock the owner out of the
 /// password step for good.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FailureKind {
     /// Wrong one-time code, email code or recovery code.
     Code,

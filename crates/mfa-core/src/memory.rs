@@ -1,0 +1,656 @@
+//! An in-memory [`Store`] for tests and for embedding without a database.
+//!
+//! A write transaction works on a copy of the whole state and swaps it in on
+//! success, so a failed operation leaves nothing behind; one mutex makes
+//! transactions serial, so conditional updates race exactly as they would
+//! in a database. Everything is lost when the store is dropped.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use mfa_totp::{Secret, TotpParams};
+
+use crate::error::{MfaError, MfaResult, StoreError};
+use crate::model::*;
+use crate::ports::{Store, StoreResult, StoreTx};
+
+#[derive(Clone, Debug, Default)]
+struct State {
+    next_id: i64,
+    orgs: BTreeMap<OrgId, Org>,
+    users: BTreeMap<UserId, User>,
+    memberships: BTreeMap<(UserId, OrgId), Membership>,
+    authenticators: BTreeMap<UserId, Authenticator>,
+    email_factors: BTreeMap<UserId, Timestamp>,
+    email_codes: BTreeMap<i64, EmailCode>,
+    recovery_codes: BTreeMap<i64, RecoveryCode>,
+    sessions: BTreeMap<SessionId, Session>,
+    failures: BTreeMap<(UserId, FailureKind), FailureState>,
+    email_changes: BTreeMap<i64, EmailChange>,
+    audit: BTreeMap<AuditEventId, AuditEvent>,
+}
+
+impl State {
+    fn next(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct InMemoryStore {
+    state: Mutex<State>,
+}
+
+impl InMemoryStore {
+    /// An empty store.
+    pub fn new() -> InMemoryStore {
+        InMemoryStore::default()
+    }
+
+    fn lock(&self) -> MfaResult<MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| MfaError::Store(StoreError::Backend("in-memory store poisoned".into())))
+    }
+}
+
+impl Store for InMemoryStore {
+    fn read<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+        let guard = self.lock()?;
+        let mut copy = guard.clone();
+        drop(guard);
+        f(&mut MemTx(&mut copy))
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+        let mut guard = self.lock()?;
+        let mut copy = guard.clone();
+        let out = f(&mut MemTx(&mut copy))?;
+        *guard = copy;
+        Ok(out)
+    }
+}
+
+struct MemTx<'a>(&'a mut State);
+
+impl StoreTx for MemTx<'_> {
+    fn insert_org(&mut self, name: &str, now: Timestamp) -> StoreResult<Org> {
+        let id = OrgId(self.0.next());
+        let org = Org {
+            id,
+            name: name.to_string(),
+            is_mfa_enforced: false,
+            mfa_enforced_at: None,
+            mfa_grace_period_hours: 0,
+            created_at: now,
+        };
+        self.0.orgs.insert(id, org.clone());
+        Ok(org)
+    }
+
+    fn org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+        Ok(self.0.orgs.get(&id).cloned())
+    }
+
+    fn all_orgs(&mut self) -> StoreResult<Vec<Org>> {
+        Ok(self.0.orgs.values().cloned().collect())
+    }
+
+    fn update_org(&mut self, org: &Org) -> StoreResult<()> {
+        let slot = self.0.orgs.get_mut(&org.id).ok_or(StoreError::NotFound)?;
+        *slot = org.clone();
+        Ok(())
+    }
+
+    fn delete_org(&mut self, id: OrgId) -> StoreResult<bool> {
+        let existed = self.0.orgs.remove(&id).is_some();
+        self.0.memberships.retain(|(_, o), _| *o != id);
+        self.0.sessions.retain(|_, s| s.org_id != id);
+        Ok(existed)
+    }
+
+    fn insert_user(&mut self, new: &NewUser) -> StoreResult<User> {
+        if self.0.users.values().any(|u| u.email == new.email) {
+            return Err(StoreError::UniqueViolation("email is taken".into()));
+        }
+        let id = UserId(self.0.next());
+        let user = User {
+            id,
+            email: new.email.clone(),
+            first_name: new.first_name.clone(),
+            last_name: new.last_name.clone(),
+            password_hash: new.password_hash.clone(),
+            is_super_admin: new.is_super_admin,
+            mfa_opt_in: false,
+            last_login_at: None,
+            created_at: new.created_at,
+        };
+        self.0.users.insert(id, user.clone());
+        Ok(user)
+    }
+
+    fn user(&mut self, id: UserId) -> StoreResult<Option<User>> {
+        Ok(self.0.users.get(&id).cloned())
+    }
+
+    fn user_by_email(&mut self, email: &str) -> StoreResult<Option<User>> {
+        Ok(self.0.users.values().find(|u| u.email == email).cloned())
+    }
+
+    fn users_by_ids(&mut self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+        Ok(self
+            .0
+            .users
+            .values()
+            .filter(|u| ids.contains(&u.id))
+            .cloned()
+            .collect())
+    }
+
+    fn update_user(&mut self, user: &User) -> StoreResult<()> {
+        if self
+            .0
+            .users
+            .values()
+            .any(|u| u.id != user.id && u.email == user.email)
+        {
+            return Err(StoreError::UniqueViolation("email is taken".into()));
+        }
+        let slot = self.0.users.get_mut(&user.id).ok_or(StoreError::NotFound)?;
+        *slot = user.clone();
+        Ok(())
+    }
+
+    fn set_last_login(&mut self, id: UserId, at: Timestamp) -> StoreResult<()> {
+        let u = self.0.users.get_mut(&id).ok_or(StoreError::NotFound)?;
+        u.last_login_at = Some(at);
+        Ok(())
+    }
+
+    fn delete_user(&mut self, id: UserId) -> StoreResult<bool> {
+        let s = &mut *self.0;
+        let existed = s.users.remove(&id).is_some();
+        s.memberships.retain(|(u, _), _| *u != id);
+        s.authenticators.remove(&id);
+        s.email_factors.remove(&id);
+        s.email_codes.retain(|_, c| c.user_id != id);
+        s.recovery_codes.retain(|_, c| c.user_id != id);
+        s.sessions.retain(|_, x| x.user_id != id);
+        s.failures.retain(|(u, _), _| *u != id);
+        s.email_changes.retain(|_, c| c.user_id != id);
+        Ok(existed)
+    }
+
+    fn count_users(&mut self) -> StoreResult<u64> {
+        Ok(self.0.users.len() as u64)
+    }
+
+    fn search_org_users(
+        &mut self,
+        org: OrgId,
+        search: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<User>, u64)> {
+        let needle = search.map(str::to_lowercase);
+        let matches: Vec<User> = self
+            .0
+            .users
+            .values()
+            .filter(|u| self.0.memberships.contains_key(&(u.id, org)))
+            .filter(|u| match &needle {
+                None => true,
+                Some(n) => [&u.first_name, &u.last_name, &u.email]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(n.as_str())),
+            })
+            .cloned()
+            .collect();
+        let total = matches.len() as u64;
+        let page = matches
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
+        Ok((page, total))
+    }
+
+    fn insert_membership(&mut self, m: &Membership) -> StoreResult<()> {
+        let key = (m.user_id, m.org_id);
+        if self.0.memberships.contains_key(&key) {
+            return Err(StoreError::UniqueViolation(
+                "the user is already a member of the org".into(),
+            ));
+        }
+        if !self.0.users.contains_key(&m.user_id) || !self.0.orgs.contains_key(&m.org_id) {
+            return Err(StoreError::NotFound);
+        }
+        self.0.memberships.insert(key, m.clone());
+        Ok(())
+    }
+
+    fn membership(&mut self, user: UserId, org: OrgId) -> StoreResult<Option<Membership>> {
+        Ok(self.0.memberships.get(&(user, org)).cloned())
+    }
+
+    fn memberships_of_user(&mut self, user: UserId) -> StoreResult<Vec<Membership>> {
+        Ok(self
+            .0
+            .memberships
+            .values()
+            .filter(|m| m.user_id == user)
+            .cloned()
+            .collect())
+    }
+
+    fn update_membership(&mut self, m: &Membership) -> StoreResult<()> {
+        let slot = self
+            .0
+            .memberships
+            .get_mut(&(m.user_id, m.org_id))
+            .ok_or(StoreError::NotFound)?;
+        *slot = m.clone();
+        Ok(())
+    }
+
+    fn delete_membership(&mut self, user: UserId, org: OrgId) -> StoreResult<bool> {
+        Ok(self.0.memberships.remove(&(user, org)).is_some())
+    }
+
+    fn org_admins(&mut self, org: OrgId) -> StoreResult<Vec<User>> {
+        Ok(self
+            .0
+            .memberships
+            .values()
+            .filter(|m| m.org_id == org && m.is_active_admin())
+            .filter_map(|m| self.0.users.get(&m.user_id).cloned())
+            .collect())
+    }
+
+    fn membership_counts(&mut self, org: OrgId) -> StoreResult<MembershipCounts> {
+        let mut c = MembershipCounts::default();
+        for m in self.0.memberships.values() {
+            if m.org_id == org && !m.exclude_from_membership_count {
+                c.licensed += 1;
+                if m.is_active {
+                    c.enabled += 1;
+                } else {
+                    c.inactive += 1;
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    fn authenticator(&mut self, user: UserId) -> StoreResult<Option<Authenticator>> {
+        Ok(self.0.authenticators.get(&user).cloned())
+    }
+
+    fn put_pending_authenticator(
+        &mut self,
+        user: UserId,
+        secret: &Secret,
+        params: &TotpParams,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        if self
+            .0
+            .authenticators
+            .get(&user)
+            .is_some_and(Authenticator::is_verified)
+        {
+            return Ok(false);
+        }
+        self.0.authenticators.insert(
+            user,
+            Authenticator {
+                user_id: user,
+                secret: secret.clone(),
+                params: *params,
+                state: AuthenticatorState::Pending { expires_at },
+                last_used_step: None,
+                created_at,
+            },
+        );
+        Ok(true)
+    }
+
+    fn verify_authenticator(
+        &mut self,
+        user: UserId,
+        step: u64,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        match self.0.authenticators.get_mut(&user) {
+            Some(a) if !a.is_verified() => {
+                a.state = AuthenticatorState::Verified { verified_at: now };
+                a.last_used_step = Some(step);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn accept_totp_step(&mut self, user: UserId, step: u64) -> StoreResult<bool> {
+        match self.0.authenticators.get_mut(&user) {
+            Some(a) if a.is_verified() && a.last_used_step.is_none_or(|last| last < step) => {
+                a.last_used_step = Some(step);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn delete_authenticator(&mut self, user: UserId) -> StoreResult<bool> {
+        Ok(self.0.authenticators.remove(&user).is_some())
+    }
+
+    fn email_factor_verified_at(&mut self, user: UserId) -> StoreResult<Option<Timestamp>> {
+        Ok(self.0.email_factors.get(&user).copied())
+    }
+
+    fn set_email_factor_verified(&mut self, user: UserId, at: Timestamp) -> StoreResult<()> {
+        self.0.email_factors.entry(user).or_insert(at);
+        Ok(())
+    }
+
+    fn delete_email_factor(&mut self, user: UserId) -> StoreResult<bool> {
+        Ok(self.0.email_factors.remove(&user).is_some())
+    }
+
+    fn latest_email_code(&mut self, user: UserId) -> StoreResult<Option<EmailCode>> {
+        Ok(self
+            .0
+            .email_codes
+            .values()
+            .filter(|c| c.user_id == user)
+            .max_by_key(|c| c.id)
+            .cloned())
+    }
+
+    fn replace_email_code(&mut self, code: &NewEmailCode) -> StoreResult<EmailCode> {
+        self.0.email_codes.retain(|_, c| c.user_id != code.user_id);
+        let id = self.0.next();
+        let stored = EmailCode {
+            id,
+            user_id: code.user_id,
+            purpose: code.purpose,
+            code_hash: code.code_hash.clone(),
+            salt: code.salt.clone(),
+            sent_at: code.sent_at,
+            expires_at: code.expires_at,
+            consumed_at: None,
+        };
+        self.0.email_codes.insert(id, stored.clone());
+        Ok(stored)
+    }
+
+    fn consume_email_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
+        match self.0.email_codes.get_mut(&id) {
+            Some(c) if c.consumed_at.is_none() => {
+                c.consumed_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn delete_email_code(&mut self, id: i64) -> StoreResult<()> {
+        self.0.email_codes.remove(&id);
+        Ok(())
+    }
+
+    fn delete_email_codes(&mut self, user: UserId) -> StoreResult<()> {
+        self.0.email_codes.retain(|_, c| c.user_id != user);
+        Ok(())
+    }
+
+    fn recovery_codes(&mut self, user: UserId) -> StoreResult<Vec<RecoveryCode>> {
+        Ok(self
+            .0
+            .recovery_codes
+            .values()
+            .filter(|c| c.user_id == user)
+            .cloned()
+            .collect())
+    }
+
+    fn replace_recovery_codes(
+        &mut self,
+        user: UserId,
+        hashes: &[String],
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        self.0.recovery_codes.retain(|_, c| c.user_id != user);
+        for hash in hashes {
+            let id = self.0.next();
+            self.0.recovery_codes.insert(
+                id,
+                RecoveryCode {
+                    id,
+                    user_id: user,
+                    code_hash: hash.clone(),
+                    created_at: now,
+                    used_at: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
+        match self.0.recovery_codes.get_mut(&id) {
+            Some(c) if c.used_at.is_none() => {
+                c.used_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn delete_recovery_codes(&mut self, user: UserId) -> StoreResult<u64> {
+        let before = self.0.recovery_codes.len();
+        self.0.recovery_codes.retain(|_, c| c.user_id != user);
+        Ok((before - self.0.recovery_codes.len()) as u64)
+    }
+
+    fn insert_session(&mut self, s: &NewSession) -> StoreResult<Session> {
+        let id = SessionId(self.0.next());
+        let session = Session {
+            id,
+            token_hash: s.token_hash.clone(),
+            user_id: s.user_id,
+            org_id: s.org_id,
+            level: s.level,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            last_seen_at: s.created_at,
+            revoked_at: None,
+        };
+        self.0.sessions.insert(id, session.clone());
+        Ok(session)
+    }
+
+    fn session_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<Session>> {
+        Ok(self
+            .0
+            .sessions
+            .values()
+            .find(|s| s.token_hash == token_hash)
+            .cloned())
+    }
+
+    fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()> {
+        if let Some(s) = self.0.sessions.get_mut(&id) {
+            s.last_seen_at = now;
+        }
+        Ok(())
+    }
+
+    fn revoke_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+        match self.0.sessions.get_mut(&id) {
+            Some(s) if s.revoked_at.is_none() => {
+                s.revoked_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn revoke_user_sessions(
+        &mut self,
+        user: UserId,
+        only_org: Option<OrgId>,
+        except: Option<SessionId>,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut n = 0;
+        for s in self.0.sessions.values_mut() {
+            let hit = s.user_id == user
+                && s.revoked_at.is_none()
+                && only_org.is_none_or(|o| o == s.org_id)
+                && except != Some(s.id);
+            if hit {
+                s.revoked_at = Some(now);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState> {
+        Ok(self
+            .0
+            .failures
+            .get(&(user, kind))
+            .copied()
+            .unwrap_or_default())
+    }
+
+    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<u32> {
+        let state = self.0.failures.entry((user, kind)).or_default();
+        state.failures = state.failures.saturating_add(1);
+        Ok(state.failures)
+    }
+
+    fn set_locked_until(
+        &mut self,
+        user: UserId,
+        kind: FailureKind,
+        until: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        self.0
+            .failures
+            .entry((user, kind))
+            .or_default()
+            .locked_until = until;
+        Ok(())
+    }
+
+    fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()> {
+        self.0.failures.remove(&(user, kind));
+        Ok(())
+    }
+
+    fn put_email_change(
+        &mut self,
+        user: UserId,
+        new_email: &str,
+        token_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<EmailChange> {
+        self.0
+            .email_changes
+            .retain(|_, c| c.user_id != user || c.consumed_at.is_some());
+        let id = self.0.next();
+        let change = EmailChange {
+            id,
+            user_id: user,
+            new_email: new_email.to_string(),
+            token_hash: token_hash.to_string(),
+            created_at: now,
+            expires_at,
+            consumed_at: None,
+        };
+        self.0.email_changes.insert(id, change.clone());
+        Ok(change)
+    }
+
+    fn pending_email_change(&mut self, user: UserId) -> StoreResult<Option<EmailChange>> {
+        Ok(self
+            .0
+            .email_changes
+            .values()
+            .find(|c| c.user_id == user && c.consumed_at.is_none())
+            .cloned())
+    }
+
+    fn email_change_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<EmailChange>> {
+        Ok(self
+            .0
+            .email_changes
+            .values()
+            .find(|c| c.token_hash == token_hash)
+            .cloned())
+    }
+
+    fn consume_email_change(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
+        match self.0.email_changes.get_mut(&id) {
+            Some(c) if c.consumed_at.is_none() => {
+                c.consumed_at = Some(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn insert_audit(&mut self, e: &NewAuditEvent) -> StoreResult<()> {
+        let id = AuditEventId(self.0.next());
+        self.0.audit.insert(
+            id,
+            AuditEvent {
+                id,
+                at: e.at,
+                org_id: e.org_id,
+                actor_user_id: e.actor_user_id,
+                target_user_id: e.target_user_id,
+                action: e.action,
+                detail: e.detail.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    fn audit_events(
+        &mut self,
+        filter: &AuditFilter,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<AuditEvent>, u64)> {
+        let matches: Vec<AuditEvent> = self
+            .0
+            .audit
+            .values()
+            .rev()
+            .filter(|e| filter.org_id.is_none_or(|o| e.org_id == Some(o)))
+            .filter(|e| {
+                filter
+                    .user_id
+                    .is_none_or(|u| e.actor_user_id == Some(u) || e.target_user_id == Some(u))
+            })
+            .filter(|e| filter.action.is_none_or(|a| e.action == a))
+            .cloned()
+            .collect();
+        let total = matches.len() as u64;
+        let page = matches
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
+        Ok((page, total))
+    }
+}

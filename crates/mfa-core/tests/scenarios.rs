@@ -1,0 +1,759 @@
+//! The seed scenarios end to end through the service, with the in-memory
+//! store, the memory mailer and a fixed clock.
+
+use std::sync::Arc;
+
+use mfa_core::ports::{FixedClock, MemoryMailer, OsRandomness};
+use mfa_core::service::{NewUserRequest, OrgPatch, UserRef};
+use mfa_core::*;
+use mfa_totp::{OtpauthUri, Secret};
+
+const T0: i64 = 1_700_000_000;
+const ADMIN_EMAIL: &str = "admin@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+struct World {
+    svc: MfaService<InMemoryStore>,
+    clock: Arc<FixedClock>,
+    mailer: Arc<MemoryMailer>,
+    admin: FullCaller,
+    org: OrgId,
+}
+
+fn ok<T>(r: MfaResult<T>) -> T {
+    r.unwrap_or_else(|e| panic!("unexpected error: {e:?}"))
+}
+
+fn world() -> World {
+    let clock = Arc::new(FixedClock::new(Timestamp(T0)));
+    let mailer = Arc::new(MemoryMailer::default());
+    let svc = ok(MfaService::new(
+        InMemoryStore::new(),
+        mailer.clone(),
+        clock.clone(),
+        Arc::new(OsRandomness),
+        ServiceConfig::default(),
+    ));
+    let (_, org) =
+        ok(svc.bootstrap(ADMIN_EMAIL, PASSWORD, "Acme")).unwrap_or_else(|| panic!("bootstrap"));
+    let login = ok(svc.login(ADMIN_EMAIL, PASSWORD, None));
+    assert_eq!(login.decision.requirement, MfaRequirement::None);
+    let admin = ok(ok(svc.authenticate(&login.token)).into_full());
+    World {
+        svc,
+        clock,
+        mailer,
+        admin,
+        org: org.id,
+    }
+}
+
+impl World {
+    fn add_user(&self, email: &str) -> UserId {
+        ok(self.svc.create_user(
+            &self.admin,
+            &NewUserRequest {
+                email: email.into(),
+                first_name: "Valentina".into(),
+                last_name: "Rodriguez".into(),
+                password: PASSWORD.into(),
+                is_admin: false,
+            },
+        ))
+        .user
+        .id
+    }
+
+    fn login(&self, email: &str) -> (service::LoginResult, Caller) {
+        let r = ok(self.svc.login(email, PASSWORD, None));
+        let c = ok(self.svc.authenticate(&r.token));
+        (r, c)
+    }
+
+    fn now(&self) -> u64 {
+        self.svc.now().unix_secs()
+    }
+
+    /// Enroll an authenticator on a partial session; returns its secret and
+    /// the new full caller.
+    fn enroll_authenticator(&self, partial: &Caller) -> (Secret, Caller) {
+        let pending = ok(self.svc.start_authenticator_enrollment(partial));
+        let uri = OtpauthUri::parse(&pending.otpauth_uri).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(uri.secret, pending.secret);
+        let code = mfa_totp::totp(&pending.secret, self.now(), &uri.params);
+        let token = ok(self.svc.confirm_authenticator_enrollment(partial, &code))
+            .unwrap_or_else(|| panic!("a partial session gets a new token"));
+        (pending.secret, ok(self.svc.authenticate(&token.token)))
+    }
+
+    fn code(&self, secret: &Secret) -> String {
+        mfa_totp::totp(secret, self.now(), &self.svc.config().totp)
+    }
+
+    fn audit_actions(&self) -> Vec<AuditAction> {
+        let page =
+            ok(self
+                .svc
+                .audit_events(&self.admin, None, None, ok(service::page_request(0, 200))));
+        page.items.iter().map(|e| e.action).collect()
+    }
+}
+
+#[test]
+fn enforce_then_setup_then_enroll_then_challenge() {
+    let w = world();
+    let user = w.add_user("valentina@example.com");
+    let (before, _) = w.login("valentina@example.com");
+    assert_eq!(before.decision.requirement, MfaRequirement::None);
+
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (setup, partial) = w.login("valentina@example.com");
+    assert_eq!(setup.decision.requirement, MfaRequirement::SetupRequired);
+    assert_eq!(partial.level, AssuranceLevel::Partial);
+    assert_eq!(partial.clone().into_full(), Err(MfaError::MfaRequired));
+
+    let (secret, full) = w.enroll_authenticator(&partial);
+    assert_eq!(full.level, AssuranceLevel::Full);
+    assert_eq!(full.user_id, user);
+    // The partial token was revoked at once.
+    assert_eq!(
+        w.svc.authenticate(&setup.token),
+        Err(MfaError::Unauthorized)
+    );
+
+    w.clock.advance(60);
+    let (challenge, partial) = w.login("valentina@example.com");
+    assert_eq!(
+        challenge.decision.requirement,
+        MfaRequirement::ChallengeRequired
+    );
+    assert_eq!(challenge.decision.methods, vec![MfaMethod::Authenticator]);
+    // A partial session of a user with a factor cannot enroll another one.
+    assert_eq!(
+        w.svc.start_authenticator_enrollment(&partial),
+        Err(MfaError::MfaRequired)
+    );
+    assert_eq!(
+        w.svc.start_email_enrollment(&partial),
+        Err(MfaError::MfaRequired)
+    );
+    let token = ok(w
+        .svc
+        .verify_mfa(&partial, MfaMethod::Authenticator, &w.code(&secret)));
+    assert_eq!(
+        ok(w.svc.authenticate(&token.token)).level,
+        AssuranceLevel::Full
+    );
+    assert_eq!(
+        w.svc.authenticate(&challenge.token),
+        Err(MfaError::Unauthorized)
+    );
+    let actions = w.audit_actions();
+    for a in [
+        AuditAction::MfaEnforced,
+        AuditAction::AuthenticatorEnrolled,
+        AuditAction::MfaVerifySucceeded,
+    ] {
+        assert!(actions.contains(&a), "{a:?} not audited");
+    }
+    assert!(w.mailer.sent().iter().any(|m| m.kind
+        == MailKind::FactorEnrolled {
+            method: MfaMethod::Authenticator
+        }));
+}
+
+#[test]
+fn opt_out_means_no_mfa_and_opt_in_again_restores_it() {
+    let w = world();
+    let user = w.add_user("val@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let patch = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(user), &patch));
+    assert_eq!(
+        w.login("val@example.com").0.decision.requirement,
+        MfaRequirement::None
+    );
+    // By reference (the email), as the seed's byRef=true.
+    let patch = MembershipPatch {
+        mfa_opt_out: Some(false),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Email("VAL@example.com".into()), &patch));
+    assert_eq!(
+        w.login("val@example.com").0.decision.requirement,
+        MfaRequirement::SetupRequired
+    );
+    let actions = w.audit_actions();
+    assert!(actions.contains(&AuditAction::MfaOptOut));
+    assert!(actions.contains(&AuditAction::MfaOptOutRemoved));
+}
+
+#[test]
+fn admin_reset_sends_user_back_to_setup_and_ends_sessions() {
+    let w = world();
+    let user = w.add_user("lost.phone@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("lost.phone@example.com");
+    let (_, full) = w.enroll_authenticator(&partial);
+    let _ = full;
+    w.clock.advance(60);
+    let (challenge, _) = w.login("lost.phone@example.com");
+    assert_eq!(
+        challenge.decision.requirement,
+        MfaRequirement::ChallengeRequired
+    );
+
+    ok(w.svc.reset_mfa(&w.admin, &[user]));
+    assert_eq!(
+        w.svc.authenticate(&challenge.token),
+        Err(MfaError::Unauthorized)
+    );
+    assert_eq!(
+        w.login("lost.phone@example.com").0.decision.requirement,
+        MfaRequirement::SetupRequired
+    );
+    assert!(w.audit_actions().contains(&AuditAction::MfaReset));
+    assert!(w.mailer.sent().iter().any(|m| matches!(
+        &m.kind,
+        MailKind::FactorReset {
+            by_admin: Some(_),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn reset_with_a_foreign_id_changes_nothing() {
+    let w = world();
+    let mine = w.add_user("mine@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("mine@example.com");
+    w.enroll_authenticator(&partial);
+    // A user who belongs to another org only.
+    let globex = ok(w.svc.create_org(&w.admin, "Globex"));
+    let stranger = w.add_user("stranger@example.com");
+    ok(w.svc
+        .add_member(&w.admin, globex.id, stranger, &MembershipPatch::default()));
+    ok(w.svc.remove_member(&w.admin, w.org, stranger));
+
+    assert_eq!(
+        w.svc.reset_mfa(&w.admin, &[mine, stranger]),
+        Err(MfaError::NotFound("user"))
+    );
+    assert_eq!(
+        w.svc.reset_mfa(&w.admin, &[mine, UserId(9_999)]),
+        Err(MfaError::NotFound("user"))
+    );
+    assert!(!w.audit_actions().contains(&AuditAction::MfaReset));
+    w.clock.advance(60);
+    assert_eq!(
+        w.login("mine@example.com").0.decision.requirement,
+        MfaRequirement::ChallengeRequired
+    );
+}
+
+#[test]
+fn another_orgs_admin_sees_nothing_of_this_org() {
+    let w = world();
+    let victim = w.add_user("victim@example.com");
+    let globex = ok(w.svc.create_org(&w.admin, "Globex"));
+    // An admin of Globex only.
+    let rival = w.add_user("rival@example.com");
+    let patch = MembershipPatch {
+        is_admin: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc.add_member(&w.admin, globex.id, rival, &patch));
+    ok(w.svc.remove_member(&w.admin, w.org, rival));
+    let r = ok(w.svc.login("rival@example.com", PASSWORD, None));
+    assert_eq!(r.org_id, globex.id);
+    let rival = ok(ok(w.svc.authenticate(&r.token)).into_full());
+    assert!(rival.is_org_admin);
+
+    assert_eq!(
+        w.svc.reset_mfa(&rival, &[victim]),
+        Err(MfaError::NotFound("user"))
+    );
+    let opt_out = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(
+        w.svc
+            .update_membership(&rival, &UserRef::Id(victim), &opt_out),
+        Err(MfaError::NotFound("user"))
+    );
+    assert_eq!(
+        w.svc.get_user(&rival, victim),
+        Err(MfaError::NotFound("user"))
+    );
+    assert_eq!(
+        w.svc
+            .admin_reset_authenticator(&rival, "victim@example.com"),
+        Err(MfaError::NotFound("user"))
+    );
+    assert_eq!(w.svc.get_org(&rival, w.org), Err(MfaError::NotFound("org")));
+    assert_eq!(
+        w.svc.update_org(&rival, w.org, &OrgPatch::default()),
+        Err(MfaError::NotFound("org"))
+    );
+    assert_eq!(
+        w.svc.get_membership(&rival, w.org, victim),
+        Err(MfaError::NotFound("org"))
+    );
+    assert!(ok(w.svc.users_by_ids(&rival, &[victim])).is_empty());
+    assert!(!ok(w.svc.email_exists(&rival, "victim@example.com")));
+    let page = ok(w
+        .svc
+        .search_users(&rival, Some("victim"), ok(service::page_request(0, 20))));
+    assert_eq!(page.total, 0);
+}
+
+#[test]
+fn replayed_code_is_refused_audited_and_mailed() {
+    let w = world();
+    w.add_user("replay@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("replay@example.com");
+    let (secret, _) = w.enroll_authenticator(&partial);
+    // The enrollment code's step is used: the same code cannot log in.
+    let used = w.code(&secret);
+    let (_, partial) = w.login("replay@example.com");
+    assert_eq!(
+        w.svc.verify_mfa(&partial, MfaMethod::Authenticator, &used),
+        Err(MfaError::InvalidCode)
+    );
+    w.clock.advance(30);
+    let fresh = w.code(&secret);
+    ok(w.svc.verify_mfa(&partial, MfaMethod::Authenticator, &fresh));
+    let (_, partial) = w.login("replay@example.com");
+    assert_eq!(
+        w.svc.verify_mfa(&partial, MfaMethod::Authenticator, &fresh),
+        Err(MfaError::InvalidCode)
+    );
+    assert!(w.audit_actions().contains(&AuditAction::ReplayRefused));
+    assert!(
+        w.mailer
+            .sent()
+            .iter()
+            .any(|m| m.kind == MailKind::ReplayRefused)
+    );
+}
+
+#[test]
+fn malformed_codes_are_refused() {
+    let w = world();
+    w.add_user("format@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("format@example.com");
+    let (secret, _) = w.enroll_authenticator(&partial);
+    w.clock.advance(30);
+    let good = w.code(&secret);
+    let (_, partial) = w.login("format@example.com");
+    for bad in [
+        format!(" {good}"),
+        format!("{good}0"),
+        good[..5].to_string(),
+        "１２３４５６".to_string(),
+    ] {
+        assert_eq!(
+            w.svc.verify_mfa(&partial, MfaMethod::Authenticator, &bad),
+            Err(MfaError::InvalidCode)
+        );
+    }
+    ok(w.svc.verify_mfa(&partial, MfaMethod::Authenticator, &good));
+}
+
+#[test]
+fn lockout_after_five_failures_doubles_and_success_resets() {
+    let w = world();
+    w.add_user("brute@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("brute@example.com");
+    let (secret, _) = w.enroll_authenticator(&partial);
+    w.clock.advance(30);
+    let (_, partial) = w.login("brute@example.com");
+    let wrong = |w: &World| {
+        let good = w.code(&secret);
+        let bad = if good == "000000" { "111111" } else { "000000" };
+        w.svc.verify_mfa(&partial, MfaMethod::Authenticator, bad)
+    };
+    for _ in 0..4 {
+        assert_eq!(wrong(&w), Err(MfaError::InvalidCode));
+    }
+    assert_eq!(
+        wrong(&w),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+    // Even the right code is refused during the lockout.
+    assert_eq!(
+        w.svc
+            .verify_mfa(&partial, MfaMethod::Authenticator, &w.code(&secret)),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+    w.clock.advance(30);
+    assert_eq!(
+        wrong(&w),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 60
+        })
+    );
+    w.clock.advance(60);
+    assert_eq!(
+        wrong(&w),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 120
+        })
+    );
+    w.clock.advance(120);
+    // Code failures do not block the password step.
+    let (_, partial2) = w.login("brute@example.com");
+    ok(w.svc
+        .verify_mfa(&partial2, MfaMethod::Authenticator, &w.code(&secret)));
+    // The success reset the counter: four more failures lock nothing.
+    w.clock.advance(30);
+    let (_, partial3) = w.login("brute@example.com");
+    for _ in 0..4 {
+        let good = w.code(&secret);
+        let bad = if good == "000000" { "111111" } else { "000000" };
+        assert_eq!(
+            w.svc.verify_mfa(&partial3, MfaMethod::Authenticator, bad),
+            Err(MfaError::InvalidCode)
+        );
+    }
+    assert!(w.audit_actions().contains(&AuditAction::LockedOut));
+}
+
+#[test]
+fn password_failures_lock_the_password_step_apart() {
+    let w = world();
+    w.add_user("pw@example.com");
+    for _ in 0..4 {
+        assert_eq!(
+            w.svc
+                .login("pw@example.com", "wrong password", None)
+                .map(|_| ()),
+            Err(MfaError::InvalidCredentials)
+        );
+    }
+    assert_eq!(
+        w.svc
+            .login("pw@example.com", "wrong password", None)
+            .map(|_| ()),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+    assert_eq!(
+        w.svc.login("pw@example.com", PASSWORD, None).map(|_| ()),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+    w.clock.advance(30);
+    ok(w.svc.login("pw@example.com", PASSWORD, None));
+    // Unknown emails look the same as wrong passwords.
+    assert_eq!(
+        w.svc
+            .login("nobody@example.com", PASSWORD, None)
+            .map(|_| ()),
+        Err(MfaError::InvalidCredentials)
+    );
+}
+
+fn last_code(mailer: &MemoryMailer) -> String {
+    mailer
+        .sent()
+        .iter()
+        .rev()
+        .find_map(|m| match &m.kind {
+            MailKind::EnrollmentCode { code, .. } | MailKind::LoginCode { code, .. } => {
+                Some(code.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no code mailed"))
+}
+
+#[test]
+fn email_factor_enroll_and_login() {
+    let w = world();
+    w.add_user("mailonly@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("mailonly@example.com");
+    let sent = ok(w.svc.start_email_enrollment(&partial));
+    assert_eq!(sent.sent_to, "m***@example.com");
+    // One send per 30 s.
+    assert!(matches!(
+        w.svc.start_email_enrollment(&partial),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    let code = last_code(&w.mailer);
+    let token =
+        ok(w.svc.confirm_email_enrollment(&partial, &code)).unwrap_or_else(|| panic!("token"));
+    let full = ok(w.svc.authenticate(&token.token));
+    assert_eq!(full.level, AssuranceLevel::Full);
+    // Single use.
+    assert_eq!(
+        w.svc.confirm_email_enrollment(&full, &code),
+        Err(MfaError::AlreadyEnrolled)
+    );
+
+    w.clock.advance(31);
+    let (login, partial) = w.login("mailonly@example.com");
+    assert_eq!(login.decision.methods, vec![MfaMethod::Email]);
+    ok(w.svc.send_login_code(&partial));
+    let first = last_code(&w.mailer);
+    w.clock.advance(31);
+    ok(w.svc.send_login_code(&partial));
+    let second = last_code(&w.mailer);
+    // A new code voids the previous one.
+    if first != second {
+        assert_eq!(
+            w.svc.verify_mfa(&partial, MfaMethod::Email, &first),
+            Err(MfaError::InvalidCode)
+        );
+    }
+    ok(w.svc.verify_mfa(&partial, MfaMethod::Email, &second));
+    let (_, partial) = w.login("mailonly@example.com");
+    assert_eq!(
+        w.svc.verify_mfa(&partial, MfaMethod::Email, &second),
+        Err(MfaError::InvalidCode)
+    );
+}
+
+#[test]
+fn email_code_expires_and_dead_mail_leaves_no_code() {
+    let w = world();
+    w.add_user("expiry@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("expiry@example.com");
+    ok(w.svc.start_email_enrollment(&partial));
+    let code = last_code(&w.mailer);
+    w.clock.advance(600);
+    assert_eq!(
+        w.svc.confirm_email_enrollment(&partial, &code),
+        Err(MfaError::CodeExpired)
+    );
+
+    let (_, partial) = w.login("expiry@example.com");
+    w.mailer.set_failing(true);
+    assert!(matches!(
+        w.svc.start_email_enrollment(&partial),
+        Err(MfaError::MailUnavailable(_))
+    ));
+    w.mailer.set_failing(false);
+    // The failed send did not start the throttle or leave a code behind.
+    ok(w.svc.start_email_enrollment(&partial));
+}
+
+#[test]
+fn recovery_codes_log_in_once_each_and_reset_the_authenticator() {
+    let w = world();
+    w.add_user("recovery@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("recovery@example.com");
+    let (_, full) = w.enroll_authenticator(&partial);
+    let codes = ok(w.svc.generate_recovery_codes(&ok(full.into_full())));
+    assert_eq!(codes.len(), 10);
+
+    let (login, partial) = w.login("recovery@example.com");
+    assert!(login.decision.methods.contains(&MfaMethod::Recovery));
+    ok(w.svc
+        .verify_mfa(&partial, MfaMethod::Recovery, &codes[0].to_uppercase()));
+    let (_, partial) = w.login("recovery@example.com");
+    assert_eq!(
+        w.svc.verify_mfa(&partial, MfaMethod::Recovery, &codes[0]),
+        Err(MfaError::InvalidCode)
+    );
+    // A bare partial session cannot reset the authenticator; a recovery code can.
+    assert_eq!(
+        w.svc.self_reset_authenticator(&partial, None),
+        Err(MfaError::MfaRequired)
+    );
+    ok(w.svc.self_reset_authenticator(&partial, Some(&codes[1])));
+    assert!(!ok(w.svc.mfa_status(&partial)).factors.authenticator);
+    assert!(
+        w.mailer
+            .sent()
+            .iter()
+            .any(|m| matches!(m.kind, MailKind::RecoveryCodeUsed { remaining: 9 }))
+    );
+}
+
+#[test]
+fn overwriting_a_verified_authenticator_needs_a_reset() {
+    let w = world();
+    w.add_user("twice@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("twice@example.com");
+    let (_, full) = w.enroll_authenticator(&partial);
+    assert_eq!(
+        w.svc.start_authenticator_enrollment(&full),
+        Err(MfaError::AlreadyEnrolled)
+    );
+    ok(w.svc.self_reset_authenticator(&full, None));
+    ok(w.svc.start_authenticator_enrollment(&full));
+}
+
+#[test]
+fn grace_period_defers_setup() {
+    let w = world();
+    w.add_user("grace@example.com");
+    ok(w.svc.update_org(
+        &w.admin,
+        w.org,
+        &OrgPatch {
+            name: None,
+            mfa_grace_period_hours: Some(24),
+        },
+    ));
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (login, _) = w.login("grace@example.com");
+    assert_eq!(login.decision.requirement, MfaRequirement::None);
+    assert_eq!(login.decision.setup_due_at, Some(Timestamp(T0 + 24 * 3600)));
+    w.clock.advance(24 * 3600);
+    assert_eq!(
+        w.login("grace@example.com").0.decision.requirement,
+        MfaRequirement::SetupRequired
+    );
+}
+
+#[test]
+fn sessions_end_when_idle_expired_or_logged_out() {
+    let w = world();
+    w.add_user("session@example.com");
+    let (login, caller) = w.login("session@example.com");
+    w.clock.advance(29 * 60);
+    ok(w.svc.authenticate(&login.token));
+    w.clock.advance(29 * 60);
+    ok(w.svc.authenticate(&login.token));
+    w.clock.advance(31 * 60);
+    assert_eq!(
+        w.svc.authenticate(&login.token),
+        Err(MfaError::Unauthorized)
+    );
+    let (login, caller2) = w.login("session@example.com");
+    let _ = caller;
+    ok(w.svc.logout(&caller2));
+    assert_eq!(
+        w.svc.authenticate(&login.token),
+        Err(MfaError::Unauthorized)
+    );
+    assert_eq!(
+        w.svc.authenticate("not a token"),
+        Err(MfaError::Unauthorized)
+    );
+}
+
+#[test]
+fn inactive_membership_cannot_log_in_and_loses_its_sessions() {
+    let w = world();
+    let user = w.add_user("inactive@example.com");
+    let (login, _) = w.login("inactive@example.com");
+    let patch = MembershipPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(user), &patch));
+    assert_eq!(
+        w.svc.authenticate(&login.token),
+        Err(MfaError::Unauthorized)
+    );
+    assert_eq!(
+        w.svc
+            .login("inactive@example.com", PASSWORD, None)
+            .map(|_| ()),
+        Err(MfaError::Forbidden)
+    );
+    let counts = ok(w.svc.membership_counts(&w.admin));
+    assert_eq!(
+        (counts.licensed, counts.enabled, counts.inactive),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn email_change_waits_for_confirmation() {
+    let w = world();
+    let user = w.add_user("old@example.com");
+    let (_, caller) = w.login("old@example.com");
+    let caller = ok(caller.into_full());
+    let patch = service::UserPatch {
+        email: Some("new@example.com".into()),
+        ..Default::default()
+    };
+    // A self-service change needs the current password.
+    assert_eq!(
+        w.svc.update_user(&caller, user, &patch).map(|_| ()),
+        Err(MfaError::InvalidCredentials)
+    );
+    let patch = service::UserPatch {
+        current_password: Some(PASSWORD.into()),
+        ..patch
+    };
+    let updated = ok(w.svc.update_user(&caller, user, &patch));
+    assert_eq!(updated.user.email, "old@example.com");
+    let token = w
+        .mailer
+        .sent()
+        .iter()
+        .find_map(|m| match &m.kind {
+            MailKind::EmailChangeConfirm { token, .. } if m.to == "new@example.com" => {
+                Some(token.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no confirmation mailed"));
+    assert!(
+        w.mailer
+            .sent()
+            .iter()
+            .any(|m| m.to == "old@example.com"
+                && matches!(m.kind, MailKind::EmailChangeNotice { .. }))
+    );
+    ok(w.svc.confirm_email_change(&token));
+    assert_eq!(
+        w.svc.confirm_email_change(&token),
+        Err(MfaError::InvalidCode)
+    );
+    ok(w.svc.login("new@example.com", PASSWORD, None));
+}
+
+#[test]
+fn superadmin_enforces_every_org() {
+    let w = world();
+    let globex = ok(w.svc.create_org(&w.admin, "Globex"));
+    ok(w.svc.set_mfa_enforced(&w.admin, true, true));
+    assert!(ok(w.svc.get_org(&w.admin, globex.id)).is_mfa_enforced);
+    assert!(ok(w.svc.get_org(&w.admin, w.org)).is_mfa_enforced);
+    // A plain org admin may not.
+    let u = w.add_user("orgadmin@example.com");
+    let patch = MembershipPatch {
+        is_admin: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc.update_membership(&w.admin, &UserRef::Id(u), &patch));
+    let patch = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc.update_membership(&w.admin, &UserRef::Id(u), &patch));
+    let (_, c) = w.login("orgadmin@example.com");
+    let c = ok(c.into_full());
+    assert_eq!(
+        w.svc.set_mfa_enforced(&c, false, true),
+        Err(MfaError::Forbidden)
+    );
+    ok(w.svc.set_mfa_enforced(&c, false, false));
+}
