@@ -1,0 +1,455 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod smtp_url;
+mod templates;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{Address, FileTransport, Message, SmtpTransport, Transport as _};
+use mfa_core::{Mail, MailError, MailKind, Mailer, mask_email};
+
+use crate::smtp_url::{Security, SmtpSettings};
+use crate::templates::{Rendered, TemplateKind, Templates};
+
+/// How long one SMTP network operation (connect, each command) may take.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause before the one retry of a transient SMTP failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Everything the mailer needs to know, usually from the server's
+/// configuration (`MFA_SMTP_URL`, `MFA_MAIL_FROM`, `MFA_DATA_DIR`,
+/// `MFA_ISSUER`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MailConfig {
+    /// `smtp://user:pass@host:port` (STARTTLS required, port 587 by default),
+    /// `smtps://user:pass@host:port` (TLS, port 465 by default) or
+    /// `smtp://host:port?tls=none` (no encryption: loopback hosts only).
+    /// `None`: mail is written to [`outbox_dir`](Self::outbox_dir).
+    pub smtp_url: Option<String>,
+    /// Sender mailbox: `Name <user@domain>` or `user@domain`.
+    pub from: String,
+    /// Where `.eml` files go when there is no SMTP URL; created if missing.
+    pub outbox_dir: PathBuf,
+    /// Name of the service, shown in subjects and bodies.
+    pub issuer: String,
+    /// Directory of template overrides (see the crate documentation), or
+    /// `None` for the built-in templates alone.
+    pub templates_dir: Option<PathBuf>,
+}
+
+impl fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The SMTP URL may hold a password.
+        f.debug_struct("MailConfig")
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "[redacted]"))
+            .field("from", &self.from)
+            .field("outbox_dir", &self.outbox_dir)
+            .field("issuer", &self.issuer)
+            .field("templates_dir", &self.templates_dir)
+            .finish()
+    }
+}
+
+/// Why a mailer could not be built from its configuration. No variant
+/// carries the SMTP password.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SMTP URL does not parse or says something unsupported.
+    #[error("the SMTP URL is not valid: {0}")]
+    SmtpUrl(String),
+    /// `tls=none` was asked for a host that is not this machine.
+    #[error(
+        "plain SMTP (tls=none) is allowed only to a loopback host (127.0.0.0/8, ::1, localhost), \
+         not to `{host}`: credentials and one-time codes would cross the network in clear text; \
+         use smtp:// (STARTTLS) or smtps:// (TLS)"
+    )]
+    PlainSmtpNotLoopback {
+        /// The host that was asked for.
+        host: String,
+    },
+    /// The TLS client could not be set up.
+    #[error("cannot set up TLS for the SMTP connection: {0}")]
+    Tls(String),
+    /// The sender is not a mailbox.
+    #[error(
+        "the sender address `{from}` is not valid (expected `Name <user@domain>` or \
+         `user@domain`): {reason}"
+    )]
+    From {
+        /// What was given.
+        from: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The outbox directory could not be created.
+    #[error("cannot create the mail outbox {}: {source}", path.display())]
+    Outbox {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// The templates directory is missing, not a directory or unreadable.
+    #[error("cannot read the mail templates directory {}: {source}", path.display())]
+    TemplatesDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// A template file exists but cannot be read.
+    #[error("cannot read the mail template {}: {source}", path.display())]
+    TemplateFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// A template file is not valid: unknown placeholder, missing code, …
+    #[error("mail template {}: {reason}", path.display())]
+    Template {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The lettre transport chosen by configuration.
+enum Transport {
+    /// A real SMTP server.
+    Smtp {
+        transport: SmtpTransport,
+        host: String,
+        port: u16,
+        security: Security,
+    },
+    /// `.eml` files in a directory, for local use.
+    Outbox {
+        transport: FileTransport,
+        dir: PathBuf,
+    },
+}
+
+/// The [`Mailer`] of the server: renders each [`Mail`] from templates and
+/// delivers it over SMTP or into the file outbox.
+///
+/// Build it once and share it: the SMTP transport keeps a pool of
+/// connections. [`Mailer::send`] blocks (network IO): call it from a
+/// blocking thread, never from an async task.
+pub struct EmailMailer {
+    transport: Transport,
+    from: Mailbox,
+    issuer: String,
+    templates: Templates,
+}
+
+impl EmailMailer {
+    /// Check the configuration and build the mailer. Does not connect: the
+    /// first send does. In outbox mode the directory is created (mode 0700
+    /// on Unix) if missing.
+    pub fn new(config: MailConfig) -> Result<EmailMailer, Error> {
+        let from: Mailbox = config.from.trim().parse().map_err(|e| Error::From {
+            from: config.from.clone(),
+            reason: format!("{e}"),
+        })?;
+        let templates = Templates::load(config.templates_dir.as_deref())?;
+        let transport = match config.smtp_url.as_deref() {
+            Some(url) => smtp_transport(smtp_url::parse(url)?)?,
+            None => outbox_transport(&config.outbox_dir)?,
+        };
+        let mailer = EmailMailer {
+            transport,
+            from,
+            issuer: config.issuer,
+            templates,
+        };
+        for path in mailer.templates.overrides() {
+            tracing::info!(file = %path.display(), "mail template override loaded");
+        }
+        Ok(mailer)
+    }
+
+    /// The outbox directory, in outbox mode.
+    pub fn outbox_dir(&self) -> Option<&Path> {
+        match &self.transport {
+            Transport::Outbox { dir, .. } => Some(dir),
+            Transport::Smtp { .. } => None,
+        }
+    }
+
+    /// Subject, text and HTML of `kind`, as they would be sent.
+    fn render(&self, kind: &MailKind) -> Rendered {
+        self.templates.render(&self.issuer, kind)
+    }
+
+    /// The MIME message for `mail`.
+    fn message(&self, mail: &Mail, to: Address) -> Result<Message, lettre::error::Error> {
+        let Rendered {
+            subject,
+            text,
+            html,
+        } = self.render(&mail.kind);
+        // Quoted-printable keeps the message 7-bit clean whatever the issuer's
+        // alphabet, readable in a raw dump, and the code on its own line intact.
+        let part = |content_type: ContentType, body: String| {
+            SinglePart::builder()
+                .header(content_type)
+                .header(ContentTransferEncoding::QuotedPrintable)
+                .body(body)
+        };
+        Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to))
+            .subject(subject)
+            .date_now()
+            .message_id(None)
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-generated".to_string(),
+            ))
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(part(ContentType::TEXT_PLAIN, text))
+                    .singlepart(part(ContentType::TEXT_HTML, html)),
+            )
+    }
+
+    fn deliver(&self, mail: &Mail) -> Result<(), MailError> {
+        let kind = TemplateKind::of(&mail.kind).name();
+        let to_masked = mask_email(&mail.to);
+        let to: Address = mail.to.trim().parse().map_err(|_| MailError {
+            transient: false,
+            message: format!("the recipient address {to_masked} is not valid"),
+        })?;
+        let message = self.message(mail, to).map_err(|e| MailError {
+            transient: false,
+            message: format!("cannot build the {kind} message: {e}"),
+        })?;
+
+        match &self.transport {
+            Transport::Outbox { transport, dir } => match transport.send(&message) {
+                Ok(id) => {
+                    let path = dir.join(format!("{id}.eml"));
+                    tracing::info!(
+                        kind,
+                        to = %to_masked,
+                        file = %path.display(),
+                        "mail written to the outbox"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(MailError {
+                    transient: false,
+                    message: format!("cannot write to the mail outbox {}: {e}", dir.display()),
+                }),
+            },
+            Transport::Smtp {
+                transport,
+                host,
+                port,
+                ..
+            } => {
+                let mut result = transport.send(&message);
+                if let Err(e) = &result
+                    && e.is_transient()
+                {
+                    tracing::warn!(
+                        kind,
+                        to = %to_masked,
+                        error = %redact(&e.to_string(), mail),
+                        "transient SMTP failure; retrying once"
+                    );
+                    std::thread::sleep(RETRY_PAUSE);
+                    result = transport.send(&message);
+                }
+                match result {
+                    Ok(_) => {
+                        tracing::info!(kind, to = %to_masked, server = %format!("{host}:{port}"), "mail sent");
+                        Ok(())
+                    }
+                    Err(e) => Err(smtp_error(&e, mail, host, *port)),
+                }
+            }
+        }
+    }
+}
+
+impl Mailer for EmailMailer {
+    fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        let result = self.deliver(mail);
+        if let Err(e) = &result {
+            tracing::warn!(
+                kind = TemplateKind::of(&mail.kind).name(),
+                to = %mask_email(&mail.to),
+                transient = e.transient,
+                error = %e.message,
+                "mail not delivered"
+            );
+        }
+        result
+    }
+}
+
+/// Says where mail goes, without credentials: `SMTP mail.example.com:587
+/// (STARTTLS)` or `outbox ./data/outbox`. Meant for the start-up log.
+impl fmt::Display for EmailMailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.transport {
+            Transport::Smtp {
+                host,
+                port,
+                security,
+                ..
+            } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                write!(f, "SMTP {host}:{port} ({security})")
+            }
+            Transport::Outbox { dir, .. } => write!(f, "outbox {}", dir.display()),
+        }
+    }
+}
+
+impl fmt::Debug for EmailMailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailMailer")
+            .field("transport", &format_args!("{self}"))
+            .field("from", &self.from.to_string())
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn smtp_transport(s: SmtpSettings) -> Result<Transport, Error> {
+    let tls_params = || TlsParameters::new(s.host.clone()).map_err(|e| Error::Tls(e.to_string()));
+    let mut builder = SmtpTransport::builder_dangerous(s.host.as_str())
+        .port(s.port)
+        .timeout(Some(SMTP_TIMEOUT));
+    builder = match s.security {
+        Security::StartTls => builder.tls(Tls::Required(tls_params()?)),
+        Security::Tls => builder.tls(Tls::Wrapper(tls_params()?)),
+        Security::None => builder.tls(Tls::None),
+    };
+    if let Some((user, password)) = s.credentials {
+        builder = builder.credentials(Credentials::new(user, password));
+    }
+    Ok(Transport::Smtp {
+        transport: builder.build(),
+        host: s.host,
+        port: s.port,
+        security: s.security,
+    })
+}
+
+fn outbox_transport(dir: &Path) -> Result<Transport, Error> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // The outbox holds live one-time codes.
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| Error::Outbox {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(Transport::Outbox {
+        transport: FileTransport::new(dir),
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The domain's view of an SMTP failure: whether to try later, and a
+/// message without the recipient's address or the secret.
+fn smtp_error(e: &lettre::transport::smtp::Error, mail: &Mail, host: &str, port: u16) -> MailError {
+    // 4xx replies, timeouts and unreachable servers may pass; 5xx replies,
+    // TLS and protocol errors will not without a change of configuration.
+    let transient = e.is_transient()
+        || e.is_timeout()
+        || (!e.is_permanent() && !e.is_tls() && !e.is_client() && !e.is_response());
+    let what = if e.is_transient() {
+        "the SMTP server refused the message for now"
+    } else if e.is_permanent() {
+        "the SMTP server refused the message"
+    } else if e.is_timeout() {
+        "the SMTP server did not answer in time"
+    } else if e.is_tls() {
+        "TLS with the SMTP server failed"
+    } else {
+        "cannot talk to the SMTP server"
+    };
+    MailError {
+        transient,
+        message: format!("{what} ({host}:{port}): {}", redact(&e.to_string(), mail)),
+    }
+}
+
+/// `text` with the recipient's address masked and the mail's code or token
+/// removed: a server's reply may quote them.
+fn redact(text: &str, mail: &Mail) -> String {
+    let mut out = replace_ignore_ascii_case(text, mail.to.trim(), &mask_email(&mail.to));
+    let secret = match &mail.kind {
+        MailKind::EnrollmentCode { code, .. } | MailKind::LoginCode { code, .. } => Some(code),
+        MailKind::EmailChangeConfirm { token, .. } => Some(token),
+        _ => None,
+    };
+    if let Some(secret) = secret {
+        out = replace_ignore_ascii_case(&out, secret, "[redacted]");
+    }
+    out
+}
+
+fn replace_ignore_ascii_case(haystack: &str, needle: &str, with: &str) -> String {
+    if needle.is_empty() {
+        return haystack.to_string();
+    }
+    // ASCII lower-casing keeps byte offsets, so indices carry over.
+    let lower = haystack.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(haystack.len());
+    let mut last = 0;
+    for (i, _) in lower.match_indices(&needle) {
+        if i < last {
+            continue;
+        }
+        out.push_str(&haystack[last..i]);
+        out.push_str(with);
+        last = i + needle.len();
+    }
+    out.push_str(&haystack[last..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_address_and_secret_case_insensitively() {
+        let mail = Mail {
+            to: "Alice@Example.com".into(),
+            kind: MailKind::LoginCode {
+                code: "123456".into(),
+                valid_for_secs: 600,
+            },
+        };
+        let got = redact("550 <alice@EXAMPLE.com> no; code 123456", &mail);
+        assert_eq!(got, "550 <A***@Example.com> no; code [redacted]");
+    }
+}

@@ -1,0 +1,758 @@
+//! Subjects and bodies of the messages: built-in templates, operator
+//! overrides from a directory, and rendering.
+//!
+//! A template is parsed once, when the mailer is built, into literal text and
+//! placeholders, so that a typo in an override (`{{cde}}`) is a start-up error
+//! rather than a broken mail at the worst moment. Rendering is one pass: a
+//! substituted value is never scanned for placeholders again.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use mfa_core::{MailKind, MfaMethod};
+
+use crate::Error;
+
+/// The eight messages, one per [`MailKind`] variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TemplateKind {
+    EnrollmentCode,
+    LoginCode,
+    FactorEnrolled,
+    FactorReset,
+    ReplayRefused,
+    RecoveryCodeUsed,
+    EmailChangeConfirm,
+    EmailChangeNotice,
+}
+
+impl TemplateKind {
+    pub(crate) const ALL: [TemplateKind; 8] = [
+        TemplateKind::EnrollmentCode,
+        TemplateKind::LoginCode,
+        TemplateKind::FactorEnrolled,
+        TemplateKind::FactorReset,
+        TemplateKind::ReplayRefused,
+        TemplateKind::RecoveryCodeUsed,
+        TemplateKind::EmailChangeConfirm,
+        TemplateKind::EmailChangeNotice,
+    ];
+
+    pub(crate) fn of(kind: &MailKind) -> TemplateKind {
+        match kind {
+            MailKind::EnrollmentCode { .. } => TemplateKind::EnrollmentCode,
+            MailKind::LoginCode { .. } => TemplateKind::LoginCode,
+            MailKind::FactorEnrolled { .. } => TemplateKind::FactorEnrolled,
+            MailKind::FactorReset { .. } => TemplateKind::FactorReset,
+            MailKind::ReplayRefused => TemplateKind::ReplayRefused,
+            MailKind::RecoveryCodeUsed { .. } => TemplateKind::RecoveryCodeUsed,
+            MailKind::EmailChangeConfirm { .. } => TemplateKind::EmailChangeConfirm,
+            MailKind::EmailChangeNotice { .. } => TemplateKind::EmailChangeNotice,
+        }
+    }
+
+    /// The snake_case name used for override files and in logs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TemplateKind::EnrollmentCode => "enrollment_code",
+            TemplateKind::LoginCode => "login_code",
+            TemplateKind::FactorEnrolled => "factor_enrolled",
+            TemplateKind::FactorReset => "factor_reset",
+            TemplateKind::ReplayRefused => "replay_refused",
+            TemplateKind::RecoveryCodeUsed => "recovery_code_used",
+            TemplateKind::EmailChangeConfirm => "email_change_confirm",
+            TemplateKind::EmailChangeNotice => "email_change_notice",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<TemplateKind> {
+        TemplateKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The placeholders a template of this kind may use.
+    fn allowed(self) -> &'static [Var] {
+        use Var::*;
+        match self {
+            TemplateKind::EnrollmentCode | TemplateKind::LoginCode => &[Issuer, Code, Minutes],
+            TemplateKind::FactorEnrolled => &[Issuer, Method],
+            TemplateKind::FactorReset => &[Issuer, Method, By],
+            TemplateKind::ReplayRefused => &[Issuer],
+            TemplateKind::RecoveryCodeUsed => &[Issuer, Remaining],
+            TemplateKind::EmailChangeConfirm => &[Issuer, Token, Minutes],
+            TemplateKind::EmailChangeNotice => &[Issuer, NewEmail],
+        }
+    }
+
+    /// The placeholder the text and HTML bodies must contain: a code mail
+    /// without its code is useless.
+    fn required_in_body(self) -> Option<Var> {
+        match self {
+            TemplateKind::EnrollmentCode | TemplateKind::LoginCode => Some(Var::Code),
+            TemplateKind::EmailChangeConfirm => Some(Var::Token),
+            _ => None,
+        }
+    }
+}
+
+/// A placeholder, written `{{name}}` in a template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Var {
+    Issuer,
+    Code,
+    Minutes,
+    Method,
+    By,
+    Remaining,
+    Token,
+    NewEmail,
+}
+
+impl Var {
+    const ALL: [Var; 8] = [
+        Var::Issuer,
+        Var::Code,
+        Var::Minutes,
+        Var::Method,
+        Var::By,
+        Var::Remaining,
+        Var::Token,
+        Var::NewEmail,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Var::Issuer => "issuer",
+            Var::Code => "code",
+            Var::Minutes => "minutes",
+            Var::Method => "method",
+            Var::By => "by",
+            Var::Remaining => "remaining",
+            Var::Token => "token",
+            Var::NewEmail => "new_email",
+        }
+    }
+}
+
+/// Which of the three files of a template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Subject,
+    Text,
+    Html,
+}
+
+impl Part {
+    const ALL: [Part; 3] = [Part::Subject, Part::Text, Part::Html];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Part::Subject => ".subject.txt",
+            Part::Text => ".txt",
+            Part::Html => ".html",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    Var(Var),
+}
+
+/// One parsed template file.
+#[derive(Clone, Debug)]
+struct Parsed(Vec<Piece>);
+
+impl Parsed {
+    /// Split `src` into literals and placeholders. `{{` without a closing
+    /// `}}` is literal text; `{{ name }}` with an unknown or, for this kind,
+    /// unavailable name is an error.
+    fn parse(kind: TemplateKind, src: &str) -> Result<Parsed, String> {
+        let mut pieces = Vec::new();
+        let mut rest = src;
+        while let Some(open) = rest.find("{{") {
+            let after = &rest[open + 2..];
+            let Some(close) = after.find("}}") else {
+                break;
+            };
+            let name = after[..close].trim();
+            let var = Var::ALL
+                .into_iter()
+                .find(|v| v.name() == name)
+                .ok_or_else(|| format!("unknown placeholder {{{{{name}}}}}"))?;
+            if !kind.allowed().contains(&var) {
+                return Err(format!(
+                    "placeholder {{{{{name}}}}} is not available in {} mails (available: {})",
+                    kind.name(),
+                    kind.allowed()
+                        .iter()
+                        .map(|v| format!("{{{{{}}}}}", v.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if open > 0 {
+                pieces.push(Piece::Lit(rest[..open].to_string()));
+            }
+            pieces.push(Piece::Var(var));
+            rest = &after[close + 2..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Lit(rest.to_string()));
+        }
+        Ok(Parsed(pieces))
+    }
+
+    fn uses(&self, var: Var) -> bool {
+        self.0.contains(&Piece::Var(var))
+    }
+
+    fn render(&self, values: &Values, escape: bool) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Var(v) => {
+                    let value = values.get(*v);
+                    if escape {
+                        html_escape_into(value, &mut out);
+                    } else {
+                        out.push_str(value);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Subject, text and HTML of one kind.
+#[derive(Clone, Debug)]
+struct Template {
+    subject: Parsed,
+    text: Parsed,
+    html: Parsed,
+}
+
+/// A message ready to be put into a MIME structure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Rendered {
+    pub(crate) subject: String,
+    pub(crate) text: String,
+    pub(crate) html: String,
+}
+
+/// Every template, built-in or overridden.
+#[derive(Clone, Debug)]
+pub(crate) struct Templates {
+    by_kind: HashMap<TemplateKind, Template>,
+    /// The override files that were used, for the start-up log.
+    overrides: Vec<PathBuf>,
+}
+
+impl Templates {
+    /// The built-in templates, overridden by the files found in `dir`.
+    pub(crate) fn load(dir: Option<&Path>) -> Result<Templates, Error> {
+        let mut by_kind = HashMap::new();
+        let mut overrides = Vec::new();
+        if let Some(dir) = dir {
+            check_dir(dir)?;
+        }
+        for kind in TemplateKind::ALL {
+            let mut parts = Vec::with_capacity(3);
+            for part in Part::ALL {
+                let (source, origin) = match dir {
+                    Some(dir) => {
+                        let path = dir.join(format!("{}{}", kind.name(), part.suffix()));
+                        match read_override(&path)? {
+                            Some(src) => {
+                                overrides.push(path.clone());
+                                (src, Some(path))
+                            }
+                            None => (builtin(kind, part), None),
+                        }
+                    }
+                    None => (builtin(kind, part), None),
+                };
+                let source = match part {
+                    // One line, whatever the editor left at the end.
+                    Part::Subject => source.trim().to_string(),
+                    Part::Text | Part::Html => source,
+                };
+                let template_error = |reason: String| Error::Template {
+                    path: origin.clone().unwrap_or_else(|| {
+                        format!("built-in {}{}", kind.name(), part.suffix()).into()
+                    }),
+                    reason,
+                };
+                let parsed = Parsed::parse(kind, &source).map_err(template_error)?;
+                if part != Part::Subject
+                    && let Some(var) = kind.required_in_body()
+                    && !parsed.uses(var)
+                {
+                    return Err(template_error(format!(
+                        "must contain {{{{{}}}}}",
+                        var.name()
+                    )));
+                }
+                parts.push(parsed);
+            }
+            let html = parts.pop();
+            let text = parts.pop();
+            let subject = parts.pop();
+            if let (Some(subject), Some(text), Some(html)) = (subject, text, html) {
+                by_kind.insert(
+                    kind,
+                    Template {
+                        subject,
+                        text,
+                        html,
+                    },
+                );
+            }
+        }
+        if let Some(dir) = dir {
+            warn_about_unknown_files(dir);
+        }
+        Ok(Templates { by_kind, overrides })
+    }
+
+    /// The override files in use.
+    pub(crate) fn overrides(&self) -> &[PathBuf] {
+        &self.overrides
+    }
+
+    /// Subject and bodies of `kind` from `issuer`.
+    pub(crate) fn render(&self, issuer: &str, kind: &MailKind) -> Rendered {
+        let values = Values::new(issuer, kind);
+        let Some(t) = self.by_kind.get(&TemplateKind::of(kind)) else {
+            // Unreachable: `load` fills every kind or fails.
+            return Rendered {
+                subject: issuer.to_string(),
+                text: String::new(),
+                html: String::new(),
+            };
+        };
+        let subject = t
+            .subject
+            .render(&values, false)
+            .split(['\r', '\n'])
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Rendered {
+            subject,
+            text: t.text.render(&values, false),
+            html: t.html.render(&values, true),
+        }
+    }
+}
+
+fn check_dir(dir: &Path) -> Result<(), Error> {
+    let unreadable = |source: io::Error| Error::TemplatesDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let meta = fs::metadata(dir).map_err(unreadable)?;
+    if !meta.is_dir() {
+        return Err(unreadable(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        )));
+    }
+    fs::read_dir(dir).map_err(unreadable)?;
+    Ok(())
+}
+
+/// The file's text, `None` if it does not exist.
+fn read_override(path: &Path) -> Result<Option<String>, Error> {
+    match fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| Error::Template {
+                path: path.to_path_buf(),
+                reason: "not valid UTF-8".into(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::TemplateFile {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// A file that looks like a template but is named after no kind is most
+/// likely a typo: say so at start-up.
+fn warn_about_unknown_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stem = Part::ALL
+            .into_iter()
+            .find_map(|p| name.strip_suffix(p.suffix()));
+        if let Some(stem) = stem
+            && TemplateKind::from_name(stem).is_none()
+        {
+            tracing::warn!(
+                file = %entry.path().display(),
+                "mail template file is named after no message kind and is ignored"
+            );
+        }
+    }
+}
+
+/// The values of the placeholders for one mail.
+struct Values {
+    issuer: String,
+    code: String,
+    minutes: String,
+    method: String,
+    by: String,
+    remaining: String,
+    token: String,
+    new_email: String,
+}
+
+impl Values {
+    fn new(issuer: &str, kind: &MailKind) -> Values {
+        let mut v = Values {
+            issuer: issuer.to_string(),
+            code: String::new(),
+            minutes: String::new(),
+            method: String::new(),
+            by: String::new(),
+            remaining: String::new(),
+            token: String::new(),
+            new_email: String::new(),
+        };
+        match kind {
+            MailKind::EnrollmentCode {
+                code,
+                valid_for_secs,
+            }
+            | MailKind::LoginCode {
+                code,
+                valid_for_secs,
+            } => {
+                v.code = code.clone();
+                v.minutes = minutes(*valid_for_secs);
+            }
+            MailKind::FactorEnrolled { method } => v.method = method_name(*method).to_string(),
+            MailKind::FactorReset { methods, by_admin } => {
+                v.method = if methods.is_empty() {
+                    "every sign-in method".to_string()
+                } else {
+                    methods
+                        .iter()
+                        .map(|m| method_name(*m))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                v.by = match by_admin {
+                    Some(admin) => format!("an administrator ({admin})"),
+                    None => "you".to_string(),
+                };
+            }
+            MailKind::ReplayRefused => {}
+            MailKind::RecoveryCodeUsed { remaining } => v.remaining = remaining.to_string(),
+            MailKind::EmailChangeConfirm {
+                token,
+                valid_for_secs,
+            } => {
+                v.token = token.clone();
+                v.minutes = minutes(*valid_for_secs);
+            }
+            MailKind::EmailChangeNotice { new_email_masked } => {
+                v.new_email = new_email_masked.clone();
+            }
+        }
+        v
+    }
+
+    fn get(&self, var: Var) -> &str {
+        match var {
+            Var::Issuer => &self.issuer,
+            Var::Code => &self.code,
+            Var::Minutes => &self.minutes,
+            Var::Method => &self.method,
+            Var::By => &self.by,
+            Var::Remaining => &self.remaining,
+            Var::Token => &self.token,
+            Var::NewEmail => &self.new_email,
+        }
+    }
+}
+
+/// A lifetime in whole minutes, rounded up, at least 1.
+fn minutes(secs: u64) -> String {
+    secs.div_ceil(60).max(1).to_string()
+}
+
+fn method_name(m: MfaMethod) -> &'static str {
+    match m {
+        MfaMethod::Authenticator => "authenticator app",
+        MfaMethod::Email => "email codes",
+        MfaMethod::Recovery => "recovery codes",
+    }
+}
+
+/// Escape the five characters that matter in HTML text and attributes.
+fn html_escape_into(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+// ---- built-in templates
+
+fn builtin(kind: TemplateKind, part: Part) -> String {
+    let (subject, text, html) = builtin_parts(kind);
+    match part {
+        Part::Subject => subject.to_string(),
+        Part::Text => text.to_string(),
+        Part::Html => format!("{HTML_HEAD}{html}{HTML_FOOT}"),
+    }
+}
+
+const HTML_HEAD: &str = "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n\
+<meta name=\"viewport\" content=\"width=device-width\">\n<title>{{issuer}}</title>\n</head>\n\
+<body style=\"font-family: sans-serif; font-size: 15px; line-height: 1.5; color: #222;\">\n\
+<div style=\"max-width: 560px; margin: 0 auto; padding: 16px;\">\n";
+
+const HTML_FOOT: &str = "<p style=\"color: #777; font-size: 12px;\">This message was sent \
+automatically by {{issuer}}. Replies are not read.</p>\n</div>\n</body>\n</html>\n";
+
+/// A code or token, large and easy to copy.
+macro_rules! big {
+    ($v:literal) => {
+        concat!(
+            "<p style=\"font-family: monospace; font-size: 28px; font-weight: bold; ",
+            "letter-spacing: 4px; margin: 24px 0;\">",
+            $v,
+            "</p>\n"
+        )
+    };
+}
+
+fn builtin_parts(kind: TemplateKind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        TemplateKind::EnrollmentCode => (
+            "{{issuer}}: your email verification code",
+            "Your {{issuer}} verification code is:
+
+    {{code}}
+
+Enter it to use this email address for sign-in codes. It is valid for
+{{minutes}} minutes and can be used once. Do not share it with anyone.
+
+If you did not ask for this code, ignore this message and tell your
+administrator: someone else may be signed in to your account.
+",
+            concat!(
+                "<p>Your {{issuer}} verification code is:</p>\n",
+                big!("{{code}}"),
+                "<p>Enter it to use this email address for sign-in codes. It is valid for ",
+                "<strong>{{minutes}} minutes</strong> and can be used once. ",
+                "Do not share it with anyone.</p>\n",
+                "<p>If you did not ask for this code, ignore this message and tell your ",
+                "administrator: someone else may be signed in to your account.</p>\n"
+            ),
+        ),
+        TemplateKind::LoginCode => (
+            "{{issuer}}: your sign-in code",
+            "Your {{issuer}} sign-in code is:
+
+    {{code}}
+
+It is valid for {{minutes}} minutes and can be used once. Do not share it
+with anyone.
+
+If you did not try to sign in, someone else knows your password: change it
+now and tell your administrator.
+",
+            concat!(
+                "<p>Your {{issuer}} sign-in code is:</p>\n",
+                big!("{{code}}"),
+                "<p>It is valid for <strong>{{minutes}} minutes</strong> and can be used once. ",
+                "Do not share it with anyone.</p>\n",
+                "<p>If you did not try to sign in, someone else knows your password: ",
+                "change it now and tell your administrator.</p>\n"
+            ),
+        ),
+        TemplateKind::FactorEnrolled => (
+            "{{issuer}}: a sign-in method was added to your account",
+            "A sign-in method was added to your {{issuer}} account: {{method}}.
+
+If you did this, there is nothing to do. If you did not, contact your
+administrator at once: someone else may have access to your account.
+",
+            concat!(
+                "<p>A sign-in method was added to your {{issuer}} account: ",
+                "<strong>{{method}}</strong>.</p>\n",
+                "<p>If you did this, there is nothing to do. If you did not, contact your ",
+                "administrator at once: someone else may have access to your account.</p>\n"
+            ),
+        ),
+        TemplateKind::FactorReset => (
+            "{{issuer}}: sign-in methods were removed from your account",
+            "These sign-in methods were removed from your {{issuer}} account by {{by}}:
+{{method}}.
+
+You may be asked to set up a sign-in method again when you next sign in.
+If you did not expect this, contact your administrator at once.
+",
+            concat!(
+                "<p>These sign-in methods were removed from your {{issuer}} account by {{by}}: ",
+                "<strong>{{method}}</strong>.</p>\n",
+                "<p>You may be asked to set up a sign-in method again when you next sign in. ",
+                "If you did not expect this, contact your administrator at once.</p>\n"
+            ),
+        ),
+        TemplateKind::ReplayRefused => (
+            "{{issuer}}: a reused authenticator code was refused",
+            "Someone tried to sign in to your {{issuer}} account with an authenticator
+code that had already been used. The attempt was refused.
+
+If you just entered the same code twice, there is nothing to do. If not,
+someone else knows your password: change it now and tell your administrator.
+",
+            concat!(
+                "<p>Someone tried to sign in to your {{issuer}} account with an authenticator ",
+                "code that had already been used. The attempt was refused.</p>\n",
+                "<p>If you just entered the same code twice, there is nothing to do. If not, ",
+                "someone else knows your password: change it now and tell your ",
+                "administrator.</p>\n"
+            ),
+        ),
+        TemplateKind::RecoveryCodeUsed => (
+            "{{issuer}}: a recovery code was used",
+            "A recovery code was used to sign in to your {{issuer}} account.
+Unused recovery codes left: {{remaining}}.
+
+If you did not do this, contact your administrator at once. When few codes
+are left, generate a new set from your account page.
+",
+            concat!(
+                "<p>A recovery code was used to sign in to your {{issuer}} account. ",
+                "Unused recovery codes left: <strong>{{remaining}}</strong>.</p>\n",
+                "<p>If you did not do this, contact your administrator at once. When few ",
+                "codes are left, generate a new set from your account page.</p>\n"
+            ),
+        ),
+        TemplateKind::EmailChangeConfirm => (
+            "{{issuer}}: confirm your new email address",
+            "Someone asked to use this address for a {{issuer}} account. To confirm,
+use this token within {{minutes}} minutes:
+
+    {{token}}
+
+Until it is confirmed, the account keeps its old address.
+
+If you did not ask for this, ignore this message: nothing will change.
+",
+            concat!(
+                "<p>Someone asked to use this address for a {{issuer}} account. To confirm, ",
+                "use this token within <strong>{{minutes}} minutes</strong>:</p>\n",
+                big!("{{token}}"),
+                "<p>Until it is confirmed, the account keeps its old address.</p>\n",
+                "<p>If you did not ask for this, ignore this message: nothing will change.</p>\n"
+            ),
+        ),
+        TemplateKind::EmailChangeNotice => (
+            "{{issuer}}: your email address is about to change",
+            "Someone asked to change the email address of your {{issuer}} account to
+{{new_email}}. The change takes effect only once it is confirmed from the
+new address.
+
+If you did not ask for this, contact your administrator at once and change
+your password: someone else may have access to your account.
+",
+            concat!(
+                "<p>Someone asked to change the email address of your {{issuer}} account to ",
+                "<strong>{{new_email}}</strong>. The change takes effect only once it is ",
+                "confirmed from the new address.</p>\n",
+                "<p>If you did not ask for this, contact your administrator at once and change ",
+                "your password: someone else may have access to your account.</p>\n"
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse_and_render_every_kind() {
+        let t = Templates::load(None).expect("built-ins parse");
+        let r = t.render(
+            "Acme <Ops>",
+            &MailKind::LoginCode {
+                code: "123456".into(),
+                valid_for_secs: 600,
+            },
+        );
+        assert_eq!(r.subject, "Acme <Ops>: your sign-in code");
+        assert!(r.text.contains("\n    123456\n"));
+        assert!(r.text.contains("10 minutes"));
+        assert!(r.html.contains("Acme &lt;Ops&gt;"));
+        assert!(!r.html.contains("<Ops>"));
+        assert!(!r.html.contains("{{"));
+    }
+
+    #[test]
+    fn parse_rejects_unknown_and_unavailable_placeholders() {
+        let err = Parsed::parse(TemplateKind::LoginCode, "x {{cde}} y").unwrap_err();
+        assert!(err.contains("unknown placeholder {{cde}}"), "{err}");
+        let err = Parsed::parse(TemplateKind::ReplayRefused, "{{code}}").unwrap_err();
+        assert!(err.contains("not available in replay_refused"), "{err}");
+        let p = Parsed::parse(TemplateKind::LoginCode, "a {{ code }} b {{ c").unwrap();
+        assert_eq!(
+            p.0,
+            vec![
+                Piece::Lit("a ".into()),
+                Piece::Var(Var::Code),
+                Piece::Lit(" b {{ c".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn values_are_not_expanded_again() {
+        let p = Parsed::parse(TemplateKind::LoginCode, "{{issuer}}").unwrap();
+        let v = Values::new(
+            "{{code}}",
+            &MailKind::LoginCode {
+                code: "1".into(),
+                valid_for_secs: 1,
+            },
+        );
+        assert_eq!(p.render(&v, false), "{{code}}");
+    }
+
+    #[test]
+    fn minutes_round_up() {
+        assert_eq!(minutes(600), "10");
+        assert_eq!(minutes(601), "11");
+        assert_eq!(minutes(0), "1");
+    }
+
+    #[test]
+    fn escapes_five_characters() {
+        let mut s = String::new();
+        html_escape_into(r#"<a href="x">&'</a>"#, &mut s);
+        assert_eq!(s, "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
+    }
+}

@@ -1,0 +1,577 @@
+//! The mailer against a real SMTP server over TCP (`SmtpSink`) and against
+//! the file outbox.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use mfa_core::{Mail, MailError, MailKind, Mailer, MfaMethod};
+use mfa_email::test_support::{ReceivedMail, SmtpSink, dead_port, extract_code, text_part};
+use mfa_email::{EmailMailer, Error, MailConfig};
+
+const TO: &str = "alice.liddell@example.com";
+const TO_MASKED: &str = "a***@example.com";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(smtp_url: Option<String>, outbox: &Path) -> MailConfig {
+    MailConfig {
+        smtp_url,
+        from: "MFA Server <no-reply@localhost>".into(),
+        outbox_dir: outbox.to_path_buf(),
+        issuer: "Acme Corp".into(),
+        templates_dir: None,
+    }
+}
+
+fn smtp_mailer(sink: &SmtpSink) -> EmailMailer {
+    EmailMailer::new(config(Some(sink.url()), &std::env::temp_dir())).expect("mailer builds")
+}
+
+fn login_code(code: &str) -> Mail {
+    Mail {
+        to: TO.into(),
+        kind: MailKind::LoginCode {
+            code: code.into(),
+            valid_for_secs: 600,
+        },
+    }
+}
+
+fn one(sink: &SmtpSink) -> ReceivedMail {
+    let got = sink.wait_for_messages(1, WAIT);
+    assert_eq!(got.len(), 1, "expected one message, got {got:?}");
+    got.into_iter().next().expect("one message")
+}
+
+/// An error or log text must not hold the code or the full address.
+fn assert_clean(text: &str, secret: &str) {
+    assert!(!text.contains(secret), "secret leaked: {text}");
+    assert!(
+        !text.to_ascii_lowercase().contains(TO),
+        "address leaked: {text}"
+    );
+}
+
+// ---- SMTP
+
+#[test]
+fn login_code_is_delivered_over_smtp_with_text_and_html() {
+    let sink = SmtpSink::start().expect("sink");
+    let mailer = smtp_mailer(&sink);
+    mailer.send(&login_code("493817")).expect("sent");
+
+    let m = one(&sink);
+    assert_eq!(m.from, "no-reply@localhost");
+    assert_eq!(m.to, [TO]);
+    assert_eq!(m.subject().as_deref(), Some("Acme Corp: your sign-in code"));
+    assert!(m.header("Date").is_some());
+    let id = m.header("Message-ID").expect("Message-ID");
+    assert!(
+        id.starts_with('<') && id.ends_with('>') && id.contains('@'),
+        "{id}"
+    );
+    assert_eq!(
+        m.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+    assert!(
+        m.header("Content-Type")
+            .is_some_and(|ct| ct.starts_with("multipart/alternative")),
+        "{:?}",
+        m.header("Content-Type")
+    );
+
+    let text = m.text().expect("text part");
+    assert!(text.contains("Acme Corp"), "{text}");
+    assert!(text.contains("\n    493817\n"), "{text}");
+    assert!(text.contains("10 minutes"), "{text}");
+    assert!(text.contains("If you did not try to sign in"), "{text}");
+    let html = m.html().expect("html part");
+    assert!(html.contains("Acme Corp"), "{html}");
+    assert!(html.contains("493817"), "{html}");
+    assert!(html.contains("10 minutes"), "{html}");
+    assert!(html.contains("If you did not try to sign in"), "{html}");
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+
+    assert_eq!(m.code().as_deref(), Some("493817"));
+    assert_eq!(extract_code(&m.data).as_deref(), Some("493817"));
+}
+
+#[test]
+fn every_kind_renders_and_is_delivered() {
+    let sink = SmtpSink::start().expect("sink");
+    // A non-ASCII issuer: the sink advertises no 8BITMIME, so this also
+    // shows that messages are 7-bit clean.
+    let mut cfg = config(Some(sink.url()), &std::env::temp_dir());
+    cfg.issuer = "Société <Générale> & Co".into();
+    let mailer = EmailMailer::new(cfg).expect("mailer");
+    let token = "Zm9vYmFyYmF6cXV4LXRva2VuLTEyMzQ1Njc4OQ";
+    let kinds = vec![
+        MailKind::EnrollmentCode {
+            code: "100200".into(),
+            valid_for_secs: 600,
+        },
+        MailKind::LoginCode {
+            code: "300400".into(),
+            valid_for_secs: 300,
+        },
+        MailKind::FactorEnrolled {
+            method: MfaMethod::Authenticator,
+        },
+        MailKind::FactorReset {
+            methods: vec![MfaMethod::Authenticator, MfaMethod::Email],
+            by_admin: Some("bob@example.com".into()),
+        },
+        MailKind::FactorReset {
+            methods: vec![MfaMethod::Recovery],
+            by_admin: None,
+        },
+        MailKind::ReplayRefused,
+        MailKind::RecoveryCodeUsed { remaining: 7 },
+        MailKind::EmailChangeConfirm {
+            token: token.into(),
+            valid_for_secs: 86_400,
+        },
+        MailKind::EmailChangeNotice {
+            new_email_masked: "n***@example.org".into(),
+        },
+    ];
+    for kind in &kinds {
+        mailer
+            .send(&Mail {
+                to: TO.into(),
+                kind: kind.clone(),
+            })
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    }
+    let got = sink.wait_for_messages(kinds.len(), WAIT);
+    assert_eq!(got.len(), kinds.len());
+
+    for (kind, m) in kinds.iter().zip(&got) {
+        assert!(m.data.is_ascii(), "{kind:?}: not 7-bit clean");
+        let subject = m.subject().expect("subject");
+        assert!(subject.starts_with("=?utf-8?"), "{kind:?}: {subject}");
+        let text = m.text().expect("text part");
+        let html = m.html().expect("html part");
+        assert!(text.contains("Société <Générale> & Co"), "{kind:?}: {text}");
+        assert!(
+            html.contains("Société &lt;Générale&gt; &amp; Co"),
+            "{kind:?}: {html}"
+        );
+        assert!(!html.contains("<Générale>"), "{kind:?}: unescaped issuer");
+        assert!(!text.contains("{{") && !html.contains("{{"), "{kind:?}");
+        let expect: &[&str] = match kind {
+            MailKind::EnrollmentCode { .. } => &["100200", "10 minutes", "If you did not ask"],
+            MailKind::LoginCode { .. } => &["300400", "5 minutes", "If you did not try"],
+            MailKind::FactorEnrolled { .. } => &["authenticator app", "If you did not"],
+            MailKind::FactorReset {
+                by_admin: Some(_), ..
+            } => &[
+                "authenticator app, email codes",
+                "an administrator (bob@example.com)",
+            ],
+            MailKind::FactorReset { by_admin: None, .. } => &["recovery codes", "by you"],
+            MailKind::ReplayRefused => &["already been used", "refused"],
+            MailKind::RecoveryCodeUsed { .. } => &["recovery codes left: 7"],
+            MailKind::EmailChangeConfirm { .. } => &[token, "1440 minutes", "If you did not ask"],
+            MailKind::EmailChangeNotice { .. } => &["n***@example.org", "If you did not ask"],
+        };
+        for needle in expect {
+            let flat = text.replace('\n', " ");
+            assert!(
+                flat.contains(needle),
+                "{kind:?}: {needle:?} missing in {text}"
+            );
+        }
+    }
+    assert_eq!(got[0].code().as_deref(), Some("100200"));
+    assert_eq!(got[1].code().as_deref(), Some("300400"));
+    assert_eq!(got[7].token().as_deref(), Some(token));
+}
+
+#[test]
+fn a_transient_failure_is_retried_once_then_reported_as_transient() {
+    let sink = SmtpSink::start_failing().expect("sink");
+    let mailer = smtp_mailer(&sink);
+    let err = mailer.send(&login_code("551234")).expect_err("451 twice");
+    assert!(err.transient, "{err:?}");
+    assert!(err.message.contains("451"), "{}", err.message);
+    assert!(err.message.contains("for now"), "{}", err.message);
+    assert_clean(&err.to_string(), "551234");
+    assert_eq!(
+        sink.mail_from_commands(),
+        2,
+        "one try and exactly one retry"
+    );
+    assert!(sink.messages().is_empty());
+
+    // The pool recovers once the server accepts again.
+    sink.set_failing(false);
+    mailer.send(&login_code("551235")).expect("sent");
+    assert_eq!(one(&sink).code().as_deref(), Some("551235"));
+    assert_eq!(sink.mail_from_commands(), 3);
+}
+
+#[test]
+fn a_dead_server_fails_quickly_with_a_clear_message() {
+    let port = dead_port();
+    let mailer = EmailMailer::new(config(
+        Some(format!("smtp://127.0.0.1:{port}?tls=none")),
+        &std::env::temp_dir(),
+    ))
+    .expect("builds without connecting");
+    let started = Instant::now();
+    let err = mailer
+        .send(&login_code("777001"))
+        .expect_err("nobody listens");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.transient,
+        "an unreachable server may come back: {err:?}"
+    );
+    assert!(
+        err.message.contains("cannot talk to the SMTP server")
+            && err.message.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        err.message
+    );
+    assert_clean(&err.to_string(), "777001");
+}
+
+#[test]
+fn smtp_without_starttls_support_is_refused_not_downgraded() {
+    // The sink offers no STARTTLS: `smtp://` requires it, so nothing is sent.
+    let sink = SmtpSink::start().expect("sink");
+    let url = format!("smtp://127.0.0.1:{}", sink.port());
+    let mailer = EmailMailer::new(config(Some(url), &std::env::temp_dir())).expect("mailer");
+    let err = mailer.send(&login_code("818283")).expect_err("no STARTTLS");
+    assert!(!err.transient, "{err:?}");
+    assert_clean(&err.to_string(), "818283");
+    assert_eq!(sink.mail_from_commands(), 0);
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn an_invalid_recipient_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mailer = EmailMailer::new(config(None, dir.path())).expect("mailer");
+    let err: MailError = mailer
+        .send(&Mail {
+            to: "eve <eve@example.com>".into(),
+            kind: MailKind::ReplayRefused,
+        })
+        .expect_err("not an address");
+    assert!(!err.transient);
+    assert!(!err.message.contains("eve@example.com"), "{}", err.message);
+    assert!(err.message.contains("e***@example.com>"), "{}", err.message);
+}
+
+// ---- configuration
+
+#[test]
+fn plain_smtp_is_accepted_only_to_loopback() {
+    let tmp = std::env::temp_dir();
+    let err = EmailMailer::new(config(Some("smtp://example.com:25?tls=none".into()), &tmp))
+        .expect_err("plain SMTP across the network");
+    assert!(matches!(err, Error::PlainSmtpNotLoopback { ref host } if host == "example.com"));
+    let shown = err.to_string();
+    assert!(
+        shown.contains("loopback") && shown.contains("example.com"),
+        "{shown}"
+    );
+
+    for url in [
+        "smtp://127.0.0.1:25?tls=none",
+        "smtp://localhost:2525?tls=none",
+        "smtp://[::1]:2525?tls=none",
+    ] {
+        EmailMailer::new(config(Some(url.into()), &tmp)).unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
+
+#[test]
+fn tls_urls_build_without_connecting() {
+    let tmp = std::env::temp_dir();
+    let m = EmailMailer::new(config(
+        Some("smtps://user:s3cr%40t@smtp.example.com".into()),
+        &tmp,
+    ))
+    .expect("smtps");
+    assert_eq!(m.to_string(), "SMTP smtp.example.com:465 (TLS)");
+    assert!(!format!("{m:?}").contains("s3cr"));
+    let m = EmailMailer::new(config(
+        Some("smtp://user:pass@smtp.example.com".into()),
+        &tmp,
+    ))
+    .expect("smtp");
+    assert_eq!(m.to_string(), "SMTP smtp.example.com:587 (STARTTLS)");
+    assert_eq!(m.outbox_dir(), None);
+}
+
+#[test]
+fn configuration_errors_are_clear_and_never_show_the_password() {
+    let tmp = std::env::temp_dir();
+    for (url, why) in [
+        (
+            "smtp://user:hunter2@h?tls=opportunistic",
+            "tls=opportunistic",
+        ),
+        ("pop3://user:hunter2@h", "unsupported scheme"),
+        ("smtp://user@h", "without a password"),
+        ("hunter2", "expected smtp://"),
+    ] {
+        let err = EmailMailer::new(config(Some(url.into()), &tmp)).expect_err(url);
+        let shown = err.to_string();
+        assert!(matches!(err, Error::SmtpUrl(_)), "{url}: {err:?}");
+        assert!(shown.contains(why), "{url}: {shown}");
+        assert!(!shown.contains("hunter2"), "{url}: {shown}");
+    }
+
+    let mut cfg = config(None, &tmp);
+    cfg.from = "MFA Server <not an address>".into();
+    let err = EmailMailer::new(cfg).expect_err("bad sender");
+    assert!(matches!(err, Error::From { .. }), "{err:?}");
+    assert!(err.to_string().contains("sender address"), "{err}");
+}
+
+// ---- templates
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write template");
+}
+
+#[test]
+fn template_overrides_change_subject_and_body() {
+    let templates = tempfile::tempdir().expect("tempdir");
+    write(
+        templates.path(),
+        "login_code.subject.txt",
+        "Sign-in code for {{issuer}}\n",
+    );
+    write(
+        templates.path(),
+        "login_code.txt",
+        "Hello from {{ issuer }}! Code: {{code}} (valid {{minutes}} min).\n",
+    );
+    write(templates.path(), "README.md", "not a template");
+
+    let sink = SmtpSink::start().expect("sink");
+    let mut cfg = config(Some(sink.url()), &std::env::temp_dir());
+    cfg.templates_dir = Some(templates.path().to_path_buf());
+    let mailer = EmailMailer::new(cfg).expect("mailer");
+
+    mailer.send(&login_code("246810")).expect("sent");
+    let m = one(&sink);
+    assert_eq!(m.subject().as_deref(), Some("Sign-in code for Acme Corp"));
+    assert_eq!(
+        m.text().as_deref(),
+        Some("Hello from Acme Corp! Code: 246810 (valid 10 min).\n")
+    );
+    assert_eq!(m.code().as_deref(), Some("246810"));
+    // No html override: the built-in one.
+    assert!(
+        m.html()
+            .is_some_and(|h| h.contains("If you did not try to sign in"))
+    );
+
+    // Other kinds keep their built-ins.
+    sink.clear();
+    mailer
+        .send(&Mail {
+            to: TO.into(),
+            kind: MailKind::ReplayRefused,
+        })
+        .expect("sent");
+    assert_eq!(
+        one(&sink).subject().as_deref(),
+        Some("Acme Corp: a reused authenticator code was refused")
+    );
+}
+
+#[test]
+fn bad_templates_are_start_up_errors() {
+    let build = |dir: PathBuf| {
+        let mut cfg = config(None, &std::env::temp_dir());
+        cfg.templates_dir = Some(dir);
+        EmailMailer::new(cfg)
+    };
+
+    let missing = tempfile::tempdir().expect("tempdir").path().join("nope");
+    let err = build(missing.clone()).expect_err("missing dir");
+    assert!(matches!(err, Error::TemplatesDir { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+
+    let file = tempfile::NamedTempFile::new().expect("file");
+    let err = build(file.path().to_path_buf()).expect_err("not a dir");
+    assert!(matches!(err, Error::TemplatesDir { .. }), "{err:?}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "factor_enrolled.txt", "Added {{methd}}.");
+    let err = build(dir.path().to_path_buf()).expect_err("typo");
+    assert!(
+        matches!(err, Error::Template { ref reason, .. } if reason.contains("{{methd}}")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("factor_enrolled.txt"), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "replay_refused.html", "<p>{{code}}</p>");
+    let err = build(dir.path().to_path_buf()).expect_err("code in a notice");
+    assert!(err.to_string().contains("not available"), "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "enrollment_code.html",
+        "<p>Your code is below.</p>",
+    );
+    let err = build(dir.path().to_path_buf()).expect_err("no code");
+    assert!(err.to_string().contains("must contain {{code}}"), "{err}");
+}
+
+// ---- outbox
+
+#[test]
+fn the_outbox_gets_one_eml_per_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = dir.path().join("data").join("outbox");
+    let mailer = EmailMailer::new(config(None, &outbox)).expect("mailer");
+    assert_eq!(mailer.outbox_dir(), Some(outbox.as_path()));
+    assert_eq!(mailer.to_string(), format!("outbox {}", outbox.display()));
+
+    mailer.send(&login_code("135790")).expect("first");
+    mailer.send(&login_code("864200")).expect("second");
+
+    let mut codes: Vec<String> = std::fs::read_dir(&outbox)
+        .expect("outbox exists")
+        .map(|e| e.expect("entry").path())
+        .inspect(|p| assert_eq!(p.extension().and_then(|e| e.to_str()), Some("eml")))
+        .map(|p| {
+            let eml = std::fs::read_to_string(&p).expect("readable");
+            assert!(eml.contains(&format!("To: {TO}")), "{eml}");
+            let text = text_part(&eml).expect("text part");
+            assert!(text.contains("10 minutes"), "{text}");
+            extract_code(&eml).expect("code")
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["135790", "864200"]);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&outbox)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "outbox readable by others: {mode:o}");
+    }
+}
+
+#[test]
+fn an_outbox_that_cannot_be_created_is_a_configuration_error() {
+    let file = tempfile::NamedTempFile::new().expect("file");
+    let err =
+        EmailMailer::new(config(None, &file.path().join("outbox"))).expect_err("under a file");
+    assert!(matches!(err, Error::Outbox { .. }), "{err:?}");
+}
+
+// ---- logs
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+/// Every log line of this test binary from the first call on. A global
+/// subscriber, not a scoped one: tracing caches per call site whether
+/// anyone listens, and a call site first reached by another test's thread
+/// would stay "nobody" for a scoped subscriber.
+fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        logs
+    })
+}
+
+#[test]
+fn logs_and_errors_hold_neither_code_nor_address() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sink = SmtpSink::start().expect("sink");
+    let failing = SmtpSink::start_failing().expect("sink");
+
+    let mut errors = Vec::new();
+    let outbox = EmailMailer::new(config(None, dir.path())).expect("outbox");
+    outbox.send(&login_code("902718")).expect("outbox send");
+
+    smtp_mailer(&sink)
+        .send(&login_code("902718"))
+        .expect("smtp send");
+
+    let confirm = Mail {
+        to: TO.into(),
+        kind: MailKind::EmailChangeConfirm {
+            token: "tok-SECRET-abcdefghijklmnop".into(),
+            valid_for_secs: 3600,
+        },
+    };
+    errors.push(smtp_mailer(&failing).send(&confirm).expect_err("451"));
+    errors.push(
+        smtp_mailer(&failing)
+            .send(&login_code("902718"))
+            .expect_err("451"),
+    );
+
+    let dead = EmailMailer::new(config(
+        Some(format!("smtp://127.0.0.1:{}?tls=none", dead_port())),
+        dir.path(),
+    ))
+    .expect("dead");
+    errors.push(dead.send(&login_code("902718")).expect_err("dead"));
+    assert_eq!(sink.wait_for_messages(1, WAIT).len(), 1);
+
+    let logs = logs.text();
+    assert!(logs.contains("mail written to the outbox"), "{logs}");
+    assert!(logs.contains(".eml"), "{logs}");
+    assert!(logs.contains("mail sent"), "{logs}");
+    assert!(logs.contains("retrying once"), "{logs}");
+    assert!(logs.contains("mail not delivered"), "{logs}");
+    assert!(logs.contains(TO_MASKED), "{logs}");
+    assert_clean(&logs, "902718");
+    assert!(!logs.contains("SECRET"), "{logs}");
+    for e in &errors {
+        assert_clean(&e.to_string(), "902718");
+        assert!(!e.message.contains("SECRET"), "{}", e.message);
+    }
+}
