@@ -1,0 +1,238 @@
+//! Encryption at rest of TOTP secrets: AES-256-GCM, a fresh random 96-bit
+//! nonce per write, stored as `nonce || ciphertext+tag`, with the owner's user
+//! id in the associated data so that a ciphertext copied to another user's row
+//! does not decrypt.
+
+use std::fmt;
+use std::str::FromStr;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine as _;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use mfa_core::UserId;
+use mfa_totp::Secret;
+
+use crate::Error;
+
+/// Length of an [`EncryptionKey`] in bytes.
+pub const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Binds a ciphertext to its purpose and format version as well as its owner.
+const AAD_PREFIX: &[u8] = b"mfa-store/authenticator-secret/v1/user:";
+
+/// The 32-byte AES-256-GCM key that encrypts TOTP secrets at rest.
+///
+/// `Debug` never shows the key. The server reads it from configuration
+/// (`MFA_ENCRYPTION_KEY`, base64 of 32 bytes): see
+/// [`EncryptionKey::from_base64`] and [`generate_key`].
+#[derive(Clone)]
+pub struct EncryptionKey([u8; KEY_LEN]);
+
+impl EncryptionKey {
+    /// A key of these bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> EncryptionKey {
+        EncryptionKey(bytes)
+    }
+
+    /// A fresh random key from the operating system's CSPRNG.
+    pub fn generate() -> EncryptionKey {
+        EncryptionKey(generate_key())
+    }
+
+    /// Parse base64 (standard alphabet, padding optional, surrounding white
+    /// space ignored) of exactly 32 bytes. The error never repeats the input.
+    pub fn from_base64(text: &str) -> Result<EncryptionKey, Error> {
+        parse_key_base64(text).map(EncryptionKey)
+    }
+
+    /// The key as standard padded base64, for writing a new key into
+    /// configuration. Treat the result as the secret it is.
+    pub fn to_base64(&self) -> String {
+        format_key_base64(&self.0)
+    }
+
+    pub(crate) fn cipher(&self) -> SecretCipher {
+        SecretCipher {
+            aead: Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.0)),
+        }
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EncryptionKey(<redacted>)")
+    }
+}
+
+impl FromStr for EncryptionKey {
+    type Err = Error;
+
+    /// Same as [`EncryptionKey::from_base64`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EncryptionKey::from_base64(s)
+    }
+}
+
+/// 32 fresh random bytes from the operating system's CSPRNG: a new
+/// encryption key.
+pub fn generate_key() -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    rand::fill(&mut key);
+    key
+}
+
+/// Parse base64 of a 32-byte key (standard alphabet, padding optional,
+/// surrounding white space ignored). The error never repeats the input.
+pub fn parse_key_base64(text: &str) -> Result<[u8; KEY_LEN], Error> {
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let bytes = LENIENT
+        .decode(text.trim())
+        .map_err(|_| Error::InvalidKey("not valid base64"))?;
+    <[u8; KEY_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| Error::InvalidKey("expected base64 of exactly 32 bytes"))
+}
+
+/// A 32-byte key as standard padded base64 (44 characters).
+pub fn format_key_base64(key: &[u8; KEY_LEN]) -> String {
+    STANDARD.encode(key)
+}
+
+/// Encrypts and decrypts authenticator secrets with one key.
+pub(crate) struct SecretCipher {
+    aead: Aes256Gcm,
+}
+
+impl fmt::Debug for SecretCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretCipher(<redacted>)")
+    }
+}
+
+fn associated_data(user: UserId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 8);
+    aad.extend_from_slice(AAD_PREFIX);
+    aad.extend_from_slice(&user.0.to_be_bytes());
+    aad
+}
+
+impl SecretCipher {
+    /// `nonce || ciphertext+tag` of `secret`, bound to `user`.
+    pub(crate) fn encrypt(&self, user: UserId, secret: &Secret) -> Result<Vec<u8>, Error> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut nonce);
+        let aad = associated_data(user);
+        let ciphertext = self
+            .aead
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: secret.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::Encrypt)?;
+        let mut stored = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        stored.extend_from_slice(&nonce);
+        stored.extend_from_slice(&ciphertext);
+        Ok(stored)
+    }
+
+    /// The secret stored as `stored` for `user`.
+    pub(crate) fn decrypt(&self, user: UserId, stored: &[u8]) -> Result<Secret, Error> {
+        if stored.len() < NONCE_LEN + TAG_LEN {
+            return Err(Error::Decrypt);
+        }
+        let (nonce, ciphertext) = stored.split_at(NONCE_LEN);
+        let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| Error::Decrypt)?;
+        let aad = associated_data(user);
+        let plaintext = self
+            .aead
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Error::Decrypt)?;
+        Ok(Secret::from_bytes(plaintext))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::from_bytes(b"12345678901234567890".to_vec())
+    }
+
+    #[test]
+    fn round_trip_and_fresh_nonce() {
+        let cipher = EncryptionKey::generate().cipher();
+        let a = cipher.encrypt(UserId(7), &secret()).unwrap();
+        let b = cipher.encrypt(UserId(7), &secret()).unwrap();
+        assert_ne!(a, b, "each write has a fresh nonce");
+        assert_eq!(a.len(), NONCE_LEN + 20 + TAG_LEN);
+        assert_eq!(cipher.decrypt(UserId(7), &a).unwrap(), secret());
+    }
+
+    #[test]
+    fn bound_to_user_and_key() {
+        let key = EncryptionKey::generate();
+        let stored = key.cipher().encrypt(UserId(1), &secret()).unwrap();
+        assert!(matches!(
+            key.cipher().decrypt(UserId(2), &stored),
+            Err(Error::Decrypt)
+        ));
+        assert!(matches!(
+            EncryptionKey::generate()
+                .cipher()
+                .decrypt(UserId(1), &stored),
+            Err(Error::Decrypt)
+        ));
+        let mut flipped = stored.clone();
+        flipped[NONCE_LEN] ^= 1;
+        assert!(matches!(
+            key.cipher().decrypt(UserId(1), &flipped),
+            Err(Error::Decrypt)
+        ));
+        assert!(matches!(
+            key.cipher().decrypt(UserId(1), &stored[..10]),
+            Err(Error::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn base64_keys() {
+        let key = generate_key();
+        let text = format_key_base64(&key);
+        assert_eq!(text.len(), 44);
+        assert_eq!(parse_key_base64(&text).unwrap(), key);
+        assert_eq!(parse_key_base64(&format!(" {text}\n")).unwrap(), key);
+        assert_eq!(parse_key_base64(text.trim_end_matches('=')).unwrap(), key);
+        let short = STANDARD.encode([0u8; 16]);
+        let err = parse_key_base64(&short).unwrap_err().to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+        assert!(!err.contains(&short));
+        let err = EncryptionKey::from_base64("not base64!")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("not base64!"), "{err}");
+        let parsed: EncryptionKey = text.parse().unwrap();
+        assert_eq!(parsed.to_base64(), text);
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let key = EncryptionKey::from_bytes([0x41; KEY_LEN]);
+        assert_eq!(format!("{key:?}"), "EncryptionKey(<redacted>)");
+        assert_eq!(format!("{:?}", key.cipher()), "SecretCipher(<redacted>)");
+    }
+}

@@ -1,0 +1,156 @@
+//! The crate's one error type, and its translation to the domain's
+//! [`StoreError`] at the port boundary.
+//!
+//! Layers: diesel, r2d2, migration and AEAD failures become [`Error`] inside
+//! this crate; [`Error`] becomes [`StoreError`] where a [`mfa_core::StoreTx`]
+//! method returns; the server maps [`mfa_core::MfaError`] to HTTP. The text of
+//! an [`Error`] never contains a secret value: database errors carry only the
+//! database's message (never the details that echo row values), connection
+//! errors never echo the URL, and key errors never echo the key.
+
+use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind};
+use mfa_core::StoreError;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database URL names no supported backend (the text is the scheme
+    /// or the reason, never the whole URL, which may hold a password).
+    #[error("unsupported database URL: {0}")]
+    UnsupportedUrl(String),
+    /// The database could not be opened or reached: the text is the
+    /// database's own (SQLite's or libpq's) error message.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    /// A connection did not take the settings this crate relies on (SQLite
+    /// pragmas are read back at open).
+    #[error("the database connection is not configured as required: {0}")]
+    Configuration(String),
+    /// Applying, reverting or listing migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    /// No connection could be taken from the pool in time.
+    #[error("no database connection available: {0}")]
+    Pool(String),
+    /// A user with this email already exists.
+    #[error("a user with this email already exists")]
+    DuplicateEmail,
+    /// The user is already a member of this org.
+    #[error("the user is already a member of this org")]
+    DuplicateMembership,
+    /// Another uniqueness rule was broken; the text names the rule.
+    #[error("already exists: {0}")]
+    UniqueViolation(String),
+    /// A row refers to one that does not exist (a foreign key failed); the
+    /// text names the rule.
+    #[error("a referenced record does not exist: {0}")]
+    MissingReference(String),
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A query failed for another reason.
+    #[error("database query failed: {0}")]
+    Query(diesel::result::Error),
+    /// The encryption key is malformed.
+    #[error("invalid encryption key: {0}")]
+    InvalidKey(&'static str),
+    /// A stored secret did not decrypt: wrong key, or the ciphertext was
+    /// altered or moved to another user.
+    #[error("cannot decrypt a stored authenticator secret: wrong key or altered data")]
+    Decrypt,
+    /// Encryption failed (only for absurdly long input).
+    #[error("cannot encrypt an authenticator secret")]
+    Encrypt,
+    /// A stored value does not fit the domain (e.g. an unknown enum name).
+    #[error("unexpected data in the database: {0}")]
+    Corrupt(String),
+    /// A value from the domain does not fit its column.
+    #[error("value out of range for the database: {0}")]
+    OutOfRange(&'static str),
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::Error as D;
+        match e {
+            D::NotFound => Error::NotFound,
+            D::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => unique_violation(&*info),
+            D::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
+                Error::MissingReference(rule_name(&*info))
+            }
+            other => Error::Query(other),
+        }
+    }
+}
+
+impl From<diesel::ConnectionError> for Error {
+    fn from(e: diesel::ConnectionError) -> Self {
+        // BadConnection carries libpq's or SQLite's message; the other
+        // variants describe the URL's shape without repeating it.
+        match e {
+            diesel::ConnectionError::BadConnection(message) => Error::Connect(message),
+            other => Error::Connect(other.to_string()),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for Error {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Error::Pool(e.to_string())
+    }
+}
+
+/// The name of the rule an error broke: PostgreSQL's constraint name, or
+/// SQLite's "table.column" list (SQLite reports no constraint names).
+fn rule_name(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> String {
+    if let Some(name) = info.constraint_name() {
+        return name.to_string();
+    }
+    let message = info.message();
+    message
+        .split_once(" constraint failed: ")
+        .map(|(_, columns)| columns.to_string())
+        .unwrap_or_else(|| message.to_string())
+}
+
+fn unique_violation(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> Error {
+    let rule = rule_name(info);
+    match rule.as_str() {
+        "users_email_key" | "users.email" => Error::DuplicateEmail,
+        "memberships_pkey" | "memberships.user_id, memberships.org_id" => {
+            Error::DuplicateMembership
+        }
+        _ => Error::UniqueViolation(rule),
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DuplicateEmail | Error::DuplicateMembership | Error::UniqueViolation(_) => {
+                StoreError::UniqueViolation(e.to_string())
+            }
+            Error::NotFound | Error::MissingReference(_) => StoreError::NotFound,
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// Shorthand: a diesel result as a port result.
+pub(crate) trait DbResultExt<T> {
+    /// Translate the error for the port.
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T> DbResultExt<T> for Result<T, diesel::result::Error> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::from(Error::from(e)))
+    }
+}
+
+impl<T> DbResultExt<T> for Result<T, Error> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(StoreError::from)
+    }
+}

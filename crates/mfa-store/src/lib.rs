@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+
+mod crypto;
+mod error;
+mod models;
+#[allow(missing_docs)]
+mod schema;
+mod sql;
+mod sqlite;
+mod store;
+mod tx;
+
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+pub use crypto::{EncryptionKey, KEY_LEN, format_key_base64, generate_key, parse_key_base64};
+pub use error::Error;
+pub use store::{Backend, DbStore, MigrationStatus, StoreOptions};

@@ -1,0 +1,135 @@
+//! SQLite connections: per-connection settings and their verification.
+//!
+//! Every pooled connection is set up by [`Setup`] (an r2d2
+//! `CustomizeConnection`) with `batch_execute`, because diesel's `sql_query`
+//! runs only the first statement of a string. At open the settings are read
+//! back once per pool, so a silently ignored pragma fails the start-up
+//! instead of showing up later as "database is locked".
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::CustomizeConnection;
+use diesel::sql_types::{Integer, Text};
+
+use crate::Error;
+use crate::sql::lower_utils;
+
+/// How long a connection waits for a lock held by another connection (or
+/// process) before failing with "database is locked".
+pub(crate) const BUSY_TIMEOUT_MS: i32 = 5_000;
+
+/// What a pooled connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The write pool: `BEGIN IMMEDIATE` transactions, one at a time.
+    Writer,
+    /// The read pool: `query_only`, so a read transaction cannot write.
+    Reader,
+}
+
+/// Applies [`configure`] to every connection the pool opens.
+#[derive(Debug)]
+pub(crate) struct Setup(pub(crate) Role);
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Setup {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        configure(conn, self.0).map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Per-connection settings. `journal_mode = WAL` is a property of the file
+/// (set by the first connection, a no-op afterwards); the others are per
+/// connection. The busy timeout comes first so that switching to WAL waits
+/// for other connections instead of failing.
+pub(crate) fn configure(conn: &mut SqliteConnection, role: Role) -> QueryResult<()> {
+    conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;"
+    ))?;
+    if role == Role::Reader {
+        conn.batch_execute("PRAGMA query_only = ON;")?;
+    }
+    lower_utils::register_impl(conn, |text: String| text.to_lowercase())
+}
+
+#[derive(QueryableByName)]
+struct JournalMode {
+    #[diesel(sql_type = Text)]
+    journal_mode: String,
+}
+
+#[derive(QueryableByName)]
+struct Synchronous {
+    #[diesel(sql_type = Integer)]
+    synchronous: i32,
+}
+
+#[derive(QueryableByName)]
+struct ForeignKeys {
+    #[diesel(sql_type = Integer)]
+    foreign_keys: i32,
+}
+
+#[derive(QueryableByName)]
+struct BusyTimeout {
+    #[diesel(sql_type = Integer)]
+    timeout: i32,
+}
+
+#[derive(QueryableByName)]
+struct QueryOnly {
+    #[diesel(sql_type = Integer)]
+    query_only: i32,
+}
+
+#[derive(QueryableByName)]
+struct Lowered {
+    #[diesel(sql_type = Text)]
+    lowered: String,
+}
+
+/// Read the settings back and fail unless they are what [`configure`] set.
+pub(crate) fn verify(conn: &mut SqliteConnection, role: Role) -> Result<(), Error> {
+    let wrong = |what: String| Err(Error::Configuration(what));
+
+    let mode = diesel::sql_query("PRAGMA journal_mode").get_result::<JournalMode>(conn)?;
+    if !mode.journal_mode.eq_ignore_ascii_case("wal") {
+        return wrong(format!(
+            "journal_mode is {:?}, expected \"wal\" (is the file on a local file system?)",
+            mode.journal_mode
+        ));
+    }
+    let sync = diesel::sql_query("PRAGMA synchronous").get_result::<Synchronous>(conn)?;
+    if sync.synchronous != 1 {
+        return wrong(format!(
+            "synchronous is {}, expected 1 (NORMAL)",
+            sync.synchronous
+        ));
+    }
+    let fk = diesel::sql_query("PRAGMA foreign_keys").get_result::<ForeignKeys>(conn)?;
+    if fk.foreign_keys != 1 {
+        return wrong(format!("foreign_keys is {}, expected 1", fk.foreign_keys));
+    }
+    let busy = diesel::sql_query("PRAGMA busy_timeout").get_result::<BusyTimeout>(conn)?;
+    if busy.timeout != BUSY_TIMEOUT_MS {
+        return wrong(format!(
+            "busy_timeout is {} ms, expected {BUSY_TIMEOUT_MS} ms",
+            busy.timeout
+        ));
+    }
+    let query_only = diesel::sql_query("PRAGMA query_only").get_result::<QueryOnly>(conn)?;
+    let expected = i32::from(role == Role::Reader);
+    if query_only.query_only != expected {
+        return wrong(format!(
+            "query_only is {}, expected {expected}",
+            query_only.query_only
+        ));
+    }
+    let lowered = diesel::sql_query("SELECT lower('ÄÉ') AS lowered").get_result::<Lowered>(conn)?;
+    if lowered.lowered != "äé" {
+        return wrong("lower() is not Unicode-aware".to_string());
+    }
+    Ok(())
+}

@@ -1,0 +1,567 @@
+//! [`DbStore`]: opening a database by URL, migrations, and the
+//! [`Store`] transactions.
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use mfa_core::{MfaError, MfaResult, Store, StoreError, StoreTx};
+
+use crate::Error;
+use crate::crypto::{EncryptionKey, SecretCipher};
+use crate::sqlite::{self, Role};
+use crate::tx::Tx;
+
+/// The SQLite migrations (`migrations/sqlite` at the workspace root).
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+/// The PostgreSQL migrations (`migrations/postgres` at the workspace root).
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// Key of the PostgreSQL advisory lock that serialises migrations when
+/// several server processes start at once ("mfa_stor" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6d66_615f_7374_6f72;
+
+/// Default size of the SQLite read pool.
+const SQLITE_READ_POOL: u32 = 8;
+/// Default size of the PostgreSQL pool.
+const POSTGRES_POOL: u32 = 10;
+/// How long a request waits for a pooled connection.
+const POOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
+type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Encrypts TOTP secrets at rest. Losing it makes stored authenticators
+    /// unusable (users must enroll again); changing it likewise.
+    pub encryption_key: EncryptionKey,
+    /// Connections in the pool: PostgreSQL's pool (default 10), or SQLite's
+    /// read pool (default 8; SQLite has a single writer connection either
+    /// way). At least 1.
+    pub pool_size: Option<u32>,
+}
+
+impl StoreOptions {
+    /// Options with this key and default pool sizes.
+    pub fn new(encryption_key: EncryptionKey) -> StoreOptions {
+        StoreOptions {
+            encryption_key,
+            pool_size: None,
+        }
+    }
+}
+
+/// The database product behind a [`DbStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// An SQLite file (embedded, one server process).
+    Sqlite,
+    /// A PostgreSQL server (any number of server processes).
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One embedded migration and whether the database has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Directory name, e.g. `2026-11-22-000001_orgs_users_memberships`.
+    pub name: String,
+    /// Whether it has been applied.
+    pub applied: bool,
+}
+
+/// Where a URL points.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// A file path for SQLite.
+    Sqlite(&'a str),
+    /// A libpq connection URL.
+    Postgres(&'a str),
+}
+
+/// Pick the backend from the URL's scheme: `postgres://` and `postgresql://`
+/// are PostgreSQL; `sqlite://PATH`, `sqlite:PATH` and a bare path are SQLite.
+fn parse_url(url: &str) -> Result<Target<'_>, Error> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Target::Postgres(url));
+    }
+    let path = if let Some(path) = url.strip_prefix("sqlite://") {
+        path
+    } else if let Some(path) = url.strip_prefix("sqlite:") {
+        path
+    } else if let Some((scheme, _)) = url.split_once("://") {
+        return Err(Error::UnsupportedUrl(format!(
+            "scheme {scheme:?}; expected sqlite://PATH, a file path, or postgres://"
+        )));
+    } else {
+        url
+    };
+    if path.is_empty() {
+        return Err(Error::UnsupportedUrl("no SQLite file path".into()));
+    }
+    if path == ":memory:" || path.starts_with("file::memory:") || path.contains("mode=memory") {
+        return Err(Error::UnsupportedUrl(
+            "in-memory SQLite is not supported: every pooled connection would see its own \
+             empty database; use a file (a temporary one for tests)"
+                .into(),
+        ));
+    }
+    Ok(Target::Sqlite(path))
+}
+
+/// SQLite: a single writer connection behind a mutex, and a pool of
+/// read-only connections that never wait for the writer (WAL).
+struct SqliteDb {
+    /// Serialises this process's write transactions. `BEGIN IMMEDIATE` does
+    /// the same across processes, waiting up to the busy timeout.
+    writer: Mutex<()>,
+    write_pool: SqlitePool,
+    read_pool: SqlitePool,
+}
+
+struct PgDb {
+    pool: PgPool,
+}
+
+enum Inner {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
+}
+
+/// The diesel store: SQLite or PostgreSQL, chosen by URL.
+///
+/// Implements [`mfa_core::Store`]. Every call blocks on database IO: call
+/// it from a blocking thread pool (e.g. `actix_web::web::block` or
+/// `tokio::task::spawn_blocking`), never directly on an async executor.
+/// Share one `DbStore` (e.g. in an `Arc`) per process: it owns the pools.
+/// Do not start a transaction from inside another one's closure: on SQLite
+/// the writer would wait for itself.
+pub struct DbStore {
+    inner: Inner,
+    cipher: SecretCipher,
+}
+
+impl fmt::Debug for DbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbStore")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a transaction closure stopped: the domain said no, or the database
+/// failed (diesel needs `E: From<diesel::result::Error>`).
+enum TxError {
+    Domain(MfaError),
+    Db(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+fn finish<T>(result: Result<T, TxError>) -> MfaResult<T> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(TxError::Domain(e)) => Err(e),
+        Err(TxError::Db(e)) => Err(store_failure(Error::from(e))),
+    }
+}
+
+fn store_failure(e: Error) -> MfaError {
+    MfaError::from(StoreError::from(e))
+}
+
+fn pool_size(options: &StoreOptions, default: u32) -> Result<u32, Error> {
+    match options.pool_size {
+        Some(0) => Err(Error::Configuration("pool_size must be at least 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
+fn migration_error(e: impl fmt::Display) -> Error {
+    Error::Migration(e.to_string())
+}
+
+/// Status of every embedded migration on `conn`.
+fn status<DB, C>(conn: &mut C, source: &EmbeddedMigrations) -> Result<Vec<MigrationStatus>, Error>
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    use diesel::migration::MigrationSource;
+    let applied = conn.applied_migrations().map_err(migration_error)?;
+    let mut all: Vec<MigrationStatus> = MigrationSource::<DB>::migrations(source)
+        .map_err(migration_error)?
+        .iter()
+        .map(|m| MigrationStatus {
+            name: m.name().to_string(),
+            applied: applied.contains(&m.name().version()),
+        })
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
+}
+
+/// Names of the migrations with these versions, in the embedded order.
+fn names_of<DB>(
+    source: &EmbeddedMigrations,
+    versions: &[diesel::migration::MigrationVersion<'_>],
+) -> Result<Vec<String>, Error>
+where
+    DB: diesel::backend::Backend,
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    use diesel::migration::MigrationSource;
+    let all = MigrationSource::<DB>::migrations(source).map_err(migration_error)?;
+    Ok(versions
+        .iter()
+        .map(|v| {
+            all.iter()
+                .find(|m| m.name().version() == *v)
+                .map(|m| m.name().to_string())
+                .unwrap_or_else(|| v.to_string())
+        })
+        .collect())
+}
+
+/// Run `f` holding the migration advisory lock, releasing it afterwards even
+/// when `f` fails.
+fn with_pg_migration_lock<T>(
+    conn: &mut PgConnection,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
+) -> Result<T, Error> {
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+    let result = f(conn);
+    let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+    let value = result?;
+    unlocked?;
+    Ok(value)
+}
+
+impl DbStore {
+    /// Open the database at `url`, apply pending migrations, and check the
+    /// connection settings.
+    ///
+    /// `postgres://…` or `postgresql://…` selects PostgreSQL (any libpq URL);
+    /// `sqlite://PATH`, `sqlite:PATH` or a bare file path selects SQLite (the
+    /// file is created if missing; `sqlite:///abs/path` is an absolute path).
+    /// A failed PostgreSQL connection reports libpq's own message.
+    pub fn open(url: &str, options: StoreOptions) -> Result<DbStore, Error> {
+        let store = DbStore::connect(url, options)?;
+        store.run_migrations()?;
+        Ok(store)
+    }
+
+    /// Like [`DbStore::open`] but without applying migrations: for a
+    /// `migrate --status` command, which must look before it changes.
+    pub fn connect(url: &str, options: StoreOptions) -> Result<DbStore, Error> {
+        let cipher = options.encryption_key.cipher();
+        let inner = match parse_url(url)? {
+            Target::Sqlite(path) => Inner::Sqlite(connect_sqlite(path, &options)?),
+            Target::Postgres(url) => Inner::Postgres(connect_postgres(url, &options)?),
+        };
+        Ok(DbStore { inner, cipher })
+    }
+
+    /// Which database product this is.
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Check that a connection can be had and answers (for `/readyz`).
+    pub fn ping(&self) -> Result<(), Error> {
+        match &self.inner {
+            Inner::Sqlite(db) => db.read_pool.get()?.batch_execute("SELECT 1")?,
+            Inner::Postgres(db) => db.pool.get()?.batch_execute("SELECT 1")?,
+        }
+        Ok(())
+    }
+
+    /// Apply every pending migration; the names of those applied, oldest
+    /// first. [`DbStore::open`] does this already. On PostgreSQL an advisory
+    /// lock keeps concurrently starting servers from racing.
+    pub fn run_migrations(&self) -> Result<Vec<String>, Error> {
+        match &self.inner {
+            // All pending migrations in one IMMEDIATE transaction (each
+            // becomes a savepoint): another process opening the same file
+            // waits for the lock, then finds nothing pending.
+            Inner::Sqlite(db) => db.with_writer(|conn| {
+                conn.immediate_transaction(|conn| {
+                    let applied = conn
+                        .run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map_err(migration_error)?;
+                    names_of::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS, &applied)
+                })
+            }),
+            Inner::Postgres(db) => {
+                let mut conn = db.pool.get()?;
+                with_pg_migration_lock(&mut conn, |conn| {
+                    let applied = conn
+                        .run_pending_migrations(POSTGRES_MIGRATIONS)
+                        .map_err(migration_error)?;
+                    names_of::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &applied)
+                })
+            }
+        }
+    }
+
+    /// Every embedded migration with whether it is applied, oldest first.
+    pub fn migration_status(&self) -> Result<Vec<MigrationStatus>, Error> {
+        match &self.inner {
+            Inner::Sqlite(db) => db.with_writer(|conn| status(conn, &SQLITE_MIGRATIONS)),
+            Inner::Postgres(db) => status(&mut *db.pool.get()?, &POSTGRES_MIGRATIONS),
+        }
+    }
+
+    /// Names of the migrations not yet applied, oldest first.
+    pub fn pending_migrations(&self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .migration_status()?
+            .into_iter()
+            .filter(|m| !m.applied)
+            .map(|m| m.name)
+            .collect())
+    }
+
+    /// Names of the applied migrations, oldest first.
+    pub fn applied_migrations(&self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .migration_status()?
+            .into_iter()
+            .filter(|m| m.applied)
+            .map(|m| m.name)
+            .collect())
+    }
+
+    /// Revert every applied migration, newest first, running each
+    /// `down.sql`: this drops every table and all data. For the migration
+    /// redo test only, hence behind the `test-support` feature.
+    #[cfg(feature = "test-support")]
+    pub fn revert_all_migrations(&self) -> Result<Vec<String>, Error> {
+        match &self.inner {
+            Inner::Sqlite(db) => db.with_writer(|conn| {
+                conn.immediate_transaction(|conn| {
+                    let reverted = conn
+                        .revert_all_migrations(SQLITE_MIGRATIONS)
+                        .map_err(migration_error)?;
+                    names_of::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS, &reverted)
+                })
+            }),
+            Inner::Postgres(db) => {
+                let mut conn = db.pool.get()?;
+                with_pg_migration_lock(&mut conn, |conn| {
+                    let reverted = conn
+                        .revert_all_migrations(POSTGRES_MIGRATIONS)
+                        .map_err(migration_error)?;
+                    names_of::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &reverted)
+                })
+            }
+        }
+    }
+}
+
+impl SqliteDb {
+    /// Run `f` on the writer connection, holding the writer mutex.
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut SqliteConnection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        // The mutex guards no data, only turn-taking: a panic while holding
+        // it leaves nothing inconsistent (r2d2 drops a connection that was
+        // in use during a panic), so a poisoned lock is simply taken.
+        let _turn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut conn = self.write_pool.get()?;
+        f(&mut conn)
+    }
+}
+
+fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error> {
+    let read_size = pool_size(options, SQLITE_READ_POOL)?;
+    // One direct connection first: it reports SQLite's own error at once
+    // (r2d2 would retry until its timeout), switches the file to WAL before
+    // the pools open, and has its settings read back.
+    let mut first = SqliteConnection::establish(path)?;
+    sqlite::configure(&mut first, Role::Writer)?;
+    sqlite::verify(&mut first, Role::Writer)?;
+    drop(first);
+
+    let pool = |role: Role, size: u32| -> Result<SqlitePool, Error> {
+        Ok(Pool::builder()
+            .max_size(size)
+            .min_idle(Some(1))
+            .connection_timeout(POOL_TIMEOUT)
+            // a local file: nothing to go stale between uses
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(sqlite::Setup(role)))
+            .build(ConnectionManager::new(path))?)
+    };
+    // One writer connection: SQLite has one writer at a time anyway, and a
+    // small write pool measured fastest.
+    let write_pool = pool(Role::Writer, 1)?;
+    let read_pool = pool(Role::Reader, read_size)?;
+    sqlite::verify(&mut *write_pool.get()?, Role::Writer)?;
+    sqlite::verify(&mut *read_pool.get()?, Role::Reader)?;
+    Ok(SqliteDb {
+        writer: Mutex::new(()),
+        write_pool,
+        read_pool,
+    })
+}
+
+fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
+    let size = pool_size(options, POSTGRES_POOL)?;
+    // A direct connection first so that a failure reports libpq's message
+    // (not r2d2's timeout, nor MultiConnection's "invalid URL").
+    let first = PgConnection::establish(url)?;
+    drop(first);
+    let pool = Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(POOL_TIMEOUT)
+        .build(ConnectionManager::new(url))?;
+    Ok(PgDb { pool })
+}
+
+impl Store for DbStore {
+    fn read<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+        let cipher = &self.cipher;
+        match &self.inner {
+            Inner::Sqlite(db) => {
+                let mut pooled = db.read_pool.get().map_err(|e| store_failure(e.into()))?;
+                let conn: &mut SqliteConnection = &mut pooled;
+                // Deferred: the snapshot starts at the first read and holds
+                // for the transaction; WAL readers never wait for the writer.
+                finish(
+                    conn.transaction(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
+                )
+            }
+            Inner::Postgres(db) => {
+                let mut pooled = db.pool.get().map_err(|e| store_failure(e.into()))?;
+                let conn: &mut PgConnection = &mut pooled;
+                // One snapshot for every statement; read-only repeatable read
+                // never fails with a serialisation error.
+                finish(
+                    conn.build_transaction()
+                        .repeatable_read()
+                        .read_only()
+                        .run(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
+                )
+            }
+        }
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+        let cipher = &self.cipher;
+        match &self.inner {
+            Inner::Sqlite(db) => {
+                // See `SqliteDb::with_writer` on poisoning.
+                let _turn = db.writer.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut pooled = db.write_pool.get().map_err(|e| store_failure(e.into()))?;
+                let conn: &mut SqliteConnection = &mut pooled;
+                // BEGIN IMMEDIATE takes the write lock up front, so a
+                // transaction never fails half-way on a lock upgrade.
+                finish(conn.immediate_transaction(|conn| {
+                    f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)
+                }))
+            }
+            Inner::Postgres(db) => {
+                let mut pooled = db.pool.get().map_err(|e| store_failure(e.into()))?;
+                let conn: &mut PgConnection = &mut pooled;
+                // READ COMMITTED: the conditional updates re-check their
+                // WHERE on the locked row, so of racing callers one wins.
+                finish(
+                    conn.build_transaction()
+                        .run(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_types_are_thread_safe() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<DbStore>();
+        assert_send_sync::<Error>();
+        assert_send_sync::<StoreOptions>();
+    }
+
+    #[test]
+    fn urls_select_the_backend() {
+        assert_eq!(
+            parse_url("postgres://u@h/db").unwrap(),
+            Target::Postgres("postgres://u@h/db")
+        );
+        assert_eq!(
+            parse_url("postgresql://h/db?sslmode=require").unwrap(),
+            Target::Postgres("postgresql://h/db?sslmode=require")
+        );
+        assert_eq!(
+            parse_url("sqlite:///var/lib/mfa.db").unwrap(),
+            Target::Sqlite("/var/lib/mfa.db")
+        );
+        assert_eq!(
+            parse_url("sqlite://data/mfa.db").unwrap(),
+            Target::Sqlite("data/mfa.db")
+        );
+        assert_eq!(
+            parse_url("sqlite:mfa.db").unwrap(),
+            Target::Sqlite("mfa.db")
+        );
+        assert_eq!(parse_url("./mfa.db").unwrap(), Target::Sqlite("./mfa.db"));
+        assert_eq!(parse_url("/tmp/x.db").unwrap(), Target::Sqlite("/tmp/x.db"));
+    }
+
+    #[test]
+    fn unsupported_urls_are_refused_without_echoing_them() {
+        let err = parse_url("mysql://root:hunter2@db/mfa").unwrap_err();
+        assert!(matches!(err, Error::UnsupportedUrl(_)));
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        for url in [
+            "",
+            "sqlite://",
+            ":memory:",
+            "sqlite::memory:",
+            "file::memory:?cache=shared",
+        ] {
+            assert!(
+                matches!(parse_url(url), Err(Error::UnsupportedUrl(_))),
+                "{url:?}"
+            );
+        }
+    }
+}

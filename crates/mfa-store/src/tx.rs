@@ -1,0 +1,986 @@
+//! [`StoreTx`] for both backends. The method bodies are written once in
+//! [`impl_store_tx!`] and instantiated for `SqliteConnection` and
+//! `PgConnection`: the queries are the same, only diesel's backend types
+//! differ, and concrete connection types spare us diesel's generic bounds.
+
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use mfa_core::ports::StoreResult;
+use mfa_core::{
+    AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange, EmailCode,
+    FailureKind, FailureState, Membership, MembershipCounts, NewAuditEvent, NewEmailCode,
+    NewSession, NewUser, Org, OrgId, RecoveryCode, Session, SessionId, StoreError, StoreTx,
+    Timestamp, User, UserId,
+};
+use mfa_totp::{Algorithm, Secret, TotpParams};
+
+use crate::Error;
+use crate::crypto::SecretCipher;
+use crate::error::DbResultExt;
+use crate::models::*;
+use crate::schema::*;
+use crate::sql::lower;
+
+/// One open transaction: a connection inside `BEGIN … COMMIT` and the cipher
+/// for authenticator secrets.
+pub(crate) struct Tx<'a, C> {
+    conn: &'a mut C,
+    cipher: &'a SecretCipher,
+}
+
+impl<'a, C> Tx<'a, C> {
+    pub(crate) fn new(conn: &'a mut C, cipher: &'a SecretCipher) -> Self {
+        Tx { conn, cipher }
+    }
+}
+
+/// `%search%` for `LIKE … ESCAPE '\'`, lower-cased, wildcards escaped.
+fn like_pattern(search: &str) -> String {
+    let mut pattern = String::with_capacity(search.len() + 2);
+    pattern.push('%');
+    for c in search.to_lowercase().chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Most ids bound in one `IN (…)`: SQLite allows 32766 variables.
+const IDS_PER_QUERY: usize = 1000;
+
+fn authenticator_from_row(
+    cipher: &SecretCipher,
+    r: AuthenticatorRow,
+) -> Result<Authenticator, Error> {
+    let user_id = UserId(r.user_id);
+    let secret: Secret = cipher.decrypt(user_id, &r.secret_ciphertext)?;
+    let algorithm: Algorithm = r
+        .algorithm
+        .parse()
+        .map_err(|_| Error::Corrupt(format!("authenticator algorithm {:?}", r.algorithm)))?;
+    let params = TotpParams {
+        algorithm,
+        digits: to_unsigned(r.digits, "authenticator digits")?,
+        period: to_unsigned(r.period, "authenticator period")?,
+    };
+    let state = if r.verified {
+        let verified_at = r
+            .verified_at
+            .ok_or_else(|| Error::Corrupt("verified authenticator without verified_at".into()))?;
+        AuthenticatorState::Verified {
+            verified_at: ts(verified_at),
+        }
+    } else {
+        AuthenticatorState::Pending {
+            expires_at: ts(r.expires_at),
+        }
+    };
+    let last_used_step = r
+        .last_used_step
+        .map(|s| to_unsigned(s, "last used step"))
+        .transpose()?;
+    Ok(Authenticator {
+        user_id,
+        secret,
+        params,
+        state,
+        last_used_step,
+        created_at: ts(r.created_at),
+    })
+}
+
+macro_rules! impl_store_tx {
+    ($conn:ty, $db:ty) => {
+        impl Tx<'_, $conn> {
+            /// Run `f` in a savepoint, so that a constraint violation the
+            /// caller may handle leaves the transaction usable (PostgreSQL
+            /// otherwise aborts the whole transaction on any error).
+            fn savepoint<T>(
+                &mut self,
+                f: impl FnOnce(&mut $conn) -> QueryResult<T>,
+            ) -> QueryResult<T> {
+                self.conn.transaction(f)
+            }
+        }
+
+        impl StoreTx for Tx<'_, $conn> {
+            // ---- orgs
+
+            fn insert_org(&mut self, name: &str, now: Timestamp) -> StoreResult<Org> {
+                let row: OrgRow = diesel::insert_into(orgs::table)
+                    .values((
+                        orgs::name.eq(name),
+                        orgs::is_mfa_enforced.eq(false),
+                        orgs::mfa_enforced_at.eq(None::<i64>),
+                        orgs::mfa_grace_period_hours.eq(0),
+                        orgs::created_at.eq(now.0),
+                    ))
+                    .returning(OrgRow::as_returning())
+                    .get_result(self.conn)
+                    .db()?;
+                Org::try_from(row).db()
+            }
+
+            fn org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+                orgs::table
+                    .find(id.0)
+                    .select(OrgRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?
+                    .map(Org::try_from)
+                    .transpose()
+                    .db()
+            }
+
+            fn all_orgs(&mut self) -> StoreResult<Vec<Org>> {
+                orgs::table
+                    .order(orgs::id.asc())
+                    .select(OrgRow::as_select())
+                    .load(self.conn)
+                    .db()?
+                    .into_iter()
+                    .map(Org::try_from)
+                    .collect::<Result<_, _>>()
+                    .db()
+            }
+
+            fn update_org(&mut self, org: &Org) -> StoreResult<()> {
+                let grace = to_i32(org.mfa_grace_period_hours, "grace period").db()?;
+                let changed = diesel::update(orgs::table.find(org.id.0))
+                    .set((
+                        orgs::name.eq(&org.name),
+                        orgs::is_mfa_enforced.eq(org.is_mfa_enforced),
+                        orgs::mfa_enforced_at.eq(org.mfa_enforced_at.map(|t| t.0)),
+                        orgs::mfa_grace_period_hours.eq(grace),
+                    ))
+                    .execute(self.conn)
+                    .db()?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            fn delete_org(&mut self, id: OrgId) -> StoreResult<bool> {
+                // memberships and sessions go with it (ON DELETE CASCADE)
+                let deleted = diesel::delete(orgs::table.find(id.0))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(deleted > 0)
+            }
+
+            // ---- users
+
+            fn insert_user(&mut self, user: &NewUser) -> StoreResult<User> {
+                let email = user.email.to_lowercase();
+                let row: UserRow = self
+                    .savepoint(|conn| {
+                        diesel::insert_into(users::table)
+                            .values((
+                                users::email.eq(&email),
+                                users::first_name.eq(&user.first_name),
+                                users::last_name.eq(&user.last_name),
+                                users::password_hash.eq(&user.password_hash),
+                                users::is_super_admin.eq(user.is_super_admin),
+                                users::mfa_opt_in.eq(false),
+                                users::last_login_at.eq(None::<i64>),
+                                users::created_at.eq(user.created_at.0),
+                            ))
+                            .returning(UserRow::as_returning())
+                            .get_result(conn)
+                    })
+                    .db()?;
+                Ok(row.into())
+            }
+
+            fn user(&mut self, id: UserId) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = users::table
+                    .find(id.0)
+                    .select(UserRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                Ok(row.map(User::from))
+            }
+
+            fn user_by_email(&mut self, email: &str) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = users::table
+                    .filter(users::email.eq(email.to_lowercase()))
+                    .select(UserRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                Ok(row.map(User::from))
+            }
+
+            fn users_by_ids(&mut self, ids: &[UserId]) -> StoreResult<Vec<User>> {
+                let mut found: Vec<User> = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(IDS_PER_QUERY) {
+                    let chunk: Vec<i64> = chunk.iter().map(|id| id.0).collect();
+                    let rows: Vec<UserRow> = users::table
+                        .filter(users::id.eq_any(chunk))
+                        .select(UserRow::as_select())
+                        .load(self.conn)
+                        .db()?;
+                    found.extend(rows.into_iter().map(User::from));
+                }
+                found.sort_by_key(|u| u.id);
+                found.dedup_by_key(|u| u.id);
+                Ok(found)
+            }
+
+            fn update_user(&mut self, user: &User) -> StoreResult<()> {
+                let email = user.email.to_lowercase();
+                let changed = self
+                    .savepoint(|conn| {
+                        diesel::update(users::table.find(user.id.0))
+                            .set((
+                                users::email.eq(&email),
+                                users::first_name.eq(&user.first_name),
+                                users::last_name.eq(&user.last_name),
+                                users::password_hash.eq(&user.password_hash),
+                                users::is_super_admin.eq(user.is_super_admin),
+                                users::mfa_opt_in.eq(user.mfa_opt_in),
+                                users::last_login_at.eq(user.last_login_at.map(|t| t.0)),
+                            ))
+                            .execute(conn)
+                    })
+                    .db()?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            fn set_last_login(&mut self, id: UserId, at: Timestamp) -> StoreResult<()> {
+                diesel::update(users::table.find(id.0))
+                    .set(users::last_login_at.eq(Some(at.0)))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn delete_user(&mut self, id: UserId) -> StoreResult<bool> {
+                // everything the user owns goes with it (ON DELETE CASCADE)
+                let deleted = diesel::delete(users::table.find(id.0))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(deleted > 0)
+            }
+
+            fn count_users(&mut self) -> StoreResult<u64> {
+                let n: i64 = users::table.count().get_result(self.conn).db()?;
+                count(n).db()
+            }
+
+            fn search_org_users(
+                &mut self,
+                org: OrgId,
+                search: Option<&str>,
+                offset: u64,
+                limit: u64,
+            ) -> StoreResult<(Vec<User>, u64)> {
+                let pattern = search.map(like_pattern);
+                let matching = || {
+                    let members = memberships::table
+                        .filter(memberships::org_id.eq(org.0))
+                        .select(memberships::user_id);
+                    let mut query = users::table
+                        .filter(users::id.eq_any(members))
+                        .into_boxed::<$db>();
+                    if let Some(p) = &pattern {
+                        query = query.filter(
+                            lower(users::first_name)
+                                .like(p.clone())
+                                .escape('\\')
+                                .or(lower(users::last_name).like(p.clone()).escape('\\'))
+                                .or(lower(users::email).like(p.clone()).escape('\\')),
+                        );
+                    }
+                    query
+                };
+                let total: i64 = matching().count().get_result(self.conn).db()?;
+                let rows: Vec<UserRow> = matching()
+                    .order(users::id.asc())
+                    .offset(clamp(offset))
+                    .limit(clamp(limit))
+                    .select(UserRow::as_select())
+                    .load(self.conn)
+                    .db()?;
+                Ok((
+                    rows.into_iter().map(User::from).collect(),
+                    count(total).db()?,
+                ))
+            }
+
+            // ---- memberships
+
+            fn insert_membership(&mut self, m: &Membership) -> StoreResult<()> {
+                self.savepoint(|conn| {
+                    diesel::insert_into(memberships::table)
+                        .values((
+                            memberships::user_id.eq(m.user_id.0),
+                            memberships::org_id.eq(m.org_id.0),
+                            memberships::is_active.eq(m.is_active),
+                            memberships::is_admin.eq(m.is_admin),
+                            memberships::all_access.eq(m.all_access),
+                            memberships::mfa_opt_out.eq(m.mfa_opt_out),
+                            memberships::exclude_from_membership_count
+                                .eq(m.exclude_from_membership_count),
+                            memberships::has_advanced_permissions.eq(m.has_advanced_permissions),
+                        ))
+                        .execute(conn)
+                })
+                .db()?;
+                Ok(())
+            }
+
+            fn membership(&mut self, user: UserId, org: OrgId) -> StoreResult<Option<Membership>> {
+                let row: Option<MembershipRow> = memberships::table
+                    .find((user.0, org.0))
+                    .select(MembershipRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                Ok(row.map(Membership::from))
+            }
+
+            fn memberships_of_user(&mut self, user: UserId) -> StoreResult<Vec<Membership>> {
+                let rows: Vec<MembershipRow> = memberships::table
+                    .filter(memberships::user_id.eq(user.0))
+                    .order(memberships::org_id.asc())
+                    .select(MembershipRow::as_select())
+                    .load(self.conn)
+                    .db()?;
+                Ok(rows.into_iter().map(Membership::from).collect())
+            }
+
+            fn update_membership(&mut self, m: &Membership) -> StoreResult<()> {
+                let changed = diesel::update(memberships::table.find((m.user_id.0, m.org_id.0)))
+                    .set((
+                        memberships::is_active.eq(m.is_active),
+                        memberships::is_admin.eq(m.is_admin),
+                        memberships::all_access.eq(m.all_access),
+                        memberships::mfa_opt_out.eq(m.mfa_opt_out),
+                        memberships::exclude_from_membership_count
+                            .eq(m.exclude_from_membership_count),
+                        memberships::has_advanced_permissions.eq(m.has_advanced_permissions),
+                    ))
+                    .execute(self.conn)
+                    .db()?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            fn delete_membership(&mut self, user: UserId, org: OrgId) -> StoreResult<bool> {
+                let deleted = diesel::delete(memberships::table.find((user.0, org.0)))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(deleted > 0)
+            }
+
+            fn org_admins(&mut self, org: OrgId) -> StoreResult<Vec<User>> {
+                let rows: Vec<UserRow> = users::table
+                    .inner_join(memberships::table)
+                    .filter(memberships::org_id.eq(org.0))
+                    .filter(memberships::is_admin.eq(true))
+                    .filter(memberships::is_active.eq(true))
+                    .order(users::id.asc())
+                    .select(UserRow::as_select())
+                    .load(self.conn)
+                    .db()?;
+                Ok(rows.into_iter().map(User::from).collect())
+            }
+
+            fn membership_counts(&mut self, org: OrgId) -> StoreResult<MembershipCounts> {
+                let licensed = || {
+                    memberships::table
+                        .filter(memberships::org_id.eq(org.0))
+                        .filter(memberships::exclude_from_membership_count.eq(false))
+                };
+                let total: i64 = licensed().count().get_result(self.conn).db()?;
+                let enabled: i64 = licensed()
+                    .filter(memberships::is_active.eq(true))
+                    .count()
+                    .get_result(self.conn)
+                    .db()?;
+                let licensed = count(total).db()?;
+                let enabled = count(enabled).db()?;
+                Ok(MembershipCounts {
+                    licensed,
+                    enabled,
+                    inactive: licensed.saturating_sub(enabled),
+                })
+            }
+
+            // ---- authenticator
+
+            fn authenticator(&mut self, user: UserId) -> StoreResult<Option<Authenticator>> {
+                let row: Option<AuthenticatorRow> = authenticators::table
+                    .find(user.0)
+                    .select(AuthenticatorRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                row.map(|r| authenticator_from_row(self.cipher, r))
+                    .transpose()
+                    .db()
+            }
+
+            fn put_pending_authenticator(
+                &mut self,
+                user: UserId,
+                secret: &Secret,
+                params: &TotpParams,
+                created_at: Timestamp,
+                expires_at: Timestamp,
+            ) -> StoreResult<bool> {
+                // Only the ciphertext is bound: the plaintext never reaches SQL.
+                let ciphertext = self.cipher.encrypt(user, secret).db()?;
+                let digits = to_i32(params.digits, "authenticator digits").db()?;
+                let period = to_i64(params.period, "authenticator period").db()?;
+                // A conditional upsert: a pending row is replaced, a verified
+                // one is left alone (the DO UPDATE's WHERE fails: 0 rows).
+                let upsert = diesel::insert_into(authenticators::table)
+                    .values((
+                        authenticators::user_id.eq(user.0),
+                        authenticators::secret_ciphertext.eq(&ciphertext),
+                        authenticators::algorithm.eq(params.algorithm.as_str()),
+                        authenticators::digits.eq(digits),
+                        authenticators::period.eq(period),
+                        authenticators::verified.eq(false),
+                        authenticators::expires_at.eq(expires_at.0),
+                        authenticators::verified_at.eq(None::<i64>),
+                        authenticators::last_used_step.eq(None::<i64>),
+                        authenticators::created_at.eq(created_at.0),
+                    ))
+                    .on_conflict(authenticators::user_id)
+                    .do_update()
+                    .set((
+                        authenticators::secret_ciphertext
+                            .eq(excluded(authenticators::secret_ciphertext)),
+                        authenticators::algorithm.eq(excluded(authenticators::algorithm)),
+                        authenticators::digits.eq(excluded(authenticators::digits)),
+                        authenticators::period.eq(excluded(authenticators::period)),
+                        authenticators::expires_at.eq(excluded(authenticators::expires_at)),
+                        authenticators::verified_at.eq(None::<i64>),
+                        authenticators::last_used_step.eq(None::<i64>),
+                        authenticators::created_at.eq(excluded(authenticators::created_at)),
+                    ));
+                // `ON CONFLICT … DO UPDATE … WHERE`: QueryDsl::filter does not
+                // apply to an insert, the upsert's own FilterDsl does.
+                let written = diesel::query_dsl::methods::FilterDsl::filter(
+                    upsert,
+                    authenticators::verified.eq(false),
+                )
+                .execute(self.conn)
+                .db()?;
+                Ok(written > 0)
+            }
+
+            fn verify_authenticator(
+                &mut self,
+                user: UserId,
+                step: u64,
+                now: Timestamp,
+            ) -> StoreResult<bool> {
+                let step = to_i64(step, "TOTP step").db()?;
+                let changed = diesel::update(
+                    authenticators::table
+                        .filter(authenticators::user_id.eq(user.0))
+                        .filter(authenticators::verified.eq(false)),
+                )
+                .set((
+                    authenticators::verified.eq(true),
+                    authenticators::verified_at.eq(Some(now.0)),
+                    authenticators::last_used_step.eq(Some(step)),
+                ))
+                .execute(self.conn)
+                .db()?;
+                Ok(changed > 0)
+            }
+
+            fn accept_totp_step(&mut self, user: UserId, step: u64) -> StoreResult<bool> {
+                let step = to_i64(step, "TOTP step").db()?;
+                let changed = diesel::update(
+                    authenticators::table
+                        .filter(authenticators::user_id.eq(user.0))
+                        .filter(authenticators::verified.eq(true))
+                        .filter(
+                            authenticators::last_used_step
+                                .is_null()
+                                .or(authenticators::last_used_step.lt(step)),
+                        ),
+                )
+                .set(authenticators::last_used_step.eq(Some(step)))
+                .execute(self.conn)
+                .db()?;
+                Ok(changed > 0)
+            }
+
+            fn delete_authenticator(&mut self, user: UserId) -> StoreResult<bool> {
+                let deleted = diesel::delete(authenticators::table.find(user.0))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(deleted > 0)
+            }
+
+            // ---- email factor and codes
+
+            fn email_factor_verified_at(&mut self, user: UserId) -> StoreResult<Option<Timestamp>> {
+                let at: Option<i64> = email_factors::table
+                    .find(user.0)
+                    .select(email_factors::verified_at)
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                Ok(opt_ts(at))
+            }
+
+            fn set_email_factor_verified(
+                &mut self,
+                user: UserId,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                // idempotent: the first verification time stays
+                diesel::insert_into(email_factors::table)
+                    .values((
+                        email_factors::user_id.eq(user.0),
+                        email_factors::verified_at.eq(at.0),
+                    ))
+                    .on_conflict(email_factors::user_id)
+                    .do_nothing()
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn delete_email_factor(&mut self, user: UserId) -> StoreResult<bool> {
+                let deleted = diesel::delete(email_factors::table.find(user.0))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(deleted > 0)
+            }
+
+            fn latest_email_code(&mut self, user: UserId) -> StoreResult<Option<EmailCode>> {
+                email_codes::table
+                    .filter(email_codes::user_id.eq(user.0))
+                    .order(email_codes::id.desc())
+                    .select(EmailCodeRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?
+                    .map(EmailCode::try_from)
+                    .transpose()
+                    .db()
+            }
+
+            fn replace_email_code(&mut self, code: &NewEmailCode) -> StoreResult<EmailCode> {
+                diesel::delete(email_codes::table.filter(email_codes::user_id.eq(code.user_id.0)))
+                    .execute(self.conn)
+                    .db()?;
+                let row: EmailCodeRow = diesel::insert_into(email_codes::table)
+                    .values((
+                        email_codes::user_id.eq(code.user_id.0),
+                        email_codes::purpose.eq(code.purpose.as_str()),
+                        email_codes::code_hash.eq(&code.code_hash),
+                        email_codes::salt.eq(&code.salt),
+                        email_codes::sent_at.eq(code.sent_at.0),
+                        email_codes::expires_at.eq(code.expires_at.0),
+                        email_codes::consumed_at.eq(None::<i64>),
+                    ))
+                    .returning(EmailCodeRow::as_returning())
+                    .get_result(self.conn)
+                    .db()?;
+                EmailCode::try_from(row).db()
+            }
+
+            fn consume_email_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
+                let changed = diesel::update(
+                    email_codes::table
+                        .find(id)
+                        .filter(email_codes::consumed_at.is_null()),
+                )
+                .set(email_codes::consumed_at.eq(Some(now.0)))
+                .execute(self.conn)
+                .db()?;
+                Ok(changed > 0)
+            }
+
+            fn delete_email_code(&mut self, id: i64) -> StoreResult<()> {
+                diesel::delete(email_codes::table.find(id))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn delete_email_codes(&mut self, user: UserId) -> StoreResult<()> {
+                diesel::delete(email_codes::table.filter(email_codes::user_id.eq(user.0)))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            // ---- recovery codes
+
+            fn recovery_codes(&mut self, user: UserId) -> StoreResult<Vec<RecoveryCode>> {
+                let rows: Vec<RecoveryCodeRow> = recovery_codes::table
+                    .filter(recovery_codes::user_id.eq(user.0))
+                    .order(recovery_codes::id.asc())
+                    .select(RecoveryCodeRow::as_select())
+                    .load(self.conn)
+                    .db()?;
+                Ok(rows.into_iter().map(RecoveryCode::from).collect())
+            }
+
+            fn replace_recovery_codes(
+                &mut self,
+                user: UserId,
+                hashes: &[String],
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user.0)))
+                    .execute(self.conn)
+                    .db()?;
+                if hashes.is_empty() {
+                    return Ok(());
+                }
+                let rows: Vec<_> = hashes
+                    .iter()
+                    .map(|hash| {
+                        (
+                            recovery_codes::user_id.eq(user.0),
+                            recovery_codes::code_hash.eq(hash.as_str()),
+                            recovery_codes::created_at.eq(now.0),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(recovery_codes::table)
+                    .values(rows)
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
+                let changed = diesel::update(
+                    recovery_codes::table
+                        .find(id)
+                        .filter(recovery_codes::used_at.is_null()),
+                )
+                .set(recovery_codes::used_at.eq(Some(now.0)))
+                .execute(self.conn)
+                .db()?;
+                Ok(changed > 0)
+            }
+
+            fn delete_recovery_codes(&mut self, user: UserId) -> StoreResult<u64> {
+                let deleted = diesel::delete(
+                    recovery_codes::table.filter(recovery_codes::user_id.eq(user.0)),
+                )
+                .execute(self.conn)
+                .db()?;
+                Ok(deleted as u64)
+            }
+
+            // ---- sessions
+
+            fn insert_session(&mut self, s: &NewSession) -> StoreResult<Session> {
+                let row: SessionRow = self
+                    .savepoint(|conn| {
+                        diesel::insert_into(sessions::table)
+                            .values((
+                                sessions::token_hash.eq(&s.token_hash),
+                                sessions::user_id.eq(s.user_id.0),
+                                sessions::org_id.eq(s.org_id.0),
+                                sessions::level.eq(s.level.as_str()),
+                                sessions::created_at.eq(s.created_at.0),
+                                sessions::expires_at.eq(s.expires_at.0),
+                                sessions::last_seen_at.eq(s.created_at.0),
+                                sessions::revoked_at.eq(None::<i64>),
+                            ))
+                            .returning(SessionRow::as_returning())
+                            .get_result(conn)
+                    })
+                    .db()?;
+                Session::try_from(row).db()
+            }
+
+            fn session_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<Session>> {
+                sessions::table
+                    .filter(sessions::token_hash.eq(token_hash))
+                    .select(SessionRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?
+                    .map(Session::try_from)
+                    .transpose()
+                    .db()
+            }
+
+            fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()> {
+                diesel::update(sessions::table.find(id.0))
+                    .set(sessions::last_seen_at.eq(now.0))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn revoke_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+                let changed = diesel::update(
+                    sessions::table
+                        .find(id.0)
+                        .filter(sessions::revoked_at.is_null())
+                        .filter(sessions::expires_at.gt(now.0)),
+                )
+                .set(sessions::revoked_at.eq(Some(now.0)))
+                .execute(self.conn)
+                .db()?;
+                Ok(changed > 0)
+            }
+
+            fn revoke_user_sessions(
+                &mut self,
+                user: UserId,
+                only_org: Option<OrgId>,
+                except: Option<SessionId>,
+                now: Timestamp,
+            ) -> StoreResult<u64> {
+                let mut query = diesel::update(sessions::table)
+                    .set(sessions::revoked_at.eq(Some(now.0)))
+                    .filter(sessions::user_id.eq(user.0))
+                    .filter(sessions::revoked_at.is_null())
+                    .filter(sessions::expires_at.gt(now.0))
+                    .into_boxed::<$db>();
+                if let Some(org) = only_org {
+                    query = query.filter(sessions::org_id.eq(org.0));
+                }
+                if let Some(spared) = except {
+                    query = query.filter(sessions::id.ne(spared.0));
+                }
+                let revoked = query.execute(self.conn).db()?;
+                Ok(revoked as u64)
+            }
+
+            // ---- failure counters
+
+            fn failure_state(
+                &mut self,
+                user: UserId,
+                kind: FailureKind,
+            ) -> StoreResult<FailureState> {
+                let row: Option<(i32, Option<i64>)> = failure_counters::table
+                    .find((user.0, kind.as_str()))
+                    .select((failure_counters::failures, failure_counters::locked_until))
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                match row {
+                    None => Ok(FailureState::default()),
+                    Some((failures, locked_until)) => Ok(FailureState {
+                        failures: to_unsigned(failures, "failure count").db()?,
+                        locked_until: opt_ts(locked_until),
+                    }),
+                }
+            }
+
+            fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<u32> {
+                // One statement: atomic against any concurrent increment.
+                let failures: i32 = diesel::insert_into(failure_counters::table)
+                    .values((
+                        failure_counters::user_id.eq(user.0),
+                        failure_counters::kind.eq(kind.as_str()),
+                        failure_counters::failures.eq(1),
+                        failure_counters::locked_until.eq(None::<i64>),
+                    ))
+                    .on_conflict((failure_counters::user_id, failure_counters::kind))
+                    .do_update()
+                    .set(failure_counters::failures.eq(failure_counters::failures + 1))
+                    .returning(failure_counters::failures)
+                    .get_result(self.conn)
+                    .db()?;
+                to_unsigned(failures, "failure count").db()
+            }
+
+            fn set_locked_until(
+                &mut self,
+                user: UserId,
+                kind: FailureKind,
+                until: Option<Timestamp>,
+            ) -> StoreResult<()> {
+                diesel::insert_into(failure_counters::table)
+                    .values((
+                        failure_counters::user_id.eq(user.0),
+                        failure_counters::kind.eq(kind.as_str()),
+                        failure_counters::failures.eq(0),
+                        failure_counters::locked_until.eq(until.map(|t| t.0)),
+                    ))
+                    .on_conflict((failure_counters::user_id, failure_counters::kind))
+                    .do_update()
+                    .set(
+                        failure_counters::locked_until.eq(excluded(failure_counters::locked_until)),
+                    )
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()> {
+                diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            // ---- email change
+
+            fn put_email_change(
+                &mut self,
+                user: UserId,
+                new_email: &str,
+                token_hash: &str,
+                now: Timestamp,
+                expires_at: Timestamp,
+            ) -> StoreResult<EmailChange> {
+                diesel::delete(
+                    email_changes::table
+                        .filter(email_changes::user_id.eq(user.0))
+                        .filter(email_changes::consumed_at.is_null()),
+                )
+                .execute(self.conn)
+                .db()?;
+                let new_email = new_email.to_lowercase();
+                let row: EmailChangeRow = self
+                    .savepoint(|conn| {
+                        diesel::insert_into(email_changes::table)
+                            .values((
+                                email_changes::user_id.eq(user.0),
+                                email_changes::new_email.eq(&new_email),
+                                email_changes::token_hash.eq(token_hash),
+                                email_changes::created_at.eq(now.0),
+                                email_changes::expires_at.eq(expires_at.0),
+                                email_changes::consumed_at.eq(None::<i64>),
+                            ))
+                            .returning(EmailChangeRow::as_returning())
+                            .get_result(conn)
+                    })
+                    .db()?;
+                Ok(row.into())
+            }
+
+            fn pending_email_change(&mut self, user: UserId) -> StoreResult<Option<EmailChange>> {
+                let row: Option<EmailChangeRow> = email_changes::table
+                    .filter(email_changes::user_id.eq(user.0))
+                    .filter(email_changes::consumed_at.is_null())
+                    .order(email_changes::id.desc())
+                    .select(EmailChangeRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                Ok(row.map(EmailChange::from))
+            }
+
+            fn email_change_by_token_hash(
+                &mut self,
+                token_hash: &str,
+            ) -> StoreResult<Option<EmailChange>> {
+                let row: Option<EmailChangeRow> = email_changes::table
+                    .filter(email_changes::token_hash.eq(token_hash))
+                    .select(EmailChangeRow::as_select())
+                    .first(self.conn)
+                    .optional()
+                    .db()?;
+                Ok(row.map(EmailChange::from))
+            }
+
+            fn consume_email_change(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
+                let changed = diesel::update(
+                    email_changes::table
+                        .find(id)
+                        .filter(email_changes::consumed_at.is_null()),
+                )
+                .set(email_changes::consumed_at.eq(Some(now.0)))
+                .execute(self.conn)
+                .db()?;
+                Ok(changed > 0)
+            }
+
+            // ---- audit
+
+            fn insert_audit(&mut self, e: &NewAuditEvent) -> StoreResult<()> {
+                diesel::insert_into(audit_events::table)
+                    .values((
+                        audit_events::at.eq(e.at.0),
+                        audit_events::org_id.eq(e.org_id.map(|o| o.0)),
+                        audit_events::actor_user_id.eq(e.actor_user_id.map(|u| u.0)),
+                        audit_events::target_user_id.eq(e.target_user_id.map(|u| u.0)),
+                        audit_events::action.eq(e.action.as_str()),
+                        audit_events::detail.eq(&e.detail),
+                    ))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn audit_events(
+                &mut self,
+                filter: &AuditFilter,
+                offset: u64,
+                limit: u64,
+            ) -> StoreResult<(Vec<AuditEvent>, u64)> {
+                let matching = || {
+                    let mut query = audit_events::table.into_boxed::<$db>();
+                    if let Some(org) = filter.org_id {
+                        query = query.filter(audit_events::org_id.eq(org.0));
+                    }
+                    if let Some(user) = filter.user_id {
+                        query = query.filter(
+                            audit_events::actor_user_id
+                                .eq(user.0)
+                                .or(audit_events::target_user_id.eq(user.0)),
+                        );
+                    }
+                    if let Some(action) = filter.action {
+                        query = query.filter(audit_events::action.eq(action.as_str()));
+                    }
+                    query
+                };
+                let total: i64 = matching().count().get_result(self.conn).db()?;
+                let rows: Vec<AuditRow> = matching()
+                    .order(audit_events::id.desc())
+                    .offset(clamp(offset))
+                    .limit(clamp(limit))
+                    .select(AuditRow::as_select())
+                    .load(self.conn)
+                    .db()?;
+                let events = rows
+                    .into_iter()
+                    .map(AuditEvent::try_from)
+                    .collect::<Result<Vec<_>, _>>()
+                    .db()?;
+                Ok((events, count(total).db()?))
+            }
+        }
+    };
+}
+
+impl_store_tx!(diesel::SqliteConnection, diesel::sqlite::Sqlite);
+impl_store_tx!(diesel::PgConnection, diesel::pg::Pg);
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("Ann"), "%ann%");
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+        assert_eq!(like_pattern("ÉMILE"), "%émile%");
+    }
+}

@@ -1,0 +1,1182 @@
+//! Every `StoreTx` method, on both backends.
+
+use mfa_core::{
+    AssuranceLevel, AuditAction, AuditFilter, AuthenticatorState, EmailCodePurpose, FailureKind,
+    FailureState, Membership, MembershipCounts, MfaError, NewAuditEvent, NewEmailCode, NewSession,
+    OrgId, SessionId, Store, StoreError, Timestamp, UserId,
+};
+use mfa_store::test_support::TestDatabase;
+use mfa_totp::{Algorithm, Secret, TotpParams};
+
+use crate::support::*;
+
+fn orgs_crud(db: TestDatabase) {
+    let store = open(&db);
+    let (a, b) = write(&store, |tx| Ok((add_org(tx, "Acme"), add_org(tx, "Beta"))));
+    assert_eq!(a.name, "Acme");
+    assert!(!a.is_mfa_enforced);
+    assert_eq!(a.mfa_enforced_at, None);
+    assert_eq!(a.mfa_grace_period_hours, 0);
+    assert_eq!(a.created_at, T0);
+    assert!(b.id > a.id);
+
+    let mut changed = a.clone();
+    changed.name = "Acme Corp".into();
+    changed.is_mfa_enforced = true;
+    changed.mfa_enforced_at = Some(Timestamp(T0.0 + 60));
+    changed.mfa_grace_period_hours = 72;
+    write(&store, |tx| Ok(tx.update_org(&changed)?));
+    read(&store, |tx| {
+        assert_eq!(tx.org(a.id)?, Some(changed.clone()));
+        assert_eq!(tx.all_orgs()?, vec![changed.clone(), b.clone()]);
+        assert_eq!(tx.org(OrgId(a.id.0 + 1000))?, None);
+        Ok(())
+    });
+
+    // switching enforcement off clears the time again
+    changed.is_mfa_enforced = false;
+    changed.mfa_enforced_at = None;
+    write(&store, |tx| Ok(tx.update_org(&changed)?));
+    assert_eq!(read(&store, |tx| Ok(tx.org(a.id)?)), Some(changed.clone()));
+
+    let mut ghost = changed.clone();
+    ghost.id = OrgId(a.id.0 + 1000);
+    let missing = write(&store, |tx| Ok(tx.update_org(&ghost)));
+    assert_eq!(missing, Err(StoreError::NotFound));
+
+    assert!(write(&store, |tx| Ok(tx.delete_org(a.id)?)));
+    assert!(!write(&store, |tx| Ok(tx.delete_org(a.id)?)));
+    assert_eq!(read(&store, |tx| Ok(tx.all_orgs()?)), vec![b]);
+}
+
+fn users_crud(db: TestDatabase) {
+    let store = open(&db);
+    let alice = write(&store, |tx| {
+        Ok(tx.insert_user(&new_user("Alice@Example.COM", "Alice", "Archer"))?)
+    });
+    assert_eq!(alice.email, "alice@example.com", "stored lower case");
+    assert_eq!(alice.first_name, "Alice");
+    assert!(!alice.mfa_opt_in);
+    assert_eq!(alice.last_login_at, None);
+    assert_eq!(alice.created_at, T0);
+    let bob = write(&store, |tx| Ok(add_user(tx, "bob@example.com")));
+
+    read(&store, |tx| {
+        assert_eq!(tx.user(alice.id)?, Some(alice.clone()));
+        assert_eq!(tx.user(UserId(bob.id.0 + 1000))?, None);
+        assert_eq!(tx.user_by_email("alice@example.com")?, Some(alice.clone()));
+        assert_eq!(tx.user_by_email("ALICE@example.com")?, Some(alice.clone()));
+        assert_eq!(tx.user_by_email("nobody@example.com")?, None);
+        assert_eq!(
+            tx.users_by_ids(&[bob.id, UserId(bob.id.0 + 1000), alice.id])?,
+            vec![alice.clone(), bob.clone()]
+        );
+        assert_eq!(tx.users_by_ids(&[])?, vec![]);
+        assert_eq!(tx.count_users()?, 2);
+        Ok(())
+    });
+
+    let mut changed = alice.clone();
+    changed.email = "alice@new.example".into();
+    changed.first_name = "Alicia".into();
+    changed.last_name = "Arch".into();
+    changed.password_hash = "$argon2id$new".into();
+    changed.is_super_admin = true;
+    changed.mfa_opt_in = true;
+    changed.last_login_at = Some(Timestamp(T0.0 + 5));
+    changed.created_at = Timestamp(1); // not written
+    write(&store, |tx| Ok(tx.update_user(&changed)?));
+    let stored = read(&store, |tx| Ok(tx.user(alice.id)?)).expect("alice");
+    assert_eq!(stored.email, "alice@new.example");
+    assert_eq!(stored.first_name, "Alicia");
+    assert_eq!(stored.last_name, "Arch");
+    assert_eq!(stored.password_hash, "$argon2id$new");
+    assert!(stored.is_super_admin);
+    assert!(stored.mfa_opt_in);
+    assert_eq!(stored.last_login_at, Some(Timestamp(T0.0 + 5)));
+    assert_eq!(stored.created_at, T0, "created_at is not updated");
+
+    write(&store, |tx| {
+        Ok(tx.set_last_login(alice.id, Timestamp(T0.0 + 99))?)
+    });
+    let stored = read(&store, |tx| Ok(tx.user(alice.id)?)).expect("alice");
+    assert_eq!(stored.last_login_at, Some(Timestamp(T0.0 + 99)));
+    assert_eq!(stored.first_name, "Alicia");
+
+    let mut ghost = stored.clone();
+    ghost.id = UserId(bob.id.0 + 1000);
+    ghost.email = "ghost@example.com".into();
+    assert_eq!(
+        write(&store, |tx| Ok(tx.update_user(&ghost))),
+        Err(StoreError::NotFound)
+    );
+
+    assert!(write(&store, |tx| Ok(tx.delete_user(bob.id)?)));
+    assert!(!write(&store, |tx| Ok(tx.delete_user(bob.id)?)));
+    assert_eq!(read(&store, |tx| Ok(tx.count_users()?)), 1);
+}
+
+fn duplicate_email_is_a_unique_violation(db: TestDatabase) {
+    let store = open(&db);
+    let alice = write(&store, |tx| Ok(add_user(tx, "alice@example.com")));
+    let bob = write(&store, |tx| Ok(add_user(tx, "bob@example.com")));
+
+    // The violation comes back as the port's variant, and the transaction
+    // stays usable after it (a savepoint on PostgreSQL).
+    let (dup, carol) = write(&store, |tx| {
+        let dup = tx.insert_user(&new_user("ALICE@example.com", "A", "B"));
+        let carol = add_user(tx, "carol@example.com");
+        Ok((dup, carol))
+    });
+    match dup {
+        Err(StoreError::UniqueViolation(what)) => {
+            assert!(what.contains("email"), "{what}");
+            assert!(!what.contains("alice@"), "the value is not echoed: {what}");
+        }
+        other => panic!("expected a unique violation, got {other:?}"),
+    }
+    assert_eq!(
+        read(&store, |tx| Ok(tx.user(carol.id)?)).map(|u| u.email),
+        Some("carol@example.com".to_string())
+    );
+
+    let mut taken = bob.clone();
+    taken.email = alice.email.clone();
+    assert!(matches!(
+        write(&store, |tx| Ok(tx.update_user(&taken))),
+        Err(StoreError::UniqueViolation(_))
+    ));
+
+    // Through `?` in a domain closure it becomes a conflict.
+    let err = store
+        .write(|tx| Ok(tx.insert_user(&new_user("bob@example.com", "B", "B"))?))
+        .expect_err("duplicate");
+    assert!(matches!(err, MfaError::Conflict(_)), "{err:?}");
+    assert_eq!(read(&store, |tx| Ok(tx.count_users()?)), 3);
+}
+
+fn search_org_users(db: TestDatabase) {
+    let store = open(&db);
+    let (org, other, users) = write(&store, |tx| {
+        let org = add_org(tx, "Acme");
+        let other = add_org(tx, "Other");
+        let people = [
+            ("emile@example.com", "Émile", "Zola"),
+            ("ann@example.com", "Ann", "Smith"),
+            ("joe@smithy.example", "Joe", "Bloggs"),
+            ("pct@example.com", "100%", "Under_score"),
+            ("outsider@example.com", "Ann", "Outsider"),
+        ];
+        let mut users = Vec::new();
+        for (email, first, last) in people {
+            users.push(tx.insert_user(&new_user(email, first, last))?);
+        }
+        for u in &users[..4] {
+            tx.insert_membership(&Membership::new(u.id, org.id))?;
+        }
+        // inactive members are found too
+        let mut inactive = Membership::new(users[1].id, other.id);
+        inactive.is_active = false;
+        tx.insert_membership(&inactive)?;
+        tx.insert_membership(&Membership::new(users[4].id, other.id))?;
+        Ok((org, other, users))
+    });
+    let ids = |found: &[mfa_core::User]| found.iter().map(|u| u.id).collect::<Vec<_>>();
+
+    read(&store, |tx| {
+        let (all, total) = tx.search_org_users(org.id, None, 0, 100)?;
+        assert_eq!(total, 4);
+        assert_eq!(ids(&all), ids(&users[..4]), "by id");
+
+        let (found, total) = tx.search_org_users(org.id, Some("SMITH"), 0, 100)?;
+        assert_eq!(total, 2, "last name and email domain");
+        assert_eq!(ids(&found), vec![users[1].id, users[2].id]);
+
+        let (found, _) = tx.search_org_users(org.id, Some("émile"), 0, 100)?;
+        assert_eq!(ids(&found), vec![users[0].id], "Unicode case folding");
+        let (found, _) = tx.search_org_users(org.id, Some("ÉMI"), 0, 100)?;
+        assert_eq!(ids(&found), vec![users[0].id]);
+
+        let (found, _) = tx.search_org_users(org.id, Some("ann"), 0, 100)?;
+        assert_eq!(ids(&found), vec![users[1].id], "members of this org only");
+        let (found, _) = tx.search_org_users(other.id, Some("ann"), 0, 100)?;
+        assert_eq!(ids(&found), vec![users[1].id, users[4].id]);
+
+        let (found, _) = tx.search_org_users(org.id, Some("%"), 0, 100)?;
+        assert_eq!(ids(&found), vec![users[3].id], "% is literal");
+        let (found, _) = tx.search_org_users(org.id, Some("r_s"), 0, 100)?;
+        assert_eq!(ids(&found), vec![users[3].id], "_ is literal");
+        let (found, _) = tx.search_org_users(org.id, Some("m_l"), 0, 100)?;
+        assert!(found.is_empty(), "_ does not match any character");
+
+        let (page, total) = tx.search_org_users(org.id, None, 1, 2)?;
+        assert_eq!(total, 4);
+        assert_eq!(ids(&page), ids(&users[1..3]));
+        let (page, total) = tx.search_org_users(org.id, Some("example"), 3, 10)?;
+        assert_eq!((ids(&page), total), (vec![users[3].id], 4));
+        let (page, total) = tx.search_org_users(org.id, None, 10, 10)?;
+        assert!(page.is_empty());
+        assert_eq!(total, 4);
+        let (page, _) = tx.search_org_users(org.id, None, 0, u64::MAX)?;
+        assert_eq!(page.len(), 4);
+
+        let (none, total) = tx.search_org_users(org.id, Some("nobody"), 0, 10)?;
+        assert!(none.is_empty());
+        assert_eq!(total, 0);
+        Ok(())
+    });
+}
+
+fn memberships(db: TestDatabase) {
+    let store = open(&db);
+    let (org, org2, a, b, c) = write(&store, |tx| {
+        Ok((
+            add_org(tx, "Acme"),
+            add_org(tx, "Beta"),
+            add_user(tx, "a@example.com"),
+            add_user(tx, "b@example.com"),
+            add_user(tx, "c@example.com"),
+        ))
+    });
+    let mut ma = Membership::new(a.id, org.id);
+    ma.is_admin = true;
+    ma.all_access = true;
+    ma.has_advanced_permissions = true;
+    let mut mb = Membership::new(b.id, org.id);
+    mb.is_admin = true;
+    mb.is_active = false;
+    let mut mc = Membership::new(c.id, org.id);
+    mc.exclude_from_membership_count = true;
+    mc.mfa_opt_out = true;
+    write(&store, |tx| {
+        tx.insert_membership(&mc)?;
+        tx.insert_membership(&ma)?;
+        tx.insert_membership(&mb)?;
+        tx.insert_membership(&Membership::new(a.id, org2.id))?;
+        Ok(())
+    });
+
+    let dup = write(&store, |tx| {
+        Ok(tx.insert_membership(&Membership::new(a.id, org.id)))
+    });
+    match dup {
+        Err(StoreError::UniqueViolation(what)) => assert!(what.contains("member"), "{what}"),
+        other => panic!("expected a unique violation, got {other:?}"),
+    }
+    let dangling = write(&store, |tx| {
+        Ok(tx.insert_membership(&Membership::new(UserId(c.id.0 + 1000), org.id)))
+    });
+    assert_eq!(dangling, Err(StoreError::NotFound));
+
+    read(&store, |tx| {
+        assert_eq!(tx.membership(a.id, org.id)?, Some(ma.clone()));
+        assert_eq!(tx.membership(c.id, org.id)?, Some(mc.clone()));
+        assert_eq!(tx.membership(c.id, org2.id)?, None);
+        assert_eq!(
+            tx.memberships_of_user(a.id)?,
+            vec![ma.clone(), Membership::new(a.id, org2.id)]
+        );
+        let admins: Vec<_> = tx.org_admins(org.id)?.into_iter().map(|u| u.id).collect();
+        assert_eq!(admins, vec![a.id], "active admins only");
+        assert_eq!(
+            tx.membership_counts(org.id)?,
+            MembershipCounts {
+                licensed: 2,
+                enabled: 1,
+                inactive: 1
+            }
+        );
+        Ok(())
+    });
+
+    // every flag is written
+    mb.is_active = true;
+    mb.all_access = true;
+    mb.mfa_opt_out = true;
+    mb.exclude_from_membership_count = true;
+    mb.has_advanced_permissions = true;
+    write(&store, |tx| Ok(tx.update_membership(&mb)?));
+    read(&store, |tx| {
+        assert_eq!(tx.membership(b.id, org.id)?, Some(mb.clone()));
+        let admins: Vec<_> = tx.org_admins(org.id)?.into_iter().map(|u| u.id).collect();
+        assert_eq!(admins, vec![a.id, b.id]);
+        assert_eq!(
+            tx.membership_counts(org.id)?,
+            MembershipCounts {
+                licensed: 1,
+                enabled: 1,
+                inactive: 0
+            }
+        );
+        Ok(())
+    });
+    assert_eq!(
+        write(&store, |tx| Ok(
+            tx.update_membership(&Membership::new(c.id, org2.id))
+        )),
+        Err(StoreError::NotFound)
+    );
+
+    assert!(write(&store, |tx| Ok(tx.delete_membership(a.id, org.id)?)));
+    assert!(!write(&store, |tx| Ok(tx.delete_membership(a.id, org.id)?)));
+    read(&store, |tx| {
+        assert_eq!(tx.membership(a.id, org.id)?, None);
+        assert_eq!(tx.memberships_of_user(a.id)?.len(), 1);
+        assert_eq!(tx.membership_counts(org2.id)?.licensed, 1);
+        Ok(())
+    });
+}
+
+fn authenticator_lifecycle(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
+    let params = TotpParams::new(Algorithm::Sha256, 8, 60).expect("params");
+    let first = Secret::generate();
+    let second = Secret::generate();
+    let expires = Timestamp(T0.0 + 600);
+
+    assert_eq!(read(&store, |tx| Ok(tx.authenticator(user.id)?)), None);
+    assert!(write(&store, |tx| Ok(tx.put_pending_authenticator(
+        user.id, &first, &params, T0, expires
+    )?)));
+    let pending = read(&store, |tx| Ok(tx.authenticator(user.id)?)).expect("pending");
+    assert_eq!(pending.user_id, user.id);
+    assert_eq!(pending.secret, first);
+    assert_eq!(pending.params, params);
+    assert_eq!(
+        pending.state,
+        AuthenticatorState::Pending {
+            expires_at: expires
+        }
+    );
+    assert!(!pending.is_verified());
+    assert_eq!(pending.last_used_step, None);
+    assert_eq!(pending.created_at, T0);
+    // a pending row cannot be used for login
+    assert!(!write(&store, |tx| Ok(tx.accept_totp_step(user.id, 5)?)));
+
+    // a new pending secret replaces the pending one
+    let later = Timestamp(T0.0 + 10);
+    assert!(write(&store, |tx| Ok(tx.put_pending_authenticator(
+        user.id,
+        &second,
+        &TotpParams::default(),
+        later,
+        Timestamp(later.0 + 600)
+    )?)));
+    let pending = read(&store, |tx| Ok(tx.authenticator(user.id)?)).expect("pending");
+    assert_eq!(pending.secret, second);
+    assert_eq!(pending.params, TotpParams::default());
+    assert_eq!(pending.created_at, later);
+
+    assert!(write(&store, |tx| Ok(tx.verify_authenticator(
+        user.id,
+        1000,
+        Timestamp(T0.0 + 20)
+    )?)));
+    assert!(
+        !write(&store, |tx| Ok(tx.verify_authenticator(
+            user.id,
+            1001,
+            Timestamp(T0.0 + 21)
+        )?)),
+        "verifies once"
+    );
+    let verified = read(&store, |tx| Ok(tx.authenticator(user.id)?)).expect("verified");
+    assert_eq!(
+        verified.state,
+        AuthenticatorState::Verified {
+            verified_at: Timestamp(T0.0 + 20)
+        }
+    );
+    assert_eq!(verified.last_used_step, Some(1000));
+    assert_eq!(verified.secret, second);
+
+    // a verified authenticator is never replaced by a pending one
+    assert!(!write(&store, |tx| Ok(tx.put_pending_authenticator(
+        user.id, &first, &params, T0, expires
+    )?)));
+    let still = read(&store, |tx| Ok(tx.authenticator(user.id)?)).expect("verified");
+    assert_eq!(still, verified);
+
+    assert!(write(&store, |tx| Ok(tx.delete_authenticator(user.id)?)));
+    assert!(!write(&store, |tx| Ok(tx.delete_authenticator(user.id)?)));
+    assert_eq!(read(&store, |tx| Ok(tx.authenticator(user.id)?)), None);
+    assert!(write(&store, |tx| Ok(tx.put_pending_authenticator(
+        user.id, &first, &params, T0, expires
+    )?)));
+    assert!(!write(&store, |tx| Ok(tx.verify_authenticator(
+        UserId(user.id.0 + 1000),
+        1,
+        T0
+    )?)));
+}
+
+fn accept_totp_step_is_monotonic(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com");
+        tx.put_pending_authenticator(
+            user.id,
+            &Secret::generate(),
+            &TotpParams::default(),
+            T0,
+            Timestamp(T0.0 + 600),
+        )?;
+        tx.verify_authenticator(user.id, 100, T0)?;
+        Ok(user)
+    });
+    let accept = |step: u64| write(&store, |tx| Ok(tx.accept_totp_step(user.id, step)?));
+    assert!(!accept(100), "the verifying step is used");
+    assert!(!accept(99));
+    assert!(accept(101));
+    assert!(!accept(101), "replay");
+    assert!(accept(105));
+    assert!(!accept(103), "older than the last");
+    assert!(!accept(105));
+    assert!(accept(106));
+    let auth = read(&store, |tx| Ok(tx.authenticator(user.id)?)).expect("authenticator");
+    assert_eq!(auth.last_used_step, Some(106));
+    assert!(!write(&store, |tx| Ok(
+        tx.accept_totp_step(UserId(user.id.0 + 1), 500)?
+    )));
+}
+
+fn email_factor(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
+    assert_eq!(
+        read(&store, |tx| Ok(tx.email_factor_verified_at(user.id)?)),
+        None
+    );
+    write(&store, |tx| Ok(tx.set_email_factor_verified(user.id, T0)?));
+    write(&store, |tx| {
+        Ok(tx.set_email_factor_verified(user.id, Timestamp(T0.0 + 50))?)
+    });
+    assert_eq!(
+        read(&store, |tx| Ok(tx.email_factor_verified_at(user.id)?)),
+        Some(T0),
+        "idempotent: the first time stays"
+    );
+    assert!(write(&store, |tx| Ok(tx.delete_email_factor(user.id)?)));
+    assert!(!write(&store, |tx| Ok(tx.delete_email_factor(user.id)?)));
+    assert_eq!(
+        read(&store, |tx| Ok(tx.email_factor_verified_at(user.id)?)),
+        None
+    );
+}
+
+fn code(user: UserId, hash: &str, sent_at: i64) -> NewEmailCode {
+    NewEmailCode {
+        user_id: user,
+        purpose: EmailCodePurpose::Login,
+        code_hash: hash.to_string(),
+        salt: "00ff".to_string(),
+        sent_at: Timestamp(sent_at),
+        expires_at: Timestamp(sent_at + 600),
+    }
+}
+
+fn email_codes(db: TestDatabase) {
+    let store = open(&db);
+    let (user, other) = write(&store, |tx| {
+        Ok((add_user(tx, "a@example.com"), add_user(tx, "b@example.com")))
+    });
+    assert_eq!(read(&store, |tx| Ok(tx.latest_email_code(user.id)?)), None);
+
+    let mut enroll = code(user.id, "h1", T0.0);
+    enroll.purpose = EmailCodePurpose::Enroll;
+    let first = write(&store, |tx| Ok(tx.replace_email_code(&enroll)?));
+    assert_eq!(first.purpose, EmailCodePurpose::Enroll);
+    assert_eq!(first.code_hash, "h1");
+    assert_eq!(first.salt, "00ff");
+    assert_eq!(first.sent_at, T0);
+    assert_eq!(first.expires_at, Timestamp(T0.0 + 600));
+    assert_eq!(first.consumed_at, None);
+    let others = write(&store, |tx| {
+        Ok(tx.replace_email_code(&code(other.id, "o1", T0.0))?)
+    });
+
+    // a new code voids the previous one
+    let second = write(&store, |tx| {
+        Ok(tx.replace_email_code(&code(user.id, "h2", T0.0 + 30))?)
+    });
+    assert!(second.id > first.id);
+    assert_eq!(
+        read(&store, |tx| Ok(tx.latest_email_code(user.id)?)),
+        Some(second.clone())
+    );
+    assert!(!write(
+        &store,
+        |tx| Ok(tx.consume_email_code(first.id, T0)?)
+    ));
+
+    let at = Timestamp(T0.0 + 40);
+    assert!(write(
+        &store,
+        |tx| Ok(tx.consume_email_code(second.id, at)?)
+    ));
+    assert!(
+        !write(&store, |tx| Ok(tx.consume_email_code(second.id, at)?)),
+        "once"
+    );
+    let consumed = read(&store, |tx| Ok(tx.latest_email_code(user.id)?)).expect("code");
+    assert_eq!(
+        consumed.consumed_at,
+        Some(at),
+        "latest includes consumed codes"
+    );
+
+    write(&store, |tx| Ok(tx.delete_email_code(second.id)?));
+    assert_eq!(read(&store, |tx| Ok(tx.latest_email_code(user.id)?)), None);
+    write(&store, |tx| {
+        tx.replace_email_code(&code(user.id, "h3", T0.0 + 60))?;
+        Ok(tx.delete_email_codes(user.id)?)
+    });
+    assert_eq!(read(&store, |tx| Ok(tx.latest_email_code(user.id)?)), None);
+    assert_eq!(
+        read(&store, |tx| Ok(tx.latest_email_code(other.id)?)),
+        Some(others),
+        "other users' codes are untouched"
+    );
+}
+
+fn recovery_codes(db: TestDatabase) {
+    let store = open(&db);
+    let (user, other) = write(&store, |tx| {
+        Ok((add_user(tx, "a@example.com"), add_user(tx, "b@example.com")))
+    });
+    let hashes: Vec<String> = (1..=3).map(|i| format!("$argon2id$code{i}")).collect();
+    write(&store, |tx| {
+        tx.replace_recovery_codes(user.id, &hashes, T0)?;
+        Ok(tx.replace_recovery_codes(other.id, &hashes[..1], T0)?)
+    });
+    let codes = read(&store, |tx| Ok(tx.recovery_codes(user.id)?));
+    assert_eq!(
+        codes
+            .iter()
+            .map(|c| c.code_hash.clone())
+            .collect::<Vec<_>>(),
+        hashes,
+        "by id"
+    );
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.user_id == user.id && c.created_at == T0 && c.used_at.is_none())
+    );
+
+    let at = Timestamp(T0.0 + 5);
+    assert!(write(&store, |tx| Ok(
+        tx.consume_recovery_code(codes[1].id, at)?
+    )));
+    assert!(
+        !write(&store, |tx| Ok(tx.consume_recovery_code(codes[1].id, at)?)),
+        "once"
+    );
+    let codes_now = read(&store, |tx| Ok(tx.recovery_codes(user.id)?));
+    assert_eq!(codes_now[1].used_at, Some(at));
+    assert_eq!(codes_now[0].used_at, None);
+
+    // a new set replaces the old one, used codes included
+    let fresh: Vec<String> = (4..=5).map(|i| format!("$argon2id$code{i}")).collect();
+    write(&store, |tx| {
+        Ok(tx.replace_recovery_codes(user.id, &fresh, at)?)
+    });
+    let replaced = read(&store, |tx| Ok(tx.recovery_codes(user.id)?));
+    assert_eq!(replaced.len(), 2);
+    assert!(
+        replaced
+            .iter()
+            .all(|c| c.used_at.is_none() && c.created_at == at)
+    );
+    assert!(!write(&store, |tx| Ok(
+        tx.consume_recovery_code(codes[0].id, at)?
+    )));
+
+    assert_eq!(
+        write(&store, |tx| Ok(tx.delete_recovery_codes(user.id)?)),
+        2
+    );
+    assert_eq!(
+        write(&store, |tx| Ok(tx.delete_recovery_codes(user.id)?)),
+        0
+    );
+    write(&store, |tx| {
+        Ok(tx.replace_recovery_codes(user.id, &[], at)?)
+    });
+    assert!(read(&store, |tx| Ok(tx.recovery_codes(user.id)?)).is_empty());
+    assert_eq!(read(&store, |tx| Ok(tx.recovery_codes(other.id)?)).len(), 1);
+}
+
+fn new_session(user: UserId, org: OrgId, token: &str) -> NewSession {
+    NewSession {
+        token_hash: token.to_string(),
+        user_id: user,
+        org_id: org,
+        level: AssuranceLevel::Partial,
+        created_at: T0,
+        expires_at: Timestamp(T0.0 + 3600),
+    }
+}
+
+fn sessions(db: TestDatabase) {
+    let store = open(&db);
+    let (user, org, org2) = write(&store, |tx| {
+        Ok((
+            add_user(tx, "a@example.com"),
+            add_org(tx, "A"),
+            add_org(tx, "B"),
+        ))
+    });
+    let mut full = new_session(user.id, org.id, "hash-1");
+    full.level = AssuranceLevel::Full;
+    let s1 = write(&store, |tx| Ok(tx.insert_session(&full)?));
+    assert_eq!(s1.token_hash, "hash-1");
+    assert_eq!(s1.user_id, user.id);
+    assert_eq!(s1.org_id, org.id);
+    assert_eq!(s1.level, AssuranceLevel::Full);
+    assert_eq!(s1.created_at, T0);
+    assert_eq!(s1.last_seen_at, T0, "first seen at creation");
+    assert_eq!(s1.expires_at, Timestamp(T0.0 + 3600));
+    assert_eq!(s1.revoked_at, None);
+
+    let dup = write(&store, |tx| {
+        Ok(tx.insert_session(&new_session(user.id, org.id, "hash-1")))
+    });
+    assert!(
+        matches!(dup, Err(StoreError::UniqueViolation(_))),
+        "{dup:?}"
+    );
+
+    read(&store, |tx| {
+        assert_eq!(tx.session_by_token_hash("hash-1")?, Some(s1.clone()));
+        assert_eq!(tx.session_by_token_hash("nope")?, None);
+        Ok(())
+    });
+    write(&store, |tx| {
+        Ok(tx.touch_session(s1.id, Timestamp(T0.0 + 100))?)
+    });
+    let touched = read(&store, |tx| Ok(tx.session_by_token_hash("hash-1")?)).expect("s1");
+    assert_eq!(touched.last_seen_at, Timestamp(T0.0 + 100));
+
+    let now = Timestamp(T0.0 + 200);
+    assert!(write(&store, |tx| Ok(tx.revoke_session(s1.id, now)?)));
+    assert!(
+        !write(&store, |tx| Ok(tx.revoke_session(s1.id, now)?)),
+        "once"
+    );
+    let revoked = read(&store, |tx| Ok(tx.session_by_token_hash("hash-1")?)).expect("s1");
+    assert_eq!(
+        revoked.revoked_at,
+        Some(now),
+        "revoked sessions are still found"
+    );
+    assert!(!write(&store, |tx| Ok(
+        tx.revoke_session(SessionId(s1.id.0 + 1000), now)?
+    )));
+
+    // revoke_user_sessions: org filter, exception, live ones only
+    let (s2, s3, s4, s5, expired, stranger) = write(&store, |tx| {
+        let stranger_user = add_user(tx, "b@example.com");
+        let mut expired = new_session(user.id, org.id, "hash-expired");
+        expired.expires_at = Timestamp(T0.0 + 10);
+        Ok((
+            tx.insert_session(&new_session(user.id, org.id, "hash-2"))?,
+            tx.insert_session(&new_session(user.id, org.id, "hash-3"))?,
+            tx.insert_session(&new_session(user.id, org2.id, "hash-4"))?,
+            tx.insert_session(&new_session(user.id, org2.id, "hash-5"))?,
+            tx.insert_session(&expired)?,
+            tx.insert_session(&new_session(stranger_user.id, org.id, "hash-6"))?,
+        ))
+    });
+    assert!(
+        !write(&store, |tx| Ok(tx.revoke_session(expired.id, now)?)),
+        "an expired session is not live"
+    );
+    let n = write(&store, |tx| {
+        Ok(tx.revoke_user_sessions(user.id, Some(org.id), Some(s2.id), now)?)
+    });
+    assert_eq!(
+        n, 1,
+        "only s3: s1 revoked, s2 spared, expired not live, org2 not asked"
+    );
+    let revoked_at = |token: &str| {
+        read(&store, |tx| Ok(tx.session_by_token_hash(token)?))
+            .expect("session")
+            .revoked_at
+    };
+    assert_eq!(revoked_at("hash-2"), None);
+    assert_eq!(revoked_at("hash-3"), Some(now));
+    assert_eq!(revoked_at("hash-4"), None);
+    let n = write(&store, |tx| {
+        Ok(tx.revoke_user_sessions(user.id, None, Some(s4.id), now)?)
+    });
+    assert_eq!(n, 2, "s2 and s5");
+    assert_eq!(revoked_at("hash-4"), None);
+    assert_eq!(revoked_at("hash-5"), Some(now));
+    let n = write(&store, |tx| {
+        Ok(tx.revoke_user_sessions(user.id, None, None, now)?)
+    });
+    assert_eq!(n, 1, "s4");
+    assert_eq!(revoked_at("hash-6"), None, "other users untouched");
+    let _ = (s3, s5, stranger);
+}
+
+fn failure_counters(db: TestDatabase) {
+    let store = open(&db);
+    let (user, other) = write(&store, |tx| {
+        Ok((add_user(tx, "a@example.com"), add_user(tx, "b@example.com")))
+    });
+    let state = |u: UserId, kind| read(&store, |tx| Ok(tx.failure_state(u, kind)?));
+    assert_eq!(state(user.id, FailureKind::Code), FailureState::default());
+
+    for expected in 1..=3 {
+        let n = write(&store, |tx| {
+            Ok(tx.increment_failures(user.id, FailureKind::Code)?)
+        });
+        assert_eq!(n, expected);
+    }
+    assert_eq!(
+        write(&store, |tx| Ok(
+            tx.increment_failures(user.id, FailureKind::Password)?
+        )),
+        1,
+        "kinds are counted apart"
+    );
+    assert_eq!(
+        write(&store, |tx| Ok(
+            tx.increment_failures(other.id, FailureKind::Code)?
+        )),
+        1,
+        "users are counted apart"
+    );
+
+    let until = Timestamp(T0.0 + 900);
+    write(&store, |tx| {
+        Ok(tx.set_locked_until(user.id, FailureKind::Code, Some(until))?)
+    });
+    assert_eq!(
+        state(user.id, FailureKind::Code),
+        FailureState {
+            failures: 3,
+            locked_until: Some(until)
+        }
+    );
+    // locking a user without failures creates the row
+    write(&store, |tx| {
+        Ok(tx.set_locked_until(other.id, FailureKind::Password, Some(until))?)
+    });
+    assert_eq!(
+        state(other.id, FailureKind::Password),
+        FailureState {
+            failures: 0,
+            locked_until: Some(until)
+        }
+    );
+    write(&store, |tx| {
+        Ok(tx.set_locked_until(user.id, FailureKind::Code, None)?)
+    });
+    assert_eq!(state(user.id, FailureKind::Code).locked_until, None);
+    assert_eq!(state(user.id, FailureKind::Code).failures, 3);
+
+    write(&store, |tx| {
+        Ok(tx.reset_failures(user.id, FailureKind::Code)?)
+    });
+    assert_eq!(state(user.id, FailureKind::Code), FailureState::default());
+    assert_eq!(state(user.id, FailureKind::Password).failures, 1);
+    assert_eq!(
+        write(&store, |tx| Ok(
+            tx.increment_failures(user.id, FailureKind::Code)?
+        )),
+        1,
+        "counting starts again"
+    );
+}
+
+fn email_changes(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
+    assert_eq!(
+        read(&store, |tx| Ok(tx.pending_email_change(user.id)?)),
+        None
+    );
+
+    let expires = Timestamp(T0.0 + 3600);
+    let first = write(&store, |tx| {
+        Ok(tx.put_email_change(user.id, "new@example.com", "tok-1", T0, expires)?)
+    });
+    assert_eq!(first.user_id, user.id);
+    assert_eq!(first.new_email, "new@example.com");
+    assert_eq!(first.token_hash, "tok-1");
+    assert_eq!(first.created_at, T0);
+    assert_eq!(first.expires_at, expires);
+    assert_eq!(first.consumed_at, None);
+
+    // a new request replaces the pending one
+    let second = write(&store, |tx| {
+        Ok(tx.put_email_change(user.id, "newer@example.com", "tok-2", T0, expires)?)
+    });
+    read(&store, |tx| {
+        assert_eq!(tx.pending_email_change(user.id)?, Some(second.clone()));
+        assert_eq!(tx.email_change_by_token_hash("tok-1")?, None);
+        assert_eq!(
+            tx.email_change_by_token_hash("tok-2")?,
+            Some(second.clone())
+        );
+        Ok(())
+    });
+
+    let at = Timestamp(T0.0 + 60);
+    assert!(write(&store, |tx| Ok(
+        tx.consume_email_change(second.id, at)?
+    )));
+    assert!(
+        !write(&store, |tx| Ok(tx.consume_email_change(second.id, at)?)),
+        "once"
+    );
+    assert!(!write(&store, |tx| Ok(
+        tx.consume_email_change(first.id, at)?
+    )));
+    read(&store, |tx| {
+        assert_eq!(tx.pending_email_change(user.id)?, None);
+        let consumed = tx.email_change_by_token_hash("tok-2")?.expect("kept");
+        assert_eq!(consumed.consumed_at, Some(at));
+        Ok(())
+    });
+    // a consumed change is history, not replaced by the next request
+    let third = write(&store, |tx| {
+        Ok(tx.put_email_change(user.id, "third@example.com", "tok-3", at, expires)?)
+    });
+    read(&store, |tx| {
+        assert_eq!(tx.pending_email_change(user.id)?, Some(third.clone()));
+        assert!(tx.email_change_by_token_hash("tok-2")?.is_some());
+        Ok(())
+    });
+}
+
+fn event(
+    at: i64,
+    org: Option<OrgId>,
+    actor: Option<UserId>,
+    target: Option<UserId>,
+    action: AuditAction,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        at: Timestamp(at),
+        org_id: org,
+        actor_user_id: actor,
+        target_user_id: target,
+        action,
+        detail: format!("event at {at}"),
+    }
+}
+
+fn audit(db: TestDatabase) {
+    let store = open(&db);
+    let (o1, o2, u1, u2) = (OrgId(1), OrgId(2), UserId(10), UserId(20));
+    let events = [
+        event(1, Some(o1), Some(u1), Some(u2), AuditAction::MfaReset),
+        event(2, Some(o1), Some(u2), None, AuditAction::LoginSucceeded),
+        event(3, Some(o2), Some(u1), Some(u1), AuditAction::MfaReset),
+        event(4, None, None, Some(u2), AuditAction::LoginFailed),
+        event(
+            5,
+            Some(o1),
+            Some(u1),
+            Some(u1),
+            AuditAction::AuthenticatorEnrolled,
+        ),
+    ];
+    write(&store, |tx| {
+        for e in &events {
+            tx.insert_audit(e)?;
+        }
+        Ok(())
+    });
+    let list = |filter: AuditFilter, offset, limit| {
+        let (found, total) = read(&store, |tx| Ok(tx.audit_events(&filter, offset, limit)?));
+        (
+            found.iter().map(|e| e.at.0).collect::<Vec<_>>(),
+            total,
+            found,
+        )
+    };
+
+    let (ats, total, all) = list(AuditFilter::default(), 0, 100);
+    assert_eq!(ats, vec![5, 4, 3, 2, 1], "newest first");
+    assert_eq!(total, 5);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    let oldest = &all[4];
+    assert_eq!(oldest.org_id, Some(o1));
+    assert_eq!(oldest.actor_user_id, Some(u1));
+    assert_eq!(oldest.target_user_id, Some(u2));
+    assert_eq!(oldest.action, AuditAction::MfaReset);
+    assert_eq!(oldest.detail, "event at 1");
+    assert_eq!(all[1].org_id, None);
+    assert_eq!(all[1].actor_user_id, None);
+
+    let by_org = AuditFilter {
+        org_id: Some(o1),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(by_org.clone(), 0, 100).0, vec![5, 2, 1]);
+    let by_user = AuditFilter {
+        user_id: Some(u2),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(by_user, 0, 100).0, vec![4, 2, 1], "actor or target");
+    let by_action = AuditFilter {
+        action: Some(AuditAction::MfaReset),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(by_action, 0, 100).0, vec![3, 1]);
+    let combined = AuditFilter {
+        org_id: Some(o1),
+        user_id: Some(u1),
+        action: Some(AuditAction::MfaReset),
+    };
+    assert_eq!(list(combined, 0, 100).0, vec![1]);
+
+    let (page, total, _) = list(by_org, 1, 1);
+    assert_eq!((page, total), (vec![2], 3), "paging keeps the total");
+    let (page, total, _) = list(AuditFilter::default(), 4, 10);
+    assert_eq!((page, total), (vec![1], 5));
+}
+
+fn delete_user_cascades(db: TestDatabase) {
+    let store = open(&db);
+    let (user, keep, org) = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com");
+        let keep = add_user(tx, "keep@example.com");
+        let org = add_org(tx, "Acme");
+        tx.insert_membership(&Membership::new(user.id, org.id))?;
+        tx.insert_membership(&Membership::new(keep.id, org.id))?;
+        tx.put_pending_authenticator(
+            user.id,
+            &Secret::generate(),
+            &TotpParams::default(),
+            T0,
+            Timestamp(T0.0 + 600),
+        )?;
+        tx.set_email_factor_verified(user.id, T0)?;
+        tx.replace_email_code(&code(user.id, "h", T0.0))?;
+        tx.replace_recovery_codes(user.id, &["$argon2id$x".to_string()], T0)?;
+        tx.insert_session(&new_session(user.id, org.id, "tok"))?;
+        tx.increment_failures(user.id, FailureKind::Code)?;
+        tx.put_email_change(user.id, "b@example.com", "chg", T0, Timestamp(T0.0 + 60))?;
+        tx.insert_audit(&event(
+            1,
+            Some(org.id),
+            Some(user.id),
+            Some(user.id),
+            AuditAction::UserCreated,
+        ))?;
+        Ok((user, keep, org))
+    });
+    assert!(write(&store, |tx| Ok(tx.delete_user(user.id)?)));
+    read(&store, |tx| {
+        assert_eq!(tx.user(user.id)?, None);
+        assert_eq!(tx.membership(user.id, org.id)?, None);
+        assert_eq!(tx.authenticator(user.id)?, None);
+        assert_eq!(tx.email_factor_verified_at(user.id)?, None);
+        assert_eq!(tx.latest_email_code(user.id)?, None);
+        assert!(tx.recovery_codes(user.id)?.is_empty());
+        assert_eq!(tx.session_by_token_hash("tok")?, None);
+        assert_eq!(
+            tx.failure_state(user.id, FailureKind::Code)?,
+            FailureState::default()
+        );
+        assert_eq!(tx.email_change_by_token_hash("chg")?, None);
+        // the audit log outlives the user; others are untouched
+        assert_eq!(tx.audit_events(&AuditFilter::default(), 0, 10)?.1, 1);
+        assert!(tx.membership(keep.id, org.id)?.is_some());
+        assert!(tx.org(org.id)?.is_some());
+        Ok(())
+    });
+    for table in [
+        "memberships",
+        "authenticators",
+        "email_factors",
+        "email_codes",
+        "recovery_codes",
+        "sessions",
+        "failure_counters",
+        "email_changes",
+    ] {
+        let left = raw_texts(
+            &db,
+            &format!(
+                "SELECT CAST(COUNT(*) AS TEXT) AS value FROM {table} WHERE user_id = {}",
+                user.id.0
+            ),
+        );
+        assert_eq!(left, vec!["0".to_string()], "{table}");
+    }
+}
+
+fn delete_org_cascades_memberships(db: TestDatabase) {
+    let store = open(&db);
+    let (user, org, org2) = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com");
+        let org = add_org(tx, "Acme");
+        let org2 = add_org(tx, "Beta");
+        tx.insert_membership(&Membership::new(user.id, org.id))?;
+        tx.insert_membership(&Membership::new(user.id, org2.id))?;
+        tx.insert_session(&new_session(user.id, org.id, "in-org"))?;
+        tx.insert_session(&new_session(user.id, org2.id, "in-org2"))?;
+        Ok((user, org, org2))
+    });
+    assert!(write(&store, |tx| Ok(tx.delete_org(org.id)?)));
+    read(&store, |tx| {
+        assert_eq!(tx.membership(user.id, org.id)?, None);
+        assert_eq!(
+            tx.memberships_of_user(user.id)?,
+            vec![Membership::new(user.id, org2.id)]
+        );
+        assert_eq!(tx.session_by_token_hash("in-org")?, None);
+        assert!(tx.session_by_token_hash("in-org2")?.is_some());
+        assert!(tx.user(user.id)?.is_some(), "users stay");
+        Ok(())
+    });
+}
+
+fn rollback_on_err_leaves_nothing(db: TestDatabase) {
+    let store = open(&db);
+    let result: Result<(), MfaError> = store.write(|tx| {
+        let user = add_user(tx, "a@example.com");
+        let org = add_org(tx, "Acme");
+        tx.insert_membership(&Membership::new(user.id, org.id))?;
+        tx.increment_failures(user.id, FailureKind::Code)?;
+        tx.insert_audit(&event(
+            1,
+            Some(org.id),
+            None,
+            Some(user.id),
+            AuditAction::UserCreated,
+        ))?;
+        Err(MfaError::InvalidCode)
+    });
+    assert_eq!(
+        result,
+        Err(MfaError::InvalidCode),
+        "the domain error comes back as is"
+    );
+    read(&store, |tx| {
+        assert_eq!(tx.count_users()?, 0);
+        assert!(tx.all_orgs()?.is_empty());
+        assert_eq!(tx.audit_events(&AuditFilter::default(), 0, 10)?.1, 0);
+        Ok(())
+    });
+
+    // commit on Ok(Err(..)), as the service's write_then does
+    let outer: Result<Result<(), MfaError>, MfaError> = store.write(|tx| {
+        add_user(tx, "kept@example.com");
+        Ok(Err(MfaError::InvalidCode))
+    });
+    assert_eq!(outer, Ok(Err(MfaError::InvalidCode)));
+    assert_eq!(read(&store, |tx| Ok(tx.count_users()?)), 1);
+}
+
+fn reads_cannot_write(db: TestDatabase) {
+    let store = open(&db);
+    let attempt = store.read(|tx| Ok(tx.insert_org("sneaky", T0)));
+    match attempt {
+        Ok(Err(StoreError::Backend(_))) | Err(MfaError::Store(StoreError::Backend(_))) => {}
+        other => panic!("a read transaction wrote: {other:?}"),
+    }
+    assert!(read(&store, |tx| Ok(tx.all_orgs()?)).is_empty());
+}
+
+fn failed_multi_user_reset_changes_nothing(db: TestDatabase) {
+    let store = open(&db);
+    let users = write(&store, |tx| {
+        let mut users = Vec::new();
+        for i in 0..4 {
+            let user = add_user(tx, &format!("u{i}@example.com"));
+            tx.put_pending_authenticator(
+                user.id,
+                &Secret::generate(),
+                &TotpParams::default(),
+                T0,
+                Timestamp(T0.0 + 600),
+            )?;
+            tx.verify_authenticator(user.id, 7, T0)?;
+            tx.replace_recovery_codes(user.id, &["$argon2id$a".into(), "$argon2id$b".into()], T0)?;
+            tx.set_email_factor_verified(user.id, T0)?;
+            users.push(user);
+        }
+        Ok(users)
+    });
+    let before: Vec<_> = users
+        .iter()
+        .map(|u| {
+            read(&store, |tx| {
+                Ok((
+                    tx.authenticator(u.id)?,
+                    tx.recovery_codes(u.id)?,
+                    tx.email_factor_verified_at(u.id)?,
+                ))
+            })
+        })
+        .collect();
+
+    // An admin resets every user's factors in one transaction; the third
+    // reset fails half-way: nothing of the first two may remain.
+    let result: Result<(), MfaError> = store.write(|tx| {
+        for (i, user) in users.iter().enumerate() {
+            tx.delete_authenticator(user.id)?;
+            if i == 2 {
+                return Err(MfaError::Store(StoreError::Backend(
+                    "simulated failure".into(),
+                )));
+            }
+            tx.delete_recovery_codes(user.id)?;
+            tx.delete_email_factor(user.id)?;
+            tx.insert_audit(&event(9, None, None, Some(user.id), AuditAction::MfaReset))?;
+        }
+        Ok(())
+    });
+    assert!(result.is_err());
+    let after: Vec<_> = users
+        .iter()
+        .map(|u| {
+            read(&store, |tx| {
+                Ok((
+                    tx.authenticator(u.id)?,
+                    tx.recovery_codes(u.id)?,
+                    tx.email_factor_verified_at(u.id)?,
+                ))
+            })
+        })
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        read(&store, |tx| Ok(tx
+            .audit_events(&AuditFilter::default(), 0, 10)?
+            .1)),
+        0
+    );
+}
+
+backend_tests!(
+    orgs_crud,
+    users_crud,
+    duplicate_email_is_a_unique_violation,
+    search_org_users,
+    memberships,
+    authenticator_lifecycle,
+    accept_totp_step_is_monotonic,
+    email_factor,
+    email_codes,
+    recovery_codes,
+    sessions,
+    failure_counters,
+    email_changes,
+    audit,
+    delete_user_cascades,
+    delete_org_cascades_memberships,
+    rollback_on_err_leaves_nothing,
+    reads_cannot_write,
+    failed_multi_user_reset_changes_nothing,
+);

@@ -1,0 +1,224 @@
+//! Races between real threads (and separate connection pools): the
+//! conditional updates let exactly one caller win.
+
+use std::sync::Barrier;
+use std::thread;
+use std::time::Instant;
+
+use mfa_core::{
+    AuditAction, EmailCodePurpose, FailureKind, Membership, MfaResult, NewAuditEvent, NewEmailCode,
+    Store, StoreTx, Timestamp, UserId,
+};
+use mfa_store::DbStore;
+use mfa_store::test_support::TestDatabase;
+use mfa_totp::{Secret, TotpParams};
+
+use crate::support::*;
+
+const THREADS: usize = 16;
+
+/// Run `f` on `threads` threads released together by a barrier, spreading
+/// them over `stores`; the results in thread order.
+fn race<T: Send>(
+    stores: &[&DbStore],
+    threads: usize,
+    f: impl Fn(&DbStore, usize) -> T + Sync,
+) -> Vec<T> {
+    let barrier = Barrier::new(threads);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let store = stores[i % stores.len()];
+                let (barrier, f) = (&barrier, &f);
+                scope.spawn(move || {
+                    barrier.wait();
+                    f(store, i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a racing thread panicked"))
+            .collect()
+    })
+}
+
+fn user_with_verified_authenticator(store: &DbStore) -> UserId {
+    write(store, |tx| {
+        let user = add_user(tx, "racer@example.com");
+        tx.put_pending_authenticator(
+            user.id,
+            &Secret::generate(),
+            &TotpParams::default(),
+            T0,
+            Timestamp(T0.0 + 600),
+        )?;
+        tx.verify_authenticator(user.id, 10, T0)?;
+        Ok(user.id)
+    })
+}
+
+fn exactly_one_accepts(stores: &[&DbStore], user: UserId) {
+    let accepted = race(stores, THREADS, |store, _| {
+        store
+            .write(|tx| Ok(tx.accept_totp_step(user, 1000)?))
+            .expect("accept_totp_step")
+    });
+    assert_eq!(
+        accepted.iter().filter(|a| **a).count(),
+        1,
+        "exactly one of {THREADS} racing callers may use a step: {accepted:?}"
+    );
+    let auth = read(stores[0], |tx| Ok(tx.authenticator(user)?)).expect("authenticator");
+    assert_eq!(auth.last_used_step, Some(1000));
+}
+
+fn concurrent_accept_totp_step(db: TestDatabase) {
+    let store = open(&db);
+    let user = user_with_verified_authenticator(&store);
+    exactly_one_accepts(&[&store], user);
+}
+
+/// Two stores with separate pools on one database, as two server processes.
+fn concurrent_accept_totp_step_two_stores(db: TestDatabase) {
+    let first = open(&db);
+    let second = open(&db);
+    let user = user_with_verified_authenticator(&first);
+    exactly_one_accepts(&[&first, &second], user);
+}
+
+fn concurrent_consume_email_code(db: TestDatabase) {
+    let first = open(&db);
+    let second = open(&db);
+    let code = write(&first, |tx| {
+        let user = add_user(tx, "a@example.com");
+        Ok(tx.replace_email_code(&NewEmailCode {
+            user_id: user.id,
+            purpose: EmailCodePurpose::Login,
+            code_hash: "hash".into(),
+            salt: "salt".into(),
+            sent_at: T0,
+            expires_at: Timestamp(T0.0 + 600),
+        })?)
+    });
+    let consumed = race(&[&first, &second], THREADS, |store, _| {
+        store
+            .write(|tx| Ok(tx.consume_email_code(code.id, T0)?))
+            .expect("consume_email_code")
+    });
+    assert_eq!(consumed.iter().filter(|c| **c).count(), 1, "{consumed:?}");
+}
+
+fn concurrent_consume_recovery_code(db: TestDatabase) {
+    let store = open(&db);
+    let code_id = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com");
+        tx.replace_recovery_codes(user.id, &["$argon2id$c".to_string()], T0)?;
+        Ok(tx.recovery_codes(user.id)?[0].id)
+    });
+    let used = race(&[&store], THREADS, |store, _| {
+        store
+            .write(|tx| Ok(tx.consume_recovery_code(code_id, T0)?))
+            .expect("consume_recovery_code")
+    });
+    assert_eq!(used.iter().filter(|c| **c).count(), 1, "{used:?}");
+}
+
+fn concurrent_increment_failures(db: TestDatabase) {
+    let first = open(&db);
+    let second = open(&db);
+    let user = write(&first, |tx| Ok(add_user(tx, "a@example.com").id));
+    let mut counts = race(&[&first, &second], THREADS, |store, _| {
+        store
+            .write(|tx| Ok(tx.increment_failures(user, FailureKind::Code)?))
+            .expect("increment_failures")
+    });
+    counts.sort_unstable();
+    let expected: Vec<u32> = (1..=THREADS as u32).collect();
+    assert_eq!(counts, expected, "every increment counted once");
+    let state = read(&first, |tx| Ok(tx.failure_state(user, FailureKind::Code)?));
+    assert_eq!(state.failures, THREADS as u32);
+}
+
+/// A write of the shape a request does: a few statements in one transaction.
+fn request_write(tx: &mut dyn StoreTx, org: mfa_core::OrgId, n: usize) -> MfaResult<UserId> {
+    let user = tx.insert_user(&new_user(&format!("user{n}@example.com"), "W", "R"))?;
+    tx.insert_membership(&Membership::new(user.id, org))?;
+    tx.insert_audit(&NewAuditEvent {
+        at: T0,
+        org_id: Some(org),
+        actor_user_id: None,
+        target_user_id: Some(user.id),
+        action: AuditAction::UserCreated,
+        detail: String::new(),
+    })?;
+    Ok(user.id)
+}
+
+/// 8 writer threads x 50 writes, with readers alongside: no "database is
+/// locked", nothing lost. `stores` pools share the file.
+fn many_writers(db: &TestDatabase, stores: &[&DbStore]) {
+    const WRITERS: usize = 8;
+    const WRITES: usize = 50;
+    const READERS: usize = 4;
+    let org = write(stores[0], |tx| Ok(add_org(tx, "Load").id));
+    let started = Instant::now();
+    let errors = race(stores, WRITERS + READERS, |store, i| {
+        let mut errors = Vec::new();
+        for j in 0..WRITES {
+            let result = if i < WRITERS {
+                store
+                    .write(|tx| request_write(tx, org, i * WRITES + j))
+                    .map(drop)
+            } else {
+                store
+                    .read(|tx| Ok(tx.search_org_users(org, Some("user"), 0, 10)?))
+                    .map(drop)
+            };
+            if let Err(e) = result {
+                errors.push(format!("{e:?}"));
+            }
+        }
+        errors
+    });
+    let elapsed = started.elapsed();
+    let errors: Vec<String> = errors.into_iter().flatten().collect();
+    assert!(
+        errors.is_empty(),
+        "{} failures, e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
+    let (_, members) = read(stores[0], |tx| Ok(tx.search_org_users(org, None, 0, 1)?));
+    assert_eq!(members, (WRITERS * WRITES) as u64);
+    eprintln!(
+        "{}: {} write transactions ({} statements each) with {} readers over {} pool(s) in {:?}",
+        db.backend(),
+        WRITERS * WRITES,
+        3,
+        READERS,
+        stores.len(),
+        elapsed
+    );
+}
+
+fn concurrent_writers_never_fail(db: TestDatabase) {
+    let store = open(&db);
+    many_writers(&db, &[&store]);
+}
+
+fn concurrent_writers_two_stores_never_fail(db: TestDatabase) {
+    let first = open(&db);
+    let second = open(&db);
+    many_writers(&db, &[&first, &second]);
+}
+
+backend_tests!(
+    concurrent_accept_totp_step,
+    concurrent_accept_totp_step_two_stores,
+    concurrent_consume_email_code,
+    concurrent_consume_recovery_code,
+    concurrent_increment_failures,
+    concurrent_writers_never_fail,
+    concurrent_writers_two_stores_never_fail,
+);

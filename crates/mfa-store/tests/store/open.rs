@@ -1,0 +1,231 @@
+//! Opening by URL, connection errors, settings, and migrations.
+
+use mfa_store::test_support::{TestDatabase, test_options};
+use mfa_store::{Backend, DbStore, Error, StoreOptions};
+
+use crate::support::*;
+
+const MIGRATIONS: [&str; 3] = [
+    "2026-11-22-000001_orgs_users_memberships",
+    "2026-11-22-000002_factors",
+    "2026-11-22-000003_sessions_security_audit",
+];
+
+const TABLES: [&str; 11] = [
+    "audit_events",
+    "authenticators",
+    "email_changes",
+    "email_codes",
+    "email_factors",
+    "failure_counters",
+    "memberships",
+    "orgs",
+    "recovery_codes",
+    "sessions",
+    "users",
+];
+
+/// Run all, revert all, run all again: every `down.sql` undoes its `up.sql`.
+fn migrations_redo(db: TestDatabase) {
+    let store = open(&db);
+    assert_eq!(store.applied_migrations().expect("applied"), MIGRATIONS);
+    assert!(store.pending_migrations().expect("pending").is_empty());
+    assert_eq!(user_tables(&db), TABLES);
+    write(&store, |tx| Ok(add_org(tx, "before")));
+
+    let mut reverted = store.revert_all_migrations().expect("revert all");
+    reverted.reverse();
+    assert_eq!(reverted, MIGRATIONS, "each applied migration reverted");
+    assert!(store.applied_migrations().expect("applied").is_empty());
+    assert_eq!(store.pending_migrations().expect("pending"), MIGRATIONS);
+    assert!(
+        user_tables(&db).is_empty(),
+        "down.sql left {:?}",
+        user_tables(&db)
+    );
+
+    assert_eq!(store.run_migrations().expect("run again"), MIGRATIONS);
+    assert!(store.run_migrations().expect("nothing to do").is_empty());
+    assert_eq!(user_tables(&db), TABLES);
+    let org = write(&store, |tx| Ok(add_org(tx, "after")));
+    assert_eq!(read(&store, |tx| Ok(tx.all_orgs()?)), vec![org]);
+}
+
+/// `connect` looks without changing: what `migrate --status` needs.
+fn connect_does_not_migrate(db: TestDatabase) {
+    let store = DbStore::connect(db.url(), test_options()).expect("connect");
+    let status = store.migration_status().expect("status");
+    assert_eq!(
+        status.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        MIGRATIONS
+    );
+    assert!(status.iter().all(|m| !m.applied));
+    assert!(user_tables(&db).is_empty());
+    assert_eq!(store.run_migrations().expect("run"), MIGRATIONS);
+    assert!(
+        store
+            .migration_status()
+            .expect("status")
+            .iter()
+            .all(|m| m.applied)
+    );
+}
+
+/// Server processes starting together all open the database; the
+/// migrations run once.
+fn concurrent_opens_migrate_once(db: TestDatabase) {
+    let stores: Vec<DbStore> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| db.open(test_options())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("concurrent open"))
+            .collect()
+    });
+    for store in &stores {
+        assert_eq!(store.applied_migrations().expect("applied"), MIGRATIONS);
+    }
+}
+
+fn backend_and_ping(db: TestDatabase) {
+    let store = open(&db);
+    assert_eq!(store.backend(), db.backend());
+    store.ping().expect("ping");
+}
+
+fn pool_size_zero_is_refused(db: TestDatabase) {
+    let options = StoreOptions {
+        pool_size: Some(0),
+        ..test_options()
+    };
+    assert!(matches!(db.open(options), Err(Error::Configuration(_))));
+    let one = StoreOptions {
+        pool_size: Some(1),
+        ..test_options()
+    };
+    let store = db.open(one).expect("a pool of one");
+    write(&store, |tx| Ok(add_org(tx, "x")));
+    assert_eq!(read(&store, |tx| Ok(tx.all_orgs()?)).len(), 1);
+}
+
+backend_tests!(
+    migrations_redo,
+    connect_does_not_migrate,
+    concurrent_opens_migrate_once,
+    backend_and_ping,
+    pool_size_zero_is_refused,
+);
+
+#[test]
+fn sqlite_settings_are_in_force() {
+    let db = TestDatabase::sqlite();
+    let _store = open(&db);
+    let mode = raw_texts(&db, "SELECT journal_mode AS value FROM pragma_journal_mode");
+    assert_eq!(mode, vec!["wal"], "WAL is a property of the file");
+}
+
+#[test]
+fn sqlite_url_forms() {
+    let db = TestDatabase::sqlite();
+    let path = db.sqlite_path().expect("sqlite").display().to_string();
+    for url in [
+        format!("sqlite://{path}"),
+        format!("sqlite:{path}"),
+        path.clone(),
+    ] {
+        let store = DbStore::open(&url, test_options()).expect(&url);
+        assert_eq!(store.backend(), Backend::Sqlite);
+    }
+}
+
+#[test]
+fn sqlite_open_failure_reports_sqlite_error() {
+    let err = DbStore::open("sqlite:///nonexistent-dir/mfa/x.db", test_options())
+        .expect_err("no such directory");
+    match err {
+        Error::Connect(text) => assert!(text.contains("unable to open"), "{text}"),
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_urls_are_refused() {
+    for url in [
+        "mysql://root:hunter2@localhost/mfa",
+        ":memory:",
+        "sqlite::memory:",
+    ] {
+        match DbStore::open(url, test_options()) {
+            Err(Error::UnsupportedUrl(text)) => assert!(!text.contains("hunter2"), "{text}"),
+            other => panic!("{url}: expected UnsupportedUrl, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn postgres_connection_failure_reports_libpq_error() {
+    // Port 1: nothing listens there; no server needed for this test.
+    let err = DbStore::open("postgres://mfa:hunter2@127.0.0.1:1/mfa", test_options())
+        .expect_err("nothing listens on port 1");
+    match err {
+        Error::Connect(text) => {
+            assert!(text.contains("Connection refused"), "libpq's text: {text}");
+            assert!(!text.contains("hunter2"), "no password: {text}");
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}
+
+#[test]
+fn postgres_unknown_database_reports_postgres_error() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let url = db.url().replace("/mfa_test_", "/mfa_missing_");
+    match DbStore::open(&url, test_options()) {
+        Err(Error::Connect(text)) => assert!(text.contains("does not exist"), "{text}"),
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+}
+
+/// The two migration folders define the same tables and columns with
+/// compatible types and nullability, so one `schema.rs` serves both.
+#[test]
+fn schema_is_the_same_on_both_backends() {
+    let Some(pg) = TestDatabase::postgres() else {
+        return;
+    };
+    let sqlite = TestDatabase::sqlite();
+    let _pg_store = open(&pg);
+    let _sqlite_store = open(&sqlite);
+
+    let pg_columns = raw_texts(
+        &pg,
+        "SELECT table_name || '.' || column_name || ' ' || \
+         CASE data_type WHEN 'bigint' THEN 'BigInt' WHEN 'integer' THEN 'Integer' \
+           WHEN 'text' THEN 'Text' WHEN 'boolean' THEN 'Bool' WHEN 'bytea' THEN 'Binary' \
+           ELSE data_type END || \
+         CASE is_nullable WHEN 'YES' THEN ' NULL' ELSE ' NOT NULL' END AS value \
+         FROM information_schema.columns WHERE table_schema = 'public' \
+         AND table_name <> '__diesel_schema_migrations' \
+         ORDER BY table_name, column_name",
+    );
+    let sqlite_columns = raw_texts(
+        &sqlite,
+        "SELECT m.name || '.' || c.name || ' ' || \
+         CASE upper(c.type) WHEN 'BIGINT' THEN 'BigInt' \
+           WHEN 'INTEGER' THEN CASE WHEN c.pk = 1 AND m.name IN \
+             ('orgs', 'users', 'email_codes', 'recovery_codes', 'sessions', 'email_changes', \
+              'audit_events') THEN 'BigInt' ELSE 'Integer' END \
+           WHEN 'TEXT' THEN 'Text' WHEN 'BOOLEAN' THEN 'Bool' WHEN 'BLOB' THEN 'Binary' \
+           ELSE c.type END || \
+         CASE WHEN c.\"notnull\" = 1 OR c.pk > 0 THEN ' NOT NULL' ELSE ' NULL' END AS value \
+         FROM sqlite_master m, pragma_table_info(m.name) c \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite%' \
+         AND m.name <> '__diesel_schema_migrations' \
+         ORDER BY m.name, c.name",
+    );
+    assert!(!pg_columns.is_empty());
+    assert_eq!(sqlite_columns, pg_columns);
+}

@@ -1,0 +1,111 @@
+//! Helpers shared by the test modules.
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, SqliteConnection};
+use mfa_core::{MfaResult, NewUser, Org, Store, StoreTx, Timestamp, User};
+use mfa_store::test_support::{TestDatabase, test_options};
+use mfa_store::{Backend, DbStore};
+
+/// A fixed "now" for the tests.
+pub const T0: Timestamp = Timestamp(1_750_000_000);
+
+/// Open (and migrate) a store with a fresh key.
+pub fn open(db: &TestDatabase) -> DbStore {
+    db.open(test_options())
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.backend()))
+}
+
+/// Run a write transaction that must succeed.
+pub fn write<T>(store: &DbStore, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> T {
+    store
+        .write(f)
+        .unwrap_or_else(|e| panic!("write transaction failed: {e:?}"))
+}
+
+/// Run a read transaction that must succeed.
+pub fn read<T>(store: &DbStore, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> T {
+    store
+        .read(f)
+        .unwrap_or_else(|e| panic!("read transaction failed: {e:?}"))
+}
+
+/// Fields of a new user with this email and names.
+pub fn new_user(email: &str, first: &str, last: &str) -> NewUser {
+    NewUser {
+        email: email.to_string(),
+        first_name: first.to_string(),
+        last_name: last.to_string(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_string(),
+        is_super_admin: false,
+        created_at: T0,
+    }
+}
+
+/// Create a user.
+pub fn add_user(tx: &mut dyn StoreTx, email: &str) -> User {
+    tx.insert_user(&new_user(email, "First", "Last"))
+        .unwrap_or_else(|e| panic!("insert_user {email}: {e:?}"))
+}
+
+/// Create an org.
+pub fn add_org(tx: &mut dyn StoreTx, name: &str) -> Org {
+    tx.insert_org(name, T0)
+        .unwrap_or_else(|e| panic!("insert_org {name}: {e:?}"))
+}
+
+/// Run raw SQL on the test database, bypassing the store (to tamper with
+/// rows or look at the catalog).
+pub fn raw_execute(db: &TestDatabase, sql: &str) {
+    match db.backend() {
+        Backend::Sqlite => raw_sqlite(db).batch_execute(sql),
+        Backend::Postgres => raw_postgres(db).batch_execute(sql),
+    }
+    .unwrap_or_else(|e| panic!("raw SQL failed: {e}: {sql}"));
+}
+
+/// A direct SQLite connection to the test database.
+pub fn raw_sqlite(db: &TestDatabase) -> SqliteConnection {
+    let path = db.sqlite_path().expect("an SQLite test database");
+    SqliteConnection::establish(&path.to_string_lossy()).expect("raw SQLite connection")
+}
+
+/// A direct PostgreSQL connection to the test database.
+pub fn raw_postgres(db: &TestDatabase) -> PgConnection {
+    PgConnection::establish(db.url()).expect("raw PostgreSQL connection")
+}
+
+/// A single-column text result of raw SQL.
+#[derive(diesel::QueryableByName, Debug)]
+pub struct TextRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub value: String,
+}
+
+/// Rows of a raw query selecting one text column named `value`.
+pub fn raw_texts(db: &TestDatabase, sql: &str) -> Vec<String> {
+    use diesel::RunQueryDsl;
+    let rows: Vec<TextRow> = match db.backend() {
+        Backend::Sqlite => diesel::sql_query(sql).load(&mut raw_sqlite(db)),
+        Backend::Postgres => diesel::sql_query(sql).load(&mut raw_postgres(db)),
+    }
+    .unwrap_or_else(|e| panic!("raw query failed: {e}: {sql}"));
+    rows.into_iter().map(|r| r.value).collect()
+}
+
+/// The application tables present (migration bookkeeping and SQLite's
+/// internal tables excluded), sorted.
+pub fn user_tables(db: &TestDatabase) -> Vec<String> {
+    let sql = match db.backend() {
+        Backend::Sqlite => {
+            "SELECT name AS value FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             AND name <> '__diesel_schema_migrations' ORDER BY name"
+        }
+        Backend::Postgres => {
+            "SELECT table_name::text AS value FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' \
+             ORDER BY table_name"
+        }
+    };
+    raw_texts(db, sql)
+}
