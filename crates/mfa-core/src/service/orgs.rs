@@ -24,9 +24,14 @@ pub struct OrgPatch {
 
 fn check_org_name(name: &str) -> MfaResult<String> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_ORG_NAME_CHARS {
+    // Control characters (NUL above all, which PostgreSQL text refuses)
+    // are refused like in user names.
+    if name.is_empty()
+        || name.chars().count() > MAX_ORG_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
         return Err(MfaError::InvalidRequest(format!(
-            "name must have 1 to {MAX_ORG_NAME_CHARS} characters"
+            "name must have 1 to {MAX_ORG_NAME_CHARS} printable characters"
         )));
     }
     Ok(name.to_string())
@@ -494,4 +499,17 @@ fn membership_changes(before: &Membership, after: &Membership) -> Vec<String> {
         .filter(|(_, b, a)| b != a)
         .map(|(name, _, a)| format!("{name}={a}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_names_are_printable_and_bounded() {
+        assert_eq!(check_org_name("  Acme  ").as_deref(), Ok("Acme"));
+        for bad in ["", "   ", "a\u{0}b", "a\nb", &"x".repeat(201)] {
+            assert!(check_org_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -209,6 +209,12 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Page<UserWithFactors>> {
         require_current_org_admin(caller)?;
         let search = search.map(str::trim).filter(|s| !s.is_empty());
+        if search.is_some_and(|s| s.chars().any(char::is_control)) {
+            // NUL above all: PostgreSQL text refuses it.
+            return Err(MfaError::InvalidRequest(
+                "search must not contain control characters".into(),
+            ));
+        }
         self.store.read(|tx| {
             let (users, total) =
                 tx.search_org_users(caller.org_id, search, page.offset(), u64::from(page.size))?;

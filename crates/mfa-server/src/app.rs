@@ -1,0 +1,337 @@
+//! Composition: the store, the mailer and the service from a
+//! configuration, and the actix server around them.
+//!
+//! [`Application::build`] does the blocking start-up work (data directory,
+//! encryption key, database and migrations, mailer, bootstrap) on the
+//! blocking pool, binds the listener (port 0 picks a free port: read it
+//! back with [`Application::addr`]) and prepares the server;
+//! [`Application::run`] serves until the server is stopped. actix listens
+//! for SIGTERM and SIGINT and shuts down gracefully (in-flight requests get
+//! up to 10 s).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+use mfa_core::ports::OsRandomness;
+use mfa_core::{Clock, Mailer, MfaError, MfaService, ServiceConfig};
+use mfa_email::{EmailMailer, MailConfig};
+use mfa_store::{DbStore, EncryptionKey, StoreOptions};
+use utoipa::OpenApi as _;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::bootstrap::{self, Bootstrapped};
+use crate::config::{Config, DatabaseKind};
+use crate::metrics::{Metrics, ObservedMailer};
+use crate::middleware::{self, RouteTable};
+use crate::{extract, openapi, routes};
+
+/// The service as the server runs it.
+pub type Service = MfaService<DbStore>;
+
+/// How long in-flight requests may take to finish at shutdown.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// Why the server could not start. No variant carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be created.
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// PostgreSQL without `MFA_ENCRYPTION_KEY`.
+    #[error(
+        "MFA_ENCRYPTION_KEY is required with PostgreSQL: every server process must share one key, \
+         so it is not generated into a local file; set it to the base64 of 32 random bytes \
+         (e.g. `openssl rand -base64 32`)"
+    )]
+    KeyRequired,
+    /// The generated key file cannot be read or written.
+    #[error("the encryption key file {}: {source}", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// The key file or `MFA_ENCRYPTION_KEY` does not hold a valid key.
+    #[error("{origin} does not hold a valid encryption key: {error}")]
+    InvalidKey {
+        /// Where the key came from.
+        origin: String,
+        /// What is wrong with it (never the key).
+        error: mfa_store::Error,
+    },
+    /// The database cannot be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] mfa_store::Error),
+    /// The mailer cannot be built from the configuration.
+    #[error("mail: {0}")]
+    Mail(#[from] mfa_email::Error),
+    /// The service refused its configuration, or the bootstrap failed.
+    #[error("service: {0}")]
+    Service(MfaError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {bind}: {source}")]
+    Bind {
+        /// The address.
+        bind: String,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// The start-up task on the blocking pool failed.
+    #[error("the start-up task failed")]
+    Task,
+}
+
+/// A configured server, bound and ready to run.
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    bootstrapped: Option<Bootstrapped>,
+    mail: String,
+    database: &'static str,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .field("mail", &self.mail)
+            .field("database", &self.database)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Prepare everything and bind the listener. `clock` is the service's
+    /// clock: the system clock in production, a fixed one in tests.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
+        let bind = config.bind.clone();
+        let prepared = web::block(move || prepare(&config, clock))
+            .await
+            .map_err(|_| StartError::Task)??;
+        let listener = TcpListener::bind(&bind).map_err(|source| StartError::Bind {
+            bind: bind.clone(),
+            source,
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { bind, source })?;
+        let server = serve(prepared.service, listener).map_err(|source| StartError::Bind {
+            bind: addr.to_string(),
+            source,
+        })?;
+        tracing::info!(url = %format!("http://{addr}"), "listening");
+        Ok(Application {
+            server,
+            addr,
+            bootstrapped: prepared.bootstrapped,
+            mail: prepared.mail,
+            database: prepared.database,
+        })
+    }
+
+    /// The bound address (the real port when the configuration said 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What the bootstrap created, if the database was empty.
+    pub fn bootstrapped(&self) -> Option<&Bootstrapped> {
+        self.bootstrapped.as_ref()
+    }
+
+    /// Where mail goes, without credentials.
+    pub fn mail(&self) -> &str {
+        &self.mail
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn database(&self) -> &'static str {
+        self.database
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serve until stopped (by a signal or the handle).
+    pub async fn run(self) -> io::Result<()> {
+        self.server.await
+    }
+}
+
+struct Prepared {
+    service: Arc<Service>,
+    bootstrapped: Option<Bootstrapped>,
+    mail: String,
+    database: &'static str,
+}
+
+/// The blocking part of the start-up.
+fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartError> {
+    create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let key = encryption_key(config)?;
+    let store = DbStore::open(config.database_url.expose(), StoreOptions::new(key))?;
+    let database = store.backend().as_str();
+    let environment = config.environment.as_str();
+    let mailer = EmailMailer::new(MailConfig {
+        smtp_url: config.smtp_url.as_ref().map(|s| s.expose().to_string()),
+        from: config.mail_from.clone(),
+        outbox_dir: config.outbox_dir(),
+        issuer: mfa_totp::issuer_for_environment(&config.issuer, environment),
+        templates_dir: None,
+    })?;
+    let mail = mailer.to_string();
+    let mailer: Arc<dyn Mailer> = Arc::new(ObservedMailer::new(Arc::new(mailer)));
+    let service = MfaService::new(
+        store,
+        mailer,
+        clock,
+        Arc::new(OsRandomness),
+        ServiceConfig {
+            issuer: config.issuer.clone(),
+            environment: config.environment.clone(),
+            session_ttl_secs: config.session_ttl_secs,
+            ..ServiceConfig::default()
+        },
+    )
+    .map_err(StartError::Service)?;
+    let bootstrapped = bootstrap::run(&service, config).map_err(StartError::Service)?;
+    tracing::info!(database, mail = %mail, "ready");
+    Ok(Prepared {
+        service: Arc::new(service),
+        bootstrapped,
+        mail,
+        database,
+    })
+}
+
+/// Create a directory (and its parents) readable by the owner only.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// The key from `MFA_ENCRYPTION_KEY`, or (SQLite only) from the key file in
+/// the data directory, generated there once with mode 0600.
+fn encryption_key(config: &Config) -> Result<EncryptionKey, StartError> {
+    if let Some(key) = &config.encryption_key {
+        return EncryptionKey::from_base64(key.expose()).map_err(|error| StartError::InvalidKey {
+            origin: "MFA_ENCRYPTION_KEY".into(),
+            error,
+        });
+    }
+    if config.database_kind() == DatabaseKind::Postgres {
+        return Err(StartError::KeyRequired);
+    }
+    let path = config.key_file();
+    let file_error = |source| StartError::KeyFile {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            warn_if_readable_by_others(&path);
+            EncryptionKey::from_base64(&text).map_err(|error| StartError::InvalidKey {
+                origin: path.display().to_string(),
+                error,
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = EncryptionKey::generate();
+            write_private_file(&path, &format!("{}\n", key.to_base64())).map_err(file_error)?;
+            tracing::info!(file = %path.display(), "generated a new encryption key");
+            Ok(key)
+        }
+        Err(e) => Err(file_error(e)),
+    }
+}
+
+/// Write a new file readable by the owner only; never overwrite one.
+fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                file = %path.display(),
+                "the encryption key file is readable by other users: chmod 600 it"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The actix server over a bound listener.
+fn serve(service: Arc<Service>, listener: TcpListener) -> io::Result<Server> {
+    let service = web::Data::from(service);
+    let metrics = web::Data::new(Metrics::new());
+    let server = HttpServer::new(move || {
+        let (app, api) = App::new()
+            .into_utoipa_app()
+            .openapi(openapi::ApiDoc::openapi())
+            .app_data(service.clone())
+            .app_data(metrics.clone())
+            .app_data(extract::json_config())
+            .app_data(extract::query_config())
+            .app_data(extract::path_config())
+            .app_data(extract::payload_config())
+            .configure(routes::configure)
+            .split_for_parts();
+        let api = openapi::complete(api);
+        let route_table = web::Data::new(RouteTable::from_openapi(&api));
+        app.app_data(route_table)
+            .service(SwaggerUi::new("/swagger-ui/{_:.*}").url(openapi::OPENAPI_PATH, api))
+            .default_service(web::to(middleware::fallback))
+            .wrap(ErrorHandlers::new().default_handler(middleware::json_error_page))
+            .wrap(middleware::default_headers())
+            .wrap(from_fn(middleware::observe))
+    })
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

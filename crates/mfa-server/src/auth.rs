@@ -1,0 +1,97 @@
+//! The one place where sessions are enforced: two extractors.
+//!
+//! - [`AnySession`]: any live session, partial (MFA still owed) or full,
+//!   for the endpoints marked *partial ok* and for logout.
+//! - [`FullSession`]: a full session; a partial one gets
+//!   `403 mfa_required` through [`mfa_core::Caller::into_full`].
+//!
+//! The bearer token comes only from the `Authorization: Bearer` header,
+//! never from a URL or a cookie. A missing or malformed header, and an
+//! unknown, revoked or expired token, are `401 unauthorized`. The token is
+//! resolved on the blocking pool (it is a database read).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use mfa_core::{Caller, FullCaller, MfaError};
+
+use crate::app::Service;
+use crate::error::ApiError;
+
+/// Longest bearer token looked at; real ones are 43 characters.
+const MAX_TOKEN_LEN: usize = 256;
+
+/// A caller with a live session of either level.
+#[derive(Debug)]
+pub struct AnySession(pub Caller);
+
+/// A caller with a full session.
+#[derive(Debug)]
+pub struct FullSession(pub FullCaller);
+
+/// The token of `Authorization: Bearer <token>`, if well formed.
+fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    let well_formed = scheme.eq_ignore_ascii_case("bearer")
+        && !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && token.bytes().all(|b| b.is_ascii_graphic());
+    well_formed.then(|| token.to_string())
+}
+
+async fn resolve(req: HttpRequest) -> Result<Caller, ApiError> {
+    let token = bearer_token(&req).ok_or(MfaError::Unauthorized)?;
+    let service = req
+        .app_data::<web::Data<Service>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("the service is not configured".into()))?;
+    Ok(web::block(move || service.authenticate(&token)).await??)
+}
+
+impl FromRequest for AnySession {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { resolve(req).await.map(AnySession) })
+    }
+}
+
+impl FromRequest for FullSession {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { Ok(FullSession(resolve(req).await?.into_full()?)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn only_well_formed_bearer_headers_count() {
+        let token = |v: Option<&str>| {
+            let mut r = TestRequest::default();
+            if let Some(v) = v {
+                r = r.insert_header((header::AUTHORIZATION, v));
+            }
+            bearer_token(&r.to_http_request())
+        };
+        assert_eq!(token(Some("Bearer abc")).as_deref(), Some("abc"));
+        assert_eq!(token(Some("bearer  abc ")).as_deref(), Some("abc"));
+        assert_eq!(token(None), None);
+        assert_eq!(token(Some("Basic abc")), None);
+        assert_eq!(token(Some("Bearer")), None);
+        assert_eq!(token(Some("Bearer a b")), None);
+        assert_eq!(token(Some(&format!("Bearer {}", "x".repeat(300)))), None);
+    }
+}

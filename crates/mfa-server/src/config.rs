@@ -1,0 +1,444 @@
+//! The server's configuration: the table of the API contract, layered as
+//! built-in defaults, then an optional TOML file (`--config FILE`), then
+//! `MFA_*` environment variables (the environment wins).
+//!
+//! The file uses the variable names in lower case without the `MFA_`
+//! prefix, e.g.
+//!
+//! ```toml
+//! bind = "0.0.0.0:8080"
+//! data_dir = "/var/lib/mfa-server"
+//! database_url = "postgres://mfa@db/mfa"
+//! issuer = "Acme"
+//! environment = "sandbox"
+//! session_ttl_secs = 28800
+//! ```
+//!
+//! Unknown keys in the file are an error, as is every malformed value: the
+//! message names the variable and says what is expected. Secrets (database
+//! URL, encryption key, bootstrap password, SMTP URL) sit in [`Secret`],
+//! whose `Debug` prints `***`.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use mfa_core::Environment;
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Default issuer shown in authenticator apps.
+pub const DEFAULT_ISSUER: &str = "MFA Server";
+/// Default sender of mail.
+pub const DEFAULT_MAIL_FROM: &str = "MFA Server <no-reply@localhost>";
+/// Default lifetime of a full session: 12 hours.
+pub const DEFAULT_SESSION_TTL_SECS: u64 = 43_200;
+/// Longest accepted session lifetime: 30 days.
+pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Shortest accepted session lifetime: one minute.
+pub const MIN_SESSION_TTL_SECS: u64 = 60;
+/// Default tracing filter.
+pub const DEFAULT_LOG: &str = "info";
+/// Name of the SQLite file inside the data directory.
+pub const SQLITE_FILE: &str = "mfa.sqlite3";
+
+/// A configuration value that must never be printed: `Debug` and `Display`
+/// show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// A configuration value that is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file cannot be read.
+    #[error("cannot read the configuration file {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML or has unknown keys.
+    #[error("the configuration file {} is not valid: {message}", path.display())]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A value is malformed.
+    #[error("{variable}: {message}")]
+    Invalid {
+        /// The environment variable the value belongs to (`MFA_...`).
+        variable: &'static str,
+        /// What is expected.
+        message: String,
+    },
+}
+
+fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `MFA_BIND`: listen address; port 0 picks a free port.
+    pub bind: String,
+    /// `MFA_DATA_DIR`: SQLite file, generated key file, mail outbox.
+    pub data_dir: PathBuf,
+    /// `MFA_DATABASE_URL`: `sqlite://PATH` or `postgres://...`; defaults to
+    /// the SQLite file in the data directory.
+    pub database_url: Secret,
+    /// `MFA_ENCRYPTION_KEY`: base64 of 32 bytes; unset means the key file in
+    /// the data directory (SQLite only).
+    pub encryption_key: Option<Secret>,
+    /// `MFA_BOOTSTRAP_ADMIN_EMAIL`.
+    pub bootstrap_admin_email: Option<String>,
+    /// `MFA_BOOTSTRAP_ADMIN_PASSWORD`.
+    pub bootstrap_admin_password: Option<Secret>,
+    /// `MFA_ISSUER`.
+    pub issuer: String,
+    /// `MFA_ENVIRONMENT`.
+    pub environment: Environment,
+    /// `MFA_SMTP_URL`: unset means the outbox in the data directory.
+    pub smtp_url: Option<Secret>,
+    /// `MFA_MAIL_FROM`.
+    pub mail_from: String,
+    /// `MFA_SESSION_TTL_SECS`.
+    pub session_ttl_secs: u64,
+    /// `MFA_LOG`: a tracing filter such as `info` or `mfa_server=debug`.
+    pub log: String,
+}
+
+/// The keys of the TOML file: the variable names in lower case without the
+/// `MFA_` prefix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    encryption_key: Option<String>,
+    bootstrap_admin_email: Option<String>,
+    bootstrap_admin_password: Option<String>,
+    issuer: Option<String>,
+    environment: Option<String>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    session_ttl_secs: Option<u64>,
+    log: Option<String>,
+}
+
+impl Config {
+    /// Read the optional file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::from_sources(file, |name| std::env::var(name).ok())
+    }
+
+    /// Build from an optional file and an environment lookup (for tests).
+    /// An empty environment variable counts as unset.
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file_config = match file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let pick = |name: &str, from_file: Option<String>| env(name).or(from_file);
+
+        let bind = pick("MFA_BIND", file_config.bind).unwrap_or_else(|| DEFAULT_BIND.into());
+        check_bind(&bind)?;
+
+        let data_dir = env("MFA_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file_config.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let database_url = match pick("MFA_DATABASE_URL", file_config.database_url) {
+            Some(url) => {
+                let url = url.trim().to_string();
+                database_kind_of(&url)?;
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join(SQLITE_FILE).display()),
+        };
+
+        let encryption_key = pick("MFA_ENCRYPTION_KEY", file_config.encryption_key)
+            .map(|k| {
+                mfa_store::EncryptionKey::from_base64(&k)
+                    .map_err(|e| invalid("MFA_ENCRYPTION_KEY", e.to_string()))?;
+                Ok::<_, ConfigError>(Secret::new(k.trim()))
+            })
+            .transpose()?;
+
+        let bootstrap_admin_email = pick(
+            "MFA_BOOTSTRAP_ADMIN_EMAIL",
+            file_config.bootstrap_admin_email,
+        )
+        .map(|e| {
+            mfa_core::normalize_email(&e).map_err(|_| {
+                invalid(
+                    "MFA_BOOTSTRAP_ADMIN_EMAIL",
+                    "expected an email address such as admin@example.com",
+                )
+            })
+        })
+        .transpose()?;
+        let bootstrap_admin_password = pick(
+            "MFA_BOOTSTRAP_ADMIN_PASSWORD",
+            file_config.bootstrap_admin_password,
+        )
+        .map(|p| {
+            mfa_core::crypto::check_password_rules(&p)
+                .map_err(|e| invalid("MFA_BOOTSTRAP_ADMIN_PASSWORD", e.to_string()))?;
+            Ok::<_, ConfigError>(Secret::new(p))
+        })
+        .transpose()?;
+
+        let issuer = pick("MFA_ISSUER", file_config.issuer)
+            .map(|i| i.trim().to_string())
+            .unwrap_or_else(|| DEFAULT_ISSUER.into());
+        if issuer.chars().count() > 100 || issuer.chars().any(char::is_control) {
+            return Err(invalid(
+                "MFA_ISSUER",
+                "expected at most 100 printable characters",
+            ));
+        }
+
+        let environment = match pick("MFA_ENVIRONMENT", file_config.environment)
+            .map(|e| e.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("production") => Environment::Production,
+            Some("sandbox") => Environment::Sandbox,
+            Some(_) => {
+                return Err(invalid(
+                    "MFA_ENVIRONMENT",
+                    "expected `production` or `sandbox`",
+                ));
+            }
+        };
+
+        let smtp_url = pick("MFA_SMTP_URL", file_config.smtp_url).map(Secret::new);
+        let mail_from = pick("MFA_MAIL_FROM", file_config.mail_from)
+            .unwrap_or_else(|| DEFAULT_MAIL_FROM.into());
+
+        let session_ttl_secs = match env("MFA_SESSION_TTL_SECS") {
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                invalid("MFA_SESSION_TTL_SECS", "expected a whole number of seconds")
+            })?,
+            None => file_config
+                .session_ttl_secs
+                .unwrap_or(DEFAULT_SESSION_TTL_SECS),
+        };
+        if !(MIN_SESSION_TTL_SECS..=MAX_SESSION_TTL_SECS).contains(&session_ttl_secs) {
+            return Err(invalid(
+                "MFA_SESSION_TTL_SECS",
+                format!(
+                    "expected between {MIN_SESSION_TTL_SECS} and {MAX_SESSION_TTL_SECS} seconds"
+                ),
+            ));
+        }
+
+        let log = pick("MFA_LOG", file_config.log).unwrap_or_else(|| DEFAULT_LOG.into());
+        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| {
+            invalid(
+                "MFA_LOG",
+                format!("expected a tracing filter such as `info` or `mfa_server=debug`: {e}"),
+            )
+        })?;
+
+        Ok(Config {
+            bind,
+            data_dir,
+            database_url: Secret::new(database_url),
+            encryption_key,
+            bootstrap_admin_email,
+            bootstrap_admin_password,
+            issuer,
+            environment,
+            smtp_url,
+            mail_from,
+            session_ttl_secs,
+            log,
+        })
+    }
+
+    /// The kind of database the URL names.
+    pub fn database_kind(&self) -> DatabaseKind {
+        // Checked when the configuration was built.
+        database_kind_of(self.database_url.expose()).unwrap_or(DatabaseKind::Sqlite)
+    }
+
+    /// The file holding the generated encryption key.
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir.join("encryption.key")
+    }
+
+    /// The directory of the mail outbox.
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.data_dir.join("outbox")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        // The TOML error quotes the offending line, which may hold a secret:
+        // keep only its message.
+        message: e.message().to_string(),
+    })
+}
+
+fn check_bind(bind: &str) -> Result<(), ConfigError> {
+    if bind.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match bind.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(invalid(
+            "MFA_BIND",
+            format!("expected HOST:PORT such as 127.0.0.1:8080, not `{bind}`"),
+        )),
+    }
+}
+
+fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("sqlite") => Ok(DatabaseKind::Sqlite),
+        Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
+        _ => Err(invalid(
+            "MFA_DATABASE_URL",
+            "expected sqlite://PATH or postgres://USER@HOST/DB",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_sources(None, |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_work_without_anything() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.bind, DEFAULT_BIND);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.database_kind(), DatabaseKind::Sqlite);
+        assert!(c.database_url.expose().ends_with("mfa.sqlite3"));
+        assert_eq!(c.session_ttl_secs, 43_200);
+        assert_eq!(c.environment, Environment::Production);
+        assert!(c.encryption_key.is_none());
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("MFA_BIND", "not an address"),
+            ("MFA_DATABASE_URL", "mysql://x"),
+            ("MFA_ENCRYPTION_KEY", "c2hvcnQ="),
+            ("MFA_BOOTSTRAP_ADMIN_EMAIL", "nobody"),
+            ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "short"),
+            ("MFA_ENVIRONMENT", "staging"),
+            ("MFA_SESSION_TTL_SECS", "twelve hours"),
+            ("MFA_SESSION_TTL_SECS", "5"),
+            ("MFA_LOG", "[[["),
+        ] {
+            let err = from(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(var), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = from(&[
+            ("MFA_DATABASE_URL", "postgres://u:hunter2@db/x"),
+            ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "correct horse battery"),
+            ("MFA_SMTP_URL", "smtp://u:pw-smtp@mail:587"),
+        ])
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("horse"), "{shown}");
+        assert!(!shown.contains("pw-smtp"), "{shown}");
+        assert_eq!(c.database_kind(), DatabaseKind::Postgres);
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mfa.toml");
+        std::fs::write(
+            &path,
+            "issuer = \"From file\"\nsession_ttl_secs = 600\nenvironment = \"sandbox\"\n",
+        )
+        .unwrap();
+        let c = Config::from_sources(Some(&path), |k| {
+            (k == "MFA_ISSUER").then(|| "From env".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.issuer, "From env");
+        assert_eq!(c.session_ttl_secs, 600);
+        assert_eq!(c.environment, Environment::Sandbox);
+
+        std::fs::write(&path, "issuer = \"x\"\nunknown_key = 1\n").unwrap();
+        let err = Config::from_sources(Some(&path), |_| None).unwrap_err();
+        assert!(err.to_string().contains("unknown"), "{err}");
+    }
+}

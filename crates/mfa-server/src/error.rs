@@ -1,0 +1,286 @@
+//! The one place where errors become HTTP answers.
+//!
+//! Layers: the domain refuses with [`MfaError`]; this module maps each
+//! variant to a status and a snake_case code, and adds what the server
+//! itself refuses (unparsable input, unknown routes, a failed blocking
+//! task). Every answer is `{"error": code, "message": sentence}`. A 5xx
+//! carries a generic message; its cause goes to the log, which never sees a
+//! secret either (the store and the mailer keep secrets out of their error
+//! texts).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use mfa_core::MfaError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "invalid_request", "message": "size must be between 1 and 200"}))]
+pub struct ErrorBody {
+    /// A snake_case code: `invalid_request`, `invalid_code`, `code_expired`,
+    /// `unauthorized`, `invalid_credentials`, `mfa_required`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `already_enrolled`,
+    /// `not_enrolled`, `conflict`, `too_many_attempts`, `mail_unavailable`,
+    /// `internal_error`, `unavailable`.
+    pub error: &'static str,
+    /// A sentence for people; never a secret, a stack trace or SQL.
+    pub message: String,
+}
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A refusal or failure of the domain.
+    Domain(MfaError),
+    /// The request does not parse: body, query or path.
+    InvalidRequest(String),
+    /// No route has this path.
+    NoRoute,
+    /// A route has this path, but not this method.
+    MethodNotAllowed {
+        /// The methods the path has, for the `Allow` header.
+        allow: String,
+    },
+    /// A bug: a panic, a blocking pool that went away, a QR code that could
+    /// not be drawn. The text goes to the log only.
+    Internal(String),
+    /// A dependency is down (readiness probe). The text goes to the log only.
+    Unavailable(String),
+}
+
+impl From<MfaError> for ApiError {
+    fn from(e: MfaError) -> Self {
+        ApiError::Domain(e)
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(_: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal("the blocking task failed (panic or shutdown)".into())
+    }
+}
+
+impl ApiError {
+    /// Status, code and public message.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use MfaError as E;
+        let status = |s: StatusCode, code: &'static str, msg: String| (s, code, msg);
+        match self {
+            ApiError::Domain(e) => match e {
+                E::InvalidRequest(m) => {
+                    status(StatusCode::BAD_REQUEST, "invalid_request", m.clone())
+                }
+                E::InvalidCode => status(StatusCode::BAD_REQUEST, "invalid_code", e.to_string()),
+                E::CodeExpired => status(StatusCode::BAD_REQUEST, "code_expired", e.to_string()),
+                E::Unauthorized => status(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+                E::InvalidCredentials => status(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_credentials",
+                    e.to_string(),
+                ),
+                E::MfaRequired => status(StatusCode::FORBIDDEN, "mfa_required", e.to_string()),
+                E::Forbidden => status(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "you are not allowed to do this".into(),
+                ),
+                E::NotFound(_) => status(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+                E::AlreadyEnrolled => {
+                    status(StatusCode::CONFLICT, "already_enrolled", e.to_string())
+                }
+                E::NotEnrolled(m) => status(StatusCode::CONFLICT, "not_enrolled", (*m).into()),
+                E::Conflict(m) => status(StatusCode::CONFLICT, "conflict", m.clone()),
+                E::TooManyAttempts { .. } => status(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    e.to_string(),
+                ),
+                E::MailUnavailable(_) => status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "mail_unavailable",
+                    "the mail server is unavailable; nothing was sent, try again later".into(),
+                ),
+                E::Store(_) => internal(),
+            },
+            ApiError::InvalidRequest(m) => {
+                status(StatusCode::BAD_REQUEST, "invalid_request", m.clone())
+            }
+            ApiError::NoRoute => status(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no route matches this path".into(),
+            ),
+            ApiError::MethodNotAllowed { allow } => status(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("this path accepts only {allow}"),
+            ),
+            ApiError::Internal(_) => internal(),
+            ApiError::Unavailable(_) => status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "a dependency of the server is unavailable".into(),
+            ),
+        }
+    }
+
+    /// The `error` code of this answer.
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// Log what the client must not see. 4xx answers are the client's
+    /// business and are not logged here (the request line has the status).
+    fn log(&self) {
+        match self {
+            ApiError::Domain(MfaError::Store(e)) => {
+                tracing::error!(error = %e, "storage failure");
+            }
+            ApiError::Domain(MfaError::MailUnavailable(detail)) => {
+                tracing::warn!(error = %detail, "mail not delivered");
+            }
+            ApiError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            ApiError::Unavailable(detail) => tracing::warn!(error = %detail, "not ready"),
+            _ => {}
+        }
+    }
+}
+
+fn internal() -> (StatusCode, &'static str, String) {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "an internal error occurred; it has been logged".into(),
+    )
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (status, code, message) = self.parts();
+        write!(f, "{} {code}: {message}", status.as_u16())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.log();
+        let (status, error, message) = self.parts();
+        let mut response = HttpResponse::build(status);
+        match self {
+            ApiError::Domain(MfaError::TooManyAttempts { retry_after_secs }) => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+            }
+            ApiError::Domain(MfaError::Unauthorized) => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    response.insert_header((header::ALLOW, v));
+                }
+            }
+            _ => {}
+        }
+        response.json(ErrorBody { error, message })
+    }
+}
+
+/// The JSON body for a bare status, used to replace non-JSON error pages
+/// that actix or a library produced.
+pub(crate) fn body_for_status(status: StatusCode) -> ErrorBody {
+    let (error, message) = match status.as_u16() {
+        400 => ("invalid_request", "the request does not parse"),
+        401 => ("unauthorized", "a valid bearer token is required"),
+        403 => ("forbidden", "you are not allowed to do this"),
+        404 => ("not_found", "no route matches this path"),
+        405 => (
+            "method_not_allowed",
+            "this path does not accept this method",
+        ),
+        413 => ("invalid_request", "the request body is larger than 64 KiB"),
+        415 => (
+            "invalid_request",
+            "the request body must be application/json",
+        ),
+        s if s < 500 => ("invalid_request", "the request cannot be handled"),
+        503 => ("unavailable", "the server is unavailable"),
+        _ => (
+            "internal_error",
+            "an internal error occurred; it has been logged",
+        ),
+    };
+    ErrorBody {
+        error,
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mfa_core::StoreError;
+
+    #[test]
+    fn every_domain_error_has_its_status_and_code() {
+        let cases: Vec<(MfaError, u16, &str)> = vec![
+            (MfaError::InvalidRequest("x".into()), 400, "invalid_request"),
+            (MfaError::InvalidCode, 400, "invalid_code"),
+            (MfaError::CodeExpired, 400, "code_expired"),
+            (MfaError::Unauthorized, 401, "unauthorized"),
+            (MfaError::InvalidCredentials, 401, "invalid_credentials"),
+            (MfaError::MfaRequired, 403, "mfa_required"),
+            (MfaError::Forbidden, 403, "forbidden"),
+            (MfaError::NotFound("user"), 404, "not_found"),
+            (MfaError::AlreadyEnrolled, 409, "already_enrolled"),
+            (MfaError::NotEnrolled("x"), 409, "not_enrolled"),
+            (MfaError::Conflict("x".into()), 409, "conflict"),
+            (
+                MfaError::TooManyAttempts {
+                    retry_after_secs: 30,
+                },
+                429,
+                "too_many_attempts",
+            ),
+            (
+                MfaError::MailUnavailable("x".into()),
+                503,
+                "mail_unavailable",
+            ),
+            (
+                MfaError::Store(StoreError::Backend("secret detail".into())),
+                500,
+                "internal_error",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e);
+            assert_eq!(api.status_code().as_u16(), status, "{api}");
+            assert_eq!(api.code(), code);
+        }
+    }
+
+    #[test]
+    fn internal_details_stay_out_of_the_answer() {
+        let api = ApiError::from(MfaError::Store(StoreError::Backend(
+            "relation users: password=hunter2".into(),
+        )));
+        assert!(!api.to_string().contains("hunter2"));
+        let api = ApiError::from(MfaError::MailUnavailable("smtp said 550 bob@x".into()));
+        assert!(!api.to_string().contains("bob@x"));
+    }
+
+    #[test]
+    fn lockout_has_retry_after() {
+        let api = ApiError::from(MfaError::TooManyAttempts {
+            retry_after_secs: 120,
+        });
+        let response = api.error_response();
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "120");
+    }
+}

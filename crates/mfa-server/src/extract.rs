@@ -1,0 +1,110 @@
+//! How requests are parsed: limits and error answers of the JSON, query and
+//! path extractors, and a JSON body that may be absent.
+//!
+//! Malformed JSON, wrong types, unknown fields (every request type has
+//! `deny_unknown_fields`), a body over 64 KiB, a JSON body without
+//! `Content-Type: application/json`, unknown query parameters and path ids
+//! that are not positive integers all answer `400 invalid_request`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::web::{self, Bytes};
+use actix_web::{FromRequest, HttpRequest, dev::Payload};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest accepted request body in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The JSON body extractor's limit and error answer.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|e, _| {
+            let message = match &e {
+                JsonPayloadError::OverflowKnownLength { .. }
+                | JsonPayloadError::Overflow { .. } => {
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+                }
+                JsonPayloadError::ContentType => {
+                    "the request body must be JSON with Content-Type: application/json".into()
+                }
+                JsonPayloadError::Deserialize(inner) => {
+                    format!("the request body is not valid: {inner}")
+                }
+                other => format!("the request body cannot be read: {other}"),
+            };
+            ApiError::InvalidRequest(message).into()
+        })
+}
+
+/// The query string extractor's error answer.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|e, _| {
+        let QueryPayloadError::Deserialize(inner) = &e else {
+            return ApiError::InvalidRequest("the query string is not valid".into()).into();
+        };
+        ApiError::InvalidRequest(format!("the query string is not valid: {inner}")).into()
+    })
+}
+
+/// The path extractor's error answer.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|e, _| {
+        let PathError::Deserialize(inner) = &e else {
+            return ApiError::InvalidRequest("the path is not valid".into()).into();
+        };
+        ApiError::InvalidRequest(format!("the path is not valid: {inner}")).into()
+    })
+}
+
+/// The raw body extractor's limit (used by [`OptionalJson`]).
+pub fn payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(MAX_BODY_BYTES)
+}
+
+/// A JSON body that may be absent: an empty body is `None`; anything else
+/// must parse as `T` under the same rules as a required body.
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = Bytes::from_request(req, payload);
+        let content_type_ok = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|_| {
+                ApiError::InvalidRequest(format!(
+                    "the request body is larger than {MAX_BODY_BYTES} bytes or cannot be read"
+                ))
+            })?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(None));
+            }
+            if !content_type_ok {
+                return Err(ApiError::InvalidRequest(
+                    "the request body must be JSON with Content-Type: application/json".into(),
+                ));
+            }
+            serde_json::from_slice(&bytes)
+                .map(|v| OptionalJson(Some(v)))
+                .map_err(|e| {
+                    ApiError::InvalidRequest(format!("the request body is not valid: {e}"))
+                })
+        })
+    }
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod wire;
+
+pub use app::{Application, Service, StartError};
+pub use config::Config;

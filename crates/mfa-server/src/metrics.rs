@@ -1,0 +1,280 @@
+//! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
+//!
+//! | metric | labels | meaning |
+//! |---|---|---|
+//! | `http_requests_total` | method, route, status | requests answered; `route` is the route pattern (`/user/users/{id}`), never the raw path, or `unmatched` |
+//! | `http_request_duration_seconds` | method, route, status | latency histogram |
+//! | `mfa_verifications_total` | method, outcome | second-factor verifications (login challenge, enrollment confirmation, recovery): `success`, `failure`, `replay` (an authenticator code whose step was already used), `locked_out` |
+//! | `mfa_lockouts_total` | kind | attempts refused with `429` because of a lockout or throttle: `code` or `password` |
+//! | `logins_total` | outcome | password logins: `success`, `invalid_credentials`, `forbidden`, `locked_out` |
+//!
+//! The domain does no IO, so outcomes are read from results at the HTTP
+//! layer. A replay answers `invalid_code` like any wrong code; the domain
+//! mails the owner a warning, and [`ObservedMailer`] notices that mail on
+//! the blocking thread that runs the verification ([`watch_replay`]).
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use mfa_core::{Mail, MailError, MailKind, Mailer, MfaError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::wire::Method;
+
+/// Labels of the request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+/// Labels of the verification metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerificationLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+/// Labels of the lockout metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LockoutLabels {
+    kind: &'static str,
+}
+
+/// Labels of the login metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoginLabels {
+    outcome: &'static str,
+}
+
+type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
+/// The server's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<HttpLabels, Counter>,
+    latency: HistogramFamily,
+    verifications: Family<VerificationLabels, Counter>,
+    lockouts: Family<LockoutLabels, Counter>,
+    logins: Family<LoginLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Metrics {
+    /// Register every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<HttpLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let verifications = Family::<VerificationLabels, Counter>::default();
+        let lockouts = Family::<LockoutLabels, Counter>::default();
+        let logins = Family::<LoginLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route pattern and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency, by method, route pattern and status",
+            latency.clone(),
+        );
+        registry.register(
+            "mfa_verifications",
+            "Second-factor verifications by method and outcome (success, failure, replay, locked_out)",
+            verifications.clone(),
+        );
+        registry.register(
+            "mfa_lockouts",
+            "Attempts refused with 429 because of a lockout or throttle, by kind (code, password)",
+            lockouts.clone(),
+        );
+        registry.register(
+            "logins",
+            "Password logins by outcome (success, invalid_credentials, forbidden, locked_out)",
+            logins.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            verifications,
+            lockouts,
+            logins,
+        }
+    }
+
+    /// Count one answered request. `route` is the route pattern.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let labels = HttpLabels {
+            method: method.to_string(),
+            route: route.to_string(),
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Count the outcome of a second-factor verification. Refusals that are
+    /// not about the code (not enrolled, MFA required) are not counted.
+    pub fn observe_verification<T>(
+        &self,
+        method: Method,
+        result: &Result<T, MfaError>,
+        replayed: bool,
+    ) {
+        let outcome = match result {
+            Ok(_) => "success",
+            Err(MfaError::TooManyAttempts { .. }) => {
+                self.lockouts
+                    .get_or_create(&LockoutLabels { kind: "code" })
+                    .inc();
+                "locked_out"
+            }
+            Err(MfaError::InvalidCode | MfaError::CodeExpired) if replayed => "replay",
+            Err(MfaError::InvalidCode | MfaError::CodeExpired) => "failure",
+            Err(_) => return,
+        };
+        let method = match method {
+            Method::Authenticator => "AUTHENTICATOR",
+            Method::Email => "EMAIL",
+            Method::Recovery => "RECOVERY",
+        };
+        self.verifications
+            .get_or_create(&VerificationLabels { method, outcome })
+            .inc();
+    }
+
+    /// Count a password login.
+    pub fn observe_login<T>(&self, result: &Result<T, MfaError>) {
+        let outcome = match result {
+            Ok(_) => "success",
+            Err(MfaError::InvalidCredentials) => "invalid_credentials",
+            Err(MfaError::Forbidden) => "forbidden",
+            Err(MfaError::TooManyAttempts { .. }) => {
+                self.lockouts
+                    .get_or_create(&LockoutLabels { kind: "password" })
+                    .inc();
+                "locked_out"
+            }
+            Err(_) => return,
+        };
+        self.logins.get_or_create(&LoginLabels { outcome }).inc();
+    }
+
+    /// Count a request refused by the email resend throttle or a lockout
+    /// outside verification (sending a code).
+    pub fn observe_throttle<T>(&self, result: &Result<T, MfaError>) {
+        if let Err(MfaError::TooManyAttempts { .. }) = result {
+            self.lockouts
+                .get_or_create(&LockoutLabels { kind: "code" })
+                .inc();
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+thread_local! {
+    /// Set when a replay warning is mailed on this thread.
+    static REPLAY_SEEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` (a verification, on a blocking thread) and say whether it
+/// refused a replayed authenticator code.
+pub fn watch_replay<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    REPLAY_SEEN.set(false);
+    let out = f();
+    (out, REPLAY_SEEN.replace(false))
+}
+
+/// A mailer that notes replay warnings for [`watch_replay`], then delivers
+/// through the real mailer.
+pub struct ObservedMailer {
+    inner: Arc<dyn Mailer>,
+}
+
+impl ObservedMailer {
+    /// Wrap the real mailer.
+    pub fn new(inner: Arc<dyn Mailer>) -> ObservedMailer {
+        ObservedMailer { inner }
+    }
+}
+
+impl Mailer for ObservedMailer {
+    fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        if mail.kind == MailKind::ReplayRefused {
+            REPLAY_SEEN.set(true);
+        }
+        self.inner.send(mail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_route_patterns_and_outcomes() {
+        let m = Metrics::new();
+        m.observe_request("GET", "/user/users/{id}", 200, 0.004);
+        m.observe_verification::<()>(Method::Authenticator, &Err(MfaError::InvalidCode), true);
+        m.observe_verification::<()>(
+            Method::Email,
+            &Err(MfaError::TooManyAttempts {
+                retry_after_secs: 30,
+            }),
+            false,
+        );
+        let text = m.encode().unwrap();
+        assert!(text.contains(r#"route="/user/users/{id}""#), "{text}");
+        assert!(text.contains(r#"outcome="replay""#), "{text}");
+        assert!(
+            text.contains(r#"mfa_lockouts_total{kind="code"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn replay_mail_is_noticed_on_its_thread() {
+        let inner = Arc::new(mfa_core::ports::MemoryMailer::default());
+        let mailer = ObservedMailer::new(inner.clone());
+        let send = |kind| {
+            mailer.send(&Mail {
+                to: "a@example.com".into(),
+                kind,
+            })
+        };
+        let (_, replayed) = watch_replay(|| send(MailKind::ReplayRefused));
+        assert!(replayed);
+        let (_, replayed) = watch_replay(|| send(MailKind::RecoveryCodeUsed { remaining: 1 }));
+        assert!(!replayed);
+        assert_eq!(inner.sent().len(), 2);
+    }
+}

@@ -1,0 +1,155 @@
+//! Authentication: password login, the MFA challenge and verification,
+//! logout.
+
+use actix_web::{HttpResponse, post, web};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::app::Service;
+use crate::auth::AnySession;
+use crate::error::{ApiError, ErrorBody};
+use crate::metrics::{Metrics, watch_replay};
+use crate::routes::run;
+use crate::wire::{
+    ChallengeRequest, CodeSentResponse, FullTokenResponse, LoginRequest, LoginResponse,
+    VerifyRequest,
+};
+
+pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(login)
+        .service(challenge)
+        .service(verify)
+        .service(logout);
+}
+
+/// Log in with email and password
+///
+/// Checks the password (argon2id) and opens a session in `orgId`, or in the
+/// user's active membership with the lowest org id. The login decision:
+/// a membership opted out of MFA gets `mfa: "none"`; else if the org
+/// enforces MFA or the user opted in, a user with a verified factor gets
+/// `challenge_required` and one without gets `setup_required` (or, during
+/// the org's grace period, `none` with `setupDueAt`); else `none`.
+///
+/// With `none` the token is full. Otherwise it is partial: valid 10
+/// minutes, accepted only by the endpoints marked *partial ok*, elsewhere
+/// `403 mfa_required`.
+///
+/// Password failures count apart from code failures: after 5 in a row the
+/// user is locked out of the password step (`429`, doubling from 30 s up to
+/// 15 min; a success resets it).
+#[utoipa::path(
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in; see `mfa` for what is still owed.", body = LoginResponse),
+        (status = 401, description = "`invalid_credentials`: email or password wrong (the same answer, in similar time, for an unknown email).", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the membership is inactive, the user is no member of `orgId`, or has no active membership.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: locked out after repeated wrong passwords.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
+    ),
+    extensions(("x-session" = json!("none"))),
+)]
+#[post("/user/auth/login")]
+pub async fn login(
+    service: web::Data<Service>,
+    metrics: web::Data<Metrics>,
+    body: web::Json<LoginRequest>,
+) -> Result<web::Json<LoginResponse>, ApiError> {
+    let LoginRequest {
+        email,
+        password,
+        org_id,
+    } = body.into_inner();
+    let service = service.into_inner();
+    let result =
+        web::block(move || service.login(&email, &password, org_id.map(Into::into))).await?;
+    metrics.observe_login(&result);
+    Ok(web::Json(result?.into()))
+}
+
+/// Email a login code
+///
+/// Sends a 6-digit code, valid 10 minutes, to the caller's verified email
+/// factor; a new code voids the previous one. At most one code per 30 s
+/// (`429` with `Retry-After`). Only `EMAIL` is accepted: authenticator and
+/// recovery codes need no challenge (`400 invalid_request` otherwise).
+#[utoipa::path(
+    tag = "auth",
+    request_body = ChallengeRequest,
+    responses(
+        (status = 200, description = "The code went out.", body = CodeSentResponse),
+        (status = 409, description = "`not_enrolled`: the caller has no verified email factor.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: a code was sent less than 30 s ago, or the user is locked out.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "`mail_unavailable`: the mail server did not take the message; no code is valid.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("partial"))),
+)]
+#[post("/user/auth/mfa/challenge")]
+pub async fn challenge(
+    service: web::Data<Service>,
+    metrics: web::Data<Metrics>,
+    AnySession(caller): AnySession,
+    _body: web::Json<ChallengeRequest>,
+) -> Result<web::Json<CodeSentResponse>, ApiError> {
+    let service = service.into_inner();
+    let result = web::block(move || service.send_login_code(&caller)).await?;
+    metrics.observe_throttle(&result);
+    Ok(web::Json(result?.into()))
+}
+
+/// Verify the second factor
+///
+/// Checks an authenticator code (current 30 s step or one either side; a
+/// step once accepted is never accepted again), an emailed login code, or a
+/// recovery code (single use). On success the caller's session is replaced
+/// by a new full one: the answer carries the new token and the old token is
+/// revoked at once.
+///
+/// After 5 failed verifications of any kind in a row the user is locked out
+/// (`429`, doubling from 30 s up to 15 min); a success resets the count.
+#[utoipa::path(
+    tag = "auth",
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "MFA complete: a new full token; the presented token is revoked.", body = FullTokenResponse),
+        (status = 400, description = "`invalid_code`: the code did not verify (wrong, malformed, used, or replayed); `code_expired`: the email code expired; `invalid_request`: the body does not parse.", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`: the caller has no verified factor of that method.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: locked out after repeated failures.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
+    ),
+    extensions(("x-session" = json!("partial"))),
+)]
+#[post("/user/auth/mfa/verify")]
+pub async fn verify(
+    service: web::Data<Service>,
+    metrics: web::Data<Metrics>,
+    AnySession(caller): AnySession,
+    body: web::Json<VerifyRequest>,
+) -> Result<web::Json<FullTokenResponse>, ApiError> {
+    let VerifyRequest { method, code } = body.into_inner();
+    let service = service.into_inner();
+    let (result, replayed) =
+        web::block(move || watch_replay(|| service.verify_mfa(&caller, method.into(), &code)))
+            .await?;
+    metrics.observe_verification(method, &result, replayed);
+    Ok(web::Json(result?.into()))
+}
+
+/// Log out
+///
+/// Revokes the presented token (partial or full) at once.
+#[utoipa::path(
+    tag = "auth",
+    responses((status = 204, description = "The token is revoked.")),
+    extensions(("x-session" = json!("any"))),
+)]
+#[post("/user/auth/logout")]
+pub async fn logout(
+    service: web::Data<Service>,
+    AnySession(caller): AnySession,
+) -> Result<HttpResponse, ApiError> {
+    let service = service.into_inner();
+    run(move || service.logout(&caller)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,83 @@
+//! Beyond the seeds: recovery codes and the audit trail.
+
+use actix_web::{get, post, web};
+use mfa_core::AuditAction;
+use mfa_core::service::page_request;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::app::Service;
+use crate::auth::FullSession;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::run;
+use crate::wire::{AuditEventResponse, AuditQuery, PageResponse, RecoveryCodesResponse};
+
+pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(recovery_codes).service(audit);
+}
+
+/// Generate recovery codes
+///
+/// 10 single-use codes, shown once, stored only as argon2 hashes; they
+/// replace any older set. A recovery code stands in for the second factor
+/// at login (`POST /user/auth/mfa/verify` with `RECOVERY`) and allows a
+/// partial session to reset a lost authenticator
+/// (`POST /users/mfa/resetMyQRCodeEnroll`). Needs a verified authenticator
+/// or email factor.
+#[utoipa::path(
+    tag = "mfa",
+    responses(
+        (status = 200, description = "The new codes; the old set is void.", body = RecoveryCodesResponse),
+        (status = 409, description = "`not_enrolled`: no verified authenticator or email factor.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[post("/user/users/mfa/recoveryCodes")]
+pub async fn recovery_codes(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+) -> Result<web::Json<RecoveryCodesResponse>, ApiError> {
+    let service = service.into_inner();
+    let codes = run(move || service.generate_recovery_codes(&caller)).await?;
+    Ok(web::Json(RecoveryCodesResponse { codes }))
+}
+
+/// The current org's audit trail
+///
+/// Admins of the current org: one page of the org's audit events, newest
+/// first, optionally only those whose actor or target is `userId`, or of
+/// one `action`. Every MFA-relevant change and every failed or locked-out
+/// verification is an event.
+#[utoipa::path(
+    tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page of events.", body = PageResponse<AuditEventResponse>),
+        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[get("/user/audit")]
+pub async fn audit(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    query: web::Query<AuditQuery>,
+) -> Result<web::Json<PageResponse<AuditEventResponse>>, ApiError> {
+    let AuditQuery {
+        user_id,
+        action,
+        page,
+        size,
+    } = query.into_inner();
+    let page = page_request(page, size)?;
+    let action = action
+        .map(|a| {
+            AuditAction::parse(&a).ok_or_else(|| {
+                ApiError::InvalidRequest("action is not a known audit action".into())
+            })
+        })
+        .transpose()?;
+    let service = service.into_inner();
+    let events =
+        run(move || service.audit_events(&caller, user_id.map(Into::into), action, page)).await?;
+    Ok(web::Json(PageResponse::from_page(events)))
+}

@@ -1,0 +1,58 @@
+//! The routes: thin adapters that parse wire types, call the service on the
+//! blocking pool, and map the result to wire types.
+//!
+//! Registration order matters where patterns overlap: a literal segment
+//! (`/user/users/me`, `/user/org/mfa`) is registered before the `{id}`
+//! pattern of the same method, because actix takes the first match.
+
+use actix_web::web;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::ApiError;
+
+pub mod auth;
+pub mod extra;
+pub mod health;
+pub mod mfa_seed000;
+pub mod mfa_seed004;
+pub mod orgs;
+pub mod users;
+
+/// Register every route of the API. Each goes through utoipa-actix-web's
+/// `service`, which takes only handlers with a `#[utoipa::path]`: a route
+/// cannot be registered without being documented.
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    auth::configure(cfg);
+    orgs::configure(cfg);
+    mfa_seed000::configure(cfg);
+    extra::configure(cfg);
+    users::configure(cfg);
+    mfa_seed004::configure(cfg);
+    health::configure(cfg);
+}
+
+/// Run a blocking operation (diesel, argon2, SMTP) on the blocking pool and
+/// turn both its error and a failure of the pool (a panic) into an answer.
+pub(crate) async fn run<T, E, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    web::block(f).await?.map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::ResponseError as _;
+
+    #[actix_web::test]
+    async fn a_panic_on_the_blocking_pool_is_a_500() {
+        let err = run(|| -> Result<(), ApiError> { panic!("boom") })
+            .await
+            .unwrap_err();
+        assert_eq!(err.status_code().as_u16(), 500);
+        assert_eq!(err.code(), "internal_error");
+    }
+}

@@ -1,0 +1,540 @@
+//! Users (seed 000's `user` list, seeds 001 and 003).
+
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use mfa_core::UserId;
+use mfa_core::service::{NewUserRequest, UserPatch, UserRef, page_request};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::app::Service;
+use crate::auth::{AnySession, FullSession};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::OptionalJson;
+use crate::routes::run;
+use crate::wire::{
+    ByRefQuery, CountsResponse, CreateUserRequest, EmailRequest, ExistsResponse, Id, IdsQuery,
+    MeResponse, MembershipFields, MembershipResponse, MfaOptInRequest, PageQuery, PageResponse,
+    ResendRequest, TokenRequest, UpdateUserRequest, UserResponse,
+};
+
+pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
+    // Literal segments before `/user/users/{id}`.
+    cfg.service(create_user)
+        .service(users_by_ids)
+        .service(search_users)
+        .service(me)
+        .service(set_my_mfa)
+        .service(membership_counts)
+        .service(email_exists)
+        .service(user_by_email)
+        .service(org_admins)
+        .service(join_org)
+        .service(delete_from_all_orgs)
+        .service(confirm_email_change)
+        .service(resend_email_change)
+        .service(get_user)
+        .service(update_user)
+        .service(delete_user)
+        .service(update_membership);
+}
+
+/// Add a new user
+///
+/// Admins of the current org. The user joins the current org (as its admin
+/// with `isAdmin: true`). Passwords need 8 characters to 1024 bytes.
+#[utoipa::path(
+    tag = "users",
+    request_body = CreateUserRequest,
+    responses(
+        (status = 201, description = "The new user.", body = UserResponse),
+        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+        (status = 409, description = "`conflict`: a user with this email exists.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[post("/user/users")]
+pub async fn create_user(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    body: web::Json<CreateUserRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let service = service.into_inner();
+    let CreateUserRequest {
+        email,
+        first_name,
+        last_name,
+        password,
+        is_admin,
+    } = body.into_inner();
+    let request = NewUserRequest {
+        email,
+        first_name,
+        last_name,
+        password,
+        is_admin,
+    };
+    let user = run(move || service.create_user(&caller, &request)).await?;
+    Ok(HttpResponse::Created().json(UserResponse::from(user)))
+}
+
+/// Retrieve a set of users by id
+///
+/// Admins. `?ids=1,2,3` (at most 200, required). Users the caller cannot
+/// see (outside the orgs they administer) and unknown ids are left out;
+/// the answer is ordered by id.
+#[utoipa::path(
+    tag = "users",
+    params(IdsQuery),
+    responses(
+        (status = 200, description = "The visible users among `ids`.", body = Vec<UserResponse>),
+        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[get("/user/users")]
+pub async fn users_by_ids(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    query: web::Query<IdsQuery>,
+) -> Result<web::Json<Vec<UserResponse>>, ApiError> {
+    let ids = query.parse().map_err(ApiError::InvalidRequest)?;
+    let service = service.into_inner();
+    let users = run(move || service.users_by_ids(&caller, &ids)).await?;
+    Ok(web::Json(
+        users.into_iter().map(UserResponse::from).collect(),
+    ))
+}
+
+/// Search the current org's users
+///
+/// Admins of the current org. Members (active or not) whose first name,
+/// last name or email contains `search`, case-insensitively (all without
+/// `search`), ordered by id.
+#[utoipa::path(
+    tag = "users",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of users.", body = PageResponse<UserResponse>),
+        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[get("/user/users/page")]
+pub async fn search_users(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<PageResponse<UserResponse>>, ApiError> {
+    let PageQuery { search, page, size } = query.into_inner();
+    let page = page_request(page, size)?;
+    let service = service.into_inner();
+    let found = run(move || service.search_users(&caller, search.as_deref(), page)).await?;
+    Ok(web::Json(PageResponse::from_page(found)))
+}
+
+/// Who am I?
+///
+/// The caller, with every membership. Accepts a partial token, so that a
+/// client can show who is logging in while MFA is still owed.
+#[utoipa::path(
+    tag = "users",
+    responses((status = 200, description = "The caller.", body = MeResponse)),
+    extensions(("x-session" = json!("partial"))),
+)]
+#[get("/user/users/me")]
+pub async fn me(
+    service: web::Data<Service>,
+    AnySession(caller): AnySession,
+) -> Result<web::Json<MeResponse>, ApiError> {
+    let service = service.into_inner();
+    let (user, memberships) = run(move || service.me(&caller)).await?;
+    Ok(web::Json(MeResponse {
+        user: user.into(),
+        memberships: memberships
+            .into_iter()
+            .map(MembershipResponse::from)
+            .collect(),
+    }))
+}
+
+/// Opt in to MFA personally
+///
+/// `{"mfaOptIn": true}`: the caller owes MFA at every login, even in orgs
+/// that do not enforce it (a membership's `mfaOptOut` still wins). Takes
+/// effect at the next login.
+#[utoipa::path(
+    tag = "users",
+    request_body = MfaOptInRequest,
+    responses((status = 204, description = "Saved.")),
+    extensions(("x-session" = json!("full"))),
+)]
+#[put("/user/users/me/mfa")]
+pub async fn set_my_mfa(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    body: web::Json<MfaOptInRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let service = service.into_inner();
+    let opt_in = body.mfa_opt_in;
+    run(move || service.set_personal_opt_in(&caller, opt_in)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Membership counts of the current org (seed)
+///
+/// Admins of the current org. `licensed`: members not excluded from the
+/// membership count; `enabled`: the active ones among them; `inactive`: the
+/// inactive ones among them.
+#[utoipa::path(
+    tag = "users",
+    responses(
+        (status = 200, description = "The counts.", body = CountsResponse),
+        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[get("/user/users/retrieveNotExcludeFromMembershipUserCounts")]
+pub async fn membership_counts(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+) -> Result<web::Json<CountsResponse>, ApiError> {
+    let service = service.into_inner();
+    let counts = run(move || service.membership_counts(&caller)).await?;
+    Ok(web::Json(counts.into()))
+}
+
+/// Check if a user exists by email address (seed)
+///
+/// Admins. `true` only for users the caller can see (members of the orgs
+/// they administer); a malformed address is simply `false`.
+#[utoipa::path(
+    tag = "users",
+    params(("email" = String, Path, description = "Email address.")),
+    responses(
+        (status = 200, description = "Whether the user exists for the caller.", body = ExistsResponse),
+        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[get("/user/users/email/{email}")]
+pub async fn email_exists(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    email: web::Path<String>,
+) -> Result<web::Json<ExistsResponse>, ApiError> {
+    let service = service.into_inner();
+    let email = email.into_inner();
+    let exists = run(move || service.email_exists(&caller, &email)).await?;
+    Ok(web::Json(ExistsResponse { exists }))
+}
+
+/// Load a user by email, whatever their orgs (seed)
+///
+/// Superadmins only.
+#[utoipa::path(
+    tag = "users",
+    request_body = EmailRequest,
+    responses(
+        (status = 200, description = "The user.", body = UserResponse),
+        (status = 403, description = "`forbidden`: not a superadmin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[post("/user/users/email")]
+pub async fn user_by_email(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    body: web::Json<EmailRequest>,
+) -> Result<web::Json<UserResponse>, ApiError> {
+    let service = service.into_inner();
+    let email = body.into_inner().email;
+    let user = run(move || service.user_by_email(&caller, &email)).await?;
+    Ok(web::Json(user.into()))
+}
+
+/// The admins of an org (seed)
+///
+/// Superadmins only: the org's active admins, ordered by id.
+#[utoipa::path(
+    tag = "users",
+    params(("orgId" = i64, Path, minimum = 1, description = "Org id.")),
+    responses(
+        (status = 200, description = "The admins.", body = Vec<UserResponse>),
+        (status = 403, description = "`forbidden`: not a superadmin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[get("/user/users/admins/{orgId}")]
+pub async fn org_admins(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    org: web::Path<Id>,
+) -> Result<web::Json<Vec<UserResponse>>, ApiError> {
+    let service = service.into_inner();
+    let org = org.into_inner().into();
+    let admins = run(move || service.org_admins(&caller, org)).await?;
+    Ok(web::Json(
+        admins.into_iter().map(UserResponse::from).collect(),
+    ))
+}
+
+/// Join an org as its admin (seed)
+///
+/// Superadmins only: the caller becomes an active admin of the org (an
+/// existing membership is re-activated and made admin). Audited.
+#[utoipa::path(
+    tag = "users",
+    params(("orgId" = i64, Path, minimum = 1, description = "Org id.")),
+    responses(
+        (status = 201, description = "The caller's membership.", body = MembershipResponse),
+        (status = 403, description = "`forbidden`: not a superadmin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[post("/user/users/insert/{orgId}")]
+pub async fn join_org(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    org: web::Path<Id>,
+) -> Result<HttpResponse, ApiError> {
+    let service = service.into_inner();
+    let org = org.into_inner().into();
+    let m = run(move || service.join_org(&caller, org)).await?;
+    Ok(HttpResponse::Created().json(MembershipResponse::from(m)))
+}
+
+/// Remove a user from every org (seed)
+///
+/// Superadmins only. Removes the user, by email, from every org, active or
+/// not, and ends their sessions; answers the org ids they were removed
+/// from. The user record itself stays.
+#[utoipa::path(
+    tag = "users",
+    params(("email" = String, Path, description = "The user's email address.")),
+    responses(
+        (status = 200, description = "The org ids the user was removed from.", body = Vec<i64>),
+        (status = 403, description = "`forbidden`: not a superadmin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[delete("/user/users/deleteFromAllOrgs/{email}")]
+pub async fn delete_from_all_orgs(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    email: web::Path<String>,
+) -> Result<web::Json<Vec<i64>>, ApiError> {
+    let service = service.into_inner();
+    let email = email.into_inner();
+    let orgs = run(move || service.delete_from_all_orgs(&caller, &email)).await?;
+    Ok(web::Json(orgs.into_iter().map(|o| o.0).collect()))
+}
+
+/// Confirm an email change (seed)
+///
+/// Anyone holding the single-use token mailed to the new address (valid
+/// 24 h). The new address takes effect; the email factor, if any, must be
+/// verified again at the new address.
+#[utoipa::path(
+    tag = "users",
+    request_body = TokenRequest,
+    responses(
+        (status = 204, description = "The new address is in effect."),
+        (status = 400, description = "`invalid_code`: unknown or used token; `code_expired`: expired token; `invalid_request`: the body does not parse.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the new address was taken meanwhile.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("none"))),
+)]
+#[post("/user/users/email/confirmChange")]
+pub async fn confirm_email_change(
+    service: web::Data<Service>,
+    body: web::Json<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let service = service.into_inner();
+    let token = body.into_inner().token;
+    run(move || service.confirm_email_change(&token)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Resend an email change confirmation (seed)
+///
+/// Self, or an admin of a shared org. The contract does not name the user:
+/// the optional body `{"userId": N}` does, and without it the caller's own
+/// pending change is meant. A new token goes to the new address; the old
+/// token is void.
+#[utoipa::path(
+    tag = "users",
+    request_body(content = Option<ResendRequest>, description = "Optional: whose change to resend (default: the caller)."),
+    responses(
+        (status = 204, description = "The confirmation was sent again."),
+        (status = 404, description = "`not_found`: no such user visible to the caller, or no pending email change.", body = ErrorBody),
+        (status = 503, description = "`mail_unavailable`: the mail server did not take the message.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[post("/user/users/email/resendChangeConfirmation")]
+pub async fn resend_email_change(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    body: OptionalJson<ResendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let service = service.into_inner();
+    let user = body
+        .0
+        .and_then(|b| b.user_id)
+        .map_or(caller.user_id, UserId::from);
+    run(move || service.resend_email_change(&caller, user)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Load a user
+///
+/// Self, an admin of an org the user belongs to, or a superadmin; anyone
+/// else gets `404`.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "User id.")),
+    responses(
+        (status = 200, description = "The user.", body = UserResponse),
+        (status = 404, description = "`not_found`: no such user visible to the caller.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[get("/user/users/{id}")]
+pub async fn get_user(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    id: web::Path<Id>,
+) -> Result<web::Json<UserResponse>, ApiError> {
+    let service = service.into_inner();
+    let id = id.into_inner().into();
+    let user = run(move || service.get_user(&caller, id)).await?;
+    Ok(web::Json(user.into()))
+}
+
+/// Update a user
+///
+/// Self, an admin of an org the user belongs to, or a superadmin. Only the
+/// fields present change. A new `email` does not take effect at once: a
+/// single-use confirmation token (valid 24 h) goes to the new address and
+/// a notice to the old one; until confirmed, codes keep going to the old
+/// address. Users changing their own email or password must also send
+/// `currentPassword`. A password set by an admin ends the user's sessions;
+/// set by the user, it ends their other sessions.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "User id.")),
+    request_body = UpdateUserRequest,
+    responses(
+        (status = 200, description = "The user (with the old email until a change is confirmed).", body = UserResponse),
+        (status = 401, description = "`invalid_credentials`: `currentPassword` missing or wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user visible to the caller.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
+        (status = 503, description = "`mail_unavailable`: the confirmation could not be sent.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[put("/user/users/{id}")]
+pub async fn update_user(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    id: web::Path<Id>,
+    body: web::Json<UpdateUserRequest>,
+) -> Result<web::Json<UserResponse>, ApiError> {
+    let service = service.into_inner();
+    let id = id.into_inner().into();
+    let UpdateUserRequest {
+        first_name,
+        last_name,
+        email,
+        password,
+        current_password,
+    } = body.into_inner();
+    let patch = UserPatch {
+        first_name,
+        last_name,
+        email,
+        password,
+        current_password,
+    };
+    let user = run(move || service.update_user(&caller, id, &patch)).await?;
+    Ok(web::Json(user.into()))
+}
+
+/// Delete a user
+///
+/// Superadmins only, and not themselves (`400 invalid_request`). The user
+/// goes with their memberships, factors and sessions.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "User id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "`forbidden`: not a superadmin.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[delete("/user/users/{id}")]
+pub async fn delete_user(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    id: web::Path<Id>,
+) -> Result<HttpResponse, ApiError> {
+    let service = service.into_inner();
+    let id = id.into_inner().into();
+    run(move || service.delete_user(&caller, id)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Update a user's membership of the current org (seed)
+///
+/// Admins of the current org. Any subset of the flags; only the fields
+/// present change. `{"mfaOptOut": true}` exempts the member from the org's
+/// MFA enforcement, `false` subjects them to it again (next login).
+/// Deactivation (`isActive: false`) ends the member's sessions in the org.
+/// With `byRef=true` the `{id}` of the path is the user's email address;
+/// otherwise it must be a positive integer id.
+#[utoipa::path(
+    tag = "users",
+    params(
+        ("id" = String, Path, description = "User id, or with `byRef=true` the user's email address."),
+        ByRefQuery,
+    ),
+    request_body = MembershipFields,
+    responses(
+        (status = 204, description = "Update success."),
+        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such member of the current org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[put("/user/users/{id}/membership")]
+pub async fn update_membership(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    id: web::Path<String>,
+    query: web::Query<ByRefQuery>,
+    body: web::Json<MembershipFields>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let target = if query.by_ref {
+        UserRef::Email(id)
+    } else {
+        match id.trim().parse::<i64>() {
+            Ok(v) if v > 0 => UserRef::Id(UserId(v)),
+            _ => {
+                return Err(ApiError::InvalidRequest(
+                    "the path is not valid: ids are positive integers (use byRef=true for an email)"
+                        .into(),
+                ));
+            }
+        }
+    };
+    let patch = body.into_inner().into();
+    let service = service.into_inner();
+    run(move || service.update_membership(&caller, &target, &patch)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,152 @@
+//! The login decision over HTTP: org choice, inactive memberships, personal
+//! opt-in, the enrollment grace period.
+
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestServer};
+use crate::on_every_backend;
+
+on_every_backend!(login_decision, grace_period);
+
+async fn login_decision(s: TestServer) {
+    let root = s.root().await;
+    let hal = s.create_user(&root, "hal@example.com", false).await;
+    let (other_org, _, other_admin) = s.org_with_admin(&root, "Other", "olga@example.com").await;
+
+    // Emails are case-insensitive; the default org is the lowest active one.
+    let l = s.login("HAL@Example.com", PASSWORD).await;
+    assert_eq!(l.body["orgId"], s.root_org);
+    assert_eq!(l.body["methods"], json!([]));
+
+    // orgId picks the membership; not a member: 403.
+    let a = s
+        .call(
+            "POST",
+            "/user/auth/login",
+            None,
+            Some(json!({"email": "hal@example.com", "password": PASSWORD, "orgId": other_org})),
+        )
+        .await;
+    a.expect(403, Some("forbidden"));
+    s.call(
+        "POST",
+        &format!("/user/org/{other_org}/user/{hal}"),
+        Some(&other_admin),
+        None,
+    )
+    .await
+    .expect(404, Some("not_found"));
+    // Add hal to the other org (root can see everyone) with MFA enforced there.
+    let root_other = s
+        .login_org(crate::helpers::ROOT_EMAIL, PASSWORD, other_org)
+        .await
+        .token;
+    s.call(
+        "POST",
+        &format!("/user/org/{other_org}/user/{hal}"),
+        Some(&root_other),
+        None,
+    )
+    .await
+    .expect(201, None);
+    s.enforce(&other_admin, true).await;
+    let l = s.login_org("hal@example.com", PASSWORD, other_org).await;
+    assert_eq!(l.mfa, "setup_required");
+    assert_eq!(l.body["orgId"], other_org);
+    let l = s.login("hal@example.com", PASSWORD).await;
+    assert_eq!(l.mfa, "none", "the root org does not enforce");
+
+    // An inactive membership cannot log in, and deactivation ends sessions.
+    let session = l.token;
+    s.put(
+        &format!("/user/users/{hal}/membership"),
+        &root,
+        json!({"isActive": false}),
+    )
+    .await
+    .expect(204, None);
+    s.get("/user/users/me", &session)
+        .await
+        .expect(401, Some("unauthorized"));
+    let a = s
+        .call(
+            "POST",
+            "/user/auth/login",
+            None,
+            Some(json!({"email": "hal@example.com", "password": PASSWORD, "orgId": s.root_org})),
+        )
+        .await;
+    a.expect(403, Some("forbidden"));
+    // Without orgId the lowest active membership is taken.
+    let l = s.login("hal@example.com", PASSWORD).await;
+    assert_eq!(l.body["orgId"], other_org);
+
+    // Personal opt-in: MFA at the next login where nothing is enforced.
+    s.put(
+        &format!("/user/users/{hal}/membership"),
+        &root,
+        json!({"isActive": true}),
+    )
+    .await
+    .expect(204, None);
+    let full = s.login("hal@example.com", PASSWORD).await.token;
+    s.put("/user/users/me/mfa", &full, json!({"mfaOptIn": true}))
+        .await
+        .expect(204, None);
+    s.put("/user/users/me/mfa", &full, json!({"mfaOptIn": "yes"}))
+        .await
+        .expect(400, Some("invalid_request"));
+    let u = s.get(&format!("/user/users/{hal}"), &full).await;
+    assert_eq!(u.ok()["mfaOptIn"], true);
+    assert!(u.body["lastLoginAt"].as_str().unwrap().ends_with('Z'));
+    let l = s.login("hal@example.com", PASSWORD).await;
+    assert_eq!(l.mfa, "setup_required");
+    // The membership's opt-out still wins.
+    s.put(
+        &format!("/user/users/{hal}/membership"),
+        &root,
+        json!({"mfaOptOut": true}),
+    )
+    .await
+    .expect(204, None);
+    let l = s.login("hal@example.com", PASSWORD).await;
+    assert_eq!(l.mfa, "none");
+}
+
+async fn grace_period(s: TestServer) {
+    let root = s.root().await;
+    s.create_user(&root, "ivy@example.com", false).await;
+    let org = s.root_org;
+    s.put(
+        &format!("/user/org/{org}"),
+        &root,
+        json!({"mfaGracePeriodHours": 24}),
+    )
+    .await
+    .expect(200, None);
+    s.put(
+        &format!("/user/org/{org}"),
+        &root,
+        json!({"mfaGracePeriodHours": 8761}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.put(
+        &format!("/user/org/{org}"),
+        &root,
+        json!({"mfaGracePeriodHours": -1}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.enforce(&root, true).await;
+
+    let l = s.login("ivy@example.com", PASSWORD).await;
+    assert_eq!(l.mfa, "none");
+    let due = mfa_server::wire::rfc3339(mfa_core::Timestamp(s.now() as i64 + 24 * 3600));
+    assert_eq!(l.body["setupDueAt"], due);
+
+    s.advance(24 * 3600);
+    let l = s.login("ivy@example.com", PASSWORD).await;
+    assert_eq!(l.mfa, "setup_required");
+    assert!(l.body.get("setupDueAt").is_none());
+}

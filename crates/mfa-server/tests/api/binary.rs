@@ -1,0 +1,278 @@
+//! The binary as an operator runs it: a fresh start with no configuration
+//! (SQLite in ./data, a generated key, a bootstrap superadmin with a
+//! password printed once), a restart on the same data, SIGTERM, and clear
+//! errors for bad configuration.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mfa-server");
+
+/// Every variable of the configuration table, removed from the child's
+/// environment so that the defaults apply.
+const VARS: &[&str] = &[
+    "MFA_BIND",
+    "MFA_DATA_DIR",
+    "MFA_DATABASE_URL",
+    "MFA_ENCRYPTION_KEY",
+    "MFA_BOOTSTRAP_ADMIN_EMAIL",
+    "MFA_BOOTSTRAP_ADMIN_PASSWORD",
+    "MFA_ISSUER",
+    "MFA_ENVIRONMENT",
+    "MFA_SMTP_URL",
+    "MFA_MAIL_FROM",
+    "MFA_SESSION_TTL_SECS",
+    "MFA_LOG",
+];
+
+fn command(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args);
+    for var in VARS {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+struct Running {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(dir: &Path) -> Running {
+        // Port 0: the binary prints the real URL.
+        let mut child = command(dir, &[("MFA_BIND", "127.0.0.1:0")], &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            stdout: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Read stdout until a line starts with `prefix`; the rest of it.
+    fn wait_for(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self
+                .seen
+                .iter()
+                .find_map(|l| l.trim_start().strip_prefix(prefix));
+            if let Some(rest) = found {
+                return rest.trim().to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line starting with {prefix:?} in {:?}", self.seen),
+            }
+        }
+    }
+
+    /// SIGTERM, then the exit status and everything the process wrote.
+    /// (A test that fails before this kills the process on drop.)
+    fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(1)) {
+            self.seen.push(line);
+        }
+        (exit, self.seen.join("\n"), stderr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn fresh_start_restart_and_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+
+    let mut first = Running::start(dir.path());
+    let url = first.wait_for("MFA server listening on ");
+    let swagger = first.wait_for("Swagger UI:");
+    assert_eq!(swagger, format!("{url}/swagger-ui/"));
+    let created = first.wait_for("Created the superadmin ");
+    assert!(created.starts_with("admin@example.com"), "{created}");
+    let password = first
+        .wait_for("Password (shown only this once; store it now and change it after logging in): ");
+    assert!(password.len() >= 32);
+
+    let health = client.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ui = client.get(&swagger).send().await.unwrap();
+    assert_eq!(ui.status(), 200);
+    let login = client
+        .post(format!("{url}/user/auth/login"))
+        .json(&json!({"email": "admin@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+
+    // The data directory: SQLite, the key (0600), the outbox.
+    let data = dir.path().join("data");
+    let key_file = data.join("encryption.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(data.join("mfa.sqlite3").exists());
+    assert!(data.join("outbox").is_dir());
+
+    let (exit, stdout, stderr) = first.terminate();
+    assert!(exit.success(), "{exit:?}\n{stderr}");
+    assert_eq!(
+        stdout.matches(&password).count(),
+        1,
+        "the password is printed once"
+    );
+    assert!(!stderr.contains(&password), "the password reached the log");
+    assert!(stderr.contains("listening"), "{stderr}");
+
+    // A restart on the same data: no new superadmin, the same key.
+    let mut second = Running::start(dir.path());
+    let url = second.wait_for("MFA server listening on ");
+    let login = client
+        .post(format!("{url}/user/auth/login"))
+        .json(&json!({"email": "admin@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let (exit, stdout, _) = second.terminate();
+    assert!(exit.success());
+    assert!(!stdout.contains("Created the superadmin"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+}
+
+fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path(), env, args).output().unwrap();
+    (out, dir)
+}
+
+#[test]
+fn bad_configuration_is_refused_clearly() {
+    for (env, needle) in [
+        (
+            vec![("MFA_SESSION_TTL_SECS", "twelve hours")],
+            "MFA_SESSION_TTL_SECS: expected a whole number of seconds",
+        ),
+        (vec![("MFA_ENVIRONMENT", "staging")], "MFA_ENVIRONMENT"),
+        (vec![("MFA_BIND", "nowhere")], "MFA_BIND"),
+        (
+            vec![("MFA_DATABASE_URL", "mysql://db/x")],
+            "MFA_DATABASE_URL",
+        ),
+        (
+            vec![("MFA_ENCRYPTION_KEY", "dG9vIHNob3J0")],
+            "MFA_ENCRYPTION_KEY",
+        ),
+    ] {
+        let (out, _dir) = run_to_exit(&env, &[]);
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{env:?}: {stderr}");
+    }
+
+    // PostgreSQL needs a shared key: refused before any connection.
+    let (out, dir) = run_to_exit(
+        &[
+            ("MFA_DATABASE_URL", "postgres://mfa:hunter2@127.0.0.1:1/mfa"),
+            ("MFA_BIND", "127.0.0.1:0"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MFA_ENCRYPTION_KEY is required with PostgreSQL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!dir.path().join("data").join("encryption.key").exists());
+
+    // A configuration file: unknown keys are refused; the environment wins.
+    let file = dir.path().join("mfa.toml");
+    std::fs::write(&file, "bind = \"127.0.0.1:0\"\nsesion_ttl_secs = 60\n").unwrap();
+    let out = command(dir.path(), &[], &["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sesion_ttl_secs"), "{stderr}");
+    std::fs::write(&file, "environment = \"staging\"\n").unwrap();
+    let out = command(
+        dir.path(),
+        &[
+            ("MFA_ENVIRONMENT", "sandbox"),
+            ("MFA_SESSION_TTL_SECS", "x"),
+        ],
+        &["--config", file.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MFA_SESSION_TTL_SECS") && !stderr.contains("MFA_ENVIRONMENT"),
+        "the environment's sandbox wins over the file's staging: {stderr}"
+    );
+
+    // --help documents every variable.
+    let out = command(dir.path(), &[], &["--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in VARS {
+        assert!(help.contains(var), "{var} not in --help");
+    }
+}

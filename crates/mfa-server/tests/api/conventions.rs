@@ -1,0 +1,271 @@
+//! The conventions of the contract: JSON errors for everything, 400 for
+//! input that does not parse, 401 for missing or bad tokens, 404 and 405
+//! for routes, paging rules.
+
+use serde_json::json;
+
+use crate::helpers::TestServer;
+use crate::on_every_backend;
+
+on_every_backend!(input_that_does_not_parse, tokens_and_routes, paging);
+
+async fn input_that_does_not_parse(s: TestServer) {
+    let root = s.root().await;
+    let t = Some(root.as_str());
+
+    // Malformed JSON, wrong types, unknown fields, missing fields.
+    for body in [
+        &b"{"[..],
+        b"[]",
+        b"null",
+        br#"{"name": 5}"#,
+        br#"{"name": "x", "extra": true}"#,
+        br#"{}"#,
+    ] {
+        s.call_raw(
+            "POST",
+            "/user/org",
+            t,
+            Some("application/json"),
+            body.to_vec(),
+        )
+        .await
+        .expect(400, Some("invalid_request"));
+    }
+    // JSON without a JSON content type; no body at all.
+    s.call_raw(
+        "POST",
+        "/user/org",
+        t,
+        Some("text/plain"),
+        br#"{"name":"x"}"#.to_vec(),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.call_raw("POST", "/user/org", t, None, vec![])
+        .await
+        .expect(400, Some("invalid_request"));
+    // Over 64 KiB.
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(65 * 1024));
+    s.call_raw(
+        "POST",
+        "/user/org",
+        t,
+        Some("application/json"),
+        big.into_bytes(),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    // An optional body is still checked when present.
+    let big = format!(r#"{{"userId": 1, "pad": "{}"}}"#, "x".repeat(65 * 1024));
+    s.call_raw(
+        "POST",
+        "/user/users/email/resendChangeConfirmation",
+        t,
+        Some("application/json"),
+        big.into_bytes(),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.call_raw(
+        "POST",
+        "/users/mfa/resetMyQRCodeEnroll",
+        t,
+        Some("application/json"),
+        br#"{"recoveryCode": 1}"#.to_vec(),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.call_raw(
+        "POST",
+        "/users/mfa/resetMyQRCodeEnroll",
+        t,
+        Some("text/plain"),
+        br#"{"recoveryCode": "x"}"#.to_vec(),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+
+    // Ids that are not positive integers, in paths, queries and bodies.
+    for path in [
+        "/user/users/abc",
+        "/user/users/0",
+        "/user/users/-3",
+        "/user/users/1.5",
+        "/user/users/99999999999999999999",
+        "/user/org/x",
+        "/user/org/1/user/0",
+        "/user/users/admins/zero",
+        "/user/users?ids=1,x",
+        "/user/users?ids=0",
+        "/user/users",
+        "/user/audit?userId=0",
+    ] {
+        s.get(path, &root)
+            .await
+            .expect(400, Some("invalid_request"));
+    }
+    s.post(
+        "/user/auth/login",
+        &root,
+        json!({"email": "a@example.com", "password": "x", "orgId": 0}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+
+    // Unknown and mistyped query parameters.
+    for path in [
+        "/user/users/page?sizee=5",
+        "/user/users/page?page=-1",
+        "/user/users/page?size=ten",
+        "/user/audit?action=no_such_action",
+    ] {
+        s.get(path, &root)
+            .await
+            .expect(400, Some("invalid_request"));
+    }
+    s.put(
+        "/user/org/mfa?allorgs=true",
+        &root,
+        json!({"isMfaEnforced": true}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.put(
+        "/user/org/mfa?allOrgs=yes",
+        &root,
+        json!({"isMfaEnforced": true}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    // Text PostgreSQL cannot store (NUL) or that has no place in a name.
+    s.post("/user/org", &root, json!({"name": "a\u{0}b"}))
+        .await
+        .expect(400, Some("invalid_request"));
+    s.put(
+        &format!("/user/org/{}", s.root_org),
+        &root,
+        json!({"name": "a\u{7}b"}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.get("/user/users/page?search=a%00b", &root)
+        .await
+        .expect(400, Some("invalid_request"));
+    s.post(
+        "/user/users",
+        &root,
+        json!({"email": "nul@example.com", "firstName": "a\u{0}b", "lastName": "L",
+               "password": crate::helpers::PASSWORD}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.post(
+        "/user/auth/login",
+        &root,
+        json!({"email": "a\u{0}b@example.com", "password": "a\u{0}b"}),
+    )
+    .await
+    .expect(401, Some("invalid_credentials"));
+    s.post(
+        "/user/users/email/confirmChange",
+        &root,
+        json!({"token": "a\u{0}b"}),
+    )
+    .await
+    .expect(400, Some("invalid_code"));
+
+    // Nothing was enforced by the refused requests.
+    let org = s.get(&format!("/user/org/{}", s.root_org), &root).await;
+    assert_eq!(org.ok()["isMfaEnforced"], false);
+}
+
+async fn tokens_and_routes(s: TestServer) {
+    // Missing, malformed, unknown tokens: 401 with WWW-Authenticate.
+    let me = "/user/users/me";
+    let no_token = s.call("GET", me, None, None).await;
+    no_token.expect(401, Some("unauthorized"));
+    assert_eq!(no_token.header("www-authenticate"), Some("Bearer"));
+    for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "token abc"] {
+        let res = s
+            .client
+            .get(s.url(me))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        TestServer::answer(res)
+            .await
+            .expect(401, Some("unauthorized"));
+    }
+    s.get(me, "not-a-real-token")
+        .await
+        .expect(401, Some("unauthorized"));
+    // Never from a URL.
+    let root = s.root().await;
+    for q in ["access_token", "token"] {
+        s.call("GET", &format!("{me}?{q}={root}"), None, None)
+            .await
+            .expect(401, Some("unauthorized"));
+    }
+    // The same token in the header works.
+    s.get(me, &root).await.expect(200, None);
+
+    // Unknown routes and methods.
+    let a = s.call("GET", "/no/such/route", None, None).await;
+    a.expect(404, Some("not_found"));
+    let a = s.call("DELETE", "/user/auth/login", None, None).await;
+    a.expect(405, Some("method_not_allowed"));
+    assert_eq!(a.header("allow"), Some("POST"));
+    let a = s.call("PATCH", "/user/users/5", Some(&root), None).await;
+    a.expect(405, Some("method_not_allowed"));
+    assert_eq!(a.header("allow"), Some("DELETE, GET, PUT"));
+    let a = s.call("POST", "/healthz", None, None).await;
+    a.expect(405, Some("method_not_allowed"));
+    // Not served on purpose.
+    for path in [
+        "/user/users/addedToRole",
+        "/user/org/uploadLogo",
+        "/admin",
+        "/account",
+    ] {
+        let a = s.call("POST", path, Some(&root), None).await;
+        assert!(a.status == 404 || a.status == 405, "{path} answered {a:?}");
+        assert!(a.body["error"].is_string(), "{path} answered {a:?}");
+    }
+}
+
+async fn paging(s: TestServer) {
+    let root = s.root().await;
+    for i in 0..5 {
+        s.create_user(&root, &format!("pager{i}@example.com"), false)
+            .await;
+    }
+    let p = s
+        .get("/user/users/page?search=PAGER&page=1&size=2", &root)
+        .await;
+    let body = p.ok();
+    assert_eq!(body["total"], 5);
+    assert_eq!(body["page"], 1);
+    assert_eq!(body["size"], 2);
+    let emails: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["pager2@example.com", "pager3@example.com"]);
+    // Defaults: page 0, size 20; everyone in the org (root + 5).
+    let p = s.get("/user/users/page", &root).await;
+    assert_eq!(p.ok()["size"], 20);
+    assert_eq!(p.body["page"], 0);
+    assert_eq!(p.body["total"], 6);
+    for bad in ["size=0", "size=201"] {
+        s.get(&format!("/user/users/page?{bad}"), &root)
+            .await
+            .expect(400, Some("invalid_request"));
+    }
+    let p = s.get("/user/users/page?size=200&page=7", &root).await;
+    assert_eq!(p.ok()["items"], json!([]));
+    assert_eq!(p.body["total"], 6);
+}

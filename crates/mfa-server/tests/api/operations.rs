@@ -1,0 +1,233 @@
+//! Operations: health, readiness, metrics, the OpenAPI document and Swagger
+//! UI, and the start-up work in the data directory.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::helpers::TestServer;
+use crate::on_every_backend;
+
+on_every_backend!(health_and_metrics, openapi_documents_every_route);
+
+/// Every route of the contract (spec/API.md), plus the two routes of the
+/// document itself. `GET /admin` and `GET /account` are a later issue.
+const CONTRACT: &[(&str, &str)] = &[
+    ("POST", "/user/auth/login"),
+    ("POST", "/user/auth/mfa/challenge"),
+    ("POST", "/user/auth/mfa/verify"),
+    ("POST", "/user/auth/logout"),
+    ("POST", "/user/org"),
+    ("GET", "/user/org/{id}"),
+    ("PUT", "/user/org/{id}"),
+    ("DELETE", "/user/org/{id}"),
+    ("PUT", "/user/org/mfa"),
+    ("POST", "/user/org/{orgId}/email/user/{email}"),
+    ("GET", "/user/org/{orgId}/user/{userId}"),
+    ("POST", "/user/org/{orgId}/user/{userId}"),
+    ("DELETE", "/user/org/{orgId}/user/{userId}"),
+    ("POST", "/user/users"),
+    ("GET", "/user/users"),
+    ("GET", "/user/users/page"),
+    ("GET", "/user/users/me"),
+    ("GET", "/user/users/{id}"),
+    ("PUT", "/user/users/{id}"),
+    ("DELETE", "/user/users/{id}"),
+    ("PUT", "/user/users/{id}/membership"),
+    ("PUT", "/user/users/me/mfa"),
+    (
+        "GET",
+        "/user/users/retrieveNotExcludeFromMembershipUserCounts",
+    ),
+    ("GET", "/user/users/email/{email}"),
+    ("POST", "/user/users/email"),
+    ("GET", "/user/users/admins/{orgId}"),
+    ("POST", "/user/users/insert/{orgId}"),
+    ("DELETE", "/user/users/deleteFromAllOrgs/{email}"),
+    ("POST", "/user/users/email/confirmChange"),
+    ("POST", "/user/users/email/resendChangeConfirmation"),
+    ("POST", "/user/users/mfa/generateTempSecret"),
+    ("POST", "/user/users/mfa/validateCode"),
+    ("PUT", "/user/users/mfa/reset"),
+    ("GET", "/oauth/users/mfaDetails"),
+    ("PUT", "/users/mfa/associateQRCode"),
+    ("PUT", "/users/mfa/verifyQRCodeEnroll"),
+    ("POST", "/users/mfa/resetMyQRCodeEnroll"),
+    ("PUT", "/users/{username}/mfa/resetQRCodeEnroll"),
+    ("PUT", "/oauth/users/mfa/enrollEmail"),
+    ("PUT", "/oauth/users/mfa/verifyEmail"),
+    ("POST", "/user/users/mfa/recoveryCodes"),
+    ("GET", "/user/audit"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api-docs/openapi.json"),
+    ("GET", "/swagger-ui/"),
+];
+
+async fn health_and_metrics(s: TestServer) {
+    let h = s.call("GET", "/healthz", None, None).await;
+    assert_eq!(h.ok(), &serde_json::json!({"status": "ok"}));
+    let r = s.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.ok(), &serde_json::json!({"status": "ok"}));
+
+    // Route patterns, never raw paths (which may hold an email).
+    let root = s.root().await;
+    s.get("/user/users/email/secret.person@example.com", &root)
+        .await
+        .expect(200, None);
+    s.get("/user/users/987654321", &root).await;
+    s.get("/no/such/thing", &root).await;
+    let m = s.call("GET", "/metrics", None, None).await;
+    m.expect(200, None);
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = String::from_utf8(m.bytes).unwrap();
+    for needle in [
+        r#"http_requests_total{method="GET",route="/user/users/email/{email}",status="200"} 1"#,
+        r#"http_requests_total{method="GET",route="/user/users/{id}",status="404"} 1"#,
+        r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"http_request_duration_seconds_bucket{"#,
+        r#"logins_total{outcome="success"}"#,
+        "# EOF",
+    ] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+    assert!(!text.contains("secret.person"), "{text}");
+    assert!(!text.contains("987654321"), "{text}");
+
+    // The key file was generated once into the data directory, mode 0600
+    // (SQLite without MFA_ENCRYPTION_KEY).
+    let key = s.data_dir().join("encryption.key");
+    if key.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let text = std::fs::read_to_string(&key).unwrap();
+        assert!(mfa_store::EncryptionKey::from_base64(&text).is_ok());
+    }
+}
+
+/// Replace the path parameters of a route with plausible values.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "1")
+        .replace("{orgId}", "1")
+        .replace("{userId}", "1")
+        .replace("{email}", "x@example.com")
+        .replace("{username}", "x@example.com")
+}
+
+async fn openapi_documents_every_route(s: TestServer) {
+    let a = s.call("GET", "/api-docs/openapi.json", None, None).await;
+    let doc = a.ok().clone();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+
+    // The document lists exactly the routes of the contract.
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            documented.insert((method.to_uppercase(), path.clone()));
+            // Every operation says its session level, its security and its
+            // errors.
+            let session = op["x-session"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path}"));
+            assert!(["none", "partial", "any", "full"].contains(&session));
+            assert!(op["security"].is_array(), "{method} {path}");
+            assert!(op["responses"]["500"].is_object(), "{method} {path}");
+            assert!(op["summary"].is_string(), "{method} {path}");
+            if session != "none" {
+                assert!(op["responses"]["401"].is_object(), "{method} {path}");
+                assert_eq!(op["security"][0]["bearer"], Value::Array(vec![]));
+            }
+            if session == "full" {
+                let forbidden = op["responses"]["403"]["description"].as_str().unwrap();
+                assert!(forbidden.contains("mfa_required"), "{method} {path}");
+            }
+        }
+    }
+    let contract: BTreeSet<(String, String)> = CONTRACT
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    let missing: Vec<_> = contract.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&contract).collect();
+    assert!(
+        missing.is_empty(),
+        "routes of the contract not documented: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "documented routes not in the contract: {extra:?}"
+    );
+
+    // Every documented route is served: without a token, a route answers
+    // anything but "no such route" (404 not_found from the router, 405).
+    // Together with utoipa-actix-web (a handler is registered only through
+    // its #[utoipa::path]), registered == documented == the contract.
+    for (method, path) in CONTRACT {
+        let a = s.call(method, &concrete(path), None, None).await;
+        let no_route = a.status == 405
+            || (a.status == 404 && a.body["message"] == "no route matches this path");
+        assert!(!no_route, "{method} {path} is not served: {a:?}");
+        assert!(a.status < 500, "{method} {path}: {a:?}");
+    }
+
+    // The security scheme, the error codes and the decisions.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let description = doc["info"]["description"].as_str().unwrap();
+    for code in [
+        "invalid_request",
+        "invalid_code",
+        "code_expired",
+        "unauthorized",
+        "invalid_credentials",
+        "mfa_required",
+        "forbidden",
+        "not_found",
+        "method_not_allowed",
+        "already_enrolled",
+        "not_enrolled",
+        "conflict",
+        "too_many_attempts",
+        "internal_error",
+        "mail_unavailable",
+        "unavailable",
+        "Decisions where the contract is silent",
+        "resendChangeConfirmation",
+    ] {
+        assert!(description.contains(code), "{code} not described");
+    }
+
+    // Swagger UI, from the binary.
+    let ui = s.call("GET", "/swagger-ui/", None, None).await;
+    ui.expect(200, None);
+    let html = String::from_utf8(ui.bytes).unwrap();
+    assert!(html.contains("swagger"), "{html}");
+    let init = s
+        .call("GET", "/swagger-ui/swagger-initializer.js", None, None)
+        .await;
+    init.expect(200, None);
+    assert!(
+        String::from_utf8(init.bytes)
+            .unwrap()
+            .contains("/api-docs/openapi.json")
+    );
+    let bundle = s
+        .call("GET", "/swagger-ui/swagger-ui-bundle.js", None, None)
+        .await;
+    bundle.expect(200, None);
+    assert!(bundle.bytes.len() > 100_000);
+}

@@ -1,0 +1,282 @@
+//! Sessions and assurance: partial tokens, their limits and their end,
+//! expiry and idle time, logout, lockouts and replays.
+
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestServer};
+use crate::on_every_backend;
+
+on_every_backend!(
+    partial_token_limits,
+    session_lifetimes_and_logout,
+    code_lockout_and_replay,
+    password_lockout
+);
+
+async fn partial_token_limits(s: TestServer) {
+    let root = s.root().await;
+    let dave = s.create_user(&root, "dave@example.com", false).await;
+    s.enforce(&root, true).await;
+    let login = s.login("dave@example.com", PASSWORD).await;
+    assert_eq!(login.mfa, "setup_required");
+    let partial = login.token;
+
+    // Partial ok: me, mfaDetails. Full only: everything else.
+    let me = s.get("/user/users/me", &partial).await;
+    assert_eq!(me.ok()["email"], "dave@example.com");
+    assert_eq!(me.body["memberships"][0]["orgId"], s.root_org);
+    for (method, path) in [
+        ("GET", format!("/user/users/{dave}")),
+        ("GET", format!("/user/org/{}", s.root_org)),
+        ("POST", "/user/users/mfa/recoveryCodes".to_string()),
+        ("GET", "/user/audit".to_string()),
+        (
+            "PUT",
+            "/users/dave@example.com/mfa/resetQRCodeEnroll".to_string(),
+        ),
+    ] {
+        s.call(method, &path, Some(&partial), None)
+            .await
+            .expect(403, Some("mfa_required"));
+    }
+    s.put("/user/users/me/mfa", &partial, json!({"mfaOptIn": true}))
+        .await
+        .expect(403, Some("mfa_required"));
+    // A challenge needs an enrolled email factor.
+    s.post(
+        "/user/auth/mfa/challenge",
+        &partial,
+        json!({"method": "EMAIL"}),
+    )
+    .await
+    .expect(409, Some("not_enrolled"));
+    // Verify needs an enrolled authenticator.
+    s.post(
+        "/user/auth/mfa/verify",
+        &partial,
+        json!({"method": "AUTHENTICATOR", "code": "123456"}),
+    )
+    .await
+    .expect(409, Some("not_enrolled"));
+    // validateCode without a pending secret.
+    s.post(
+        "/user/users/mfa/validateCode",
+        &partial,
+        json!({"code": "123456"}),
+    )
+    .await
+    .expect(409, Some("not_enrolled"));
+
+    // The partial session ends after 10 minutes.
+    s.advance(601);
+    s.get("/user/users/me", &partial)
+        .await
+        .expect(401, Some("unauthorized"));
+
+    // A pending secret expires after 10 minutes (seen from a full session).
+    let secret = s.start_authenticator(&root).await;
+    s.advance(601);
+    s.post(
+        "/user/users/mfa/validateCode",
+        &root,
+        json!({"code": s.totp(&secret)}),
+    )
+    .await
+    .expect(400, Some("code_expired"));
+
+    // A partial token may log out.
+    let partial = s.login("dave@example.com", PASSWORD).await.token;
+    s.call("POST", "/user/auth/logout", Some(&partial), None)
+        .await
+        .expect(204, None);
+    s.get("/user/users/me", &partial)
+        .await
+        .expect(401, Some("unauthorized"));
+}
+
+async fn session_lifetimes_and_logout(s: TestServer) {
+    let root = s.root().await;
+    s.create_user(&root, "erin@example.com", false).await;
+    let erin = s.login("erin@example.com", PASSWORD).await;
+    assert_eq!(erin.mfa, "none");
+    assert!(erin.body.get("setupDueAt").is_none());
+    let expires = erin.body["expiresAt"].as_str().unwrap();
+    assert_eq!(
+        expires,
+        mfa_server::wire::rfc3339(mfa_core::Timestamp(s.now() as i64 + 43_200))
+    );
+
+    // Logout revokes the token at once.
+    s.call("POST", "/user/auth/logout", Some(&erin.token), None)
+        .await
+        .expect(204, None);
+    s.get("/user/users/me", &erin.token)
+        .await
+        .expect(401, Some("unauthorized"));
+    s.call("POST", "/user/auth/logout", Some(&erin.token), None)
+        .await
+        .expect(401, Some("unauthorized"));
+
+    // 30 minutes idle ends a full session; use keeps it alive.
+    let t = s.login("erin@example.com", PASSWORD).await.token;
+    for _ in 0..3 {
+        s.advance(20 * 60);
+        s.get("/user/users/me", &t).await.expect(200, None);
+    }
+    s.advance(31 * 60);
+    s.get("/user/users/me", &t)
+        .await
+        .expect(401, Some("unauthorized"));
+
+    // The absolute lifetime: 12 hours, however busy.
+    let t = s.login("erin@example.com", PASSWORD).await.token;
+    let end = s.now() + 43_200;
+    while s.now() + 29 * 60 < end {
+        s.advance(29 * 60);
+        s.get("/user/users/me", &t).await.expect(200, None);
+    }
+    s.advance((end - s.now()) as i64);
+    s.get("/user/users/me", &t)
+        .await
+        .expect(401, Some("unauthorized"));
+}
+
+async fn code_lockout_and_replay(s: TestServer) {
+    let root = s.root().await;
+    s.create_user(&root, "fay@example.com", false).await;
+    let fay = s.login("fay@example.com", PASSWORD).await.token;
+    let secret = s.enroll_authenticator(&fay).await;
+    s.put("/user/users/me/mfa", &fay, json!({"mfaOptIn": true}))
+        .await
+        .expect(204, None);
+
+    // A replayed code (a step already accepted) is refused and reported.
+    let code = s.totp(&secret);
+    let first = s.login("fay@example.com", PASSWORD).await;
+    assert_eq!(first.mfa, "challenge_required");
+    s.post(
+        "/user/auth/mfa/verify",
+        &first.token,
+        json!({"method": "AUTHENTICATOR", "code": code}),
+    )
+    .await
+    .expect(200, None);
+    let second = s.login("fay@example.com", PASSWORD).await;
+    s.post(
+        "/user/auth/mfa/verify",
+        &second.token,
+        json!({"method": "AUTHENTICATOR", "code": code}),
+    )
+    .await
+    .expect(400, Some("invalid_code"));
+    assert!(
+        s.mails_to("fay@example.com").len() >= 2,
+        "replay warning not mailed"
+    );
+
+    // Malformed codes are invalid codes, and count: with the replay, the
+    // fifth failure in a row starts a lockout of 30 s.
+    for bad in ["12345", " 123456", "１２３４５６"] {
+        s.post(
+            "/user/auth/mfa/verify",
+            &second.token,
+            json!({"method": "AUTHENTICATOR", "code": bad}),
+        )
+        .await
+        .expect(400, Some("invalid_code"));
+    }
+    let fifth = s
+        .post(
+            "/user/auth/mfa/verify",
+            &second.token,
+            json!({"method": "AUTHENTICATOR", "code": "1234567"}),
+        )
+        .await;
+    fifth.expect(429, Some("too_many_attempts"));
+    assert_eq!(fifth.header("retry-after"), Some("30"));
+
+    // Locked out: even a right code is refused, with Retry-After.
+    let locked = s
+        .post(
+            "/user/auth/mfa/verify",
+            &second.token,
+            json!({"method": "AUTHENTICATOR", "code": s.totp(&secret)}),
+        )
+        .await;
+    locked.expect(429, Some("too_many_attempts"));
+    let retry: u64 = locked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    let metrics = s.metrics().await;
+    for (outcome, n) in [("replay", 1), ("failure", 3), ("locked_out", 2)] {
+        let line =
+            format!(r#"mfa_verifications_total{{method="AUTHENTICATOR",outcome="{outcome}"}} {n}"#);
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
+
+    // After the delay the right code works and the count starts again.
+    s.advance(retry as i64 + 30);
+    let fresh = s.login("fay@example.com", PASSWORD).await;
+    s.post(
+        "/user/auth/mfa/verify",
+        &fresh.token,
+        json!({"method": "AUTHENTICATOR", "code": s.totp(&secret)}),
+    )
+    .await
+    .expect(200, None);
+
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"mfa_lockouts_total{kind="code"} 2"#),
+        "{metrics}"
+    );
+    let audit = s.get("/user/audit?action=locked_out", &root).await;
+    assert!(audit.ok()["total"].as_u64().unwrap() >= 1);
+    let audit = s.get("/user/audit?action=replay_refused", &root).await;
+    assert_eq!(audit.ok()["total"], 1);
+}
+
+async fn password_lockout(s: TestServer) {
+    let root = s.root().await;
+    s.create_user(&root, "gus@example.com", false).await;
+    let wrong = json!({"email": "gus@example.com", "password": "wrong password"});
+    let unknown = json!({"email": "nobody@example.com", "password": "wrong password"});
+
+    // Unknown email and wrong password: the same answer.
+    let a = s
+        .call("POST", "/user/auth/login", None, Some(unknown.clone()))
+        .await;
+    a.expect(401, Some("invalid_credentials"));
+    let b = s
+        .call("POST", "/user/auth/login", None, Some(wrong.clone()))
+        .await;
+    b.expect(401, Some("invalid_credentials"));
+    assert_eq!(a.body, b.body);
+
+    for _ in 0..3 {
+        s.call("POST", "/user/auth/login", None, Some(wrong.clone()))
+            .await
+            .expect(401, Some("invalid_credentials"));
+    }
+    let locked = s
+        .call("POST", "/user/auth/login", None, Some(wrong.clone()))
+        .await;
+    locked.expect(429, Some("too_many_attempts"));
+    assert_eq!(locked.header("retry-after"), Some("30"));
+    let right = json!({"email": "gus@example.com", "password": PASSWORD});
+    s.call("POST", "/user/auth/login", None, Some(right.clone()))
+        .await
+        .expect(429, Some("too_many_attempts"));
+    s.advance(31);
+    s.call("POST", "/user/auth/login", None, Some(right))
+        .await
+        .expect(200, None);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"mfa_lockouts_total{kind="password"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"logins_total{outcome="invalid_credentials"} 5"#),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,515 @@
+//! Users: creation, reads, updates and confirmed email changes, and the
+//! superadmin's seed endpoints.
+
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, ROOT_EMAIL, TestServer};
+use crate::on_every_backend;
+
+on_every_backend!(user_routes, email_change, superadmin_routes);
+
+async fn user_routes(s: TestServer) {
+    let root = s.root().await;
+    let (_, olga, other_admin) = s.org_with_admin(&root, "Other", "olga@example.com").await;
+
+    // Create: admins of the current org; never a hash or secret on the wire.
+    let c = s
+        .post(
+            "/user/users",
+            &root,
+            json!({"email": "Kim@Example.com", "firstName": "Kim", "lastName": "Lee",
+                   "password": PASSWORD, "isAdmin": true}),
+        )
+        .await;
+    c.expect(201, None);
+    let kim = c.body["id"].as_i64().unwrap();
+    let mut keys: Vec<&str> = c
+        .body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "email",
+            "firstName",
+            "id",
+            "isSuperAdmin",
+            "lastLoginAt",
+            "lastName",
+            "mfa",
+            "mfaOptIn"
+        ]
+    );
+    assert_eq!(c.body["email"], "kim@example.com");
+    assert_eq!(c.body["lastLoginAt"], json!(null));
+    assert_eq!(c.body["isSuperAdmin"], false);
+    s.post(
+        "/user/users",
+        &root,
+        json!({"email": "kim@example.com", "firstName": "K", "lastName": "L", "password": PASSWORD}),
+    )
+    .await
+    .expect(409, Some("conflict"));
+    s.post(
+        "/user/users",
+        &root,
+        json!({"email": "short@example.com", "firstName": "K", "lastName": "L", "password": "short"}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.post(
+        "/user/users",
+        &root,
+        json!({"email": "not an email", "firstName": "K", "lastName": "L", "password": PASSWORD}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    let lou = s.create_user(&root, "lou@example.com", false).await;
+    let lou_token = s.login("lou@example.com", PASSWORD).await.token;
+    s.post(
+        "/user/users",
+        &lou_token,
+        json!({"email": "x@example.com", "firstName": "K", "lastName": "L", "password": PASSWORD}),
+    )
+    .await
+    .expect(403, Some("forbidden"));
+
+    // By ids: users outside the caller's orgs are left out.
+    let a = s
+        .get(&format!("/user/users?ids={kim},{lou},{olga},424242"), &root)
+        .await;
+    assert_eq!(a.ok().as_array().unwrap().len(), 3, "a superadmin sees all");
+    let kim_token = s.login("kim@example.com", PASSWORD).await.token;
+    let a = s
+        .get(&format!("/user/users?ids={kim},{lou},{olga}"), &kim_token)
+        .await;
+    let ids: Vec<i64> = a
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [kim, lou]);
+    s.get(&format!("/user/users?ids={kim}"), &lou_token)
+        .await
+        .expect(403, Some("forbidden"));
+
+    // Me, with memberships.
+    let me = s.get("/user/users/me", &kim_token).await;
+    assert_eq!(me.ok()["id"], kim);
+    assert_eq!(me.body["memberships"][0]["isAdmin"], true);
+    assert!(me.body.get("passwordHash").is_none());
+
+    // One user: self, admins of a shared org; another org's user is not found.
+    s.get(&format!("/user/users/{lou}"), &lou_token)
+        .await
+        .expect(200, None);
+    s.get(&format!("/user/users/{lou}"), &kim_token)
+        .await
+        .expect(200, None);
+    s.get(&format!("/user/users/{kim}"), &lou_token)
+        .await
+        .expect(404, Some("not_found"));
+    s.get(&format!("/user/users/{lou}"), &other_admin)
+        .await
+        .expect(404, Some("not_found"));
+    s.get("/user/users/777777", &root)
+        .await
+        .expect(404, Some("not_found"));
+
+    // Update names: self and admins; not another org's admin.
+    let u = s
+        .put(
+            &format!("/user/users/{lou}"),
+            &kim_token,
+            json!({"firstName": "Louis"}),
+        )
+        .await;
+    assert_eq!(u.ok()["firstName"], "Louis");
+    assert_eq!(u.body["lastName"], "lou");
+    s.put(
+        &format!("/user/users/{lou}"),
+        &other_admin,
+        json!({"firstName": "X"}),
+    )
+    .await
+    .expect(404, Some("not_found"));
+    s.put(
+        &format!("/user/users/{lou}"),
+        &lou_token,
+        json!({"nickname": "X"}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+
+    // A self-service password change needs the current password and ends
+    // the user's other sessions.
+    let other_session = s.login("lou@example.com", PASSWORD).await.token;
+    s.put(
+        &format!("/user/users/{lou}"),
+        &lou_token,
+        json!({"password": "new password 1"}),
+    )
+    .await
+    .expect(401, Some("invalid_credentials"));
+    s.put(
+        &format!("/user/users/{lou}"),
+        &lou_token,
+        json!({"password": "new password 1", "currentPassword": "wrong"}),
+    )
+    .await
+    .expect(401, Some("invalid_credentials"));
+    s.put(
+        &format!("/user/users/{lou}"),
+        &lou_token,
+        json!({"password": "new password 1", "currentPassword": PASSWORD}),
+    )
+    .await
+    .expect(200, None);
+    s.get("/user/users/me", &other_session)
+        .await
+        .expect(401, Some("unauthorized"));
+    s.get("/user/users/me", &lou_token).await.expect(200, None);
+    s.login("lou@example.com", "new password 1").await;
+    // An admin setting it ends all of them.
+    s.put(
+        &format!("/user/users/{lou}"),
+        &kim_token,
+        json!({"password": PASSWORD}),
+    )
+    .await
+    .expect(200, None);
+    s.get("/user/users/me", &lou_token)
+        .await
+        .expect(401, Some("unauthorized"));
+
+    // Exists by email: true only for users in the caller's orgs.
+    let e = s.get("/user/users/email/lou@example.com", &kim_token).await;
+    assert_eq!(e.ok(), &json!({"exists": true}));
+    let e = s
+        .get("/user/users/email/olga@example.com", &kim_token)
+        .await;
+    assert_eq!(e.ok(), &json!({"exists": false}));
+    let e = s.get("/user/users/email/not-an-email", &kim_token).await;
+    assert_eq!(e.ok(), &json!({"exists": false}));
+    let lou_token = s.login("lou@example.com", PASSWORD).await.token;
+    s.get("/user/users/email/kim@example.com", &lou_token)
+        .await
+        .expect(403, Some("forbidden"));
+
+    // Delete: superadmins only, not themselves.
+    s.delete(&format!("/user/users/{lou}"), &kim_token)
+        .await
+        .expect(403, Some("forbidden"));
+    let root_id = s.get("/user/users/me", &root).await.body["id"]
+        .as_i64()
+        .unwrap();
+    s.delete(&format!("/user/users/{root_id}"), &root)
+        .await
+        .expect(400, Some("invalid_request"));
+    s.delete(&format!("/user/users/{lou}"), &root)
+        .await
+        .expect(204, None);
+    s.get("/user/users/me", &lou_token)
+        .await
+        .expect(401, Some("unauthorized"));
+    s.delete(&format!("/user/users/{lou}"), &root)
+        .await
+        .expect(404, Some("not_found"));
+}
+
+async fn email_change(s: TestServer) {
+    let root = s.root().await;
+    let mia = s.create_user(&root, "mia@example.com", false).await;
+    let mia_token = s.login("mia@example.com", PASSWORD).await.token;
+    // Enroll the email factor at the old address first.
+    s.call(
+        "PUT",
+        "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
+        Some(&mia_token),
+        None,
+    )
+    .await
+    .expect(200, None);
+    let code = s.last_code("mia@example.com");
+    s.put(
+        "/oauth/users/mfa/verifyEmail",
+        &mia_token,
+        json!({"mfatype": "EMAIL", "totp": code}),
+    )
+    .await
+    .expect(200, None);
+
+    // Nothing pending yet.
+    s.call(
+        "POST",
+        "/user/users/email/resendChangeConfirmation",
+        Some(&mia_token),
+        None,
+    )
+    .await
+    .expect(404, Some("not_found"));
+
+    // A self-service change needs the current password.
+    s.put(
+        &format!("/user/users/{mia}"),
+        &mia_token,
+        json!({"email": "mia@new.example"}),
+    )
+    .await
+    .expect(401, Some("invalid_credentials"));
+    let u = s
+        .put(
+            &format!("/user/users/{mia}"),
+            &mia_token,
+            json!({"email": "mia@new.example", "currentPassword": PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        u.ok()["email"],
+        "mia@example.com",
+        "not in effect before confirmation"
+    );
+    let token = s.last_token("mia@new.example");
+    assert!(
+        s.mails_to("mia@example.com")
+            .iter()
+            .any(|m| m.text().unwrap_or_default().contains("m***@new.example")),
+        "no notice to the old address"
+    );
+    // Taken addresses conflict.
+    s.put(
+        &format!("/user/users/{mia}"),
+        &root,
+        json!({"email": ROOT_EMAIL}),
+    )
+    .await
+    .expect(409, Some("conflict"));
+
+    // Resend (no body: the caller; or an admin naming the user).
+    s.call(
+        "POST",
+        "/user/users/email/resendChangeConfirmation",
+        Some(&mia_token),
+        None,
+    )
+    .await
+    .expect(204, None);
+    let resent = s.last_token("mia@new.example");
+    assert_ne!(resent, token);
+    s.post(
+        "/user/users/email/resendChangeConfirmation",
+        &root,
+        json!({"userId": mia}),
+    )
+    .await
+    .expect(204, None);
+    let latest = s.last_token("mia@new.example");
+    s.post(
+        "/user/users/email/resendChangeConfirmation",
+        &root,
+        json!({"userId": 0}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+
+    // Old tokens are void; the latest confirms, once.
+    let confirm = |t: &str| json!({"token": t});
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(confirm(&token)),
+    )
+    .await
+    .expect(400, Some("invalid_code"));
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(confirm(&latest)),
+    )
+    .await
+    .expect(204, None);
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(confirm(&latest)),
+    )
+    .await
+    .expect(400, Some("invalid_code"));
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(json!({"token": 5})),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+
+    // The new address logs in; the email factor must be verified again.
+    s.login("mia@new.example", PASSWORD).await;
+    let d = s.get("/oauth/users/mfaDetails", &mia_token).await;
+    assert_eq!(d.ok()["details"]["EMAIL"]["verified"], false);
+
+    // An expired token.
+    s.put(
+        &format!("/user/users/{mia}"),
+        &root,
+        json!({"email": "mia@third.example"}),
+    )
+    .await
+    .expect(200, None);
+    let token = s.last_token("mia@third.example");
+    s.advance(24 * 3600);
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(confirm(&token)),
+    )
+    .await
+    .expect(400, Some("code_expired"));
+}
+
+async fn superadmin_routes(s: TestServer) {
+    let root = s.root().await;
+    let (other, olga, other_admin) = s.org_with_admin(&root, "Other", "olga@example.com").await;
+    let ned = s.create_user(&root, "ned@example.com", false).await;
+
+    // Load by email, whatever the orgs.
+    let u = s
+        .post(
+            "/user/users/email",
+            &root,
+            json!({"email": "OLGA@example.com"}),
+        )
+        .await;
+    assert_eq!(u.ok()["id"], olga);
+    s.post(
+        "/user/users/email",
+        &root,
+        json!({"email": "ghost@example.com"}),
+    )
+    .await
+    .expect(404, Some("not_found"));
+    s.post(
+        "/user/users/email",
+        &other_admin,
+        json!({"email": "olga@example.com"}),
+    )
+    .await
+    .expect(403, Some("forbidden"));
+
+    // The admins of an org.
+    let a = s.get(&format!("/user/users/admins/{other}"), &root).await;
+    let emails: Vec<&str> = a
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, [ROOT_EMAIL, "olga@example.com"]);
+    s.get(&format!("/user/users/admins/{other}"), &other_admin)
+        .await
+        .expect(403, Some("forbidden"));
+    s.get("/user/users/admins/999999", &root)
+        .await
+        .expect(404, Some("not_found"));
+
+    // Join an org (audited).
+    let c = s.post("/user/org", &root, json!({"name": "Third"})).await;
+    let third = c.body["id"].as_i64().unwrap();
+    let j = s
+        .call(
+            "POST",
+            &format!("/user/users/insert/{third}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    j.expect(201, None);
+    assert_eq!(j.body["orgId"], third);
+    assert_eq!(j.body["isAdmin"], true);
+    s.call(
+        "POST",
+        &format!("/user/users/insert/{third}"),
+        Some(&other_admin),
+        None,
+    )
+    .await
+    .expect(403, Some("forbidden"));
+    s.call("POST", "/user/users/insert/999999", Some(&root), None)
+        .await
+        .expect(404, Some("not_found"));
+    let audit = s
+        .get(
+            "/user/audit?action=super_admin_joined_org",
+            &s.login_org(ROOT_EMAIL, PASSWORD, third).await.token,
+        )
+        .await;
+    assert_eq!(audit.ok()["total"], 1);
+
+    // Remove from every org, active or not; sessions end.
+    s.call(
+        "POST",
+        &format!("/user/org/{other}/email/user/ned@example.com"),
+        Some(&other_admin),
+        None,
+    )
+    .await
+    .expect(201, None);
+    s.put(
+        &format!("/user/users/{ned}/membership"),
+        &root,
+        json!({"isActive": false}),
+    )
+    .await
+    .expect(204, None);
+    let ned_token = s.login("ned@example.com", PASSWORD).await.token;
+    s.delete(
+        "/user/users/deleteFromAllOrgs/ned@example.com",
+        &other_admin,
+    )
+    .await
+    .expect(403, Some("forbidden"));
+    let d = s
+        .delete("/user/users/deleteFromAllOrgs/ned@example.com", &root)
+        .await;
+    assert_eq!(d.ok(), &json!([s.root_org, other]));
+    s.get("/user/users/me", &ned_token)
+        .await
+        .expect(401, Some("unauthorized"));
+    s.delete("/user/users/deleteFromAllOrgs/ghost@example.com", &root)
+        .await
+        .expect(404, Some("not_found"));
+    // The user record stays: a superadmin still finds it.
+    s.post(
+        "/user/users/email",
+        &root,
+        json!({"email": "ned@example.com"}),
+    )
+    .await
+    .expect(200, None);
+
+    // The audit trail is the current org's, for its admins.
+    let a = s.get(&format!("/user/audit?userId={ned}"), &root).await;
+    assert!(a.ok()["total"].as_u64().unwrap() >= 2);
+    for e in a.body["items"].as_array().unwrap() {
+        assert!(e["actorUserId"] == ned || e["targetUserId"] == ned, "{e}");
+        assert_eq!(e["orgId"], s.root_org);
+    }
+    let ned_again = s.create_user(&root, "ned2@example.com", false).await;
+    let _ = ned_again;
+    let t = s.login("ned2@example.com", PASSWORD).await.token;
+    s.get("/user/audit", &t)
+        .await
+        .expect(403, Some("forbidden"));
+}
