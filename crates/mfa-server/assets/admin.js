@@ -1,0 +1,510 @@
+// The admin console: User Management, Edit User, Org settings, Audit trail.
+// Every action is a call to the JSON API (spec/API.md) with the session of
+// the signed-in admin; the current org is the org of that session.
+
+import {
+  $,
+  $$,
+  METHOD_NAMES,
+  boot,
+  busy,
+  call,
+  clearMessages,
+  download,
+  fail,
+  formatTime,
+  h,
+  say,
+  session,
+  showView,
+} from "./common.js";
+
+const VIEWS = ["signin-view", "forbidden-view", "users-view", "edit-view", "org-view", "audit-view"];
+const PAGE_SIZE = 20;
+const AUDIT_PAGE_SIZE = 25;
+
+let org = null;
+const users = { search: "", page: 0, seq: 0, timer: 0 };
+const audit = { page: 0, userText: "", action: "", seq: 0 };
+let editing = null; // {user, membership}
+const userCache = new Map();
+
+const fullName = (u) => `${u.firstName} ${u.lastName}`.trim() || u.email;
+const initials = (u) => ((u.firstName || "").charAt(0) + (u.lastName || "").charAt(0)).toUpperCase() || "?";
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+// ---- start, routing
+
+async function onSignedIn() {
+  const s = session.get();
+  const me = await call("GET", "/user/users/me");
+  $("#who-name").textContent = `${fullName(me)} (${me.email})`;
+  $("#who").hidden = false;
+  const membership = me.memberships.find((m) => m.orgId === s.orgId);
+  const isAdmin = me.isSuperAdmin || (membership && membership.isAdmin && membership.isActive);
+  if (!isAdmin) {
+    showView(VIEWS, "forbidden-view");
+    return;
+  }
+  org = await call("GET", `/user/org/${s.orgId}`);
+  $(".brand").textContent = `MFA Admin · ${org.name}`;
+  $("#admin-nav").hidden = false;
+  await route();
+  if (s.setupDueAt) {
+    say(`Your org asks for multi-factor authentication: set it up on your account page before ${formatTime(s.setupDueAt)}.`);
+  }
+}
+
+function onSignedOut() {
+  org = null;
+  editing = null;
+  userCache.clear();
+  $("#admin-nav").hidden = true;
+  $("#who").hidden = true;
+  $(".brand").textContent = "MFA Admin";
+}
+
+function parseHash() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const [path, query = ""] = raw.split("?");
+  return { parts: path.split("/").filter(Boolean), params: new URLSearchParams(query) };
+}
+
+async function route() {
+  if (!org || !session.get()) return;
+  const { parts, params } = parseHash();
+  const section = parts[0] || "users";
+  for (const link of $$("#admin-nav a[data-nav]")) {
+    if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  clearMessages();
+  if (section === "users" && parts[1]) return showEdit(Number(parts[1]));
+  if (section === "org") return showOrg();
+  if (section === "audit") return showAudit(params);
+  return showUsers();
+}
+
+window.addEventListener("hashchange", () => {
+  route().catch(fail);
+});
+
+// ---- User Management
+
+async function showUsers() {
+  showView(VIEWS, "users-view");
+  $("#user-search").value = users.search;
+  await Promise.all([loadUsers(), loadCounts()]);
+}
+
+async function loadCounts() {
+  try {
+    const c = await call("GET", "/user/users/retrieveNotExcludeFromMembershipUserCounts");
+    $("#user-counts").textContent = `${c.licensed} Licensed Users | ${c.enabled} Enabled | ${c.inactive} Inactive`;
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function userQuery(page, size) {
+  const q = new URLSearchParams({ page: String(page), size: String(size) });
+  if (users.search) q.set("search", users.search);
+  return q;
+}
+
+async function loadUsers() {
+  const seq = ++users.seq;
+  const list = $("#user-list");
+  list.setAttribute("aria-busy", "true");
+  try {
+    const page = await call("GET", "/user/users/page?" + userQuery(users.page, PAGE_SIZE));
+    if (seq !== users.seq) return;
+    const pages = Math.max(1, Math.ceil(page.total / PAGE_SIZE));
+    if (users.page > 0 && users.page >= pages) {
+      users.page = pages - 1;
+      await loadUsers();
+      return;
+    }
+    list.replaceChildren(...page.items.map(userRow));
+    $("#user-empty").hidden = page.items.length > 0;
+    $("#users-page").textContent = `Page ${users.page + 1} of ${pages} · ${plural(page.total, "user")}`;
+    $("#users-prev").disabled = users.page === 0;
+    $("#users-next").disabled = users.page + 1 >= pages;
+  } catch (error) {
+    if (seq === users.seq) fail(error);
+  } finally {
+    if (seq === users.seq) list.setAttribute("aria-busy", "false");
+  }
+}
+
+function userRow(u) {
+  userCache.set(u.id, u);
+  return h(
+    "li",
+    { class: "user-row", "data-user-id": u.id },
+    h("span", { class: "avatar", "aria-hidden": "true" }, initials(u)),
+    h("a", { class: "user-name", href: `#/users/${u.id}` }, fullName(u)),
+    h("span", { class: "badge" + (u.mfa.enrolled ? " on" : "") }, u.mfa.enrolled ? "MFA set up" : "No MFA"),
+    h("span", { class: "user-email" }, u.email),
+    h("span", { class: "user-login" }, "Last login: " + (u.lastLoginAt ? formatTime(u.lastLoginAt) : "Never")),
+  );
+}
+
+function searchChanged(event) {
+  clearTimeout(users.timer);
+  const value = event.currentTarget.value.trim();
+  users.timer = setTimeout(() => {
+    if (value === users.search) return;
+    users.search = value;
+    users.page = 0;
+    loadUsers();
+  }, 250);
+}
+// "input" as you type; "change" also for a field cleared by a script or
+// an assistive tool.
+$("#user-search").addEventListener("input", searchChanged);
+$("#user-search").addEventListener("change", searchChanged);
+$("#users-prev").addEventListener("click", () => {
+  users.page = Math.max(0, users.page - 1);
+  loadUsers();
+});
+$("#users-next").addEventListener("click", () => {
+  users.page += 1;
+  loadUsers();
+});
+
+function csvCell(value) {
+  let s = value === null || value === undefined ? "" : String(value);
+  // A cell starting with = + - @ is a formula in spreadsheet programs.
+  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+$("#export-csv").addEventListener("click", (event) =>
+  busy(event.currentTarget, async () => {
+    clearMessages();
+    const size = 200;
+    const all = [];
+    for (let page = 0; ; page += 1) {
+      const p = await call("GET", "/user/users/page?" + userQuery(page, size));
+      all.push(...p.items);
+      if (p.items.length < size || all.length >= p.total) break;
+    }
+    const header = ["id", "firstName", "lastName", "email", "lastLoginAt", "mfaEnrolled", "mfaMethods"];
+    const rows = all.map((u) => [
+      u.id,
+      u.firstName,
+      u.lastName,
+      u.email,
+      u.lastLoginAt || "Never",
+      u.mfa.enrolled ? "yes" : "no",
+      u.mfa.methods.join(" "),
+    ]);
+    const csv = [header, ...rows].map((r) => r.map(csvCell).join(",")).join("\r\n") + "\r\n";
+    download(`users-org-${org.id}.csv`, csv, "text/csv;charset=utf-8");
+    say(`Exported ${plural(all.length, "user")} as CSV.`);
+  }),
+);
+
+// ---- Edit User
+
+function setEditEnabled(enabled) {
+  for (const el of $$("#edit-view input, #edit-view button")) el.disabled = !enabled;
+}
+
+async function showEdit(id) {
+  editing = null;
+  $("#edit-title").textContent = "User Management: Edit User";
+  $("#profile-form").reset();
+  $("#user-mfa").textContent = "";
+  setEditEnabled(false);
+  showView(VIEWS, "edit-view");
+  try {
+    const [user, membership, fresh] = await Promise.all([
+      call("GET", `/user/users/${id}`),
+      call("GET", `/user/org/${org.id}/user/${id}`),
+      call("GET", `/user/org/${org.id}`),
+    ]);
+    org = fresh;
+    userCache.set(user.id, user);
+    editing = { user, membership };
+    renderEdit();
+    setEditEnabled(true);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function renderEdit() {
+  const { user, membership } = editing;
+  $("#edit-title").textContent = `User Management: Edit User: ${fullName(user)}`;
+  $("#edit-first").value = user.firstName;
+  $("#edit-last").value = user.lastName;
+  $("#edit-email").value = user.email;
+  for (const toggle of $$("#edit-view input.switch")) {
+    const value = Boolean(membership[toggle.dataset.field]);
+    toggle.checked = toggle.dataset.inverted === "true" ? !value : value;
+  }
+  $("#user-mfa").textContent = user.mfa.enrolled
+    ? `Multi-factor authentication is set up: ${user.mfa.methods.map((m) => METHOD_NAMES[m] || m).join(", ")}.`
+    : "Multi-factor authentication is not set up.";
+  $("#reset-mfa").textContent = org.isMfaEnforced ? "Reset org-level MFA for this user" : "Reset MFA for this user";
+  $("#user-audit-link").href = `#/audit?user=${user.id}`;
+}
+
+$("#profile-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!editing) return;
+  const { user } = editing;
+  const body = {};
+  const first = $("#edit-first").value.trim();
+  const last = $("#edit-last").value.trim();
+  const email = $("#edit-email").value.trim();
+  if (first !== user.firstName) body.firstName = first;
+  if (last !== user.lastName) body.lastName = last;
+  if (email.toLowerCase() !== user.email.toLowerCase()) body.email = email;
+  clearMessages();
+  if (Object.keys(body).length === 0) {
+    say("Nothing to change.");
+    return;
+  }
+  busy(event.submitter, async () => {
+    const updated = await call("PUT", `/user/users/${user.id}`, body);
+    editing.user = updated;
+    renderEdit();
+    say(
+      body.email
+        ? `Saved. A confirmation link was sent to ${body.email}; the email address changes once it is confirmed.`
+        : `User information saved for ${fullName(updated)}.`,
+    );
+  });
+});
+
+for (const toggle of $$("#edit-view input.switch")) {
+  toggle.addEventListener("change", async () => {
+    if (!editing) return;
+    const field = toggle.dataset.field;
+    const inverted = toggle.dataset.inverted === "true";
+    const value = inverted ? !toggle.checked : toggle.checked;
+    const label = $(`label[for="${toggle.id}"]`).textContent;
+    const name = fullName(editing.user);
+    clearMessages();
+    toggle.disabled = true;
+    try {
+      await call("PUT", `/user/users/${editing.user.id}/membership?byRef=false`, { [field]: value });
+      editing.membership[field] = value;
+      say(`${label} turned ${toggle.checked ? "on" : "off"} for ${name}.`);
+    } catch (error) {
+      toggle.checked = !toggle.checked;
+      fail(error);
+    } finally {
+      toggle.disabled = false;
+      toggle.focus();
+    }
+  });
+}
+
+const resetDialog = $("#reset-dialog");
+
+$("#reset-mfa").addEventListener("click", () => {
+  if (!editing) return;
+  clearMessages();
+  resetDialog.showModal();
+});
+
+$("#reset-cancel").addEventListener("click", () => {
+  resetDialog.close();
+  $("#reset-mfa").focus();
+});
+
+$("#reset-confirm").addEventListener("click", async (event) => {
+  if (!editing) return;
+  const button = event.currentTarget;
+  const { user } = editing;
+  button.disabled = true;
+  try {
+    await call("PUT", "/user/users/mfa/reset", { ids: [user.id] });
+    resetDialog.close();
+    editing.user = await call("GET", `/user/users/${user.id}`);
+    renderEdit();
+    say(`MFA was reset for ${fullName(user)}. They set it up again at their next sign-in.`);
+  } catch (error) {
+    resetDialog.close();
+    fail(error);
+  } finally {
+    button.disabled = false;
+    $("#reset-mfa").focus();
+  }
+});
+
+// ---- Org settings
+
+async function showOrg() {
+  $("#sandbox-warning").hidden = document.documentElement.dataset.environment !== "sandbox";
+  showView(VIEWS, "org-view");
+  try {
+    org = await call("GET", `/user/org/${org.id}`);
+    renderOrg();
+  } catch (error) {
+    fail(error);
+  }
+}
+
+function renderOrg() {
+  $("#org-name").textContent = org.name;
+  $("#toggle-enforce").checked = org.isMfaEnforced;
+  $("#org-enforced-at").textContent =
+    org.isMfaEnforced && org.mfaEnforcedAt
+      ? `MFA enforced since ${formatTime(org.mfaEnforcedAt)}.`
+      : "MFA is not enforced: only members who opted in use it.";
+  $("#grace-hours").value = String(org.mfaGracePeriodHours);
+}
+
+$("#toggle-enforce").addEventListener("change", async (event) => {
+  const toggle = event.currentTarget;
+  const on = toggle.checked;
+  clearMessages();
+  toggle.disabled = true;
+  try {
+    await call("PUT", "/user/org/mfa", { isMfaEnforced: on });
+    org = await call("GET", `/user/org/${org.id}`);
+    renderOrg();
+    say(
+      on
+        ? "MFA is now enforced for this org. Members who are not opted out set it up or use it at their next sign-in."
+        : "MFA is no longer enforced for this org.",
+    );
+  } catch (error) {
+    toggle.checked = !on;
+    fail(error);
+  } finally {
+    toggle.disabled = false;
+    toggle.focus();
+  }
+});
+
+$("#grace-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearMessages();
+  const hours = Number($("#grace-hours").value);
+  busy(event.submitter, async () => {
+    org = await call("PUT", `/user/org/${org.id}`, { mfaGracePeriodHours: hours });
+    renderOrg();
+    say(`Grace period saved: ${plural(org.mfaGracePeriodHours, "hour")}.`);
+  });
+});
+
+// ---- Audit trail
+
+async function showAudit(params) {
+  if (params.has("user")) {
+    // From "View this user's audit trail": the address reads better than the id.
+    const id = params.get("user");
+    const known = userCache.get(Number(id));
+    audit.userText = known ? known.email : id;
+  }
+  audit.page = 0;
+  $("#audit-user").value = audit.userText;
+  $("#audit-action").value = audit.action;
+  showView(VIEWS, "audit-view");
+  await loadAudit();
+}
+
+/** A user id from an id or an email/name typed into the filter. */
+async function resolveUser(text) {
+  if (!text) return null;
+  if (/^\d+$/.test(text)) return Number(text);
+  const q = new URLSearchParams({ search: text, page: "0", size: "200" });
+  const found = (await call("GET", "/user/users/page?" + q)).items;
+  const wanted = text.toLowerCase();
+  const exact = found.filter((u) => u.email.toLowerCase() === wanted || fullName(u).toLowerCase() === wanted);
+  if (exact.length === 1) return exact[0].id;
+  if (found.length === 1) return found[0].id;
+  throw new Error(
+    found.length
+      ? `More than one user matches “${text}”; type the whole email address`
+      : `No user of this org matches “${text}”`,
+  );
+}
+
+function who(id) {
+  if (id === null || id === undefined) return "—";
+  const u = userCache.get(id);
+  return u ? u.email : `user #${id}`;
+}
+
+async function loadAudit() {
+  const seq = ++audit.seq;
+  const body = $("#audit-rows");
+  body.parentElement.setAttribute("aria-busy", "true");
+  try {
+    const userId = await resolveUser(audit.userText.trim());
+    const q = new URLSearchParams({ page: String(audit.page), size: String(AUDIT_PAGE_SIZE) });
+    if (userId) q.set("userId", String(userId));
+    if (audit.action) q.set("action", audit.action);
+    const page = await call("GET", "/user/audit?" + q);
+    if (seq !== audit.seq) return;
+    const unknown = [
+      ...new Set(page.items.flatMap((e) => [e.actorUserId, e.targetUserId]).filter((id) => id && !userCache.has(id))),
+    ];
+    if (unknown.length) {
+      try {
+        for (const u of await call("GET", "/user/users?ids=" + unknown.join(","))) userCache.set(u.id, u);
+      } catch {
+        // Ids stay ids.
+      }
+    }
+    if (seq !== audit.seq) return;
+    body.replaceChildren(
+      ...page.items.map((e) =>
+        h(
+          "tr",
+          { "data-action": e.action },
+          h("td", { class: "time" }, formatTime(e.at, { seconds: true })),
+          h("td", {}, h("code", {}, e.action)),
+          h("td", { class: "who" }, who(e.actorUserId)),
+          h("td", { class: "who" }, who(e.targetUserId)),
+          h("td", { class: "detail" }, e.detail),
+        ),
+      ),
+    );
+    const pages = Math.max(1, Math.ceil(page.total / AUDIT_PAGE_SIZE));
+    $("#audit-empty").hidden = page.items.length > 0;
+    $("#audit-page").textContent = `Page ${audit.page + 1} of ${pages} · ${plural(page.total, "event")}`;
+    $("#audit-prev").disabled = audit.page === 0;
+    $("#audit-next").disabled = audit.page + 1 >= pages;
+  } catch (error) {
+    if (seq === audit.seq) fail(error);
+  } finally {
+    if (seq === audit.seq) body.parentElement.setAttribute("aria-busy", "false");
+  }
+}
+
+$("#audit-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearMessages();
+  audit.userText = $("#audit-user").value.trim();
+  audit.action = $("#audit-action").value;
+  audit.page = 0;
+  loadAudit();
+});
+$("#audit-clear").addEventListener("click", () => {
+  clearMessages();
+  audit.userText = "";
+  audit.action = "";
+  audit.page = 0;
+  $("#audit-user").value = "";
+  $("#audit-action").value = "";
+  if (parseHash().params.has("user")) location.hash = "#/audit";
+  else loadAudit();
+});
+$("#audit-prev").addEventListener("click", () => {
+  audit.page = Math.max(0, audit.page - 1);
+  loadAudit();
+});
+$("#audit-next").addEventListener("click", () => {
+  audit.page += 1;
+  loadAudit();
+});
+
+boot({ views: VIEWS, onSignedIn, onSignedOut });

@@ -1,0 +1,565 @@
+// Shared by the admin console and the account page: the API client, the
+// session (the bearer token lives in sessionStorage, never in a URL), the
+// message regions, the sign-in flow (password, then MFA setup or
+// challenge) and the enrollment widgets.
+
+const SESSION_KEY = "mfa-admin.session";
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+export const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+
+/** Create an element: h("p", {class: "hint"}, "text", child, ...). */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key === "text") el.textContent = value;
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+// ---- messages
+
+/** Say something went well (polite live region). */
+export function say(text) {
+  $("#alert").textContent = "";
+  $("#status").textContent = text;
+}
+
+/** Show an error in words (assertive live region). */
+export function fail(error) {
+  $("#status").textContent = "";
+  $("#alert").textContent = describeError(error);
+}
+
+export function clearMessages() {
+  $("#status").textContent = "";
+  $("#alert").textContent = "";
+}
+
+// ---- the API
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+function sentence(text) {
+  const t = String(text || "").trim();
+  if (!t) return "";
+  const s = t.charAt(0).toUpperCase() + t.slice(1);
+  return /[.!?]$/.test(s) ? s : s + ".";
+}
+
+/** An error as a sentence for people. */
+export function describeError(error) {
+  if (!(error instanceof ApiError)) {
+    return sentence(error && error.message) || "Something went wrong.";
+  }
+  switch (error.code) {
+    case "network":
+      return "The server could not be reached. Check the connection and try again.";
+    case "too_many_attempts": {
+      const secs = Number(error.retryAfter);
+      const wait = secs > 0 ? ` Try again in ${secs} second${secs === 1 ? "" : "s"}.` : " Try again later.";
+      return "Too many attempts." + wait;
+    }
+    case "unauthorized":
+      return "Your session has ended. Sign in again.";
+    case "mfa_required":
+      return "Finish multi-factor authentication first: " + sentence(error.message);
+    case "forbidden":
+      return "You are not allowed to do this: " + sentence(error.message);
+    default:
+      return sentence(error.message) || `The server answered with status ${error.status}.`;
+  }
+}
+
+/** Call the JSON API. Resolves to the parsed body (null when empty). */
+export async function api(method, path, { token, body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = "Bearer " + token;
+  const init = { method, headers, credentials: "omit", cache: "no-store", redirect: "error" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, "network", "the server could not be reached");
+  }
+  const text = await res.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!res.ok) {
+    const code = (data && data.error) || "http_" + res.status;
+    const message = (data && data.message) || `the server answered with status ${res.status}`;
+    throw new ApiError(res.status, code, message, res.headers.get("Retry-After"));
+  }
+  return data;
+}
+
+// ---- the session
+
+export const session = {
+  get() {
+    try {
+      const s = JSON.parse(sessionStorage.getItem(SESSION_KEY));
+      return s && typeof s.token === "string" ? s : null;
+    } catch {
+      return null;
+    }
+  },
+  set(value) {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(value));
+  },
+  clear() {
+    sessionStorage.removeItem(SESSION_KEY);
+  },
+};
+
+let onSessionEnded = () => {};
+
+/** Call the API with the stored full session; a 401 ends the session. */
+export async function call(method, path, body) {
+  const s = session.get();
+  try {
+    return await api(method, path, { token: s && s.token, body });
+  } catch (error) {
+    if (error instanceof ApiError && error.code === "unauthorized") {
+      session.clear();
+      onSessionEnded(error);
+    }
+    throw error;
+  }
+}
+
+/** Disable a button while `work` runs; show its error in words. */
+export async function busy(button, work) {
+  if (button) {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+  }
+  try {
+    return await work();
+  } catch (error) {
+    fail(error);
+    return undefined;
+  } finally {
+    if (button) {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
+  }
+}
+
+// ---- formatting
+
+const pad = (n) => String(n).padStart(2, "0");
+
+/** `2027-01-15 08:00 UTC` (with `seconds`, `08:00:30`) for an RFC 3339 time. */
+export function formatTime(iso, { seconds = false } = {}) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const date = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+  const time = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}` + (seconds ? `:${pad(d.getUTCSeconds())}` : "");
+  return `${date} ${time} UTC`;
+}
+
+/** The secret in groups of four, for typing it into an app. */
+export function groupSecret(secret) {
+  return (String(secret).match(/.{1,4}/g) || []).join(" ");
+}
+
+/** Our own SVG as a data: URI for an <img> (never inserted as markup). */
+export function svgDataUri(svg) {
+  const bytes = new TextEncoder().encode(svg);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return "data:image/svg+xml;base64," + btoa(binary);
+}
+
+export const METHOD_NAMES = {
+  AUTHENTICATOR: "Authenticator app",
+  EMAIL: "Email",
+  RECOVERY: "Recovery code",
+};
+
+/** Offer `text` as a file download. */
+export function download(filename, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = h("a", { href: url, download: filename, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+/** Copy text to the clipboard, saying whether it worked. */
+export async function copy(text, what) {
+  try {
+    await navigator.clipboard.writeText(text);
+    say(`${what} copied to the clipboard.`);
+  } catch {
+    fail(new Error(`The browser did not allow copying; select the ${what.toLowerCase()} and copy them by hand`));
+  }
+}
+
+/** Show one of `ids`, hide the others; focus its heading. */
+export function showView(ids, id, { focus = true } = {}) {
+  for (const other of ids) $("#" + other).hidden = other !== id;
+  $("#loading").hidden = true;
+  if (focus) {
+    const heading = $(`#${id} h1`);
+    if (heading) heading.focus();
+  }
+}
+
+// ---- enrollment widgets
+
+let widgetCount = 0;
+
+/**
+ * Authenticator enrollment: generateTempSecret, the QR code and the key in
+ * groups of four, then validateCode. `token()` is the session to use;
+ * `onDone(answer)` gets validateCode's body (a new token on a partial
+ * session, null on a full one).
+ */
+export function mountAuthenticatorEnrollment(container, { token, onDone, onCancel }) {
+  const id = `auth${++widgetCount}`;
+  container.replaceChildren();
+  const box = h("div", { class: "enroll", id });
+  container.append(box);
+
+  async function start(button) {
+    clearMessages();
+    const secret = await busy(button, () =>
+      api("POST", "/user/users/mfa/generateTempSecret", { token: token() }),
+    );
+    if (secret) render(secret);
+  }
+
+  function render(secret) {
+    const codeInput = h("input", {
+      id: `${id}-code`,
+      class: "code",
+      type: "text",
+      inputmode: "numeric",
+      autocomplete: "one-time-code",
+      pattern: "[0-9]{6,8}",
+      maxlength: "8",
+      required: true,
+      "aria-describedby": `${id}-code-hint`,
+    });
+    const form = h(
+      "form",
+      { method: "post", action: "#", class: "enroll-form" },
+      h("label", { for: `${id}-code` }, "Code from the app"),
+      codeInput,
+      h("p", { id: `${id}-code-hint`, class: "hint" }, "The 6 digits the app shows for this account."),
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { type: "submit", class: "primary" }, "Verify"),
+        h("button", { type: "button", onclick: (e) => start(e.currentTarget) }, "Get a new key"),
+        onCancel ? h("button", { type: "button", class: "link", onclick: onCancel }, "Cancel") : null,
+      ),
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearMessages();
+      const button = form.querySelector("button[type=submit]");
+      const code = codeInput.value.trim();
+      await busy(button, async () => {
+        const answer = await api("POST", "/user/users/mfa/validateCode", { token: token(), body: { code } });
+        codeInput.value = "";
+        await onDone(answer);
+      });
+    });
+    box.replaceChildren(
+      h("h3", {}, "Authenticator app"),
+      h("p", {}, "1. Scan this QR code with your authenticator app."),
+      h("img", {
+        class: "qr",
+        id: `${id}-qr`,
+        src: svgDataUri(secret.qrCodeSvg),
+        alt: "QR code for the authenticator app; the same key is written out below",
+        width: "192",
+        height: "192",
+      }),
+      h(
+        "p",
+        {},
+        "Or enter this key by hand: ",
+        h("code", { class: "secret", id: `${id}-secret`, "aria-label": "Key, in groups of four characters" }, groupSecret(secret.secret)),
+      ),
+      h(
+        "p",
+        { class: "hint" },
+        `The key has only the letters A to Z and the digits 2 to 7. It is valid until ${formatTime(secret.expiresAt)}.`,
+      ),
+      h("p", {}, "2. Enter the code the app shows."),
+      form,
+    );
+    codeInput.focus();
+  }
+
+  return { start };
+}
+
+/**
+ * Email enrollment: enrollEmail sends a code, verifyEmail confirms it.
+ * `onDone(answer)` gets verifyEmail's body.
+ */
+export function mountEmailEnrollment(container, { token, onDone }) {
+  const id = `email${++widgetCount}`;
+  const sendButton = h("button", { type: "button", id: `${id}-send` }, "Email me a code");
+  const sent = h("p", { class: "hint", id: `${id}-sent` });
+  const codeInput = h("input", {
+    id: `${id}-code`,
+    class: "code",
+    type: "text",
+    inputmode: "numeric",
+    autocomplete: "one-time-code",
+    pattern: "[0-9]{6}",
+    maxlength: "6",
+    required: true,
+  });
+  const form = h(
+    "form",
+    { method: "post", action: "#", hidden: true },
+    h("label", { for: `${id}-code` }, "Code from the email"),
+    codeInput,
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Verify email")),
+  );
+  sendButton.addEventListener("click", async () => {
+    clearMessages();
+    const answer = await busy(sendButton, () =>
+      api("PUT", "/oauth/users/mfa/enrollEmail?mfatype=EMAIL", { token: token() }),
+    );
+    if (answer) {
+      sent.textContent = `A code was sent to ${answer.sentTo}; it is valid until ${formatTime(answer.expiresAt)}.`;
+      sendButton.textContent = "Send a new code";
+      form.hidden = false;
+      codeInput.focus();
+    }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearMessages();
+    const button = form.querySelector("button[type=submit]");
+    await busy(button, async () => {
+      const answer = await api("PUT", "/oauth/users/mfa/verifyEmail", {
+        token: token(),
+        body: { mfatype: "EMAIL", totp: codeInput.value.trim() },
+      });
+      codeInput.value = "";
+      await onDone(answer);
+    });
+  });
+  container.replaceChildren(h("div", { class: "enroll", id }, h("h3", {}, "Email codes"), sendButton, sent, form));
+}
+
+// ---- sign-in
+
+/**
+ * Wire the sign-in view. `onSignedIn()` runs once a full session is stored.
+ * Returns `show(message?)`, which shows the password step.
+ */
+export function setupSignIn({ views, onSignedIn }) {
+  const passwordForm = $("#password-form");
+  const challengeView = $("#challenge-view");
+  const challengeForm = $("#challenge-form");
+  const setupView = $("#setup-view");
+  let partial = null; // {token, orgId}: the pre-MFA session, in memory only
+
+  function step(which) {
+    passwordForm.hidden = which !== "password";
+    challengeView.hidden = which !== "challenge";
+    setupView.hidden = which !== "setup";
+  }
+
+  function show(message) {
+    partial = null;
+    showView(views, "signin-view", { focus: false });
+    step("password");
+    $("#signin-password").value = "";
+    if (message) fail(message);
+    $("#signin-email").focus();
+  }
+
+  async function complete(token, orgId, extra = {}) {
+    session.set({ token, orgId, ...extra });
+    partial = null;
+    $("#challenge-code").value = "";
+    clearMessages();
+    await onSignedIn();
+  }
+
+  passwordForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearMessages();
+    const body = { email: $("#signin-email").value.trim(), password: $("#signin-password").value };
+    const org = $("#signin-org").value.trim();
+    if (org) body.orgId = Number(org);
+    const button = passwordForm.querySelector("button[type=submit]");
+    await busy(button, async () => {
+      const login = await api("POST", "/user/auth/login", { body });
+      $("#signin-password").value = "";
+      if (login.mfa === "none") {
+        await complete(login.token, login.orgId, { setupDueAt: login.setupDueAt || null });
+      } else if (login.mfa === "challenge_required") {
+        partial = { token: login.token, orgId: login.orgId };
+        showChallenge(login.methods);
+      } else {
+        partial = { token: login.token, orgId: login.orgId };
+        showSetup(login.methods);
+      }
+    });
+  });
+
+  // The challenge: one of the user's verified methods.
+  function showChallenge(methods) {
+    const fieldset = $("#challenge-methods");
+    fieldset.replaceChildren(h("legend", {}, "Verify with"));
+    methods.forEach((method, i) => {
+      const id = "challenge-method-" + method.toLowerCase();
+      const radio = h("input", { type: "radio", name: "method", id, value: method, checked: i === 0 });
+      radio.addEventListener("change", () => methodChosen(method));
+      fieldset.append(h("label", { class: "radio", for: id }, radio, METHOD_NAMES[method] || method));
+    });
+    step("challenge");
+    methodChosen(methods[0]);
+    $("#challenge-title").focus();
+  }
+
+  function methodChosen(method) {
+    const input = $("#challenge-code");
+    $("#challenge-email").hidden = method !== "EMAIL";
+    $("#challenge-code-label").textContent =
+      method === "RECOVERY" ? "Recovery code" : method === "EMAIL" ? "Code from the email" : "Code from your authenticator app";
+    input.value = "";
+    if (method === "RECOVERY") {
+      input.setAttribute("inputmode", "text");
+      input.setAttribute("autocomplete", "off");
+    } else {
+      input.setAttribute("inputmode", "numeric");
+      input.setAttribute("autocomplete", "one-time-code");
+    }
+  }
+
+  $("#challenge-send").addEventListener("click", async (event) => {
+    clearMessages();
+    const button = event.currentTarget;
+    const answer = await busy(button, () =>
+      api("POST", "/user/auth/mfa/challenge", { token: partial && partial.token, body: { method: "EMAIL" } }),
+    );
+    if (answer) {
+      $("#challenge-sent").textContent = `A code was sent to ${answer.sentTo}; it is valid until ${formatTime(answer.expiresAt)}.`;
+      $("#challenge-code").focus();
+    }
+  });
+
+  challengeForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearMessages();
+    const chosen = $("input[name=method]:checked", challengeForm);
+    const method = chosen ? chosen.value : "AUTHENTICATOR";
+    const code = $("#challenge-code").value.trim();
+    const button = challengeForm.querySelector("button[type=submit]");
+    await busy(button, async () => {
+      const answer = await api("POST", "/user/auth/mfa/verify", {
+        token: partial && partial.token,
+        body: { method, code },
+      });
+      await complete(answer.token, partial.orgId);
+    });
+  });
+
+  // Setup: the user has no factor yet and the org wants one.
+  function showSetup(methods) {
+    const token = () => partial && partial.token;
+    const done = async (answer) => {
+      if (answer && answer.token) await complete(answer.token, partial.orgId);
+    };
+    $("#setup-authenticator").replaceChildren();
+    $("#setup-email").replaceChildren();
+    if (methods.includes("AUTHENTICATOR")) {
+      const widget = mountAuthenticatorEnrollment($("#setup-authenticator"), { token, onDone: done });
+      widget.start(null);
+    }
+    if (methods.includes("EMAIL")) {
+      const details = h("details", {}, h("summary", {}, "Use email codes instead"));
+      $("#setup-email").append(details);
+      const inner = h("div");
+      details.append(inner);
+      mountEmailEnrollment(inner, { token, onDone: done });
+    }
+    step("setup");
+    $("#setup-title").focus();
+  }
+
+  for (const button of document.querySelectorAll("[data-action=restart-signin]")) {
+    button.addEventListener("click", () => {
+      clearMessages();
+      show();
+    });
+  }
+
+  return { show };
+}
+
+/**
+ * Start a page: with a stored session, `onSignedIn()`; otherwise the
+ * sign-in view. Wires "Sign out" and the end of a session.
+ */
+export function boot({ views, onSignedIn, onSignedOut }) {
+  const signIn = setupSignIn({ views, onSignedIn });
+  onSessionEnded = () => {
+    onSignedOut();
+    signIn.show(new ApiError(401, "unauthorized", "session ended"));
+  };
+  $("#sign-out").addEventListener("click", async (event) => {
+    const s = session.get();
+    await busy(event.currentTarget, async () => {
+      if (s) {
+        try {
+          await api("POST", "/user/auth/logout", { token: s.token });
+        } catch (error) {
+          if (!(error instanceof ApiError && error.code === "unauthorized")) throw error;
+        }
+      }
+      session.clear();
+      onSignedOut();
+      signIn.show();
+      say("You are signed out.");
+    });
+  });
+  if (session.get()) {
+    onSignedIn().catch((error) => {
+      if (!(error instanceof ApiError && error.code === "unauthorized")) fail(error);
+    });
+  } else {
+    signIn.show();
+  }
+  return signIn;
+}

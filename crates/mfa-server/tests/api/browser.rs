@@ -1,0 +1,854 @@
+//! The admin console (`/admin`) and the self-service page (`/account`).
+//!
+//! The pages' headers are checked over plain HTTP. The pages themselves run
+//! in headless Chromium, driven through chromedriver with fantoccini, against
+//! the real server: an admin signs in, enforces MFA, finds a user, turns
+//! their org-level MFA off and on and resets their MFA through the pop-up; a
+//! user signs in, reads the key from the page, enrolls with a computed code
+//! and sees "Verified". Without `/usr/bin/chromium` and
+//! `/usr/bin/chromedriver` the browser tests print that they were skipped
+//! (`.ci/run` installs both).
+//!
+//! With `MFA_SCREENSHOT_DIR` set, the main screens are saved there as PNG
+//! (the ones in `docs/screenshots/` come from such a run).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use mfa_totp::Secret;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestServer};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The longest wait for anything on a page (the suite shares the machine).
+const WAIT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// One browser at a time: Chromium is heavy, and the rest of the suite runs
+/// in parallel.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---- the pages over plain HTTP
+
+#[tokio::test]
+async fn pages_are_served_from_the_binary_with_strict_headers() {
+    let s = TestServer::sqlite().await;
+    for (path, script) in [("/admin", "admin.js"), ("/account", "account.js")] {
+        let a = s.call("GET", path, None, None).await;
+        a.expect(200, None);
+        assert!(
+            a.header("content-type")
+                .unwrap()
+                .starts_with("text/html; charset=utf-8")
+        );
+        let csp = a.header("content-security-policy").expect("CSP");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "form-action 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {directive} not in {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(a.header("x-frame-options"), Some("DENY"));
+        assert_eq!(a.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+        let html = String::from_utf8(a.bytes).unwrap();
+        assert!(
+            html.contains(&format!(
+                "<script type=\"module\" src=\"/assets/{script}\"></script>"
+            )),
+            "{html}"
+        );
+        assert!(html.contains("data-environment=\"production\""));
+        assert!(!html.contains("{{"), "{html}");
+    }
+    for (file, content_type) in [
+        ("admin.js", "text/javascript"),
+        ("account.js", "text/javascript"),
+        ("common.js", "text/javascript"),
+        ("ui.css", "text/css"),
+    ] {
+        let a = s.call("GET", &format!("/assets/{file}"), None, None).await;
+        a.expect(200, None);
+        assert!(
+            a.header("content-type").unwrap().starts_with(content_type),
+            "{file}: {a:?}"
+        );
+        assert!(a.bytes.len() > 1000, "{file}");
+    }
+    // Unknown files and other methods: the JSON errors of every route.
+    s.call("GET", "/assets/missing.js", None, None)
+        .await
+        .expect(404, Some("not_found"));
+    s.call("GET", "/assets/../Cargo.toml", None, None)
+        .await
+        .expect(404, Some("not_found"));
+    s.call("POST", "/admin", None, None)
+        .await
+        .expect(405, Some("method_not_allowed"));
+
+    // The sandbox warning of the org settings is switched by the page's
+    // environment.
+    let sandbox = TestServer::sqlite_with(&[("MFA_ENVIRONMENT", "sandbox")]).await;
+    let a = sandbox.call("GET", "/admin", None, None).await;
+    assert!(
+        String::from_utf8(a.bytes)
+            .unwrap()
+            .contains("data-environment=\"sandbox\"")
+    );
+}
+
+// ---- the browser
+
+/// chromedriver in its own process group, ended with everything it started.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let port = free_port();
+        let mut command = Command::new(CHROMEDRIVER);
+        command
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt as _;
+            command.process_group(0);
+        }
+        let child = command.spawn().expect("start chromedriver");
+        let mut driver = Driver { child, port };
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = driver.child.try_wait().expect("chromedriver status") {
+                panic!("chromedriver exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver does not listen on {port}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and the Chromium it started, also
+        // when a test failed before closing its session.
+        #[cfg(unix)]
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+struct Browser {
+    client: Client,
+    base: String,
+    downloads: PathBuf,
+    screenshots: Option<PathBuf>,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// A fresh headless Chromium (1280x900) on `server`, or `None` when
+    /// Chromium or chromedriver is not installed.
+    async fn start(server: &TestServer) -> Option<Browser> {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            println!("skipped: chromium/chromedriver not installed");
+            return None;
+        }
+        let profile = tempfile::tempdir().expect("profile directory");
+        let downloads = profile.path().join("downloads");
+        std::fs::create_dir(&downloads).unwrap();
+        let driver = Driver::start().await;
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.path().join("chromium").display()),
+                    "--window-size=1280,900",
+                ],
+                "prefs": {
+                    "download.default_directory": downloads.display().to_string(),
+                    "download.prompt_for_download": false,
+                },
+            },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("a WebDriver session");
+        let screenshots = std::env::var_os("MFA_SCREENSHOT_DIR").map(PathBuf::from);
+        if let Some(dir) = &screenshots {
+            std::fs::create_dir_all(dir).expect("MFA_SCREENSHOT_DIR");
+        }
+        let browser = Browser {
+            client,
+            base: server.base.clone(),
+            downloads,
+            screenshots,
+            _driver: driver,
+            _profile: profile,
+        };
+        browser.viewport(1280, 900).await;
+        Some(browser)
+    }
+
+    /// Size the window so that the page itself gets `width` x `height`.
+    async fn viewport(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.unwrap();
+        let inner = self
+            .eval("return [window.innerWidth, window.innerHeight];")
+            .await;
+        let (w, h) = (inner[0].as_u64().unwrap(), inner[1].as_u64().unwrap());
+        let (w, h) = (w as u32, h as u32);
+        if (w, h) != (width, height) {
+            self.client
+                .set_window_size(2 * width - w, 2 * height - h)
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn close(self) {
+        let Browser { client, .. } = self;
+        client.close().await.expect("close the session");
+    }
+
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{}", self.base, path))
+            .await
+            .expect("goto");
+        // Count what the Content-Security-Policy blocks from now on.
+        self.eval(
+            "window.cspViolations = []; document.addEventListener('securitypolicyviolation', \
+             (e) => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));",
+        )
+        .await;
+    }
+
+    /// Poll `check` until it answers `Some`, for at most [`WAIT`].
+    async fn until<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let alert = self.text_of("#alert").await.unwrap_or_default();
+                let status = self.text_of("#status").await.unwrap_or_default();
+                panic!("timed out waiting for {what}; alert: {alert:?}; status: {status:?}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn text_of(&self, css: &str) -> Option<String> {
+        let el = self.client.find(Locator::Css(css)).await.ok()?;
+        el.text().await.ok()
+    }
+
+    /// The element, once it is displayed.
+    async fn visible(&self, css: &str) -> Element {
+        self.until(&format!("{css} to be displayed"), || async {
+            let el = self.client.find(Locator::Css(css)).await.ok()?;
+            el.is_displayed().await.ok()?.then_some(el)
+        })
+        .await
+    }
+
+    /// Wait until the element is hidden or gone.
+    async fn gone(&self, css: &str) {
+        self.until(&format!("{css} to disappear"), || async {
+            match self.client.find(Locator::Css(css)).await {
+                Err(_) => Some(()),
+                Ok(el) => (!el.is_displayed().await.ok()?).then_some(()),
+            }
+        })
+        .await
+    }
+
+    /// The element's text, once it contains `needle`.
+    async fn text_contains(&self, css: &str, needle: &str) -> String {
+        self.until(&format!("{needle:?} in {css}"), || async {
+            let text = self.text_of(css).await?;
+            text.contains(needle).then_some(text)
+        })
+        .await
+    }
+
+    /// Wait until `css` matches exactly `n` displayed elements.
+    async fn count(&self, css: &str, n: usize) -> Vec<Element> {
+        self.until(&format!("{n} of {css}"), || async {
+            let all = self.client.find_all(Locator::Css(css)).await.ok()?;
+            let mut shown = Vec::new();
+            for el in all {
+                if el.is_displayed().await.ok()? {
+                    shown.push(el);
+                }
+            }
+            (shown.len() == n).then_some(shown)
+        })
+        .await
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let el = self.visible(css).await;
+        el.clear().await.expect("clear");
+        el.send_keys(text).await.expect("type");
+    }
+
+    async fn click(&self, css: &str) {
+        self.visible(css).await.click().await.expect("click");
+    }
+
+    async fn checked(&self, css: &str) -> bool {
+        let el = self.visible(css).await;
+        el.is_selected().await.expect("checked")
+    }
+
+    async fn eval(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .expect("script runs")
+    }
+
+    /// Save a screenshot when `MFA_SCREENSHOT_DIR` is set.
+    async fn screenshot(&self, name: &str) {
+        let Some(dir) = &self.screenshots else {
+            return;
+        };
+        self.eval("window.scrollTo(0, 0);").await;
+        // Let the focus ring and fonts settle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write the screenshot");
+    }
+
+    /// Every form control of the page has an accessible name, every dialog
+    /// a title, every button is a `<button>` with text.
+    async fn assert_accessible(&self) {
+        let problems = self
+            .eval(
+                r#"
+                const problems = [];
+                for (const el of document.querySelectorAll("input, select, textarea")) {
+                  const named = el.labels.length > 0 || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
+                  if (!named) problems.push("unlabelled " + el.outerHTML);
+                }
+                for (const d of document.querySelectorAll("dialog")) {
+                  const id = d.getAttribute("aria-labelledby");
+                  if (!id || !document.getElementById(id)) problems.push("dialog without title " + d.id);
+                }
+                for (const b of document.querySelectorAll("button")) {
+                  if (!b.textContent.trim() && !b.getAttribute("aria-label")) problems.push("button without text " + b.outerHTML);
+                }
+                if (document.querySelectorAll("[onclick], [role=button]:not(button)").length) problems.push("click handlers on non-buttons");
+                for (const v of window.cspViolations || []) problems.push("blocked by the CSP: " + v);
+                return problems;
+                "#,
+            )
+            .await;
+        assert_eq!(problems, json!([]), "accessibility problems");
+    }
+
+    /// The page fits the width of the window: nothing to scroll sideways.
+    async fn assert_no_sideways_scrolling(&self) {
+        let overflow = self
+            .eval("return document.documentElement.scrollWidth - window.innerWidth;")
+            .await;
+        assert!(
+            overflow.as_i64().unwrap_or(1) <= 0,
+            "the page is wider than the window by {overflow}px"
+        );
+    }
+}
+
+/// Create a user with a name in the current org of `token`.
+async fn person(
+    s: &TestServer,
+    token: &str,
+    first: &str,
+    last: &str,
+    admin: bool,
+) -> (i64, String) {
+    let email = format!(
+        "{}.{}@example.com",
+        first.to_lowercase(),
+        last.to_lowercase()
+    );
+    let a = s
+        .post(
+            "/user/users",
+            token,
+            json!({"email": email, "firstName": first, "lastName": last,
+                   "password": PASSWORD, "isAdmin": admin}),
+        )
+        .await;
+    a.expect(201, None);
+    (a.body["id"].as_i64().unwrap(), email)
+}
+
+/// The key shown on the page, with the spaces of its groups of four.
+async fn key_on_page(b: &Browser, css: &str) -> Secret {
+    let grouped = b.visible(css).await.text().await.unwrap();
+    let groups: Vec<&str> = grouped.split(' ').collect();
+    assert!(groups.len() >= 8, "{grouped}");
+    assert!(
+        groups[..groups.len() - 1].iter().all(|g| g.len() == 4),
+        "not in groups of four: {grouped}"
+    );
+    Secret::from_base32(&groups.concat()).expect("a base32 key")
+}
+
+/// Names for a second page of users; none contains "val".
+const OTHERS: &[(&str, &str)] = &[
+    ("Amara", "Okafor"),
+    ("Bruno", "Costa"),
+    ("Chen", "Wei"),
+    ("Dana", "Kim"),
+    ("Elif", "Demir"),
+    ("Farid", "Haddad"),
+    ("Greta", "Nilsson"),
+    ("Hugo", "Martin"),
+    ("Ines", "Moreau"),
+    ("Jonas", "Becker"),
+    ("Kofi", "Mensah"),
+    ("Lena", "Fischer"),
+    ("Mateo", "Garcia"),
+    ("Nadia", "Petrova"),
+    ("Oscar", "Lind"),
+    ("Priya", "Sharma"),
+    ("Quinn", "Murphy"),
+    ("Rosa", "Lopez"),
+    ("Sven", "Berg"),
+    ("Tomas", "Novak"),
+    ("Yuki", "Tanaka"),
+];
+
+#[tokio::test]
+async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them() {
+    let _one = ONE_BROWSER.lock().await;
+    // The sandbox, so that the org settings show their warning.
+    let s = TestServer::sqlite_with(&[("MFA_ENVIRONMENT", "sandbox")]).await;
+    let Some(b) = Browser::start(&s).await else {
+        return;
+    };
+    let root = s.root().await;
+    let org = s.root_org;
+    let (ada_id, ada) = person(&s, &root, "Ada", "Lovelace", true).await;
+    let (val_id, val) = person(&s, &root, "Valentina", "Rodriguez", false).await;
+    for (first, last) in OTHERS {
+        person(&s, &root, first, last, false).await;
+    }
+    // Valentina has an authenticator (and so a last login).
+    let val_login = s.login(&val, PASSWORD).await;
+    s.enroll_authenticator(&val_login.token).await;
+    let users_total = 2 + 1 + OTHERS.len(); // root, Ada, Valentina, the others
+
+    // Sign in: a wrong password is refused in words, then the right one.
+    b.goto("/admin").await;
+    b.visible("#signin-view").await;
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", "not the password").await;
+    b.click("#password-form button[type=submit]").await;
+    b.text_contains("#alert", "Email or password is wrong.")
+        .await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.screenshot("signin").await;
+    b.click("#password-form button[type=submit]").await;
+
+    // User Management: counts, the first page, "Never" for who never
+    // logged in, paging.
+    b.visible("#users-view").await;
+    b.count("#user-list .user-row", 20).await;
+    b.text_contains(
+        "#user-counts",
+        &format!("{users_total} Licensed Users | {users_total} Enabled | 0 Inactive"),
+    )
+    .await;
+    b.text_contains("#users-page", &format!("Page 1 of 2 · {users_total} users"))
+        .await;
+    b.text_contains("#user-list", "Last login: Never").await;
+    b.text_contains("#user-list", "Last login: 2027-01-15 08:00 UTC")
+        .await;
+    let token: Value = b
+        .eval("return JSON.parse(sessionStorage.getItem('mfa-admin.session')).token;")
+        .await;
+    let token = token
+        .as_str()
+        .expect("the token in sessionStorage")
+        .to_string();
+    assert!(
+        !b.client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains(&token)
+    );
+    b.screenshot("user-management").await;
+    b.click("#users-next").await;
+    b.text_contains("#users-page", "Page 2 of 2").await;
+    b.count("#user-list .user-row", users_total - 20).await;
+    b.assert_accessible().await;
+
+    // Org settings: enforce MFA for the org, set a grace period.
+    b.click("a[data-nav=org]").await;
+    b.visible("#org-view").await;
+    b.text_contains(
+        "#sandbox-warning",
+        "MFA should only be enforced in production",
+    )
+    .await;
+    assert!(!b.checked("#toggle-enforce").await);
+    b.click("#toggle-enforce").await;
+    b.text_contains("#status", "MFA is now enforced for this org.")
+        .await;
+    b.text_contains(
+        "#org-enforced-at",
+        "MFA enforced since 2027-01-15 08:00 UTC",
+    )
+    .await;
+    let o = s.get(&format!("/user/org/{org}"), &root).await;
+    assert_eq!(o.ok()["isMfaEnforced"], true);
+    b.fill("#grace-hours", "48").await;
+    b.click("#grace-form button[type=submit]").await;
+    b.text_contains("#status", "Grace period saved: 48 hours.")
+        .await;
+    let o = s.get(&format!("/user/org/{org}"), &root).await;
+    assert_eq!(o.ok()["mfaGracePeriodHours"], 48);
+    b.screenshot("org-settings").await;
+
+    // Find Valentina as the seed does: type "val".
+    b.click("a[data-nav=users]").await;
+    b.fill("#user-search", "val").await;
+    let rows = b.count("#user-list .user-row", 1).await;
+    assert!(
+        rows[0]
+            .text()
+            .await
+            .unwrap()
+            .contains("Valentina Rodriguez")
+    );
+    b.text_contains("#users-page", "Page 1 of 1 · 1 user").await;
+    b.click("#user-list .user-name").await;
+
+    // Edit User: the org enforces MFA, so the org-level wording.
+    b.visible("#edit-view").await;
+    b.text_contains(
+        "#edit-title",
+        "User Management: Edit User: Valentina Rodriguez",
+    )
+    .await;
+    b.text_contains("#reset-mfa", "Reset org-level MFA for this user")
+        .await;
+    b.text_contains("#user-mfa", "set up: Authenticator app")
+        .await;
+    assert!(b.checked("#toggle-active").await);
+    assert!(!b.checked("#toggle-admin").await);
+    assert!(b.checked("#toggle-mfa").await);
+    let membership = || async {
+        s.get(&format!("/user/org/{org}/user/{val_id}"), &root)
+            .await
+            .ok()
+            .clone()
+    };
+
+    // "Enforce org-level MFA" off (with the keyboard) and on again.
+    b.visible("#toggle-mfa").await.send_keys(" ").await.unwrap();
+    b.text_contains(
+        "#status",
+        "Enforce org-level MFA turned off for Valentina Rodriguez.",
+    )
+    .await;
+    assert!(!b.checked("#toggle-mfa").await);
+    assert_eq!(membership().await["mfaOptOut"], true);
+    b.click("#toggle-mfa").await;
+    b.text_contains(
+        "#status",
+        "Enforce org-level MFA turned on for Valentina Rodriguez.",
+    )
+    .await;
+    assert_eq!(membership().await["mfaOptOut"], false);
+
+    // Reset: Cancel changes nothing; Reset MFA removes her factors.
+    b.click("#reset-mfa").await;
+    b.visible("#reset-dialog").await;
+    b.text_contains("#reset-dialog-title", "Reset MFA for this user?")
+        .await;
+    b.text_contains(
+        "#reset-dialog-text",
+        "Once MFA is reset, the user will need to set up their multi-factor authentication again",
+    )
+    .await;
+    b.click("#reset-cancel").await;
+    b.gone("#reset-dialog").await;
+    let user = s.get(&format!("/user/users/{val_id}"), &root).await;
+    assert_eq!(user.ok()["mfa"]["enrolled"], true);
+    b.click("#reset-mfa").await;
+    b.visible("#reset-confirm").await;
+    b.screenshot("edit-user-reset").await;
+    b.click("#reset-confirm").await;
+    b.gone("#reset-dialog").await;
+    b.text_contains("#status", "MFA was reset for Valentina Rodriguez.")
+        .await;
+    b.text_contains("#user-mfa", "not set up").await;
+    let user = s.get(&format!("/user/users/{val_id}"), &root).await;
+    assert_eq!(user.ok()["mfa"]["enrolled"], false);
+
+    // Her audit trail, then one action of it, by email.
+    b.click("#user-audit-link").await;
+    b.visible("#audit-view").await;
+    b.text_contains("#audit-rows", "mfa_reset").await;
+    b.text_contains("#audit-rows", "mfa_opt_out_removed").await;
+    b.text_contains("#audit-rows", &ada).await;
+    b.screenshot("audit-trail").await;
+    b.fill("#audit-user", &val).await;
+    b.click("#audit-action option[value=mfa_opt_out]").await;
+    b.click("#audit-form button[type=submit]").await;
+    let rows = b.count("#audit-rows tr", 1).await;
+    assert_eq!(
+        rows[0].attr("data-action").await.unwrap().as_deref(),
+        Some("mfa_opt_out")
+    );
+    b.text_contains("#audit-page", "1 event").await;
+    let events = s
+        .get(
+            &format!("/user/audit?userId={val_id}&action=mfa_opt_out"),
+            &root,
+        )
+        .await;
+    assert_eq!(events.ok()["total"], 1);
+    // An unknown user is said in words.
+    b.fill("#audit-user", "nobody@example.com").await;
+    b.click("#audit-form button[type=submit]").await;
+    b.text_contains("#alert", "No user of this org matches")
+        .await;
+    b.click("#audit-clear").await;
+
+    // Export as CSV: every user, every page.
+    b.click("a[data-nav=users]").await;
+    b.fill("#user-search", "").await;
+    b.text_contains("#users-page", "Page 1 of 2").await;
+    b.click("#export-csv").await;
+    b.text_contains("#status", &format!("Exported {users_total} users as CSV."))
+        .await;
+    let csv_path = b.downloads.join(format!("users-org-{org}.csv"));
+    let csv = b
+        .until("the CSV download", || async {
+            std::fs::read_to_string(&csv_path).ok()
+        })
+        .await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,firstName,lastName,email,lastLoginAt,mfaEnrolled,mfaMethods"
+    );
+    assert_eq!(lines.len(), 1 + users_total, "{csv}");
+    let ada_user = s.get(&format!("/user/users/{ada_id}"), &root).await;
+    let ada_login = ada_user.ok()["lastLoginAt"].as_str().unwrap().to_string();
+    let ada_line = format!("{ada_id},Ada,Lovelace,{ada},{ada_login},no,");
+    assert!(lines.contains(&ada_line.as_str()), "{csv}");
+    assert!(csv.contains(",Yuki,Tanaka,yuki.tanaka@example.com,Never,no,"));
+
+    b.assert_accessible().await;
+
+    // A phone's width: no sideways scrolling.
+    b.viewport(375, 812).await;
+    b.visible("#users-view").await;
+    b.assert_no_sideways_scrolling().await;
+    b.screenshot("user-management-phone").await;
+    b.viewport(1280, 900).await;
+
+    // Sign out: the token is revoked and gone from the browser.
+    b.click("#sign-out").await;
+    b.visible("#signin-view").await;
+    b.text_contains("#status", "You are signed out.").await;
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(0));
+    s.get("/user/users/me", &token)
+        .await
+        .expect(401, Some("unauthorized"));
+    b.close().await;
+}
+
+#[tokio::test]
+async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
+    let _one = ONE_BROWSER.lock().await;
+    let s = TestServer::sqlite().await;
+    let Some(b) = Browser::start(&s).await else {
+        return;
+    };
+    let root = s.root().await;
+    let (uma_id, uma) = person(&s, &root, "Uma", "Tester", false).await;
+    s.enforce(&root, true).await;
+
+    // Sign in: the org enforces MFA and Uma has no factor, so setup.
+    b.goto("/account").await;
+    b.fill("#signin-email", &uma).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#setup-view").await;
+    let qr = b.visible("#setup-authenticator img.qr").await;
+    let src = qr.attr("src").await.unwrap().unwrap();
+    assert!(src.starts_with("data:image/svg+xml;base64,"), "{src}");
+    let secret = key_on_page(&b, "#setup-authenticator .secret").await;
+    b.assert_accessible().await;
+    b.screenshot("account-setup").await;
+
+    // A wrong code is refused in words; the computed one enrolls.
+    b.fill("#setup-authenticator input.code", "000000").await;
+    b.click("#setup-authenticator button[type=submit]").await;
+    b.text_contains("#alert", "The code is not valid.").await;
+    b.fill("#setup-authenticator input.code", &s.totp(&secret))
+        .await;
+    b.click("#setup-authenticator button[type=submit]").await;
+    b.visible("#account-view").await;
+    assert_eq!(
+        b.text_contains("#status-authenticator", "Verified").await,
+        "Verified"
+    );
+    b.text_contains("#status-email", "Not set up").await;
+
+    // Email codes: the code from the mail.
+    b.click("#enroll-email button").await;
+    b.text_contains("#enroll-email", "A code was sent to").await;
+    let code = s.last_code(&uma);
+    b.fill("#enroll-email input.code", &code).await;
+    b.click("#enroll-email button[type=submit]").await;
+    b.text_contains("#status", "Email codes verified.").await;
+    b.text_contains("#status-email", "Verified").await;
+
+    // Recovery codes, shown once.
+    b.click("#generate-recovery").await;
+    b.count("#recovery-codes li", 10).await;
+    b.text_contains("#status-recovery", "Available").await;
+    b.visible("#copy-recovery").await;
+    b.visible("#download-recovery").await;
+    b.assert_accessible().await;
+    b.screenshot("account").await;
+
+    // Personal opt-in.
+    b.click("#toggle-opt-in").await;
+    b.text_contains(
+        "#status",
+        "From your next sign-in, MFA is asked every time.",
+    )
+    .await;
+    let user = s.get(&format!("/user/users/{uma_id}"), &root).await;
+    assert_eq!(user.ok()["mfaOptIn"], true);
+
+    // Sign out and in again: now a challenge, answered with the app.
+    b.click("#sign-out").await;
+    b.visible("#signin-view").await;
+    b.fill("#signin-email", &uma).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#challenge-view").await;
+    for method in ["authenticator", "email", "recovery"] {
+        b.visible(&format!("#challenge-method-{method}")).await;
+    }
+    s.advance(30);
+    b.fill("#challenge-code", &s.totp(&secret)).await;
+    b.click("#challenge-form button[type=submit]").await;
+    b.visible("#account-view").await;
+    b.text_contains("#status-authenticator", "Verified").await;
+
+    // Self reset through its pop-up, then a new authenticator on the full
+    // session.
+    b.click("#self-reset").await;
+    b.click("#self-reset-confirm").await;
+    b.gone("#self-reset-dialog").await;
+    b.text_contains("#status", "Your authenticator was reset.")
+        .await;
+    b.text_contains("#status-authenticator", "Not set up").await;
+    b.click("#start-authenticator").await;
+    let secret = key_on_page(&b, "#enroll-authenticator .secret").await;
+    s.advance(30);
+    b.fill("#enroll-authenticator input.code", &s.totp(&secret))
+        .await;
+    b.click("#enroll-authenticator button[type=submit]").await;
+    b.text_contains("#status", "Authenticator app verified.")
+        .await;
+    b.text_contains("#status-authenticator", "Verified").await;
+    let details = s
+        .get(
+            "/oauth/users/mfaDetails",
+            &s.login(&uma, PASSWORD).await.token,
+        )
+        .await;
+    // A partial token (Uma owes MFA) may read the status.
+    assert_eq!(details.ok()["details"]["AUTHENTICATOR"]["verified"], true);
+
+    // Not an admin: no admin console link, and the console says so.
+    assert!(
+        !b.visible("#who")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Admin console")
+    );
+    b.goto("/admin").await;
+    b.text_contains("#forbidden-view", "not an administrator of this org")
+        .await;
+    assert!(
+        !b.client
+            .find(Locator::Css("#admin-nav"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    b.close().await;
+}
