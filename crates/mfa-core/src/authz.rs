@@ -117,6 +117,18 @@ pub fn require_member_of_current_org(target_membership: Option<&Membership>) -> 
     }
 }
 
+/// Superadmins are managed only by superadmins. An org admin who shares an
+/// org with a superadmin (one who joined it) may see them, but may not set
+/// their password, reset their factors or change their membership: that
+/// would turn one org's admin into the deployment's superadmin.
+pub fn require_may_manage(caller: &Caller, target_is_super_admin: bool) -> MfaResult<()> {
+    if target_is_super_admin && !caller.is_super_admin {
+        Err(MfaError::Forbidden)
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether the caller sees `target`: superadmins see everyone, users see
 /// themselves, and admins see the members of the orgs they administer.
 pub fn can_see_user(
@@ -254,5 +266,15 @@ mod tests {
             require_member_of_current_org(None),
             Err(MfaError::NotFound("user"))
         );
+    }
+
+    #[test]
+    fn only_superadmins_manage_superadmins() {
+        assert_eq!(
+            require_may_manage(&caller(false, true), true),
+            Err(MfaError::Forbidden)
+        );
+        assert_eq!(require_may_manage(&caller(true, false), true), Ok(()));
+        assert_eq!(require_may_manage(&caller(false, true), false), Ok(()));
     }
 }

@@ -2,7 +2,11 @@
 //! tokens, numeric one-time codes and recovery codes. Pure computation over
 //! the [`Randomness`] port.
 
-use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Argon2, Block};
 use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD, HEXLOWER};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -45,6 +49,53 @@ pub struct PasswordHasher {
     /// unknown so that an unknown email costs the same time as a wrong
     /// password.
     decoy_hash: String,
+    /// argon2's working memory, reused from one hash to the next.
+    memory: Arc<WorkingMemory>,
+}
+
+/// argon2's working memory (19 MiB with the default parameters), kept for
+/// the next hash instead of being allocated and freed each time: a fresh
+/// allocation per hash lets the C allocator keep several dead copies per
+/// thread (its per-thread arenas fragment around them), so the memory of a
+/// busy server grew far beyond one buffer per concurrent hash. At most one
+/// buffer per core is kept; more concurrent hashes allocate and free their
+/// own.
+#[derive(Default)]
+struct WorkingMemory {
+    spare: Mutex<Vec<Vec<Block>>>,
+}
+
+impl fmt::Debug for WorkingMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let spare = self.spare.lock().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("WorkingMemory")
+            .field("spare_buffers", &spare)
+            .finish()
+    }
+}
+
+impl WorkingMemory {
+    /// Run `f` with a buffer of `len` blocks (contents unspecified: argon2
+    /// overwrites every block before it reads one).
+    fn with<T>(&self, len: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
+        let mut buffer = {
+            let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+            match spare.iter().position(|b| b.len() == len) {
+                Some(i) => spare.swap_remove(i),
+                None => Vec::new(),
+            }
+        };
+        if buffer.len() != len {
+            buffer = vec![Block::default(); len];
+        }
+        let result = f(&mut buffer);
+        let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        if spare.len() < keep {
+            spare.push(buffer);
+        }
+        result
+    }
 }
 
 impl PasswordHasher {
@@ -61,25 +112,71 @@ impl PasswordHasher {
         let mut hasher = PasswordHasher {
             argon2,
             decoy_hash: String::new(),
+            memory: Arc::default(),
         };
         hasher.decoy_hash = hasher.hash("decoy password for unknown users", rng)?;
         Ok(hasher)
     }
 
-    /// A PHC string of `secret` with a fresh 16-byte salt.
-    pub fn hash(&self, secret: &str, rng: &dyn Randomness) -> MfaResult<String> {
-        let mut salt = [0u8; 16];
-        rng.fill(&mut salt);
-        self.argon2
-            .hash_password_with_salt(secret.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| MfaError::InvalidRequest(format!("cannot hash: {e}")))
+    /// argon2 of `secret` and `salt` into `out`, in reused working memory.
+    fn compute(
+        &self,
+        argon2: &Argon2<'_>,
+        secret: &[u8],
+        salt: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), argon2::Error> {
+        self.memory.with(argon2.params().block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(secret, salt, out, blocks)
+        })
     }
 
-    /// Whether `secret` matches the PHC string. Parameters are read from the
-    /// string, so hashes made with older parameters still verify.
+    /// A PHC string of `secret` with a fresh 16-byte salt.
+    pub fn hash(&self, secret: &str, rng: &dyn Randomness) -> MfaResult<String> {
+        let fail = |e: &dyn fmt::Display| MfaError::InvalidRequest(format!("cannot hash: {e}"));
+        let mut salt = [0u8; 16];
+        rng.fill(&mut salt);
+        let params = self.argon2.params();
+        let mut out = vec![0u8; params.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN)];
+        self.compute(&self.argon2, secret.as_bytes(), &salt, &mut out)
+            .map_err(|e| fail(&e))?;
+        let phc = PasswordHash {
+            algorithm: argon2::Algorithm::Argon2id.ident(),
+            version: Some(argon2::Version::V0x13.into()),
+            params: ParamsString::try_from(params).map_err(|e| fail(&e))?,
+            salt: Some(Salt::new(&salt).map_err(|e| fail(&e))?),
+            hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Whether `secret` matches the PHC string. Algorithm, version and
+    /// parameters are read from the string, so hashes made with older
+    /// parameters still verify. The comparison is constant-time.
     pub fn verify(&self, secret: &str, phc: &str) -> bool {
-        self.argon2.verify_password(secret.as_bytes(), phc).is_ok()
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+            return false;
+        };
+        let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm.as_str()) else {
+            return false;
+        };
+        let version = match parsed.version.map(argon2::Version::try_from) {
+            None => argon2::Version::default(),
+            Some(Ok(version)) => version,
+            Some(Err(_)) => return false,
+        };
+        let Ok(params) = argon2::Params::try_from(&parsed) else {
+            return false;
+        };
+        let argon2 = Argon2::new(algorithm, version, params);
+        let mut out = vec![0u8; expected.len()];
+        if self.compute(&argon2, secret.as_bytes(), salt, &mut out).is_err() {
+            return false;
+        }
+        expected.as_bytes().ct_eq(&out).into()
     }
 
     /// Spend the time of one verification without a user (always false).
@@ -202,6 +299,56 @@ mod tests {
         assert!(!hasher.verify("wrong horse", &phc));
         assert!(!hasher.verify("correct horse", "not a hash"));
         assert!(!hasher.verify_decoy("anything"));
+    }
+
+    #[test]
+    fn hashes_agree_with_the_argon2_crate_both_ways() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+        let rng = OsRandomness;
+        // Small parameters: the format and the algorithm are under test.
+        let params = PasswordParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(params, &rng).unwrap_or_else(|e| panic!("{e}"));
+        let ours = hasher.hash("p\u{e4}ssword", &rng).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ours.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{ours}");
+        let reference = Argon2::default();
+        assert!(reference.verify_password("p\u{e4}ssword".as_bytes(), ours.as_str()).is_ok());
+        assert!(reference.verify_password(b"password", ours.as_str()).is_err());
+        // Hashes of the crate itself, with other parameters and algorithms,
+        // verify here: stored hashes outlive parameter changes.
+        for (algorithm, m) in [
+            (argon2::Algorithm::Argon2id, 2048),
+            (argon2::Algorithm::Argon2i, 1024),
+        ] {
+            let p = argon2::Params::new(m, 2, 1, None).unwrap_or_else(|e| panic!("{e}"));
+            let other = Argon2::new(algorithm, argon2::Version::V0x13, p)
+                .hash_password_with_salt(b"secret pass", b"sixteen byte salt")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .to_string();
+            assert!(hasher.verify("secret pass", &other), "{other}");
+            assert!(!hasher.verify("secret pas", &other), "{other}");
+        }
+        // Garbage and truncated strings never verify.
+        assert!(!hasher.verify("x", "$argon2id$v=19$m=1024,t=1,p=1$"));
+        assert!(!hasher.verify("x", "$argon2id$v=7$m=1024,t=1,p=1$c2FsdHNhbHQ$AAAA"));
+        assert!(!hasher.verify("x", "$scrypt$ln=4,r=8,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA"));
+    }
+
+    #[test]
+    fn working_memory_is_reused_and_bounded() {
+        let memory = WorkingMemory::default();
+        let first = memory.with(8, |b| b.as_ptr() as usize);
+        let second = memory.with(8, |b| b.as_ptr() as usize);
+        assert_eq!(first, second, "the buffer is reused");
+        // A buffer of another size does not replace the kept one.
+        memory.with(4, |b| assert_eq!(b.len(), 4));
+        let kept = memory.spare.lock().map(|s| s.len()).unwrap_or(0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert!(kept <= cores, "{kept} buffers kept for {cores} cores");
+        assert_eq!(memory.with(8, |b| b.as_ptr() as usize), first);
     }
 
     #[test]

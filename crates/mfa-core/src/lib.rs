@@ -16,5 +16,5 @@ pub use memory::InMemoryStore;
 pub use model::*;
 pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
 pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
-pub use service::{Environment, MfaService, ServiceConfig};
+pub use service::{Environment, MfaService, OperatorConsole, ServiceConfig};
 pub use text::{mask_email, normalize_email};

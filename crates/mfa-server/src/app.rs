@@ -29,6 +29,7 @@ use crate::bootstrap::{self, Bootstrapped};
 use crate::config::{Config, DatabaseKind};
 use crate::metrics::{Metrics, ObservedMailer};
 use crate::middleware::{self, RouteTable};
+use crate::password_pool::PasswordPool;
 use crate::{extract, openapi, routes};
 
 /// The service as the server runs it.
@@ -36,6 +37,15 @@ pub type Service = MfaService<DbStore>;
 
 /// How long in-flight requests may take to finish at shutdown.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// Threads of each worker's blocking pool (database work and mail; argon2
+/// has its own [`PasswordPool`]). actix's default, 512 / cores per worker,
+/// lets every request of a burst run at once, and on SQLite (8 read
+/// connections, one writer) they then mostly wait for a connection: the
+/// hand-offs cost more CPU than the queries (an authenticated read took
+/// ~25% more server CPU than with 16, see docs/PERFORMANCE.md). 16 keeps
+/// room for mail sends that wait on a slow SMTP server.
+const BLOCKING_THREADS_PER_WORKER: usize = 16;
 
 /// Why the server could not start. No variant carries a secret.
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +237,7 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
 }
 
 /// Create a directory (and its parents) readable by the owner only.
-fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -240,7 +250,7 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// The key from `MFA_ENCRYPTION_KEY`, or (SQLite only) from the key file in
 /// the data directory, generated there once with mode 0600.
-fn encryption_key(config: &Config) -> Result<EncryptionKey, StartError> {
+pub fn encryption_key(config: &Config) -> Result<EncryptionKey, StartError> {
     if let Some(key) = &config.encryption_key {
         return EncryptionKey::from_base64(key.expose()).map_err(|error| StartError::InvalidKey {
             origin: "MFA_ENCRYPTION_KEY".into(),
@@ -309,12 +319,14 @@ fn warn_if_readable_by_others(path: &Path) {
 fn serve(service: Arc<Service>, listener: TcpListener) -> io::Result<Server> {
     let service = web::Data::from(service);
     let metrics = web::Data::new(Metrics::new());
+    let passwords = web::Data::new(PasswordPool::per_core()?);
     let server = HttpServer::new(move || {
         let (app, api) = App::new()
             .into_utoipa_app()
             .openapi(openapi::ApiDoc::openapi())
             .app_data(service.clone())
             .app_data(metrics.clone())
+            .app_data(passwords.clone())
             .app_data(extract::json_config())
             .app_data(extract::query_config())
             .app_data(extract::path_config())
@@ -326,11 +338,13 @@ fn serve(service: Arc<Service>, listener: TcpListener) -> io::Result<Server> {
         app.app_data(route_table)
             .service(SwaggerUi::new("/swagger-ui/{_:.*}").url(openapi::OPENAPI_PATH, api))
             .default_service(web::to(middleware::fallback))
+            .wrap(from_fn(crate::auth::resolve_first))
             .wrap(ErrorHandlers::new().default_handler(middleware::json_error_page))
             .wrap(middleware::default_headers())
             .wrap(from_fn(middleware::observe))
     })
     .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
     .listen(listener)?
     .run();
     Ok(server)

@@ -9,12 +9,24 @@
 //! never from a URL or a cookie. A missing or malformed header, and an
 //! unknown, revoked or expired token, are `401 unauthorized`. The token is
 //! resolved on the blocking pool (it is a database read).
+//!
+//! The session comes first: [`resolve_first`] resolves the token of every
+//! request that has an `Authorization` header before the handler's
+//! extractors run, and the session extractors take that result, ready. So
+//! a token that is not good enough gets its `401` or `403 mfa_required`
+//! whatever the body, query or path (which the other extractors would
+//! otherwise refuse with `400` while the database read is still under
+//! way): a partial token learns nothing about any input of a route it may
+//! not use.
 
-use std::future::Future;
+use std::future::{Future, ready};
 use std::pin::Pin;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, dev::Payload, web};
 use mfa_core::{Caller, FullCaller, MfaError};
 
 use crate::app::Service;
@@ -43,13 +55,46 @@ fn bearer_token(req: &HttpRequest) -> Option<String> {
     well_formed.then(|| token.to_string())
 }
 
-async fn resolve(req: HttpRequest) -> Result<Caller, ApiError> {
-    let token = bearer_token(&req).ok_or(MfaError::Unauthorized)?;
+/// The token of a request and the service to resolve it with.
+fn token_and_service(req: &HttpRequest) -> Result<(String, web::Data<Service>), ApiError> {
+    let token = bearer_token(req).ok_or(MfaError::Unauthorized)?;
     let service = req
         .app_data::<web::Data<Service>>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("the service is not configured".into()))?;
+    Ok((token, service))
+}
+
+async fn resolve(
+    found: Result<(String, web::Data<Service>), ApiError>,
+) -> Result<Caller, ApiError> {
+    let (token, service) = found?;
     Ok(web::block(move || service.authenticate(&token)).await??)
+}
+
+/// The session of a request as [`resolve_first`] found it.
+struct Resolved(Result<Caller, ApiError>);
+
+/// Middleware: resolve the session of a request with an `Authorization`
+/// header before the handler's extractors run (see the module docs).
+pub async fn resolve_first(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let resolved = resolve(token_and_service(req.request())).await;
+        req.extensions_mut().insert(Resolved(resolved));
+    }
+    next.call(req).await
+}
+
+/// The session of `req`: the one [`resolve_first`] found, or else
+/// resolved now.
+fn session(req: &HttpRequest) -> Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>> {
+    match req.extensions_mut().remove::<Resolved>() {
+        Some(Resolved(resolved)) => Box::pin(ready(resolved)),
+        None => Box::pin(resolve(token_and_service(req))),
+    }
 }
 
 impl FromRequest for AnySession {
@@ -57,8 +102,8 @@ impl FromRequest for AnySession {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move { resolve(req).await.map(AnySession) })
+        let caller = session(req);
+        Box::pin(async move { caller.await.map(AnySession) })
     }
 }
 
@@ -67,8 +112,8 @@ impl FromRequest for FullSession {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move { Ok(FullSession(resolve(req).await?.into_full()?)) })
+        let caller = session(req);
+        Box::pin(async move { Ok(FullSession(caller.await?.into_full()?)) })
     }
 }
 

@@ -42,6 +42,24 @@ pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 pub const MIN_SESSION_TTL_SECS: u64 = 60;
 /// Default tracing filter.
 pub const DEFAULT_LOG: &str = "info";
+/// Log targets held at `info` whatever `MFA_LOG` says: at `debug`,
+/// actix-web's extractors log the raw path of a request that does not
+/// parse, and a path can hold an email address
+/// (`/users/{username}/mfa/resetQRCodeEnroll`). The server's own request
+/// line names the route pattern instead.
+pub const QUIET_LOG_TARGETS: &[&str] = &["actix_web::types"];
+
+/// The tracing filter for `spec` (`MFA_LOG`), with [`QUIET_LOG_TARGETS`]
+/// held at `info`. An invalid `spec` is refused by [`Config::load`] first.
+pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    let mut filter = tracing_subscriber::EnvFilter::new(spec);
+    for target in QUIET_LOG_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
 /// Name of the SQLite file inside the data directory.
 pub const SQLITE_FILE: &str = "mfa.sqlite3";
 

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod password_pool;
 pub mod routes;
 pub mod wire;
 

@@ -1,24 +1,23 @@
-//! `mfa-server`: parse the configuration, start tracing, run the server.
+//! `mfa-server`: the server and its operator commands. This file parses
+//! the command line; `cli/` holds one module per command.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use clap::Parser;
-use mfa_core::ports::SystemClock;
-use mfa_server::openapi::{OPENAPI_PATH, SWAGGER_UI_PATH};
-use mfa_server::{Application, Config};
+use clap::{ArgGroup, Parser, Subcommand};
+
+mod cli;
 
 const CONFIGURATION: &str = "\
 Configuration (environment variables; a TOML file given with --config may set
 the same keys in lower case without the MFA_ prefix, e.g. `data_dir`; the
-environment wins):
+environment wins). Every command reads the same configuration:
 
   MFA_BIND                      listen address [127.0.0.1:8080]; port 0 picks a free port
   MFA_DATA_DIR                  SQLite file, generated key file, mail outbox [./data]
   MFA_DATABASE_URL              sqlite://PATH or postgres://... [SQLite file in MFA_DATA_DIR]
   MFA_ENCRYPTION_KEY            base64 of 32 bytes [generated once into MFA_DATA_DIR];
-                                required with PostgreSQL
+                                required with PostgreSQL (make one with `mfa-server gen-key`)
   MFA_BOOTSTRAP_ADMIN_EMAIL     first superadmin, created on an empty database [admin@example.com]
   MFA_BOOTSTRAP_ADMIN_PASSWORD  its password [generated, printed once]
   MFA_ISSUER                    issuer shown in authenticator apps [MFA Server]
@@ -28,72 +27,294 @@ environment wins):
                                 [unset: mail goes to MFA_DATA_DIR/outbox as .eml files]
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
   MFA_SESSION_TTL_SECS          lifetime of a full session [43200]
-  MFA_LOG                       tracing filter [info]";
+  MFA_LOG                       tracing filter [info]
+
+Exit codes: 0 success, 1 failure at run time, 2 bad arguments or configuration.";
 
 /// The MFA administration server: the HTTP API, its OpenAPI document and
-/// Swagger UI, and Prometheus metrics.
-#[derive(Parser)]
-#[command(version, about, after_long_help = CONFIGURATION)]
+/// Swagger UI, and Prometheus metrics; and the commands to operate it.
+#[derive(Debug, Parser)]
+#[command(version, about, after_long_help = CONFIGURATION, propagate_version = true)]
 struct Cli {
     /// A TOML configuration file (see --help); environment variables win.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default when no command is given).
+    ///
+    /// Creates the data directory, applies pending migrations, creates the
+    /// bootstrap superadmin on an empty database (its generated password is
+    /// printed once), and serves until SIGTERM or Ctrl-C.
+    Serve,
+
+    /// Apply pending database migrations.
+    ///
+    /// The server applies them itself when it starts (on PostgreSQL under an
+    /// advisory lock, so servers starting together do not race); this
+    /// command does it ahead of time, e.g. in an upgrade before the new
+    /// servers start. Needs no encryption key.
+    Migrate {
+        /// List every migration and whether it is applied; change nothing.
+        #[arg(long)]
+        status: bool,
+    },
+
+    /// Print the effective configuration, secrets masked, and check it.
+    ///
+    /// Shows each variable's value after the file and the environment are
+    /// applied. Passwords in URLs, the bootstrap password and the encryption
+    /// key are never printed; the key is shown by a fingerprint (the start
+    /// of the SHA-256 of its base64) so that servers can be compared.
+    CheckConfig {
+        /// Also connect to the database: show the migrations, and check that
+        /// the encryption key opens every stored authenticator secret.
+        #[arg(long)]
+        connect: bool,
+    },
+
+    /// Print a fresh encryption key: base64 of 32 random bytes.
+    ///
+    /// For MFA_ENCRYPTION_KEY, or for `rotate-key --new-key-file`. Only the
+    /// key goes to stdout: `export MFA_ENCRYPTION_KEY=$(mfa-server gen-key)`.
+    GenKey {
+        /// Write the key to this new file (mode 0600) instead of stdout; an
+        /// existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+
+    /// Re-encrypt every stored authenticator secret with a new key, in one
+    /// transaction.
+    ///
+    /// The old key is the configured one (MFA_ENCRYPTION_KEY or the key file
+    /// in MFA_DATA_DIR). Each secret is decrypted with it and encrypted with
+    /// the new key under a fresh nonce; a secret already under the new key is
+    /// left as it is, so the command may be run again. If a secret opens
+    /// with neither key, nothing changes. Stop the servers first (or accept
+    /// that those still running with the old key fail to read secrets until
+    /// restarted), then put the new key into every server's configuration.
+    #[command(group(
+        ArgGroup::new("new_key")
+            .required(true)
+            .args(["new_key_file", "new_key_stdin"])
+    ))]
+    RotateKey {
+        /// Read the new key (base64 of 32 bytes) from this file.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+        /// Read the new key from the first line of stdin.
+        #[arg(long)]
+        new_key_stdin: bool,
+    },
+
+    /// Operator actions on the database, without a session: the break-glass
+    /// path (e.g. when the last admin of an org has lost their phone).
+    ///
+    /// Each command acts directly on the configured database, like its HTTP
+    /// twin: one transaction with the same audit events, whose actor is the
+    /// operator (no user id; the detail ends with "by the operator").
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+/// `--org`: a positive org id.
+fn org_id(value: &str) -> Result<i64, String> {
+    match value.trim().parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err("expected an org id, a positive whole number (see `admin list-orgs`)".into()),
+    }
+}
+
+/// `--email`: an email address, normalised.
+fn email(value: &str) -> Result<String, String> {
+    mfa_core::normalize_email(value)
+        .map_err(|_| "expected an email address such as alice@example.com".to_string())
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// List every org: id, MFA enforcement, name.
+    ListOrgs,
+
+    /// Create an org (like `POST /user/org`).
+    CreateOrg {
+        /// Its name (1 to 200 printable characters).
+        #[arg(long)]
+        name: String,
+    },
+
+    /// Create a user (like `POST /user/users`).
+    ///
+    /// The password is asked for twice on the terminal without echo, or read
+    /// from the first line of stdin with --password-stdin. It is never a
+    /// command-line argument: that would land in the shell history and the
+    /// process list.
+    CreateUser {
+        /// The user's email (their login).
+        #[arg(long, value_parser = email)]
+        email: String,
+        /// Given name.
+        #[arg(long)]
+        first_name: Option<String>,
+        /// Family name.
+        #[arg(long)]
+        last_name: Option<String>,
+        /// Make the user a member of this org (its id; see `admin list-orgs`).
+        #[arg(long, value_name = "ORG_ID", value_parser = org_id)]
+        org: Option<i64>,
+        /// Make the user an admin of the org given with --org.
+        #[arg(long, requires = "org")]
+        admin: bool,
+        /// Make the user a superadmin of the whole deployment.
+        #[arg(long)]
+        superadmin: bool,
+        /// Read the password from the first line of stdin (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+
+    /// Make an existing user an active member of an org (like
+    /// `POST /user/org/{orgId}/email/user/{email}`).
+    ///
+    /// An existing membership is activated; with --admin it is made an
+    /// admin membership. This is how an org without a usable admin gets one.
+    AddMember {
+        /// The org's id.
+        #[arg(long, value_name = "ORG_ID", value_parser = org_id)]
+        org: i64,
+        /// The user's email.
+        #[arg(long, value_parser = email)]
+        email: String,
+        /// Make the member an admin of the org.
+        #[arg(long)]
+        admin: bool,
+    },
+
+    /// Enforce MFA on an org (like `PUT /user/org/mfa`), or with --off stop
+    /// enforcing it.
+    ///
+    /// Takes effect at each member's next login: members without a factor
+    /// set one up then.
+    EnforceMfa {
+        /// The org's id.
+        #[arg(long, value_name = "ORG_ID", value_parser = org_id)]
+        org: i64,
+        /// Stop enforcing MFA on the org instead.
+        #[arg(long)]
+        off: bool,
+    },
+
+    /// Remove every MFA factor of a user and end their sessions (like
+    /// `PUT /user/users/mfa/reset`).
+    ///
+    /// Authenticator, email factor and recovery codes are removed; where MFA
+    /// applies, the next login answers setup_required and the user enrolls
+    /// again. The break-glass path for an admin who lost their phone.
+    ResetMfa {
+        /// The user's email.
+        #[arg(long, value_parser = email)]
+        email: String,
+    },
+
+    /// Opt a member out of an org's MFA enforcement (like
+    /// `PUT /user/users/{id}/membership` with `{"mfaOptOut": true}`), or
+    /// with --off withdraw the opt-out.
+    ///
+    /// Takes effect at the member's next login into that org.
+    OptOut {
+        /// The member's email.
+        #[arg(long, value_parser = email)]
+        email: String,
+        /// The org's id.
+        #[arg(long, value_name = "ORG_ID", value_parser = org_id)]
+        org: i64,
+        /// Withdraw the opt-out: MFA applies to the member again.
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match cli::load_config(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("mfa-server: configuration error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(failure) => return failure.report(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
-        .with_writer(std::io::stderr)
-        .init();
-
-    let result = actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(config, Arc::new(SystemClock))
-            .await
-            .map_err(|e| e.to_string())?;
-        print_banner(&app);
-        app.run().await.map_err(|e| format!("server: {e}"))
-    });
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => cli::serve::run(config),
+        Command::Migrate { status } => cli::database::migrate(&config, status),
+        Command::CheckConfig { connect } => cli::check::run(&config, connect),
+        Command::GenKey { out } => cli::keys::gen_key(out.as_deref()),
+        Command::RotateKey {
+            new_key_file,
+            new_key_stdin,
+        } => cli::keys::rotate_key(&config, new_key_file.as_deref(), new_key_stdin),
+        Command::Admin { action } => admin(&config, action),
+    };
     match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("mfa-server: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
     }
 }
 
-/// What an operator needs on the first start. The generated password goes
-/// to stdout once and never to the log.
-fn print_banner(app: &Application) {
-    let url = app.url();
-    println!("MFA server listening on {url}");
-    println!("  database: {}, mail: {}", app.database(), app.mail());
-    println!("  Swagger UI:       {url}{SWAGGER_UI_PATH}");
-    println!("  OpenAPI document: {url}{OPENAPI_PATH}");
-    if let Some(b) = app.bootstrapped() {
-        println!();
-        println!(
-            "Created the superadmin {} and the org \"{}\".",
-            b.email, b.org_name
-        );
-        match &b.generated_password {
-            Some(password) => println!(
-                "Password (shown only this once; store it now and change it after logging in): {}",
-                password.expose()
-            ),
-            None => println!("Password: as set by MFA_BOOTSTRAP_ADMIN_PASSWORD."),
+fn admin(config: &mfa_server::Config, action: AdminCommand) -> cli::CliResult {
+    use cli::admin;
+    // The password first: a usage error must not wait for the database.
+    let password = match &action {
+        AdminCommand::CreateUser {
+            email,
+            password_stdin,
+            ..
+        } => Some(admin::read_password(email, *password_stdin)?),
+        _ => None,
+    };
+    let service = cli::open_service(config)?;
+    match action {
+        AdminCommand::ListOrgs => admin::list_orgs(&service),
+        AdminCommand::CreateOrg { name } => admin::create_org(&service, &name),
+        AdminCommand::CreateUser {
+            email,
+            first_name,
+            last_name,
+            org,
+            admin,
+            superadmin,
+            password_stdin: _,
+        } => admin::create_user(
+            &service,
+            admin::NewUser {
+                email,
+                first_name: first_name.unwrap_or_default(),
+                last_name: last_name.unwrap_or_default(),
+                org,
+                admin,
+                superadmin,
+                password: password.unwrap_or_default(),
+            },
+        ),
+        AdminCommand::AddMember { org, email, admin } => {
+            admin::add_member(&service, org, &email, admin)
         }
+        AdminCommand::EnforceMfa { org, off } => admin::enforce_mfa(&service, org, !off),
+        AdminCommand::ResetMfa { email } => admin::reset_mfa(&service, &email),
+        AdminCommand::OptOut { email, org, off } => admin::opt_out(&service, org, &email, !off),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

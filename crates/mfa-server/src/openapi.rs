@@ -33,6 +33,7 @@ use crate::error::ErrorBody;
         (name = "mfa", description = "Factors: authenticator and email enrollment, resets, recovery codes (seeds 000, 004)."),
         (name = "audit", description = "The audit trail."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
+        (name = "console", description = "The browser pages: the admin console and the self-service MFA page."),
     ),
     modifiers(&BearerScheme),
 )]

@@ -943,7 +943,8 @@ pub struct AuditEventResponse {
     pub at: String,
     /// The org it concerns.
     pub org_id: Option<i64>,
-    /// Who did it (null for anonymous failures and the bootstrap).
+    /// Who did it (null for anonymous failures, the bootstrap and the
+    /// operator's `mfa-server admin` commands).
     pub actor_user_id: Option<i64>,
     /// Whom it concerns.
     pub target_user_id: Option<i64>,

@@ -62,6 +62,16 @@ pub enum Error {
     /// Encryption failed (only for absurdly long input).
     #[error("cannot encrypt an authenticator secret")]
     Encrypt,
+    /// A key rotation found a stored secret that decrypts with neither the
+    /// old nor the new key; the rotation changed nothing.
+    #[error(
+        "the authenticator secret of user {user_id} decrypts with neither the old nor the new \
+         key; nothing was changed"
+    )]
+    KeyMismatch {
+        /// The owner of the secret.
+        user_id: i64,
+    },
     /// A stored value does not fit the domain (e.g. an unknown enum name).
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),

@@ -127,6 +127,7 @@ diesel::table! {
         mfa_opt_in -> Bool,
         last_login_at -> Nullable<Int8>,
         created_at -> Int8,
+        search_text -> Text,
     }
 }
 

@@ -16,6 +16,9 @@ use crate::crypto::{EncryptionKey, SecretCipher};
 use crate::sqlite::{self, Role};
 use crate::tx::Tx;
 
+mod key_rotation;
+pub use key_rotation::{KeyCheck, KeyRotation};
+
 /// The SQLite migrations (`migrations/sqlite` at the workspace root).
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 /// The PostgreSQL migrations (`migrations/postgres` at the workspace root).

@@ -2,6 +2,13 @@
 //! [`impl_store_tx!`] and instantiated for `SqliteConnection` and
 //! `PgConnection`: the queries are the same, only diesel's backend types
 //! differ, and concrete connection types spare us diesel's generic bounds.
+//!
+//! Lookups by a primary or unique key load with `get_result`, not `first`:
+//! `first` appends `LIMIT ?`, and SQLite (3.47 and later) reads a bound
+//! LIMIT while planning, so that binding it again expires the cached
+//! prepared statement. Every execution was then parsed and planned anew,
+//! about a fifth of the server's CPU time in an MFA verify (see
+//! docs/PERFORMANCE.md). `first` stays where `ORDER BY … LIMIT 1` is meant.
 
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -19,7 +26,6 @@ use crate::crypto::SecretCipher;
 use crate::error::DbResultExt;
 use crate::models::*;
 use crate::schema::*;
-use crate::sql::lower;
 
 /// One open transaction: a connection inside `BEGIN … COMMIT` and the cipher
 /// for authenticator secrets.
@@ -32,6 +38,18 @@ impl<'a, C> Tx<'a, C> {
     pub(crate) fn new(conn: &'a mut C, cipher: &'a SecretCipher) -> Self {
         Tx { conn, cipher }
     }
+}
+
+/// Joins the fields of `users.search_text`; no search can contain it (a
+/// search that does matches nobody), so a match never spans two fields.
+const SEARCH_SEPARATOR: char = '\u{1f}';
+
+/// `users.search_text`: first name, last name and email, lower-cased like
+/// the search pattern ([`like_pattern`]) and joined by [`SEARCH_SEPARATOR`].
+fn search_text(first_name: &str, last_name: &str, email: &str) -> String {
+    [first_name, last_name, email]
+        .map(str::to_lowercase)
+        .join(&SEARCH_SEPARATOR.to_string())
 }
 
 /// `%search%` for `LIKE … ESCAPE '\'`, lower-cased, wildcards escaped.
@@ -128,7 +146,7 @@ macro_rules! impl_store_tx {
                 orgs::table
                     .find(id.0)
                     .select(OrgRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?
                     .map(Org::try_from)
@@ -189,6 +207,11 @@ macro_rules! impl_store_tx {
                                 users::mfa_opt_in.eq(false),
                                 users::last_login_at.eq(None::<i64>),
                                 users::created_at.eq(user.created_at.0),
+                                users::search_text.eq(search_text(
+                                    &user.first_name,
+                                    &user.last_name,
+                                    &email,
+                                )),
                             ))
                             .returning(UserRow::as_returning())
                             .get_result(conn)
@@ -201,7 +224,7 @@ macro_rules! impl_store_tx {
                 let row: Option<UserRow> = users::table
                     .find(id.0)
                     .select(UserRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?;
                 Ok(row.map(User::from))
@@ -211,7 +234,7 @@ macro_rules! impl_store_tx {
                 let row: Option<UserRow> = users::table
                     .filter(users::email.eq(email.to_lowercase()))
                     .select(UserRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?;
                 Ok(row.map(User::from))
@@ -246,6 +269,11 @@ macro_rules! impl_store_tx {
                                 users::is_super_admin.eq(user.is_super_admin),
                                 users::mfa_opt_in.eq(user.mfa_opt_in),
                                 users::last_login_at.eq(user.last_login_at.map(|t| t.0)),
+                                users::search_text.eq(search_text(
+                                    &user.first_name,
+                                    &user.last_name,
+                                    &email,
+                                )),
                             ))
                             .execute(conn)
                     })
@@ -284,26 +312,27 @@ macro_rules! impl_store_tx {
                 offset: u64,
                 limit: u64,
             ) -> StoreResult<(Vec<User>, u64)> {
+                if search.is_some_and(|s| s.contains(SEARCH_SEPARATOR)) {
+                    return Ok((Vec::new(), 0));
+                }
                 let pattern = search.map(like_pattern);
+                // Users first, membership checked per matching user (the
+                // primary key of memberships): the search scans the narrow
+                // search column (SQLite: its index; PostgreSQL: the trigram
+                // index), not the org's memberships with a lookup of every
+                // member.
                 let matching = || {
-                    let members = memberships::table
-                        .filter(memberships::org_id.eq(org.0))
-                        .select(memberships::user_id);
+                    let member = memberships::table
+                        .filter(memberships::user_id.eq(users::id))
+                        .filter(memberships::org_id.eq(org.0));
                     let mut query = users::table
-                        .filter(users::id.eq_any(members))
+                        .filter(diesel::dsl::exists(member))
                         .into_boxed::<$db>();
                     if let Some(p) = &pattern {
-                        query = query.filter(
-                            lower(users::first_name)
-                                .like(p.clone())
-                                .escape('\\')
-                                .or(lower(users::last_name).like(p.clone()).escape('\\'))
-                                .or(lower(users::email).like(p.clone()).escape('\\')),
-                        );
+                        query = query.filter(users::search_text.like(p.clone()).escape('\\'));
                     }
                     query
                 };
-                let total: i64 = matching().count().get_result(self.conn).db()?;
                 let rows: Vec<UserRow> = matching()
                     .order(users::id.asc())
                     .offset(clamp(offset))
@@ -311,10 +340,23 @@ macro_rules! impl_store_tx {
                     .select(UserRow::as_select())
                     .load(self.conn)
                     .db()?;
-                Ok((
-                    rows.into_iter().map(User::from).collect(),
-                    count(total).db()?,
-                ))
+                let found = rows.len() as u64;
+                // A page with room to spare ends the matches: no count needed
+                // (one snapshot, so the two cannot disagree).
+                let total = if found < limit && (offset == 0 || found > 0) {
+                    offset.saturating_add(found)
+                } else if pattern.is_none() {
+                    let n: i64 = memberships::table
+                        .filter(memberships::org_id.eq(org.0))
+                        .count()
+                        .get_result(self.conn)
+                        .db()?;
+                    count(n).db()?
+                } else {
+                    let n: i64 = matching().count().get_result(self.conn).db()?;
+                    count(n).db()?
+                };
+                Ok((rows.into_iter().map(User::from).collect(), total))
             }
 
             // ---- memberships
@@ -343,7 +385,7 @@ macro_rules! impl_store_tx {
                 let row: Option<MembershipRow> = memberships::table
                     .find((user.0, org.0))
                     .select(MembershipRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?;
                 Ok(row.map(Membership::from))
@@ -425,7 +467,7 @@ macro_rules! impl_store_tx {
                 let row: Option<AuthenticatorRow> = authenticators::table
                     .find(user.0)
                     .select(AuthenticatorRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?;
                 row.map(|r| authenticator_from_row(self.cipher, r))
@@ -537,7 +579,7 @@ macro_rules! impl_store_tx {
                 let at: Option<i64> = email_factors::table
                     .find(user.0)
                     .select(email_factors::verified_at)
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?;
                 Ok(opt_ts(at))
@@ -692,22 +734,23 @@ macro_rules! impl_store_tx {
             // ---- sessions
 
             fn insert_session(&mut self, s: &NewSession) -> StoreResult<Session> {
-                let row: SessionRow = self
-                    .savepoint(|conn| {
-                        diesel::insert_into(sessions::table)
-                            .values((
-                                sessions::token_hash.eq(&s.token_hash),
-                                sessions::user_id.eq(s.user_id.0),
-                                sessions::org_id.eq(s.org_id.0),
-                                sessions::level.eq(s.level.as_str()),
-                                sessions::created_at.eq(s.created_at.0),
-                                sessions::expires_at.eq(s.expires_at.0),
-                                sessions::last_seen_at.eq(s.created_at.0),
-                                sessions::revoked_at.eq(None::<i64>),
-                            ))
-                            .returning(SessionRow::as_returning())
-                            .get_result(conn)
-                    })
+                // No savepoint: the token hash is the only unique column and
+                // tokens carry 256 random bits, so no caller handles a
+                // violation. A savepoint costs two statements per login and
+                // MFA verify (two round trips on PostgreSQL).
+                let row: SessionRow = diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::token_hash.eq(&s.token_hash),
+                        sessions::user_id.eq(s.user_id.0),
+                        sessions::org_id.eq(s.org_id.0),
+                        sessions::level.eq(s.level.as_str()),
+                        sessions::created_at.eq(s.created_at.0),
+                        sessions::expires_at.eq(s.expires_at.0),
+                        sessions::last_seen_at.eq(s.created_at.0),
+                        sessions::revoked_at.eq(None::<i64>),
+                    ))
+                    .returning(SessionRow::as_returning())
+                    .get_result(self.conn)
                     .db()?;
                 Session::try_from(row).db()
             }
@@ -716,7 +759,7 @@ macro_rules! impl_store_tx {
                 sessions::table
                     .filter(sessions::token_hash.eq(token_hash))
                     .select(SessionRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?
                     .map(Session::try_from)
@@ -778,7 +821,7 @@ macro_rules! impl_store_tx {
                 let row: Option<(i32, Option<i64>)> = failure_counters::table
                     .find((user.0, kind.as_str()))
                     .select((failure_counters::failures, failure_counters::locked_until))
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?;
                 match row {
@@ -893,7 +936,7 @@ macro_rules! impl_store_tx {
                 let row: Option<EmailChangeRow> = email_changes::table
                     .filter(email_changes::token_hash.eq(token_hash))
                     .select(EmailChangeRow::as_select())
-                    .first(self.conn)
+                    .get_result(self.conn)
                     .optional()
                     .db()?;
                 Ok(row.map(EmailChange::from))

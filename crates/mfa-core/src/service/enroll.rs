@@ -79,10 +79,8 @@ impl<S: Store> MfaService<S> {
         code: &str,
     ) -> MfaResult<Option<NewToken>> {
         let now = self.now();
-        let policy = &self.config.code_lockout;
         let result = self.write_then(|tx| {
             may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
-            check_code_lockout(tx, policy, caller.user_id, now)?;
             let pending = match tx.authenticator(caller.user_id)? {
                 None => {
                     return Err(MfaError::NotEnrolled(
@@ -97,6 +95,13 @@ impl<S: Store> MfaService<S> {
             {
                 return Err(MfaError::CodeExpired);
             }
+            let attempt = reserve_attempt(
+                tx,
+                &self.config.code_lockout,
+                FailureKind::Code,
+                caller.user_id,
+                now,
+            )?;
             let verdict = mfa_totp::verify_totp(
                 &pending.secret,
                 code,
@@ -110,12 +115,10 @@ impl<S: Store> MfaService<S> {
                 Err(
                     VerifyError::Malformed | VerifyError::Mismatch | VerifyError::Replayed { .. },
                 ) => {
-                    return Ok(Err(record_failure(
+                    return Ok(Err(fail_attempt(
                         tx,
-                        policy,
-                        FailureKind::Code,
-                        Some(caller),
-                        caller.user_id,
+                        &attempt,
+                        Some(caller.org_id),
                         now,
                         AuditAction::MfaVerifyFailed,
                         "wrong code for pending authenticator",
@@ -252,15 +255,26 @@ impl<S: Store> MfaService<S> {
         let recovery = match (caller.level, recovery_code) {
             (AssuranceLevel::Full, _) => None,
             (AssuranceLevel::Partial, Some(code)) => {
+                // Nothing to reset is no reason to spend (or count) a code.
+                if self
+                    .store
+                    .read(|tx| Ok(tx.authenticator(caller.user_id)?))?
+                    .is_none()
+                {
+                    return Err(MfaError::NotEnrolled("no authenticator to reset"));
+                }
                 Some(self.match_recovery_code(caller, code, now)?)
             }
             (AssuranceLevel::Partial, None) => return Err(MfaError::MfaRequired),
         };
         self.write_then(|tx| {
-            if let Some(matched) = recovery
-                && let Err(refusal) = self.consume_recovery_match(tx, caller, matched, now)?
-            {
-                return Ok(Err(refusal));
+            if let Some((attempt, matched)) = recovery {
+                if let Err(refusal) =
+                    self.consume_recovery_match(tx, caller, &attempt, matched, now)?
+                {
+                    return Ok(Err(refusal));
+                }
+                tx.reset_failures(caller.user_id, FailureKind::Code)?;
             }
             if !tx.delete_authenticator(caller.user_id)? {
                 return Err(MfaError::NotEnrolled("no authenticator to reset"));

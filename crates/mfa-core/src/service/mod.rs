@@ -8,6 +8,7 @@
 //! returns the error.
 
 mod enroll;
+mod operator;
 mod orgs;
 mod session;
 mod users;
@@ -24,6 +25,7 @@ use crate::policy::{FactorSummary, LockoutPolicy};
 use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
 
 pub use enroll::{MfaStatus, PendingAuthenticator};
+pub use operator::{OPERATOR, OperatorConsole, OperatorNewUser, OperatorReset};
 pub use orgs::OrgPatch;
 pub use session::{CodeSent, LoginResult, NewToken};
 pub use users::{NewUserRequest, UserPatch, UserRef, UserWithFactors};
@@ -247,38 +249,81 @@ pub(crate) fn check_code_lockout(
     }
 }
 
-/// Count one failure of `kind`, lock out when the policy says so, audit it,
-/// and return the error the caller should see: `refusal` normally,
-/// `TooManyAttempts` when this failure started a lockout.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_failure(
+/// An attempt at a secret (a code or a password), counted before it was
+/// checked. See [`reserve_attempt`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Attempt {
+    kind: FailureKind,
+    user: UserId,
+    failures: u32,
+    /// The lockout this attempt starts if it fails (already in force).
+    delay: Option<u64>,
+}
+
+/// Count an attempt of `kind` by `user` *before* checking it, and refuse
+/// it with `TooManyAttempts` while the user is locked out. The count is
+/// incremented first and the lock read after, on the same row: concurrent
+/// attempts, on any server process, queue on that row and each sees the
+/// ones before it, so racing requests are never all checked before the
+/// lockout takes effect (the flaw of Keycloak's CVE-2024-4629). An attempt
+/// that reaches the threshold sets the lockout at once; if it succeeds,
+/// [`StoreTx::reset_failures`] lifts it again.
+///
+/// A refusal must roll the transaction back (return the error), so that a
+/// refused attempt does not count. An attempt that is checked outside the
+/// transaction (argon2) must be reserved in a transaction of its own,
+/// committed before the check.
+pub(crate) fn reserve_attempt(
     tx: &mut dyn StoreTx,
     policy: &LockoutPolicy,
     kind: FailureKind,
-    caller: Option<&Caller>,
     user: UserId,
+    now: Timestamp,
+) -> MfaResult<Attempt> {
+    let failures = tx.increment_failures(user, kind)?;
+    let state = tx.failure_state(user, kind)?;
+    if let Some(retry_after_secs) = policy.retry_after(&state, now) {
+        return Err(MfaError::TooManyAttempts { retry_after_secs });
+    }
+    let delay = policy.delay_after(failures);
+    if let Some(delay) = delay {
+        tx.set_locked_until(user, kind, Some(now.plus_secs(delay)))?;
+    }
+    Ok(Attempt {
+        kind,
+        user,
+        failures,
+        delay,
+    })
+}
+
+/// Audit a reserved attempt that failed, and return the error the caller
+/// should see: `refusal` normally, `TooManyAttempts` when this failure
+/// started a lockout. The failure was counted by [`reserve_attempt`].
+pub(crate) fn fail_attempt(
+    tx: &mut dyn StoreTx,
+    attempt: &Attempt,
+    org: Option<OrgId>,
     now: Timestamp,
     action: AuditAction,
     detail: &str,
     refusal: MfaError,
 ) -> MfaResult<MfaError> {
-    let failures = tx.increment_failures(user, kind)?;
-    let org = caller.map(|c| c.org_id);
-    audit(tx, now, org, Some(user), Some(user), action, detail)?;
-    match policy.delay_after(failures) {
+    let user = Some(attempt.user);
+    audit(tx, now, org, user, user, action, detail)?;
+    match attempt.delay {
         Some(delay) => {
-            tx.set_locked_until(user, kind, Some(now.plus_secs(delay)))?;
             audit(
                 tx,
                 now,
                 org,
-                Some(user),
-                Some(user),
+                user,
+                user,
                 AuditAction::LockedOut,
                 format!(
                     "{} failures of kind {}; locked for {delay} s",
-                    failures,
-                    kind.as_str()
+                    attempt.failures,
+                    attempt.kind.as_str()
                 ),
             )?;
             Ok(MfaError::TooManyAttempts {
@@ -298,4 +343,62 @@ pub fn page_request(page: u32, size: u32) -> MfaResult<PageRequest> {
         )));
     }
     Ok(PageRequest { page, size })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::InMemoryStore;
+
+    const USER: UserId = UserId(7);
+    const NOW: Timestamp = Timestamp(1_000);
+
+    fn reserve(store: &InMemoryStore, now: Timestamp) -> MfaResult<Attempt> {
+        store.write(|tx| {
+            reserve_attempt(tx, &LockoutPolicy::default(), FailureKind::Code, USER, now)
+        })
+    }
+
+    fn failures(store: &InMemoryStore) -> u32 {
+        store
+            .read(|tx| Ok(tx.failure_state(USER, FailureKind::Code)?.failures))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_fifth_attempt_locks_before_it_is_checked() {
+        let store = InMemoryStore::new();
+        for n in 1..=4 {
+            let a = reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((a.failures, a.delay), (n, None));
+        }
+        // The fifth is still checked, but the lockout is already in force
+        // for any attempt racing with it.
+        let fifth = reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fifth.delay, Some(30));
+        assert_eq!(
+            reserve(&store, NOW).map(|_| ()),
+            Err(MfaError::TooManyAttempts {
+                retry_after_secs: 30
+            })
+        );
+        // A refused attempt is rolled back: it does not count.
+        assert_eq!(failures(&store), 5);
+        // After the lockout, the next attempt doubles it.
+        let sixth = reserve(&store, NOW.plus_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((sixth.failures, sixth.delay), (6, Some(60)));
+    }
+
+    #[test]
+    fn a_success_lifts_the_lock_of_its_own_attempt() {
+        let store = InMemoryStore::new();
+        for _ in 0..5 {
+            reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
+        }
+        store
+            .write(|tx| Ok(tx.reset_failures(USER, FailureKind::Code)?))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((a.failures, a.delay), (1, None));
+    }
 }

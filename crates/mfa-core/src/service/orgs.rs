@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::authz::{
-    FullCaller, require_current_org_admin, require_member_of_current_org, require_org_admin,
-    require_org_member, require_super_admin, require_visible_user,
+    FullCaller, require_current_org_admin, require_may_manage, require_member_of_current_org,
+    require_org_admin, require_org_member, require_super_admin, require_visible_user,
 };
 use crate::text::{mask_email, normalize_email};
 
@@ -22,7 +22,7 @@ pub struct OrgPatch {
     pub mfa_grace_period_hours: Option<u32>,
 }
 
-fn check_org_name(name: &str) -> MfaResult<String> {
+pub(super) fn check_org_name(name: &str) -> MfaResult<String> {
     let name = name.trim();
     // Control characters (NUL above all, which PostgreSQL text refuses)
     // are refused like in user names.
@@ -111,6 +111,9 @@ impl<S: Store> MfaService<S> {
             }
             let admin = load_user(tx, caller.user_id)?;
             let users = tx.users_by_ids(&ids)?;
+            for user in &users {
+                require_may_manage(caller, user.is_super_admin)?;
+            }
             for &id in &ids {
                 self.remove_factors(tx, id, true)?;
                 tx.revoke_user_sessions(id, None, None, now)?;
@@ -145,7 +148,12 @@ impl<S: Store> MfaService<S> {
     /// Remove a user's factors: the authenticator always, the email factor
     /// and recovery codes when `all`. Also forgets code failures, so the
     /// user can enroll again at once.
-    fn remove_factors(&self, tx: &mut dyn StoreTx, user: UserId, all: bool) -> MfaResult<()> {
+    pub(super) fn remove_factors(
+        &self,
+        tx: &mut dyn StoreTx,
+        user: UserId,
+        all: bool,
+    ) -> MfaResult<()> {
         tx.delete_authenticator(user)?;
         if all {
             tx.delete_email_factor(user)?;
@@ -167,6 +175,7 @@ impl<S: Store> MfaService<S> {
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
             require_member_of_current_org(tx.membership(user.id, caller.org_id)?.as_ref())?;
+            require_may_manage(caller, user.is_super_admin)?;
             if tx.authenticator(user.id)?.is_none() {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             }
@@ -283,7 +292,8 @@ impl<S: Store> MfaService<S> {
         })
     }
 
-    /// Add an existing user, found by email, to an org (its admins).
+    /// Add an existing user the caller can see, found by email, to an org
+    /// (its admins).
     pub fn add_member_by_email(
         &self,
         caller: &FullCaller,
@@ -293,11 +303,22 @@ impl<S: Store> MfaService<S> {
         let email = normalize_email(email)?;
         let now = self.now();
         self.store.write(|tx| {
-            require_org_admin(caller, tx.membership(caller.user_id, org)?.as_ref())?;
+            let caller_ms = tx.memberships_of_user(caller.user_id)?;
+            require_org_admin(caller, caller_ms.iter().find(|m| m.org_id == org))?;
             tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
+            // As by id: only a user the caller can see. Otherwise an admin
+            // of one org could pull any other org's user in by address,
+            // and then, as an admin of a shared org, reset their factors
+            // and set their password.
+            require_visible_user(
+                caller,
+                &caller_ms,
+                user.id,
+                &tx.memberships_of_user(user.id)?,
+            )?;
             let m = Membership::new(user.id, org);
             tx.insert_membership(&m)?;
             audit(
@@ -398,6 +419,7 @@ impl<S: Store> MfaService<S> {
             let mut m = tx
                 .membership(user, caller.org_id)?
                 .ok_or(MfaError::NotFound("user"))?;
+            require_may_manage(caller, load_user(tx, user)?.is_super_admin)?;
             let before = m.clone();
             patch.apply_to(&mut m);
             if m == before {

@@ -54,24 +54,35 @@ impl<S: Store> MfaService<S> {
             let Some(user) = tx.user_by_email(&email)? else {
                 return Ok(None);
             };
-            let state = tx.failure_state(user.id, FailureKind::Password)?;
-            Ok(Some((user, state)))
+            let memberships = tx.memberships_of_user(user.id)?;
+            Ok(Some((user, memberships)))
         })?;
-        let Some((user, state)) = found else {
+        let Some((user, memberships)) = found else {
             self.hasher.verify_decoy(password);
             return Err(MfaError::InvalidCredentials);
         };
-        if let Some(retry_after_secs) = self.config.password_lockout.retry_after(&state, now) {
-            return Err(MfaError::TooManyAttempts { retry_after_secs });
-        }
+        // The org whose audit trail shows this attempt: the one asked for,
+        // else the one the login would open.
+        let audit_org = org
+            .filter(|o| memberships.iter().any(|m| m.org_id == *o))
+            .or_else(|| memberships.iter().find(|m| m.is_active).map(|m| m.org_id));
+        // Counted (and committed) before argon2, so that racing logins
+        // cannot all be checked before a lockout.
+        let attempt = self.store.write(|tx| {
+            reserve_attempt(
+                tx,
+                &self.config.password_lockout,
+                FailureKind::Password,
+                user.id,
+                now,
+            )
+        })?;
         if !self.hasher.verify(password, &user.password_hash) {
             return self.write_then(|tx| {
-                Ok(Err(record_failure(
+                Ok(Err(fail_attempt(
                     tx,
-                    &self.config.password_lockout,
-                    FailureKind::Password,
-                    None,
-                    user.id,
+                    &attempt,
+                    audit_org,
                     now,
                     AuditAction::LoginFailed,
                     "wrong password",
@@ -81,24 +92,31 @@ impl<S: Store> MfaService<S> {
         }
         let token = new_token(self.rng.as_ref());
         let config = &self.config;
-        self.store.write(|tx| {
+        self.write_then(|tx| {
+            // The password was right: the count starts again, whether or
+            // not a session can be opened.
+            tx.reset_failures(user.id, FailureKind::Password)?;
             let memberships = tx.memberships_of_user(user.id)?;
             let membership = match org {
                 Some(org) => memberships.iter().find(|m| m.org_id == org),
                 None => memberships.iter().find(|m| m.is_active),
-            }
-            .ok_or(MfaError::Forbidden)?;
+            };
+            let Some(membership) = membership else {
+                return Ok(Err(MfaError::Forbidden));
+            };
             let org = tx
                 .org(membership.org_id)?
                 .ok_or(MfaError::NotFound("org"))?;
             let factors = load_factors(tx, user.id)?;
-            let decision = decide_login(&org, membership, &user, &factors, now)?;
+            let decision = match decide_login(&org, membership, &user, &factors, now) {
+                Ok(decision) => decision,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
             let (level, ttl) = match decision.requirement {
                 MfaRequirement::None => (AssuranceLevel::Full, config.session_ttl_secs),
                 _ => (AssuranceLevel::Partial, config.partial_session_ttl_secs),
             };
             let expires_at = now.plus_secs(ttl);
-            tx.reset_failures(user.id, FailureKind::Password)?;
             tx.insert_session(&NewSession {
                 token_hash: hash_token(&token),
                 user_id: user.id,
@@ -117,12 +135,12 @@ impl<S: Store> MfaService<S> {
                 AuditAction::LoginSucceeded,
                 format!("mfa: {}", decision.requirement.as_str()),
             )?;
-            Ok(LoginResult {
+            Ok(Ok(LoginResult {
                 token: token.clone(),
                 expires_at,
                 org_id: org.id,
                 decision,
-            })
+            }))
         })
     }
 
@@ -282,15 +300,19 @@ impl<S: Store> MfaService<S> {
         candidate: &str,
         now: Timestamp,
     ) -> MfaResult<MfaResult<()>> {
-        let policy = &self.config.code_lockout;
-        check_code_lockout(tx, policy, caller.user_id, now)?;
+        let attempt = reserve_attempt(
+            tx,
+            &self.config.code_lockout,
+            FailureKind::Code,
+            caller.user_id,
+            now,
+        )?;
+        let org = Some(caller.org_id);
         let fail = |tx: &mut dyn StoreTx, detail: &str, refusal: MfaError| {
-            record_failure(
+            fail_attempt(
                 tx,
-                policy,
-                FailureKind::Code,
-                Some(caller),
-                caller.user_id,
+                &attempt,
+                org,
                 now,
                 AuditAction::MfaVerifyFailed,
                 detail,
@@ -311,7 +333,9 @@ impl<S: Store> MfaService<S> {
             return fail(tx, "wrong email code", MfaError::InvalidCode);
         }
         if now >= code.expires_at {
-            return Ok(Err(MfaError::CodeExpired));
+            // The right code, too late: not a guess (the error rolls the
+            // count of this attempt back).
+            return Err(MfaError::CodeExpired);
         }
         if !tx.consume_email_code(code.id, now)? {
             return fail(tx, "email code already used", MfaError::InvalidCode);
@@ -329,8 +353,13 @@ impl<S: Store> MfaService<S> {
         now: Timestamp,
         replayed: &mut bool,
     ) -> MfaResult<MfaResult<()>> {
-        let policy = &self.config.code_lockout;
-        check_code_lockout(tx, policy, caller.user_id, now)?;
+        let attempt = reserve_attempt(
+            tx,
+            &self.config.code_lockout,
+            FailureKind::Code,
+            caller.user_id,
+            now,
+        )?;
         let authenticator = tx
             .authenticator(caller.user_id)?
             .filter(|a| a.is_verified())
@@ -357,12 +386,10 @@ impl<S: Store> MfaService<S> {
                 ("wrong authenticator code", AuditAction::MfaVerifyFailed)
             }
         };
-        let refusal = record_failure(
+        let refusal = fail_attempt(
             tx,
-            policy,
-            FailureKind::Code,
-            Some(caller),
-            caller.user_id,
+            &attempt,
+            Some(caller.org_id),
             now,
             action,
             detail,
@@ -399,9 +426,12 @@ impl<S: Store> MfaService<S> {
                     }
                     self.check_email_code(tx, caller, EmailCodePurpose::Login, code, now)?
                 }
-                MfaMethod::Recovery => {
-                    self.consume_recovery_match(tx, caller, recovery_match.flatten(), now)?
-                }
+                MfaMethod::Recovery => match recovery_match {
+                    Some((attempt, matched)) => {
+                        self.consume_recovery_match(tx, caller, &attempt, matched, now)?
+                    }
+                    None => return Err(MfaError::InvalidCode),
+                },
             };
             if let Err(refusal) = checked {
                 return Ok(Err(refusal));
@@ -467,50 +497,57 @@ impl<S: Store> MfaService<S> {
         Ok(NewToken { token, expires_at })
     }
 
-    /// Find which unused recovery code of the caller matches `candidate`
-    /// (argon2, outside any transaction). `None` when none does.
+    /// Count an attempt with a recovery code (committed at once: the
+    /// check below is argon2, outside any transaction), then find which
+    /// unused recovery code of the caller matches `candidate`: `None` when
+    /// none does. Refused while the caller is locked out.
     pub(crate) fn match_recovery_code(
         &self,
         caller: &Caller,
         candidate: &str,
         now: Timestamp,
-    ) -> MfaResult<Option<i64>> {
-        let codes = self.store.read(|tx| {
-            check_code_lockout(tx, &self.config.code_lockout, caller.user_id, now)?;
-            tx.recovery_codes(caller.user_id).map_err(MfaError::from)
+    ) -> MfaResult<(Attempt, Option<i64>)> {
+        let (attempt, codes) = self.store.write(|tx| {
+            let attempt = reserve_attempt(
+                tx,
+                &self.config.code_lockout,
+                FailureKind::Code,
+                caller.user_id,
+                now,
+            )?;
+            Ok((attempt, tx.recovery_codes(caller.user_id)?))
         })?;
         let Some(normalized) = normalize_recovery_code(candidate) else {
-            return Ok(None);
+            return Ok((attempt, None));
         };
-        Ok(codes
+        let matched = codes
             .iter()
             .filter(|c| c.used_at.is_none())
             .find(|c| self.hasher.verify(&normalized, &c.code_hash))
-            .map(|c| c.id))
+            .map(|c| c.id);
+        Ok((attempt, matched))
     }
 
     /// Consume the recovery code found by [`Self::match_recovery_code`], or
-    /// count the failure.
+    /// report the failure of the attempt. On success the caller resets the
+    /// failure count.
     pub(crate) fn consume_recovery_match(
         &self,
         tx: &mut dyn StoreTx,
         caller: &Caller,
+        attempt: &Attempt,
         matched: Option<i64>,
         now: Timestamp,
     ) -> MfaResult<MfaResult<()>> {
-        let policy = &self.config.code_lockout;
-        check_code_lockout(tx, policy, caller.user_id, now)?;
         let consumed = match matched {
             Some(id) => tx.consume_recovery_code(id, now)?,
             None => false,
         };
         if !consumed {
-            let refusal = record_failure(
+            let refusal = fail_attempt(
                 tx,
-                policy,
-                FailureKind::Code,
-                Some(caller),
-                caller.user_id,
+                attempt,
+                Some(caller.org_id),
                 now,
                 AuditAction::MfaVerifyFailed,
                 "wrong or used recovery code",

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::authz::{
-    FullCaller, require_current_org_admin, require_member_of_current_org, require_super_admin,
-    require_visible_user,
+    FullCaller, require_current_org_admin, require_may_manage, require_member_of_current_org,
+    require_super_admin, require_visible_user,
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
 use crate::text::{mask_email, normalize_email};
@@ -62,7 +62,7 @@ pub struct UserPatch {
     pub current_password: Option<String>,
 }
 
-fn check_name(field: &str, value: &str) -> MfaResult<String> {
+pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
     let v = value.trim();
     if v.chars().count() > MAX_NAME_CHARS || v.chars().any(char::is_control) {
         return Err(MfaError::InvalidRequest(format!(
@@ -79,7 +79,9 @@ fn with_factors(tx: &mut dyn StoreTx, user: User) -> MfaResult<UserWithFactors> 
 
 impl<S: Store> MfaService<S> {
     /// On an empty deployment, create the superadmin and a first org with
-    /// them as its admin. Returns `None` when any user exists already.
+    /// them as its admin. Returns `None` when any user exists already,
+    /// also when another server process bootstrapped the same database at
+    /// the same moment (its insert won; this transaction rolled back).
     pub fn bootstrap(
         &self,
         email: &str,
@@ -90,7 +92,7 @@ impl<S: Store> MfaService<S> {
         check_password_rules(password)?;
         let hash = self.hasher.hash(password, self.rng.as_ref())?;
         let now = self.now();
-        self.store.write(|tx| {
+        let created = self.store.write(|tx| {
             if tx.count_users()? > 0 {
                 return Ok(None);
             }
@@ -125,7 +127,15 @@ impl<S: Store> MfaService<S> {
                 "bootstrap superadmin",
             )?;
             Ok(Some((user, org)))
-        })
+        });
+        match created {
+            // Servers starting together on one empty database: both counted
+            // no user, the other inserted the superadmin first.
+            Err(MfaError::Conflict(_)) if self.store.read(|tx| Ok(tx.count_users()?))? > 0 => {
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     pub(crate) fn resolve_user_ref(&self, tx: &mut dyn StoreTx, r: &UserRef) -> MfaResult<UserId> {
@@ -281,6 +291,7 @@ impl<S: Store> MfaService<S> {
             check_password_rules(p)?;
         }
         let current = self.store.read(|tx| self.visible_user(tx, caller, id))?;
+        require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
         if is_self && (new_email.is_some() || patch.password.is_some()) {

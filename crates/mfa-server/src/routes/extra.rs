@@ -8,7 +8,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::FullSession;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::run;
+use crate::password_pool::PasswordPool;
+use crate::routes::{run, run_hashing};
 use crate::wire::{AuditEventResponse, AuditQuery, PageResponse, RecoveryCodesResponse};
 
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
@@ -34,10 +35,11 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 #[post("/user/users/mfa/recoveryCodes")]
 pub async fn recovery_codes(
     service: web::Data<Service>,
+    passwords: web::Data<PasswordPool>,
     FullSession(caller): FullSession,
 ) -> Result<web::Json<RecoveryCodesResponse>, ApiError> {
     let service = service.into_inner();
-    let codes = run(move || service.generate_recovery_codes(&caller)).await?;
+    let codes = run_hashing(&passwords, move || service.generate_recovery_codes(&caller)).await?;
     Ok(web::Json(RecoveryCodesResponse { codes }))
 }
 

@@ -15,6 +15,7 @@ use crate::auth::{AnySession, FullSession};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::OptionalJson;
 use crate::metrics::Metrics;
+use crate::password_pool::PasswordPool;
 use crate::routes::run;
 use crate::wire::{
     AuthenticatorTypeQuery, EmailEnrollResponse, EmailTypeQuery, EmailVerifyRequest,
@@ -180,14 +181,19 @@ pub async fn verify_qr_code_enroll(
 pub async fn reset_my_qr_code_enroll(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
+    passwords: web::Data<PasswordPool>,
     AnySession(caller): AnySession,
     body: OptionalJson<RecoveryResetRequest>,
 ) -> Result<web::Json<StatusResponse>, ApiError> {
     let service = service.into_inner();
     let code = body.0.and_then(|b| b.recovery_code);
     let uses_recovery = caller.level == AssuranceLevel::Partial && code.is_some();
-    let result =
-        web::block(move || service.self_reset_authenticator(&caller, code.as_deref())).await?;
+    let work = move || service.self_reset_authenticator(&caller, code.as_deref());
+    let result = if uses_recovery {
+        passwords.block(work).await?
+    } else {
+        web::block(work).await?
+    };
     if uses_recovery {
         metrics.observe_verification(Method::Recovery, &result, false);
     }
@@ -205,7 +211,7 @@ pub async fn reset_my_qr_code_enroll(
     params(("username" = String, Path, description = "The user's email address, e.g. `your.email@domain.com`.")),
     responses(
         (status = 200, description = "The authenticator is removed.", body = StatusResponse),
-        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin of the current org, or the user is a superadmin (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such member of the current org.", body = ErrorBody),
         (status = 409, description = "`not_enrolled`: the user has no authenticator.", body = ErrorBody),
     ),

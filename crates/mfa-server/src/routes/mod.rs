@@ -9,6 +9,7 @@ use actix_web::web;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
+use crate::password_pool::PasswordPool;
 
 pub mod auth;
 pub mod extra;
@@ -16,6 +17,7 @@ pub mod health;
 pub mod mfa_seed000;
 pub mod mfa_seed004;
 pub mod orgs;
+pub mod ui;
 pub mod users;
 
 /// Register every route of the API. Each goes through utoipa-actix-web's
@@ -29,6 +31,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
     users::configure(cfg);
     mfa_seed004::configure(cfg);
     health::configure(cfg);
+    ui::configure(cfg);
 }
 
 /// Run a blocking operation (diesel, argon2, SMTP) on the blocking pool and
@@ -40,6 +43,17 @@ where
     E: Into<ApiError> + Send + 'static,
 {
     web::block(f).await?.map_err(Into::into)
+}
+
+/// Like [`run`], for an operation that hashes or verifies a password or a
+/// recovery code (argon2id): on the password pool, not the blocking pool.
+pub(crate) async fn run_hashing<T, E, F>(pool: &PasswordPool, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    pool.block(f).await?.map_err(Into::into)
 }
 
 #[cfg(test)]

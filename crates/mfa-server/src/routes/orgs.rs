@@ -174,8 +174,10 @@ pub async fn delete_org(
 
 /// Add a user to an org by email address
 ///
-/// Admins of `orgId`. The user must exist; the new membership is active
-/// with every flag off.
+/// Admins of `orgId`, for a user they can see, as by id (a member of an org
+/// they administer; superadmins see everyone): another org's user is
+/// `404`, like an unknown address. The new membership is active with every
+/// flag off.
 #[utoipa::path(
     tag = "orgs",
     params(
@@ -185,7 +187,7 @@ pub async fn delete_org(
     responses(
         (status = 201, description = "The new membership.", body = MembershipResponse),
         (status = 403, description = "`forbidden`: a member but not an admin of `orgId`.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such org visible to the caller, or no such user.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such org visible to the caller, or no such user visible to the caller.", body = ErrorBody),
         (status = 409, description = "`conflict`: the user is already a member.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),

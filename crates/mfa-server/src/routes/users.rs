@@ -9,7 +9,8 @@ use crate::app::Service;
 use crate::auth::{AnySession, FullSession};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::OptionalJson;
-use crate::routes::run;
+use crate::password_pool::PasswordPool;
+use crate::routes::{run, run_hashing};
 use crate::wire::{
     ByRefQuery, CountsResponse, CreateUserRequest, EmailRequest, ExistsResponse, Id, IdsQuery,
     MeResponse, MembershipFields, MembershipResponse, MfaOptInRequest, PageQuery, PageResponse,
@@ -54,6 +55,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 #[post("/user/users")]
 pub async fn create_user(
     service: web::Data<Service>,
+    passwords: web::Data<PasswordPool>,
     FullSession(caller): FullSession,
     body: web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -72,7 +74,7 @@ pub async fn create_user(
         password,
         is_admin,
     };
-    let user = run(move || service.create_user(&caller, &request)).await?;
+    let user = run_hashing(&passwords, move || service.create_user(&caller, &request)).await?;
     Ok(HttpResponse::Created().json(UserResponse::from(user)))
 }
 
@@ -430,6 +432,7 @@ pub async fn get_user(
     responses(
         (status = 200, description = "The user (with the old email until a change is confirmed).", body = UserResponse),
         (status = 401, description = "`invalid_credentials`: `currentPassword` missing or wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user visible to the caller.", body = ErrorBody),
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
         (status = 503, description = "`mail_unavailable`: the confirmation could not be sent.", body = ErrorBody),
@@ -439,6 +442,7 @@ pub async fn get_user(
 #[put("/user/users/{id}")]
 pub async fn update_user(
     service: web::Data<Service>,
+    passwords: web::Data<PasswordPool>,
     FullSession(caller): FullSession,
     id: web::Path<Id>,
     body: web::Json<UpdateUserRequest>,
@@ -459,7 +463,13 @@ pub async fn update_user(
         password,
         current_password,
     };
-    let user = run(move || service.update_user(&caller, id, &patch)).await?;
+    let hashing = patch.password.is_some() || patch.current_password.is_some();
+    let work = move || service.update_user(&caller, id, &patch);
+    let user = if hashing {
+        run_hashing(&passwords, work).await?
+    } else {
+        run(work).await?
+    };
     Ok(web::Json(user.into()))
 }
 
@@ -506,7 +516,7 @@ pub async fn delete_user(
     request_body = MembershipFields,
     responses(
         (status = 204, description = "Update success."),
-        (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin of the current org, or the member is a superadmin (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such member of the current org.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),

@@ -109,12 +109,14 @@ pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
     pub clock: Arc<FixedClock>,
-    pub smtp: SmtpSink,
+    pub smtp: Arc<SmtpSink>,
     pub root_org: i64,
     handle: Option<ServerHandle>,
     thread: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
-    _db: TestDatabase,
+    _db: Arc<TestDatabase>,
+    /// The configuration it started with, for [`TestServer::twin`].
+    env: HashMap<String, String>,
 }
 
 impl Drop for TestServer {
@@ -146,11 +148,8 @@ impl TestServer {
 
     pub async fn start(db: TestDatabase, extra_env: &[(&str, &str)]) -> TestServer {
         capture_logs();
-        let dir = tempfile::tempdir().expect("temporary directory");
         let smtp = SmtpSink::start().expect("SMTP sink");
         let mut env: HashMap<String, String> = [
-            ("MFA_BIND", "127.0.0.1:0".to_string()),
-            ("MFA_DATA_DIR", dir.path().display().to_string()),
             ("MFA_DATABASE_URL", db.url().to_string()),
             ("MFA_BOOTSTRAP_ADMIN_EMAIL", ROOT_EMAIL.to_string()),
             ("MFA_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD.to_string()),
@@ -170,8 +169,42 @@ impl TestServer {
         for (k, v) in extra_env {
             env.insert(k.to_string(), v.to_string());
         }
-        let config = Config::from_sources(None, |k| env.get(k).cloned()).expect("configuration");
         let clock = Arc::new(FixedClock::new(Timestamp(START)));
+        TestServer::launch(Arc::new(db), env, clock, Arc::new(smtp)).await
+    }
+
+    /// A second server process on the same database, as a deployment with
+    /// several processes behind a load balancer runs them: the same
+    /// database, encryption key, clock and mail sink, its own port, data
+    /// directory and connection pool.
+    pub async fn twin(&self) -> TestServer {
+        let mut env = self.env.clone();
+        if !env.contains_key("MFA_ENCRYPTION_KEY") {
+            // SQLite: the key the first server generated into its data dir.
+            let key = std::fs::read_to_string(self.data_dir().join("encryption.key"))
+                .expect("the first server's key file");
+            env.insert("MFA_ENCRYPTION_KEY".into(), key.trim().to_string());
+        }
+        TestServer::launch(self._db.clone(), env, self.clock.clone(), self.smtp.clone()).await
+    }
+
+    /// The database this server runs on.
+    pub fn database(&self) -> &TestDatabase {
+        &self._db
+    }
+
+    async fn launch(
+        db: Arc<TestDatabase>,
+        env: HashMap<String, String>,
+        clock: Arc<FixedClock>,
+        smtp: Arc<SmtpSink>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config_env = env.clone();
+        config_env.insert("MFA_BIND".into(), "127.0.0.1:0".into());
+        config_env.insert("MFA_DATA_DIR".into(), dir.path().display().to_string());
+        let config =
+            Config::from_sources(None, |k| config_env.get(k).cloned()).expect("configuration");
 
         let (tx, rx) = mpsc::channel();
         let server_clock = clock.clone();
@@ -206,6 +239,7 @@ impl TestServer {
             thread: Some(thread),
             _dir: dir,
             _db: db,
+            env,
         };
         let root = server.login(ROOT_EMAIL, PASSWORD).await;
         server.root_org = root.body["orgId"].as_i64().expect("orgId");
@@ -494,10 +528,15 @@ fn log_buffer() -> &'static LogBuffer {
     BUFFER.get_or_init(|| {
         let buf: LogBuffer = Arc::default();
         let writer = buf.clone();
-        // Without times: a timestamp's digits could look like a code.
+        // Without times: a timestamp's digits could look like a code. The
+        // server side logs at every level, TRACE included, through the
+        // server's own filter (the client's crates stay at info: what a
+        // test client logs is not the server's log).
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,mfa_server=debug,mfa_core=debug,mfa_store=debug,mfa_email=debug",
+            .with_env_filter(mfa_server::config::log_filter(
+                "info,mfa_server=trace,mfa_core=trace,mfa_store=trace,mfa_email=trace,\
+                 mfa_totp=trace,actix_web=trace,actix_http=trace,actix_server=trace,\
+                 actix_router=trace,lettre=trace,r2d2=trace,diesel=trace",
             ))
             .with_ansi(false)
             .without_time()

@@ -8,11 +8,15 @@
 
 mod helpers;
 
+mod attacks;
 mod auth;
 mod binary;
+mod browser;
+mod cli;
 mod conventions;
 mod logs;
 mod mail;
+mod multinode;
 mod operations;
 mod orgs;
 mod seed000;

@@ -461,7 +461,7 @@ async fn superadmin_routes(s: TestServer) {
     s.call(
         "POST",
         &format!("/user/org/{other}/email/user/ned@example.com"),
-        Some(&other_admin),
+        Some(&root),
         None,
     )
     .await

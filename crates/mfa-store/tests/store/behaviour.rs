@@ -223,6 +223,31 @@ fn search_org_users(db: TestDatabase) {
         let (none, total) = tx.search_org_users(org.id, Some("nobody"), 0, 10)?;
         assert!(none.is_empty());
         assert_eq!(total, 0);
+
+        // A match never spans two fields.
+        let (none, _) = tx.search_org_users(org.id, Some("annsmith"), 0, 10)?;
+        assert!(none.is_empty());
+        let (none, _) = tx.search_org_users(org.id, Some("ann\u{1f}smith"), 0, 10)?;
+        assert!(none.is_empty());
+        Ok(())
+    });
+
+    // The search follows every change of a name or email.
+    write(&store, |tx| {
+        let mut zola = users[0].clone();
+        zola.last_name = "Ørsted".into();
+        zola.email = "HC@Example.org".into();
+        tx.update_user(&zola)?;
+        Ok(())
+    });
+    read(&store, |tx| {
+        let (found, _) = tx.search_org_users(org.id, Some("ØRST"), 0, 10)?;
+        assert_eq!(ids(&found), vec![users[0].id]);
+        let (found, _) = tx.search_org_users(org.id, Some("hc@example.org"), 0, 10)?;
+        assert_eq!(ids(&found), vec![users[0].id]);
+        let (none, total) = tx.search_org_users(org.id, Some("zola"), 0, 10)?;
+        assert!(none.is_empty());
+        assert_eq!(total, 0);
         Ok(())
     });
 }

@@ -37,5 +37,6 @@ mod behaviour;
 mod concurrency;
 mod crash;
 mod encryption;
+mod key_rotation;
 mod open;
 mod support;

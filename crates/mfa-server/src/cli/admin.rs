@@ -1,0 +1,278 @@
+//! `mfa-server admin …`: the operator's actions on the database, through
+//! [`mfa_core::OperatorConsole`]. Each is one transaction with the audit
+//! events of its HTTP twin.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::{Command, Stdio};
+
+use mfa_core::service::{OperatorConsole, OperatorNewUser};
+use mfa_core::{MfaError, Org, OrgId};
+use mfa_server::Service;
+
+use super::{CliResult, Failure, domain, read_stdin_line};
+
+/// `admin create-user`'s arguments, with the password already read.
+#[derive(Debug)]
+pub struct NewUser {
+    /// Email.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Org to join.
+    pub org: Option<i64>,
+    /// Admin of that org.
+    pub admin: bool,
+    /// Superadmin.
+    pub superadmin: bool,
+    /// The password.
+    pub password: String,
+}
+
+/// The new user's password: the first line of stdin with `from_stdin`,
+/// else asked twice on the terminal without echo.
+pub fn read_password(email: &str, from_stdin: bool) -> Result<String, Failure> {
+    let password = if from_stdin {
+        read_stdin_line("password")?
+    } else if std::io::stdin().is_terminal() {
+        let first = prompt_hidden(&format!("Password for {email}: "))?;
+        mfa_core::crypto::check_password_rules(&first).map_err(domain)?;
+        let again = prompt_hidden("The same password again: ")?;
+        if first != again {
+            return Err(Failure::Usage("the two passwords differ".into()));
+        }
+        first
+    } else {
+        return Err(Failure::Usage(
+            "stdin is not a terminal: give the password on stdin with --password-stdin \
+             (it is never a command-line argument)"
+                .into(),
+        ));
+    };
+    mfa_core::crypto::check_password_rules(&password).map_err(domain)?;
+    Ok(password)
+}
+
+/// Terminal echo off while it lives (`stty`), on again when dropped.
+struct EchoOff;
+
+impl EchoOff {
+    fn new() -> Option<EchoOff> {
+        let off = Command::new("stty")
+            .arg("-echo")
+            .stdin(Stdio::inherit())
+            .status()
+            .ok()?;
+        off.success().then_some(EchoOff)
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = Command::new("stty")
+            .arg("echo")
+            .stdin(Stdio::inherit())
+            .status();
+    }
+}
+
+fn prompt_hidden(prompt: &str) -> Result<String, Failure> {
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let Some(echo_off) = EchoOff::new() else {
+        return Err(Failure::Usage(
+            "cannot turn off the terminal's echo (stty): use --password-stdin".into(),
+        ));
+    };
+    let line = read_stdin_line("password");
+    drop(echo_off);
+    eprintln!();
+    line
+}
+
+fn console(service: &Service) -> OperatorConsole<'_, mfa_store::DbStore> {
+    OperatorConsole::new(service)
+}
+
+/// `org 3 "Acme"`, or `org 3` if it cannot be read.
+fn org_label(service: &Service, id: OrgId) -> String {
+    let name = console(service)
+        .orgs()
+        .ok()
+        .and_then(|orgs| orgs.into_iter().find(|o| o.id == id))
+        .map(|o| o.name);
+    match name {
+        Some(name) => format!("org {id} \"{name}\""),
+        None => format!("org {id}"),
+    }
+}
+
+/// Name what was not found after the argument that named it.
+fn not_found(e: MfaError, org: Option<i64>, email: Option<&str>) -> Failure {
+    match (&e, org, email) {
+        (MfaError::NotFound("org"), Some(org), _) => Failure::Runtime(format!(
+            "there is no org with id {org} (see `mfa-server admin list-orgs`)"
+        )),
+        (MfaError::NotFound("user"), _, Some(email)) => {
+            Failure::Runtime(format!("there is no user with the email {email}"))
+        }
+        (MfaError::NotFound("membership"), Some(org), Some(email)) => {
+            Failure::Runtime(format!("{email} is not a member of org {org}"))
+        }
+        _ => domain(e),
+    }
+}
+
+/// `admin list-orgs`.
+pub fn list_orgs(service: &Service) -> CliResult {
+    let orgs: Vec<Org> = console(service).orgs().map_err(domain)?;
+    if orgs.is_empty() {
+        println!("There is no org yet (`mfa-server admin create-org --name NAME` makes one).");
+        return Ok(());
+    }
+    println!("{:>6}  {:<12}  name", "id", "MFA");
+    for org in orgs {
+        let mfa = if org.is_mfa_enforced {
+            "enforced"
+        } else {
+            "not enforced"
+        };
+        println!("{:>6}  {:<12}  {}", org.id, mfa, org.name);
+    }
+    Ok(())
+}
+
+/// `admin create-org`.
+pub fn create_org(service: &Service, name: &str) -> CliResult {
+    let org = console(service).create_org(name).map_err(domain)?;
+    println!("Created org {} \"{}\".", org.id, org.name);
+    Ok(())
+}
+
+/// `admin create-user`.
+pub fn create_user(service: &Service, new: NewUser) -> CliResult {
+    let user = console(service)
+        .create_user(&OperatorNewUser {
+            email: new.email.clone(),
+            first_name: new.first_name,
+            last_name: new.last_name,
+            password: new.password,
+            is_super_admin: new.superadmin,
+            org: new.org.map(OrgId),
+            is_org_admin: new.admin,
+        })
+        .map_err(|e| not_found(e, new.org, None))?;
+    let mut roles = Vec::new();
+    if new.superadmin {
+        roles.push("a superadmin".to_string());
+    }
+    if let Some(org) = new.org {
+        let role = if new.admin { "an admin" } else { "a member" };
+        roles.push(format!("{role} of {}", org_label(service, OrgId(org))));
+    }
+    if roles.is_empty() {
+        println!(
+            "Created user {} {} (a member of no org yet: see `admin add-member`).",
+            user.id, user.email
+        );
+    } else {
+        println!(
+            "Created user {} {}, {}.",
+            user.id,
+            user.email,
+            roles.join(" and ")
+        );
+    }
+    Ok(())
+}
+
+/// `admin add-member`.
+pub fn add_member(service: &Service, org: i64, email: &str, admin: bool) -> CliResult {
+    let (m, created) = console(service)
+        .add_member(OrgId(org), email, admin)
+        .map_err(|e| not_found(e, Some(org), Some(email)))?;
+    let role = if m.is_admin { "admin" } else { "member" };
+    let label = org_label(service, OrgId(org));
+    if created {
+        println!("{email} is now an active {role} of {label}.");
+    } else {
+        println!("{email} was a member of {label} already; they are now an active {role} of it.");
+    }
+    Ok(())
+}
+
+/// `admin enforce-mfa`.
+pub fn enforce_mfa(service: &Service, org: i64, enforced: bool) -> CliResult {
+    let changed = console(service)
+        .set_mfa_enforced(OrgId(org), enforced)
+        .map_err(|e| not_found(e, Some(org), None))?;
+    let label = org_label(service, OrgId(org));
+    match (changed, enforced) {
+        (true, true) => println!(
+            "MFA is now enforced on {label}: members without a factor set one up at their next login."
+        ),
+        (true, false) => {
+            println!("MFA is no longer enforced on {label} (from each member's next login).")
+        }
+        (false, true) => println!("MFA was already enforced on {label}; nothing changed."),
+        (false, false) => println!("MFA was not enforced on {label}; nothing changed."),
+    }
+    Ok(())
+}
+
+/// `admin reset-mfa`.
+pub fn reset_mfa(service: &Service, email: &str) -> CliResult {
+    let reset = console(service)
+        .reset_mfa(email)
+        .map_err(|e| not_found(e, None, Some(email)))?;
+    let mut removed = Vec::new();
+    if reset.had.authenticator {
+        removed.push("the authenticator".to_string());
+    }
+    if reset.had.email {
+        removed.push("the email factor".to_string());
+    }
+    if reset.had.recovery_codes_left > 0 {
+        removed.push(format!(
+            "{} unused recovery codes",
+            reset.had.recovery_codes_left
+        ));
+    }
+    let removed = if removed.is_empty() {
+        "they had no verified factor".to_string()
+    } else {
+        format!("removed {}", removed.join(", "))
+    };
+    let sessions = match reset.sessions_ended {
+        1 => "1 session".to_string(),
+        n => format!("{n} sessions"),
+    };
+    println!(
+        "Reset the MFA of {}: {removed}; ended {sessions}.",
+        reset.user.email
+    );
+    println!("Where MFA applies, their next login asks them to set up a factor again.");
+    Ok(())
+}
+
+/// `admin opt-out`.
+pub fn opt_out(service: &Service, org: i64, email: &str, opt_out: bool) -> CliResult {
+    let changed = console(service)
+        .set_mfa_opt_out(OrgId(org), email, opt_out)
+        .map_err(|e| not_found(e, Some(org), Some(email)))?;
+    let label = org_label(service, OrgId(org));
+    match (changed, opt_out) {
+        (true, true) => {
+            println!("{email} is now opted out of MFA in {label} (from their next login).")
+        }
+        (true, false) => {
+            println!("{email} is no longer opted out of MFA in {label} (from their next login).")
+        }
+        (false, true) => {
+            println!("{email} was already opted out of MFA in {label}; nothing changed.")
+        }
+        (false, false) => println!("{email} was not opted out of MFA in {label}; nothing changed."),
+    }
+    Ok(())
+}

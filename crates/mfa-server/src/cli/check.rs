@@ -1,0 +1,216 @@
+//! `mfa-server check-config [--connect]`: the effective configuration with
+//! its secrets masked, and optionally a look at the database.
+
+use mfa_server::Config;
+use mfa_server::bootstrap::DEFAULT_ADMIN_EMAIL;
+use mfa_server::config::DatabaseKind;
+use mfa_store::{DbStore, StoreOptions};
+
+use super::keys::fingerprint;
+use super::{CliResult, Failure, KeySource, existing_key, sqlite_path};
+
+/// A URL with its password (in the user info or a `password=` parameter)
+/// replaced by `***`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// Print the configuration; with `connect`, check the database too.
+pub fn run(config: &Config, connect: bool) -> CliResult {
+    let key = existing_key(config);
+    let key_line = match &key {
+        Ok(Some((key, KeySource::Configured))) => {
+            format!("*** (set; fingerprint {})", fingerprint(key))
+        }
+        Ok(Some((key, KeySource::File(path)))) => format!(
+            "(unset: the key file {}; fingerprint {})",
+            path.display(),
+            fingerprint(key)
+        ),
+        Ok(None) => format!(
+            "(unset: generated into {} at the first start)",
+            config.key_file().display()
+        ),
+        Err(Failure::Usage(_)) => "(unset: REQUIRED with PostgreSQL)".to_string(),
+        Err(Failure::Runtime(e)) => format!("(unset: {e})"),
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("MFA_BIND", config.bind.clone()),
+        ("MFA_DATA_DIR", config.data_dir.display().to_string()),
+        (
+            "MFA_DATABASE_URL",
+            format!(
+                "{} ({})",
+                mask_url(config.database_url.expose()),
+                match config.database_kind() {
+                    DatabaseKind::Sqlite => "SQLite",
+                    DatabaseKind::Postgres => "PostgreSQL",
+                }
+            ),
+        ),
+        ("MFA_ENCRYPTION_KEY", key_line),
+        (
+            "MFA_BOOTSTRAP_ADMIN_EMAIL",
+            config
+                .bootstrap_admin_email
+                .clone()
+                .unwrap_or_else(|| format!("(unset: {DEFAULT_ADMIN_EMAIL})")),
+        ),
+        (
+            "MFA_BOOTSTRAP_ADMIN_PASSWORD",
+            match &config.bootstrap_admin_password {
+                Some(_) => "*** (set)".to_string(),
+                None => "(unset: generated and printed once, on an empty database)".to_string(),
+            },
+        ),
+        ("MFA_ISSUER", config.issuer.clone()),
+        ("MFA_ENVIRONMENT", config.environment.as_str().to_string()),
+        (
+            "MFA_SMTP_URL",
+            match &config.smtp_url {
+                Some(url) => mask_url(url.expose()),
+                None => format!(
+                    "(unset: mail goes to {} as .eml files)",
+                    config.outbox_dir().display()
+                ),
+            },
+        ),
+        ("MFA_MAIL_FROM", config.mail_from.clone()),
+        ("MFA_SESSION_TTL_SECS", config.session_ttl_secs.to_string()),
+        ("MFA_LOG", config.log.clone()),
+    ];
+    println!("Effective configuration (environment, over the --config file, over the defaults):");
+    for (name, value) in rows {
+        println!("  {name:<29} {value}");
+    }
+    let key = key?;
+    if let Some(url) = &config.smtp_url {
+        // Parsing only: nothing connects before the first mail.
+        let mailer = mfa_email::EmailMailer::new(mfa_email::MailConfig {
+            smtp_url: Some(url.expose().to_string()),
+            from: config.mail_from.clone(),
+            outbox_dir: config.outbox_dir(),
+            issuer: config.issuer.clone(),
+            templates_dir: None,
+        })
+        .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
+        println!("Mail goes to {mailer}.");
+    }
+    println!("The configuration is valid.");
+    if connect {
+        check_database(config, key.map(|(key, _)| key))?;
+    }
+    Ok(())
+}
+
+fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> CliResult {
+    if let Some(path) = sqlite_path(config)
+        && !path.exists()
+    {
+        println!(
+            "Database: there is no SQLite file at {} yet (the first start creates it).",
+            path.display()
+        );
+        return Ok(());
+    }
+    let have_key = key.is_some();
+    let key = key.unwrap_or_else(mfa_store::EncryptionKey::generate);
+    let store = DbStore::connect(config.database_url.expose(), StoreOptions::new(key))?;
+    let status = store.migration_status()?;
+    let pending = status.iter().filter(|m| !m.applied).count();
+    println!(
+        "Database: {} reachable; {} of {} migrations applied{}.",
+        store.backend(),
+        status.len() - pending,
+        status.len(),
+        if pending > 0 {
+            " (the server applies the others at its start, or `mfa-server migrate`)"
+        } else {
+            ""
+        }
+    );
+    if !have_key {
+        println!("Encryption key: none yet, so nothing to check.");
+        return Ok(());
+    }
+    if status.iter().all(|m| !m.applied) {
+        println!("Encryption key: the database is empty, so nothing to check.");
+        return Ok(());
+    }
+    let check = store.check_encryption_key()?;
+    if check.all_readable() {
+        println!(
+            "Encryption key: opens all {} stored authenticator secrets.",
+            check.total
+        );
+        Ok(())
+    } else {
+        let users: Vec<String> = check
+            .unreadable_users
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        Err(Failure::Runtime(format!(
+            "the encryption key opens only {} of {} stored authenticator secrets (not those of \
+             the users with ids {}): it is not the key they were written with. After a \
+             rotation every server needs the new key; a secret written by a server that still \
+             had the old one is re-encrypted by running `mfa-server rotate-key` again",
+            check.readable,
+            check.total,
+            users.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        for (url, masked) in [
+            (
+                "postgres://mfa:hunter2@db:5432/mfa",
+                "postgres://mfa:***@db:5432/mfa",
+            ),
+            (
+                "postgres://mfa@db/mfa?password=hunter2&sslmode=disable",
+                "postgres://mfa@db/mfa?password=***&sslmode=disable",
+            ),
+            (
+                "smtp://user:p%40ss@mail.example.com:587",
+                "smtp://user:***@mail.example.com:587",
+            ),
+            ("smtps://mail.example.com", "smtps://mail.example.com"),
+            ("sqlite://./data/mfa.sqlite3", "sqlite://./data/mfa.sqlite3"),
+            ("postgres://a:b@c@h/db", "postgres://a:***@h/db"),
+        ] {
+            assert_eq!(mask_url(url), masked);
+        }
+    }
+}

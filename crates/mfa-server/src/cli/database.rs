@@ -1,0 +1,81 @@
+//! `mfa-server migrate [--status]`.
+
+use mfa_server::{Config, app};
+use mfa_store::{DbStore, EncryptionKey, StoreOptions};
+
+use super::{CliResult, Failure, init_tracing, sqlite_path};
+
+/// Open the database without migrating it. Migrations never touch the
+/// encrypted secrets, so a throw-away key will do: none is needed.
+fn connect(config: &Config) -> Result<DbStore, Failure> {
+    Ok(DbStore::connect(
+        config.database_url.expose(),
+        StoreOptions::new(EncryptionKey::generate()),
+    )?)
+}
+
+/// Apply the pending migrations, or with `status` list them all.
+pub fn migrate(config: &Config, status: bool) -> CliResult {
+    init_tracing(config);
+    if status {
+        return print_status(config);
+    }
+    if sqlite_path(config).is_some() {
+        app::create_private_dir(&config.data_dir).map_err(|e| {
+            Failure::Runtime(format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+    }
+    let store = connect(config)?;
+    let applied = store.run_migrations()?;
+    if applied.is_empty() {
+        println!(
+            "The {} database is up to date: no migration was pending.",
+            store.backend()
+        );
+    } else {
+        println!(
+            "Applied {} migrations to the {} database:",
+            applied.len(),
+            store.backend()
+        );
+        for name in applied {
+            println!("  {name}");
+        }
+    }
+    Ok(())
+}
+
+fn print_status(config: &Config) -> CliResult {
+    if let Some(path) = sqlite_path(config)
+        && !path.exists()
+    {
+        println!(
+            "There is no SQLite database at {} yet: every migration is pending. \
+             `mfa-server migrate` (or the server's first start) creates it.",
+            path.display()
+        );
+        return Ok(());
+    }
+    let store = connect(config)?;
+    let all = store.migration_status()?;
+    let pending = all.iter().filter(|m| !m.applied).count();
+    println!(
+        "The {} database has {} of {} migrations applied.",
+        store.backend(),
+        all.len() - pending,
+        all.len()
+    );
+    for m in &all {
+        let state = if m.applied { "applied" } else { "pending" };
+        println!("  {state:<8} {}", m.name);
+    }
+    if pending > 0 {
+        println!(
+            "{pending} pending: `mfa-server migrate` applies them (the server does at its start too)."
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The commands of the `mfa-server` binary, one module each, and what they
+//! share: the configuration, the exit codes, opening the database and the
+//! service as `serve` does.
+//!
+//! Output: results and progress in plain words on stdout; errors on stderr
+//! as `mfa-server: …`. Exit codes: 0 success, 1 failure at run time
+//! (database, not found, conflict), 2 bad arguments or configuration.
+
+pub mod admin;
+pub mod check;
+pub mod database;
+pub mod keys;
+pub mod serve;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use mfa_core::ports::{OsRandomness, SystemClock};
+use mfa_core::{Mailer, MfaError, MfaService, ServiceConfig};
+use mfa_email::{EmailMailer, MailConfig};
+use mfa_server::config::DatabaseKind;
+use mfa_server::{Config, Service, app};
+use mfa_store::{DbStore, EncryptionKey, StoreOptions};
+
+/// Why a command failed, and so its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad arguments or configuration: exit code 2.
+    Usage(String),
+    /// A failure at run time: exit code 1.
+    Runtime(String),
+}
+
+/// What a command returns.
+pub type CliResult = Result<(), Failure>;
+
+impl Failure {
+    /// Print the message on stderr and give the exit code.
+    pub fn report(self) -> ExitCode {
+        let (message, code) = match self {
+            Failure::Usage(m) => (m, 2),
+            Failure::Runtime(m) => (m, 1),
+        };
+        eprintln!("mfa-server: {message}");
+        ExitCode::from(code)
+    }
+}
+
+impl From<mfa_store::Error> for Failure {
+    fn from(e: mfa_store::Error) -> Self {
+        Failure::Runtime(format!("database: {e}"))
+    }
+}
+
+impl From<app::StartError> for Failure {
+    fn from(e: app::StartError) -> Self {
+        match e {
+            // A configuration that cannot work, like a malformed value.
+            app::StartError::KeyRequired => Failure::Usage(e.to_string()),
+            other => Failure::Runtime(other.to_string()),
+        }
+    }
+}
+
+/// A domain refusal: a value that breaks a rule is a usage error, the rest
+/// (not found, conflicts, the database) happens at run time.
+pub fn domain(e: MfaError) -> Failure {
+    match e {
+        MfaError::InvalidRequest(m) => Failure::Usage(m),
+        other => Failure::Runtime(other.to_string()),
+    }
+}
+
+/// The configuration from the optional file and the environment.
+pub fn load_config(file: Option<&Path>) -> Result<Config, Failure> {
+    Config::load(file).map_err(|e| Failure::Usage(format!("configuration error: {e}")))
+}
+
+/// Logs to stderr with the configured filter; colours only on a terminal.
+pub fn init_tracing(config: &Config) {
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(mfa_server::config::log_filter(&config.log))
+        .with_ansi(io::stderr().is_terminal())
+        .with_writer(io::stderr)
+        .init();
+}
+
+/// The SQLite file the configuration names, if the database is SQLite.
+pub fn sqlite_path(config: &Config) -> Option<PathBuf> {
+    if config.database_kind() != DatabaseKind::Sqlite {
+        return None;
+    }
+    let url = config.database_url.expose().trim();
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    Some(PathBuf::from(path))
+}
+
+/// Where the encryption key in use comes from.
+#[derive(Debug)]
+pub enum KeySource {
+    /// `MFA_ENCRYPTION_KEY` (or `encryption_key` in the file).
+    Configured,
+    /// The key file in the data directory.
+    File(PathBuf),
+}
+
+/// The configured key, without generating one: `None` when the key file of
+/// an SQLite deployment does not exist yet.
+pub fn existing_key(config: &Config) -> Result<Option<(EncryptionKey, KeySource)>, Failure> {
+    if let Some(key) = &config.encryption_key {
+        let key = EncryptionKey::from_base64(key.expose())
+            .map_err(|e| Failure::Usage(format!("MFA_ENCRYPTION_KEY: {e}")))?;
+        return Ok(Some((key, KeySource::Configured)));
+    }
+    if config.database_kind() == DatabaseKind::Postgres {
+        return Err(Failure::Usage(
+            "MFA_ENCRYPTION_KEY is required with PostgreSQL (make one with `mfa-server gen-key`)"
+                .into(),
+        ));
+    }
+    let path = config.key_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = EncryptionKey::from_base64(&text).map_err(|e| {
+                Failure::Runtime(format!(
+                    "{} does not hold a valid encryption key: {e}",
+                    path.display()
+                ))
+            })?;
+            Ok(Some((key, KeySource::File(path))))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Failure::Runtime(format!(
+            "cannot read the key file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The service exactly as `serve` composes it (data directory, key,
+/// migrated database, mailer), with the system clock, but no bootstrap and
+/// no HTTP server.
+pub fn open_service(config: &Config) -> Result<Service, Failure> {
+    app::create_private_dir(&config.data_dir).map_err(|e| {
+        Failure::Runtime(format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let key = app::encryption_key(config)?;
+    let store = DbStore::open(config.database_url.expose(), StoreOptions::new(key))?;
+    let mailer = EmailMailer::new(MailConfig {
+        smtp_url: config.smtp_url.as_ref().map(|s| s.expose().to_string()),
+        from: config.mail_from.clone(),
+        outbox_dir: config.outbox_dir(),
+        issuer: mfa_totp::issuer_for_environment(&config.issuer, config.environment.as_str()),
+        templates_dir: None,
+    })
+    .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
+    let mailer: Arc<dyn Mailer> = Arc::new(mailer);
+    MfaService::new(
+        store,
+        mailer,
+        Arc::new(SystemClock),
+        Arc::new(OsRandomness),
+        ServiceConfig {
+            issuer: config.issuer.clone(),
+            environment: config.environment.clone(),
+            session_ttl_secs: config.session_ttl_secs,
+            ..ServiceConfig::default()
+        },
+    )
+    .map_err(domain)
+}
+
+/// Read one line from stdin, without its line ending.
+pub fn read_stdin_line(what: &str) -> Result<String, Failure> {
+    let mut line = String::new();
+    io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Runtime(format!("cannot read {what} from stdin: {e}")))?;
+    let line = line.trim_end_matches(['\n', '\r']).to_string();
+    if line.is_empty() {
+        return Err(Failure::Usage(format!("no {what} on stdin")));
+    }
+    Ok(line)
+}

@@ -1,0 +1,273 @@
+//! Brute force: 5 consecutive failed verifications of any kind lock the
+//! user out, whichever session, login or server process they come from; a
+//! right code during the lockout is refused; the delay doubles from 30 s
+//! to 15 min and a success resets it. Password failures are counted apart.
+//! Racing guesses do not buy more attempts (Keycloak's CVE-2024-4629 was
+//! brute-force protection bypassed by parallel requests).
+
+use serde_json::json;
+
+use super::{audit_count, challenged_user, partial, race, statuses, verify};
+use crate::helpers::{Answer, PASSWORD, TestServer};
+use crate::on_every_backend;
+
+on_every_backend!(
+    code_lockout_across_sessions_logins_and_processes,
+    password_failures_are_counted_apart,
+    racing_guesses_on_one_server,
+    racing_guesses_on_two_servers,
+);
+
+/// A code that is not the current one (nor one step either side).
+fn wrong_code(s: &TestServer, secret: &mfa_totp::Secret) -> String {
+    let params = mfa_totp::TotpParams::default();
+    let near: Vec<String> = [-30i64, 0, 30]
+        .iter()
+        .map(|d| mfa_totp::totp(secret, (s.now() as i64 + d) as u64, &params))
+        .collect();
+    (0..)
+        .map(|i| format!("{:06}", (123_456 + i * 7_919) % 1_000_000))
+        .find(|c| !near.contains(c))
+        .unwrap()
+}
+
+#[track_caller]
+fn retry_after(a: &Answer) -> u64 {
+    a.expect(429, Some("too_many_attempts"));
+    a.header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds")
+}
+
+async fn code_lockout_across_sessions_logins_and_processes(s: TestServer) {
+    let twin = s.twin().await;
+    let root = s.root().await;
+    let email = "brutus@example.com";
+    let (id, secret, full) = challenged_user(&s, &root, email).await;
+    s.call("POST", "/user/users/mfa/recoveryCodes", Some(&full), None)
+        .await
+        .expect(200, None);
+
+    // Four failures of two kinds, from two sessions on two processes.
+    let a = partial(&s, email).await;
+    verify(&s, &a, "AUTHENTICATOR", &wrong_code(&s, &secret))
+        .await
+        .expect(400, Some("invalid_code"));
+    verify(&s, &a, "RECOVERY", "aaaaa-bbbbb")
+        .await
+        .expect(400, Some("invalid_code"));
+    let b = partial(&twin, email).await;
+    verify(&twin, &b, "AUTHENTICATOR", &wrong_code(&s, &secret))
+        .await
+        .expect(400, Some("invalid_code"));
+    verify(&twin, &b, "AUTHENTICATOR", "000000x")
+        .await
+        .expect(400, Some("invalid_code"));
+    // The fifth, from a third session: locked for 30 s.
+    let c = partial(&s, email).await;
+    let fifth = verify(&s, &c, "AUTHENTICATOR", &wrong_code(&s, &secret)).await;
+    assert_eq!(retry_after(&fifth), 30);
+    assert_eq!(audit_count(&s, &root, id, "locked_out").await, 1);
+
+    // Locked: the right code, a recovery code and enrollment are refused
+    // on every session and process, and do not lengthen the lockout.
+    let d = partial(&twin, email).await;
+    for (server, token) in [(&s, &a), (&twin, &b), (&s, &c), (&twin, &d)] {
+        let right = verify(server, token, "AUTHENTICATOR", &s.totp(&secret)).await;
+        assert!((1..=30).contains(&retry_after(&right)));
+    }
+    let r = verify(&twin, &d, "RECOVERY", "ccccc-ddddd").await;
+    assert!((1..=30).contains(&retry_after(&r)));
+    assert_eq!(audit_count(&s, &root, id, "locked_out").await, 1);
+
+    // Each failure after a lockout doubles it, up to 15 minutes.
+    let mut delay = 30;
+    for expected in [60, 120, 240, 480, 900, 900] {
+        s.advance(delay as i64);
+        let token = partial(&twin, email).await;
+        let a = verify(&twin, &token, "AUTHENTICATOR", &wrong_code(&s, &secret)).await;
+        assert_eq!(retry_after(&a), expected);
+        let right = verify(&s, &token, "AUTHENTICATOR", &s.totp(&secret)).await;
+        assert_eq!(retry_after(&right), expected);
+        delay = expected;
+    }
+    let root = s.root().await;
+    assert_eq!(audit_count(&s, &root, id, "locked_out").await, 7);
+
+    // Once it has passed, the right code works and resets the count: four
+    // more failures do not lock, the fifth locks for 30 s again.
+    s.advance(900);
+    let token = partial(&s, email).await;
+    verify(&s, &token, "AUTHENTICATOR", &s.totp(&secret))
+        .await
+        .expect(200, None);
+    let token = partial(&twin, email).await;
+    for _ in 0..4 {
+        verify(&twin, &token, "AUTHENTICATOR", &wrong_code(&s, &secret))
+            .await
+            .expect(400, Some("invalid_code"));
+    }
+    let fifth = verify(&s, &token, "AUTHENTICATOR", &wrong_code(&s, &secret)).await;
+    assert_eq!(retry_after(&fifth), 30);
+}
+
+async fn password_failures_are_counted_apart(s: TestServer) {
+    let twin = s.twin().await;
+    let root = s.root().await;
+    let email = "pat@example.com";
+    let (_, secret, _) = challenged_user(&s, &root, email).await;
+    let wrong_password = json!({"email": email, "password": "not the password"});
+
+    // Four code failures and four password failures: nobody is locked.
+    let token = partial(&s, email).await;
+    for _ in 0..4 {
+        verify(&s, &token, "AUTHENTICATOR", &wrong_code(&s, &secret))
+            .await
+            .expect(400, Some("invalid_code"));
+    }
+    for server in [&s, &twin, &s, &twin] {
+        server
+            .call(
+                "POST",
+                "/user/auth/login",
+                None,
+                Some(wrong_password.clone()),
+            )
+            .await
+            .expect(401, Some("invalid_credentials"));
+    }
+    // A fifth code failure locks codes, not the password step.
+    let token = partial(&twin, email).await;
+    let locked = verify(&twin, &token, "AUTHENTICATOR", &wrong_code(&s, &secret)).await;
+    assert_eq!(retry_after(&locked), 30);
+    let token = partial(&s, email).await;
+
+    // Five password failures in a row (the right login above reset the
+    // count) lock the password step, not codes.
+    s.advance(30);
+    for (i, server) in [&twin, &s, &twin, &s, &twin].into_iter().enumerate() {
+        let a = server
+            .call(
+                "POST",
+                "/user/auth/login",
+                None,
+                Some(wrong_password.clone()),
+            )
+            .await;
+        if i < 4 {
+            a.expect(401, Some("invalid_credentials"));
+        } else {
+            assert_eq!(retry_after(&a), 30);
+        }
+    }
+    let right = s
+        .call(
+            "POST",
+            "/user/auth/login",
+            None,
+            Some(json!({"email": email, "password": PASSWORD})),
+        )
+        .await;
+    assert!((1..=30).contains(&retry_after(&right)));
+    verify(&s, &token, "AUTHENTICATOR", &s.totp(&secret))
+        .await
+        .expect(200, None);
+}
+
+/// 16 guesses at once: no more are evaluated than the lockout allows.
+async fn racing_guesses(servers: &[&TestServer], prefix: &str) {
+    let s = servers[0];
+    let root = s.root().await;
+
+    // Codes: four refused as wrong, the fifth starts the lockout, the
+    // rest are refused unevaluated.
+    let email = format!("{prefix}.codes@example.com");
+    let (id, secret, full) = challenged_user(s, &root, &email).await;
+    let mut tokens = Vec::new();
+    for _ in 0..16 {
+        tokens.push(partial(s, &email).await);
+    }
+    let wrong = wrong_code(s, &secret);
+    let requests = tokens
+        .iter()
+        .map(|t| {
+            (
+                "POST",
+                "/user/auth/mfa/verify".to_string(),
+                Some(t.clone()),
+                Some(json!({"method": "AUTHENTICATOR", "code": wrong})),
+            )
+        })
+        .collect();
+    let answers = race(servers, requests).await;
+    bounded(&answers, "invalid_code");
+    assert_eq!(audit_count(s, &root, id, "mfa_verify_failed").await, 5);
+
+    // Recovery codes (checked with argon2 outside the transaction).
+    s.call("POST", "/user/users/mfa/recoveryCodes", Some(&full), None)
+        .await
+        .expect(200, None);
+    s.advance(30);
+    verify(s, &tokens[0], "AUTHENTICATOR", &s.totp(&secret))
+        .await
+        .expect(200, None);
+    let requests = tokens[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                "POST",
+                "/user/auth/mfa/verify".to_string(),
+                Some(t.clone()),
+                Some(json!({"method": "RECOVERY", "code": format!("aaaaa-{:05}", 22222 + i)})),
+            )
+        })
+        .collect();
+    let answers = race(servers, requests).await;
+    bounded(&answers, "invalid_code");
+    assert_eq!(audit_count(s, &root, id, "mfa_verify_failed").await, 10);
+
+    // Passwords (checked with argon2 outside the transaction).
+    let email = format!("{prefix}.password@example.com");
+    let id = s.create_user(&root, &email, false).await;
+    let requests = (0..16)
+        .map(|i| {
+            (
+                "POST",
+                "/user/auth/login".to_string(),
+                None,
+                Some(json!({"email": email, "password": format!("guess number {i}")})),
+            )
+        })
+        .collect();
+    let answers = race(servers, requests).await;
+    bounded(&answers, "invalid_credentials");
+    assert_eq!(audit_count(s, &root, id, "login_failed").await, 5);
+}
+
+/// Of 16 racing wrong guesses, four are refused as wrong and the rest
+/// with `429`: the fifth started the 30 s lockout.
+#[track_caller]
+fn bounded(answers: &[Answer], wrong: &str) {
+    let refused = answers.iter().filter(|a| a.error() == wrong).count();
+    let locked: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    assert_eq!(
+        (refused, locked.len()),
+        (4, answers.len() - 4),
+        "{:?}",
+        statuses(answers)
+    );
+    for a in locked {
+        assert!((1..=30).contains(&retry_after(a)), "{a:?}");
+    }
+}
+
+async fn racing_guesses_on_one_server(s: TestServer) {
+    racing_guesses(&[&s], "one").await;
+}
+
+async fn racing_guesses_on_two_servers(s: TestServer) {
+    let twin = s.twin().await;
+    racing_guesses(&[&s, &twin], "two").await;
+}

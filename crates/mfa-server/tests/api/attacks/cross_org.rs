@@ -1,0 +1,381 @@
+//! Cross-org access: an admin of org B against every route that names a
+//! user, a membership or the org of org A. The answer is `404` (another
+//! org's things are not found) or `403` (superadmin routes), and nothing
+//! changes, proven by reading the state back as org A's admin.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, ROOT_EMAIL, TestServer};
+use crate::on_every_backend;
+
+on_every_backend!(
+    admin_of_another_org,
+    reset_with_one_foreign_id,
+    org_admin_against_a_superadmin
+);
+
+/// What org A's admin sees of org A and of `users`.
+async fn state_of_org(s: &TestServer, admin: &str, org: i64, users: &[i64]) -> Vec<Value> {
+    let mut paths = vec![
+        format!("/user/org/{org}"),
+        "/user/users/page?size=200".to_string(),
+        "/user/users/retrieveNotExcludeFromMembershipUserCounts".to_string(),
+        "/user/audit?size=200".to_string(),
+    ];
+    for u in users {
+        paths.push(format!("/user/users/{u}"));
+        paths.push(format!("/user/org/{org}/user/{u}"));
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        let a = s.get(&path, admin).await;
+        a.expect(200, None);
+        out.push(a.body);
+    }
+    out
+}
+
+/// A member of the current org of `admin` with a verified authenticator
+/// and a full session.
+async fn enrolled_member(s: &TestServer, admin: &str, email: &str, org: i64) -> (i64, String) {
+    let id = s.create_user(admin, email, false).await;
+    let token = s.login_org(email, PASSWORD, org).await.token;
+    s.enroll_authenticator(&token).await;
+    (id, token)
+}
+
+async fn admin_of_another_org(s: TestServer) {
+    let root = s.root().await;
+    let (org_a, admin_a_id, admin_a) = s.org_with_admin(&root, "Alpha", "ann@alpha.example").await;
+    let (org_b, _, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
+    let alice_email = "alice@alpha.example";
+    let (alice, alice_token) = enrolled_member(&s, &admin_a, alice_email, org_a).await;
+    let (bob, _) = enrolled_member(&s, &admin_b, "bob@beta.example", org_b).await;
+    let before = state_of_org(&s, &admin_a, org_a, &[alice, admin_a_id]).await;
+
+    // (method, path, body, status)
+    let attacks: Vec<(&str, String, Option<Value>, u16)> = vec![
+        // MFA resets and opt-outs.
+        (
+            "PUT",
+            "/user/users/mfa/reset".into(),
+            Some(json!({"ids": [alice]})),
+            404,
+        ),
+        (
+            "PUT",
+            "/user/users/mfa/reset".into(),
+            Some(json!({"ids": [admin_a_id]})),
+            404,
+        ),
+        (
+            "PUT",
+            format!("/users/{alice_email}/mfa/resetQRCodeEnroll"),
+            None,
+            404,
+        ),
+        (
+            "PUT",
+            format!("/user/users/{alice}/membership"),
+            Some(json!({"mfaOptOut": true})),
+            404,
+        ),
+        (
+            "PUT",
+            format!("/user/users/{alice}/membership?byRef=false"),
+            Some(json!({"isActive": false, "isAdmin": true})),
+            404,
+        ),
+        (
+            "PUT",
+            format!("/user/users/{alice_email}/membership?byRef=true"),
+            Some(json!({"mfaOptOut": true})),
+            404,
+        ),
+        // The user record.
+        ("GET", format!("/user/users/{alice}"), None, 404),
+        ("GET", format!("/user/users/{admin_a_id}"), None, 404),
+        (
+            "PUT",
+            format!("/user/users/{alice}"),
+            Some(json!({"firstName": "Mallory"})),
+            404,
+        ),
+        (
+            "PUT",
+            format!("/user/users/{alice}"),
+            Some(json!({"password": "mallory's new password"})),
+            404,
+        ),
+        (
+            "PUT",
+            format!("/user/users/{alice}"),
+            Some(json!({"email": "mallory@beta.example"})),
+            404,
+        ),
+        (
+            "POST",
+            "/user/users/email/resendChangeConfirmation".into(),
+            Some(json!({"userId": alice})),
+            404,
+        ),
+        // Memberships, by id and by email, in either org.
+        ("GET", format!("/user/org/{org_a}/user/{alice}"), None, 404),
+        ("GET", format!("/user/org/{org_b}/user/{alice}"), None, 404),
+        ("POST", format!("/user/org/{org_a}/user/{bob}"), None, 404),
+        ("POST", format!("/user/org/{org_b}/user/{alice}"), None, 404),
+        (
+            "POST",
+            format!("/user/org/{org_b}/user/{alice}"),
+            Some(json!({"isAdmin": true})),
+            404,
+        ),
+        (
+            "POST",
+            format!("/user/org/{org_b}/email/user/{alice_email}"),
+            None,
+            404,
+        ),
+        (
+            "POST",
+            format!("/user/org/{org_a}/email/user/bob@beta.example"),
+            None,
+            404,
+        ),
+        (
+            "DELETE",
+            format!("/user/org/{org_a}/user/{alice}"),
+            None,
+            404,
+        ),
+        // The org.
+        ("GET", format!("/user/org/{org_a}"), None, 404),
+        (
+            "PUT",
+            format!("/user/org/{org_a}"),
+            Some(json!({"name": "Pwned"})),
+            404,
+        ),
+        (
+            "PUT",
+            format!("/user/org/{org_a}"),
+            Some(json!({"mfaGracePeriodHours": 8760})),
+            404,
+        ),
+        ("DELETE", format!("/user/org/{org_a}"), None, 403),
+        (
+            "PUT",
+            "/user/org/mfa?allOrgs=true".into(),
+            Some(json!({"isMfaEnforced": true})),
+            403,
+        ),
+        // Superadmin routes.
+        ("GET", format!("/user/users/admins/{org_a}"), None, 403),
+        ("POST", format!("/user/users/insert/{org_a}"), None, 403),
+        (
+            "DELETE",
+            format!("/user/users/deleteFromAllOrgs/{alice_email}"),
+            None,
+            403,
+        ),
+        (
+            "POST",
+            "/user/users/email".into(),
+            Some(json!({"email": alice_email})),
+            403,
+        ),
+        ("DELETE", format!("/user/users/{alice}"), None, 403),
+    ];
+    for (method, path, body, status) in attacks {
+        let a = s.call(method, &path, Some(&admin_b), body.clone()).await;
+        let code = if status == 404 {
+            "not_found"
+        } else {
+            "forbidden"
+        };
+        assert_eq!(
+            (a.status, a.error()),
+            (status, code),
+            "{method} {path} {body:?}: {a:?}"
+        );
+    }
+
+    // Searches and lists leave org A out.
+    for path in [
+        "/user/users/page?search=alpha&size=200".to_string(),
+        "/user/users/page?size=200".to_string(),
+    ] {
+        let a = s.get(&path, &admin_b).await;
+        let ids: Vec<i64> = a.ok()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_i64().unwrap())
+            .collect();
+        assert!(
+            !ids.contains(&alice) && !ids.contains(&admin_a_id),
+            "{path}: {ids:?}"
+        );
+    }
+    let listed = s
+        .get(
+            &format!("/user/users?ids={alice},{admin_a_id},{bob}"),
+            &admin_b,
+        )
+        .await;
+    let ids: Vec<i64> = listed
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![bob]);
+    let exists = s
+        .get(&format!("/user/users/email/{alice_email}"), &admin_b)
+        .await;
+    assert_eq!(exists.ok()["exists"], false);
+    let audit = s
+        .get(&format!("/user/audit?userId={alice}"), &admin_b)
+        .await;
+    assert_eq!(audit.ok()["total"], 0);
+    let audit = s.get("/user/audit?size=200", &admin_b).await;
+    for e in audit.ok()["items"].as_array().unwrap() {
+        assert_eq!(e["orgId"], org_b, "{e}");
+        assert_ne!(e["targetUserId"], alice, "{e}");
+    }
+
+    // Nothing changed in org A: read back by its admin; Alice's session,
+    // password, factor and memberships are what they were.
+    assert_eq!(
+        state_of_org(&s, &admin_a, org_a, &[alice, admin_a_id]).await,
+        before
+    );
+    let me = s.get("/user/users/me", &alice_token).await;
+    let orgs: Vec<i64> = me.ok()["memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["orgId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(orgs, vec![org_a]);
+    assert_eq!(me.body["mfa"]["enrolled"], true);
+    assert_eq!(me.body["firstName"], "Test");
+    s.login_org(alice_email, PASSWORD, org_a).await;
+}
+
+async fn reset_with_one_foreign_id(s: TestServer) {
+    let root = s.root().await;
+    let (org_a, _, admin_a) = s.org_with_admin(&root, "Alpha", "ann@alpha.example").await;
+    let (org_b, _, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
+    let (alice, _) = enrolled_member(&s, &admin_a, "alice@alpha.example", org_a).await;
+    let mut own = Vec::new();
+    for i in 0..5 {
+        own.push(enrolled_member(&s, &admin_b, &format!("b{i}@beta.example"), org_b).await);
+    }
+    let before_a = state_of_org(&s, &admin_a, org_a, &[alice]).await;
+    let ids: Vec<i64> = own.iter().map(|(id, _)| *id).collect();
+    let before_b = state_of_org(&s, &admin_b, org_b, &ids).await;
+
+    // The foreign id first, in the middle, last: 404, and nothing changes,
+    // not even for the ids of org B itself.
+    for position in [0, 3, 5] {
+        let mut with_foreign = ids.clone();
+        with_foreign.insert(position, alice);
+        s.put(
+            "/user/users/mfa/reset",
+            &admin_b,
+            json!({"ids": with_foreign}),
+        )
+        .await
+        .expect(404, Some("not_found"));
+    }
+    assert_eq!(state_of_org(&s, &admin_a, org_a, &[alice]).await, before_a);
+    assert_eq!(state_of_org(&s, &admin_b, org_b, &ids).await, before_b);
+    for (id, token) in &own {
+        let me = s.get("/user/users/me", token).await;
+        assert_eq!(me.ok()["mfa"]["enrolled"], true, "user {id}");
+    }
+
+    // Without it, the reset goes through.
+    s.put("/user/users/mfa/reset", &admin_b, json!({"ids": ids}))
+        .await
+        .expect(204, None);
+    for (id, token) in &own {
+        s.get("/user/users/me", token)
+            .await
+            .expect(401, Some("unauthorized"));
+        let u = s.get(&format!("/user/users/{id}"), &admin_b).await;
+        assert_eq!(u.ok()["mfa"]["enrolled"], false);
+    }
+}
+
+/// A superadmin who joined org B is a member of B, but B's admin may not
+/// set their password, reset their factors or change their membership:
+/// one org's admin must not become the deployment's superadmin.
+async fn org_admin_against_a_superadmin(s: TestServer) {
+    let root = s.root().await;
+    let root_id = s.get("/user/users/me", &root).await.ok()["id"]
+        .as_i64()
+        .unwrap();
+    let (org_b, _, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
+    let (bob, bob_token) = enrolled_member(&s, &admin_b, "bob@beta.example", org_b).await;
+    let root_secret = s.enroll_authenticator(&root).await;
+    let before = state_of_org(&s, &admin_b, org_b, &[root_id, bob]).await;
+
+    for (method, path, body) in [
+        (
+            "PUT",
+            format!("/user/users/{root_id}"),
+            Some(json!({"password": "the new superadmin password"})),
+        ),
+        (
+            "PUT",
+            format!("/user/users/{root_id}"),
+            Some(json!({"email": "ben.again@beta.example"})),
+        ),
+        (
+            "PUT",
+            "/user/users/mfa/reset".to_string(),
+            Some(json!({"ids": [root_id]})),
+        ),
+        (
+            "PUT",
+            "/user/users/mfa/reset".to_string(),
+            Some(json!({"ids": [bob, root_id]})),
+        ),
+        (
+            "PUT",
+            format!("/users/{ROOT_EMAIL}/mfa/resetQRCodeEnroll"),
+            None,
+        ),
+        (
+            "PUT",
+            format!("/user/users/{root_id}/membership"),
+            Some(json!({"mfaOptOut": true})),
+        ),
+        (
+            "PUT",
+            format!("/user/users/{ROOT_EMAIL}/membership?byRef=true"),
+            Some(json!({"isActive": false})),
+        ),
+    ] {
+        let a = s.call(method, &path, Some(&admin_b), body.clone()).await;
+        assert_eq!(
+            (a.status, a.error()),
+            (403, "forbidden"),
+            "{method} {path} {body:?}: {a:?}"
+        );
+    }
+    assert_eq!(
+        state_of_org(&s, &admin_b, org_b, &[root_id, bob]).await,
+        before
+    );
+    // The superadmin's session, password and authenticator are untouched,
+    // and so is Bob.
+    let me = s.get("/user/users/me", &root).await;
+    assert_eq!(me.ok()["mfa"]["enrolled"], true);
+    s.login(ROOT_EMAIL, PASSWORD).await;
+    let _ = root_secret;
+    s.get("/user/users/me", &bob_token).await.expect(200, None);
+}

@@ -1,0 +1,812 @@
+//! The operator commands of the binary: each one's success and its errors
+//! for bad arguments (exit code 2) and failures at run time (exit code 1),
+//! the break-glass path end to end against a running server, and a key
+//! rotation the server survives.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use mfa_core::{AuditAction, AuditFilter, Store as _};
+use mfa_store::test_support::TestDatabase;
+use mfa_store::{DbStore, EncryptionKey, StoreOptions};
+use mfa_totp::Secret;
+use serde_json::json;
+
+use crate::helpers::PASSWORD;
+use crate::multinode::{Node, command, fresh_code};
+
+/// Run a command to its end with this stdin.
+fn run(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+    let mut child = command(dir, env, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+/// How many migrations the binary embeds (the folders at the top of the
+/// repository).
+fn migrations() -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite");
+    std::fs::read_dir(dir).expect("migrations").count()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Assert the exit code; the output for the message.
+#[track_caller]
+fn expect_code(out: &Output, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+    format!("{}{}", stdout(out), stderr(out))
+}
+
+/// An SQLite deployment in a temporary directory: the default
+/// configuration, run from that directory (data in `./data`).
+struct Deployment {
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    fn new() -> Deployment {
+        Deployment {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn env(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("MFA_BOOTSTRAP_ADMIN_EMAIL", "root@example.com"),
+            ("MFA_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD),
+            ("MFA_LOG", "warn"),
+        ]
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, "")
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        run(self.path(), &self.env(), args, stdin)
+    }
+
+    /// `run` that must succeed; its stdout.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        expect_code(&out, 0);
+        stdout(&out)
+    }
+
+    fn start(&self) -> Node {
+        Node::spawn("server", self.path(), &self.env()).ready()
+    }
+
+    /// The store, opened as the server does (the key file).
+    fn store(&self) -> DbStore {
+        let key = std::fs::read_to_string(self.path().join("data/encryption.key")).unwrap();
+        let url = format!(
+            "sqlite://{}",
+            self.path().join("data/mfa.sqlite3").display()
+        );
+        DbStore::open(
+            &url,
+            StoreOptions::new(EncryptionKey::from_base64(&key).unwrap()),
+        )
+        .unwrap()
+    }
+}
+
+#[test]
+fn every_command_has_help_and_bad_arguments_exit_2() {
+    let d = Deployment::new();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["check-config", "--help"],
+        vec!["gen-key", "--help"],
+        vec!["rotate-key", "--help"],
+        vec!["admin", "--help"],
+        vec!["admin", "list-orgs", "--help"],
+        vec!["admin", "create-org", "--help"],
+        vec!["admin", "create-user", "--help"],
+        vec!["admin", "add-member", "--help"],
+        vec!["admin", "enforce-mfa", "--help"],
+        vec!["admin", "reset-mfa", "--help"],
+        vec!["admin", "opt-out", "--help"],
+    ] {
+        let out = d.run(&args);
+        let text = expect_code(&out, 0);
+        assert!(text.contains("Usage: mfa-server"), "{args:?}: {text}");
+    }
+    for (args, needle) in [
+        (vec!["frobnicate"], "unrecognized subcommand"),
+        (vec!["migrate", "--stauts"], "--stauts"),
+        (vec!["check-config", "--conect"], "--conect"),
+        (vec!["gen-key", "extra"], "unexpected argument"),
+        (vec!["rotate-key"], "--new-key-file"),
+        (
+            vec!["rotate-key", "--new-key-file", "k", "--new-key-stdin"],
+            "cannot be used with",
+        ),
+        (vec!["admin"], "Usage: mfa-server admin"),
+        (vec!["admin", "create-org"], "--name"),
+        (vec!["admin", "create-user"], "--email"),
+        (
+            vec!["admin", "create-user", "--email", "not-an-address"],
+            "expected an email address",
+        ),
+        (
+            vec![
+                "admin",
+                "create-user",
+                "--email",
+                "a@example.com",
+                "--admin",
+            ],
+            "--org",
+        ),
+        (
+            vec![
+                "admin",
+                "create-user",
+                "--email",
+                "a@example.com",
+                "--password",
+                "x",
+            ],
+            "unexpected argument '--password'",
+        ),
+        (vec!["admin", "add-member", "--org", "1"], "--email"),
+        (
+            vec![
+                "admin",
+                "add-member",
+                "--org",
+                "one",
+                "--email",
+                "a@example.com",
+            ],
+            "expected an org id",
+        ),
+        (vec!["admin", "enforce-mfa"], "--org"),
+        (
+            vec!["admin", "enforce-mfa", "--org", "0"],
+            "expected an org id",
+        ),
+        (vec!["admin", "enforce-mfa", "--org", "-3"], "--org"),
+        (vec!["admin", "reset-mfa"], "--email"),
+        (
+            vec!["admin", "reset-mfa", "--email", "@"],
+            "expected an email address",
+        ),
+        (
+            vec!["admin", "opt-out", "--email", "a@example.com"],
+            "--org",
+        ),
+        (vec!["admin", "opt-out", "--org", "1"], "--email"),
+    ] {
+        let out = d.run(&args);
+        let text = expect_code(&out, 2);
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+    // Nothing was created by a refused command.
+    assert!(!d.path().join("data").exists());
+
+    // A bad configuration is a usage error for every command.
+    let out = run(
+        d.path(),
+        &[("MFA_SESSION_TTL_SECS", "soon")],
+        &["admin", "list-orgs"],
+        "",
+    );
+    let text = expect_code(&out, 2);
+    assert!(text.contains("MFA_SESSION_TTL_SECS"), "{text}");
+}
+
+#[test]
+fn gen_key_prints_a_fresh_key_or_writes_a_private_file() {
+    let d = Deployment::new();
+    let first = d.ok(&["gen-key"]);
+    let second = d.ok(&["gen-key"]);
+    assert_ne!(first, second);
+    for key in [&first, &second] {
+        assert_eq!(key.trim().len(), 44, "{key}");
+        EncryptionKey::from_base64(key).expect("a valid key");
+    }
+
+    let out = d.ok(&["gen-key", "--out", "new.key"]);
+    assert!(out.contains("mode 0600"), "{out}");
+    let file = d.path().join("new.key");
+    let written = std::fs::read_to_string(&file).unwrap();
+    EncryptionKey::from_base64(&written).expect("a valid key");
+    assert!(
+        !out.contains(written.trim()),
+        "the key is not printed: {out}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let again = d.run(&["gen-key", "--out", "new.key"]);
+    let text = expect_code(&again, 1);
+    assert!(text.contains("exists already"), "{text}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+}
+
+#[test]
+fn migrate_applies_and_reports_status() {
+    let d = Deployment::new();
+    let out = d.ok(&["migrate", "--status"]);
+    assert!(out.contains("no SQLite database"), "{out}");
+    assert!(
+        !d.path().join("data/mfa.sqlite3").exists(),
+        "--status changes nothing"
+    );
+
+    let out = d.ok(&["migrate"]);
+    let n = migrations();
+    assert!(
+        out.contains(&format!("Applied {n} migrations to the sqlite database")),
+        "{out}"
+    );
+    assert!(out.contains("_orgs_users_memberships"), "{out}");
+    assert!(d.ok(&["migrate"]).contains("up to date"));
+    let out = d.ok(&["migrate", "--status"]);
+    assert!(
+        out.contains(&format!("{n} of {n} migrations applied")),
+        "{out}"
+    );
+    assert_eq!(out.matches("  applied  ").count(), n, "{out}");
+    assert!(
+        !d.path().join("data/encryption.key").exists(),
+        "no key needed"
+    );
+
+    // An unreachable database is a failure at run time, and its password
+    // is not repeated.
+    let out = run(
+        d.path(),
+        &[("MFA_DATABASE_URL", "postgres://mfa:hunter2@127.0.0.1:1/mfa")],
+        &["migrate", "--status"],
+        "",
+    );
+    let text = expect_code(&out, 1);
+    assert!(text.contains("database"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn migrate_on_postgresql_needs_no_key() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("MFA_DATABASE_URL", db.url()), ("MFA_LOG", "warn")];
+    let out = run(dir.path(), &env, &["migrate", "--status"], "");
+    let text = expect_code(&out, 0);
+    let n = migrations();
+    assert!(
+        text.contains(&format!("0 of {n} migrations applied")),
+        "{text}"
+    );
+    assert_eq!(text.matches("  pending  ").count(), n, "{text}");
+    let out = run(dir.path(), &env, &["migrate"], "");
+    assert!(
+        expect_code(&out, 0).contains(&format!("Applied {n} migrations to the postgres database"))
+    );
+    let out = run(dir.path(), &env, &["migrate", "--status"], "");
+    assert!(expect_code(&out, 0).contains(&format!("{n} of {n} migrations applied")));
+    // The other commands need the shared key.
+    let out = run(dir.path(), &env, &["admin", "list-orgs"], "");
+    let text = expect_code(&out, 2);
+    assert!(text.contains("MFA_ENCRYPTION_KEY is required"), "{text}");
+    let out = run(dir.path(), &env, &["check-config"], "");
+    let text = expect_code(&out, 2);
+    assert!(text.contains("REQUIRED with PostgreSQL"), "{text}");
+}
+
+#[test]
+fn check_config_masks_secrets() {
+    let d = Deployment::new();
+    let key = EncryptionKey::generate().to_base64();
+    let env = [
+        ("MFA_DATABASE_URL", "postgres://mfa:hunter2@127.0.0.1:1/mfa"),
+        ("MFA_ENCRYPTION_KEY", key.as_str()),
+        ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "correct horse battery"),
+        (
+            "MFA_SMTP_URL",
+            "smtp://mailer:pw-smtp@127.0.0.1:2525?tls=none",
+        ),
+        ("MFA_ISSUER", "Acme"),
+        ("MFA_SESSION_TTL_SECS", "600"),
+    ];
+    let out = run(d.path(), &env, &["check-config"], "");
+    let text = expect_code(&out, 0);
+    for secret in ["hunter2", key.as_str(), "horse", "pw-smtp"] {
+        assert!(!text.contains(secret), "{secret} printed: {text}");
+    }
+    for shown in [
+        "postgres://mfa:***@127.0.0.1:1/mfa (PostgreSQL)",
+        "smtp://mailer:***@127.0.0.1:2525?tls=none",
+        "*** (set; fingerprint ",
+        "MFA_ISSUER                    Acme",
+        "MFA_SESSION_TTL_SECS          600",
+        "The configuration is valid.",
+    ] {
+        assert!(text.contains(shown), "{shown:?} not in {text}");
+    }
+    // Every variable is listed.
+    for var in crate::multinode::VARS {
+        assert!(text.contains(var), "{var} not in {text}");
+    }
+    // The fingerprint is the same wherever the key is.
+    let fingerprint = |text: &str| {
+        text.split("fingerprint ")
+            .nth(1)
+            .map(|rest| rest.chars().take(16).collect::<String>())
+            .unwrap()
+    };
+    let again = run(d.path(), &env, &["check-config"], "");
+    assert_eq!(fingerprint(&stdout(&again)), fingerprint(&text));
+
+    // --connect reports an unreachable database as a failure.
+    let out = run(d.path(), &env, &["check-config", "--connect"], "");
+    let text = expect_code(&out, 1);
+    assert!(!text.contains("hunter2"), "{text}");
+
+    // A bad value names its variable, exit code 2.
+    let out = run(
+        d.path(),
+        &[("MFA_ENVIRONMENT", "staging")],
+        &["check-config"],
+        "",
+    );
+    let text = expect_code(&out, 2);
+    assert!(text.contains("MFA_ENVIRONMENT"), "{text}");
+
+    // The default SQLite deployment before and after its first start.
+    let out = d.ok(&["check-config", "--connect"]);
+    assert!(
+        out.contains("generated into ./data/encryption.key"),
+        "{out}"
+    );
+    assert!(out.contains("no SQLite file"), "{out}");
+    drop(d.start());
+    let out = d.ok(&["check-config", "--connect"]);
+    assert!(
+        out.contains("the key file ./data/encryption.key; fingerprint"),
+        "{out}"
+    );
+    let n = migrations();
+    assert!(
+        out.contains(&format!("{n} of {n} migrations applied")),
+        "{out}"
+    );
+    assert!(
+        out.contains("opens all 0 stored authenticator secrets"),
+        "{out}"
+    );
+}
+
+#[test]
+fn admin_commands_act_and_audit() {
+    let d = Deployment::new();
+    assert!(
+        d.ok(&["admin", "list-orgs"])
+            .contains("There is no org yet")
+    );
+    let out = d.ok(&["admin", "create-org", "--name", "Acme"]);
+    assert_eq!(out.trim(), "Created org 1 \"Acme\".");
+    let out = d.run(&["admin", "create-org", "--name", "  "]);
+    assert!(expect_code(&out, 2).contains("name must have"));
+
+    // create-user: the password from stdin only.
+    let out = d.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "Ada@Example.com",
+            "--first-name",
+            "Ada",
+            "--org",
+            "1",
+            "--admin",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let text = expect_code(&out, 0);
+    assert!(
+        text.contains("Created user 1 ada@example.com, an admin of org 1 \"Acme\"."),
+        "{text}"
+    );
+    let out = d.run(&["admin", "create-user", "--email", "bob@example.com"]);
+    let text = expect_code(&out, 2);
+    assert!(text.contains("--password-stdin"), "{text}");
+    let out = d.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "bob@example.com",
+            "--password-stdin",
+        ],
+        "short\n",
+    );
+    assert!(expect_code(&out, 2).contains("at least"));
+    let out = d.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "bob@example.com",
+            "--password-stdin",
+        ],
+        "",
+    );
+    assert!(expect_code(&out, 2).contains("no password on stdin"));
+    let out = d.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "bob@example.com",
+            "--org",
+            "42",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    assert!(expect_code(&out, 1).contains("there is no org with id 42"));
+    let out = d.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "bob@example.com",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    assert!(expect_code(&out, 0).contains("a member of no org yet"));
+    let out = d.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "BOB@example.com",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    assert!(expect_code(&out, 1).contains("already exists"));
+
+    // add-member, then promote.
+    let out = d.ok(&[
+        "admin",
+        "add-member",
+        "--org",
+        "1",
+        "--email",
+        "bob@example.com",
+    ]);
+    assert!(out.contains("is now an active member of org 1"), "{out}");
+    let out = d.ok(&[
+        "admin",
+        "add-member",
+        "--org",
+        "1",
+        "--email",
+        "bob@example.com",
+        "--admin",
+    ]);
+    assert!(out.contains("now an active admin"), "{out}");
+    let out = d.run(&[
+        "admin",
+        "add-member",
+        "--org",
+        "1",
+        "--email",
+        "eve@example.com",
+    ]);
+    assert!(expect_code(&out, 1).contains("no user with the email eve@example.com"));
+
+    // enforce-mfa, on and off.
+    assert!(
+        d.ok(&["admin", "enforce-mfa", "--org", "1"])
+            .contains("is now enforced")
+    );
+    assert!(
+        d.ok(&["admin", "enforce-mfa", "--org", "1"])
+            .contains("already enforced")
+    );
+    let out = d.run(&["admin", "enforce-mfa", "--org", "7"]);
+    assert!(expect_code(&out, 1).contains("no org with id 7"));
+    let listed = d.ok(&["admin", "list-orgs"]);
+    assert!(listed.contains("enforced      Acme"), "{listed}");
+
+    // opt-out and back.
+    let out = d.ok(&[
+        "admin",
+        "opt-out",
+        "--org",
+        "1",
+        "--email",
+        "bob@example.com",
+    ]);
+    assert!(out.contains("now opted out"), "{out}");
+    let out = d.ok(&[
+        "admin",
+        "opt-out",
+        "--org",
+        "1",
+        "--email",
+        "bob@example.com",
+        "--off",
+    ]);
+    assert!(out.contains("no longer opted out"), "{out}");
+    d.ok(&["admin", "create-org", "--name", "Other"]);
+    let out = d.run(&[
+        "admin",
+        "opt-out",
+        "--org",
+        "2",
+        "--email",
+        "bob@example.com",
+    ]);
+    assert!(expect_code(&out, 1).contains("not a member of org 2"));
+
+    // reset-mfa.
+    let out = d.ok(&["admin", "reset-mfa", "--email", "bob@example.com"]);
+    assert!(out.contains("Reset the MFA of bob@example.com"), "{out}");
+    let out = d.run(&["admin", "reset-mfa", "--email", "eve@example.com"]);
+    assert!(expect_code(&out, 1).contains("no user with the email"));
+    assert!(
+        d.ok(&["admin", "enforce-mfa", "--org", "1", "--off"])
+            .contains("no longer enforced")
+    );
+
+    // Every change is audited as the operator's, like its HTTP twin.
+    let store = d.store();
+    let events = store
+        .read(|tx| Ok(tx.audit_events(&AuditFilter::default(), 0, 100)?.0))
+        .unwrap();
+    let mut actions: Vec<AuditAction> = events.iter().map(|e| e.action).collect();
+    actions.reverse();
+    assert_eq!(
+        actions,
+        vec![
+            AuditAction::OrgCreated,
+            AuditAction::UserCreated,
+            AuditAction::MembershipCreated,
+            AuditAction::UserCreated,
+            AuditAction::MembershipCreated,
+            AuditAction::MembershipUpdated,
+            AuditAction::MfaEnforced,
+            AuditAction::MfaOptOut,
+            AuditAction::MfaOptOutRemoved,
+            AuditAction::OrgCreated,
+            AuditAction::MfaReset,
+            AuditAction::MfaUnenforced,
+        ]
+    );
+    for e in &events {
+        assert_eq!(e.actor_user_id, None, "{e:?}");
+        assert!(e.detail.ends_with("by the operator"), "{e:?}");
+    }
+    // The reset's notice went to the outbox.
+    let outbox: Vec<_> = std::fs::read_dir(d.path().join("data/outbox"))
+        .unwrap()
+        .collect();
+    assert_eq!(outbox.len(), 1);
+}
+
+/// The last admin lost their phone: the operator resets their MFA from the
+/// command line while the server runs, and their next login asks for
+/// setup again.
+#[tokio::test]
+async fn break_glass_reset_then_setup_required() {
+    let d = Deployment::new();
+    let server = d.start();
+    let (root, mfa, body) = server.login("root@example.com").await;
+    assert_eq!(mfa, "none");
+    let org = body["orgId"].as_i64().unwrap();
+    server
+        .call(
+            "PUT",
+            "/user/org/mfa",
+            Some(&root),
+            Some(json!({"isMfaEnforced": true})),
+        )
+        .await
+        .expect(204, None);
+
+    // The only admin enrolls an authenticator...
+    let (partial, mfa, _) = server.login("root@example.com").await;
+    assert_eq!(mfa, "setup_required");
+    let t = server
+        .call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(&partial),
+            None,
+        )
+        .await;
+    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
+    let (code, _) = fresh_code(&secret, None);
+    let v = server
+        .call(
+            "POST",
+            "/user/users/mfa/validateCode",
+            Some(&partial),
+            Some(json!({"code": code})),
+        )
+        .await;
+    let full = v.ok()["token"].as_str().unwrap().to_string();
+    let (_, mfa, _) = server.login("root@example.com").await;
+    assert_eq!(mfa, "challenge_required");
+
+    // ...and loses the phone. The operator steps in.
+    let out = d.ok(&["admin", "reset-mfa", "--email", "root@example.com"]);
+    assert!(out.contains("removed the authenticator"), "{out}");
+    server
+        .call("GET", "/user/users/me", Some(&full), None)
+        .await
+        .expect(401, Some("unauthorized"));
+    let (partial, mfa, _) = server.login("root@example.com").await;
+    assert_eq!(mfa, "setup_required", "setup again, not a challenge");
+
+    // They enroll a new phone and find the operator's reset in the audit.
+    let t = server
+        .call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(&partial),
+            None,
+        )
+        .await;
+    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
+    let (code, _) = fresh_code(&secret, None);
+    let v = server
+        .call(
+            "POST",
+            "/user/users/mfa/validateCode",
+            Some(&partial),
+            Some(json!({"code": code})),
+        )
+        .await;
+    let full = v.ok()["token"].as_str().unwrap().to_string();
+    let audit = server
+        .call("GET", "/user/audit?action=mfa_reset", Some(&full), None)
+        .await;
+    let items = &audit.ok()["items"];
+    assert_eq!(items.as_array().map(Vec::len), Some(1), "{audit:?}");
+    assert_eq!(items[0]["actorUserId"], serde_json::Value::Null);
+    assert_eq!(items[0]["orgId"], org);
+    assert!(
+        items[0]["detail"].as_str().unwrap().contains("operator"),
+        "{audit:?}"
+    );
+}
+
+/// `rotate-key`: the stored secret is re-encrypted, the old key no longer
+/// opens it, and the server with the new key verifies the user's codes.
+#[tokio::test]
+async fn rotate_key_then_the_server_still_verifies() {
+    let d = Deployment::new();
+    let server = d.start();
+    let (root, _, _) = server.login("root@example.com").await;
+    let t = server
+        .call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(&root),
+            None,
+        )
+        .await;
+    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
+    let (code, step) = fresh_code(&secret, None);
+    server
+        .call(
+            "POST",
+            "/user/users/mfa/validateCode",
+            Some(&root),
+            Some(json!({"code": code})),
+        )
+        .await
+        .expect(204, None);
+    drop(server);
+    // MFA applies to root from now on.
+    d.ok(&["admin", "enforce-mfa", "--org", "1"]);
+
+    let key_file = d.path().join("data/encryption.key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    // Bad arguments first: nothing changes.
+    for (args, stdin, needle) in [
+        (
+            vec!["rotate-key", "--new-key-file", "missing.key"],
+            "",
+            "missing.key",
+        ),
+        (
+            vec!["rotate-key", "--new-key-stdin"],
+            "not a key\n",
+            "not valid base64",
+        ),
+        (
+            vec!["rotate-key", "--new-key-stdin"],
+            "",
+            "no new key on stdin",
+        ),
+        (
+            vec!["rotate-key", "--new-key-stdin"],
+            old_key.as_str(),
+            "the new key is the key in use",
+        ),
+    ] {
+        let out = d.run_with_stdin(&args, stdin);
+        let text = expect_code(&out, 2);
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+    assert!(
+        d.ok(&["check-config", "--connect"])
+            .contains("opens all 1 stored")
+    );
+
+    d.ok(&["gen-key", "--out", "new.key"]);
+    let out = d.ok(&["rotate-key", "--new-key-file", "new.key"]);
+    assert!(
+        out.contains("1 secrets re-encrypted with the new key, 0 were under it already"),
+        "{out}"
+    );
+    assert!(out.contains("replace ./data/encryption.key"), "{out}");
+    // The old key in the key file no longer opens the secret.
+    let out = d.run(&["check-config", "--connect"]);
+    let text = expect_code(&out, 1);
+    assert!(text.contains("opens only 0 of 1"), "{text}");
+
+    std::fs::rename(d.path().join("new.key"), &key_file).unwrap();
+    assert!(
+        d.ok(&["check-config", "--connect"])
+            .contains("opens all 1 stored")
+    );
+    let server = d.start();
+    let (partial, mfa, _) = server.login("root@example.com").await;
+    assert_eq!(mfa, "challenge_required");
+    let (code, _) = fresh_code(&secret, Some(step));
+    server
+        .call(
+            "POST",
+            "/user/auth/mfa/verify",
+            Some(&partial),
+            Some(json!({"method": "AUTHENTICATOR", "code": code})),
+        )
+        .await
+        .expect(200, None);
+}
