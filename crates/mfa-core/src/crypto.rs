@@ -75,6 +75,14 @@ impl fmt::Debug for WorkingMemory {
 }
 
 impl WorkingMemory {
+    /// Free the kept buffers.
+    fn release(&self) {
+        self.spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// Run `f` with a buffer of `len` blocks (contents unspecified: argon2
     /// overwrites every block before it reads one).
     fn with<T>(&self, len: usize, f: impl FnOnce(&mut [Block]) -> T) -> T {
@@ -115,6 +123,8 @@ impl PasswordHasher {
             memory: Arc::default(),
         };
         hasher.decoy_hash = hasher.hash("decoy password for unknown users", rng)?;
+        // A service that never checks a password need not keep 19 MiB.
+        hasher.memory.release();
         Ok(hasher)
     }
 
@@ -137,7 +147,12 @@ impl PasswordHasher {
         let mut salt = [0u8; 16];
         rng.fill(&mut salt);
         let params = self.argon2.params();
-        let mut out = vec![0u8; params.output_len().unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN)];
+        let mut out = vec![
+            0u8;
+            params
+                .output_len()
+                .unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN)
+        ];
         self.compute(&self.argon2, secret.as_bytes(), &salt, &mut out)
             .map_err(|e| fail(&e))?;
         let phc = PasswordHash {
@@ -173,7 +188,10 @@ impl PasswordHasher {
         };
         let argon2 = Argon2::new(algorithm, version, params);
         let mut out = vec![0u8; expected.len()];
-        if self.compute(&argon2, secret.as_bytes(), salt, &mut out).is_err() {
+        if self
+            .compute(&argon2, secret.as_bytes(), salt, &mut out)
+            .is_err()
+        {
             return false;
         }
         expected.as_bytes().ct_eq(&out).into()
@@ -312,11 +330,21 @@ mod tests {
             parallelism: 1,
         };
         let hasher = PasswordHasher::new(params, &rng).unwrap_or_else(|e| panic!("{e}"));
-        let ours = hasher.hash("p\u{e4}ssword", &rng).unwrap_or_else(|e| panic!("{e}"));
+        let ours = hasher
+            .hash("p\u{e4}ssword", &rng)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(ours.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{ours}");
         let reference = Argon2::default();
-        assert!(reference.verify_password("p\u{e4}ssword".as_bytes(), ours.as_str()).is_ok());
-        assert!(reference.verify_password(b"password", ours.as_str()).is_err());
+        assert!(
+            reference
+                .verify_password("p\u{e4}ssword".as_bytes(), ours.as_str())
+                .is_ok()
+        );
+        assert!(
+            reference
+                .verify_password(b"password", ours.as_str())
+                .is_err()
+        );
         // Hashes of the crate itself, with other parameters and algorithms,
         // verify here: stored hashes outlive parameter changes.
         for (algorithm, m) in [
@@ -334,7 +362,10 @@ mod tests {
         // Garbage and truncated strings never verify.
         assert!(!hasher.verify("x", "$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(!hasher.verify("x", "$argon2id$v=7$m=1024,t=1,p=1$c2FsdHNhbHQ$AAAA"));
-        assert!(!hasher.verify("x", "$scrypt$ln=4,r=8,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA"));
+        assert!(!hasher.verify(
+            "x",
+            "$scrypt$ln=4,r=8,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA"
+        ));
     }
 
     #[test]

@@ -39,10 +39,7 @@ fn generate(c: &mut Criterion) {
     let params = TotpParams::default();
     let other = baseline();
     // Both must agree before their speed is worth comparing.
-    assert_eq!(
-        totp(&secret, NOW, &params),
-        other.generate(NOW).to_string()
-    );
+    assert_eq!(totp(&secret, NOW, &params), other.generate(NOW).to_string());
 
     let mut group = c.benchmark_group("totp_generate");
     group.bench_function("mfa-totp", |b| {

@@ -63,8 +63,9 @@ pub async fn login(
         org_id,
     } = body.into_inner();
     let service = service.into_inner();
-    let result =
-        passwords.block(move || service.login(&email, &password, org_id.map(Into::into))).await?;
+    let result = passwords
+        .block(move || service.login(&email, &password, org_id.map(Into::into)))
+        .await?;
     metrics.observe_login(&result);
     Ok(web::Json(result?.into()))
 }
