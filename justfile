@@ -20,3 +20,12 @@ ci:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks, then the load harness at 100,000 users on SQLite and on the
+# local PostgreSQL (docs/PERFORMANCE.md). About 15 minutes; figures are only
+# worth something on an otherwise idle machine.
+bench:
+    cargo bench -p mfa-totp -p mfa-core --benches
+    cargo build --release -p mfa-server -p mfa-loadgen
+    cargo run --release -p mfa-loadgen -- --db sqlite --users 100000 --json target/loadgen-sqlite.json
+    cargo run --release -p mfa-loadgen -- --db postgres --users 100000 --json target/loadgen-postgres.json

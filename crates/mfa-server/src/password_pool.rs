@@ -27,7 +27,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Scheduling priority of the pool's threads (`nice`): 0 is normal, 19 the
 /// lowest.
-pub const NICE: i32 = 10;
+pub const NICE: i32 = 19;
 
 /// Threads that run password hashing, one job at a time each.
 #[derive(Debug)]
