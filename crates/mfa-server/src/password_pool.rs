@@ -9,9 +9,12 @@
 //! afterwards by the allocator's per-thread arenas). Here they run on as
 //! many threads as there are cores; further requests wait asynchronously
 //! in a queue, holding neither a worker nor a blocking thread. The threads
-//! run at a lower scheduling priority (nice 10 on Linux), so that when
+//! run at the lowest scheduling priority (nice 19 on Linux), so that when
 //! hashing and short database work compete for a core, the short work goes
-//! first: password logins get the CPU the rest of the server leaves.
+//! first: password logins get the CPU the rest of the server leaves, and
+//! all of it when nothing else runs. (On a host shared with other busy
+//! processes logins would get little; an MFA server has the host to
+//! itself.)
 //!
 //! Throughput of password logins is unchanged: with one hash per core at a
 //! time the cores are as busy as with more, and each hash gets a core to
@@ -26,7 +29,8 @@ use crate::error::ApiError;
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Scheduling priority of the pool's threads (`nice`): 0 is normal, 19 the
-/// lowest.
+/// lowest. See docs/PERFORMANCE.md for MFA verify latency beside a login
+/// flood.
 pub const NICE: i32 = 19;
 
 /// Threads that run password hashing, one job at a time each.
