@@ -47,12 +47,10 @@ impl<S: Store> MfaService<S> {
             if !tx.put_pending_authenticator(user.id, &secret, &params, now, expires_at)? {
                 return Err(MfaError::AlreadyEnrolled);
             }
-            audit(
+            audit_own(
                 tx,
+                caller,
                 now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
                 AuditAction::AuthenticatorEnrollmentStarted,
                 "",
             )?;
@@ -131,15 +129,7 @@ impl<S: Store> MfaService<S> {
                 return Err(MfaError::AlreadyEnrolled);
             }
             tx.reset_failures(caller.user_id, FailureKind::Code)?;
-            audit(
-                tx,
-                now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
-                AuditAction::AuthenticatorEnrolled,
-                "",
-            )?;
+            audit_own(tx, caller, now, AuditAction::AuthenticatorEnrolled, "")?;
             self.finish_enrollment(tx, caller, now).map(Ok)
         });
         if result.is_ok() {
@@ -187,15 +177,7 @@ impl<S: Store> MfaService<S> {
             }
             tx.set_email_factor_verified(caller.user_id, now)?;
             tx.reset_failures(caller.user_id, FailureKind::Code)?;
-            audit(
-                tx,
-                now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
-                AuditAction::EmailEnrolled,
-                "",
-            )?;
+            audit_own(tx, caller, now, AuditAction::EmailEnrolled, "")?;
             self.finish_enrollment(tx, caller, now).map(Ok)
         });
         if result.is_ok() {
@@ -280,12 +262,10 @@ impl<S: Store> MfaService<S> {
                 return Err(MfaError::NotEnrolled("no authenticator to reset"));
             }
             tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
-            audit(
+            audit_own(
                 tx,
+                caller,
                 now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
                 AuditAction::AuthenticatorReset,
                 "self reset",
             )?;
@@ -323,12 +303,10 @@ impl<S: Store> MfaService<S> {
             .collect::<MfaResult<Vec<_>>>()?;
         self.store.write(|tx| {
             tx.replace_recovery_codes(caller.user_id, &hashes, now)?;
-            audit(
+            audit_own(
                 tx,
+                caller,
                 now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
                 AuditAction::RecoveryCodesGenerated,
                 format!("{} codes", hashes.len()),
             )
@@ -351,15 +329,7 @@ impl<S: Store> MfaService<S> {
             } else {
                 AuditAction::PersonalMfaOptOut
             };
-            audit(
-                tx,
-                now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
-                action,
-                "",
-            )
+            audit_own(tx, caller, now, action, "")
         })
     }
 }

@@ -214,6 +214,26 @@ pub(crate) fn audit(
     Ok(())
 }
 
+/// Write an audit event of something the caller did to themselves, in
+/// their current org.
+pub(crate) fn audit_own(
+    tx: &mut dyn StoreTx,
+    caller: &Caller,
+    now: Timestamp,
+    action: AuditAction,
+    detail: impl Into<String>,
+) -> MfaResult<()> {
+    audit(
+        tx,
+        now,
+        Some(caller.org_id),
+        Some(caller.user_id),
+        Some(caller.user_id),
+        action,
+        detail,
+    )
+}
+
 /// The verified factors of a user.
 pub(crate) fn load_factors(tx: &mut dyn StoreTx, user: UserId) -> MfaResult<FactorSummary> {
     let authenticator = tx.authenticator(user)?.is_some_and(|a| a.is_verified());

@@ -196,15 +196,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             tx.revoke_session(caller.session_id, now)?;
-            audit(
-                tx,
-                now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
-                AuditAction::Logout,
-                "",
-            )
+            audit_own(tx, caller, now, AuditAction::Logout, "")
         })
     }
 
@@ -437,12 +429,10 @@ impl<S: Store> MfaService<S> {
                 return Ok(Err(refusal));
             }
             tx.reset_failures(caller.user_id, FailureKind::Code)?;
-            audit(
+            audit_own(
                 tx,
+                caller,
                 now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(caller.user_id),
                 AuditAction::MfaVerifySucceeded,
                 format!("method: {}", method.as_str()),
             )?;
@@ -555,15 +545,7 @@ impl<S: Store> MfaService<S> {
             )?;
             return Ok(Err(refusal));
         }
-        audit(
-            tx,
-            now,
-            Some(caller.org_id),
-            Some(caller.user_id),
-            Some(caller.user_id),
-            AuditAction::RecoveryCodeUsed,
-            "",
-        )?;
+        audit_own(tx, caller, now, AuditAction::RecoveryCodeUsed, "")?;
         Ok(Ok(()))
     }
 }
