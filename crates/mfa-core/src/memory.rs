@@ -64,7 +64,10 @@ impl Store for InMemoryStore {
         f(&mut MemTx(&mut copy))
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+    fn write<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+    ) -> MfaResult<T> {
         let mut guard = self.lock()?;
         let mut copy = guard.clone();
         let out = f(&mut MemTx(&mut copy))?;
@@ -288,6 +291,10 @@ impl StoreTx for MemTx<'_> {
         Ok(self.0.authenticators.get(&user).cloned())
     }
 
+    fn authenticator_state(&mut self, user: UserId) -> StoreResult<Option<AuthenticatorState>> {
+        Ok(self.0.authenticators.get(&user).map(|a| a.state))
+    }
+
     fn put_pending_authenticator(
         &mut self,
         user: UserId,
@@ -441,6 +448,15 @@ impl StoreTx for MemTx<'_> {
         Ok(())
     }
 
+    fn unused_recovery_codes(&mut self, user: UserId) -> StoreResult<u64> {
+        Ok(self
+            .0
+            .recovery_codes
+            .values()
+            .filter(|c| c.user_id == user && c.used_at.is_none())
+            .count() as u64)
+    }
+
     fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
         match self.0.recovery_codes.get_mut(&id) {
             Some(c) if c.used_at.is_none() => {
@@ -481,6 +497,35 @@ impl StoreTx for MemTx<'_> {
             .values()
             .find(|s| s.token_hash == token_hash)
             .cloned())
+    }
+
+    fn session_member(&mut self, token_hash: &str) -> StoreResult<Option<SessionMember>> {
+        let Some(session) = self.session_by_token_hash(token_hash)? else {
+            return Ok(None);
+        };
+        let Some(user) = self.0.users.get(&session.user_id) else {
+            return Ok(None);
+        };
+        let is_super_admin = user.is_super_admin;
+        let membership = self.membership(session.user_id, session.org_id)?;
+        Ok(Some(SessionMember {
+            session,
+            is_super_admin,
+            membership,
+        }))
+    }
+
+    fn rotate_session(&mut self, id: SessionId, rotation: &SessionRotation) -> StoreResult<bool> {
+        match self.0.sessions.get_mut(&id) {
+            Some(s) if s.revoked_at.is_none() && rotation.now < s.expires_at => {
+                s.token_hash.clone_from(&rotation.token_hash);
+                s.level = rotation.level;
+                s.expires_at = rotation.expires_at;
+                s.last_seen_at = rotation.now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()> {
@@ -530,10 +575,15 @@ impl StoreTx for MemTx<'_> {
             .unwrap_or_default())
     }
 
-    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<u32> {
+    fn lock_failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState> {
+        // The store's mutex already serialises transactions.
+        self.failure_state(user, kind)
+    }
+
+    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState> {
         let state = self.0.failures.entry((user, kind)).or_default();
         state.failures = state.failures.saturating_add(1);
-        Ok(state.failures)
+        Ok(*state)
     }
 
     fn set_locked_until(

@@ -416,6 +416,32 @@ pub struct Session {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A session with what resolving its token needs of its user and
+/// membership (see [`crate::ports::StoreTx::session_member`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionMember {
+    /// The session.
+    pub session: Session,
+    /// Whether its user is a superadmin.
+    pub is_super_admin: bool,
+    /// The user's membership in the session's org, if any.
+    pub membership: Option<Membership>,
+}
+
+/// New token, level and end for a live session (see
+/// [`crate::ports::StoreTx::rotate_session`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRotation {
+    /// Hex SHA-256 of the new bearer token.
+    pub token_hash: String,
+    /// The new level.
+    pub level: AssuranceLevel,
+    /// The new absolute end.
+    pub expires_at: Timestamp,
+    /// Now: the session must still be live at this time; it counts as seen.
+    pub now: Timestamp,
+}
+
 /// Fields of a session to be created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewSession {

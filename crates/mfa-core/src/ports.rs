@@ -23,8 +23,20 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// Run `f` in a read-only transaction (a consistent snapshot).
     fn read<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T>;
-    /// Run `f` in a read-write transaction.
-    fn write<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T>;
+    /// Run `f`, which reads with a single statement, without the
+    /// transaction around it where the backend needs none (one statement
+    /// sees one snapshot by itself): two round trips fewer on PostgreSQL
+    /// for the token lookup of every request. `f` may run again, on another
+    /// connection, if the first turned out to be lost.
+    fn read_statement<T>(&self, f: impl Fn(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+        self.read(f)
+    }
+    /// Run `f` in a read-write transaction. `f` may run on another thread
+    /// (SQLite's writer thread) while the caller waits for it.
+    fn write<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+    ) -> MfaResult<T>;
 }
 
 /// The operations available inside a transaction. Methods named `consume_*`,
@@ -92,6 +104,9 @@ pub trait StoreTx {
     // ---- authenticator
     /// The user's authenticator, pending or verified.
     fn authenticator(&mut self, user: UserId) -> StoreResult<Option<Authenticator>>;
+    /// The state of the user's authenticator without its secret (nothing
+    /// to decrypt): what status pages and the login decision need.
+    fn authenticator_state(&mut self, user: UserId) -> StoreResult<Option<AuthenticatorState>>;
     /// Store a pending authenticator, replacing a pending one. Must not
     /// replace a verified one: returns `false` (and changes nothing) if the
     /// user has a verified authenticator.
@@ -147,6 +162,8 @@ pub trait StoreTx {
         hashes: &[String],
         now: Timestamp,
     ) -> StoreResult<()>;
+    /// How many of the user's recovery codes are unused.
+    fn unused_recovery_codes(&mut self, user: UserId) -> StoreResult<u64>;
     /// `UPDATE … SET used_at = ? WHERE id = ? AND used_at IS NULL`.
     fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
     /// Delete the user's recovery codes; how many there were.
@@ -157,6 +174,15 @@ pub trait StoreTx {
     fn insert_session(&mut self, s: &NewSession) -> StoreResult<Session>;
     /// Load a session by token hash (revoked and expired ones too).
     fn session_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<Session>>;
+    /// A session by token hash with what resolving a bearer token needs of
+    /// its user and its membership in the session's org, in one query
+    /// (every authenticated request does this).
+    fn session_member(&mut self, token_hash: &str) -> StoreResult<Option<SessionMember>>;
+    /// Give a live session a new token, level and end, in place:
+    /// `UPDATE … WHERE id = ? AND revoked_at IS NULL AND expires_at > now`.
+    /// The old token stops resolving at once, as on revocation. Whether
+    /// the session was live.
+    fn rotate_session(&mut self, id: SessionId, rotation: &SessionRotation) -> StoreResult<bool>;
     /// Set `last_seen_at`.
     fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()>;
     /// Revoke one session if live; whether it was.
@@ -174,9 +200,15 @@ pub trait StoreTx {
     // ---- failure counters
     /// Current failure state of one kind.
     fn failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;
+    /// Read the failure state and hold it against concurrent writers of the
+    /// same counter until the transaction ends, so that a check made inside
+    /// the transaction and the count it leads to are one step for racing
+    /// attempts (SQLite: write transactions are serial already; PostgreSQL:
+    /// a row lock, creating the row if needed).
+    fn lock_failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;
     /// Add one failure atomically (`failures = failures + 1`, creating the
-    /// row if needed) and return the new count.
-    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<u32>;
+    /// row if needed) and return the state after it, in one statement.
+    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;
     /// Set the lockout end.
     fn set_locked_until(
         &mut self,

@@ -3,10 +3,13 @@
 mod crypto;
 mod error;
 mod models;
+mod pg_pool;
+mod prepared;
 #[allow(missing_docs)]
 mod schema;
 mod sql;
 mod sqlite;
+mod sqlite_writer;
 mod store;
 mod tx;
 

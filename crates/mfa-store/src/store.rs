@@ -2,7 +2,6 @@
 //! [`Store`] transactions.
 
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -13,7 +12,9 @@ use mfa_core::{MfaError, MfaResult, Store, StoreError, StoreTx};
 
 use crate::Error;
 use crate::crypto::{EncryptionKey, SecretCipher};
+use crate::pg_pool::{PgConn, PgManager};
 use crate::sqlite::{self, Role};
+use crate::sqlite_writer::SqliteWriter;
 use crate::tx::Tx;
 
 mod key_rotation;
@@ -36,7 +37,7 @@ const POSTGRES_POOL: u32 = 10;
 const POOL_TIMEOUT: Duration = Duration::from_secs(30);
 
 type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
-type PgPool = Pool<ConnectionManager<PgConnection>>;
+type PgPool = Pool<PgManager>;
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -134,14 +135,13 @@ fn parse_url(url: &str) -> Result<Target<'_>, Error> {
     Ok(Target::Sqlite(path))
 }
 
-/// SQLite: a single writer connection behind a mutex, and a pool of
-/// read-only connections that never wait for the writer (WAL).
+/// SQLite: one writer thread with its connection, and a pool of read-only
+/// connections that never wait for the writer (WAL).
 struct SqliteDb {
-    /// Serialises this process's write transactions. `BEGIN IMMEDIATE` does
-    /// the same across processes, waiting up to the busy timeout.
-    writer: Mutex<()>,
-    write_pool: SqlitePool,
+    writer: SqliteWriter,
     read_pool: SqlitePool,
+    /// Declared last: stops after the pools have closed.
+    _checkpointer: sqlite::Checkpointer,
 }
 
 struct PgDb {
@@ -176,7 +176,7 @@ impl fmt::Debug for DbStore {
 
 /// Why a transaction closure stopped: the domain said no, or the database
 /// failed (diesel needs `E: From<diesel::result::Error>`).
-enum TxError {
+pub(crate) enum TxError {
     Domain(MfaError),
     Db(diesel::result::Error),
 }
@@ -293,6 +293,16 @@ impl DbStore {
         Ok(DbStore { inner, cipher })
     }
 
+    /// SQLite: how many batches of write transactions were committed (see
+    /// the group commit of the writer); `None` on PostgreSQL. For tests.
+    #[cfg(feature = "test-support")]
+    pub fn committed_write_batches(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Sqlite(db) => Some(db.writer.commits()),
+            Inner::Postgres(_) => None,
+        }
+    }
+
     /// Which database product this is.
     pub fn backend(&self) -> Backend {
         match self.inner {
@@ -342,7 +352,7 @@ impl DbStore {
     pub fn migration_status(&self) -> Result<Vec<MigrationStatus>, Error> {
         match &self.inner {
             Inner::Sqlite(db) => db.with_writer(|conn| status(conn, &SQLITE_MIGRATIONS)),
-            Inner::Postgres(db) => status(&mut *db.pool.get()?, &POSTGRES_MIGRATIONS),
+            Inner::Postgres(db) => status(&mut **db.pool.get()?, &POSTGRES_MIGRATIONS),
         }
     }
 
@@ -393,18 +403,83 @@ impl DbStore {
     }
 }
 
+/// What a PostgreSQL transaction may do.
+#[derive(Clone, Copy)]
+enum PgAccess {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl PgDb {
+    /// Run `body` in a transaction on a pooled connection. A connection
+    /// found lost at `BEGIN` (nothing has run on it) is discarded and the
+    /// transaction started again on another, at most once per connection
+    /// the pool can hold; a connection lost later fails the transaction,
+    /// which may or may not have committed.
+    fn transaction<T>(
+        &self,
+        access: PgAccess,
+        body: impl FnOnce(&mut PgConnection) -> Result<T, TxError>,
+    ) -> MfaResult<T> {
+        let mut body = Some(body);
+        let mut attempts = self.pool.max_size() + 1;
+        loop {
+            let mut pooled = self.pool.get().map_err(|e| store_failure(e.into()))?;
+            let conn: &mut PgConn = &mut pooled;
+            let run = |conn: &mut PgConnection| match body.take() {
+                Some(body) => body(conn),
+                // diesel runs the closure once; never reached.
+                None => Err(TxError::Db(diesel::result::Error::RollbackTransaction)),
+            };
+            let mut builder = conn.build_transaction();
+            let result = match access {
+                PgAccess::ReadOnly => builder.repeatable_read().read_only().run(run),
+                PgAccess::ReadWrite => builder.run(run),
+            };
+            match result {
+                Err(TxError::Db(e)) => {
+                    attempts -= 1;
+                    if conn.note(&e) && body.is_some() && attempts > 0 {
+                        continue;
+                    }
+                    return finish(Err(TxError::Db(e)));
+                }
+                other => return finish(other),
+            }
+        }
+    }
+}
+
+impl PgDb {
+    /// Run `read`, a single statement, outside any transaction. If it
+    /// fails on a connection that turns out to be lost, it runs again on
+    /// another (it only reads), at most once per connection the pool holds.
+    fn statement<T>(&self, read: impl Fn(&mut PgConnection) -> MfaResult<T>) -> MfaResult<T> {
+        let mut attempts = self.pool.max_size() + 1;
+        loop {
+            let mut pooled = self.pool.get().map_err(|e| store_failure(e.into()))?;
+            let conn: &mut PgConn = &mut pooled;
+            let result = read(conn);
+            attempts -= 1;
+            if result.is_ok() || attempts == 0 {
+                return result;
+            }
+            // The error has been mapped for the domain: ask the connection.
+            match conn.batch_execute("SELECT 1") {
+                Err(e) if conn.note(&e) => continue,
+                _ => return result,
+            }
+        }
+    }
+}
+
 impl SqliteDb {
-    /// Run `f` on the writer connection, holding the writer mutex.
+    /// Run `f` on the writer connection, between write transactions.
     fn with_writer<T>(
         &self,
         f: impl FnOnce(&mut SqliteConnection) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        // The mutex guards no data, only turn-taking: a panic while holding
-        // it leaves nothing inconsistent (r2d2 drops a connection that was
-        // in use during a panic), so a poisoned lock is simply taken.
-        let _turn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut conn = self.write_pool.get()?;
-        f(&mut conn)
+        self.writer.exclusive(f)
     }
 }
 
@@ -428,16 +503,14 @@ fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error>
             .connection_customizer(Box::new(sqlite::Setup(role)))
             .build(ConnectionManager::new(path))?)
     };
-    // One writer connection: SQLite has one writer at a time anyway, and a
-    // small write pool measured fastest.
-    let write_pool = pool(Role::Writer, 1)?;
+    let writer = SqliteWriter::start(path)?;
     let read_pool = pool(Role::Reader, read_size)?;
-    sqlite::verify(&mut *write_pool.get()?, Role::Writer)?;
+    writer.exclusive(|conn| sqlite::verify(conn, Role::Writer))?;
     sqlite::verify(&mut *read_pool.get()?, Role::Reader)?;
     Ok(SqliteDb {
-        writer: Mutex::new(()),
-        write_pool,
+        writer,
         read_pool,
+        _checkpointer: sqlite::Checkpointer::start(path)?,
     })
 }
 
@@ -451,7 +524,9 @@ fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
         .max_size(size)
         .min_idle(Some(1))
         .connection_timeout(POOL_TIMEOUT)
-        .build(ConnectionManager::new(url))?;
+        // Lost connections are found by use instead (see `pg_pool`).
+        .test_on_check_out(false)
+        .build(PgManager::new(url))?;
     Ok(PgDb { pool })
 }
 
@@ -468,45 +543,40 @@ impl Store for DbStore {
                     conn.transaction(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
                 )
             }
-            Inner::Postgres(db) => {
-                let mut pooled = db.pool.get().map_err(|e| store_failure(e.into()))?;
-                let conn: &mut PgConnection = &mut pooled;
-                // One snapshot for every statement; read-only repeatable read
-                // never fails with a serialisation error.
-                finish(
-                    conn.build_transaction()
-                        .repeatable_read()
-                        .read_only()
-                        .run(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
-                )
-            }
+            // One snapshot for every statement; read-only repeatable read
+            // never fails with a serialisation error.
+            Inner::Postgres(db) => db.transaction(PgAccess::ReadOnly, |conn| {
+                f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)
+            }),
         }
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+    fn read_statement<T>(&self, f: impl Fn(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
         let cipher = &self.cipher;
         match &self.inner {
             Inner::Sqlite(db) => {
-                // See `SqliteDb::with_writer` on poisoning.
-                let _turn = db.writer.lock().unwrap_or_else(PoisonError::into_inner);
-                let mut pooled = db.write_pool.get().map_err(|e| store_failure(e.into()))?;
-                let conn: &mut SqliteConnection = &mut pooled;
-                // BEGIN IMMEDIATE takes the write lock up front, so a
-                // transaction never fails half-way on a lock upgrade.
-                finish(conn.immediate_transaction(|conn| {
-                    f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)
-                }))
+                let mut pooled = db.read_pool.get().map_err(|e| store_failure(e.into()))?;
+                f(&mut Tx::new(&mut *pooled, cipher))
             }
-            Inner::Postgres(db) => {
-                let mut pooled = db.pool.get().map_err(|e| store_failure(e.into()))?;
-                let conn: &mut PgConnection = &mut pooled;
-                // READ COMMITTED: the conditional updates re-check their
-                // WHERE on the locked row, so of racing callers one wins.
-                finish(
-                    conn.build_transaction()
-                        .run(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
-                )
-            }
+            Inner::Postgres(db) => db.statement(|conn| f(&mut Tx::new(conn, cipher))),
+        }
+    }
+
+    fn write<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+    ) -> MfaResult<T> {
+        let cipher = &self.cipher;
+        match &self.inner {
+            Inner::Sqlite(db) => finish(
+                db.writer
+                    .write(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
+            ),
+            // READ COMMITTED: the conditional updates re-check their WHERE
+            // on the locked row, so of racing callers one wins.
+            Inner::Postgres(db) => db.transaction(PgAccess::ReadWrite, |conn| {
+                f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)
+            }),
         }
     }
 }

@@ -93,7 +93,7 @@ impl<S: Store> MfaService<S> {
             {
                 return Err(MfaError::CodeExpired);
             }
-            let attempt = reserve_attempt(
+            let attempt = lock_attempt(
                 tx,
                 &self.config.code_lockout,
                 FailureKind::Code,
@@ -128,7 +128,7 @@ impl<S: Store> MfaService<S> {
                 // A concurrent confirmation won.
                 return Err(MfaError::AlreadyEnrolled);
             }
-            tx.reset_failures(caller.user_id, FailureKind::Code)?;
+            clear_attempt(tx, &attempt)?;
             audit_own(tx, caller, now, AuditAction::AuthenticatorEnrolled, "")?;
             self.finish_enrollment(tx, caller, now).map(Ok)
         });
@@ -170,13 +170,13 @@ impl<S: Store> MfaService<S> {
             if factors.email {
                 return Err(MfaError::AlreadyEnrolled);
             }
-            if let Err(refusal) =
-                self.check_email_code(tx, caller, EmailCodePurpose::Enroll, code, now)?
-            {
-                return Ok(Err(refusal));
-            }
+            let attempt =
+                match self.check_email_code(tx, caller, EmailCodePurpose::Enroll, code, now)? {
+                    Ok(attempt) => attempt,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
             tx.set_email_factor_verified(caller.user_id, now)?;
-            tx.reset_failures(caller.user_id, FailureKind::Code)?;
+            clear_attempt(tx, &attempt)?;
             audit_own(tx, caller, now, AuditAction::EmailEnrolled, "")?;
             self.finish_enrollment(tx, caller, now).map(Ok)
         });
@@ -214,13 +214,13 @@ impl<S: Store> MfaService<S> {
     /// The caller's factors (partial ok).
     pub fn mfa_status(&self, caller: &Caller) -> MfaResult<MfaStatus> {
         self.store.read(|tx| {
-            let factors = load_factors(tx, caller.user_id)?;
-            let authenticator_pending = tx
-                .authenticator(caller.user_id)?
-                .is_some_and(|a| !a.is_verified());
+            let (factors, authenticator) = load_factor_states(tx, caller.user_id)?;
             Ok(MfaStatus {
                 factors,
-                authenticator_pending,
+                authenticator_pending: matches!(
+                    authenticator,
+                    Some(AuthenticatorState::Pending { .. })
+                ),
             })
         })
     }
@@ -240,7 +240,7 @@ impl<S: Store> MfaService<S> {
                 // Nothing to reset is no reason to spend (or count) a code.
                 if self
                     .store
-                    .read(|tx| Ok(tx.authenticator(caller.user_id)?))?
+                    .read(|tx| Ok(tx.authenticator_state(caller.user_id)?))?
                     .is_none()
                 {
                     return Err(MfaError::NotEnrolled("no authenticator to reset"));
@@ -251,12 +251,10 @@ impl<S: Store> MfaService<S> {
         };
         self.write_then(|tx| {
             if let Some((attempt, matched)) = recovery {
-                if let Err(refusal) =
-                    self.consume_recovery_match(tx, caller, &attempt, matched, now)?
-                {
-                    return Ok(Err(refusal));
+                match self.consume_recovery_match(tx, caller, &attempt, matched, now)? {
+                    Ok(attempt) => clear_attempt(tx, &attempt)?,
+                    Err(refusal) => return Ok(Err(refusal)),
                 }
-                tx.reset_failures(caller.user_id, FailureKind::Code)?;
             }
             if !tx.delete_authenticator(caller.user_id)? {
                 return Err(MfaError::NotEnrolled("no authenticator to reset"));

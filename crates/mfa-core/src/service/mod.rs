@@ -166,9 +166,9 @@ impl<S: Store> MfaService<S> {
 
     /// Run a write transaction whose closure may ask to commit and still
     /// fail: `Ok(Err(e))` commits the bookkeeping, then returns `e`.
-    fn write_then<T>(
+    fn write_then<T: Send>(
         &self,
-        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<MfaResult<T>>,
+        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
     ) -> MfaResult<T> {
         self.store.write(f)?
     }
@@ -236,18 +236,24 @@ pub(crate) fn audit_own(
 
 /// The verified factors of a user.
 pub(crate) fn load_factors(tx: &mut dyn StoreTx, user: UserId) -> MfaResult<FactorSummary> {
-    let authenticator = tx.authenticator(user)?.is_some_and(|a| a.is_verified());
+    Ok(load_factor_states(tx, user)?.0)
+}
+
+/// The verified factors of a user, and the state of their authenticator
+/// (pending or verified), without decrypting its secret.
+pub(crate) fn load_factor_states(
+    tx: &mut dyn StoreTx,
+    user: UserId,
+) -> MfaResult<(FactorSummary, Option<AuthenticatorState>)> {
+    let authenticator = tx.authenticator_state(user)?;
     let email = tx.email_factor_verified_at(user)?.is_some();
-    let recovery_codes_left = tx
-        .recovery_codes(user)?
-        .iter()
-        .filter(|c| c.used_at.is_none())
-        .count() as u64;
-    Ok(FactorSummary {
-        authenticator,
+    let recovery_codes_left = tx.unused_recovery_codes(user)?;
+    let summary = FactorSummary {
+        authenticator: matches!(authenticator, Some(AuthenticatorState::Verified { .. })),
         email,
         recovery_codes_left,
-    })
+    };
+    Ok((summary, authenticator))
 }
 
 /// Load a user who must exist (the caller's own record).
@@ -269,30 +275,34 @@ pub(crate) fn check_code_lockout(
     }
 }
 
-/// An attempt at a secret (a code or a password), counted before it was
-/// checked. See [`reserve_attempt`].
+/// An attempt at a secret (a code or a password), from
+/// [`reserve_attempt`] or [`lock_attempt`]. Its outcome is recorded with
+/// [`fail_attempt`] or [`clear_attempt`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Attempt {
     kind: FailureKind,
     user: UserId,
-    failures: u32,
-    /// The lockout this attempt starts if it fails (already in force).
-    delay: Option<u64>,
+    policy: LockoutPolicy,
+    /// Failures counted before this attempt.
+    failures_before: u32,
+    /// Already counted (by [`reserve_attempt`]), with the lockout its
+    /// failure would start already in force.
+    reserved: Option<Option<u64>>,
 }
 
 /// Count an attempt of `kind` by `user` *before* checking it, and refuse
-/// it with `TooManyAttempts` while the user is locked out. The count is
-/// incremented first and the lock read after, on the same row: concurrent
-/// attempts, on any server process, queue on that row and each sees the
-/// ones before it, so racing requests are never all checked before the
-/// lockout takes effect (the flaw of Keycloak's CVE-2024-4629). An attempt
-/// that reaches the threshold sets the lockout at once; if it succeeds,
-/// [`StoreTx::reset_failures`] lifts it again.
+/// it with `TooManyAttempts` while the user is locked out. For secrets
+/// checked outside the transaction (argon2): the reservation must be
+/// committed before the check. The count is incremented first and the lock
+/// read in the same statement, on the same row: concurrent attempts, on
+/// any server process, queue on that row and each sees the ones before it,
+/// so racing requests are never all checked before the lockout takes
+/// effect (the flaw of Keycloak's CVE-2024-4629). An attempt that reaches
+/// the threshold sets the lockout at once; if it succeeds,
+/// [`clear_attempt`] lifts it again.
 ///
 /// A refusal must roll the transaction back (return the error), so that a
-/// refused attempt does not count. An attempt that is checked outside the
-/// transaction (argon2) must be reserved in a transaction of its own,
-/// committed before the check.
+/// refused attempt does not count.
 pub(crate) fn reserve_attempt(
     tx: &mut dyn StoreTx,
     policy: &LockoutPolicy,
@@ -300,26 +310,53 @@ pub(crate) fn reserve_attempt(
     user: UserId,
     now: Timestamp,
 ) -> MfaResult<Attempt> {
-    let failures = tx.increment_failures(user, kind)?;
-    let state = tx.failure_state(user, kind)?;
+    let state = tx.increment_failures(user, kind)?;
     if let Some(retry_after_secs) = policy.retry_after(&state, now) {
         return Err(MfaError::TooManyAttempts { retry_after_secs });
     }
-    let delay = policy.delay_after(failures);
+    let delay = policy.delay_after(state.failures);
     if let Some(delay) = delay {
         tx.set_locked_until(user, kind, Some(now.plus_secs(delay)))?;
     }
     Ok(Attempt {
         kind,
         user,
-        failures,
-        delay,
+        policy: *policy,
+        failures_before: state.failures.saturating_sub(1),
+        reserved: Some(delay),
     })
 }
 
-/// Audit a reserved attempt that failed, and return the error the caller
-/// should see: `refusal` normally, `TooManyAttempts` when this failure
-/// started a lockout. The failure was counted by [`reserve_attempt`].
+/// Start an attempt of `kind` by `user` whose check runs inside this
+/// transaction, refusing it with `TooManyAttempts` while the user is
+/// locked out. The failure state stays locked until the transaction ends
+/// ([`StoreTx::lock_failure_state`]), so racing attempts are checked one
+/// after another and each sees the failures before it; a failure is
+/// counted by [`fail_attempt`] in the same transaction. A success with no
+/// failures before it writes nothing to the counter.
+pub(crate) fn lock_attempt(
+    tx: &mut dyn StoreTx,
+    policy: &LockoutPolicy,
+    kind: FailureKind,
+    user: UserId,
+    now: Timestamp,
+) -> MfaResult<Attempt> {
+    let state = tx.lock_failure_state(user, kind)?;
+    if let Some(retry_after_secs) = policy.retry_after(&state, now) {
+        return Err(MfaError::TooManyAttempts { retry_after_secs });
+    }
+    Ok(Attempt {
+        kind,
+        user,
+        policy: *policy,
+        failures_before: state.failures,
+        reserved: None,
+    })
+}
+
+/// Count (unless reserved) and audit an attempt that failed, and return the
+/// error the caller should see: `refusal` normally, `TooManyAttempts` when
+/// this failure started a lockout.
 pub(crate) fn fail_attempt(
     tx: &mut dyn StoreTx,
     attempt: &Attempt,
@@ -329,9 +366,20 @@ pub(crate) fn fail_attempt(
     detail: &str,
     refusal: MfaError,
 ) -> MfaResult<MfaError> {
+    let (failures, delay) = match attempt.reserved {
+        Some(delay) => (attempt.failures_before.saturating_add(1), delay),
+        None => {
+            let failures = tx.increment_failures(attempt.user, attempt.kind)?.failures;
+            let delay = attempt.policy.delay_after(failures);
+            if let Some(delay) = delay {
+                tx.set_locked_until(attempt.user, attempt.kind, Some(now.plus_secs(delay)))?;
+            }
+            (failures, delay)
+        }
+    };
     let user = Some(attempt.user);
     audit(tx, now, org, user, user, action, detail)?;
-    match attempt.delay {
+    match delay {
         Some(delay) => {
             audit(
                 tx,
@@ -341,8 +389,7 @@ pub(crate) fn fail_attempt(
                 user,
                 AuditAction::LockedOut,
                 format!(
-                    "{} failures of kind {}; locked for {delay} s",
-                    attempt.failures,
+                    "{failures} failures of kind {}; locked for {delay} s",
                     attempt.kind.as_str()
                 ),
             )?;
@@ -352,6 +399,15 @@ pub(crate) fn fail_attempt(
         }
         None => Ok(refusal),
     }
+}
+
+/// Record that an attempt succeeded: the failure count starts again. Skips
+/// the write when there is nothing to reset (the common case).
+pub(crate) fn clear_attempt(tx: &mut dyn StoreTx, attempt: &Attempt) -> MfaResult<()> {
+    if attempt.reserved.is_some() || attempt.failures_before > 0 {
+        tx.reset_failures(attempt.user, attempt.kind)?;
+    }
+    Ok(())
 }
 
 /// Validate a page request (size 1..=200).
@@ -390,12 +446,12 @@ mod tests {
         let store = InMemoryStore::new();
         for n in 1..=4 {
             let a = reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!((a.failures, a.delay), (n, None));
+            assert_eq!((a.failures_before + 1, a.reserved), (n, Some(None)));
         }
         // The fifth is still checked, but the lockout is already in force
         // for any attempt racing with it.
         let fifth = reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(fifth.delay, Some(30));
+        assert_eq!(fifth.reserved, Some(Some(30)));
         assert_eq!(
             reserve(&store, NOW).map(|_| ()),
             Err(MfaError::TooManyAttempts {
@@ -406,7 +462,68 @@ mod tests {
         assert_eq!(failures(&store), 5);
         // After the lockout, the next attempt doubles it.
         let sixth = reserve(&store, NOW.plus_secs(30)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((sixth.failures, sixth.delay), (6, Some(60)));
+        assert_eq!((sixth.failures_before, sixth.reserved), (5, Some(Some(60))));
+    }
+
+    /// An attempt checked inside its transaction, failing or not.
+    fn locked_attempt(store: &InMemoryStore, now: Timestamp, fails: bool) -> MfaResult<MfaError> {
+        store.write(|tx| {
+            let attempt =
+                lock_attempt(tx, &LockoutPolicy::default(), FailureKind::Code, USER, now)?;
+            if fails {
+                fail_attempt(
+                    tx,
+                    &attempt,
+                    None,
+                    now,
+                    AuditAction::MfaVerifyFailed,
+                    "wrong",
+                    MfaError::InvalidCode,
+                )
+            } else {
+                clear_attempt(tx, &attempt)?;
+                Ok(MfaError::InvalidCode)
+            }
+        })
+    }
+
+    #[test]
+    fn attempts_checked_inside_the_transaction_count_only_failures() {
+        let store = InMemoryStore::new();
+        for _ in 0..4 {
+            assert_eq!(locked_attempt(&store, NOW, true), Ok(MfaError::InvalidCode));
+        }
+        // The fifth failure starts the lockout and reports it.
+        assert_eq!(
+            locked_attempt(&store, NOW, true),
+            Ok(MfaError::TooManyAttempts {
+                retry_after_secs: 30
+            })
+        );
+        assert_eq!(failures(&store), 5);
+        // Locked: refused unchecked, and not counted.
+        assert_eq!(
+            locked_attempt(&store, NOW.plus_secs(10), false),
+            Err(MfaError::TooManyAttempts {
+                retry_after_secs: 20
+            })
+        );
+        assert_eq!(failures(&store), 5);
+        // After the lockout a success clears the count.
+        assert_eq!(
+            locked_attempt(&store, NOW.plus_secs(30), false),
+            Ok(MfaError::InvalidCode)
+        );
+        assert_eq!(failures(&store), 0);
+        // A success with nothing to clear writes nothing.
+        store
+            .write(|tx| {
+                let attempt =
+                    lock_attempt(tx, &LockoutPolicy::default(), FailureKind::Code, USER, NOW)?;
+                assert_eq!((attempt.failures_before, attempt.reserved), (0, None));
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
@@ -419,6 +536,6 @@ mod tests {
             .write(|tx| Ok(tx.reset_failures(USER, FailureKind::Code)?))
             .unwrap_or_else(|e| panic!("{e}"));
         let a = reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((a.failures, a.delay), (1, None));
+        assert_eq!((a.failures_before, a.reserved), (0, Some(None)));
     }
 }

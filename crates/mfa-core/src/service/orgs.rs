@@ -176,7 +176,7 @@ impl<S: Store> MfaService<S> {
                 .ok_or(MfaError::NotFound("user"))?;
             require_member_of_current_org(tx.membership(user.id, caller.org_id)?.as_ref())?;
             require_may_manage(caller, user.is_super_admin)?;
-            if tx.authenticator(user.id)?.is_none() {
+            if tx.authenticator_state(user.id)?.is_none() {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             }
             self.remove_factors(tx, user.id, false)?;

@@ -95,7 +95,7 @@ impl<S: Store> MfaService<S> {
         self.write_then(|tx| {
             // The password was right: the count starts again, whether or
             // not a session can be opened.
-            tx.reset_failures(user.id, FailureKind::Password)?;
+            clear_attempt(tx, &attempt)?;
             let memberships = tx.memberships_of_user(user.id)?;
             let membership = match org {
                 Some(org) => memberships.iter().find(|m| m.org_id == org),
@@ -154,34 +154,33 @@ impl<S: Store> MfaService<S> {
         }
         let token_hash = hash_token(token);
         let idle = self.config.session_idle_secs;
-        let (caller, last_seen) = self.store.read(|tx| {
-            let session = tx
-                .session_by_token_hash(&token_hash)?
-                .ok_or(MfaError::Unauthorized)?;
-            let live = session.revoked_at.is_none()
-                && now < session.expires_at
-                && (session.level == AssuranceLevel::Partial
-                    || session.last_seen_at.secs_until(now) < idle);
-            if !live {
-                return Err(MfaError::Unauthorized);
-            }
-            let user = tx.user(session.user_id)?.ok_or(MfaError::Unauthorized)?;
-            let membership = tx
-                .membership(session.user_id, session.org_id)?
-                .filter(|m| m.is_active)
-                .ok_or(MfaError::Unauthorized)?;
-            Ok((
-                Caller {
-                    session_id: session.id,
-                    user_id: user.id,
-                    org_id: session.org_id,
-                    level: session.level,
-                    is_super_admin: user.is_super_admin,
-                    is_org_admin: membership.is_active_admin(),
-                },
-                session.last_seen_at,
-            ))
-        })?;
+        let found = self
+            .store
+            .read_statement(|tx| Ok(tx.session_member(&token_hash)?))?;
+        let SessionMember {
+            session,
+            is_super_admin,
+            membership,
+        } = found.ok_or(MfaError::Unauthorized)?;
+        let live = session.revoked_at.is_none()
+            && now < session.expires_at
+            && (session.level == AssuranceLevel::Partial
+                || session.last_seen_at.secs_until(now) < idle);
+        if !live {
+            return Err(MfaError::Unauthorized);
+        }
+        let membership = membership
+            .filter(|m| m.is_active)
+            .ok_or(MfaError::Unauthorized)?;
+        let caller = Caller {
+            session_id: session.id,
+            user_id: session.user_id,
+            org_id: session.org_id,
+            level: session.level,
+            is_super_admin,
+            is_org_admin: membership.is_active_admin(),
+        };
+        let last_seen = session.last_seen_at;
         if last_seen.secs_until(now) >= self.config.last_seen_granularity_secs {
             self.store.write(|tx| {
                 tx.touch_session(caller.session_id, now)?;
@@ -283,7 +282,8 @@ impl<S: Store> MfaService<S> {
     }
 
     /// Check an emailed code of `purpose` and consume it. Returns the
-    /// refusal to report (after counting it) or `Ok(())`.
+    /// refusal to report (after counting it) or the attempt, for the caller
+    /// to clear once the rest of its transaction succeeded.
     pub(crate) fn check_email_code(
         &self,
         tx: &mut dyn StoreTx,
@@ -291,8 +291,8 @@ impl<S: Store> MfaService<S> {
         purpose: EmailCodePurpose,
         candidate: &str,
         now: Timestamp,
-    ) -> MfaResult<MfaResult<()>> {
-        let attempt = reserve_attempt(
+    ) -> MfaResult<MfaResult<Attempt>> {
+        let attempt = lock_attempt(
             tx,
             &self.config.code_lockout,
             FailureKind::Code,
@@ -332,7 +332,7 @@ impl<S: Store> MfaService<S> {
         if !tx.consume_email_code(code.id, now)? {
             return fail(tx, "email code already used", MfaError::InvalidCode);
         }
-        Ok(Ok(()))
+        Ok(Ok(attempt))
     }
 
     /// Check a TOTP code against the user's verified authenticator and
@@ -344,8 +344,8 @@ impl<S: Store> MfaService<S> {
         candidate: &str,
         now: Timestamp,
         replayed: &mut bool,
-    ) -> MfaResult<MfaResult<()>> {
-        let attempt = reserve_attempt(
+    ) -> MfaResult<MfaResult<Attempt>> {
+        let attempt = lock_attempt(
             tx,
             &self.config.code_lockout,
             FailureKind::Code,
@@ -365,7 +365,7 @@ impl<S: Store> MfaService<S> {
             authenticator.last_used_step,
         );
         let (detail, action) = match verdict {
-            Ok(step) if tx.accept_totp_step(caller.user_id, step)? => return Ok(Ok(())),
+            Ok(step) if tx.accept_totp_step(caller.user_id, step)? => return Ok(Ok(attempt)),
             // Another request accepted this step between our read and write.
             Ok(_) | Err(VerifyError::Replayed { .. }) => {
                 *replayed = true;
@@ -425,10 +425,11 @@ impl<S: Store> MfaService<S> {
                     None => return Err(MfaError::InvalidCode),
                 },
             };
-            if let Err(refusal) = checked {
-                return Ok(Err(refusal));
-            }
-            tx.reset_failures(caller.user_id, FailureKind::Code)?;
+            let attempt = match checked {
+                Ok(attempt) => attempt,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            clear_attempt(tx, &attempt)?;
             audit_own(
                 tx,
                 caller,
@@ -466,7 +467,10 @@ impl<S: Store> MfaService<S> {
         self.notify(&user.email, kind);
     }
 
-    /// Revoke the caller's session and open a full one in the same org.
+    /// Make the caller's session full under a new token: the old token
+    /// stops working at once (a token is never promoted, so one captured
+    /// before MFA is worth nothing after it). `Unauthorized` if the session
+    /// ended meanwhile (a logout, or an admin reset revoking it).
     pub(crate) fn upgrade_session(
         &self,
         tx: &mut dyn StoreTx,
@@ -475,15 +479,18 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<NewToken> {
         let token = new_token(self.rng.as_ref());
         let expires_at = now.plus_secs(self.config.session_ttl_secs);
-        tx.revoke_session(caller.session_id, now)?;
-        tx.insert_session(&NewSession {
-            token_hash: hash_token(&token),
-            user_id: caller.user_id,
-            org_id: caller.org_id,
-            level: AssuranceLevel::Full,
-            created_at: now,
-            expires_at,
-        })?;
+        let rotated = tx.rotate_session(
+            caller.session_id,
+            &SessionRotation {
+                token_hash: hash_token(&token),
+                level: AssuranceLevel::Full,
+                expires_at,
+                now,
+            },
+        )?;
+        if !rotated {
+            return Err(MfaError::Unauthorized);
+        }
         Ok(NewToken { token, expires_at })
     }
 
@@ -528,7 +535,7 @@ impl<S: Store> MfaService<S> {
         attempt: &Attempt,
         matched: Option<i64>,
         now: Timestamp,
-    ) -> MfaResult<MfaResult<()>> {
+    ) -> MfaResult<MfaResult<Attempt>> {
         let consumed = match matched {
             Some(id) => tx.consume_recovery_code(id, now)?,
             None => false,
@@ -546,6 +553,6 @@ impl<S: Store> MfaService<S> {
             return Ok(Err(refusal));
         }
         audit_own(tx, caller, now, AuditAction::RecoveryCodeUsed, "")?;
-        Ok(Ok(()))
+        Ok(Ok(*attempt))
     }
 }

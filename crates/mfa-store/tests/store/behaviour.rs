@@ -760,19 +760,21 @@ fn failure_counters(db: TestDatabase) {
         let n = write(&store, |tx| {
             Ok(tx.increment_failures(user.id, FailureKind::Code)?)
         });
-        assert_eq!(n, expected);
+        assert_eq!(n.failures, expected);
     }
     assert_eq!(
         write(&store, |tx| Ok(
             tx.increment_failures(user.id, FailureKind::Password)?
-        )),
+        ))
+        .failures,
         1,
         "kinds are counted apart"
     );
     assert_eq!(
         write(&store, |tx| Ok(
             tx.increment_failures(other.id, FailureKind::Code)?
-        )),
+        ))
+        .failures,
         1,
         "users are counted apart"
     );
@@ -814,7 +816,10 @@ fn failure_counters(db: TestDatabase) {
         write(&store, |tx| Ok(
             tx.increment_failures(user.id, FailureKind::Code)?
         )),
-        1,
+        FailureState {
+            failures: 1,
+            locked_until: None
+        },
         "counting starts again"
     );
 }

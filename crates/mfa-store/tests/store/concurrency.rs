@@ -130,7 +130,7 @@ fn concurrent_increment_failures(db: TestDatabase) {
     let user = write(&first, |tx| Ok(add_user(tx, "a@example.com").id));
     let mut counts = race(&[&first, &second], THREADS, |store, _| {
         store
-            .write(|tx| Ok(tx.increment_failures(user, FailureKind::Code)?))
+            .write(|tx| Ok(tx.increment_failures(user, FailureKind::Code)?.failures))
             .expect("increment_failures")
     });
     counts.sort_unstable();
@@ -202,6 +202,36 @@ fn many_writers(db: &TestDatabase, stores: &[&DbStore]) {
     );
 }
 
+/// Racing attempts that check inside their transaction: each holds the
+/// counter from its read to its commit, so each sees every failure before
+/// it (no two see the same count), on users with and without a counter
+/// row, across two pools.
+fn concurrent_lock_failure_state(db: TestDatabase) {
+    let first = open(&db);
+    let second = open(&db);
+    let (fresh, counted) = write(&first, |tx| {
+        let fresh = add_user(tx, "fresh@example.com").id;
+        let counted = add_user(tx, "counted@example.com").id;
+        tx.increment_failures(counted, FailureKind::Code)?;
+        Ok((fresh, counted))
+    });
+    for (user, before) in [(fresh, 0), (counted, 1)] {
+        let mut seen = race(&[&first, &second], THREADS, |store, _| {
+            store
+                .write(|tx| {
+                    let state = tx.lock_failure_state(user, FailureKind::Code)?;
+                    // The check would run here; this attempt failed.
+                    tx.increment_failures(user, FailureKind::Code)?;
+                    Ok(state.failures)
+                })
+                .expect("lock_failure_state")
+        });
+        seen.sort_unstable();
+        let expected: Vec<u32> = (before..before + THREADS as u32).collect();
+        assert_eq!(seen, expected, "each attempt saw the ones before it");
+    }
+}
+
 fn concurrent_writers_never_fail(db: TestDatabase) {
     let store = open(&db);
     many_writers(&db, &[&store]);
@@ -219,6 +249,7 @@ backend_tests!(
     concurrent_consume_email_code,
     concurrent_consume_recovery_code,
     concurrent_increment_failures,
+    concurrent_lock_failure_state,
     concurrent_writers_never_fail,
     concurrent_writers_two_stores_never_fail,
 );

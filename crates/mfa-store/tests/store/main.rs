@@ -37,6 +37,8 @@ mod behaviour;
 mod concurrency;
 mod crash;
 mod encryption;
+mod group_commit;
+mod hot_paths;
 mod key_rotation;
 mod open;
 mod support;

@@ -16,7 +16,10 @@ pub fn open(db: &TestDatabase) -> DbStore {
 }
 
 /// Run a write transaction that must succeed.
-pub fn write<T>(store: &DbStore, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> T {
+pub fn write<T: Send>(
+    store: &DbStore,
+    f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+) -> T {
     store
         .write(f)
         .unwrap_or_else(|e| panic!("write transaction failed: {e:?}"))

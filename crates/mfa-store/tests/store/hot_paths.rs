@@ -1,0 +1,235 @@
+//! The narrow queries of the hot paths (every authenticated request, every
+//! MFA verify): they must agree with the full loads they stand in for.
+
+use mfa_core::{
+    AssuranceLevel, AuthenticatorState, Membership, NewSession, SessionId, SessionMember,
+    SessionRotation, Store, StoreTx, Timestamp,
+};
+use mfa_store::test_support::TestDatabase;
+use mfa_totp::{Secret, TotpParams};
+
+use crate::support::*;
+
+fn partial_session(
+    tx: &mut dyn StoreTx,
+    user: mfa_core::UserId,
+    org: mfa_core::OrgId,
+    hash: &str,
+) -> SessionId {
+    tx.insert_session(&NewSession {
+        token_hash: hash.to_string(),
+        user_id: user,
+        org_id: org,
+        level: AssuranceLevel::Partial,
+        created_at: T0,
+        expires_at: Timestamp(T0.0 + 600),
+    })
+    .expect("insert_session")
+    .id
+}
+
+fn session_member_joins_user_and_membership(db: TestDatabase) {
+    let store = open(&db);
+    let (user, member_of, stranger_to) = write(&store, |tx| {
+        let mut user = add_user(tx, "a@example.com");
+        user.is_super_admin = true;
+        tx.update_user(&user)?;
+        let member_of = add_org(tx, "A");
+        let stranger_to = add_org(tx, "B");
+        let mut membership = Membership::new(user.id, member_of.id);
+        membership.is_admin = true;
+        tx.insert_membership(&membership)?;
+        partial_session(tx, user.id, member_of.id, "in-a");
+        partial_session(tx, user.id, stranger_to.id, "in-b");
+        Ok((user, member_of, stranger_to))
+    });
+    read(&store, |tx| {
+        let SessionMember {
+            session,
+            is_super_admin,
+            membership,
+        } = tx.session_member("in-a")?.expect("session in A");
+        assert_eq!(Some(session.clone()), tx.session_by_token_hash("in-a")?);
+        assert!(is_super_admin);
+        assert_eq!(membership, tx.membership(user.id, member_of.id)?);
+        assert!(membership.expect("member of A").is_admin);
+
+        let in_b = tx.session_member("in-b")?.expect("session in B");
+        assert_eq!(in_b.session.org_id, stranger_to.id);
+        assert_eq!(in_b.membership, None, "no membership in B");
+
+        assert_eq!(tx.session_member("unknown")?, None);
+        Ok(())
+    });
+    // A deleted user's sessions resolve to nothing.
+    write(&store, |tx| Ok(tx.delete_user(user.id)?));
+    read(&store, |tx| {
+        assert_eq!(tx.session_member("in-a")?, None);
+        Ok(())
+    });
+}
+
+fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
+    let store = open(&db);
+    let (id, revoked) = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com");
+        let org = add_org(tx, "A");
+        let id = partial_session(tx, user.id, org.id, "old");
+        let revoked = partial_session(tx, user.id, org.id, "revoked");
+        tx.revoke_session(revoked, T0)?;
+        Ok((id, revoked))
+    });
+    let now = Timestamp(T0.0 + 60);
+    let rotation = |hash: &str| SessionRotation {
+        token_hash: hash.to_string(),
+        level: AssuranceLevel::Full,
+        expires_at: Timestamp(now.0 + 3600),
+        now,
+    };
+    assert!(write(&store, |tx| Ok(
+        tx.rotate_session(id, &rotation("new"))?
+    )));
+    read(&store, |tx| {
+        assert_eq!(
+            tx.session_by_token_hash("old")?,
+            None,
+            "the old token is gone"
+        );
+        let rotated = tx.session_by_token_hash("new")?.expect("new token");
+        assert_eq!(rotated.id, id);
+        assert_eq!(rotated.level, AssuranceLevel::Full);
+        assert_eq!(rotated.expires_at, Timestamp(now.0 + 3600));
+        assert_eq!(rotated.last_seen_at, now);
+        assert_eq!(rotated.created_at, T0);
+        assert_eq!(rotated.revoked_at, None);
+        Ok(())
+    });
+    assert!(
+        !write(&store, |tx| Ok(
+            tx.rotate_session(revoked, &rotation("again"))?
+        )),
+        "a revoked session stays revoked"
+    );
+    let late = SessionRotation {
+        now: Timestamp(T0.0 + 600),
+        ..rotation("late")
+    };
+    let partial = write(&store, |tx| {
+        let user = add_user(tx, "b@example.com");
+        let org = add_org(tx, "B");
+        Ok(partial_session(tx, user.id, org.id, "expiring"))
+    });
+    assert!(
+        !write(&store, |tx| Ok(tx.rotate_session(partial, &late)?)),
+        "an expired session is not revived"
+    );
+    read(&store, |tx| {
+        assert_eq!(tx.session_by_token_hash("late")?, None);
+        assert_eq!(tx.session_by_token_hash("again")?, None);
+        Ok(())
+    });
+}
+
+fn factor_states_without_secrets(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
+    read(&store, |tx| {
+        assert_eq!(tx.authenticator_state(user.id)?, None);
+        assert_eq!(tx.unused_recovery_codes(user.id)?, 0);
+        Ok(())
+    });
+    let expires_at = Timestamp(T0.0 + 600);
+    write(&store, |tx| {
+        tx.put_pending_authenticator(
+            user.id,
+            &Secret::generate(),
+            &TotpParams::default(),
+            T0,
+            expires_at,
+        )?;
+        tx.replace_recovery_codes(
+            user.id,
+            &["h1".to_string(), "h2".to_string(), "h3".to_string()],
+            T0,
+        )?;
+        Ok(())
+    });
+    let first_code = read(&store, |tx| Ok(tx.recovery_codes(user.id)?[0].id));
+    write(&store, |tx| Ok(tx.consume_recovery_code(first_code, T0)?));
+    read(&store, |tx| {
+        assert_eq!(
+            tx.authenticator_state(user.id)?,
+            Some(AuthenticatorState::Pending { expires_at })
+        );
+        assert_eq!(tx.unused_recovery_codes(user.id)?, 2);
+        Ok(())
+    });
+    let verified_at = Timestamp(T0.0 + 30);
+    assert!(write(&store, |tx| Ok(tx.verify_authenticator(
+        user.id,
+        7,
+        verified_at
+    )?)));
+    read(&store, |tx| {
+        let full = tx.authenticator(user.id)?.expect("authenticator");
+        assert_eq!(tx.authenticator_state(user.id)?, Some(full.state));
+        assert_eq!(full.state, AuthenticatorState::Verified { verified_at });
+        Ok(())
+    });
+}
+
+/// PostgreSQL connections are handed out untested; one found lost when
+/// its transaction begins is replaced, so a database restart (here: every
+/// backend of the pool terminated) costs no request.
+#[test]
+fn lost_postgres_connections_are_replaced() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com").id));
+    for round in 0..3 {
+        let terminated = raw_texts(
+            &db,
+            "SELECT pg_terminate_backend(pid)::text AS value FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        assert!(
+            !terminated.is_empty(),
+            "round {round}: the pool had a connection"
+        );
+        assert_eq!(
+            read(&store, |tx| Ok(tx.user(user)?)).map(|u| u.id),
+            Some(user),
+            "round {round}: a read after the loss"
+        );
+        raw_texts(
+            &db,
+            "SELECT pg_terminate_backend(pid)::text AS value FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        let found = store
+            .read_statement(|tx| Ok(tx.user(user)?))
+            .unwrap_or_else(|e| panic!("round {round}: a statement after the loss: {e:?}"));
+        assert_eq!(found.map(|u| u.id), Some(user));
+        raw_texts(
+            &db,
+            "SELECT pg_terminate_backend(pid)::text AS value FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        let failures = write(&store, |tx| {
+            Ok(tx.increment_failures(user, mfa_core::FailureKind::Code)?)
+        });
+        assert_eq!(
+            failures.failures,
+            round + 1,
+            "round {round}: one write, once"
+        );
+    }
+}
+
+backend_tests!(
+    session_member_joins_user_and_membership,
+    rotate_session_replaces_the_token_in_place,
+    factor_states_without_secrets,
+);
