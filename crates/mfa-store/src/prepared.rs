@@ -8,7 +8,11 @@
 //! CPU in an MFA verify (`perf`, call graphs), inside the single writer's
 //! turn; on PostgreSQL the server parsed and planned them on every call.
 //!
-//! Wrapped in [`Prepared`], a statement goes to the cache like a `SELECT`.
+//! Wrapped in [`Prepared`], a statement goes to the cache like a `SELECT`,
+//! but only when its rows are loaded (`get_result`, `load`): `execute`
+//! hands the statement on by reference, and a reference gets diesel's own
+//! (walking) answer. So wrapped writes end in `RETURNING` a key and are
+//! loaded; the number of rows is the number of keys.
 //! The cache key of a statement without a static query id is its SQL text
 //! (and bind types), so a statement whose text did vary would only get
 //! several entries, never a wrong one; wrap only statements whose text is

@@ -67,8 +67,16 @@ pub(crate) fn configure(conn: &mut SqliteConnection, role: Role) -> QueryResult<
 /// a backstop, well above what the checkpointer lets the WAL grow to.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the checkpointer copies the WAL into the database file while
+/// there are writes. A checkpoint `fsync`s the WAL, and writes to it wait
+/// for that; the less there is to sync, the shorter the wait. MFA verify at
+/// 100,000 users, p99 at 64 connections: 75 ms checkpointing every second,
+/// 44 ms every 100 ms, 35 ms every 25 ms, 31 ms every 10 ms (13 ms with no
+/// checkpoint at all, which would let the WAL grow without end).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The longest pause between checkpoints while there are no writes.
+const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Copies committed pages from the WAL into the database file on a thread
 /// of its own, with its own connection.
@@ -96,11 +104,24 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_INTERVAL)
-                {
+                let mut pause = CHECKPOINT_INTERVAL;
+                let mut last = None;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(pause) {
                     // A failed checkpoint loses nothing (the pages stay in
-                    // the WAL); the next one, or the writer's backstop, copies them.
-                    let _ = conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE);");
+                    // the WAL); the next one, or the writer's backstop,
+                    // copies them.
+                    let state = diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)")
+                        .get_result::<CheckpointResult>(&mut conn)
+                        .ok()
+                        .map(|r| (r.log, r.checkpointed));
+                    // Nothing written since the last one: back off, up to
+                    // IDLE_CHECKPOINT_INTERVAL.
+                    pause = if state == last {
+                        (pause * 2).min(IDLE_CHECKPOINT_INTERVAL)
+                    } else {
+                        CHECKPOINT_INTERVAL
+                    };
+                    last = state;
                 }
             })
             .map_err(|e| Error::Configuration(format!("cannot start the checkpointer: {e}")))?;
@@ -118,6 +139,17 @@ impl Drop for Checkpointer {
             let _ = thread.join();
         }
     }
+}
+
+/// The answer of `PRAGMA wal_checkpoint`.
+#[derive(QueryableByName)]
+struct CheckpointResult {
+    /// Frames in the WAL.
+    #[diesel(sql_type = Integer)]
+    log: i32,
+    /// Of those, the frames copied into the database file.
+    #[diesel(sql_type = Integer)]
+    checkpointed: i32,
 }
 
 #[derive(QueryableByName)]

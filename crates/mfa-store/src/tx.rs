@@ -111,8 +111,8 @@ fn authenticator_state(
             expires_at: ts(expires_at),
         });
     }
-    let verified_at =
-        verified_at.ok_or_else(|| Error::Corrupt("verified authenticator without verified_at".into()))?;
+    let verified_at = verified_at
+        .ok_or_else(|| Error::Corrupt("verified authenticator without verified_at".into()))?;
     Ok(AuthenticatorState::Verified {
         verified_at: ts(verified_at),
     })
@@ -350,10 +350,13 @@ macro_rules! impl_store_tx {
             }
 
             fn set_last_login(&mut self, id: UserId, at: Timestamp) -> StoreResult<()> {
-                Prepared(diesel::update(users::table.find(id.0))
-                    .set(users::last_login_at.eq(Some(at.0))))
-                    .execute(self.conn)
-                    .db()?;
+                Prepared(
+                    diesel::update(users::table.find(id.0))
+                        .set(users::last_login_at.eq(Some(at.0)))
+                        .returning(users::id),
+                )
+                .load::<i64>(self.conn)
+                .db()?;
                 Ok(())
             }
 
@@ -619,37 +622,43 @@ macro_rules! impl_store_tx {
                 now: Timestamp,
             ) -> StoreResult<bool> {
                 let step = to_i64(step, "TOTP step").db()?;
-                let changed = Prepared(diesel::update(
-                    authenticators::table
-                        .filter(authenticators::user_id.eq(user.0))
-                        .filter(authenticators::verified.eq(false)),
+                let changed = Prepared(
+                    diesel::update(
+                        authenticators::table
+                            .filter(authenticators::user_id.eq(user.0))
+                            .filter(authenticators::verified.eq(false)),
+                    )
+                    .set((
+                        authenticators::verified.eq(true),
+                        authenticators::verified_at.eq(Some(now.0)),
+                        authenticators::last_used_step.eq(Some(step)),
+                    ))
+                    .returning(authenticators::user_id),
                 )
-                .set((
-                    authenticators::verified.eq(true),
-                    authenticators::verified_at.eq(Some(now.0)),
-                    authenticators::last_used_step.eq(Some(step)),
-                )))
-                .execute(self.conn)
+                .load::<i64>(self.conn)
                 .db()?;
-                Ok(changed > 0)
+                Ok(!changed.is_empty())
             }
 
             fn accept_totp_step(&mut self, user: UserId, step: u64) -> StoreResult<bool> {
                 let step = to_i64(step, "TOTP step").db()?;
-                let changed = Prepared(diesel::update(
-                    authenticators::table
-                        .filter(authenticators::user_id.eq(user.0))
-                        .filter(authenticators::verified.eq(true))
-                        .filter(
-                            authenticators::last_used_step
-                                .is_null()
-                                .or(authenticators::last_used_step.lt(step)),
-                        ),
+                let changed = Prepared(
+                    diesel::update(
+                        authenticators::table
+                            .filter(authenticators::user_id.eq(user.0))
+                            .filter(authenticators::verified.eq(true))
+                            .filter(
+                                authenticators::last_used_step
+                                    .is_null()
+                                    .or(authenticators::last_used_step.lt(step)),
+                            ),
+                    )
+                    .set(authenticators::last_used_step.eq(Some(step)))
+                    .returning(authenticators::user_id),
                 )
-                .set(authenticators::last_used_step.eq(Some(step))))
-                .execute(self.conn)
+                .load::<i64>(self.conn)
                 .db()?;
-                Ok(changed > 0)
+                Ok(!changed.is_empty())
             }
 
             fn delete_authenticator(&mut self, user: UserId) -> StoreResult<bool> {
@@ -730,15 +739,18 @@ macro_rules! impl_store_tx {
             }
 
             fn consume_email_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
-                let changed = Prepared(diesel::update(
-                    email_codes::table
-                        .find(id)
-                        .filter(email_codes::consumed_at.is_null()),
+                let changed = Prepared(
+                    diesel::update(
+                        email_codes::table
+                            .find(id)
+                            .filter(email_codes::consumed_at.is_null()),
+                    )
+                    .set(email_codes::consumed_at.eq(Some(now.0)))
+                    .returning(email_codes::id),
                 )
-                .set(email_codes::consumed_at.eq(Some(now.0))))
-                .execute(self.conn)
+                .load::<i64>(self.conn)
                 .db()?;
-                Ok(changed > 0)
+                Ok(!changed.is_empty())
             }
 
             fn delete_email_code(&mut self, id: i64) -> StoreResult<()> {
@@ -807,15 +819,18 @@ macro_rules! impl_store_tx {
             }
 
             fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool> {
-                let changed = Prepared(diesel::update(
-                    recovery_codes::table
-                        .find(id)
-                        .filter(recovery_codes::used_at.is_null()),
+                let changed = Prepared(
+                    diesel::update(
+                        recovery_codes::table
+                            .find(id)
+                            .filter(recovery_codes::used_at.is_null()),
+                    )
+                    .set(recovery_codes::used_at.eq(Some(now.0)))
+                    .returning(recovery_codes::id),
                 )
-                .set(recovery_codes::used_at.eq(Some(now.0))))
-                .execute(self.conn)
+                .load::<i64>(self.conn)
                 .db()?;
-                Ok(changed > 0)
+                Ok(!changed.is_empty())
             }
 
             fn delete_recovery_codes(&mut self, user: UserId) -> StoreResult<u64> {
@@ -834,20 +849,22 @@ macro_rules! impl_store_tx {
                 // tokens carry 256 random bits, so no caller handles a
                 // violation. A savepoint costs two statements per login and
                 // MFA verify (two round trips on PostgreSQL).
-                let row: SessionRow = Prepared(diesel::insert_into(sessions::table)
-                    .values((
-                        sessions::token_hash.eq(&s.token_hash),
-                        sessions::user_id.eq(s.user_id.0),
-                        sessions::org_id.eq(s.org_id.0),
-                        sessions::level.eq(s.level.as_str()),
-                        sessions::created_at.eq(s.created_at.0),
-                        sessions::expires_at.eq(s.expires_at.0),
-                        sessions::last_seen_at.eq(s.created_at.0),
-                        sessions::revoked_at.eq(None::<i64>),
-                    ))
-                    .returning(SessionRow::as_returning()))
-                    .get_result(self.conn)
-                    .db()?;
+                let row: SessionRow = Prepared(
+                    diesel::insert_into(sessions::table)
+                        .values((
+                            sessions::token_hash.eq(&s.token_hash),
+                            sessions::user_id.eq(s.user_id.0),
+                            sessions::org_id.eq(s.org_id.0),
+                            sessions::level.eq(s.level.as_str()),
+                            sessions::created_at.eq(s.created_at.0),
+                            sessions::expires_at.eq(s.expires_at.0),
+                            sessions::last_seen_at.eq(s.created_at.0),
+                            sessions::revoked_at.eq(None::<i64>),
+                        ))
+                        .returning(SessionRow::as_returning()),
+                )
+                .get_result(self.conn)
+                .db()?;
                 Session::try_from(row).db()
             }
 
@@ -895,42 +912,51 @@ macro_rules! impl_store_tx {
                 id: SessionId,
                 rotation: &SessionRotation,
             ) -> StoreResult<bool> {
-                let changed = Prepared(diesel::update(
-                    sessions::table
-                        .find(id.0)
-                        .filter(sessions::revoked_at.is_null())
-                        .filter(sessions::expires_at.gt(rotation.now.0)),
+                let changed = Prepared(
+                    diesel::update(
+                        sessions::table
+                            .find(id.0)
+                            .filter(sessions::revoked_at.is_null())
+                            .filter(sessions::expires_at.gt(rotation.now.0)),
+                    )
+                    .set((
+                        sessions::token_hash.eq(&rotation.token_hash),
+                        sessions::level.eq(rotation.level.as_str()),
+                        sessions::expires_at.eq(rotation.expires_at.0),
+                        sessions::last_seen_at.eq(rotation.now.0),
+                    ))
+                    .returning(sessions::id),
                 )
-                .set((
-                    sessions::token_hash.eq(&rotation.token_hash),
-                    sessions::level.eq(rotation.level.as_str()),
-                    sessions::expires_at.eq(rotation.expires_at.0),
-                    sessions::last_seen_at.eq(rotation.now.0),
-                )))
-                .execute(self.conn)
+                .load::<i64>(self.conn)
                 .db()?;
-                Ok(changed > 0)
+                Ok(!changed.is_empty())
             }
 
             fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()> {
-                Prepared(diesel::update(sessions::table.find(id.0))
-                    .set(sessions::last_seen_at.eq(now.0)))
-                    .execute(self.conn)
-                    .db()?;
+                Prepared(
+                    diesel::update(sessions::table.find(id.0))
+                        .set(sessions::last_seen_at.eq(now.0))
+                        .returning(sessions::id),
+                )
+                .load::<i64>(self.conn)
+                .db()?;
                 Ok(())
             }
 
             fn revoke_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
-                let changed = Prepared(diesel::update(
-                    sessions::table
-                        .find(id.0)
-                        .filter(sessions::revoked_at.is_null())
-                        .filter(sessions::expires_at.gt(now.0)),
+                let changed = Prepared(
+                    diesel::update(
+                        sessions::table
+                            .find(id.0)
+                            .filter(sessions::revoked_at.is_null())
+                            .filter(sessions::expires_at.gt(now.0)),
+                    )
+                    .set(sessions::revoked_at.eq(Some(now.0)))
+                    .returning(sessions::id),
                 )
-                .set(sessions::revoked_at.eq(Some(now.0))))
-                .execute(self.conn)
+                .load::<i64>(self.conn)
                 .db()?;
-                Ok(changed > 0)
+                Ok(!changed.is_empty())
             }
 
             fn revoke_user_sessions(
@@ -987,19 +1013,21 @@ macro_rules! impl_store_tx {
                 kind: FailureKind,
             ) -> StoreResult<FailureState> {
                 // One statement: atomic against any concurrent increment.
-                let row: (i32, Option<i64>) = Prepared(diesel::insert_into(failure_counters::table)
-                    .values((
-                        failure_counters::user_id.eq(user.0),
-                        failure_counters::kind.eq(kind.as_str()),
-                        failure_counters::failures.eq(1),
-                        failure_counters::locked_until.eq(None::<i64>),
-                    ))
-                    .on_conflict((failure_counters::user_id, failure_counters::kind))
-                    .do_update()
-                    .set(failure_counters::failures.eq(failure_counters::failures + 1))
-                    .returning((failure_counters::failures, failure_counters::locked_until)))
-                    .get_result(self.conn)
-                    .db()?;
+                let row: (i32, Option<i64>) = Prepared(
+                    diesel::insert_into(failure_counters::table)
+                        .values((
+                            failure_counters::user_id.eq(user.0),
+                            failure_counters::kind.eq(kind.as_str()),
+                            failure_counters::failures.eq(1),
+                            failure_counters::locked_until.eq(None::<i64>),
+                        ))
+                        .on_conflict((failure_counters::user_id, failure_counters::kind))
+                        .do_update()
+                        .set(failure_counters::failures.eq(failure_counters::failures + 1))
+                        .returning((failure_counters::failures, failure_counters::locked_until)),
+                )
+                .get_result(self.conn)
+                .db()?;
                 failure_state_from(Some(row)).db()
             }
 
@@ -1009,20 +1037,24 @@ macro_rules! impl_store_tx {
                 kind: FailureKind,
                 until: Option<Timestamp>,
             ) -> StoreResult<()> {
-                Prepared(diesel::insert_into(failure_counters::table)
-                    .values((
-                        failure_counters::user_id.eq(user.0),
-                        failure_counters::kind.eq(kind.as_str()),
-                        failure_counters::failures.eq(0),
-                        failure_counters::locked_until.eq(until.map(|t| t.0)),
-                    ))
-                    .on_conflict((failure_counters::user_id, failure_counters::kind))
-                    .do_update()
-                    .set(
-                        failure_counters::locked_until.eq(excluded(failure_counters::locked_until)),
-                    ))
-                    .execute(self.conn)
-                    .db()?;
+                Prepared(
+                    diesel::insert_into(failure_counters::table)
+                        .values((
+                            failure_counters::user_id.eq(user.0),
+                            failure_counters::kind.eq(kind.as_str()),
+                            failure_counters::failures.eq(0),
+                            failure_counters::locked_until.eq(until.map(|t| t.0)),
+                        ))
+                        .on_conflict((failure_counters::user_id, failure_counters::kind))
+                        .do_update()
+                        .set(
+                            failure_counters::locked_until
+                                .eq(excluded(failure_counters::locked_until)),
+                        )
+                        .returning(failure_counters::user_id),
+                )
+                .load::<i64>(self.conn)
+                .db()?;
                 Ok(())
             }
 
@@ -1109,17 +1141,20 @@ macro_rules! impl_store_tx {
             // ---- audit
 
             fn insert_audit(&mut self, e: &NewAuditEvent) -> StoreResult<()> {
-                Prepared(diesel::insert_into(audit_events::table)
-                    .values((
-                        audit_events::at.eq(e.at.0),
-                        audit_events::org_id.eq(e.org_id.map(|o| o.0)),
-                        audit_events::actor_user_id.eq(e.actor_user_id.map(|u| u.0)),
-                        audit_events::target_user_id.eq(e.target_user_id.map(|u| u.0)),
-                        audit_events::action.eq(e.action.as_str()),
-                        audit_events::detail.eq(&e.detail),
-                    )))
-                    .execute(self.conn)
-                    .db()?;
+                Prepared(
+                    diesel::insert_into(audit_events::table)
+                        .values((
+                            audit_events::at.eq(e.at.0),
+                            audit_events::org_id.eq(e.org_id.map(|o| o.0)),
+                            audit_events::actor_user_id.eq(e.actor_user_id.map(|u| u.0)),
+                            audit_events::target_user_id.eq(e.target_user_id.map(|u| u.0)),
+                            audit_events::action.eq(e.action.as_str()),
+                            audit_events::detail.eq(&e.detail),
+                        ))
+                        .returning(audit_events::id),
+                )
+                .load::<i64>(self.conn)
+                .db()?;
                 Ok(())
             }
 
