@@ -78,6 +78,7 @@ diesel::table! {
         mfa_opt_out -> Bool,
         exclude_from_membership_count -> Bool,
         has_advanced_permissions -> Bool,
+        search_text -> Text,
     }
 }
 

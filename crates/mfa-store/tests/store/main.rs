@@ -41,4 +41,5 @@ mod group_commit;
 mod hot_paths;
 mod key_rotation;
 mod open;
+mod search;
 mod support;
