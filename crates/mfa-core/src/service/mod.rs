@@ -269,10 +269,7 @@ pub(crate) fn check_code_lockout(
     now: Timestamp,
 ) -> MfaResult<()> {
     let state = tx.failure_state(user, FailureKind::Code)?;
-    match policy.retry_after(&state, now) {
-        Some(retry_after_secs) => Err(MfaError::TooManyAttempts { retry_after_secs }),
-        None => Ok(()),
-    }
+    refuse_while_locked(policy, &state, now)
 }
 
 /// An attempt at a secret (a code or a password), from
@@ -311,9 +308,7 @@ pub(crate) fn reserve_attempt(
     now: Timestamp,
 ) -> MfaResult<Attempt> {
     let state = tx.increment_failures(user, kind)?;
-    if let Some(retry_after_secs) = policy.retry_after(&state, now) {
-        return Err(MfaError::TooManyAttempts { retry_after_secs });
-    }
+    refuse_while_locked(policy, &state, now)?;
     let delay = policy.delay_after(state.failures);
     if let Some(delay) = delay {
         tx.set_locked_until(user, kind, Some(now.plus_secs(delay)))?;
@@ -342,9 +337,7 @@ pub(crate) fn lock_attempt(
     now: Timestamp,
 ) -> MfaResult<Attempt> {
     let state = tx.lock_failure_state(user, kind)?;
-    if let Some(retry_after_secs) = policy.retry_after(&state, now) {
-        return Err(MfaError::TooManyAttempts { retry_after_secs });
-    }
+    refuse_while_locked(policy, &state, now)?;
     Ok(Attempt {
         kind,
         user,
@@ -352,6 +345,18 @@ pub(crate) fn lock_attempt(
         failures_before: state.failures,
         reserved: None,
     })
+}
+
+/// `TooManyAttempts` while `state` holds a lockout.
+fn refuse_while_locked(
+    policy: &LockoutPolicy,
+    state: &FailureState,
+    now: Timestamp,
+) -> MfaResult<()> {
+    match policy.retry_after(state, now) {
+        Some(retry_after_secs) => Err(MfaError::TooManyAttempts { retry_after_secs }),
+        None => Ok(()),
+    }
 }
 
 /// Count (unless reserved) and audit an attempt that failed, and return the
