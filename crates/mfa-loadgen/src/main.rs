@@ -214,7 +214,7 @@ impl Database {
                     .map_err(|e| format!("cannot connect to --pg-admin-url: {e}"))?;
                 conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
                     .map_err(|e| format!("cannot create database {name}: {e}"))?;
-                let url = replace_database(admin, &name)
+                let url = mfa_store::with_database(admin, &name)
                     .ok_or("--pg-admin-url is not a postgres:// URL")?;
                 eprintln!("created PostgreSQL database {name}");
                 Ok(Database {
@@ -273,20 +273,6 @@ impl Database {
                 .sum(),
         )
     }
-}
-
-/// `url` with its database (path) replaced by `name`, query kept.
-fn replace_database(url: &str, name: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    if scheme != "postgres" && scheme != "postgresql" {
-        return None;
-    }
-    let (location, query) = match rest.find('?') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = location.split('/').next().unwrap_or("");
-    Some(format!("{scheme}://{authority}/{name}{query}"))
 }
 
 /// argon2id verifications per second with the production parameters on
@@ -837,14 +823,13 @@ async fn run(cli: Cli) -> Result<bool, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_database;
 
     #[test]
     fn the_database_of_a_url_is_replaced() {
         assert_eq!(
-            replace_database("postgres://postgres@127.0.0.1:5432/postgres", "x").as_deref(),
+            mfa_store::with_database("postgres://postgres@127.0.0.1:5432/postgres", "x").as_deref(),
             Some("postgres://postgres@127.0.0.1:5432/x")
         );
-        assert_eq!(replace_database("sqlite://a.db", "x"), None);
+        assert_eq!(mfa_store::with_database("sqlite://a.db", "x"), None);
     }
 }

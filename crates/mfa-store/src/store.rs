@@ -135,6 +135,22 @@ fn parse_url(url: &str) -> Result<Target<'_>, Error> {
     Ok(Target::Sqlite(path))
 }
 
+/// A PostgreSQL URL with its database (the path) replaced by `name`, the
+/// query kept; `None` for a URL that is not PostgreSQL's. For tools that
+/// create a database beside the one they were given (tests, load runs).
+pub fn with_database(url: &str, name: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "postgres" && scheme != "postgresql" {
+        return None;
+    }
+    let (location, query) = match rest.find('?') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = location.split('/').next().unwrap_or("");
+    Some(format!("{scheme}://{authority}/{name}{query}"))
+}
+
 /// SQLite: one writer thread with its connection, and a pool of read-only
 /// connections that never wait for the writer (WAL).
 struct SqliteDb {

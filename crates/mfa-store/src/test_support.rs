@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
-use crate::{Backend, DbStore, EncryptionKey, Error, StoreOptions};
+use crate::{Backend, DbStore, EncryptionKey, Error, StoreOptions, with_database};
 
 /// The environment variable naming a PostgreSQL server for tests, e.g.
 /// `postgres://postgres@127.0.0.1:5432/postgres`. Each test database is
@@ -177,23 +177,9 @@ fn wait_for_disconnects(admin: &mut PgConnection, name: &str) {
     }
 }
 
-/// `url` with its database (path) replaced by `name`, query kept.
-fn with_database(url: &str, name: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    if scheme != "postgres" && scheme != "postgresql" {
-        return None;
-    }
-    let (location, query) = match rest.find('?') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = location.split('/').next().unwrap_or("");
-    Some(format!("{scheme}://{authority}/{name}{query}"))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use crate::with_database;
 
     #[test]
     fn database_is_replaced_in_urls() {
