@@ -111,6 +111,9 @@ struct Cli {
     /// The server's `MFA_LOG`.
     #[arg(long, default_value = "info")]
     server_log: String,
+    /// The server's `MFA_DATABASE_POOL_SIZE` (default: the server's own).
+    #[arg(long)]
+    db_pool_size: Option<u32>,
     /// Exit 0 even when requests failed.
     #[arg(long)]
     allow_errors: bool,
@@ -455,6 +458,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 encryption_key: &key_text,
                 data_dir: &data_dir,
                 log: &cli.server_log,
+                pool_size: cli.db_pool_size,
             })
             .await?;
             eprintln!(
@@ -788,6 +792,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
             "read_sessions": spec.full_sessions,
             "reset_ids": reset_ids,
             "server_log": cli.server_log,
+            "db_pool_size": cli.db_pool_size,
             "smoke": cli.smoke,
         },
         "seed_secs": seeded.seconds,

@@ -26,6 +26,8 @@ pub struct Launch<'a> {
     pub data_dir: &'a Path,
     /// `MFA_LOG`.
     pub log: &'a str,
+    /// `MFA_DATABASE_POOL_SIZE`, if not the server's default.
+    pub pool_size: Option<u32>,
 }
 
 /// A server child process.
@@ -57,7 +59,12 @@ impl ServerProcess {
         let log_file = launch.data_dir.join("server.log");
         let log = std::fs::File::create(&log_file)
             .map_err(|e| format!("cannot create {}: {e}", log_file.display()))?;
-        let mut child = Command::new(launch.binary)
+        let mut command = Command::new(launch.binary);
+        match launch.pool_size {
+            Some(size) => command.env("MFA_DATABASE_POOL_SIZE", size.to_string()),
+            None => command.env_remove("MFA_DATABASE_POOL_SIZE"),
+        };
+        let mut child = command
             .env("MFA_DATABASE_URL", launch.database_url)
             .env("MFA_ENCRYPTION_KEY", launch.encryption_key)
             .env("MFA_DATA_DIR", launch.data_dir)

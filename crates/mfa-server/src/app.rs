@@ -201,7 +201,11 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         source,
     })?;
     let key = encryption_key(config)?;
-    let store = DbStore::open(config.database_url.expose(), StoreOptions::new(key))?;
+    let options = StoreOptions {
+        pool_size: config.database_pool_size,
+        ..StoreOptions::new(key)
+    };
+    let store = DbStore::open(config.database_url.expose(), options)?;
     let database = store.backend().as_str();
     let environment = config.environment.as_str();
     let mailer = EmailMailer::new(MailConfig {

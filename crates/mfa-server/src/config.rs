@@ -40,6 +40,8 @@ pub const DEFAULT_SESSION_TTL_SECS: u64 = 43_200;
 pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Shortest accepted session lifetime: one minute.
 pub const MIN_SESSION_TTL_SECS: u64 = 60;
+/// Largest accepted database pool.
+pub const MAX_DATABASE_POOL_SIZE: u32 = 1000;
 /// Default tracing filter.
 pub const DEFAULT_LOG: &str = "info";
 /// Log targets held at `info` whatever `MFA_LOG` says: at `debug`,
@@ -147,6 +149,9 @@ pub struct Config {
     /// `MFA_DATABASE_URL`: `sqlite://PATH` or `postgres://...`; defaults to
     /// the SQLite file in the data directory.
     pub database_url: Secret,
+    /// `MFA_DATABASE_POOL_SIZE`: connections to PostgreSQL (default 10), or
+    /// SQLite's read connections (default 8; SQLite always has one writer).
+    pub database_pool_size: Option<u32>,
     /// `MFA_ENCRYPTION_KEY`: base64 of 32 bytes; unset means the key file in
     /// the data directory (SQLite only).
     pub encryption_key: Option<Secret>,
@@ -176,6 +181,7 @@ struct FileConfig {
     bind: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    database_pool_size: Option<u32>,
     encryption_key: Option<String>,
     bootstrap_admin_email: Option<String>,
     bootstrap_admin_password: Option<String>,
@@ -222,6 +228,22 @@ impl Config {
             }
             None => format!("sqlite://{}", data_dir.join(SQLITE_FILE).display()),
         };
+
+        let database_pool_size = match env("MFA_DATABASE_POOL_SIZE") {
+            Some(v) => Some(v.trim().parse::<u32>().map_err(|_| {
+                invalid(
+                    "MFA_DATABASE_POOL_SIZE",
+                    "expected a whole number of connections",
+                )
+            })?),
+            None => file_config.database_pool_size,
+        };
+        if database_pool_size.is_some_and(|n| !(1..=MAX_DATABASE_POOL_SIZE).contains(&n)) {
+            return Err(invalid(
+                "MFA_DATABASE_POOL_SIZE",
+                format!("expected between 1 and {MAX_DATABASE_POOL_SIZE} connections"),
+            ));
+        }
 
         let encryption_key = pick("MFA_ENCRYPTION_KEY", file_config.encryption_key)
             .map(|k| {
@@ -312,6 +334,7 @@ impl Config {
             bind,
             data_dir,
             database_url: Secret::new(database_url),
+            database_pool_size,
             encryption_key,
             bootstrap_admin_email,
             bootstrap_admin_password,
@@ -403,6 +426,13 @@ mod tests {
         assert_eq!(c.session_ttl_secs, 43_200);
         assert_eq!(c.environment, Environment::Production);
         assert!(c.encryption_key.is_none());
+        assert_eq!(c.database_pool_size, None);
+        assert_eq!(
+            from(&[("MFA_DATABASE_POOL_SIZE", "4")])
+                .unwrap()
+                .database_pool_size,
+            Some(4)
+        );
     }
 
     #[test]
@@ -416,6 +446,8 @@ mod tests {
             ("MFA_ENVIRONMENT", "staging"),
             ("MFA_SESSION_TTL_SECS", "twelve hours"),
             ("MFA_SESSION_TTL_SECS", "5"),
+            ("MFA_DATABASE_POOL_SIZE", "ten"),
+            ("MFA_DATABASE_POOL_SIZE", "0"),
             ("MFA_LOG", "[[["),
         ] {
             let err = from(&[(var, value)]).unwrap_err().to_string();

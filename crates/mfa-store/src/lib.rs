@@ -2,6 +2,7 @@
 
 mod crypto;
 mod error;
+mod fair_pool;
 mod models;
 mod pg_pool;
 mod prepared;

@@ -88,6 +88,13 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
                 None => "(unset: generated and printed once, on an empty database)".to_string(),
             },
         ),
+        (
+            "MFA_DATABASE_POOL_SIZE",
+            match config.database_pool_size {
+                Some(n) => n.to_string(),
+                None => "(unset: PostgreSQL 10, SQLite 8 readers)".to_string(),
+            },
+        ),
         ("MFA_ISSUER", config.issuer.clone()),
         ("MFA_ENVIRONMENT", config.environment.as_str().to_string()),
         (
