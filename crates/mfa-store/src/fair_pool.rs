@@ -4,9 +4,12 @@
 //! thread it wakes must take the pool's lock again, and a thread that just
 //! arrived (or just returned a connection and starts its next request)
 //! often takes the connection first. The woken thread then waits again, at
-//! the back of the queue. With more threads than connections this starved
-//! single requests for seconds: PostgreSQL reads at 64 connections had a
-//! p99 of 21 ms and a maximum of 2.4 to 3.9 s in every run.
+//! the back of the queue. With more threads than connections single
+//! requests starve: PostgreSQL reads and verifications at 64 connections
+//! had a p99 a third to a half higher than with this pool (figures in
+//! docs/PERFORMANCE.md). The multi-second reads seen in the same runs
+//! were PostgreSQL's own, with more busy backends than cores; a smaller
+//! pool (`StoreOptions::pool_size`) is what removes those.
 //!
 //! Here only one caller at a time waits inside the pool: the holder of
 //! `turn`, a mutex handed over first-come first-served (parking_lot's fair
