@@ -59,7 +59,8 @@ pub struct PasswordHasher {
 /// thread (its per-thread arenas fragment around them), so the memory of a
 /// busy server grew far beyond one buffer per concurrent hash. At most one
 /// buffer per core is kept; more concurrent hashes allocate and free their
-/// own.
+/// own. [`PasswordHasher::release_memory`] gives the kept buffers back to
+/// the operating system once password checks have stopped for a while.
 #[derive(Default)]
 struct WorkingMemory {
     spare: Mutex<Vec<Vec<Block>>>,
@@ -75,12 +76,12 @@ impl fmt::Debug for WorkingMemory {
 }
 
 impl WorkingMemory {
-    /// Free the kept buffers.
-    fn release(&self) {
-        self.spare
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+    /// Free the kept buffers; returns how many bytes they held.
+    fn release(&self) -> usize {
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = spare.iter().map(|b| b.len() * size_of::<Block>()).sum();
+        spare.clear();
+        bytes
     }
 
     /// Run `f` with a buffer of `len` blocks (contents unspecified: argon2
@@ -94,7 +95,7 @@ impl WorkingMemory {
             }
         };
         if buffer.len() != len {
-            buffer = vec![Block::default(); len];
+            buffer = new_buffer(len);
         }
         let result = f(&mut buffer);
         let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -104,6 +105,25 @@ impl WorkingMemory {
         }
         result
     }
+}
+
+/// Address space reserved for each working buffer, at least: glibc's
+/// malloc serves requests above 32 MiB (its largest dynamic mmap threshold
+/// on 64-bit targets) with a mapping of their own and unmaps it on free.
+/// A 19 MiB request would instead be carved from a thread's arena once the
+/// first one was freed (the threshold rises to the freed size), and the
+/// arena keeps the pages after the buffer is dropped, so releasing the
+/// buffer would not lower the process's memory. Only the `len` blocks in
+/// use are ever touched, so only they occupy memory.
+const MIN_BUFFER_RESERVATION: usize = 33 * 1024 * 1024;
+
+/// A working buffer of `len` blocks in a mapping the allocator returns to
+/// the system when it is dropped.
+fn new_buffer(len: usize) -> Vec<Block> {
+    let reserve = len.max(MIN_BUFFER_RESERVATION.div_ceil(size_of::<Block>()));
+    let mut buffer = Vec::with_capacity(reserve);
+    buffer.resize(len, Block::default());
+    buffer
 }
 
 impl PasswordHasher {
@@ -124,8 +144,19 @@ impl PasswordHasher {
         };
         hasher.decoy_hash = hasher.hash("decoy password for unknown users", rng)?;
         // A service that never checks a password need not keep 19 MiB.
-        hasher.memory.release();
+        hasher.release_memory();
         Ok(hasher)
+    }
+
+    /// Give the working memory kept between hashes (one argon2 buffer per
+    /// core at most, 19 MiB each with the default parameters) back to the
+    /// operating system; returns how many bytes were released. The next
+    /// hash allocates afresh, which costs it a few milliseconds of page
+    /// faults. Meant for when password checks have stopped for a while, so
+    /// a login storm does not leave its peak memory behind. Hashes running
+    /// meanwhile keep their buffers until they finish.
+    pub fn release_memory(&self) -> usize {
+        self.memory.release()
     }
 
     /// argon2 of `secret` and `salt` into `out`, in reused working memory.
@@ -380,6 +411,35 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert!(kept <= cores, "{kept} buffers kept for {cores} cores");
         assert_eq!(memory.with(8, |b| b.as_ptr() as usize), first);
+    }
+
+    #[test]
+    fn released_memory_is_allocated_again_for_the_next_hash() {
+        let rng = OsRandomness;
+        let params = PasswordParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(params, &rng).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hasher.release_memory(), 0, "the decoy's buffer is not kept");
+        let phc = hasher
+            .hash("first password", &rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hasher.release_memory(), 1024 * 1024);
+        assert_eq!(hasher.release_memory(), 0);
+        assert!(hasher.verify("first password", &phc));
+        assert!(!hasher.verify("other password", &phc));
+        assert_eq!(hasher.release_memory(), 1024 * 1024);
+    }
+
+    #[test]
+    fn buffers_reserve_enough_to_be_mapped_on_their_own() {
+        let buffer = new_buffer(16);
+        assert_eq!(buffer.len(), 16);
+        assert!(buffer.capacity() * size_of::<Block>() >= MIN_BUFFER_RESERVATION);
+        let large = MIN_BUFFER_RESERVATION / size_of::<Block>() + 5;
+        assert_eq!(new_buffer(large).capacity(), large);
     }
 
     #[test]

@@ -323,7 +323,13 @@ fn warn_if_readable_by_others(path: &Path) {
 fn serve(service: Arc<Service>, listener: TcpListener) -> io::Result<Server> {
     let service = web::Data::from(service);
     let metrics = web::Data::new(Metrics::new());
-    let passwords = web::Data::new(PasswordPool::per_core()?);
+    let idle_service = service.clone();
+    let passwords = web::Data::new(PasswordPool::per_core(move || {
+        let bytes = idle_service.release_password_memory();
+        if bytes > 0 {
+            tracing::debug!(bytes, "password checks paused: argon2 memory released");
+        }
+    })?);
     let server = HttpServer::new(move || {
         let (app, api) = App::new()
             .into_utoipa_app()

@@ -19,14 +19,25 @@
 //! Throughput of password logins is unchanged: with one hash per core at a
 //! time the cores are as busy as with more, and each hash gets a core to
 //! itself.
+//!
+//! When no job has come for [`IDLE_AFTER`], the pool runs its idle hook
+//! once (the server gives argon2's kept buffers back to the system there),
+//! so the memory of a login storm is not held after it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::error::ApiError;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+type IdleHook = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// How long the pool waits without a job before it runs its idle hook. A
+/// storm sends jobs every few milliseconds; a quiet server's next login
+/// pays for the release with a few milliseconds of page faults.
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Scheduling priority of the pool's threads (`nice`): 0 is normal, 19 the
 /// lowest. See docs/PERFORMANCE.md for MFA verify latency beside a login
@@ -41,16 +52,23 @@ pub struct PasswordPool {
 }
 
 impl PasswordPool {
-    /// A pool of `threads` threads (at least 1), named `argon2-N`.
-    pub fn new(threads: usize) -> std::io::Result<PasswordPool> {
+    /// A pool of `threads` threads (at least 1), named `argon2-N`, that
+    /// runs `on_idle` once each time no job has come for `idle_after`.
+    pub fn new(
+        threads: usize,
+        idle_after: Duration,
+        on_idle: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<PasswordPool> {
         let threads = threads.max(1);
         let (sender, receiver) = channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
+        let on_idle: IdleHook = Arc::new(on_idle);
         for i in 0..threads {
             let receiver = receiver.clone();
+            let on_idle = on_idle.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || worker(&receiver))?;
+                .spawn(move || worker(&receiver, idle_after, on_idle.as_ref()))?;
         }
         Ok(PasswordPool {
             queue: sender,
@@ -58,9 +76,13 @@ impl PasswordPool {
         })
     }
 
-    /// A pool with one thread per core.
-    pub fn per_core() -> std::io::Result<PasswordPool> {
-        PasswordPool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    /// A pool with one thread per core and the default [`IDLE_AFTER`].
+    pub fn per_core(on_idle: impl Fn() + Send + Sync + 'static) -> std::io::Result<PasswordPool> {
+        PasswordPool::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            IDLE_AFTER,
+            on_idle,
+        )
     }
 
     /// How many threads the pool has.
@@ -91,19 +113,29 @@ impl PasswordPool {
     }
 }
 
-fn worker(receiver: &Mutex<Receiver<Job>>) {
+fn worker(receiver: &Mutex<Receiver<Job>>, idle_after: Duration, on_idle: &(dyn Fn() + Sync)) {
     lower_priority();
     loop {
-        // Only one idle thread waits in `recv` at a time; the others wait
-        // for the lock. A job runs after the lock is released.
-        let job = receiver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv();
+        // Only one idle thread waits for a job at a time; the others wait
+        // for the lock. So the timeout means the whole pool had nothing to
+        // do, and the hook runs once per quiet spell: afterwards the
+        // thread waits without a timeout. A job runs after the lock is
+        // released.
+        let job = {
+            let receiver = receiver.lock().unwrap_or_else(PoisonError::into_inner);
+            match receiver.recv_timeout(idle_after) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => {
+                    on_idle();
+                    receiver.recv().ok()
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            }
+        };
         match job {
-            Ok(job) => job(),
+            Some(job) => job(),
             // The pool was dropped: no more jobs can come.
-            Err(_) => return,
+            None => return,
         }
     }
 }
@@ -127,7 +159,7 @@ mod tests {
 
     #[actix_web::test]
     async fn jobs_run_and_panics_are_internal_errors() {
-        let pool = PasswordPool::new(2).unwrap_or_else(|e| panic!("{e}"));
+        let pool = PasswordPool::new(2, IDLE_AFTER, || {}).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pool.threads(), 2);
         let name = pool
             .block(|| std::thread::current().name().map(str::to_string))
@@ -156,12 +188,53 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[actix_web::test]
     async fn pool_threads_run_at_lower_priority() {
-        let pool = PasswordPool::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let pool = PasswordPool::new(1, IDLE_AFTER, || {}).unwrap_or_else(|e| panic!("{e}"));
         let nice = pool
             .block(|| rustix::process::getpriority_process(None))
             .await
             .unwrap_or_else(|e| panic!("{e:?}"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(nice >= NICE, "nice {nice}");
+    }
+
+    #[actix_web::test]
+    async fn the_idle_hook_runs_once_per_quiet_spell() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let idle_after = Duration::from_millis(200);
+        let pool = PasswordPool::new(2, idle_after, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let wait_for = |n: usize| {
+            let calls = calls.clone();
+            async move {
+                for _ in 0..400 {
+                    if calls.load(Ordering::SeqCst) >= n {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!(
+                    "the idle hook ran {} times, not {n}",
+                    calls.load(Ordering::SeqCst)
+                );
+            }
+        };
+        // Quiet from the start: one call, then no more while it stays quiet.
+        wait_for(1).await;
+        tokio::time::sleep(idle_after * 4).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Jobs closer together than `idle_after` do not run it.
+        for _ in 0..5 {
+            pool.block(|| ()).await.unwrap_or_else(|e| panic!("{e:?}"));
+            tokio::time::sleep(idle_after / 5).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // After the last job, one more quiet spell.
+        wait_for(2).await;
+        tokio::time::sleep(idle_after * 4).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

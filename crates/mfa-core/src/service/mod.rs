@@ -148,6 +148,13 @@ impl<S: Store> MfaService<S> {
         &self.store
     }
 
+    /// Give argon2's kept working memory back to the operating system (see
+    /// [`PasswordHasher::release_memory`]); returns the bytes released.
+    /// Servers call it when password checks have paused.
+    pub fn release_password_memory(&self) -> usize {
+        self.hasher.release_memory()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &ServiceConfig {
         &self.config
