@@ -18,6 +18,13 @@
 //! otherwise refuse with `400` while the database read is still under
 //! way): a partial token learns nothing about any input of a route it may
 //! not use.
+//!
+//! A third extractor, [`InlineSession`], is for the hot routes that take no
+//! input at all (listed in [`INLINE_SESSION_PATHS`]): the middleware leaves
+//! them alone and the handler resolves the token on the blocking thread that
+//! does its own database read, one trip to the blocking pool instead of
+//! two. With no body, query or path to refuse, nothing can answer before
+//! the session is checked, so the rule above holds for them too.
 
 use std::future::{Future, ready};
 use std::pin::Pin;
@@ -42,6 +49,30 @@ pub struct AnySession(pub Caller);
 /// A caller with a full session.
 #[derive(Debug)]
 pub struct FullSession(pub FullCaller);
+
+/// Paths whose handlers resolve the session themselves with
+/// [`InlineSession`], so [`resolve_first`] does not. Only routes without
+/// any input belong here (a test checks the OpenAPI document for it).
+pub const INLINE_SESSION_PATHS: &[&str] = &["/oauth/users/mfaDetails"];
+
+/// A session still to be resolved, on the blocking thread of the handler's
+/// own database work (see the module docs). Either level.
+pub struct InlineSession {
+    found: Result<(String, web::Data<Service>), ApiError>,
+    resolved: Option<Result<Caller, ApiError>>,
+}
+
+impl InlineSession {
+    /// The caller, or `401 unauthorized`. Blocks (a database read) unless
+    /// the middleware resolved it already: call it on the blocking pool.
+    pub fn resolve(self) -> Result<Caller, ApiError> {
+        if let Some(resolved) = self.resolved {
+            return resolved;
+        }
+        let (token, service) = self.found?;
+        Ok(service.authenticate(&token)?)
+    }
+}
 
 /// The token of `Authorization: Bearer <token>`, if well formed.
 fn bearer_token(req: &HttpRequest) -> Option<String> {
@@ -81,7 +112,9 @@ pub async fn resolve_first(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if req.headers().contains_key(header::AUTHORIZATION) {
+    if req.headers().contains_key(header::AUTHORIZATION)
+        && !INLINE_SESSION_PATHS.contains(&req.path())
+    {
         let resolved = resolve(token_and_service(req.request())).await;
         req.extensions_mut().insert(Resolved(resolved));
     }
@@ -114,6 +147,22 @@ impl FromRequest for FullSession {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let caller = session(req);
         Box::pin(async move { Ok(FullSession(caller.await?.into_full()?)) })
+    }
+}
+
+impl FromRequest for InlineSession {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let resolved = req
+            .extensions_mut()
+            .remove::<Resolved>()
+            .map(|Resolved(r)| r);
+        ready(Ok(InlineSession {
+            found: token_and_service(req),
+            resolved,
+        }))
     }
 }
 

@@ -11,7 +11,7 @@ use mfa_core::AssuranceLevel;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::app::Service;
-use crate::auth::{AnySession, FullSession};
+use crate::auth::{AnySession, FullSession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::OptionalJson;
 use crate::metrics::Metrics;
@@ -45,10 +45,14 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 #[get("/oauth/users/mfaDetails")]
 pub async fn mfa_details(
     service: web::Data<Service>,
-    AnySession(caller): AnySession,
+    session: InlineSession,
 ) -> Result<web::Json<MfaDetailsResponse>, ApiError> {
     let service = service.into_inner();
-    let status = run(move || service.mfa_status(&caller)).await?;
+    let status = run(move || -> Result<_, ApiError> {
+        let caller = session.resolve()?;
+        Ok(service.mfa_status(&caller)?)
+    })
+    .await?;
     Ok(web::Json(status.into()))
 }
 

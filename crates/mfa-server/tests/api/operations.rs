@@ -173,6 +173,19 @@ async fn openapi_documents_every_route(s: TestServer) {
         "documented routes not in the contract: {extra:?}"
     );
 
+    // The routes whose handlers resolve the session themselves take no
+    // input, so no extractor can answer before the session is checked.
+    for path in mfa_server::auth::INLINE_SESSION_PATHS {
+        let item = doc["paths"][*path]
+            .as_object()
+            .unwrap_or_else(|| panic!("{path} is not documented"));
+        for (method, op) in item {
+            let parameters = op["parameters"].as_array().map_or(0, Vec::len);
+            assert_eq!(parameters, 0, "{method} {path} takes parameters");
+            assert!(op["requestBody"].is_null(), "{method} {path} takes a body");
+        }
+    }
+
     // Every documented route is served: without a token, a route answers
     // anything but "no such route" (404 not_found from the router, 405).
     // Together with utoipa-actix-web (a handler is registered only through
