@@ -53,7 +53,10 @@ pub(crate) fn configure(conn: &mut SqliteConnection, role: Role) -> QueryResult<
          PRAGMA foreign_keys = ON;"
     ))?;
     match role {
-        Role::Reader => conn.batch_execute("PRAGMA query_only = ON;")?,
+        Role::Reader => conn.batch_execute(&format!(
+            "PRAGMA query_only = ON;
+             PRAGMA cache_size = -{READER_CACHE_KIB};"
+        ))?,
         // The checkpointer thread keeps the WAL short; the writer steps in
         // only if it falls far behind.
         Role::Writer => conn.batch_execute(&format!(
@@ -62,6 +65,16 @@ pub(crate) fn configure(conn: &mut SqliteConnection, role: Role) -> QueryResult<
     }
     lower_utils::register_impl(conn, |text: String| text.to_lowercase())
 }
+
+/// Page cache of each read connection, KiB (SQLite's default is 2,000).
+/// The pool has several readers, each with its own cache, and at 100,000
+/// users none of them holds the hot pages anyway: the operating system's
+/// page cache does, for all of them at once. 512 KiB keeps the B-tree
+/// interior pages; with 2,000 the eight readers' caches and the allocator
+/// arenas they are spread over held ~15 MiB more for no faster read (the
+/// authenticated read ran ~10% faster with 512 in interleaved runs, user
+/// search the same; docs/PERFORMANCE.md).
+const READER_CACHE_KIB: u32 = 512;
 
 /// WAL size (pages) at which a committing writer checkpoints by itself:
 /// a backstop, well above what the checkpointer lets the WAL grow to.
@@ -183,6 +196,12 @@ struct QueryOnly {
 }
 
 #[derive(QueryableByName)]
+struct CacheSize {
+    #[diesel(sql_type = Integer)]
+    cache_size: i32,
+}
+
+#[derive(QueryableByName)]
 struct Lowered {
     #[diesel(sql_type = Text)]
     lowered: String,
@@ -225,9 +244,61 @@ pub(crate) fn verify(conn: &mut SqliteConnection, role: Role) -> Result<(), Erro
             query_only.query_only
         ));
     }
+    if role == Role::Reader {
+        let cache = diesel::sql_query("PRAGMA cache_size").get_result::<CacheSize>(conn)?;
+        let expected = -i64::from(READER_CACHE_KIB);
+        if i64::from(cache.cache_size) != expected {
+            return wrong(format!(
+                "cache_size is {}, expected {expected} (KiB)",
+                cache.cache_size
+            ));
+        }
+    }
     let lowered = diesel::sql_query("SELECT lower('ÄÉ') AS lowered").get_result::<Lowered>(conn)?;
     if lowered.lowered != "äé" {
         return wrong("lower() is not Unicode-aware".to_string());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct CompileOption {
+        #[diesel(sql_type = Text)]
+        compile_options: String,
+    }
+
+    /// The workspace's `.cargo/config.toml` builds the bundled SQLite
+    /// without the shared page cache and without memory statistics.
+    #[test]
+    fn bundled_sqlite_has_the_workspace_compile_options() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap_or_else(|e| panic!("{e}"));
+        let options: Vec<String> = diesel::sql_query("PRAGMA compile_options")
+            .load::<CompileOption>(&mut conn)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|o| o.compile_options)
+            .collect();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+    }
+
+    #[test]
+    fn readers_get_the_small_page_cache() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap_or_else(|e| panic!("{e}"));
+        configure(&mut conn, Role::Reader).unwrap_or_else(|e| panic!("{e}"));
+        let cache = diesel::sql_query("PRAGMA cache_size")
+            .get_result::<CacheSize>(&mut conn)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(i64::from(cache.cache_size), -i64::from(READER_CACHE_KIB));
+    }
 }
