@@ -335,6 +335,17 @@ mod tests {
     use super::*;
     use crate::ports::OsRandomness;
 
+    /// A hasher with m = 1 MiB, t = 1: fast, for tests of everything but
+    /// the production parameters.
+    fn small_hasher(rng: &OsRandomness) -> PasswordHasher {
+        let params = PasswordParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        PasswordHasher::new(params, rng).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn password_round_trip_and_decoy() {
         let rng = OsRandomness;
@@ -355,12 +366,7 @@ mod tests {
         use argon2::{PasswordHasher as _, PasswordVerifier as _};
         let rng = OsRandomness;
         // Small parameters: the format and the algorithm are under test.
-        let params = PasswordParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let hasher = PasswordHasher::new(params, &rng).unwrap_or_else(|e| panic!("{e}"));
+        let hasher = small_hasher(&rng);
         let ours = hasher
             .hash("p\u{e4}ssword", &rng)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -416,12 +422,7 @@ mod tests {
     #[test]
     fn released_memory_is_allocated_again_for_the_next_hash() {
         let rng = OsRandomness;
-        let params = PasswordParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let hasher = PasswordHasher::new(params, &rng).unwrap_or_else(|e| panic!("{e}"));
+        let hasher = small_hasher(&rng);
         assert_eq!(hasher.release_memory(), 0, "the decoy's buffer is not kept");
         let phc = hasher
             .hash("first password", &rng)
