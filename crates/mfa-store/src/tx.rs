@@ -177,6 +177,38 @@ impl Tx<'_, diesel::PgConnection> {
     }
 }
 
+impl Tx<'_, diesel::SqliteConnection> {
+    /// Nothing to lock: write transactions are serial on SQLite.
+    fn lock_user_rows(&mut self, _users: &[UserId]) -> QueryResult<()> {
+        Ok(())
+    }
+}
+
+impl Tx<'_, diesel::PgConnection> {
+    /// `FOR NO KEY UPDATE` on the users' rows, taken in id order (the rows
+    /// are locked as the sorted result is produced). The same lock as a
+    /// code check's ([`Tx::lock_failure_row`]), so a reset and a check of
+    /// one user queue on it, whichever comes first.
+    fn lock_user_rows(&mut self, users: &[UserId]) -> QueryResult<()> {
+        for chunk in id_chunks(users) {
+            users::table
+                .filter(users::id.eq_any(chunk))
+                .order(users::id.asc())
+                .select(users::id)
+                .for_no_key_update()
+                .load::<i64>(self.conn)?;
+        }
+        Ok(())
+    }
+}
+
+/// User ids as bound parameters, at most [`IDS_PER_QUERY`] at a time.
+fn id_chunks(users: &[UserId]) -> impl Iterator<Item = Vec<i64>> + '_ {
+    users
+        .chunks(IDS_PER_QUERY)
+        .map(|chunk| chunk.iter().map(|id| id.0).collect())
+}
+
 macro_rules! impl_store_tx {
     ($conn:ty, $db:ty) => {
         impl Tx<'_, $conn> {
@@ -1199,6 +1231,123 @@ macro_rules! impl_store_tx {
                 .load::<i64>(self.conn)
                 .db()?;
                 Ok(())
+            }
+
+            fn insert_audits(&mut self, events: &[NewAuditEvent]) -> StoreResult<()> {
+                // Six bound values a row: 6,000 for a chunk, under both
+                // backends' limits.
+                for chunk in events.chunks(IDS_PER_QUERY) {
+                    let rows: Vec<_> = chunk
+                        .iter()
+                        .map(|e| {
+                            (
+                                audit_events::at.eq(e.at.0),
+                                audit_events::org_id.eq(e.org_id.map(|o| o.0)),
+                                audit_events::actor_user_id.eq(e.actor_user_id.map(|u| u.0)),
+                                audit_events::target_user_id.eq(e.target_user_id.map(|u| u.0)),
+                                audit_events::action.eq(e.action.as_str()),
+                                audit_events::detail.eq(e.detail.as_str()),
+                            )
+                        })
+                        .collect();
+                    diesel::insert_into(audit_events::table)
+                        .values(rows)
+                        .execute(self.conn)
+                        .db()?;
+                }
+                Ok(())
+            }
+
+            // ---- many users at once
+
+            fn lock_users(&mut self, users: &[UserId]) -> StoreResult<()> {
+                self.lock_user_rows(users).db()
+            }
+
+            fn memberships_in_org(
+                &mut self,
+                users: &[UserId],
+                org: OrgId,
+            ) -> StoreResult<Vec<Membership>> {
+                let mut found = Vec::with_capacity(users.len());
+                for chunk in id_chunks(users) {
+                    let rows: Vec<MembershipRow> = memberships::table
+                        .filter(memberships::org_id.eq(org.0))
+                        .filter(memberships::user_id.eq_any(chunk))
+                        .select(MembershipRow::as_select())
+                        .load(self.conn)
+                        .db()?;
+                    found.extend(rows.into_iter().map(Membership::from));
+                }
+                found.sort_by_key(|m| m.user_id);
+                Ok(found)
+            }
+
+            fn delete_authenticators_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                for chunk in id_chunks(users) {
+                    diesel::delete(
+                        authenticators::table.filter(authenticators::user_id.eq_any(chunk)),
+                    )
+                    .execute(self.conn)
+                    .db()?;
+                }
+                Ok(())
+            }
+
+            fn delete_email_factors_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                for chunk in id_chunks(users) {
+                    diesel::delete(
+                        email_factors::table.filter(email_factors::user_id.eq_any(&chunk)),
+                    )
+                    .execute(self.conn)
+                    .db()?;
+                    diesel::delete(email_codes::table.filter(email_codes::user_id.eq_any(chunk)))
+                        .execute(self.conn)
+                        .db()?;
+                }
+                Ok(())
+            }
+
+            fn delete_recovery_codes_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                for chunk in id_chunks(users) {
+                    diesel::delete(
+                        recovery_codes::table.filter(recovery_codes::user_id.eq_any(chunk)),
+                    )
+                    .execute(self.conn)
+                    .db()?;
+                }
+                Ok(())
+            }
+
+            fn reset_failures_of(
+                &mut self,
+                users: &[UserId],
+                kind: FailureKind,
+            ) -> StoreResult<()> {
+                for chunk in id_chunks(users) {
+                    diesel::delete(
+                        failure_counters::table
+                            .filter(failure_counters::user_id.eq_any(chunk))
+                            .filter(failure_counters::kind.eq(kind.as_str())),
+                    )
+                    .execute(self.conn)
+                    .db()?;
+                }
+                Ok(())
+            }
+
+            fn revoke_sessions_of(&mut self, users: &[UserId], now: Timestamp) -> StoreResult<u64> {
+                let mut revoked = 0;
+                for chunk in id_chunks(users) {
+                    revoked += diesel::update(sessions::table)
+                        .set(sessions::revoked_at.eq(Some(now.0)))
+                        .filter(sessions::user_id.eq_any(chunk))
+                        .filter(sessions::revoked_at.is_null())
+                        .filter(sessions::expires_at.gt(now.0))
+                        .execute(self.conn)
+                        .db()?;
+                }
+                Ok(revoked as u64)
             }
 
             fn audit_events(

@@ -270,7 +270,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
             let had = load_factors(tx, user.id)?;
-            s.remove_factors(tx, user.id, true)?;
+            s.remove_factors(tx, &[user.id], true)?;
             let sessions_ended = tx.revoke_user_sessions(user.id, None, None, now)?;
             let orgs: Vec<Option<OrgId>> = match tx.memberships_of_user(user.id)?.as_slice() {
                 [] => vec![None],

@@ -106,27 +106,29 @@ impl<S: Store> MfaService<S> {
         ids.sort_unstable();
         ids.dedup();
         let (admin, users) = self.store.write(|tx| {
-            for &id in &ids {
-                require_member_of_current_org(tx.membership(id, caller.org_id)?.as_ref())?;
+            tx.lock_users(&ids)?;
+            if tx.memberships_in_org(&ids, caller.org_id)?.len() != ids.len() {
+                return Err(MfaError::NotFound("user"));
             }
             let admin = load_user(tx, caller.user_id)?;
             let users = tx.users_by_ids(&ids)?;
             for user in &users {
                 require_may_manage(caller, user.is_super_admin)?;
             }
-            for &id in &ids {
-                self.remove_factors(tx, id, true)?;
-                tx.revoke_user_sessions(id, None, None, now)?;
-                audit(
-                    tx,
-                    now,
-                    Some(caller.org_id),
-                    Some(caller.user_id),
-                    Some(id),
-                    AuditAction::MfaReset,
-                    "all factors removed by an admin",
-                )?;
-            }
+            self.remove_factors(tx, &ids, true)?;
+            tx.revoke_sessions_of(&ids, now)?;
+            let events: Vec<NewAuditEvent> = ids
+                .iter()
+                .map(|&id| NewAuditEvent {
+                    at: now,
+                    org_id: Some(caller.org_id),
+                    actor_user_id: Some(caller.user_id),
+                    target_user_id: Some(id),
+                    action: AuditAction::MfaReset,
+                    detail: "all factors removed by an admin".into(),
+                })
+                .collect();
+            tx.insert_audits(&events)?;
             Ok((admin, users))
         })?;
         for user in users {
@@ -145,22 +147,21 @@ impl<S: Store> MfaService<S> {
         Ok(())
     }
 
-    /// Remove a user's factors: the authenticator always, the email factor
-    /// and recovery codes when `all`. Also forgets code failures, so the
-    /// user can enroll again at once.
+    /// Remove the users' factors: the authenticator always, the email
+    /// factor and recovery codes when `all`. Also forgets code failures, so
+    /// the users can enroll again at once. `users` sorted and distinct.
     pub(super) fn remove_factors(
         &self,
         tx: &mut dyn StoreTx,
-        user: UserId,
+        users: &[UserId],
         all: bool,
     ) -> MfaResult<()> {
-        tx.delete_authenticator(user)?;
+        tx.delete_authenticators_of(users)?;
         if all {
-            tx.delete_email_factor(user)?;
-            tx.delete_email_codes(user)?;
-            tx.delete_recovery_codes(user)?;
+            tx.delete_email_factors_of(users)?;
+            tx.delete_recovery_codes_of(users)?;
         }
-        tx.reset_failures(user, FailureKind::Code)?;
+        tx.reset_failures_of(users, FailureKind::Code)?;
         Ok(())
     }
 
@@ -179,7 +180,7 @@ impl<S: Store> MfaService<S> {
             if tx.authenticator_state(user.id)?.is_none() {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             }
-            self.remove_factors(tx, user.id, false)?;
+            self.remove_factors(tx, &[user.id], false)?;
             tx.revoke_user_sessions(user.id, None, None, now)?;
             audit(
                 tx,

@@ -2,9 +2,10 @@
 
 use mfa_core::{
     AssuranceLevel, AuditAction, AuditFilter, AuthenticatorState, EmailCodePurpose, FailureKind,
-    FailureState, Membership, MembershipCounts, MfaError, NewAuditEvent, NewEmailCode, NewSession,
-    OrgId, SessionId, Store, StoreError, Timestamp, UserId,
+    FailureState, Membership, MembershipCounts, MfaError, MfaResult, NewAuditEvent, NewEmailCode,
+    NewSession, OrgId, SessionId, Store, StoreError, StoreTx, Timestamp, UserId,
 };
+use mfa_store::DbStore;
 use mfa_store::test_support::TestDatabase;
 use mfa_totp::{Algorithm, Secret, TotpParams};
 
@@ -1189,6 +1190,135 @@ fn failed_multi_user_reset_changes_nothing(db: TestDatabase) {
     );
 }
 
+/// Everything one user has that a reset removes, plus a live session in
+/// each of two orgs.
+fn give_everything(tx: &mut dyn StoreTx, user: UserId, orgs: [OrgId; 2]) -> MfaResult<()> {
+    tx.put_pending_authenticator(
+        user,
+        &Secret::generate(),
+        &TotpParams::default(),
+        T0,
+        Timestamp(T0.0 + 600),
+    )?;
+    tx.verify_authenticator(user, 7, T0)?;
+    tx.set_email_factor_verified(user, T0)?;
+    tx.replace_email_code(&code(user, &format!("code-{}", user.0), T0.0))?;
+    tx.replace_recovery_codes(user, &["$argon2id$a".into()], T0)?;
+    tx.increment_failures(user, FailureKind::Code)?;
+    tx.increment_failures(user, FailureKind::Password)?;
+    for org in orgs {
+        tx.insert_session(&new_session(user, org, &format!("s-{}-{}", user.0, org.0)))?;
+    }
+    Ok(())
+}
+
+/// What a reset removes, as seen by the one-user reads: authenticator,
+/// email factor, email code, unused recovery codes, code failures and
+/// password failures.
+fn factors_left(store: &DbStore, user: UserId) -> (bool, bool, bool, u64, u32, u32) {
+    read(store, |tx| {
+        Ok((
+            tx.authenticator_state(user)?.is_some(),
+            tx.email_factor_verified_at(user)?.is_some(),
+            tx.latest_email_code(user)?.is_some(),
+            tx.unused_recovery_codes(user)?,
+            tx.failure_state(user, FailureKind::Code)?.failures,
+            tx.failure_state(user, FailureKind::Password)?.failures,
+        ))
+    })
+}
+
+/// The methods for many users at once do what the one-user methods do,
+/// to the listed users only, and the audit insert keeps every event in
+/// order past one chunk.
+fn many_users_at_once(db: TestDatabase) {
+    let store = open(&db);
+    let (org, other_org, users) = write(&store, |tx| {
+        let org = add_org(tx, "Acme");
+        let other_org = add_org(tx, "Beta");
+        let mut users = Vec::new();
+        for i in 0..4 {
+            let user = add_user(tx, &format!("u{i}@example.com")).id;
+            give_everything(tx, user, [org.id, other_org.id])?;
+            users.push(user);
+        }
+        // the first three are members of Acme, the last only of Beta
+        for &user in &users[..3] {
+            tx.insert_membership(&Membership::new(user, org.id))?;
+        }
+        tx.insert_membership(&Membership::new(users[3], other_org.id))?;
+        Ok((org.id, other_org.id, users))
+    });
+    let members = read(&store, |tx| Ok(tx.memberships_in_org(&users, org)?));
+    let member_ids: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
+    assert_eq!(member_ids, users[..3]);
+    assert!(members.iter().all(|m| m.org_id == org));
+    assert!(read(&store, |tx| Ok(tx.memberships_in_org(&[], org)?)).is_empty());
+
+    let reset = [users[0], users[2]];
+    let revoked = write(&store, |tx| {
+        tx.lock_users(&reset)?;
+        tx.delete_authenticators_of(&reset)?;
+        tx.delete_email_factors_of(&reset)?;
+        tx.delete_recovery_codes_of(&reset)?;
+        tx.reset_failures_of(&reset, FailureKind::Code)?;
+        Ok(tx.revoke_sessions_of(&reset, Timestamp(T0.0 + 1))?)
+    });
+    assert_eq!(revoked, 4, "both sessions of both users, in both orgs");
+    for &user in &reset {
+        assert_eq!(
+            factors_left(&store, user),
+            (false, false, false, 0, 0, 1),
+            "user {user:?}: the password failures stay"
+        );
+    }
+    for &user in &[users[1], users[3]] {
+        assert_eq!(factors_left(&store, user), (true, true, true, 1, 1, 1));
+    }
+    read(&store, |tx| {
+        for &user in &users {
+            for org_id in [org, other_org] {
+                let session = tx
+                    .session_by_token_hash(&format!("s-{}-{}", user.0, org_id.0))?
+                    .expect("the session stays, revoked or not");
+                assert_eq!(session.revoked_at.is_some(), reset.contains(&user));
+            }
+        }
+        Ok(())
+    });
+
+    // one past a chunk of events
+    let events: Vec<NewAuditEvent> = (0..1001)
+        .map(|i| {
+            event(
+                T0.0 + i,
+                Some(org),
+                None,
+                Some(users[i as usize % 4]),
+                AuditAction::MfaReset,
+            )
+        })
+        .collect();
+    write(&store, |tx| Ok(tx.insert_audits(&events)?));
+    let (stored, total) = read(&store, |tx| {
+        Ok(tx.audit_events(&AuditFilter::default(), 0, 2000)?)
+    });
+    assert_eq!(total, 1001);
+    let stored: Vec<NewAuditEvent> = stored
+        .into_iter()
+        .rev()
+        .map(|e| NewAuditEvent {
+            at: e.at,
+            org_id: e.org_id,
+            actor_user_id: e.actor_user_id,
+            target_user_id: e.target_user_id,
+            action: e.action,
+            detail: e.detail,
+        })
+        .collect();
+    assert_eq!(stored, events, "oldest first, as inserted");
+}
+
 backend_tests!(
     orgs_crud,
     users_crud,
@@ -1209,4 +1339,5 @@ backend_tests!(
     rollback_on_err_leaves_nothing,
     reads_cannot_write,
     failed_multi_user_reset_changes_nothing,
+    many_users_at_once,
 );

@@ -2,8 +2,9 @@
 //! conditional updates let exactly one caller win.
 
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mfa_core::{
     AuditAction, EmailCodePurpose, FailureKind, Membership, MfaResult, NewAuditEvent, NewEmailCode,
@@ -232,6 +233,44 @@ fn concurrent_lock_failure_state(db: TestDatabase) {
     }
 }
 
+/// Users locked by one transaction stay locked until it ends: another
+/// transaction (on another pool) locking an overlapping set goes on only
+/// after the first has finished its work. The pause only gives a missing
+/// lock the time to show; the test cannot fail on a slow machine.
+fn lock_users_holds_until_the_end(db: TestDatabase) {
+    let first = open(&db);
+    let second = open(&db);
+    let (a, b, c) = write(&first, |tx| {
+        Ok((
+            add_user(tx, "a@example.com").id,
+            add_user(tx, "b@example.com").id,
+            add_user(tx, "c@example.com").id,
+        ))
+    });
+    let first_done = AtomicBool::new(false);
+    let locked = Barrier::new(2);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            write(&first, |tx| {
+                tx.lock_users(&[a, b])?;
+                locked.wait();
+                thread::sleep(Duration::from_millis(300));
+                first_done.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+        });
+        locked.wait();
+        write(&second, |tx| {
+            tx.lock_users(&[b, c])?;
+            assert!(
+                first_done.load(Ordering::SeqCst),
+                "the second transaction locked b while the first held it"
+            );
+            Ok(())
+        });
+    });
+}
+
 fn concurrent_writers_never_fail(db: TestDatabase) {
     let store = open(&db);
     many_writers(&db, &[&store]);
@@ -252,4 +291,5 @@ backend_tests!(
     concurrent_lock_failure_state,
     concurrent_writers_never_fail,
     concurrent_writers_two_stores_never_fail,
+    lock_users_holds_until_the_end,
 );
