@@ -209,6 +209,19 @@ fn id_chunks(users: &[UserId]) -> impl Iterator<Item = Vec<i64>> + '_ {
         .map(|chunk| chunk.iter().map(|id| id.0).collect())
 }
 
+/// Delete the rows of `$table` whose `user_id` is one of `$users`, a
+/// statement per chunk of ids (inside [`impl_store_tx!`]: `?` returns a
+/// `StoreResult`).
+macro_rules! delete_rows_of_users {
+    ($conn:expr, $table:ident, $users:expr) => {
+        for chunk in id_chunks($users) {
+            diesel::delete($table::table.filter($table::user_id.eq_any(chunk)))
+                .execute($conn)
+                .db()?;
+        }
+    };
+}
+
 macro_rules! impl_store_tx {
     ($conn:ty, $db:ty) => {
         impl Tx<'_, $conn> {
@@ -1284,38 +1297,18 @@ macro_rules! impl_store_tx {
             }
 
             fn delete_authenticators_of(&mut self, users: &[UserId]) -> StoreResult<()> {
-                for chunk in id_chunks(users) {
-                    diesel::delete(
-                        authenticators::table.filter(authenticators::user_id.eq_any(chunk)),
-                    )
-                    .execute(self.conn)
-                    .db()?;
-                }
+                delete_rows_of_users!(self.conn, authenticators, users);
                 Ok(())
             }
 
             fn delete_email_factors_of(&mut self, users: &[UserId]) -> StoreResult<()> {
-                for chunk in id_chunks(users) {
-                    diesel::delete(
-                        email_factors::table.filter(email_factors::user_id.eq_any(&chunk)),
-                    )
-                    .execute(self.conn)
-                    .db()?;
-                    diesel::delete(email_codes::table.filter(email_codes::user_id.eq_any(chunk)))
-                        .execute(self.conn)
-                        .db()?;
-                }
+                delete_rows_of_users!(self.conn, email_factors, users);
+                delete_rows_of_users!(self.conn, email_codes, users);
                 Ok(())
             }
 
             fn delete_recovery_codes_of(&mut self, users: &[UserId]) -> StoreResult<()> {
-                for chunk in id_chunks(users) {
-                    diesel::delete(
-                        recovery_codes::table.filter(recovery_codes::user_id.eq_any(chunk)),
-                    )
-                    .execute(self.conn)
-                    .db()?;
-                }
+                delete_rows_of_users!(self.conn, recovery_codes, users);
                 Ok(())
             }
 
