@@ -354,8 +354,7 @@ macro_rules! impl_store_tx {
 
             fn users_by_ids(&mut self, ids: &[UserId]) -> StoreResult<Vec<User>> {
                 let mut found: Vec<User> = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks(IDS_PER_QUERY) {
-                    let chunk: Vec<i64> = chunk.iter().map(|id| id.0).collect();
+                for chunk in id_chunks(ids) {
                     let rows: Vec<UserRow> = users::table
                         .filter(users::id.eq_any(chunk))
                         .select(UserRow::as_select())
