@@ -31,13 +31,90 @@ pub struct PasswordParams {
 }
 
 impl Default for PasswordParams {
-    /// OWASP's recommendation for argon2id: m = 19 MiB, t = 2, p = 1.
+    /// m = 7 MiB, t = 5, p = 1: one of the argon2id configurations OWASP's
+    /// Password Storage Cheat Sheet lists as equivalent in the defence they
+    /// provide (m = 19 MiB, t = 2 is another), and Keycloak's default. Of
+    /// those it needs the least memory per concurrent hash, which is what a
+    /// login storm multiplies, for about the same time per hash.
     fn default() -> Self {
         PasswordParams {
-            memory_kib: 19 * 1024,
-            iterations: 2,
+            memory_kib: 7 * 1024,
+            iterations: 5,
             parallelism: 1,
         }
+    }
+}
+
+impl PasswordParams {
+    /// The weakest configuration accepted from an operator: OWASP's
+    /// configurations have memory × iterations of at least 7 MiB × 5.
+    pub const MIN_MEMORY_TIMES_ITERATIONS_KIB: u64 = 7 * 1024 * 5;
+    /// Largest accepted memory: 1 GiB per hash.
+    pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+    /// Largest accepted iteration count.
+    pub const MAX_ITERATIONS: u32 = 100;
+    /// Largest accepted parallelism.
+    pub const MAX_PARALLELISM: u32 = 16;
+}
+
+impl fmt::Display for PasswordParams {
+    /// The PHC parameter string: `m=7168,t=5,p=1`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "m={},t={},p={}",
+            self.memory_kib, self.iterations, self.parallelism
+        )
+    }
+}
+
+impl std::str::FromStr for PasswordParams {
+    type Err = String;
+
+    /// Parse `m=KIB,t=ITERATIONS,p=PARALLELISM` (any order, each once), as
+    /// in a PHC string, and refuse configurations weaker than OWASP's.
+    fn from_str(text: &str) -> Result<Self, String> {
+        const EXPECTED: &str = "expected argon2id parameters such as m=7168,t=5,p=1 \
+                                (memory in KiB, iterations, parallelism)";
+        let (mut m, mut t, mut p) = (None, None, None);
+        for part in text.trim().split(',') {
+            let (key, value) = part.trim().split_once('=').ok_or(EXPECTED)?;
+            let value: u32 = value.trim().parse().map_err(|_| EXPECTED)?;
+            let slot = match key.trim() {
+                "m" => &mut m,
+                "t" => &mut t,
+                "p" => &mut p,
+                _ => return Err(EXPECTED.into()),
+            };
+            if slot.replace(value).is_some() {
+                return Err(EXPECTED.into());
+            }
+        }
+        let (Some(memory_kib), Some(iterations), Some(parallelism)) = (m, t, p) else {
+            return Err(EXPECTED.into());
+        };
+        let params = PasswordParams {
+            memory_kib,
+            iterations,
+            parallelism,
+        };
+        if !(1..=Self::MAX_PARALLELISM).contains(&parallelism) {
+            return Err(format!("p must be 1 to {}", Self::MAX_PARALLELISM));
+        }
+        if !(1..=Self::MAX_ITERATIONS).contains(&iterations) {
+            return Err(format!("t must be 1 to {}", Self::MAX_ITERATIONS));
+        }
+        if memory_kib > Self::MAX_MEMORY_KIB || memory_kib < 8 * parallelism {
+            return Err(format!("m must be 8 × p to {} KiB", Self::MAX_MEMORY_KIB));
+        }
+        if u64::from(memory_kib) * u64::from(iterations) < Self::MIN_MEMORY_TIMES_ITERATIONS_KIB {
+            return Err(format!(
+                "{params} is weaker than OWASP's recommendations: m × t must be at least \
+                 {} (m=7168,t=5; m=9216,t=4; m=12288,t=3; m=19456,t=2; m=47104,t=1)",
+                Self::MIN_MEMORY_TIMES_ITERATIONS_KIB
+            ));
+        }
+        Ok(params)
     }
 }
 
@@ -53,7 +130,7 @@ pub struct PasswordHasher {
     memory: Arc<WorkingMemory>,
 }
 
-/// argon2's working memory (19 MiB with the default parameters), kept for
+/// argon2's working memory (7 MiB with the default parameters), kept for
 /// the next hash instead of being allocated and freed each time: a fresh
 /// allocation per hash lets the C allocator keep several dead copies per
 /// thread (its per-thread arenas fragment around them), so the memory of a
@@ -110,7 +187,7 @@ impl WorkingMemory {
 /// Address space reserved for each working buffer, at least: glibc's
 /// malloc serves requests above 32 MiB (its largest dynamic mmap threshold
 /// on 64-bit targets) with a mapping of their own and unmaps it on free.
-/// A 19 MiB request would instead be carved from a thread's arena once the
+/// A 7 MiB request would instead be carved from a thread's arena once the
 /// first one was freed (the threshold rises to the freed size), and the
 /// arena keeps the pages after the buffer is dropped, so releasing the
 /// buffer would not lower the process's memory. Only the `len` blocks in
@@ -143,13 +220,13 @@ impl PasswordHasher {
             memory: Arc::default(),
         };
         hasher.decoy_hash = hasher.hash("decoy password for unknown users", rng)?;
-        // A service that never checks a password need not keep 19 MiB.
+        // A service that never checks a password need not keep a buffer.
         hasher.release_memory();
         Ok(hasher)
     }
 
     /// Give the working memory kept between hashes (one argon2 buffer per
-    /// core at most, 19 MiB each with the default parameters) back to the
+    /// core at most, 7 MiB each with the default parameters) back to the
     /// operating system; returns how many bytes were released. The next
     /// hash allocates afresh, which costs it a few milliseconds of page
     /// faults. Meant for when password checks have stopped for a while, so
@@ -226,6 +303,30 @@ impl PasswordHasher {
             return false;
         }
         expected.as_bytes().ct_eq(&out).into()
+    }
+
+    /// Whether `phc` was made with this hasher's algorithm, version and
+    /// parameters. A password that verifies against a hash that is not
+    /// current is hashed again, so that changed parameters reach every
+    /// account that logs in.
+    pub fn is_current(&self, phc: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let version = parsed.version.map(argon2::Version::try_from);
+        parsed.algorithm == argon2::Algorithm::Argon2id.ident()
+            && matches!(version, Some(Ok(argon2::Version::V0x13)))
+            && argon2::Params::try_from(&parsed).is_ok_and(|p| {
+                let ours = self.argon2.params();
+                p.m_cost() == ours.m_cost()
+                    && p.t_cost() == ours.t_cost()
+                    && p.p_cost() == ours.p_cost()
+                    && parsed.hash.map(|h| h.len())
+                        == Some(
+                            ours.output_len()
+                                .unwrap_or(argon2::Params::DEFAULT_OUTPUT_LEN),
+                        )
+            })
     }
 
     /// Spend the time of one verification without a user (always false).
@@ -354,7 +455,8 @@ mod tests {
         let phc = hasher
             .hash("correct horse", &rng)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(phc.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{phc}");
+        assert!(hasher.is_current(&phc));
         assert!(hasher.verify("correct horse", &phc));
         assert!(!hasher.verify("wrong horse", &phc));
         assert!(!hasher.verify("correct horse", "not a hash"));
@@ -403,6 +505,80 @@ mod tests {
             "x",
             "$scrypt$ln=4,r=8,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA"
         ));
+    }
+
+    #[test]
+    fn parameters_parse_from_their_phc_form_and_refuse_weak_ones() {
+        for text in [
+            "m=7168,t=5,p=1",
+            " t=5, p=1 ,m=7168",
+            "m=19456,t=2,p=1",
+            "m=47104,t=1,p=1",
+            "m=65536,t=3,p=4",
+        ] {
+            let params: PasswordParams = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(params.to_string().parse::<PasswordParams>(), Ok(params));
+        }
+        assert_eq!(
+            PasswordParams::default().to_string(),
+            "m=7168,t=5,p=1",
+            "the default is one of OWASP's configurations"
+        );
+        for (text, expected) in [
+            ("", "expected argon2id parameters"),
+            ("m=7168,t=5", "expected argon2id parameters"),
+            ("m=7168,t=5,p=1,m=8192", "expected argon2id parameters"),
+            ("m=7168,t=5,x=1", "expected argon2id parameters"),
+            ("m=7 MiB,t=5,p=1", "expected argon2id parameters"),
+            ("m=-1,t=5,p=1", "expected argon2id parameters"),
+            ("m=7168,t=4,p=1", "weaker than OWASP"),
+            ("m=4096,t=8,p=1", "m × t must be at least"),
+            ("m=19456,t=1,p=1", "weaker than OWASP"),
+            ("m=65536,t=0,p=1", "t must be"),
+            ("m=65536,t=2,p=0", "p must be"),
+            ("m=65536,t=2,p=17", "p must be"),
+            ("m=2000000,t=2,p=1", "m must be"),
+        ] {
+            let err = text.parse::<PasswordParams>().unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_hashes_with_the_configured_parameters_are_current() {
+        let rng = OsRandomness;
+        let hasher = small_hasher(&rng);
+        let ours = hasher
+            .hash("a password", &rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(hasher.is_current(&ours));
+        let stronger = PasswordParams {
+            memory_kib: 2048,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let other = PasswordHasher::new(stronger, &rng).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!other.is_current(&ours), "other memory");
+        let theirs = other
+            .hash("a password", &rng)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!hasher.is_current(&theirs));
+        let argon2i = Argon2::new(
+            argon2::Algorithm::Argon2i,
+            argon2::Version::V0x13,
+            argon2::Params::new(1024, 1, 1, None).unwrap_or_else(|e| panic!("{e}")),
+        );
+        {
+            use argon2::PasswordHasher as _;
+            let phc = argon2i
+                .hash_password_with_salt(b"a password", b"sixteen byte salt")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .to_string();
+            assert!(hasher.verify("a password", &phc));
+            assert!(!hasher.is_current(&phc), "other algorithm: {phc}");
+        }
+        assert!(!hasher.is_current("not a hash"));
+        assert!(!hasher.is_current(""));
     }
 
     #[test]

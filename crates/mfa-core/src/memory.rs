@@ -172,6 +172,16 @@ impl StoreTx for MemTx<'_> {
         Ok(())
     }
 
+    fn replace_password_hash(&mut self, id: UserId, old: &str, new: &str) -> StoreResult<bool> {
+        match self.0.users.get_mut(&id) {
+            Some(u) if u.password_hash == old => {
+                u.password_hash = new.to_string();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn delete_user(&mut self, id: UserId) -> StoreResult<bool> {
         let s = &mut *self.0;
         let existed = s.users.remove(&id).is_some();

@@ -70,6 +70,10 @@ pub trait StoreTx {
     fn update_user(&mut self, user: &User) -> StoreResult<()>;
     /// Set `last_login_at` alone.
     fn set_last_login(&mut self, id: UserId, at: Timestamp) -> StoreResult<()>;
+    /// Set the password hash to `new` if it is still `old`; whether it was
+    /// set. A password hashed again with newer parameters at login must
+    /// not undo a password changed meanwhile.
+    fn replace_password_hash(&mut self, id: UserId, old: &str, new: &str) -> StoreResult<bool>;
     /// Delete a user with everything that belongs to them; whether it existed.
     fn delete_user(&mut self, id: UserId) -> StoreResult<bool>;
     /// Number of users in the deployment.

@@ -434,6 +434,52 @@ fn lockout_after_five_failures_doubles_and_success_resets() {
 }
 
 #[test]
+fn a_hash_with_older_parameters_is_replaced_at_the_next_login() {
+    let w = world();
+    let user = w.add_user("valentina@example.com");
+    let stored_hash = || {
+        ok(w.svc.store().read(|tx| Ok(tx.user(user)?)))
+            .unwrap_or_else(|| panic!("user"))
+            .password_hash
+    };
+    let current = stored_hash();
+    assert!(
+        current.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"),
+        "{current}"
+    );
+    let older = crypto::PasswordParams {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+        parallelism: 1,
+    };
+    let old_hash =
+        ok(ok(crypto::PasswordHasher::new(older, &OsRandomness)).hash(PASSWORD, &OsRandomness));
+    ok(w.svc
+        .store()
+        .write(|tx| Ok(tx.replace_password_hash(user, &current, &old_hash)?)));
+
+    // A wrong password changes nothing.
+    assert_eq!(
+        w.svc
+            .login("valentina@example.com", "wrong horse battery", None)
+            .err(),
+        Some(MfaError::InvalidCredentials)
+    );
+    assert_eq!(stored_hash(), old_hash);
+
+    // The right one logs in with the old hash and replaces it.
+    w.login("valentina@example.com");
+    let rehashed = stored_hash();
+    assert!(
+        rehashed.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"),
+        "{rehashed}"
+    );
+    assert_ne!(rehashed, current, "a fresh salt");
+    w.login("valentina@example.com");
+    assert_eq!(stored_hash(), rehashed, "a current hash stays");
+}
+
+#[test]
 fn password_failures_lock_the_password_step_apart() {
     let w = world();
     w.add_user("pw@example.com");

@@ -114,6 +114,11 @@ struct Cli {
     /// The server's `MFA_DATABASE_POOL_SIZE` (default: the server's own).
     #[arg(long)]
     db_pool_size: Option<u32>,
+    /// argon2id parameters (`m=KIB,t=N,p=N`) of the seeded passwords, of
+    /// the server's `MFA_PASSWORD_HASH` and of the measured ceiling
+    /// [default: the server's default, m=7168,t=5,p=1].
+    #[arg(long, value_parser = parse_password_params)]
+    password_hash: Option<PasswordParams>,
     /// Exit 0 even when requests failed.
     #[arg(long)]
     allow_errors: bool,
@@ -278,11 +283,15 @@ impl Database {
     }
 }
 
-/// argon2id verifications per second with the production parameters on
-/// `threads` threads at once (each verifying back to back for ~0.5 s).
-fn argon2_rate(threads: usize) -> Result<f64, String> {
+fn parse_password_params(text: &str) -> Result<PasswordParams, String> {
+    text.parse()
+}
+
+/// argon2id verifications per second with these parameters on `threads`
+/// threads at once (each verifying back to back for ~0.5 s).
+fn argon2_rate(params: PasswordParams, threads: usize) -> Result<f64, String> {
     let rng = OsRandomness;
-    let hasher = PasswordHasher::new(PasswordParams::default(), &rng).map_err(|e| e.to_string())?;
+    let hasher = PasswordHasher::new(params, &rng).map_err(|e| e.to_string())?;
     let phc = hasher.hash("measure", &rng).map_err(|e| e.to_string())?;
     hasher.verify("measure", &phc);
     let per_thread = 30;
@@ -383,6 +392,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
     eprintln!("machine: {machine}");
 
     // ---- sizes
+    let password_params = cli.password_hash.unwrap_or_default();
     let reset_ids = if cli.scenario.runs(Scenario::Reset) {
         cli.reset_ids.min(cli.users / 4)
     } else {
@@ -393,6 +403,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
         users: cli.users,
         partial_sessions_per_user: cli.sessions_per_user,
         full_sessions: cli.read_sessions.min(members),
+        password_params,
     };
 
     // ---- database and seed (not measured)
@@ -459,6 +470,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
                 data_dir: &data_dir,
                 log: &cli.server_log,
                 pool_size: cli.db_pool_size,
+                password_hash: cli.password_hash,
             })
             .await?;
             eprintln!(
@@ -557,7 +569,10 @@ async fn run(cli: Cli) -> Result<bool, String> {
         // shared virtual machine) and averaged.
         let measure = move || {
             tokio::task::spawn_blocking(move || {
-                Ok::<_, String>((argon2_rate(1)?, argon2_rate(cores)?))
+                Ok::<_, String>((
+                    argon2_rate(password_params, 1)?,
+                    argon2_rate(password_params, cores)?,
+                ))
             })
         };
         let before = measure()
@@ -793,6 +808,7 @@ async fn run(cli: Cli) -> Result<bool, String> {
             "reset_ids": reset_ids,
             "server_log": cli.server_log,
             "db_pool_size": cli.db_pool_size,
+            "password_hash": password_params.to_string(),
             "smoke": cli.smoke,
         },
         "seed_secs": seeded.seconds,

@@ -52,6 +52,8 @@ pub struct SeedSpec {
     pub partial_sessions_per_user: usize,
     /// Members (the first ones) that also get a full session to read with.
     pub full_sessions: usize,
+    /// argon2id parameters of the members' password hash.
+    pub password_params: PasswordParams,
 }
 
 /// What the scenarios need to know about the seeded data.
@@ -94,7 +96,7 @@ pub fn seed(store: &DbStore, spec: SeedSpec) -> Result<Seeded, MfaError> {
     let now = SystemClock.now();
     // One argon2 hash for everyone: hashing 100k passwords would take
     // 25 minutes and measure nothing.
-    let hasher = PasswordHasher::new(PasswordParams::default(), &rng)?;
+    let hasher = PasswordHasher::new(spec.password_params, &rng)?;
     let password_hash = hasher.hash(PASSWORD, &rng)?;
     let params = TotpParams::default();
     let expires_at = now.plus_secs(SESSION_LIFETIME_SECS);

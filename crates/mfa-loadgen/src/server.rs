@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mfa_core::crypto::PasswordParams;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -28,6 +29,8 @@ pub struct Launch<'a> {
     pub log: &'a str,
     /// `MFA_DATABASE_POOL_SIZE`, if not the server's default.
     pub pool_size: Option<u32>,
+    /// `MFA_PASSWORD_HASH`, if not the server's default.
+    pub password_hash: Option<PasswordParams>,
 }
 
 /// A server child process.
@@ -63,6 +66,10 @@ impl ServerProcess {
         match launch.pool_size {
             Some(size) => command.env("MFA_DATABASE_POOL_SIZE", size.to_string()),
             None => command.env_remove("MFA_DATABASE_POOL_SIZE"),
+        };
+        match launch.password_hash {
+            Some(params) => command.env("MFA_PASSWORD_HASH", params.to_string()),
+            None => command.env_remove("MFA_PASSWORD_HASH"),
         };
         let mut child = command
             .env("MFA_DATABASE_URL", launch.database_url)

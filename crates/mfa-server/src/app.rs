@@ -226,6 +226,7 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
             issuer: config.issuer.clone(),
             environment: config.environment.clone(),
             session_ttl_secs: config.session_ttl_secs,
+            password_params: config.password_hash,
             ..ServiceConfig::default()
         },
     )

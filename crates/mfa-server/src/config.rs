@@ -24,6 +24,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use mfa_core::Environment;
+use mfa_core::crypto::PasswordParams;
 use serde::Deserialize;
 
 /// Default listen address.
@@ -169,6 +170,9 @@ pub struct Config {
     pub mail_from: String,
     /// `MFA_SESSION_TTL_SECS`.
     pub session_ttl_secs: u64,
+    /// `MFA_PASSWORD_HASH`: argon2id parameters of new password and
+    /// recovery-code hashes, `m=KIB,t=ITERATIONS,p=PARALLELISM`.
+    pub password_hash: PasswordParams,
     /// `MFA_LOG`: a tracing filter such as `info` or `mfa_server=debug`.
     pub log: String,
 }
@@ -190,6 +194,7 @@ struct FileConfig {
     smtp_url: Option<String>,
     mail_from: Option<String>,
     session_ttl_secs: Option<u64>,
+    password_hash: Option<String>,
     log: Option<String>,
 }
 
@@ -322,6 +327,13 @@ impl Config {
             ));
         }
 
+        let password_hash = match pick("MFA_PASSWORD_HASH", file_config.password_hash) {
+            Some(v) => v
+                .parse::<PasswordParams>()
+                .map_err(|e| invalid("MFA_PASSWORD_HASH", e))?,
+            None => PasswordParams::default(),
+        };
+
         let log = pick("MFA_LOG", file_config.log).unwrap_or_else(|| DEFAULT_LOG.into());
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| {
             invalid(
@@ -343,6 +355,7 @@ impl Config {
             smtp_url,
             mail_from,
             session_ttl_secs,
+            password_hash,
             log,
         })
     }
@@ -427,6 +440,14 @@ mod tests {
         assert_eq!(c.environment, Environment::Production);
         assert!(c.encryption_key.is_none());
         assert_eq!(c.database_pool_size, None);
+        assert_eq!(c.password_hash, PasswordParams::default());
+        assert_eq!(
+            from(&[("MFA_PASSWORD_HASH", "m=19456,t=2,p=1")])
+                .unwrap()
+                .password_hash
+                .to_string(),
+            "m=19456,t=2,p=1"
+        );
         assert_eq!(
             from(&[("MFA_DATABASE_POOL_SIZE", "4")])
                 .unwrap()
@@ -448,6 +469,8 @@ mod tests {
             ("MFA_SESSION_TTL_SECS", "5"),
             ("MFA_DATABASE_POOL_SIZE", "ten"),
             ("MFA_DATABASE_POOL_SIZE", "0"),
+            ("MFA_PASSWORD_HASH", "19 MiB"),
+            ("MFA_PASSWORD_HASH", "m=1024,t=1,p=1"),
             ("MFA_LOG", "[[["),
         ] {
             let err = from(&[(var, value)]).unwrap_err().to_string();

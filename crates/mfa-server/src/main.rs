@@ -27,6 +27,8 @@ environment wins). Every command reads the same configuration:
                                 [unset: mail goes to MFA_DATA_DIR/outbox as .eml files]
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
   MFA_SESSION_TTL_SECS          lifetime of a full session [43200]
+  MFA_PASSWORD_HASH             argon2id parameters of new hashes [m=7168,t=5,p=1];
+                                older hashes are replaced at their user's next login
   MFA_LOG                       tracing filter [info]
 
 Exit codes: 0 success, 1 failure at run time, 2 bad arguments or configuration.";

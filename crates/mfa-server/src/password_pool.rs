@@ -1,12 +1,14 @@
 //! A small dedicated thread pool for the operations that run argon2id
 //! (password login, recovery codes, setting a password).
 //!
-//! One argon2id verification takes ~15 ms of one core and 19 MiB of memory.
-//! On the general blocking pool (hundreds of threads) a login storm would
-//! run as many of them at once as there are requests: every core busy with
+//! One argon2id verification takes ~15 ms of one core and as much memory as
+//! its `m` parameter (7 MiB by default, 19 MiB with `m=19456,t=2`). On the
+//! general blocking pool (hundreds of threads) a login storm would run as
+//! many of them at once as there are requests: every core busy with
 //! hashing, the database work of MFA verifications and reads queued behind
-//! it, and 19 MiB per concurrent hash (over 1 GiB at 64 connections, kept
-//! afterwards by the allocator's per-thread arenas). Here they run on as
+//! it, and one buffer per concurrent hash (over 1 GiB at 64 connections
+//! with 19 MiB buffers, kept afterwards by the allocator's per-thread
+//! arenas). Here they run on as
 //! many threads as there are cores; further requests wait asynchronously
 //! in a queue, holding neither a worker nor a blocking thread. The threads
 //! run at the lowest scheduling priority (nice 19 on Linux), so that when

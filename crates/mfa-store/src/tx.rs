@@ -414,6 +414,22 @@ macro_rules! impl_store_tx {
                 Ok(())
             }
 
+            fn replace_password_hash(
+                &mut self,
+                id: UserId,
+                old: &str,
+                new: &str,
+            ) -> StoreResult<bool> {
+                // One statement: PostgreSQL checks the old hash again after
+                // waiting for a concurrent writer of the row.
+                let replaced =
+                    diesel::update(users::table.find(id.0).filter(users::password_hash.eq(old)))
+                        .set(users::password_hash.eq(new))
+                        .execute(self.conn)
+                        .db()?;
+                Ok(replaced == 1)
+            }
+
             fn delete_user(&mut self, id: UserId) -> StoreResult<bool> {
                 // everything the user owns goes with it (ON DELETE CASCADE)
                 let deleted = diesel::delete(users::table.find(id.0))

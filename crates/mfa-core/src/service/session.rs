@@ -90,12 +90,25 @@ impl<S: Store> MfaService<S> {
                 )?))
             });
         }
+        // A hash made with other parameters than the configured ones is
+        // replaced while the password is at hand (one more argon2 run for
+        // this login), so that a parameter change reaches every account
+        // that logs in.
+        let rehashed = if self.hasher.is_current(&user.password_hash) {
+            None
+        } else {
+            Some(self.hasher.hash(password, self.rng.as_ref())?)
+        };
         let token = new_token(self.rng.as_ref());
         let config = &self.config;
         self.write_then(|tx| {
             // The password was right: the count starts again, whether or
             // not a session can be opened.
             clear_attempt(tx, &attempt)?;
+            if let Some(new_hash) = &rehashed {
+                // Not if the password was changed since it was checked.
+                tx.replace_password_hash(user.id, &user.password_hash, new_hash)?;
+            }
             let memberships = tx.memberships_of_user(user.id)?;
             let membership = match org {
                 Some(org) => memberships.iter().find(|m| m.org_id == org),

@@ -90,7 +90,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Option<(User, Org)>> {
         let email = normalize_email(email)?;
         check_password_rules(password)?;
-        // Every start but the first finds users: it need not spend 19 MiB
+        // Every start but the first finds users: it need not spend 7 MiB
         // and ~15 ms of argon2 on a hash it would throw away. The count is
         // checked again in the transaction, for servers starting together.
         if self.store.read(|tx| Ok(tx.count_users()?))? > 0 {

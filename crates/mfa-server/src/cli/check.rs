@@ -109,6 +109,7 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         ),
         ("MFA_MAIL_FROM", config.mail_from.clone()),
         ("MFA_SESSION_TTL_SECS", config.session_ttl_secs.to_string()),
+        ("MFA_PASSWORD_HASH", config.password_hash.to_string()),
         ("MFA_LOG", config.log.clone()),
     ];
     println!("Effective configuration (environment, over the --config file, over the defaults):");

@@ -173,6 +173,7 @@ pub fn open_service(config: &Config) -> Result<Service, Failure> {
             issuer: config.issuer.clone(),
             environment: config.environment.clone(),
             session_ttl_secs: config.session_ttl_secs,
+            password_params: config.password_hash,
             ..ServiceConfig::default()
         },
     )

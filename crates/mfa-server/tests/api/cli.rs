@@ -344,6 +344,7 @@ fn check_config_masks_secrets() {
         ),
         ("MFA_ISSUER", "Acme"),
         ("MFA_SESSION_TTL_SECS", "600"),
+        ("MFA_PASSWORD_HASH", "t=2, m=19456, p=1"),
     ];
     let out = run(d.path(), &env, &["check-config"], "");
     let text = expect_code(&out, 0);
@@ -356,6 +357,7 @@ fn check_config_masks_secrets() {
         "*** (set; fingerprint ",
         "MFA_ISSUER                    Acme",
         "MFA_SESSION_TTL_SECS          600",
+        "MFA_PASSWORD_HASH             m=19456,t=2,p=1",
         "The configuration is valid.",
     ] {
         assert!(text.contains(shown), "{shown:?} not in {text}");

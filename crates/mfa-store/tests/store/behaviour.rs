@@ -104,6 +104,20 @@ fn users_crud(db: TestDatabase) {
     assert_eq!(stored.last_login_at, Some(Timestamp(T0.0 + 99)));
     assert_eq!(stored.first_name, "Alicia");
 
+    // The hash is replaced only while it is still the one the caller saw.
+    assert!(!write(&store, |tx| {
+        Ok(tx.replace_password_hash(alice.id, "$argon2id$stale", "$argon2id$rehashed")?)
+    }));
+    assert!(write(&store, |tx| {
+        Ok(tx.replace_password_hash(alice.id, "$argon2id$new", "$argon2id$rehashed")?)
+    }));
+    let stored = read(&store, |tx| Ok(tx.user(alice.id)?)).expect("alice");
+    assert_eq!(stored.password_hash, "$argon2id$rehashed");
+    assert_eq!(stored.last_login_at, Some(Timestamp(T0.0 + 99)));
+    assert!(!write(&store, |tx| {
+        Ok(tx.replace_password_hash(UserId(bob.id.0 + 1000), "$argon2id$new", "x")?)
+    }));
+
     let mut ghost = stored.clone();
     ghost.id = UserId(bob.id.0 + 1000);
     ghost.email = "ghost@example.com".into();
