@@ -1,9 +1,10 @@
 //! The login decision, and argon2id password verification with the
 //! production parameters: the cost that bounds password logins.
 //!
-//! `cargo bench -p mfa-core`. One argon2id verify (m = 7 MiB, t = 5,
-//! p = 1 by default) is single-threaded, so `cores / verify time` is the most password
-//! logins per second a machine can do, whatever the server around it.
+//! `cargo bench -p mfa-core`. One argon2id verify (m = 7 MiB, t = 5, p = 1
+//! by default) is single-threaded, so `cores / verify time` is the most
+//! password logins per second a machine can do, whatever the server around
+//! it.
 
 use std::hint::black_box;
 use std::time::Duration;
