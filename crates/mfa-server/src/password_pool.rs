@@ -8,13 +8,12 @@
 //! hashing, the database work of MFA verifications and reads queued behind
 //! it, and one buffer per concurrent hash (over 1 GiB at 64 connections
 //! with 19 MiB buffers, kept afterwards by the allocator's per-thread
-//! arenas). Here they run on as
-//! many threads as there are cores; further requests wait asynchronously
-//! in a queue, holding neither a worker nor a blocking thread. The threads
-//! run at the lowest scheduling priority (nice 19 on Linux), so that when
-//! hashing and short database work compete for a core, the short work goes
-//! first: password logins get the CPU the rest of the server leaves, and
-//! all of it when nothing else runs. (On a host shared with other busy
+//! arenas). Here they run on as many threads as there are cores; further
+//! requests wait asynchronously in a queue, holding neither a worker nor a
+//! blocking thread. The threads run at the lowest scheduling priority
+//! (nice 19 on Linux), so that when hashing and short database work
+//! compete for a core, the short work goes first: password logins get the
+//! CPU the rest of the server leaves, and all of it when nothing else runs. (On a host shared with other busy
 //! processes logins would get little; an MFA server has the host to
 //! itself.)
 //!
