@@ -57,8 +57,9 @@ pub(crate) fn configure(conn: &mut SqliteConnection, role: Role) -> QueryResult<
             "PRAGMA query_only = ON;
              PRAGMA cache_size = -{READER_CACHE_KIB};"
         ))?,
-        // The checkpointer thread keeps the WAL short; the writer steps in
-        // only if it falls far behind.
+        // The checkpointer thread copies the WAL into the database file;
+        // the writer's own checkpoint is what starts the WAL again from
+        // its beginning under sustained writes (WRITER_AUTOCHECKPOINT_PAGES).
         Role::Writer => conn.batch_execute(&format!(
             "PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};"
         ))?,
@@ -76,16 +77,33 @@ pub(crate) fn configure(conn: &mut SqliteConnection, role: Role) -> QueryResult<
 /// search the same; docs/PERFORMANCE.md).
 const READER_CACHE_KIB: u32 = 512;
 
-/// WAL size (pages) at which a committing writer checkpoints by itself:
-/// a backstop, well above what the checkpointer lets the WAL grow to.
-const WRITER_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// WAL size (frames of one page) at which a committing writer checkpoints
+/// by itself, so that the next transaction starts the WAL again from its
+/// beginning.
+///
+/// SQLite restarts the WAL only when a writer begins while every frame has
+/// been copied into the database file. Under a steady stream of writes the
+/// checkpointer never gets there (new frames keep coming while it copies),
+/// so the WAL grows to this size whatever the checkpointer does, and the
+/// writer's checkpoint ends the cycle. That checkpoint `fsync`s while the
+/// writer waits: on the test machine's disk no write commits for 20–40 ms.
+/// An MFA verify run appends ~33,000 frames a second. p99 at 64
+/// connections, 100,000 users, by this value (docs/PERFORMANCE.md):
+/// 10,000 frames 33–36 ms (three stalls a second), 25,000 16–19 ms,
+/// 50,000 13–14 ms, 100,000 11–13 ms. Each frame is 4 KiB of WAL file,
+/// which keeps its largest size until the last connection closes: 50,000
+/// caps it at ~200 MiB, reached only under such sustained load (with
+/// pauses between writes the WAL restarts on its own).
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 50_000;
 
 /// How often the checkpointer copies the WAL into the database file while
-/// there are writes. A checkpoint `fsync`s the WAL, and writes to it wait
-/// for that; the less there is to sync, the shorter the wait. MFA verify at
-/// 100,000 users, p99 at 64 connections: 75 ms checkpointing every second,
-/// 44 ms every 100 ms, 35 ms every 25 ms, 31 ms every 10 ms (13 ms with no
-/// checkpoint at all, which would let the WAL grow without end).
+/// there are writes. The less the writer's own checkpoint
+/// ([`WRITER_AUTOCHECKPOINT_PAGES`]) finds left to copy and sync, the
+/// shorter it holds the writes back. MFA verify at 100,000 users, p99 at 64
+/// connections, when the writer checkpointed every 10,000 frames: 75 ms
+/// checkpointing every second, 44 ms every 100 ms, 35 ms every 25 ms, 31 ms
+/// every 10 ms (13 ms with no checkpoint at all, which would let the WAL
+/// grow without end).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The longest pause between checkpoints while there are no writes.
@@ -101,8 +119,10 @@ const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// transactions, and a fifth of the server's CPU time in a verify run
 /// (`perf`) spent inside the single writer's turn. A `PASSIVE` checkpoint
 /// from another connection runs beside the writer instead (it never takes
-/// the write lock, nor waits for readers); the writer then restarts the WAL
-/// from its beginning once every frame has been copied. Stops when dropped.
+/// the write lock, nor waits for readers); the next writer restarts the WAL
+/// from its beginning if every frame has been copied by then, and under
+/// sustained writes its own checkpoint does ([`WRITER_AUTOCHECKPOINT_PAGES`]).
+/// Stops when dropped.
 pub(crate) struct Checkpointer {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
@@ -196,6 +216,12 @@ struct QueryOnly {
 }
 
 #[derive(QueryableByName)]
+struct WalAutocheckpoint {
+    #[diesel(sql_type = Integer)]
+    wal_autocheckpoint: i32,
+}
+
+#[derive(QueryableByName)]
 struct CacheSize {
     #[diesel(sql_type = Integer)]
     cache_size: i32,
@@ -243,6 +269,16 @@ pub(crate) fn verify(conn: &mut SqliteConnection, role: Role) -> Result<(), Erro
             "query_only is {}, expected {expected}",
             query_only.query_only
         ));
+    }
+    if role == Role::Writer {
+        let pages = diesel::sql_query("PRAGMA wal_autocheckpoint")
+            .get_result::<WalAutocheckpoint>(conn)?
+            .wal_autocheckpoint;
+        if u32::try_from(pages) != Ok(WRITER_AUTOCHECKPOINT_PAGES) {
+            return wrong(format!(
+                "wal_autocheckpoint is {pages}, expected {WRITER_AUTOCHECKPOINT_PAGES}"
+            ));
+        }
     }
     if role == Role::Reader {
         let cache = diesel::sql_query("PRAGMA cache_size").get_result::<CacheSize>(conn)?;
@@ -300,5 +336,27 @@ mod tests {
             .get_result::<CacheSize>(&mut conn)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i64::from(cache.cache_size), -i64::from(READER_CACHE_KIB));
+    }
+
+    /// The writer's checkpoint threshold is read back at start: a writer
+    /// left with SQLite's default (1,000 frames) is refused.
+    #[test]
+    fn the_writer_checkpoints_only_a_long_wal() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("wal.db");
+        let path = path.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+        let mut conn = SqliteConnection::establish(path).unwrap_or_else(|e| panic!("{e}"));
+        configure(&mut conn, Role::Writer).unwrap_or_else(|e| panic!("{e}"));
+        verify(&mut conn, Role::Writer).unwrap_or_else(|e| panic!("{e}"));
+
+        conn.batch_execute("PRAGMA wal_autocheckpoint = 1000;")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = verify(&mut conn, Role::Writer).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("wal_autocheckpoint is 1000")),
+            "{refused:?}"
+        );
     }
 }
