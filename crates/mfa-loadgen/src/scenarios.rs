@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use mfa_totp::{TotpParams, time_step, totp_at_step};
+use mfa_totp::{Secret, TotpParams, time_step, totp_at_step};
 use serde_json::json;
 
 use crate::http::{Method, Request, Response};
@@ -150,7 +150,7 @@ impl Workload for Verify {
     }
 
     fn respond(&self, (mut member, step): Self::Ctx, res: &Response) -> Next<Self::Ctx> {
-        member.last_step = step;
+        member.last_step = spent_step(&self.seeded.secrets[member.index], step, &self.params);
         let outcome = token_of(res).map(|_| {
             member.sessions_used += 1;
         });
@@ -158,13 +158,26 @@ impl Workload for Verify {
         Next::Done(outcome)
     }
 
-    fn abandon(&self, (member, _): Self::Ctx) {
+    fn abandon(&self, (member, step): Self::Ctx) {
         // The server may have accepted the step: never offer it again.
         self.pool.give_back(Member {
-            last_step: member.last_step + 1,
+            last_step: spent_step(&self.seeded.secrets[member.index], step, &self.params),
             ..member
         });
     }
+}
+
+/// The last step the server may have spent on the code of `step`. It
+/// accepts a code once, at the highest step of its ±1 window that the code
+/// matches, so a code shared with a later step (one pair of neighbouring
+/// steps in a million) spends that step too, and offering it next would be
+/// refused as a replay.
+fn spent_step(secret: &Secret, step: u64, params: &TotpParams) -> u64 {
+    let code = totp_at_step(secret, step, params);
+    (step + 1..=step + 2)
+        .rev()
+        .find(|&later| totp_at_step(secret, later, params) == code)
+        .unwrap_or(step)
 }
 
 /// The stage of a full login.
@@ -225,7 +238,8 @@ impl Workload for Login {
                 }
             }
             LoginStage::Code(mut member, step) => {
-                member.last_step = step;
+                member.last_step =
+                    spent_step(&self.seeded.secrets[member.index], step, &self.params);
                 self.pool.give_back(member);
                 Next::Done(
                     token_of(res)
@@ -240,7 +254,7 @@ impl Workload for Login {
         match ctx {
             LoginStage::Password(member, _) => self.pool.give_back(member),
             LoginStage::Code(member, step) => self.pool.give_back(Member {
-                last_step: step,
+                last_step: spent_step(&self.seeded.secrets[member.index], step, &self.params),
                 ..member
             }),
         }
@@ -381,6 +395,19 @@ impl Workload for Reset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_shared_with_the_next_step_spends_both() {
+        let params = TotpParams::default();
+        let secret = Secret::from_bytes((0u8..20).collect());
+        // Steps 1,340,014 and 1,340,015 of this secret both give 485512.
+        assert_eq!(
+            totp_at_step(&secret, 1_340_014, &params),
+            totp_at_step(&secret, 1_340_015, &params)
+        );
+        assert_eq!(spent_step(&secret, 1_340_014, &params), 1_340_015);
+        assert_eq!(spent_step(&secret, 1_340_015, &params), 1_340_015);
+    }
 
     #[test]
     fn a_member_gets_the_current_step_then_the_next_then_waits() {
