@@ -29,3 +29,8 @@ bench:
     cargo build --release -p mfa-server -p mfa-loadgen
     cargo run --release -p mfa-loadgen -- --db sqlite --users 100000 --json target/loadgen-sqlite.json
     cargo run --release -p mfa-loadgen -- --db postgres --users 100000 --json target/loadgen-postgres.json
+
+# PostgreSQL's own cost of an MFA verify, without the server (pgbench; needs
+# psql and pgbench and the local PostgreSQL; docs/PERFORMANCE.md).
+pgbench:
+    crates/mfa-loadgen/pgbench/run.sh
