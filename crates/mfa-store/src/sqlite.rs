@@ -89,7 +89,7 @@ const READER_CACHE_KIB: u32 = 512;
 /// writer waits: on the test machine's disk no write commits for 20–40 ms.
 /// An MFA verify run appends ~33,000 frames a second. p99 at 64
 /// connections, 100,000 users, by this value (docs/PERFORMANCE.md):
-/// 10,000 frames 33–36 ms (three stalls a second), 25,000 16–19 ms,
+/// 10,000 frames 30–36 ms (three stalls a second), 25,000 16–19 ms,
 /// 50,000 13–14 ms, 100,000 11–13 ms. Each frame is 4 KiB of WAL file,
 /// which keeps its largest size until the last connection closes: 50,000
 /// caps it at ~200 MiB, reached only under such sustained load (with
