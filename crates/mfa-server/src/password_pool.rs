@@ -13,9 +13,9 @@
 //! blocking thread. The threads run at the lowest scheduling priority
 //! (nice 19 on Linux), so that when hashing and short database work
 //! compete for a core, the short work goes first: password logins get the
-//! CPU the rest of the server leaves, and all of it when nothing else runs. (On a host shared with other busy
-//! processes logins would get little; an MFA server has the host to
-//! itself.)
+//! CPU the rest of the server leaves, and all of it when nothing else runs.
+//! (On a host shared with other busy processes logins would get little; an
+//! MFA server has the host to itself.)
 //!
 //! Throughput of password logins is unchanged: with one hash per core at a
 //! time the cores are as busy as with more, and each hash gets a core to
