@@ -42,6 +42,7 @@ impl<S: Store> MfaService<S> {
         let expires_at = now.plus_secs(self.config.pending_secret_ttl_secs);
         let issuer = self.display_issuer();
         self.store.write(|tx| {
+            lock_user(tx, caller.user_id)?;
             may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
             let user = load_user(tx, caller.user_id)?;
             if !tx.put_pending_authenticator(user.id, &secret, &params, now, expires_at)? {
@@ -78,6 +79,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Option<NewToken>> {
         let now = self.now();
         let result = self.write_then(|tx| {
+            lock_user(tx, caller.user_id)?;
             may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
             let pending = match tx.authenticator(caller.user_id)? {
                 None => {
@@ -165,6 +167,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Option<NewToken>> {
         let now = self.now();
         let result = self.write_then(|tx| {
+            lock_user(tx, caller.user_id)?;
             let factors = load_factors(tx, caller.user_id)?;
             may_enroll(caller.level, &factors)?;
             if factors.email {
@@ -250,6 +253,7 @@ impl<S: Store> MfaService<S> {
             (AssuranceLevel::Partial, None) => return Err(MfaError::MfaRequired),
         };
         self.write_then(|tx| {
+            lock_user(tx, caller.user_id)?;
             if let Some((attempt, matched)) = recovery {
                 match self.consume_recovery_match(tx, caller, &attempt, matched, now)? {
                     Ok(attempt) => clear_attempt(tx, &attempt)?,
@@ -300,6 +304,7 @@ impl<S: Store> MfaService<S> {
             })
             .collect::<MfaResult<Vec<_>>>()?;
         self.store.write(|tx| {
+            lock_user(tx, caller.user_id)?;
             tx.replace_recovery_codes(caller.user_id, &hashes, now)?;
             audit_own(
                 tx,

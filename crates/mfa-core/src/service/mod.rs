@@ -329,6 +329,19 @@ pub(crate) fn reserve_attempt(
     })
 }
 
+/// Hold `user` until the transaction ends, before reading any of their
+/// factors. Every transaction that changes a user's factors or checks one
+/// of their codes takes this lock first (the authenticator check through
+/// [`lock_attempt`]), so two of them never interleave: each reads what the
+/// other committed. Without it, on a store whose writers run side by side,
+/// a confirmation could read one pending secret and mark a newer one
+/// verified, or a code check could read an authenticator that a reset then
+/// deletes and report the code as replayed.
+pub(crate) fn lock_user(tx: &mut dyn StoreTx, user: UserId) -> MfaResult<()> {
+    tx.lock_users(&[user])?;
+    Ok(())
+}
+
 /// Start an attempt of `kind` by `user` whose check runs inside this
 /// transaction, refusing it with `TooManyAttempts` while the user is
 /// locked out. The failure state stays locked until the transaction ends

@@ -269,6 +269,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
+            lock_user(tx, user.id)?;
             let had = load_factors(tx, user.id)?;
             s.remove_factors(tx, &[user.id], true)?;
             let sessions_ended = tx.revoke_user_sessions(user.id, None, None, now)?;

@@ -175,6 +175,7 @@ impl<S: Store> MfaService<S> {
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
+            lock_user(tx, user.id)?;
             require_member_of_current_org(tx.membership(user.id, caller.org_id)?.as_ref())?;
             require_may_manage(caller, user.is_super_admin)?;
             if tx.authenticator_state(user.id)?.is_none() {

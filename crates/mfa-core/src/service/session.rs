@@ -426,6 +426,7 @@ impl<S: Store> MfaService<S> {
                     self.check_authenticator_code(tx, caller, code, now, &mut replayed)?
                 }
                 MfaMethod::Email => {
+                    lock_user(tx, caller.user_id)?;
                     if tx.email_factor_verified_at(caller.user_id)?.is_none() {
                         return Err(MfaError::NotEnrolled("no verified email factor"));
                     }

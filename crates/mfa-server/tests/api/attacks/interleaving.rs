@@ -1,0 +1,217 @@
+//! Two requests about one user's factors, interleaved inside PostgreSQL,
+//! where write transactions run side by side (SQLite runs them one after
+//! the other, so these orders cannot occur there). The test holds a row
+//! lock of its own to stop the first request at a known statement, sends
+//! the second while the first waits, and lets both go on: every factor
+//! change takes the user's lock before it reads anything, so the second
+//! always reads what the first committed.
+//!
+//! Runs when `MFA_TEST_DATABASE_URL` is set; otherwise prints a skipped line.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use super::{audit_count, challenged_user, partial, verify};
+use crate::helpers::{Answer, PASSWORD, TestServer};
+
+/// A row lock held by a transaction of the test's own until dropped.
+struct RowLock {
+    release: Option<mpsc::Sender<()>>,
+    holder: Option<thread::JoinHandle<()>>,
+}
+
+impl RowLock {
+    /// Run `locking` (a `SELECT … FOR …` of one row, `$1` the user's id)
+    /// in a transaction that stays open until the lock is dropped.
+    fn hold(url: &str, locking: &'static str, user: i64) -> RowLock {
+        let url = url.to_string();
+        let (locked_tx, locked) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let holder = thread::spawn(move || {
+            let mut conn = PgConnection::establish(&url).expect("PostgreSQL");
+            conn.transaction(|conn| {
+                let rows = diesel::sql_query(locking)
+                    .bind::<BigInt, _>(user)
+                    .execute(conn)?;
+                assert_eq!(rows, 1, "the row to lock exists");
+                locked_tx.send(()).unwrap();
+                // Dropped sender or a message: either way, let go.
+                let _ = released.recv();
+                diesel::QueryResult::Ok(())
+            })
+            .expect("the lock's transaction");
+        });
+        locked.recv().expect("the lock was taken");
+        RowLock {
+            release: Some(release),
+            holder: Some(holder),
+        }
+    }
+}
+
+impl Drop for RowLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(holder) = self.holder.take() {
+            let _ = holder.join();
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Waiting {
+    #[diesel(sql_type = Integer)]
+    n: i32,
+}
+
+/// Wait until `n` sessions of the database wait for a lock, or `request`
+/// has finished without waiting (a missing lock: the test then fails on
+/// its answers), for at most ten seconds.
+async fn until_waiting(url: &str, n: i32, request: &JoinHandle<Answer>) {
+    let mut conn = PgConnection::establish(url).expect("PostgreSQL");
+    for _ in 0..1000 {
+        let waiting = diesel::sql_query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result::<Waiting>(&mut conn)
+        .expect("pg_stat_activity")
+        .n;
+        if waiting >= n || request.is_finished() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} requests never waited for a lock");
+}
+
+/// Send one request in the background.
+fn send(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> JoinHandle<Answer> {
+    let mut req = s
+        .client
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            s.url(path),
+        )
+        .bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    tokio::spawn(async move { TestServer::answer(req.send().await.expect("request")).await })
+}
+
+/// A confirmation that read the pending secret A, then waited, must not
+/// mark verified the secret B that a "generate" replaced A with meanwhile:
+/// the user's app holds A, and would be locked out.
+#[tokio::test]
+async fn a_confirmation_verifies_the_secret_it_checked() {
+    let Some(s) = TestServer::postgres().await else {
+        return;
+    };
+    let url = s.database().url().to_string();
+    let root = s.root().await;
+    let email = "ada@example.com";
+    let id = s.create_user(&root, email, false).await;
+    let token = s.login(email, PASSWORD).await.token;
+    let scanned = s.start_authenticator(&token).await;
+
+    let lock = RowLock::hold(
+        &url,
+        "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        id,
+    );
+    let confirm = send(
+        &s,
+        "POST",
+        "/user/users/mfa/validateCode",
+        &token,
+        Some(json!({"code": s.totp(&scanned)})),
+    );
+    until_waiting(&url, 1, &confirm).await;
+    let generate = send(
+        &s,
+        "POST",
+        "/user/users/mfa/generateTempSecret",
+        &token,
+        None,
+    );
+    until_waiting(&url, 2, &generate).await;
+    drop(lock);
+
+    confirm.await.unwrap().expect(204, None);
+    generate
+        .await
+        .unwrap()
+        .expect(409, Some("already_enrolled"));
+    // The verified secret is the scanned one: a challenge takes its code.
+    s.put("/user/users/me/mfa", &token, json!({"mfaOptIn": true}))
+        .await
+        .expect(204, None);
+    s.advance(30);
+    let challenged = partial(&s, email).await;
+    verify(&s, &challenged, "AUTHENTICATOR", &s.totp(&scanned))
+        .await
+        .expect(200, None);
+}
+
+/// A code check that read the authenticator, then waited, while an admin
+/// reset deleted it, must not call the code a replay (an audit event and a
+/// warning mail about an attack that did not happen): it sees the reset.
+#[tokio::test]
+async fn a_code_check_beside_a_reset_sees_the_reset() {
+    let Some(s) = TestServer::postgres().await else {
+        return;
+    };
+    let url = s.database().url().to_string();
+    let root = s.root().await;
+    let email = "grace@example.com";
+    let (id, secret, _) = challenged_user(&s, &root, email).await;
+    let challenged = partial(&s, email).await;
+
+    let lock = RowLock::hold(
+        &url,
+        "SELECT user_id FROM authenticators WHERE user_id = $1 FOR UPDATE",
+        id,
+    );
+    let reset = send(
+        &s,
+        "PUT",
+        &format!("/users/{email}/mfa/resetQRCodeEnroll"),
+        &root,
+        None,
+    );
+    until_waiting(&url, 1, &reset).await;
+    let check = send(
+        &s,
+        "POST",
+        "/user/auth/mfa/verify",
+        &challenged,
+        Some(json!({"method": "AUTHENTICATOR", "code": s.totp(&secret)})),
+    );
+    until_waiting(&url, 2, &check).await;
+    drop(lock);
+
+    assert_eq!(reset.await.unwrap().ok(), &json!({"status": "ok"}));
+    let check = check.await.unwrap();
+    assert_ne!(
+        check.error(),
+        "invalid_code",
+        "a code checked beside a reset was refused as a bad one: {:?}",
+        check.body
+    );
+    assert!(check.status == 401 || check.status == 409, "{check:?}");
+    assert_eq!(audit_count(&s, &root, id, "replay_refused").await, 0);
+    assert_eq!(audit_count(&s, &root, id, "mfa_verify_failed").await, 0);
+}
