@@ -210,6 +210,18 @@ pub trait StoreTx {
     /// attempts (SQLite: write transactions are serial already; PostgreSQL:
     /// a row lock, creating the row if needed).
     fn lock_failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;
+    /// [`StoreTx::lock_failure_state`], then the user's authenticator as
+    /// read after the lock: what an authenticator code check reads. The
+    /// default calls the two methods; a store over a network overrides it
+    /// to read both in one round trip.
+    fn lock_failure_state_and_authenticator(
+        &mut self,
+        user: UserId,
+        kind: FailureKind,
+    ) -> StoreResult<(FailureState, Option<Authenticator>)> {
+        let state = self.lock_failure_state(user, kind)?;
+        Ok((state, self.authenticator(user)?))
+    }
     /// Add one failure atomically (`failures = failures + 1`, creating the
     /// row if needed) and return the state after it, in one statement.
     fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;

@@ -120,6 +120,10 @@ fn authenticator_state(
     })
 }
 
+/// What a code check reads under the user's lock: the failure counter's
+/// `(failures, locked_until)` and the authenticator, each if there is one.
+type LockedCodeCheck = (Option<(i32, Option<i64>)>, Option<AuthenticatorRow>);
+
 /// A failure counter's `(failures, locked_until)`; no row is no failures.
 fn failure_state_from(row: Option<(i32, Option<i64>)>) -> Result<FailureState, Error> {
     let Some((failures, locked_until)) = row else {
@@ -144,6 +148,22 @@ impl Tx<'_, diesel::SqliteConnection> {
             .select((failure_counters::failures, failure_counters::locked_until))
             .get_result(self.conn)
             .optional()
+    }
+
+    /// [`Tx::lock_failure_row`] and the authenticator: two statements, as
+    /// each costs no round trip here.
+    fn lock_failure_row_and_authenticator(
+        &mut self,
+        user: UserId,
+        kind: FailureKind,
+    ) -> QueryResult<LockedCodeCheck> {
+        let counter = self.lock_failure_row(user, kind)?;
+        let authenticator = authenticators::table
+            .find(user.0)
+            .select(AuthenticatorRow::as_select())
+            .get_result(self.conn)
+            .optional()?;
+        Ok((counter, authenticator))
     }
 }
 
@@ -174,6 +194,53 @@ impl Tx<'_, diesel::PgConnection> {
             .select((failure_counters::failures, failure_counters::locked_until))
             .get_result(self.conn)
             .optional()
+    }
+
+    /// [`Tx::lock_failure_row`] with the authenticator read in the same
+    /// statement as the counter, after the lock: one round trip fewer per
+    /// code check. Both are joined to the user's row, which exists (a
+    /// session of the user is being checked); a user deleted meanwhile
+    /// reads as no counter and no authenticator.
+    fn lock_failure_row_and_authenticator(
+        &mut self,
+        user: UserId,
+        kind: FailureKind,
+    ) -> QueryResult<LockedCodeCheck> {
+        users::table
+            .find(user.0)
+            .select(users::id)
+            .for_no_key_update()
+            .get_result::<i64>(self.conn)
+            .optional()?;
+        let row: Option<LockedCodeCheck> = users::table
+            .left_join(
+                failure_counters::table.on(failure_counters::user_id
+                    .eq(users::id)
+                    .and(failure_counters::kind.eq(kind.as_str()))),
+            )
+            .left_join(authenticators::table)
+            .filter(users::id.eq(user.0))
+            .select((
+                (failure_counters::failures, failure_counters::locked_until).nullable(),
+                // In `AuthenticatorRow`'s field order (loaded by position:
+                // diesel loads no nullable `as_select` inside a tuple).
+                (
+                    authenticators::user_id,
+                    authenticators::secret_ciphertext,
+                    authenticators::algorithm,
+                    authenticators::digits,
+                    authenticators::period,
+                    authenticators::verified,
+                    authenticators::expires_at,
+                    authenticators::verified_at,
+                    authenticators::last_used_step,
+                    authenticators::created_at,
+                )
+                    .nullable(),
+            ))
+            .get_result(self.conn)
+            .optional()?;
+        Ok(row.unwrap_or((None, None)))
     }
 }
 
@@ -1108,6 +1175,20 @@ macro_rules! impl_store_tx {
             ) -> StoreResult<FailureState> {
                 let row = self.lock_failure_row(user, kind).db()?;
                 failure_state_from(row).db()
+            }
+
+            fn lock_failure_state_and_authenticator(
+                &mut self,
+                user: UserId,
+                kind: FailureKind,
+            ) -> StoreResult<(FailureState, Option<Authenticator>)> {
+                let (counter, authenticator) =
+                    self.lock_failure_row_and_authenticator(user, kind).db()?;
+                let authenticator = authenticator
+                    .map(|r| authenticator_from_row(self.cipher, r))
+                    .transpose()
+                    .db()?;
+                Ok((failure_state_from(counter).db()?, authenticator))
             }
 
             fn increment_failures(

@@ -357,7 +357,19 @@ pub(crate) fn lock_attempt(
     now: Timestamp,
 ) -> MfaResult<Attempt> {
     let state = tx.lock_failure_state(user, kind)?;
-    refuse_while_locked(policy, &state, now)?;
+    locked_attempt(policy, kind, user, &state, now)
+}
+
+/// The attempt [`lock_attempt`] starts, from a failure state already read
+/// under the lock (by [`StoreTx::lock_failure_state_and_authenticator`]).
+pub(crate) fn locked_attempt(
+    policy: &LockoutPolicy,
+    kind: FailureKind,
+    user: UserId,
+    state: &FailureState,
+    now: Timestamp,
+) -> MfaResult<Attempt> {
+    refuse_while_locked(policy, state, now)?;
     Ok(Attempt {
         kind,
         user,

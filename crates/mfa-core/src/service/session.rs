@@ -358,15 +358,16 @@ impl<S: Store> MfaService<S> {
         now: Timestamp,
         replayed: &mut bool,
     ) -> MfaResult<MfaResult<Attempt>> {
-        let attempt = lock_attempt(
-            tx,
+        let (state, authenticator) =
+            tx.lock_failure_state_and_authenticator(caller.user_id, FailureKind::Code)?;
+        let attempt = locked_attempt(
             &self.config.code_lockout,
             FailureKind::Code,
             caller.user_id,
+            &state,
             now,
         )?;
-        let authenticator = tx
-            .authenticator(caller.user_id)?
+        let authenticator = authenticator
             .filter(|a| a.is_verified())
             .ok_or(MfaError::NotEnrolled("no verified authenticator"))?;
         let verdict = mfa_totp::verify_totp(

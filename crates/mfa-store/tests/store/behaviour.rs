@@ -839,6 +839,88 @@ fn failure_counters(db: TestDatabase) {
     );
 }
 
+/// What an authenticator code check reads under the user's lock in one go
+/// is what the two reads it stands for return, through every state of the
+/// counter (none, another kind's only, its own, locked) and of the
+/// authenticator (none, pending, verified, used), beside another user's.
+fn lock_failure_state_and_authenticator(db: TestDatabase) {
+    let store = open(&db);
+    let (user, other) = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com").id;
+        let other = add_user(tx, "b@example.com").id;
+        tx.increment_failures(other, FailureKind::Code)?;
+        tx.put_pending_authenticator(
+            other,
+            &Secret::generate(),
+            &TotpParams::default(),
+            T0,
+            Timestamp(T0.0 + 600),
+        )?;
+        Ok((user, other))
+    });
+    let agree = |step: &str| {
+        let (together, apart) = write(&store, |tx| {
+            let together = tx.lock_failure_state_and_authenticator(user, FailureKind::Code)?;
+            let apart = (
+                tx.lock_failure_state(user, FailureKind::Code)?,
+                tx.authenticator(user)?,
+            );
+            Ok((together, apart))
+        });
+        assert_eq!(together, apart, "{step}");
+        together
+    };
+    assert_eq!(agree("nothing"), (FailureState::default(), None));
+    write(&store, |tx| {
+        Ok(tx.increment_failures(user, FailureKind::Password)?)
+    });
+    assert_eq!(agree("a password failure").0, FailureState::default());
+    let secret = Secret::generate();
+    write(&store, |tx| {
+        Ok(tx.put_pending_authenticator(
+            user,
+            &secret,
+            &TotpParams::default(),
+            T0,
+            Timestamp(T0.0 + 600),
+        )?)
+    });
+    let (_, pending) = agree("a pending authenticator");
+    let pending = pending.expect("the pending authenticator");
+    assert_eq!(pending.secret, secret);
+    assert!(!pending.is_verified());
+    write(&store, |tx| {
+        tx.increment_failures(user, FailureKind::Code)?;
+        tx.increment_failures(user, FailureKind::Code)?;
+        Ok(tx.verify_authenticator(user, 7, T0)?)
+    });
+    let (state, verified) = agree("two code failures, verified");
+    assert_eq!(state.failures, 2);
+    assert!(verified.expect("the verified authenticator").is_verified());
+    let until = Timestamp(T0.0 + 60);
+    write(&store, |tx| {
+        tx.set_locked_until(user, FailureKind::Code, Some(until))?;
+        Ok(tx.accept_totp_step(user, 9)?)
+    });
+    let (state, used) = agree("locked, a step used");
+    assert_eq!(state.locked_until, Some(until));
+    assert_eq!(used.expect("the authenticator").last_used_step, Some(9));
+    write(&store, |tx| {
+        tx.reset_failures(user, FailureKind::Code)?;
+        Ok(tx.delete_authenticator(user)?)
+    });
+    assert_eq!(agree("reset"), (FailureState::default(), None));
+    let (state, pending) = write(&store, |tx| {
+        Ok(tx.lock_failure_state_and_authenticator(other, FailureKind::Code)?)
+    });
+    assert_eq!(state.failures, 1, "the other user's counter");
+    assert!(
+        !pending
+            .expect("the other user's authenticator")
+            .is_verified()
+    );
+}
+
 fn email_changes(db: TestDatabase) {
     let store = open(&db);
     let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
@@ -1346,6 +1428,7 @@ backend_tests!(
     recovery_codes,
     sessions,
     failure_counters,
+    lock_failure_state_and_authenticator,
     email_changes,
     audit,
     delete_user_cascades,

@@ -206,7 +206,8 @@ fn many_writers(db: &TestDatabase, stores: &[&DbStore]) {
 /// Racing attempts that check inside their transaction: each holds the
 /// counter from its read to its commit, so each sees every failure before
 /// it (no two see the same count), on users with and without a counter
-/// row, across two pools.
+/// row, across two pools. Half of them read the counter with the
+/// authenticator, as an authenticator code check does.
 fn concurrent_lock_failure_state(db: TestDatabase) {
     let first = open(&db);
     let second = open(&db);
@@ -217,10 +218,15 @@ fn concurrent_lock_failure_state(db: TestDatabase) {
         Ok((fresh, counted))
     });
     for (user, before) in [(fresh, 0), (counted, 1)] {
-        let mut seen = race(&[&first, &second], THREADS, |store, _| {
+        let mut seen = race(&[&first, &second], THREADS, |store, i| {
             store
                 .write(|tx| {
-                    let state = tx.lock_failure_state(user, FailureKind::Code)?;
+                    let state = if i % 4 < 2 {
+                        tx.lock_failure_state(user, FailureKind::Code)?
+                    } else {
+                        tx.lock_failure_state_and_authenticator(user, FailureKind::Code)?
+                            .0
+                    };
                     // The check would run here; this attempt failed.
                     tx.increment_failures(user, FailureKind::Code)?;
                     Ok(state.failures)
