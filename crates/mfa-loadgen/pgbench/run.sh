@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL's own cost of an MFA verify, without the server: pgbench runs
 # the statements mfa-store sends (verify.sql), the same work in one
-# server-side function (verify-function.sql) and nine empty round trips
+# server-side function (verify-function.sql) and eight empty round trips
 # (round-trips.sql) against a database of 100,000 members.
 #
 #   crates/mfa-loadgen/pgbench/run.sh [clients...]     (default: 16 64)
