@@ -102,6 +102,25 @@ impl<S: Store> MfaService<S> {
         let token = new_token(self.rng.as_ref());
         let config = &self.config;
         self.write_then(|tx| {
+            // The password was checked against the hash read before
+            // argon2. Under the user's lock, a password change either
+            // committed before this point (seen here: the password given
+            // is no longer the user's) or waits until this session exists
+            // (and ends it). Without the lock, a change committing in
+            // between left a session opened with the old password.
+            lock_user(tx, user.id)?;
+            let current = tx.user(user.id)?;
+            let Some(user) = current.filter(|u| u.password_hash == user.password_hash) else {
+                return Ok(Err(fail_attempt(
+                    tx,
+                    &attempt,
+                    audit_org,
+                    now,
+                    AuditAction::LoginFailed,
+                    "the password changed during the login",
+                    MfaError::InvalidCredentials,
+                )?));
+            };
             // The password was right: the count starts again, whether or
             // not a session can be opened.
             clear_attempt(tx, &attempt)?;

@@ -1,10 +1,11 @@
-//! Two requests about one user's factors, interleaved inside PostgreSQL,
+//! Two requests about one user, interleaved inside PostgreSQL,
 //! where write transactions run side by side (SQLite runs them one after
 //! the other, so these orders cannot occur there). The test holds a row
 //! lock of its own to stop the first request at a known statement, sends
 //! the second while the first waits, and lets both go on: every factor
-//! change takes the user's lock before it reads anything, so the second
-//! always reads what the first committed.
+//! change, code check and login takes the user's lock before it reads
+//! what it decides on, so the second always reads what the first
+//! committed.
 //!
 //! Runs when `MFA_TEST_DATABASE_URL` is set; otherwise prints a skipped line.
 
@@ -96,16 +97,16 @@ fn send(
     s: &TestServer,
     method: &str,
     path: &str,
-    token: &str,
+    token: Option<&str>,
     body: Option<serde_json::Value>,
 ) -> JoinHandle<Answer> {
-    let mut req = s
-        .client
-        .request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            s.url(path),
-        )
-        .bearer_auth(token);
+    let mut req = s.client.request(
+        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+        s.url(path),
+    );
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
     if let Some(body) = body {
         req = req.json(&body);
     }
@@ -136,7 +137,7 @@ async fn a_confirmation_verifies_the_secret_it_checked() {
         &s,
         "POST",
         "/user/users/mfa/validateCode",
-        &token,
+        Some(&token),
         Some(json!({"code": s.totp(&scanned)})),
     );
     until_waiting(&url, 1, &confirm).await;
@@ -144,7 +145,7 @@ async fn a_confirmation_verifies_the_secret_it_checked() {
         &s,
         "POST",
         "/user/users/mfa/generateTempSecret",
-        &token,
+        Some(&token),
         None,
     );
     until_waiting(&url, 2, &generate).await;
@@ -189,7 +190,7 @@ async fn a_code_check_beside_a_reset_sees_the_reset() {
         &s,
         "PUT",
         &format!("/users/{email}/mfa/resetQRCodeEnroll"),
-        &root,
+        Some(&root),
         None,
     );
     until_waiting(&url, 1, &reset).await;
@@ -197,7 +198,7 @@ async fn a_code_check_beside_a_reset_sees_the_reset() {
         &s,
         "POST",
         "/user/auth/mfa/verify",
-        &challenged,
+        Some(&challenged),
         Some(json!({"method": "AUTHENTICATOR", "code": s.totp(&secret)})),
     );
     until_waiting(&url, 2, &check).await;
@@ -214,4 +215,56 @@ async fn a_code_check_beside_a_reset_sees_the_reset() {
     assert!(check.status == 401 || check.status == 409, "{check:?}");
     assert_eq!(audit_count(&s, &root, id, "replay_refused").await, 0);
     assert_eq!(audit_count(&s, &root, id, "mfa_verify_failed").await, 0);
+}
+
+/// A login whose password was checked against the old hash while an admin
+/// set a new password (ending every session) must not open a session once
+/// the change has committed: whoever held the old password is out.
+#[tokio::test]
+async fn a_login_beside_a_password_change_opens_no_session() {
+    let Some(s) = TestServer::postgres().await else {
+        return;
+    };
+    let url = s.database().url().to_string();
+    let root = s.root().await;
+    let email = "ivy@example.com";
+    let id = s.create_user(&root, email, false).await;
+
+    let lock = RowLock::hold(
+        &url,
+        "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        id,
+    );
+    let change = send(
+        &s,
+        "PUT",
+        &format!("/user/users/{id}"),
+        Some(&root),
+        Some(json!({"password": "a brand new password"})),
+    );
+    until_waiting(&url, 1, &change).await;
+    let login = send(
+        &s,
+        "POST",
+        "/user/auth/login",
+        None,
+        Some(json!({"email": email, "password": PASSWORD})),
+    );
+    until_waiting(&url, 2, &login).await;
+    drop(lock);
+
+    change.await.unwrap().expect(200, None);
+    let login = login.await.unwrap();
+    if login.status == 200 {
+        let token = login.body["token"].as_str().unwrap();
+        let me = s.get("/user/users/me", token).await;
+        panic!(
+            "a login with the old password opened a session after the change \
+             (the session answers {})",
+            me.status
+        );
+    }
+    login.expect(401, Some("invalid_credentials"));
+    assert_eq!(audit_count(&s, &root, id, "login_failed").await, 1);
+    s.login(email, "a brand new password").await;
 }
