@@ -168,6 +168,18 @@ impl Tx<'_, diesel::SqliteConnection> {
 }
 
 impl Tx<'_, diesel::PgConnection> {
+    /// `FOR NO KEY UPDATE` on the user's row (a user deleted meanwhile has
+    /// none to lock, and nothing else to read either).
+    fn lock_user_row(&mut self, user: UserId) -> QueryResult<()> {
+        users::table
+            .find(user.0)
+            .select(users::id)
+            .for_no_key_update()
+            .get_result::<i64>(self.conn)
+            .optional()?;
+        Ok(())
+    }
+
     /// The failure counter, held until the transaction ends by a lock on
     /// the user's row (`FOR NO KEY UPDATE`: attempts of one user queue on
     /// it; foreign-key checks and other users do not). The counter row
@@ -180,12 +192,7 @@ impl Tx<'_, diesel::PgConnection> {
         user: UserId,
         kind: FailureKind,
     ) -> QueryResult<Option<(i32, Option<i64>)>> {
-        users::table
-            .find(user.0)
-            .select(users::id)
-            .for_no_key_update()
-            .get_result::<i64>(self.conn)
-            .optional()?;
+        self.lock_user_row(user)?;
         // A statement of its own, after the lock: its snapshot is taken
         // once the attempts before this one have committed. (Read in the
         // locking statement, the counter would be as of before the wait.)
@@ -206,12 +213,7 @@ impl Tx<'_, diesel::PgConnection> {
         user: UserId,
         kind: FailureKind,
     ) -> QueryResult<LockedCodeCheck> {
-        users::table
-            .find(user.0)
-            .select(users::id)
-            .for_no_key_update()
-            .get_result::<i64>(self.conn)
-            .optional()?;
+        self.lock_user_row(user)?;
         let row: Option<LockedCodeCheck> = users::table
             .left_join(
                 failure_counters::table.on(failure_counters::user_id

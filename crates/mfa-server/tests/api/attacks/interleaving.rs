@@ -113,16 +113,23 @@ fn send(
     tokio::spawn(async move { TestServer::answer(req.send().await.expect("request")).await })
 }
 
+/// A server on PostgreSQL, its database's URL and a superadmin's token;
+/// `None` (the test skipped) without `MFA_TEST_DATABASE_URL`.
+async fn server() -> Option<(TestServer, String, String)> {
+    let s = TestServer::postgres().await?;
+    let url = s.database().url().to_string();
+    let root = s.root().await;
+    Some((s, url, root))
+}
+
 /// A confirmation that read the pending secret A, then waited, must not
 /// mark verified the secret B that a "generate" replaced A with meanwhile:
 /// the user's app holds A, and would be locked out.
 #[tokio::test]
 async fn a_confirmation_verifies_the_secret_it_checked() {
-    let Some(s) = TestServer::postgres().await else {
+    let Some((s, url, root)) = server().await else {
         return;
     };
-    let url = s.database().url().to_string();
-    let root = s.root().await;
     let email = "ada@example.com";
     let id = s.create_user(&root, email, false).await;
     let token = s.login(email, PASSWORD).await.token;
@@ -172,11 +179,9 @@ async fn a_confirmation_verifies_the_secret_it_checked() {
 /// warning mail about an attack that did not happen): it sees the reset.
 #[tokio::test]
 async fn a_code_check_beside_a_reset_sees_the_reset() {
-    let Some(s) = TestServer::postgres().await else {
+    let Some((s, url, root)) = server().await else {
         return;
     };
-    let url = s.database().url().to_string();
-    let root = s.root().await;
     let email = "grace@example.com";
     let (id, secret, _) = challenged_user(&s, &root, email).await;
     let challenged = partial(&s, email).await;
@@ -222,11 +227,9 @@ async fn a_code_check_beside_a_reset_sees_the_reset() {
 /// the change has committed: whoever held the old password is out.
 #[tokio::test]
 async fn a_login_beside_a_password_change_opens_no_session() {
-    let Some(s) = TestServer::postgres().await else {
+    let Some((s, url, root)) = server().await else {
         return;
     };
-    let url = s.database().url().to_string();
-    let root = s.root().await;
     let email = "ivy@example.com";
     let id = s.create_user(&root, email, false).await;
 
