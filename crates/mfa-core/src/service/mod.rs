@@ -332,8 +332,9 @@ pub(crate) fn reserve_attempt(
 /// Hold `user` until the transaction ends, before reading any of their
 /// factors. Every transaction that changes a user's factors or checks one
 /// of their codes takes this lock first (the authenticator check through
-/// [`lock_attempt`]), so two of them never interleave: each reads what the
-/// other committed. Without it, on a store whose writers run side by side,
+/// [`StoreTx::lock_failure_state_and_authenticator`]), and so does a
+/// login before it reads the password hash again, so two of them never
+/// interleave: each reads what the other committed. Without it, on a store whose writers run side by side,
 /// a confirmation could read one pending secret and mark a newer one
 /// verified, or a code check could read an authenticator that a reset then
 /// deletes and report the code as replayed.

@@ -109,17 +109,23 @@ impl<S: Store> MfaService<S> {
             // (and ends it). Without the lock, a change committing in
             // between left a session opened with the old password.
             lock_user(tx, user.id)?;
-            let current = tx.user(user.id)?;
-            let Some(user) = current.filter(|u| u.password_hash == user.password_hash) else {
-                return Ok(Err(fail_attempt(
-                    tx,
-                    &attempt,
-                    audit_org,
-                    now,
-                    AuditAction::LoginFailed,
-                    "the password changed during the login",
-                    MfaError::InvalidCredentials,
-                )?));
+            let user = match tx.user(user.id)? {
+                Some(current) if current.password_hash == user.password_hash => current,
+                current => {
+                    let detail = match current {
+                        Some(_) => "the password changed during the login",
+                        None => "the user was deleted during the login",
+                    };
+                    return Ok(Err(fail_attempt(
+                        tx,
+                        &attempt,
+                        audit_org,
+                        now,
+                        AuditAction::LoginFailed,
+                        detail,
+                        MfaError::InvalidCredentials,
+                    )?));
+                }
             };
             // The password was right: the count starts again, whether or
             // not a session can be opened.
