@@ -48,6 +48,14 @@ pub trait StoreTx {
     fn insert_org(&mut self, name: &str, now: Timestamp) -> StoreResult<Org>;
     /// Load an org.
     fn org(&mut self, id: OrgId) -> StoreResult<Option<Org>>;
+    /// [`StoreTx::org`], held until the transaction ends, for a
+    /// transaction that writes it back whole ([`StoreTx::update_org`]): a
+    /// change another transaction committed meanwhile is read first, never
+    /// overwritten with what was read before it. The default only reads: a
+    /// store whose write transactions are serial needs no lock.
+    fn org_for_update(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+        self.org(id)
+    }
     /// Every org, by id.
     fn all_orgs(&mut self) -> StoreResult<Vec<Org>>;
     /// Write name, enforcement, enforcement time and grace period of `org`.
@@ -94,6 +102,15 @@ pub trait StoreTx {
     fn insert_membership(&mut self, m: &Membership) -> StoreResult<()>;
     /// Load a membership.
     fn membership(&mut self, user: UserId, org: OrgId) -> StoreResult<Option<Membership>>;
+    /// [`StoreTx::membership`], held until the transaction ends like
+    /// [`StoreTx::org_for_update`], for [`StoreTx::update_membership`].
+    fn membership_for_update(
+        &mut self,
+        user: UserId,
+        org: OrgId,
+    ) -> StoreResult<Option<Membership>> {
+        self.membership(user, org)
+    }
     /// Every membership of a user, by org id.
     fn memberships_of_user(&mut self, user: UserId) -> StoreResult<Vec<Membership>>;
     /// Write every flag of `m`; `NotFound` if it does not exist.

@@ -251,6 +251,55 @@ impl Tx<'_, diesel::SqliteConnection> {
     fn lock_user_rows(&mut self, _users: &[UserId]) -> QueryResult<()> {
         Ok(())
     }
+
+    /// The org, read: write transactions are serial on SQLite.
+    fn org_row_for_update(&mut self, id: OrgId) -> QueryResult<Option<OrgRow>> {
+        orgs::table
+            .find(id.0)
+            .select(OrgRow::as_select())
+            .get_result(self.conn)
+            .optional()
+    }
+
+    /// The membership, read: write transactions are serial on SQLite.
+    fn membership_row_for_update(
+        &mut self,
+        user: UserId,
+        org: OrgId,
+    ) -> QueryResult<Option<MembershipRow>> {
+        memberships::table
+            .find((user.0, org.0))
+            .select(MembershipRow::as_select())
+            .get_result(self.conn)
+            .optional()
+    }
+}
+
+impl Tx<'_, diesel::PgConnection> {
+    /// The org under `FOR NO KEY UPDATE`: after a wait for the lock,
+    /// PostgreSQL returns the row as the transaction before committed it.
+    fn org_row_for_update(&mut self, id: OrgId) -> QueryResult<Option<OrgRow>> {
+        orgs::table
+            .find(id.0)
+            .select(OrgRow::as_select())
+            .for_no_key_update()
+            .get_result(self.conn)
+            .optional()
+    }
+
+    /// The membership under `FOR NO KEY UPDATE`, as [`Tx::org_row_for_update`].
+    fn membership_row_for_update(
+        &mut self,
+        user: UserId,
+        org: OrgId,
+    ) -> QueryResult<Option<MembershipRow>> {
+        memberships::table
+            .find((user.0, org.0))
+            .select(MembershipRow::as_select())
+            .for_no_key_update()
+            .get_result(self.conn)
+            .optional()
+    }
 }
 
 impl Tx<'_, diesel::PgConnection> {
@@ -329,6 +378,14 @@ macro_rules! impl_store_tx {
                     .select(OrgRow::as_select())
                     .get_result(self.conn)
                     .optional()
+                    .db()?
+                    .map(Org::try_from)
+                    .transpose()
+                    .db()
+            }
+
+            fn org_for_update(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+                self.org_row_for_update(id)
                     .db()?
                     .map(Org::try_from)
                     .transpose()
@@ -629,6 +686,17 @@ macro_rules! impl_store_tx {
                     .optional()
                     .db()?;
                 Ok(row.map(Membership::from))
+            }
+
+            fn membership_for_update(
+                &mut self,
+                user: UserId,
+                org: OrgId,
+            ) -> StoreResult<Option<Membership>> {
+                Ok(self
+                    .membership_row_for_update(user, org)
+                    .db()?
+                    .map(Membership::from))
             }
 
             fn memberships_of_user(&mut self, user: UserId) -> StoreResult<Vec<Membership>> {

@@ -321,7 +321,7 @@ impl<S: Store> MfaService<S> {
     pub fn set_personal_opt_in(&self, caller: &FullCaller, opt_in: bool) -> MfaResult<()> {
         let now = self.now();
         self.store.write(|tx| {
-            let mut user = load_user(tx, caller.user_id)?;
+            let mut user = load_user_for_update(tx, caller.user_id)?;
             if user.mfa_opt_in == opt_in {
                 return Ok(());
             }

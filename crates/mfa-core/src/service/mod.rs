@@ -268,6 +268,14 @@ pub(crate) fn load_user(tx: &mut dyn StoreTx, id: UserId) -> MfaResult<User> {
     tx.user(id)?.ok_or(MfaError::NotFound("user"))
 }
 
+/// [`load_user`] under the user's lock ([`lock_user`]), for a transaction
+/// that writes the row back whole: a change another transaction committed
+/// meanwhile is read first, never overwritten with what was read before it.
+pub(crate) fn load_user_for_update(tx: &mut dyn StoreTx, id: UserId) -> MfaResult<User> {
+    lock_user(tx, id)?;
+    load_user(tx, id)
+}
+
 /// Refuse when the user is locked out for code failures.
 pub(crate) fn check_code_lockout(
     tx: &mut dyn StoreTx,

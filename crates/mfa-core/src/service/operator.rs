@@ -185,7 +185,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
-            match tx.membership(user.id, org)? {
+            match tx.membership_for_update(user.id, org)? {
                 Some(before) => {
                     let mut m = before.clone();
                     m.is_active = true;
@@ -237,7 +237,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     pub fn set_mfa_enforced(&self, org: OrgId, enforced: bool) -> MfaResult<bool> {
         let now = self.service.now();
         self.service.store.write(|tx| {
-            let mut o = tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            let mut o = tx.org_for_update(org)?.ok_or(MfaError::NotFound("org"))?;
             if o.is_mfa_enforced == enforced {
                 return Ok(false);
             }
@@ -322,7 +322,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
             let mut m = tx
-                .membership(user.id, org)?
+                .membership_for_update(user.id, org)?
                 .ok_or(MfaError::NotFound("membership"))?;
             if m.mfa_opt_out == opt_out {
                 return Ok(false);

@@ -54,12 +54,18 @@ impl<S: Store> MfaService<S> {
             require_current_org_admin(caller)?;
         }
         self.store.write(|tx| {
-            let orgs = if all_orgs {
-                tx.all_orgs()?
+            let ids = if all_orgs {
+                tx.all_orgs()?.into_iter().map(|o| o.id).collect()
             } else {
-                vec![tx.org(caller.org_id)?.ok_or(MfaError::NotFound("org"))?]
+                vec![caller.org_id]
             };
-            for mut org in orgs {
+            for id in ids {
+                let Some(mut org) = tx.org_for_update(id)? else {
+                    if all_orgs {
+                        continue; // deleted meanwhile
+                    }
+                    return Err(MfaError::NotFound("org"));
+                };
                 if org.is_mfa_enforced == enforced {
                     continue;
                 }
@@ -245,7 +251,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, tx.membership(caller.user_id, id)?.as_ref())?;
-            let mut org = tx.org(id)?.ok_or(MfaError::NotFound("org"))?;
+            let mut org = tx.org_for_update(id)?.ok_or(MfaError::NotFound("org"))?;
             let mut changes = Vec::new();
             if let Some(name) = name {
                 org.name = name;
@@ -419,7 +425,7 @@ impl<S: Store> MfaService<S> {
         self.store.write(|tx| {
             let user = self.resolve_user_ref(tx, target)?;
             let mut m = tx
-                .membership(user, caller.org_id)?
+                .membership_for_update(user, caller.org_id)?
                 .ok_or(MfaError::NotFound("user"))?;
             require_may_manage(caller, load_user(tx, user)?.is_super_admin)?;
             let before = m.clone();

@@ -300,7 +300,9 @@ impl<S: Store> MfaService<S> {
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
-        if is_self && (new_email.is_some() || patch.password.is_some()) {
+        let verified_current_password =
+            is_self && (new_email.is_some() || patch.password.is_some());
+        if verified_current_password {
             let ok = patch
                 .current_password
                 .as_deref()
@@ -317,7 +319,12 @@ impl<S: Store> MfaService<S> {
         let token = new_token(self.rng.as_ref());
         let ttl = self.config.email_change_ttl_secs;
         let updated = self.store.write(|tx| {
-            let mut user = load_user(tx, id)?;
+            let mut user = load_user_for_update(tx, id)?;
+            if verified_current_password && user.password_hash != current.password_hash {
+                // The password the caller proved is no longer the user's:
+                // it was changed (by an admin, say) while it was checked.
+                return Err(MfaError::InvalidCredentials);
+            }
             let mut changes = Vec::new();
             if let Some(v) = &first_name {
                 user.first_name = v.clone();
@@ -400,7 +407,7 @@ impl<S: Store> MfaService<S> {
             if !tx.consume_email_change(change.id, now)? {
                 return Err(MfaError::InvalidCode);
             }
-            let mut user = load_user(tx, change.user_id)?;
+            let mut user = load_user_for_update(tx, change.user_id)?;
             let old = user.email.clone();
             user.email = change.new_email.clone();
             tx.update_user(&user)?;
@@ -517,7 +524,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
-            let m = match tx.membership(caller.user_id, org)? {
+            let m = match tx.membership_for_update(caller.user_id, org)? {
                 Some(mut m) => {
                     m.is_active = true;
                     m.is_admin = true;

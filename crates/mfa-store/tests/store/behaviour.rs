@@ -367,6 +367,32 @@ fn memberships(db: TestDatabase) {
     });
 }
 
+/// The locking reads of an org and a membership return what the plain
+/// reads do (the lock itself is proven over HTTP: the server's
+/// `attacks::interleaving`).
+fn reads_for_update(db: TestDatabase) {
+    let store = open(&db);
+    let (org, user, stranger) = write(&store, |tx| {
+        let org = add_org(tx, "Acme");
+        let user = add_user(tx, "a@example.com");
+        let stranger = add_user(tx, "s@example.com");
+        let mut m = Membership::new(user.id, org.id);
+        m.mfa_opt_out = true;
+        tx.insert_membership(&m)?;
+        Ok((org, user.id, stranger.id))
+    });
+    write(&store, |tx| {
+        assert_eq!(tx.org_for_update(org.id)?, tx.org(org.id)?);
+        assert!(tx.org_for_update(org.id)?.is_some());
+        assert_eq!(tx.org_for_update(OrgId(org.id.0 + 100))?, None);
+        let m = tx.membership_for_update(user, org.id)?;
+        assert_eq!(m, tx.membership(user, org.id)?);
+        assert!(m.expect("the membership").mfa_opt_out);
+        assert_eq!(tx.membership_for_update(stranger, org.id)?, None);
+        Ok(())
+    });
+}
+
 fn authenticator_lifecycle(db: TestDatabase) {
     let store = open(&db);
     let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
@@ -1421,6 +1447,7 @@ backend_tests!(
     duplicate_email_is_a_unique_violation,
     search_org_users,
     memberships,
+    reads_for_update,
     authenticator_lifecycle,
     accept_totp_step_is_monotonic,
     email_factor,

@@ -1,11 +1,11 @@
-//! Two requests about one user, interleaved inside PostgreSQL,
-//! where write transactions run side by side (SQLite runs them one after
-//! the other, so these orders cannot occur there). The test holds a row
-//! lock of its own to stop the first request at a known statement, sends
-//! the second while the first waits, and lets both go on: every factor
-//! change, code check and login takes the user's lock before it reads
-//! what it decides on, so the second always reads what the first
-//! committed.
+//! Two requests about one user, org or membership, interleaved inside
+//! PostgreSQL, where write transactions run side by side (SQLite runs them
+//! one after the other, so these orders cannot occur there). The test
+//! holds a row lock of its own to stop the first request at a known
+//! statement, sends the second while the first waits, and lets both go
+//! on: every factor change, code check and login, and every write of a
+//! user, org or membership row, takes the row's lock before it reads what
+//! it decides on, so the second always reads what the first committed.
 //!
 //! Runs when `MFA_TEST_DATABASE_URL` is set; otherwise prints a skipped line.
 
@@ -270,4 +270,131 @@ async fn a_login_beside_a_password_change_opens_no_session() {
     login.expect(401, Some("invalid_credentials"));
     assert_eq!(audit_count(&s, &root, id, "login_failed").await, 1);
     s.login(email, "a brand new password").await;
+}
+
+/// A self-service password change proven with the current password while
+/// an admin set a new one (ending every session) must not replace the
+/// admin's: whoever held the old password would choose the next.
+#[tokio::test]
+async fn a_self_change_beside_an_admin_change_is_refused() {
+    let Some((s, url, root)) = server().await else {
+        return;
+    };
+    let email = "jo@example.com";
+    let id = s.create_user(&root, email, false).await;
+    let own = s.login(email, PASSWORD).await.token;
+
+    let lock = RowLock::hold(
+        &url,
+        "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        id,
+    );
+    let admin = send(
+        &s,
+        "PUT",
+        &format!("/user/users/{id}"),
+        Some(&root),
+        Some(json!({"password": "the admin's new password"})),
+    );
+    until_waiting(&url, 1, &admin).await;
+    let own_change = send(
+        &s,
+        "PUT",
+        &format!("/user/users/{id}"),
+        Some(&own),
+        Some(json!({"password": "the holder's new password", "currentPassword": PASSWORD})),
+    );
+    until_waiting(&url, 2, &own_change).await;
+    drop(lock);
+
+    admin.await.unwrap().expect(200, None);
+    own_change
+        .await
+        .unwrap()
+        .expect(401, Some("invalid_credentials"));
+    s.login(email, "the admin's new password").await;
+}
+
+/// Two admins change one org at once: MFA enforced by one, the org renamed
+/// by the other, whose transaction read the org before the enforcement
+/// committed. Both changes stay; before the fix the rename wrote back the
+/// org as it had read it, and MFA was no longer enforced.
+#[tokio::test]
+async fn an_enforcement_beside_a_rename_is_kept() {
+    let Some((s, url, root)) = server().await else {
+        return;
+    };
+    let org = s.root_org;
+
+    let lock = RowLock::hold(
+        &url,
+        "SELECT id FROM orgs WHERE id = $1 FOR NO KEY UPDATE",
+        org,
+    );
+    let enforce = send(
+        &s,
+        "PUT",
+        "/user/org/mfa",
+        Some(&root),
+        Some(json!({"isMfaEnforced": true})),
+    );
+    until_waiting(&url, 1, &enforce).await;
+    let rename = send(
+        &s,
+        "PUT",
+        &format!("/user/org/{org}"),
+        Some(&root),
+        Some(json!({"name": "Renamed"})),
+    );
+    until_waiting(&url, 2, &rename).await;
+    drop(lock);
+
+    enforce.await.unwrap().expect(204, None);
+    rename.await.unwrap().expect(200, None);
+    let o = s.get(&format!("/user/org/{org}"), &root).await;
+    assert_eq!(o.ok()["name"], "Renamed");
+    assert_eq!(o.ok()["isMfaEnforced"], true, "the enforcement was lost");
+}
+
+/// Two admins change one membership at once: the admin flag taken away by
+/// one, MFA opted out by the other, whose transaction read the membership
+/// first. Both changes stay; before the fix the opt-out wrote the admin
+/// flag back.
+#[tokio::test]
+async fn a_demotion_beside_an_opt_out_is_kept() {
+    let Some((s, url, root)) = server().await else {
+        return;
+    };
+    let id = s.create_user(&root, "kai@example.com", true).await;
+
+    let lock = RowLock::hold(
+        &url,
+        "SELECT user_id FROM memberships WHERE user_id = $1 FOR NO KEY UPDATE",
+        id,
+    );
+    let demote = send(
+        &s,
+        "PUT",
+        &format!("/user/users/{id}/membership"),
+        Some(&root),
+        Some(json!({"isAdmin": false})),
+    );
+    until_waiting(&url, 1, &demote).await;
+    let opt_out = send(
+        &s,
+        "PUT",
+        &format!("/user/users/{id}/membership"),
+        Some(&root),
+        Some(json!({"mfaOptOut": true})),
+    );
+    until_waiting(&url, 2, &opt_out).await;
+    drop(lock);
+
+    demote.await.unwrap().expect(204, None);
+    opt_out.await.unwrap().expect(204, None);
+    let m = s
+        .get(&format!("/user/org/{}/user/{id}", s.root_org), &root)
+        .await;
+    assert_eq!(m.ok()["isAdmin"], false, "the demotion was lost");
+    assert_eq!(m.ok()["mfaOptOut"], true);
 }
