@@ -253,52 +253,42 @@ impl Tx<'_, diesel::SqliteConnection> {
     }
 
     /// The org, read: write transactions are serial on SQLite.
-    fn org_row_for_update(&mut self, id: OrgId) -> QueryResult<Option<OrgRow>> {
-        orgs::table
-            .find(id.0)
-            .select(OrgRow::as_select())
-            .get_result(self.conn)
-            .optional()
+    fn locked_org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+        StoreTx::org(self, id)
     }
 
     /// The membership, read: write transactions are serial on SQLite.
-    fn membership_row_for_update(
-        &mut self,
-        user: UserId,
-        org: OrgId,
-    ) -> QueryResult<Option<MembershipRow>> {
-        memberships::table
-            .find((user.0, org.0))
-            .select(MembershipRow::as_select())
-            .get_result(self.conn)
-            .optional()
+    fn locked_membership(&mut self, user: UserId, org: OrgId) -> StoreResult<Option<Membership>> {
+        StoreTx::membership(self, user, org)
     }
 }
 
 impl Tx<'_, diesel::PgConnection> {
     /// The org under `FOR NO KEY UPDATE`: after a wait for the lock,
     /// PostgreSQL returns the row as the transaction before committed it.
-    fn org_row_for_update(&mut self, id: OrgId) -> QueryResult<Option<OrgRow>> {
+    fn locked_org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
         orgs::table
             .find(id.0)
             .select(OrgRow::as_select())
             .for_no_key_update()
             .get_result(self.conn)
             .optional()
+            .db()?
+            .map(Org::try_from)
+            .transpose()
+            .db()
     }
 
-    /// The membership under `FOR NO KEY UPDATE`, as [`Tx::org_row_for_update`].
-    fn membership_row_for_update(
-        &mut self,
-        user: UserId,
-        org: OrgId,
-    ) -> QueryResult<Option<MembershipRow>> {
-        memberships::table
+    /// The membership under `FOR NO KEY UPDATE`, as [`Tx::locked_org`].
+    fn locked_membership(&mut self, user: UserId, org: OrgId) -> StoreResult<Option<Membership>> {
+        let row: Option<MembershipRow> = memberships::table
             .find((user.0, org.0))
             .select(MembershipRow::as_select())
             .for_no_key_update()
             .get_result(self.conn)
             .optional()
+            .db()?;
+        Ok(row.map(Membership::from))
     }
 }
 
@@ -385,11 +375,7 @@ macro_rules! impl_store_tx {
             }
 
             fn org_for_update(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
-                self.org_row_for_update(id)
-                    .db()?
-                    .map(Org::try_from)
-                    .transpose()
-                    .db()
+                self.locked_org(id)
             }
 
             fn all_orgs(&mut self) -> StoreResult<Vec<Org>> {
@@ -693,10 +679,7 @@ macro_rules! impl_store_tx {
                 user: UserId,
                 org: OrgId,
             ) -> StoreResult<Option<Membership>> {
-                Ok(self
-                    .membership_row_for_update(user, org)
-                    .db()?
-                    .map(Membership::from))
+                self.locked_membership(user, org)
             }
 
             fn memberships_of_user(&mut self, user: UserId) -> StoreResult<Vec<Membership>> {
