@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::{audit_count, challenged_user, partial, verify};
@@ -92,25 +92,67 @@ async fn until_waiting(url: &str, n: i32, request: &JoinHandle<Answer>) {
     panic!("{n} requests never waited for a lock");
 }
 
+/// The locks a test holds: a user's row (as a code check or a factor
+/// change takes it), an authenticator's, an org's and a membership's.
+const USER_ROW: &str = "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE";
+const AUTHENTICATOR_ROW: &str = "SELECT user_id FROM authenticators WHERE user_id = $1 FOR UPDATE";
+const ORG_ROW: &str = "SELECT id FROM orgs WHERE id = $1 FOR NO KEY UPDATE";
+const MEMBERSHIP_ROW: &str = "SELECT user_id FROM memberships WHERE user_id = $1 FOR NO KEY UPDATE";
+
+/// One request: method, path, bearer token and JSON body.
+struct Call<'a> {
+    method: &'a str,
+    path: String,
+    token: Option<&'a str>,
+    body: Option<Value>,
+}
+
+fn call<'a>(
+    method: &'a str,
+    path: impl Into<String>,
+    token: Option<&'a str>,
+    body: Option<Value>,
+) -> Call<'a> {
+    Call {
+        method,
+        path: path.into(),
+        token,
+        body,
+    }
+}
+
 /// Send one request in the background.
-fn send(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-) -> JoinHandle<Answer> {
+fn send(s: &TestServer, call: Call<'_>) -> JoinHandle<Answer> {
     let mut req = s.client.request(
-        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-        s.url(path),
+        reqwest::Method::from_bytes(call.method.as_bytes()).unwrap(),
+        s.url(&call.path),
     );
-    if let Some(token) = token {
+    if let Some(token) = call.token {
         req = req.bearer_auth(token);
     }
-    if let Some(body) = body {
+    if let Some(body) = call.body {
         req = req.json(&body);
     }
     tokio::spawn(async move { TestServer::answer(req.send().await.expect("request")).await })
+}
+
+/// Hold `locking` on the row of `id`, send `first`, send `second` once the
+/// first waits for a lock, then let the row go: both answers, in order.
+async fn interleave(
+    s: &TestServer,
+    url: &str,
+    locking: &'static str,
+    id: i64,
+    first: Call<'_>,
+    second: Call<'_>,
+) -> (Answer, Answer) {
+    let lock = RowLock::hold(url, locking, id);
+    let first = send(s, first);
+    until_waiting(url, 1, &first).await;
+    let second = send(s, second);
+    until_waiting(url, 2, &second).await;
+    drop(lock);
+    (first.await.unwrap(), second.await.unwrap())
 }
 
 /// A server on PostgreSQL, its database's URL and a superadmin's token;
@@ -135,34 +177,28 @@ async fn a_confirmation_verifies_the_secret_it_checked() {
     let token = s.login(email, PASSWORD).await.token;
     let scanned = s.start_authenticator(&token).await;
 
-    let lock = RowLock::hold(
+    let (confirm, generate) = interleave(
+        &s,
         &url,
-        "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        USER_ROW,
         id,
-    );
-    let confirm = send(
-        &s,
-        "POST",
-        "/user/users/mfa/validateCode",
-        Some(&token),
-        Some(json!({"code": s.totp(&scanned)})),
-    );
-    until_waiting(&url, 1, &confirm).await;
-    let generate = send(
-        &s,
-        "POST",
-        "/user/users/mfa/generateTempSecret",
-        Some(&token),
-        None,
-    );
-    until_waiting(&url, 2, &generate).await;
-    drop(lock);
+        call(
+            "POST",
+            "/user/users/mfa/validateCode",
+            Some(&token),
+            Some(json!({"code": s.totp(&scanned)})),
+        ),
+        call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(&token),
+            None,
+        ),
+    )
+    .await;
 
-    confirm.await.unwrap().expect(204, None);
-    generate
-        .await
-        .unwrap()
-        .expect(409, Some("already_enrolled"));
+    confirm.expect(204, None);
+    generate.expect(409, Some("already_enrolled"));
     // The verified secret is the scanned one: a challenge takes its code.
     s.put("/user/users/me/mfa", &token, json!({"mfaOptIn": true}))
         .await
@@ -186,31 +222,27 @@ async fn a_code_check_beside_a_reset_sees_the_reset() {
     let (id, secret, _) = challenged_user(&s, &root, email).await;
     let challenged = partial(&s, email).await;
 
-    let lock = RowLock::hold(
+    let (reset, check) = interleave(
+        &s,
         &url,
-        "SELECT user_id FROM authenticators WHERE user_id = $1 FOR UPDATE",
+        AUTHENTICATOR_ROW,
         id,
-    );
-    let reset = send(
-        &s,
-        "PUT",
-        &format!("/users/{email}/mfa/resetQRCodeEnroll"),
-        Some(&root),
-        None,
-    );
-    until_waiting(&url, 1, &reset).await;
-    let check = send(
-        &s,
-        "POST",
-        "/user/auth/mfa/verify",
-        Some(&challenged),
-        Some(json!({"method": "AUTHENTICATOR", "code": s.totp(&secret)})),
-    );
-    until_waiting(&url, 2, &check).await;
-    drop(lock);
+        call(
+            "PUT",
+            format!("/users/{email}/mfa/resetQRCodeEnroll"),
+            Some(&root),
+            None,
+        ),
+        call(
+            "POST",
+            "/user/auth/mfa/verify",
+            Some(&challenged),
+            Some(json!({"method": "AUTHENTICATOR", "code": s.totp(&secret)})),
+        ),
+    )
+    .await;
 
-    assert_eq!(reset.await.unwrap().ok(), &json!({"status": "ok"}));
-    let check = check.await.unwrap();
+    assert_eq!(reset.ok(), &json!({"status": "ok"}));
     assert_ne!(
         check.error(),
         "invalid_code",
@@ -233,31 +265,27 @@ async fn a_login_beside_a_password_change_opens_no_session() {
     let email = "ivy@example.com";
     let id = s.create_user(&root, email, false).await;
 
-    let lock = RowLock::hold(
+    let (change, login) = interleave(
+        &s,
         &url,
-        "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        USER_ROW,
         id,
-    );
-    let change = send(
-        &s,
-        "PUT",
-        &format!("/user/users/{id}"),
-        Some(&root),
-        Some(json!({"password": "a brand new password"})),
-    );
-    until_waiting(&url, 1, &change).await;
-    let login = send(
-        &s,
-        "POST",
-        "/user/auth/login",
-        None,
-        Some(json!({"email": email, "password": PASSWORD})),
-    );
-    until_waiting(&url, 2, &login).await;
-    drop(lock);
+        call(
+            "PUT",
+            format!("/user/users/{id}"),
+            Some(&root),
+            Some(json!({"password": "a brand new password"})),
+        ),
+        call(
+            "POST",
+            "/user/auth/login",
+            None,
+            Some(json!({"email": email, "password": PASSWORD})),
+        ),
+    )
+    .await;
 
-    change.await.unwrap().expect(200, None);
-    let login = login.await.unwrap();
+    change.expect(200, None);
     if login.status == 200 {
         let token = login.body["token"].as_str().unwrap();
         let me = s.get("/user/users/me", token).await;
@@ -284,34 +312,28 @@ async fn a_self_change_beside_an_admin_change_is_refused() {
     let id = s.create_user(&root, email, false).await;
     let own = s.login(email, PASSWORD).await.token;
 
-    let lock = RowLock::hold(
+    let (admin, own_change) = interleave(
+        &s,
         &url,
-        "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        USER_ROW,
         id,
-    );
-    let admin = send(
-        &s,
-        "PUT",
-        &format!("/user/users/{id}"),
-        Some(&root),
-        Some(json!({"password": "the admin's new password"})),
-    );
-    until_waiting(&url, 1, &admin).await;
-    let own_change = send(
-        &s,
-        "PUT",
-        &format!("/user/users/{id}"),
-        Some(&own),
-        Some(json!({"password": "the holder's new password", "currentPassword": PASSWORD})),
-    );
-    until_waiting(&url, 2, &own_change).await;
-    drop(lock);
+        call(
+            "PUT",
+            format!("/user/users/{id}"),
+            Some(&root),
+            Some(json!({"password": "the admin's new password"})),
+        ),
+        call(
+            "PUT",
+            format!("/user/users/{id}"),
+            Some(&own),
+            Some(json!({"password": "the holder's new password", "currentPassword": PASSWORD})),
+        ),
+    )
+    .await;
 
-    admin.await.unwrap().expect(200, None);
-    own_change
-        .await
-        .unwrap()
-        .expect(401, Some("invalid_credentials"));
+    admin.expect(200, None);
+    own_change.expect(401, Some("invalid_credentials"));
     s.login(email, "the admin's new password").await;
 }
 
@@ -326,31 +348,28 @@ async fn an_enforcement_beside_a_rename_is_kept() {
     };
     let org = s.root_org;
 
-    let lock = RowLock::hold(
+    let (enforce, rename) = interleave(
+        &s,
         &url,
-        "SELECT id FROM orgs WHERE id = $1 FOR NO KEY UPDATE",
+        ORG_ROW,
         org,
-    );
-    let enforce = send(
-        &s,
-        "PUT",
-        "/user/org/mfa",
-        Some(&root),
-        Some(json!({"isMfaEnforced": true})),
-    );
-    until_waiting(&url, 1, &enforce).await;
-    let rename = send(
-        &s,
-        "PUT",
-        &format!("/user/org/{org}"),
-        Some(&root),
-        Some(json!({"name": "Renamed"})),
-    );
-    until_waiting(&url, 2, &rename).await;
-    drop(lock);
+        call(
+            "PUT",
+            "/user/org/mfa",
+            Some(&root),
+            Some(json!({"isMfaEnforced": true})),
+        ),
+        call(
+            "PUT",
+            format!("/user/org/{org}"),
+            Some(&root),
+            Some(json!({"name": "Renamed"})),
+        ),
+    )
+    .await;
 
-    enforce.await.unwrap().expect(204, None);
-    rename.await.unwrap().expect(200, None);
+    enforce.expect(204, None);
+    rename.expect(200, None);
     let o = s.get(&format!("/user/org/{org}"), &root).await;
     assert_eq!(o.ok()["name"], "Renamed");
     assert_eq!(o.ok()["isMfaEnforced"], true, "the enforcement was lost");
@@ -366,32 +385,20 @@ async fn a_demotion_beside_an_opt_out_is_kept() {
         return;
     };
     let id = s.create_user(&root, "kai@example.com", true).await;
+    let path = format!("/user/users/{id}/membership");
 
-    let lock = RowLock::hold(
+    let (demote, opt_out) = interleave(
+        &s,
         &url,
-        "SELECT user_id FROM memberships WHERE user_id = $1 FOR NO KEY UPDATE",
+        MEMBERSHIP_ROW,
         id,
-    );
-    let demote = send(
-        &s,
-        "PUT",
-        &format!("/user/users/{id}/membership"),
-        Some(&root),
-        Some(json!({"isAdmin": false})),
-    );
-    until_waiting(&url, 1, &demote).await;
-    let opt_out = send(
-        &s,
-        "PUT",
-        &format!("/user/users/{id}/membership"),
-        Some(&root),
-        Some(json!({"mfaOptOut": true})),
-    );
-    until_waiting(&url, 2, &opt_out).await;
-    drop(lock);
+        call("PUT", &path, Some(&root), Some(json!({"isAdmin": false}))),
+        call("PUT", &path, Some(&root), Some(json!({"mfaOptOut": true}))),
+    )
+    .await;
 
-    demote.await.unwrap().expect(204, None);
-    opt_out.await.unwrap().expect(204, None);
+    demote.expect(204, None);
+    opt_out.expect(204, None);
     let m = s
         .get(&format!("/user/org/{}/user/{id}", s.root_org), &root)
         .await;
