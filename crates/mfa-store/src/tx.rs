@@ -266,6 +266,8 @@ impl Tx<'_, diesel::SqliteConnection> {
 impl Tx<'_, diesel::PgConnection> {
     /// The org under `FOR NO KEY UPDATE`: after a wait for the lock,
     /// PostgreSQL returns the row as the transaction before committed it.
+    /// (The plain read's statement plus the lock clause, which diesel
+    /// allows on PostgreSQL only, so it cannot live in `impl_store_tx!`.)
     fn locked_org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
         orgs::table
             .find(id.0)
