@@ -22,4 +22,5 @@ mod orgs;
 mod seed000;
 mod seed004;
 mod sessions;
+mod storm;
 mod users;
