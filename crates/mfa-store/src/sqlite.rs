@@ -6,6 +6,7 @@
 //! back once per pool, so a silently ignored pragma fails the start-up
 //! instead of showing up later as "database is locked".
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
@@ -96,6 +97,19 @@ const READER_CACHE_KIB: u32 = 512;
 /// pauses between writes the WAL restarts on its own).
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 50_000;
 
+/// Size above which the checkpointer empties the WAL file once nothing
+/// has been written for over half a second (its back-off up to
+/// [`IDLE_CHECKPOINT_INTERVAL`]). SQLite reuses the file from its
+/// beginning instead of shrinking it, so without this it keeps the largest
+/// size a write storm gave it (up to ~200 MiB, see
+/// [`WRITER_AUTOCHECKPOINT_PAGES`]) for as long as the server runs.
+/// Cutting it back at the writer's own restarts of the WAL
+/// (`journal_size_limit`) cost 13% of MFA verify throughput: every cycle
+/// of a storm grew the file again (docs/PERFORMANCE.md). A WAL below this
+/// size is left as it is, so light traffic does not empty and regrow it
+/// at every pause.
+const WAL_TRUNCATE_ABOVE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How often the checkpointer copies the WAL into the database file while
 /// there are writes. The less the writer's own checkpoint
 /// ([`WRITER_AUTOCHECKPOINT_PAGES`]) finds left to copy and sync, the
@@ -133,6 +147,7 @@ impl Checkpointer {
     pub(crate) fn start(path: &str) -> Result<Checkpointer, Error> {
         let mut conn = SqliteConnection::establish(path)?;
         conn.batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"))?;
+        let wal = PathBuf::from(format!("{path}-wal"));
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -149,12 +164,20 @@ impl Checkpointer {
                         .map(|r| (r.log, r.checkpointed));
                     // Nothing written since the last one: back off, up to
                     // IDLE_CHECKPOINT_INTERVAL.
-                    pause = if state == last {
+                    let idle = state == last;
+                    pause = if idle {
                         (pause * 2).min(IDLE_CHECKPOINT_INTERVAL)
                     } else {
                         CHECKPOINT_INTERVAL
                     };
                     last = state;
+                    // Quiet for the whole back-off (over half a second),
+                    // not just a stall between two commits of a storm.
+                    let quiet = idle && pause == IDLE_CHECKPOINT_INTERVAL;
+                    let all_copied = state.is_some_and(|(log, copied)| log == copied);
+                    if quiet && all_copied && file_size(&wal) > WAL_TRUNCATE_ABOVE_BYTES {
+                        truncate_wal(&mut conn);
+                    }
                 }
             })
             .map_err(|e| Error::Configuration(format!("cannot start the checkpointer: {e}")))?;
@@ -172,6 +195,25 @@ impl Drop for Checkpointer {
             let _ = thread.join();
         }
     }
+}
+
+/// Size of a file, 0 if it cannot be read.
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Empty the WAL file, if no connection is in the middle of using it
+/// right now: `wal_checkpoint(TRUNCATE)` without a busy timeout takes the
+/// write lock only if it is free and gives up at once if a reader still
+/// reads an older snapshot, so it never holds a writer back for longer
+/// than the truncation itself. Failing loses nothing: the WAL stays as it
+/// was, and the next quiet moment tries again.
+fn truncate_wal(conn: &mut SqliteConnection) {
+    let _ = conn.batch_execute(&format!(
+        "PRAGMA busy_timeout = 0;
+         PRAGMA wal_checkpoint(TRUNCATE);
+         PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+    ));
 }
 
 /// The answer of `PRAGMA wal_checkpoint`.

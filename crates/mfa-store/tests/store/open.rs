@@ -1,5 +1,9 @@
 //! Opening by URL, connection errors, settings, and migrations.
 
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
 use mfa_store::test_support::{TestDatabase, test_options};
 use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
@@ -125,6 +129,64 @@ fn sqlite_settings_are_in_force() {
     let _store = open(&db);
     let mode = raw_texts(&db, "SELECT journal_mode AS value FROM pragma_journal_mode");
     assert_eq!(mode, vec!["wal"], "WAL is a property of the file");
+}
+
+/// A WAL that a write storm grew is emptied once the writes pause: the
+/// server does not keep the storm's disk space for as long as it runs.
+#[test]
+fn sqlite_wal_shrinks_after_a_storm() {
+    /// The size above which the store empties a WAL at a pause.
+    const LIMIT: u64 = 16 * 1024 * 1024;
+    let db = TestDatabase::sqlite();
+    let store = open(&db);
+    let wal = PathBuf::from(format!(
+        "{}-wal",
+        db.sqlite_path().expect("sqlite").display()
+    ));
+    let wal_size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+
+    // An open read transaction keeps every frame after its snapshot in
+    // the WAL: writes can only append, as under a storm.
+    let (release, released) = mpsc::channel::<()>();
+    let (reading, read_started) = mpsc::channel::<()>();
+    let store = &store;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            read(store, |tx| {
+                tx.all_orgs()?;
+                reading.send(()).expect("the test waits");
+                let _ = released.recv();
+                Ok(())
+            })
+        });
+        read_started.recv().expect("the reader started");
+        let mut written = 0;
+        while wal_size() <= LIMIT + LIMIT / 2 {
+            assert!(written < 20_000, "the WAL never grew: {} bytes", wal_size());
+            write(store, |tx| {
+                Ok(add_user(tx, &format!("storm{written}@example.com")))
+            });
+            written += 1;
+        }
+        drop(release);
+    });
+
+    // Then nothing is written: once the checkpointer has seen no write
+    // for over half a second, the file is emptied, and what was written
+    // is kept.
+    let grown = wal_size();
+    for _ in 0..1000 {
+        if wal_size() <= LIMIT {
+            let written = read(store, |tx| Ok(tx.count_users()?));
+            assert!(written > 1_000, "{written} users");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "the WAL stayed at {} bytes (it grew to {grown})",
+        wal_size()
+    );
 }
 
 #[test]
