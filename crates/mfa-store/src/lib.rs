@@ -3,6 +3,7 @@
 mod crypto;
 mod error;
 mod fair_pool;
+mod lock_rule;
 mod models;
 mod pg_pool;
 mod prepared;

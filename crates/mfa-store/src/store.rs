@@ -184,6 +184,8 @@ enum Inner {
 pub struct DbStore {
     inner: Inner,
     cipher: SecretCipher,
+    /// Whether debug builds check the locking rule (see `lock_rule.rs`).
+    lock_rule: bool,
 }
 
 impl fmt::Debug for DbStore {
@@ -310,7 +312,11 @@ impl DbStore {
             Target::Sqlite(path) => Inner::Sqlite(connect_sqlite(path, &options)?),
             Target::Postgres(url) => Inner::Postgres(connect_postgres(url, &options)?),
         };
-        Ok(DbStore { inner, cipher })
+        Ok(DbStore {
+            inner,
+            cipher,
+            lock_rule: true,
+        })
     }
 
     /// SQLite: how many batches of write transactions were committed (see
@@ -321,6 +327,16 @@ impl DbStore {
             Inner::Sqlite(db) => Some(db.writer.commits()),
             Inner::Postgres(_) => None,
         }
+    }
+
+    /// The store without the debug builds' check of the locking rule, for
+    /// tests of single `StoreTx` methods, which call them without the
+    /// locks a domain transaction takes first (e.g. to show that a
+    /// conditional update is atomic by itself).
+    #[cfg(feature = "test-support")]
+    pub fn without_lock_rule(mut self) -> DbStore {
+        self.lock_rule = false;
+        self
     }
 
     /// Which database product this is.
@@ -555,32 +571,34 @@ fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
 impl Store for DbStore {
     fn read<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
         let cipher = &self.cipher;
+        let lock_rule = self.lock_rule;
         match &self.inner {
             Inner::Sqlite(db) => {
                 let mut pooled = db.read_pool.get().map_err(|e| store_failure(e.into()))?;
                 let conn: &mut SqliteConnection = &mut pooled;
                 // Deferred: the snapshot starts at the first read and holds
                 // for the transaction; WAL readers never wait for the writer.
-                finish(
-                    conn.transaction(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
-                )
+                finish(conn.transaction(|conn| {
+                    f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
+                }))
             }
             // One snapshot for every statement; read-only repeatable read
             // never fails with a serialisation error.
             Inner::Postgres(db) => db.transaction(PgAccess::ReadOnly, |conn| {
-                f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)
+                f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
             }),
         }
     }
 
     fn read_statement<T>(&self, f: impl Fn(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
         let cipher = &self.cipher;
+        let lock_rule = self.lock_rule;
         match &self.inner {
             Inner::Sqlite(db) => {
                 let mut pooled = db.read_pool.get().map_err(|e| store_failure(e.into()))?;
-                f(&mut Tx::new(&mut *pooled, cipher))
+                f(&mut Tx::new(&mut *pooled, cipher, lock_rule))
             }
-            Inner::Postgres(db) => db.statement(|conn| f(&mut Tx::new(conn, cipher))),
+            Inner::Postgres(db) => db.statement(|conn| f(&mut Tx::new(conn, cipher, lock_rule))),
         }
     }
 
@@ -589,15 +607,17 @@ impl Store for DbStore {
         f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T> {
         let cipher = &self.cipher;
+        let lock_rule = self.lock_rule;
         match &self.inner {
-            Inner::Sqlite(db) => finish(
-                db.writer
-                    .write(|conn| f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)),
-            ),
+            Inner::Sqlite(db) => {
+                finish(db.writer.write(|conn| {
+                    f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
+                }))
+            }
             // READ COMMITTED: the conditional updates re-check their WHERE
             // on the locked row, so of racing callers one wins.
             Inner::Postgres(db) => db.transaction(PgAccess::ReadWrite, |conn| {
-                f(&mut Tx::new(conn, cipher)).map_err(TxError::Domain)
+                f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
             }),
         }
     }

@@ -24,6 +24,7 @@ use mfa_totp::{Algorithm, Secret, TotpParams};
 use crate::Error;
 use crate::crypto::SecretCipher;
 use crate::error::DbResultExt;
+use crate::lock_rule::Held;
 use crate::models::*;
 use crate::prepared::Prepared;
 use crate::schema::*;
@@ -33,11 +34,18 @@ use crate::schema::*;
 pub(crate) struct Tx<'a, C> {
     conn: &'a mut C,
     cipher: &'a SecretCipher,
+    /// The rows this transaction locked (debug builds; see [`Held`]).
+    held: Held,
 }
 
 impl<'a, C> Tx<'a, C> {
-    pub(crate) fn new(conn: &'a mut C, cipher: &'a SecretCipher) -> Self {
-        Tx { conn, cipher }
+    /// `lock_rule`: whether debug builds check the locking rule.
+    pub(crate) fn new(conn: &'a mut C, cipher: &'a SecretCipher, lock_rule: bool) -> Self {
+        Tx {
+            conn,
+            cipher,
+            held: Held::new(lock_rule),
+        }
     }
 }
 
@@ -361,6 +369,8 @@ macro_rules! impl_store_tx {
                     .returning(OrgRow::as_returning())
                     .get_result(self.conn)
                     .db()?;
+                // A row no other transaction can see until this one commits.
+                self.held.org(OrgId(row.id));
                 Org::try_from(row).db()
             }
 
@@ -377,6 +387,7 @@ macro_rules! impl_store_tx {
             }
 
             fn org_for_update(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+                self.held.org(id);
                 self.locked_org(id)
             }
 
@@ -393,6 +404,7 @@ macro_rules! impl_store_tx {
             }
 
             fn update_org(&mut self, org: &Org) -> StoreResult<()> {
+                self.held.require_org(org.id, "update_org");
                 let grace = to_i32(org.mfa_grace_period_hours, "grace period").db()?;
                 let changed = diesel::update(orgs::table.find(org.id.0))
                     .set((
@@ -443,6 +455,8 @@ macro_rules! impl_store_tx {
                             .get_result(conn)
                     })
                     .db()?;
+                // A row no other transaction can see until this one commits.
+                self.held.users(&[UserId(row.id)]);
                 Ok(row.into())
             }
 
@@ -482,6 +496,7 @@ macro_rules! impl_store_tx {
             }
 
             fn update_user(&mut self, user: &User) -> StoreResult<()> {
+                self.held.require_users(&[user.id], "update_user");
                 let email = user.email.to_lowercase();
                 let text = search_text(&user.first_name, &user.last_name, &email);
                 let changed = self
@@ -629,6 +644,7 @@ macro_rules! impl_store_tx {
             // ---- memberships
 
             fn insert_membership(&mut self, m: &Membership) -> StoreResult<()> {
+                self.held.membership(m.user_id, m.org_id);
                 // The user's search text for the membership's copy, read by
                 // an update that changes nothing so that the user's row stays
                 // locked until commit. On PostgreSQL a concurrent
@@ -681,6 +697,7 @@ macro_rules! impl_store_tx {
                 user: UserId,
                 org: OrgId,
             ) -> StoreResult<Option<Membership>> {
+                self.held.membership(user, org);
                 self.locked_membership(user, org)
             }
 
@@ -695,6 +712,8 @@ macro_rules! impl_store_tx {
             }
 
             fn update_membership(&mut self, m: &Membership) -> StoreResult<()> {
+                self.held
+                    .require_membership(m.user_id, m.org_id, "update_membership");
                 let changed = diesel::update(memberships::table.find((m.user_id.0, m.org_id.0)))
                     .set((
                         memberships::is_active.eq(m.is_active),
@@ -797,6 +816,8 @@ macro_rules! impl_store_tx {
                 created_at: Timestamp,
                 expires_at: Timestamp,
             ) -> StoreResult<bool> {
+                self.held
+                    .require_users(&[user], "put_pending_authenticator");
                 // Only the ciphertext is bound: the plaintext never reaches SQL.
                 let ciphertext = self.cipher.encrypt(user, secret).db()?;
                 let digits = to_i32(params.digits, "authenticator digits").db()?;
@@ -846,6 +867,7 @@ macro_rules! impl_store_tx {
                 step: u64,
                 now: Timestamp,
             ) -> StoreResult<bool> {
+                self.held.require_users(&[user], "verify_authenticator");
                 let step = to_i64(step, "TOTP step").db()?;
                 let changed = Prepared(
                     diesel::update(
@@ -866,6 +888,7 @@ macro_rules! impl_store_tx {
             }
 
             fn accept_totp_step(&mut self, user: UserId, step: u64) -> StoreResult<bool> {
+                self.held.require_users(&[user], "accept_totp_step");
                 let step = to_i64(step, "TOTP step").db()?;
                 let changed = Prepared(
                     diesel::update(
@@ -887,6 +910,7 @@ macro_rules! impl_store_tx {
             }
 
             fn delete_authenticator(&mut self, user: UserId) -> StoreResult<bool> {
+                self.held.require_users(&[user], "delete_authenticator");
                 let deleted = diesel::delete(authenticators::table.find(user.0))
                     .execute(self.conn)
                     .db()?;
@@ -910,6 +934,8 @@ macro_rules! impl_store_tx {
                 user: UserId,
                 at: Timestamp,
             ) -> StoreResult<()> {
+                self.held
+                    .require_users(&[user], "set_email_factor_verified");
                 // idempotent: the first verification time stays
                 diesel::insert_into(email_factors::table)
                     .values((
@@ -924,6 +950,7 @@ macro_rules! impl_store_tx {
             }
 
             fn delete_email_factor(&mut self, user: UserId) -> StoreResult<bool> {
+                self.held.require_users(&[user], "delete_email_factor");
                 let deleted = diesel::delete(email_factors::table.find(user.0))
                     .execute(self.conn)
                     .db()?;
@@ -1020,6 +1047,7 @@ macro_rules! impl_store_tx {
                 hashes: &[String],
                 now: Timestamp,
             ) -> StoreResult<()> {
+                self.held.require_users(&[user], "replace_recovery_codes");
                 diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user.0)))
                     .execute(self.conn)
                     .db()?;
@@ -1059,6 +1087,7 @@ macro_rules! impl_store_tx {
             }
 
             fn delete_recovery_codes(&mut self, user: UserId) -> StoreResult<u64> {
+                self.held.require_users(&[user], "delete_recovery_codes");
                 let deleted = diesel::delete(
                     recovery_codes::table.filter(recovery_codes::user_id.eq(user.0)),
                 )
@@ -1228,6 +1257,7 @@ macro_rules! impl_store_tx {
                 user: UserId,
                 kind: FailureKind,
             ) -> StoreResult<FailureState> {
+                self.held.users(&[user]);
                 let row = self.lock_failure_row(user, kind).db()?;
                 failure_state_from(row).db()
             }
@@ -1237,6 +1267,7 @@ macro_rules! impl_store_tx {
                 user: UserId,
                 kind: FailureKind,
             ) -> StoreResult<(FailureState, Option<Authenticator>)> {
+                self.held.users(&[user]);
                 let (counter, authenticator) =
                     self.lock_failure_row_and_authenticator(user, kind).db()?;
                 let authenticator = authenticator
@@ -1425,6 +1456,7 @@ macro_rules! impl_store_tx {
             // ---- many users at once
 
             fn lock_users(&mut self, users: &[UserId]) -> StoreResult<()> {
+                self.held.users(users);
                 self.lock_user_rows(users).db()
             }
 
@@ -1448,17 +1480,20 @@ macro_rules! impl_store_tx {
             }
 
             fn delete_authenticators_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                self.held.require_users(users, "delete_authenticators_of");
                 delete_rows_of_users!(self.conn, authenticators, users);
                 Ok(())
             }
 
             fn delete_email_factors_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                self.held.require_users(users, "delete_email_factors_of");
                 delete_rows_of_users!(self.conn, email_factors, users);
                 delete_rows_of_users!(self.conn, email_codes, users);
                 Ok(())
             }
 
             fn delete_recovery_codes_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                self.held.require_users(users, "delete_recovery_codes_of");
                 delete_rows_of_users!(self.conn, recovery_codes, users);
                 Ok(())
             }

@@ -115,6 +115,43 @@ fn pool_size_zero_is_refused(db: TestDatabase) {
     assert_eq!(read(&store, |tx| Ok(tx.all_orgs()?)).len(), 1);
 }
 
+#[cfg(debug_assertions)]
+mod lock_rule {
+    use super::*;
+
+    /// Debug builds check the locking rule on a store opened as the server
+    /// opens it: a factor change without the user's lock is a panic, which
+    /// fails the transaction (nothing is written); with the lock it goes
+    /// through. (Release builds do not check.)
+    fn the_lock_rule_is_checked(db: TestDatabase) {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+
+        use mfa_core::{FailureKind, Store};
+
+        let store = db.open(test_options()).expect("open");
+        let user = write(&store, |tx| Ok(add_user(tx, "lock@example.com")));
+        let unlocked = catch_unwind(AssertUnwindSafe(|| {
+            store.write(|tx| Ok(tx.delete_recovery_codes(user.id)?))
+        }));
+        // SQLite runs the transaction on its writer thread and reports the
+        // panic as an error; PostgreSQL runs it on this thread.
+        assert!(matches!(unlocked, Err(_) | Ok(Err(_))), "{unlocked:?}");
+        let locked = write(&store, |tx| {
+            tx.lock_failure_state(user.id, FailureKind::Code)?;
+            Ok(tx.delete_recovery_codes(user.id)?)
+        });
+        assert_eq!(locked, 0);
+        let mut renamed = user.clone();
+        renamed.first_name = "Renamed".into();
+        write(&store, |tx| {
+            tx.lock_users(&[user.id])?;
+            Ok(tx.update_user(&renamed)?)
+        });
+    }
+
+    backend_tests!(the_lock_rule_is_checked);
+}
+
 backend_tests!(
     migrations_redo,
     connect_does_not_migrate,
