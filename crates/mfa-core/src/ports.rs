@@ -42,6 +42,20 @@ pub trait Store: Send + Sync + 'static {
 /// The operations available inside a transaction. Methods named `consume_*`,
 /// `accept_*` and `verify_*` are conditional updates that return whether
 /// they changed a row: of two racing callers exactly one sees `true`.
+///
+/// The locking rule: a transaction that changes a user's factors
+/// (`put_pending_authenticator`, `verify_authenticator`,
+/// `accept_totp_step`, `delete_authenticator`, `set_email_factor_verified`,
+/// `delete_email_factor`, `replace_recovery_codes`, `delete_recovery_codes`
+/// and the `delete_*_of` methods) or writes a user back whole
+/// (`update_user`) first takes the user's lock in the same transaction
+/// (`lock_users`, `lock_failure_state`,
+/// `lock_failure_state_and_authenticator`); one that writes an org or a
+/// membership back reads it with `org_for_update` or
+/// `membership_for_update`. A row the transaction created is its own. So
+/// it decides on what the transactions before it committed, on a store
+/// whose writers run side by side. mfa-store's debug builds panic at a
+/// change that breaks the rule.
 pub trait StoreTx {
     // ---- orgs
     /// Create an org, not enforced, no grace period.
