@@ -259,6 +259,18 @@ pub enum AuthenticatorState {
     },
 }
 
+/// The state of each of a user's factors, without any secret or hash:
+/// what [`crate::StoreTx::factor_states`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FactorStates {
+    /// The authenticator, pending or verified, if there is one.
+    pub authenticator: Option<AuthenticatorState>,
+    /// When the email factor was verified, if it is.
+    pub email_verified_at: Option<Timestamp>,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u64,
+}
+
 /// A user's TOTP authenticator (at most one per user).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authenticator {

@@ -199,6 +199,18 @@ pub trait StoreTx {
     ) -> StoreResult<()>;
     /// How many of the user's recovery codes are unused.
     fn unused_recovery_codes(&mut self, user: UserId) -> StoreResult<u64>;
+    /// [`StoreTx::authenticator_state`], [`StoreTx::email_factor_verified_at`]
+    /// and [`StoreTx::unused_recovery_codes`] at once. The default calls
+    /// the three; a store that reads them in one statement lets a caller
+    /// that needs nothing else use [`Store::read_statement`] (no
+    /// transaction around it).
+    fn factor_states(&mut self, user: UserId) -> StoreResult<FactorStates> {
+        Ok(FactorStates {
+            authenticator: self.authenticator_state(user)?,
+            email_verified_at: self.email_factor_verified_at(user)?,
+            recovery_codes_left: self.unused_recovery_codes(user)?,
+        })
+    }
     /// `UPDATE … SET used_at = ? WHERE id = ? AND used_at IS NULL`.
     fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
     /// Delete the user's recovery codes; how many there were.

@@ -15,8 +15,8 @@ use diesel::upsert::excluded;
 use mfa_core::ports::StoreResult;
 use mfa_core::{
     AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange, EmailCode,
-    FailureKind, FailureState, Membership, MembershipCounts, NewAuditEvent, NewEmailCode,
-    NewSession, NewUser, Org, OrgId, RecoveryCode, Session, SessionId, SessionMember,
+    FactorStates, FailureKind, FailureState, Membership, MembershipCounts, NewAuditEvent,
+    NewEmailCode, NewSession, NewUser, Org, OrgId, RecoveryCode, Session, SessionId, SessionMember,
     SessionRotation, StoreError, StoreTx, Timestamp, User, UserId,
 };
 use mfa_totp::{Algorithm, Secret, TotpParams};
@@ -131,6 +131,24 @@ fn authenticator_state(
 /// What a code check reads under the user's lock: the failure counter's
 /// `(failures, locked_until)` and the authenticator, each if there is one.
 type LockedCodeCheck = (Option<(i32, Option<i64>)>, Option<AuthenticatorRow>);
+
+/// What [`StoreTx::factor_states`] reads: the authenticator's verified
+/// flag, verification and expiry times, the email factor's verification
+/// time, and the number of unused recovery codes.
+type FactorStatesRow = (Option<(bool, Option<i64>, i64)>, Option<i64>, i64);
+
+// The factor states are grouped by the primary keys of the user's row, the
+// authenticator and the email factor (at most one of each per user), which
+// determine the columns read from them.
+diesel::allow_columns_to_appear_in_same_group_by_clause!(
+    users::id,
+    authenticators::user_id,
+    authenticators::verified,
+    authenticators::verified_at,
+    authenticators::expires_at,
+    email_factors::user_id,
+    email_factors::verified_at,
+);
 
 /// A failure counter's `(failures, locked_until)`; no row is no failures.
 fn failure_state_from(row: Option<(i32, Option<i64>)>) -> Result<FailureState, Error> {
@@ -1039,6 +1057,49 @@ macro_rules! impl_store_tx {
                     .get_result(self.conn)
                     .db()?;
                 count(n).db()
+            }
+
+            fn factor_states(&mut self, user: UserId) -> StoreResult<FactorStates> {
+                // One statement, one snapshot: the user's row with the
+                // authenticator, the email factor and the unused recovery
+                // codes joined to it and counted. A user deleted meanwhile
+                // reads as no factors.
+                let row: Option<FactorStatesRow> = users::table
+                    .left_join(authenticators::table)
+                    .left_join(email_factors::table)
+                    .left_join(
+                        recovery_codes::table.on(recovery_codes::user_id
+                            .eq(users::id)
+                            .and(recovery_codes::used_at.is_null())),
+                    )
+                    .filter(users::id.eq(user.0))
+                    .group_by((users::id, authenticators::user_id, email_factors::user_id))
+                    .select((
+                        (
+                            authenticators::verified,
+                            authenticators::verified_at,
+                            authenticators::expires_at,
+                        )
+                            .nullable(),
+                        email_factors::verified_at.nullable(),
+                        diesel::dsl::count(recovery_codes::id.nullable()),
+                    ))
+                    .get_result(self.conn)
+                    .optional()
+                    .db()?;
+                let Some((authenticator, email_verified_at, left)) = row else {
+                    return Ok(FactorStates::default());
+                };
+                Ok(FactorStates {
+                    authenticator: authenticator
+                        .map(|(verified, verified_at, expires_at)| {
+                            authenticator_state(verified, verified_at, expires_at)
+                        })
+                        .transpose()
+                        .db()?,
+                    email_verified_at: opt_ts(email_verified_at),
+                    recovery_codes_left: count(left).db()?,
+                })
             }
 
             fn replace_recovery_codes(

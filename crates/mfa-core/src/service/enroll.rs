@@ -214,9 +214,10 @@ impl<S: Store> MfaService<S> {
         }
     }
 
-    /// The caller's factors (partial ok).
+    /// The caller's factors (partial ok). One statement where the store
+    /// reads them so ([`StoreTx::factor_states`]).
     pub fn mfa_status(&self, caller: &Caller) -> MfaResult<MfaStatus> {
-        self.store.read(|tx| {
+        self.store.read_statement(|tx| {
             let (factors, authenticator) = load_factor_states(tx, caller.user_id)?;
             Ok(MfaStatus {
                 factors,

@@ -252,15 +252,16 @@ pub(crate) fn load_factor_states(
     tx: &mut dyn StoreTx,
     user: UserId,
 ) -> MfaResult<(FactorSummary, Option<AuthenticatorState>)> {
-    let authenticator = tx.authenticator_state(user)?;
-    let email = tx.email_factor_verified_at(user)?.is_some();
-    let recovery_codes_left = tx.unused_recovery_codes(user)?;
+    let states = tx.factor_states(user)?;
     let summary = FactorSummary {
-        authenticator: matches!(authenticator, Some(AuthenticatorState::Verified { .. })),
-        email,
-        recovery_codes_left,
+        authenticator: matches!(
+            states.authenticator,
+            Some(AuthenticatorState::Verified { .. })
+        ),
+        email: states.email_verified_at.is_some(),
+        recovery_codes_left: states.recovery_codes_left,
     };
-    Ok((summary, authenticator))
+    Ok((summary, states.authenticator))
 }
 
 /// Load a user who must exist (the caller's own record).

@@ -2,8 +2,8 @@
 //! MFA verify): they must agree with the full loads they stand in for.
 
 use mfa_core::{
-    AssuranceLevel, AuthenticatorState, Membership, NewSession, SessionId, SessionMember,
-    SessionRotation, Store, StoreTx, Timestamp,
+    AssuranceLevel, AuthenticatorState, FactorStates, Membership, NewSession, SessionId,
+    SessionMember, SessionRotation, Store, StoreTx, Timestamp,
 };
 use mfa_store::test_support::TestDatabase;
 use mfa_totp::{Secret, TotpParams};
@@ -133,11 +133,26 @@ fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
 fn factor_states_without_secrets(db: TestDatabase) {
     let store = open(&db);
     let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
-    read(&store, |tx| {
-        assert_eq!(tx.authenticator_state(user.id)?, None);
-        assert_eq!(tx.unused_recovery_codes(user.id)?, 0);
-        Ok(())
-    });
+    // The one-statement read agrees with the three reads it stands for,
+    // in a transaction and outside one.
+    let agree = |expected: FactorStates| {
+        read(&store, |tx| {
+            let separate = FactorStates {
+                authenticator: tx.authenticator_state(user.id)?,
+                email_verified_at: tx.email_factor_verified_at(user.id)?,
+                recovery_codes_left: tx.unused_recovery_codes(user.id)?,
+            };
+            assert_eq!(separate, expected);
+            assert_eq!(tx.factor_states(user.id)?, expected);
+            Ok(())
+        });
+        let alone = store
+            .read_statement(|tx| Ok(tx.factor_states(user.id)?))
+            .expect("factor states");
+        assert_eq!(alone, expected);
+    };
+    agree(FactorStates::default());
+
     let expires_at = Timestamp(T0.0 + 600);
     write(&store, |tx| {
         tx.put_pending_authenticator(
@@ -156,14 +171,12 @@ fn factor_states_without_secrets(db: TestDatabase) {
     });
     let first_code = read(&store, |tx| Ok(tx.recovery_codes(user.id)?[0].id));
     write(&store, |tx| Ok(tx.consume_recovery_code(first_code, T0)?));
-    read(&store, |tx| {
-        assert_eq!(
-            tx.authenticator_state(user.id)?,
-            Some(AuthenticatorState::Pending { expires_at })
-        );
-        assert_eq!(tx.unused_recovery_codes(user.id)?, 2);
-        Ok(())
+    agree(FactorStates {
+        authenticator: Some(AuthenticatorState::Pending { expires_at }),
+        email_verified_at: None,
+        recovery_codes_left: 2,
     });
+
     let verified_at = Timestamp(T0.0 + 30);
     assert!(write(&store, |tx| Ok(tx.verify_authenticator(
         user.id,
@@ -176,6 +189,32 @@ fn factor_states_without_secrets(db: TestDatabase) {
         assert_eq!(full.state, AuthenticatorState::Verified { verified_at });
         Ok(())
     });
+    let email_at = Timestamp(T0.0 + 60);
+    write(&store, |tx| {
+        Ok(tx.set_email_factor_verified(user.id, email_at)?)
+    });
+    agree(FactorStates {
+        authenticator: Some(AuthenticatorState::Verified { verified_at }),
+        email_verified_at: Some(email_at),
+        recovery_codes_left: 2,
+    });
+
+    // No authenticator, the email factor and no unused codes.
+    write(&store, |tx| {
+        tx.delete_authenticator(user.id)?;
+        tx.delete_recovery_codes(user.id)?;
+        Ok(())
+    });
+    agree(FactorStates {
+        authenticator: None,
+        email_verified_at: Some(email_at),
+        recovery_codes_left: 0,
+    });
+    // A user who does not exist has no factors.
+    let missing = store
+        .read_statement(|tx| Ok(tx.factor_states(mfa_core::UserId(user.id.0 + 1000))?))
+        .expect("factor states");
+    assert_eq!(missing, FactorStates::default());
 }
 
 /// PostgreSQL connections are handed out untested; one found lost when
