@@ -288,7 +288,9 @@ impl<S: Store> MfaService<S> {
     /// are returned once and stored only as argon2 hashes.
     pub fn generate_recovery_codes(&self, caller: &FullCaller) -> MfaResult<Vec<String>> {
         let now = self.now();
-        let factors = self.store.read(|tx| load_factors(tx, caller.user_id))?;
+        let factors = self
+            .store
+            .read_statement(|tx| load_factors(tx, caller.user_id))?;
         if !factors.has_verified_factor() {
             return Err(MfaError::NotEnrolled(
                 "recovery codes need a verified authenticator or email factor",
