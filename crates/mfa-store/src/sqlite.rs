@@ -209,11 +209,12 @@ fn file_size(path: &Path) -> u64 {
 /// than the truncation itself. Failing loses nothing: the WAL stays as it
 /// was, and the next quiet moment tries again.
 fn truncate_wal(conn: &mut SqliteConnection) {
-    let _ = conn.batch_execute(&format!(
-        "PRAGMA busy_timeout = 0;
-         PRAGMA wal_checkpoint(TRUNCATE);
-         PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
-    ));
+    if conn.batch_execute("PRAGMA busy_timeout = 0;").is_ok() {
+        let _ = conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+    // Restored whatever the checkpoint did (a batch would stop at its
+    // first error).
+    let _ = conn.batch_execute(&format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"));
 }
 
 /// The answer of `PRAGMA wal_checkpoint`.
