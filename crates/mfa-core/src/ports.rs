@@ -49,7 +49,7 @@ pub trait Store: Send + Sync + 'static {
 /// `delete_email_factor`, `replace_recovery_codes`, `delete_recovery_codes`
 /// and the `delete_*_of` methods) or writes a user back whole
 /// (`update_user`) first takes the user's lock in the same transaction
-/// (`lock_users`, `lock_failure_state`,
+/// (`lock_users`, `user_for_update`, `lock_failure_state`,
 /// `lock_failure_state_and_authenticator`); one that writes an org or a
 /// membership back reads it with `org_for_update` or
 /// `membership_for_update`. A row the transaction created is its own. So
@@ -83,6 +83,14 @@ pub trait StoreTx {
     fn insert_user(&mut self, user: &NewUser) -> StoreResult<User>;
     /// Load a user.
     fn user(&mut self, id: UserId) -> StoreResult<Option<User>>;
+    /// [`StoreTx::user`] under the user's lock ([`StoreTx::lock_users`]),
+    /// for a transaction that decides on the row or writes it back whole:
+    /// the row as the last transaction before this one committed it. The
+    /// default locks, then reads; a store may do both in one statement.
+    fn user_for_update(&mut self, id: UserId) -> StoreResult<Option<User>> {
+        self.lock_users(&[id])?;
+        self.user(id)
+    }
     /// Load a user by normalised email.
     fn user_by_email(&mut self, email: &str) -> StoreResult<Option<User>>;
     /// Load the users with these ids (missing ones left out), by id.

@@ -283,6 +283,11 @@ impl Tx<'_, diesel::SqliteConnection> {
         StoreTx::org(self, id)
     }
 
+    /// The user, read: write transactions are serial on SQLite.
+    fn locked_user(&mut self, id: UserId) -> StoreResult<Option<User>> {
+        StoreTx::user(self, id)
+    }
+
     /// The membership, read: write transactions are serial on SQLite.
     fn locked_membership(&mut self, user: UserId, org: OrgId) -> StoreResult<Option<Membership>> {
         StoreTx::membership(self, user, org)
@@ -305,6 +310,20 @@ impl Tx<'_, diesel::PgConnection> {
             .map(Org::try_from)
             .transpose()
             .db()
+    }
+
+    /// The user under `FOR NO KEY UPDATE`, as [`Tx::locked_org`]: the
+    /// lock and the read in one statement, which after a wait returns the
+    /// row as the transaction before committed it.
+    fn locked_user(&mut self, id: UserId) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = users::table
+            .find(id.0)
+            .select(UserRow::as_select())
+            .for_no_key_update()
+            .get_result(self.conn)
+            .optional()
+            .db()?;
+        Ok(row.map(User::from))
     }
 
     /// The membership under `FOR NO KEY UPDATE`, as [`Tx::locked_org`].
@@ -486,6 +505,11 @@ macro_rules! impl_store_tx {
                     .optional()
                     .db()?;
                 Ok(row.map(User::from))
+            }
+
+            fn user_for_update(&mut self, id: UserId) -> StoreResult<Option<User>> {
+                self.held.users(&[id]);
+                self.locked_user(id)
             }
 
             fn user_by_email(&mut self, email: &str) -> StoreResult<Option<User>> {

@@ -269,12 +269,12 @@ pub(crate) fn load_user(tx: &mut dyn StoreTx, id: UserId) -> MfaResult<User> {
     tx.user(id)?.ok_or(MfaError::NotFound("user"))
 }
 
-/// [`load_user`] under the user's lock ([`lock_user`]), for a transaction
-/// that writes the row back whole: a change another transaction committed
-/// meanwhile is read first, never overwritten with what was read before it.
+/// [`load_user`] under the user's lock ([`StoreTx::user_for_update`], the
+/// lock [`lock_user`] takes), for a transaction that writes the row back
+/// whole: a change another transaction committed meanwhile is read first,
+/// never overwritten with what was read before it.
 pub(crate) fn load_user_for_update(tx: &mut dyn StoreTx, id: UserId) -> MfaResult<User> {
-    lock_user(tx, id)?;
-    load_user(tx, id)
+    tx.user_for_update(id)?.ok_or(MfaError::NotFound("user"))
 }
 
 /// Refuse when the user is locked out for code failures.
@@ -342,9 +342,11 @@ pub(crate) fn reserve_attempt(
 /// factors. Every transaction that changes a user's factors or checks one
 /// of their codes takes this lock first (the authenticator check through
 /// [`StoreTx::lock_failure_state_and_authenticator`]), and so does a
-/// login before it reads the password hash again, so two of them never
-/// interleave: each reads what the other committed. Without it, on a store whose writers run side by side,
-/// a confirmation could read one pending secret and mark a newer one
+/// login when it reads the password hash again
+/// ([`StoreTx::user_for_update`]), so two of them never interleave: each
+/// reads what the other committed. Without it, on a store whose writers
+/// run side by side, a confirmation could read one pending secret and mark
+/// a newer one
 /// verified, or a code check could read an authenticator that a reset then
 /// deletes and report the code as replayed.
 pub(crate) fn lock_user(tx: &mut dyn StoreTx, user: UserId) -> MfaResult<()> {

@@ -108,8 +108,7 @@ impl<S: Store> MfaService<S> {
             // is no longer the user's) or waits until this session exists
             // (and ends it). Without the lock, a change committing in
             // between left a session opened with the old password.
-            lock_user(tx, user.id)?;
-            let user = match tx.user(user.id)? {
+            let user = match tx.user_for_update(user.id)? {
                 Some(current) if current.password_hash == user.password_hash => current,
                 current => {
                     let detail = match current {

@@ -389,6 +389,10 @@ fn reads_for_update(db: TestDatabase) {
         assert_eq!(m, tx.membership(user, org.id)?);
         assert!(m.expect("the membership").mfa_opt_out);
         assert_eq!(tx.membership_for_update(stranger, org.id)?, None);
+        let locked = tx.user_for_update(user)?;
+        assert_eq!(locked, tx.user(user)?);
+        assert_eq!(locked.expect("the user").email, "a@example.com");
+        assert_eq!(tx.user_for_update(UserId(stranger.0 + 100))?, None);
         Ok(())
     });
 }
