@@ -74,6 +74,54 @@ impl Store for InMemoryStore {
         *guard = copy;
         Ok(out)
     }
+
+    /// The read and the conditional write of a database's fast path, each
+    /// under the mutex and `check` between them, so that the domain's side
+    /// of it runs in every test on this store.
+    fn apply_authenticator_success(
+        &self,
+        success: &AuthenticatorSuccess,
+        check: impl FnOnce(&FailureState, &Authenticator) -> Option<u64>,
+    ) -> MfaResult<bool> {
+        let user = success.user;
+        let read = |state: &State| {
+            let failures = state
+                .failures
+                .get(&(user, FailureKind::Code))
+                .copied()
+                .unwrap_or_default();
+            (failures, state.authenticators.get(&user).cloned())
+        };
+        let (failures, authenticator) = read(&*self.lock()?);
+        let Some(authenticator) = authenticator.filter(Authenticator::is_verified) else {
+            return Ok(false);
+        };
+        if failures != FailureState::default() {
+            return Ok(false);
+        }
+        let Some(step) = check(&failures, &authenticator) else {
+            return Ok(false);
+        };
+        let mut guard = self.lock()?;
+        let now = success.rotation.now;
+        let session_live = guard
+            .sessions
+            .get(&success.session)
+            .is_some_and(|s| s.user_id == user && s.revoked_at.is_none() && s.expires_at > now);
+        if read(&guard) != (failures, Some(authenticator)) || !session_live {
+            return Ok(false);
+        }
+        // All or nothing, as a transaction: on a copy.
+        let mut copy = guard.clone();
+        let mut tx = MemTx(&mut copy);
+        let applied = tx.accept_totp_step(user, step)?
+            && tx.rotate_session(success.session, &success.rotation)?;
+        if applied {
+            tx.insert_audit(&success.audit)?;
+            *guard = copy;
+        }
+        Ok(applied)
+    }
 }
 
 struct MemTx<'a>(&'a mut State);

@@ -454,6 +454,21 @@ pub struct SessionRotation {
     pub now: Timestamp,
 }
 
+/// What an authenticator code that was accepted writes, besides the step
+/// it spent: the caller's session made full under a new token, and the
+/// audit event (see [`crate::ports::Store::apply_authenticator_success`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthenticatorSuccess {
+    /// Whose code it is.
+    pub user: UserId,
+    /// The session the code was presented on.
+    pub session: SessionId,
+    /// What the session becomes.
+    pub rotation: SessionRotation,
+    /// The event that records the success.
+    pub audit: NewAuditEvent,
+}
+
 /// Fields of a session to be created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewSession {

@@ -37,6 +37,37 @@ pub trait Store: Send + Sync + 'static {
         &self,
         f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T>;
+    /// The fast path of an authenticator code check, for a store whose
+    /// `BEGIN` and `COMMIT` are round trips of their own (PostgreSQL): no
+    /// transaction, two statements.
+    ///
+    /// 1. Read the user's code-failure state and authenticator in one
+    ///    statement, without a lock. Unless there are no failures and no
+    ///    lockout, and the authenticator is verified, stop.
+    /// 2. Call `check` on them: the domain checks the code and returns the
+    ///    TOTP step it matched, or `None`.
+    /// 3. Apply the success in one statement that locks the user, the
+    ///    authenticator and the session (the user first, as every
+    ///    transaction of the locking rule does) and writes only if what
+    ///    `check` saw still holds: the same authenticator (its secret),
+    ///    the same last used step, still no failure and no lockout, the
+    ///    session still live. It records `step` as used, rotates the
+    ///    session as `success.rotation` says and inserts `success.audit`,
+    ///    all or nothing.
+    ///
+    /// Whether the success was applied. When it was not (the store offers
+    /// no fast path, `check` declined, or the state changed), nothing was
+    /// written and the caller runs the check under the user's lock, which
+    /// decides every refusal. The default offers no fast path: it calls
+    /// nothing and returns `false`.
+    fn apply_authenticator_success(
+        &self,
+        success: &AuthenticatorSuccess,
+        check: impl FnOnce(&FailureState, &Authenticator) -> Option<u64>,
+    ) -> MfaResult<bool> {
+        let _ = (success, check);
+        Ok(false)
+    }
 }
 
 /// The operations available inside a transaction. Methods named `consume_*`,
@@ -55,7 +86,10 @@ pub trait Store: Send + Sync + 'static {
 /// `membership_for_update`. A row the transaction created is its own. So
 /// it decides on what the transactions before it committed, on a store
 /// whose writers run side by side. mfa-store's debug builds panic at a
-/// change that breaks the rule.
+/// change that breaks the rule. The one write of factors outside a
+/// transaction, [`Store::apply_authenticator_success`], keeps the rule in
+/// one statement: it locks the user first and writes only what was
+/// decided on rows that have not changed since.
 pub trait StoreTx {
     // ---- orgs
     /// Create an org, not enforced, no grace period.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL's own cost of an MFA verify, without the server: pgbench runs
-# the statements mfa-store sends (verify.sql), the same work in one
+# the statements mfa-store sends on the locked path (verify.sql) and on the
+# fast path of a right code (verify-fast.sql), the locked path's work in one
 # server-side function (verify-function.sql) and eight empty round trips
 # (round-trips.sql) against a database of 100,000 members.
 #
@@ -31,7 +32,7 @@ for up in "$migrations"/*/up.sql; do
 done
 psql -q -v ON_ERROR_STOP=1 "$base/$db" -f "$here/setup.sql" >/dev/null
 
-for script in verify verify-function round-trips; do
+for script in verify verify-fast verify-function round-trips; do
     for n in "${clients[@]}"; do
         tps=$("$pgbench" -n -M prepared -c "$n" -j 2 -T "$seconds" -f "$here/$script.sql" "$base/$db" 2>/dev/null |
             sed -n 's/^tps = \([0-9.]*\).*/\1/p')

@@ -1,5 +1,7 @@
--- One MFA verify as mfa-store sends it (statements as logged by PostgreSQL
--- with log_statement = all): the token lookup, then a write transaction of
+-- One MFA verify as mfa-store sends it on the locked path (statements as
+-- logged by PostgreSQL with log_statement = all; the path of every code
+-- check but a right authenticator code from a user with no failures, which
+-- takes verify-fast.sql's): the token lookup, then a write transaction of
 -- seven round trips. Each verify raises the accepted step by one (under a
 -- bound no run reaches), so that every update changes the row as the
 -- server's does.

@@ -18,6 +18,7 @@ use crate::sqlite::{self, Role};
 use crate::sqlite_writer::SqliteWriter;
 use crate::tx::Tx;
 
+mod authenticator_success;
 mod key_rotation;
 pub use key_rotation::{KeyCheck, KeyRotation};
 
@@ -619,6 +620,20 @@ impl Store for DbStore {
             Inner::Postgres(db) => db.transaction(PgAccess::ReadWrite, |conn| {
                 f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
             }),
+        }
+    }
+
+    /// PostgreSQL only (`store/authenticator_success.rs`). SQLite has no
+    /// round trip to save: its transaction is the fast path already, and
+    /// the read before it would be a hop to a reader thread more.
+    fn apply_authenticator_success(
+        &self,
+        success: &mfa_core::AuthenticatorSuccess,
+        check: impl FnOnce(&mfa_core::FailureState, &mfa_core::Authenticator) -> Option<u64>,
+    ) -> MfaResult<bool> {
+        match &self.inner {
+            Inner::Sqlite(_) => Ok(false),
+            Inner::Postgres(db) => db.apply_authenticator_success(&self.cipher, success, check),
         }
     }
 }

@@ -80,7 +80,7 @@ fn like_pattern(search: &str) -> String {
 /// Most ids bound in one `IN (…)`: SQLite allows 32766 variables.
 const IDS_PER_QUERY: usize = 1000;
 
-fn authenticator_from_row(
+pub(crate) fn authenticator_from_row(
     cipher: &SecretCipher,
     r: AuthenticatorRow,
 ) -> Result<Authenticator, Error> {
@@ -130,7 +130,7 @@ fn authenticator_state(
 
 /// What a code check reads under the user's lock: the failure counter's
 /// `(failures, locked_until)` and the authenticator, each if there is one.
-type LockedCodeCheck = (Option<(i32, Option<i64>)>, Option<AuthenticatorRow>);
+pub(crate) type LockedCodeCheck = (Option<(i32, Option<i64>)>, Option<AuthenticatorRow>);
 
 /// What [`StoreTx::factor_states`] reads: the authenticator's verified
 /// flag, verification and expiry times, the email factor's verification
@@ -151,7 +151,7 @@ diesel::allow_columns_to_appear_in_same_group_by_clause!(
 );
 
 /// A failure counter's `(failures, locked_until)`; no row is no failures.
-fn failure_state_from(row: Option<(i32, Option<i64>)>) -> Result<FailureState, Error> {
+pub(crate) fn failure_state_from(row: Option<(i32, Option<i64>)>) -> Result<FailureState, Error> {
     let Some((failures, locked_until)) = row else {
         return Ok(FailureState::default());
     };
@@ -231,45 +231,57 @@ impl Tx<'_, diesel::PgConnection> {
 
     /// [`Tx::lock_failure_row`] with the authenticator read in the same
     /// statement as the counter, after the lock: one round trip fewer per
-    /// code check. Both are joined to the user's row, which exists (a
-    /// session of the user is being checked); a user deleted meanwhile
-    /// reads as no counter and no authenticator.
+    /// code check.
     fn lock_failure_row_and_authenticator(
         &mut self,
         user: UserId,
         kind: FailureKind,
     ) -> QueryResult<LockedCodeCheck> {
         self.lock_user_row(user)?;
-        let row: Option<LockedCodeCheck> = users::table
-            .left_join(
-                failure_counters::table.on(failure_counters::user_id
-                    .eq(users::id)
-                    .and(failure_counters::kind.eq(kind.as_str()))),
-            )
-            .left_join(authenticators::table)
-            .filter(users::id.eq(user.0))
-            .select((
-                (failure_counters::failures, failure_counters::locked_until).nullable(),
-                // In `AuthenticatorRow`'s field order (loaded by position:
-                // diesel loads no nullable `as_select` inside a tuple).
-                (
-                    authenticators::user_id,
-                    authenticators::secret_ciphertext,
-                    authenticators::algorithm,
-                    authenticators::digits,
-                    authenticators::period,
-                    authenticators::verified,
-                    authenticators::expires_at,
-                    authenticators::verified_at,
-                    authenticators::last_used_step,
-                    authenticators::created_at,
-                )
-                    .nullable(),
-            ))
-            .get_result(self.conn)
-            .optional()?;
-        Ok(row.unwrap_or((None, None)))
+        failure_row_and_authenticator(self.conn, user, kind)
     }
+}
+
+/// The failure counter of `kind` and the authenticator of a user, in one
+/// statement. Both are joined to the user's row, which exists (a session
+/// of the user is being checked); a user deleted meanwhile reads as no
+/// counter and no authenticator. Read after the user's lock by the locked
+/// code check, and without a lock by the fast path of
+/// `Store::apply_authenticator_success`.
+pub(crate) fn failure_row_and_authenticator(
+    conn: &mut diesel::PgConnection,
+    user: UserId,
+    kind: FailureKind,
+) -> QueryResult<LockedCodeCheck> {
+    let row: Option<LockedCodeCheck> = users::table
+        .left_join(
+            failure_counters::table.on(failure_counters::user_id
+                .eq(users::id)
+                .and(failure_counters::kind.eq(kind.as_str()))),
+        )
+        .left_join(authenticators::table)
+        .filter(users::id.eq(user.0))
+        .select((
+            (failure_counters::failures, failure_counters::locked_until).nullable(),
+            // In `AuthenticatorRow`'s field order (loaded by position:
+            // diesel loads no nullable `as_select` inside a tuple).
+            (
+                authenticators::user_id,
+                authenticators::secret_ciphertext,
+                authenticators::algorithm,
+                authenticators::digits,
+                authenticators::period,
+                authenticators::verified,
+                authenticators::expires_at,
+                authenticators::verified_at,
+                authenticators::last_used_step,
+                authenticators::created_at,
+            )
+                .nullable(),
+        ))
+        .get_result(conn)
+        .optional()?;
+    Ok(row.unwrap_or((None, None)))
 }
 
 impl Tx<'_, diesel::SqliteConnection> {

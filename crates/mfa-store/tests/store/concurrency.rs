@@ -18,32 +18,6 @@ use crate::support::*;
 
 const THREADS: usize = 16;
 
-/// Run `f` on `threads` threads released together by a barrier, spreading
-/// them over `stores`; the results in thread order.
-fn race<T: Send>(
-    stores: &[&DbStore],
-    threads: usize,
-    f: impl Fn(&DbStore, usize) -> T + Sync,
-) -> Vec<T> {
-    let barrier = Barrier::new(threads);
-    thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|i| {
-                let store = stores[i % stores.len()];
-                let (barrier, f) = (&barrier, &f);
-                scope.spawn(move || {
-                    barrier.wait();
-                    f(store, i)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a racing thread panicked"))
-            .collect()
-    })
-}
-
 fn user_with_verified_authenticator(store: &DbStore) -> UserId {
     write(store, |tx| {
         let user = add_user(tx, "racer@example.com");

@@ -33,6 +33,7 @@ macro_rules! backend_tests {
     };
 }
 
+mod authenticator_success;
 mod behaviour;
 mod concurrency;
 mod crash;

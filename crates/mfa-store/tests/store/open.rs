@@ -9,12 +9,13 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
     "2026-11-23-000001_user_search",
     "2026-11-23-000002_membership_search",
+    "2026-11-24-000001_failure_counter_is_clear",
 ];
 
 const TABLES: [&str; 11] = [

@@ -1,5 +1,8 @@
 //! Helpers shared by the test modules.
 
+use std::sync::Barrier;
+use std::thread;
+
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, SqliteConnection};
 use mfa_core::{MfaResult, NewUser, Org, Store, StoreTx, Timestamp, User};
@@ -114,4 +117,30 @@ pub fn user_tables(db: &TestDatabase) -> Vec<String> {
         }
     };
     raw_texts(db, sql)
+}
+
+/// Run `f` on `threads` threads released together by a barrier, spreading
+/// them over `stores`; the results in thread order.
+pub fn race<T: Send>(
+    stores: &[&DbStore],
+    threads: usize,
+    f: impl Fn(&DbStore, usize) -> T + Sync,
+) -> Vec<T> {
+    let barrier = Barrier::new(threads);
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let store = stores[i % stores.len()];
+                let (barrier, f) = (&barrier, &f);
+                scope.spawn(move || {
+                    barrier.wait();
+                    f(store, i)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a racing thread panicked"))
+            .collect()
+    })
 }

@@ -1,0 +1,156 @@
+//! PostgreSQL's fast path of an authenticator code check
+//! ([`Store::apply_authenticator_success`](mfa_core::Store)): a read and one
+//! conditional write, with no transaction around them.
+//!
+//! The locked path is a transaction of seven round trips (`BEGIN`, the
+//! user's lock, the counter and the authenticator, the step, the audit
+//! event, the session, `COMMIT`). On this path a verify is the token
+//! lookup and two statements, each committed by itself. pgbench, on the
+//! statements alone (`crates/mfa-loadgen/pgbench`): 2,400–2,600 verifies a
+//! second against 1,000–1,700 for the transaction (docs/PERFORMANCE.md,
+//! tenth round).
+//!
+//! Why one statement is safe without the transaction's lock held while
+//! the code is checked: it first locks the user's row, the authenticator
+//! and the session (`FOR NO KEY UPDATE OF u, a, s`, taken in that order,
+//! the user first like every transaction of the locking rule), and after
+//! any wait PostgreSQL checks the conditions again on the rows as last
+//! committed. The failure counter, which has no row to lock for most
+//! users, is read after the locks with a snapshot of its own (see
+//! [`APPLY`]): a failure counted while this statement waited for the
+//! user's lock is seen, as on the locked path. The writes change only
+//! locked rows and add the audit event, so they all happen, or none does
+//! when a condition no longer holds. The conditions are what the domain
+//! decided on: the same authenticator (its ciphertext: a new secret, or
+//! the same secret encrypted again, reads as a change), verified, the same
+//! last used step and a step above it, no failure and no lockout of code
+//! checks, the session live and the user's.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bytea, Nullable, Text};
+use mfa_core::{
+    Authenticator, AuthenticatorSuccess, FailureKind, FailureState, MfaError, MfaResult, StoreError,
+};
+
+use super::{PgDb, store_failure};
+use crate::Error;
+use crate::crypto::SecretCipher;
+use crate::error::DbResultExt;
+use crate::tx::{authenticator_from_row, failure_row_and_authenticator, failure_state_from};
+
+/// The conditional write. `target` locks the rows and re-checks what the
+/// domain decided on; `stepped` spends the step if it is above the last
+/// used one and the failure counter is clear, read by
+/// `failure_counter_is_clear` (a VOLATILE function: a snapshot of its own,
+/// taken after the locks, so it sees every failure committed before them;
+/// the statement's snapshot may be older). The session and the audit
+/// event follow `stepped`: all three rows or none.
+const APPLY: &str = "\
+WITH target AS (
+    SELECT a.user_id, s.id AS session_id
+      FROM users u
+      JOIN authenticators a ON a.user_id = u.id
+      JOIN sessions s ON s.user_id = u.id
+     WHERE u.id = $1
+       AND s.id = $2
+       AND a.verified
+       AND a.secret_ciphertext = $4
+       AND a.last_used_step IS NOT DISTINCT FROM $5
+       AND s.revoked_at IS NULL
+       AND s.expires_at > $6
+       FOR NO KEY UPDATE OF u, a, s
+), stepped AS (
+    UPDATE authenticators SET last_used_step = $7
+      FROM target
+     WHERE authenticators.user_id = target.user_id
+       AND (authenticators.last_used_step IS NULL OR authenticators.last_used_step < $7)
+       AND failure_counter_is_clear(target.user_id, $3)
+    RETURNING target.session_id
+), rotated AS (
+    UPDATE sessions SET token_hash = $8, level = $9, expires_at = $10, last_seen_at = $6
+      FROM stepped WHERE sessions.id = stepped.session_id
+    RETURNING 1
+), audited AS (
+    INSERT INTO audit_events (at, org_id, actor_user_id, target_user_id, action, detail)
+    SELECT $11, $12, $13, $14, $15, $16 FROM stepped
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM stepped) AS stepped,
+       (SELECT count(*) FROM rotated) AS rotated,
+       (SELECT count(*) FROM audited) AS audited";
+
+/// What [`APPLY`] wrote: one row of each, or none.
+#[derive(QueryableByName)]
+struct Applied {
+    #[diesel(sql_type = BigInt)]
+    stepped: i64,
+    #[diesel(sql_type = BigInt)]
+    rotated: i64,
+    #[diesel(sql_type = BigInt)]
+    audited: i64,
+}
+
+impl PgDb {
+    /// See the module docs and the port's.
+    pub(super) fn apply_authenticator_success(
+        &self,
+        cipher: &SecretCipher,
+        success: &AuthenticatorSuccess,
+        check: impl FnOnce(&FailureState, &Authenticator) -> Option<u64>,
+    ) -> MfaResult<bool> {
+        let user = success.user;
+        let kind = FailureKind::Code;
+        let (counter, row) =
+            self.statement(|conn| Ok(failure_row_and_authenticator(conn, user, kind).db()?))?;
+        let failures = failure_state_from(counter).map_err(store_failure)?;
+        let Some(row) = row.filter(|r| r.verified) else {
+            return Ok(false);
+        };
+        if failures != FailureState::default() {
+            return Ok(false);
+        }
+        let ciphertext = row.secret_ciphertext.clone();
+        let last_used_step = row.last_used_step;
+        let authenticator = authenticator_from_row(cipher, row).map_err(store_failure)?;
+        let Some(step) = check(&failures, &authenticator) else {
+            return Ok(false);
+        };
+        let step = i64::try_from(step)
+            .map_err(|_| MfaError::from(StoreError::Backend("TOTP step out of range".into())))?;
+        let (rotation, audit) = (&success.rotation, &success.audit);
+        let query = diesel::sql_query(APPLY)
+            .bind::<BigInt, _>(user.0)
+            .bind::<BigInt, _>(success.session.0)
+            .bind::<Text, _>(kind.as_str())
+            .bind::<Bytea, _>(&ciphertext)
+            .bind::<Nullable<BigInt>, _>(last_used_step)
+            .bind::<BigInt, _>(rotation.now.0)
+            .bind::<BigInt, _>(step)
+            .bind::<Text, _>(&rotation.token_hash)
+            .bind::<Text, _>(rotation.level.as_str())
+            .bind::<BigInt, _>(rotation.expires_at.0)
+            .bind::<BigInt, _>(audit.at.0)
+            .bind::<Nullable<BigInt>, _>(audit.org_id.map(|o| o.0))
+            .bind::<Nullable<BigInt>, _>(audit.actor_user_id.map(|u| u.0))
+            .bind::<Nullable<BigInt>, _>(audit.target_user_id.map(|u| u.0))
+            .bind::<Text, _>(audit.action.as_str())
+            .bind::<Text, _>(&audit.detail);
+        let mut pooled = self.pool.get().map_err(store_failure)?;
+        let applied = match query.get_result::<Applied>(&mut **pooled) {
+            Ok(applied) => applied,
+            // Lost with the connection: whether it committed is unknown.
+            // The locked path, which starts on a live connection, reads
+            // the outcome and decides (a success that did commit then
+            // reads as a replay of its own code).
+            Err(e) if pooled.note(&e) => return Ok(false),
+            Err(e) => return Err(store_failure(Error::from(e))),
+        };
+        match (applied.stepped, applied.rotated, applied.audited) {
+            (1, 1, 1) => Ok(true),
+            (0, 0, 0) => Ok(false),
+            other => Err(store_failure(Error::Corrupt(format!(
+                "authenticator success wrote {other:?} rows"
+            )))),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+DROP FUNCTION failure_counter_is_clear(BIGINT, TEXT);
