@@ -762,3 +762,113 @@ impl StoreTx for MemTx<'_> {
         Ok((page, total))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp(1_000);
+
+    /// A member with a verified authenticator (step 10 used) and a
+    /// partial session; the success [`Store::apply_authenticator_success`]
+    /// would write for step 12.
+    fn fixture(store: &InMemoryStore) -> AuthenticatorSuccess {
+        let (user, org, session) = store
+            .write(|tx| {
+                let org = tx.insert_org("org", T0)?.id;
+                let user = tx
+                    .insert_user(&NewUser {
+                        email: "a@example.com".into(),
+                        first_name: "A".into(),
+                        last_name: "B".into(),
+                        password_hash: "x".into(),
+                        is_super_admin: false,
+                        created_at: T0,
+                    })?
+                    .id;
+                let secret = Secret::generate();
+                tx.put_pending_authenticator(user, &secret, &TotpParams::default(), T0, T0)?;
+                tx.verify_authenticator(user, 10, T0)?;
+                let session = tx.insert_session(&NewSession {
+                    token_hash: "old".into(),
+                    user_id: user,
+                    org_id: org,
+                    level: AssuranceLevel::Partial,
+                    created_at: T0,
+                    expires_at: Timestamp(T0.0 + 600),
+                })?;
+                Ok((user, org, session.id))
+            })
+            .expect("fixture");
+        AuthenticatorSuccess {
+            user,
+            session,
+            rotation: SessionRotation {
+                token_hash: "new".into(),
+                level: AssuranceLevel::Full,
+                expires_at: Timestamp(T0.0 + 900),
+                now: T0,
+            },
+            audit: NewAuditEvent {
+                at: T0,
+                org_id: Some(org),
+                actor_user_id: Some(user),
+                target_user_id: Some(user),
+                action: AuditAction::MfaVerifySucceeded,
+                detail: "method: authenticator".into(),
+            },
+        }
+    }
+
+    fn observe(store: &InMemoryStore, success: &AuthenticatorSuccess) -> (Option<u64>, bool, u64) {
+        store
+            .read(|tx| {
+                let step = tx
+                    .authenticator(success.user)?
+                    .and_then(|a| a.last_used_step);
+                let rotated = tx.session_by_token_hash("new")?.is_some();
+                let events = tx.audit_events(&AuditFilter::default(), 0, 10)?.1;
+                Ok((step, rotated, events))
+            })
+            .expect("observe")
+    }
+
+    #[test]
+    fn the_fast_path_writes_a_success_whole() {
+        let store = InMemoryStore::new();
+        let success = fixture(&store);
+        let applied = store.apply_authenticator_success(&success, |failures, authenticator| {
+            assert_eq!(*failures, FailureState::default());
+            assert_eq!(authenticator.last_used_step, Some(10));
+            Some(12)
+        });
+        assert_eq!(applied, Ok(true));
+        assert_eq!(observe(&store, &success), (Some(12), true, 1));
+    }
+
+    #[test]
+    fn the_fast_path_gives_way_to_a_change_after_its_read() {
+        type Change = fn(&mut dyn StoreTx, UserId);
+        let changes: [Change; 3] = [
+            |tx, user| assert_eq!(tx.accept_totp_step(user, 11), Ok(true)),
+            |tx, user| assert!(tx.increment_failures(user, FailureKind::Code).is_ok()),
+            |tx, user| assert_eq!(tx.revoke_user_sessions(user, None, None, T0), Ok(1)),
+        ];
+        for change in changes {
+            let store = InMemoryStore::new();
+            let success = fixture(&store);
+            let applied = store.apply_authenticator_success(&success, |_, _| {
+                store
+                    .write(|tx| {
+                        change(tx, success.user);
+                        Ok(())
+                    })
+                    .expect("change");
+                Some(12)
+            });
+            assert_eq!(applied, Ok(false));
+            let (_, rotated, events) = observe(&store, &success);
+            assert!(!rotated && events == 0);
+        }
+    }
+}
