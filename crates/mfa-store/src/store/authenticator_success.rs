@@ -36,6 +36,7 @@ use super::{PgDb, store_failure};
 use crate::Error;
 use crate::crypto::SecretCipher;
 use crate::error::DbResultExt;
+use crate::prepared::Prepared;
 use crate::tx::{authenticator_from_row, failure_row_and_authenticator, failure_state_from};
 
 /// The conditional write. `target` locks the rows and re-checks what the
@@ -118,23 +119,27 @@ impl PgDb {
         let step = i64::try_from(step)
             .map_err(|_| MfaError::from(StoreError::Backend("TOTP step out of range".into())))?;
         let (rotation, audit) = (&success.rotation, &success.audit);
-        let query = diesel::sql_query(APPLY)
-            .bind::<BigInt, _>(user.0)
-            .bind::<BigInt, _>(success.session.0)
-            .bind::<Text, _>(kind.as_str())
-            .bind::<Bytea, _>(&ciphertext)
-            .bind::<Nullable<BigInt>, _>(last_used_step)
-            .bind::<BigInt, _>(rotation.now.0)
-            .bind::<BigInt, _>(step)
-            .bind::<Text, _>(&rotation.token_hash)
-            .bind::<Text, _>(rotation.level.as_str())
-            .bind::<BigInt, _>(rotation.expires_at.0)
-            .bind::<BigInt, _>(audit.at.0)
-            .bind::<Nullable<BigInt>, _>(audit.org_id.map(|o| o.0))
-            .bind::<Nullable<BigInt>, _>(audit.actor_user_id.map(|u| u.0))
-            .bind::<Nullable<BigInt>, _>(audit.target_user_id.map(|u| u.0))
-            .bind::<Text, _>(audit.action.as_str())
-            .bind::<Text, _>(&audit.detail);
+        // `Prepared`: diesel keeps no prepared form of an `sql_query`, and
+        // planning this statement anew cost PostgreSQL about 0.5 ms a call.
+        let query = Prepared(
+            diesel::sql_query(APPLY)
+                .bind::<BigInt, _>(user.0)
+                .bind::<BigInt, _>(success.session.0)
+                .bind::<Text, _>(kind.as_str())
+                .bind::<Bytea, _>(&ciphertext)
+                .bind::<Nullable<BigInt>, _>(last_used_step)
+                .bind::<BigInt, _>(rotation.now.0)
+                .bind::<BigInt, _>(step)
+                .bind::<Text, _>(&rotation.token_hash)
+                .bind::<Text, _>(rotation.level.as_str())
+                .bind::<BigInt, _>(rotation.expires_at.0)
+                .bind::<BigInt, _>(audit.at.0)
+                .bind::<Nullable<BigInt>, _>(audit.org_id.map(|o| o.0))
+                .bind::<Nullable<BigInt>, _>(audit.actor_user_id.map(|u| u.0))
+                .bind::<Nullable<BigInt>, _>(audit.target_user_id.map(|u| u.0))
+                .bind::<Text, _>(audit.action.as_str())
+                .bind::<Text, _>(&audit.detail),
+        );
         let mut pooled = self.pool.get().map_err(store_failure)?;
         let applied = match query.get_result::<Applied>(&mut **pooled) {
             Ok(applied) => applied,
