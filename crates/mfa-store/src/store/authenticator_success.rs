@@ -5,10 +5,11 @@
 //! The locked path is a transaction of seven round trips (`BEGIN`, the
 //! user's lock, the counter and the authenticator, the step, the audit
 //! event, the session, `COMMIT`). On this path a verify is the token
-//! lookup and two statements, each committed by itself. pgbench, on the
-//! statements alone (`crates/mfa-loadgen/pgbench`): 2,400–2,600 verifies a
-//! second against 1,000–1,700 for the transaction (docs/PERFORMANCE.md,
-//! tenth round).
+//! lookup and two statements, each committed by itself. In pgbench, on
+//! the statements alone (`crates/mfa-loadgen/pgbench`), this path ran
+//! 1,998–3,086 verifies a second against 1,667–2,060 for the transaction.
+//! The server at 100,000 users ran 1,997/s against 1,613/s
+//! (docs/PERFORMANCE.md, tenth round).
 //!
 //! Why one statement is safe without the transaction's lock held while
 //! the code is checked: it first locks the user's row, the authenticator
