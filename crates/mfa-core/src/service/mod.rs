@@ -230,15 +230,26 @@ pub(crate) fn audit_own(
     action: AuditAction,
     detail: impl Into<String>,
 ) -> MfaResult<()> {
-    audit(
-        tx,
-        now,
-        Some(caller.org_id),
-        Some(caller.user_id),
-        Some(caller.user_id),
+    tx.insert_audit(&own_event(caller, now, action, detail))?;
+    Ok(())
+}
+
+/// The audit event of something the caller did to themselves, in their
+/// current org.
+pub(crate) fn own_event(
+    caller: &Caller,
+    now: Timestamp,
+    action: AuditAction,
+    detail: impl Into<String>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        at: now,
+        org_id: Some(caller.org_id),
+        actor_user_id: Some(caller.user_id),
+        target_user_id: Some(caller.user_id),
         action,
-        detail,
-    )
+        detail: detail.into(),
+    }
 }
 
 /// The verified factors of a user.

@@ -500,25 +500,18 @@ impl<S: Store> MfaService<S> {
         code: &str,
         now: Timestamp,
     ) -> MfaResult<Option<NewToken>> {
-        let token = new_token(self.rng.as_ref());
-        let expires_at = now.plus_secs(self.config.session_ttl_secs);
+        let (token, rotation) = self.full_session(now);
+        let expires_at = rotation.expires_at;
         let success = AuthenticatorSuccess {
             user: caller.user_id,
             session: caller.session_id,
-            rotation: SessionRotation {
-                token_hash: hash_token(&token),
-                level: AssuranceLevel::Full,
-                expires_at,
+            rotation,
+            audit: own_event(
+                caller,
                 now,
-            },
-            audit: NewAuditEvent {
-                at: now,
-                org_id: Some(caller.org_id),
-                actor_user_id: Some(caller.user_id),
-                target_user_id: Some(caller.user_id),
-                action: AuditAction::MfaVerifySucceeded,
-                detail: format!("method: {}", MfaMethod::Authenticator.as_str()),
-            },
+                AuditAction::MfaVerifySucceeded,
+                format!("method: {}", MfaMethod::Authenticator.as_str()),
+            ),
         };
         let applied =
             self.store
@@ -579,21 +572,26 @@ impl<S: Store> MfaService<S> {
         caller: &Caller,
         now: Timestamp,
     ) -> MfaResult<NewToken> {
-        let token = new_token(self.rng.as_ref());
-        let expires_at = now.plus_secs(self.config.session_ttl_secs);
-        let rotated = tx.rotate_session(
-            caller.session_id,
-            &SessionRotation {
-                token_hash: hash_token(&token),
-                level: AssuranceLevel::Full,
-                expires_at,
-                now,
-            },
-        )?;
-        if !rotated {
+        let (token, rotation) = self.full_session(now);
+        if !tx.rotate_session(caller.session_id, &rotation)? {
             return Err(MfaError::Unauthorized);
         }
-        Ok(NewToken { token, expires_at })
+        Ok(NewToken {
+            token,
+            expires_at: rotation.expires_at,
+        })
+    }
+
+    /// A new token, and the rotation that makes a session full under it.
+    fn full_session(&self, now: Timestamp) -> (String, SessionRotation) {
+        let token = new_token(self.rng.as_ref());
+        let rotation = SessionRotation {
+            token_hash: hash_token(&token),
+            level: AssuranceLevel::Full,
+            expires_at: now.plus_secs(self.config.session_ttl_secs),
+            now,
+        };
+        (token, rotation)
     }
 
     /// Count an attempt with a recovery code (committed at once: the
