@@ -80,10 +80,10 @@ impl Store for InMemoryStore {
     /// of it runs in every test on this store.
     fn apply_authenticator_success(
         &self,
-        success: &AuthenticatorSuccess,
-        check: impl FnOnce(&FailureState, &Authenticator) -> Option<u64>,
+        user: UserId,
+        session: SessionId,
+        check: impl FnOnce(&FailureState, &Authenticator) -> Option<AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
-        let user = success.user;
         let read = |state: &State| {
             let failures = state
                 .failures
@@ -99,14 +99,14 @@ impl Store for InMemoryStore {
         if failures != FailureState::default() {
             return Ok(false);
         }
-        let Some(step) = check(&failures, &authenticator) else {
+        let Some(success) = check(&failures, &authenticator) else {
             return Ok(false);
         };
         let mut guard = self.lock()?;
         let now = success.rotation.now;
         let session_live = guard
             .sessions
-            .get(&success.session)
+            .get(&session)
             .is_some_and(|s| s.user_id == user && s.revoked_at.is_none() && s.expires_at > now);
         if read(&guard) != (failures, Some(authenticator)) || !session_live {
             return Ok(false);
@@ -114,8 +114,8 @@ impl Store for InMemoryStore {
         // All or nothing, as a transaction: on a copy.
         let mut copy = guard.clone();
         let mut tx = MemTx(&mut copy);
-        let applied = tx.accept_totp_step(user, step)?
-            && tx.rotate_session(success.session, &success.rotation)?;
+        let applied = tx.accept_totp_step(user, success.step)?
+            && tx.rotate_session(session, &success.rotation)?;
         if applied {
             tx.insert_audit(&success.audit)?;
             *guard = copy;
@@ -770,9 +770,9 @@ mod tests {
     const T0: Timestamp = Timestamp(1_000);
 
     /// A member with a verified authenticator (step 10 used) and a
-    /// partial session; the success [`Store::apply_authenticator_success`]
+    /// partial session, and the success [`Store::apply_authenticator_success`]
     /// would write for step 12.
-    fn fixture(store: &InMemoryStore) -> AuthenticatorSuccess {
+    fn fixture(store: &InMemoryStore) -> (UserId, SessionId, AuthenticatorSuccess) {
         let (user, org, session) = store
             .write(|tx| {
                 let org = tx.insert_org("org", T0)?.id;
@@ -800,9 +800,8 @@ mod tests {
                 Ok((user, org, session.id))
             })
             .expect("fixture");
-        AuthenticatorSuccess {
-            user,
-            session,
+        let success = AuthenticatorSuccess {
+            step: 12,
             rotation: SessionRotation {
                 token_hash: "new".into(),
                 level: AssuranceLevel::Full,
@@ -817,15 +816,14 @@ mod tests {
                 action: AuditAction::MfaVerifySucceeded,
                 detail: "method: authenticator".into(),
             },
-        }
+        };
+        (user, session, success)
     }
 
-    fn observe(store: &InMemoryStore, success: &AuthenticatorSuccess) -> (Option<u64>, bool, u64) {
+    fn observe(store: &InMemoryStore, user: UserId) -> (Option<u64>, bool, u64) {
         store
             .read(|tx| {
-                let step = tx
-                    .authenticator(success.user)?
-                    .and_then(|a| a.last_used_step);
+                let step = tx.authenticator(user)?.and_then(|a| a.last_used_step);
                 let rotated = tx.session_by_token_hash("new")?.is_some();
                 let events = tx.audit_events(&AuditFilter::default(), 0, 10)?.1;
                 Ok((step, rotated, events))
@@ -836,14 +834,15 @@ mod tests {
     #[test]
     fn the_fast_path_writes_a_success_whole() {
         let store = InMemoryStore::new();
-        let success = fixture(&store);
-        let applied = store.apply_authenticator_success(&success, |failures, authenticator| {
-            assert_eq!(*failures, FailureState::default());
-            assert_eq!(authenticator.last_used_step, Some(10));
-            Some(12)
-        });
+        let (user, session, success) = fixture(&store);
+        let applied =
+            store.apply_authenticator_success(user, session, |failures, authenticator| {
+                assert_eq!(*failures, FailureState::default());
+                assert_eq!(authenticator.last_used_step, Some(10));
+                Some(success)
+            });
         assert_eq!(applied, Ok(true));
-        assert_eq!(observe(&store, &success), (Some(12), true, 1));
+        assert_eq!(observe(&store, user), (Some(12), true, 1));
     }
 
     #[test]
@@ -856,18 +855,18 @@ mod tests {
         ];
         for change in changes {
             let store = InMemoryStore::new();
-            let success = fixture(&store);
-            let applied = store.apply_authenticator_success(&success, |_, _| {
+            let (user, session, success) = fixture(&store);
+            let applied = store.apply_authenticator_success(user, session, |_, _| {
                 store
                     .write(|tx| {
-                        change(tx, success.user);
+                        change(tx, user);
                         Ok(())
                     })
                     .expect("change");
-                Some(12)
+                Some(success)
             });
             assert_eq!(applied, Ok(false));
-            let (_, rotated, events) = observe(&store, &success);
+            let (_, rotated, events) = observe(&store, user);
             assert!(!rotated && events == 0);
         }
     }

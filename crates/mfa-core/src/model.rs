@@ -454,15 +454,13 @@ pub struct SessionRotation {
     pub now: Timestamp,
 }
 
-/// What an authenticator code that was accepted writes, besides the step
-/// it spent: the caller's session made full under a new token, and the
-/// audit event (see [`crate::ports::Store::apply_authenticator_success`]).
+/// What an accepted authenticator code writes: the step it spent, the
+/// caller's session made full under a new token, and the audit event (see
+/// [`crate::ports::Store::apply_authenticator_success`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthenticatorSuccess {
-    /// Whose code it is.
-    pub user: UserId,
-    /// The session the code was presented on.
-    pub session: SessionId,
+    /// The TOTP step the code matched.
+    pub step: u64,
     /// What the session becomes.
     pub rotation: SessionRotation,
     /// The event that records the success.

@@ -44,16 +44,16 @@ pub trait Store: Send + Sync + 'static {
     /// 1. Read the user's code-failure state and authenticator in one
     ///    statement, without a lock. Unless there are no failures and no
     ///    lockout, and the authenticator is verified, stop.
-    /// 2. Call `check` on them: the domain checks the code and returns the
-    ///    TOTP step it matched, or `None`.
+    /// 2. Call `check` on them: the domain checks the code and returns
+    ///    what a success writes, or `None`.
     /// 3. Apply the success in one statement that locks the user, the
     ///    authenticator and the session (the user first, as every
     ///    transaction of the locking rule does) and writes only if what
     ///    `check` saw still holds: the same authenticator (its secret),
     ///    the same last used step, still no failure and no lockout, the
-    ///    session still live. It records `step` as used, rotates the
-    ///    session as `success.rotation` says and inserts `success.audit`,
-    ///    all or nothing.
+    ///    session (`session`, the user's) still live. It records the
+    ///    success's step as used, rotates the session as its `rotation`
+    ///    says and inserts its `audit` event, all or nothing.
     ///
     /// Whether the success was applied. When it was not (the store offers
     /// no fast path, `check` declined, or the state changed), nothing was
@@ -62,10 +62,11 @@ pub trait Store: Send + Sync + 'static {
     /// nothing and returns `false`.
     fn apply_authenticator_success(
         &self,
-        success: &AuthenticatorSuccess,
-        check: impl FnOnce(&FailureState, &Authenticator) -> Option<u64>,
+        user: UserId,
+        session: SessionId,
+        check: impl FnOnce(&FailureState, &Authenticator) -> Option<AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
-        let _ = (success, check);
+        let _ = (user, session, check);
         Ok(false)
     }
 }

@@ -628,12 +628,18 @@ impl Store for DbStore {
     /// the read before it would be a hop to a reader thread more.
     fn apply_authenticator_success(
         &self,
-        success: &mfa_core::AuthenticatorSuccess,
-        check: impl FnOnce(&mfa_core::FailureState, &mfa_core::Authenticator) -> Option<u64>,
+        user: mfa_core::UserId,
+        session: mfa_core::SessionId,
+        check: impl FnOnce(
+            &mfa_core::FailureState,
+            &mfa_core::Authenticator,
+        ) -> Option<mfa_core::AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
         match &self.inner {
             Inner::Sqlite(_) => Ok(false),
-            Inner::Postgres(db) => db.apply_authenticator_success(&self.cipher, success, check),
+            Inner::Postgres(db) => {
+                db.apply_authenticator_success(&self.cipher, user, session, check)
+            }
         }
     }
 }

@@ -500,42 +500,48 @@ impl<S: Store> MfaService<S> {
         code: &str,
         now: Timestamp,
     ) -> MfaResult<Option<NewToken>> {
-        let (token, rotation) = self.full_session(now);
-        let expires_at = rotation.expires_at;
-        let success = AuthenticatorSuccess {
-            user: caller.user_id,
-            session: caller.session_id,
-            rotation,
-            audit: own_event(
-                caller,
-                now,
-                AuditAction::MfaVerifySucceeded,
-                format!("method: {}", MfaMethod::Authenticator.as_str()),
-            ),
-        };
-        let applied =
-            self.store
-                .apply_authenticator_success(&success, |failures, authenticator| {
-                    let clear = failures.failures == 0
-                        && self
-                            .config
-                            .code_lockout
-                            .retry_after(failures, now)
-                            .is_none();
-                    if !clear || !authenticator.is_verified() {
-                        return None;
-                    }
-                    mfa_totp::verify_totp(
-                        &authenticator.secret,
-                        code,
-                        now.unix_secs(),
-                        &authenticator.params,
-                        self.config.totp_window,
-                        authenticator.last_used_step,
-                    )
-                    .ok()
-                })?;
-        Ok(applied.then_some(NewToken { token, expires_at }))
+        // The token is made only for a code that matched.
+        let mut issued = None;
+        let applied = self.store.apply_authenticator_success(
+            caller.user_id,
+            caller.session_id,
+            |failures, authenticator| {
+                let clear = failures.failures == 0
+                    && self
+                        .config
+                        .code_lockout
+                        .retry_after(failures, now)
+                        .is_none();
+                if !clear || !authenticator.is_verified() {
+                    return None;
+                }
+                let step = mfa_totp::verify_totp(
+                    &authenticator.secret,
+                    code,
+                    now.unix_secs(),
+                    &authenticator.params,
+                    self.config.totp_window,
+                    authenticator.last_used_step,
+                )
+                .ok()?;
+                let (token, rotation) = self.full_session(now);
+                issued = Some(NewToken {
+                    token,
+                    expires_at: rotation.expires_at,
+                });
+                Some(AuthenticatorSuccess {
+                    step,
+                    rotation,
+                    audit: own_event(
+                        caller,
+                        now,
+                        AuditAction::MfaVerifySucceeded,
+                        format!("method: {}", MfaMethod::Authenticator.as_str()),
+                    ),
+                })
+            },
+        )?;
+        Ok(if applied { issued } else { None })
     }
 
     /// Mail what a verification attempt warrants: a replay warning, or a

@@ -30,7 +30,8 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Nullable, Text};
 use mfa_core::{
-    Authenticator, AuthenticatorSuccess, FailureKind, FailureState, MfaError, MfaResult, StoreError,
+    Authenticator, AuthenticatorSuccess, FailureKind, FailureState, MfaError, MfaResult, SessionId,
+    StoreError, UserId,
 };
 
 use super::{PgDb, store_failure};
@@ -97,10 +98,10 @@ impl PgDb {
     pub(super) fn apply_authenticator_success(
         &self,
         cipher: &SecretCipher,
-        success: &AuthenticatorSuccess,
-        check: impl FnOnce(&FailureState, &Authenticator) -> Option<u64>,
+        user: UserId,
+        session: SessionId,
+        check: impl FnOnce(&FailureState, &Authenticator) -> Option<AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
-        let user = success.user;
         let kind = FailureKind::Code;
         let (counter, row) =
             self.statement(|conn| Ok(failure_row_and_authenticator(conn, user, kind).db()?))?;
@@ -114,10 +115,10 @@ impl PgDb {
         let ciphertext = row.secret_ciphertext.clone();
         let last_used_step = row.last_used_step;
         let authenticator = authenticator_from_row(cipher, row).map_err(store_failure)?;
-        let Some(step) = check(&failures, &authenticator) else {
+        let Some(success) = check(&failures, &authenticator) else {
             return Ok(false);
         };
-        let step = i64::try_from(step)
+        let step = i64::try_from(success.step)
             .map_err(|_| MfaError::from(StoreError::Backend("TOTP step out of range".into())))?;
         let (rotation, audit) = (&success.rotation, &success.audit);
         // `Prepared`: diesel keeps no prepared form of an `sql_query`, and
@@ -125,7 +126,7 @@ impl PgDb {
         let query = Prepared(
             diesel::sql_query(APPLY)
                 .bind::<BigInt, _>(user.0)
-                .bind::<BigInt, _>(success.session.0)
+                .bind::<BigInt, _>(session.0)
                 .bind::<Text, _>(kind.as_str())
                 .bind::<Bytea, _>(&ciphertext)
                 .bind::<Nullable<BigInt>, _>(last_used_step)

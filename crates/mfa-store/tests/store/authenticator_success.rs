@@ -84,8 +84,7 @@ fn enroll(tx: &mut dyn StoreTx, user: UserId, secret: &Secret, step: u64) {
 fn success(f: &Fixture) -> AuthenticatorSuccess {
     let now = Timestamp(T0.0 + 30);
     AuthenticatorSuccess {
-        user: f.user,
-        session: f.session,
+        step: STEP,
         rotation: SessionRotation {
             token_hash: new_token(f),
             level: AssuranceLevel::Full,
@@ -132,12 +131,12 @@ fn applies_a_success_whole(db: TestDatabase) {
     let before = observe(&store, &f);
     let called = AtomicBool::new(false);
     let applied = store
-        .apply_authenticator_success(&success(&f), |failures, authenticator| {
+        .apply_authenticator_success(f.user, f.session, |failures, authenticator| {
             called.store(true, Ordering::SeqCst);
             assert_eq!(*failures, FailureState::default());
             assert_eq!(authenticator.secret, f.secret);
             assert_eq!(authenticator.last_used_step, Some(CONFIRMED_STEP));
-            Some(STEP)
+            Some(success(&f))
         })
         .expect("apply_authenticator_success");
     if db.backend() == Backend::Sqlite {
@@ -173,7 +172,7 @@ fn declines_without_writing(db: TestDatabase) {
     let declined = fixture(&store, "declined@example.com");
     let before = observe(&store, &declined);
     let applied = store
-        .apply_authenticator_success(&success(&declined), |_, _| None)
+        .apply_authenticator_success(declined.user, declined.session, |_, _| None)
         .expect("declined");
     assert!(!applied);
     assert_eq!(observe(&store, &declined), before);
@@ -213,7 +212,9 @@ fn declines_without_writing(db: TestDatabase) {
         });
         let before = observe(&store, &f);
         let applied = store
-            .apply_authenticator_success(&success(&f), |_, _| panic!("check called for {email}"))
+            .apply_authenticator_success(f.user, f.session, |_, _| {
+                panic!("check called for {email}")
+            })
             .expect("apply_authenticator_success");
         assert!(!applied, "{email}");
         assert_eq!(observe(&store, &f), before, "{email}");
@@ -259,14 +260,14 @@ fn gives_way_to_a_change_after_its_read(db: TestDatabase) {
         let f = fixture(&store, &format!("change{i}@example.com"));
         let mut after_change = None;
         let applied = store
-            .apply_authenticator_success(&success(&f), |_, _| {
+            .apply_authenticator_success(f.user, f.session, |_, _| {
                 write(&store, |tx| {
                     tx.lock_users(&[f.user])?;
                     change(tx, &f);
                     Ok(())
                 });
                 after_change = Some(observe(&store, &f));
-                Some(STEP)
+                Some(success(&f))
             })
             .expect("apply_authenticator_success");
         assert!(!applied, "applied after: {what}");
@@ -302,9 +303,9 @@ fn waits_for_the_users_lock(db: TestDatabase) {
             })
         });
         let applied = store
-            .apply_authenticator_success(&success(&f), |_, _| {
+            .apply_authenticator_success(f.user, f.session, |_, _| {
                 locked.wait();
-                Some(STEP)
+                Some(success(&f))
             })
             .expect("apply_authenticator_success");
         assert!(holder_done.load(Ordering::SeqCst), "did not wait");
@@ -327,7 +328,7 @@ fn racing_successes_spend_a_step_once(db: TestDatabase) {
         race(&[&first, &second], 16, |store, i| {
             let won = if i % 2 == 0 {
                 store
-                    .apply_authenticator_success(&success(&f), |_, _| Some(STEP))
+                    .apply_authenticator_success(f.user, f.session, |_, _| Some(success(&f)))
                     .expect("fast path")
             } else {
                 store
