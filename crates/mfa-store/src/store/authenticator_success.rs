@@ -30,14 +30,14 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Nullable, Text};
 use mfa_core::{
-    Authenticator, AuthenticatorSuccess, FailureKind, FailureState, MfaError, MfaResult, SessionId,
-    StoreError, UserId,
+    Authenticator, AuthenticatorSuccess, FailureKind, FailureState, MfaResult, SessionId, UserId,
 };
 
 use super::{PgDb, store_failure};
 use crate::Error;
 use crate::crypto::SecretCipher;
 use crate::error::DbResultExt;
+use crate::models::to_i64;
 use crate::prepared::Prepared;
 use crate::tx::{authenticator_from_row, failure_row_and_authenticator, failure_state_from};
 
@@ -118,8 +118,7 @@ impl PgDb {
         let Some(success) = check(&failures, &authenticator) else {
             return Ok(false);
         };
-        let step = i64::try_from(success.step)
-            .map_err(|_| MfaError::from(StoreError::Backend("TOTP step out of range".into())))?;
+        let step = to_i64(success.step, "TOTP step").map_err(store_failure)?;
         let (rotation, audit) = (&success.rotation, &success.audit);
         // `Prepared`: diesel keeps no prepared form of an `sql_query`, and
         // planning this statement anew cost PostgreSQL about 0.5 ms a call.
