@@ -394,15 +394,7 @@ impl<S: Store> MfaService<S> {
         let authenticator = authenticator
             .filter(|a| a.is_verified())
             .ok_or(MfaError::NotEnrolled("no verified authenticator"))?;
-        let verdict = mfa_totp::verify_totp(
-            &authenticator.secret,
-            candidate,
-            now.unix_secs(),
-            &authenticator.params,
-            self.config.totp_window,
-            authenticator.last_used_step,
-        );
-        let (detail, action) = match verdict {
+        let (detail, action) = match self.match_totp(&authenticator, candidate, now) {
             Ok(step) if tx.accept_totp_step(caller.user_id, step)? => return Ok(Ok(attempt)),
             // Another request accepted this step between our read and write.
             Ok(_) | Err(VerifyError::Replayed { .. }) => {
@@ -426,6 +418,24 @@ impl<S: Store> MfaService<S> {
             MfaError::InvalidCode,
         )?;
         Ok(Err(refusal))
+    }
+
+    /// The step `candidate` matches on a verified authenticator, judged
+    /// alike by the locked path and the fast path of a code check.
+    fn match_totp(
+        &self,
+        authenticator: &Authenticator,
+        candidate: &str,
+        now: Timestamp,
+    ) -> Result<u64, VerifyError> {
+        mfa_totp::verify_totp(
+            &authenticator.secret,
+            candidate,
+            now.unix_secs(),
+            &authenticator.params,
+            self.config.totp_window,
+            authenticator.last_used_step,
+        )
     }
 
     /// Verify a second factor on the caller's session. On success the
@@ -515,15 +525,7 @@ impl<S: Store> MfaService<S> {
                 if !clear || !authenticator.is_verified() {
                     return None;
                 }
-                let step = mfa_totp::verify_totp(
-                    &authenticator.secret,
-                    code,
-                    now.unix_secs(),
-                    &authenticator.params,
-                    self.config.totp_window,
-                    authenticator.last_used_step,
-                )
-                .ok()?;
+                let step = self.match_totp(authenticator, code, now).ok()?;
                 let (token, rotation) = self.full_session(now);
                 issued = Some(NewToken {
                     token,
