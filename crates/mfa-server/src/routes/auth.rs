@@ -5,11 +5,11 @@ use actix_web::{HttpResponse, post, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::app::Service;
-use crate::auth::AnySession;
+use crate::auth::{AnySession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{Metrics, watch_replay};
 use crate::password_pool::PasswordPool;
-use crate::routes::run;
+use crate::routes::{run, run_hashing};
 use crate::wire::{
     ChallengeRequest, CodeSentResponse, FullTokenResponse, LoginRequest, LoginResponse, Method,
     VerifyRequest,
@@ -128,20 +128,35 @@ pub async fn verify(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     passwords: web::Data<PasswordPool>,
-    AnySession(caller): AnySession,
-    body: web::Json<VerifyRequest>,
-) -> Result<web::Json<FullTokenResponse>, ApiError> {
-    let VerifyRequest { method, code } = body.into_inner();
+    session: InlineSession,
+    // A body that does not parse is refused only once the session is
+    // resolved: a bad token gets its 401 whatever the body.
+    body: Result<web::Json<VerifyRequest>, actix_web::Error>,
+) -> actix_web::Result<web::Json<FullTokenResponse>> {
     let service = service.into_inner();
-    let work = move || watch_replay(|| service.verify_mfa(&caller, method.into(), &code));
+    let VerifyRequest { method, code } = match body {
+        Ok(body) => body.into_inner(),
+        Err(refusal) => {
+            run(move || session.resolve()).await?;
+            return Err(refusal);
+        }
+    };
+    // The session is resolved on the thread that verifies: one trip to a
+    // pool per request.
+    let work = move || -> Result<_, ApiError> {
+        let caller = session.resolve()?;
+        Ok(watch_replay(|| {
+            service.verify_mfa(&caller, method.into(), &code)
+        }))
+    };
     // Recovery codes are argon2 hashes; the other codes are cheap.
     let (result, replayed) = if method == Method::Recovery {
-        passwords.block(work).await?
+        run_hashing(&passwords, work).await?
     } else {
-        web::block(work).await?
+        run(work).await?
     };
     metrics.observe_verification(method, &result, replayed);
-    Ok(web::Json(result?.into()))
+    Ok(web::Json(result.map_err(ApiError::from)?.into()))
 }
 
 /// Log out

@@ -174,7 +174,9 @@ async fn openapi_documents_every_route(s: TestServer) {
     );
 
     // The routes whose handlers resolve the session themselves take no
-    // input, so no extractor can answer before the session is checked.
+    // query or path, which no extractor could hold back until the session
+    // is checked. (Their bodies are held back: `tokens` sends a bad token
+    // with a body that does not parse to every route.)
     for path in mfa_server::auth::INLINE_SESSION_PATHS {
         let item = doc["paths"][*path]
             .as_object()
@@ -182,7 +184,6 @@ async fn openapi_documents_every_route(s: TestServer) {
         for (method, op) in item {
             let parameters = op["parameters"].as_array().map_or(0, Vec::len);
             assert_eq!(parameters, 0, "{method} {path} takes parameters");
-            assert!(op["requestBody"].is_null(), "{method} {path} takes a body");
         }
     }
 

@@ -1,10 +1,11 @@
 //! Tokens: logout, an admin reset, a deactivation and a password set by an
 //! admin end sessions at once, on every server process; expired and idle
 //! sessions are refused; a token is only taken from the `Authorization`
-//! header.
+//! header; a bad token is refused before any input is looked at.
 
 use serde_json::json;
 
+use super::schema::{document, operations};
 use super::{challenged_user, partial, verify};
 use crate::helpers::{PASSWORD, TestServer};
 use crate::on_every_backend;
@@ -12,7 +13,8 @@ use crate::on_every_backend;
 on_every_backend!(
     revocation_is_immediate_everywhere,
     expiry_and_idle_time,
-    token_only_in_the_header
+    token_only_in_the_header,
+    a_bad_token_is_refused_before_any_input
 );
 
 /// The token is refused on both processes.
@@ -216,4 +218,43 @@ async fn token_only_in_the_header(s: TestServer) {
         assert_eq!(a.header("www-authenticate"), Some("Bearer"), "{path}");
     }
     s.get("/user/users/me", &root).await.expect(200, None);
+}
+
+/// On every route that needs a session, an unknown or revoked token gets
+/// `401` whatever comes with it: a path id, a query or a body that does
+/// not parse would each be a `400` with a good token. The routes come from
+/// the served OpenAPI document, including those that resolve their
+/// session in the handler.
+async fn a_bad_token_is_refused_before_any_input(s: TestServer) {
+    let doc = document(&s).await;
+    let ops: Vec<_> = operations(&doc)
+        .into_iter()
+        .filter(|o| o.session != "none")
+        .collect();
+    assert!(ops.len() >= 35, "only {} routes found", ops.len());
+    let revoked = s.login("root@example.com", PASSWORD).await.token;
+    s.call("POST", "/user/auth/logout", Some(&revoked), None)
+        .await
+        .expect(204, None);
+    for op in &ops {
+        let mut path = op.path.clone();
+        for p in op.params("path") {
+            let name = p["name"].as_str().unwrap();
+            path = path.replace(&format!("{{{name}}}"), "not-an-id");
+        }
+        let path = format!("{path}?no_such_parameter=1");
+        for token in ["not-a-real-token", revoked.as_str()] {
+            let a = s
+                .call_raw(
+                    &op.method,
+                    &path,
+                    Some(token),
+                    Some("application/json"),
+                    b"{\"unknown\": [".to_vec(),
+                )
+                .await;
+            assert_eq!(a.status, 401, "{} {path}: {a:?}", op.method);
+            a.expect(401, Some("unauthorized"));
+        }
+    }
 }
