@@ -268,6 +268,18 @@ pub trait StoreTx {
     /// its user and its membership in the session's org, in one query
     /// (every authenticated request does this).
     fn session_member(&mut self, token_hash: &str) -> StoreResult<Option<SessionMember>>;
+    /// [`StoreTx::session_member`] and the [`StoreTx::factor_states`] of
+    /// the session's user at once, for a read of the caller's own factors
+    /// that resolves its token in the same trip. The default calls the
+    /// two; PostgreSQL reads both in one statement (one snapshot, one
+    /// round trip). The factor states are read whether or not the session
+    /// is live: the caller decides that, and discards them if not.
+    fn session_member_and_factor_states(
+        &mut self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(SessionMember, FactorStates)>> {
+        session_member_then_factor_states(self, token_hash)
+    }
     /// Give a live session a new token, level and end, in place:
     /// `UPDATE … WHERE id = ? AND revoked_at IS NULL AND expires_at > now`.
     /// The old token stops resolving at once, as on revocation. Whether
@@ -583,4 +595,17 @@ impl Mailer for MemoryMailer {
         }
         Ok(())
     }
+}
+
+/// [`StoreTx::session_member_and_factor_states`] as two reads, for a store
+/// that has no round trip to save.
+pub fn session_member_then_factor_states<T: StoreTx + ?Sized>(
+    tx: &mut T,
+    token_hash: &str,
+) -> StoreResult<Option<(SessionMember, FactorStates)>> {
+    let Some(found) = tx.session_member(token_hash)? else {
+        return Ok(None);
+    };
+    let states = tx.factor_states(found.session.user_id)?;
+    Ok(Some((found, states)))
 }

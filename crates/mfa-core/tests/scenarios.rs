@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use mfa_core::ports::{FixedClock, MemoryMailer, OsRandomness};
-use mfa_core::service::{NewUserRequest, OrgPatch, UserRef};
+use mfa_core::service::{MfaStatus, NewUserRequest, OrgPatch, UserRef};
 use mfa_core::*;
 use mfa_totp::{OtpauthUri, Secret};
 
@@ -626,8 +626,21 @@ fn recovery_codes_log_in_once_each_and_reset_the_authenticator() {
         w.svc.self_reset_authenticator(&partial, None),
         Err(MfaError::MfaRequired)
     );
+    let token = ok(w.svc.login("recovery@example.com", PASSWORD, None)).token;
+    let before = ok(status_of_token_agrees(&w, &token));
+    assert!(before.factors.authenticator);
+    assert_eq!(before.factors.recovery_codes_left, 9);
     ok(w.svc.self_reset_authenticator(&partial, Some(&codes[1])));
     assert!(!ok(w.svc.mfa_status(&partial)).factors.authenticator);
+    // The reset ended the user's other sessions.
+    assert_eq!(
+        status_of_token_agrees(&w, &token),
+        Err(MfaError::Unauthorized)
+    );
+    let token = ok(w.svc.login("recovery@example.com", PASSWORD, None)).token;
+    let after = ok(status_of_token_agrees(&w, &token));
+    assert!(!after.factors.authenticator);
+    assert_eq!(after.factors.recovery_codes_left, 8);
     assert!(
         w.mailer
             .sent()
@@ -674,18 +687,39 @@ fn grace_period_defers_setup() {
     );
 }
 
+/// The status read that resolves its own token answers as `authenticate`
+/// followed by `mfa_status` would.
+fn status_of_token_agrees(w: &World, token: &str) -> MfaResult<MfaStatus> {
+    let of_token = w.svc.mfa_status_of_token(token);
+    let apart = w
+        .svc
+        .authenticate(token)
+        .and_then(|caller| w.svc.mfa_status(&caller));
+    assert_eq!(of_token, apart);
+    of_token
+}
+
 #[test]
 fn sessions_end_when_idle_expired_or_logged_out() {
     let w = world();
     w.add_user("session@example.com");
     let (login, caller) = w.login("session@example.com");
     w.clock.advance(29 * 60);
+    ok(status_of_token_agrees(&w, &login.token));
+    w.clock.advance(29 * 60);
     ok(w.svc.authenticate(&login.token));
+    w.clock.advance(29 * 60);
+    // Seen 29 minutes ago: still live (the status read notes it too).
+    ok(w.svc.mfa_status_of_token(&login.token));
     w.clock.advance(29 * 60);
     ok(w.svc.authenticate(&login.token));
     w.clock.advance(31 * 60);
     assert_eq!(
         w.svc.authenticate(&login.token),
+        Err(MfaError::Unauthorized)
+    );
+    assert_eq!(
+        status_of_token_agrees(&w, &login.token),
         Err(MfaError::Unauthorized)
     );
     let (login, caller2) = w.login("session@example.com");
@@ -695,10 +729,12 @@ fn sessions_end_when_idle_expired_or_logged_out() {
         w.svc.authenticate(&login.token),
         Err(MfaError::Unauthorized)
     );
-    assert_eq!(
-        w.svc.authenticate("not a token"),
-        Err(MfaError::Unauthorized)
-    );
+    for token in [login.token.as_str(), "not a token", ""] {
+        assert_eq!(
+            status_of_token_agrees(&w, token),
+            Err(MfaError::Unauthorized)
+        );
+    }
 }
 
 #[test]
@@ -713,7 +749,7 @@ fn inactive_membership_cannot_log_in_and_loses_its_sessions() {
     ok(w.svc
         .update_membership(&w.admin, &UserRef::Id(user), &patch));
     assert_eq!(
-        w.svc.authenticate(&login.token),
+        status_of_token_agrees(&w, &login.token),
         Err(MfaError::Unauthorized)
     );
     assert_eq!(

@@ -76,6 +76,18 @@ impl InlineSession {
         let (token, service) = self.found?;
         Ok(service.authenticate(&token)?)
     }
+
+    /// Run `read`, which resolves the bearer token itself, in the same
+    /// read as its own work (`MfaService::mfa_status_of_token`), and is
+    /// `Unauthorized` exactly where [`InlineSession::resolve`] would be.
+    /// Blocks: call it on the blocking pool.
+    pub fn resolve_with<T>(
+        self,
+        read: impl FnOnce(&Service, &str) -> Result<T, MfaError>,
+    ) -> Result<T, ApiError> {
+        let (token, service) = self.found?;
+        Ok(read(&service, &token)?)
+    }
 }
 
 /// The token of `Authorization: Bearer <token>`, if well formed.

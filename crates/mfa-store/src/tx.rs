@@ -137,6 +137,17 @@ pub(crate) type LockedCodeCheck = (Option<(i32, Option<i64>)>, Option<Authentica
 /// time, and the number of unused recovery codes.
 type FactorStatesRow = (Option<(bool, Option<i64>, i64)>, Option<i64>, i64);
 
+/// A session, its user's superadmin flag and membership, and the user's
+/// factor states (the unused recovery codes counted by a subquery).
+type SessionMemberFactorsRow = (
+    SessionRow,
+    bool,
+    Option<MembershipRow>,
+    Option<(bool, Option<i64>, i64)>,
+    Option<i64>,
+    Option<i64>,
+);
+
 // The factor states are grouped by the primary keys of the user's row, the
 // authenticator and the email factor (at most one of each per user), which
 // determine the columns read from them.
@@ -282,6 +293,85 @@ pub(crate) fn failure_row_and_authenticator(
         .get_result(conn)
         .optional()?;
     Ok(row.unwrap_or((None, None)))
+}
+
+/// The factor states of a [`FactorStatesRow`].
+fn factor_states_from(row: FactorStatesRow) -> Result<FactorStates, Error> {
+    let (authenticator, email_verified_at, left) = row;
+    Ok(FactorStates {
+        authenticator: authenticator
+            .map(|(verified, verified_at, expires_at)| {
+                authenticator_state(verified, verified_at, expires_at)
+            })
+            .transpose()?,
+        email_verified_at: opt_ts(email_verified_at),
+        recovery_codes_left: count(left)?,
+    })
+}
+
+impl Tx<'_, diesel::SqliteConnection> {
+    /// Two statements: in SQLite's read transaction there is no round
+    /// trip to save.
+    fn session_member_with_factor_states(
+        &mut self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(SessionMember, FactorStates)>> {
+        mfa_core::ports::session_member_then_factor_states(self, token_hash)
+    }
+}
+
+impl Tx<'_, diesel::PgConnection> {
+    /// One statement: the session, its user and membership as
+    /// [`StoreTx::session_member`] reads them, with the user's
+    /// authenticator and email factor joined and the unused recovery codes
+    /// counted as [`StoreTx::factor_states`] does. One round trip and one
+    /// snapshot instead of two.
+    fn session_member_with_factor_states(
+        &mut self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(SessionMember, FactorStates)>> {
+        let unused_codes = recovery_codes::table
+            .filter(recovery_codes::user_id.eq(sessions::user_id))
+            .filter(recovery_codes::used_at.is_null())
+            .count()
+            .single_value();
+        let row: Option<SessionMemberFactorsRow> = sessions::table
+            .inner_join(users::table)
+            .left_join(
+                memberships::table.on(memberships::user_id
+                    .eq(sessions::user_id)
+                    .and(memberships::org_id.eq(sessions::org_id))),
+            )
+            .left_join(authenticators::table.on(authenticators::user_id.eq(sessions::user_id)))
+            .left_join(email_factors::table.on(email_factors::user_id.eq(sessions::user_id)))
+            .filter(sessions::token_hash.eq(token_hash))
+            .select((
+                SessionRow::as_select(),
+                users::is_super_admin,
+                Option::<MembershipRow>::as_select(),
+                (
+                    authenticators::verified,
+                    authenticators::verified_at,
+                    authenticators::expires_at,
+                )
+                    .nullable(),
+                email_factors::verified_at.nullable(),
+                unused_codes,
+            ))
+            .get_result(self.conn)
+            .optional()
+            .db()?;
+        let Some((session, is_super_admin, membership, authenticator, email, left)) = row else {
+            return Ok(None);
+        };
+        let member = SessionMember {
+            session: Session::try_from(session).db()?,
+            is_super_admin,
+            membership: membership.map(Membership::from),
+        };
+        let states = factor_states_from((authenticator, email, left.unwrap_or(0))).db()?;
+        Ok(Some((member, states)))
+    }
 }
 
 impl Tx<'_, diesel::SqliteConnection> {
@@ -1123,19 +1213,8 @@ macro_rules! impl_store_tx {
                     .get_result(self.conn)
                     .optional()
                     .db()?;
-                let Some((authenticator, email_verified_at, left)) = row else {
-                    return Ok(FactorStates::default());
-                };
-                Ok(FactorStates {
-                    authenticator: authenticator
-                        .map(|(verified, verified_at, expires_at)| {
-                            authenticator_state(verified, verified_at, expires_at)
-                        })
-                        .transpose()
-                        .db()?,
-                    email_verified_at: opt_ts(email_verified_at),
-                    recovery_codes_left: count(left).db()?,
-                })
+                row.map_or(Ok(FactorStates::default()), factor_states_from)
+                    .db()
             }
 
             fn replace_recovery_codes(
@@ -1256,6 +1335,13 @@ macro_rules! impl_store_tx {
                     is_super_admin,
                     membership: membership.map(Membership::from),
                 }))
+            }
+
+            fn session_member_and_factor_states(
+                &mut self,
+                token_hash: &str,
+            ) -> StoreResult<Option<(SessionMember, FactorStates)>> {
+                self.session_member_with_factor_states(token_hash)
             }
 
             fn rotate_session(

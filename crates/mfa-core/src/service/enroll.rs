@@ -27,6 +27,19 @@ pub struct MfaStatus {
     pub authenticator_pending: bool,
 }
 
+impl MfaStatus {
+    fn of(states: FactorStates) -> MfaStatus {
+        let (factors, authenticator) = summarize_factor_states(states);
+        MfaStatus {
+            factors,
+            authenticator_pending: matches!(
+                authenticator,
+                Some(AuthenticatorState::Pending { .. })
+            ),
+        }
+    }
+}
+
 impl<S: Store> MfaService<S> {
     /// Generate a pending authenticator secret, replacing an older pending
     /// one (partial ok while the user has no verified factor).
@@ -217,16 +230,23 @@ impl<S: Store> MfaService<S> {
     /// The caller's factors (partial ok). One statement where the store
     /// reads them so ([`StoreTx::factor_states`]).
     pub fn mfa_status(&self, caller: &Caller) -> MfaResult<MfaStatus> {
-        self.store.read_statement(|tx| {
-            let (factors, authenticator) = load_factor_states(tx, caller.user_id)?;
-            Ok(MfaStatus {
-                factors,
-                authenticator_pending: matches!(
-                    authenticator,
-                    Some(AuthenticatorState::Pending { .. })
-                ),
-            })
-        })
+        self.store
+            .read_statement(|tx| Ok(MfaStatus::of(tx.factor_states(caller.user_id)?)))
+    }
+
+    /// [`MfaService::authenticate`] and [`MfaService::mfa_status`] in one
+    /// read (one statement on PostgreSQL): the status of the caller whose
+    /// bearer token this is, for the hot self-service status route. The
+    /// token is refused exactly as `authenticate` refuses it.
+    pub fn mfa_status_of_token(&self, token: &str) -> MfaResult<MfaStatus> {
+        let now = self.now();
+        let token_hash = bearer_token_hash(token)?;
+        let found = self
+            .store
+            .read_statement(|tx| Ok(tx.session_member_and_factor_states(&token_hash)?))?;
+        let (member, states) = found.ok_or(MfaError::Unauthorized)?;
+        self.caller_of(member, now)?;
+        Ok(MfaStatus::of(states))
     }
 
     /// Remove the caller's own authenticator. A full session may do it; a

@@ -263,7 +263,13 @@ pub(crate) fn load_factor_states(
     tx: &mut dyn StoreTx,
     user: UserId,
 ) -> MfaResult<(FactorSummary, Option<AuthenticatorState>)> {
-    let states = tx.factor_states(user)?;
+    Ok(summarize_factor_states(tx.factor_states(user)?))
+}
+
+/// The verified factors of `states`, and the authenticator's state.
+pub(crate) fn summarize_factor_states(
+    states: FactorStates,
+) -> (FactorSummary, Option<AuthenticatorState>) {
     let summary = FactorSummary {
         authenticator: matches!(
             states.authenticator,
@@ -272,7 +278,16 @@ pub(crate) fn load_factor_states(
         email: states.email_verified_at.is_some(),
         recovery_codes_left: states.recovery_codes_left,
     };
-    Ok((summary, states.authenticator))
+    (summary, states.authenticator)
+}
+
+/// The SHA-256 under which a bearer token's session is stored; a token
+/// that no session can have is `Unauthorized` at once.
+pub(crate) fn bearer_token_hash(token: &str) -> MfaResult<String> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(MfaError::Unauthorized);
+    }
+    Ok(crate::crypto::hash_token(token))
 }
 
 /// Load a user who must exist (the caller's own record).

@@ -186,23 +186,26 @@ impl<S: Store> MfaService<S> {
     /// are all `Unauthorized`.
     pub fn authenticate(&self, token: &str) -> MfaResult<Caller> {
         let now = self.now();
-        if token.is_empty() || token.len() > 256 {
-            return Err(MfaError::Unauthorized);
-        }
-        let token_hash = hash_token(token);
-        let idle = self.config.session_idle_secs;
+        let token_hash = bearer_token_hash(token)?;
         let found = self
             .store
             .read_statement(|tx| Ok(tx.session_member(&token_hash)?))?;
+        self.caller_of(found.ok_or(MfaError::Unauthorized)?, now)
+    }
+
+    /// The caller of a session found by its token, or `Unauthorized` if
+    /// the session is not live or the membership is not active. Notes the
+    /// session as seen (at most once per `last_seen_granularity_secs`).
+    pub(crate) fn caller_of(&self, found: SessionMember, now: Timestamp) -> MfaResult<Caller> {
         let SessionMember {
             session,
             is_super_admin,
             membership,
-        } = found.ok_or(MfaError::Unauthorized)?;
+        } = found;
         let live = session.revoked_at.is_none()
             && now < session.expires_at
             && (session.level == AssuranceLevel::Partial
-                || session.last_seen_at.secs_until(now) < idle);
+                || session.last_seen_at.secs_until(now) < self.config.session_idle_secs);
         if !live {
             return Err(MfaError::Unauthorized);
         }

@@ -44,15 +44,12 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 )]
 #[get("/oauth/users/mfaDetails")]
 pub async fn mfa_details(
-    service: web::Data<Service>,
     session: InlineSession,
 ) -> Result<web::Json<MfaDetailsResponse>, ApiError> {
-    let service = service.into_inner();
-    let status = run(move || -> Result<_, ApiError> {
-        let caller = session.resolve()?;
-        Ok(service.mfa_status(&caller)?)
-    })
-    .await?;
+    // The token is resolved in the same read as the factors.
+    let status =
+        run(move || session.resolve_with(|service, token| service.mfa_status_of_token(token)))
+            .await?;
     Ok(web::Json(status.into()))
 }
 

@@ -59,12 +59,22 @@ fn session_member_joins_user_and_membership(db: TestDatabase) {
         assert_eq!(in_b.membership, None, "no membership in B");
 
         assert_eq!(tx.session_member("unknown")?, None);
+        // Joined to the factor states, the same session, user and
+        // membership (the factors: `factor_states_without_secrets`).
+        for hash in ["in-a", "in-b"] {
+            let (member, _) = tx
+                .session_member_and_factor_states(hash)?
+                .expect("the session");
+            assert_eq!(Some(member), tx.session_member(hash)?);
+        }
+        assert_eq!(tx.session_member_and_factor_states("unknown")?, None);
         Ok(())
     });
     // A deleted user's sessions resolve to nothing.
     write(&store, |tx| Ok(tx.delete_user(user.id)?));
     read(&store, |tx| {
         assert_eq!(tx.session_member("in-a")?, None);
+        assert_eq!(tx.session_member_and_factor_states("in-a")?, None);
         Ok(())
     });
 }
@@ -132,10 +142,38 @@ fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
 
 fn factor_states_without_secrets(db: TestDatabase) {
     let store = open(&db);
-    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
+    let user = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com");
+        let org = add_org(tx, "A");
+        tx.insert_membership(&Membership::new(user.id, org.id))?;
+        partial_session(tx, user.id, org.id, "token-of-a");
+        // A neighbour with factors of every kind, which must not count.
+        let neighbour = add_user(tx, "b@example.com");
+        tx.put_pending_authenticator(
+            neighbour.id,
+            &Secret::generate(),
+            &TotpParams::default(),
+            T0,
+            Timestamp(T0.0 + 600),
+        )?;
+        tx.verify_authenticator(neighbour.id, 1, T0)?;
+        tx.set_email_factor_verified(neighbour.id, T0)?;
+        tx.replace_recovery_codes(neighbour.id, &["n1".to_string(), "n2".to_string()], T0)?;
+        Ok(user)
+    });
     // The one-statement read agrees with the three reads it stands for,
-    // in a transaction and outside one.
+    // in a transaction and outside one; so does the read joined to the
+    // session's.
     let agree = |expected: FactorStates| {
+        let (member, states) = store
+            .read_statement(|tx| Ok(tx.session_member_and_factor_states("token-of-a")?))
+            .expect("session and factor states")
+            .expect("the session");
+        assert_eq!(states, expected);
+        read(&store, |tx| {
+            assert_eq!(Some(member.clone()), tx.session_member("token-of-a")?);
+            Ok(())
+        });
         read(&store, |tx| {
             let separate = FactorStates {
                 authenticator: tx.authenticator_state(user.id)?,
