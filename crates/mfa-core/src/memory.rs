@@ -80,10 +80,23 @@ impl Store for InMemoryStore {
     /// of it runs in every test on this store.
     fn apply_authenticator_success(
         &self,
-        user: UserId,
-        session: SessionId,
-        check: impl FnOnce(&FailureState, &Authenticator) -> Option<AuthenticatorSuccess>,
+        owner: CodeOwner<'_>,
+        check: impl FnOnce(
+            Option<&SessionMember>,
+            &FailureState,
+            &Authenticator,
+        ) -> Option<AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
+        let (user, session, member) = match owner {
+            CodeOwner::Session { user, session } => (user, session, None),
+            CodeOwner::Token(token_hash) => {
+                let mut state = self.lock()?;
+                let Some(member) = MemTx(&mut state).session_member(token_hash)? else {
+                    return Ok(false);
+                };
+                (member.session.user_id, member.session.id, Some(member))
+            }
+        };
         let read = |state: &State| {
             let failures = state
                 .failures
@@ -99,7 +112,7 @@ impl Store for InMemoryStore {
         if failures != FailureState::default() {
             return Ok(false);
         }
-        let Some(success) = check(&failures, &authenticator) else {
+        let Some(success) = check(member.as_ref(), &failures, &authenticator) else {
             return Ok(false);
         };
         let mut guard = self.lock()?;
@@ -833,16 +846,30 @@ mod tests {
 
     #[test]
     fn the_fast_path_writes_a_success_whole() {
+        for by_token in [false, true] {
+            let store = InMemoryStore::new();
+            let (user, session, success) = fixture(&store);
+            let owner = if by_token {
+                CodeOwner::Token("old")
+            } else {
+                CodeOwner::Session { user, session }
+            };
+            let applied =
+                store.apply_authenticator_success(owner, |member, failures, authenticator| {
+                    assert_eq!(member.map(|m| m.session.id), by_token.then_some(session));
+                    assert_eq!(*failures, FailureState::default());
+                    assert_eq!(authenticator.last_used_step, Some(10));
+                    Some(success)
+                });
+            assert_eq!(applied, Ok(true));
+            assert_eq!(observe(&store, user), (Some(12), true, 1));
+        }
         let store = InMemoryStore::new();
-        let (user, session, success) = fixture(&store);
-        let applied =
-            store.apply_authenticator_success(user, session, |failures, authenticator| {
-                assert_eq!(*failures, FailureState::default());
-                assert_eq!(authenticator.last_used_step, Some(10));
-                Some(success)
-            });
-        assert_eq!(applied, Ok(true));
-        assert_eq!(observe(&store, user), (Some(12), true, 1));
+        let _ = fixture(&store);
+        let unknown = store.apply_authenticator_success(CodeOwner::Token("unknown"), |_, _, _| {
+            panic!("check called without a session")
+        });
+        assert_eq!(unknown, Ok(false));
     }
 
     #[test]
@@ -856,15 +883,18 @@ mod tests {
         for change in changes {
             let store = InMemoryStore::new();
             let (user, session, success) = fixture(&store);
-            let applied = store.apply_authenticator_success(user, session, |_, _| {
-                store
-                    .write(|tx| {
-                        change(tx, user);
-                        Ok(())
-                    })
-                    .expect("change");
-                Some(success)
-            });
+            let applied = store.apply_authenticator_success(
+                CodeOwner::Session { user, session },
+                |_, _, _| {
+                    store
+                        .write(|tx| {
+                            change(tx, user);
+                            Ok(())
+                        })
+                        .expect("change");
+                    Some(success)
+                },
+            );
             assert_eq!(applied, Ok(false));
             let (_, rotated, events) = observe(&store, user);
             assert!(!rotated && events == 0);

@@ -454,6 +454,24 @@ pub struct SessionRotation {
     pub now: Timestamp,
 }
 
+/// Whose authenticator code [`crate::ports::Store::apply_authenticator_success`]
+/// checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeOwner<'a> {
+    /// A caller whose session is resolved already.
+    Session {
+        /// The caller.
+        user: UserId,
+        /// The caller's session.
+        session: SessionId,
+    },
+    /// The session of a bearer token (the SHA-256 of it), found in the
+    /// same read as the user's failure state and authenticator: the check
+    /// gets it with its user and membership and decides whether it is
+    /// live.
+    Token(&'a str),
+}
+
 /// What an accepted authenticator code writes: the step it spent, the
 /// caller's session made full under a new token, and the audit event (see
 /// [`crate::ports::Store::apply_authenticator_success`]).

@@ -42,16 +42,19 @@ pub trait Store: Send + Sync + 'static {
     /// transaction, two statements.
     ///
     /// 1. Read the user's code-failure state and authenticator in one
-    ///    statement, without a lock. Unless there are no failures and no
-    ///    lockout, and the authenticator is verified, stop.
-    /// 2. Call `check` on them: the domain checks the code and returns
-    ///    what a success writes, or `None`.
+    ///    statement, without a lock; for [`CodeOwner::Token`], the
+    ///    token's session with its user and membership in the same
+    ///    statement (no session: stop). Unless there are no failures and
+    ///    no lockout, and the authenticator is verified, stop.
+    /// 2. Call `check` on them (with the session for a token): the domain
+    ///    checks the session and the code and returns what a success
+    ///    writes, or `None`.
     /// 3. Apply the success in one statement that locks the user, the
     ///    authenticator and the session (the user first, as every
     ///    transaction of the locking rule does) and writes only if what
     ///    `check` saw still holds: the same authenticator (its secret),
     ///    the same last used step, still no failure and no lockout, the
-    ///    session (`session`, the user's) still live. It records the
+    ///    session (the owner's, the user's) still live. It records the
     ///    success's step as used, rotates the session as its `rotation`
     ///    says and inserts its `audit` event, all or nothing.
     ///
@@ -62,11 +65,14 @@ pub trait Store: Send + Sync + 'static {
     /// nothing and returns `false`.
     fn apply_authenticator_success(
         &self,
-        user: UserId,
-        session: SessionId,
-        check: impl FnOnce(&FailureState, &Authenticator) -> Option<AuthenticatorSuccess>,
+        owner: CodeOwner<'_>,
+        check: impl FnOnce(
+            Option<&SessionMember>,
+            &FailureState,
+            &Authenticator,
+        ) -> Option<AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
-        let _ = (user, session, check);
+        let _ = (owner, check);
         Ok(false)
     }
 }

@@ -839,3 +839,100 @@ fn superadmin_enforces_every_org() {
     );
     ok(w.svc.set_mfa_enforced(&c, false, false));
 }
+
+/// `verify_mfa_of_token` answers as `authenticate` then `verify_mfa`: a
+/// right code on a live session succeeds (through the memory store's fast
+/// path, the session found by the token); a token that is no good is
+/// `Unauthorized` whatever the code, and neither spends the code's step
+/// nor counts a failure.
+#[test]
+fn verify_by_token_refuses_a_token_before_the_code() {
+    let w = world();
+    let user = w.add_user("token@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("token@example.com");
+    let (secret, _) = w.enroll_authenticator(&partial);
+    w.clock.advance(30);
+
+    // Tokens that are no good, with the right code: refused, nothing spent.
+    let (revoked, revoked_caller) = w.login("token@example.com");
+    ok(w.svc.logout(&revoked_caller));
+    let (expired, _) = w.login("token@example.com");
+    w.clock.advance(11 * 60);
+    assert_eq!(
+        w.svc
+            .verify_mfa_of_token(&expired.token, MfaMethod::Authenticator, &w.code(&secret)),
+        Err(MfaError::Unauthorized)
+    );
+    let (live, _) = w.login("token@example.com");
+    let code = w.code(&secret);
+    for token in ["", "not a token", revoked.token.as_str()] {
+        for method in [MfaMethod::Authenticator, MfaMethod::Recovery] {
+            assert_eq!(
+                w.svc.verify_mfa_of_token(token, method, &code),
+                Err(MfaError::Unauthorized),
+                "{token:?}"
+            );
+        }
+    }
+    // A wrong code on a live token counts, as with `verify_mfa`.
+    assert_eq!(
+        w.svc
+            .verify_mfa_of_token(&live.token, MfaMethod::Authenticator, "000000"),
+        Err(MfaError::InvalidCode)
+    );
+    // The right code still works: the refusals above spent nothing.
+    let full = ok(w
+        .svc
+        .verify_mfa_of_token(&live.token, MfaMethod::Authenticator, &code));
+    let caller = ok(w.svc.authenticate(&full.token));
+    assert_eq!((caller.user_id, caller.level), (user, AssuranceLevel::Full));
+    assert_eq!(
+        w.svc.authenticate(&live.token),
+        Err(MfaError::Unauthorized),
+        "the partial token ends with the success"
+    );
+    // Once spent, the code is a replay.
+    let (again, _) = w.login("token@example.com");
+    assert_eq!(
+        w.svc
+            .verify_mfa_of_token(&again.token, MfaMethod::Authenticator, &code),
+        Err(MfaError::InvalidCode)
+    );
+
+    // A full session idle for longer than allowed, of a user with no
+    // failures, with a fresh code: refused (the store's write checks only
+    // revocation and expiry).
+    w.add_user("idle@example.com");
+    let (_, idle_partial) = w.login("idle@example.com");
+    let (idle_secret, _) = w.enroll_authenticator(&idle_partial);
+    w.clock.advance(30);
+    let (idle, _) = w.login("idle@example.com");
+    let idle_full =
+        ok(w.svc
+            .verify_mfa_of_token(&idle.token, MfaMethod::Authenticator, &w.code(&idle_secret)));
+    w.clock.advance(31 * 60);
+    assert_eq!(
+        w.svc.verify_mfa_of_token(
+            &idle_full.token,
+            MfaMethod::Authenticator,
+            &w.code(&idle_secret)
+        ),
+        Err(MfaError::Unauthorized)
+    );
+
+    // An inactive membership's token, with a fresh code: refused.
+    w.clock.advance(30);
+    let (member, _) = w.login("token@example.com");
+    let patch = MembershipPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(user), &patch));
+    assert_eq!(
+        w.svc
+            .verify_mfa_of_token(&member.token, MfaMethod::Authenticator, &w.code(&secret)),
+        Err(MfaError::Unauthorized)
+    );
+}

@@ -628,18 +628,16 @@ impl Store for DbStore {
     /// the read before it would be a hop to a reader thread more.
     fn apply_authenticator_success(
         &self,
-        user: mfa_core::UserId,
-        session: mfa_core::SessionId,
+        owner: mfa_core::CodeOwner<'_>,
         check: impl FnOnce(
+            Option<&mfa_core::SessionMember>,
             &mfa_core::FailureState,
             &mfa_core::Authenticator,
         ) -> Option<mfa_core::AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
         match &self.inner {
             Inner::Sqlite(_) => Ok(false),
-            Inner::Postgres(db) => {
-                db.apply_authenticator_success(&self.cipher, user, session, check)
-            }
+            Inner::Postgres(db) => db.apply_authenticator_success(&self.cipher, owner, check),
         }
     }
 }

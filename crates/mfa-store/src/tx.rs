@@ -374,6 +374,70 @@ impl Tx<'_, diesel::PgConnection> {
     }
 }
 
+/// [`failure_row_and_authenticator`] for the session of a token hash,
+/// read in the same statement with its user and membership as
+/// [`StoreTx::session_member`] reads them; `None` without such a session.
+/// Read without a lock by the fast path of
+/// `Store::apply_authenticator_success` for `CodeOwner::Token`.
+pub(crate) fn session_failure_row_and_authenticator(
+    conn: &mut diesel::PgConnection,
+    token_hash: &str,
+    kind: FailureKind,
+) -> Result<Option<(SessionMember, LockedCodeCheck)>, Error> {
+    let row = sessions::table
+        .inner_join(users::table)
+        .left_join(
+            memberships::table.on(memberships::user_id
+                .eq(sessions::user_id)
+                .and(memberships::org_id.eq(sessions::org_id))),
+        )
+        .left_join(
+            failure_counters::table.on(failure_counters::user_id
+                .eq(sessions::user_id)
+                .and(failure_counters::kind.eq(kind.as_str()))),
+        )
+        .left_join(authenticators::table.on(authenticators::user_id.eq(sessions::user_id)))
+        .filter(sessions::token_hash.eq(token_hash))
+        .select((
+            SessionRow::as_select(),
+            users::is_super_admin,
+            Option::<MembershipRow>::as_select(),
+            (failure_counters::failures, failure_counters::locked_until).nullable(),
+            // In `AuthenticatorRow`'s field order, as in
+            // `failure_row_and_authenticator`.
+            (
+                authenticators::user_id,
+                authenticators::secret_ciphertext,
+                authenticators::algorithm,
+                authenticators::digits,
+                authenticators::period,
+                authenticators::verified,
+                authenticators::expires_at,
+                authenticators::verified_at,
+                authenticators::last_used_step,
+                authenticators::created_at,
+            )
+                .nullable(),
+        ))
+        .get_result::<(
+            SessionRow,
+            bool,
+            Option<MembershipRow>,
+            Option<(i32, Option<i64>)>,
+            Option<AuthenticatorRow>,
+        )>(conn)
+        .optional()?;
+    let Some((session, is_super_admin, membership, counter, authenticator)) = row else {
+        return Ok(None);
+    };
+    let member = SessionMember {
+        session: Session::try_from(session)?,
+        is_super_admin,
+        membership: membership.map(Membership::from),
+    };
+    Ok(Some((member, (counter, authenticator))))
+}
+
 impl Tx<'_, diesel::SqliteConnection> {
     /// Nothing to lock: write transactions are serial on SQLite.
     fn lock_user_rows(&mut self, _users: &[UserId]) -> QueryResult<()> {

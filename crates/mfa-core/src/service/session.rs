@@ -194,9 +194,9 @@ impl<S: Store> MfaService<S> {
     }
 
     /// The caller of a session found by its token, or `Unauthorized` if
-    /// the session is not live or the membership is not active. Notes the
-    /// session as seen (at most once per `last_seen_granularity_secs`).
-    pub(crate) fn caller_of(&self, found: SessionMember, now: Timestamp) -> MfaResult<Caller> {
+    /// the session is not live or the membership is not active. Nothing
+    /// is written.
+    fn live_caller(&self, found: &SessionMember, now: Timestamp) -> MfaResult<Caller> {
         let SessionMember {
             session,
             is_super_admin,
@@ -210,17 +210,24 @@ impl<S: Store> MfaService<S> {
             return Err(MfaError::Unauthorized);
         }
         let membership = membership
+            .as_ref()
             .filter(|m| m.is_active)
             .ok_or(MfaError::Unauthorized)?;
-        let caller = Caller {
+        Ok(Caller {
             session_id: session.id,
             user_id: session.user_id,
             org_id: session.org_id,
             level: session.level,
-            is_super_admin,
+            is_super_admin: *is_super_admin,
             is_org_admin: membership.is_active_admin(),
-        };
-        let last_seen = session.last_seen_at;
+        })
+    }
+
+    /// [`MfaService::live_caller`], and the session noted as seen (at most
+    /// once per `last_seen_granularity_secs`).
+    pub(crate) fn caller_of(&self, found: SessionMember, now: Timestamp) -> MfaResult<Caller> {
+        let caller = self.live_caller(&found, now)?;
+        let last_seen = found.session.last_seen_at;
         if last_seen.secs_until(now) >= self.config.last_seen_granularity_secs {
             self.store.write(|tx| {
                 tx.touch_session(caller.session_id, now)?;
@@ -451,11 +458,51 @@ impl<S: Store> MfaService<S> {
         code: &str,
     ) -> MfaResult<NewToken> {
         let now = self.now();
+        let owner = CodeOwner::Session {
+            user: caller.user_id,
+            session: caller.session_id,
+        };
         if method == MfaMethod::Authenticator
-            && let Some(token) = self.apply_authenticator_success(caller, code, now)?
+            && let Some(token) = self.apply_authenticator_success(owner, Some(caller), code, now)?
         {
             return Ok(token);
         }
+        self.verify_mfa_locked(caller, method, code, now)
+    }
+
+    /// [`MfaService::authenticate`] and [`MfaService::verify_mfa`] for the
+    /// session of a bearer token. A right authenticator code takes the
+    /// store's fast path with the token's session found in the same read;
+    /// everything else resolves the token first, exactly as
+    /// `authenticate` does (a token that is no good is `Unauthorized`
+    /// before any code is looked at), and takes the locked path.
+    pub fn verify_mfa_of_token(
+        &self,
+        token: &str,
+        method: MfaMethod,
+        code: &str,
+    ) -> MfaResult<NewToken> {
+        let now = self.now();
+        let token_hash = bearer_token_hash(token)?;
+        if method == MfaMethod::Authenticator
+            && let Some(token) =
+                self.apply_authenticator_success(CodeOwner::Token(&token_hash), None, code, now)?
+        {
+            return Ok(token);
+        }
+        let caller = self.authenticate(token)?;
+        self.verify_mfa_locked(&caller, method, code, now)
+    }
+
+    /// [`MfaService::verify_mfa`] under the user's lock, in one write
+    /// transaction: decides every refusal.
+    fn verify_mfa_locked(
+        &self,
+        caller: &Caller,
+        method: MfaMethod,
+        code: &str,
+        now: Timestamp,
+    ) -> MfaResult<NewToken> {
         // argon2 runs outside the transaction: it takes milliseconds and
         // SQLite has one writer.
         let recovery_match = match method {
@@ -509,43 +556,53 @@ impl<S: Store> MfaService<S> {
     /// the code again and decides.
     fn apply_authenticator_success(
         &self,
-        caller: &Caller,
+        owner: CodeOwner<'_>,
+        caller: Option<&Caller>,
         code: &str,
         now: Timestamp,
     ) -> MfaResult<Option<NewToken>> {
         // The token is made only for a code that matched.
         let mut issued = None;
-        let applied = self.store.apply_authenticator_success(
-            caller.user_id,
-            caller.session_id,
-            |failures, authenticator| {
-                let clear = failures.failures == 0
-                    && self
-                        .config
-                        .code_lockout
-                        .retry_after(failures, now)
-                        .is_none();
-                if !clear || !authenticator.is_verified() {
-                    return None;
-                }
-                let step = self.match_totp(authenticator, code, now).ok()?;
-                let (token, rotation) = self.full_session(now);
-                issued = Some(NewToken {
-                    token,
-                    expires_at: rotation.expires_at,
-                });
-                Some(AuthenticatorSuccess {
-                    step,
-                    rotation,
-                    audit: own_event(
-                        caller,
-                        now,
-                        AuditAction::MfaVerifySucceeded,
-                        format!("method: {}", MfaMethod::Authenticator.as_str()),
-                    ),
-                })
-            },
-        )?;
+        let applied =
+            self.store
+                .apply_authenticator_success(owner, |member, failures, authenticator| {
+                    // A token's session is checked as `authenticate` checks
+                    // it (its last-seen time is set by the rotation).
+                    let resolved;
+                    let caller = match (caller, member) {
+                        (Some(caller), _) => caller,
+                        (None, Some(member)) => {
+                            resolved = self.live_caller(member, now).ok()?;
+                            &resolved
+                        }
+                        (None, None) => return None,
+                    };
+                    let clear = failures.failures == 0
+                        && self
+                            .config
+                            .code_lockout
+                            .retry_after(failures, now)
+                            .is_none();
+                    if !clear || !authenticator.is_verified() {
+                        return None;
+                    }
+                    let step = self.match_totp(authenticator, code, now).ok()?;
+                    let (token, rotation) = self.full_session(now);
+                    issued = Some(NewToken {
+                        token,
+                        expires_at: rotation.expires_at,
+                    });
+                    Some(AuthenticatorSuccess {
+                        step,
+                        rotation,
+                        audit: own_event(
+                            caller,
+                            now,
+                            AuditAction::MfaVerifySucceeded,
+                            format!("method: {}", MfaMethod::Authenticator.as_str()),
+                        ),
+                    })
+                })?;
         Ok(if applied { issued } else { None })
     }
 

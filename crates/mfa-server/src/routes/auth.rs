@@ -9,7 +9,7 @@ use crate::auth::{AnySession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::{Metrics, watch_replay};
 use crate::password_pool::PasswordPool;
-use crate::routes::{run, run_hashing};
+use crate::routes::run;
 use crate::wire::{
     ChallengeRequest, CodeSentResponse, FullTokenResponse, LoginRequest, LoginResponse, Method,
     VerifyRequest,
@@ -125,7 +125,6 @@ pub async fn challenge(
 )]
 #[post("/user/auth/mfa/verify")]
 pub async fn verify(
-    service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     passwords: web::Data<PasswordPool>,
     session: InlineSession,
@@ -133,7 +132,6 @@ pub async fn verify(
     // resolved: a bad token gets its 401 whatever the body.
     body: Result<web::Json<VerifyRequest>, actix_web::Error>,
 ) -> actix_web::Result<web::Json<FullTokenResponse>> {
-    let service = service.into_inner();
     let VerifyRequest { method, code } = match body {
         Ok(body) => body.into_inner(),
         Err(refusal) => {
@@ -141,20 +139,28 @@ pub async fn verify(
             return Err(refusal);
         }
     };
-    // The session is resolved on the thread that verifies: one trip to a
-    // pool per request.
-    let work = move || -> Result<_, ApiError> {
-        let caller = session.resolve()?;
-        Ok(watch_replay(|| {
-            service.verify_mfa(&caller, method.into(), &code)
-        }))
+    // The token is resolved on the thread that verifies, one trip to a
+    // pool per request; for a right authenticator code, in the same read
+    // as the code's state (`verify_mfa_of_token`).
+    let work = move || {
+        watch_replay(|| {
+            session.resolve_with(|service, token| {
+                service.verify_mfa_of_token(token, method.into(), &code)
+            })
+        })
     };
     // Recovery codes are argon2 hashes; the other codes are cheap.
     let (result, replayed) = if method == Method::Recovery {
-        run_hashing(&passwords, work).await?
+        passwords.block(work).await?
     } else {
-        run(work).await?
+        web::block(work).await.map_err(ApiError::from)?
     };
+    let result = match result {
+        Ok(token) => Ok(token),
+        Err(ApiError::Domain(refusal)) => Err(refusal),
+        Err(other) => return Err(other.into()),
+    };
+    // (A token that is no good, `Unauthorized`, is not counted.)
     metrics.observe_verification(method, &result, replayed);
     Ok(web::Json(result.map_err(ApiError::from)?.into()))
 }

@@ -30,7 +30,8 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Nullable, Text};
 use mfa_core::{
-    Authenticator, AuthenticatorSuccess, FailureKind, FailureState, MfaResult, SessionId, UserId,
+    Authenticator, AuthenticatorSuccess, CodeOwner, FailureKind, FailureState, MfaResult,
+    SessionMember,
 };
 
 use super::{PgDb, store_failure};
@@ -39,7 +40,10 @@ use crate::crypto::SecretCipher;
 use crate::error::DbResultExt;
 use crate::models::to_i64;
 use crate::prepared::Prepared;
-use crate::tx::{authenticator_from_row, failure_row_and_authenticator, failure_state_from};
+use crate::tx::{
+    authenticator_from_row, failure_row_and_authenticator, failure_state_from,
+    session_failure_row_and_authenticator,
+};
 
 /// The conditional write. `target` locks the rows and re-checks what the
 /// domain decided on; `stepped` spends the step if it is above the last
@@ -98,13 +102,36 @@ impl PgDb {
     pub(super) fn apply_authenticator_success(
         &self,
         cipher: &SecretCipher,
-        user: UserId,
-        session: SessionId,
-        check: impl FnOnce(&FailureState, &Authenticator) -> Option<AuthenticatorSuccess>,
+        owner: CodeOwner<'_>,
+        check: impl FnOnce(
+            Option<&SessionMember>,
+            &FailureState,
+            &Authenticator,
+        ) -> Option<AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
         let kind = FailureKind::Code;
-        let (counter, row) =
-            self.statement(|conn| Ok(failure_row_and_authenticator(conn, user, kind).db()?))?;
+        let (user, session, member, (counter, row)) = match owner {
+            CodeOwner::Session { user, session } => {
+                let read = self
+                    .statement(|conn| Ok(failure_row_and_authenticator(conn, user, kind).db()?))?;
+                (user, session, None, read)
+            }
+            CodeOwner::Token(token_hash) => {
+                let found = self.statement(|conn| {
+                    session_failure_row_and_authenticator(conn, token_hash, kind)
+                        .map_err(store_failure)
+                })?;
+                let Some((member, read)) = found else {
+                    return Ok(false);
+                };
+                (
+                    member.session.user_id,
+                    member.session.id,
+                    Some(member),
+                    read,
+                )
+            }
+        };
         let failures = failure_state_from(counter).map_err(store_failure)?;
         let Some(row) = row.filter(|r| r.verified) else {
             return Ok(false);
@@ -115,7 +142,7 @@ impl PgDb {
         let ciphertext = row.secret_ciphertext.clone();
         let last_used_step = row.last_used_step;
         let authenticator = authenticator_from_row(cipher, row).map_err(store_failure)?;
-        let Some(success) = check(&failures, &authenticator) else {
+        let Some(success) = check(member.as_ref(), &failures, &authenticator) else {
             return Ok(false);
         };
         let step = to_i64(success.step, "TOTP step").map_err(store_failure)?;

@@ -1,8 +1,9 @@
 //! `Store::apply_authenticator_success`: PostgreSQL's fast path of an
-//! authenticator code check (SQLite offers none). Every change another
-//! transaction can make between the path's read and its write is made
-//! from inside `check`, which runs between the two: the write must then
-//! change nothing, so that the locked path decides.
+//! authenticator code check (SQLite offers none), for a session resolved
+//! already and for the session of a token, found in the path's read.
+//! Every change another transaction can make between the path's read and
+//! its write is made from inside `check`, which runs between the two: the
+//! write must then change nothing, so that the locked path decides.
 
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,9 +11,9 @@ use std::thread;
 use std::time::Duration;
 
 use mfa_core::{
-    AssuranceLevel, AuditAction, AuditEvent, AuditFilter, AuthenticatorSuccess, FailureKind,
-    FailureState, NewAuditEvent, NewSession, OrgId, Session, SessionId, SessionRotation, Store,
-    StoreTx, Timestamp, UserId,
+    AssuranceLevel, AuditAction, AuditEvent, AuditFilter, AuthenticatorSuccess, CodeOwner,
+    FailureKind, FailureState, NewAuditEvent, NewSession, OrgId, Session, SessionId, SessionMember,
+    SessionRotation, Store, StoreTx, Timestamp, UserId,
 };
 use mfa_store::test_support::TestDatabase;
 use mfa_store::{Backend, DbStore};
@@ -31,6 +32,42 @@ struct Fixture {
     session: SessionId,
     token: String,
     secret: Secret,
+}
+
+/// How the path is told whose code it checks.
+#[derive(Clone, Copy, Debug)]
+enum By {
+    Session,
+    Token,
+}
+
+const BY: [By; 2] = [By::Session, By::Token];
+
+/// The owner of `f`'s code, told `by`.
+fn owner(f: &Fixture, by: By) -> CodeOwner<'_> {
+    match by {
+        By::Session => CodeOwner::Session {
+            user: f.user,
+            session: f.session,
+        },
+        By::Token => CodeOwner::Token(&f.token),
+    }
+}
+
+/// `check` is given the session exactly when the owner is a token, and
+/// then `f`'s.
+fn assert_member(f: &Fixture, by: By, member: Option<&SessionMember>) {
+    match by {
+        By::Session => assert_eq!(member, None),
+        By::Token => {
+            let member = member.expect("the token's session");
+            assert_eq!(
+                (member.session.id, member.session.user_id),
+                (f.session, f.user)
+            );
+            assert_eq!(member.session.token_hash, f.token);
+        }
+    }
 }
 
 /// The token hash [`success`] rotates the session of `f` to.
@@ -127,41 +164,44 @@ fn observe(store: &DbStore, f: &Fixture) -> Observed {
 /// on SQLite (`check` never called, nothing written).
 fn applies_a_success_whole(db: TestDatabase) {
     let store = open(&db);
-    let f = fixture(&store, "whole@example.com");
-    let before = observe(&store, &f);
-    let called = AtomicBool::new(false);
-    let applied = store
-        .apply_authenticator_success(f.user, f.session, |failures, authenticator| {
-            called.store(true, Ordering::SeqCst);
-            assert_eq!(*failures, FailureState::default());
-            assert_eq!(authenticator.secret, f.secret);
-            assert_eq!(authenticator.last_used_step, Some(CONFIRMED_STEP));
-            Some(success(&f))
-        })
-        .expect("apply_authenticator_success");
-    if db.backend() == Backend::Sqlite {
-        assert!(!applied && !called.load(Ordering::SeqCst));
-        assert_eq!(observe(&store, &f), before);
-        return;
+    for by in BY {
+        let f = fixture(&store, &format!("whole-{by:?}@example.com"));
+        let before = observe(&store, &f);
+        let called = AtomicBool::new(false);
+        let applied = store
+            .apply_authenticator_success(owner(&f, by), |member, failures, authenticator| {
+                called.store(true, Ordering::SeqCst);
+                assert_member(&f, by, member);
+                assert_eq!(*failures, FailureState::default());
+                assert_eq!(authenticator.secret, f.secret);
+                assert_eq!(authenticator.last_used_step, Some(CONFIRMED_STEP));
+                Some(success(&f))
+            })
+            .expect("apply_authenticator_success");
+        if db.backend() == Backend::Sqlite {
+            assert!(!applied && !called.load(Ordering::SeqCst));
+            assert_eq!(observe(&store, &f), before);
+            continue;
+        }
+        assert!(applied, "{by:?}");
+        let (step, session, events) = observe(&store, &f);
+        assert_eq!(step, Some(STEP));
+        let [session] = &session[..] else {
+            panic!("one session: {session:?}")
+        };
+        assert_eq!(session.token_hash, new_token(&f));
+        assert_eq!(session.level, AssuranceLevel::Full);
+        assert_eq!(session.expires_at, Timestamp(T0.0 + 30 + 3600));
+        assert_eq!(session.last_seen_at, Timestamp(T0.0 + 30));
+        assert_eq!(events.len(), before.2.len() + 1);
+        let event = &events[0];
+        assert_eq!(event.action, AuditAction::MfaVerifySucceeded);
+        assert_eq!(event.detail, "method: authenticator");
+        assert_eq!(
+            (event.org_id, event.actor_user_id, event.target_user_id),
+            (Some(f.org), Some(f.user), Some(f.user))
+        );
     }
-    assert!(applied);
-    let (step, session, events) = observe(&store, &f);
-    assert_eq!(step, Some(STEP));
-    let [session] = &session[..] else {
-        panic!("one session: {session:?}")
-    };
-    assert_eq!(session.token_hash, new_token(&f));
-    assert_eq!(session.level, AssuranceLevel::Full);
-    assert_eq!(session.expires_at, Timestamp(T0.0 + 30 + 3600));
-    assert_eq!(session.last_seen_at, Timestamp(T0.0 + 30));
-    assert_eq!(events.len(), before.2.len() + 1);
-    let event = &events[0];
-    assert_eq!(event.action, AuditAction::MfaVerifySucceeded);
-    assert_eq!(event.detail, "method: authenticator");
-    assert_eq!(
-        (event.org_id, event.actor_user_id, event.target_user_id),
-        (Some(f.org), Some(f.user), Some(f.user))
-    );
 }
 
 /// `check` declining, or a state the path does not decide on (failures
@@ -169,26 +209,35 @@ fn applies_a_success_whole(db: TestDatabase) {
 /// nothing; `check` is called only for the first.
 fn declines_without_writing(db: TestDatabase) {
     let store = open(&db);
-    let declined = fixture(&store, "declined@example.com");
-    let before = observe(&store, &declined);
+    for by in BY {
+        let declined = fixture(&store, &format!("declined-{by:?}@example.com"));
+        let before = observe(&store, &declined);
+        let applied = store
+            .apply_authenticator_success(owner(&declined, by), |_, _, _| None)
+            .expect("declined");
+        assert!(!applied);
+        assert_eq!(observe(&store, &declined), before);
+    }
+    // A token no session has: `check` is not called.
     let applied = store
-        .apply_authenticator_success(declined.user, declined.session, |_, _| None)
-        .expect("declined");
+        .apply_authenticator_success(CodeOwner::Token("no-such-token"), |_, _, _| {
+            panic!("check called without a session")
+        })
+        .expect("unknown token");
     assert!(!applied);
-    assert_eq!(observe(&store, &declined), before);
 
     type Setup = fn(&mut dyn StoreTx, UserId);
     let states: [(&str, Setup); 4] = [
-        ("failures@example.com", |tx, user| {
+        ("failures", |tx, user| {
             tx.increment_failures(user, FailureKind::Code)
                 .map(drop)
                 .expect("increment");
         }),
-        ("lockout@example.com", |tx, user| {
+        ("lockout", |tx, user| {
             tx.set_locked_until(user, FailureKind::Code, Some(Timestamp(T0.0 + 900)))
                 .expect("set_locked_until");
         }),
-        ("pending@example.com", |tx, user| {
+        ("pending", |tx, user| {
             assert!(tx.delete_authenticator(user).expect("delete"));
             tx.put_pending_authenticator(
                 user,
@@ -199,25 +248,28 @@ fn declines_without_writing(db: TestDatabase) {
             )
             .expect("pending");
         }),
-        ("none@example.com", |tx, user| {
+        ("none", |tx, user| {
             assert!(tx.delete_authenticator(user).expect("delete"));
         }),
     ];
-    for (email, setup) in states {
-        let f = fixture(&store, email);
-        write(&store, |tx| {
-            tx.lock_users(&[f.user])?;
-            setup(tx, f.user);
-            Ok(())
-        });
-        let before = observe(&store, &f);
-        let applied = store
-            .apply_authenticator_success(f.user, f.session, |_, _| {
-                panic!("check called for {email}")
-            })
-            .expect("apply_authenticator_success");
-        assert!(!applied, "{email}");
-        assert_eq!(observe(&store, &f), before, "{email}");
+    for by in BY {
+        for (state, setup) in states {
+            let email = format!("{state}-{by:?}@example.com");
+            let f = fixture(&store, &email);
+            write(&store, |tx| {
+                tx.lock_users(&[f.user])?;
+                setup(tx, f.user);
+                Ok(())
+            });
+            let before = observe(&store, &f);
+            let applied = store
+                .apply_authenticator_success(owner(&f, by), |_, _, _| {
+                    panic!("check called for {email}")
+                })
+                .expect("apply_authenticator_success");
+            assert!(!applied, "{email}");
+            assert_eq!(observe(&store, &f), before, "{email}");
+        }
     }
 }
 
@@ -256,27 +308,42 @@ fn gives_way_to_a_change_after_its_read(db: TestDatabase) {
             assert!(tx.delete_user(f.user).expect("delete_user"));
         }),
     ];
-    for (i, (what, change)) in changes.into_iter().enumerate() {
-        let f = fixture(&store, &format!("change{i}@example.com"));
-        let mut after_change = None;
-        let applied = store
-            .apply_authenticator_success(f.user, f.session, |_, _| {
-                write(&store, |tx| {
-                    tx.lock_users(&[f.user])?;
-                    change(tx, &f);
-                    Ok(())
-                });
-                after_change = Some(observe(&store, &f));
-                Some(success(&f))
-            })
-            .expect("apply_authenticator_success");
-        assert!(!applied, "applied after: {what}");
-        assert_eq!(
-            Some(observe(&store, &f)),
-            after_change,
-            "wrote after: {what}"
-        );
+    for by in BY {
+        for (i, (what, change)) in changes.iter().enumerate() {
+            let f = fixture(&store, &format!("change{i}-{by:?}@example.com"));
+            let mut after_change = None;
+            let applied = store
+                .apply_authenticator_success(owner(&f, by), |_, _, _| {
+                    write(&store, |tx| {
+                        tx.lock_users(&[f.user])?;
+                        change(tx, &f);
+                        Ok(())
+                    });
+                    after_change = Some(observe(&store, &f));
+                    Some(success(&f))
+                })
+                .expect("apply_authenticator_success");
+            assert!(!applied, "applied after: {what} ({by:?})");
+            assert_eq!(
+                Some(observe(&store, &f)),
+                after_change,
+                "wrote after: {what} ({by:?})"
+            );
+        }
     }
+    // A revoked session's token is found, but its success is not written
+    // even if `check` (the domain refuses it) accepted it.
+    let f = fixture(&store, "revoked-token@example.com");
+    write(&store, |tx| Ok(tx.revoke_session(f.session, T0)?));
+    let before = observe(&store, &f);
+    let applied = store
+        .apply_authenticator_success(owner(&f, By::Token), |member, _, _| {
+            assert!(member.is_some_and(|m| m.session.revoked_at.is_some()));
+            Some(success(&f))
+        })
+        .expect("revoked");
+    assert!(!applied);
+    assert_eq!(observe(&store, &f), before);
 }
 
 /// A transaction holding the user's lock is waited for, and what it
@@ -287,31 +354,33 @@ fn waits_for_the_users_lock(db: TestDatabase) {
         return;
     }
     let store = open(&db);
-    let f = fixture(&store, "waits@example.com");
-    let locked = Barrier::new(2);
-    let holder_done = AtomicBool::new(false);
-    thread::scope(|scope| {
-        scope.spawn(|| {
-            write(&store, |tx| {
-                tx.lock_users(&[f.user])?;
-                locked.wait();
-                thread::sleep(Duration::from_millis(300));
-                // The attempt under the lock failed: one failure counted.
-                tx.increment_failures(f.user, FailureKind::Code)?;
-                holder_done.store(true, Ordering::SeqCst);
-                Ok(())
-            })
+    for by in BY {
+        let f = fixture(&store, &format!("waits-{by:?}@example.com"));
+        let locked = Barrier::new(2);
+        let holder_done = AtomicBool::new(false);
+        thread::scope(|scope| {
+            scope.spawn(|| {
+                write(&store, |tx| {
+                    tx.lock_users(&[f.user])?;
+                    locked.wait();
+                    thread::sleep(Duration::from_millis(300));
+                    // The attempt under the lock failed: one failure counted.
+                    tx.increment_failures(f.user, FailureKind::Code)?;
+                    holder_done.store(true, Ordering::SeqCst);
+                    Ok(())
+                })
+            });
+            let applied = store
+                .apply_authenticator_success(owner(&f, by), |_, _, _| {
+                    locked.wait();
+                    Some(success(&f))
+                })
+                .expect("apply_authenticator_success");
+            assert!(holder_done.load(Ordering::SeqCst), "did not wait ({by:?})");
+            assert!(!applied, "passed a failure committed before it ({by:?})");
         });
-        let applied = store
-            .apply_authenticator_success(f.user, f.session, |_, _| {
-                locked.wait();
-                Some(success(&f))
-            })
-            .expect("apply_authenticator_success");
-        assert!(holder_done.load(Ordering::SeqCst), "did not wait");
-        assert!(!applied, "passed a failure committed before it");
-    });
-    assert_eq!(observe(&store, &f).0, Some(CONFIRMED_STEP));
+        assert_eq!(observe(&store, &f).0, Some(CONFIRMED_STEP));
+    }
 }
 
 /// One step presented by many at once, over two stores, half of them on
@@ -322,13 +391,14 @@ fn racing_successes_spend_a_step_once(db: TestDatabase) {
     }
     let first = open(&db);
     let second = open(&db);
-    for round in 0..3 {
+    for round in 0..4 {
         let f = fixture(&first, &format!("race{round}@example.com"));
+        let by = BY[round % 2];
         let wins = AtomicUsize::new(0);
         race(&[&first, &second], 16, |store, i| {
             let won = if i % 2 == 0 {
                 store
-                    .apply_authenticator_success(f.user, f.session, |_, _| Some(success(&f)))
+                    .apply_authenticator_success(owner(&f, by), |_, _, _| Some(success(&f)))
                     .expect("fast path")
             } else {
                 store
