@@ -274,21 +274,10 @@ pub(crate) fn failure_row_and_authenticator(
         .filter(users::id.eq(user.0))
         .select((
             (failure_counters::failures, failure_counters::locked_until).nullable(),
-            // In `AuthenticatorRow`'s field order (loaded by position:
-            // diesel loads no nullable `as_select` inside a tuple).
-            (
-                authenticators::user_id,
-                authenticators::secret_ciphertext,
-                authenticators::algorithm,
-                authenticators::digits,
-                authenticators::period,
-                authenticators::verified,
-                authenticators::expires_at,
-                authenticators::verified_at,
-                authenticators::last_used_step,
-                authenticators::created_at,
-            )
-                .nullable(),
+            // `AuthenticatorRow` is loaded by position, in the table's
+            // column order (diesel loads no nullable `as_select` inside a
+            // tuple).
+            authenticators::all_columns.nullable(),
         ))
         .get_result(conn)
         .optional()?;
@@ -403,21 +392,10 @@ pub(crate) fn session_failure_row_and_authenticator(
             users::is_super_admin,
             Option::<MembershipRow>::as_select(),
             (failure_counters::failures, failure_counters::locked_until).nullable(),
-            // In `AuthenticatorRow`'s field order, as in
-            // `failure_row_and_authenticator`.
-            (
-                authenticators::user_id,
-                authenticators::secret_ciphertext,
-                authenticators::algorithm,
-                authenticators::digits,
-                authenticators::period,
-                authenticators::verified,
-                authenticators::expires_at,
-                authenticators::verified_at,
-                authenticators::last_used_step,
-                authenticators::created_at,
-            )
-                .nullable(),
+            // `AuthenticatorRow` is loaded by position, in the table's
+            // column order (diesel loads no nullable `as_select` inside a
+            // tuple).
+            authenticators::all_columns.nullable(),
         ))
         .get_result::<(
             SessionRow,
