@@ -186,19 +186,24 @@ struct Database {
     dir: tempfile::TempDir,
     /// PostgreSQL: (admin URL, database name) to drop.
     created_pg: Option<(String, String)>,
+    /// `--keep`: nothing is removed, also when the run fails.
+    keep: bool,
 }
 
 impl Database {
     fn prepare(cli: &Cli) -> Result<Database, String> {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("mfa-loadgen-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        dir.disable_cleanup(cli.keep);
+        let keep = cli.keep;
         if let Some(url) = &cli.database_url {
             return Ok(Database {
                 url: url.clone(),
                 dir,
                 created_pg: None,
+                keep,
             });
         }
         match cli.db {
@@ -206,6 +211,7 @@ impl Database {
                 url: format!("sqlite://{}", dir.path().join("mfa.db").display()),
                 dir,
                 created_pg: None,
+                keep,
             }),
             Db::Postgres => {
                 let mut suffix = [0u8; 6];
@@ -229,15 +235,25 @@ impl Database {
                     url,
                     dir,
                     created_pg: Some((admin.clone(), name)),
+                    keep,
                 })
             }
         }
     }
 
-    fn finish(self, keep: bool) {
-        if keep {
-            let dir = self.dir.keep();
-            eprintln!("kept {} and {}", self.url, dir.display());
+    /// Say what was kept; everything else is removed when `self` drops.
+    fn finish(self) {
+        if self.keep {
+            eprintln!("kept {} and {}", self.url, self.dir.path().display());
+        }
+    }
+}
+
+/// The run's database and directory are removed however the run ends,
+/// also on an error after they were made (unless `--keep`).
+impl Drop for Database {
+    fn drop(&mut self) {
+        if self.keep {
             return;
         }
         if let Some((admin, name)) = &self.created_pg {
@@ -833,8 +849,10 @@ async fn run(cli: Cli) -> Result<bool, String> {
     drop(seeded);
     drop(cx);
     match Arc::try_unwrap(database) {
-        Ok(database) => database.finish(cli.keep),
-        Err(_) => eprintln!("warning: the database is still in use; not removed"),
+        Ok(database) => database.finish(),
+        Err(_) => eprintln!(
+            "warning: the database is still in use; it is removed when its last user ends"
+        ),
     }
     if !all_ok {
         eprintln!("some runs had errors or no successful request");
