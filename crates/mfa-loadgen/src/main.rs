@@ -73,7 +73,8 @@ struct Cli {
     /// is created for the run and dropped afterwards.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pg_admin_url: String,
-    /// Keep the database (and the SQLite/data directory) after the run.
+    /// Keep the database (and the SQLite/data directory) after the run;
+    /// without it both are removed however the run ends.
     #[arg(long)]
     keep: bool,
     /// Write the report as JSON to this file.
