@@ -4,12 +4,13 @@
 //!
 //! The locked path is a transaction of seven round trips (`BEGIN`, the
 //! user's lock, the counter and the authenticator, the step, the audit
-//! event, the session, `COMMIT`). On this path a verify is the token
-//! lookup and two statements, each committed by itself. In pgbench, on
-//! the statements alone (`crates/mfa-loadgen/pgbench`), this path ran
-//! 1,998–3,086 verifies a second against 1,667–2,060 for the transaction.
-//! The server at 100,000 users ran 1,997/s against 1,613/s
-//! (docs/PERFORMANCE.md, tenth round).
+//! event, the session, `COMMIT`), after the token lookup. On this path a
+//! verify is two statements, each committed by itself: the read (for
+//! `CodeOwner::Token`, the token's session read with the counter and the
+//! authenticator; for `CodeOwner::Session`, a session resolved before,
+//! just the two) and the conditional write. docs/PERFORMANCE.md (tenth
+//! and eleventh rounds) has the figures: +24% over the transaction, and
+//! +8% more with the token read in the same statement.
 //!
 //! Why one statement is safe without the transaction's lock held while
 //! the code is checked: it first locks the user's row, the authenticator
