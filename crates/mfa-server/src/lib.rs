@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -7,6 +7,7 @@
 //! | `mfa_verifications_total` | method, outcome | second-factor verifications (login challenge, enrollment confirmation, recovery): `success`, `failure`, `replay` (an authenticator code whose step was already used), `locked_out` |
 //! | `mfa_lockouts_total` | kind | attempts refused with `429` because of a lockout or throttle: `code` or `password` |
 //! | `logins_total` | outcome | password logins: `success`, `invalid_credentials`, `forbidden`, `locked_out` |
+//! | `mfa_log_lines_dropped_total` | | log lines dropped because stderr's reader was stalled ([`crate::logging`]) |
 //!
 //! The domain does no IO, so outcomes are read from results at the HTTP
 //! layer. A replay answers `invalid_code` like any wrong code; the domain
@@ -17,8 +18,9 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use mfa_core::{Mail, MailError, MailKind, Mailer, MfaError};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -115,6 +117,7 @@ impl Metrics {
             "Password logins by outcome (success, invalid_credentials, forbidden, locked_out)",
             logins.clone(),
         );
+        registry.register_collector(Box::new(DroppedLogLines));
         Metrics {
             registry,
             requests,
@@ -201,6 +204,23 @@ impl Metrics {
     }
 }
 
+/// `mfa_log_lines_dropped_total`, read from the log at each scrape.
+#[derive(Debug)]
+struct DroppedLogLines;
+
+impl Collector for DroppedLogLines {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(crate::logging::dropped_log_lines());
+        let metric = encoder.encode_descriptor(
+            "mfa_log_lines_dropped",
+            "Log lines dropped because the reader of stderr was stalled",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
 thread_local! {
     /// Set when a replay warning is mailed on this thread.
     static REPLAY_SEEN: Cell<bool> = const { Cell::new(false) };
@@ -257,6 +277,11 @@ mod tests {
         assert!(text.contains(r#"outcome="replay""#), "{text}");
         assert!(
             text.contains(r#"mfa_lockouts_total{kind="code"} 1"#),
+            "{text}"
+        );
+        // No log installed in this process: nothing dropped.
+        assert!(
+            text.contains("# TYPE mfa_log_lines_dropped counter\nmfa_log_lines_dropped_total 0\n"),
             "{text}"
         );
     }

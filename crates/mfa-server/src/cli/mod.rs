@@ -78,7 +78,9 @@ pub fn load_config(file: Option<&Path>) -> Result<Config, Failure> {
     Config::load(file).map_err(|e| Failure::Usage(format!("configuration error: {e}")))
 }
 
-/// Logs to stderr with the configured filter; colours only on a terminal.
+/// Logs to stderr with the configured filter, written by the thread that
+/// logs; colours only on a terminal. For the commands that run one
+/// operation (`serve` has [`mfa_server::logging`]).
 pub fn init_tracing(config: &Config) {
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt()

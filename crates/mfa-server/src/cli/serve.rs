@@ -1,4 +1,4 @@
-//! `mfa-server serve` (the default): start tracing, build the application,
+//! `mfa-server serve` (the default): start the log, build the application,
 //! print the banner, serve until stopped.
 
 use std::sync::Arc;
@@ -7,11 +7,12 @@ use mfa_core::ports::SystemClock;
 use mfa_server::openapi::{OPENAPI_PATH, SWAGGER_UI_PATH};
 use mfa_server::{Application, Config};
 
-use super::{CliResult, Failure, init_tracing};
+use super::{CliResult, Failure};
 
-/// Run the server until SIGTERM or Ctrl-C.
+/// Run the server until SIGTERM or Ctrl-C. The log is written out before
+/// this returns, so a failure's message on stderr comes after it.
 pub fn run(config: Config) -> CliResult {
-    init_tracing(&config);
+    let _log = mfa_server::logging::init_server_log(&config.log);
     let result = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(config, Arc::new(SystemClock))
             .await

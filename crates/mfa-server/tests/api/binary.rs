@@ -92,8 +92,9 @@ impl Running {
         }
     }
 
-    /// SIGTERM, then the exit status and everything the process wrote.
-    /// (A test that fails before this kills the process on drop.)
+    /// SIGTERM, then the exit status and everything the process wrote
+    /// (stderr: unless the test took it to read it itself). A test that
+    /// fails before this kills the process on drop.
     fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -109,12 +110,9 @@ impl Running {
             std::thread::sleep(Duration::from_millis(50));
         };
         let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr).unwrap();
+        }
         while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(1)) {
             self.seen.push(line);
         }
@@ -276,4 +274,96 @@ fn bad_configuration_is_refused_clearly() {
     for var in VARS {
         assert!(help.contains(var), "{var} not in --help");
     }
+}
+
+/// A log reader that stops reading (a stalled collector, a full pipe) does
+/// not stop the server: requests go on being answered, the lines beyond
+/// the log's queue are dropped and counted, and once the reader reads
+/// again every line that was not dropped arrives.
+#[tokio::test]
+async fn a_stalled_log_reader_does_not_stop_the_server() {
+    use mfa_server::logging::QUEUED_LINES;
+
+    let dir = tempfile::tempdir().unwrap();
+    // stderr is a pipe that nobody reads until the requests are done: it
+    // is full after 64 KiB, a few hundred lines.
+    let mut server = Running::start(dir.path());
+    let url = server.wait_for("MFA server listening on ");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    // More requests than the queue holds, one log line each.
+    let requests = QUEUED_LINES + 4_000;
+    const TASKS: usize = 8;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.spawn(async move {
+            for _ in (task..requests).step_by(TASKS) {
+                let answer = client.get(format!("{url}/healthz")).send().await;
+                let status = answer.map(|a| a.status().as_u16());
+                assert!(matches!(status, Ok(200)), "{status:?}");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("every request answered while the log is stalled");
+    }
+    let dropped_at = |text: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix("mfa_log_lines_dropped_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no dropped-lines counter in {text}"))
+    };
+    let metrics = |client: reqwest::Client, url: String| async move {
+        let answer = client.get(format!("{url}/metrics")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.text().await.unwrap()
+    };
+    let dropped = dropped_at(&metrics(client.clone(), url.clone()).await);
+    assert!(dropped > 0, "the pipe held {requests} lines?");
+    assert!(dropped < requests, "nothing was queued: {dropped}");
+
+    // The reader reads again: the queued lines arrive.
+    let stderr = server.child.stderr.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let is_health_line = |l: &String| l.contains("request") && l.contains("/healthz");
+    let mut log = Vec::new();
+    let mut health_lines = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health_lines < requests - dropped {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("the queued lines arrive");
+        health_lines += usize::from(is_health_line(&line));
+        log.push(line);
+    }
+    // Every drop so far is counted now; this scrape's own line is queued
+    // after it, with the queue no longer full.
+    let dropped = dropped_at(&metrics(client.clone(), url.clone()).await);
+    let (exit, _, _) = server.terminate();
+    assert!(exit.success(), "{exit:?}");
+    log.extend(lines.iter());
+
+    let health_lines = log.iter().filter(|l| is_health_line(l)).count();
+    let metrics_lines = log
+        .iter()
+        .filter(|l| l.contains("request") && l.contains("/metrics"))
+        .count();
+    assert_eq!(
+        health_lines + metrics_lines + dropped,
+        requests + 2,
+        "every request's line is written or counted as dropped"
+    );
+    assert!(metrics_lines >= 1, "the last scrape's line is written");
+    assert!(log.iter().any(|l| l.contains("listening")), "{log:?}");
+    assert!(log.last().is_some_and(|l| l.contains("stopped")), "{log:?}");
 }

@@ -1,0 +1,78 @@
+//! The server's log: events are formatted on the thread that emits them
+//! and written to stderr by a thread of their own.
+//!
+//! A write to stderr can block: a pipe whose reader stalls (a collector,
+//! a container runtime's log driver, a terminal paused with Ctrl-S) fills
+//! after 64 KiB, and every request writes a line. Written from the
+//! request's worker, that write would stop the worker and every request
+//! it serves, so a stalled log reader would stop logins. Here the workers
+//! only queue the line; the log thread writes it.
+//!
+//! The queue holds [`QUEUED_LINES`] lines (a few MiB). When the reader is
+//! stalled that long, further lines are dropped, never waited for, and
+//! counted: `mfa_log_lines_dropped_total` in `/metrics`. Nothing of the
+//! security record is lost that way: the audit trail is written in the
+//! database, in the transaction of the change it records.
+//!
+//! The CLI's other commands keep writing stderr directly: they run one
+//! operation, and their log lines must come before their final message.
+
+use std::io::{self, BufWriter};
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+
+/// Lines the log thread may be behind before new ones are dropped.
+pub const QUEUED_LINES: usize = 16_384;
+
+/// The dropped-line count of the process's log, once [`init_server_log`]
+/// has installed it (the log is global, as tracing's subscriber is).
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Keeps the log thread running; dropping it writes out what is queued
+/// (waiting at most about a second for a stalled reader) and stops it.
+#[must_use = "the log thread stops when this is dropped"]
+pub struct LogGuard {
+    _worker: WorkerGuard,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard").finish_non_exhaustive()
+    }
+}
+
+/// Install the process's log: the filter `spec` (`MFA_LOG`, see
+/// [`crate::config::log_filter`]), written to stderr by the log thread.
+/// Colour only on a terminal. A second call in one process leaves the
+/// first log in place.
+pub fn init_server_log(spec: &str) -> LogGuard {
+    use std::io::IsTerminal as _;
+    let ansi = io::stderr().is_terminal();
+    let (writer, worker) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("mfa-log")
+        // Buffered: under load the thread writes many lines per syscall,
+        // and flushes whenever its queue is empty.
+        .finish(BufWriter::new(io::stderr()));
+    let counter = writer.error_counter();
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(crate::config::log_filter(spec))
+        .with_ansi(ansi)
+        .with_writer(writer)
+        .try_init()
+        .is_ok();
+    if installed {
+        let _ = DROPPED.set(counter);
+    }
+    LogGuard { _worker: worker }
+}
+
+/// Log lines dropped so far because the log's reader was stalled (0 until
+/// [`init_server_log`] has run, e.g. in a server embedded in a test).
+pub fn dropped_log_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
