@@ -2,12 +2,17 @@
 //!
 //! | metric | labels | meaning |
 //! |---|---|---|
-//! | `http_requests_total` | method, route, status | requests answered; `route` is the route pattern (`/user/users/{id}`), never the raw path, or `unmatched` |
+//! | `http_requests_total` | method, route, status | requests answered; `method` is one of HTTP's nine or `other`; `route` is the route pattern (`/user/users/{id}`), never the raw path, or `unmatched` |
 //! | `http_request_duration_seconds` | method, route, status | latency histogram |
 //! | `mfa_verifications_total` | method, outcome | second-factor verifications (login challenge, enrollment confirmation, recovery): `success`, `failure`, `replay` (an authenticator code whose step was already used), `locked_out` |
 //! | `mfa_lockouts_total` | kind | attempts refused with `429` because of a lockout or throttle: `code` or `password` |
 //! | `logins_total` | outcome | password logins: `success`, `invalid_credentials`, `forbidden`, `locked_out` |
 //! | `mfa_log_lines_dropped_total` | | log lines dropped because stderr's reader was stalled ([`crate::logging`]) |
+//!
+//! Every label takes its value from a fixed set: a client that chose a
+//! label's value (a raw path, a method of its own invention) could add a
+//! series per request, growing the server's memory and every scrape
+//! without bound.
 //!
 //! The domain does no IO, so outcomes are read from results at the HTTP
 //! layer. A replay answers `invalid_code` like any wrong code; the domain
@@ -30,7 +35,7 @@ use crate::wire::Method;
 /// Labels of the request metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
@@ -129,9 +134,15 @@ impl Metrics {
     }
 
     /// Count one answered request. `route` is the route pattern.
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn observe_request(
+        &self,
+        method: &actix_web::http::Method,
+        route: &str,
+        status: u16,
+        seconds: f64,
+    ) {
         let labels = HttpLabels {
-            method: method.to_string(),
+            method: method_label(method),
             route: route.to_string(),
             status,
         };
@@ -204,6 +215,18 @@ impl Metrics {
     }
 }
 
+/// The `method` label: HTTP's nine methods by name, any other (a client
+/// may send any token) as `other`.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
+}
+
 /// `mfa_log_lines_dropped_total`, read from the log at each scrape.
 #[derive(Debug)]
 struct DroppedLogLines;
@@ -263,7 +286,16 @@ mod tests {
     #[test]
     fn exposition_names_route_patterns_and_outcomes() {
         let m = Metrics::new();
-        m.observe_request("GET", "/user/users/{id}", 200, 0.004);
+        m.observe_request(
+            &actix_web::http::Method::GET,
+            "/user/users/{id}",
+            200,
+            0.004,
+        );
+        for invented in ["FOO", "BAR"] {
+            let method = actix_web::http::Method::from_bytes(invented.as_bytes()).unwrap();
+            m.observe_request(&method, "unmatched", 404, 0.001);
+        }
         m.observe_verification::<()>(Method::Authenticator, &Err(MfaError::InvalidCode), true);
         m.observe_verification::<()>(
             Method::Email,
@@ -274,6 +306,13 @@ mod tests {
         );
         let text = m.encode().unwrap();
         assert!(text.contains(r#"route="/user/users/{id}""#), "{text}");
+        assert!(
+            text.contains(
+                r#"http_requests_total{method="other",route="unmatched",status="404"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("FOO") && !text.contains("BAR"), "{text}");
         assert!(text.contains(r#"outcome="replay""#), "{text}");
         assert!(
             text.contains(r#"mfa_lockouts_total{kind="code"} 1"#),

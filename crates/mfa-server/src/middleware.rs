@@ -24,7 +24,7 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let res = next.call(req).await?;
     let elapsed = start.elapsed();
@@ -37,6 +37,7 @@ pub async fn observe(
         metrics.observe_request(&method, &route, status, elapsed.as_secs_f64());
     }
     let latency_ms = format!("{:.3}", elapsed.as_secs_f64() * 1000.0);
+    let method = method.as_str();
     if status >= 500 {
         tracing::warn!(method, route, status, %latency_ms, "request");
     } else {

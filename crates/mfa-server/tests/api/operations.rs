@@ -81,6 +81,13 @@ async fn health_and_metrics(s: TestServer) {
         .expect(200, None);
     s.get("/user/users/987654321", &root).await;
     s.get("/no/such/thing", &root).await;
+    // Methods of the client's own invention are one series, `other`: a
+    // label value the client chose would add a series per request.
+    for invented in ["FOO1", "FOO2", "FOO3"] {
+        s.call(invented, "/healthz", None, None)
+            .await
+            .expect(405, Some("method_not_allowed"));
+    }
     let m = s.call("GET", "/metrics", None, None).await;
     m.expect(200, None);
     assert!(
@@ -93,6 +100,7 @@ async fn health_and_metrics(s: TestServer) {
         r#"http_requests_total{method="GET",route="/user/users/email/{email}",status="200"} 1"#,
         r#"http_requests_total{method="GET",route="/user/users/{id}",status="404"} 1"#,
         r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"http_requests_total{method="other",route="/healthz",status="405"} 3"#,
         r#"http_request_duration_seconds_bucket{"#,
         r#"logins_total{outcome="success"}"#,
         "# EOF",
@@ -101,6 +109,7 @@ async fn health_and_metrics(s: TestServer) {
     }
     assert!(!text.contains("secret.person"), "{text}");
     assert!(!text.contains("987654321"), "{text}");
+    assert!(!text.contains("FOO"), "{text}");
 
     // The key file was generated once into the data directory, mode 0600
     // (SQLite without MFA_ENCRYPTION_KEY).
