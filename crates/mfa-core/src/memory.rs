@@ -637,6 +637,21 @@ impl StoreTx for MemTx<'_> {
         Ok(n)
     }
 
+    fn delete_ended_sessions(&mut self, purge: &SessionPurge) -> StoreResult<u64> {
+        let ended: Vec<SessionId> = self
+            .0
+            .sessions
+            .values()
+            .filter(|s| purge.covers(s))
+            .map(|s| s.id)
+            .take(purge.limit as usize)
+            .collect();
+        for id in &ended {
+            self.0.sessions.remove(id);
+        }
+        Ok(ended.len() as u64)
+    }
+
     fn failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState> {
         Ok(self
             .0

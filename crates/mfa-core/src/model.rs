@@ -49,6 +49,14 @@ impl Timestamp {
         )
     }
 
+    /// This instant minus `secs` seconds (saturating).
+    pub fn minus_secs(self, secs: u64) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX)),
+        )
+    }
+
     /// Whole seconds from `self` until `later`, zero if `later` is not later.
     pub fn secs_until(self, later: Timestamp) -> u64 {
         u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0)
@@ -438,6 +446,31 @@ pub struct SessionMember {
     pub is_super_admin: bool,
     /// The user's membership in the session's org, if any.
     pub membership: Option<Membership>,
+}
+
+/// Which sessions a purge deletes (see
+/// [`crate::ports::StoreTx::delete_ended_sessions`]): those that ended
+/// before `ended_before`, by revocation, by their absolute end or, for a
+/// full session, by being idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPurge {
+    /// Revoked, or past `expires_at`, before this instant.
+    pub ended_before: Timestamp,
+    /// Full sessions last seen before this instant: idle for longer than
+    /// the idle timeout before `ended_before`.
+    pub full_seen_before: Timestamp,
+    /// At most this many sessions in one call.
+    pub limit: u32,
+}
+
+impl SessionPurge {
+    /// Whether `session` is one this purge deletes.
+    pub fn covers(&self, session: &Session) -> bool {
+        session.revoked_at.is_some_and(|at| at < self.ended_before)
+            || session.expires_at < self.ended_before
+            || (session.level == AssuranceLevel::Full
+                && session.last_seen_at < self.full_seen_before)
+    }
 }
 
 /// New token, level and end for a live session (see

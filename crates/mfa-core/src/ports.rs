@@ -304,6 +304,12 @@ pub trait StoreTx {
         except: Option<SessionId>,
         now: Timestamp,
     ) -> StoreResult<u64>;
+    /// Delete up to `purge.limit` sessions that [`SessionPurge::covers`],
+    /// oldest first; how many. Sessions whose rows another transaction
+    /// holds are skipped, not waited for: they are deleted by a later
+    /// purge. A deleted session's token resolves to nothing, as an ended
+    /// one's did.
+    fn delete_ended_sessions(&mut self, purge: &SessionPurge) -> StoreResult<u64>;
 
     // ---- failure counters
     /// Current failure state of one kind.

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use mfa_core::ports::{FixedClock, MemoryMailer, OsRandomness};
-use mfa_core::service::{MfaStatus, NewUserRequest, OrgPatch, UserRef};
+use mfa_core::service::{
+    ENDED_SESSION_RETENTION_SECS, MfaStatus, NewUserRequest, OrgPatch, SESSION_PURGE_BATCH, UserRef,
+};
 use mfa_core::*;
 use mfa_totp::{OtpauthUri, Secret};
 
@@ -935,4 +937,63 @@ fn verify_by_token_refuses_a_token_before_the_code() {
             .verify_mfa_of_token(&member.token, MfaMethod::Authenticator, &w.code(&secret)),
         Err(MfaError::Unauthorized)
     );
+}
+
+#[test]
+fn ended_sessions_are_purged_an_hour_after_they_end() {
+    let w = world(); // the admin's full session, never used again: idle
+    w.add_user("sessions@example.com");
+    let (logged_out, logged_out_caller) = w.login("sessions@example.com");
+    ok(w.svc.logout(&logged_out_caller));
+    let (live, _) = w.login("sessions@example.com");
+    let (idle, _) = w.login("sessions@example.com");
+    w.add_user("partial@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (partial, _) = w.login("partial@example.com"); // ends after 10 min
+
+    // Step through two hours, using the live session every ten minutes.
+    // (ended at: logged out T0, partial T0+600, idle and admin T0+1800)
+    let mut purged = Vec::new();
+    for step in 1..=12 {
+        w.clock.advance(600);
+        ok(w.svc.authenticate(&live.token));
+        purged.push((step * 600, ok(w.svc.purge_ended_sessions())));
+    }
+    let mut expected: Vec<(i32, u64)> = (1..=12).map(|step| (step * 600, 0)).collect();
+    // T0+3600: the logout ended exactly an hour ago, kept.
+    expected[6].1 = 1; // T0+4200: the logout (T0), the partial (T0+600) is not yet past
+    expected[7].1 = 1; // T0+4800: the partial
+    expected[9].1 = 2; // T0+6000: idle since T0+1800: the idle one and the admin's
+    assert_eq!(purged, expected);
+
+    for token in [&logged_out.token, &idle.token, &partial.token] {
+        assert_eq!(w.svc.authenticate(token), Err(MfaError::Unauthorized));
+    }
+    ok(w.svc.authenticate(&live.token));
+    assert_eq!(ok(w.svc.purge_ended_sessions()), 0);
+}
+
+#[test]
+fn a_purge_deletes_every_batch() {
+    let w = world();
+    let user = w.add_user("many@example.com");
+    let sessions = u64::from(SESSION_PURGE_BATCH) * 2 + 7;
+    ok(w.svc.store().write(|tx| {
+        for n in 0..sessions {
+            tx.insert_session(&NewSession {
+                token_hash: format!("{n:064x}"),
+                user_id: user,
+                org_id: w.org,
+                level: AssuranceLevel::Partial,
+                created_at: Timestamp(T0),
+                expires_at: Timestamp(T0 + 600),
+            })?;
+        }
+        Ok(())
+    }));
+    w.clock
+        .advance(600 + i64::try_from(ENDED_SESSION_RETENTION_SECS).unwrap() + 1);
+    // The admin's own session (idle since T0) is not yet an hour past its end.
+    assert_eq!(ok(w.svc.purge_ended_sessions()), sessions);
+    assert_eq!(ok(w.svc.purge_ended_sessions()), 0);
 }

@@ -14,10 +14,10 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use mfa_core::ports::StoreResult;
 use mfa_core::{
-    AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange, EmailCode,
-    FactorStates, FailureKind, FailureState, Membership, MembershipCounts, NewAuditEvent,
-    NewEmailCode, NewSession, NewUser, Org, OrgId, RecoveryCode, Session, SessionId, SessionMember,
-    SessionRotation, StoreError, StoreTx, Timestamp, User, UserId,
+    AssuranceLevel, AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange,
+    EmailCode, FactorStates, FailureKind, FailureState, Membership, MembershipCounts,
+    NewAuditEvent, NewEmailCode, NewSession, NewUser, Org, OrgId, RecoveryCode, Session, SessionId,
+    SessionMember, SessionPurge, SessionRotation, StoreError, StoreTx, Timestamp, User, UserId,
 };
 use mfa_totp::{Algorithm, Secret, TotpParams};
 
@@ -296,6 +296,46 @@ fn factor_states_from(row: FactorStatesRow) -> Result<FactorStates, Error> {
         email_verified_at: opt_ts(email_verified_at),
         recovery_codes_left: count(left)?,
     })
+}
+
+/// The ids of the sessions `$purge` covers ([`SessionPurge::covers`]),
+/// oldest first, at most `$purge.limit` of them.
+macro_rules! ended_sessions {
+    ($purge:expr) => {
+        sessions::table
+            .select(sessions::id)
+            .filter(
+                sessions::revoked_at
+                    .lt($purge.ended_before.0)
+                    .or(sessions::expires_at.lt($purge.ended_before.0))
+                    .or(sessions::level
+                        .eq(AssuranceLevel::Full.as_str())
+                        .and(sessions::last_seen_at.lt($purge.full_seen_before.0))),
+            )
+            .order(sessions::id)
+            .limit(i64::from($purge.limit))
+    };
+}
+
+impl Tx<'_, diesel::SqliteConnection> {
+    /// The sessions a purge deletes. Write transactions are serial here:
+    /// nobody else holds them.
+    fn ended_session_ids(&mut self, purge: &SessionPurge) -> QueryResult<Vec<i64>> {
+        ended_sessions!(purge).load(self.conn)
+    }
+}
+
+impl Tx<'_, diesel::PgConnection> {
+    /// The sessions a purge deletes, locked, skipping those another
+    /// transaction holds (a session being verified or revoked, under its
+    /// user's lock): a purge never waits for a request, so it never
+    /// deadlocks with one, and a skipped session waits for the next purge.
+    fn ended_session_ids(&mut self, purge: &SessionPurge) -> QueryResult<Vec<i64>> {
+        ended_sessions!(purge)
+            .for_update()
+            .skip_locked()
+            .load(self.conn)
+    }
 }
 
 impl Tx<'_, diesel::SqliteConnection> {
@@ -1459,6 +1499,17 @@ macro_rules! impl_store_tx {
                 }
                 let revoked = query.execute(self.conn).db()?;
                 Ok(revoked as u64)
+            }
+
+            fn delete_ended_sessions(&mut self, purge: &SessionPurge) -> StoreResult<u64> {
+                let ended = self.ended_session_ids(purge).db()?;
+                if ended.is_empty() {
+                    return Ok(0);
+                }
+                let deleted = diesel::delete(sessions::table.filter(sessions::id.eq_any(&ended)))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(deleted as u64)
             }
 
             // ---- failure counters

@@ -27,7 +27,9 @@ use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
 pub use enroll::{MfaStatus, PendingAuthenticator};
 pub use operator::{OPERATOR, OperatorConsole, OperatorNewUser, OperatorReset};
 pub use orgs::OrgPatch;
-pub use session::{CodeSent, LoginResult, NewToken};
+pub use session::{
+    CodeSent, ENDED_SESSION_RETENTION_SECS, LoginResult, NewToken, SESSION_PURGE_BATCH,
+};
 pub use users::{NewUserRequest, UserPatch, UserRef, UserWithFactors};
 
 /// The deployment's environment. Outside production the issuer shown in

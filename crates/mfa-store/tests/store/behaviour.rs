@@ -3,7 +3,7 @@
 use mfa_core::{
     AssuranceLevel, AuditAction, AuditFilter, AuthenticatorState, EmailCodePurpose, FailureKind,
     FailureState, Membership, MembershipCounts, MfaError, MfaResult, NewAuditEvent, NewEmailCode,
-    NewSession, OrgId, SessionId, Store, StoreError, StoreTx, Timestamp, UserId,
+    NewSession, OrgId, SessionId, SessionPurge, Store, StoreError, StoreTx, Timestamp, UserId,
 };
 use mfa_store::DbStore;
 use mfa_store::test_support::TestDatabase;
@@ -793,6 +793,91 @@ fn sessions(db: TestDatabase) {
     let _ = (s3, s5, stranger);
 }
 
+/// `delete_ended_sessions` deletes exactly what `SessionPurge::covers`,
+/// oldest first, a batch at a time.
+fn ended_sessions_are_deleted(db: TestDatabase) {
+    let store = open(&db);
+    let at = |secs: i64| Timestamp(T0.0 + secs);
+    let (user, org) = write(&store, |tx| {
+        Ok((add_user(tx, "a@example.com"), add_org(tx, "A")))
+    });
+    let session = |token: &str, level: AssuranceLevel, expires: i64| NewSession {
+        level,
+        expires_at: at(expires),
+        ..new_session(user.id, org.id, token)
+    };
+    use AssuranceLevel::{Full, Partial};
+    write(&store, |tx| {
+        let revoked_early = tx.insert_session(&session("revoked-early", Full, 3600))?;
+        tx.revoke_session(revoked_early.id, at(10))?;
+        let revoked_late = tx.insert_session(&session("revoked-late", Partial, 3600))?;
+        tx.revoke_session(revoked_late.id, at(500))?;
+        tx.insert_session(&session("expired", Partial, 50))?;
+        tx.insert_session(&session("expires-at-the-cut", Partial, 100))?;
+        tx.insert_session(&session("full-idle", Full, 3600))?;
+        tx.insert_session(&session("partial-unseen", Partial, 3600))?;
+        let seen = tx.insert_session(&session("full-seen", Full, 3600))?;
+        tx.touch_session(seen.id, at(30))?;
+        Ok(())
+    });
+    let purge = SessionPurge {
+        ended_before: at(100),
+        full_seen_before: at(20),
+        limit: 2,
+    };
+    let present = || {
+        let tokens = [
+            "revoked-early",
+            "revoked-late",
+            "expired",
+            "expires-at-the-cut",
+            "full-idle",
+            "partial-unseen",
+            "full-seen",
+        ];
+        read(&store, |tx| {
+            let mut found = Vec::new();
+            for token in tokens {
+                if tx.session_by_token_hash(token)?.is_some() {
+                    found.push(token);
+                }
+            }
+            Ok(found)
+        })
+    };
+    assert_eq!(write(&store, |tx| Ok(tx.delete_ended_sessions(&purge)?)), 2);
+    assert_eq!(
+        present(),
+        [
+            "revoked-late",
+            "expires-at-the-cut",
+            "full-idle",
+            "partial-unseen",
+            "full-seen"
+        ],
+        "the two oldest first"
+    );
+    assert_eq!(write(&store, |tx| Ok(tx.delete_ended_sessions(&purge)?)), 1);
+    assert_eq!(write(&store, |tx| Ok(tx.delete_ended_sessions(&purge)?)), 0);
+    let left = present();
+    assert_eq!(
+        left,
+        [
+            "revoked-late",
+            "expires-at-the-cut",
+            "partial-unseen",
+            "full-seen"
+        ]
+    );
+    read(&store, |tx| {
+        for token in left {
+            let s = tx.session_by_token_hash(token)?.expect("kept");
+            assert!(!purge.covers(&s), "{s:?}");
+        }
+        Ok(())
+    });
+}
+
 fn failure_counters(db: TestDatabase) {
     let store = open(&db);
     let (user, other) = write(&store, |tx| {
@@ -1458,6 +1543,7 @@ backend_tests!(
     email_codes,
     recovery_codes,
     sessions,
+    ended_sessions_are_deleted,
     failure_counters,
     lock_failure_state_and_authenticator,
     email_changes,

@@ -1,14 +1,14 @@
 //! Races between real threads (and separate connection pools): the
 //! conditional updates let exactly one caller win.
 
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use mfa_core::{
-    AuditAction, EmailCodePurpose, FailureKind, Membership, MfaResult, NewAuditEvent, NewEmailCode,
-    Store, StoreTx, Timestamp, UserId,
+    AssuranceLevel, AuditAction, EmailCodePurpose, FailureKind, Membership, MfaResult,
+    NewAuditEvent, NewEmailCode, NewSession, SessionPurge, Store, StoreTx, Timestamp, UserId,
 };
 use mfa_store::DbStore;
 use mfa_store::test_support::TestDatabase;
@@ -251,6 +251,82 @@ fn lock_users_holds_until_the_end(db: TestDatabase) {
     });
 }
 
+/// A purge skips the ended sessions another transaction holds instead of
+/// waiting for it (PostgreSQL; SQLite's writes are serial), and deletes
+/// them once they are free. Were it to wait, the holder gives up after
+/// its bounded wait and the test fails.
+fn a_purge_skips_sessions_it_would_wait_for(db: TestDatabase) {
+    if db.backend() == mfa_store::Backend::Sqlite {
+        return;
+    }
+    let holder = open(&db);
+    let purger = open(&db);
+    let (held, free) = write(&holder, |tx| {
+        let user = add_user(tx, "a@example.com");
+        let org = add_org(tx, "A");
+        let mut ids = Vec::new();
+        for token in ["held", "free"] {
+            let session = tx.insert_session(&NewSession {
+                token_hash: token.into(),
+                user_id: user.id,
+                org_id: org.id,
+                level: AssuranceLevel::Partial,
+                created_at: T0,
+                expires_at: Timestamp(T0.0 + 600),
+            })?;
+            tx.revoke_session(session.id, T0)?;
+            ids.push(session.id);
+        }
+        Ok((ids[0], ids[1]))
+    });
+    let purge = SessionPurge {
+        ended_before: Timestamp(T0.0 + 3600),
+        full_seen_before: T0,
+        limit: 100,
+    };
+    let (locked_tx, locked) = mpsc::channel();
+    let (purged_tx, purged) = mpsc::channel();
+    let holder_gave_up = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let (holder, gave_up) = (&holder, &holder_gave_up);
+        scope.spawn(move || {
+            // The receiver is not `Sync`: the transaction's closure owns it.
+            let purged = std::sync::Mutex::new(purged);
+            write(holder, |tx| {
+                // An update holds the row to the commit (as a verify does).
+                tx.touch_session(held, T0)?;
+                locked_tx.send(()).expect("signal");
+                let purged = purged.lock().expect("receiver");
+                if purged.recv_timeout(Duration::from_secs(10)).is_err() {
+                    gave_up.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            })
+        });
+        locked.recv().expect("the holder locked its session");
+        let deleted = write(&purger, |tx| Ok(tx.delete_ended_sessions(&purge)?));
+        assert!(
+            !holder_gave_up.load(Ordering::SeqCst),
+            "the purge waited for the held session"
+        );
+        assert_eq!(deleted, 1, "the free one only");
+        let _ = purged_tx.send(());
+    });
+    let present = |id| {
+        read(&purger, |tx| {
+            Ok(tx
+                .session_by_token_hash(if id == held { "held" } else { "free" })?
+                .is_some())
+        })
+    };
+    assert!(present(held) && !present(free));
+    assert_eq!(
+        write(&purger, |tx| Ok(tx.delete_ended_sessions(&purge)?)),
+        1
+    );
+    assert!(!present(held));
+}
+
 fn concurrent_writers_never_fail(db: TestDatabase) {
     let store = open(&db);
     many_writers(&db, &[&store]);
@@ -272,4 +348,5 @@ backend_tests!(
     concurrent_writers_never_fail,
     concurrent_writers_two_stores_never_fail,
     lock_users_holds_until_the_end,
+    a_purge_skips_sessions_it_would_wait_for,
 );
