@@ -5,14 +5,16 @@
 //! encryption key, database and migrations, mailer, bootstrap) on the
 //! blocking pool, binds the listener (port 0 picks a free port: read it
 //! back with [`Application::addr`]) and prepares the server;
-//! [`Application::run`] serves until the server is stopped. actix listens
-//! for SIGTERM and SIGINT and shuts down gracefully (in-flight requests get
-//! up to 10 s).
+//! [`Application::run`] serves until the server is stopped, and meanwhile
+//! purges ended sessions every `MFA_SESSION_PURGE_INTERVAL_SECS`. actix
+//! listens for SIGTERM and SIGINT and shuts down gracefully (in-flight
+//! requests get up to 10 s).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{ErrorHandlers, from_fn};
@@ -106,6 +108,8 @@ pub enum StartError {
 /// A configured server, bound and ready to run.
 pub struct Application {
     server: Server,
+    /// The service and the pause between two purges of ended sessions.
+    purge: Option<(Arc<Service>, Duration)>,
     addr: SocketAddr,
     bootstrapped: Option<Bootstrapped>,
     mail: String,
@@ -127,6 +131,7 @@ impl Application {
     /// clock: the system clock in production, a fixed one in tests.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let bind = config.bind.clone();
+        let purge_every = config.session_purge_interval_secs;
         let prepared = web::block(move || prepare(&config, clock))
             .await
             .map_err(|_| StartError::Task)??;
@@ -137,6 +142,8 @@ impl Application {
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { bind, source })?;
+        let purge =
+            (purge_every > 0).then(|| (prepared.service.clone(), Duration::from_secs(purge_every)));
         let server = serve(prepared.service, listener).map_err(|source| StartError::Bind {
             bind: addr.to_string(),
             source,
@@ -144,6 +151,7 @@ impl Application {
         tracing::info!(url = %format!("http://{addr}"), "listening");
         Ok(Application {
             server,
+            purge,
             addr,
             bootstrapped: prepared.bootstrapped,
             mail: prepared.mail,
@@ -183,7 +191,33 @@ impl Application {
 
     /// Serve until stopped (by a signal or the handle).
     pub async fn run(self) -> io::Result<()> {
-        self.server.await
+        let purge = self
+            .purge
+            .map(|(service, every)| actix_web::rt::spawn(purge_sessions(service, every)));
+        let served = self.server.await;
+        if let Some(purge) = purge {
+            purge.abort();
+        }
+        served
+    }
+}
+
+/// Purge ended sessions every `every` (the first time one interval after
+/// the start), on the blocking pool. A failed purge is logged and tried
+/// again at the next interval; several processes purging at once is fine.
+async fn purge_sessions(service: Arc<Service>, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // After a long purge, the next one an interval later, not at once.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let service = service.clone();
+        match web::block(move || service.purge_ended_sessions()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(sessions)) => tracing::info!(sessions, "purged ended sessions"),
+            Ok(Err(error)) => tracing::warn!(%error, "purging ended sessions failed"),
+            Err(_) => tracing::warn!("purging ended sessions failed: the task panicked"),
+        }
     }
 }
 

@@ -41,6 +41,10 @@ pub const DEFAULT_SESSION_TTL_SECS: u64 = 43_200;
 pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Shortest accepted session lifetime: one minute.
 pub const MIN_SESSION_TTL_SECS: u64 = 60;
+/// Default pause between two purges of ended sessions: 10 minutes.
+pub const DEFAULT_SESSION_PURGE_INTERVAL_SECS: u64 = 600;
+/// Longest accepted pause between two purges: a day.
+pub const MAX_SESSION_PURGE_INTERVAL_SECS: u64 = 24 * 3600;
 /// Largest accepted database pool.
 pub const MAX_DATABASE_POOL_SIZE: u32 = 1000;
 /// Default tracing filter.
@@ -170,6 +174,9 @@ pub struct Config {
     pub mail_from: String,
     /// `MFA_SESSION_TTL_SECS`.
     pub session_ttl_secs: u64,
+    /// `MFA_SESSION_PURGE_INTERVAL_SECS`: the pause between two purges of
+    /// ended sessions; 0 means never.
+    pub session_purge_interval_secs: u64,
     /// `MFA_PASSWORD_HASH`: argon2id parameters of new password and
     /// recovery-code hashes, `m=KIB,t=ITERATIONS,p=PARALLELISM`.
     pub password_hash: PasswordParams,
@@ -194,6 +201,7 @@ struct FileConfig {
     smtp_url: Option<String>,
     mail_from: Option<String>,
     session_ttl_secs: Option<u64>,
+    session_purge_interval_secs: Option<u64>,
     password_hash: Option<String>,
     log: Option<String>,
 }
@@ -327,6 +335,24 @@ impl Config {
             ));
         }
 
+        let session_purge_interval_secs = match env("MFA_SESSION_PURGE_INTERVAL_SECS") {
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                invalid(
+                    "MFA_SESSION_PURGE_INTERVAL_SECS",
+                    "expected a whole number of seconds",
+                )
+            })?,
+            None => file_config
+                .session_purge_interval_secs
+                .unwrap_or(DEFAULT_SESSION_PURGE_INTERVAL_SECS),
+        };
+        if session_purge_interval_secs > MAX_SESSION_PURGE_INTERVAL_SECS {
+            return Err(invalid(
+                "MFA_SESSION_PURGE_INTERVAL_SECS",
+                format!("expected at most {MAX_SESSION_PURGE_INTERVAL_SECS} seconds (0: never)"),
+            ));
+        }
+
         let password_hash = match pick("MFA_PASSWORD_HASH", file_config.password_hash) {
             Some(v) => v
                 .parse::<PasswordParams>()
@@ -355,6 +381,7 @@ impl Config {
             smtp_url,
             mail_from,
             session_ttl_secs,
+            session_purge_interval_secs,
             password_hash,
             log,
         })
@@ -437,6 +464,14 @@ mod tests {
         assert_eq!(c.database_kind(), DatabaseKind::Sqlite);
         assert!(c.database_url.expose().ends_with("mfa.sqlite3"));
         assert_eq!(c.session_ttl_secs, 43_200);
+        assert_eq!(c.session_purge_interval_secs, 600);
+        assert_eq!(
+            from(&[("MFA_SESSION_PURGE_INTERVAL_SECS", "0")])
+                .unwrap()
+                .session_purge_interval_secs,
+            0,
+            "never"
+        );
         assert_eq!(c.environment, Environment::Production);
         assert!(c.encryption_key.is_none());
         assert_eq!(c.database_pool_size, None);
@@ -467,6 +502,8 @@ mod tests {
             ("MFA_ENVIRONMENT", "staging"),
             ("MFA_SESSION_TTL_SECS", "twelve hours"),
             ("MFA_SESSION_TTL_SECS", "5"),
+            ("MFA_SESSION_PURGE_INTERVAL_SECS", "ten minutes"),
+            ("MFA_SESSION_PURGE_INTERVAL_SECS", "86401"),
             ("MFA_DATABASE_POOL_SIZE", "ten"),
             ("MFA_DATABASE_POOL_SIZE", "0"),
             ("MFA_PASSWORD_HASH", "19 MiB"),

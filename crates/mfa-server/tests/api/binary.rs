@@ -27,6 +27,7 @@ const VARS: &[&str] = &[
     "MFA_SMTP_URL",
     "MFA_MAIL_FROM",
     "MFA_SESSION_TTL_SECS",
+    "MFA_SESSION_PURGE_INTERVAL_SECS",
     "MFA_PASSWORD_HASH",
     "MFA_LOG",
 ];

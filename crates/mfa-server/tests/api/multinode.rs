@@ -42,6 +42,7 @@ pub const VARS: &[&str] = &[
     "MFA_SMTP_URL",
     "MFA_MAIL_FROM",
     "MFA_SESSION_TTL_SECS",
+    "MFA_SESSION_PURGE_INTERVAL_SECS",
     "MFA_PASSWORD_HASH",
     "MFA_LOG",
 ];

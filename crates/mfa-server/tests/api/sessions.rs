@@ -280,3 +280,82 @@ async fn password_lockout(s: TestServer) {
         "{metrics}"
     );
 }
+
+mod ended_sessions_are_purged_by_the_server {
+    use mfa_store::test_support::TestDatabase;
+
+    use crate::helpers::TestServer;
+
+    #[tokio::test]
+    async fn sqlite() {
+        super::ended_sessions_are_purged_by_the_server(TestDatabase::sqlite()).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        if let Some(db) = TestDatabase::postgres() {
+            super::ended_sessions_are_purged_by_the_server(db).await;
+        }
+    }
+
+    /// The rows of the sessions table.
+    pub fn session_rows(s: &TestServer) -> i64 {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let count = "SELECT count(*) AS n FROM sessions";
+        let db = s.database();
+        let counted: Count = match db.sqlite_path() {
+            Some(path) => {
+                let mut conn = SqliteConnection::establish(&path.display().to_string())
+                    .expect("the SQLite file");
+                diesel::sql_query(count).get_result(&mut conn)
+            }
+            None => {
+                let mut conn = PgConnection::establish(db.url()).expect("PostgreSQL");
+                diesel::sql_query(count).get_result(&mut conn)
+            }
+        }
+        .expect("count");
+        counted.n
+    }
+}
+
+/// The server purges ended sessions by itself, every
+/// `MFA_SESSION_PURGE_INTERVAL_SECS`: a logged-out, an idle and a
+/// replaced session are gone once they ended more than an hour ago.
+async fn ended_sessions_are_purged_by_the_server(db: mfa_store::test_support::TestDatabase) {
+    use ended_sessions_are_purged_by_the_server::session_rows;
+    use std::time::{Duration, Instant};
+
+    let s = TestServer::start(db, &[("MFA_SESSION_PURGE_INTERVAL_SECS", "1")]).await;
+    let root = s.root().await;
+    s.create_user(&root, "gone@example.com", false).await;
+    let out = s.login("gone@example.com", PASSWORD).await.token;
+    s.call("POST", "/user/auth/logout", Some(&out), None)
+        .await
+        .expect(204, None);
+    s.login("gone@example.com", PASSWORD).await; // never used: goes idle
+    let live = s.login("gone@example.com", PASSWORD).await.token;
+    assert!(session_rows(&s) >= 4, "the root's, and three");
+
+    // Two hours on, using only `live` (every 20 minutes, well inside the
+    // idle timeout): everything but `live` ended over an hour ago.
+    for _ in 0..6 {
+        s.advance(20 * 60);
+        s.get("/user/users/me", &live).await.expect(200, None);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while session_rows(&s) > 1 {
+        assert!(Instant::now() < deadline, "no purge within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(session_rows(&s), 1);
+    s.get("/user/users/me", &live).await.expect(200, None);
+    for gone in [&out, &root] {
+        s.get("/user/users/me", gone).await.expect(401, None);
+    }
+}
