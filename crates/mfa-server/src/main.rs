@@ -16,6 +16,8 @@ environment wins). Every command reads the same configuration:
   MFA_BIND                      listen address [127.0.0.1:8080]; port 0 picks a free port
   MFA_DATA_DIR                  SQLite file, generated key file, mail outbox [./data]
   MFA_DATABASE_URL              sqlite://PATH or postgres://... [SQLite file in MFA_DATA_DIR]
+  MFA_DATABASE_POOL_SIZE        connections per process, 1 to 1000: to PostgreSQL [10],
+                                or SQLite's readers [8]
   MFA_ENCRYPTION_KEY            base64 of 32 bytes [generated once into MFA_DATA_DIR];
                                 required with PostgreSQL (make one with `mfa-server gen-key`)
   MFA_BOOTSTRAP_ADMIN_EMAIL     first superadmin, created on an empty database [admin@example.com]
@@ -27,6 +29,9 @@ environment wins). Every command reads the same configuration:
                                 [unset: mail goes to MFA_DATA_DIR/outbox as .eml files]
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
   MFA_SESSION_TTL_SECS          lifetime of a full session [43200]
+  MFA_SESSION_PURGE_INTERVAL_SECS
+                                how often sessions that ended over an hour ago are
+                                deleted [600]; 0: never
   MFA_PASSWORD_HASH             argon2id parameters of new hashes [m=7168,t=5,p=1];
                                 older hashes are replaced at their user's next login
   MFA_LOG                       tracing filter [info]
