@@ -17,13 +17,17 @@
 //! The CLI's other commands keep writing stderr directly: they run one
 //! operation, and their log lines must come before their final message.
 
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 
 /// Lines the log thread may be behind before new ones are dropped.
 pub const QUEUED_LINES: usize = 16_384;
+
+/// The log thread's pause after each write-out (see [`Gathering`]).
+const GATHER: Duration = Duration::from_millis(1);
 
 /// The dropped-line count of the process's log, once [`init_server_log`]
 /// has installed it (the log is global, as tracing's subscriber is).
@@ -53,9 +57,7 @@ pub fn init_server_log(spec: &str) -> LogGuard {
         .lossy(true)
         .buffered_lines_limit(QUEUED_LINES)
         .thread_name("mfa-log")
-        // Buffered: under load the thread writes many lines per syscall,
-        // and flushes whenever its queue is empty.
-        .finish(BufWriter::new(io::stderr()));
+        .finish(Gathering(BufWriter::new(io::stderr())));
     let counter = writer.error_counter();
     let installed = tracing_subscriber::fmt()
         .with_env_filter(crate::config::log_filter(spec))
@@ -67,6 +69,28 @@ pub fn init_server_log(spec: &str) -> LogGuard {
         let _ = DROPPED.set(counter);
     }
     LogGuard { _worker: worker }
+}
+
+/// stderr as the log thread writes it: buffered, so that a write-out is
+/// one syscall for many lines, and with a pause after each write-out (the
+/// thread writes out whenever it has emptied its queue). A thread that
+/// waits on an empty queue is woken by the next line: on a busy server
+/// that was a wake-up, and two context switches, for every request. After
+/// the pause the lines of the last millisecond are waiting, and the thread
+/// takes them all at once; an idle server's thread waits on the queue and
+/// costs nothing.
+struct Gathering(BufWriter<io::Stderr>);
+
+impl Write for Gathering {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.0.flush();
+        std::thread::sleep(GATHER);
+        flushed
+    }
 }
 
 /// Log lines dropped so far because the log's reader was stalled (0 until
