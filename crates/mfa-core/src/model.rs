@@ -451,7 +451,9 @@ pub struct SessionMember {
 /// Which sessions a purge deletes (see
 /// [`crate::ports::StoreTx::delete_ended_sessions`]): those that ended
 /// before `ended_before`, by revocation, by their absolute end or, for a
-/// full session, by being idle.
+/// full session, by being idle: the three rules by which
+/// `MfaService::authenticate` refuses a token, so a purge deletes only
+/// sessions whose tokens were refused already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionPurge {
     /// Revoked, or past `expires_at`, before this instant.
