@@ -372,6 +372,7 @@ pub async fn confirm_email_change(
     responses(
         (status = 204, description = "The confirmation was sent again."),
         (status = 404, description = "`not_found`: no such user visible to the caller, or no pending email change.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: a confirmation went to this user's new address less than 30 s ago (one per 30 s per user, as email codes); `Retry-After` says when to ask again.", body = ErrorBody),
         (status = 503, description = "`mail_unavailable`: the mail server did not take the message.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
@@ -435,6 +436,7 @@ pub async fn get_user(
         (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user visible to the caller.", body = ErrorBody),
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: a new `email` less than 30 s after the last confirmation mail to this user (one per 30 s per user, as email codes); nothing changed; `Retry-After` says when to ask again.", body = ErrorBody),
         (status = 503, description = "`mail_unavailable`: the confirmation could not be sent.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),

@@ -291,6 +291,29 @@ async fn email_change(s: TestServer) {
     .await
     .expect(409, Some("conflict"));
 
+    // One confirmation mail per 30 s per user, whoever asks and however:
+    // a new change or a resend. Otherwise a caller could have the server
+    // mail an address nobody has proven, as often as it liked.
+    let early = s
+        .call(
+            "POST",
+            "/user/users/email/resendChangeConfirmation",
+            Some(&mia_token),
+            None,
+        )
+        .await;
+    early.expect(429, Some("too_many_attempts"));
+    assert_eq!(early.header("retry-after"), Some("30"));
+    s.put(
+        &format!("/user/users/{mia}"),
+        &root,
+        json!({"email": "mia@other.example"}),
+    )
+    .await
+    .expect(429, Some("too_many_attempts"));
+    assert!(s.mails_to("mia@other.example").is_empty());
+    s.advance(30);
+
     // Resend (no body: the caller; or an admin naming the user).
     s.call(
         "POST",
@@ -302,6 +325,7 @@ async fn email_change(s: TestServer) {
     .expect(204, None);
     let resent = s.last_token("mia@new.example");
     assert_ne!(resent, token);
+    s.advance(30);
     s.post(
         "/user/users/email/resendChangeConfirmation",
         &root,
