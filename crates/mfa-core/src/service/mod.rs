@@ -202,6 +202,22 @@ impl<S: Store> MfaService<S> {
     }
 }
 
+/// One mail of a kind per `interval_secs` per user: `TooManyAttempts`
+/// (with the seconds to wait) until `interval_secs` after `last_sent`.
+pub(crate) fn throttle_mail(
+    last_sent: Timestamp,
+    now: Timestamp,
+    interval_secs: u64,
+) -> MfaResult<()> {
+    let next_allowed = last_sent.plus_secs(interval_secs);
+    if now < next_allowed {
+        return Err(MfaError::TooManyAttempts {
+            retry_after_secs: now.secs_until(next_allowed).max(1),
+        });
+    }
+    Ok(())
+}
+
 /// Write one audit event inside the current transaction.
 pub(crate) fn audit(
     tx: &mut dyn StoreTx,

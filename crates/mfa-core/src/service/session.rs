@@ -310,12 +310,7 @@ impl<S: Store> MfaService<S> {
         let stored = self.store.write(|tx| {
             check_code_lockout(tx, &config.code_lockout, user.id, now)?;
             if let Some(last) = tx.latest_email_code(user.id)? {
-                let next_allowed = last.sent_at.plus_secs(config.email_resend_interval_secs);
-                if now < next_allowed {
-                    return Err(MfaError::TooManyAttempts {
-                        retry_after_secs: now.secs_until(next_allowed).max(1),
-                    });
-                }
+                throttle_mail(last.sent_at, now, config.email_resend_interval_secs)?;
             }
             let stored = tx.replace_email_code(&NewEmailCode {
                 user_id: user.id,

@@ -354,8 +354,9 @@ impl<S: Store> MfaService<S> {
                 if tx.user_by_email(e)?.is_some() {
                     return Err(MfaError::Conflict("that email is taken".into()));
                 }
-                let pending = tx.pending_email_change(id)?;
-                refuse_early_email_change_mail(pending.as_ref(), now, &self.config)?;
+                if let Some(pending) = tx.pending_email_change(id)? {
+                    throttle_email_change(&pending, now, &self.config)?;
+                }
                 tx.put_email_change(id, e, &hash_token(&token), now, now.plus_secs(ttl))?;
                 audit(
                     tx,
@@ -438,7 +439,7 @@ impl<S: Store> MfaService<S> {
             let pending = tx
                 .pending_email_change(id)?
                 .ok_or(MfaError::NotFound("pending email change"))?;
-            refuse_early_email_change_mail(Some(&pending), now, &self.config)?;
+            throttle_email_change(&pending, now, &self.config)?;
             tx.put_email_change(
                 id,
                 &pending.new_email,
@@ -597,22 +598,12 @@ impl<S: Store> MfaService<S> {
 /// An email change's confirmation goes to an address nobody has proven
 /// yet, so the server must not send it at any rate a caller asks: at most
 /// one per `email_resend_interval_secs` per user, as email codes, whether
-/// it is a new change or a resend of the pending one.
-fn refuse_early_email_change_mail(
-    pending: Option<&EmailChange>,
+/// it is a new change or a resend of the pending one (whose `created_at`
+/// is its last mail).
+fn throttle_email_change(
+    pending: &EmailChange,
     now: Timestamp,
     config: &ServiceConfig,
 ) -> MfaResult<()> {
-    let Some(pending) = pending else {
-        return Ok(());
-    };
-    let next_allowed = pending
-        .created_at
-        .plus_secs(config.email_resend_interval_secs);
-    if now < next_allowed {
-        return Err(MfaError::TooManyAttempts {
-            retry_after_secs: now.secs_until(next_allowed).max(1),
-        });
-    }
-    Ok(())
+    throttle_mail(pending.created_at, now, config.email_resend_interval_secs)
 }
