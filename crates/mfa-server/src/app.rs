@@ -132,6 +132,8 @@ impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let bind = config.bind.clone();
         let purge_every = config.session_purge_interval_secs;
+        let password_queue_max_wait = (config.password_queue_max_wait_secs > 0)
+            .then(|| Duration::from_secs(config.password_queue_max_wait_secs));
         let prepared = web::block(move || prepare(&config, clock))
             .await
             .map_err(|_| StartError::Task)??;
@@ -144,10 +146,13 @@ impl Application {
             .map_err(|source| StartError::Bind { bind, source })?;
         let purge =
             (purge_every > 0).then(|| (prepared.service.clone(), Duration::from_secs(purge_every)));
-        let server = serve(prepared.service, listener).map_err(|source| StartError::Bind {
-            bind: addr.to_string(),
-            source,
-        })?;
+        let server =
+            serve(prepared.service, listener, password_queue_max_wait).map_err(|source| {
+                StartError::Bind {
+                    bind: addr.to_string(),
+                    source,
+                }
+            })?;
         tracing::info!(url = %format!("http://{addr}"), "listening");
         Ok(Application {
             server,
@@ -355,16 +360,23 @@ fn warn_if_readable_by_others(path: &Path) {
 }
 
 /// The actix server over a bound listener.
-fn serve(service: Arc<Service>, listener: TcpListener) -> io::Result<Server> {
+fn serve(
+    service: Arc<Service>,
+    listener: TcpListener,
+    password_queue_max_wait: Option<Duration>,
+) -> io::Result<Server> {
     let service = web::Data::from(service);
-    let metrics = web::Data::new(Metrics::new());
     let idle_service = service.clone();
-    let passwords = web::Data::new(PasswordPool::per_core(move || {
+    let passwords = PasswordPool::per_core(password_queue_max_wait, move || {
         let bytes = idle_service.release_password_memory();
         if bytes > 0 {
             tracing::debug!(bytes, "password checks paused: argon2 memory released");
         }
-    })?);
+    })?;
+    let mut metrics = Metrics::new();
+    metrics.observe_password_pool(passwords.load());
+    let metrics = web::Data::new(metrics);
+    let passwords = web::Data::new(passwords);
     let server = HttpServer::new(move || {
         let (app, api) = App::new()
             .into_utoipa_app()

@@ -45,6 +45,12 @@ pub const MIN_SESSION_TTL_SECS: u64 = 60;
 pub const DEFAULT_SESSION_PURGE_INTERVAL_SECS: u64 = 600;
 /// Longest accepted pause between two purges: a day.
 pub const MAX_SESSION_PURGE_INTERVAL_SECS: u64 = 24 * 3600;
+/// Default bound of a password check's wait for a hashing thread: 10 s,
+/// below the timeouts of common HTTP clients and proxies (30–60 s), so that
+/// an admitted login is answered before its client gives up.
+pub const DEFAULT_PASSWORD_QUEUE_MAX_WAIT_SECS: u64 = 10;
+/// Largest accepted bound of that wait: 5 minutes.
+pub const MAX_PASSWORD_QUEUE_MAX_WAIT_SECS: u64 = 300;
 /// Largest accepted database pool.
 pub const MAX_DATABASE_POOL_SIZE: u32 = 1000;
 /// Default tracing filter.
@@ -177,6 +183,10 @@ pub struct Config {
     /// `MFA_SESSION_PURGE_INTERVAL_SECS`: the pause between two purges of
     /// ended sessions; 0 means never.
     pub session_purge_interval_secs: u64,
+    /// `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS`: the longest a password check
+    /// (login, recovery code, new password) may wait for a hashing thread
+    /// before it is refused with `429`; 0 means as long as it takes.
+    pub password_queue_max_wait_secs: u64,
     /// `MFA_PASSWORD_HASH`: argon2id parameters of new password and
     /// recovery-code hashes, `m=KIB,t=ITERATIONS,p=PARALLELISM`.
     pub password_hash: PasswordParams,
@@ -202,6 +212,7 @@ struct FileConfig {
     mail_from: Option<String>,
     session_ttl_secs: Option<u64>,
     session_purge_interval_secs: Option<u64>,
+    password_queue_max_wait_secs: Option<u64>,
     password_hash: Option<String>,
     log: Option<String>,
 }
@@ -318,40 +329,27 @@ impl Config {
         let mail_from = pick("MFA_MAIL_FROM", file_config.mail_from)
             .unwrap_or_else(|| DEFAULT_MAIL_FROM.into());
 
-        let session_ttl_secs = match env("MFA_SESSION_TTL_SECS") {
-            Some(v) => v.trim().parse::<u64>().map_err(|_| {
-                invalid("MFA_SESSION_TTL_SECS", "expected a whole number of seconds")
-            })?,
-            None => file_config
-                .session_ttl_secs
-                .unwrap_or(DEFAULT_SESSION_TTL_SECS),
-        };
-        if !(MIN_SESSION_TTL_SECS..=MAX_SESSION_TTL_SECS).contains(&session_ttl_secs) {
-            return Err(invalid(
-                "MFA_SESSION_TTL_SECS",
-                format!(
-                    "expected between {MIN_SESSION_TTL_SECS} and {MAX_SESSION_TTL_SECS} seconds"
-                ),
-            ));
-        }
-
-        let session_purge_interval_secs = match env("MFA_SESSION_PURGE_INTERVAL_SECS") {
-            Some(v) => v.trim().parse::<u64>().map_err(|_| {
-                invalid(
-                    "MFA_SESSION_PURGE_INTERVAL_SECS",
-                    "expected a whole number of seconds",
-                )
-            })?,
-            None => file_config
-                .session_purge_interval_secs
-                .unwrap_or(DEFAULT_SESSION_PURGE_INTERVAL_SECS),
-        };
-        if session_purge_interval_secs > MAX_SESSION_PURGE_INTERVAL_SECS {
-            return Err(invalid(
-                "MFA_SESSION_PURGE_INTERVAL_SECS",
-                format!("expected at most {MAX_SESSION_PURGE_INTERVAL_SECS} seconds (0: never)"),
-            ));
-        }
+        let session_ttl_secs = whole_seconds(
+            "MFA_SESSION_TTL_SECS",
+            env("MFA_SESSION_TTL_SECS"),
+            file_config.session_ttl_secs,
+            DEFAULT_SESSION_TTL_SECS,
+            MIN_SESSION_TTL_SECS..=MAX_SESSION_TTL_SECS,
+        )?;
+        let session_purge_interval_secs = whole_seconds(
+            "MFA_SESSION_PURGE_INTERVAL_SECS",
+            env("MFA_SESSION_PURGE_INTERVAL_SECS"),
+            file_config.session_purge_interval_secs,
+            DEFAULT_SESSION_PURGE_INTERVAL_SECS,
+            0..=MAX_SESSION_PURGE_INTERVAL_SECS,
+        )?;
+        let password_queue_max_wait_secs = whole_seconds(
+            "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",
+            env("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS"),
+            file_config.password_queue_max_wait_secs,
+            DEFAULT_PASSWORD_QUEUE_MAX_WAIT_SECS,
+            0..=MAX_PASSWORD_QUEUE_MAX_WAIT_SECS,
+        )?;
 
         let password_hash = match pick("MFA_PASSWORD_HASH", file_config.password_hash) {
             Some(v) => v
@@ -382,6 +380,7 @@ impl Config {
             mail_from,
             session_ttl_secs,
             session_purge_interval_secs,
+            password_queue_max_wait_secs,
             password_hash,
             log,
         })
@@ -442,6 +441,37 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
     }
 }
 
+/// A whole number of seconds from the environment (`from_env`, which
+/// wins) or the file, else `default`; refused outside `range`.
+fn whole_seconds(
+    name: &'static str,
+    from_env: Option<String>,
+    from_file: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    let secs = match from_env {
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| invalid(name, "expected a whole number of seconds"))?,
+        None => from_file.unwrap_or(default),
+    };
+    if range.contains(&secs) {
+        return Ok(secs);
+    }
+    let rule = if *range.start() == 0 {
+        format!("expected at most {} seconds (0: never)", range.end())
+    } else {
+        format!(
+            "expected between {} and {} seconds",
+            range.start(),
+            range.end()
+        )
+    };
+    Err(invalid(name, rule))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -472,6 +502,7 @@ mod tests {
             0,
             "never"
         );
+        assert_eq!(c.password_queue_max_wait_secs, 10);
         assert_eq!(c.environment, Environment::Production);
         assert!(c.encryption_key.is_none());
         assert_eq!(c.database_pool_size, None);
@@ -504,6 +535,8 @@ mod tests {
             ("MFA_SESSION_TTL_SECS", "5"),
             ("MFA_SESSION_PURGE_INTERVAL_SECS", "ten minutes"),
             ("MFA_SESSION_PURGE_INTERVAL_SECS", "86401"),
+            ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "-1"),
+            ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "301"),
             ("MFA_DATABASE_POOL_SIZE", "ten"),
             ("MFA_DATABASE_POOL_SIZE", "0"),
             ("MFA_PASSWORD_HASH", "19 MiB"),

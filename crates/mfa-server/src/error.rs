@@ -48,6 +48,13 @@ pub enum ApiError {
     Internal(String),
     /// A dependency is down (readiness probe). The text goes to the log only.
     Unavailable(String),
+    /// More password checks are queued than the server can answer within
+    /// its bound (`MFA_PASSWORD_QUEUE_MAX_WAIT_SECS`): this one was not
+    /// run. A throttle, so `429 too_many_attempts` with `Retry-After`.
+    Busy {
+        /// Seconds until the queue ahead is expected to be worked off.
+        retry_after_secs: u64,
+    },
 }
 
 impl From<MfaError> for ApiError {
@@ -123,6 +130,14 @@ impl ApiError {
                 "unavailable",
                 "a dependency of the server is unavailable".into(),
             ),
+            ApiError::Busy { retry_after_secs } => status(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!(
+                    "the server has more password checks queued than it can answer in time; \
+                     try again in {retry_after_secs} s"
+                ),
+            ),
         }
     }
 
@@ -173,7 +188,8 @@ impl ResponseError for ApiError {
         let (status, error, message) = self.parts();
         let mut response = HttpResponse::build(status);
         match self {
-            ApiError::Domain(MfaError::TooManyAttempts { retry_after_secs }) => {
+            ApiError::Domain(MfaError::TooManyAttempts { retry_after_secs })
+            | ApiError::Busy { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
             }
             ApiError::Domain(MfaError::Unauthorized) => {

@@ -32,6 +32,9 @@ environment wins). Every command reads the same configuration:
   MFA_SESSION_PURGE_INTERVAL_SECS
                                 how often sessions that ended over an hour ago are
                                 deleted [600]; 0: never
+  MFA_PASSWORD_QUEUE_MAX_WAIT_SECS
+                                longest a login or other password check waits for a
+                                hashing thread before it is refused with 429 [10]; 0: no bound
   MFA_PASSWORD_HASH             argon2id parameters of new hashes [m=7168,t=5,p=1];
                                 older hashes are replaced at their user's next login
   MFA_LOG                       tracing filter [info]

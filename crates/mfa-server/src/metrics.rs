@@ -8,6 +8,8 @@
 //! | `mfa_lockouts_total` | kind | attempts refused with `429` because of a lockout or throttle: `code` or `password` |
 //! | `logins_total` | outcome | password logins: `success`, `invalid_credentials`, `forbidden`, `locked_out` |
 //! | `mfa_log_lines_dropped_total` | | log lines dropped because stderr's reader was stalled ([`crate::logging`]) |
+//! | `mfa_password_queue_jobs` | | password checks (logins, recovery codes, new passwords) waiting for a thread of the password pool |
+//! | `mfa_password_jobs_refused_total` | | password checks refused with `429` because the queue's delay was over `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` ([`crate::password_pool`]) |
 //!
 //! Every label takes its value from a fixed set: a client that chose a
 //! label's value (a raw path, a method of its own invention) could add a
@@ -27,9 +29,11 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::password_pool::PoolLoad;
 use crate::wire::Method;
 
 /// Labels of the request metrics.
@@ -131,6 +135,12 @@ impl Metrics {
             lockouts,
             logins,
         }
+    }
+
+    /// Export the password pool's queue and refusals.
+    pub fn observe_password_pool(&mut self, load: Arc<PoolLoad>) {
+        self.registry
+            .register_collector(Box::new(PasswordPoolLoad(load)));
     }
 
     /// Count one answered request. `route` is the route pattern.
@@ -241,6 +251,32 @@ impl Collector for DroppedLogLines {
             counter.metric_type(),
         )?;
         counter.encode(metric)
+    }
+}
+
+/// `mfa_password_queue_jobs` and `mfa_password_jobs_refused_total`, read
+/// from the pool at each scrape.
+#[derive(Debug)]
+struct PasswordPoolLoad(Arc<PoolLoad>);
+
+impl Collector for PasswordPoolLoad {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let waiting = ConstGauge::new(i64::try_from(self.0.waiting()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "mfa_password_queue_jobs",
+            "Password checks waiting for a thread of the password pool",
+            None,
+            waiting.metric_type(),
+        )?;
+        waiting.encode(metric)?;
+        let refused = ConstCounter::new(self.0.refused());
+        let metric = encoder.encode_descriptor(
+            "mfa_password_jobs_refused",
+            "Password checks refused with 429 because the password queue's delay was over its bound",
+            None,
+            refused.metric_type(),
+        )?;
+        refused.encode(metric)
     }
 }
 

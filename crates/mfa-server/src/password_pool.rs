@@ -24,16 +24,43 @@
 //! When no job has come for [`IDLE_AFTER`], the pool runs its idle hook
 //! once (the server gives argon2's kept buffers back to the system there),
 //! so the memory of a login storm is not held after it.
+//!
+//! The queue's delay is bounded (`MFA_PASSWORD_QUEUE_MAX_WAIT_SECS`). A
+//! storm beyond what the cores can hash would otherwise grow the queue
+//! without end: every login waiting longer than the one before, and the
+//! pool hashing for clients that gave up long ago (actix-web runs a
+//! handler to its end after an HTTP/1 client disconnects), so that no
+//! one gets in. Instead a job is refused, and its caller answered
+//! `429 too_many_attempts` with `Retry-After` at once ([`ApiError::Busy`]),
+//! when the jobs ahead of it are expected to take longer than the bound
+//! (queued jobs × the recent mean run time ÷ threads), and, should the
+//! estimate have been wrong, when it has waited longer than the bound by
+//! the time a thread takes it. Whoever is admitted is answered within
+//! about the bound.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::ApiError;
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+/// A job runs, or is refused because it waited too long.
+type Job = Box<dyn FnOnce(Admission) + Send + 'static>;
 type IdleHook = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// What a pool thread does with a job it takes from the queue.
+enum Admission {
+    Run,
+    Refuse { retry_after_secs: u64 },
+}
+
+/// A job and when it was queued.
+struct Queued {
+    job: Job,
+    queued_at: Instant,
+}
 
 /// How long the pool waits without a job before it runs its idle hook. A
 /// storm sends jobs every few milliseconds; a quiet server's next login
@@ -45,42 +72,110 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 /// flood.
 pub const NICE: i32 = 19;
 
+/// Default bound of a job's wait in the queue.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
+
 /// Threads that run password hashing, one job at a time each.
 #[derive(Debug)]
 pub struct PasswordPool {
-    queue: Sender<Job>,
+    queue: Sender<Queued>,
     threads: usize,
+    /// `None`: jobs wait as long as it takes.
+    max_wait: Option<Duration>,
+    load: Arc<PoolLoad>,
+}
+
+/// The pool's queue and refusals, shared with its threads and read by
+/// `/metrics`.
+#[derive(Debug, Default)]
+pub struct PoolLoad {
+    /// Jobs queued and not yet taken by a thread.
+    waiting: AtomicUsize,
+    /// Mean run time of recent jobs, in microseconds (an exponentially
+    /// weighted moving average; 0 before the first job).
+    mean_run_micros: AtomicU64,
+    /// Jobs refused because of the queue's delay, since the start.
+    refused: AtomicU64,
+}
+
+impl PoolLoad {
+    /// Jobs queued and not yet taken by a thread.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Jobs refused because of the queue's delay, since the start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// How long a job queued now is expected to wait for a thread.
+    fn expected_wait(&self, threads: usize) -> Duration {
+        let ahead = self.waiting() as u64;
+        let mean = self.mean_run_micros.load(Ordering::Relaxed);
+        Duration::from_micros(ahead.saturating_mul(mean) / threads.max(1) as u64)
+    }
+
+    fn record_run(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // Each thread records its own jobs; a lost update between two
+        // threads only skips one sample of the average.
+        let mean = self.mean_run_micros.load(Ordering::Relaxed);
+        let next = if mean == 0 {
+            micros
+        } else {
+            // Weight 1/8 for the newest run: a change of hash parameters
+            // or machine speed shows within a few dozen jobs.
+            mean - mean / 8 + micros / 8
+        };
+        self.mean_run_micros.store(next, Ordering::Relaxed);
+    }
+}
+
+/// Whole seconds to tell a refused caller to wait, at least 1.
+fn retry_after_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl PasswordPool {
     /// A pool of `threads` threads (at least 1), named `argon2-N`, that
-    /// runs `on_idle` once each time no job has come for `idle_after`.
+    /// refuses jobs that would wait longer than `max_wait` (`None`: never)
+    /// and runs `on_idle` once each time no job has come for `idle_after`.
     pub fn new(
         threads: usize,
+        max_wait: Option<Duration>,
         idle_after: Duration,
         on_idle: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<PasswordPool> {
         let threads = threads.max(1);
-        let (sender, receiver) = channel::<Job>();
+        let (sender, receiver) = channel::<Queued>();
         let receiver = Arc::new(Mutex::new(receiver));
         let on_idle: IdleHook = Arc::new(on_idle);
+        let load = Arc::new(PoolLoad::default());
         for i in 0..threads {
             let receiver = receiver.clone();
             let on_idle = on_idle.clone();
+            let load = load.clone();
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
-                .spawn(move || worker(&receiver, idle_after, on_idle.as_ref()))?;
+                .spawn(move || worker(&receiver, &load, max_wait, idle_after, on_idle.as_ref()))?;
         }
         Ok(PasswordPool {
             queue: sender,
             threads,
+            max_wait,
+            load,
         })
     }
 
     /// A pool with one thread per core and the default [`IDLE_AFTER`].
-    pub fn per_core(on_idle: impl Fn() + Send + Sync + 'static) -> std::io::Result<PasswordPool> {
+    pub fn per_core(
+        max_wait: Option<Duration>,
+        on_idle: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<PasswordPool> {
         PasswordPool::new(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_wait,
             IDLE_AFTER,
             on_idle,
         )
@@ -91,30 +186,61 @@ impl PasswordPool {
         self.threads
     }
 
+    /// The queue and refusal counts, for `/metrics`.
+    pub fn load(&self) -> Arc<PoolLoad> {
+        self.load.clone()
+    }
+
     /// Run `f` on the pool and wait for it without blocking the caller's
     /// thread, like `actix_web::web::block`. A panic in `f` is an internal
-    /// error; the pool thread survives it.
+    /// error; the pool thread survives it. [`ApiError::Busy`] when the
+    /// queue's delay is over the bound: `f` has not run.
     pub async fn block<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        if let Some(max_wait) = self.max_wait {
+            let expected = self.load.expected_wait(self.threads);
+            if expected > max_wait {
+                self.load.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::Busy {
+                    retry_after_secs: retry_after_secs(expected),
+                });
+            }
+        }
         let (done, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = done.send(catch_unwind(AssertUnwindSafe(f)));
+        let job: Job = Box::new(move |admission| {
+            let _ = done.send(match admission {
+                Admission::Run => Ok(catch_unwind(AssertUnwindSafe(f))),
+                Admission::Refuse { retry_after_secs } => Err(retry_after_secs),
+            });
         });
-        self.queue
-            .send(job)
-            .map_err(|_| ApiError::Internal("the password pool has stopped".into()))?;
+        self.load.waiting.fetch_add(1, Ordering::Relaxed);
+        let queued = Queued {
+            job,
+            queued_at: Instant::now(),
+        };
+        if self.queue.send(queued).is_err() {
+            self.load.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(ApiError::Internal("the password pool has stopped".into()));
+        }
         match result.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(ApiError::Internal("a password task panicked".into())),
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(_))) => Err(ApiError::Internal("a password task panicked".into())),
+            Ok(Err(retry_after_secs)) => Err(ApiError::Busy { retry_after_secs }),
             Err(_) => Err(ApiError::Internal("the password pool has stopped".into())),
         }
     }
 }
 
-fn worker(receiver: &Mutex<Receiver<Job>>, idle_after: Duration, on_idle: &(dyn Fn() + Sync)) {
+fn worker(
+    receiver: &Mutex<Receiver<Queued>>,
+    load: &PoolLoad,
+    max_wait: Option<Duration>,
+    idle_after: Duration,
+    on_idle: &(dyn Fn() + Sync),
+) {
     lower_priority();
     loop {
         // Only one idle thread waits for a job at a time; the others wait
@@ -133,11 +259,22 @@ fn worker(receiver: &Mutex<Receiver<Job>>, idle_after: Duration, on_idle: &(dyn 
                 Err(RecvTimeoutError::Disconnected) => None,
             }
         };
-        match job {
-            Some(job) => job(),
+        let Some(Queued { job, queued_at }) = job else {
             // The pool was dropped: no more jobs can come.
-            None => return,
+            return;
+        };
+        load.waiting.fetch_sub(1, Ordering::Relaxed);
+        let waited = queued_at.elapsed();
+        if max_wait.is_some_and(|max_wait| waited > max_wait) {
+            load.refused.fetch_add(1, Ordering::Relaxed);
+            job(Admission::Refuse {
+                retry_after_secs: retry_after_secs(waited),
+            });
+            continue;
         }
+        let started = Instant::now();
+        job(Admission::Run);
+        load.record_run(started.elapsed());
     }
 }
 
@@ -160,7 +297,7 @@ mod tests {
 
     #[actix_web::test]
     async fn jobs_run_and_panics_are_internal_errors() {
-        let pool = PasswordPool::new(2, IDLE_AFTER, || {}).unwrap_or_else(|e| panic!("{e}"));
+        let pool = PasswordPool::new(2, None, IDLE_AFTER, || {}).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pool.threads(), 2);
         let name = pool
             .block(|| std::thread::current().name().map(str::to_string))
@@ -186,10 +323,161 @@ mod tests {
         total
     }
 
+    /// Hold the pool's only thread until the returned sender sends (or is
+    /// dropped); the task ends when the held job ends.
+    async fn hold_the_thread(
+        pool: &Arc<PasswordPool>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), ApiError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, is_running) = tokio::sync::oneshot::channel::<()>();
+        let holder = pool.clone();
+        let job = tokio::spawn(async move {
+            holder
+                .block(move || {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                })
+                .await
+        });
+        tokio::time::timeout(Duration::from_secs(10), is_running)
+            .await
+            .unwrap_or_else(|e| panic!("the holding job did not start: {e}"))
+            .unwrap_or_else(|e| panic!("the holding job did not start: {e}"));
+        (release, job)
+    }
+
+    #[actix_web::test]
+    async fn a_job_that_waited_past_the_bound_is_refused_without_running() {
+        use std::sync::atomic::AtomicBool;
+        let pool = Arc::new(
+            PasswordPool::new(1, Some(Duration::from_millis(100)), IDLE_AFTER, || {})
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let (release, holder) = hold_the_thread(&pool).await;
+        // No job has finished yet, so nothing is expected to wait: queued.
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let queued_pool = pool.clone();
+        let queued = tokio::spawn(async move {
+            queued_pool
+                .block(move || flag.store(true, Ordering::SeqCst))
+                .await
+        });
+        for _ in 0..400 {
+            if pool.load().waiting() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.load().waiting(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        release.send(()).unwrap_or_else(|e| panic!("{e}"));
+        holder
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("the holder ran: {e:?}"));
+        let err = queued
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .err()
+            .unwrap_or_else(|| panic!("a job that waited 400 ms of 100 must be refused"));
+        // It waited at least 400 ms: told to come back in a second or more.
+        assert!(matches!(err, ApiError::Busy { retry_after_secs } if retry_after_secs >= 1));
+        assert!(!ran.load(Ordering::SeqCst), "the refused job ran");
+        assert_eq!((pool.load().waiting(), pool.load().refused()), (0, 1));
+        // The pool serves again.
+        pool.block(|| ()).await.unwrap_or_else(|e| panic!("{e:?}"));
+    }
+
+    #[actix_web::test]
+    async fn a_job_behind_too_long_a_queue_is_refused_at_once() {
+        let max_wait = Duration::from_secs(1);
+        let pool = Arc::new(
+            PasswordPool::new(1, Some(max_wait), IDLE_AFTER, || {})
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        // One job of at least 300 ms: the mean run time is that now.
+        pool.block(|| std::thread::sleep(Duration::from_millis(300)))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (release, holder) = hold_the_thread(&pool).await;
+        // Four jobs wait: the next would wait at least 4 × 300 ms.
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.block(|| ()).await })
+            })
+            .collect();
+        for _ in 0..400 {
+            if pool.load().waiting() == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.load().waiting(), 4, "the first jobs were admitted");
+        let refused = tokio::time::timeout(
+            Duration::from_secs(5),
+            pool.block(|| panic!("a refused job must not run")),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("queued instead of refused at once"))
+        .err()
+        .unwrap_or_else(|| panic!("refused at once"));
+        // Answered while the thread is still held: it did not wait.
+        assert!(!holder.is_finished());
+        assert!(
+            matches!(refused, ApiError::Busy { retry_after_secs } if retry_after_secs >= 2),
+            "{refused:?}"
+        );
+        assert_eq!(pool.load().refused(), 1);
+        release.send(()).unwrap_or_else(|e| panic!("{e}"));
+        holder
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        // The waiting jobs run, or are refused once they waited too long:
+        // never anything else.
+        for job in waiting {
+            match job.await.unwrap_or_else(|e| panic!("{e}")) {
+                Ok(()) | Err(ApiError::Busy { .. }) => {}
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[actix_web::test]
+    async fn without_a_bound_nothing_is_refused() {
+        let pool = Arc::new(
+            PasswordPool::new(1, None, IDLE_AFTER, || {}).unwrap_or_else(|e| panic!("{e}")),
+        );
+        pool.block(|| std::thread::sleep(Duration::from_millis(50)))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (release, holder) = hold_the_thread(&pool).await;
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.block(|| ()).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        release.send(()).unwrap_or_else(|e| panic!("{e}"));
+        let _ = holder.await;
+        for job in waiting {
+            job.await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        }
+        assert_eq!(pool.load().refused(), 0);
+    }
+
     #[cfg(target_os = "linux")]
     #[actix_web::test]
     async fn pool_threads_run_at_lower_priority() {
-        let pool = PasswordPool::new(1, IDLE_AFTER, || {}).unwrap_or_else(|e| panic!("{e}"));
+        let pool = PasswordPool::new(1, None, IDLE_AFTER, || {}).unwrap_or_else(|e| panic!("{e}"));
         let nice = pool
             .block(|| rustix::process::getpriority_process(None))
             .await
@@ -204,7 +492,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let idle_after = Duration::from_millis(200);
-        let pool = PasswordPool::new(2, idle_after, move || {
+        let pool = PasswordPool::new(2, None, idle_after, move || {
             counter.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap_or_else(|e| panic!("{e}"));

@@ -113,12 +113,16 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             "MFA_SESSION_PURGE_INTERVAL_SECS",
             config.session_purge_interval_secs.to_string(),
         ),
+        (
+            "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",
+            config.password_queue_max_wait_secs.to_string(),
+        ),
         ("MFA_PASSWORD_HASH", config.password_hash.to_string()),
         ("MFA_LOG", config.log.clone()),
     ];
     println!("Effective configuration (environment, over the --config file, over the defaults):");
     for (name, value) in rows {
-        println!("  {name:<31} {value}");
+        println!("  {name:<32} {value}");
     }
     let key = key?;
     if let Some(url) = &config.smtp_url {

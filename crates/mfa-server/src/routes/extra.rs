@@ -29,6 +29,8 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     responses(
         (status = 200, description = "The new codes; the old set is void.", body = RecoveryCodesResponse),
         (status = 409, description = "`not_enrolled`: no verified authenticator or email factor.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s): nothing was checked, try again after `Retry-After`; the old codes stay valid.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     extensions(("x-session" = json!("full"))),
 )]

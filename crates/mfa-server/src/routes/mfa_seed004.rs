@@ -173,7 +173,7 @@ pub async fn verify_qr_code_enroll(
         (status = 400, description = "`invalid_code`: the recovery code did not verify; `invalid_request`: the body does not parse.", body = ErrorBody),
         (status = 403, description = "`mfa_required`: a partial token without a recovery code.", body = ErrorBody),
         (status = 409, description = "`not_enrolled`: the caller has no authenticator.", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`: locked out after repeated failures.", body = ErrorBody,
+        (status = 429, description = "`too_many_attempts`: locked out after repeated failures; with a recovery code, also when the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s): nothing was checked, try again after `Retry-After`.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
     ),
     extensions(("x-session" = json!("partial"))),

@@ -49,6 +49,8 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         (status = 201, description = "The new user.", body = UserResponse),
         (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
         (status = 409, description = "`conflict`: a user with this email exists.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s): nothing was checked, try again after `Retry-After`.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     extensions(("x-session" = json!("full"))),
 )]
@@ -372,7 +374,8 @@ pub async fn confirm_email_change(
     responses(
         (status = 204, description = "The confirmation was sent again."),
         (status = 404, description = "`not_found`: no such user visible to the caller, or no pending email change.", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`: a confirmation went to this user's new address less than 30 s ago (one per 30 s per user, as email codes); `Retry-After` says when to ask again.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: a confirmation went to this user's new address less than 30 s ago (one per 30 s per user, as email codes); `Retry-After` says when to ask again.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 503, description = "`mail_unavailable`: the mail server did not take the message.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
@@ -436,7 +439,8 @@ pub async fn get_user(
         (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user visible to the caller.", body = ErrorBody),
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`: a new `email` less than 30 s after the last confirmation mail to this user (one per 30 s per user, as email codes); nothing changed; `Retry-After` says when to ask again.", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: a new `email` less than 30 s after the last confirmation mail to this user (one per 30 s per user, as email codes); or, with `password` or `currentPassword`, the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s). Nothing changed; `Retry-After` says when to ask again.", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 503, description = "`mail_unavailable`: the confirmation could not be sent.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),

@@ -150,3 +150,76 @@ async fn grace_period(s: TestServer) {
     assert_eq!(l.mfa, "setup_required");
     assert!(l.body.get("setupDueAt").is_none());
 }
+
+/// A login storm beyond what the cores can hash, with
+/// `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS=1` and hashes of a good part of a
+/// second: the logins the pool can answer within the bound succeed, the
+/// others are refused with `429 too_many_attempts` and `Retry-After`,
+/// instead of waiting in a queue that grows for as long as the storm
+/// lasts. Every refusal is counted, and afterwards logins go through.
+#[tokio::test]
+async fn a_login_storm_beyond_capacity_is_refused_with_retry_after() {
+    use crate::helpers::ROOT_EMAIL;
+
+    let s = TestServer::sqlite_with(&[
+        ("MFA_PASSWORD_HASH", "m=32768,t=8,p=1"),
+        ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "1"),
+    ])
+    .await;
+    let value = |metrics: &str, name: &str| -> usize {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    const SUCCESS: &str = r#"logins_total{outcome="success"} "#;
+    let logins_before = value(&s.metrics().await, SUCCESS);
+    const LOGINS: usize = 64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..LOGINS {
+        let (client, url) = (s.client.clone(), s.url("/user/auth/login"));
+        tasks.spawn(async move {
+            let res = client
+                .post(url)
+                .json(&json!({"email": ROOT_EMAIL, "password": PASSWORD}))
+                .send()
+                .await
+                .expect("an answer to every login");
+            TestServer::answer(res).await
+        });
+    }
+    let (mut logged_in, mut refused) = (0, 0);
+    while let Some(answer) = tasks.join_next().await {
+        let a = answer.expect("login task");
+        match a.status {
+            200 => logged_in += 1,
+            429 => {
+                refused += 1;
+                a.expect(429, Some("too_many_attempts"));
+                let retry_after: u64 = a
+                    .header("retry-after")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no Retry-After in seconds: {a:?}"));
+                assert!(retry_after >= 1, "{a:?}");
+                let message = a.body["message"].as_str().unwrap_or_default();
+                assert!(message.contains("password checks queued"), "{a:?}");
+            }
+            _ => panic!("a login storm answers 200 or 429: {a:?}"),
+        }
+    }
+    assert_eq!(logged_in + refused, LOGINS);
+    assert!(logged_in >= 1, "the first logins are hashed at once");
+    assert!(
+        refused >= 1,
+        "{LOGINS} hashes are more than a second's work"
+    );
+
+    let metrics = s.metrics().await;
+    assert_eq!(value(&metrics, "mfa_password_jobs_refused_total "), refused);
+    assert_eq!(value(&metrics, "mfa_password_queue_jobs "), 0);
+    assert_eq!(value(&metrics, SUCCESS), logins_before + logged_in);
+
+    // The storm is over: the queue is empty and a login is answered.
+    s.login(ROOT_EMAIL, PASSWORD).await;
+}

@@ -355,9 +355,9 @@ fn check_config_masks_secrets() {
         "postgres://mfa:***@127.0.0.1:1/mfa (PostgreSQL)",
         "smtp://mailer:***@127.0.0.1:2525?tls=none",
         "*** (set; fingerprint ",
-        "MFA_ISSUER                      Acme",
-        "MFA_SESSION_TTL_SECS            600",
-        "MFA_PASSWORD_HASH               m=19456,t=2,p=1",
+        "MFA_ISSUER                       Acme",
+        "MFA_SESSION_TTL_SECS             600",
+        "MFA_PASSWORD_HASH                m=19456,t=2,p=1",
         "The configuration is valid.",
     ] {
         assert!(text.contains(shown), "{shown:?} not in {text}");
