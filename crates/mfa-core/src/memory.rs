@@ -744,6 +744,25 @@ impl StoreTx for MemTx<'_> {
         }
     }
 
+    fn delete_confirmed_email_changes(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let confirmed: Vec<i64> = self
+            .0
+            .email_changes
+            .values()
+            .filter(|c| c.consumed_at.is_some_and(|at| at < before))
+            .map(|c| c.id)
+            .take(limit as usize)
+            .collect();
+        for id in &confirmed {
+            self.0.email_changes.remove(id);
+        }
+        Ok(confirmed.len() as u64)
+    }
+
     fn insert_audit(&mut self, e: &NewAuditEvent) -> StoreResult<()> {
         let id = AuditEventId(self.0.next());
         self.0.audit.insert(
@@ -788,6 +807,21 @@ impl StoreTx for MemTx<'_> {
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .collect();
         Ok((page, total))
+    }
+
+    fn delete_audit_events_before(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64> {
+        let old: Vec<AuditEventId> = self
+            .0
+            .audit
+            .values()
+            .filter(|e| e.at < before)
+            .map(|e| e.id)
+            .take(limit as usize)
+            .collect();
+        for id in &old {
+            self.0.audit.remove(id);
+        }
+        Ok(old.len() as u64)
     }
 }
 

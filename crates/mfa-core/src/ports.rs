@@ -361,6 +361,10 @@ pub trait StoreTx {
     fn email_change_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<EmailChange>>;
     /// `UPDATE … SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL`.
     fn consume_email_change(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
+    /// Delete up to `limit` email changes confirmed before `before`,
+    /// oldest first; how many. Pending ones stay.
+    fn delete_confirmed_email_changes(&mut self, before: Timestamp, limit: u32)
+    -> StoreResult<u64>;
 
     // ---- audit
     /// Append an event.
@@ -372,6 +376,10 @@ pub trait StoreTx {
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<AuditEvent>, u64)>;
+    /// Delete up to `limit` events recorded before `before`, oldest
+    /// first; how many. Events another transaction holds (another
+    /// process's purge) are skipped, not waited for.
+    fn delete_audit_events_before(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64>;
 
     // ---- many users at once
     // An admin's reset of up to a thousand ids in one transaction. Each

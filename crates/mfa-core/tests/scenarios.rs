@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use mfa_core::ports::{FixedClock, MemoryMailer, OsRandomness};
 use mfa_core::service::{
-    ENDED_SESSION_RETENTION_SECS, MfaStatus, NewUserRequest, OrgPatch, SESSION_PURGE_BATCH, UserRef,
+    CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, MfaStatus, NewUserRequest,
+    OrgPatch, PURGE_BATCH, UserRef,
 };
 use mfa_core::*;
 use mfa_totp::{OtpauthUri, Secret};
@@ -27,6 +28,10 @@ fn ok<T>(r: MfaResult<T>) -> T {
 }
 
 fn world() -> World {
+    world_with(ServiceConfig::default())
+}
+
+fn world_with(config: ServiceConfig) -> World {
     let clock = Arc::new(FixedClock::new(Timestamp(T0)));
     let mailer = Arc::new(MemoryMailer::default());
     let svc = ok(MfaService::new(
@@ -34,7 +39,7 @@ fn world() -> World {
         mailer.clone(),
         clock.clone(),
         Arc::new(OsRandomness),
-        ServiceConfig::default(),
+        config,
     ));
     let (_, org) =
         ok(svc.bootstrap(ADMIN_EMAIL, PASSWORD, "Acme")).unwrap_or_else(|| panic!("bootstrap"));
@@ -977,7 +982,7 @@ fn ended_sessions_are_purged_an_hour_after_they_end() {
 fn a_purge_deletes_every_batch() {
     let w = world();
     let user = w.add_user("many@example.com");
-    let sessions = u64::from(SESSION_PURGE_BATCH) * 2 + 7;
+    let sessions = u64::from(PURGE_BATCH) * 2 + 7;
     ok(w.svc.store().write(|tx| {
         for n in 0..sessions {
             tx.insert_session(&NewSession {
@@ -996,4 +1001,102 @@ fn a_purge_deletes_every_batch() {
     // The admin's own session (idle since T0) is not yet an hour past its end.
     assert_eq!(ok(w.svc.purge_ended_sessions()), sessions);
     assert_eq!(ok(w.svc.purge_ended_sessions()), 0);
+}
+
+/// Every audit event in the store, oldest first.
+fn all_audit_events(w: &World) -> Vec<AuditEvent> {
+    let (mut events, _) = ok(w
+        .svc
+        .store()
+        .read(|tx| Ok(tx.audit_events(&AuditFilter::default(), 0, 10_000)?)));
+    events.reverse();
+    events
+}
+
+#[test]
+fn audit_events_are_kept_for_good_unless_a_retention_is_set() {
+    const DAY: i64 = 24 * 3600;
+    // The default: kept.
+    let w = world();
+    w.add_user("kept@example.com");
+    let events = all_audit_events(&w);
+    assert!(!events.is_empty());
+    w.clock.advance(400 * DAY);
+    assert_eq!(ok(w.svc.purge()).audit_events, 0);
+    assert_eq!(all_audit_events(&w), events);
+
+    // A retention of a day: the events of T0 go once they are a day old,
+    // a younger one stays.
+    let w = world_with(ServiceConfig {
+        audit_retention_secs: Some(24 * 3600),
+        ..ServiceConfig::default()
+    });
+    w.add_user("old@example.com");
+    let old = all_audit_events(&w);
+    w.clock.advance(12 * 3600);
+    w.add_user("young@example.com");
+    let young: Vec<AuditEvent> = all_audit_events(&w)[old.len()..].to_vec();
+    assert!(!young.is_empty());
+    w.clock.advance(DAY / 2); // T0 + 1 day: exactly a day old, kept
+    assert_eq!(ok(w.svc.purge()).audit_events, 0);
+    w.clock.advance(1);
+    let purged = ok(w.svc.purge());
+    assert_eq!(purged.audit_events, old.len() as u64);
+    assert_eq!(all_audit_events(&w), young);
+    w.clock.advance(DAY);
+    ok(w.svc.purge());
+    assert!(all_audit_events(&w).is_empty());
+}
+
+#[test]
+fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
+    let w = world();
+    let moved = w.add_user("moving@example.com");
+    let pending = w.add_user("pending@example.com");
+    let change = |user: UserId, email: &str| {
+        let patch = service::UserPatch {
+            email: Some(email.into()),
+            ..Default::default()
+        };
+        ok(w.svc.update_user(&w.admin, user, &patch));
+    };
+    change(moved, "moved@example.com");
+    change(pending, "never-confirmed@example.com");
+    let token = w
+        .mailer
+        .sent()
+        .iter()
+        .find_map(|m| match &m.kind {
+            MailKind::EmailChangeConfirm { token, .. } if m.to == "moved@example.com" => {
+                Some(token.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no confirmation mailed"));
+    ok(w.svc.confirm_email_change(&token));
+    let rows = |w: &World| {
+        ok(w.svc.store().read(|tx| {
+            Ok((
+                tx.pending_email_change(moved)?.is_some(),
+                tx.email_change_by_token_hash(&mfa_core::crypto::hash_token(&token))?
+                    .is_some(),
+                tx.pending_email_change(pending)?.is_some(),
+            ))
+        }))
+    };
+    assert_eq!(rows(&w), (false, true, true));
+    w.clock
+        .advance(i64::try_from(CONFIRMED_EMAIL_CHANGE_RETENTION_SECS).unwrap());
+    assert_eq!(ok(w.svc.purge()).email_changes, 0, "an hour old: kept");
+    // Two days on: the pending change expired long ago, and stays (it can
+    // be sent again); the confirmed one goes.
+    w.clock.advance(2 * 24 * 3600);
+    assert_eq!(ok(w.svc.purge()).email_changes, 1);
+    assert_eq!(rows(&w), (false, false, true));
+    // Its token answers as a used one did.
+    assert_eq!(
+        w.svc.confirm_email_change(&token),
+        Err(MfaError::InvalidCode)
+    );
+    ok(w.svc.resend_email_change(&w.admin, pending));
 }

@@ -6,7 +6,8 @@
 //! blocking pool, binds the listener (port 0 picks a free port: read it
 //! back with [`Application::addr`]) and prepares the server;
 //! [`Application::run`] serves until the server is stopped, and meanwhile
-//! purges ended sessions every `MFA_SESSION_PURGE_INTERVAL_SECS`. actix
+//! purges what has ended (sessions, confirmed email changes, audit events
+//! past `MFA_AUDIT_RETENTION_DAYS`) every `MFA_PURGE_INTERVAL_SECS`. actix
 //! listens for SIGTERM and SIGINT and shuts down gracefully (in-flight
 //! requests get up to 10 s).
 
@@ -20,6 +21,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use mfa_core::ports::OsRandomness;
+use mfa_core::service::Purged;
 use mfa_core::{Clock, Mailer, MfaError, MfaService, ServiceConfig};
 use mfa_email::{EmailMailer, MailConfig};
 use mfa_store::{DbStore, EncryptionKey, StoreOptions};
@@ -108,7 +110,7 @@ pub enum StartError {
 /// A configured server, bound and ready to run.
 pub struct Application {
     server: Server,
-    /// The service and the pause between two purges of ended sessions.
+    /// The service and the pause between two purges of what has ended.
     purge: Option<(Arc<Service>, Duration)>,
     addr: SocketAddr,
     bootstrapped: Option<Bootstrapped>,
@@ -131,7 +133,7 @@ impl Application {
     /// clock: the system clock in production, a fixed one in tests.
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let bind = config.bind.clone();
-        let purge_every = config.session_purge_interval_secs;
+        let purge_every = config.purge_interval_secs;
         let password_queue_max_wait = (config.password_queue_max_wait_secs > 0)
             .then(|| Duration::from_secs(config.password_queue_max_wait_secs));
         let prepared = web::block(move || prepare(&config, clock))
@@ -198,7 +200,7 @@ impl Application {
     pub async fn run(self) -> io::Result<()> {
         let purge = self
             .purge
-            .map(|(service, every)| actix_web::rt::spawn(purge_sessions(service, every)));
+            .map(|(service, every)| actix_web::rt::spawn(purge_ended(service, every)));
         let served = self.server.await;
         if let Some(purge) = purge {
             purge.abort();
@@ -207,21 +209,26 @@ impl Application {
     }
 }
 
-/// Purge ended sessions every `every` (the first time one interval after
-/// the start), on the blocking pool. A failed purge is logged and tried
-/// again at the next interval; several processes purging at once is fine.
-async fn purge_sessions(service: Arc<Service>, every: Duration) {
+/// Purge what has ended ([`MfaService::purge`]) every `every` (the first
+/// time one interval after the start), on the blocking pool. A failed
+/// purge is logged and tried again at the next interval; several processes
+/// purging at once is fine.
+async fn purge_ended(service: Arc<Service>, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     // After a long purge, the next one an interval later, not at once.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let service = service.clone();
-        match web::block(move || service.purge_ended_sessions()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(sessions)) => tracing::info!(sessions, "purged ended sessions"),
-            Ok(Err(error)) => tracing::warn!(%error, "purging ended sessions failed"),
-            Err(_) => tracing::warn!("purging ended sessions failed: the task panicked"),
+        match web::block(move || service.purge()).await {
+            Ok(Ok(purged)) if purged == Purged::default() => {}
+            Ok(Ok(Purged {
+                sessions,
+                email_changes,
+                audit_events,
+            })) => tracing::info!(sessions, email_changes, audit_events, "purged"),
+            Ok(Err(error)) => tracing::warn!(%error, "purging failed"),
+            Err(_) => tracing::warn!("purging failed: the task panicked"),
         }
     }
 }
@@ -266,6 +273,8 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
             environment: config.environment.clone(),
             session_ttl_secs: config.session_ttl_secs,
             password_params: config.password_hash,
+            audit_retention_secs: (config.audit_retention_days > 0)
+                .then(|| config.audit_retention_days * 24 * 3600),
             ..ServiceConfig::default()
         },
     )

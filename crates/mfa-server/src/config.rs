@@ -41,10 +41,12 @@ pub const DEFAULT_SESSION_TTL_SECS: u64 = 43_200;
 pub const MAX_SESSION_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Shortest accepted session lifetime: one minute.
 pub const MIN_SESSION_TTL_SECS: u64 = 60;
-/// Default pause between two purges of ended sessions: 10 minutes.
-pub const DEFAULT_SESSION_PURGE_INTERVAL_SECS: u64 = 600;
+/// Default pause between two purges of what has ended: 10 minutes.
+pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 600;
 /// Longest accepted pause between two purges: a day.
-pub const MAX_SESSION_PURGE_INTERVAL_SECS: u64 = 24 * 3600;
+pub const MAX_PURGE_INTERVAL_SECS: u64 = 24 * 3600;
+/// Longest accepted audit retention: 100 years (0 keeps events for good).
+pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
 /// Default bound of a password check's wait for a hashing thread: 10 s,
 /// below the timeouts of common HTTP clients and proxies (30–60 s), so that
 /// an admitted login is answered before its client gives up.
@@ -180,9 +182,13 @@ pub struct Config {
     pub mail_from: String,
     /// `MFA_SESSION_TTL_SECS`.
     pub session_ttl_secs: u64,
-    /// `MFA_SESSION_PURGE_INTERVAL_SECS`: the pause between two purges of
-    /// ended sessions; 0 means never.
-    pub session_purge_interval_secs: u64,
+    /// `MFA_PURGE_INTERVAL_SECS`: the pause between two purges of what
+    /// has ended (sessions, confirmed email changes, audit events past
+    /// their retention); 0 means never.
+    pub purge_interval_secs: u64,
+    /// `MFA_AUDIT_RETENTION_DAYS`: audit events older than this are
+    /// purged; 0 keeps them for good.
+    pub audit_retention_days: u64,
     /// `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS`: the longest a password check
     /// (login, recovery code, new password) may wait for a hashing thread
     /// before it is refused with `429`; 0 means as long as it takes.
@@ -211,7 +217,8 @@ struct FileConfig {
     smtp_url: Option<String>,
     mail_from: Option<String>,
     session_ttl_secs: Option<u64>,
-    session_purge_interval_secs: Option<u64>,
+    purge_interval_secs: Option<u64>,
+    audit_retention_days: Option<u64>,
     password_queue_max_wait_secs: Option<u64>,
     password_hash: Option<String>,
     log: Option<String>,
@@ -329,22 +336,33 @@ impl Config {
         let mail_from = pick("MFA_MAIL_FROM", file_config.mail_from)
             .unwrap_or_else(|| DEFAULT_MAIL_FROM.into());
 
-        let session_ttl_secs = whole_seconds(
+        let session_ttl_secs = whole_number(
             "MFA_SESSION_TTL_SECS",
+            "seconds",
             env("MFA_SESSION_TTL_SECS"),
             file_config.session_ttl_secs,
             DEFAULT_SESSION_TTL_SECS,
             MIN_SESSION_TTL_SECS..=MAX_SESSION_TTL_SECS,
         )?;
-        let session_purge_interval_secs = whole_seconds(
-            "MFA_SESSION_PURGE_INTERVAL_SECS",
-            env("MFA_SESSION_PURGE_INTERVAL_SECS"),
-            file_config.session_purge_interval_secs,
-            DEFAULT_SESSION_PURGE_INTERVAL_SECS,
-            0..=MAX_SESSION_PURGE_INTERVAL_SECS,
+        let purge_interval_secs = whole_number(
+            "MFA_PURGE_INTERVAL_SECS",
+            "seconds",
+            env("MFA_PURGE_INTERVAL_SECS"),
+            file_config.purge_interval_secs,
+            DEFAULT_PURGE_INTERVAL_SECS,
+            0..=MAX_PURGE_INTERVAL_SECS,
         )?;
-        let password_queue_max_wait_secs = whole_seconds(
+        let audit_retention_days = whole_number(
+            "MFA_AUDIT_RETENTION_DAYS",
+            "days",
+            env("MFA_AUDIT_RETENTION_DAYS"),
+            file_config.audit_retention_days,
+            0,
+            0..=MAX_AUDIT_RETENTION_DAYS,
+        )?;
+        let password_queue_max_wait_secs = whole_number(
             "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",
+            "seconds",
             env("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS"),
             file_config.password_queue_max_wait_secs,
             DEFAULT_PASSWORD_QUEUE_MAX_WAIT_SECS,
@@ -379,7 +397,8 @@ impl Config {
             smtp_url,
             mail_from,
             session_ttl_secs,
-            session_purge_interval_secs,
+            purge_interval_secs,
+            audit_retention_days,
             password_queue_max_wait_secs,
             password_hash,
             log,
@@ -441,33 +460,32 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
     }
 }
 
-/// A whole number of seconds from the environment (`from_env`, which
-/// wins) or the file, else `default`; refused outside `range`.
-fn whole_seconds(
+/// A whole number of `unit`s (`"seconds"`, `"days"`) from the environment
+/// (`from_env`, which wins) or the file, else `default`; refused outside
+/// `range`, whose start 0 means "never" or "no bound".
+fn whole_number(
     name: &'static str,
+    unit: &str,
     from_env: Option<String>,
     from_file: Option<u64>,
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
-    let secs = match from_env {
+    let n = match from_env {
         Some(v) => v
             .trim()
             .parse::<u64>()
-            .map_err(|_| invalid(name, "expected a whole number of seconds"))?,
+            .map_err(|_| invalid(name, format!("expected a whole number of {unit}")))?,
         None => from_file.unwrap_or(default),
     };
-    if range.contains(&secs) {
-        return Ok(secs);
+    if range.contains(&n) {
+        return Ok(n);
     }
-    let rule = if *range.start() == 0 {
-        format!("expected at most {} seconds (0: never)", range.end())
+    let (start, end) = (range.start(), range.end());
+    let rule = if *start == 0 {
+        format!("expected at most {end} {unit} (0: never)")
     } else {
-        format!(
-            "expected between {} and {} seconds",
-            range.start(),
-            range.end()
-        )
+        format!("expected between {start} and {end} {unit}")
     };
     Err(invalid(name, rule))
 }
@@ -494,15 +512,16 @@ mod tests {
         assert_eq!(c.database_kind(), DatabaseKind::Sqlite);
         assert!(c.database_url.expose().ends_with("mfa.sqlite3"));
         assert_eq!(c.session_ttl_secs, 43_200);
-        assert_eq!(c.session_purge_interval_secs, 600);
+        assert_eq!(c.purge_interval_secs, 600);
         assert_eq!(
-            from(&[("MFA_SESSION_PURGE_INTERVAL_SECS", "0")])
+            from(&[("MFA_PURGE_INTERVAL_SECS", "0")])
                 .unwrap()
-                .session_purge_interval_secs,
+                .purge_interval_secs,
             0,
             "never"
         );
         assert_eq!(c.password_queue_max_wait_secs, 10);
+        assert_eq!(c.audit_retention_days, 0, "kept for good");
         assert_eq!(c.environment, Environment::Production);
         assert!(c.encryption_key.is_none());
         assert_eq!(c.database_pool_size, None);
@@ -533,8 +552,10 @@ mod tests {
             ("MFA_ENVIRONMENT", "staging"),
             ("MFA_SESSION_TTL_SECS", "twelve hours"),
             ("MFA_SESSION_TTL_SECS", "5"),
-            ("MFA_SESSION_PURGE_INTERVAL_SECS", "ten minutes"),
-            ("MFA_SESSION_PURGE_INTERVAL_SECS", "86401"),
+            ("MFA_PURGE_INTERVAL_SECS", "ten minutes"),
+            ("MFA_PURGE_INTERVAL_SECS", "86401"),
+            ("MFA_AUDIT_RETENTION_DAYS", "a year"),
+            ("MFA_AUDIT_RETENTION_DAYS", "36501"),
             ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "-1"),
             ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "301"),
             ("MFA_DATABASE_POOL_SIZE", "ten"),

@@ -29,9 +29,11 @@ environment wins). Every command reads the same configuration:
                                 [unset: mail goes to MFA_DATA_DIR/outbox as .eml files]
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
   MFA_SESSION_TTL_SECS          lifetime of a full session [43200]
-  MFA_SESSION_PURGE_INTERVAL_SECS
-                                how often sessions that ended over an hour ago are
+  MFA_PURGE_INTERVAL_SECS       how often sessions that ended over an hour ago, confirmed
+                                email changes and audit events past their retention are
                                 deleted [600]; 0: never
+  MFA_AUDIT_RETENTION_DAYS      audit events older than this many days are deleted [0]:
+                                0 keeps them for good
   MFA_PASSWORD_QUEUE_MAX_WAIT_SECS
                                 longest a login or other password check waits for a
                                 hashing thread before it is refused with 429 [10]; 0: no bound

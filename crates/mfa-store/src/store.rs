@@ -2,7 +2,7 @@
 //! [`Store`] transactions.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -277,13 +277,41 @@ where
         .collect())
 }
 
+/// How long a process waits for another's migrations before it gives up.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(3600);
+
+/// Pause between two attempts to take the migration lock.
+const MIGRATION_LOCK_POLL: Duration = Duration::from_millis(200);
+
 /// Run `f` holding the migration advisory lock, releasing it afterwards even
 /// when `f` fails.
+///
+/// The lock is polled with `pg_try_advisory_lock`, not waited for inside
+/// `pg_advisory_lock`: a session waiting inside a statement holds a
+/// snapshot, and `CREATE INDEX CONCURRENTLY` in the holder's migration
+/// waits until every older snapshot is gone. The two processes would wait
+/// for each other, and PostgreSQL would fail one with a deadlock.
 fn with_pg_migration_lock<T>(
     conn: &mut PgConnection,
     f: impl FnOnce(&mut PgConnection) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))?;
+    let deadline = Instant::now() + MIGRATION_LOCK_WAIT;
+    loop {
+        let locked: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "pg_try_advisory_lock({MIGRATION_LOCK_KEY})"
+        )))
+        .get_result(conn)?;
+        if locked {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Migration(format!(
+                "another process held the migration lock for over {} s",
+                MIGRATION_LOCK_WAIT.as_secs()
+            )));
+        }
+        std::thread::sleep(MIGRATION_LOCK_POLL);
+    }
     let result = f(conn);
     let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
     let value = result?;

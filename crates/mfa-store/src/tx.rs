@@ -317,11 +317,47 @@ macro_rules! ended_sessions {
     };
 }
 
+/// The ids of the email changes confirmed before `$before`, oldest first,
+/// at most `$limit` of them.
+macro_rules! confirmed_email_changes {
+    ($before:expr, $limit:expr) => {
+        email_changes::table
+            .select(email_changes::id)
+            .filter(email_changes::consumed_at.lt($before.0))
+            .order(email_changes::id)
+            .limit(i64::from($limit))
+    };
+}
+
+/// The ids of the audit events recorded before `$before`, oldest first, at
+/// most `$limit` of them (by `audit_events_at_idx`).
+macro_rules! old_audit_events {
+    ($before:expr, $limit:expr) => {
+        audit_events::table
+            .select(audit_events::id)
+            .filter(audit_events::at.lt($before.0))
+            .order(audit_events::at)
+            .limit(i64::from($limit))
+    };
+}
+
 impl Tx<'_, diesel::SqliteConnection> {
     /// The sessions a purge deletes. Write transactions are serial here:
     /// nobody else holds them.
     fn ended_session_ids(&mut self, purge: &SessionPurge) -> QueryResult<Vec<i64>> {
         ended_sessions!(purge).load(self.conn)
+    }
+
+    fn confirmed_email_change_ids(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> QueryResult<Vec<i64>> {
+        confirmed_email_changes!(before, limit).load(self.conn)
+    }
+
+    fn old_audit_event_ids(&mut self, before: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
+        old_audit_events!(before, limit).load(self.conn)
     }
 }
 
@@ -332,6 +368,27 @@ impl Tx<'_, diesel::PgConnection> {
     /// deadlocks with one, and a skipped session waits for the next purge.
     fn ended_session_ids(&mut self, purge: &SessionPurge) -> QueryResult<Vec<i64>> {
         ended_sessions!(purge)
+            .for_update()
+            .skip_locked()
+            .load(self.conn)
+    }
+
+    /// Locked, skipping those another transaction holds, as sessions.
+    fn confirmed_email_change_ids(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> QueryResult<Vec<i64>> {
+        confirmed_email_changes!(before, limit)
+            .for_update()
+            .skip_locked()
+            .load(self.conn)
+    }
+
+    /// Locked, skipping those another process's purge holds: two purges
+    /// split the work instead of one waiting for the other.
+    fn old_audit_event_ids(&mut self, before: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
+        old_audit_events!(before, limit)
             .for_update()
             .skip_locked()
             .load(self.conn)
@@ -1684,7 +1741,40 @@ macro_rules! impl_store_tx {
                 Ok(changed > 0)
             }
 
+            fn delete_confirmed_email_changes(
+                &mut self,
+                before: Timestamp,
+                limit: u32,
+            ) -> StoreResult<u64> {
+                let confirmed = self.confirmed_email_change_ids(before, limit).db()?;
+                if confirmed.is_empty() {
+                    return Ok(0);
+                }
+                let deleted = diesel::delete(
+                    email_changes::table.filter(email_changes::id.eq_any(&confirmed)),
+                )
+                .execute(self.conn)
+                .db()?;
+                Ok(deleted as u64)
+            }
+
             // ---- audit
+
+            fn delete_audit_events_before(
+                &mut self,
+                before: Timestamp,
+                limit: u32,
+            ) -> StoreResult<u64> {
+                let old = self.old_audit_event_ids(before, limit).db()?;
+                if old.is_empty() {
+                    return Ok(0);
+                }
+                let deleted =
+                    diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&old)))
+                        .execute(self.conn)
+                        .db()?;
+                Ok(deleted as u64)
+            }
 
             fn insert_audit(&mut self, e: &NewAuditEvent) -> StoreResult<()> {
                 Prepared(

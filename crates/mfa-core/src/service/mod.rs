@@ -10,6 +10,7 @@
 mod enroll;
 mod operator;
 mod orgs;
+mod purge;
 mod session;
 mod users;
 
@@ -27,9 +28,10 @@ use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
 pub use enroll::{MfaStatus, PendingAuthenticator};
 pub use operator::{OPERATOR, OperatorConsole, OperatorNewUser, OperatorReset};
 pub use orgs::OrgPatch;
-pub use session::{
-    CodeSent, ENDED_SESSION_RETENTION_SECS, LoginResult, NewToken, SESSION_PURGE_BATCH,
+pub use purge::{
+    CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, PURGE_BATCH, Purged,
 };
+pub use session::{CodeSent, LoginResult, NewToken};
 pub use users::{NewUserRequest, UserPatch, UserRef, UserWithFactors};
 
 /// The deployment's environment. Outside production the issuer shown in
@@ -89,6 +91,9 @@ pub struct ServiceConfig {
     pub password_params: PasswordParams,
     /// Most ids one reset may name.
     pub max_reset_ids: usize,
+    /// Audit events older than this many seconds are deleted by
+    /// [`MfaService::purge`]; `None` keeps them for good.
+    pub audit_retention_secs: Option<u64>,
 }
 
 impl Default for ServiceConfig {
@@ -111,6 +116,7 @@ impl Default for ServiceConfig {
             password_lockout: LockoutPolicy::default(),
             password_params: PasswordParams::default(),
             max_reset_ids: 10_000,
+            audit_retention_secs: None,
         }
     }
 }

@@ -9,15 +9,6 @@ use crate::policy::{LoginDecision, MfaRequirement, decide_login};
 use crate::text::{mask_email, normalize_email};
 use mfa_totp::VerifyError;
 
-/// How long a purge keeps a session after it ended: far longer than any
-/// difference between the clocks of server processes, so no process
-/// still takes a token for live whose session another has deleted.
-pub const ENDED_SESSION_RETENTION_SECS: u64 = 60 * 60;
-
-/// Sessions deleted per write transaction of a purge: a short
-/// transaction, so the SQLite writer is not held up for long.
-pub const SESSION_PURGE_BATCH: u32 = 1_000;
-
 /// The answer to a successful password login.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoginResult {
@@ -244,33 +235,6 @@ impl<S: Store> MfaService<S> {
             })?;
         }
         Ok(caller)
-    }
-
-    /// Delete the sessions that ended (revoked, expired or idle) more than
-    /// [`ENDED_SESSION_RETENTION_SECS`] ago, [`SESSION_PURGE_BATCH`] per
-    /// write transaction, until none is left; how many. Their tokens
-    /// resolved to nothing already, and nothing else refers to them; the
-    /// audit trail keeps what happened. Without this, every login would
-    /// leave a row behind for good. Several processes may purge at once:
-    /// on PostgreSQL each skips the rows another holds.
-    pub fn purge_ended_sessions(&self) -> MfaResult<u64> {
-        let ended_before = self.now().minus_secs(ENDED_SESSION_RETENTION_SECS);
-        let purge = SessionPurge {
-            ended_before,
-            full_seen_before: ended_before.minus_secs(self.config.session_idle_secs),
-            limit: SESSION_PURGE_BATCH,
-        };
-        let mut deleted = 0;
-        loop {
-            // Each batch deletes rows that exist, so this ends.
-            let batch = self
-                .store
-                .write(|tx| Ok(tx.delete_ended_sessions(&purge)?))?;
-            deleted += batch;
-            if batch < u64::from(purge.limit) {
-                return Ok(deleted);
-            }
-        }
     }
 
     /// End the caller's session.

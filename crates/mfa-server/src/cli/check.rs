@@ -110,8 +110,15 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         ("MFA_MAIL_FROM", config.mail_from.clone()),
         ("MFA_SESSION_TTL_SECS", config.session_ttl_secs.to_string()),
         (
-            "MFA_SESSION_PURGE_INTERVAL_SECS",
-            config.session_purge_interval_secs.to_string(),
+            "MFA_PURGE_INTERVAL_SECS",
+            config.purge_interval_secs.to_string(),
+        ),
+        (
+            "MFA_AUDIT_RETENTION_DAYS",
+            match config.audit_retention_days {
+                0 => "0 (kept for good)".to_string(),
+                days => days.to_string(),
+            },
         ),
         (
             "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",

@@ -298,15 +298,33 @@ mod ended_sessions_are_purged_by_the_server {
         }
     }
 
+    #[tokio::test]
+    async fn audit_events_sqlite() {
+        super::old_audit_events_and_confirmed_email_changes_are_purged(TestDatabase::sqlite())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn audit_events_postgres() {
+        if let Some(db) = TestDatabase::postgres() {
+            super::old_audit_events_and_confirmed_email_changes_are_purged(db).await;
+        }
+    }
+
     /// The rows of the sessions table.
     pub fn session_rows(s: &TestServer) -> i64 {
+        rows(s, "sessions")
+    }
+
+    /// The rows of `table`.
+    pub fn rows(s: &TestServer, table: &str) -> i64 {
         use diesel::prelude::*;
         #[derive(QueryableByName)]
         struct Count {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             n: i64,
         }
-        let count = "SELECT count(*) AS n FROM sessions";
+        let count = format!("SELECT count(*) AS n FROM {table}");
         let db = s.database();
         let counted: Count = match db.sqlite_path() {
             Some(path) => {
@@ -325,13 +343,13 @@ mod ended_sessions_are_purged_by_the_server {
 }
 
 /// The server purges ended sessions by itself, every
-/// `MFA_SESSION_PURGE_INTERVAL_SECS`: a logged-out, an idle and a
+/// `MFA_PURGE_INTERVAL_SECS`: a logged-out, an idle and a
 /// replaced session are gone once they ended more than an hour ago.
 async fn ended_sessions_are_purged_by_the_server(db: mfa_store::test_support::TestDatabase) {
     use ended_sessions_are_purged_by_the_server::session_rows;
     use std::time::{Duration, Instant};
 
-    let s = TestServer::start(db, &[("MFA_SESSION_PURGE_INTERVAL_SECS", "1")]).await;
+    let s = TestServer::start(db, &[("MFA_PURGE_INTERVAL_SECS", "1")]).await;
     let root = s.root().await;
     s.create_user(&root, "gone@example.com", false).await;
     let out = s.login("gone@example.com", PASSWORD).await.token;
@@ -357,5 +375,98 @@ async fn ended_sessions_are_purged_by_the_server(db: mfa_store::test_support::Te
     s.get("/user/users/me", &live).await.expect(200, None);
     for gone in [&out, &root] {
         s.get("/user/users/me", gone).await.expect(401, None);
+    }
+}
+
+/// With `MFA_AUDIT_RETENTION_DAYS=1` the same purge deletes the audit
+/// events older than a day, and no younger one; a confirmed email change
+/// goes an hour after its confirmation.
+async fn old_audit_events_and_confirmed_email_changes_are_purged(
+    db: mfa_store::test_support::TestDatabase,
+) {
+    use ended_sessions_are_purged_by_the_server::rows;
+
+    let s = TestServer::start(
+        db,
+        &[
+            ("MFA_PURGE_INTERVAL_SECS", "1"),
+            ("MFA_AUDIT_RETENTION_DAYS", "1"),
+        ],
+    )
+    .await;
+    // Day 0: events, and an email change confirmed at once.
+    let root = s.root().await;
+    let moved = s.create_user(&root, "moving@example.com", false).await;
+    let opt_out = |on: bool| json!({ "mfaOptOut": on });
+    s.put(
+        &format!("/user/users/{moved}/membership"),
+        &root,
+        opt_out(true),
+    )
+    .await
+    .expect(204, None);
+    s.put(
+        &format!("/user/users/{moved}"),
+        &root,
+        json!({"email": "moved@example.com"}),
+    )
+    .await
+    .expect(200, None);
+    let token = s.last_token("moved@example.com");
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(json!({ "token": token })),
+    )
+    .await
+    .expect(204, None);
+    let day_zero_events = rows(&s, "audit_events");
+    assert!(day_zero_events >= 3, "{day_zero_events}");
+    assert_eq!(rows(&s, "email_changes"), 1);
+
+    // Two hours on: the confirmed change goes, the events stay.
+    s.advance(2 * 3600);
+    wait_until("the confirmed email change", || {
+        rows(&s, "email_changes") == 0
+    })
+    .await;
+    assert_eq!(rows(&s, "audit_events"), day_zero_events);
+
+    // New events two hours into day 0; 23 hours on, only they are left.
+    let root = s.root().await;
+    s.put(
+        &format!("/user/users/{moved}/membership"),
+        &root,
+        opt_out(false),
+    )
+    .await
+    .expect(204, None);
+    let later_events = rows(&s, "audit_events") - day_zero_events;
+    assert!(later_events >= 1);
+    s.advance(23 * 3600);
+    wait_until("day 0's audit events", || {
+        rows(&s, "audit_events") == later_events
+    })
+    .await;
+    let root = s.root().await;
+    let page = s.get("/user/audit?size=200", &root).await;
+    page.expect(200, None);
+    let actions: Vec<&str> = page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(!actions.contains(&"email_changed"), "{actions:?}");
+}
+
+/// Wait, 30 s at most, until `done`: a purge runs every second.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: no purge within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1530,6 +1530,94 @@ fn many_users_at_once(db: TestDatabase) {
     assert_eq!(stored, events, "oldest first, as inserted");
 }
 
+/// Confirmed email changes before the cut go, oldest first and at most
+/// `limit`; pending ones stay, expired or not.
+fn confirmed_email_changes_are_deleted(db: TestDatabase) {
+    let store = open(&db);
+    let at = |secs: i64| Timestamp(T0.0 + secs);
+    let users = write(&store, |tx| {
+        Ok((0..4)
+            .map(|n| add_user(tx, &format!("u{n}@example.com")).id)
+            .collect::<Vec<_>>())
+    });
+    write(&store, |tx| {
+        for (n, user) in users.iter().enumerate() {
+            let change = tx.put_email_change(
+                *user,
+                &format!("n{n}@example.com"),
+                &format!("tok-{n}"),
+                at(0),
+                at(60),
+            )?;
+            // u0 confirmed at 10, u1 at 20, u2 at 100 (the cut); u3 pending.
+            if let Some(confirmed) = [Some(10), Some(20), Some(100), None][n] {
+                tx.consume_email_change(change.id, at(confirmed))?;
+            }
+        }
+        Ok(())
+    });
+    let present = || {
+        read(&store, |tx| {
+            let mut found = Vec::new();
+            for n in 0..4 {
+                if tx
+                    .email_change_by_token_hash(&format!("tok-{n}"))?
+                    .is_some()
+                {
+                    found.push(n);
+                }
+            }
+            Ok(found)
+        })
+    };
+    let delete = |limit| {
+        write(&store, |tx| {
+            Ok(tx.delete_confirmed_email_changes(at(100), limit)?)
+        })
+    };
+    assert_eq!(delete(1), 1);
+    assert_eq!(present(), [1, 2, 3], "the oldest first");
+    assert_eq!(delete(10), 1);
+    assert_eq!(present(), [2, 3]);
+    assert_eq!(delete(10), 0);
+}
+
+/// Audit events before the cut go, oldest first and at most `limit`.
+fn old_audit_events_are_deleted(db: TestDatabase) {
+    let store = open(&db);
+    write(&store, |tx| {
+        // Inserted out of time order, as by processes whose clocks differ.
+        for at in [30, 10, 20, 100, 40] {
+            tx.insert_audit(&event(
+                at,
+                Some(OrgId(1)),
+                None,
+                None,
+                AuditAction::LoginFailed,
+            ))?;
+        }
+        Ok(())
+    });
+    let times = || {
+        let (events, _) = read(&store, |tx| {
+            Ok(tx.audit_events(&AuditFilter::default(), 0, 100)?)
+        });
+        let mut times: Vec<i64> = events.iter().map(|e| e.at.0).collect();
+        times.sort_unstable();
+        times
+    };
+    let delete = |limit| {
+        write(&store, |tx| {
+            Ok(tx.delete_audit_events_before(Timestamp(40), limit)?)
+        })
+    };
+    assert_eq!(delete(2), 2);
+    assert_eq!(times(), [30, 40, 100], "the oldest first");
+    assert_eq!(delete(2), 1);
+    assert_eq!(times(), [40, 100], "at the cut: kept");
+    assert_eq!(delete(2), 0);
+}
+
 backend_tests!(
     orgs_crud,
     users_crud,
@@ -1547,7 +1635,9 @@ backend_tests!(
     failure_counters,
     lock_failure_state_and_authenticator,
     email_changes,
+    confirmed_email_changes_are_deleted,
     audit,
+    old_audit_events_are_deleted,
     delete_user_cascades,
     delete_org_cascades_memberships,
     rollback_on_err_leaves_nothing,

@@ -338,6 +338,64 @@ fn concurrent_writers_two_stores_never_fail(db: TestDatabase) {
     many_writers(&db, &[&first, &second]);
 }
 
+/// Two audit purges at once on PostgreSQL: the second skips the events
+/// the first holds and deletes the rest, without waiting for it.
+fn audit_purges_skip_events_another_holds(db: TestDatabase) {
+    if db.backend() == mfa_store::Backend::Sqlite {
+        return;
+    }
+    let first = open(&db);
+    let second = open(&db);
+    write(&first, |tx| {
+        for at in 1..=5 {
+            tx.insert_audit(&NewAuditEvent {
+                at: Timestamp(at),
+                org_id: None,
+                actor_user_id: None,
+                target_user_id: None,
+                action: AuditAction::LoginFailed,
+                detail: String::new(),
+            })?;
+        }
+        Ok(())
+    });
+    let cut = Timestamp(100);
+    let (locked_tx, locked) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let first_gave_up = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let (first, gave_up) = (&first, &first_gave_up);
+        scope.spawn(move || {
+            let done = std::sync::Mutex::new(done);
+            write(first, |tx| {
+                assert_eq!(tx.delete_audit_events_before(cut, 2)?, 2);
+                locked_tx.send(()).expect("signal");
+                if done
+                    .lock()
+                    .expect("receiver")
+                    .recv_timeout(Duration::from_secs(10))
+                    .is_err()
+                {
+                    gave_up.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            })
+        });
+        locked.recv().expect("the first purge holds two events");
+        let deleted = write(&second, |tx| Ok(tx.delete_audit_events_before(cut, 100)?));
+        assert!(
+            !first_gave_up.load(Ordering::SeqCst),
+            "the second purge waited for the first"
+        );
+        assert_eq!(deleted, 3, "the three the first does not hold");
+        let _ = done_tx.send(());
+    });
+    let (left, total) = read(&second, |tx| {
+        Ok(tx.audit_events(&mfa_core::AuditFilter::default(), 0, 10)?)
+    });
+    assert_eq!((left, total), (Vec::new(), 0));
+}
+
 backend_tests!(
     concurrent_accept_totp_step,
     concurrent_accept_totp_step_two_stores,
@@ -349,4 +407,5 @@ backend_tests!(
     concurrent_writers_two_stores_never_fail,
     lock_users_holds_until_the_end,
     a_purge_skips_sessions_it_would_wait_for,
+    audit_purges_skip_events_another_holds,
 );
