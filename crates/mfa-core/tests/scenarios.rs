@@ -654,6 +654,21 @@ fn recovery_codes_log_in_once_each_and_reset_the_authenticator() {
             .iter()
             .any(|m| matches!(m.kind, MailKind::RecoveryCodeUsed { remaining: 9 }))
     );
+    // Without a verified factor the eight codes left stand in for
+    // nothing: the login asks for setup, and a code does not skip it.
+    let (login, partial) = w.login("recovery@example.com");
+    assert_eq!(login.decision.requirement, MfaRequirement::SetupRequired);
+    assert!(matches!(
+        w.svc.verify_mfa(&partial, MfaMethod::Recovery, &codes[2]),
+        Err(MfaError::NotEnrolled(_))
+    ));
+    assert!(matches!(
+        w.svc
+            .verify_mfa_of_token(&login.token, MfaMethod::Recovery, &codes[2]),
+        Err(MfaError::NotEnrolled(_))
+    ));
+    // Nor was the refusal a failed attempt: enrolling works as ever.
+    w.enroll_authenticator(&partial);
 }
 
 #[test]
@@ -1099,4 +1114,80 @@ fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
         Err(MfaError::InvalidCode)
     );
     ok(w.svc.resend_email_change(&w.admin, pending));
+}
+
+#[test]
+fn an_org_admin_resets_only_active_members_and_leaves_superadmins_alone() {
+    let w = world();
+    ok(w.svc.create_user(
+        &w.admin,
+        &NewUserRequest {
+            email: "orgadmin@example.com".into(),
+            first_name: "Olga".into(),
+            last_name: "Admin".into(),
+            password: PASSWORD.into(),
+            is_admin: true,
+        },
+    ));
+    let (_, org_admin) = w.login("orgadmin@example.com");
+    let org_admin = ok(org_admin.into_full());
+    let left = w.add_user("left@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("left@example.com");
+    let (_, left_session) = w.enroll_authenticator(&partial);
+    let deactivate = MembershipPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(left), &deactivate));
+
+    // An inactive member is no longer the org admin's to reset.
+    assert_eq!(
+        w.svc.reset_mfa(&org_admin, &[left]),
+        Err(MfaError::NotFound("user"))
+    );
+    assert_eq!(
+        w.svc
+            .admin_reset_authenticator(&org_admin, "left@example.com"),
+        Err(MfaError::NotFound("user"))
+    );
+    assert!(ok(w.svc.mfa_status(&left_session)).factors.authenticator);
+
+    // Nor is the superadmin's membership the org admin's to remove.
+    assert_eq!(
+        w.svc.remove_member(&org_admin, w.org, w.admin.user_id),
+        Err(MfaError::Forbidden)
+    );
+    ok(w.svc.authenticate(&w.login(ADMIN_EMAIL).0.token));
+    // A plain member's is.
+    ok(w.svc.remove_member(&org_admin, w.org, left));
+}
+
+#[test]
+fn an_expired_pending_secret_is_refused_after_the_lockout_and_the_code_format() {
+    let w = world();
+    w.add_user("late@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("late@example.com");
+    let pending = ok(w.svc.start_authenticator_enrollment(&partial));
+    w.clock.advance(601);
+    let events_before = w.audit_actions().len();
+    // A malformed code is `invalid_code`, whatever the secret's age.
+    assert_eq!(
+        w.svc.confirm_authenticator_enrollment(&partial, "12 345"),
+        Err(MfaError::InvalidCode)
+    );
+    // A well-formed one is `code_expired`, and recorded.
+    let late = mfa_totp::totp(&pending.secret, w.now(), &w.svc.config().totp);
+    assert_eq!(
+        w.svc.confirm_authenticator_enrollment(&partial, &late),
+        Err(MfaError::CodeExpired)
+    );
+    let actions = w.audit_actions(); // newest first
+    assert_eq!(actions.len(), events_before + 2);
+    assert_eq!(
+        actions[..2],
+        [AuditAction::MfaVerifyFailed, AuditAction::MfaVerifyFailed]
+    );
 }

@@ -103,11 +103,6 @@ impl<S: Store> MfaService<S> {
                 Some(a) if a.is_verified() => return Err(MfaError::AlreadyEnrolled),
                 Some(a) => a,
             };
-            if let AuthenticatorState::Pending { expires_at } = pending.state
-                && now >= expires_at
-            {
-                return Err(MfaError::CodeExpired);
-            }
             let attempt = lock_attempt(
                 tx,
                 &self.config.code_lockout,
@@ -115,6 +110,23 @@ impl<S: Store> MfaService<S> {
                 caller.user_id,
                 now,
             )?;
+            // A lockout first, then the code's form, then the secret's age:
+            // a malformed code is `invalid_code` whatever the secret.
+            if let AuthenticatorState::Pending { expires_at } = pending.state
+                && now >= expires_at
+                && mfa_totp::is_well_formed_code(code, pending.params.digits)
+            {
+                // Not a guess (no code can match an expired secret), so
+                // not counted; recorded all the same.
+                audit_own(
+                    tx,
+                    caller,
+                    now,
+                    AuditAction::MfaVerifyFailed,
+                    "pending authenticator expired",
+                )?;
+                return Ok(Err(MfaError::CodeExpired));
+            }
             let verdict = mfa_totp::verify_totp(
                 &pending.secret,
                 code,

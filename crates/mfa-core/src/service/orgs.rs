@@ -113,7 +113,14 @@ impl<S: Store> MfaService<S> {
         ids.dedup();
         let (admin, users) = self.store.write(|tx| {
             tx.lock_users(&ids)?;
-            if tx.memberships_in_org(&ids, caller.org_id)?.len() != ids.len() {
+            // Only active members: an admin of an org the user left (or was
+            // deactivated in) has no say over the user's factors.
+            let active = tx
+                .memberships_in_org(&ids, caller.org_id)?
+                .iter()
+                .filter(|m| m.is_active)
+                .count();
+            if active != ids.len() {
                 return Err(MfaError::NotFound("user"));
             }
             let admin = load_user(tx, caller.user_id)?;
@@ -182,7 +189,8 @@ impl<S: Store> MfaService<S> {
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
             lock_user(tx, user.id)?;
-            require_member_of_current_org(tx.membership(user.id, caller.org_id)?.as_ref())?;
+            let membership = tx.membership(user.id, caller.org_id)?;
+            require_member_of_current_org(membership.as_ref().filter(|m| m.is_active))?;
             require_may_manage(caller, user.is_super_admin)?;
             if tx.authenticator_state(user.id)?.is_none() {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
@@ -395,6 +403,11 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, tx.membership(caller.user_id, org)?.as_ref())?;
+            if tx.membership(user, org)?.is_none() {
+                return Err(MfaError::NotFound("membership"));
+            }
+            // Only superadmins manage superadmins, their memberships too.
+            require_may_manage(caller, load_user(tx, user)?.is_super_admin)?;
             if !tx.delete_membership(user, org)? {
                 return Err(MfaError::NotFound("membership"));
             }

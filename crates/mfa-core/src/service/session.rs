@@ -367,9 +367,16 @@ impl<S: Store> MfaService<S> {
             return fail(tx, "wrong email code", MfaError::InvalidCode);
         }
         if now >= code.expires_at {
-            // The right code, too late: not a guess (the error rolls the
-            // count of this attempt back).
-            return Err(MfaError::CodeExpired);
+            // The right code, too late: not a guess, so not counted;
+            // recorded all the same.
+            audit_own(
+                tx,
+                caller,
+                now,
+                AuditAction::MfaVerifyFailed,
+                "email code expired",
+            )?;
+            return Ok(Err(MfaError::CodeExpired));
         }
         if !tx.consume_email_code(code.id, now)? {
             return fail(tx, "email code already used", MfaError::InvalidCode);
@@ -668,6 +675,7 @@ impl<S: Store> MfaService<S> {
         now: Timestamp,
     ) -> MfaResult<(Attempt, Option<i64>)> {
         let (attempt, codes) = self.store.write(|tx| {
+            require_verified_factor(tx, caller.user_id)?;
             let attempt = reserve_attempt(
                 tx,
                 &self.config.code_lockout,
@@ -699,6 +707,9 @@ impl<S: Store> MfaService<S> {
         matched: Option<i64>,
         now: Timestamp,
     ) -> MfaResult<MfaResult<Attempt>> {
+        // Checked again in this transaction: a factor removed since the
+        // match leaves the codes nothing to stand in for.
+        require_verified_factor(tx, caller.user_id)?;
         let consumed = match matched {
             Some(id) => tx.consume_recovery_code(id, now)?,
             None => false,
@@ -717,5 +728,19 @@ impl<S: Store> MfaService<S> {
         }
         audit_own(tx, caller, now, AuditAction::RecoveryCodeUsed, "")?;
         Ok(Ok(*attempt))
+    }
+}
+
+/// Recovery codes stand in for a verified factor: with none left (a self
+/// reset or an admin's authenticator reset keeps the codes), a code must
+/// not pass MFA, or it would spare the user the enrollment that
+/// `setup_required` asks for.
+fn require_verified_factor(tx: &mut dyn StoreTx, user: UserId) -> MfaResult<()> {
+    if load_factors(tx, user)?.has_verified_factor() {
+        Ok(())
+    } else {
+        Err(MfaError::NotEnrolled(
+            "no verified authenticator or email factor for a recovery code to stand in for",
+        ))
     }
 }

@@ -98,7 +98,7 @@ pub async fn validate_code(
     responses(
         (status = 204, description = "Update success."),
         (status = 403, description = "`forbidden`: not an admin of the current org, or an id is a superadmin (only superadmins manage superadmins); nothing changed.", body = ErrorBody),
-        (status = 404, description = "`not_found`: an id is not a member of the current org; nothing changed.", body = ErrorBody),
+        (status = 404, description = "`not_found`: an id is not an active member of the current org; nothing changed.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
 )]

@@ -213,7 +213,7 @@ pub async fn reset_my_qr_code_enroll(
     responses(
         (status = 200, description = "The authenticator is removed.", body = StatusResponse),
         (status = 403, description = "`forbidden`: not an admin of the current org, or the user is a superadmin (only superadmins manage superadmins).", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such member of the current org.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such active member of the current org.", body = ErrorBody),
         (status = 409, description = "`not_enrolled`: the user has no authenticator.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),

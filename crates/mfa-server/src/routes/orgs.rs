@@ -277,7 +277,7 @@ pub async fn add_member(
     ),
     responses(
         (status = 204, description = "Removed."),
-        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`; or the member is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such org or membership visible to the caller.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
