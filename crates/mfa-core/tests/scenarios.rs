@@ -97,6 +97,18 @@ impl World {
         mfa_totp::totp(secret, self.now(), &self.svc.config().totp)
     }
 
+    /// The token of the email-change confirmation mailed to `to`.
+    fn change_confirmation_token(&self, to: &str) -> String {
+        self.mailer
+            .sent()
+            .iter()
+            .find_map(|m| match &m.kind {
+                MailKind::EmailChangeConfirm { token, .. } if m.to == to => Some(token.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no confirmation mailed to {to}"))
+    }
+
     fn audit_actions(&self) -> Vec<AuditAction> {
         let page =
             ok(self
@@ -808,17 +820,7 @@ fn email_change_waits_for_confirmation() {
     };
     let updated = ok(w.svc.update_user(&caller, user, &patch));
     assert_eq!(updated.user.email, "old@example.com");
-    let token = w
-        .mailer
-        .sent()
-        .iter()
-        .find_map(|m| match &m.kind {
-            MailKind::EmailChangeConfirm { token, .. } if m.to == "new@example.com" => {
-                Some(token.clone())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no confirmation mailed"));
+    let token = w.change_confirmation_token("new@example.com");
     assert!(
         w.mailer
             .sent()
@@ -1077,17 +1079,7 @@ fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
     };
     change(moved, "moved@example.com");
     change(pending, "never-confirmed@example.com");
-    let token = w
-        .mailer
-        .sent()
-        .iter()
-        .find_map(|m| match &m.kind {
-            MailKind::EmailChangeConfirm { token, .. } if m.to == "moved@example.com" => {
-                Some(token.clone())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no confirmation mailed"));
+    let token = w.change_confirmation_token("moved@example.com");
     ok(w.svc.confirm_email_change(&token));
     let rows = |w: &World| {
         ok(w.svc.store().read(|tx| {
