@@ -9,13 +9,14 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
     "2026-11-23-000001_user_search",
     "2026-11-23-000002_membership_search",
     "2026-11-24-000001_failure_counter_is_clear",
+    "2026-11-25-000001_audit_events_at",
 ];
 
 const TABLES: [&str; 11] = [
