@@ -4,7 +4,10 @@
 //! Malformed JSON, wrong types, unknown fields (every request type has
 //! `deny_unknown_fields`), a body over 64 KiB, a JSON body without
 //! `Content-Type: application/json`, unknown query parameters and path ids
-//! that are not positive integers all answer `400 invalid_request`.
+//! that are not positive integers all answer `400 invalid_request`. So does
+//! a body that is JSON but not an object: serde's derived `Deserialize`
+//! would otherwise take an array for a struct, field by field in order
+//! (`["a@example.com", "password"]` logged in).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +15,9 @@ use std::pin::Pin;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
-use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
 
@@ -66,6 +71,63 @@ pub fn payload_config() -> web::PayloadConfig {
     web::PayloadConfig::new(MAX_BODY_BYTES)
 }
 
+/// A required JSON body: `T` from a JSON object, under
+/// [`json_config`]'s limit and error answer. Use it for every request body
+/// instead of `web::Json`.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    /// The body.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let object = web::Json::<JsonObject<T>>::from_request(req, payload);
+        Box::pin(async move { Ok(Json(object.await?.into_inner().0)) })
+    }
+}
+
+/// `T` deserialized from a JSON object only; an array (or any other JSON
+/// value) is "invalid type: sequence, expected a JSON object".
+struct JsonObject<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(JsonObject)
+    }
+}
+
 /// A JSON body that may be absent: an empty body is `None`; anything else
 /// must parse as `T` under the same rules as a required body.
 #[derive(Debug)]
@@ -100,8 +162,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
                     "the request body must be JSON with Content-Type: application/json".into(),
                 ));
             }
-            serde_json::from_slice(&bytes)
-                .map(|v| OptionalJson(Some(v)))
+            serde_json::from_slice::<JsonObject<T>>(&bytes)
+                .map(|v| OptionalJson(Some(v.0)))
                 .map_err(|e| {
                     ApiError::InvalidRequest(format!("the request body is not valid: {e}"))
                 })

@@ -7,6 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::Json;
 use crate::metrics::{Metrics, watch_replay};
 use crate::password_pool::PasswordPool;
 use crate::routes::run;
@@ -55,7 +56,7 @@ pub async fn login(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     passwords: web::Data<PasswordPool>,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<web::Json<LoginResponse>, ApiError> {
     let LoginRequest {
         email,
@@ -93,7 +94,7 @@ pub async fn challenge(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     AnySession(caller): AnySession,
-    _body: web::Json<ChallengeRequest>,
+    _body: Json<ChallengeRequest>,
 ) -> Result<web::Json<CodeSentResponse>, ApiError> {
     let service = service.into_inner();
     let result = web::block(move || service.send_login_code(&caller)).await?;
@@ -130,7 +131,7 @@ pub async fn verify(
     session: InlineSession,
     // A body that does not parse is refused only once the session is
     // resolved: a bad token gets its 401 whatever the body.
-    body: Result<web::Json<VerifyRequest>, actix_web::Error>,
+    body: Result<Json<VerifyRequest>, actix_web::Error>,
 ) -> actix_web::Result<web::Json<FullTokenResponse>> {
     let VerifyRequest { method, code } = match body {
         Ok(body) => body.into_inner(),

@@ -7,6 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, FullSession};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::Json;
 use crate::metrics::Metrics;
 use crate::routes::run;
 use crate::wire::{CodeRequest, FullTokenResponse, Method, ResetRequest, TempSecretResponse};
@@ -72,7 +73,7 @@ pub async fn validate_code(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     AnySession(caller): AnySession,
-    body: web::Json<CodeRequest>,
+    body: Json<CodeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let code = body.into_inner().code;
@@ -106,7 +107,7 @@ pub async fn validate_code(
 pub async fn reset_mfa(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    body: web::Json<ResetRequest>,
+    body: Json<ResetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let ids: Vec<UserId> = body

@@ -13,7 +13,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, FullSession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::OptionalJson;
+use crate::extract::{Json, OptionalJson};
 use crate::metrics::Metrics;
 use crate::password_pool::PasswordPool;
 use crate::routes::run;
@@ -148,7 +148,7 @@ pub async fn verify_qr_code_enroll(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     AnySession(caller): AnySession,
-    body: web::Json<QrVerifyRequest>,
+    body: Json<QrVerifyRequest>,
 ) -> Result<web::Json<EnrollResponse>, ApiError> {
     let service = service.into_inner();
     let code = body.into_inner().totp;
@@ -285,7 +285,7 @@ pub async fn verify_email(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     AnySession(caller): AnySession,
-    body: web::Json<EmailVerifyRequest>,
+    body: Json<EmailVerifyRequest>,
 ) -> Result<web::Json<EnrollResponse>, ApiError> {
     let service = service.into_inner();
     let code = body.into_inner().totp;

@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::FullSession;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::OptionalJson;
+use crate::extract::{Json, OptionalJson};
 use crate::routes::run;
 use crate::wire::{
     AllOrgsQuery, Id, MembershipFields, MembershipResponse, OrgCreateRequest, OrgMfaRequest,
@@ -49,7 +49,7 @@ pub async fn set_org_mfa(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     query: web::Query<AllOrgsQuery>,
-    body: web::Json<OrgMfaRequest>,
+    body: Json<OrgMfaRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let all_orgs = query.all_orgs;
@@ -75,7 +75,7 @@ pub async fn set_org_mfa(
 pub async fn create_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    body: web::Json<OrgCreateRequest>,
+    body: Json<OrgCreateRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let name = body.into_inner().name;
@@ -130,7 +130,7 @@ pub async fn update_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     id: web::Path<Id>,
-    body: web::Json<OrgUpdateRequest>,
+    body: Json<OrgUpdateRequest>,
 ) -> Result<web::Json<OrgResponse>, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();

@@ -8,7 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, FullSession};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::OptionalJson;
+use crate::extract::{Json, OptionalJson};
 use crate::password_pool::PasswordPool;
 use crate::routes::{run, run_hashing};
 use crate::wire::{
@@ -59,7 +59,7 @@ pub async fn create_user(
     service: web::Data<Service>,
     passwords: web::Data<PasswordPool>,
     FullSession(caller): FullSession,
-    body: web::Json<CreateUserRequest>,
+    body: Json<CreateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let CreateUserRequest {
@@ -175,7 +175,7 @@ pub async fn me(
 pub async fn set_my_mfa(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    body: web::Json<MfaOptInRequest>,
+    body: Json<MfaOptInRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let opt_in = body.mfa_opt_in;
@@ -248,7 +248,7 @@ pub async fn email_exists(
 pub async fn user_by_email(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    body: web::Json<EmailRequest>,
+    body: Json<EmailRequest>,
 ) -> Result<web::Json<UserResponse>, ApiError> {
     let service = service.into_inner();
     let email = body.into_inner().email;
@@ -354,7 +354,7 @@ pub async fn delete_from_all_orgs(
 #[post("/user/users/email/confirmChange")]
 pub async fn confirm_email_change(
     service: web::Data<Service>,
-    body: web::Json<TokenRequest>,
+    body: Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let token = body.into_inner().token;
@@ -451,7 +451,7 @@ pub async fn update_user(
     passwords: web::Data<PasswordPool>,
     FullSession(caller): FullSession,
     id: web::Path<Id>,
-    body: web::Json<UpdateUserRequest>,
+    body: Json<UpdateUserRequest>,
 ) -> Result<web::Json<UserResponse>, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
@@ -533,7 +533,7 @@ pub async fn update_membership(
     FullSession(caller): FullSession,
     id: web::Path<String>,
     query: web::Query<ByRefQuery>,
-    body: web::Json<MembershipFields>,
+    body: Json<MembershipFields>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let target = if query.by_ref {

@@ -32,6 +32,23 @@ async fn input_that_does_not_parse(s: TestServer) {
         .await
         .expect(400, Some("invalid_request"));
     }
+    // An array is no object, even one whose items line up with the
+    // fields (serde would fill a struct from it in order): before, these
+    // logged in and enforced MFA.
+    for (method, path, body) in [
+        ("POST", "/user/org", &br#"["x"]"#[..]),
+        (
+            "POST",
+            "/user/auth/login",
+            br#"["root@example.com", "correct horse battery staple"]"#,
+        ),
+        ("PUT", "/user/org/mfa", b"[true]"),
+        ("POST", "/user/users/email/resendChangeConfirmation", b"[1]"),
+    ] {
+        s.call_raw(method, path, t, Some("application/json"), body.to_vec())
+            .await
+            .expect(400, Some("invalid_request"));
+    }
     // JSON without a JSON content type; no body at all.
     s.call_raw(
         "POST",
