@@ -1183,3 +1183,53 @@ fn an_expired_pending_secret_is_refused_after_the_lockout_and_the_code_format() 
         [AuditAction::MfaVerifyFailed, AuditAction::MfaVerifyFailed]
     );
 }
+
+#[test]
+fn wrong_current_passwords_count_toward_the_password_lockout() {
+    let w = world();
+    let user = w.add_user("guessed@example.com");
+    let (_, caller) = w.login("guessed@example.com");
+    let caller = ok(caller.into_full());
+    let change = |current: &str| {
+        let patch = service::UserPatch {
+            password: Some("a brand new password".into()),
+            current_password: Some(current.into()),
+            ..Default::default()
+        };
+        w.svc.update_user(&caller, user, &patch).map(|_| ())
+    };
+    // A right one clears the count: four wrong, one right, four wrong
+    // again are all plain refusals.
+    for _ in 0..4 {
+        assert_eq!(change("wrong guess"), Err(MfaError::InvalidCredentials));
+    }
+    let patch = service::UserPatch {
+        email: Some("elsewhere@example.com".into()),
+        current_password: Some(PASSWORD.into()),
+        ..Default::default()
+    };
+    ok(w.svc.update_user(&caller, user, &patch));
+    for _ in 0..4 {
+        assert_eq!(change("wrong guess"), Err(MfaError::InvalidCredentials));
+    }
+    // The fifth wrong one in a row locks the password out, logins too.
+    assert!(matches!(
+        change("wrong guess"),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert!(matches!(
+        change(PASSWORD),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert!(matches!(
+        w.svc.login("guessed@example.com", PASSWORD, None),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert!(
+        w.audit_actions()
+            .iter()
+            .filter(|a| **a == AuditAction::LoginFailed)
+            .count()
+            >= 9
+    );
+}

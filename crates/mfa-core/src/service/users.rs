@@ -302,14 +302,38 @@ impl<S: Store> MfaService<S> {
         let is_self = caller.user_id == id;
         let verified_current_password =
             is_self && (new_email.is_some() || patch.password.is_some());
+        // A wrong current password is a password guess like a wrong login:
+        // counted (before argon2, as a login's) toward the same lockout,
+        // and audited; a right one clears the count.
         if verified_current_password {
-            let ok = patch
-                .current_password
-                .as_deref()
-                .is_some_and(|p| self.hasher.verify(p, &current.password_hash));
-            if !ok {
+            let Some(given) = patch.current_password.as_deref() else {
                 return Err(MfaError::InvalidCredentials);
+            };
+            let attempt = self.store.write(|tx| {
+                reserve_attempt(
+                    tx,
+                    &self.config.password_lockout,
+                    FailureKind::Password,
+                    id,
+                    now,
+                )
+            })?;
+            if !self.hasher.verify(given, &current.password_hash) {
+                return self.write_then(|tx| {
+                    Ok(Err(fail_attempt(
+                        tx,
+                        &attempt,
+                        Some(caller.org_id),
+                        now,
+                        AuditAction::LoginFailed,
+                        "wrong currentPassword for a change of email or password",
+                        MfaError::InvalidCredentials,
+                    )?))
+                });
             }
+            // Cleared at once, not with the change: a change refused later
+            // (the new email taken) must not leave a right password counted.
+            self.store.write(|tx| clear_attempt(tx, &attempt))?;
         }
         let new_hash = patch
             .password
