@@ -66,30 +66,14 @@ impl<S: Store> MfaService<S> {
         let audit_org = org
             .filter(|o| memberships.iter().any(|m| m.org_id == *o))
             .or_else(|| memberships.iter().find(|m| m.is_active).map(|m| m.org_id));
-        // Counted (and committed) before argon2, so that racing logins
-        // cannot all be checked before a lockout.
-        let attempt = self.store.write(|tx| {
-            reserve_attempt(
-                tx,
-                &self.config.password_lockout,
-                FailureKind::Password,
-                user.id,
-                now,
-            )
-        })?;
-        if !self.hasher.verify(password, &user.password_hash) {
-            return self.write_then(|tx| {
-                Ok(Err(fail_attempt(
-                    tx,
-                    &attempt,
-                    audit_org,
-                    now,
-                    AuditAction::LoginFailed,
-                    "wrong password",
-                    MfaError::InvalidCredentials,
-                )?))
-            });
-        }
+        let attempt = self.check_password_counted(
+            user.id,
+            &user.password_hash,
+            password,
+            audit_org,
+            "wrong password",
+            now,
+        )?;
         // A hash made with other parameters than the configured ones is
         // replaced while the password is at hand (one more argon2 run for
         // this login), so that a parameter change reaches every account
@@ -235,6 +219,46 @@ impl<S: Store> MfaService<S> {
             })?;
         }
         Ok(caller)
+    }
+
+    /// Check `given`, a password of `user` whose stored hash is `hash`,
+    /// as a guess: counted (and committed) before argon2, so that racing
+    /// checks cannot all run before a lockout; a wrong one is audited as
+    /// `login_failed` in `audit_org` with `detail` and refused
+    /// (`InvalidCredentials`, or `TooManyAttempts` when it starts a
+    /// lockout). A right one's attempt is returned: the caller clears it.
+    pub(crate) fn check_password_counted(
+        &self,
+        user: UserId,
+        hash: &str,
+        given: &str,
+        audit_org: Option<OrgId>,
+        detail: &str,
+        now: Timestamp,
+    ) -> MfaResult<Attempt> {
+        let attempt = self.store.write(|tx| {
+            reserve_attempt(
+                tx,
+                &self.config.password_lockout,
+                FailureKind::Password,
+                user,
+                now,
+            )
+        })?;
+        if self.hasher.verify(given, hash) {
+            return Ok(attempt);
+        }
+        self.write_then(|tx| {
+            Ok(Err(fail_attempt(
+                tx,
+                &attempt,
+                audit_org,
+                now,
+                AuditAction::LoginFailed,
+                detail,
+                MfaError::InvalidCredentials,
+            )?))
+        })
     }
 
     /// End the caller's session.

@@ -309,28 +309,14 @@ impl<S: Store> MfaService<S> {
             let Some(given) = patch.current_password.as_deref() else {
                 return Err(MfaError::InvalidCredentials);
             };
-            let attempt = self.store.write(|tx| {
-                reserve_attempt(
-                    tx,
-                    &self.config.password_lockout,
-                    FailureKind::Password,
-                    id,
-                    now,
-                )
-            })?;
-            if !self.hasher.verify(given, &current.password_hash) {
-                return self.write_then(|tx| {
-                    Ok(Err(fail_attempt(
-                        tx,
-                        &attempt,
-                        Some(caller.org_id),
-                        now,
-                        AuditAction::LoginFailed,
-                        "wrong currentPassword for a change of email or password",
-                        MfaError::InvalidCredentials,
-                    )?))
-                });
-            }
+            let attempt = self.check_password_counted(
+                id,
+                &current.password_hash,
+                given,
+                Some(caller.org_id),
+                "wrong currentPassword for a change of email or password",
+                now,
+            )?;
             // Cleared at once, not with the change: a change refused later
             // (the new email taken) must not leave a right password counted.
             self.store.write(|tx| clear_attempt(tx, &attempt))?;
