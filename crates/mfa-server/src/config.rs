@@ -339,6 +339,7 @@ impl Config {
         let session_ttl_secs = whole_number(
             "MFA_SESSION_TTL_SECS",
             "seconds",
+            "",
             env("MFA_SESSION_TTL_SECS"),
             file_config.session_ttl_secs,
             DEFAULT_SESSION_TTL_SECS,
@@ -347,6 +348,7 @@ impl Config {
         let purge_interval_secs = whole_number(
             "MFA_PURGE_INTERVAL_SECS",
             "seconds",
+            "never",
             env("MFA_PURGE_INTERVAL_SECS"),
             file_config.purge_interval_secs,
             DEFAULT_PURGE_INTERVAL_SECS,
@@ -355,6 +357,7 @@ impl Config {
         let audit_retention_days = whole_number(
             "MFA_AUDIT_RETENTION_DAYS",
             "days",
+            "kept for good",
             env("MFA_AUDIT_RETENTION_DAYS"),
             file_config.audit_retention_days,
             0,
@@ -363,6 +366,7 @@ impl Config {
         let password_queue_max_wait_secs = whole_number(
             "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",
             "seconds",
+            "no bound",
             env("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS"),
             file_config.password_queue_max_wait_secs,
             DEFAULT_PASSWORD_QUEUE_MAX_WAIT_SECS,
@@ -462,10 +466,12 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
 
 /// A whole number of `unit`s (`"seconds"`, `"days"`) from the environment
 /// (`from_env`, which wins) or the file, else `default`; refused outside
-/// `range`, whose start 0 means "never" or "no bound".
+/// `range`. Where the range starts at 0, `zero_means` says what 0 does
+/// (`"never"`, `"no bound"`), for the refusal's message.
 fn whole_number(
     name: &'static str,
     unit: &str,
+    zero_means: &str,
     from_env: Option<String>,
     from_file: Option<u64>,
     default: u64,
@@ -483,7 +489,7 @@ fn whole_number(
     }
     let (start, end) = (range.start(), range.end());
     let rule = if *start == 0 {
-        format!("expected at most {end} {unit} (0: never)")
+        format!("expected at most {end} {unit} (0: {zero_means})")
     } else {
         format!("expected between {start} and {end} {unit}")
     };
