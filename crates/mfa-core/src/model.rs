@@ -635,6 +635,9 @@ pub enum AuditAction {
     ReplayRefused,
     /// Too many failures: the user is locked out for a while.
     LockedOut,
+    /// A password or code was presented while the user was locked out:
+    /// refused without being checked or counted.
+    RefusedWhileLockedOut,
     /// A new set of recovery codes was generated.
     RecoveryCodesGenerated,
     /// A recovery code was used.
@@ -661,7 +664,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, for filters and documentation.
-    pub const ALL: [AuditAction; 34] = [
+    pub const ALL: [AuditAction; 35] = [
         AuditAction::OrgCreated,
         AuditAction::OrgUpdated,
         AuditAction::OrgDeleted,
@@ -685,6 +688,7 @@ impl AuditAction {
         AuditAction::MfaVerifyFailed,
         AuditAction::ReplayRefused,
         AuditAction::LockedOut,
+        AuditAction::RefusedWhileLockedOut,
         AuditAction::RecoveryCodesGenerated,
         AuditAction::RecoveryCodeUsed,
         AuditAction::LoginSucceeded,
@@ -724,6 +728,7 @@ impl AuditAction {
             AuditAction::MfaVerifyFailed => "mfa_verify_failed",
             AuditAction::ReplayRefused => "replay_refused",
             AuditAction::LockedOut => "locked_out",
+            AuditAction::RefusedWhileLockedOut => "refused_while_locked_out",
             AuditAction::RecoveryCodesGenerated => "recovery_codes_generated",
             AuditAction::RecoveryCodeUsed => "recovery_code_used",
             AuditAction::LoginSucceeded => "login_succeeded",

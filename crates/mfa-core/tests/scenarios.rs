@@ -110,11 +110,18 @@ impl World {
     }
 
     fn audit_actions(&self) -> Vec<AuditAction> {
-        let page =
-            ok(self
-                .svc
-                .audit_events(&self.admin, None, None, ok(service::page_request(0, 200))));
-        page.items.iter().map(|e| e.action).collect()
+        self.audit_events_of(None)
+            .iter()
+            .map(|e| e.action)
+            .collect()
+    }
+
+    /// The admin's org's audit events, newest first, of `action` or all.
+    fn audit_events_of(&self, action: Option<AuditAction>) -> Vec<AuditEvent> {
+        ok(self
+            .svc
+            .audit_events(&self.admin, None, action, ok(service::page_request(0, 200))))
+        .items
     }
 }
 
@@ -411,7 +418,13 @@ fn lockout_after_five_failures_doubles_and_success_resets() {
             retry_after_secs: 30
         })
     );
-    // Even the right code is refused during the lockout.
+    // Even the right code is refused during the lockout, unchecked and
+    // uncounted (the next lockout is the second, not the third), and each
+    // refusal is audited.
+    assert!(
+        w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut))
+            .is_empty()
+    );
     assert_eq!(
         w.svc
             .verify_mfa(&partial, MfaMethod::Authenticator, &w.code(&secret)),
@@ -419,7 +432,28 @@ fn lockout_after_five_failures_doubles_and_success_resets() {
             retry_after_secs: 30
         })
     );
-    w.clock.advance(30);
+    w.clock.advance(10);
+    assert_eq!(
+        wrong(&w),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 20
+        })
+    );
+    let refused = w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut));
+    let details: Vec<_> = refused.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(
+        details,
+        [
+            "authenticator code refused unchecked: locked out for 20 s more",
+            "authenticator code refused unchecked: locked out for 30 s more",
+        ]
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.target_user_id == Some(partial.user_id) && e.org_id == Some(w.org))
+    );
+    w.clock.advance(20);
     assert_eq!(
         wrong(&w),
         Err(MfaError::TooManyAttempts {
@@ -523,6 +557,12 @@ fn password_failures_lock_the_password_step_apart() {
         Err(MfaError::TooManyAttempts {
             retry_after_secs: 30
         })
+    );
+    let refused = w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut));
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        refused[0].detail,
+        "password refused unchecked: locked out for 30 s more"
     );
     w.clock.advance(30);
     ok(w.svc.login("pw@example.com", PASSWORD, None));

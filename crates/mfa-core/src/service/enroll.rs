@@ -91,7 +91,12 @@ impl<S: Store> MfaService<S> {
         code: &str,
     ) -> MfaResult<Option<NewToken>> {
         let now = self.now();
-        let result = self.write_then(|tx| {
+        let trace = AttemptTrace {
+            user: caller.user_id,
+            org: Some(caller.org_id),
+            what: "authenticator enrollment code",
+        };
+        let result = self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
             may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
             let pending = match tx.authenticator(caller.user_id)? {
@@ -191,7 +196,12 @@ impl<S: Store> MfaService<S> {
         code: &str,
     ) -> MfaResult<Option<NewToken>> {
         let now = self.now();
-        let result = self.write_then(|tx| {
+        let trace = AttemptTrace {
+            user: caller.user_id,
+            org: Some(caller.org_id),
+            what: "email enrollment code",
+        };
+        let result = self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
             let factors = load_factors(tx, caller.user_id)?;
             may_enroll(caller.level, &factors)?;

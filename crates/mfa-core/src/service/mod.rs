@@ -188,6 +188,44 @@ impl<S: Store> MfaService<S> {
         self.store.write(f)?
     }
 
+    /// [`Self::write_then`] for a transaction that checks a secret of
+    /// `attempt.user`. A standing lockout refuses such a check by rolling
+    /// the transaction back (a refused attempt must not count), so its
+    /// audit event is written afterwards, in a transaction of its own:
+    /// the contract wants an event for every locked-out verification, and
+    /// the refusal changed nothing else. Inside these transactions only a
+    /// standing lockout rolls back with `TooManyAttempts`; a failure that
+    /// starts a lockout commits (`Ok(Err(..))`) and is audited with it.
+    fn write_then_refusal_audited<T: Send>(
+        &self,
+        attempt: &AttemptTrace<'_>,
+        now: Timestamp,
+        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
+    ) -> MfaResult<T> {
+        match self.store.write(f) {
+            Ok(result) => result,
+            Err(MfaError::TooManyAttempts { retry_after_secs }) => {
+                let user = Some(attempt.user);
+                self.store.write(|tx| {
+                    audit(
+                        tx,
+                        now,
+                        attempt.org,
+                        user,
+                        user,
+                        AuditAction::RefusedWhileLockedOut,
+                        format!(
+                            "{} refused unchecked: locked out for {retry_after_secs} s more",
+                            attempt.what
+                        ),
+                    )
+                })?;
+                Err(MfaError::TooManyAttempts { retry_after_secs })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deliver a notice; failures do not undo what the notice reports (the
     /// mail adapter logs them).
     fn notify(&self, to: &str, kind: MailKind) {
@@ -336,6 +374,14 @@ pub(crate) fn check_code_lockout(
 ) -> MfaResult<()> {
     let state = tx.failure_state(user, FailureKind::Code)?;
     refuse_while_locked(policy, &state, now)
+}
+
+/// Whose secret a check is about, where its refusal is audited, and what
+/// was presented (for the audit detail: `"authenticator code"`).
+pub(crate) struct AttemptTrace<'a> {
+    pub(crate) user: UserId,
+    pub(crate) org: Option<OrgId>,
+    pub(crate) what: &'a str,
 }
 
 /// An attempt at a secret (a code or a password), from

@@ -236,7 +236,12 @@ impl<S: Store> MfaService<S> {
         detail: &str,
         now: Timestamp,
     ) -> MfaResult<Attempt> {
-        let attempt = self.store.write(|tx| {
+        let trace = AttemptTrace {
+            user,
+            org: audit_org,
+            what: "password",
+        };
+        let attempt = self.write_then_refusal_audited(&trace, now, |tx| {
             reserve_attempt(
                 tx,
                 &self.config.password_lockout,
@@ -244,6 +249,7 @@ impl<S: Store> MfaService<S> {
                 user,
                 now,
             )
+            .map(Ok)
         })?;
         if self.hasher.verify(given, hash) {
             return Ok(attempt);
@@ -536,7 +542,16 @@ impl<S: Store> MfaService<S> {
             _ => None,
         };
         let mut replayed = false;
-        let result = self.write_then(|tx| {
+        let trace = AttemptTrace {
+            user: caller.user_id,
+            org: Some(caller.org_id),
+            what: match method {
+                MfaMethod::Authenticator => "authenticator code",
+                MfaMethod::Email => "email code",
+                MfaMethod::Recovery => "recovery code",
+            },
+        };
+        let result = self.write_then_refusal_audited(&trace, now, |tx| {
             let checked = match method {
                 MfaMethod::Authenticator => {
                     self.check_authenticator_code(tx, caller, code, now, &mut replayed)?
@@ -698,7 +713,12 @@ impl<S: Store> MfaService<S> {
         candidate: &str,
         now: Timestamp,
     ) -> MfaResult<(Attempt, Option<i64>)> {
-        let (attempt, codes) = self.store.write(|tx| {
+        let trace = AttemptTrace {
+            user: caller.user_id,
+            org: Some(caller.org_id),
+            what: "recovery code",
+        };
+        let (attempt, codes) = self.write_then_refusal_audited(&trace, now, |tx| {
             require_verified_factor(tx, caller.user_id)?;
             let attempt = reserve_attempt(
                 tx,
@@ -707,7 +727,7 @@ impl<S: Store> MfaService<S> {
                 caller.user_id,
                 now,
             )?;
-            Ok((attempt, tx.recovery_codes(caller.user_id)?))
+            Ok(Ok((attempt, tx.recovery_codes(caller.user_id)?)))
         })?;
         let Some(normalized) = normalize_recovery_code(candidate) else {
             return Ok((attempt, None));

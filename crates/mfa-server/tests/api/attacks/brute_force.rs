@@ -1,7 +1,8 @@
 //! Brute force: 5 consecutive failed verifications of any kind lock the
 //! user out, whichever session, login or server process they come from; a
 //! right code during the lockout is refused; the delay doubles from 30 s
-//! to 15 min and a success resets it. Password failures are counted apart.
+//! to 15 min and a success resets it. Every refusal during a lockout is
+//! audited. Password failures are counted apart.
 //! Racing guesses do not buy more attempts (Keycloak's CVE-2024-4629 was
 //! brute-force protection bypassed by parallel requests).
 
@@ -80,6 +81,11 @@ async fn code_lockout_across_sessions_logins_and_processes(s: TestServer) {
     let r = verify(&twin, &d, "RECOVERY", "ccccc-ddddd").await;
     assert!((1..=30).contains(&retry_after(&r)));
     assert_eq!(audit_count(&s, &root, id, "locked_out").await, 1);
+    // Each refusal is audited, whichever process refused it.
+    assert_eq!(
+        audit_count(&s, &root, id, "refused_while_locked_out").await,
+        5
+    );
 
     // Each failure after a lockout doubles it, up to 15 minutes.
     let mut delay = 30;
@@ -94,6 +100,10 @@ async fn code_lockout_across_sessions_logins_and_processes(s: TestServer) {
     }
     let root = s.root().await;
     assert_eq!(audit_count(&s, &root, id, "locked_out").await, 7);
+    assert_eq!(
+        audit_count(&s, &root, id, "refused_while_locked_out").await,
+        11
+    );
 
     // Once it has passed, the right code works and resets the count: four
     // more failures do not lock, the fifth locks for 30 s again.
