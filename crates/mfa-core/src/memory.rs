@@ -25,12 +25,45 @@ struct State {
     email_codes: BTreeMap<i64, EmailCode>,
     recovery_codes: BTreeMap<i64, RecoveryCode>,
     sessions: BTreeMap<SessionId, Session>,
-    failures: BTreeMap<(UserId, FailureKind), FailureState>,
+    failures: BTreeMap<(UserId, FailureKind), Counter>,
+    unknown_email_failures: BTreeMap<String, Counter>,
     email_changes: BTreeMap<i64, EmailChange>,
     audit: BTreeMap<AuditEventId, AuditEvent>,
 }
 
+/// A failure counter and when its last failure came.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counter {
+    state: FailureState,
+    last_failure_at: Timestamp,
+}
+
+impl Counter {
+    /// One more failure at `now`, after forgetting the ones before
+    /// `forget_before`.
+    fn add_failure(&mut self, now: Timestamp, forget_before: Timestamp) -> FailureState {
+        let before = if self.last_failure_at < forget_before {
+            0
+        } else {
+            self.state.failures
+        };
+        self.state.failures = before.saturating_add(1);
+        self.last_failure_at = now;
+        self.state
+    }
+}
+
 impl State {
+    fn counter(&mut self, subject: FailureSubject<'_>) -> &mut Counter {
+        match subject {
+            FailureSubject::User(user, kind) => self.failures.entry((user, kind)).or_default(),
+            FailureSubject::UnknownEmail(email) => self
+                .unknown_email_failures
+                .entry(email.to_string())
+                .or_default(),
+        }
+    }
+
     fn next(&mut self) -> i64 {
         self.next_id += 1;
         self.next_id
@@ -101,7 +134,7 @@ impl Store for InMemoryStore {
             let failures = state
                 .failures
                 .get(&(user, FailureKind::Code))
-                .copied()
+                .map(|c| c.state)
                 .unwrap_or_default();
             (failures, state.authenticators.get(&user).cloned())
         };
@@ -657,7 +690,7 @@ impl StoreTx for MemTx<'_> {
             .0
             .failures
             .get(&(user, kind))
-            .copied()
+            .map(|c| c.state)
             .unwrap_or_default())
     }
 
@@ -666,24 +699,37 @@ impl StoreTx for MemTx<'_> {
         self.failure_state(user, kind)
     }
 
-    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState> {
-        let state = self.0.failures.entry((user, kind)).or_default();
-        state.failures = state.failures.saturating_add(1);
-        Ok(*state)
+    fn increment_failures(
+        &mut self,
+        subject: FailureSubject<'_>,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> StoreResult<FailureState> {
+        Ok(self.0.counter(subject).add_failure(now, forget_before))
     }
 
     fn set_locked_until(
         &mut self,
-        user: UserId,
-        kind: FailureKind,
+        subject: FailureSubject<'_>,
         until: Option<Timestamp>,
     ) -> StoreResult<()> {
-        self.0
-            .failures
-            .entry((user, kind))
-            .or_default()
-            .locked_until = until;
+        self.0.counter(subject).state.locked_until = until;
         Ok(())
+    }
+
+    fn delete_unknown_email_failures(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64> {
+        let forgotten: Vec<String> = self
+            .0
+            .unknown_email_failures
+            .iter()
+            .filter(|(_, c)| c.last_failure_at < before)
+            .map(|(email, _)| email.clone())
+            .take(limit as usize)
+            .collect();
+        for email in &forgotten {
+            self.0.unknown_email_failures.remove(email);
+        }
+        Ok(forgotten.len() as u64)
     }
 
     fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()> {
@@ -926,7 +972,13 @@ mod tests {
         type Change = fn(&mut dyn StoreTx, UserId);
         let changes: [Change; 3] = [
             |tx, user| assert_eq!(tx.accept_totp_step(user, 11), Ok(true)),
-            |tx, user| assert!(tx.increment_failures(user, FailureKind::Code).is_ok()),
+            |tx, user| {
+                let subject = FailureSubject::User(user, FailureKind::Code);
+                assert!(
+                    tx.increment_failures(subject, Timestamp(0), Timestamp(0))
+                        .is_ok()
+                );
+            },
             |tx, user| assert_eq!(tx.revoke_user_sessions(user, None, None, T0), Ok(1)),
         ];
         for change in changes {

@@ -558,6 +558,35 @@ impl FailureKind {
     }
 }
 
+/// Whose failures a counter holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureSubject<'a> {
+    /// A user's failures of one kind.
+    User(UserId, FailureKind),
+    /// Password failures of logins with this email (normalised), which no
+    /// user has. Counted and locked out as a user's would be, so that a
+    /// lockout does not tell a known email from an unknown one.
+    UnknownEmail(&'a str),
+}
+
+impl FailureSubject<'_> {
+    /// The kind of failures counted.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            FailureSubject::User(_, kind) => *kind,
+            FailureSubject::UnknownEmail(_) => FailureKind::Password,
+        }
+    }
+
+    /// The user, if the subject is one.
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            FailureSubject::User(user, _) => Some(*user),
+            FailureSubject::UnknownEmail(_) => None,
+        }
+    }
+}
+
 /// Consecutive failures of one kind for one user, and the lockout they caused.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FailureState {

@@ -148,6 +148,11 @@ pub struct LockoutPolicy {
     pub base_delay_secs: u64,
     /// Longest lockout in seconds.
     pub max_delay_secs: u64,
+    /// Failures are forgotten when none followed for longer than this (a
+    /// "failure reset time"). The state kept for unknown emails must be
+    /// deleted some time, and a user's must then be forgotten alike, or
+    /// the difference would tell known emails from unknown ones.
+    pub forget_after_secs: u64,
 }
 
 impl Default for LockoutPolicy {
@@ -156,6 +161,7 @@ impl Default for LockoutPolicy {
             threshold: 5,
             base_delay_secs: 30,
             max_delay_secs: 15 * 60,
+            forget_after_secs: 24 * 3600,
         }
     }
 }
@@ -175,6 +181,11 @@ impl LockoutPolicy {
                 .min(self.max_delay_secs)
         };
         Some(delay)
+    }
+
+    /// Failures before this time are forgotten at the next one.
+    pub fn forget_before(&self, now: Timestamp) -> Timestamp {
+        now.minus_secs(self.forget_after_secs)
     }
 
     /// Seconds to wait before the next attempt, if locked now.

@@ -332,16 +332,28 @@ pub trait StoreTx {
         let state = self.lock_failure_state(user, kind)?;
         Ok((state, self.authenticator(user)?))
     }
-    /// Add one failure atomically (`failures = failures + 1`, creating the
-    /// row if needed) and return the state after it, in one statement.
-    fn increment_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;
+    /// Add one failure of `subject` at `now` atomically (`failures =
+    /// failures + 1`, creating the counter if needed) and return the state
+    /// after it, in one statement. A counter whose last failure came
+    /// before `forget_before` starts again at one: earlier failures are
+    /// forgotten after a quiet spell ([`crate::LockoutPolicy::forget_after_secs`]).
+    fn increment_failures(
+        &mut self,
+        subject: FailureSubject<'_>,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> StoreResult<FailureState>;
     /// Set the lockout end.
     fn set_locked_until(
         &mut self,
-        user: UserId,
-        kind: FailureKind,
+        subject: FailureSubject<'_>,
         until: Option<Timestamp>,
     ) -> StoreResult<()>;
+    /// Delete up to `limit` counters of unknown emails
+    /// ([`FailureSubject::UnknownEmail`]) whose last failure came before
+    /// `before`, oldest first; how many. Counters another transaction
+    /// holds are skipped, not waited for.
+    fn delete_unknown_email_failures(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64>;
     /// Back to zero failures, no lockout.
     fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()>;
 

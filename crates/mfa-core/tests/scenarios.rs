@@ -575,6 +575,67 @@ fn password_failures_lock_the_password_step_apart() {
     );
 }
 
+#[test]
+fn an_unknown_email_is_locked_out_as_a_known_one_is() {
+    let w = world();
+    w.add_user("known@example.com");
+    let answers = |email: &str| -> Vec<MfaResult<()>> {
+        let mut answers = Vec::new();
+        let mut attempt = |w: &World, password: &str| {
+            answers.push(w.svc.login(email, password, None).map(|_| ()));
+        };
+        for _ in 0..5 {
+            attempt(&w, "wrong password");
+        }
+        attempt(&w, PASSWORD);
+        w.clock.advance(30);
+        attempt(&w, "wrong password");
+        w.clock.advance(24 * 3600 + 1);
+        attempt(&w, "wrong password");
+        answers
+    };
+    let known = answers("known@example.com");
+    let unknown = answers("unknown@example.com");
+    let locked = |retry_after_secs| Err(MfaError::TooManyAttempts { retry_after_secs });
+    assert_eq!(
+        known,
+        [
+            Err(MfaError::InvalidCredentials),
+            Err(MfaError::InvalidCredentials),
+            Err(MfaError::InvalidCredentials),
+            Err(MfaError::InvalidCredentials),
+            locked(30),
+            locked(30),
+            locked(60),
+            // Over a day later the failures are forgotten.
+            Err(MfaError::InvalidCredentials),
+        ]
+    );
+    assert_eq!(unknown, known);
+
+    // The unknown email's failures are audited without a user or an org,
+    // so no org admin sees them; the known user's in the user's org.
+    let events = ok(w.svc.store().read(|tx| {
+        Ok(tx
+            .audit_events(&AuditFilter::default(), 0, 200)?
+            .0
+            .into_iter()
+            .filter(|e| e.target_user_id.is_none() && e.action != AuditAction::OrgCreated)
+            .map(|e| (e.action, e.org_id, e.detail))
+            .collect::<Vec<_>>())
+    }));
+    let count = |action| events.iter().filter(|e| e.0 == action).count();
+    assert_eq!(count(AuditAction::LoginFailed), 7);
+    assert_eq!(count(AuditAction::LockedOut), 2);
+    assert_eq!(count(AuditAction::RefusedWhileLockedOut), 1);
+    assert!(events.iter().all(|e| e.1.is_none()), "{events:?}");
+
+    // A purge deletes what was forgotten, and only that.
+    assert_eq!(ok(w.svc.purge()).unknown_email_failures, 0);
+    w.clock.advance(24 * 3600 + 1);
+    assert_eq!(ok(w.svc.purge()).unknown_email_failures, 1);
+}
+
 fn last_code(mailer: &MemoryMailer) -> String {
     mailer
         .sent()

@@ -225,8 +225,15 @@ async fn purge_ended(service: Arc<Service>, every: Duration) {
             Ok(Ok(Purged {
                 sessions,
                 email_changes,
+                unknown_email_failures,
                 audit_events,
-            })) => tracing::info!(sessions, email_changes, audit_events, "purged"),
+            })) => tracing::info!(
+                sessions,
+                email_changes,
+                unknown_email_failures,
+                audit_events,
+                "purged"
+            ),
             Ok(Err(error)) => tracing::warn!(%error, "purging failed"),
             Err(_) => tracing::warn!("purging failed: the task panicked"),
         }

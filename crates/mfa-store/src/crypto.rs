@@ -1,7 +1,9 @@
 //! Encryption at rest of TOTP secrets: AES-256-GCM, a fresh random 96-bit
 //! nonce per write, stored as `nonce || ciphertext+tag`, with the owner's user
 //! id in the associated data so that a ciphertext copied to another user's row
-//! does not decrypt.
+//! does not decrypt. And the keyed hash under which the failures of an
+//! unknown email are stored, so that the database does not list the
+//! addresses people tried.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,9 +12,12 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use hmac::{Hmac, Mac};
 use mfa_core::UserId;
 use mfa_totp::Secret;
+use sha2::Sha256;
 
 use crate::Error;
 
@@ -22,6 +27,9 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Binds a ciphertext to its purpose and format version as well as its owner.
 const AAD_PREFIX: &[u8] = b"mfa-store/authenticator-secret/v1/user:";
+/// What the key of the unknown emails' hashes is derived for: a key of its
+/// own, not the encryption key itself.
+const EMAIL_KEY_PURPOSE: &[u8] = b"mfa-store/unknown-email-key/v1";
 
 /// The 32-byte AES-256-GCM key that encrypts TOTP secrets at rest.
 ///
@@ -55,8 +63,16 @@ impl EncryptionKey {
     }
 
     pub(crate) fn cipher(&self) -> SecretCipher {
+        let derive = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        let email_key = derive
+            .chain_update(EMAIL_KEY_PURPOSE)
+            .finalize()
+            .into_bytes();
         SecretCipher {
             aead: Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.0)),
+            email_keys: <Hmac<Sha256> as Mac>::new_from_slice(&email_key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length")),
         }
     }
 }
@@ -103,9 +119,11 @@ pub fn format_key_base64(key: &[u8; KEY_LEN]) -> String {
     STANDARD.encode(key)
 }
 
-/// Encrypts and decrypts authenticator secrets with one key.
+/// Encrypts and decrypts authenticator secrets with one key, and hashes
+/// unknown emails with a key derived from it.
 pub(crate) struct SecretCipher {
     aead: Aes256Gcm,
+    email_keys: Hmac<Sha256>,
 }
 
 impl fmt::Debug for SecretCipher {
@@ -122,6 +140,14 @@ fn associated_data(user: UserId) -> Vec<u8> {
 }
 
 impl SecretCipher {
+    /// The key under which the failures of `email` (normalised), an email
+    /// no user has, are stored: base64 of its HMAC-SHA256 under the
+    /// derived key, the same on every process with the same key.
+    pub(crate) fn email_key(&self, email: &str) -> String {
+        let mac = self.email_keys.clone().chain_update(email.as_bytes());
+        STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
     /// `nonce || ciphertext+tag` of `secret`, bound to `user`.
     pub(crate) fn encrypt(&self, user: UserId, secret: &Secret) -> Result<Vec<u8>, Error> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -181,6 +207,22 @@ mod tests {
         assert_ne!(a, b, "each write has a fresh nonce");
         assert_eq!(a.len(), NONCE_LEN + 20 + TAG_LEN);
         assert_eq!(cipher.decrypt(UserId(7), &a).unwrap(), secret());
+    }
+
+    #[test]
+    fn unknown_emails_are_keyed_by_a_hash_under_the_key() {
+        let key = EncryptionKey::generate();
+        let stored = key.cipher().email_key("nobody@example.com");
+        assert_eq!(stored.len(), 43, "base64 of 32 bytes");
+        assert!(!stored.contains("nobody"));
+        assert_eq!(key.cipher().email_key("nobody@example.com"), stored);
+        assert_ne!(key.cipher().email_key("nobody2@example.com"), stored);
+        assert_ne!(
+            EncryptionKey::generate()
+                .cipher()
+                .email_key("nobody@example.com"),
+            stored
+        );
     }
 
     #[test]

@@ -65,6 +65,16 @@ diesel::table! {
         kind -> Text,
         failures -> Int4,
         locked_until -> Nullable<Int8>,
+        last_failure_at -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    unknown_email_failures (email_key) {
+        email_key -> Text,
+        failures -> Int4,
+        locked_until -> Nullable<Int8>,
+        last_failure_at -> Int8,
     }
 }
 
@@ -150,6 +160,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     email_codes,
     email_factors,
     failure_counters,
+    unknown_email_failures,
     memberships,
     orgs,
     recovery_codes,

@@ -10,14 +10,17 @@
 //! about a fifth of the server's CPU time in an MFA verify (see
 //! docs/PERFORMANCE.md). `first` stays where `ORDER BY … LIMIT 1` is meant.
 
+use diesel::dsl::case_when;
 use diesel::prelude::*;
+use diesel::sql_types::Integer;
 use diesel::upsert::excluded;
 use mfa_core::ports::StoreResult;
 use mfa_core::{
     AssuranceLevel, AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange,
-    EmailCode, FactorStates, FailureKind, FailureState, Membership, MembershipCounts,
-    NewAuditEvent, NewEmailCode, NewSession, NewUser, Org, OrgId, RecoveryCode, Session, SessionId,
-    SessionMember, SessionPurge, SessionRotation, StoreError, StoreTx, Timestamp, User, UserId,
+    EmailCode, FactorStates, FailureKind, FailureState, FailureSubject, Membership,
+    MembershipCounts, NewAuditEvent, NewEmailCode, NewSession, NewUser, Org, OrgId, RecoveryCode,
+    Session, SessionId, SessionMember, SessionPurge, SessionRotation, StoreError, StoreTx,
+    Timestamp, User, UserId,
 };
 use mfa_totp::{Algorithm, Secret, TotpParams};
 
@@ -329,6 +332,18 @@ macro_rules! confirmed_email_changes {
     };
 }
 
+/// The keys of the unknown emails whose last failure came before
+/// `$before`, oldest first, at most `$limit` of them.
+macro_rules! forgotten_unknown_emails {
+    ($before:expr, $limit:expr) => {
+        unknown_email_failures::table
+            .select(unknown_email_failures::email_key)
+            .filter(unknown_email_failures::last_failure_at.lt($before.0))
+            .order(unknown_email_failures::last_failure_at)
+            .limit(i64::from($limit))
+    };
+}
+
 /// The ids of the audit events recorded before `$before`, oldest first, at
 /// most `$limit` of them (by `audit_events_at_idx`).
 macro_rules! old_audit_events {
@@ -358,6 +373,14 @@ impl Tx<'_, diesel::SqliteConnection> {
 
     fn old_audit_event_ids(&mut self, before: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
         old_audit_events!(before, limit).load(self.conn)
+    }
+
+    fn forgotten_unknown_email_keys(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> QueryResult<Vec<String>> {
+        forgotten_unknown_emails!(before, limit).load(self.conn)
     }
 }
 
@@ -389,6 +412,19 @@ impl Tx<'_, diesel::PgConnection> {
     /// split the work instead of one waiting for the other.
     fn old_audit_event_ids(&mut self, before: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
         old_audit_events!(before, limit)
+            .for_update()
+            .skip_locked()
+            .load(self.conn)
+    }
+
+    /// Locked, skipping those another transaction holds (a login of that
+    /// email counting a failure): the purge never waits for a request.
+    fn forgotten_unknown_email_keys(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> QueryResult<Vec<String>> {
+        forgotten_unknown_emails!(before, limit)
             .for_update()
             .skip_locked()
             .load(self.conn)
@@ -1612,53 +1648,126 @@ macro_rules! impl_store_tx {
 
             fn increment_failures(
                 &mut self,
-                user: UserId,
-                kind: FailureKind,
+                subject: FailureSubject<'_>,
+                now: Timestamp,
+                forget_before: Timestamp,
             ) -> StoreResult<FailureState> {
                 // One statement: atomic against any concurrent increment.
-                let row: (i32, Option<i64>) = Prepared(
-                    diesel::insert_into(failure_counters::table)
-                        .values((
-                            failure_counters::user_id.eq(user.0),
-                            failure_counters::kind.eq(kind.as_str()),
-                            failure_counters::failures.eq(1),
-                            failure_counters::locked_until.eq(None::<i64>),
-                        ))
-                        .on_conflict((failure_counters::user_id, failure_counters::kind))
-                        .do_update()
-                        .set(failure_counters::failures.eq(failure_counters::failures + 1))
-                        .returning((failure_counters::failures, failure_counters::locked_until)),
-                )
-                .get_result(self.conn)
-                .db()?;
+                // A counter whose last failure is older than
+                // `forget_before` starts again at one (NULL: a counter from
+                // before the column existed, kept).
+                let row: (i32, Option<i64>) = match subject {
+                    FailureSubject::User(user, kind) => Prepared(
+                        diesel::insert_into(failure_counters::table)
+                            .values((
+                                failure_counters::user_id.eq(user.0),
+                                failure_counters::kind.eq(kind.as_str()),
+                                failure_counters::failures.eq(1),
+                                failure_counters::locked_until.eq(None::<i64>),
+                                failure_counters::last_failure_at.eq(Some(now.0)),
+                            ))
+                            .on_conflict((failure_counters::user_id, failure_counters::kind))
+                            .do_update()
+                            .set((
+                                failure_counters::failures.eq(case_when(
+                                    failure_counters::last_failure_at.lt(forget_before.0),
+                                    1.into_sql::<Integer>(),
+                                )
+                                .otherwise(failure_counters::failures + 1)),
+                                failure_counters::last_failure_at
+                                    .eq(excluded(failure_counters::last_failure_at)),
+                            ))
+                            .returning((
+                                failure_counters::failures,
+                                failure_counters::locked_until,
+                            )),
+                    )
+                    .get_result(self.conn)
+                    .db()?,
+                    FailureSubject::UnknownEmail(email) => Prepared(
+                        diesel::insert_into(unknown_email_failures::table)
+                            .values((
+                                unknown_email_failures::email_key.eq(self.cipher.email_key(email)),
+                                unknown_email_failures::failures.eq(1),
+                                unknown_email_failures::locked_until.eq(None::<i64>),
+                                unknown_email_failures::last_failure_at.eq(now.0),
+                            ))
+                            .on_conflict(unknown_email_failures::email_key)
+                            .do_update()
+                            .set((
+                                unknown_email_failures::failures.eq(case_when(
+                                    unknown_email_failures::last_failure_at.lt(forget_before.0),
+                                    1.into_sql::<Integer>(),
+                                )
+                                .otherwise(unknown_email_failures::failures + 1)),
+                                unknown_email_failures::last_failure_at
+                                    .eq(excluded(unknown_email_failures::last_failure_at)),
+                            ))
+                            .returning((
+                                unknown_email_failures::failures,
+                                unknown_email_failures::locked_until,
+                            )),
+                    )
+                    .get_result(self.conn)
+                    .db()?,
+                };
                 failure_state_from(Some(row)).db()
             }
 
             fn set_locked_until(
                 &mut self,
-                user: UserId,
-                kind: FailureKind,
+                subject: FailureSubject<'_>,
                 until: Option<Timestamp>,
             ) -> StoreResult<()> {
-                Prepared(
-                    diesel::insert_into(failure_counters::table)
-                        .values((
-                            failure_counters::user_id.eq(user.0),
-                            failure_counters::kind.eq(kind.as_str()),
-                            failure_counters::failures.eq(0),
-                            failure_counters::locked_until.eq(until.map(|t| t.0)),
-                        ))
-                        .on_conflict((failure_counters::user_id, failure_counters::kind))
-                        .do_update()
-                        .set(
-                            failure_counters::locked_until
-                                .eq(excluded(failure_counters::locked_until)),
+                let until = until.map(|t| t.0);
+                match subject {
+                    FailureSubject::User(user, kind) => Prepared(
+                        diesel::insert_into(failure_counters::table)
+                            .values((
+                                failure_counters::user_id.eq(user.0),
+                                failure_counters::kind.eq(kind.as_str()),
+                                failure_counters::failures.eq(0),
+                                failure_counters::locked_until.eq(until),
+                            ))
+                            .on_conflict((failure_counters::user_id, failure_counters::kind))
+                            .do_update()
+                            .set(
+                                failure_counters::locked_until
+                                    .eq(excluded(failure_counters::locked_until)),
+                            ),
+                    )
+                    .execute(self.conn)
+                    .db()?,
+                    // Only ever after `increment_failures` in the same
+                    // transaction: the counter exists.
+                    FailureSubject::UnknownEmail(email) => Prepared(
+                        diesel::update(
+                            unknown_email_failures::table.find(self.cipher.email_key(email)),
                         )
-                        .returning(failure_counters::user_id),
-                )
-                .load::<i64>(self.conn)
-                .db()?;
+                        .set(unknown_email_failures::locked_until.eq(until)),
+                    )
+                    .execute(self.conn)
+                    .db()?,
+                };
                 Ok(())
+            }
+
+            fn delete_unknown_email_failures(
+                &mut self,
+                before: Timestamp,
+                limit: u32,
+            ) -> StoreResult<u64> {
+                let forgotten = self.forgotten_unknown_email_keys(before, limit).db()?;
+                if forgotten.is_empty() {
+                    return Ok(0);
+                }
+                let deleted = diesel::delete(
+                    unknown_email_failures::table
+                        .filter(unknown_email_failures::email_key.eq_any(&forgotten)),
+                )
+                .execute(self.conn)
+                .db()?;
+                Ok(deleted as u64)
             }
 
             fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()> {

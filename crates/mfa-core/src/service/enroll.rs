@@ -92,7 +92,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Option<NewToken>> {
         let now = self.now();
         let trace = AttemptTrace {
-            user: caller.user_id,
+            user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "authenticator enrollment code",
         };
@@ -197,7 +197,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Option<NewToken>> {
         let now = self.now();
         let trace = AttemptTrace {
-            user: caller.user_id,
+            user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "email enrollment code",
         };

@@ -205,7 +205,7 @@ impl<S: Store> MfaService<S> {
         match self.store.write(f) {
             Ok(result) => result,
             Err(MfaError::TooManyAttempts { retry_after_secs }) => {
-                let user = Some(attempt.user);
+                let user = attempt.user;
                 self.store.write(|tx| {
                     audit(
                         tx,
@@ -379,7 +379,8 @@ pub(crate) fn check_code_lockout(
 /// Whose secret a check is about, where its refusal is audited, and what
 /// was presented (for the audit detail: `"authenticator code"`).
 pub(crate) struct AttemptTrace<'a> {
-    pub(crate) user: UserId,
+    /// `None` for an email no user has.
+    pub(crate) user: Option<UserId>,
     pub(crate) org: Option<OrgId>,
     pub(crate) what: &'a str,
 }
@@ -388,9 +389,8 @@ pub(crate) struct AttemptTrace<'a> {
 /// [`reserve_attempt`] or [`lock_attempt`]. Its outcome is recorded with
 /// [`fail_attempt`] or [`clear_attempt`].
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Attempt {
-    kind: FailureKind,
-    user: UserId,
+pub(crate) struct Attempt<'a> {
+    subject: FailureSubject<'a>,
     policy: LockoutPolicy,
     /// Failures counted before this attempt.
     failures_before: u32,
@@ -412,22 +412,20 @@ pub(crate) struct Attempt {
 ///
 /// A refusal must roll the transaction back (return the error), so that a
 /// refused attempt does not count.
-pub(crate) fn reserve_attempt(
+pub(crate) fn reserve_attempt<'a>(
     tx: &mut dyn StoreTx,
     policy: &LockoutPolicy,
-    kind: FailureKind,
-    user: UserId,
+    subject: FailureSubject<'a>,
     now: Timestamp,
-) -> MfaResult<Attempt> {
-    let state = tx.increment_failures(user, kind)?;
+) -> MfaResult<Attempt<'a>> {
+    let state = tx.increment_failures(subject, now, policy.forget_before(now))?;
     refuse_while_locked(policy, &state, now)?;
     let delay = policy.delay_after(state.failures);
     if let Some(delay) = delay {
-        tx.set_locked_until(user, kind, Some(now.plus_secs(delay)))?;
+        tx.set_locked_until(subject, Some(now.plus_secs(delay)))?;
     }
     Ok(Attempt {
-        kind,
-        user,
+        subject,
         policy: *policy,
         failures_before: state.failures.saturating_sub(1),
         reserved: Some(delay),
@@ -463,7 +461,7 @@ pub(crate) fn lock_attempt(
     kind: FailureKind,
     user: UserId,
     now: Timestamp,
-) -> MfaResult<Attempt> {
+) -> MfaResult<Attempt<'static>> {
     let state = tx.lock_failure_state(user, kind)?;
     locked_attempt(policy, kind, user, &state, now)
 }
@@ -476,11 +474,10 @@ pub(crate) fn locked_attempt(
     user: UserId,
     state: &FailureState,
     now: Timestamp,
-) -> MfaResult<Attempt> {
+) -> MfaResult<Attempt<'static>> {
     refuse_while_locked(policy, state, now)?;
     Ok(Attempt {
-        kind,
-        user,
+        subject: FailureSubject::User(user, kind),
         policy: *policy,
         failures_before: state.failures,
         reserved: None,
@@ -504,7 +501,7 @@ fn refuse_while_locked(
 /// this failure started a lockout.
 pub(crate) fn fail_attempt(
     tx: &mut dyn StoreTx,
-    attempt: &Attempt,
+    attempt: &Attempt<'_>,
     org: Option<OrgId>,
     now: Timestamp,
     action: AuditAction,
@@ -514,15 +511,17 @@ pub(crate) fn fail_attempt(
     let (failures, delay) = match attempt.reserved {
         Some(delay) => (attempt.failures_before.saturating_add(1), delay),
         None => {
-            let failures = tx.increment_failures(attempt.user, attempt.kind)?.failures;
+            let failures = tx
+                .increment_failures(attempt.subject, now, attempt.policy.forget_before(now))?
+                .failures;
             let delay = attempt.policy.delay_after(failures);
             if let Some(delay) = delay {
-                tx.set_locked_until(attempt.user, attempt.kind, Some(now.plus_secs(delay)))?;
+                tx.set_locked_until(attempt.subject, Some(now.plus_secs(delay)))?;
             }
             (failures, delay)
         }
     };
-    let user = Some(attempt.user);
+    let user = attempt.subject.user();
     audit(tx, now, org, user, user, action, detail)?;
     match delay {
         Some(delay) => {
@@ -535,7 +534,7 @@ pub(crate) fn fail_attempt(
                 AuditAction::LockedOut,
                 format!(
                     "{failures} failures of kind {}; locked for {delay} s",
-                    attempt.kind.as_str()
+                    attempt.subject.kind().as_str()
                 ),
             )?;
             Ok(MfaError::TooManyAttempts {
@@ -548,9 +547,13 @@ pub(crate) fn fail_attempt(
 
 /// Record that an attempt succeeded: the failure count starts again. Skips
 /// the write when there is nothing to reset (the common case).
-pub(crate) fn clear_attempt(tx: &mut dyn StoreTx, attempt: &Attempt) -> MfaResult<()> {
+pub(crate) fn clear_attempt(tx: &mut dyn StoreTx, attempt: &Attempt<'_>) -> MfaResult<()> {
+    let FailureSubject::User(user, kind) = attempt.subject else {
+        // An unknown email's password never succeeds.
+        return Ok(());
+    };
     if attempt.reserved.is_some() || attempt.failures_before > 0 {
-        tx.reset_failures(attempt.user, attempt.kind)?;
+        tx.reset_failures(user, kind)?;
     }
     Ok(())
 }
@@ -574,10 +577,10 @@ mod tests {
     const USER: UserId = UserId(7);
     const NOW: Timestamp = Timestamp(1_000);
 
-    fn reserve(store: &InMemoryStore, now: Timestamp) -> MfaResult<Attempt> {
-        store.write(|tx| {
-            reserve_attempt(tx, &LockoutPolicy::default(), FailureKind::Code, USER, now)
-        })
+    const SUBJECT: FailureSubject<'static> = FailureSubject::User(USER, FailureKind::Code);
+
+    fn reserve(store: &InMemoryStore, now: Timestamp) -> MfaResult<Attempt<'static>> {
+        store.write(|tx| reserve_attempt(tx, &LockoutPolicy::default(), SUBJECT, now))
     }
 
     fn failures(store: &InMemoryStore) -> u32 {
@@ -608,6 +611,29 @@ mod tests {
         // After the lockout, the next attempt doubles it.
         let sixth = reserve(&store, NOW.plus_secs(30)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((sixth.failures_before, sixth.reserved), (5, Some(Some(60))));
+    }
+
+    #[test]
+    fn failures_are_forgotten_after_a_quiet_day() {
+        let store = InMemoryStore::new();
+        let day = LockoutPolicy::default().forget_after_secs;
+        assert_eq!(day, 86_400);
+        for _ in 0..4 {
+            reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // A second short of a day: the fifth failure in a row locks.
+        let later = NOW.plus_secs(day - 1);
+        let fifth = reserve(&store, later).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fifth.reserved, Some(Some(30)));
+        // A day is not enough; over a day after the last one, they are
+        // forgotten, and so is the doubling.
+        let a_day_on = later.plus_secs(day);
+        let sixth = reserve(&store, a_day_on).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((sixth.failures_before, sixth.reserved), (5, Some(Some(60))));
+        let next_day = a_day_on.plus_secs(day + 1);
+        let first = reserve(&store, next_day).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((first.failures_before, first.reserved), (0, Some(None)));
+        assert_eq!(failures(&store), 1);
     }
 
     /// An attempt checked inside its transaction, failing or not.

@@ -58,8 +58,18 @@ impl<S: Store> MfaService<S> {
             Ok(Some((user, memberships)))
         })?;
         let Some((user, memberships)) = found else {
-            self.hasher.verify_decoy(password);
-            return Err(MfaError::InvalidCredentials);
+            // Answered as a wrong password of a known user is: counted
+            // toward a lockout of its own, in the same statements, with
+            // a decoy hash in place of argon2's check.
+            let refusal = self.check_password_counted(
+                FailureSubject::UnknownEmail(&email),
+                None,
+                password,
+                None,
+                "unknown email",
+                now,
+            );
+            return Err(refusal.err().unwrap_or(MfaError::InvalidCredentials));
         };
         // The org whose audit trail shows this attempt: the one asked for,
         // else the one the login would open.
@@ -67,8 +77,8 @@ impl<S: Store> MfaService<S> {
             .filter(|o| memberships.iter().any(|m| m.org_id == *o))
             .or_else(|| memberships.iter().find(|m| m.is_active).map(|m| m.org_id));
         let attempt = self.check_password_counted(
-            user.id,
-            &user.password_hash,
+            FailureSubject::User(user.id, FailureKind::Password),
+            Some(&user.password_hash),
             password,
             audit_org,
             "wrong password",
@@ -221,37 +231,38 @@ impl<S: Store> MfaService<S> {
         Ok(caller)
     }
 
-    /// Check `given`, a password of `user` whose stored hash is `hash`,
+    /// Check `given`, a password of `subject` whose stored hash is
+    /// `hash` (`None`: an unknown email, whose every password is wrong),
     /// as a guess: counted (and committed) before argon2, so that racing
     /// checks cannot all run before a lockout; a wrong one is audited as
     /// `login_failed` in `audit_org` with `detail` and refused
     /// (`InvalidCredentials`, or `TooManyAttempts` when it starts a
     /// lockout). A right one's attempt is returned: the caller clears it.
-    pub(crate) fn check_password_counted(
+    pub(crate) fn check_password_counted<'a>(
         &self,
-        user: UserId,
-        hash: &str,
+        subject: FailureSubject<'a>,
+        hash: Option<&str>,
         given: &str,
         audit_org: Option<OrgId>,
         detail: &str,
         now: Timestamp,
-    ) -> MfaResult<Attempt> {
+    ) -> MfaResult<Attempt<'a>> {
         let trace = AttemptTrace {
-            user,
+            user: subject.user(),
             org: audit_org,
             what: "password",
         };
         let attempt = self.write_then_refusal_audited(&trace, now, |tx| {
-            reserve_attempt(
-                tx,
-                &self.config.password_lockout,
-                FailureKind::Password,
-                user,
-                now,
-            )
-            .map(Ok)
+            reserve_attempt(tx, &self.config.password_lockout, subject, now).map(Ok)
         })?;
-        if self.hasher.verify(given, hash) {
+        let right = match hash {
+            Some(hash) => self.hasher.verify(given, hash),
+            None => {
+                self.hasher.verify_decoy(given);
+                false
+            }
+        };
+        if right {
             return Ok(attempt);
         }
         self.write_then(|tx| {
@@ -363,7 +374,7 @@ impl<S: Store> MfaService<S> {
         purpose: EmailCodePurpose,
         candidate: &str,
         now: Timestamp,
-    ) -> MfaResult<MfaResult<Attempt>> {
+    ) -> MfaResult<MfaResult<Attempt<'static>>> {
         let attempt = lock_attempt(
             tx,
             &self.config.code_lockout,
@@ -423,7 +434,7 @@ impl<S: Store> MfaService<S> {
         candidate: &str,
         now: Timestamp,
         replayed: &mut bool,
-    ) -> MfaResult<MfaResult<Attempt>> {
+    ) -> MfaResult<MfaResult<Attempt<'static>>> {
         let (state, authenticator) =
             tx.lock_failure_state_and_authenticator(caller.user_id, FailureKind::Code)?;
         let attempt = locked_attempt(
@@ -543,7 +554,7 @@ impl<S: Store> MfaService<S> {
         };
         let mut replayed = false;
         let trace = AttemptTrace {
-            user: caller.user_id,
+            user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: match method {
                 MfaMethod::Authenticator => "authenticator code",
@@ -712,9 +723,9 @@ impl<S: Store> MfaService<S> {
         caller: &Caller,
         candidate: &str,
         now: Timestamp,
-    ) -> MfaResult<(Attempt, Option<i64>)> {
+    ) -> MfaResult<(Attempt<'static>, Option<i64>)> {
         let trace = AttemptTrace {
-            user: caller.user_id,
+            user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "recovery code",
         };
@@ -723,8 +734,7 @@ impl<S: Store> MfaService<S> {
             let attempt = reserve_attempt(
                 tx,
                 &self.config.code_lockout,
-                FailureKind::Code,
-                caller.user_id,
+                FailureSubject::User(caller.user_id, FailureKind::Code),
                 now,
             )?;
             Ok(Ok((attempt, tx.recovery_codes(caller.user_id)?)))
@@ -747,10 +757,10 @@ impl<S: Store> MfaService<S> {
         &self,
         tx: &mut dyn StoreTx,
         caller: &Caller,
-        attempt: &Attempt,
+        attempt: &Attempt<'static>,
         matched: Option<i64>,
         now: Timestamp,
-    ) -> MfaResult<MfaResult<Attempt>> {
+    ) -> MfaResult<MfaResult<Attempt<'static>>> {
         // Checked again in this transaction: a factor removed since the
         // match leaves the codes nothing to stand in for.
         require_verified_factor(tx, caller.user_id)?;

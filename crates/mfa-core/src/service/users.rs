@@ -310,8 +310,8 @@ impl<S: Store> MfaService<S> {
                 return Err(MfaError::InvalidCredentials);
             };
             let attempt = self.check_password_counted(
-                id,
-                &current.password_hash,
+                FailureSubject::User(id, FailureKind::Password),
+                Some(&current.password_hash),
                 given,
                 Some(caller.org_id),
                 "wrong currentPassword for a change of email or password",

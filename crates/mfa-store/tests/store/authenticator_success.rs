@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use mfa_core::{
     AssuranceLevel, AuditAction, AuditEvent, AuditFilter, AuthenticatorSuccess, CodeOwner,
-    FailureKind, FailureState, NewAuditEvent, NewSession, OrgId, Session, SessionId, SessionMember,
-    SessionRotation, Store, StoreTx, Timestamp, UserId,
+    FailureKind, FailureState, FailureSubject, NewAuditEvent, NewSession, OrgId, Session,
+    SessionId, SessionMember, SessionRotation, Store, StoreTx, Timestamp, UserId,
 };
 use mfa_store::test_support::TestDatabase;
 use mfa_store::{Backend, DbStore};
@@ -229,13 +229,16 @@ fn declines_without_writing(db: TestDatabase) {
     type Setup = fn(&mut dyn StoreTx, UserId);
     let states: [(&str, Setup); 4] = [
         ("failures", |tx, user| {
-            tx.increment_failures(user, FailureKind::Code)
+            count_failure(tx, user, FailureKind::Code)
                 .map(drop)
                 .expect("increment");
         }),
         ("lockout", |tx, user| {
-            tx.set_locked_until(user, FailureKind::Code, Some(Timestamp(T0.0 + 900)))
-                .expect("set_locked_until");
+            tx.set_locked_until(
+                FailureSubject::User(user, FailureKind::Code),
+                Some(Timestamp(T0.0 + 900)),
+            )
+            .expect("set_locked_until");
         }),
         ("pending", |tx, user| {
             assert!(tx.delete_authenticator(user).expect("delete"));
@@ -289,7 +292,7 @@ fn gives_way_to_a_change_after_its_read(db: TestDatabase) {
             assert!(tx.accept_totp_step(f.user, STEP - 1).expect("accept"));
         }),
         ("failure counted", |tx, f| {
-            tx.increment_failures(f.user, FailureKind::Code)
+            count_failure(tx, f.user, FailureKind::Code)
                 .map(drop)
                 .expect("increment");
         }),
@@ -365,7 +368,7 @@ fn waits_for_the_users_lock(db: TestDatabase) {
                     locked.wait();
                     thread::sleep(Duration::from_millis(300));
                     // The attempt under the lock failed: one failure counted.
-                    tx.increment_failures(f.user, FailureKind::Code)?;
+                    count_failure(tx, f.user, FailureKind::Code)?;
                     holder_done.store(true, Ordering::SeqCst);
                     Ok(())
                 })

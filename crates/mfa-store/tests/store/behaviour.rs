@@ -2,8 +2,9 @@
 
 use mfa_core::{
     AssuranceLevel, AuditAction, AuditFilter, AuthenticatorState, EmailCodePurpose, FailureKind,
-    FailureState, Membership, MembershipCounts, MfaError, MfaResult, NewAuditEvent, NewEmailCode,
-    NewSession, OrgId, SessionId, SessionPurge, Store, StoreError, StoreTx, Timestamp, UserId,
+    FailureState, FailureSubject, Membership, MembershipCounts, MfaError, MfaResult, NewAuditEvent,
+    NewEmailCode, NewSession, OrgId, SessionId, SessionPurge, Store, StoreError, StoreTx,
+    Timestamp, UserId,
 };
 use mfa_store::DbStore;
 use mfa_store::test_support::TestDatabase;
@@ -888,22 +889,26 @@ fn failure_counters(db: TestDatabase) {
 
     for expected in 1..=3 {
         let n = write(&store, |tx| {
-            Ok(tx.increment_failures(user.id, FailureKind::Code)?)
+            Ok(count_failure(tx, user.id, FailureKind::Code)?)
         });
         assert_eq!(n.failures, expected);
     }
     assert_eq!(
-        write(&store, |tx| Ok(
-            tx.increment_failures(user.id, FailureKind::Password)?
-        ))
+        write(&store, |tx| Ok(count_failure(
+            tx,
+            user.id,
+            FailureKind::Password
+        )?))
         .failures,
         1,
         "kinds are counted apart"
     );
     assert_eq!(
-        write(&store, |tx| Ok(
-            tx.increment_failures(other.id, FailureKind::Code)?
-        ))
+        write(&store, |tx| Ok(count_failure(
+            tx,
+            other.id,
+            FailureKind::Code
+        )?))
         .failures,
         1,
         "users are counted apart"
@@ -911,7 +916,10 @@ fn failure_counters(db: TestDatabase) {
 
     let until = Timestamp(T0.0 + 900);
     write(&store, |tx| {
-        Ok(tx.set_locked_until(user.id, FailureKind::Code, Some(until))?)
+        Ok(tx.set_locked_until(
+            FailureSubject::User(user.id, FailureKind::Code),
+            Some(until),
+        )?)
     });
     assert_eq!(
         state(user.id, FailureKind::Code),
@@ -922,7 +930,10 @@ fn failure_counters(db: TestDatabase) {
     );
     // locking a user without failures creates the row
     write(&store, |tx| {
-        Ok(tx.set_locked_until(other.id, FailureKind::Password, Some(until))?)
+        Ok(tx.set_locked_until(
+            FailureSubject::User(other.id, FailureKind::Password),
+            Some(until),
+        )?)
     });
     assert_eq!(
         state(other.id, FailureKind::Password),
@@ -932,7 +943,7 @@ fn failure_counters(db: TestDatabase) {
         }
     );
     write(&store, |tx| {
-        Ok(tx.set_locked_until(user.id, FailureKind::Code, None)?)
+        Ok(tx.set_locked_until(FailureSubject::User(user.id, FailureKind::Code), None)?)
     });
     assert_eq!(state(user.id, FailureKind::Code).locked_until, None);
     assert_eq!(state(user.id, FailureKind::Code).failures, 3);
@@ -943,9 +954,11 @@ fn failure_counters(db: TestDatabase) {
     assert_eq!(state(user.id, FailureKind::Code), FailureState::default());
     assert_eq!(state(user.id, FailureKind::Password).failures, 1);
     assert_eq!(
-        write(&store, |tx| Ok(
-            tx.increment_failures(user.id, FailureKind::Code)?
-        )),
+        write(&store, |tx| Ok(count_failure(
+            tx,
+            user.id,
+            FailureKind::Code
+        )?)),
         FailureState {
             failures: 1,
             locked_until: None
@@ -963,7 +976,7 @@ fn lock_failure_state_and_authenticator(db: TestDatabase) {
     let (user, other) = write(&store, |tx| {
         let user = add_user(tx, "a@example.com").id;
         let other = add_user(tx, "b@example.com").id;
-        tx.increment_failures(other, FailureKind::Code)?;
+        count_failure(tx, other, FailureKind::Code)?;
         tx.put_pending_authenticator(
             other,
             &Secret::generate(),
@@ -987,7 +1000,7 @@ fn lock_failure_state_and_authenticator(db: TestDatabase) {
     };
     assert_eq!(agree("nothing"), (FailureState::default(), None));
     write(&store, |tx| {
-        Ok(tx.increment_failures(user, FailureKind::Password)?)
+        Ok(count_failure(tx, user, FailureKind::Password)?)
     });
     assert_eq!(agree("a password failure").0, FailureState::default());
     let secret = Secret::generate();
@@ -1005,8 +1018,8 @@ fn lock_failure_state_and_authenticator(db: TestDatabase) {
     assert_eq!(pending.secret, secret);
     assert!(!pending.is_verified());
     write(&store, |tx| {
-        tx.increment_failures(user, FailureKind::Code)?;
-        tx.increment_failures(user, FailureKind::Code)?;
+        count_failure(tx, user, FailureKind::Code)?;
+        count_failure(tx, user, FailureKind::Code)?;
         Ok(tx.verify_authenticator(user, 7, T0)?)
     });
     let (state, verified) = agree("two code failures, verified");
@@ -1014,7 +1027,7 @@ fn lock_failure_state_and_authenticator(db: TestDatabase) {
     assert!(verified.expect("the verified authenticator").is_verified());
     let until = Timestamp(T0.0 + 60);
     write(&store, |tx| {
-        tx.set_locked_until(user, FailureKind::Code, Some(until))?;
+        tx.set_locked_until(FailureSubject::User(user, FailureKind::Code), Some(until))?;
         Ok(tx.accept_totp_step(user, 9)?)
     });
     let (state, used) = agree("locked, a step used");
@@ -1205,7 +1218,7 @@ fn delete_user_cascades(db: TestDatabase) {
         tx.replace_email_code(&code(user.id, "h", T0.0))?;
         tx.replace_recovery_codes(user.id, &["$argon2id$x".to_string()], T0)?;
         tx.insert_session(&new_session(user.id, org.id, "tok"))?;
-        tx.increment_failures(user.id, FailureKind::Code)?;
+        count_failure(tx, user.id, FailureKind::Code)?;
         tx.put_email_change(user.id, "b@example.com", "chg", T0, Timestamp(T0.0 + 60))?;
         tx.insert_audit(&event(
             1,
@@ -1289,7 +1302,7 @@ fn rollback_on_err_leaves_nothing(db: TestDatabase) {
         let user = add_user(tx, "a@example.com");
         let org = add_org(tx, "Acme");
         tx.insert_membership(&Membership::new(user.id, org.id))?;
-        tx.increment_failures(user.id, FailureKind::Code)?;
+        count_failure(tx, user.id, FailureKind::Code)?;
         tx.insert_audit(&event(
             1,
             Some(org.id),
@@ -1415,8 +1428,8 @@ fn give_everything(tx: &mut dyn StoreTx, user: UserId, orgs: [OrgId; 2]) -> MfaR
     tx.set_email_factor_verified(user, T0)?;
     tx.replace_email_code(&code(user, &format!("code-{}", user.0), T0.0))?;
     tx.replace_recovery_codes(user, &["$argon2id$a".into()], T0)?;
-    tx.increment_failures(user, FailureKind::Code)?;
-    tx.increment_failures(user, FailureKind::Password)?;
+    count_failure(tx, user, FailureKind::Code)?;
+    count_failure(tx, user, FailureKind::Password)?;
     for org in orgs {
         tx.insert_session(&new_session(user, org, &format!("s-{}-{}", user.0, org.0)))?;
     }
@@ -1618,7 +1631,73 @@ fn old_audit_events_are_deleted(db: TestDatabase) {
     assert_eq!(delete(2), 0);
 }
 
+/// A user's failures are forgotten after a quiet spell: the next failure
+/// after `forget_before` counts one, not one more.
+fn failures_are_forgotten(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com").id));
+    let subject = FailureSubject::User(user, FailureKind::Code);
+    let fail = |now: i64, forget_before: i64| {
+        write(&store, |tx| {
+            Ok(tx
+                .increment_failures(subject, Timestamp(now), Timestamp(forget_before))?
+                .failures)
+        })
+    };
+    assert_eq!(fail(100, 0), 1);
+    assert_eq!(fail(200, 100), 2, "at the cut: kept");
+    assert_eq!(fail(300, 201), 1, "after the cut: forgotten");
+    assert_eq!(fail(400, 0), 2);
+}
+
+/// Unknown emails have counters of their own, under a keyed hash of the
+/// email (never the email itself), forgotten and deleted like a user's.
+fn unknown_email_failures(db: TestDatabase) {
+    let store = open(&db);
+    let nobody = FailureSubject::UnknownEmail("nobody@example.com");
+    let other = FailureSubject::UnknownEmail("other@example.com");
+    let fail = |subject, now: i64| {
+        write(&store, |tx| {
+            Ok(tx.increment_failures(subject, Timestamp(now), Timestamp(0))?)
+        })
+    };
+    assert_eq!(fail(nobody, 10).failures, 1);
+    assert_eq!(fail(nobody, 20).failures, 2);
+    assert_eq!(fail(other, 30).failures, 1, "emails are counted apart");
+    let until = Timestamp(500);
+    write(&store, |tx| Ok(tx.set_locked_until(nobody, Some(until))?));
+    assert_eq!(
+        fail(nobody, 40),
+        FailureState {
+            failures: 3,
+            locked_until: Some(until)
+        }
+    );
+    let keys = raw_texts(
+        &db,
+        "SELECT email_key AS value FROM unknown_email_failures ORDER BY email_key",
+    );
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| !k.contains('@')), "{keys:?}");
+
+    let delete = |before: i64, limit| {
+        write(&store, |tx| {
+            Ok(tx.delete_unknown_email_failures(Timestamp(before), limit)?)
+        })
+    };
+    assert_eq!(delete(30, 10), 0, "at the cut: kept");
+    assert_eq!(delete(41, 1), 1, "the oldest first");
+    assert_eq!(
+        fail(other, 50).failures,
+        1,
+        "deleted: counting starts again"
+    );
+    assert_eq!(fail(nobody, 60).failures, 4, "the other stayed");
+}
+
 backend_tests!(
+    failures_are_forgotten,
+    unknown_email_failures,
     orgs_crud,
     users_crud,
     duplicate_email_is_a_unique_violation,

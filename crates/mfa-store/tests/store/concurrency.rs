@@ -105,7 +105,7 @@ fn concurrent_increment_failures(db: TestDatabase) {
     let user = write(&first, |tx| Ok(add_user(tx, "a@example.com").id));
     let mut counts = race(&[&first, &second], THREADS, |store, _| {
         store
-            .write(|tx| Ok(tx.increment_failures(user, FailureKind::Code)?.failures))
+            .write(|tx| Ok(count_failure(tx, user, FailureKind::Code)?.failures))
             .expect("increment_failures")
     });
     counts.sort_unstable();
@@ -188,7 +188,7 @@ fn concurrent_lock_failure_state(db: TestDatabase) {
     let (fresh, counted) = write(&first, |tx| {
         let fresh = add_user(tx, "fresh@example.com").id;
         let counted = add_user(tx, "counted@example.com").id;
-        tx.increment_failures(counted, FailureKind::Code)?;
+        count_failure(tx, counted, FailureKind::Code)?;
         Ok((fresh, counted))
     });
     for (user, before) in [(fresh, 0), (counted, 1)] {
@@ -202,7 +202,7 @@ fn concurrent_lock_failure_state(db: TestDatabase) {
                             .0
                     };
                     // The check would run here; this attempt failed.
-                    tx.increment_failures(user, FailureKind::Code)?;
+                    count_failure(tx, user, FailureKind::Code)?;
                     Ok(state.failures)
                 })
                 .expect("lock_failure_state")

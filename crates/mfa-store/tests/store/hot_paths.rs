@@ -295,7 +295,7 @@ fn lost_postgres_connections_are_replaced() {
              WHERE datname = current_database() AND pid <> pg_backend_pid()",
         );
         let failures = write(&store, |tx| {
-            Ok(tx.increment_failures(user, mfa_core::FailureKind::Code)?)
+            Ok(count_failure(tx, user, mfa_core::FailureKind::Code)?)
         });
         assert_eq!(
             failures.failures,

@@ -9,7 +9,7 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
@@ -17,9 +17,10 @@ const MIGRATIONS: [&str; 7] = [
     "2026-11-23-000002_membership_search",
     "2026-11-24-000001_failure_counter_is_clear",
     "2026-11-25-000001_audit_events_at",
+    "2026-11-26-000001_unknown_email_failures",
 ];
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "audit_events",
     "authenticators",
     "email_changes",
@@ -30,6 +31,7 @@ const TABLES: [&str; 11] = [
     "orgs",
     "recovery_codes",
     "sessions",
+    "unknown_email_failures",
     "users",
 ];
 

@@ -5,7 +5,11 @@ use std::thread;
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, SqliteConnection};
-use mfa_core::{MfaResult, NewUser, Org, Store, StoreTx, Timestamp, User};
+use mfa_core::ports::StoreResult;
+use mfa_core::{
+    FailureKind, FailureState, FailureSubject, MfaResult, NewUser, Org, Store, StoreTx, Timestamp,
+    User, UserId,
+};
 use mfa_store::test_support::{TestDatabase, test_options};
 use mfa_store::{Backend, DbStore};
 
@@ -39,6 +43,15 @@ pub fn read<T>(store: &DbStore, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>
 }
 
 /// Fields of a new user with this email and names.
+/// One more failure of `kind` for `user`, none forgotten.
+pub fn count_failure(
+    tx: &mut dyn StoreTx,
+    user: UserId,
+    kind: FailureKind,
+) -> StoreResult<FailureState> {
+    tx.increment_failures(FailureSubject::User(user, kind), Timestamp(0), Timestamp(0))
+}
+
 pub fn new_user(email: &str, first: &str, last: &str) -> NewUser {
     NewUser {
         email: email.to_string(),

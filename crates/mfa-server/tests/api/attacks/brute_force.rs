@@ -15,6 +15,7 @@ use crate::on_every_backend;
 on_every_backend!(
     code_lockout_across_sessions_logins_and_processes,
     password_failures_are_counted_apart,
+    an_unknown_email_is_locked_out_as_a_known_one,
     racing_guesses_on_one_server,
     racing_guesses_on_two_servers,
 );
@@ -183,6 +184,47 @@ async fn password_failures_are_counted_apart(s: TestServer) {
     verify(&s, &token, "AUTHENTICATOR", &s.totp(&secret))
         .await
         .expect(200, None);
+}
+
+/// Logins with an email no user has get exactly the answers a known
+/// user's wrong passwords get, lockouts included, on every process: the
+/// answers do not tell whether an email is a user's.
+async fn an_unknown_email_is_locked_out_as_a_known_one(s: TestServer) {
+    let twin = s.twin().await;
+    let root = s.root().await;
+    s.create_user(&root, "known@example.com", false).await;
+    async fn login(server: &TestServer, email: &str, password: &str) -> String {
+        let body = json!({"email": email, "password": password});
+        let a = server
+            .call("POST", "/user/auth/login", None, Some(body))
+            .await;
+        format!(
+            "{} {} retry-after {:?}",
+            a.status,
+            a.body,
+            a.header("retry-after")
+        )
+    }
+    async fn answers(s: &TestServer, twin: &TestServer, email: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        for server in [s, twin, s, twin, s] {
+            seen.push(login(server, email, "wrong password").await);
+        }
+        seen.push(login(twin, email, PASSWORD).await);
+        s.advance(30);
+        seen.push(login(s, email, "wrong password").await);
+        seen.push(login(twin, email, "wrong password").await);
+        // Over a day without a failure: forgotten.
+        s.advance(24 * 3600 + 1);
+        seen.push(login(twin, email, "wrong password").await);
+        seen
+    }
+    let known = answers(&s, &twin, "known@example.com").await;
+    let unknown = answers(&s, &twin, "unknown@example.com").await;
+    assert_eq!(unknown, known);
+    assert!(known[4].starts_with("429 "), "{known:?}");
+    assert!(known[4].ends_with(r#"retry-after Some("30")"#), "{known:?}");
+    assert!(known[8].starts_with("401 "), "{known:?}");
 }
 
 /// 16 guesses at once: no more are evaluated than the lockout allows.
