@@ -19,6 +19,11 @@
 //! way): a partial token learns nothing about any input of a route it may
 //! not use.
 //!
+//! A query string that the route does not take
+//! ([`crate::middleware::vet_query`]) is refused by these extractors too,
+//! once the session has passed: `400 invalid_request` after the `401` and
+//! `403` a token that is not good enough gets.
+//!
 //! A third extractor, [`InlineSession`], is for the hot routes listed in
 //! [`INLINE_SESSION_PATHS`]: the middleware leaves them alone and the
 //! handler resolves the token on the thread that does its own database
@@ -39,6 +44,7 @@ use mfa_core::{Caller, FullCaller, MfaError};
 
 use crate::app::Service;
 use crate::error::ApiError;
+use crate::middleware::UnexpectedQuery;
 
 /// Longest bearer token looked at; real ones are 43 characters.
 const MAX_TOKEN_LEN: usize = 256;
@@ -64,17 +70,24 @@ pub const INLINE_SESSION_PATHS: &[&str] = &["/oauth/users/mfaDetails", "/user/au
 pub struct InlineSession {
     found: Result<(String, web::Data<Service>), ApiError>,
     resolved: Option<Result<Caller, ApiError>>,
+    unexpected_query: bool,
 }
 
 impl InlineSession {
     /// The caller, or `401 unauthorized`. Blocks (a database read) unless
     /// the middleware resolved it already: call it on the blocking pool.
     pub fn resolve(self) -> Result<Caller, ApiError> {
-        if let Some(resolved) = self.resolved {
-            return resolved;
+        let caller = match self.resolved {
+            Some(resolved) => resolved?,
+            None => {
+                let (token, service) = self.found?;
+                service.authenticate(&token)?
+            }
+        };
+        if self.unexpected_query {
+            return Err(UnexpectedQuery::refusal());
         }
-        let (token, service) = self.found?;
-        Ok(service.authenticate(&token)?)
+        Ok(caller)
     }
 
     /// Run `read`, which resolves the bearer token itself, in the same
@@ -85,8 +98,21 @@ impl InlineSession {
         self,
         read: impl FnOnce(&Service, &str) -> Result<T, MfaError>,
     ) -> Result<T, ApiError> {
+        if self.unexpected_query {
+            // The session first (`resolve` refuses the query after it).
+            self.resolve()?;
+            return Err(UnexpectedQuery::refusal());
+        }
         let (token, service) = self.found?;
         Ok(read(&service, &token)?)
+    }
+}
+
+/// `400 invalid_request` if [`crate::middleware::vet_query`] marked `req`.
+fn refuse_unexpected_query(req: &HttpRequest) -> Result<(), ApiError> {
+    match req.extensions().get::<UnexpectedQuery>() {
+        Some(_) => Err(UnexpectedQuery::refusal()),
+        None => Ok(()),
     }
 }
 
@@ -152,7 +178,12 @@ impl FromRequest for AnySession {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let caller = session(req);
-        Box::pin(async move { caller.await.map(AnySession) })
+        let query = refuse_unexpected_query(req);
+        Box::pin(async move {
+            let caller = caller.await?;
+            query?;
+            Ok(AnySession(caller))
+        })
     }
 }
 
@@ -162,7 +193,12 @@ impl FromRequest for FullSession {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let caller = session(req);
-        Box::pin(async move { Ok(FullSession(caller.await?.into_full()?)) })
+        let query = refuse_unexpected_query(req);
+        Box::pin(async move {
+            let caller = caller.await?.into_full()?;
+            query?;
+            Ok(FullSession(caller))
+        })
     }
 }
 
@@ -178,6 +214,7 @@ impl FromRequest for InlineSession {
         ready(Ok(InlineSession {
             found: token_and_service(req),
             resolved,
+            unexpected_query: refuse_unexpected_query(req).is_err(),
         }))
     }
 }

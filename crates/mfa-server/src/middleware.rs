@@ -1,5 +1,6 @@
 //! What wraps every request: the request log and metrics, JSON for every
-//! error page, and the answer for unknown routes.
+//! error page, the rule on query strings, and the answer for unknown
+//! routes.
 //!
 //! There is no panic-catching layer: handlers do no work that can panic
 //! (no `unwrap`, no indexing), and everything that could (storage,
@@ -8,11 +9,13 @@
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, Next};
-use actix_web::{Error, HttpRequest, HttpResponse, web};
+use actix_web::{Error, HttpMessage as _, HttpRequest, HttpResponse, web};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Operation, ParameterIn};
 
 use crate::error::{ApiError, body_for_status};
 use crate::metrics::Metrics;
@@ -74,31 +77,74 @@ pub fn json_error_page<B: MessageBody + 'static>(
     ))
 }
 
-/// The documented routes, for telling `404` from `405`.
+/// The documented routes, for telling `404` from `405` and for the rule
+/// on query strings.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: Vec<(ResourceDef, Vec<&'static str>)>,
+    routes: Vec<(ResourceDef, Vec<RouteOperation>)>,
+}
+
+/// What the table knows of one documented operation.
+#[derive(Debug)]
+struct RouteOperation {
+    method: &'static str,
+    /// A query string this operation does not declare is refused.
+    vets_query: bool,
+    /// `x-session: none`: no session is checked first.
+    sessionless: bool,
+}
+
+/// Paths the rule on query strings leaves alone: pages for browsers, and
+/// the document and API browser that Swagger UI serves (and reads its own
+/// query parameters on). Every other documented operation refuses a query
+/// string it does not declare (`openapi.md`).
+pub const QUERY_RULE_EXEMPT_PATHS: &[&str] = &[
+    "/admin",
+    "/account",
+    crate::openapi::OPENAPI_PATH,
+    crate::openapi::SWAGGER_UI_PATH,
+];
+
+/// A request whose query string its route does not take. Its session is
+/// checked first: the session extractors answer `400 invalid_request` for
+/// it only once the session has passed (see [`crate::auth`]).
+#[derive(Clone, Copy, Debug)]
+pub struct UnexpectedQuery;
+
+impl UnexpectedQuery {
+    /// The answer.
+    pub fn refusal() -> ApiError {
+        ApiError::InvalidRequest("unknown query parameter: this route takes no query string".into())
+    }
 }
 
 impl RouteTable {
-    /// The paths and methods of an OpenAPI document.
+    /// The paths and operations of an OpenAPI document.
     pub fn from_openapi(api: &utoipa::openapi::OpenApi) -> RouteTable {
         let routes = api
             .paths
             .paths
             .iter()
             .map(|(path, item)| {
-                let methods = [
-                    ("GET", item.get.is_some()),
-                    ("POST", item.post.is_some()),
-                    ("PUT", item.put.is_some()),
-                    ("DELETE", item.delete.is_some()),
-                    ("PATCH", item.patch.is_some()),
+                let exempt = QUERY_RULE_EXEMPT_PATHS.contains(&path.as_str());
+                let operations = [
+                    ("GET", &item.get),
+                    ("POST", &item.post),
+                    ("PUT", &item.put),
+                    ("DELETE", &item.delete),
+                    ("PATCH", &item.patch),
                 ]
                 .into_iter()
-                .filter_map(|(m, present)| present.then_some(m))
+                .filter_map(|(method, op)| {
+                    let op = op.as_ref()?;
+                    Some(RouteOperation {
+                        method,
+                        vets_query: !exempt && !declares_query(op),
+                        sessionless: crate::openapi::session_of(op) == "none",
+                    })
+                })
                 .collect();
-                (ResourceDef::new(path.as_str()), methods)
+                (ResourceDef::new(path.as_str()), operations)
             })
             .collect();
         RouteTable { routes }
@@ -110,12 +156,61 @@ impl RouteTable {
             .routes
             .iter()
             .filter(|(def, _)| def.is_match(path))
-            .flat_map(|(_, m)| m.iter().copied())
+            .flat_map(|(_, ops)| ops.iter().map(|op| op.method))
             .collect();
         methods.sort_unstable();
         methods.dedup();
         (!methods.is_empty()).then(|| methods.join(", "))
     }
+
+    /// The documented operation `method` `path` is, if any.
+    fn operation(&self, method: &str, path: &str) -> Option<&RouteOperation> {
+        self.routes
+            .iter()
+            .filter(|(def, _)| def.is_match(path))
+            .flat_map(|(_, ops)| ops.iter())
+            .find(|op| op.method == method)
+    }
+}
+
+/// Whether `op` declares a query parameter.
+fn declares_query(op: &Operation) -> bool {
+    op.parameters.iter().flatten().any(|p| match p {
+        RefOr::T(p) => p.parameter_in == ParameterIn::Query,
+        // Not looked up: taken to declare one, so that nothing is refused.
+        RefOr::Ref(_) => true,
+    })
+}
+
+/// The rule on query strings: a request with a query string that its
+/// documented operation does not declare is `400 invalid_request`, like an
+/// unknown body field, so that a misspelt parameter never silently means
+/// its default. A public route answers it here; a route with a session
+/// has it marked ([`UnexpectedQuery`]) and answered after its session is
+/// checked. Operations that declare parameters refuse unknown ones
+/// themselves (`deny_unknown_fields`). Requests without a query string,
+/// the hot paths among them, cost nothing here.
+pub async fn vet_query<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error> {
+    if !req.query_string().is_empty() {
+        let op = req.app_data::<web::Data<RouteTable>>().and_then(|routes| {
+            let op = routes.operation(req.method().as_str(), req.path())?;
+            op.vets_query.then_some(op.sessionless)
+        });
+        match op {
+            Some(true) => {
+                let answer = actix_web::ResponseError::error_response(&UnexpectedQuery::refusal());
+                return Ok(req.into_response(answer).map_into_right_body());
+            }
+            Some(false) => {
+                req.extensions_mut().insert(UnexpectedQuery);
+            }
+            None => {}
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// The answer when no route takes the request: `405` with `Allow` when the

@@ -114,7 +114,7 @@ fn add_error(op: &mut Operation, status: &str, code: &str, sentence: &str) {
 }
 
 /// The session level an operation declares in `x-session`.
-fn session_of(op: &Operation) -> String {
+pub(crate) fn session_of(op: &Operation) -> String {
     op.extensions
         .as_ref()
         .and_then(|e| e.get("x-session"))
@@ -127,7 +127,8 @@ fn session_of(op: &Operation) -> String {
 /// the two routes served by Swagger UI itself.
 pub fn complete(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     add_document_routes(&mut api);
-    for item in api.paths.paths.values_mut() {
+    for (path, item) in api.paths.paths.iter_mut() {
+        let vets_query = !crate::middleware::QUERY_RULE_EXEMPT_PATHS.contains(&path.as_str());
         for op in operations_mut(item) {
             let session = session_of(op);
             let (sentence, secured) = match session.as_str() {
@@ -163,6 +164,13 @@ pub fn complete(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                     "the body, query or path does not parse (malformed JSON, wrong type, \
                      unknown field or parameter, body over 64 KiB, id not a positive integer) \
                      or breaks a rule.",
+                );
+            } else if vets_query {
+                add_error(
+                    op,
+                    "400",
+                    "invalid_request",
+                    "a query string: this route takes none.",
                 );
             }
             if secured {

@@ -4,10 +4,69 @@
 
 use serde_json::json;
 
+use crate::attacks::schema::{Targets, concrete_path, document, operations, valid_body};
 use crate::helpers::TestServer;
 use crate::on_every_backend;
 
-on_every_backend!(input_that_does_not_parse, tokens_and_routes, paging);
+on_every_backend!(
+    input_that_does_not_parse,
+    unknown_query_parameters_on_every_route,
+    tokens_and_routes,
+    paging
+);
+
+/// Every documented operation refuses a query parameter it does not
+/// declare (`400 invalid_request`), after its session is checked; the
+/// routes come from the served document, so a new one cannot be missed.
+async fn unknown_query_parameters_on_every_route(s: TestServer) {
+    let doc = document(&s).await;
+    let root = s.root().await;
+    let user = s.create_user(&root, "query@example.com", false).await;
+    let t = Targets {
+        user,
+        email: "query@example.com".into(),
+        org: s.root_org,
+    };
+    let exempt = [
+        "/admin",
+        "/account",
+        "/api-docs/openapi.json",
+        "/swagger-ui/",
+    ];
+    let mut checked = 0;
+    for op in operations(&doc) {
+        let path = concrete_path(&op, &t);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let path = format!("{path}{sep}unexpected=1");
+        let body = op.body_schema().map(|schema| valid_body(&doc, schema, &t));
+        let token = (op.session != "none").then_some(root.as_str());
+        let a = s.call(&op.method, &path, token, body.clone()).await;
+        if exempt.contains(&op.path.as_str()) {
+            assert_eq!(a.status, 200, "{} {path}: {a:?}", op.method);
+            continue;
+        }
+        assert!(
+            a.status == 400 && a.error() == "invalid_request",
+            "{} {path}: {a:?}",
+            op.method
+        );
+        let message = a.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("unexpected") || message.contains("query"),
+            "{message}"
+        );
+        if op.session != "none" {
+            // The session first: no token is 401, whatever the query.
+            s.call(&op.method, &path, None, body)
+                .await
+                .expect(401, Some("unauthorized"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 45, "only {checked} operations checked");
+    // Nothing else is refused: an empty query string is no query.
+    s.get("/user/users/me?", &root).await.expect(200, None);
+}
 
 async fn input_that_does_not_parse(s: TestServer) {
     let root = s.root().await;

@@ -23,7 +23,7 @@ mod interleaving;
 mod overwrite;
 mod partial_token;
 mod replay;
-mod schema;
+pub mod schema;
 mod secrets;
 mod tokens;
 
