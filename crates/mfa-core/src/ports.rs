@@ -134,6 +134,21 @@ pub trait StoreTx {
     }
     /// Load a user by normalised email.
     fn user_by_email(&mut self, email: &str) -> StoreResult<Option<User>>;
+    /// The user with this normalised email and their memberships by org
+    /// id, as [`StoreTx::user_by_email`] and [`StoreTx::memberships_of_user`]
+    /// read them: what a login reads first. The default calls the two; a
+    /// store over a network reads both in one statement, which also gives
+    /// a known email and an unknown one the same round trips.
+    fn user_with_memberships_by_email(
+        &mut self,
+        email: &str,
+    ) -> StoreResult<Option<(User, Vec<Membership>)>> {
+        let Some(user) = self.user_by_email(email)? else {
+            return Ok(None);
+        };
+        let memberships = self.memberships_of_user(user.id)?;
+        Ok(Some((user, memberships)))
+    }
     /// Load the users with these ids (missing ones left out), by id.
     fn users_by_ids(&mut self, ids: &[UserId]) -> StoreResult<Vec<User>>;
     /// Write every field of `user` but id and created_at. `UniqueViolation`

@@ -799,6 +799,29 @@ macro_rules! impl_store_tx {
                 Ok(row.map(User::from))
             }
 
+            fn user_with_memberships_by_email(
+                &mut self,
+                email: &str,
+            ) -> StoreResult<Option<(User, Vec<Membership>)>> {
+                let rows: Vec<(UserRow, Option<MembershipRow>)> = users::table
+                    .left_join(memberships::table)
+                    .filter(users::email.eq(email.to_lowercase()))
+                    .order(memberships::org_id.asc())
+                    .select((UserRow::as_select(), Option::<MembershipRow>::as_select()))
+                    .load(self.conn)
+                    .db()?;
+                let mut rows = rows.into_iter();
+                let Some((user, first)) = rows.next() else {
+                    return Ok(None);
+                };
+                let memberships = first
+                    .into_iter()
+                    .chain(rows.filter_map(|(_, m)| m))
+                    .map(Membership::from)
+                    .collect();
+                Ok(Some((User::from(user), memberships)))
+            }
+
             fn users_by_ids(&mut self, ids: &[UserId]) -> StoreResult<Vec<User>> {
                 let mut found: Vec<User> = Vec::with_capacity(ids.len());
                 for chunk in id_chunks(ids) {

@@ -50,13 +50,9 @@ impl<S: Store> MfaService<S> {
             self.hasher.verify_decoy(password);
             return Err(MfaError::InvalidCredentials);
         };
-        let found = self.store.read(|tx| {
-            let Some(user) = tx.user_by_email(&email)? else {
-                return Ok(None);
-            };
-            let memberships = tx.memberships_of_user(user.id)?;
-            Ok(Some((user, memberships)))
-        })?;
+        let found = self
+            .store
+            .read_statement(|tx| Ok(tx.user_with_memberships_by_email(&email)?))?;
         let Some((user, memberships)) = found else {
             // Answered as a wrong password of a known user is: counted
             // toward a lockout of its own, in the same statements, with

@@ -1695,7 +1695,44 @@ fn unknown_email_failures(db: TestDatabase) {
     assert_eq!(fail(nobody, 60).failures, 4, "the other stayed");
 }
 
+/// What a login reads first, in one statement, is what the two reads it
+/// stands for return: no user, a user without memberships, with two.
+fn user_with_memberships_by_email(db: TestDatabase) {
+    let store = open(&db);
+    let (user, lone) = write(&store, |tx| {
+        let user = add_user(tx, "a@example.com");
+        let lone = add_user(tx, "lone@example.com");
+        for name in ["Second", "First"] {
+            let org = add_org(tx, name);
+            tx.insert_membership(&Membership::new(user.id, org.id))?;
+        }
+        Ok((user, lone))
+    });
+    let both = |email: &str| {
+        read(&store, |tx| {
+            let together = tx.user_with_memberships_by_email(email)?;
+            let apart = match tx.user_by_email(email)? {
+                Some(u) => {
+                    let memberships = tx.memberships_of_user(u.id)?;
+                    Some((u, memberships))
+                }
+                None => None,
+            };
+            assert_eq!(together, apart, "{email}");
+            Ok(together)
+        })
+    };
+    assert_eq!(both("nobody@example.com"), None);
+    let (found, memberships) = both("lone@example.com").expect("lone");
+    assert_eq!((found.id, memberships.len()), (lone.id, 0));
+    let (found, memberships) = both("A@example.com").expect("a");
+    assert_eq!(found.id, user.id);
+    assert_eq!(memberships.len(), 2);
+    assert!(memberships[0].org_id < memberships[1].org_id, "by org id");
+}
+
 backend_tests!(
+    user_with_memberships_by_email,
     failures_are_forgotten,
     unknown_email_failures,
     orgs_crud,
