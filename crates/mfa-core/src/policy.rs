@@ -151,7 +151,8 @@ pub struct LockoutPolicy {
     /// Failures are forgotten when none followed for longer than this (a
     /// "failure reset time"). The state kept for unknown emails must be
     /// deleted some time, and a user's must then be forgotten alike, or
-    /// the difference would tell known emails from unknown ones.
+    /// the difference would tell known emails from unknown ones. (0
+    /// would forget every failure at the next one: no lockout at all.)
     pub forget_after_secs: u64,
 }
 

@@ -929,12 +929,34 @@ fn email_change_waits_for_confirmation() {
             .any(|m| m.to == "old@example.com"
                 && matches!(m.kind, MailKind::EmailChangeNotice { .. }))
     );
+    let globex = ok(w.svc.create_org(&w.admin, "Globex"));
+    ok(w.svc
+        .add_member(&w.admin, globex.id, user, &Default::default()));
     ok(w.svc.confirm_email_change(&token));
     assert_eq!(
         w.svc.confirm_email_change(&token),
         Err(MfaError::InvalidCode)
     );
     ok(w.svc.login("new@example.com", PASSWORD, None));
+    // The change is in the audit trail of each of the user's orgs.
+    let changed = w.audit_events_of(Some(AuditAction::EmailChanged));
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        changed[0].detail,
+        "from o***@example.com to n***@example.com"
+    );
+    let in_globex = ok(w.svc.store().read(|tx| {
+        let filter = AuditFilter {
+            org_id: Some(globex.id),
+            ..AuditFilter::default()
+        };
+        Ok(tx.audit_events(&filter, 0, 10)?.0)
+    }));
+    assert!(
+        in_globex
+            .iter()
+            .any(|e| e.action == AuditAction::EmailChanged && e.target_user_id == Some(user))
+    );
 }
 
 #[test]

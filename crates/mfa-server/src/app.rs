@@ -280,6 +280,7 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
             environment: config.environment.clone(),
             session_ttl_secs: config.session_ttl_secs,
             password_params: config.password_hash,
+            totp: config.totp,
             audit_retention_secs: (config.audit_retention_days > 0)
                 .then(|| config.audit_retention_days * 24 * 3600),
             ..ServiceConfig::default()

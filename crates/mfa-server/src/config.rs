@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use mfa_core::Environment;
 use mfa_core::crypto::PasswordParams;
+use mfa_totp::TotpParams;
 use serde::Deserialize;
 
 /// Default listen address.
@@ -51,6 +52,10 @@ pub const MAX_AUDIT_RETENTION_DAYS: u64 = 36_500;
 /// below the timeouts of common HTTP clients and proxies (30–60 s), so that
 /// an admitted login is answered before its client gives up.
 pub const DEFAULT_PASSWORD_QUEUE_MAX_WAIT_SECS: u64 = 10;
+/// Shortest and longest `MFA_TOTP_PERIOD_SECS`: a step much shorter than
+/// 15 s leaves no time to type a code, and 120 s is as long as
+/// authenticator apps that honour the period offer.
+pub const TOTP_PERIOD_SECS_RANGE: std::ops::RangeInclusive<u64> = 15..=120;
 /// Largest accepted bound of that wait: 5 minutes.
 pub const MAX_PASSWORD_QUEUE_MAX_WAIT_SECS: u64 = 300;
 /// Largest accepted database pool.
@@ -193,6 +198,9 @@ pub struct Config {
     /// (login, recovery code, new password) may wait for a hashing thread
     /// before it is refused with `429`; 0 means as long as it takes.
     pub password_queue_max_wait_secs: u64,
+    /// `MFA_TOTP_DIGITS` and `MFA_TOTP_PERIOD_SECS`: the digits and step of
+    /// authenticators enrolled from now on (each keeps its own).
+    pub totp: TotpParams,
     /// `MFA_PASSWORD_HASH`: argon2id parameters of new password and
     /// recovery-code hashes, `m=KIB,t=ITERATIONS,p=PARALLELISM`.
     pub password_hash: PasswordParams,
@@ -220,6 +228,8 @@ struct FileConfig {
     purge_interval_secs: Option<u64>,
     audit_retention_days: Option<u64>,
     password_queue_max_wait_secs: Option<u64>,
+    totp_digits: Option<u64>,
+    totp_period_secs: Option<u64>,
     password_hash: Option<String>,
     log: Option<String>,
 }
@@ -373,6 +383,31 @@ impl Config {
             0..=MAX_PASSWORD_QUEUE_MAX_WAIT_SECS,
         )?;
 
+        let totp_digits = whole_number(
+            "MFA_TOTP_DIGITS",
+            "digits",
+            "",
+            env("MFA_TOTP_DIGITS"),
+            file_config.totp_digits,
+            u64::from(TotpParams::default().digits),
+            6..=8,
+        )?;
+        let totp_period_secs = whole_number(
+            "MFA_TOTP_PERIOD_SECS",
+            "seconds",
+            "",
+            env("MFA_TOTP_PERIOD_SECS"),
+            file_config.totp_period_secs,
+            TotpParams::default().period,
+            TOTP_PERIOD_SECS_RANGE,
+        )?;
+        let totp = TotpParams::new(
+            TotpParams::default().algorithm,
+            u32::try_from(totp_digits).unwrap_or(0),
+            totp_period_secs,
+        )
+        .map_err(|_| invalid("MFA_TOTP_DIGITS", "expected 6 or 8 digits"))?;
+
         let password_hash = match pick("MFA_PASSWORD_HASH", file_config.password_hash) {
             Some(v) => v
                 .parse::<PasswordParams>()
@@ -404,6 +439,7 @@ impl Config {
             purge_interval_secs,
             audit_retention_days,
             password_queue_max_wait_secs,
+            totp,
             password_hash,
             log,
         })
@@ -508,6 +544,31 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_sources(None, |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn totp_digits_and_period() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.totp, TotpParams::default());
+        let c = from(&[("MFA_TOTP_DIGITS", "8"), ("MFA_TOTP_PERIOD_SECS", "60")]).unwrap();
+        assert_eq!((c.totp.digits, c.totp.period), (8, 60));
+        for (name, value, says) in [
+            ("MFA_TOTP_DIGITS", "7", "expected 6 or 8 digits"),
+            ("MFA_TOTP_DIGITS", "10", "expected between 6 and 8 digits"),
+            (
+                "MFA_TOTP_PERIOD_SECS",
+                "5",
+                "expected between 15 and 120 seconds",
+            ),
+            (
+                "MFA_TOTP_PERIOD_SECS",
+                "thirty",
+                "expected a whole number of seconds",
+            ),
+        ] {
+            let error = from(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name) && error.contains(says), "{error}");
+        }
     }
 
     #[test]

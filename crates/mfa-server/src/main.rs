@@ -37,6 +37,9 @@ environment wins). Every command reads the same configuration:
   MFA_PASSWORD_QUEUE_MAX_WAIT_SECS
                                 longest a login or other password check waits for a
                                 hashing thread before it is refused with 429 [10]; 0: no bound
+  MFA_TOTP_DIGITS               digits of authenticator codes, 6 or 8 [6]
+  MFA_TOTP_PERIOD_SECS          seconds per authenticator code, 15 to 120 [30]; both
+                                apply to authenticators enrolled from then on
   MFA_PASSWORD_HASH             argon2id parameters of new hashes [m=7168,t=5,p=1];
                                 older hashes are replaced at their user's next login
   MFA_LOG                       tracing filter [info]

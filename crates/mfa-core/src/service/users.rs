@@ -426,15 +426,31 @@ impl<S: Store> MfaService<S> {
             tx.update_user(&user)?;
             tx.delete_email_factor(user.id)?;
             tx.delete_email_codes(user.id)?;
-            audit(
-                tx,
-                now,
-                None,
-                Some(user.id),
-                Some(user.id),
-                AuditAction::EmailChanged,
-                format!("from {} to {}", mask_email(&old), mask_email(&user.email)),
-            )
+            // No session says which org this is in: the event goes to
+            // each org of the user, so that every admin of the user sees
+            // it (an admin reads the audit trail of one org).
+            let detail = format!("from {} to {}", mask_email(&old), mask_email(&user.email));
+            let mut orgs: Vec<Option<OrgId>> = tx
+                .memberships_of_user(user.id)?
+                .iter()
+                .map(|m| Some(m.org_id))
+                .collect();
+            if orgs.is_empty() {
+                orgs.push(None);
+            }
+            let events: Vec<NewAuditEvent> = orgs
+                .into_iter()
+                .map(|org_id| NewAuditEvent {
+                    at: now,
+                    org_id,
+                    actor_user_id: Some(user.id),
+                    target_user_id: Some(user.id),
+                    action: AuditAction::EmailChanged,
+                    detail: detail.clone(),
+                })
+                .collect();
+            tx.insert_audits(&events)?;
+            Ok(())
         })
     }
 

@@ -108,6 +108,8 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             },
         ),
         ("MFA_MAIL_FROM", config.mail_from.clone()),
+        ("MFA_TOTP_DIGITS", config.totp.digits.to_string()),
+        ("MFA_TOTP_PERIOD_SECS", config.totp.period.to_string()),
         ("MFA_SESSION_TTL_SECS", config.session_ttl_secs.to_string()),
         (
             "MFA_PURGE_INTERVAL_SECS",

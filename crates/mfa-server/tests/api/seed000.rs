@@ -235,3 +235,40 @@ async fn reset_is_all_or_nothing_and_admin_only(s: TestServer) {
             .expect(400, Some("invalid_request"));
     }
 }
+
+/// `MFA_TOTP_DIGITS` and `MFA_TOTP_PERIOD_SECS` reach new authenticators:
+/// their otpauth URI, and the codes they take.
+#[tokio::test]
+async fn configured_totp_digits_and_period() {
+    use mfa_totp::{Algorithm, Secret, TotpParams};
+
+    let s =
+        TestServer::sqlite_with(&[("MFA_TOTP_DIGITS", "8"), ("MFA_TOTP_PERIOD_SECS", "60")]).await;
+    let root = s.root().await;
+    let a = s
+        .call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(&root),
+            None,
+        )
+        .await;
+    a.expect(200, None);
+    let uri = a.body["otpauthUri"].as_str().unwrap();
+    assert!(uri.contains("&digits=8&period=60"), "{uri}");
+    let secret = Secret::from_base32(a.body["secret"].as_str().unwrap()).unwrap();
+    // A code of the default form is not one of this authenticator's.
+    s.post(
+        "/user/users/mfa/validateCode",
+        &root,
+        json!({"code": s.totp(&secret)}),
+    )
+    .await
+    .expect(400, Some("invalid_code"));
+    let params = TotpParams::new(Algorithm::Sha1, 8, 60).unwrap();
+    let code = mfa_totp::totp(&secret, s.now(), &params);
+    assert_eq!(code.len(), 8);
+    s.post("/user/users/mfa/validateCode", &root, json!({"code": code}))
+        .await
+        .expect(204, None);
+}
