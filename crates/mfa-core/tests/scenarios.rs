@@ -651,6 +651,49 @@ fn last_code(mailer: &MemoryMailer) -> String {
 }
 
 #[test]
+fn a_code_for_a_factor_the_user_lacks_is_not_enrolled_even_when_locked_out() {
+    let w = world();
+    w.add_user("mailonly@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("mailonly@example.com");
+    ok(w.svc.start_email_enrollment(&partial));
+    ok(w.svc
+        .confirm_email_enrollment(&partial, &last_code(&w.mailer)));
+    let (_, partial) = w.login("mailonly@example.com");
+    for _ in 0..4 {
+        assert_eq!(
+            w.svc.verify_mfa(&partial, MfaMethod::Email, "000000"),
+            Err(MfaError::InvalidCode)
+        );
+    }
+    assert!(matches!(
+        w.svc.verify_mfa(&partial, MfaMethod::Email, "000000"),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    // Locked out; an authenticator code could never be checked (there is
+    // no authenticator): `not_enrolled`, as for an email code without an
+    // email factor, and no refusal is audited.
+    assert!(matches!(
+        w.svc
+            .verify_mfa(&partial, MfaMethod::Authenticator, "123456"),
+        Err(MfaError::NotEnrolled(_))
+    ));
+    assert!(
+        w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut))
+            .is_empty()
+    );
+    assert!(matches!(
+        w.svc.verify_mfa(&partial, MfaMethod::Email, "000000"),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert_eq!(
+        w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut))
+            .len(),
+        1
+    );
+}
+
+#[test]
 fn email_factor_enroll_and_login() {
     let w = world();
     w.add_user("mailonly@example.com");

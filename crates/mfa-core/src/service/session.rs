@@ -433,6 +433,11 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
         let (state, authenticator) =
             tx.lock_failure_state_and_authenticator(caller.user_id, FailureKind::Code)?;
+        // Enrollment first, as for email and recovery codes: an attempt
+        // that could never be checked is no attempt, locked out or not.
+        let authenticator = authenticator
+            .filter(|a| a.is_verified())
+            .ok_or(MfaError::NotEnrolled("no verified authenticator"))?;
         let attempt = locked_attempt(
             &self.config.code_lockout,
             FailureKind::Code,
@@ -440,9 +445,6 @@ impl<S: Store> MfaService<S> {
             &state,
             now,
         )?;
-        let authenticator = authenticator
-            .filter(|a| a.is_verified())
-            .ok_or(MfaError::NotEnrolled("no verified authenticator"))?;
         let (detail, action) = match self.match_totp(&authenticator, candidate, now) {
             Ok(step) if tx.accept_totp_step(caller.user_id, step)? => return Ok(Ok(attempt)),
             // Another request accepted this step between our read and write.

@@ -11,6 +11,9 @@ use crate::text::{mask_email, normalize_email};
 
 /// Longest first or last name.
 pub const MAX_NAME_CHARS: usize = 100;
+/// Longest user search: no name or email is longer, so a longer one could
+/// match nothing (and SQLite refuses a LIKE pattern over 50,000 bytes).
+pub const MAX_SEARCH_CHARS: usize = crate::text::MAX_EMAIL_LEN;
 
 /// How a route names a user: by id, or (seed `byRef=true`) by email.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,6 +233,11 @@ impl<S: Store> MfaService<S> {
             return Err(MfaError::InvalidRequest(
                 "search must not contain control characters".into(),
             ));
+        }
+        if search.is_some_and(|s| s.chars().count() > MAX_SEARCH_CHARS) {
+            return Err(MfaError::InvalidRequest(format!(
+                "search is at most {MAX_SEARCH_CHARS} characters: no name or email is longer"
+            )));
         }
         self.store.read(|tx| {
             let (users, total) =
