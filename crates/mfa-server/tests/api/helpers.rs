@@ -475,16 +475,20 @@ impl TestServer {
 
     // ---- authenticator
 
+    /// `generateTempSecret` with `token`: the answer.
+    pub async fn generate_temp_secret(&self, token: &str) -> Answer {
+        self.call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(token),
+            None,
+        )
+        .await
+    }
+
     /// Start enrollment with `generateTempSecret`; returns the secret.
     pub async fn start_authenticator(&self, token: &str) -> Secret {
-        let a = self
-            .call(
-                "POST",
-                "/user/users/mfa/generateTempSecret",
-                Some(token),
-                None,
-            )
-            .await;
+        let a = self.generate_temp_secret(token).await;
         a.expect(200, None);
         Secret::from_base32(a.body["secret"].as_str().unwrap()).unwrap()
     }

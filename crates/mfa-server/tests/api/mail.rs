@@ -47,14 +47,7 @@ async fn mail_server_down_is_503_and_leaves_no_code() {
 async fn sandbox_issuer_is_marked() {
     let s = TestServer::sqlite_with(&[("MFA_ENVIRONMENT", "sandbox")]).await;
     let root = s.root().await;
-    let t = s
-        .call(
-            "POST",
-            "/user/users/mfa/generateTempSecret",
-            Some(&root),
-            None,
-        )
-        .await;
+    let t = s.generate_temp_secret(&root).await;
     t.expect(200, None);
     let uri = t.body["otpauthUri"].as_str().unwrap();
     assert!(

@@ -245,14 +245,7 @@ async fn configured_totp_digits_and_period() {
     let s =
         TestServer::sqlite_with(&[("MFA_TOTP_DIGITS", "8"), ("MFA_TOTP_PERIOD_SECS", "60")]).await;
     let root = s.root().await;
-    let a = s
-        .call(
-            "POST",
-            "/user/users/mfa/generateTempSecret",
-            Some(&root),
-            None,
-        )
-        .await;
+    let a = s.generate_temp_secret(&root).await;
     a.expect(200, None);
     let uri = a.body["otpauthUri"].as_str().unwrap();
     assert!(uri.contains("&digits=8&period=60"), "{uri}");
