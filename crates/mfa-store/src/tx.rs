@@ -332,6 +332,31 @@ macro_rules! confirmed_email_changes {
     };
 }
 
+/// The upsert of one more failure into `$table` (`failure_counters` or
+/// `unknown_email_failures`, whose counter columns have the same names):
+/// `$values` for a new counter; on `$conflict`, one more failure, or one
+/// again when the last came before `$forget_before`. Returns the failures
+/// and the lockout after it.
+macro_rules! add_failure {
+    ($table:ident, $conflict:expr, $values:expr, $forget_before:expr) => {
+        Prepared(
+            diesel::insert_into($table::table)
+                .values($values)
+                .on_conflict($conflict)
+                .do_update()
+                .set((
+                    $table::failures.eq(case_when(
+                        $table::last_failure_at.lt($forget_before.0),
+                        1.into_sql::<Integer>(),
+                    )
+                    .otherwise($table::failures + 1)),
+                    $table::last_failure_at.eq(excluded($table::last_failure_at)),
+                ))
+                .returning(($table::failures, $table::locked_until)),
+        )
+    };
+}
+
 /// The keys of the unknown emails whose last failure came before
 /// `$before`, oldest first, at most `$limit` of them.
 macro_rules! forgotten_unknown_emails {
@@ -1680,56 +1705,30 @@ macro_rules! impl_store_tx {
                 // `forget_before` starts again at one (NULL: a counter from
                 // before the column existed, kept).
                 let row: (i32, Option<i64>) = match subject {
-                    FailureSubject::User(user, kind) => Prepared(
-                        diesel::insert_into(failure_counters::table)
-                            .values((
-                                failure_counters::user_id.eq(user.0),
-                                failure_counters::kind.eq(kind.as_str()),
-                                failure_counters::failures.eq(1),
-                                failure_counters::locked_until.eq(None::<i64>),
-                                failure_counters::last_failure_at.eq(Some(now.0)),
-                            ))
-                            .on_conflict((failure_counters::user_id, failure_counters::kind))
-                            .do_update()
-                            .set((
-                                failure_counters::failures.eq(case_when(
-                                    failure_counters::last_failure_at.lt(forget_before.0),
-                                    1.into_sql::<Integer>(),
-                                )
-                                .otherwise(failure_counters::failures + 1)),
-                                failure_counters::last_failure_at
-                                    .eq(excluded(failure_counters::last_failure_at)),
-                            ))
-                            .returning((
-                                failure_counters::failures,
-                                failure_counters::locked_until,
-                            )),
+                    FailureSubject::User(user, kind) => add_failure!(
+                        failure_counters,
+                        (failure_counters::user_id, failure_counters::kind),
+                        (
+                            failure_counters::user_id.eq(user.0),
+                            failure_counters::kind.eq(kind.as_str()),
+                            failure_counters::failures.eq(1),
+                            failure_counters::locked_until.eq(None::<i64>),
+                            failure_counters::last_failure_at.eq(Some(now.0)),
+                        ),
+                        forget_before
                     )
                     .get_result(self.conn)
                     .db()?,
-                    FailureSubject::UnknownEmail(email) => Prepared(
-                        diesel::insert_into(unknown_email_failures::table)
-                            .values((
-                                unknown_email_failures::email_key.eq(self.cipher.email_key(email)),
-                                unknown_email_failures::failures.eq(1),
-                                unknown_email_failures::locked_until.eq(None::<i64>),
-                                unknown_email_failures::last_failure_at.eq(now.0),
-                            ))
-                            .on_conflict(unknown_email_failures::email_key)
-                            .do_update()
-                            .set((
-                                unknown_email_failures::failures.eq(case_when(
-                                    unknown_email_failures::last_failure_at.lt(forget_before.0),
-                                    1.into_sql::<Integer>(),
-                                )
-                                .otherwise(unknown_email_failures::failures + 1)),
-                                unknown_email_failures::last_failure_at
-                                    .eq(excluded(unknown_email_failures::last_failure_at)),
-                            ))
-                            .returning((
-                                unknown_email_failures::failures,
-                                unknown_email_failures::locked_until,
-                            )),
+                    FailureSubject::UnknownEmail(email) => add_failure!(
+                        unknown_email_failures,
+                        unknown_email_failures::email_key,
+                        (
+                            unknown_email_failures::email_key.eq(self.cipher.email_key(email)),
+                            unknown_email_failures::failures.eq(1),
+                            unknown_email_failures::locked_until.eq(None::<i64>),
+                            unknown_email_failures::last_failure_at.eq(now.0),
+                        ),
+                        forget_before
                     )
                     .get_result(self.conn)
                     .db()?,
