@@ -163,13 +163,21 @@ impl RouteTable {
         (!methods.is_empty()).then(|| methods.join(", "))
     }
 
-    /// The documented operation `method` `path` is, if any.
+    /// The documented operation `method` `path` is, if any. Where a
+    /// literal path and a pattern both match (`/user/users/me` and
+    /// `/user/users/{id}`), the one with fewer parameters, as the routes
+    /// are served.
     fn operation(&self, method: &str, path: &str) -> Option<&RouteOperation> {
         self.routes
             .iter()
             .filter(|(def, _)| def.is_match(path))
-            .flat_map(|(_, ops)| ops.iter())
-            .find(|op| op.method == method)
+            .filter_map(|(def, ops)| {
+                let op = ops.iter().find(|op| op.method == method)?;
+                let parameters = def.pattern().map_or(0, |p| p.matches('{').count());
+                Some((parameters, op))
+            })
+            .min_by_key(|(parameters, _)| *parameters)
+            .map(|(_, op)| op)
     }
 }
 
