@@ -31,8 +31,8 @@ pub fn rfc3339(ts: Timestamp) -> String {
 
 // ---------------------------------------------------------------- ids
 
-/// An id: a positive integer. Zero, negative numbers and anything that is
-/// not an integer are `400 invalid_request`, in a path, a query or a body.
+/// An id in a JSON body: a positive integer. Zero, negative numbers and
+/// anything that is not an integer (a string too) are `400 invalid_request`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Id(pub i64);
 
@@ -45,6 +45,50 @@ impl<'de> Deserialize<'de> for Id {
             ));
         }
         Ok(Id(v))
+    }
+}
+
+/// An id written in a path or a query: decimal digits without a sign, a
+/// leading zero or spaces. Each id has one spelling there, so that a rule a
+/// proxy or a cache keys on the path (`/user/users/3`) cannot be passed by
+/// another spelling of it (`/user/users/03`, `/user/users/+3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UrlId(pub i64);
+
+/// The id `text` spells in a URL, if it is one.
+pub fn parse_url_id(text: &str) -> Option<i64> {
+    let canonical = text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
+    // Empty text and overflow fail the parse.
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
+impl<'de> Deserialize<'de> for UrlId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UrlIdVisitor;
+        impl serde::de::Visitor<'_> for UrlIdVisitor {
+            type Value = UrlId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a positive integer id")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<UrlId, E> {
+                parse_url_id(text).map(UrlId).ok_or_else(|| {
+                    E::custom("ids are positive integers written as digits (1, 2, ...)")
+                })
+            }
+        }
+        d.deserialize_str(UrlIdVisitor)
+    }
+}
+
+impl From<UrlId> for mfa_core::UserId {
+    fn from(id: UrlId) -> Self {
+        mfa_core::UserId(id.0)
+    }
+}
+
+impl From<UrlId> for mfa_core::OrgId {
+    fn from(id: UrlId) -> Self {
+        mfa_core::OrgId(id.0)
     }
 }
 
@@ -413,9 +457,10 @@ impl IdsQuery {
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| match s.parse::<i64>() {
-                Ok(v) if v > 0 => Ok(mfa_core::UserId(v)),
-                _ => Err("ids must be comma-separated positive integers".to_string()),
+            .map(|s| {
+                parse_url_id(s)
+                    .map(mfa_core::UserId)
+                    .ok_or_else(|| "ids must be comma-separated positive integers".to_string())
             })
             .collect::<Result<_, _>>()?;
         if ids.len() > MAX_QUERY_IDS {
@@ -474,7 +519,7 @@ pub struct AuditQuery {
     /// Only events whose actor or target is this user.
     #[serde(default)]
     #[param(value_type = Option<i64>, minimum = 1)]
-    pub user_id: Option<Id>,
+    pub user_id: Option<UrlId>,
     /// Only this action, e.g. `mfa_reset`, `mfa_verify_failed`,
     /// `locked_out` (the snake_case names of the audit actions).
     #[serde(default)]
@@ -989,6 +1034,29 @@ mod tests {
         assert!(q("1,x").is_err());
         assert!(q("0").is_err());
         assert!(q("").unwrap().is_empty());
+        assert!(q("1,03").is_err());
+        assert!(q("+1").is_err());
+    }
+
+    #[test]
+    fn ids_in_urls_have_one_spelling() {
+        assert_eq!(parse_url_id("7"), Some(7));
+        assert_eq!(parse_url_id("9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            "",
+            "0",
+            "07",
+            "+7",
+            "-7",
+            " 7",
+            "7 ",
+            "7.0",
+            "1e3",
+            "٣",
+            "9223372036854775808",
+        ] {
+            assert_eq!(parse_url_id(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

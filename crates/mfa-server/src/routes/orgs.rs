@@ -10,8 +10,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, OptionalJson};
 use crate::routes::run;
 use crate::wire::{
-    AllOrgsQuery, Id, MembershipFields, MembershipResponse, OrgCreateRequest, OrgMfaRequest,
-    OrgResponse, OrgUpdateRequest,
+    AllOrgsQuery, MembershipFields, MembershipResponse, OrgCreateRequest, OrgMfaRequest,
+    OrgResponse, OrgUpdateRequest, UrlId,
 };
 
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
@@ -99,7 +99,7 @@ pub async fn create_org(
 pub async fn get_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    id: web::Path<Id>,
+    id: web::Path<UrlId>,
 ) -> Result<web::Json<OrgResponse>, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
@@ -129,7 +129,7 @@ pub async fn get_org(
 pub async fn update_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    id: web::Path<Id>,
+    id: web::Path<UrlId>,
     body: Json<OrgUpdateRequest>,
 ) -> Result<web::Json<OrgResponse>, ApiError> {
     let service = service.into_inner();
@@ -164,7 +164,7 @@ pub async fn update_org(
 pub async fn delete_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    id: web::Path<Id>,
+    id: web::Path<UrlId>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
@@ -196,7 +196,7 @@ pub async fn delete_org(
 pub async fn add_member_by_email(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    path: web::Path<(Id, String)>,
+    path: web::Path<(UrlId, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let (org, email) = path.into_inner();
@@ -224,7 +224,7 @@ pub async fn add_member_by_email(
 pub async fn get_membership(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    path: web::Path<(Id, Id)>,
+    path: web::Path<(UrlId, UrlId)>,
 ) -> Result<web::Json<MembershipResponse>, ApiError> {
     let service = service.into_inner();
     let (org, user) = path.into_inner();
@@ -256,7 +256,7 @@ pub async fn get_membership(
 pub async fn add_member(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    path: web::Path<(Id, Id)>,
+    path: web::Path<(UrlId, UrlId)>,
     body: OptionalJson<MembershipFields>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
@@ -286,7 +286,7 @@ pub async fn add_member(
 pub async fn remove_member(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    path: web::Path<(Id, Id)>,
+    path: web::Path<(UrlId, UrlId)>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let (org, user) = path.into_inner();

@@ -12,9 +12,9 @@ use crate::extract::{Json, OptionalJson};
 use crate::password_pool::PasswordPool;
 use crate::routes::{run, run_hashing};
 use crate::wire::{
-    ByRefQuery, CountsResponse, CreateUserRequest, EmailRequest, ExistsResponse, Id, IdsQuery,
+    ByRefQuery, CountsResponse, CreateUserRequest, EmailRequest, ExistsResponse, IdsQuery,
     MeResponse, MembershipFields, MembershipResponse, MfaOptInRequest, PageQuery, PageResponse,
-    ResendRequest, TokenRequest, UpdateUserRequest, UserResponse,
+    ResendRequest, TokenRequest, UpdateUserRequest, UrlId, UserResponse, parse_url_id,
 };
 
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
@@ -273,7 +273,7 @@ pub async fn user_by_email(
 pub async fn org_admins(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    org: web::Path<Id>,
+    org: web::Path<UrlId>,
 ) -> Result<web::Json<Vec<UserResponse>>, ApiError> {
     let service = service.into_inner();
     let org = org.into_inner().into();
@@ -301,7 +301,7 @@ pub async fn org_admins(
 pub async fn join_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    org: web::Path<Id>,
+    org: web::Path<UrlId>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let org = org.into_inner().into();
@@ -412,7 +412,7 @@ pub async fn resend_email_change(
 pub async fn get_user(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    id: web::Path<Id>,
+    id: web::Path<UrlId>,
 ) -> Result<web::Json<UserResponse>, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
@@ -450,7 +450,7 @@ pub async fn update_user(
     service: web::Data<Service>,
     passwords: web::Data<PasswordPool>,
     FullSession(caller): FullSession,
-    id: web::Path<Id>,
+    id: web::Path<UrlId>,
     body: Json<UpdateUserRequest>,
 ) -> Result<web::Json<UserResponse>, ApiError> {
     let service = service.into_inner();
@@ -497,7 +497,7 @@ pub async fn update_user(
 pub async fn delete_user(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    id: web::Path<Id>,
+    id: web::Path<UrlId>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
@@ -539,9 +539,9 @@ pub async fn update_membership(
     let target = if query.by_ref {
         UserRef::Email(id)
     } else {
-        match id.trim().parse::<i64>() {
-            Ok(v) if v > 0 => UserRef::Id(UserId(v)),
-            _ => {
+        match parse_url_id(&id) {
+            Some(v) => UserRef::Id(UserId(v)),
+            None => {
                 return Err(ApiError::InvalidRequest(
                     "the path is not valid: ids are positive integers (use byRef=true for an email)"
                         .into(),

@@ -179,6 +179,18 @@ async fn input_that_does_not_parse(s: TestServer) {
         "/user/users?ids=0",
         "/user/users",
         "/user/audit?userId=0",
+        // One spelling per id: a rule keyed on `/user/users/1` must not be
+        // passed by another spelling of it.
+        "/user/users/01",
+        "/user/users/+1",
+        "/user/users/%201",
+        "/user/users/1%20",
+        "/user/org/01",
+        "/user/org/1/user/+1",
+        "/user/users?ids=01",
+        "/user/users?ids=%2B1",
+        "/user/audit?userId=01",
+        "/user/audit?userId=%2B1",
     ] {
         s.get(path, &root)
             .await

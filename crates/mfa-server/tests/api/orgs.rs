@@ -256,6 +256,16 @@ async fn membership_routes(s: TestServer) {
     )
     .await
     .expect(404, Some("not_found"));
+    // Without byRef the path is an id, spelt one way only.
+    for spelling in [format!("0{nina}"), format!("+{nina}"), format!("%20{nina}")] {
+        s.put(
+            &format!("/user/users/{spelling}/membership"),
+            &root,
+            json!({"mfaOptOut": true}),
+        )
+        .await
+        .expect(400, Some("invalid_request"));
+    }
 
     // The licence counts of the seed.
     let c = s
