@@ -64,6 +64,13 @@ impl State {
         }
     }
 
+    fn take_counter(&mut self, subject: FailureSubject<'_>) -> Option<Counter> {
+        match subject {
+            FailureSubject::User(user, kind) => self.failures.remove(&(user, kind)),
+            FailureSubject::UnknownEmail(email) => self.unknown_email_failures.remove(email),
+        }
+    }
+
     fn next(&mut self) -> i64 {
         self.next_id += 1;
         self.next_id
@@ -734,6 +741,20 @@ impl StoreTx for MemTx<'_> {
 
     fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()> {
         self.0.failures.remove(&(user, kind));
+        Ok(())
+    }
+
+    fn move_password_failures(
+        &mut self,
+        from: FailureSubject<'_>,
+        to: FailureSubject<'_>,
+        _now: Timestamp,
+    ) -> StoreResult<()> {
+        let moved = self.0.take_counter(from);
+        self.0.take_counter(to);
+        if let Some(counter) = moved {
+            *self.0.counter(to) = counter;
+        }
         Ok(())
     }
 

@@ -371,6 +371,17 @@ pub trait StoreTx {
     fn delete_unknown_email_failures(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64>;
     /// Back to zero failures, no lockout.
     fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()>;
+    /// Hand the password failures of `from` to `to`: `to`'s counter
+    /// becomes what `from`'s was (none if it had none) and `from`'s is
+    /// deleted. Used when an email gains or loses its user, so that a
+    /// lockout follows the address and not the account. A counter from
+    /// before failure times were kept counts as failed at `now`.
+    fn move_password_failures(
+        &mut self,
+        from: FailureSubject<'_>,
+        to: FailureSubject<'_>,
+        now: Timestamp,
+    ) -> StoreResult<()>;
 
     // ---- email change
     /// Store a pending email change, replacing an earlier pending one.

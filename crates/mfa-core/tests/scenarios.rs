@@ -636,6 +636,54 @@ fn an_unknown_email_is_locked_out_as_a_known_one_is() {
     assert_eq!(ok(w.svc.purge()).unknown_email_failures, 1);
 }
 
+#[test]
+fn a_lockout_follows_the_address_when_its_account_is_made_changed_or_deleted() {
+    let w = world();
+    let wrong = |email: &str| w.svc.login(email, "wrong password", None).map(|_| ());
+    let fifth_failure = Err(MfaError::TooManyAttempts {
+        retry_after_secs: 30,
+    });
+    // Four failures while the address has no user; the account made for
+    // it then takes them over, so its first failure is the fifth.
+    for _ in 0..4 {
+        assert_eq!(
+            wrong("later@example.com"),
+            Err(MfaError::InvalidCredentials)
+        );
+    }
+    let user = w.add_user("later@example.com");
+    assert_eq!(wrong("later@example.com"), fifth_failure);
+
+    // Deleted, the account leaves its lockout with the address.
+    ok(w.svc.delete_user(&w.admin, user));
+    assert!(matches!(
+        wrong("later@example.com"),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+
+    // An email change leaves the old address's failures with that
+    // address, and the user takes over the new one's.
+    let mover = w.add_user("old@example.com");
+    let (_, caller) = w.login("old@example.com");
+    let patch = service::UserPatch {
+        email: Some("new@example.com".into()),
+        current_password: Some(PASSWORD.into()),
+        ..Default::default()
+    };
+    ok(w.svc.update_user(&ok(caller.into_full()), mover, &patch));
+    for _ in 0..4 {
+        assert_eq!(wrong("old@example.com"), Err(MfaError::InvalidCredentials));
+    }
+    for _ in 0..3 {
+        assert_eq!(wrong("new@example.com"), Err(MfaError::InvalidCredentials));
+    }
+    ok(w.svc
+        .confirm_email_change(&w.change_confirmation_token("new@example.com")));
+    assert_eq!(wrong("old@example.com"), fifth_failure);
+    assert_eq!(wrong("new@example.com"), Err(MfaError::InvalidCredentials));
+    assert_eq!(wrong("new@example.com"), fifth_failure);
+}
+
 fn last_code(mailer: &MemoryMailer) -> String {
     mailer
         .sent()

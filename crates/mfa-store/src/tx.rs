@@ -1799,6 +1799,78 @@ macro_rules! impl_store_tx {
                 Ok(())
             }
 
+            fn move_password_failures(
+                &mut self,
+                from: FailureSubject<'_>,
+                to: FailureSubject<'_>,
+                now: Timestamp,
+            ) -> StoreResult<()> {
+                let moved: Option<(i32, Option<i64>, i64)> = match from {
+                    FailureSubject::User(user, kind) => {
+                        diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
+                            .returning((
+                                failure_counters::failures,
+                                failure_counters::locked_until,
+                                failure_counters::last_failure_at,
+                            ))
+                            .get_result::<(i32, Option<i64>, Option<i64>)>(self.conn)
+                            .optional()
+                            .db()?
+                            .map(|(failures, locked_until, last)| {
+                                (failures, locked_until, last.unwrap_or(now.0))
+                            })
+                    }
+                    FailureSubject::UnknownEmail(email) => diesel::delete(
+                        unknown_email_failures::table.find(self.cipher.email_key(email)),
+                    )
+                    .returning((
+                        unknown_email_failures::failures,
+                        unknown_email_failures::locked_until,
+                        unknown_email_failures::last_failure_at,
+                    ))
+                    .get_result(self.conn)
+                    .optional()
+                    .db()?,
+                };
+                match to {
+                    FailureSubject::User(user, kind) => {
+                        diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
+                            .execute(self.conn)
+                            .db()?;
+                        if let Some((failures, locked_until, last)) = moved {
+                            diesel::insert_into(failure_counters::table)
+                                .values((
+                                    failure_counters::user_id.eq(user.0),
+                                    failure_counters::kind.eq(kind.as_str()),
+                                    failure_counters::failures.eq(failures),
+                                    failure_counters::locked_until.eq(locked_until),
+                                    failure_counters::last_failure_at.eq(Some(last)),
+                                ))
+                                .execute(self.conn)
+                                .db()?;
+                        }
+                    }
+                    FailureSubject::UnknownEmail(email) => {
+                        let key = self.cipher.email_key(email);
+                        diesel::delete(unknown_email_failures::table.find(&key))
+                            .execute(self.conn)
+                            .db()?;
+                        if let Some((failures, locked_until, last)) = moved {
+                            diesel::insert_into(unknown_email_failures::table)
+                                .values((
+                                    unknown_email_failures::email_key.eq(&key),
+                                    unknown_email_failures::failures.eq(failures),
+                                    unknown_email_failures::locked_until.eq(locked_until),
+                                    unknown_email_failures::last_failure_at.eq(last),
+                                ))
+                                .execute(self.conn)
+                                .db()?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+
             // ---- email change
 
             fn put_email_change(

@@ -365,6 +365,35 @@ pub(crate) fn load_user_for_update(tx: &mut dyn StoreTx, id: UserId) -> MfaResul
     tx.user_for_update(id)?.ok_or(MfaError::NotFound("user"))
 }
 
+/// Create a user, who takes over the password failures counted against
+/// their email while it had no user. A lockout follows the address, not
+/// the account: otherwise a failure left on an address beforehand would
+/// tell, by the count it then shows, whether an account was made for it.
+pub(crate) fn insert_user_with_failures(tx: &mut dyn StoreTx, user: &NewUser) -> MfaResult<User> {
+    let created = tx.insert_user(user)?;
+    tx.move_password_failures(
+        FailureSubject::UnknownEmail(&created.email),
+        FailureSubject::User(created.id, FailureKind::Password),
+        user.created_at,
+    )?;
+    Ok(created)
+}
+
+/// Hand a user's password failures to the email `user` leaves (deleted,
+/// or changed to another), where logins now count as an unknown email's.
+pub(crate) fn leave_failures_with_email(
+    tx: &mut dyn StoreTx,
+    user: &User,
+    now: Timestamp,
+) -> MfaResult<()> {
+    tx.move_password_failures(
+        FailureSubject::User(user.id, FailureKind::Password),
+        FailureSubject::UnknownEmail(&user.email),
+        now,
+    )?;
+    Ok(())
+}
+
 /// Refuse when the user is locked out for code failures.
 pub(crate) fn check_code_lockout(
     tx: &mut dyn StoreTx,

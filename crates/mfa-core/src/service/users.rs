@@ -106,14 +106,17 @@ impl<S: Store> MfaService<S> {
                 return Ok(None);
             }
             let org = tx.insert_org(org_name, now)?;
-            let user = tx.insert_user(&NewUser {
-                email,
-                first_name: "Super".into(),
-                last_name: "Admin".into(),
-                password_hash: hash,
-                is_super_admin: true,
-                created_at: now,
-            })?;
+            let user = insert_user_with_failures(
+                tx,
+                &NewUser {
+                    email,
+                    first_name: "Super".into(),
+                    last_name: "Admin".into(),
+                    password_hash: hash,
+                    is_super_admin: true,
+                    created_at: now,
+                },
+            )?;
             let mut m = Membership::new(user.id, org.id);
             m.is_admin = true;
             tx.insert_membership(&m)?;
@@ -174,14 +177,17 @@ impl<S: Store> MfaService<S> {
         let hash = self.hasher.hash(&req.password, self.rng.as_ref())?;
         let now = self.now();
         self.store.write(|tx| {
-            let user = tx.insert_user(&NewUser {
-                email,
-                first_name,
-                last_name,
-                password_hash: hash,
-                is_super_admin: false,
-                created_at: now,
-            })?;
+            let user = insert_user_with_failures(
+                tx,
+                &NewUser {
+                    email,
+                    first_name,
+                    last_name,
+                    password_hash: hash,
+                    is_super_admin: false,
+                    created_at: now,
+                },
+            )?;
             let mut m = Membership::new(user.id, caller.org_id);
             m.is_admin = req.is_admin;
             tx.insert_membership(&m)?;
@@ -430,8 +436,14 @@ impl<S: Store> MfaService<S> {
             }
             let mut user = load_user_for_update(tx, change.user_id)?;
             let old = user.email.clone();
+            leave_failures_with_email(tx, &user, now)?;
             user.email = change.new_email.clone();
             tx.update_user(&user)?;
+            tx.move_password_failures(
+                FailureSubject::UnknownEmail(&user.email),
+                FailureSubject::User(user.id, FailureKind::Password),
+                now,
+            )?;
             tx.delete_email_factor(user.id)?;
             tx.delete_email_codes(user.id)?;
             // No session says which org this is in: the event goes to
@@ -502,6 +514,8 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.store.write(|tx| {
+            let user = tx.user_for_update(id)?.ok_or(MfaError::NotFound("user"))?;
+            leave_failures_with_email(tx, &user, now)?;
             if !tx.delete_user(id)? {
                 return Err(MfaError::NotFound("user"));
             }

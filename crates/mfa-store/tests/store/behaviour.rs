@@ -1695,6 +1695,74 @@ fn unknown_email_failures(db: TestDatabase) {
     assert_eq!(fail(nobody, 60).failures, 4, "the other stayed");
 }
 
+/// Password failures handed between an address and its user, both ways:
+/// the whole counter goes (failures, lockout, time of the last failure),
+/// replacing what the receiver had, and the giver's is gone.
+fn password_failures_move(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
+    let email = FailureSubject::UnknownEmail("a@example.com");
+    let own = FailureSubject::User(user.id, FailureKind::Password);
+    // A counter seen by an increment (less the one it adds) in a
+    // transaction that is then rolled back.
+    let peek = |subject| -> FailureState {
+        let mut seen = None;
+        let rolled_back: MfaResult<()> = store.write(|tx| {
+            let mut after = tx.increment_failures(subject, Timestamp(1_000), Timestamp(0))?;
+            after.failures -= 1;
+            seen = Some(after);
+            Err(MfaError::InvalidRequest("roll back".into()))
+        });
+        assert!(rolled_back.is_err());
+        seen.expect("peeked")
+    };
+    write(&store, |tx| {
+        for now in [10, 20, 30] {
+            tx.increment_failures(email, Timestamp(now), Timestamp(0))?;
+        }
+        tx.set_locked_until(email, Some(Timestamp(700)))?;
+        tx.increment_failures(own, Timestamp(5), Timestamp(0))?;
+        Ok(())
+    });
+    write(&store, |tx| {
+        Ok(tx.move_password_failures(email, own, Timestamp(99))?)
+    });
+    let locked = FailureState {
+        failures: 3,
+        locked_until: Some(Timestamp(700)),
+    };
+    assert_eq!(peek(own), locked, "replaced by the address's counter");
+    assert_eq!(
+        peek(email),
+        FailureState::default(),
+        "the address's is gone"
+    );
+    // The last failure's time came along: forgetting before 31 keeps it.
+    let kept = write(&store, |tx| {
+        Ok(tx.increment_failures(own, Timestamp(40), Timestamp(30))?)
+    });
+    assert_eq!(kept.failures, 4);
+
+    write(&store, |tx| {
+        Ok(tx.move_password_failures(own, email, Timestamp(99))?)
+    });
+    assert_eq!(peek(own), FailureState::default());
+    let back = FailureState {
+        failures: 4,
+        locked_until: Some(Timestamp(700)),
+    };
+    assert_eq!(peek(email), back);
+
+    // Moving nothing leaves nothing: the receiver's counter goes too.
+    let other = FailureSubject::UnknownEmail("b@example.com");
+    write(&store, |tx| {
+        Ok(tx.move_password_failures(other, email, Timestamp(99))?)
+    });
+    assert_eq!(peek(email), FailureState::default());
+    let rows = raw_texts(&db, "SELECT email_key AS value FROM unknown_email_failures");
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
 /// What a login reads first, in one statement, is what the two reads it
 /// stands for return: no user, a user without memberships, with two.
 fn user_with_memberships_by_email(db: TestDatabase) {
@@ -1732,6 +1800,7 @@ fn user_with_memberships_by_email(db: TestDatabase) {
 }
 
 backend_tests!(
+    password_failures_move,
     user_with_memberships_by_email,
     failures_are_forgotten,
     unknown_email_failures,

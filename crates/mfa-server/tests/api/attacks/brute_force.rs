@@ -225,6 +225,22 @@ async fn an_unknown_email_is_locked_out_as_a_known_one(s: TestServer) {
     assert!(known[4].starts_with("429 "), "{known:?}");
     assert!(known[4].ends_with(r#"retry-after Some("30")"#), "{known:?}");
     assert!(known[8].starts_with("401 "), "{known:?}");
+
+    // The lockout follows the address when an account is made for it or
+    // deleted: the count would otherwise tell that either happened.
+    let root = s.root().await;
+    for server in [&s, &twin, &s, &twin] {
+        let answer = login(server, "later@example.com", "wrong password").await;
+        assert!(answer.starts_with("401 "), "{answer}");
+    }
+    let later = s.create_user(&root, "later@example.com", false).await;
+    let fifth = login(&twin, "later@example.com", "wrong password").await;
+    assert_eq!(fifth, known[4]);
+    s.delete(&format!("/user/users/{later}"), &root)
+        .await
+        .expect(204, None);
+    let after_delete = login(&s, "later@example.com", PASSWORD).await;
+    assert!(after_delete.starts_with("429 "), "{after_delete}");
 }
 
 /// 16 guesses at once: no more are evaluated than the lockout allows.
