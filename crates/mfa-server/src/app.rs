@@ -390,6 +390,8 @@ fn serve(
             tracing::debug!(bytes, "password checks paused: argon2 memory released");
         }
     })?;
+    let calibrating = service.clone();
+    passwords.calibrate(move || calibrating.decoy_password_check());
     let mut metrics = Metrics::new();
     metrics.observe_password_pool(passwords.load());
     let metrics = web::Data::new(metrics);

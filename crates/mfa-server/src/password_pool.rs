@@ -115,6 +115,14 @@ impl PoolLoad {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// Mean run time of recent jobs; `None` before the first has run.
+    pub fn mean_run(&self) -> Option<Duration> {
+        match self.mean_run_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
     /// How long a job queued now is expected to wait for a thread.
     fn expected_wait(&self, threads: usize) -> Duration {
         let ahead = self.waiting() as u64;
@@ -195,6 +203,27 @@ impl PasswordPool {
     /// The queue and refusal counts, for `/metrics`.
     pub fn load(&self) -> Arc<PoolLoad> {
         self.load.clone()
+    }
+
+    /// Queue `f`, which no one waits for, to give the pool a first run
+    /// time. Until a job has run there is nothing to estimate a wait with,
+    /// and the first burst of a storm would be admitted whole (its tail
+    /// refused only after waiting out the bound); the server queues one
+    /// password check of its own at start.
+    pub fn calibrate(&self, f: impl FnOnce() + Send + 'static) {
+        let job: Job = Box::new(move |admission| {
+            if matches!(admission, Admission::Run) {
+                f();
+            }
+        });
+        self.load.waiting.fetch_add(1, Ordering::Relaxed);
+        let queued = Queued {
+            job,
+            queued_at: Instant::now(),
+        };
+        if self.queue.send(queued).is_err() {
+            self.load.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Run `f` on the pool and wait for it without blocking the caller's
@@ -452,6 +481,47 @@ mod tests {
                 Ok(()) | Err(ApiError::Busy { .. }) => {}
                 Err(other) => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_calibrated_pool_bounds_the_first_burst() {
+        let pool = Arc::new(
+            PasswordPool::new(1, Some(Duration::from_secs(1)), IDLE_AFTER, || {})
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(pool.load().mean_run(), None);
+        pool.calibrate(|| std::thread::sleep(Duration::from_millis(300)));
+        for _ in 0..400 {
+            if pool.load().mean_run().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mean = pool.load().mean_run();
+        assert!(mean >= Some(Duration::from_millis(300)), "{mean:?}");
+        assert_eq!(pool.load().waiting(), 0);
+        // The first burst: four jobs queue behind a held thread, and the
+        // fifth, expected to wait over a second, is refused at once.
+        let (release, holder) = hold_the_thread(&pool).await;
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.block(|| ()).await })
+            })
+            .collect();
+        for _ in 0..400 {
+            if pool.load().waiting() == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let refused = pool.block(|| panic!("a refused job must not run")).await;
+        assert!(matches!(refused, Err(ApiError::Busy { .. })), "{refused:?}");
+        assert!(!holder.is_finished(), "refused while the thread was held");
+        release.send(()).unwrap_or_else(|e| panic!("{e}"));
+        for job in waiting {
+            let _ = job.await;
         }
     }
 

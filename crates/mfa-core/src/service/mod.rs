@@ -156,6 +156,12 @@ impl<S: Store> MfaService<S> {
         &self.store
     }
 
+    /// Run one password check against no user, for the time it takes
+    /// (the server measures its password threads with it at start).
+    pub fn decoy_password_check(&self) {
+        self.hasher.verify_decoy("decoy password check");
+    }
+
     /// Give argon2's kept working memory back to the operating system (see
     /// [`PasswordHasher::release_memory`]); returns the bytes released.
     /// Servers call it when password checks have paused.
