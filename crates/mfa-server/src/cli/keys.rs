@@ -94,8 +94,9 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
     let store = DbStore::open(config.database_url.expose(), StoreOptions::new(old_key))?;
     let report = store.rotate_encryption_key(&new_key)?;
     println!(
-        "Done, in one transaction: {} secrets re-encrypted with the new key, {} were under it already.",
-        report.reencrypted, report.already_new
+        "Done, in one transaction: {} secrets re-encrypted with the new key, {} were under it already; \
+         {} password failure counters forgotten.",
+        report.reencrypted, report.already_new, report.password_failures_forgotten
     );
     match source {
         KeySource::File(path) => println!(

@@ -787,6 +787,7 @@ async fn rotate_key_then_the_server_still_verifies() {
         out.contains("1 secrets re-encrypted with the new key, 0 were under it already"),
         "{out}"
     );
+    assert!(out.contains("password failure counters forgotten"), "{out}");
     assert!(out.contains("replace ./data/encryption.key"), "{out}");
     // The old key in the key file no longer opens the secret.
     let out = d.run(&["check-config", "--connect"]);

@@ -1,6 +1,7 @@
 //! Rotation of the encryption key: every stored authenticator secret
-//! decrypted with the key in use and encrypted again with a new one, in one
-//! transaction; and a check of which stored secrets the key in use opens.
+//! decrypted with the key in use and encrypted again with a new one, and
+//! every password failure count forgotten, in one transaction; and a check
+//! of which stored secrets the key in use opens.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -8,7 +9,7 @@ use diesel::prelude::*;
 use super::{DbStore, Inner};
 use crate::Error;
 use crate::crypto::{EncryptionKey, SecretCipher};
-use crate::schema::authenticators;
+use crate::schema::{authenticators, failure_counters, unknown_email_failures};
 
 /// Rows read per query while rotating or checking (all in one transaction).
 const BATCH: i64 = 500;
@@ -22,6 +23,11 @@ pub struct KeyRotation {
     /// or a secret written by a server that already had the new key) and
     /// were left as they are.
     pub already_new: u64,
+    /// Password failure counters deleted, of users and of unknown emails.
+    /// Those of unknown emails are keyed under the old key and would be
+    /// lost anyway; a user's are forgotten with them, so that after a
+    /// rotation a known email's count does not outlast an unknown one's.
+    pub password_failures_forgotten: u64,
 }
 
 /// What [`DbStore::check_encryption_key`] found.
@@ -80,7 +86,20 @@ macro_rules! rotate_rows {
                 }
             }
         }
-        Ok(report)
+        Ok::<_, Error>(report)
+    }};
+}
+
+/// Delete every password failure count: users' and unknown emails'.
+macro_rules! forget_password_failures {
+    ($conn:expr) => {{
+        let users = diesel::delete(
+            failure_counters::table
+                .filter(failure_counters::kind.eq(mfa_core::FailureKind::Password.as_str())),
+        )
+        .execute(&mut *$conn)?;
+        let unknown = diesel::delete(unknown_email_failures::table).execute(&mut *$conn)?;
+        (users + unknown) as u64
     }};
 }
 
@@ -112,7 +131,9 @@ fn rotate_sqlite(
     old: &SecretCipher,
     new: &SecretCipher,
 ) -> Result<KeyRotation, Error> {
-    rotate_rows!(conn, old, new)
+    let mut report = rotate_rows!(conn, old, new)?;
+    report.password_failures_forgotten = forget_password_failures!(conn);
+    Ok(report)
 }
 
 fn rotate_postgres(
@@ -124,13 +145,17 @@ fn rotate_postgres(
     // on): no secret can be written, under either key, between the read of
     // a batch and the commit.
     conn.batch_execute("LOCK TABLE authenticators IN EXCLUSIVE MODE")?;
-    rotate_rows!(conn, old, new)
+    let mut report = rotate_rows!(conn, old, new)?;
+    report.password_failures_forgotten = forget_password_failures!(conn);
+    Ok(report)
 }
 
 impl DbStore {
     /// Re-encrypt every stored authenticator secret (pending and verified)
     /// with `new_key`, in one transaction: each is decrypted with this
     /// store's key and encrypted with the new one under a fresh nonce.
+    /// Every password failure count is forgotten in the same transaction
+    /// ([`KeyRotation::password_failures_forgotten`]).
     /// Secrets already under the new key are left as they are, so running
     /// the rotation again is harmless. A secret that neither key decrypts
     /// fails the whole rotation ([`Error::KeyMismatch`]) and nothing

@@ -1,7 +1,7 @@
 //! Rotation of the encryption key: one transaction, fresh nonces, safe to
 //! run again, all or nothing.
 
-use mfa_core::{Timestamp, UserId};
+use mfa_core::{FailureKind, FailureState, FailureSubject, Timestamp, UserId};
 use mfa_store::test_support::TestDatabase;
 use mfa_store::{DbStore, EncryptionKey, Error, KeyRotation, StoreOptions};
 use mfa_totp::{Secret, TotpParams};
@@ -66,15 +66,39 @@ fn rotation_reencrypts_every_secret(db: TestDatabase) {
     });
     let before = stored(&db);
     assert_eq!(before.len(), 3);
+    let password = FailureSubject::User(users[0], FailureKind::Password);
+    let codes = FailureSubject::User(users[1], FailureKind::Code);
+    write(&store, |tx| {
+        for subject in [
+            password,
+            codes,
+            FailureSubject::UnknownEmail("nobody@example.com"),
+        ] {
+            tx.increment_failures(subject, T0, Timestamp(0))?;
+        }
+        Ok(())
+    });
 
     let report = store.rotate_encryption_key(&new_key).expect("rotation");
     assert_eq!(
         report,
         KeyRotation {
             reencrypted: 3,
-            already_new: 0
+            already_new: 0,
+            password_failures_forgotten: 2,
         }
     );
+    // Password failures are forgotten, users' and unknown emails'; code
+    // failures stay.
+    let counters = read(&store, |tx| {
+        Ok((
+            tx.failure_state(users[0], FailureKind::Password)?,
+            tx.failure_state(users[1], FailureKind::Code)?,
+        ))
+    });
+    assert_eq!(counters.0, FailureState::default());
+    assert_eq!(counters.1.failures, 1);
+    assert!(raw_texts(&db, "SELECT email_key AS value FROM unknown_email_failures").is_empty());
     let after = stored(&db);
     for (b, a) in before.iter().zip(&after) {
         assert_ne!(b, a, "every ciphertext changed");
@@ -104,7 +128,8 @@ fn rotation_reencrypts_every_secret(db: TestDatabase) {
         again,
         KeyRotation {
             reencrypted: 0,
-            already_new: 3
+            already_new: 3,
+            password_failures_forgotten: 0,
         }
     );
     assert_eq!(stored(&db), after, "a second run rewrites nothing");
@@ -125,7 +150,8 @@ fn rotation_reencrypts_every_secret(db: TestDatabase) {
         third,
         KeyRotation {
             reencrypted: 1,
-            already_new: 3
+            already_new: 3,
+            password_failures_forgotten: 0,
         }
     );
     assert!(rotated.check_encryption_key().unwrap().all_readable());
