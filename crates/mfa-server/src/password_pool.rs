@@ -385,6 +385,27 @@ mod tests {
         (release, job)
     }
 
+    /// Queue `count` empty jobs, each from a task of its own, and wait
+    /// until they are in the queue (if they are admitted).
+    async fn queue_jobs(
+        pool: &Arc<PasswordPool>,
+        count: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), ApiError>>> {
+        let jobs = (0..count)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.block(|| ()).await })
+            })
+            .collect();
+        for _ in 0..400 {
+            if pool.load().waiting() == count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        jobs
+    }
+
     #[actix_web::test]
     async fn a_job_that_waited_past_the_bound_is_refused_without_running() {
         use std::sync::atomic::AtomicBool;
@@ -441,18 +462,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:?}"));
         let (release, holder) = hold_the_thread(&pool).await;
         // Four jobs wait: the next would wait at least 4 × 300 ms.
-        let waiting: Vec<_> = (0..4)
-            .map(|_| {
-                let pool = pool.clone();
-                tokio::spawn(async move { pool.block(|| ()).await })
-            })
-            .collect();
-        for _ in 0..400 {
-            if pool.load().waiting() == 4 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let waiting = queue_jobs(&pool, 4).await;
         assert_eq!(pool.load().waiting(), 4, "the first jobs were admitted");
         let refused = tokio::time::timeout(
             Duration::from_secs(5),
@@ -504,18 +514,7 @@ mod tests {
         // The first burst: four jobs queue behind a held thread, and the
         // fifth, expected to wait over a second, is refused at once.
         let (release, holder) = hold_the_thread(&pool).await;
-        let waiting: Vec<_> = (0..4)
-            .map(|_| {
-                let pool = pool.clone();
-                tokio::spawn(async move { pool.block(|| ()).await })
-            })
-            .collect();
-        for _ in 0..400 {
-            if pool.load().waiting() == 4 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let waiting = queue_jobs(&pool, 4).await;
         let refused = pool.block(|| panic!("a refused job must not run")).await;
         assert!(matches!(refused, Err(ApiError::Busy { .. })), "{refused:?}");
         assert!(!holder.is_finished(), "refused while the thread was held");
@@ -534,12 +533,7 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         let (release, holder) = hold_the_thread(&pool).await;
-        let waiting: Vec<_> = (0..20)
-            .map(|_| {
-                let pool = pool.clone();
-                tokio::spawn(async move { pool.block(|| ()).await })
-            })
-            .collect();
+        let waiting = queue_jobs(&pool, 20).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         release.send(()).unwrap_or_else(|e| panic!("{e}"));
         let _ = holder.await;
