@@ -211,11 +211,16 @@ impl PasswordPool {
     /// refused only after waiting out the bound); the server queues one
     /// password check of its own at start.
     pub fn calibrate(&self, f: impl FnOnce() + Send + 'static) {
-        let job: Job = Box::new(move |admission| {
+        self.enqueue(Box::new(move |admission| {
             if matches!(admission, Admission::Run) {
-                f();
+                // The thread must survive a panic here too.
+                let _ = catch_unwind(AssertUnwindSafe(f));
             }
-        });
+        }));
+    }
+
+    /// Put `job` in the queue; false if the pool has stopped.
+    fn enqueue(&self, job: Job) -> bool {
         self.load.waiting.fetch_add(1, Ordering::Relaxed);
         let queued = Queued {
             job,
@@ -223,7 +228,9 @@ impl PasswordPool {
         };
         if self.queue.send(queued).is_err() {
             self.load.waiting.fetch_sub(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
     /// Run `f` on the pool and wait for it without blocking the caller's
@@ -252,13 +259,7 @@ impl PasswordPool {
                 Admission::Refuse { retry_after_secs } => Err(retry_after_secs),
             });
         });
-        self.load.waiting.fetch_add(1, Ordering::Relaxed);
-        let queued = Queued {
-            job,
-            queued_at: Instant::now(),
-        };
-        if self.queue.send(queued).is_err() {
-            self.load.waiting.fetch_sub(1, Ordering::Relaxed);
+        if !self.enqueue(job) {
             return Err(ApiError::Internal("the password pool has stopped".into()));
         }
         match result.await {
