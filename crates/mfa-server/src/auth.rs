@@ -44,7 +44,7 @@ use mfa_core::{Caller, FullCaller, MfaError};
 
 use crate::app::Service;
 use crate::error::ApiError;
-use crate::middleware::UnexpectedQuery;
+use crate::middleware::RefusedUrl;
 
 /// Longest bearer token looked at; real ones are 43 characters.
 const MAX_TOKEN_LEN: usize = 256;
@@ -70,7 +70,7 @@ pub const INLINE_SESSION_PATHS: &[&str] = &["/oauth/users/mfaDetails", "/user/au
 pub struct InlineSession {
     found: Result<(String, web::Data<Service>), ApiError>,
     resolved: Option<Result<Caller, ApiError>>,
-    unexpected_query: bool,
+    refused_url: Option<RefusedUrl>,
 }
 
 impl InlineSession {
@@ -84,8 +84,8 @@ impl InlineSession {
                 service.authenticate(&token)?
             }
         };
-        if self.unexpected_query {
-            return Err(UnexpectedQuery::refusal());
+        if let Some(refused) = self.refused_url {
+            return Err(refused.refusal());
         }
         Ok(caller)
     }
@@ -98,10 +98,10 @@ impl InlineSession {
         self,
         read: impl FnOnce(&Service, &str) -> Result<T, MfaError>,
     ) -> Result<T, ApiError> {
-        if self.unexpected_query {
-            // The session first (`resolve` refuses the query after it).
+        if let Some(refused) = self.refused_url {
+            // The session first, then the URL.
             self.resolve()?;
-            return Err(UnexpectedQuery::refusal());
+            return Err(refused.refusal());
         }
         let (token, service) = self.found?;
         Ok(read(&service, &token)?)
@@ -109,9 +109,9 @@ impl InlineSession {
 }
 
 /// `400 invalid_request` if [`crate::middleware::vet_query`] marked `req`.
-fn refuse_unexpected_query(req: &HttpRequest) -> Result<(), ApiError> {
-    match req.extensions().get::<UnexpectedQuery>() {
-        Some(_) => Err(UnexpectedQuery::refusal()),
+fn refuse_url(req: &HttpRequest) -> Result<(), ApiError> {
+    match req.extensions().get::<RefusedUrl>() {
+        Some(refused) => Err(refused.refusal()),
         None => Ok(()),
     }
 }
@@ -178,7 +178,7 @@ impl FromRequest for AnySession {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let caller = session(req);
-        let query = refuse_unexpected_query(req);
+        let query = refuse_url(req);
         Box::pin(async move {
             let caller = caller.await?;
             query?;
@@ -193,7 +193,7 @@ impl FromRequest for FullSession {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let caller = session(req);
-        let query = refuse_unexpected_query(req);
+        let query = refuse_url(req);
         Box::pin(async move {
             let caller = caller.await?.into_full()?;
             query?;
@@ -214,7 +214,7 @@ impl FromRequest for InlineSession {
         ready(Ok(InlineSession {
             found: token_and_service(req),
             resolved,
-            unexpected_query: refuse_unexpected_query(req).is_err(),
+            refused_url: req.extensions().get::<RefusedUrl>().copied(),
         }))
     }
 }

@@ -105,17 +105,38 @@ pub const QUERY_RULE_EXEMPT_PATHS: &[&str] = &[
     crate::openapi::SWAGGER_UI_PATH,
 ];
 
-/// A request whose query string its route does not take. Its session is
-/// checked first: the session extractors answer `400 invalid_request` for
-/// it only once the session has passed (see [`crate::auth`]).
+/// A request whose URL its route refuses: a query string the route does
+/// not take, or a path that percent-encodes a character that needs no
+/// encoding. Its session is checked first: the session extractors answer
+/// `400 invalid_request` for it only once the session has passed (see
+/// [`crate::auth`]).
 #[derive(Clone, Copy, Debug)]
-pub struct UnexpectedQuery;
+pub struct RefusedUrl(&'static str);
 
-impl UnexpectedQuery {
+impl RefusedUrl {
+    /// A query string on a route that takes none.
+    pub const UNEXPECTED_QUERY: RefusedUrl =
+        RefusedUrl("unknown query parameter: this route takes no query string");
+    /// `%32` for `2`: a second spelling of the same path, which a rule a
+    /// proxy keys on the path would not see (RFC 3986 2.3: letters,
+    /// digits and `-._~` are written as themselves).
+    pub const ENCODED_UNRESERVED: RefusedUrl =
+        RefusedUrl("the path percent-encodes a letter, digit or one of -._~: write it as itself");
+
     /// The answer.
-    pub fn refusal() -> ApiError {
-        ApiError::InvalidRequest("unknown query parameter: this route takes no query string".into())
+    pub fn refusal(self) -> ApiError {
+        ApiError::InvalidRequest(self.0.into())
     }
+}
+
+/// Whether `path` percent-encodes an unreserved character (RFC 3986 2.3).
+fn encodes_unreserved(path: &str) -> bool {
+    path.split('%').skip(1).any(|escape| {
+        escape
+            .get(..2)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    })
 }
 
 impl RouteTable {
@@ -194,7 +215,7 @@ fn declares_query(op: &Operation) -> bool {
 /// documented operation does not declare is `400 invalid_request`, like an
 /// unknown body field, so that a misspelt parameter never silently means
 /// its default. A public route answers it here; a route with a session
-/// has it marked ([`UnexpectedQuery`]) and answered after its session is
+/// has it marked ([`RefusedUrl`]) and answered after its session is
 /// checked. Operations that declare parameters refuse unknown ones
 /// themselves (`deny_unknown_fields`). Requests without a query string,
 /// the hot paths among them, cost nothing here.
@@ -203,18 +224,27 @@ pub async fn vet_query<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error> {
     // `?`, `?&&`: no parameter, as the query extractors see it.
-    if !req.query_string().split('&').all(str::is_empty) {
-        let op = req.app_data::<web::Data<RouteTable>>().and_then(|routes| {
+    let has_query = !req.query_string().split('&').all(str::is_empty);
+    let encoded = req.path().contains('%') && encodes_unreserved(req.path());
+    if has_query || encoded {
+        let refused = req.app_data::<web::Data<RouteTable>>().and_then(|routes| {
             let op = routes.operation(req.method().as_str(), req.path())?;
-            op.vets_query.then_some(op.sessionless)
+            let refusal = if encoded {
+                RefusedUrl::ENCODED_UNRESERVED
+            } else if op.vets_query {
+                RefusedUrl::UNEXPECTED_QUERY
+            } else {
+                return None;
+            };
+            Some((refusal, op.sessionless))
         });
-        match op {
-            Some(true) => {
-                let answer = actix_web::ResponseError::error_response(&UnexpectedQuery::refusal());
+        match refused {
+            Some((refusal, true)) => {
+                let answer = actix_web::ResponseError::error_response(&refusal.refusal());
                 return Ok(req.into_response(answer).map_into_right_body());
             }
-            Some(false) => {
-                req.extensions_mut().insert(UnexpectedQuery);
+            Some((refusal, false)) => {
+                req.extensions_mut().insert(refusal);
             }
             None => {}
         }
@@ -242,4 +272,35 @@ pub fn default_headers() -> actix_web::middleware::DefaultHeaders {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encodes_unreserved;
+
+    #[test]
+    fn encoded_unreserved_characters_are_found() {
+        for encoded in [
+            "/user/users/%32",
+            "/a%41",
+            "/x/%2d",
+            "/%7E",
+            "/%5f/",
+            "/%2E",
+        ] {
+            assert!(encodes_unreserved(encoded), "{encoded}");
+        }
+        for plain in [
+            "/user/users/2",
+            "/a%2Fb",
+            "/a%40b.com",
+            "/%2B1",
+            "/%20",
+            "/%",
+            "/%4",
+            "/%zz",
+        ] {
+            assert!(!encodes_unreserved(plain), "{plain}");
+        }
+    }
 }

@@ -455,8 +455,6 @@ impl IdsQuery {
         let ids: Vec<mfa_core::UserId> = self
             .ids
             .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
             .map(|s| {
                 parse_url_id(s)
                     .map(mfa_core::UserId)
@@ -1030,10 +1028,12 @@ mod tests {
             assert!(serde_json::from_str::<Id>(bad).is_err(), "{bad}");
         }
         let q = |s: &str| IdsQuery { ids: s.into() }.parse();
-        assert_eq!(q("1, 2,3").unwrap().len(), 3);
+        assert_eq!(q("1,2,3").unwrap().len(), 3);
+        for bad in ["1, 2", "1,,2", ",2", "1,2,", " 1", ""] {
+            assert!(q(bad).is_err(), "{bad:?}");
+        }
         assert!(q("1,x").is_err());
         assert!(q("0").is_err());
-        assert!(q("").unwrap().is_empty());
         assert!(q("1,03").is_err());
         assert!(q("+1").is_err());
     }

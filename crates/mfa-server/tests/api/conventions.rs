@@ -191,11 +191,23 @@ async fn input_that_does_not_parse(s: TestServer) {
         "/user/users?ids=%2B1",
         "/user/audit?userId=01",
         "/user/audit?userId=%2B1",
+        // A digit percent-encoded is another spelling too.
+        "/user/users/%31",
+        "/user/org/%31",
+        "/user/org/1/user/%31",
+        "/user/users?ids=1,%202",
+        "/user/users?ids=1,,2",
+        "/user/users?ids=1,",
+        "/user/users?ids=",
     ] {
         s.get(path, &root)
             .await
             .expect(400, Some("invalid_request"));
     }
+    // The session comes first, for a refused path too.
+    s.call("DELETE", "/user/users/%31", None, None)
+        .await
+        .expect(401, Some("unauthorized"));
     s.post(
         "/user/auth/login",
         &root,
