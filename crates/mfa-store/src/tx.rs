@@ -1838,10 +1838,19 @@ macro_rules! impl_store_tx {
                             .execute(self.conn)
                             .db()?;
                         if let Some((failures, locked_until, last)) = moved {
+                            // A login may have counted a failure since
+                            // the delete: the moved counter replaces it.
                             diesel::insert_into(failure_counters::table)
                                 .values((
                                     failure_counters::user_id.eq(user.0),
                                     failure_counters::kind.eq(kind.as_str()),
+                                    failure_counters::failures.eq(failures),
+                                    failure_counters::locked_until.eq(locked_until),
+                                    failure_counters::last_failure_at.eq(Some(last)),
+                                ))
+                                .on_conflict((failure_counters::user_id, failure_counters::kind))
+                                .do_update()
+                                .set((
                                     failure_counters::failures.eq(failures),
                                     failure_counters::locked_until.eq(locked_until),
                                     failure_counters::last_failure_at.eq(Some(last)),
@@ -1859,6 +1868,13 @@ macro_rules! impl_store_tx {
                             diesel::insert_into(unknown_email_failures::table)
                                 .values((
                                     unknown_email_failures::email_key.eq(&key),
+                                    unknown_email_failures::failures.eq(failures),
+                                    unknown_email_failures::locked_until.eq(locked_until),
+                                    unknown_email_failures::last_failure_at.eq(last),
+                                ))
+                                .on_conflict(unknown_email_failures::email_key)
+                                .do_update()
+                                .set((
                                     unknown_email_failures::failures.eq(failures),
                                     unknown_email_failures::locked_until.eq(locked_until),
                                     unknown_email_failures::last_failure_at.eq(last),

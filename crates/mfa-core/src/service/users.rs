@@ -436,14 +436,19 @@ impl<S: Store> MfaService<S> {
             }
             let mut user = load_user_for_update(tx, change.user_id)?;
             let old = user.email.clone();
+            // The counters change hands before the email does: updating
+            // the email (a unique column) locks the user's row against the
+            // key-share locks of a concurrent login's counter and audit
+            // rows, so a counter written after it could deadlock with
+            // such a login on PostgreSQL.
             leave_failures_with_email(tx, &user, now)?;
-            user.email = change.new_email.clone();
-            tx.update_user(&user)?;
             tx.move_password_failures(
-                FailureSubject::UnknownEmail(&user.email),
+                FailureSubject::UnknownEmail(&change.new_email),
                 FailureSubject::User(user.id, FailureKind::Password),
                 now,
             )?;
+            user.email = change.new_email.clone();
+            tx.update_user(&user)?;
             tx.delete_email_factor(user.id)?;
             tx.delete_email_codes(user.id)?;
             // No session says which org this is in: the event goes to
