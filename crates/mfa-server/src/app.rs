@@ -415,7 +415,7 @@ fn serve(
             .service(SwaggerUi::new("/swagger-ui/{_:.*}").url(openapi::OPENAPI_PATH, api))
             .default_service(web::to(middleware::fallback))
             .wrap(from_fn(crate::auth::resolve_first))
-            .wrap(from_fn(middleware::vet_query))
+            .wrap(from_fn(middleware::vet_url))
             .wrap(ErrorHandlers::new().default_handler(middleware::json_error_page))
             .wrap(middleware::default_headers())
             .wrap(from_fn(middleware::observe))

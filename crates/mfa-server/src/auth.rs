@@ -19,8 +19,9 @@
 //! way): a partial token learns nothing about any input of a route it may
 //! not use.
 //!
-//! A query string that the route does not take
-//! ([`crate::middleware::vet_query`]) is refused by these extractors too,
+//! A query string that the route does not take, or a path with a
+//! percent-encoded unreserved character ([`crate::middleware::vet_url`]),
+//! is refused by these extractors too,
 //! once the session has passed: `400 invalid_request` after the `401` and
 //! `403` a token that is not good enough gets.
 //!
@@ -108,7 +109,7 @@ impl InlineSession {
     }
 }
 
-/// `400 invalid_request` if [`crate::middleware::vet_query`] marked `req`.
+/// `400 invalid_request` if [`crate::middleware::vet_url`] marked `req`.
 fn refuse_url(req: &HttpRequest) -> Result<(), ApiError> {
     match req.extensions().get::<RefusedUrl>() {
         Some(refused) => Err(refused.refusal()),
@@ -178,10 +179,10 @@ impl FromRequest for AnySession {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let caller = session(req);
-        let query = refuse_url(req);
+        let url = refuse_url(req);
         Box::pin(async move {
             let caller = caller.await?;
-            query?;
+            url?;
             Ok(AnySession(caller))
         })
     }
@@ -193,10 +194,10 @@ impl FromRequest for FullSession {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let caller = session(req);
-        let query = refuse_url(req);
+        let url = refuse_url(req);
         Box::pin(async move {
             let caller = caller.await?.into_full()?;
-            query?;
+            url?;
             Ok(FullSession(caller))
         })
     }

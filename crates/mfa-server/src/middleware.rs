@@ -211,15 +211,17 @@ fn declares_query(op: &Operation) -> bool {
     })
 }
 
-/// The rule on query strings: a request with a query string that its
-/// documented operation does not declare is `400 invalid_request`, like an
-/// unknown body field, so that a misspelt parameter never silently means
-/// its default. A public route answers it here; a route with a session
-/// has it marked ([`RefusedUrl`]) and answered after its session is
-/// checked. Operations that declare parameters refuse unknown ones
-/// themselves (`deny_unknown_fields`). Requests without a query string,
-/// the hot paths among them, cost nothing here.
-pub async fn vet_query<B: MessageBody>(
+/// The rules on URLs of documented operations. A query string that the
+/// operation does not declare is `400 invalid_request`, like an unknown
+/// body field, so that a misspelt parameter never silently means its
+/// default; so is a path that percent-encodes an unreserved character, a
+/// second spelling of the same path. A public route answers it here; a
+/// route with a session has it marked ([`RefusedUrl`]) and answered after
+/// its session is checked. Operations that declare parameters refuse
+/// unknown ones themselves (`deny_unknown_fields`). Requests without a
+/// query string or a `%` in the path, the hot paths among them, cost
+/// nothing here.
+pub async fn vet_url<B: MessageBody>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error> {
