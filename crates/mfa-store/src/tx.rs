@@ -1833,13 +1833,10 @@ macro_rules! impl_store_tx {
                     .db()?,
                 };
                 match to {
+                    // The receiver's counter is replaced by the moved one
+                    // (an upsert: it may exist), or deleted if none moved.
                     FailureSubject::User(user, kind) => {
-                        diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
-                            .execute(self.conn)
-                            .db()?;
                         if let Some((failures, locked_until, last)) = moved {
-                            // A login may have counted a failure since
-                            // the delete: the moved counter replaces it.
                             diesel::insert_into(failure_counters::table)
                                 .values((
                                     failure_counters::user_id.eq(user.0),
@@ -1857,13 +1854,14 @@ macro_rules! impl_store_tx {
                                 ))
                                 .execute(self.conn)
                                 .db()?;
+                        } else {
+                            diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
+                                .execute(self.conn)
+                                .db()?;
                         }
                     }
                     FailureSubject::UnknownEmail(email) => {
                         let key = self.cipher.email_key(email);
-                        diesel::delete(unknown_email_failures::table.find(&key))
-                            .execute(self.conn)
-                            .db()?;
                         if let Some((failures, locked_until, last)) = moved {
                             diesel::insert_into(unknown_email_failures::table)
                                 .values((
@@ -1879,6 +1877,10 @@ macro_rules! impl_store_tx {
                                     unknown_email_failures::locked_until.eq(locked_until),
                                     unknown_email_failures::last_failure_at.eq(last),
                                 ))
+                                .execute(self.conn)
+                                .db()?;
+                        } else {
+                            diesel::delete(unknown_email_failures::table.find(&key))
                                 .execute(self.conn)
                                 .db()?;
                         }
