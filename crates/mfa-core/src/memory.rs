@@ -26,7 +26,7 @@ struct State {
     recovery_codes: BTreeMap<i64, RecoveryCode>,
     sessions: BTreeMap<SessionId, Session>,
     failures: BTreeMap<(UserId, FailureKind), Counter>,
-    unknown_email_failures: BTreeMap<String, Counter>,
+    password_failures: BTreeMap<String, Counter>,
     email_changes: BTreeMap<i64, EmailChange>,
     audit: BTreeMap<AuditEventId, AuditEvent>,
 }
@@ -57,17 +57,9 @@ impl State {
     fn counter(&mut self, subject: FailureSubject<'_>) -> &mut Counter {
         match subject {
             FailureSubject::User(user, kind) => self.failures.entry((user, kind)).or_default(),
-            FailureSubject::UnknownEmail(email) => self
-                .unknown_email_failures
-                .entry(email.to_string())
-                .or_default(),
-        }
-    }
-
-    fn take_counter(&mut self, subject: FailureSubject<'_>) -> Option<Counter> {
-        match subject {
-            FailureSubject::User(user, kind) => self.failures.remove(&(user, kind)),
-            FailureSubject::UnknownEmail(email) => self.unknown_email_failures.remove(email),
+            FailureSubject::Email(email) => {
+                self.password_failures.entry(email.to_string()).or_default()
+            }
         }
     }
 
@@ -724,37 +716,30 @@ impl StoreTx for MemTx<'_> {
         Ok(())
     }
 
-    fn delete_unknown_email_failures(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64> {
+    fn delete_forgotten_password_failures(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
         let forgotten: Vec<String> = self
             .0
-            .unknown_email_failures
+            .password_failures
             .iter()
             .filter(|(_, c)| c.last_failure_at < before)
             .map(|(email, _)| email.clone())
             .take(limit as usize)
             .collect();
         for email in &forgotten {
-            self.0.unknown_email_failures.remove(email);
+            self.0.password_failures.remove(email);
         }
         Ok(forgotten.len() as u64)
     }
 
-    fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()> {
-        self.0.failures.remove(&(user, kind));
-        Ok(())
-    }
-
-    fn move_password_failures(
-        &mut self,
-        from: FailureSubject<'_>,
-        to: FailureSubject<'_>,
-        _now: Timestamp,
-    ) -> StoreResult<()> {
-        let moved = self.0.take_counter(from);
-        self.0.take_counter(to);
-        if let Some(counter) = moved {
-            *self.0.counter(to) = counter;
-        }
+    fn reset_failures(&mut self, subject: FailureSubject<'_>) -> StoreResult<()> {
+        match subject {
+            FailureSubject::User(user, kind) => self.0.failures.remove(&(user, kind)),
+            FailureSubject::Email(email) => self.0.password_failures.remove(email),
+        };
         Ok(())
     }
 

@@ -561,12 +561,16 @@ impl FailureKind {
 /// Whose failures a counter holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureSubject<'a> {
-    /// A user's failures of one kind.
+    /// A user's failures of one kind: their codes. (Password failures
+    /// are counted by [`FailureSubject::Email`].)
     User(UserId, FailureKind),
-    /// Password failures of logins with this email (normalised), which no
-    /// user has. Counted and locked out as a user's would be, so that a
-    /// lockout does not tell a known email from an unknown one.
-    UnknownEmail(&'a str),
+    /// Password failures of logins with this email (normalised), whether
+    /// a user has it or not. A lockout follows the address, not the
+    /// account: a known email and an unknown one are counted and locked
+    /// out alike, and an account that is made, renamed or deleted leaves
+    /// the count where it is, so a login racing that change can neither
+    /// lose its failure nor tell the change by its answer.
+    Email(&'a str),
 }
 
 impl FailureSubject<'_> {
@@ -574,7 +578,7 @@ impl FailureSubject<'_> {
     pub fn kind(&self) -> FailureKind {
         match self {
             FailureSubject::User(_, kind) => *kind,
-            FailureSubject::UnknownEmail(_) => FailureKind::Password,
+            FailureSubject::Email(_) => FailureKind::Password,
         }
     }
 
@@ -582,7 +586,7 @@ impl FailureSubject<'_> {
     pub fn user(&self) -> Option<UserId> {
         match self {
             FailureSubject::User(user, _) => Some(*user),
-            FailureSubject::UnknownEmail(_) => None,
+            FailureSubject::Email(_) => None,
         }
     }
 }

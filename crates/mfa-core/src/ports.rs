@@ -364,24 +364,17 @@ pub trait StoreTx {
         subject: FailureSubject<'_>,
         until: Option<Timestamp>,
     ) -> StoreResult<()>;
-    /// Delete up to `limit` counters of unknown emails
-    /// ([`FailureSubject::UnknownEmail`]) whose last failure came before
+    /// Delete up to `limit` password counters of addresses
+    /// ([`FailureSubject::Email`]) whose last failure came before
     /// `before`, oldest first; how many. Counters another transaction
     /// holds are skipped, not waited for.
-    fn delete_unknown_email_failures(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64>;
-    /// Back to zero failures, no lockout.
-    fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()>;
-    /// Hand the password failures of `from` to `to`: `to`'s counter
-    /// becomes what `from`'s was (none if it had none) and `from`'s is
-    /// deleted. Used when an email gains or loses its user, so that a
-    /// lockout follows the address and not the account. A counter from
-    /// before failure times were kept counts as failed at `now`.
-    fn move_password_failures(
+    fn delete_forgotten_password_failures(
         &mut self,
-        from: FailureSubject<'_>,
-        to: FailureSubject<'_>,
-        now: Timestamp,
-    ) -> StoreResult<()>;
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64>;
+    /// Back to zero failures, no lockout.
+    fn reset_failures(&mut self, subject: FailureSubject<'_>) -> StoreResult<()>;
 
     // ---- email change
     /// Store a pending email change, replacing an earlier pending one.
@@ -471,7 +464,7 @@ pub trait StoreTx {
     /// [`StoreTx::reset_failures`] for each user.
     fn reset_failures_of(&mut self, users: &[UserId], kind: FailureKind) -> StoreResult<()> {
         for &user in users {
-            self.reset_failures(user, kind)?;
+            self.reset_failures(FailureSubject::User(user, kind))?;
         }
         Ok(())
     }

@@ -225,12 +225,12 @@ async fn purge_ended(service: Arc<Service>, every: Duration) {
             Ok(Ok(Purged {
                 sessions,
                 email_changes,
-                unknown_email_failures,
+                password_failures,
                 audit_events,
             })) => tracing::info!(
                 sessions,
                 email_changes,
-                unknown_email_failures,
+                password_failures,
                 audit_events,
                 "purged"
             ),

@@ -188,8 +188,8 @@ pub struct Config {
     /// `MFA_SESSION_TTL_SECS`.
     pub session_ttl_secs: u64,
     /// `MFA_PURGE_INTERVAL_SECS`: the pause between two purges of what
-    /// has ended (sessions, confirmed email changes, forgotten failures of
-    /// unknown emails, audit events past their retention); 0 means never.
+    /// has ended (sessions, confirmed email changes, forgotten password
+    /// failure counts, audit events past their retention); 0 means never.
     pub purge_interval_secs: u64,
     /// `MFA_AUDIT_RETENTION_DAYS`: audit events older than this are
     /// purged; 0 keeps them for good.

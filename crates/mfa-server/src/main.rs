@@ -30,7 +30,7 @@ environment wins). Every command reads the same configuration:
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
   MFA_SESSION_TTL_SECS          lifetime of a full session [43200]
   MFA_PURGE_INTERVAL_SECS       how often sessions that ended over an hour ago, confirmed
-                                email changes, forgotten failures of unknown emails and
+                                email changes, forgotten password failure counts and
                                 audit events past their retention are deleted [600];
                                 0: never
   MFA_AUDIT_RETENTION_DAYS      audit events older than this many days are deleted [0]:

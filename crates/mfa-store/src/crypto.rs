@@ -1,8 +1,8 @@
 //! Encryption at rest of TOTP secrets: AES-256-GCM, a fresh random 96-bit
 //! nonce per write, stored as `nonce || ciphertext+tag`, with the owner's user
 //! id in the associated data so that a ciphertext copied to another user's row
-//! does not decrypt. And the keyed hash under which the failures of an
-//! unknown email are stored, so that the database does not list the
+//! does not decrypt. And the keyed hash under which the password failures
+//! of an address are stored, so that the database does not list the
 //! addresses people tried.
 
 use std::fmt;
@@ -27,8 +27,9 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Binds a ciphertext to its purpose and format version as well as its owner.
 const AAD_PREFIX: &[u8] = b"mfa-store/authenticator-secret/v1/user:";
-/// What the key of the unknown emails' hashes is derived for: a key of its
-/// own, not the encryption key itself.
+/// What the key of the addresses' hashes is derived for: a key of its own,
+/// not the encryption key itself. (Named when only unknown emails were
+/// hashed; it stays, so that stored counters keep their keys.)
 const EMAIL_KEY_PURPOSE: &[u8] = b"mfa-store/unknown-email-key/v1";
 
 /// The 32-byte AES-256-GCM key that encrypts TOTP secrets at rest.
@@ -120,7 +121,7 @@ pub fn format_key_base64(key: &[u8; KEY_LEN]) -> String {
 }
 
 /// Encrypts and decrypts authenticator secrets with one key, and hashes
-/// unknown emails with a key derived from it.
+/// email addresses with a key derived from it.
 pub(crate) struct SecretCipher {
     aead: Aes256Gcm,
     email_keys: Hmac<Sha256>,
@@ -210,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_emails_are_keyed_by_a_hash_under_the_key() {
+    fn emails_are_keyed_by_a_hash_under_the_key() {
         let key = EncryptionKey::generate();
         let stored = key.cipher().email_key("nobody@example.com");
         assert_eq!(stored.len(), 43, "base64 of 32 bytes");

@@ -70,15 +70,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    unknown_email_failures (email_key) {
-        email_key -> Text,
-        failures -> Int4,
-        locked_until -> Nullable<Int8>,
-        last_failure_at -> Int8,
-    }
-}
-
-diesel::table! {
     memberships (user_id, org_id) {
         user_id -> Int8,
         org_id -> Int8,
@@ -100,6 +91,15 @@ diesel::table! {
         mfa_enforced_at -> Nullable<Int8>,
         mfa_grace_period_hours -> Int4,
         created_at -> Int8,
+    }
+}
+
+diesel::table! {
+    password_failures (email_key) {
+        email_key -> Text,
+        failures -> Int4,
+        locked_until -> Nullable<Int8>,
+        last_failure_at -> Int8,
     }
 }
 
@@ -160,9 +160,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     email_codes,
     email_factors,
     failure_counters,
-    unknown_email_failures,
     memberships,
     orgs,
+    password_failures,
     recovery_codes,
     sessions,
     users,

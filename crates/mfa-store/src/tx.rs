@@ -333,7 +333,7 @@ macro_rules! confirmed_email_changes {
 }
 
 /// The upsert of one more failure into `$table` (`failure_counters` or
-/// `unknown_email_failures`, whose counter columns have the same names):
+/// `password_failures`, whose counter columns have the same names):
 /// `$values` for a new counter; on `$conflict`, one more failure, or one
 /// again when the last came before `$forget_before`. Returns the failures
 /// and the lockout after it.
@@ -357,14 +357,14 @@ macro_rules! add_failure {
     };
 }
 
-/// The keys of the unknown emails whose last failure came before
+/// The keys of the addresses whose last password failure came before
 /// `$before`, oldest first, at most `$limit` of them.
-macro_rules! forgotten_unknown_emails {
+macro_rules! forgotten_password_failures {
     ($before:expr, $limit:expr) => {
-        unknown_email_failures::table
-            .select(unknown_email_failures::email_key)
-            .filter(unknown_email_failures::last_failure_at.lt($before.0))
-            .order(unknown_email_failures::last_failure_at)
+        password_failures::table
+            .select(password_failures::email_key)
+            .filter(password_failures::last_failure_at.lt($before.0))
+            .order(password_failures::last_failure_at)
             .limit(i64::from($limit))
     };
 }
@@ -400,12 +400,12 @@ impl Tx<'_, diesel::SqliteConnection> {
         old_audit_events!(before, limit).load(self.conn)
     }
 
-    fn forgotten_unknown_email_keys(
+    fn forgotten_password_failure_keys(
         &mut self,
         before: Timestamp,
         limit: u32,
     ) -> QueryResult<Vec<String>> {
-        forgotten_unknown_emails!(before, limit).load(self.conn)
+        forgotten_password_failures!(before, limit).load(self.conn)
     }
 }
 
@@ -444,12 +444,12 @@ impl Tx<'_, diesel::PgConnection> {
 
     /// Locked, skipping those another transaction holds (a login of that
     /// email counting a failure): the purge never waits for a request.
-    fn forgotten_unknown_email_keys(
+    fn forgotten_password_failure_keys(
         &mut self,
         before: Timestamp,
         limit: u32,
     ) -> QueryResult<Vec<String>> {
-        forgotten_unknown_emails!(before, limit)
+        forgotten_password_failures!(before, limit)
             .for_update()
             .skip_locked()
             .load(self.conn)
@@ -1719,14 +1719,14 @@ macro_rules! impl_store_tx {
                     )
                     .get_result(self.conn)
                     .db()?,
-                    FailureSubject::UnknownEmail(email) => add_failure!(
-                        unknown_email_failures,
-                        unknown_email_failures::email_key,
+                    FailureSubject::Email(email) => add_failure!(
+                        password_failures,
+                        password_failures::email_key,
                         (
-                            unknown_email_failures::email_key.eq(self.cipher.email_key(email)),
-                            unknown_email_failures::failures.eq(1),
-                            unknown_email_failures::locked_until.eq(None::<i64>),
-                            unknown_email_failures::last_failure_at.eq(now.0),
+                            password_failures::email_key.eq(self.cipher.email_key(email)),
+                            password_failures::failures.eq(1),
+                            password_failures::locked_until.eq(None::<i64>),
+                            password_failures::last_failure_at.eq(now.0),
                         ),
                         forget_before
                     )
@@ -1762,11 +1762,9 @@ macro_rules! impl_store_tx {
                     .db()?,
                     // Only ever after `increment_failures` in the same
                     // transaction: the counter exists.
-                    FailureSubject::UnknownEmail(email) => Prepared(
-                        diesel::update(
-                            unknown_email_failures::table.find(self.cipher.email_key(email)),
-                        )
-                        .set(unknown_email_failures::locked_until.eq(until)),
+                    FailureSubject::Email(email) => Prepared(
+                        diesel::update(password_failures::table.find(self.cipher.email_key(email)))
+                            .set(password_failures::locked_until.eq(until)),
                     )
                     .execute(self.conn)
                     .db()?,
@@ -1774,118 +1772,36 @@ macro_rules! impl_store_tx {
                 Ok(())
             }
 
-            fn delete_unknown_email_failures(
+            fn delete_forgotten_password_failures(
                 &mut self,
                 before: Timestamp,
                 limit: u32,
             ) -> StoreResult<u64> {
-                let forgotten = self.forgotten_unknown_email_keys(before, limit).db()?;
+                let forgotten = self.forgotten_password_failure_keys(before, limit).db()?;
                 if forgotten.is_empty() {
                     return Ok(0);
                 }
                 let deleted = diesel::delete(
-                    unknown_email_failures::table
-                        .filter(unknown_email_failures::email_key.eq_any(&forgotten)),
+                    password_failures::table
+                        .filter(password_failures::email_key.eq_any(&forgotten)),
                 )
                 .execute(self.conn)
                 .db()?;
                 Ok(deleted as u64)
             }
 
-            fn reset_failures(&mut self, user: UserId, kind: FailureKind) -> StoreResult<()> {
-                diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
-                    .execute(self.conn)
-                    .db()?;
-                Ok(())
-            }
-
-            fn move_password_failures(
-                &mut self,
-                from: FailureSubject<'_>,
-                to: FailureSubject<'_>,
-                now: Timestamp,
-            ) -> StoreResult<()> {
-                let moved: Option<(i32, Option<i64>, i64)> = match from {
+            fn reset_failures(&mut self, subject: FailureSubject<'_>) -> StoreResult<()> {
+                match subject {
                     FailureSubject::User(user, kind) => {
                         diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
-                            .returning((
-                                failure_counters::failures,
-                                failure_counters::locked_until,
-                                failure_counters::last_failure_at,
-                            ))
-                            .get_result::<(i32, Option<i64>, Option<i64>)>(self.conn)
-                            .optional()
-                            .db()?
-                            .map(|(failures, locked_until, last)| {
-                                (failures, locked_until, last.unwrap_or(now.0))
-                            })
+                            .execute(self.conn)
                     }
-                    FailureSubject::UnknownEmail(email) => diesel::delete(
-                        unknown_email_failures::table.find(self.cipher.email_key(email)),
-                    )
-                    .returning((
-                        unknown_email_failures::failures,
-                        unknown_email_failures::locked_until,
-                        unknown_email_failures::last_failure_at,
-                    ))
-                    .get_result(self.conn)
-                    .optional()
-                    .db()?,
-                };
-                match to {
-                    // The receiver's counter is replaced by the moved one
-                    // (an upsert: it may exist), or deleted if none moved.
-                    FailureSubject::User(user, kind) => {
-                        if let Some((failures, locked_until, last)) = moved {
-                            diesel::insert_into(failure_counters::table)
-                                .values((
-                                    failure_counters::user_id.eq(user.0),
-                                    failure_counters::kind.eq(kind.as_str()),
-                                    failure_counters::failures.eq(failures),
-                                    failure_counters::locked_until.eq(locked_until),
-                                    failure_counters::last_failure_at.eq(Some(last)),
-                                ))
-                                .on_conflict((failure_counters::user_id, failure_counters::kind))
-                                .do_update()
-                                .set((
-                                    failure_counters::failures.eq(failures),
-                                    failure_counters::locked_until.eq(locked_until),
-                                    failure_counters::last_failure_at.eq(Some(last)),
-                                ))
-                                .execute(self.conn)
-                                .db()?;
-                        } else {
-                            diesel::delete(failure_counters::table.find((user.0, kind.as_str())))
-                                .execute(self.conn)
-                                .db()?;
-                        }
-                    }
-                    FailureSubject::UnknownEmail(email) => {
-                        let key = self.cipher.email_key(email);
-                        if let Some((failures, locked_until, last)) = moved {
-                            diesel::insert_into(unknown_email_failures::table)
-                                .values((
-                                    unknown_email_failures::email_key.eq(&key),
-                                    unknown_email_failures::failures.eq(failures),
-                                    unknown_email_failures::locked_until.eq(locked_until),
-                                    unknown_email_failures::last_failure_at.eq(last),
-                                ))
-                                .on_conflict(unknown_email_failures::email_key)
-                                .do_update()
-                                .set((
-                                    unknown_email_failures::failures.eq(failures),
-                                    unknown_email_failures::locked_until.eq(locked_until),
-                                    unknown_email_failures::last_failure_at.eq(last),
-                                ))
-                                .execute(self.conn)
-                                .db()?;
-                        } else {
-                            diesel::delete(unknown_email_failures::table.find(&key))
-                                .execute(self.conn)
-                                .db()?;
-                        }
+                    FailureSubject::Email(email) => {
+                        diesel::delete(password_failures::table.find(self.cipher.email_key(email)))
+                            .execute(self.conn)
                     }
                 }
+                .db()?;
                 Ok(())
             }
 

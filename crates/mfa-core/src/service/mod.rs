@@ -371,35 +371,6 @@ pub(crate) fn load_user_for_update(tx: &mut dyn StoreTx, id: UserId) -> MfaResul
     tx.user_for_update(id)?.ok_or(MfaError::NotFound("user"))
 }
 
-/// Create a user, who takes over the password failures counted against
-/// their email while it had no user. A lockout follows the address, not
-/// the account: otherwise a failure left on an address beforehand would
-/// tell, by the count it then shows, whether an account was made for it.
-pub(crate) fn insert_user_with_failures(tx: &mut dyn StoreTx, user: &NewUser) -> MfaResult<User> {
-    let created = tx.insert_user(user)?;
-    tx.move_password_failures(
-        FailureSubject::UnknownEmail(&created.email),
-        FailureSubject::User(created.id, FailureKind::Password),
-        user.created_at,
-    )?;
-    Ok(created)
-}
-
-/// Hand a user's password failures to the email `user` leaves (deleted,
-/// or changed to another), where logins now count as an unknown email's.
-pub(crate) fn leave_failures_with_email(
-    tx: &mut dyn StoreTx,
-    user: &User,
-    now: Timestamp,
-) -> MfaResult<()> {
-    tx.move_password_failures(
-        FailureSubject::User(user.id, FailureKind::Password),
-        FailureSubject::UnknownEmail(&user.email),
-        now,
-    )?;
-    Ok(())
-}
-
 /// Refuse when the user is locked out for code failures.
 pub(crate) fn check_code_lockout(
     tx: &mut dyn StoreTx,
@@ -426,6 +397,9 @@ pub(crate) struct AttemptTrace<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Attempt<'a> {
     subject: FailureSubject<'a>,
+    /// Whose attempt the audit names: the subject's user, or the account
+    /// of a password's address (`None` for an address no user has).
+    user: Option<UserId>,
     policy: LockoutPolicy,
     /// Failures counted before this attempt.
     failures_before: u32,
@@ -461,6 +435,7 @@ pub(crate) fn reserve_attempt<'a>(
     }
     Ok(Attempt {
         subject,
+        user: subject.user(),
         policy: *policy,
         failures_before: state.failures.saturating_sub(1),
         reserved: Some(delay),
@@ -513,6 +488,7 @@ pub(crate) fn locked_attempt(
     refuse_while_locked(policy, state, now)?;
     Ok(Attempt {
         subject: FailureSubject::User(user, kind),
+        user: Some(user),
         policy: *policy,
         failures_before: state.failures,
         reserved: None,
@@ -556,7 +532,7 @@ pub(crate) fn fail_attempt(
             (failures, delay)
         }
     };
-    let user = attempt.subject.user();
+    let user = attempt.user;
     audit(tx, now, org, user, user, action, detail)?;
     match delay {
         Some(delay) => {
@@ -583,12 +559,8 @@ pub(crate) fn fail_attempt(
 /// Record that an attempt succeeded: the failure count starts again. Skips
 /// the write when there is nothing to reset (the common case).
 pub(crate) fn clear_attempt(tx: &mut dyn StoreTx, attempt: &Attempt<'_>) -> MfaResult<()> {
-    let FailureSubject::User(user, kind) = attempt.subject else {
-        // An unknown email's password never succeeds.
-        return Ok(());
-    };
     if attempt.reserved.is_some() || attempt.failures_before > 0 {
-        tx.reset_failures(user, kind)?;
+        tx.reset_failures(attempt.subject)?;
     }
     Ok(())
 }
@@ -739,7 +711,7 @@ mod tests {
             reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
         }
         store
-            .write(|tx| Ok(tx.reset_failures(USER, FailureKind::Code)?))
+            .write(|tx| Ok(tx.reset_failures(SUBJECT)?))
             .unwrap_or_else(|e| panic!("{e}"));
         let a = reserve(&store, NOW).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((a.failures_before, a.reserved), (0, Some(None)));

@@ -130,17 +130,14 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                     "a user with this email already exists".into(),
                 ));
             }
-            let user = insert_user_with_failures(
-                tx,
-                &NewUser {
-                    email: email.clone(),
-                    first_name,
-                    last_name,
-                    password_hash: hash,
-                    is_super_admin: req.is_super_admin,
-                    created_at: now,
-                },
-            )?;
+            let user = tx.insert_user(&NewUser {
+                email: email.clone(),
+                first_name,
+                last_name,
+                password_hash: hash,
+                is_super_admin: req.is_super_admin,
+                created_at: now,
+            })?;
             let what = if req.is_super_admin { "superadmin" } else { "" };
             audit(
                 tx,

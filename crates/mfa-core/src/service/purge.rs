@@ -1,5 +1,5 @@
 //! Deleting what has ended: sessions, confirmed email changes, forgotten
-//! failures of unknown emails, and audit events past the deployment's
+//! password failures, and audit events past the deployment's
 //! retention. Nothing here changes what any
 //! request sees, apart from the audit trail the operator chose to shorten.
 
@@ -28,9 +28,9 @@ pub struct Purged {
     /// Email changes confirmed over
     /// [`CONFIRMED_EMAIL_CHANGE_RETENTION_SECS`] ago.
     pub email_changes: u64,
-    /// Failure counters of unknown emails whose failures are forgotten
-    /// ([`crate::LockoutPolicy::forget_after_secs`]).
-    pub unknown_email_failures: u64,
+    /// Password failure counters of addresses whose failures are
+    /// forgotten ([`crate::LockoutPolicy::forget_after_secs`]).
+    pub password_failures: u64,
     /// Audit events older than [`ServiceConfig::audit_retention_secs`].
     pub audit_events: u64,
 }
@@ -45,7 +45,7 @@ impl<S: Store> MfaService<S> {
         Ok(Purged {
             sessions: self.purge_ended_sessions()?,
             email_changes: self.purge_confirmed_email_changes()?,
-            unknown_email_failures: self.purge_forgotten_unknown_email_failures()?,
+            password_failures: self.purge_forgotten_password_failures()?,
             audit_events: self.purge_old_audit_events()?,
         })
     }
@@ -72,13 +72,12 @@ impl<S: Store> MfaService<S> {
         self.delete_in_batches(|tx| tx.delete_confirmed_email_changes(before, PURGE_BATCH))
     }
 
-    /// Delete the failure counters of unknown emails whose last failure
-    /// is older than the password lockout forgets; how many. The next
-    /// failure of such an email would start from one anyway, as a known
-    /// user's does after the same quiet spell.
-    pub fn purge_forgotten_unknown_email_failures(&self) -> MfaResult<u64> {
+    /// Delete the password failure counters whose last failure is older
+    /// than the password lockout forgets; how many. The next failure of
+    /// such an address would start from one anyway.
+    pub fn purge_forgotten_password_failures(&self) -> MfaResult<u64> {
         let before = self.config.password_lockout.forget_before(self.now());
-        self.delete_in_batches(|tx| tx.delete_unknown_email_failures(before, PURGE_BATCH))
+        self.delete_in_batches(|tx| tx.delete_forgotten_password_failures(before, PURGE_BATCH))
     }
 
     /// Delete the audit events older than

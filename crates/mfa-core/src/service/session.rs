@@ -57,14 +57,8 @@ impl<S: Store> MfaService<S> {
             // Answered as a wrong password of a known user is: counted
             // toward a lockout of its own, in the same statements, with
             // a decoy hash in place of argon2's check.
-            let refusal = self.check_password_counted(
-                FailureSubject::UnknownEmail(&email),
-                None,
-                password,
-                None,
-                "unknown email",
-                now,
-            );
+            let refusal =
+                self.check_password_counted(&email, None, password, None, "unknown email", now);
             return Err(refusal.err().unwrap_or(MfaError::InvalidCredentials));
         };
         // The org whose audit trail shows this attempt: the one asked for,
@@ -73,8 +67,8 @@ impl<S: Store> MfaService<S> {
             .filter(|o| memberships.iter().any(|m| m.org_id == *o))
             .or_else(|| memberships.iter().find(|m| m.is_active).map(|m| m.org_id));
         let attempt = self.check_password_counted(
-            FailureSubject::User(user.id, FailureKind::Password),
-            Some(&user.password_hash),
+            &email,
+            Some((user.id, &user.password_hash)),
             password,
             audit_org,
             "wrong password",
@@ -227,32 +221,36 @@ impl<S: Store> MfaService<S> {
         Ok(caller)
     }
 
-    /// Check `given`, a password of `subject` whose stored hash is
-    /// `hash` (`None`: an unknown email, whose every password is wrong),
-    /// as a guess: counted (and committed) before argon2, so that racing
-    /// checks cannot all run before a lockout; a wrong one is audited as
-    /// `login_failed` in `audit_org` with `detail` and refused
+    /// Check `given`, a password given for the (normalised) `email`,
+    /// whose `account` is the user with that email and their stored hash
+    /// (`None`: no user has it, and every password is wrong), as a guess:
+    /// counted under the address (and committed) before argon2, so that
+    /// racing checks cannot all run before a lockout; a wrong one is
+    /// audited as `login_failed` in `audit_org` with `detail` and refused
     /// (`InvalidCredentials`, or `TooManyAttempts` when it starts a
     /// lockout). A right one's attempt is returned: the caller clears it.
     pub(crate) fn check_password_counted<'a>(
         &self,
-        subject: FailureSubject<'a>,
-        hash: Option<&str>,
+        email: &'a str,
+        account: Option<(UserId, &str)>,
         given: &str,
         audit_org: Option<OrgId>,
         detail: &str,
         now: Timestamp,
     ) -> MfaResult<Attempt<'a>> {
+        let user = account.map(|(id, _)| id);
         let trace = AttemptTrace {
-            user: subject.user(),
+            user,
             org: audit_org,
             what: "password",
         };
-        let attempt = self.write_then_refusal_audited(&trace, now, |tx| {
+        let subject = FailureSubject::Email(email);
+        let mut attempt = self.write_then_refusal_audited(&trace, now, |tx| {
             reserve_attempt(tx, &self.config.password_lockout, subject, now).map(Ok)
         })?;
-        let right = match hash {
-            Some(hash) => self.hasher.verify(given, hash),
+        attempt.user = user;
+        let right = match account {
+            Some((_, hash)) => self.hasher.verify(given, hash),
             None => {
                 self.hasher.verify_decoy(given);
                 false

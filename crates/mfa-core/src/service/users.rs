@@ -106,17 +106,14 @@ impl<S: Store> MfaService<S> {
                 return Ok(None);
             }
             let org = tx.insert_org(org_name, now)?;
-            let user = insert_user_with_failures(
-                tx,
-                &NewUser {
-                    email,
-                    first_name: "Super".into(),
-                    last_name: "Admin".into(),
-                    password_hash: hash,
-                    is_super_admin: true,
-                    created_at: now,
-                },
-            )?;
+            let user = tx.insert_user(&NewUser {
+                email,
+                first_name: "Super".into(),
+                last_name: "Admin".into(),
+                password_hash: hash,
+                is_super_admin: true,
+                created_at: now,
+            })?;
             let mut m = Membership::new(user.id, org.id);
             m.is_admin = true;
             tx.insert_membership(&m)?;
@@ -177,17 +174,14 @@ impl<S: Store> MfaService<S> {
         let hash = self.hasher.hash(&req.password, self.rng.as_ref())?;
         let now = self.now();
         self.store.write(|tx| {
-            let user = insert_user_with_failures(
-                tx,
-                &NewUser {
-                    email,
-                    first_name,
-                    last_name,
-                    password_hash: hash,
-                    is_super_admin: false,
-                    created_at: now,
-                },
-            )?;
+            let user = tx.insert_user(&NewUser {
+                email,
+                first_name,
+                last_name,
+                password_hash: hash,
+                is_super_admin: false,
+                created_at: now,
+            })?;
             let mut m = Membership::new(user.id, caller.org_id);
             m.is_admin = req.is_admin;
             tx.insert_membership(&m)?;
@@ -324,8 +318,8 @@ impl<S: Store> MfaService<S> {
                 return Err(MfaError::InvalidCredentials);
             };
             let attempt = self.check_password_counted(
-                FailureSubject::User(id, FailureKind::Password),
-                Some(&current.password_hash),
+                &current.email,
+                Some((id, &current.password_hash)),
                 given,
                 Some(caller.org_id),
                 "wrong currentPassword for a change of email or password",
@@ -436,17 +430,6 @@ impl<S: Store> MfaService<S> {
             }
             let mut user = load_user_for_update(tx, change.user_id)?;
             let old = user.email.clone();
-            // The counters change hands before the email does: updating
-            // the email (a unique column) locks the user's row against the
-            // key-share locks of a concurrent login's counter and audit
-            // rows, so a counter written after it could deadlock with
-            // such a login on PostgreSQL.
-            leave_failures_with_email(tx, &user, now)?;
-            tx.move_password_failures(
-                FailureSubject::UnknownEmail(&change.new_email),
-                FailureSubject::User(user.id, FailureKind::Password),
-                now,
-            )?;
             user.email = change.new_email.clone();
             tx.update_user(&user)?;
             tx.delete_email_factor(user.id)?;
@@ -519,8 +502,6 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.store.write(|tx| {
-            let user = tx.user_for_update(id)?.ok_or(MfaError::NotFound("user"))?;
-            leave_failures_with_email(tx, &user, now)?;
             if !tx.delete_user(id)? {
                 return Err(MfaError::NotFound("user"));
             }

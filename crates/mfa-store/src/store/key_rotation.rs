@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use super::{DbStore, Inner};
 use crate::Error;
 use crate::crypto::{EncryptionKey, SecretCipher};
-use crate::schema::{authenticators, failure_counters, unknown_email_failures};
+use crate::schema::{authenticators, password_failures};
 
 /// Rows read per query while rotating or checking (all in one transaction).
 const BATCH: i64 = 500;
@@ -23,10 +23,8 @@ pub struct KeyRotation {
     /// or a secret written by a server that already had the new key) and
     /// were left as they are.
     pub already_new: u64,
-    /// Password failure counters deleted, of users and of unknown emails.
-    /// Those of unknown emails are keyed under the old key and would be
-    /// lost anyway; a user's are forgotten with them, so that after a
-    /// rotation a known email's count does not outlast an unknown one's.
+    /// Password failure counters deleted. They are keyed by a hash of
+    /// the address under the old key, which no login finds again.
     pub password_failures_forgotten: u64,
 }
 
@@ -90,17 +88,9 @@ macro_rules! rotate_rows {
     }};
 }
 
-/// Delete every password failure count: users' and unknown emails'.
+/// Delete every password failure count.
 macro_rules! forget_password_failures {
-    ($conn:expr) => {{
-        let users = diesel::delete(
-            failure_counters::table
-                .filter(failure_counters::kind.eq(mfa_core::FailureKind::Password.as_str())),
-        )
-        .execute(&mut *$conn)?;
-        let unknown = diesel::delete(unknown_email_failures::table).execute(&mut *$conn)?;
-        (users + unknown) as u64
-    }};
+    ($conn:expr) => {{ diesel::delete(password_failures::table).execute(&mut *$conn)? as u64 }};
 }
 
 macro_rules! check_rows {

@@ -949,7 +949,7 @@ fn failure_counters(db: TestDatabase) {
     assert_eq!(state(user.id, FailureKind::Code).failures, 3);
 
     write(&store, |tx| {
-        Ok(tx.reset_failures(user.id, FailureKind::Code)?)
+        Ok(tx.reset_failures(FailureSubject::User(user.id, FailureKind::Code))?)
     });
     assert_eq!(state(user.id, FailureKind::Code), FailureState::default());
     assert_eq!(state(user.id, FailureKind::Password).failures, 1);
@@ -1034,7 +1034,7 @@ fn lock_failure_state_and_authenticator(db: TestDatabase) {
     assert_eq!(state.locked_until, Some(until));
     assert_eq!(used.expect("the authenticator").last_used_step, Some(9));
     write(&store, |tx| {
-        tx.reset_failures(user, FailureKind::Code)?;
+        tx.reset_failures(FailureSubject::User(user, FailureKind::Code))?;
         Ok(tx.delete_authenticator(user)?)
     });
     assert_eq!(agree("reset"), (FailureState::default(), None));
@@ -1650,12 +1650,15 @@ fn failures_are_forgotten(db: TestDatabase) {
     assert_eq!(fail(400, 0), 2);
 }
 
-/// Unknown emails have counters of their own, under a keyed hash of the
-/// email (never the email itself), forgotten and deleted like a user's.
-fn unknown_email_failures(db: TestDatabase) {
+/// Password failures are counted per address, under a keyed hash of the
+/// email (never the email itself), whether a user has it or not; they are
+/// forgotten, deleted and reset.
+fn password_failures_by_address(db: TestDatabase) {
     let store = open(&db);
-    let nobody = FailureSubject::UnknownEmail("nobody@example.com");
-    let other = FailureSubject::UnknownEmail("other@example.com");
+    write(&store, |tx| Ok(add_user(tx, "known@example.com")));
+    let nobody = FailureSubject::Email("nobody@example.com");
+    let other = FailureSubject::Email("other@example.com");
+    let known = FailureSubject::Email("known@example.com");
     let fail = |subject, now: i64| {
         write(&store, |tx| {
             Ok(tx.increment_failures(subject, Timestamp(now), Timestamp(0))?)
@@ -1675,14 +1678,14 @@ fn unknown_email_failures(db: TestDatabase) {
     );
     let keys = raw_texts(
         &db,
-        "SELECT email_key AS value FROM unknown_email_failures ORDER BY email_key",
+        "SELECT email_key AS value FROM password_failures ORDER BY email_key",
     );
     assert_eq!(keys.len(), 2);
     assert!(keys.iter().all(|k| !k.contains('@')), "{keys:?}");
 
     let delete = |before: i64, limit| {
         write(&store, |tx| {
-            Ok(tx.delete_unknown_email_failures(Timestamp(before), limit)?)
+            Ok(tx.delete_forgotten_password_failures(Timestamp(before), limit)?)
         })
     };
     assert_eq!(delete(30, 10), 0, "at the cut: kept");
@@ -1693,74 +1696,13 @@ fn unknown_email_failures(db: TestDatabase) {
         "deleted: counting starts again"
     );
     assert_eq!(fail(nobody, 60).failures, 4, "the other stayed");
-}
 
-/// Password failures handed between an address and its user, both ways:
-/// the whole counter goes (failures, lockout, time of the last failure),
-/// replacing what the receiver had, and the giver's is gone.
-fn password_failures_move(db: TestDatabase) {
-    let store = open(&db);
-    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
-    let email = FailureSubject::UnknownEmail("a@example.com");
-    let own = FailureSubject::User(user.id, FailureKind::Password);
-    // A counter seen by an increment (less the one it adds) in a
-    // transaction that is then rolled back.
-    let peek = |subject| -> FailureState {
-        let mut seen = None;
-        let rolled_back: MfaResult<()> = store.write(|tx| {
-            let mut after = tx.increment_failures(subject, Timestamp(1_000), Timestamp(0))?;
-            after.failures -= 1;
-            seen = Some(after);
-            Err(MfaError::InvalidRequest("roll back".into()))
-        });
-        assert!(rolled_back.is_err());
-        seen.expect("peeked")
-    };
-    write(&store, |tx| {
-        for now in [10, 20, 30] {
-            tx.increment_failures(email, Timestamp(now), Timestamp(0))?;
-        }
-        tx.set_locked_until(email, Some(Timestamp(700)))?;
-        tx.increment_failures(own, Timestamp(5), Timestamp(0))?;
-        Ok(())
-    });
-    write(&store, |tx| {
-        Ok(tx.move_password_failures(email, own, Timestamp(99))?)
-    });
-    let locked = FailureState {
-        failures: 3,
-        locked_until: Some(Timestamp(700)),
-    };
-    assert_eq!(peek(own), locked, "replaced by the address's counter");
-    assert_eq!(
-        peek(email),
-        FailureState::default(),
-        "the address's is gone"
-    );
-    // The last failure's time came along: forgetting before 31 keeps it.
-    let kept = write(&store, |tx| {
-        Ok(tx.increment_failures(own, Timestamp(40), Timestamp(30))?)
-    });
-    assert_eq!(kept.failures, 4);
-
-    write(&store, |tx| {
-        Ok(tx.move_password_failures(own, email, Timestamp(99))?)
-    });
-    assert_eq!(peek(own), FailureState::default());
-    let back = FailureState {
-        failures: 4,
-        locked_until: Some(Timestamp(700)),
-    };
-    assert_eq!(peek(email), back);
-
-    // Moving nothing leaves nothing: the receiver's counter goes too.
-    let other = FailureSubject::UnknownEmail("b@example.com");
-    write(&store, |tx| {
-        Ok(tx.move_password_failures(other, email, Timestamp(99))?)
-    });
-    assert_eq!(peek(email), FailureState::default());
-    let rows = raw_texts(&db, "SELECT email_key AS value FROM unknown_email_failures");
-    assert!(rows.is_empty(), "{rows:?}");
+    // A known address counts alike, and a reset clears its counter only.
+    assert_eq!(fail(known, 70).failures, 1);
+    assert_eq!(fail(known, 80).failures, 2);
+    write(&store, |tx| Ok(tx.reset_failures(known)?));
+    assert_eq!(fail(known, 90).failures, 1, "reset: counting starts again");
+    assert_eq!(fail(nobody, 100).failures, 5, "other addresses keep theirs");
 }
 
 /// What a login reads first, in one statement, is what the two reads it
@@ -1800,10 +1742,9 @@ fn user_with_memberships_by_email(db: TestDatabase) {
 }
 
 backend_tests!(
-    password_failures_move,
     user_with_memberships_by_email,
     failures_are_forgotten,
-    unknown_email_failures,
+    password_failures_by_address,
     orgs_crud,
     users_crud,
     duplicate_email_is_a_unique_violation,

@@ -9,7 +9,7 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
@@ -18,6 +18,7 @@ const MIGRATIONS: [&str; 8] = [
     "2026-11-24-000001_failure_counter_is_clear",
     "2026-11-25-000001_audit_events_at",
     "2026-11-26-000001_unknown_email_failures",
+    "2026-11-27-000001_password_failures_by_address",
 ];
 
 const TABLES: [&str; 12] = [
@@ -29,9 +30,9 @@ const TABLES: [&str; 12] = [
     "failure_counters",
     "memberships",
     "orgs",
+    "password_failures",
     "recovery_codes",
     "sessions",
-    "unknown_email_failures",
     "users",
 ];
 
