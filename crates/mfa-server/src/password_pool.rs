@@ -34,7 +34,8 @@
 //! `429 too_many_attempts` with `Retry-After` ([`ApiError::Busy`]) after
 //! [`REFUSAL_DELAY`], when the jobs ahead of it are expected to take
 //! longer than the bound
-//! (queued jobs × the recent mean run time ÷ threads), and, should the
+//! (queued jobs × the recent mean run time ÷ threads, at most the bound
+//! and one run: jobs beyond it would be refused), and, should the
 //! estimate have been wrong, when it has waited longer than the bound by
 //! the time a thread takes it. Whoever is admitted is answered within
 //! about the bound.
@@ -123,11 +124,19 @@ impl PoolLoad {
         }
     }
 
-    /// How long a job queued now is expected to wait for a thread.
-    fn expected_wait(&self, threads: usize) -> Duration {
+    /// How long a job queued now is expected to wait for a thread: the
+    /// jobs ahead of it × the mean run time ÷ the threads, but never more
+    /// than `max_wait` and one run. A job ahead that has waited past the
+    /// bound when a thread takes it is refused without running, so every
+    /// job ahead that runs starts within `max_wait` from now. Without the
+    /// cap, a queue filled before the first run time was known (a burst at
+    /// start, every job admitted) made the estimate count a thousand jobs
+    /// that would only be refused, and `Retry-After` say minutes.
+    fn expected_wait(&self, threads: usize, max_wait: Duration) -> Duration {
         let ahead = self.waiting() as u64;
         let mean = self.mean_run_micros.load(Ordering::Relaxed);
-        Duration::from_micros(ahead.saturating_mul(mean) / threads.max(1) as u64)
+        let queue = Duration::from_micros(ahead.saturating_mul(mean) / threads.max(1) as u64);
+        queue.min(max_wait.saturating_add(Duration::from_micros(mean)))
     }
 
     fn record_run(&self, took: Duration) {
@@ -243,7 +252,7 @@ impl PasswordPool {
         T: Send + 'static,
     {
         if let Some(max_wait) = self.max_wait {
-            let expected = self.load.expected_wait(self.threads);
+            let expected = self.load.expected_wait(self.threads, max_wait);
             if expected > max_wait {
                 self.load.refused.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(REFUSAL_DELAY).await;
@@ -493,6 +502,22 @@ mod tests {
                 Err(other) => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_expected_wait_counts_only_jobs_that_can_still_run() {
+        let load = PoolLoad::default();
+        let max_wait = Duration::from_secs(2);
+        load.record_run(Duration::from_millis(500));
+        load.waiting.store(4, Ordering::Relaxed);
+        // Four jobs ahead on two threads: two runs each.
+        assert_eq!(load.expected_wait(2, max_wait), Duration::from_secs(1));
+        // A thousand ahead, queued before the run time was known: those
+        // that would start after the bound are refused without running.
+        load.waiting.store(1_000, Ordering::Relaxed);
+        let expected = load.expected_wait(2, max_wait);
+        assert_eq!(expected, Duration::from_millis(2_500));
+        assert_eq!(retry_after_secs(expected), 3);
     }
 
     #[actix_web::test]
