@@ -157,8 +157,57 @@ mod lock_rule {
     backend_tests!(the_lock_rule_is_checked);
 }
 
+/// The move to counting password failures by address keeps the counters
+/// of unknown emails (keyed by address already) and forgets the users'
+/// password counters, which SQL cannot rehash; code counters stay.
+fn password_failures_move_to_the_address_table(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
+    // Back to the schema before the migration, with a row of each kind.
+    let undo = match db.backend() {
+        Backend::Sqlite => include_str!(
+            "../../../../migrations/sqlite/2026-11-27-000001_password_failures_by_address/down.sql"
+        ),
+        Backend::Postgres => include_str!(
+            "../../../../migrations/postgres/2026-11-27-000001_password_failures_by_address/down.sql"
+        ),
+    };
+    raw_execute(&db, undo);
+    raw_execute(
+        &db,
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20261127000001'",
+    );
+    let id = user.id.0;
+    raw_execute(
+        &db,
+        &format!(
+            "INSERT INTO unknown_email_failures (email_key, failures, locked_until, last_failure_at) \
+             VALUES ('key-of-an-address', 3, 700, 50); \
+             INSERT INTO failure_counters (user_id, kind, failures, locked_until, last_failure_at) \
+             VALUES ({id}, 'password', 4, 800, 60), ({id}, 'code', 2, NULL, 60);"
+        ),
+    );
+    assert_eq!(
+        store.run_migrations().expect("migrate"),
+        ["2026-11-27-000001_password_failures_by_address"]
+    );
+    let counters = raw_texts(
+        &db,
+        "SELECT email_key || ' ' || CAST(failures AS TEXT) || ' ' || CAST(locked_until AS TEXT) \
+         || ' ' || CAST(last_failure_at AS TEXT) AS value FROM password_failures",
+    );
+    assert_eq!(counters, ["key-of-an-address 3 700 50"]);
+    let kept = raw_texts(
+        &db,
+        "SELECT kind || ' ' || CAST(failures AS TEXT) AS value FROM failure_counters",
+    );
+    assert_eq!(kept, ["code 2"]);
+    assert_eq!(user_tables(&db), TABLES);
+}
+
 backend_tests!(
     migrations_redo,
+    password_failures_move_to_the_address_table,
     connect_does_not_migrate,
     concurrent_opens_migrate_once,
     backend_and_ping,
