@@ -68,13 +68,29 @@ pub const DEFAULT_LOG: &str = "info";
 /// (`/users/{username}/mfa/resetQRCodeEnroll`). The server's own request
 /// line names the route pattern instead.
 pub const QUIET_LOG_TARGETS: &[&str] = &["actix_web::types"];
+/// Log targets left out unless `MFA_LOG` names their crate: actix-http's
+/// HTTP/1 dispatcher logs an ERROR line (`stream error: request parse
+/// error: …`) for every connection whose request does not parse (a raw
+/// byte outside a URI's characters, a bad HTTP version, a head over
+/// 128 KiB) or whose client resets it. Those are the client's faults,
+/// answered 400 or 431 before any route, and any anonymous client could
+/// make ERROR lines at will, setting off alerts on errors.
+pub const CLIENT_FAULT_LOG_TARGETS: &[(&str, &str)] =
+    &[("actix_http", "actix_http::h1::dispatcher")];
 
 /// The tracing filter for `spec` (`MFA_LOG`), with [`QUIET_LOG_TARGETS`]
-/// held at `info`. An invalid `spec` is refused by [`Config::load`] first.
+/// held at `info` and [`CLIENT_FAULT_LOG_TARGETS`] off unless `spec`
+/// names their crate. An invalid `spec` is refused by [`Config::load`]
+/// first.
 pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
     let mut filter = tracing_subscriber::EnvFilter::new(spec);
-    for target in QUIET_LOG_TARGETS {
-        if let Ok(directive) = format!("{target}=info").parse() {
+    let quiet = QUIET_LOG_TARGETS.iter().map(|t| format!("{t}=info"));
+    let off = CLIENT_FAULT_LOG_TARGETS
+        .iter()
+        .filter(|(krate, _)| !spec.contains(krate))
+        .map(|(_, target)| format!("{target}=off"));
+    for directive in quiet.chain(off) {
+        if let Ok(directive) = directive.parse() {
             filter = filter.add_directive(directive);
         }
     }

@@ -135,6 +135,21 @@ impl Drop for Running {
     }
 }
 
+/// Send `bytes` to the server at `url` on a connection of their own; the
+/// head of the answer, as text.
+fn raw_request(url: &str, bytes: &[u8]) -> String {
+    use std::io::Write as _;
+    let address = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut answer = [0u8; 512];
+    let read = stream.read(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
 #[tokio::test]
 async fn fresh_start_restart_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,6 +176,10 @@ async fn fresh_start_restart_and_sigterm() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
+    // A request line that does not parse is the HTTP layer's empty 400,
+    // and not an ERROR line in the log (see `CLIENT_FAULT_LOG_TARGETS`).
+    let malformed = raw_request(&url, b"GET /user/us\xc3\xa9rs HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(malformed.starts_with("HTTP/1.1 400 "), "{malformed}");
 
     // The data directory: SQLite, the key (0600), the outbox.
     let data = dir.path().join("data");
@@ -184,6 +203,7 @@ async fn fresh_start_restart_and_sigterm() {
     );
     assert!(!stderr.contains(&password), "the password reached the log");
     assert!(stderr.contains("listening"), "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
 
     // A restart on the same data: no new superadmin, the same key.
     let mut second = Running::start(dir.path());
