@@ -164,19 +164,7 @@ fn password_failures_move_to_the_address_table(db: TestDatabase) {
     let store = open(&db);
     let user = write(&store, |tx| Ok(add_user(tx, "a@example.com")));
     // Back to the schema before the migration, with a row of each kind.
-    let undo = match db.backend() {
-        Backend::Sqlite => include_str!(
-            "../../../../migrations/sqlite/2026-11-27-000001_password_failures_by_address/down.sql"
-        ),
-        Backend::Postgres => include_str!(
-            "../../../../migrations/postgres/2026-11-27-000001_password_failures_by_address/down.sql"
-        ),
-    };
-    raw_execute(&db, undo);
-    raw_execute(
-        &db,
-        "DELETE FROM __diesel_schema_migrations WHERE version = '20261127000001'",
-    );
+    undo_migration(&db, "2026-11-27-000001_password_failures_by_address");
     let id = user.id.0;
     raw_execute(
         &db,

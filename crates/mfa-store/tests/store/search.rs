@@ -7,8 +7,8 @@ use std::thread;
 use std::time::Duration;
 
 use mfa_core::{Membership, MfaError, MfaResult, OrgId, Store, StoreTx, User, UserId};
+use mfa_store::DbStore;
 use mfa_store::test_support::TestDatabase;
-use mfa_store::{Backend, DbStore};
 
 use crate::support::*;
 
@@ -292,21 +292,7 @@ fn migration_fills_the_copies(db: TestDatabase) {
         })
     };
     // Back to the schema before the migration, keeping the rows.
-    let down = match db.backend() {
-        Backend::Sqlite => {
-            include_str!(
-                "../../../../migrations/sqlite/2026-11-23-000002_membership_search/down.sql"
-            )
-        }
-        Backend::Postgres => include_str!(
-            "../../../../migrations/postgres/2026-11-23-000002_membership_search/down.sql"
-        ),
-    };
-    raw_execute(&db, down);
-    raw_execute(
-        &db,
-        "DELETE FROM __diesel_schema_migrations WHERE version = '20261123000002'",
-    );
+    undo_migration(&db, "2026-11-23-000002_membership_search");
 
     let store = open(&db);
     assert!(store.pending_migrations().expect("pending").is_empty());

@@ -85,6 +85,35 @@ pub fn raw_execute(db: &TestDatabase, sql: &str) {
     .unwrap_or_else(|e| panic!("raw SQL failed: {e}: {sql}"));
 }
 
+/// Undo the applied migration `name` by hand: run its `down.sql` and
+/// forget it in diesel's bookkeeping, so that the next
+/// `DbStore::run_migrations` applies it again. For tests of what a
+/// migration does to rows that were there before it.
+pub fn undo_migration(db: &TestDatabase, name: &str) {
+    let backend = match db.backend() {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let path = format!(
+        "{}/../../migrations/{backend}/{name}/down.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let down = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    raw_execute(db, &down);
+    // diesel's version of a migration: the digits of its name's date part.
+    let version: String = name
+        .split('_')
+        .next()
+        .unwrap_or(name)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    raw_execute(
+        db,
+        &format!("DELETE FROM __diesel_schema_migrations WHERE version = '{version}'"),
+    );
+}
+
 /// A direct SQLite connection to the test database.
 pub fn raw_sqlite(db: &TestDatabase) -> SqliteConnection {
     let path = db.sqlite_path().expect("an SQLite test database");
