@@ -81,14 +81,23 @@ pub fn require_current_org_admin(caller: &Caller) -> MfaResult<()> {
     }
 }
 
-/// Admins of `org`, given the caller's membership in it. A member who is
-/// not an admin is forbidden; a non-member does not see the org at all.
-pub fn require_org_admin(caller: &Caller, membership_in_org: Option<&Membership>) -> MfaResult<()> {
-    if caller.is_super_admin {
+/// Admins of `org`, in a session of `org`, given the caller's membership
+/// in it. A member who is not an admin, or an admin whose session is of
+/// another org, is forbidden; a non-member does not see the org at all.
+///
+/// Admin rights count only in the session's org: the login decision is
+/// made per org, so a session of an org that owes no MFA must not carry
+/// its user's admin rights over an org that enforces it. An admin of two
+/// orgs logs in to each (`orgId`) to administer it.
+pub fn require_org_admin(
+    caller: &Caller,
+    org: OrgId,
+    membership_in_org: Option<&Membership>,
+) -> MfaResult<()> {
+    if caller.is_super_admin || (org == caller.org_id && caller.is_org_admin) {
         return Ok(());
     }
     match membership_in_org {
-        Some(m) if m.is_active_admin() => Ok(()),
         Some(m) if m.is_active => Err(MfaError::Forbidden),
         _ => Err(MfaError::NotFound("org")),
     }
@@ -130,34 +139,46 @@ pub fn require_may_manage(caller: &Caller, target_is_super_admin: bool) -> MfaRe
 }
 
 /// Whether the caller sees `target`: superadmins see everyone, users see
-/// themselves, and admins see the members of the orgs they administer.
-pub fn can_see_user(
-    caller: &Caller,
-    caller_memberships: &[Membership],
-    target: UserId,
-    target_memberships: &[Membership],
-) -> bool {
-    if caller.is_super_admin || caller.user_id == target {
-        return true;
-    }
-    caller_memberships
-        .iter()
-        .filter(|m| m.is_active_admin())
-        .any(|admin_of| {
-            target_memberships
-                .iter()
-                .any(|t| t.org_id == admin_of.org_id)
-        })
+/// themselves, and an admin of the current org sees its members, active
+/// or not. Only the current org's admin rights count (see
+/// [`require_org_admin`]).
+pub fn can_see_user(caller: &Caller, target: UserId, target_memberships: &[Membership]) -> bool {
+    caller.is_super_admin
+        || caller.user_id == target
+        || (caller.is_org_admin && target_memberships.iter().any(|t| t.org_id == caller.org_id))
 }
 
 /// [`can_see_user`] as a rule: `NotFound` when the target is not visible.
 pub fn require_visible_user(
     caller: &Caller,
-    caller_memberships: &[Membership],
     target: UserId,
     target_memberships: &[Membership],
 ) -> MfaResult<()> {
-    if can_see_user(caller, caller_memberships, target, target_memberships) {
+    if can_see_user(caller, target, target_memberships) {
+        Ok(())
+    } else {
+        Err(MfaError::NotFound("user"))
+    }
+}
+
+/// Whether the caller may change `target`'s account (names, password,
+/// email): themselves, superadmins, and an admin of the current org for
+/// its *active* members. A member the org deactivated is left alone, as
+/// by the resets: otherwise the org that let them go could still set
+/// their password and email, and take over their account in the orgs
+/// they are still active in.
+pub fn require_manageable_user(
+    caller: &Caller,
+    target: UserId,
+    target_memberships: &[Membership],
+) -> MfaResult<()> {
+    let manages = caller.is_super_admin
+        || caller.user_id == target
+        || (caller.is_org_admin
+            && target_memberships
+                .iter()
+                .any(|t| t.org_id == caller.org_id && t.is_active));
+    if manages {
         Ok(())
     } else {
         Err(MfaError::NotFound("user"))
@@ -216,52 +237,91 @@ mod tests {
     #[test]
     fn org_admin_member_and_stranger() {
         let c = caller(false, false);
-        let admin = membership(1, 20, true);
-        let member = membership(1, 20, false);
+        let admin_here = caller(false, true);
+        let admin = membership(1, 10, true);
+        let member = membership(1, 10, false);
         let mut inactive_admin = admin.clone();
         inactive_admin.is_active = false;
-        assert_eq!(require_org_admin(&c, Some(&admin)), Ok(()));
         assert_eq!(
-            require_org_admin(&c, Some(&member)),
+            require_org_admin(&admin_here, OrgId(10), Some(&admin)),
+            Ok(())
+        );
+        assert_eq!(
+            require_org_admin(&c, OrgId(10), Some(&member)),
             Err(MfaError::Forbidden)
         );
         assert_eq!(
-            require_org_admin(&c, Some(&inactive_admin)),
+            require_org_admin(&c, OrgId(10), Some(&inactive_admin)),
             Err(MfaError::NotFound("org"))
         );
-        assert_eq!(require_org_admin(&c, None), Err(MfaError::NotFound("org")));
-        assert_eq!(require_org_admin(&caller(true, false), None), Ok(()));
+        assert_eq!(
+            require_org_admin(&c, OrgId(10), None),
+            Err(MfaError::NotFound("org"))
+        );
+        assert_eq!(
+            require_org_admin(&caller(true, false), OrgId(20), None),
+            Ok(())
+        );
         assert_eq!(require_org_member(&c, Some(&member)), Ok(()));
         assert_eq!(require_org_member(&c, None), Err(MfaError::NotFound("org")));
     }
 
     #[test]
+    fn admin_rights_count_in_the_sessions_org_only() {
+        // An admin of org 20 whose session is of org 10 (where the login
+        // may have owed no MFA) does not administer org 20 from it.
+        let elsewhere = caller(false, false);
+        let admin_of_20 = membership(1, 20, true);
+        assert_eq!(
+            require_org_admin(&elsewhere, OrgId(20), Some(&admin_of_20)),
+            Err(MfaError::Forbidden)
+        );
+        let member_of_20 = vec![membership(2, 20, false)];
+        assert!(!can_see_user(&elsewhere, UserId(2), &member_of_20));
+        assert_eq!(
+            require_manageable_user(&elsewhere, UserId(2), &member_of_20),
+            Err(MfaError::NotFound("user"))
+        );
+    }
+
+    #[test]
+    fn a_deactivated_member_is_seen_but_not_managed() {
+        let admin = caller(false, true);
+        let mut deactivated = membership(2, 10, false);
+        deactivated.is_active = false;
+        let elsewhere_active = membership(2, 30, false);
+        let memberships = vec![deactivated, elsewhere_active];
+        assert!(can_see_user(&admin, UserId(2), &memberships));
+        assert_eq!(
+            require_manageable_user(&admin, UserId(2), &memberships),
+            Err(MfaError::NotFound("user"))
+        );
+        let active_here = vec![membership(2, 10, false)];
+        assert_eq!(
+            require_manageable_user(&admin, UserId(2), &active_here),
+            Ok(())
+        );
+        assert_eq!(
+            require_manageable_user(&caller(false, false), UserId(1), &[]),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn another_orgs_user_is_not_found() {
         let c = caller(false, true);
-        let caller_ms = vec![membership(1, 10, true)];
         let same_org = vec![membership(2, 10, false)];
         let other_org = vec![membership(3, 99, false)];
-        assert!(can_see_user(&c, &caller_ms, UserId(2), &same_org));
+        assert!(can_see_user(&c, UserId(2), &same_org));
         assert_eq!(
-            require_visible_user(&c, &caller_ms, UserId(3), &other_org),
+            require_visible_user(&c, UserId(3), &other_org),
             Err(MfaError::NotFound("user"))
         );
         // Self is always visible; superadmins see everyone.
-        assert!(can_see_user(&c, &caller_ms, UserId(1), &[]));
-        assert!(can_see_user(
-            &caller(true, false),
-            &[],
-            UserId(3),
-            &other_org
-        ));
+        assert!(can_see_user(&c, UserId(1), &[]));
+        assert!(can_see_user(&caller(true, false), UserId(3), &other_org));
         // A plain member does not see fellow members.
-        let plain = vec![membership(1, 10, false)];
-        assert!(!can_see_user(
-            &caller(false, false),
-            &plain,
-            UserId(2),
-            &same_org
-        ));
+        assert!(!can_see_user(&caller(false, false), UserId(2), &same_org));
         assert_eq!(
             require_member_of_current_org(None),
             Err(MfaError::NotFound("user"))

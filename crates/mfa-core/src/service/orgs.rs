@@ -258,7 +258,7 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.store.write(|tx| {
-            require_org_admin(caller, tx.membership(caller.user_id, id)?.as_ref())?;
+            require_org_admin(caller, id, tx.membership(caller.user_id, id)?.as_ref())?;
             let mut org = tx.org_for_update(id)?.ok_or(MfaError::NotFound("org"))?;
             let mut changes = Vec::new();
             if let Some(name) = name {
@@ -319,8 +319,7 @@ impl<S: Store> MfaService<S> {
         let email = normalize_email(email)?;
         let now = self.now();
         self.store.write(|tx| {
-            let caller_ms = tx.memberships_of_user(caller.user_id)?;
-            require_org_admin(caller, caller_ms.iter().find(|m| m.org_id == org))?;
+            require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
             tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
             let user = tx
                 .user_by_email(&email)?
@@ -329,12 +328,7 @@ impl<S: Store> MfaService<S> {
             // of one org could pull any other org's user in by address,
             // and then, as an admin of a shared org, reset their factors
             // and set their password.
-            require_visible_user(
-                caller,
-                &caller_ms,
-                user.id,
-                &tx.memberships_of_user(user.id)?,
-            )?;
+            require_visible_user(caller, user.id, &tx.memberships_of_user(user.id)?)?;
             let m = Membership::new(user.id, org);
             tx.insert_membership(&m)?;
             audit(
@@ -359,7 +353,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Membership> {
         self.store.read(|tx| {
             if caller.user_id != user {
-                require_org_admin(caller, tx.membership(caller.user_id, org)?.as_ref())?;
+                require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
             }
             tx.membership(user, org)?
                 .ok_or(MfaError::NotFound("membership"))
@@ -377,11 +371,10 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Membership> {
         let now = self.now();
         self.store.write(|tx| {
-            let caller_ms = tx.memberships_of_user(caller.user_id)?;
-            require_org_admin(caller, caller_ms.iter().find(|m| m.org_id == org))?;
+            require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
             tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
             tx.user(user)?.ok_or(MfaError::NotFound("user"))?;
-            require_visible_user(caller, &caller_ms, user, &tx.memberships_of_user(user)?)?;
+            require_visible_user(caller, user, &tx.memberships_of_user(user)?)?;
             let mut m = Membership::new(user, org);
             patch.apply_to(&mut m);
             tx.insert_membership(&m)?;
@@ -402,7 +395,7 @@ impl<S: Store> MfaService<S> {
     pub fn remove_member(&self, caller: &FullCaller, org: OrgId, user: UserId) -> MfaResult<()> {
         let now = self.now();
         self.store.write(|tx| {
-            require_org_admin(caller, tx.membership(caller.user_id, org)?.as_ref())?;
+            require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
             if tx.membership(user, org)?.is_none() {
                 return Err(MfaError::NotFound("membership"));
             }

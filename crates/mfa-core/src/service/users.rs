@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::authz::{
-    FullCaller, require_current_org_admin, require_may_manage, require_member_of_current_org,
-    require_super_admin, require_visible_user,
+    FullCaller, can_see_user, require_current_org_admin, require_manageable_user,
+    require_may_manage, require_member_of_current_org, require_super_admin, require_visible_user,
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
 use crate::text::{mask_email, normalize_email};
@@ -206,11 +206,10 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Vec<UserWithFactors>> {
         require_current_org_admin(caller)?;
         self.store.read(|tx| {
-            let caller_ms = tx.memberships_of_user(caller.user_id)?;
             let mut out = Vec::new();
             for user in tx.users_by_ids(ids)? {
                 let target_ms = tx.memberships_of_user(user.id)?;
-                if require_visible_user(caller, &caller_ms, user.id, &target_ms).is_ok() {
+                if can_see_user(caller, user.id, &target_ms) {
                     out.push(with_factors(tx, user)?);
                 }
             }
@@ -266,13 +265,25 @@ impl<S: Store> MfaService<S> {
 
     fn visible_user(&self, tx: &mut dyn StoreTx, caller: &Caller, id: UserId) -> MfaResult<User> {
         let user = tx.user(id)?.ok_or(MfaError::NotFound("user"))?;
-        let caller_ms = tx.memberships_of_user(caller.user_id)?;
-        let target_ms = tx.memberships_of_user(id)?;
-        require_visible_user(caller, &caller_ms, id, &target_ms)?;
+        require_visible_user(caller, id, &tx.memberships_of_user(id)?)?;
         Ok(user)
     }
 
-    /// Read a user (self, admins of a shared org, superadmins).
+    /// The user `id`, if the caller may change their account
+    /// ([`require_manageable_user`]).
+    fn manageable_user(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &Caller,
+        id: UserId,
+    ) -> MfaResult<User> {
+        let user = tx.user(id)?.ok_or(MfaError::NotFound("user"))?;
+        require_manageable_user(caller, id, &tx.memberships_of_user(id)?)?;
+        Ok(user)
+    }
+
+    /// Read a user (self, admins of the current org for its members,
+    /// superadmins).
     pub fn get_user(&self, caller: &FullCaller, id: UserId) -> MfaResult<UserWithFactors> {
         self.store.read(|tx| {
             let user = self.visible_user(tx, caller, id)?;
@@ -280,7 +291,8 @@ impl<S: Store> MfaService<S> {
         })
     }
 
-    /// Update a user (self, admins of a shared org, superadmins). A new
+    /// Update a user (self, admins of the current org for its active
+    /// members, superadmins). A new
     /// email does not take effect at once: a single-use token goes to the
     /// new address and a notice to the old one.
     pub fn update_user(
@@ -304,7 +316,7 @@ impl<S: Store> MfaService<S> {
         if let Some(p) = &patch.password {
             check_password_rules(p)?;
         }
-        let current = self.store.read(|tx| self.visible_user(tx, caller, id))?;
+        let current = self.store.read(|tx| self.manageable_user(tx, caller, id))?;
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
@@ -413,7 +425,11 @@ impl<S: Store> MfaService<S> {
     }
 
     /// Make a pending email change take effect (anyone holding the token).
-    /// The email factor must be verified again at the new address.
+    /// The email factor must be verified again at the new address, and
+    /// every session of the user ends: the change removes a factor, and a
+    /// session opened before it, a partial one in particular, would
+    /// otherwise find the user without one and be let in to enroll
+    /// another.
     pub fn confirm_email_change(&self, token: &str) -> MfaResult<()> {
         let now = self.now();
         let token_hash = hash_token(token);
@@ -434,6 +450,7 @@ impl<S: Store> MfaService<S> {
             tx.update_user(&user)?;
             tx.delete_email_factor(user.id)?;
             tx.delete_email_codes(user.id)?;
+            tx.revoke_user_sessions(user.id, None, None, now)?;
             // No session says which org this is in: the event goes to
             // each org of the user, so that every admin of the user sees
             // it (an admin reads the audit trail of one org).
@@ -463,13 +480,13 @@ impl<S: Store> MfaService<S> {
     }
 
     /// Send the confirmation of a pending email change again, with a new
-    /// token (self, admins of a shared org).
+    /// token (self, admins of the current org for its active members).
     pub fn resend_email_change(&self, caller: &FullCaller, id: UserId) -> MfaResult<()> {
         let now = self.now();
         let token = new_token(self.rng.as_ref());
         let ttl = self.config.email_change_ttl_secs;
         let new_email = self.store.write(|tx| {
-            self.visible_user(tx, caller, id)?;
+            self.manageable_user(tx, caller, id)?;
             let pending = tx
                 .pending_email_change(id)?
                 .ok_or(MfaError::NotFound("pending email change"))?;
@@ -528,9 +545,11 @@ impl<S: Store> MfaService<S> {
             let Some(user) = tx.user_by_email(&email)? else {
                 return Ok(false);
             };
-            let caller_ms = tx.memberships_of_user(caller.user_id)?;
-            let target_ms = tx.memberships_of_user(user.id)?;
-            Ok(require_visible_user(caller, &caller_ms, user.id, &target_ms).is_ok())
+            Ok(can_see_user(
+                caller,
+                user.id,
+                &tx.memberships_of_user(user.id)?,
+            ))
         })
     }
 

@@ -377,8 +377,13 @@ async fn email_change(s: TestServer) {
     .await
     .expect(400, Some("invalid_request"));
 
-    // The new address logs in; the email factor must be verified again.
-    s.login("mia@new.example", PASSWORD).await;
+    // Every session of the user ended with the change (it removed a
+    // factor); the new address logs in, and the email factor must be
+    // verified again.
+    s.get("/oauth/users/mfaDetails", &mia_token)
+        .await
+        .expect(401, Some("unauthorized"));
+    let mia_token = s.login("mia@new.example", PASSWORD).await.token;
     let d = s.get("/oauth/users/mfaDetails", &mia_token).await;
     assert_eq!(d.ok()["details"]["EMAIL"]["verified"], false);
 

@@ -11,7 +11,9 @@ use crate::on_every_backend;
 on_every_backend!(
     admin_of_another_org,
     reset_with_one_foreign_id,
-    org_admin_against_a_superadmin
+    org_admin_against_a_superadmin,
+    admin_rights_count_in_the_sessions_org_only,
+    a_deactivated_member_is_seen_but_not_managed,
 );
 
 /// What org A's admin sees of org A and of `users`.
@@ -378,4 +380,140 @@ async fn org_admin_against_a_superadmin(s: TestServer) {
     s.login(ROOT_EMAIL, PASSWORD).await;
     let _ = root_secret;
     s.get("/user/users/me", &bob_token).await.expect(200, None);
+}
+
+/// An admin of org E, which enforces MFA (and the admin has no factor),
+/// is also an admin of org B, which does not, and logs in to B: a full
+/// session without MFA. From it none of E's admin rights count: E's org,
+/// members and memberships are refused, and E's members can be neither
+/// managed nor pulled into B (where B's admin could then set their
+/// password). Logged in to E, the same admin owes MFA first. (Before,
+/// the B session set E's grace period to a year, which let E's members
+/// in without MFA, and set an E member's password.)
+async fn admin_rights_count_in_the_sessions_org_only(s: TestServer) {
+    let root = s.root().await;
+    let (org_e, dual, admin_e) = s.org_with_admin(&root, "Enforcing", "dual@e.example").await;
+    let (org_b, _, _) = s.org_with_admin(&root, "Lenient", "ben@b.example").await;
+    let eve = s.create_user(&admin_e, "eve@e.example", false).await;
+    s.enforce(&admin_e, true).await;
+    s.post(
+        &format!("/user/org/{org_b}/user/{dual}"),
+        &root,
+        json!({"isAdmin": true}),
+    )
+    .await
+    .expect(201, None);
+    let in_e = s.login_org("dual@e.example", PASSWORD, org_e).await;
+    assert_eq!(in_e.mfa, "setup_required");
+    let in_b = s.login_org("dual@e.example", PASSWORD, org_b).await;
+    assert_eq!(in_b.mfa, "none");
+    let b = in_b.token.as_str();
+
+    let grace = json!({"mfaGracePeriodHours": 8760});
+    s.put(&format!("/user/org/{org_e}"), b, grace)
+        .await
+        .expect(403, Some("forbidden"));
+    let member = format!("/user/org/{org_e}/user/{eve}");
+    s.get(&member, b).await.expect(403, Some("forbidden"));
+    s.delete(&member, b).await.expect(403, Some("forbidden"));
+    s.post(
+        &format!("/user/org/{org_e}/user/{}", eve + 1000),
+        b,
+        json!({}),
+    )
+    .await
+    .expect(403, Some("forbidden"));
+    s.get(&format!("/user/users/{eve}"), b)
+        .await
+        .expect(404, Some("not_found"));
+    let takeover = json!({"password": "Takeover-Passw0rd-1"});
+    s.put(&format!("/user/users/{eve}"), b, takeover)
+        .await
+        .expect(404, Some("not_found"));
+    s.post(&format!("/user/org/{org_b}/user/{eve}"), b, json!({}))
+        .await
+        .expect(404, Some("not_found"));
+    s.call(
+        "POST",
+        &format!("/user/org/{org_b}/email/user/eve@e.example"),
+        Some(b),
+        None,
+    )
+    .await
+    .expect(404, Some("not_found"));
+    let lookup = s.get("/user/users/email/eve@e.example", b).await;
+    assert_eq!(lookup.ok()["exists"], false);
+    let listed = s.get(&format!("/user/users?ids={eve}"), b).await;
+    assert_eq!(listed.ok().as_array().map(Vec::len), Some(0));
+
+    // Nothing changed: E's admin (a session of E from before the
+    // enforcement, full) reads it all back.
+    let org = s.get(&format!("/user/org/{org_e}"), &admin_e).await;
+    assert_eq!(org.ok()["mfaGracePeriodHours"], 0);
+    s.get(&member, &admin_e).await.expect(200, None);
+    s.login_org("eve@e.example", PASSWORD, org_e).await;
+    s.get(&format!("/user/org/{org_b}/user/{eve}"), &root)
+        .await
+        .expect(404, Some("not_found"));
+}
+
+/// A member deactivated in org A and still active in org B: A's admin
+/// still sees them (to reactivate them), but may no longer change their
+/// account (password, email, names, a pending change's confirmation):
+/// that would let the org that let them go take over the account they
+/// use in B. B's admin still manages them.
+async fn a_deactivated_member_is_seen_but_not_managed(s: TestServer) {
+    let root = s.root().await;
+    let (_, _, admin_a) = s.org_with_admin(&root, "Alpha", "ann@alpha.example").await;
+    let (org_b, _, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
+    let leaver = s.create_user(&admin_a, "leaver@example.com", false).await;
+    s.post(
+        &format!("/user/org/{org_b}/user/{leaver}"),
+        &root,
+        json!({}),
+    )
+    .await
+    .expect(201, None);
+    let user = format!("/user/users/{leaver}");
+    s.put(&user, &admin_a, json!({"email": "leaver@pending.example"}))
+        .await
+        .expect(200, None);
+    s.advance(30);
+    s.put(
+        &format!("{user}/membership?byRef=false"),
+        &admin_a,
+        json!({"isActive": false}),
+    )
+    .await
+    .expect(204, None);
+
+    s.get(&user, &admin_a).await.expect(200, None);
+    for change in [
+        json!({"password": "Takeover-Passw0rd-1"}),
+        json!({"email": "taken-over@example.com"}),
+        json!({"firstName": "Renamed"}),
+    ] {
+        s.put(&user, &admin_a, change)
+            .await
+            .expect(404, Some("not_found"));
+    }
+    s.post(
+        "/user/users/email/resendChangeConfirmation",
+        &admin_a,
+        json!({"userId": leaver}),
+    )
+    .await
+    .expect(404, Some("not_found"));
+
+    s.login_org("leaver@example.com", PASSWORD, org_b).await;
+    s.put(&user, &admin_b, json!({"firstName": "Still"}))
+        .await
+        .expect(200, None);
+    s.post(
+        "/user/users/email/resendChangeConfirmation",
+        &admin_b,
+        json!({"userId": leaver}),
+    )
+    .await
+    .expect(204, None);
 }
