@@ -170,3 +170,33 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
         })
     }
 }
+
+/// The body of a route that takes none: empty, or a JSON object without
+/// fields (`{}`, which some clients send with every POST and PUT).
+/// Anything else is `400 invalid_request`, as an unknown field of any
+/// other body is: `{"userId": 5}` would otherwise be ignored, and the
+/// route act on the caller while its client meant user 5.
+#[derive(Debug)]
+pub struct NoBody;
+
+/// No field at all.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+impl FromRequest for NoBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = OptionalJson::<NoFields>::from_request(req, payload);
+        Box::pin(async move {
+            body.await.map(|_| NoBody).map_err(|e| match e {
+                ApiError::InvalidRequest(reason) => {
+                    ApiError::InvalidRequest(format!("this route takes no body: {reason}"))
+                }
+                other => other,
+            })
+        })
+    }
+}

@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Json;
+use crate::extract::{Json, NoBody};
 use crate::metrics::{Metrics, watch_replay};
 use crate::password_pool::PasswordPool;
 use crate::routes::run;
@@ -178,6 +178,7 @@ pub async fn verify(
 pub async fn logout(
     service: web::Data<Service>,
     AnySession(caller): AnySession,
+    _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     run(move || service.logout(&caller)).await?;

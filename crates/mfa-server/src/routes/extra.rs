@@ -8,6 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::FullSession;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::NoBody;
 use crate::password_pool::PasswordPool;
 use crate::routes::{run, run_hashing};
 use crate::wire::{AuditEventResponse, AuditQuery, PageResponse, RecoveryCodesResponse};
@@ -39,6 +40,7 @@ pub async fn recovery_codes(
     service: web::Data<Service>,
     passwords: web::Data<PasswordPool>,
     FullSession(caller): FullSession,
+    _no_body: NoBody,
 ) -> Result<web::Json<RecoveryCodesResponse>, ApiError> {
     let service = service.into_inner();
     let codes = run_hashing(&passwords, move || service.generate_recovery_codes(&caller)).await?;

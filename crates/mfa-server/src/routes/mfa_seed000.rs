@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, FullSession};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::Json;
+use crate::extract::{Json, NoBody};
 use crate::metrics::Metrics;
 use crate::routes::run;
 use crate::wire::{CodeRequest, FullTokenResponse, Method, ResetRequest, TempSecretResponse};
@@ -38,6 +38,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 pub async fn generate_temp_secret(
     service: web::Data<Service>,
     AnySession(caller): AnySession,
+    _no_body: NoBody,
 ) -> Result<web::Json<TempSecretResponse>, ApiError> {
     let service = service.into_inner();
     let answer = run(move || {

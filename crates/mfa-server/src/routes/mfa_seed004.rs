@@ -13,7 +13,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, FullSession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, OptionalJson};
+use crate::extract::{Json, NoBody, OptionalJson};
 use crate::metrics::Metrics;
 use crate::password_pool::PasswordPool;
 use crate::routes::run;
@@ -99,6 +99,7 @@ pub async fn associate_qr_code(
     service: web::Data<Service>,
     AnySession(caller): AnySession,
     _query: web::Query<AuthenticatorTypeQuery>,
+    _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let json = wants_json(&req);
@@ -223,6 +224,7 @@ pub async fn reset_qr_code_enroll(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     username: web::Path<String>,
+    _no_body: NoBody,
 ) -> Result<web::Json<StatusResponse>, ApiError> {
     let service = service.into_inner();
     let email = username.into_inner();
@@ -254,6 +256,7 @@ pub async fn enroll_email(
     metrics: web::Data<Metrics>,
     AnySession(caller): AnySession,
     _query: web::Query<EmailTypeQuery>,
+    _no_body: NoBody,
 ) -> Result<web::Json<EmailEnrollResponse>, ApiError> {
     let service = service.into_inner();
     let result = web::block(move || service.start_email_enrollment(&caller)).await?;

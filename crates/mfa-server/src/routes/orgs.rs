@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::FullSession;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, OptionalJson};
+use crate::extract::{Json, NoBody, OptionalJson};
 use crate::routes::run;
 use crate::wire::{
     AllOrgsQuery, MembershipFields, MembershipResponse, OrgCreateRequest, OrgMfaRequest,
@@ -120,7 +120,7 @@ pub async fn get_org(
     request_body = OrgUpdateRequest,
     responses(
         (status = 200, description = "The updated org.", body = OrgResponse),
-        (status = 403, description = "`forbidden`: a member but not an admin of the org; `mfa_required`: partial token.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a member but not an admin of the org, or an admin in a session of another org (admin rights count in the session's org only); `mfa_required`: partial token.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such org visible to the caller.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
@@ -165,6 +165,7 @@ pub async fn delete_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     id: web::Path<UrlId>,
+    _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
@@ -186,7 +187,7 @@ pub async fn delete_org(
     ),
     responses(
         (status = 201, description = "The new membership.", body = MembershipResponse),
-        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`, or an admin in a session of another org.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such org visible to the caller, or no such user visible to the caller.", body = ErrorBody),
         (status = 409, description = "`conflict`: the user is already a member.", body = ErrorBody),
     ),
@@ -197,6 +198,7 @@ pub async fn add_member_by_email(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     path: web::Path<(UrlId, String)>,
+    _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let (org, email) = path.into_inner();
@@ -215,7 +217,7 @@ pub async fn add_member_by_email(
     ),
     responses(
         (status = 200, description = "The membership.", body = MembershipResponse),
-        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`, or an admin in a session of another org.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such org or membership visible to the caller.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
@@ -246,7 +248,7 @@ pub async fn get_membership(
     request_body(content = Option<MembershipFields>, description = "Optional membership flags."),
     responses(
         (status = 201, description = "The new membership.", body = MembershipResponse),
-        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`, or an admin in a session of another org.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such org or user visible to the caller.", body = ErrorBody),
         (status = 409, description = "`conflict`: the user is already a member.", body = ErrorBody),
     ),
@@ -277,7 +279,7 @@ pub async fn add_member(
     ),
     responses(
         (status = 204, description = "Removed."),
-        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`; or the member is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a member but not an admin of `orgId`, or an admin in a session of another org; or the member is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such org or membership visible to the caller.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
@@ -287,6 +289,7 @@ pub async fn remove_member(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     path: web::Path<(UrlId, UrlId)>,
+    _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let (org, user) = path.into_inner();

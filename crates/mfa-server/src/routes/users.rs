@@ -8,7 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::app::Service;
 use crate::auth::{AnySession, FullSession};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{Json, OptionalJson};
+use crate::extract::{Json, NoBody, OptionalJson};
 use crate::password_pool::PasswordPool;
 use crate::routes::{run, run_hashing};
 use crate::wire::{
@@ -302,6 +302,7 @@ pub async fn join_org(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     org: web::Path<UrlId>,
+    _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let org = org.into_inner().into();
@@ -329,6 +330,7 @@ pub async fn delete_from_all_orgs(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     email: web::Path<String>,
+    _no_body: NoBody,
 ) -> Result<web::Json<Vec<i64>>, ApiError> {
     let service = service.into_inner();
     let email = email.into_inner();
@@ -364,7 +366,8 @@ pub async fn confirm_email_change(
 
 /// Resend an email change confirmation (seed)
 ///
-/// Self, or an admin of a shared org. The contract does not name the user:
+/// Self, or an admin of the session's org when the user is an active
+/// member of it (or a superadmin). The contract does not name the user:
 /// the optional body `{"userId": N}` does, and without it the caller's own
 /// pending change is meant. A new token goes to the new address; the old
 /// token is void.
@@ -397,8 +400,8 @@ pub async fn resend_email_change(
 
 /// Load a user
 ///
-/// Self, an admin of an org the user belongs to, or a superadmin; anyone
-/// else gets `404`.
+/// Self, an admin of the session's org when the user belongs to it (active
+/// or not), or a superadmin; anyone else gets `404`.
 #[utoipa::path(
     tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "User id.")),
@@ -422,8 +425,9 @@ pub async fn get_user(
 
 /// Update a user
 ///
-/// Self, an admin of an org the user belongs to, or a superadmin. Only the
-/// fields present change. A new `email` does not take effect at once: a
+/// Self, an admin of the session's org when the user is an active member
+/// of it, or a superadmin (a member the org deactivated is `404` to its
+/// admins). Only the fields present change. A new `email` does not take effect at once: a
 /// single-use confirmation token (valid 24 h) goes to the new address and
 /// a notice to the old one; until confirmed, codes keep going to the old
 /// address. Users changing their own email or password must also send
@@ -437,7 +441,7 @@ pub async fn get_user(
         (status = 200, description = "The user (with the old email until a change is confirmed).", body = UserResponse),
         (status = 401, description = "`invalid_credentials`: `currentPassword` missing or wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
         (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such user visible to the caller.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such user the caller may change (another org's, or deactivated in the caller's org).", body = ErrorBody),
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: a new `email` less than 30 s after the last confirmation mail to this user (one per 30 s per user, as email codes); or the user's password is locked out after repeated wrong passwords (a wrong `currentPassword` counts as a wrong login password); or, with `password` or `currentPassword`, the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s). Nothing changed; `Retry-After` says when to ask again.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
@@ -498,6 +502,7 @@ pub async fn delete_user(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     id: web::Path<UrlId>,
+    _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();

@@ -5,12 +5,13 @@
 use serde_json::json;
 
 use crate::attacks::schema::{Targets, concrete_path, document, operations, valid_body};
-use crate::helpers::TestServer;
+use crate::helpers::{PASSWORD, TestServer};
 use crate::on_every_backend;
 
 on_every_backend!(
     input_that_does_not_parse,
     unknown_query_parameters_on_every_route,
+    a_body_on_a_route_that_takes_none,
     tokens_and_routes,
     paging
 );
@@ -69,6 +70,58 @@ async fn unknown_query_parameters_on_every_route(s: TestServer) {
     s.get("/user/users/me?", &root).await.expect(200, None);
     s.get("/user/users/me?&&", &root).await.expect(200, None);
     s.get("/user/audit?&", &root).await.expect(200, None);
+}
+
+/// Every documented POST, PUT and DELETE that takes no body refuses one
+/// with a field (`400 invalid_request`), after its session is checked:
+/// `{"userId": N}` must not be ignored while the route acts on the
+/// caller. An empty body and `{}` are no body.
+async fn a_body_on_a_route_that_takes_none(s: TestServer) {
+    let doc = document(&s).await;
+    let root = s.root().await;
+    let user = s.create_user(&root, "nobody@example.com", false).await;
+    let t = Targets {
+        user,
+        email: "nobody@example.com".into(),
+        org: s.root_org,
+    };
+    let mut checked = 0;
+    for op in operations(&doc) {
+        if op.method == "GET" || op.body_schema().is_some() {
+            continue;
+        }
+        let path = concrete_path(&op, &t);
+        let body = Some(json!({"userId": user}));
+        let token = (op.session != "none").then_some(root.as_str());
+        let a = s.call(&op.method, &path, token, body.clone()).await;
+        assert!(
+            a.status == 400 && a.error() == "invalid_request",
+            "{} {path}: {a:?}",
+            op.method
+        );
+        let message = a.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("takes no body"), "{message}");
+        if op.session != "none" {
+            s.call(&op.method, &path, None, body)
+                .await
+                .expect(401, Some("unauthorized"));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} operations checked");
+    // No body, or an empty object, is none.
+    let session = s.login("nobody@example.com", PASSWORD).await.token;
+    s.call(
+        "POST",
+        "/user/users/mfa/generateTempSecret",
+        Some(&session),
+        Some(json!({})),
+    )
+    .await
+    .expect(200, None);
+    s.call("POST", "/user/auth/logout", Some(&session), None)
+        .await
+        .expect(204, None);
 }
 
 async fn input_that_does_not_parse(s: TestServer) {
