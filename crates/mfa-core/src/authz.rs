@@ -185,6 +185,24 @@ pub fn require_manageable_user(
     }
 }
 
+/// Whether the caller may set another user's password or email, given
+/// the user's memberships: a superadmin, or an admin of the current org
+/// when the user belongs to no other org. Whoever sets them can log in as
+/// the user to every org the user belongs to, and one org's admin has no
+/// say over another's: an org that owes no MFA could otherwise take over
+/// an admin of an org that enforces it (who has not enrolled yet), or an
+/// org a member left could take over the account they use elsewhere.
+pub fn require_may_set_credentials(
+    caller: &Caller,
+    target_memberships: &[Membership],
+) -> MfaResult<()> {
+    if caller.is_super_admin || target_memberships.iter().all(|m| m.org_id == caller.org_id) {
+        Ok(())
+    } else {
+        Err(MfaError::Forbidden)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +299,22 @@ mod tests {
         assert_eq!(
             require_manageable_user(&elsewhere, UserId(2), &member_of_20),
             Err(MfaError::NotFound("user"))
+        );
+    }
+
+    #[test]
+    fn credentials_of_a_user_of_other_orgs_are_set_by_superadmins_only() {
+        let admin = caller(false, true);
+        let here_only = vec![membership(2, 10, false)];
+        let shared = vec![membership(2, 10, false), membership(2, 30, false)];
+        assert_eq!(require_may_set_credentials(&admin, &here_only), Ok(()));
+        assert_eq!(
+            require_may_set_credentials(&admin, &shared),
+            Err(MfaError::Forbidden)
+        );
+        assert_eq!(
+            require_may_set_credentials(&caller(true, false), &shared),
+            Ok(())
         );
     }
 

@@ -4,7 +4,8 @@
 use super::*;
 use crate::authz::{
     FullCaller, can_see_user, require_current_org_admin, require_manageable_user,
-    require_may_manage, require_member_of_current_org, require_super_admin, require_visible_user,
+    require_may_manage, require_may_set_credentials, require_member_of_current_org,
+    require_super_admin, require_visible_user,
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
 use crate::text::{mask_email, normalize_email};
@@ -316,10 +317,16 @@ impl<S: Store> MfaService<S> {
         if let Some(p) = &patch.password {
             check_password_rules(p)?;
         }
-        let current = self.store.read(|tx| self.manageable_user(tx, caller, id))?;
+        let (current, memberships) = self.store.read(|tx| {
+            let user = self.manageable_user(tx, caller, id)?;
+            Ok((user, tx.memberships_of_user(id)?))
+        })?;
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
+        if !is_self && (new_email.is_some() || patch.password.is_some()) {
+            require_may_set_credentials(caller, &memberships)?;
+        }
         let verified_current_password =
             is_self && (new_email.is_some() || patch.password.is_some());
         // A wrong current password is a password guess like a wrong login:

@@ -440,7 +440,7 @@ pub async fn get_user(
     responses(
         (status = 200, description = "The user (with the old email until a change is confirmed).", body = UserResponse),
         (status = 401, description = "`invalid_credentials`: `currentPassword` missing or wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins); or `password` or `email` of a user who belongs to another org too, set by an org admin (only the user or a superadmin sets them).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user the caller may change (another org's, or deactivated in the caller's org).", body = ErrorBody),
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: a new `email` less than 30 s after the last confirmation mail to this user (one per 30 s per user, as email codes); or the user's password is locked out after repeated wrong passwords (a wrong `currentPassword` counts as a wrong login password); or, with `password` or `currentPassword`, the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s). Nothing changed; `Retry-After` says when to ask again.", body = ErrorBody,

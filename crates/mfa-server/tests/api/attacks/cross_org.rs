@@ -14,6 +14,7 @@ on_every_backend!(
     org_admin_against_a_superadmin,
     admin_rights_count_in_the_sessions_org_only,
     a_deactivated_member_is_seen_but_not_managed,
+    credentials_of_a_user_of_two_orgs,
 );
 
 /// What org A's admin sees of org A and of `users`.
@@ -475,7 +476,7 @@ async fn a_deactivated_member_is_seen_but_not_managed(s: TestServer) {
     .await
     .expect(201, None);
     let user = format!("/user/users/{leaver}");
-    s.put(&user, &admin_a, json!({"email": "leaver@pending.example"}))
+    s.put(&user, &root, json!({"email": "leaver@pending.example"}))
         .await
         .expect(200, None);
     s.advance(30);
@@ -516,4 +517,48 @@ async fn a_deactivated_member_is_seen_but_not_managed(s: TestServer) {
     )
     .await
     .expect(204, None);
+}
+
+/// A user of two orgs: neither org's admin may set their password or
+/// email (`403`): whoever sets them logs in as the user to both orgs, and
+/// one org's admin has no say over the other. A superadmin may, and the
+/// user; names stay each admin's to change. (Before, the admin of an org
+/// that owes no MFA could set the password of an admin of an org that
+/// enforces it, one who had not enrolled yet, and log in there to enroll
+/// a factor of their own.)
+async fn credentials_of_a_user_of_two_orgs(s: TestServer) {
+    let root = s.root().await;
+    let (_, _, admin_a) = s.org_with_admin(&root, "Alpha", "ann@alpha.example").await;
+    let (org_b, _, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
+    let shared = s.create_user(&admin_a, "shared@example.com", false).await;
+    let user = format!("/user/users/{shared}");
+    s.put(&user, &admin_a, json!({"lastName": "Alone"}))
+        .await
+        .expect(200, None);
+    s.post(
+        &format!("/user/org/{org_b}/user/{shared}"),
+        &root,
+        json!({}),
+    )
+    .await
+    .expect(201, None);
+    for admin in [&admin_a, &admin_b] {
+        for change in [
+            json!({"password": "Takeover-Passw0rd-1"}),
+            json!({"email": "taken-over@example.com"}),
+        ] {
+            s.put(&user, admin, change)
+                .await
+                .expect(403, Some("forbidden"));
+        }
+        s.put(&user, admin, json!({"firstName": "Renamed"}))
+            .await
+            .expect(200, None);
+    }
+    s.login("shared@example.com", PASSWORD).await;
+    s.put(&user, &root, json!({"password": "Set-By-Root-Passw0rd-1"}))
+        .await
+        .expect(200, None);
+    s.login("shared@example.com", "Set-By-Root-Passw0rd-1")
+        .await;
 }
