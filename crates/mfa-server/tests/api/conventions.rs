@@ -16,18 +16,26 @@ on_every_backend!(
     paging
 );
 
+/// What a walk over every documented operation needs: the served
+/// document, the superadmin's token, and the ids its paths take (a new
+/// user with `email`, the superadmin's org).
+async fn route_walk(s: &TestServer, email: &str) -> (serde_json::Value, String, Targets) {
+    let doc = document(s).await;
+    let root = s.root().await;
+    let user = s.create_user(&root, email, false).await;
+    let targets = Targets {
+        user,
+        email: email.into(),
+        org: s.root_org,
+    };
+    (doc, root, targets)
+}
+
 /// Every documented operation refuses a query parameter it does not
 /// declare (`400 invalid_request`), after its session is checked; the
 /// routes come from the served document, so a new one cannot be missed.
 async fn unknown_query_parameters_on_every_route(s: TestServer) {
-    let doc = document(&s).await;
-    let root = s.root().await;
-    let user = s.create_user(&root, "query@example.com", false).await;
-    let t = Targets {
-        user,
-        email: "query@example.com".into(),
-        org: s.root_org,
-    };
+    let (doc, root, t) = route_walk(&s, "query@example.com").await;
     let exempt = [
         "/admin",
         "/account",
@@ -77,21 +85,14 @@ async fn unknown_query_parameters_on_every_route(s: TestServer) {
 /// `{"userId": N}` must not be ignored while the route acts on the
 /// caller. An empty body and `{}` are no body.
 async fn a_body_on_a_route_that_takes_none(s: TestServer) {
-    let doc = document(&s).await;
-    let root = s.root().await;
-    let user = s.create_user(&root, "nobody@example.com", false).await;
-    let t = Targets {
-        user,
-        email: "nobody@example.com".into(),
-        org: s.root_org,
-    };
+    let (doc, root, t) = route_walk(&s, "nobody@example.com").await;
     let mut checked = 0;
     for op in operations(&doc) {
         if op.method == "GET" || op.body_schema().is_some() {
             continue;
         }
         let path = concrete_path(&op, &t);
-        let body = Some(json!({"userId": user}));
+        let body = Some(json!({"userId": t.user}));
         let token = (op.session != "none").then_some(root.as_str());
         let a = s.call(&op.method, &path, token, body.clone()).await;
         assert!(
