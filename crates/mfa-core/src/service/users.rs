@@ -270,17 +270,18 @@ impl<S: Store> MfaService<S> {
         Ok(user)
     }
 
-    /// The user `id`, if the caller may change their account
-    /// ([`require_manageable_user`]).
+    /// The user `id` and their memberships, if the caller may change
+    /// their account ([`require_manageable_user`]).
     fn manageable_user(
         &self,
         tx: &mut dyn StoreTx,
         caller: &Caller,
         id: UserId,
-    ) -> MfaResult<User> {
+    ) -> MfaResult<(User, Vec<Membership>)> {
         let user = tx.user(id)?.ok_or(MfaError::NotFound("user"))?;
-        require_manageable_user(caller, id, &tx.memberships_of_user(id)?)?;
-        Ok(user)
+        let memberships = tx.memberships_of_user(id)?;
+        require_manageable_user(caller, id, &memberships)?;
+        Ok((user, memberships))
     }
 
     /// Read a user (self, admins of the current org for its members,
@@ -317,14 +318,14 @@ impl<S: Store> MfaService<S> {
         if let Some(p) = &patch.password {
             check_password_rules(p)?;
         }
-        let (current, memberships) = self.store.read(|tx| {
-            let user = self.manageable_user(tx, caller, id)?;
-            Ok((user, tx.memberships_of_user(id)?))
-        })?;
+        let (current, memberships) = self.store.read(|tx| self.manageable_user(tx, caller, id))?;
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
-        if !is_self && (new_email.is_some() || patch.password.is_some()) {
+        // Checked before argon2, and again in the write transaction, so
+        // that a membership committed in between counts.
+        let sets_credentials = !is_self && (new_email.is_some() || patch.password.is_some());
+        if sets_credentials {
             require_may_set_credentials(caller, &memberships)?;
         }
         let verified_current_password =
@@ -357,6 +358,9 @@ impl<S: Store> MfaService<S> {
         let ttl = self.config.email_change_ttl_secs;
         let updated = self.store.write(|tx| {
             let mut user = load_user_for_update(tx, id)?;
+            if sets_credentials {
+                require_may_set_credentials(caller, &tx.memberships_of_user(id)?)?;
+            }
             if verified_current_password && user.password_hash != current.password_hash {
                 // The password the caller proved is no longer the user's:
                 // it was changed (by an admin, say) while it was checked.
