@@ -83,7 +83,7 @@ pub async fn create_user(
 /// Retrieve a set of users by id
 ///
 /// Admins. `?ids=1,2,3` (at most 200, required). Users the caller cannot
-/// see (outside the orgs they administer) and unknown ids are left out;
+/// see (not members of the session's org) and unknown ids are left out;
 /// the answer is ordered by id.
 #[utoipa::path(
     tag = "users",
