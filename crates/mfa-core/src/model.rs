@@ -186,6 +186,12 @@ pub struct MembershipPatch {
 }
 
 impl MembershipPatch {
+    /// Whether applying the patch may take admin rights away: it turns
+    /// `is_active` or `is_admin` off.
+    pub fn may_end_admin_rights(&self) -> bool {
+        self.is_active == Some(false) || self.is_admin == Some(false)
+    }
+
     /// Apply the present fields to `m`.
     pub fn apply_to(&self, m: &mut Membership) {
         let set = |field: &mut bool, value: Option<bool>| {

@@ -1450,3 +1450,82 @@ fn wrong_current_passwords_count_toward_the_password_lockout() {
             >= 9
     );
 }
+
+#[test]
+fn an_org_admin_cannot_leave_the_org_without_an_active_admin() {
+    let w = world();
+    let globex = ok(w.svc.create_org(&w.admin, "Globex"));
+    let make_admin = MembershipPatch {
+        is_admin: Some(true),
+        ..Default::default()
+    };
+    let [ann, ben, cat] = ["ann", "ben", "cat"].map(|name| {
+        let id = w.add_user(&format!("{name}@example.com"));
+        ok(w.svc.add_member(&w.admin, globex.id, id, &make_admin));
+        ok(w.svc.remove_member(&w.admin, w.org, id));
+        id
+    });
+    let org_admin = |email: &str| {
+        let r = ok(w.svc.login(email, PASSWORD, Some(globex.id)));
+        ok(ok(w.svc.authenticate(&r.token)).into_full())
+    };
+    let ann_caller = org_admin("ann@example.com");
+    let last_admin = |r: MfaResult<()>| match r {
+        Err(MfaError::Conflict(message)) => assert!(message.contains("last active admin")),
+        other => panic!("expected the last-admin conflict, got {other:?}"),
+    };
+    let demote = MembershipPatch {
+        is_admin: Some(false),
+        ..Default::default()
+    };
+    let deactivate = MembershipPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+
+    // Ann demotes Ben, deactivates Cat (still flagged admin): Ann is the
+    // only active admin left, and can neither step down nor leave.
+    ok(w.svc
+        .update_membership(&ann_caller, &UserRef::Id(ben), &demote));
+    ok(w.svc
+        .update_membership(&ann_caller, &UserRef::Id(cat), &deactivate));
+    for patch in [&demote, &deactivate] {
+        last_admin(
+            w.svc
+                .update_membership(&ann_caller, &UserRef::Id(ann), patch),
+        );
+    }
+    last_admin(w.svc.remove_member(&ann_caller, globex.id, ann));
+    // Changes that keep her an active admin still go through.
+    let opt_out_and_stay = MembershipPatch {
+        is_admin: Some(true),
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&ann_caller, &UserRef::Id(ann), &opt_out_and_stay));
+    let ann_membership = ok(w.svc.get_membership(&ann_caller, globex.id, ann));
+    assert!(ann_membership.is_active_admin() && ann_membership.mfa_opt_out);
+
+    // With Cat active again, Ann may step down, and Cat is the last one.
+    let activate = MembershipPatch {
+        is_active: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&ann_caller, &UserRef::Id(cat), &activate));
+    ok(w.svc.remove_member(&ann_caller, globex.id, ann));
+    let cat_caller = org_admin("cat@example.com");
+    last_admin(
+        w.svc
+            .update_membership(&cat_caller, &UserRef::Id(cat), &demote),
+    );
+    // Demoting a member who is not an admin is no concern of the guard.
+    ok(w.svc
+        .update_membership(&cat_caller, &UserRef::Id(ben), &demote));
+
+    // A superadmin, who administers every org anyway, may leave one
+    // without admins.
+    ok(w.svc.remove_member(&w.admin, globex.id, cat));
+    assert!(ok(w.svc.org_admins(&w.admin, globex.id)).is_empty());
+}

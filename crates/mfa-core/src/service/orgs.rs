@@ -392,15 +392,18 @@ impl<S: Store> MfaService<S> {
     }
 
     /// Remove a user from an org (its admins); their sessions in it end.
+    /// An org admin cannot remove the org's last active admin.
     pub fn remove_member(&self, caller: &FullCaller, org: OrgId, user: UserId) -> MfaResult<()> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            if tx.membership(user, org)?.is_none() {
+            let guard = LastAdminGuard::take(tx, caller, org, true)?;
+            let Some(membership) = tx.membership(user, org)? else {
                 return Err(MfaError::NotFound("membership"));
-            }
+            };
             // Only superadmins manage superadmins, their memberships too.
             require_may_manage(caller, load_user(tx, user)?.is_super_admin)?;
+            guard.check(tx, &membership, None)?;
             if !tx.delete_membership(user, org)? {
                 return Err(MfaError::NotFound("membership"));
             }
@@ -419,7 +422,8 @@ impl<S: Store> MfaService<S> {
 
     /// Change a current-org member's flags (seed `PUT /user/users/{id}/membership`):
     /// only the fields present change. Opt-out changes are audited as such;
-    /// deactivation ends the member's sessions in the org.
+    /// deactivation ends the member's sessions in the org. An org admin
+    /// cannot demote or deactivate the org's last active admin.
     pub fn update_membership(
         &self,
         caller: &FullCaller,
@@ -429,6 +433,8 @@ impl<S: Store> MfaService<S> {
         require_current_org_admin(caller)?;
         let now = self.now();
         self.store.write(|tx| {
+            let guard =
+                LastAdminGuard::take(tx, caller, caller.org_id, patch.may_end_admin_rights())?;
             let user = self.resolve_user_ref(tx, target)?;
             let mut m = tx
                 .membership_for_update(user, caller.org_id)?
@@ -439,6 +445,7 @@ impl<S: Store> MfaService<S> {
             if m == before {
                 return Ok(());
             }
+            guard.check(tx, &before, Some(&m))?;
             tx.update_membership(&m)?;
             let org = Some(caller.org_id);
             let actor = Some(caller.user_id);
@@ -499,6 +506,61 @@ impl<S: Store> MfaService<S> {
                 size: page.size,
             })
         })
+    }
+}
+
+/// Keeps an org administrable by its own admins: an org admin's change
+/// that would leave the org without an active admin is refused with
+/// `409 conflict`. Superadmins are not held to it: they administer every
+/// org, admins or not, and can appoint one again.
+///
+/// The count is made under the org row's lock, taken before the
+/// membership's (the order an org's deletion takes them in). Without it,
+/// on PostgreSQL, two admins demoting each other at once would each count
+/// the other and both succeed.
+struct LastAdminGuard {
+    org: Option<OrgId>,
+}
+
+impl LastAdminGuard {
+    /// Lock `org` when `may_end_admin_rights` and the caller is held to
+    /// the rule; otherwise a guard that lets every change through.
+    fn take(
+        tx: &mut dyn StoreTx,
+        caller: &FullCaller,
+        org: OrgId,
+        may_end_admin_rights: bool,
+    ) -> MfaResult<LastAdminGuard> {
+        if caller.is_super_admin || !may_end_admin_rights {
+            return Ok(LastAdminGuard { org: None });
+        }
+        tx.org_for_update(org)?;
+        Ok(LastAdminGuard { org: Some(org) })
+    }
+
+    /// Refuse turning `before` into `after` (`None`: removing it) if it
+    /// is the org's only active admin membership.
+    fn check(
+        &self,
+        tx: &mut dyn StoreTx,
+        before: &Membership,
+        after: Option<&Membership>,
+    ) -> MfaResult<()> {
+        let Some(org) = self.org else {
+            return Ok(());
+        };
+        let ends_admin_rights =
+            before.is_active_admin() && !after.is_some_and(Membership::is_active_admin);
+        if !ends_admin_rights {
+            return Ok(());
+        }
+        let admins = tx.org_admins(org)?;
+        if admins.iter().any(|admin| admin.id != before.user_id) {
+            return Ok(());
+        }
+        Err(MfaError::Conflict(
+            "this is the org's last active admin: make another member an admin first".into(),
+        ))
     }
 }
 

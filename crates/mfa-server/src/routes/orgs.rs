@@ -270,7 +270,9 @@ pub async fn add_member(
 
 /// Remove a user from an org
 ///
-/// Admins of `orgId`. The user's sessions in that org end at once.
+/// Admins of `orgId`. The user's sessions in that org end at once. An org
+/// admin cannot remove the org's last active admin, themselves included
+/// (`409`); a superadmin can.
 #[utoipa::path(
     tag = "orgs",
     params(
@@ -281,6 +283,7 @@ pub async fn add_member(
         (status = 204, description = "Removed."),
         (status = 403, description = "`forbidden`: a member but not an admin of `orgId`, or an admin in a session of another org; or the member is a superadmin and the caller is not (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such org or membership visible to the caller.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the member is the org's last active admin (org admins only).", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
 )]

@@ -516,6 +516,8 @@ pub async fn delete_user(
 /// present change. `{"mfaOptOut": true}` exempts the member from the org's
 /// MFA enforcement, `false` subjects them to it again (next login).
 /// Deactivation (`isActive: false`) ends the member's sessions in the org.
+/// An org admin cannot demote or deactivate the org's last active admin,
+/// themselves included (`409`); a superadmin can.
 /// With `byRef=true` the `{id}` of the path is the user's email address;
 /// otherwise it must be a positive integer id.
 #[utoipa::path(
@@ -529,6 +531,7 @@ pub async fn delete_user(
         (status = 204, description = "Update success."),
         (status = 403, description = "`forbidden`: not an admin of the current org, or the member is a superadmin (only superadmins manage superadmins).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such member of the current org.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the change would leave the org without an active admin (org admins only).", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
 )]

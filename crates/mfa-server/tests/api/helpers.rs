@@ -399,6 +399,24 @@ impl TestServer {
         (org_id, admin_id, admin.token)
     }
 
+    /// [`TestServer::org_with_admin`], then the superadmin leaves the org:
+    /// its admin is its only admin.
+    pub async fn org_with_sole_admin(
+        &self,
+        root: &str,
+        name: &str,
+        admin_email: &str,
+    ) -> (i64, i64, String) {
+        let (org, admin_id, admin) = self.org_with_admin(root, name, admin_email).await;
+        let root_id = self.get("/user/users/me", root).await.ok()["id"]
+            .as_i64()
+            .unwrap();
+        self.delete(&format!("/user/org/{org}/user/{root_id}"), root)
+            .await
+            .expect(204, None);
+        (org, admin_id, admin)
+    }
+
     /// Log in to a given org.
     pub async fn login_org(&self, email: &str, password: &str, org: i64) -> Login {
         let a = self

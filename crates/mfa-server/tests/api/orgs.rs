@@ -6,7 +6,12 @@ use serde_json::json;
 use crate::helpers::{PASSWORD, TestServer};
 use crate::on_every_backend;
 
-on_every_backend!(org_routes, membership_routes, enforce_all_orgs);
+on_every_backend!(
+    org_routes,
+    membership_routes,
+    enforce_all_orgs,
+    an_org_keeps_an_active_admin
+);
 
 async fn org_routes(s: TestServer) {
     let root = s.root().await;
@@ -352,4 +357,75 @@ async fn enforce_all_orgs(s: TestServer) {
     .expect(204, None);
     let l = s.login("max@example.com", PASSWORD).await;
     assert_eq!(l.mfa, "none");
+}
+
+/// An org admin cannot demote, deactivate or remove the org's last active
+/// admin, themselves included (`409 conflict`, nothing changes, nothing is
+/// audited); a superadmin can.
+async fn an_org_keeps_an_active_admin(s: TestServer) {
+    let root = s.root().await;
+    let (org, ann, ann_token) = s
+        .org_with_sole_admin(&root, "Solo", "ann@solo.example")
+        .await;
+    let ben = s.create_user(&ann_token, "ben@solo.example", true).await;
+    let membership = |user: i64| format!("/user/org/{org}/user/{user}");
+    let flags = |user: i64| format!("/user/users/{user}/membership");
+    let audit_total = || async {
+        s.get("/user/audit?size=1", &ann_token).await.ok()["total"]
+            .as_i64()
+            .unwrap()
+    };
+
+    // Ben, also an admin, is deactivated: Ann is the last active admin.
+    s.put(&flags(ben), &ann_token, json!({"isActive": false}))
+        .await
+        .expect(204, None);
+    let before = s.get(&membership(ann), &ann_token).await.ok().clone();
+    let audited = audit_total().await;
+    for body in [
+        json!({"isAdmin": false}),
+        json!({"isActive": false}),
+        json!({"isAdmin": false, "mfaOptOut": true}),
+    ] {
+        let a = s.put(&flags(ann), &ann_token, body).await;
+        a.expect(409, Some("conflict"));
+        assert!(
+            a.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("last active admin")
+        );
+        s.put(
+            "/user/users/ann@solo.example/membership?byRef=true",
+            &ann_token,
+            json!({"isActive": false}),
+        )
+        .await
+        .expect(409, Some("conflict"));
+    }
+    s.delete(&membership(ann), &ann_token)
+        .await
+        .expect(409, Some("conflict"));
+    assert_eq!(s.get(&membership(ann), &ann_token).await.ok(), &before);
+    assert_eq!(audit_total().await, audited);
+    // A change that keeps her an active admin goes through.
+    s.put(&flags(ann), &ann_token, json!({"mfaOptOut": true}))
+        .await
+        .expect(204, None);
+
+    // With Ben active again, Ann may step down; then Ben is the last one.
+    s.put(&flags(ben), &ann_token, json!({"isActive": true}))
+        .await
+        .expect(204, None);
+    s.put(&flags(ann), &ann_token, json!({"isAdmin": false}))
+        .await
+        .expect(204, None);
+    let ben_token = s.login_org("ben@solo.example", PASSWORD, org).await.token;
+    s.delete(&membership(ben), &ben_token)
+        .await
+        .expect(409, Some("conflict"));
+    // A superadmin may leave the org without admins (and appoint one).
+    s.delete(&membership(ben), &root).await.expect(204, None);
+    let admins = s.get(&format!("/user/users/admins/{org}"), &root).await;
+    assert_eq!(admins.ok(), &json!([]));
 }

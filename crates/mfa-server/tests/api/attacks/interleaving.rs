@@ -31,16 +31,35 @@ impl RowLock {
     /// Run `locking` (a `SELECT … FOR …` of one row, `$1` the user's id)
     /// in a transaction that stays open until the lock is dropped.
     fn hold(url: &str, locking: &'static str, user: i64) -> RowLock {
+        RowLock::hold_with(url, move |conn| {
+            let rows = diesel::sql_query(locking)
+                .bind::<BigInt, _>(user)
+                .execute(conn)?;
+            assert_eq!(rows, 1, "the row to lock exists");
+            Ok(())
+        })
+    }
+
+    /// `EXCLUSIVE` on a whole table: plain reads go on, every row lock
+    /// and write waits.
+    fn hold_table(url: &str, table: &'static str) -> RowLock {
+        RowLock::hold_with(url, move |conn| {
+            diesel::sql_query(format!("LOCK TABLE {table} IN EXCLUSIVE MODE")).execute(conn)?;
+            Ok(())
+        })
+    }
+
+    fn hold_with(
+        url: &str,
+        lock: impl FnOnce(&mut PgConnection) -> diesel::QueryResult<()> + Send + 'static,
+    ) -> RowLock {
         let url = url.to_string();
         let (locked_tx, locked) = mpsc::channel();
         let (release, released) = mpsc::channel::<()>();
         let holder = thread::spawn(move || {
             let mut conn = PgConnection::establish(&url).expect("PostgreSQL");
             conn.transaction(|conn| {
-                let rows = diesel::sql_query(locking)
-                    .bind::<BigInt, _>(user)
-                    .execute(conn)?;
-                assert_eq!(rows, 1, "the row to lock exists");
+                lock(conn)?;
                 locked_tx.send(()).unwrap();
                 // Dropped sender or a message: either way, let go.
                 let _ = released.recv();
@@ -146,7 +165,17 @@ async fn interleave(
     first: Call<'_>,
     second: Call<'_>,
 ) -> (Answer, Answer) {
-    let lock = RowLock::hold(url, locking, id);
+    interleave_under(s, url, RowLock::hold(url, locking, id), first, second).await
+}
+
+/// [`interleave`] under a lock already taken.
+async fn interleave_under(
+    s: &TestServer,
+    url: &str,
+    lock: RowLock,
+    first: Call<'_>,
+    second: Call<'_>,
+) -> (Answer, Answer) {
     let first = send(s, first);
     until_waiting(url, 1, &first).await;
     let second = send(s, second);
@@ -404,4 +433,54 @@ async fn a_demotion_beside_an_opt_out_is_kept() {
         .await;
     assert_eq!(m.ok()["isAdmin"], false, "the demotion was lost");
     assert_eq!(m.ok()["mfaOptOut"], true);
+}
+
+/// Two admins demote each other at once, the org's only two. The test
+/// holds the memberships table, so both requests pass their session check
+/// and wait at their first membership lock. Without the org's lock, both
+/// then counted the other as the admin who stays, and both demotions went
+/// through. With it, the second counts after the first committed: `409
+/// conflict`, and one admin is left.
+#[tokio::test]
+async fn two_admins_demoting_each_other_leave_one() {
+    let Some((s, url, root)) = server().await else {
+        return;
+    };
+    let (org, ann, ann_token) = s
+        .org_with_sole_admin(&root, "Pair", "ann@pair.example")
+        .await;
+    let ben = s.create_user(&ann_token, "ben@pair.example", true).await;
+    let ben_token = s.login_org("ben@pair.example", PASSWORD, org).await.token;
+    let demote = json!({"isAdmin": false});
+
+    let (first, second) = interleave_under(
+        &s,
+        &url,
+        RowLock::hold_table(&url, "memberships"),
+        call(
+            "PUT",
+            format!("/user/users/{ben}/membership"),
+            Some(&ann_token),
+            Some(demote.clone()),
+        ),
+        call(
+            "PUT",
+            format!("/user/users/{ann}/membership"),
+            Some(&ben_token),
+            Some(demote),
+        ),
+    )
+    .await;
+
+    first.expect(204, None);
+    second.expect(409, Some("conflict"));
+    let admins = s.get(&format!("/user/users/admins/{org}"), &root).await;
+    let ids: Vec<i64> = admins
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [ann]);
 }

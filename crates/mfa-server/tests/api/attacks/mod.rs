@@ -8,7 +8,7 @@
 //! | [`brute_force`] | guessing codes and passwords: the lockout across sessions, logins and processes, and under concurrency |
 //! | [`partial_token`] | a pre-MFA token on every route that needs a full session, enumerated from the OpenAPI document |
 //! | [`cross_org`] | an admin of one org against the users, memberships and org of another |
-//! | [`interleaving`] | two requests about one user interleaved inside PostgreSQL: a confirmation beside a new secret, a code check beside a reset, a login and a self-service password change beside an admin's new password, two admins changing one org or one membership |
+//! | [`interleaving`] | two requests about one user interleaved inside PostgreSQL: a confirmation beside a new secret, a code check beside a reset, a login and a self-service password change beside an admin's new password, two admins changing one org or one membership, two admins demoting each other |
 //! | [`overwrite`] | replacing a verified factor without a reset; a self reset with only a password |
 //! | [`code_format`] | codes with spaces, extra digits or non-ASCII digits |
 //! | [`secrets`] | secrets at rest in the database, and secrets in the log at every level |
