@@ -26,6 +26,8 @@ pub struct Caller {
     pub is_super_admin: bool,
     /// Active admin of the current org.
     pub is_org_admin: bool,
+    /// A factor was verified in this session ([`crate::Session::mfa_passed`]).
+    pub mfa_passed: bool,
 }
 
 impl Caller {
@@ -215,6 +217,7 @@ mod tests {
             level: AssuranceLevel::Full,
             is_super_admin: super_admin,
             is_org_admin: org_admin,
+            mfa_passed: true,
         }
     }
 

@@ -588,6 +588,7 @@ impl StoreTx for MemTx<'_> {
             expires_at: s.expires_at,
             last_seen_at: s.created_at,
             revoked_at: None,
+            mfa_passed: false,
         };
         self.0.sessions.insert(id, session.clone());
         Ok(session)
@@ -625,10 +626,18 @@ impl StoreTx for MemTx<'_> {
                 s.level = rotation.level;
                 s.expires_at = rotation.expires_at;
                 s.last_seen_at = rotation.now;
+                s.mfa_passed = true;
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+
+    fn note_session_mfa_passed(&mut self, id: SessionId) -> StoreResult<()> {
+        if let Some(s) = self.0.sessions.get_mut(&id) {
+            s.mfa_passed = true;
+        }
+        Ok(())
     }
 
     fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()> {

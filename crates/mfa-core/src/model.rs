@@ -440,6 +440,10 @@ pub struct Session {
     pub last_seen_at: Timestamp,
     /// Set when logged out or revoked.
     pub revoked_at: Option<Timestamp>,
+    /// Whether a factor of the user was verified in this session: MFA
+    /// completed on it (its token rotated), or it enrolled the user's
+    /// first factor. A full session opened where no MFA was owed has not.
+    pub mfa_passed: bool,
 }
 
 /// A session with what resolving its token needs of its user and

@@ -198,14 +198,25 @@ impl LockoutPolicy {
     }
 }
 
-/// The rule that stops a stolen password from enrolling an attacker's
-/// authenticator: a partial session may enroll only while the user has no
-/// verified factor at all. Full sessions may always enroll.
-pub fn may_enroll(level: AssuranceLevel, factors: &FactorSummary) -> Result<(), MfaError> {
-    match level {
-        AssuranceLevel::Full => Ok(()),
-        AssuranceLevel::Partial if !factors.has_verified_factor() => Ok(()),
-        AssuranceLevel::Partial => Err(MfaError::MfaRequired),
+/// The rule that stops a stolen password from changing a user's factors
+/// (enrolling an attacker's authenticator, removing the user's, taking new
+/// recovery codes): while the user has no verified factor, any session
+/// may enroll one; once they have one, only a full session in which a
+/// factor was verified ([`crate::Session::mfa_passed`]) changes them.
+///
+/// A full session is not enough: one opened in an org that owes no MFA
+/// (or through an opted-out membership) took only the password, and the
+/// factors it would change are what the user's other orgs, which do
+/// enforce MFA, rely on.
+pub fn may_change_factors(
+    level: AssuranceLevel,
+    mfa_passed: bool,
+    factors: &FactorSummary,
+) -> Result<(), MfaError> {
+    if !factors.has_verified_factor() || (level == AssuranceLevel::Full && mfa_passed) {
+        Ok(())
+    } else {
+        Err(MfaError::MfaRequired)
     }
 }
 
@@ -416,12 +427,18 @@ mod tests {
     }
 
     #[test]
-    fn partial_session_enrolls_only_without_a_verified_factor() {
-        assert_eq!(may_enroll(AssuranceLevel::Partial, &NO_FACTOR), Ok(()));
-        assert_eq!(
-            may_enroll(AssuranceLevel::Partial, &AUTHENTICATOR),
-            Err(MfaError::MfaRequired)
-        );
-        assert_eq!(may_enroll(AssuranceLevel::Full, &AUTHENTICATOR), Ok(()));
+    fn factors_change_without_mfa_only_while_there_is_none() {
+        use AssuranceLevel::{Full, Partial};
+        for (level, mfa_passed) in [(Partial, false), (Full, false), (Full, true)] {
+            assert_eq!(may_change_factors(level, mfa_passed, &NO_FACTOR), Ok(()));
+        }
+        for (level, mfa_passed) in [(Partial, false), (Partial, true), (Full, false)] {
+            assert_eq!(
+                may_change_factors(level, mfa_passed, &AUTHENTICATOR),
+                Err(MfaError::MfaRequired),
+                "{level:?}, mfa_passed: {mfa_passed}"
+            );
+        }
+        assert_eq!(may_change_factors(Full, true, &AUTHENTICATOR), Ok(()));
     }
 }

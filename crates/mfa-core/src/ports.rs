@@ -303,9 +303,13 @@ pub trait StoreTx {
     }
     /// Give a live session a new token, level and end, in place:
     /// `UPDATE … WHERE id = ? AND revoked_at IS NULL AND expires_at > now`.
-    /// The old token stops resolving at once, as on revocation. Whether
-    /// the session was live.
+    /// The old token stops resolving at once, as on revocation. A rotation
+    /// completes MFA, so the session is marked [`Session::mfa_passed`].
+    /// Whether the session was live.
     fn rotate_session(&mut self, id: SessionId, rotation: &SessionRotation) -> StoreResult<bool>;
+    /// Mark a session [`Session::mfa_passed`] without a new token: a full
+    /// session that enrolled the user's first factor.
+    fn note_session_mfa_passed(&mut self, id: SessionId) -> StoreResult<()>;
     /// Set `last_seen_at`.
     fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()>;
     /// Revoke one session if live; whether it was.

@@ -1529,3 +1529,97 @@ fn an_org_admin_cannot_leave_the_org_without_an_active_admin() {
     ok(w.svc.remove_member(&w.admin, globex.id, cat));
     assert!(ok(w.svc.org_admins(&w.admin, globex.id)).is_empty());
 }
+
+#[test]
+fn a_session_that_verified_no_factor_changes_no_factor() {
+    let w = world();
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let email = "vera@example.com";
+    let user = w.add_user(email);
+    // A second org that owes her no MFA: not enforced, and opted out.
+    let globex = ok(w.svc.create_org(&w.admin, "Globex"));
+    let opted_out = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc.add_member(&w.admin, globex.id, user, &opted_out));
+    let (_, partial) = w.login(email);
+    let (secret, acme_session) = w.enroll_authenticator(&partial);
+    assert!(acme_session.mfa_passed);
+    ok(w.svc
+        .set_personal_opt_in(&ok(acme_session.into_full()), true));
+
+    // Her password alone opens a full session in Globex.
+    let login = ok(w.svc.login(email, PASSWORD, Some(globex.id)));
+    assert_eq!(login.decision.requirement, MfaRequirement::None);
+    let unproven = ok(w.svc.authenticate(&login.token));
+    assert_eq!(unproven.level, AssuranceLevel::Full);
+    assert!(!unproven.mfa_passed);
+    let full = ok(unproven.clone().into_full());
+    let refused = Err(MfaError::MfaRequired);
+    assert_eq!(
+        w.svc.start_authenticator_enrollment(&unproven).map(|_| ()),
+        refused
+    );
+    assert_eq!(w.svc.start_email_enrollment(&unproven).map(|_| ()), refused);
+    assert_eq!(w.svc.self_reset_authenticator(&unproven, None), refused);
+    assert_eq!(w.svc.generate_recovery_codes(&full).map(|_| ()), refused);
+    assert_eq!(w.svc.set_personal_opt_in(&full, false), refused);
+    let new_email = service::UserPatch {
+        email: Some("thief@example.com".into()),
+        current_password: Some(PASSWORD.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        w.svc.update_user(&full, user, &new_email).map(|_| ()),
+        refused
+    );
+    // Her names are no factor.
+    let rename = service::UserPatch {
+        first_name: Some("Vera".into()),
+        ..Default::default()
+    };
+    ok(w.svc.update_user(&full, user, &rename));
+    let status = ok(w.svc.mfa_status(&unproven));
+    assert!(status.factors.authenticator && !status.factors.email && !status.authenticator_pending);
+
+    // Verifying a factor on the session opens the way.
+    w.clock.advance(30);
+    let stepped_up = ok(w
+        .svc
+        .verify_mfa(&unproven, MfaMethod::Authenticator, &w.code(&secret)));
+    assert_eq!(
+        w.svc.authenticate(&login.token),
+        Err(MfaError::Unauthorized)
+    );
+    let proven = ok(w.svc.authenticate(&stepped_up.token));
+    assert!(proven.mfa_passed);
+    let codes = ok(w
+        .svc
+        .generate_recovery_codes(&ok(proven.clone().into_full())));
+    assert_eq!(codes.len(), 10);
+
+    // A recovery code also opens the self reset on such a session.
+    let unproven = ok(w
+        .svc
+        .authenticate(&ok(w.svc.login(email, PASSWORD, Some(globex.id))).token));
+    ok(w.svc.self_reset_authenticator(&unproven, Some(&codes[0])));
+
+    // A user with no factor enrolls from such a session, which then has
+    // verified one (recovery codes right after the enrollment).
+    let newcomer = w.add_user("nico@example.com");
+    ok(w.svc.add_member(&w.admin, globex.id, newcomer, &opted_out));
+    let login = ok(w.svc.login("nico@example.com", PASSWORD, Some(globex.id)));
+    let session = ok(w.svc.authenticate(&login.token));
+    assert!(!session.mfa_passed);
+    let pending = ok(w.svc.start_authenticator_enrollment(&session));
+    let params = w.svc.config().totp;
+    let code = mfa_totp::totp(&pending.secret, w.now(), &params);
+    assert_eq!(
+        ok(w.svc.confirm_authenticator_enrollment(&session, &code)),
+        None
+    );
+    let session = ok(w.svc.authenticate(&login.token));
+    assert!(session.mfa_passed);
+    ok(w.svc.generate_recovery_codes(&ok(session.into_full())));
+}

@@ -137,8 +137,13 @@ export const session = {
 };
 
 let onSessionEnded = () => {};
+let onMfaRequired = () => {};
 
-/** Call the API with the stored full session; a 401 ends the session. */
+/**
+ * Call the API with the stored full session; a 401 ends the session, and a
+ * 403 mfa_required (a change of factors from a session that verified none)
+ * asks for a code on it.
+ */
 export async function call(method, path, body) {
   const s = session.get();
   try {
@@ -147,6 +152,9 @@ export async function call(method, path, body) {
     if (error instanceof ApiError && error.code === "unauthorized") {
       session.clear();
       onSessionEnded(error);
+    }
+    if (error instanceof ApiError && error.code === "mfa_required" && s) {
+      onMfaRequired(s);
     }
     throw error;
   }
@@ -525,7 +533,26 @@ export function setupSignIn({ views, onSignedIn }) {
     });
   }
 
-  return { show };
+  // A full session opened where no MFA was owed verifies a code before it
+  // changes the factors of a user who has one: the challenge, on that
+  // session, which then gets a new token.
+  async function stepUp(full) {
+    let details;
+    try {
+      details = await api("GET", "/oauth/users/mfaDetails", { token: full.token });
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    const verified = (m) => details.details && details.details[m] && details.details[m].verified;
+    const methods = ["AUTHENTICATOR", "EMAIL"].filter(verified).concat(["RECOVERY"]);
+    partial = { token: full.token, orgId: full.orgId };
+    showView(views, "signin-view", { focus: false });
+    showChallenge(methods);
+    say("This session was opened without a second factor. Verify one to change your factors.");
+  }
+
+  return { show, stepUp };
 }
 
 /**
@@ -534,6 +561,7 @@ export function setupSignIn({ views, onSignedIn }) {
  */
 export function boot({ views, onSignedIn, onSignedOut }) {
   const signIn = setupSignIn({ views, onSignedIn });
+  onMfaRequired = (full) => signIn.stepUp(full);
   onSessionEnded = () => {
     onSignedOut();
     signIn.show(new ApiError(401, "unauthorized", "session ended"));

@@ -219,6 +219,7 @@ pub(crate) struct SessionRow {
     pub expires_at: i64,
     pub last_seen_at: i64,
     pub revoked_at: Option<i64>,
+    pub mfa_passed: bool,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -236,6 +237,7 @@ impl TryFrom<SessionRow> for Session {
             expires_at: ts(r.expires_at),
             last_seen_at: ts(r.last_seen_at),
             revoked_at: opt_ts(r.revoked_at),
+            mfa_passed: r.mfa_passed,
         })
     }
 }

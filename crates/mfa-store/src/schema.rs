@@ -124,6 +124,7 @@ diesel::table! {
         expires_at -> Int8,
         last_seen_at -> Int8,
         revoked_at -> Nullable<Int8>,
+        mfa_passed -> Bool,
     }
 }
 

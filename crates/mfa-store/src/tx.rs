@@ -1584,12 +1584,24 @@ macro_rules! impl_store_tx {
                         sessions::level.eq(rotation.level.as_str()),
                         sessions::expires_at.eq(rotation.expires_at.0),
                         sessions::last_seen_at.eq(rotation.now.0),
+                        sessions::mfa_passed.eq(true),
                     ))
                     .returning(sessions::id),
                 )
                 .load::<i64>(self.conn)
                 .db()?;
                 Ok(!changed.is_empty())
+            }
+
+            fn note_session_mfa_passed(&mut self, id: SessionId) -> StoreResult<()> {
+                Prepared(
+                    diesel::update(sessions::table.find(id.0))
+                        .set(sessions::mfa_passed.eq(true))
+                        .returning(sessions::id),
+                )
+                .load::<i64>(self.conn)
+                .db()?;
+                Ok(())
             }
 
             fn touch_session(&mut self, id: SessionId, now: Timestamp) -> StoreResult<()> {

@@ -4,7 +4,7 @@
 use super::*;
 use crate::authz::FullCaller;
 use crate::crypto::{RECOVERY_CODE_COUNT, new_recovery_code, normalize_recovery_code};
-use crate::policy::may_enroll;
+use crate::policy::may_change_factors;
 use mfa_totp::{OtpauthUri, Secret, VerifyError};
 
 /// A freshly generated authenticator secret awaiting confirmation.
@@ -56,7 +56,11 @@ impl<S: Store> MfaService<S> {
         let issuer = self.display_issuer();
         self.store.write(|tx| {
             lock_user(tx, caller.user_id)?;
-            may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
+            may_change_factors(
+                caller.level,
+                caller.mfa_passed,
+                &load_factors(tx, caller.user_id)?,
+            )?;
             let user = load_user(tx, caller.user_id)?;
             if !tx.put_pending_authenticator(user.id, &secret, &params, now, expires_at)? {
                 return Err(MfaError::AlreadyEnrolled);
@@ -98,7 +102,11 @@ impl<S: Store> MfaService<S> {
         };
         let result = self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
-            may_enroll(caller.level, &load_factors(tx, caller.user_id)?)?;
+            may_change_factors(
+                caller.level,
+                caller.mfa_passed,
+                &load_factors(tx, caller.user_id)?,
+            )?;
             let pending = match tx.authenticator(caller.user_id)? {
                 None => {
                     return Err(MfaError::NotEnrolled(
@@ -179,7 +187,7 @@ impl<S: Store> MfaService<S> {
     pub fn start_email_enrollment(&self, caller: &Caller) -> MfaResult<CodeSent> {
         let user = self.store.read(|tx| {
             let factors = load_factors(tx, caller.user_id)?;
-            may_enroll(caller.level, &factors)?;
+            may_change_factors(caller.level, caller.mfa_passed, &factors)?;
             if factors.email {
                 return Err(MfaError::AlreadyEnrolled);
             }
@@ -204,7 +212,7 @@ impl<S: Store> MfaService<S> {
         let result = self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
             let factors = load_factors(tx, caller.user_id)?;
-            may_enroll(caller.level, &factors)?;
+            may_change_factors(caller.level, caller.mfa_passed, &factors)?;
             if factors.email {
                 return Err(MfaError::AlreadyEnrolled);
             }
@@ -229,7 +237,9 @@ impl<S: Store> MfaService<S> {
         result
     }
 
-    /// A partial session that completes enrollment has completed MFA.
+    /// A session that completes enrollment has verified a factor: a
+    /// partial one has completed MFA (a new token), a full one is marked
+    /// so in place.
     fn finish_enrollment(
         &self,
         tx: &mut dyn StoreTx,
@@ -238,7 +248,12 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Option<NewToken>> {
         match caller.level {
             AssuranceLevel::Partial => self.upgrade_session(tx, caller, now).map(Some),
-            AssuranceLevel::Full => Ok(None),
+            AssuranceLevel::Full => {
+                if !caller.mfa_passed {
+                    tx.note_session_mfa_passed(caller.session_id)?;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -271,18 +286,30 @@ impl<S: Store> MfaService<S> {
         Ok(MfaStatus::of(states))
     }
 
-    /// Remove the caller's own authenticator. A full session may do it; a
-    /// partial one only with a recovery code (a bare password never removes
-    /// a factor). The caller's other sessions end.
+    /// Remove the caller's own authenticator. A full session may do it if
+    /// a factor was verified in it or the user has no verified factor; any
+    /// other session only with a recovery code (a bare password never
+    /// removes a factor: see [`may_change_factors`]). The caller's other
+    /// sessions end.
     pub fn self_reset_authenticator(
         &self,
         caller: &Caller,
         recovery_code: Option<&str>,
     ) -> MfaResult<()> {
         let now = self.now();
-        let recovery = match (caller.level, recovery_code) {
-            (AssuranceLevel::Full, _) => None,
-            (AssuranceLevel::Partial, Some(code)) => {
+        let needs_proof = match caller.level {
+            AssuranceLevel::Partial => true,
+            AssuranceLevel::Full if caller.mfa_passed => false,
+            AssuranceLevel::Full => {
+                let factors = self
+                    .store
+                    .read_statement(|tx| load_factors(tx, caller.user_id))?;
+                may_change_factors(caller.level, caller.mfa_passed, &factors).is_err()
+            }
+        };
+        let recovery = match (needs_proof, recovery_code) {
+            (false, _) => None,
+            (true, Some(code)) => {
                 // Nothing to reset is no reason to spend (or count) a code.
                 if self
                     .store
@@ -293,7 +320,7 @@ impl<S: Store> MfaService<S> {
                 }
                 Some(self.match_recovery_code(caller, code, now)?)
             }
-            (AssuranceLevel::Partial, None) => return Err(MfaError::MfaRequired),
+            (true, None) => return Err(MfaError::MfaRequired),
         };
         self.write_then(|tx| {
             lock_user(tx, caller.user_id)?;
@@ -338,6 +365,7 @@ impl<S: Store> MfaService<S> {
                 "recovery codes need a verified authenticator or email factor",
             ));
         }
+        may_change_factors(caller.level, caller.mfa_passed, &factors)?;
         let codes: Vec<String> = (0..RECOVERY_CODE_COUNT)
             .map(|_| new_recovery_code(self.rng.as_ref()))
             .collect();
@@ -363,12 +391,24 @@ impl<S: Store> MfaService<S> {
     }
 
     /// Opt in to (or out of) MFA personally; takes effect at the next login.
+    /// Opting out takes a session in which a factor was verified, if the
+    /// user has one.
     pub fn set_personal_opt_in(&self, caller: &FullCaller, opt_in: bool) -> MfaResult<()> {
         let now = self.now();
         self.store.write(|tx| {
             let mut user = load_user_for_update(tx, caller.user_id)?;
             if user.mfa_opt_in == opt_in {
                 return Ok(());
+            }
+            if !opt_in {
+                // Opting out lets the password alone into every org that
+                // does not enforce MFA: a change of the user's MFA, like a
+                // change of factors.
+                may_change_factors(
+                    caller.level,
+                    caller.mfa_passed,
+                    &load_factors(tx, caller.user_id)?,
+                )?;
             }
             user.mfa_opt_in = opt_in;
             tx.update_user(&user)?;

@@ -204,6 +204,7 @@ impl<S: Store> MfaService<S> {
             level: session.level,
             is_super_admin: *is_super_admin,
             is_org_admin: membership.is_active_admin(),
+            mfa_passed: session.mfa_passed,
         })
     }
 
@@ -307,6 +308,9 @@ impl<S: Store> MfaService<S> {
         let salt = new_salt(self.rng.as_ref());
         let expires_at = now.plus_secs(config.email_code_ttl_secs);
         let stored = self.store.write(|tx| {
+            // Under the user's lock, so that racing sends read each other's
+            // code: without it, on PostgreSQL, each saw none and mailed one.
+            lock_user(tx, user.id)?;
             check_code_lockout(tx, &config.code_lockout, user.id, now)?;
             if let Some(last) = tx.latest_email_code(user.id)? {
                 throttle_mail(last.sent_at, now, config.email_resend_interval_secs)?;

@@ -8,6 +8,7 @@ use crate::authz::{
     require_super_admin, require_visible_user,
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
+use crate::policy::may_change_factors;
 use crate::text::{mask_email, normalize_email};
 
 /// Longest first or last name.
@@ -322,6 +323,15 @@ impl<S: Store> MfaService<S> {
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
+        if is_self && new_email.is_some() && !caller.mfa_passed {
+            // A confirmed change removes the email factor: from a session
+            // that verified no factor, the password alone would take away
+            // one the user's other orgs may rely on.
+            let factors = self
+                .store
+                .read_statement(|tx| load_factors(tx, caller.user_id))?;
+            may_change_factors(caller.level, caller.mfa_passed, &factors)?;
+        }
         // Checked before argon2, and again in the write transaction, so
         // that a membership committed in between counts.
         let sets_credentials = !is_self && (new_email.is_some() || patch.password.is_some());

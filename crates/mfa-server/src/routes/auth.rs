@@ -34,7 +34,9 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 ///
 /// With `none` the token is full. Otherwise it is partial: valid 10
 /// minutes, accepted only by the endpoints marked *partial ok*, elsewhere
-/// `403 mfa_required`.
+/// `403 mfa_required`. A full token from `none` has verified no factor:
+/// for a user who has one, changes of factors answer `403 mfa_required`
+/// until a code is verified on it (`POST /user/auth/mfa/verify`).
 ///
 /// Password failures count apart from code failures: after 5 in a row the
 /// user is locked out of the password step (`429`, doubling from 30 s up to
@@ -109,6 +111,11 @@ pub async fn challenge(
 /// recovery code (single use). On success the caller's session is replaced
 /// by a new full one: the answer carries the new token and the old token is
 /// revoked at once.
+///
+/// A full session takes it too: one opened where no MFA was owed (an org
+/// that does not enforce it, an opted-out membership) has verified no
+/// factor, and must verify one before it changes the factors of a user
+/// who has one (`403 mfa_required` until then).
 ///
 /// After 5 failed verifications of any kind in a row the user is locked out
 /// (`429`, doubling from 30 s up to 15 min); a success resets the count.

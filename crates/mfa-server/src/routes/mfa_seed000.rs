@@ -29,7 +29,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     tag = "mfa",
     responses(
         (status = 200, description = "The pending secret; shown once.", body = TempSecretResponse),
-        (status = 403, description = "`mfa_required`: a partial token of a user who already has a verified factor.", body = ErrorBody),
+        (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 409, description = "`already_enrolled`: an authenticator is verified; reset it first.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("partial"))),
@@ -62,7 +62,7 @@ pub async fn generate_temp_secret(
         (status = 200, description = "Partial session: enrolled and MFA complete; use the new full token.", body = FullTokenResponse),
         (status = 204, description = "Full session: enrolled."),
         (status = 400, description = "`invalid_code`: the code does not match the pending secret (or is not 6 ASCII digits); `code_expired`: the pending secret expired; `invalid_request`: the body does not parse.", body = ErrorBody),
-        (status = 403, description = "`mfa_required`: a partial token of a user who already has a verified factor.", body = ErrorBody),
+        (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 409, description = "`not_enrolled`: no pending secret (generate one first); `already_enrolled`: an authenticator is verified.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: locked out after repeated failures.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),

@@ -88,7 +88,7 @@ fn wants_json(req: &HttpRequest) -> bool {
                 (Vec<u8> = "image/png"),
                 (TempSecretResponse = "application/json"),
             )),
-        (status = 403, description = "`mfa_required`: a partial token of a user who already has a verified factor.", body = ErrorBody),
+        (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 409, description = "`already_enrolled`: an authenticator is verified; reset it first.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("partial"))),
@@ -137,7 +137,7 @@ enum QrAnswer {
     responses(
         (status = 200, description = "Enrolled: `{\"status\": \"ok\"}` on a full session, the new full token on a partial one.", body = EnrollResponse),
         (status = 400, description = "`invalid_code`: the code does not match; `code_expired`: the pending secret expired; `invalid_request`: the body does not parse or `mfatype` is not `AUTHENTICATOR`.", body = ErrorBody),
-        (status = 403, description = "`mfa_required`: a partial token of a user who already has a verified factor.", body = ErrorBody),
+        (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 409, description = "`not_enrolled`: no pending secret; `already_enrolled`: an authenticator is verified.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: locked out after repeated failures.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
@@ -172,7 +172,7 @@ pub async fn verify_qr_code_enroll(
     responses(
         (status = 200, description = "The authenticator is removed.", body = StatusResponse),
         (status = 400, description = "`invalid_code`: the recovery code did not verify; `invalid_request`: the body does not parse.", body = ErrorBody),
-        (status = 403, description = "`mfa_required`: a partial token without a recovery code.", body = ErrorBody),
+        (status = 403, description = "`mfa_required`: no recovery code, on a partial token or on a full one that verified no factor while the user has one (opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first, or give a recovery code).", body = ErrorBody),
         (status = 409, description = "`not_enrolled`: the caller has no authenticator.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: locked out after repeated failures; with a recovery code, also when the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s): nothing was checked, try again after `Retry-After`.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
@@ -242,7 +242,7 @@ pub async fn reset_qr_code_enroll(
     params(EmailTypeQuery),
     responses(
         (status = 200, description = "The code went out.", body = EmailEnrollResponse),
-        (status = 403, description = "`mfa_required`: a partial token of a user who already has a verified factor.", body = ErrorBody),
+        (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 409, description = "`already_enrolled`: the email factor is verified.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: a code was sent less than 30 s ago, or the user is locked out.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
@@ -276,7 +276,7 @@ pub async fn enroll_email(
     responses(
         (status = 200, description = "Enrolled: `{\"status\": \"ok\"}` on a full session, the new full token on a partial one.", body = EnrollResponse),
         (status = 400, description = "`invalid_code`: wrong, used or voided code; `code_expired`: the code expired; `invalid_request`: the body does not parse or `mfatype` is not `EMAIL`.", body = ErrorBody),
-        (status = 403, description = "`mfa_required`: a partial token of a user who already has a verified factor.", body = ErrorBody),
+        (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 409, description = "`already_enrolled`: the email factor is verified.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: locked out after repeated failures.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),

@@ -164,11 +164,15 @@ pub async fn me(
 ///
 /// `{"mfaOptIn": true}`: the caller owes MFA at every login, even in orgs
 /// that do not enforce it (a membership's `mfaOptOut` still wins). Takes
-/// effect at the next login.
+/// effect at the next login. Opting out, for a user with a verified
+/// factor, takes a session in which a factor was verified.
 #[utoipa::path(
     tag = "users",
     request_body = MfaOptInRequest,
-    responses((status = 204, description = "Saved.")),
+    responses(
+        (status = 204, description = "Saved."),
+        (status = 403, description = "`mfa_required`: `false` from a session that verified no factor, for a user who has one (`POST /user/auth/mfa/verify` on it first); or a partial token.", body = ErrorBody),
+    ),
     extensions(("x-session" = json!("full"))),
 )]
 #[put("/user/users/me/mfa")]
@@ -440,7 +444,7 @@ pub async fn get_user(
     responses(
         (status = 200, description = "The user (with the old email until a change is confirmed).", body = UserResponse),
         (status = 401, description = "`invalid_credentials`: `currentPassword` missing or wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins); or `password` or `email` of a user who belongs to another org too, set by an org admin (only the user or a superadmin sets them).", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins); or `password` or `email` of a user who belongs to another org too, set by an org admin (only the user or a superadmin sets them). `mfa_required`: a new `email` of one's own, from a session that verified no factor, for a user who has one (a confirmed change removes the email factor: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user the caller may change (another org's, or deactivated in the caller's org).", body = ErrorBody),
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: a new `email` less than 30 s after the last confirmation mail to this user (one per 30 s per user, as email codes); or the user's password is locked out after repeated wrong passwords (a wrong `currentPassword` counts as a wrong login password); or, with `password` or `currentPassword`, the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s). Nothing changed; `Retry-After` says when to ask again.", body = ErrorBody,

@@ -75,7 +75,8 @@ WITH target AS (
        AND failure_counter_is_clear(target.user_id, $3)
     RETURNING target.session_id
 ), rotated AS (
-    UPDATE sessions SET token_hash = $8, level = $9, expires_at = $10, last_seen_at = $6
+    UPDATE sessions SET token_hash = $8, level = $9, expires_at = $10, last_seen_at = $6,
+           mfa_passed = TRUE
       FROM stepped WHERE sessions.id = stepped.session_id
     RETURNING 1
 ), audited AS (

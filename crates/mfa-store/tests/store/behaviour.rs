@@ -730,6 +730,11 @@ fn sessions(db: TestDatabase) {
     });
     let touched = read(&store, |tx| Ok(tx.session_by_token_hash("hash-1")?)).expect("s1");
     assert_eq!(touched.last_seen_at, Timestamp(T0.0 + 100));
+    assert!(!touched.mfa_passed, "a login verifies no factor");
+    write(&store, |tx| Ok(tx.note_session_mfa_passed(s1.id)?));
+    let noted = read(&store, |tx| Ok(tx.session_member("hash-1")?)).expect("s1");
+    assert!(noted.session.mfa_passed);
+    assert_eq!(noted.session.last_seen_at, touched.last_seen_at);
 
     let now = Timestamp(T0.0 + 200);
     assert!(write(&store, |tx| Ok(tx.revoke_session(s1.id, now)?)));

@@ -112,6 +112,7 @@ fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
         assert_eq!(rotated.last_seen_at, now);
         assert_eq!(rotated.created_at, T0);
         assert_eq!(rotated.revoked_at, None);
+        assert!(rotated.mfa_passed, "a rotation completes MFA");
         Ok(())
     });
     assert!(

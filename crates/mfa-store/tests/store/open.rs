@@ -9,7 +9,7 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
@@ -19,6 +19,7 @@ const MIGRATIONS: [&str; 9] = [
     "2026-11-25-000001_audit_events_at",
     "2026-11-26-000001_unknown_email_failures",
     "2026-11-27-000001_password_failures_by_address",
+    "2026-11-28-000001_sessions_mfa_passed",
 ];
 
 const TABLES: [&str; 12] = [

@@ -15,6 +15,7 @@ on_every_backend!(
     admin_rights_count_in_the_sessions_org_only,
     a_deactivated_member_is_seen_but_not_managed,
     credentials_of_a_user_of_two_orgs,
+    a_password_alone_through_a_lax_org_changes_no_factor,
 );
 
 /// What org A's admin sees of org A and of `users`.
@@ -561,4 +562,85 @@ async fn credentials_of_a_user_of_two_orgs(s: TestServer) {
         .expect(200, None);
     s.login("shared@example.com", "Set-By-Root-Passw0rd-1")
         .await;
+}
+
+/// A member of an org that enforces MFA and of one that owes them none:
+/// their password alone opens a full session in the lax org. Before the
+/// fix, that session could remove the authenticator (or take new recovery
+/// codes, or move the email away), and the enforcing org then asked for a
+/// new factor to be set up, or accepted a recovery code: its MFA passed
+/// with a password. Now every change of factors from a session that
+/// verified none is `403 mfa_required` until a factor is verified on it.
+async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
+    let root = s.root().await;
+    let (strict, _, strict_admin) = s
+        .org_with_admin(&root, "Strict", "sam@strict.example")
+        .await;
+    let (lax, _, _) = s.org_with_admin(&root, "Lax", "lea@lax.example").await;
+    s.enforce(&strict_admin, true).await;
+    let email = "uma@strict.example";
+    let uma = s.create_user(&strict_admin, email, false).await;
+    s.call(
+        "POST",
+        &format!("/user/org/{lax}/user/{uma}"),
+        Some(&root),
+        None,
+    )
+    .await
+    .expect(201, None);
+    let own = s.login_org(email, PASSWORD, lax).await;
+    assert_eq!(own.mfa, "none");
+    let secret = s.enroll_authenticator(&own.token).await;
+    // The enrolling session verified a factor: it takes recovery codes.
+    s.post("/user/users/mfa/recoveryCodes", &own.token, json!({}))
+        .await
+        .expect(200, None);
+
+    let stolen = s.login_org(email, PASSWORD, lax).await;
+    assert_eq!(stolen.mfa, "none");
+    let token = stolen.token.as_str();
+    let attempts: Vec<(&str, String, Option<Value>)> = vec![
+        ("POST", "/users/mfa/resetMyQRCodeEnroll".into(), None),
+        ("POST", "/user/users/mfa/recoveryCodes".into(), None),
+        ("POST", "/user/users/mfa/generateTempSecret".into(), None),
+        (
+            "PUT",
+            "/oauth/users/mfa/enrollEmail?mfatype=EMAIL".into(),
+            None,
+        ),
+        (
+            "PUT",
+            format!("/user/users/{uma}"),
+            Some(json!({"email": "thief@example.com", "currentPassword": PASSWORD})),
+        ),
+    ];
+    for (method, path, body) in &attempts {
+        s.call(method, path, Some(token), body.clone())
+            .await
+            .expect(403, Some("mfa_required"));
+    }
+    assert!(s.mails_to("thief@example.com").is_empty());
+    let details = s.get("/oauth/users/mfaDetails", token).await;
+    assert_eq!(details.ok()["details"]["AUTHENTICATOR"]["verified"], true);
+    assert_eq!(
+        s.login_org(email, PASSWORD, strict).await.mfa,
+        "challenge_required"
+    );
+
+    // A code verified on the session opens the way (a new token).
+    let stepped_up = s
+        .post(
+            "/user/auth/mfa/verify",
+            token,
+            json!({"method": "AUTHENTICATOR", "code": s.totp(&secret)}),
+        )
+        .await;
+    stepped_up.expect(200, None);
+    let proven = stepped_up.body["token"].as_str().unwrap();
+    s.get("/user/users/me", token)
+        .await
+        .expect(401, Some("unauthorized"));
+    s.post("/user/users/mfa/recoveryCodes", proven, json!({}))
+        .await
+        .expect(200, None);
 }

@@ -227,7 +227,9 @@ async fn a_confirmation_verifies_the_secret_it_checked() {
     .await;
 
     confirm.expect(204, None);
-    generate.expect(409, Some("already_enrolled"));
+    // Refused: the session was resolved before the confirmation committed,
+    // as one that had verified no factor, and the user now has one.
+    generate.expect(403, Some("mfa_required"));
     // The verified secret is the scanned one: a challenge takes its code.
     s.put("/user/users/me/mfa", &token, json!({"mfaOptIn": true}))
         .await

@@ -15,6 +15,7 @@ on_every_backend!(
     recovery_code_is_single_use,
     racing_replays_on_one_server,
     racing_replays_on_two_servers,
+    racing_sends_mail_one_code,
 );
 
 /// Mails to `email` whose subject contains `phrase`.
@@ -324,4 +325,53 @@ async fn racing_replays_on_one_server(s: TestServer) {
 async fn racing_replays_on_two_servers(s: TestServer) {
     let twin = s.twin().await;
     race_every_kind(&[&s, &twin], "two").await;
+}
+
+/// 16 requests for an email code at once, on two processes: one code is
+/// mailed and the others are throttled (`429`), as "at most one send per
+/// 30 s per user" says; for login codes and for enrollment codes. Before
+/// the fix, on PostgreSQL, 2 to 4 of them each mailed a code.
+async fn racing_sends_mail_one_code(s: TestServer) {
+    let twin = s.twin().await;
+    let root = s.root().await;
+    let check = |answers: &[Answer]| {
+        let sent = answers.iter().filter(|a| a.status == 200).count();
+        assert_eq!(sent, 1, "{:?}", statuses(answers));
+        for a in answers.iter().filter(|a| a.status != 200) {
+            a.expect(429, Some("too_many_attempts"));
+            assert!(a.header("retry-after").is_some());
+        }
+    };
+    let send_all = |tokens: &[String], method: &'static str, path: &'static str| {
+        tokens
+            .iter()
+            .map(|t| {
+                let body = (method == "POST").then(|| json!({"method": "EMAIL"}));
+                (method, path.to_string(), Some(t.clone()), body)
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Login codes, from 16 partial sessions, in three rounds 31 s apart.
+    let email = "flood.login@example.com";
+    email_user(&s, &root, email).await;
+    let tokens = partials(&s, email).await;
+    for round in 0..3 {
+        let mailed = s.mails_to(email).len();
+        let requests = send_all(&tokens, "POST", "/user/auth/mfa/challenge");
+        check(&race(&[&s, &twin], requests).await);
+        assert_eq!(s.mails_to(email).len(), mailed + 1, "round {round}");
+        s.advance(31);
+    }
+
+    // Enrollment codes, from 16 full sessions of a user with no factor.
+    let email = "flood.enroll@example.com";
+    s.create_user(&root, email, false).await;
+    let mut tokens = Vec::new();
+    for _ in 0..16 {
+        tokens.push(s.login(email, PASSWORD).await.token);
+    }
+    let requests = send_all(&tokens, "PUT", "/oauth/users/mfa/enrollEmail?mfatype=EMAIL");
+    check(&race(&[&s, &twin], requests).await);
+    assert_eq!(s.mails_to(email).len(), 1);
 }

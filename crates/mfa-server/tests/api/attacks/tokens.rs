@@ -125,8 +125,11 @@ async fn revocation_is_immediate_everywhere(s: TestServer) {
 
     // A self reset ends the user's other sessions, not the current one.
     let first = s.login(email, new_password).await.token;
-    s.enroll_authenticator(&first).await;
-    let second = s.login(email, new_password).await.token;
+    let secret = s.enroll_authenticator(&first).await;
+    // The second session owes no MFA; it verifies a code to change factors.
+    let unverified = s.login(email, new_password).await.token;
+    let second = verify(&s, &unverified, "AUTHENTICATOR", &s.totp(&secret)).await;
+    let second = second.ok()["token"].as_str().unwrap().to_string();
     s.call(
         "POST",
         "/users/mfa/resetMyQRCodeEnroll",
