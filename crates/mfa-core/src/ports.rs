@@ -552,6 +552,11 @@ pub enum MailKind {
 pub trait Mailer: Send + Sync {
     /// Deliver one message, or say why not.
     fn send(&self, mail: &Mail) -> Result<(), MailError>;
+    /// Whether this mailer can address a message to `email` (normalised).
+    /// Checked when an address is stored (a new user, an email change), so
+    /// that no account gets an address its codes can never be mailed to.
+    /// No default: a wrapper that forgot to forward it would take any.
+    fn accepts_address(&self, email: &str) -> bool;
 }
 
 /// Tells the time.
@@ -649,6 +654,11 @@ impl Mailer for MemoryMailer {
             v.push(mail.clone());
         }
         Ok(())
+    }
+
+    /// Any address: the memory mailer addresses nothing.
+    fn accepts_address(&self, _email: &str) -> bool {
+        true
     }
 }
 

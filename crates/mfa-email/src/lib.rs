@@ -300,6 +300,13 @@ impl Mailer for EmailMailer {
         }
         result
     }
+
+    /// What lettre parses as an address. One it cannot (a quoted local
+    /// part, a `;`) could never be mailed: refused when stored, not with a
+    /// 503 at every send.
+    fn accepts_address(&self, email: &str) -> bool {
+        email.parse::<Address>().is_ok()
+    }
 }
 
 /// Says where mail goes, without credentials: `SMTP mail.example.com:587

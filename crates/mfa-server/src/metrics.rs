@@ -313,6 +313,10 @@ impl Mailer for ObservedMailer {
         }
         self.inner.send(mail)
     }
+
+    fn accepts_address(&self, email: &str) -> bool {
+        self.inner.accepts_address(email)
+    }
 }
 
 #[cfg(test)]

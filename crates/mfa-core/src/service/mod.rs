@@ -179,6 +179,18 @@ impl<S: Store> MfaService<S> {
         self.clock.now()
     }
 
+    /// `raw` normalised, as an address to store for a user: one the mailer
+    /// can send to (`InvalidRequest` otherwise, as for a malformed one).
+    pub(crate) fn new_address(&self, raw: &str) -> MfaResult<String> {
+        let email = crate::text::normalize_email(raw)?;
+        if !self.mailer.accepts_address(&email) {
+            return Err(MfaError::InvalidRequest(
+                "email is not an address mail can be sent to".into(),
+            ));
+        }
+        Ok(email)
+    }
+
     /// The issuer shown in authenticator apps, with the environment suffix
     /// outside production.
     pub fn display_issuer(&self) -> String {

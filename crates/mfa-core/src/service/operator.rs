@@ -112,7 +112,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     /// `user_created`, and `membership_created` with an org).
     pub fn create_user(&self, req: &OperatorNewUser) -> MfaResult<User> {
         let s = self.service;
-        let email = normalize_email(&req.email)?;
+        let email = s.new_address(&req.email)?;
         let first_name = super::users::check_name("firstName", &req.first_name)?;
         let last_name = super::users::check_name("lastName", &req.last_name)?;
         check_password_rules(&req.password)?;

@@ -93,7 +93,7 @@ impl<S: Store> MfaService<S> {
         password: &str,
         org_name: &str,
     ) -> MfaResult<Option<(User, Org)>> {
-        let email = normalize_email(email)?;
+        let email = self.new_address(email)?;
         check_password_rules(password)?;
         // Every start but the first finds users: it need not spend 7 MiB
         // and ~15 ms of argon2 on a hash it would throw away. The count is
@@ -169,7 +169,7 @@ impl<S: Store> MfaService<S> {
         req: &NewUserRequest,
     ) -> MfaResult<UserWithFactors> {
         require_current_org_admin(caller)?;
-        let email = normalize_email(&req.email)?;
+        let email = self.new_address(&req.email)?;
         let first_name = check_name("firstName", &req.first_name)?;
         let last_name = check_name("lastName", &req.last_name)?;
         check_password_rules(&req.password)?;
@@ -315,7 +315,11 @@ impl<S: Store> MfaService<S> {
             .as_deref()
             .map(|v| check_name("lastName", v))
             .transpose()?;
-        let new_email = patch.email.as_deref().map(normalize_email).transpose()?;
+        let new_email = patch
+            .email
+            .as_deref()
+            .map(|e| self.new_address(e))
+            .transpose()?;
         if let Some(p) = &patch.password {
             check_password_rules(p)?;
         }

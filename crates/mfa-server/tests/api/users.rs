@@ -68,6 +68,29 @@ async fn user_routes(s: TestServer) {
     )
     .await
     .expect(400, Some("invalid_request"));
+    // Addresses no code could be mailed to are refused when stored, not
+    // with a 503 at every send.
+    for unmailable in [r#"a"b@example.com"#, "a;b@example.com"] {
+        let a = s
+            .post(
+                "/user/users",
+                &root,
+                json!({"email": unmailable, "firstName": "K", "lastName": "L", "password": PASSWORD}),
+            )
+            .await;
+        a.expect(400, Some("invalid_request"));
+        assert_eq!(
+            a.body["message"],
+            "email is not an address mail can be sent to"
+        );
+        s.put(
+            &format!("/user/users/{kim}"),
+            &root,
+            json!({"email": unmailable}),
+        )
+        .await
+        .expect(400, Some("invalid_request"));
+    }
     let lou = s.create_user(&root, "lou@example.com", false).await;
     let lou_token = s.login("lou@example.com", PASSWORD).await.token;
     s.post(
