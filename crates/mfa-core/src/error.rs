@@ -55,9 +55,10 @@ pub enum MfaError {
     /// Nothing of that kind is visible to the caller.
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// An authenticator is already verified: reset it first.
-    #[error("an authenticator is already enrolled; reset it first")]
-    AlreadyEnrolled,
+    /// The factor is already verified (the message says which): an
+    /// authenticator is reset first.
+    #[error("{0}")]
+    AlreadyEnrolled(&'static str),
     /// The action needs an enrolled factor that is absent.
     #[error("{0}")]
     NotEnrolled(&'static str),

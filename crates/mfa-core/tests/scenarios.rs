@@ -765,7 +765,9 @@ fn email_factor_enroll_and_login() {
     // Single use.
     assert_eq!(
         w.svc.confirm_email_enrollment(&full, &code),
-        Err(MfaError::AlreadyEnrolled)
+        Err(MfaError::AlreadyEnrolled(
+            "the email factor is already verified"
+        ))
     );
 
     w.clock.advance(31);
@@ -887,7 +889,9 @@ fn overwriting_a_verified_authenticator_needs_a_reset() {
     let (_, full) = w.enroll_authenticator(&partial);
     assert_eq!(
         w.svc.start_authenticator_enrollment(&full),
-        Err(MfaError::AlreadyEnrolled)
+        Err(MfaError::AlreadyEnrolled(
+            "an authenticator is already enrolled; reset it first"
+        ))
     );
     ok(w.svc.self_reset_authenticator(&full, None));
     ok(w.svc.start_authenticator_enrollment(&full));

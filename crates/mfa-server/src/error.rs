@@ -94,8 +94,8 @@ impl ApiError {
                     "you are not allowed to do this".into(),
                 ),
                 E::NotFound(_) => status(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-                E::AlreadyEnrolled => {
-                    status(StatusCode::CONFLICT, "already_enrolled", e.to_string())
+                E::AlreadyEnrolled(m) => {
+                    status(StatusCode::CONFLICT, "already_enrolled", (*m).into())
                 }
                 E::NotEnrolled(m) => status(StatusCode::CONFLICT, "not_enrolled", (*m).into()),
                 E::Conflict(m) => status(StatusCode::CONFLICT, "conflict", m.clone()),
@@ -253,7 +253,7 @@ mod tests {
             (MfaError::MfaRequired, 403, "mfa_required"),
             (MfaError::Forbidden, 403, "forbidden"),
             (MfaError::NotFound("user"), 404, "not_found"),
-            (MfaError::AlreadyEnrolled, 409, "already_enrolled"),
+            (MfaError::AlreadyEnrolled("x"), 409, "already_enrolled"),
             (MfaError::NotEnrolled("x"), 409, "not_enrolled"),
             (MfaError::Conflict("x".into()), 409, "conflict"),
             (

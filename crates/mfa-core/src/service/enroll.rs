@@ -40,6 +40,11 @@ impl MfaStatus {
     }
 }
 
+/// The refusal of a second authenticator.
+const AUTHENTICATOR_ENROLLED: &str = "an authenticator is already enrolled; reset it first";
+/// The refusal of a second email enrollment.
+const EMAIL_ENROLLED: &str = "the email factor is already verified";
+
 impl<S: Store> MfaService<S> {
     /// Generate a pending authenticator secret, replacing an older pending
     /// one (partial ok while the user has no verified factor).
@@ -63,7 +68,7 @@ impl<S: Store> MfaService<S> {
             )?;
             let user = load_user(tx, caller.user_id)?;
             if !tx.put_pending_authenticator(user.id, &secret, &params, now, expires_at)? {
-                return Err(MfaError::AlreadyEnrolled);
+                return Err(MfaError::AlreadyEnrolled(AUTHENTICATOR_ENROLLED));
             }
             audit_own(
                 tx,
@@ -113,7 +118,9 @@ impl<S: Store> MfaService<S> {
                         "no pending authenticator: generate a secret first",
                     ));
                 }
-                Some(a) if a.is_verified() => return Err(MfaError::AlreadyEnrolled),
+                Some(a) if a.is_verified() => {
+                    return Err(MfaError::AlreadyEnrolled(AUTHENTICATOR_ENROLLED));
+                }
                 Some(a) => a,
             };
             let attempt = lock_attempt(
@@ -166,7 +173,7 @@ impl<S: Store> MfaService<S> {
             };
             if !tx.verify_authenticator(caller.user_id, step, now)? {
                 // A concurrent confirmation won.
-                return Err(MfaError::AlreadyEnrolled);
+                return Err(MfaError::AlreadyEnrolled(AUTHENTICATOR_ENROLLED));
             }
             clear_attempt(tx, &attempt)?;
             audit_own(tx, caller, now, AuditAction::AuthenticatorEnrolled, "")?;
@@ -189,7 +196,7 @@ impl<S: Store> MfaService<S> {
             let factors = load_factors(tx, caller.user_id)?;
             may_change_factors(caller.level, caller.mfa_passed, &factors)?;
             if factors.email {
-                return Err(MfaError::AlreadyEnrolled);
+                return Err(MfaError::AlreadyEnrolled(EMAIL_ENROLLED));
             }
             load_user(tx, caller.user_id)
         })?;
@@ -214,7 +221,7 @@ impl<S: Store> MfaService<S> {
             let factors = load_factors(tx, caller.user_id)?;
             may_change_factors(caller.level, caller.mfa_passed, &factors)?;
             if factors.email {
-                return Err(MfaError::AlreadyEnrolled);
+                return Err(MfaError::AlreadyEnrolled(EMAIL_ENROLLED));
             }
             let attempt =
                 match self.check_email_code(tx, caller, EmailCodePurpose::Enroll, code, now)? {

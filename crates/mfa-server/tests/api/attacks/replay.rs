@@ -119,13 +119,18 @@ async fn email_user(s: &TestServer, root: &str, email: &str) -> i64 {
     .await
     .expect(200, None);
     // The enrollment code is spent: not even a second enrollment takes it.
-    s.put(
-        "/oauth/users/mfa/verifyEmail",
-        &full,
-        json!({"mfatype": "EMAIL", "totp": code}),
-    )
-    .await
-    .expect(409, Some("already_enrolled"));
+    let again = s
+        .put(
+            "/oauth/users/mfa/verifyEmail",
+            &full,
+            json!({"mfatype": "EMAIL", "totp": code}),
+        )
+        .await;
+    again.expect(409, Some("already_enrolled"));
+    assert_eq!(
+        again.body["message"],
+        "the email factor is already verified"
+    );
     s.put("/user/users/me/mfa", &full, json!({"mfaOptIn": true}))
         .await
         .expect(204, None);
