@@ -266,13 +266,21 @@ pub async fn fallback(
     })
 }
 
-/// The `Cache-Control` and `X-Content-Type-Options` of every answer.
+/// The `Cache-Control` and `X-Content-Type-Options` of every answer, and
+/// that no other site may frame it: Swagger UI above all, which would
+/// otherwise be the one page without it (the console's pages set a fuller
+/// policy of their own, which these defaults leave alone).
 pub fn default_headers() -> actix_web::middleware::DefaultHeaders {
     actix_web::middleware::DefaultHeaders::new()
         .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .add((
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
+        ))
+        .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
         ))
 }
 

@@ -169,6 +169,12 @@ async fn fresh_start_restart_and_sigterm() {
     assert_eq!(health.status(), 200);
     let ui = client.get(&swagger).send().await.unwrap();
     assert_eq!(ui.status(), 200);
+    // No other site may frame it (nor any other answer).
+    assert_eq!(ui.headers()["x-frame-options"], "DENY");
+    assert_eq!(
+        ui.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
     let login = client
         .post(format!("{url}/user/auth/login"))
         .json(&json!({"email": "admin@example.com", "password": password}))
