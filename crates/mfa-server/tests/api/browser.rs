@@ -5,7 +5,8 @@
 //! the real server: an admin signs in, enforces MFA, finds a user, turns
 //! their org-level MFA off and on and resets their MFA through the pop-up; a
 //! user signs in, reads the key from the page, enrolls with a computed code
-//! and sees "Verified". Without `/usr/bin/chromium` and
+//! and sees "Verified"; a user signed in where no MFA is owed is asked for
+//! a code before new recovery codes. Without `/usr/bin/chromium` and
 //! `/usr/bin/chromedriver` the browser tests print that they were skipped
 //! (`.ci/run` installs both).
 //!
@@ -850,5 +851,41 @@ async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
             .await
             .unwrap()
     );
+    b.close().await;
+}
+
+/// A user with an authenticator signs in where no MFA is owed: the session
+/// verified no factor, so new recovery codes answer `mfa_required`, and
+/// the page asks for a code on the session, then goes on.
+#[tokio::test]
+async fn account_page_asks_for_a_code_before_changing_factors() {
+    let _one = ONE_BROWSER.lock().await;
+    let s = TestServer::sqlite().await;
+    let Some(b) = Browser::start(&s).await else {
+        return;
+    };
+    let root = s.root().await;
+    let (_, ada) = person(&s, &root, "Ada", "Stepup", false).await;
+    let secret = s
+        .enroll_authenticator(&s.login(&ada, PASSWORD).await.token)
+        .await;
+
+    b.goto("/account").await;
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#account-view").await;
+    b.text_contains("#status-authenticator", "Verified").await;
+    b.click("#generate-recovery").await;
+    b.visible("#challenge-view").await;
+    b.text_contains("#status", "Verify one to change your factors.")
+        .await;
+    b.visible("#challenge-method-authenticator").await;
+    b.visible("#challenge-method-recovery").await;
+    b.fill("#challenge-code", &s.totp(&secret)).await;
+    b.click("#challenge-form button[type=submit]").await;
+    b.visible("#account-view").await;
+    b.click("#generate-recovery").await;
+    b.count("#recovery-codes li", 10).await;
     b.close().await;
 }
