@@ -5,6 +5,26 @@ use crate::error::MfaError;
 /// Longest accepted email address (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
 
+/// Whether `c` has no place in a name or an address a person reads: a
+/// control character, or an invisible one that changes how the text
+/// around it shows (bidirectional embeddings, overrides and isolates, as
+/// in `U+202E`; zero-width spaces and joiners that are not letters' own,
+/// the byte-order mark). With them one name can be made to look like
+/// another in the console, the audit trail and exports. The zero-width
+/// (non-)joiners `U+200C` and `U+200D` are kept: scripts such as Persian
+/// and Devanagari, and emoji sequences, need them.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
 /// Trim and lower-case an email address and check its shape: one `@`, a
 /// non-empty local part and domain, no white space or control characters.
 pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
@@ -15,7 +35,7 @@ pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
     }
     if email
         .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+        .any(|c| c.is_whitespace() || is_unprintable(c) || c == '<' || c == '>' || c == ',')
     {
         return Err(bad());
     }
@@ -55,8 +75,30 @@ mod tests {
             normalize_email("  Alice@Example.COM ").as_deref(),
             Ok("alice@example.com")
         );
-        for bad in ["", "a", "@x", "a@", "a b@x", "a@b@c", "a@.x", "<a@x>"] {
+        for bad in [
+            "",
+            "a",
+            "@x",
+            "a@",
+            "a b@x",
+            "a@b@c",
+            "a@.x",
+            "<a@x>",
+            "\u{202E}a@x",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn unprintable_characters() {
+        for c in [
+            '\0', '\n', '\u{7F}', '\u{200B}', '\u{202E}', '\u{2066}', '\u{FEFF}',
+        ] {
+            assert!(is_unprintable(c), "{c:?}");
+        }
+        for c in ['a', 'é', ' ', '\u{200C}', '\u{200D}', '\u{5D0}'] {
+            assert!(!is_unprintable(c), "{c:?}");
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::authz::{
     FullCaller, require_current_org_admin, require_may_manage, require_member_of_current_org,
     require_org_admin, require_org_member, require_super_admin, require_visible_user,
 };
-use crate::text::{mask_email, normalize_email};
+use crate::text::{is_unprintable, mask_email, normalize_email};
 
 /// Longest org name.
 pub const MAX_ORG_NAME_CHARS: usize = 200;
@@ -28,7 +28,7 @@ pub(super) fn check_org_name(name: &str) -> MfaResult<String> {
     // are refused like in user names.
     if name.is_empty()
         || name.chars().count() > MAX_ORG_NAME_CHARS
-        || name.chars().any(char::is_control)
+        || name.chars().any(is_unprintable)
     {
         return Err(MfaError::InvalidRequest(format!(
             "name must have 1 to {MAX_ORG_NAME_CHARS} printable characters"
@@ -606,7 +606,7 @@ mod tests {
     #[test]
     fn org_names_are_printable_and_bounded() {
         assert_eq!(check_org_name("  Acme  ").as_deref(), Ok("Acme"));
-        for bad in ["", "   ", "a\u{0}b", "a\nb", &"x".repeat(201)] {
+        for bad in ["", "   ", "a\u{0}b", "a\nb", "a\u{202E}b", &"x".repeat(201)] {
             assert!(check_org_name(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -9,7 +9,7 @@ use crate::authz::{
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
 use crate::policy::may_change_factors;
-use crate::text::{mask_email, normalize_email};
+use crate::text::{is_unprintable, mask_email, normalize_email};
 
 /// Longest first or last name.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -69,7 +69,7 @@ pub struct UserPatch {
 
 pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
     let v = value.trim();
-    if v.chars().count() > MAX_NAME_CHARS || v.chars().any(char::is_control) {
+    if v.chars().count() > MAX_NAME_CHARS || v.chars().any(is_unprintable) {
         return Err(MfaError::InvalidRequest(format!(
             "{field} must have at most {MAX_NAME_CHARS} printable characters"
         )));
@@ -522,6 +522,17 @@ impl<S: Store> MfaService<S> {
                 &hash_token(&token),
                 now,
                 now.plus_secs(ttl),
+            )?;
+            // A new token (the old one void) for the same change: audited
+            // as its request, so the trail shows every link that went out.
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(id),
+                AuditAction::EmailChangeRequested,
+                format!("to {}, sent again", mask_email(&pending.new_email)),
             )?;
             Ok(pending.new_email)
         })?;

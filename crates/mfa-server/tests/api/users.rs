@@ -68,6 +68,14 @@ async fn user_routes(s: TestServer) {
     )
     .await
     .expect(400, Some("invalid_request"));
+    // Names that hide or reorder text are refused like control characters.
+    s.post(
+        "/user/users",
+        &root,
+        json!({"email": "rlo@example.com", "firstName": "\u{202E}evil\u{200B}", "lastName": "L", "password": PASSWORD}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
     // Addresses no code could be mailed to are refused when stored, not
     // with a 503 at every send.
     for unmailable in [r#"a"b@example.com"#, "a;b@example.com"] {
@@ -357,6 +365,18 @@ async fn email_change(s: TestServer) {
     .await
     .expect(204, None);
     let latest = s.last_token("mia@new.example");
+    // Every link that went out is in the trail: the request, two resends.
+    let requested = s
+        .get(
+            &format!("/user/audit?action=email_change_requested&userId={mia}"),
+            &root,
+        )
+        .await;
+    assert_eq!(requested.ok()["total"], 3);
+    assert_eq!(
+        requested.ok()["items"][0]["detail"],
+        "to m***@new.example, sent again"
+    );
     s.post(
         "/user/users/email/resendChangeConfirmation",
         &root,
