@@ -77,6 +77,37 @@ pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
     Ok(v.to_string())
 }
 
+/// The confirmation link of an email change: its token and lifetime.
+struct ChangeLink<'a> {
+    token: &'a str,
+    ttl: u64,
+}
+
+/// Store the pending change of `id`'s email to `new_email` under `link`'s
+/// token (an older token void), audited `email_change_requested` with the
+/// masked address and `note`.
+fn put_email_change_audited(
+    tx: &mut dyn StoreTx,
+    caller: &FullCaller,
+    id: UserId,
+    new_email: &str,
+    link: &ChangeLink<'_>,
+    now: Timestamp,
+    note: &str,
+) -> MfaResult<()> {
+    let expires_at = now.plus_secs(link.ttl);
+    tx.put_email_change(id, new_email, &hash_token(link.token), now, expires_at)?;
+    audit(
+        tx,
+        now,
+        Some(caller.org_id),
+        Some(caller.user_id),
+        Some(id),
+        AuditAction::EmailChangeRequested,
+        format!("to {}{note}", mask_email(new_email)),
+    )
+}
+
 fn with_factors(tx: &mut dyn StoreTx, user: User) -> MfaResult<UserWithFactors> {
     let factors = load_factors(tx, user.id)?;
     Ok(UserWithFactors { user, factors })
@@ -412,16 +443,8 @@ impl<S: Store> MfaService<S> {
                 if let Some(pending) = tx.pending_email_change(id)? {
                     throttle_email_change(&pending, now, &self.config)?;
                 }
-                tx.put_email_change(id, e, &hash_token(&token), now, now.plus_secs(ttl))?;
-                audit(
-                    tx,
-                    now,
-                    Some(caller.org_id),
-                    Some(caller.user_id),
-                    Some(id),
-                    AuditAction::EmailChangeRequested,
-                    format!("to {}", mask_email(e)),
-                )?;
+                let link = ChangeLink { token: &token, ttl };
+                put_email_change_audited(tx, caller, id, e, &link, now, "")?;
             }
             if new_hash.is_some() && !is_self {
                 // An admin set the password: whoever held the old one is out.
@@ -516,23 +539,17 @@ impl<S: Store> MfaService<S> {
                 .pending_email_change(id)?
                 .ok_or(MfaError::NotFound("pending email change"))?;
             throttle_email_change(&pending, now, &self.config)?;
-            tx.put_email_change(
-                id,
-                &pending.new_email,
-                &hash_token(&token),
-                now,
-                now.plus_secs(ttl),
-            )?;
             // A new token (the old one void) for the same change: audited
             // as its request, so the trail shows every link that went out.
-            audit(
+            let link = ChangeLink { token: &token, ttl };
+            put_email_change_audited(
                 tx,
+                caller,
+                id,
+                &pending.new_email,
+                &link,
                 now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(id),
-                AuditAction::EmailChangeRequested,
-                format!("to {}, sent again", mask_email(&pending.new_email)),
+                ", sent again",
             )?;
             Ok(pending.new_email)
         })?;

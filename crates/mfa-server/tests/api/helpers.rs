@@ -97,6 +97,17 @@ impl Answer {
     }
 }
 
+/// The `id`s of a JSON array of users, in order.
+#[track_caller]
+pub fn ids_of(users: &Value) -> Vec<i64> {
+    users
+        .as_array()
+        .expect("an array of users")
+        .iter()
+        .map(|u| u["id"].as_i64().expect("a user id"))
+        .collect()
+}
+
 /// A user's login session.
 #[derive(Clone, Debug)]
 pub struct Login {

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, ROOT_EMAIL, TestServer};
+use crate::helpers::{PASSWORD, ROOT_EMAIL, TestServer, ids_of};
 use crate::on_every_backend;
 
 on_every_backend!(user_routes, email_change, superadmin_routes);
@@ -118,14 +118,7 @@ async fn user_routes(s: TestServer) {
     let a = s
         .get(&format!("/user/users?ids={kim},{lou},{olga}"), &kim_token)
         .await;
-    let ids: Vec<i64> = a
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, [kim, lou]);
+    assert_eq!(ids_of(a.ok()), [kim, lou]);
     s.get(&format!("/user/users?ids={kim}"), &lou_token)
         .await
         .expect(403, Some("forbidden"));

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, ROOT_EMAIL, TestServer};
+use crate::helpers::{PASSWORD, ROOT_EMAIL, TestServer, ids_of};
 use crate::on_every_backend;
 
 on_every_backend!(
@@ -210,12 +210,7 @@ async fn admin_of_another_org(s: TestServer) {
         "/user/users/page?size=200".to_string(),
     ] {
         let a = s.get(&path, &admin_b).await;
-        let ids: Vec<i64> = a.ok()["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u["id"].as_i64().unwrap())
-            .collect();
+        let ids = ids_of(&a.ok()["items"]);
         assert!(
             !ids.contains(&alice) && !ids.contains(&admin_a_id),
             "{path}: {ids:?}"
@@ -227,14 +222,7 @@ async fn admin_of_another_org(s: TestServer) {
             &admin_b,
         )
         .await;
-    let ids: Vec<i64> = listed
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, vec![bob]);
+    assert_eq!(ids_of(listed.ok()), [bob]);
     let exists = s
         .get(&format!("/user/users/email/{alice_email}"), &admin_b)
         .await;

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::{audit_count, challenged_user, partial, verify};
-use crate::helpers::{Answer, PASSWORD, TestServer};
+use crate::helpers::{Answer, PASSWORD, TestServer, ids_of};
 
 /// A row lock held by a transaction of the test's own until dropped.
 struct RowLock {
@@ -477,12 +477,5 @@ async fn two_admins_demoting_each_other_leave_one() {
     first.expect(204, None);
     second.expect(409, Some("conflict"));
     let admins = s.get(&format!("/user/users/admins/{org}"), &root).await;
-    let ids: Vec<i64> = admins
-        .ok()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(ids, [ann]);
+    assert_eq!(ids_of(admins.ok()), [ann]);
 }
