@@ -7,21 +7,38 @@ pub const MAX_EMAIL_LEN: usize = 254;
 
 /// Whether `c` has no place in a name or an address a person reads: a
 /// control character, or an invisible one that changes how the text
-/// around it shows (bidirectional embeddings, overrides and isolates, as
-/// in `U+202E`; zero-width spaces and joiners that are not letters' own,
-/// the byte-order mark). With them one name can be made to look like
-/// another in the console, the audit trail and exports. The zero-width
-/// (non-)joiners `U+200C` and `U+200D` are kept: scripts such as Persian
-/// and Devanagari, and emoji sequences, need them.
+/// around it shows or shows as nothing: the bidirectional controls (marks,
+/// embeddings, overrides and isolates, as `U+202E`), zero-width and other
+/// invisible format characters, line and paragraph separators, the
+/// Hangul and braille blanks, and tag characters. With them one name can
+/// be made to look like another, or like none, in the console, the audit
+/// trail and exports. The zero-width (non-)joiners `U+200C` and `U+200D`
+/// and the variation selectors are kept: scripts such as Persian and
+/// Devanagari, and emoji, need them.
 pub fn is_unprintable(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{200B}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
+                | '\u{3164}'
                 | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E007F}'
         )
 }
 
@@ -93,11 +110,32 @@ mod tests {
     #[test]
     fn unprintable_characters() {
         for c in [
-            '\0', '\n', '\u{7F}', '\u{200B}', '\u{202E}', '\u{2066}', '\u{FEFF}',
+            '\0',
+            '\n',
+            '\u{7F}',
+            '\u{AD}',
+            '\u{200B}',
+            '\u{200E}',
+            '\u{2028}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{206A}',
+            '\u{3164}',
+            '\u{FEFF}',
+            '\u{E0041}',
         ] {
             assert!(is_unprintable(c), "{c:?}");
         }
-        for c in ['a', 'é', ' ', '\u{200C}', '\u{200D}', '\u{5D0}'] {
+        for c in [
+            'a',
+            'é',
+            ' ',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{FE0F}',
+            '\u{5D0}',
+            '\u{1F600}',
+        ] {
             assert!(!is_unprintable(c), "{c:?}");
         }
     }

@@ -301,11 +301,14 @@ impl Mailer for EmailMailer {
         result
     }
 
-    /// What lettre parses as an address. One it cannot (a quoted local
-    /// part, a `;`) could never be mailed: refused when stored, not with a
-    /// 503 at every send.
+    /// What lettre parses as an address, but not a domain literal
+    /// (`user@[127.0.0.1]`), which lettre parses and its SMTP envelope
+    /// refuses. Such an address could never be mailed: refused when
+    /// stored, not with a 503 at every send.
     fn accepts_address(&self, email: &str) -> bool {
-        email.parse::<Address>().is_ok()
+        email
+            .parse::<Address>()
+            .is_ok_and(|address| !address.domain().starts_with('['))
     }
 }
 

@@ -6,6 +6,7 @@ use crate::authz::{
     FullCaller, require_current_org_admin, require_may_manage, require_member_of_current_org,
     require_org_admin, require_org_member, require_super_admin, require_visible_user,
 };
+use crate::policy::may_change_factors;
 use crate::text::{is_unprintable, mask_email, normalize_email};
 
 /// Longest org name.
@@ -123,6 +124,7 @@ impl<S: Store> MfaService<S> {
             if active != ids.len() {
                 return Err(MfaError::NotFound("user"));
             }
+            require_may_reset_own(tx, caller, &ids)?;
             let admin = load_user(tx, caller.user_id)?;
             let users = tx.users_by_ids(&ids)?;
             for user in &users {
@@ -192,6 +194,7 @@ impl<S: Store> MfaService<S> {
             let membership = tx.membership(user.id, caller.org_id)?;
             require_member_of_current_org(membership.as_ref().filter(|m| m.is_active))?;
             require_may_manage(caller, user.is_super_admin)?;
+            require_may_reset_own(tx, caller, &[user.id])?;
             if tx.authenticator_state(user.id)?.is_none() {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             }
@@ -507,6 +510,23 @@ impl<S: Store> MfaService<S> {
             })
         })
     }
+}
+
+/// An admin's reset that names the admin is a change of their own
+/// factors: held to the rule of the self-service routes
+/// ([`may_change_factors`]). Otherwise the admin of an org that owes no MFA,
+/// logged in there with the password alone, would remove their own
+/// factors and enroll new ones where MFA is enforced.
+fn require_may_reset_own(
+    tx: &mut dyn StoreTx,
+    caller: &FullCaller,
+    targets: &[UserId],
+) -> MfaResult<()> {
+    if caller.mfa_passed || !targets.contains(&caller.user_id) {
+        return Ok(());
+    }
+    let factors = load_factors(tx, caller.user_id)?;
+    may_change_factors(caller.level, caller.mfa_passed, &factors)
 }
 
 /// Keeps an org administrable by its own admins: an org admin's change

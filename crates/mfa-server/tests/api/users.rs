@@ -78,7 +78,12 @@ async fn user_routes(s: TestServer) {
     .expect(400, Some("invalid_request"));
     // Addresses no code could be mailed to are refused when stored, not
     // with a 503 at every send.
-    for unmailable in [r#"a"b@example.com"#, "a;b@example.com"] {
+    for unmailable in [
+        r#"a"b@example.com"#,
+        "a;b@example.com",
+        "user@[127.0.0.1]",
+        "user@[IPv6:::1]",
+    ] {
         let a = s
             .post(
                 "/user/users",

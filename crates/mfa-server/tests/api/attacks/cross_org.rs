@@ -558,7 +558,9 @@ async fn credentials_of_a_user_of_two_orgs(s: TestServer) {
 /// codes, or move the email away), and the enforcing org then asked for a
 /// new factor to be set up, or accepted a recovery code: its MFA passed
 /// with a password. Now every change of factors from a session that
-/// verified none is `403 mfa_required` until a factor is verified on it.
+/// verified none is `403 mfa_required` until a factor is verified on it,
+/// also through the admins' resets when she is an admin there (found by a
+/// second audit after the first fix).
 async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
     let root = s.root().await;
     let (strict, _, strict_admin) = s
@@ -568,11 +570,13 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
     s.enforce(&strict_admin, true).await;
     let email = "uma@strict.example";
     let uma = s.create_user(&strict_admin, email, false).await;
+    // In the lax org she is an admin: the admins' resets, aimed at
+    // herself, are changes of her own factors too.
     s.call(
         "POST",
         &format!("/user/org/{lax}/user/{uma}"),
         Some(&root),
-        None,
+        Some(json!({"isAdmin": true})),
     )
     .await
     .expect(201, None);
@@ -601,6 +605,12 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
             format!("/user/users/{uma}"),
             Some(json!({"email": "thief@example.com", "currentPassword": PASSWORD})),
         ),
+        (
+            "PUT",
+            "/user/users/mfa/reset".into(),
+            Some(json!({"ids": [uma]})),
+        ),
+        ("PUT", format!("/users/{email}/mfa/resetQRCodeEnroll"), None),
     ];
     for (method, path, body) in &attempts {
         s.call(method, path, Some(token), body.clone())
