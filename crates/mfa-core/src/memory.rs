@@ -805,6 +805,14 @@ impl StoreTx for MemTx<'_> {
         }
     }
 
+    fn withdraw_email_change(&mut self, user: UserId, token_hash: &str) -> StoreResult<bool> {
+        let before = self.0.email_changes.len();
+        self.0.email_changes.retain(|_, c| {
+            !(c.user_id == user && c.token_hash == token_hash && c.consumed_at.is_none())
+        });
+        Ok(self.0.email_changes.len() < before)
+    }
+
     fn delete_confirmed_email_changes(
         &mut self,
         before: Timestamp,

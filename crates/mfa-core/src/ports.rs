@@ -396,6 +396,9 @@ pub trait StoreTx {
     fn email_change_by_token_hash(&mut self, token_hash: &str) -> StoreResult<Option<EmailChange>>;
     /// `UPDATE … SET consumed_at = ? WHERE id = ? AND consumed_at IS NULL`.
     fn consume_email_change(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
+    /// Delete the user's pending change under this token hash (one whose
+    /// link could not be mailed); whether there was one.
+    fn withdraw_email_change(&mut self, user: UserId, token_hash: &str) -> StoreResult<bool>;
     /// Delete up to `limit` email changes confirmed before `before`,
     /// oldest first; how many. Pending ones stay.
     fn delete_confirmed_email_changes(&mut self, before: Timestamp, limit: u32)

@@ -1890,6 +1890,22 @@ macro_rules! impl_store_tx {
                 Ok(changed > 0)
             }
 
+            fn withdraw_email_change(
+                &mut self,
+                user: UserId,
+                token_hash: &str,
+            ) -> StoreResult<bool> {
+                let deleted = diesel::delete(
+                    email_changes::table
+                        .filter(email_changes::user_id.eq(user.0))
+                        .filter(email_changes::token_hash.eq(token_hash))
+                        .filter(email_changes::consumed_at.is_null()),
+                )
+                .execute(self.conn)
+                .db()?;
+                Ok(deleted > 0)
+            }
+
             fn delete_confirmed_email_changes(
                 &mut self,
                 before: Timestamp,

@@ -455,13 +455,7 @@ impl<S: Store> MfaService<S> {
             with_factors(tx, user)
         })?;
         if let Some(e) = new_email {
-            self.deliver(
-                &e,
-                MailKind::EmailChangeConfirm {
-                    token,
-                    valid_for_secs: ttl,
-                },
-            )?;
+            self.deliver_change_link(id, &e, token, ttl)?;
             self.notify(
                 &updated.user.email,
                 MailKind::EmailChangeNotice {
@@ -553,13 +547,30 @@ impl<S: Store> MfaService<S> {
             )?;
             Ok(pending.new_email)
         })?;
-        self.deliver(
-            &new_email,
-            MailKind::EmailChangeConfirm {
-                token,
-                valid_for_secs: ttl,
-            },
-        )
+        self.deliver_change_link(id, &new_email, token, ttl)
+    }
+
+    /// Mail the confirmation link of `id`'s pending change to `new_email`.
+    /// A link that could not be sent is withdrawn with its change: nobody
+    /// holds it, and it must not hold up the next attempt for 30 s.
+    fn deliver_change_link(
+        &self,
+        id: UserId,
+        new_email: &str,
+        token: String,
+        ttl: u64,
+    ) -> MfaResult<()> {
+        let token_hash = hash_token(&token);
+        let kind = MailKind::EmailChangeConfirm {
+            token,
+            valid_for_secs: ttl,
+        };
+        let sent = self.deliver(new_email, kind);
+        if sent.is_err() {
+            self.store
+                .write(|tx| Ok(tx.withdraw_email_change(id, &token_hash)?))?;
+        }
+        sent
     }
 
     /// Delete a user (superadmin); not oneself.

@@ -1,5 +1,6 @@
-//! Mail over real SMTP: a dead mail server leaves no code valid and
-//! answers 503; outside production the issuer carries the environment.
+//! Mail over real SMTP: a dead mail server leaves no code valid and no
+//! email change pending, and answers 503; outside production the issuer
+//! carries the environment.
 
 use serde_json::json;
 
@@ -55,4 +56,45 @@ async fn sandbox_issuer_is_marked() {
         "{uri}"
     );
     assert!(uri.contains("&issuer=Acme%20%28sandbox%29&"), "{uri}");
+}
+
+/// An email change whose link could not be mailed is withdrawn: nothing
+/// stays pending, and the next attempt is not held up by the 30 s limit.
+#[tokio::test]
+async fn a_change_link_that_could_not_be_sent_is_withdrawn() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    let pat = s.create_user(&root, "pat@example.com", false).await;
+    let token = s.login("pat@example.com", PASSWORD).await.token;
+    let change = json!({"email": "pat@new.example", "currentPassword": PASSWORD});
+
+    s.smtp.set_failing(true);
+    s.put(&format!("/user/users/{pat}"), &token, change.clone())
+        .await
+        .expect(503, Some("mail_unavailable"));
+    s.smtp.set_failing(false);
+    s.call(
+        "POST",
+        "/user/users/email/resendChangeConfirmation",
+        Some(&token),
+        None,
+    )
+    .await
+    .expect(404, Some("not_found"));
+    s.put(&format!("/user/users/{pat}"), &token, change)
+        .await
+        .expect(200, None);
+    let link = s.last_token("pat@new.example");
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(json!({"token": link})),
+    )
+    .await
+    .expect(204, None);
+    assert_eq!(
+        s.get(&format!("/user/users/{pat}"), &root).await.ok()["email"],
+        "pat@new.example"
+    );
 }

@@ -1113,6 +1113,19 @@ fn email_changes(db: TestDatabase) {
         assert!(tx.email_change_by_token_hash("tok-2")?.is_some());
         Ok(())
     });
+    // withdrawn (its link was never mailed): the pending one only, by its
+    // own token; a consumed change stays history
+    write(&store, |tx| {
+        assert!(!tx.withdraw_email_change(user.id, "tok-2")?);
+        assert!(!tx.withdraw_email_change(UserId(user.id.0 + 1), "tok-3")?);
+        assert!(tx.withdraw_email_change(user.id, "tok-3")?);
+        Ok(())
+    });
+    read(&store, |tx| {
+        assert_eq!(tx.pending_email_change(user.id)?, None);
+        assert!(tx.email_change_by_token_hash("tok-2")?.is_some());
+        Ok(())
+    });
 }
 
 fn event(
