@@ -481,6 +481,11 @@ impl StoreTx for MemTx<'_> {
             .cloned())
     }
 
+    /// Unchanged: the memory store holds no key (nor anything at rest).
+    fn email_code_digest(&self, code_hash: &str) -> String {
+        code_hash.to_string()
+    }
+
     fn replace_email_code(&mut self, code: &NewEmailCode) -> StoreResult<EmailCode> {
         self.0.email_codes.retain(|_, c| c.user_id != code.user_id);
         let id = self.0.next();

@@ -241,6 +241,11 @@ pub trait StoreTx {
     fn delete_email_factor(&mut self, user: UserId) -> StoreResult<bool>;
     /// The user's newest email code (live or not).
     fn latest_email_code(&mut self, user: UserId) -> StoreResult<Option<EmailCode>>;
+    /// What is stored of an email code's salted hash, and compared: a store
+    /// that holds a key keys it (an HMAC under a key of its own), so that
+    /// reading the database is not enough to find a live six-digit code by
+    /// trying all of them. A store without a key returns it unchanged.
+    fn email_code_digest(&self, code_hash: &str) -> String;
     /// Store a new code, deleting every earlier code of the user (a new code
     /// voids the previous).
     fn replace_email_code(&mut self, code: &NewEmailCode) -> StoreResult<EmailCode>;

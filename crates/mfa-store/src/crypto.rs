@@ -31,6 +31,8 @@ const AAD_PREFIX: &[u8] = b"mfa-store/authenticator-secret/v1/user:";
 /// not the encryption key itself. (Named when only unknown emails were
 /// hashed; it stays, so that stored counters keep their keys.)
 const EMAIL_KEY_PURPOSE: &[u8] = b"mfa-store/unknown-email-key/v1";
+/// The purpose of the key derived for email codes' digests.
+const CODE_KEY_PURPOSE: &[u8] = b"mfa-store/email-code-key/v1";
 
 /// The 32-byte AES-256-GCM key that encrypts TOTP secrets at rest.
 ///
@@ -64,16 +66,15 @@ impl EncryptionKey {
     }
 
     pub(crate) fn cipher(&self) -> SecretCipher {
-        let derive = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        let email_key = derive
-            .chain_update(EMAIL_KEY_PURPOSE)
-            .finalize()
-            .into_bytes();
+        let hmac = |key: &[u8]| {
+            <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"))
+        };
+        let derive = |purpose: &[u8]| hmac(&self.0).chain_update(purpose).finalize().into_bytes();
         SecretCipher {
             aead: Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.0)),
-            email_keys: <Hmac<Sha256> as Mac>::new_from_slice(&email_key)
-                .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length")),
+            email_keys: hmac(&derive(EMAIL_KEY_PURPOSE)),
+            code_keys: hmac(&derive(CODE_KEY_PURPOSE)),
         }
     }
 }
@@ -121,10 +122,11 @@ pub fn format_key_base64(key: &[u8; KEY_LEN]) -> String {
 }
 
 /// Encrypts and decrypts authenticator secrets with one key, and hashes
-/// email addresses with a key derived from it.
+/// email addresses and email codes with keys derived from it.
 pub(crate) struct SecretCipher {
     aead: Aes256Gcm,
     email_keys: Hmac<Sha256>,
+    code_keys: Hmac<Sha256>,
 }
 
 impl fmt::Debug for SecretCipher {
@@ -146,6 +148,13 @@ impl SecretCipher {
     /// derived key, the same on every process with the same key.
     pub(crate) fn email_key(&self, email: &str) -> String {
         let mac = self.email_keys.clone().chain_update(email.as_bytes());
+        STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// What is stored of an email code's salted hash: base64 of its
+    /// HMAC-SHA256 under the derived code key.
+    pub(crate) fn code_digest(&self, code_hash: &str) -> String {
+        let mac = self.code_keys.clone().chain_update(code_hash.as_bytes());
         STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
@@ -224,6 +233,22 @@ mod tests {
                 .email_key("nobody@example.com"),
             stored
         );
+    }
+
+    #[test]
+    fn email_code_digests_are_keyed() {
+        let key = EncryptionKey::generate();
+        let hash = "d2a84f4b8b650937ec8f73cd8be2c74add5a911ba64df27458ed8229da804a26";
+        let stored = key.cipher().code_digest(hash);
+        assert_ne!(stored, hash);
+        assert_eq!(
+            key.cipher().code_digest(hash),
+            stored,
+            "the same on every process"
+        );
+        assert_ne!(EncryptionKey::generate().cipher().code_digest(hash), stored);
+        // Not the address key under another name.
+        assert_ne!(key.cipher().email_key(hash), stored);
     }
 
     #[test]

@@ -1337,6 +1337,10 @@ macro_rules! impl_store_tx {
                     .db()
             }
 
+            fn email_code_digest(&self, code_hash: &str) -> String {
+                self.cipher.code_digest(code_hash)
+            }
+
             fn replace_email_code(&mut self, code: &NewEmailCode) -> StoreResult<EmailCode> {
                 diesel::delete(email_codes::table.filter(email_codes::user_id.eq(code.user_id.0)))
                     .execute(self.conn)

@@ -318,7 +318,7 @@ impl<S: Store> MfaService<S> {
             let stored = tx.replace_email_code(&NewEmailCode {
                 user_id: user.id,
                 purpose,
-                code_hash: hash_email_code(&salt, &code),
+                code_hash: tx.email_code_digest(&hash_email_code(&salt, &code)),
                 salt: salt.clone(),
                 sent_at: now,
                 expires_at,
@@ -402,7 +402,8 @@ impl<S: Store> MfaService<S> {
         let Some(code) = live else {
             return fail(tx, "no live email code", MfaError::InvalidCode);
         };
-        if !constant_time_eq(&hash_email_code(&code.salt, candidate), &code.code_hash) {
+        let digest = tx.email_code_digest(&hash_email_code(&code.salt, candidate));
+        if !constant_time_eq(&digest, &code.code_hash) {
             return fail(tx, "wrong email code", MfaError::InvalidCode);
         }
         if now >= code.expires_at {
