@@ -162,13 +162,14 @@ pub async fn verify_qr_code_enroll(
 /// Self-reset app-based MFA enrollment (seed)
 ///
 /// Removes the caller's authenticator; enroll again by scanning a new QR
-/// code. The caller's other sessions end. A full session may do it; a
-/// partial session only with `{"recoveryCode": "..."}` (for a lost phone):
+/// code. The caller's other sessions end. A full session in which a factor
+/// was verified may do it; a partial session, or a full one opened where
+/// no MFA was owed, only with `{"recoveryCode": "..."}` (for a lost phone):
 /// a bare password never removes a factor (`403 mfa_required`). The body
-/// is optional on a full session.
+/// is optional on a session that verified a factor.
 #[utoipa::path(
     tag = "mfa",
-    request_body(content = Option<RecoveryResetRequest>, description = "Optional on a full session; a recovery code is required on a partial one."),
+    request_body(content = Option<RecoveryResetRequest>, description = "Optional on a full session that verified a factor; a recovery code is required on a partial one, or on a full one opened where no MFA was owed."),
     responses(
         (status = 200, description = "The authenticator is removed.", body = StatusResponse),
         (status = 400, description = "`invalid_code`: the recovery code did not verify; `invalid_request`: the body does not parse.", body = ErrorBody),
