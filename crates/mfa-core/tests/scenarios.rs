@@ -1578,6 +1578,16 @@ fn a_session_that_verified_no_factor_changes_no_factor() {
         w.svc.update_user(&full, user, &new_email).map(|_| ()),
         refused
     );
+    // A new password would lock her out of Acme.
+    let new_password = service::UserPatch {
+        password: Some("a thief's new password".into()),
+        current_password: Some(PASSWORD.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        w.svc.update_user(&full, user, &new_password).map(|_| ()),
+        refused
+    );
     // Her names are no factor.
     let rename = service::UserPatch {
         first_name: Some("Vera".into()),
@@ -1608,6 +1618,13 @@ fn a_session_that_verified_no_factor_changes_no_factor() {
         .svc
         .authenticate(&ok(w.svc.login(email, PASSWORD, Some(globex.id))).token));
     ok(w.svc.self_reset_authenticator(&unproven, Some(&codes[0])));
+    // The stepped-up session changes her password.
+    ok(w.svc
+        .update_user(&ok(proven.into_full()), user, &new_password));
+    assert_eq!(
+        w.svc.login(email, PASSWORD, Some(globex.id)).map(|_| ()),
+        Err(MfaError::InvalidCredentials)
+    );
 
     // A user with no factor enrolls from such a session, which then has
     // verified one (recovery codes right after the enrollment).
@@ -1616,6 +1633,9 @@ fn a_session_that_verified_no_factor_changes_no_factor() {
     let login = ok(w.svc.login("nico@example.com", PASSWORD, Some(globex.id)));
     let session = ok(w.svc.authenticate(&login.token));
     assert!(!session.mfa_passed);
+    // With no factor to lose, the password alone changes the password.
+    ok(w.svc
+        .update_user(&ok(session.clone().into_full()), newcomer, &new_password));
     let pending = ok(w.svc.start_authenticator_enrollment(&session));
     let params = w.svc.config().totp;
     let code = mfa_totp::totp(&pending.secret, w.now(), &params);

@@ -358,10 +358,12 @@ impl<S: Store> MfaService<S> {
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
-        if is_self && new_email.is_some() && !caller.mfa_passed {
-            // A confirmed change removes the email factor: from a session
-            // that verified no factor, the password alone would take away
-            // one the user's other orgs may rely on.
+        if is_self && (new_email.is_some() || patch.password.is_some()) && !caller.mfa_passed {
+            // A confirmed change of email removes the email factor, and a
+            // new password locks its owner out of every org: from a session
+            // that verified no factor (one opened in an org that owes no
+            // MFA), the password alone would take away what the user's
+            // other orgs rely on.
             let factors = self
                 .store
                 .read_statement(|tx| load_factors(tx, caller.user_id))?;

@@ -560,7 +560,8 @@ async fn credentials_of_a_user_of_two_orgs(s: TestServer) {
 /// with a password. Now every change of factors from a session that
 /// verified none is `403 mfa_required` until a factor is verified on it,
 /// also through the admins' resets when she is an admin there (found by a
-/// second audit after the first fix).
+/// second audit after the first fix). A new password, which would lock
+/// her out of the enforcing org, is held to the same rule.
 async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
     let root = s.root().await;
     let (strict, _, strict_admin) = s
@@ -607,6 +608,11 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
         ),
         (
             "PUT",
+            format!("/user/users/{uma}"),
+            Some(json!({"password": "the thief's own password", "currentPassword": PASSWORD})),
+        ),
+        (
+            "PUT",
             "/user/users/mfa/reset".into(),
             Some(json!({"ids": [uma]})),
         ),
@@ -641,4 +647,13 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
     s.post("/user/users/mfa/recoveryCodes", proven, json!({}))
         .await
         .expect(200, None);
+    let new_password = json!({"password": "her own new password", "currentPassword": PASSWORD});
+    s.call(
+        "PUT",
+        &format!("/user/users/{uma}"),
+        Some(proven),
+        Some(new_password),
+    )
+    .await
+    .expect(200, None);
 }
