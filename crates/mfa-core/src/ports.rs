@@ -111,6 +111,14 @@ pub trait StoreTx {
     fn org_for_update(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
         self.org(id)
     }
+    /// [`StoreTx::org`], kept from being deleted until the transaction
+    /// ends, for a transaction that goes on to insert a row referencing it
+    /// (a session): a deletion committed after the read would fail that
+    /// insert. Other writers of the org are not held up. The default only
+    /// reads: a store whose write transactions are serial needs no lock.
+    fn org_for_reference(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+        self.org(id)
+    }
     /// Every org, by id.
     fn all_orgs(&mut self) -> StoreResult<Vec<Org>>;
     /// Write name, enforcement, enforcement time and grace period of `org`.

@@ -585,6 +585,11 @@ impl Tx<'_, diesel::SqliteConnection> {
         StoreTx::org(self, id)
     }
 
+    /// The org, read: write transactions are serial on SQLite.
+    fn referenced_org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+        StoreTx::org(self, id)
+    }
+
     /// The user, read: write transactions are serial on SQLite.
     fn locked_user(&mut self, id: UserId) -> StoreResult<Option<User>> {
         StoreTx::user(self, id)
@@ -606,6 +611,22 @@ impl Tx<'_, diesel::PgConnection> {
             .find(id.0)
             .select(OrgRow::as_select())
             .for_no_key_update()
+            .get_result(self.conn)
+            .optional()
+            .db()?
+            .map(Org::try_from)
+            .transpose()
+            .db()
+    }
+
+    /// The org under `FOR KEY SHARE`, which only a deletion (or a change
+    /// of its id) waits for: the lock a row inserted later that references
+    /// the org takes anyway, taken when the org is read.
+    fn referenced_org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+        orgs::table
+            .find(id.0)
+            .select(OrgRow::as_select())
+            .for_key_share()
             .get_result(self.conn)
             .optional()
             .db()?
@@ -728,6 +749,10 @@ macro_rules! impl_store_tx {
             fn org_for_update(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
                 self.held.org(id);
                 self.locked_org(id)
+            }
+
+            fn org_for_reference(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
+                self.referenced_org(id)
             }
 
             fn all_orgs(&mut self) -> StoreResult<Vec<Org>> {

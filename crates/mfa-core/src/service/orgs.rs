@@ -323,7 +323,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.org_for_reference(org)?.ok_or(MfaError::NotFound("org"))?;
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
@@ -375,7 +375,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.org_for_reference(org)?.ok_or(MfaError::NotFound("org"))?;
             tx.user(user)?.ok_or(MfaError::NotFound("user"))?;
             require_visible_user(caller, user, &tx.memberships_of_user(user)?)?;
             let mut m = Membership::new(user, org);

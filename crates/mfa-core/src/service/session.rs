@@ -125,9 +125,12 @@ impl<S: Store> MfaService<S> {
             let Some(membership) = membership else {
                 return Ok(Err(MfaError::Forbidden));
             };
-            let org = tx
-                .org(membership.org_id)?
-                .ok_or(MfaError::NotFound("org"))?;
+            // Kept until the session referencing it is in: an org deleted
+            // meanwhile is no org to log in to (403, as once the deletion
+            // is seen), not a failed insert.
+            let Some(org) = tx.org_for_reference(membership.org_id)? else {
+                return Ok(Err(MfaError::Forbidden));
+            };
             let factors = load_factors(tx, user.id)?;
             let decision = match decide_login(&org, membership, &user, &factors, now) {
                 Ok(decision) => decision,

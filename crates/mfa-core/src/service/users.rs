@@ -646,7 +646,7 @@ impl<S: Store> MfaService<S> {
         require_super_admin(caller)?;
         let now = self.now();
         self.store.write(|tx| {
-            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.org_for_reference(org)?.ok_or(MfaError::NotFound("org"))?;
             let m = match tx.membership_for_update(caller.user_id, org)? {
                 Some(mut m) => {
                     m.is_active = true;
