@@ -263,14 +263,22 @@ impl<S: Store> MfaService<S> {
         self.store.write(|tx| {
             require_org_admin(caller, id, tx.membership(caller.user_id, id)?.as_ref())?;
             let mut org = tx.org_for_update(id)?.ok_or(MfaError::NotFound("org"))?;
+            // Only what differs is a change: the trail records no change
+            // that did not happen (an empty body, the name it has).
             let mut changes = Vec::new();
-            if let Some(name) = name {
+            if let Some(name) = name.filter(|n| *n != org.name) {
                 org.name = name;
                 changes.push("name".to_string());
             }
-            if let Some(h) = patch.mfa_grace_period_hours {
+            if let Some(h) = patch
+                .mfa_grace_period_hours
+                .filter(|h| *h != org.mfa_grace_period_hours)
+            {
                 org.mfa_grace_period_hours = h;
                 changes.push(format!("mfaGracePeriodHours={h}"));
+            }
+            if changes.is_empty() {
+                return Ok(org);
             }
             tx.update_org(&org)?;
             audit(
@@ -323,7 +331,8 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            tx.org_for_reference(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.org_for_reference(org)?
+                .ok_or(MfaError::NotFound("org"))?;
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
@@ -375,7 +384,8 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            tx.org_for_reference(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.org_for_reference(org)?
+                .ok_or(MfaError::NotFound("org"))?;
             tx.user(user)?.ok_or(MfaError::NotFound("user"))?;
             require_visible_user(caller, user, &tx.memberships_of_user(user)?)?;
             let mut m = Membership::new(user, org);

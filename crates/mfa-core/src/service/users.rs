@@ -414,11 +414,11 @@ impl<S: Store> MfaService<S> {
                 return Err(MfaError::InvalidCredentials);
             }
             let mut changes = Vec::new();
-            if let Some(v) = &first_name {
+            if let Some(v) = first_name.as_ref().filter(|v| **v != user.first_name) {
                 user.first_name = v.clone();
                 changes.push("firstName");
             }
-            if let Some(v) = &last_name {
+            if let Some(v) = last_name.as_ref().filter(|v| **v != user.last_name) {
                 user.last_name = v.clone();
                 changes.push("lastName");
             }
@@ -646,7 +646,8 @@ impl<S: Store> MfaService<S> {
         require_super_admin(caller)?;
         let now = self.now();
         self.store.write(|tx| {
-            tx.org_for_reference(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.org_for_reference(org)?
+                .ok_or(MfaError::NotFound("org"))?;
             let m = match tx.membership_for_update(caller.user_id, org)? {
                 Some(mut m) => {
                     m.is_active = true;

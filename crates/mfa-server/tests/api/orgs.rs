@@ -70,6 +70,20 @@ async fn org_routes(s: TestServer) {
         .put(&format!("/user/org/{other}"), &other_admin, json!({}))
         .await;
     assert_eq!(u.ok()["name"], "Renamed");
+    // Only a change is audited: not an empty body, nor the values the org
+    // has (found by an audit: each wrote an `org_updated` event).
+    for unchanged in [
+        json!({"name": "Renamed"}),
+        json!({"mfaGracePeriodHours": 0}),
+        json!({"mfaGracePeriodHours": null}),
+    ] {
+        s.put(&format!("/user/org/{other}"), &other_admin, unchanged)
+            .await
+            .expect(200, None);
+    }
+    let events = s.get("/user/audit?action=org_updated", &other_admin).await;
+    assert_eq!(events.ok()["total"], 1, "{:?}", events.body);
+    assert_eq!(events.body["items"][0]["detail"], "name");
     s.put(
         &format!("/user/org/{}", s.root_org),
         &max,

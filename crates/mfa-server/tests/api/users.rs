@@ -161,6 +161,18 @@ async fn user_routes(s: TestServer) {
         .await;
     assert_eq!(u.ok()["firstName"], "Louis");
     assert_eq!(u.body["lastName"], "lou");
+    // The name it has is no change, and no event.
+    s.put(
+        &format!("/user/users/{lou}"),
+        &kim_token,
+        json!({"firstName": "Louis"}),
+    )
+    .await
+    .expect(200, None);
+    assert_eq!(
+        crate::attacks::audit_count(&s, &root, lou, "user_updated").await,
+        1
+    );
     s.put(
         &format!("/user/users/{lou}"),
         &other_admin,
