@@ -140,7 +140,13 @@ impl<S: Store> MfaService<S> {
                 MfaRequirement::None => (AssuranceLevel::Full, config.session_ttl_secs),
                 _ => (AssuranceLevel::Partial, config.partial_session_ttl_secs),
             };
-            let expires_at = now.plus_secs(ttl);
+            // A session the grace period let in without MFA ends with the
+            // grace period: otherwise a login just before it ended would
+            // work on without a factor for a whole session's life.
+            let expires_at = match decision.setup_due_at {
+                Some(due) => now.plus_secs(ttl).min(due),
+                None => now.plus_secs(ttl),
+            };
             tx.insert_session(&NewSession {
                 token_hash: hash_token(&token),
                 user_id: user.id,

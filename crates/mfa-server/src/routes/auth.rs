@@ -30,7 +30,8 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 /// a membership opted out of MFA gets `mfa: "none"`; else if the org
 /// enforces MFA or the user opted in, a user with a verified factor gets
 /// `challenge_required` and one without gets `setup_required` (or, during
-/// the org's grace period, `none` with `setupDueAt`); else `none`.
+/// the org's grace period, `none` with `setupDueAt`, and a session that
+/// ends then at the latest); else `none`.
 ///
 /// With `none` the token is full. Otherwise it is partial: valid 10
 /// minutes, accepted only by the endpoints marked *partial ok*, elsewhere

@@ -112,8 +112,9 @@ pub async fn get_org(
 /// Admins of the org. Only the fields present change: `name`, and
 /// `mfaGracePeriodHours` (0 to 8760): after enforcement, members without a
 /// factor may still log in without MFA for that many hours (the login
-/// answer carries `setupDueAt`); after that, `setup_required`. An empty
-/// body changes nothing and answers the org.
+/// answer carries `setupDueAt`, and such a session ends then at the
+/// latest); after that, `setup_required`. An empty body changes nothing
+/// and answers the org.
 #[utoipa::path(
     tag = "orgs",
     params(("id" = i64, Path, minimum = 1, description = "Org id.")),

@@ -144,8 +144,25 @@ async fn grace_period(s: TestServer) {
     assert_eq!(l.mfa, "none");
     let due = mfa_server::wire::rfc3339(mfa_core::Timestamp(s.now() as i64 + 24 * 3600));
     assert_eq!(l.body["setupDueAt"], due);
+    // A whole session's life (12 h) before the grace period ends.
+    assert_eq!(
+        l.body["expiresAt"],
+        mfa_server::wire::rfc3339(mfa_core::Timestamp(s.now() as i64 + 12 * 3600))
+    );
 
-    s.advance(24 * 3600);
+    // An hour before the end: the session ends with the grace period
+    // (found by an audit: it lasted its 12 h without a factor).
+    s.advance(23 * 3600);
+    let late = s.login("ivy@example.com", PASSWORD).await;
+    assert_eq!(late.mfa, "none");
+    assert_eq!(late.body["setupDueAt"], due);
+    assert_eq!(late.body["expiresAt"], due);
+    s.get("/user/users/me", &late.token).await.expect(200, None);
+
+    s.advance(3600);
+    s.get("/user/users/me", &late.token)
+        .await
+        .expect(401, Some("unauthorized"));
     let l = s.login("ivy@example.com", PASSWORD).await;
     assert_eq!(l.mfa, "setup_required");
     assert!(l.body.get("setupDueAt").is_none());
