@@ -701,13 +701,16 @@ pub enum AuditAction {
     EmailChangeRequested,
     /// An email change was confirmed.
     EmailChanged,
+    /// A confirmation link of an email change was refused: expired, or
+    /// the new address was taken meanwhile.
+    EmailChangeRefused,
     /// A superadmin joined an org as admin.
     SuperAdminJoinedOrg,
 }
 
 impl AuditAction {
     /// Every action, for filters and documentation.
-    pub const ALL: [AuditAction; 35] = [
+    pub const ALL: [AuditAction; 36] = [
         AuditAction::OrgCreated,
         AuditAction::OrgUpdated,
         AuditAction::OrgDeleted,
@@ -742,6 +745,7 @@ impl AuditAction {
         AuditAction::UserDeleted,
         AuditAction::EmailChangeRequested,
         AuditAction::EmailChanged,
+        AuditAction::EmailChangeRefused,
         AuditAction::SuperAdminJoinedOrg,
     ];
 
@@ -782,6 +786,7 @@ impl AuditAction {
             AuditAction::UserDeleted => "user_deleted",
             AuditAction::EmailChangeRequested => "email_change_requested",
             AuditAction::EmailChanged => "email_changed",
+            AuditAction::EmailChangeRefused => "email_change_refused",
             AuditAction::SuperAdminJoinedOrg => "super_admin_joined_org",
         }
     }

@@ -477,16 +477,39 @@ impl<S: Store> MfaService<S> {
     pub fn confirm_email_change(&self, token: &str) -> MfaResult<()> {
         let now = self.now();
         let token_hash = hash_token(token);
-        self.store.write(|tx| {
+        self.write_then(|tx| {
             let change = tx
                 .email_change_by_token_hash(&token_hash)?
                 .filter(|c| c.consumed_at.is_none())
                 .ok_or(MfaError::InvalidCode)?;
+            let to = mask_email(&change.new_email);
             if now >= change.expires_at {
-                return Err(MfaError::CodeExpired);
+                let refusal = format!("to {to}: the link expired");
+                audit_in_orgs_of(
+                    tx,
+                    change.user_id,
+                    now,
+                    AuditAction::EmailChangeRefused,
+                    &refusal,
+                )?;
+                return Ok(Err(MfaError::CodeExpired));
             }
             if !tx.consume_email_change(change.id, now)? {
                 return Err(MfaError::InvalidCode);
+            }
+            if tx.user_by_email(&change.new_email)?.is_some() {
+                // Another account took the address after the request: the
+                // link is used up (it can never succeed), and the trail
+                // says why the user still has the old address.
+                let refusal = format!("to {to}: the address is taken");
+                audit_in_orgs_of(
+                    tx,
+                    change.user_id,
+                    now,
+                    AuditAction::EmailChangeRefused,
+                    &refusal,
+                )?;
+                return Ok(Err(MfaError::Conflict("that email is taken".into())));
             }
             let mut user = load_user_for_update(tx, change.user_id)?;
             let old = user.email.clone();
@@ -495,31 +518,9 @@ impl<S: Store> MfaService<S> {
             tx.delete_email_factor(user.id)?;
             tx.delete_email_codes(user.id)?;
             tx.revoke_user_sessions(user.id, None, None, now)?;
-            // No session says which org this is in: the event goes to
-            // each org of the user, so that every admin of the user sees
-            // it (an admin reads the audit trail of one org).
-            let detail = format!("from {} to {}", mask_email(&old), mask_email(&user.email));
-            let mut orgs: Vec<Option<OrgId>> = tx
-                .memberships_of_user(user.id)?
-                .iter()
-                .map(|m| Some(m.org_id))
-                .collect();
-            if orgs.is_empty() {
-                orgs.push(None);
-            }
-            let events: Vec<NewAuditEvent> = orgs
-                .into_iter()
-                .map(|org_id| NewAuditEvent {
-                    at: now,
-                    org_id,
-                    actor_user_id: Some(user.id),
-                    target_user_id: Some(user.id),
-                    action: AuditAction::EmailChanged,
-                    detail: detail.clone(),
-                })
-                .collect();
-            tx.insert_audits(&events)?;
-            Ok(())
+            let detail = format!("from {} to {to}", mask_email(&old));
+            audit_in_orgs_of(tx, user.id, now, AuditAction::EmailChanged, &detail)?;
+            Ok(Ok(()))
         })
     }
 
@@ -726,4 +727,37 @@ fn throttle_email_change(
     config: &ServiceConfig,
 ) -> MfaResult<()> {
     throttle_mail(pending.created_at, now, config.email_resend_interval_secs)
+}
+
+/// An event about `user`'s own account that no session places in an org
+/// (an email change confirmed or refused through its link): written to
+/// each org of the user, so that every admin of the user sees it (an admin
+/// reads the audit trail of one org), or to none if they have no org.
+fn audit_in_orgs_of(
+    tx: &mut dyn StoreTx,
+    user: UserId,
+    now: Timestamp,
+    action: AuditAction,
+    detail: &str,
+) -> MfaResult<()> {
+    let mut orgs: Vec<Option<OrgId>> = tx
+        .memberships_of_user(user)?
+        .iter()
+        .map(|m| Some(m.org_id))
+        .collect();
+    if orgs.is_empty() {
+        orgs.push(None);
+    }
+    let events: Vec<NewAuditEvent> = orgs
+        .into_iter()
+        .map(|org_id| NewAuditEvent {
+            at: now,
+            org_id,
+            actor_user_id: Some(user),
+            target_user_id: Some(user),
+            action,
+            detail: detail.to_string(),
+        })
+        .collect();
+    Ok(tx.insert_audits(&events)?)
 }

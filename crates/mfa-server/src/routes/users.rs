@@ -352,8 +352,8 @@ pub async fn delete_from_all_orgs(
     request_body = TokenRequest,
     responses(
         (status = 204, description = "The new address is in effect."),
-        (status = 400, description = "`invalid_code`: unknown or used token; `code_expired`: expired token; `invalid_request`: the body does not parse.", body = ErrorBody),
-        (status = 409, description = "`conflict`: the new address was taken meanwhile.", body = ErrorBody),
+        (status = 400, description = "`invalid_code`: unknown or used token; `code_expired`: expired token (audited `email_change_refused`); `invalid_request`: the body does not parse.", body = ErrorBody),
+        (status = 409, description = "`conflict`: another account took the new address after the request; the token is used up (audited `email_change_refused`).", body = ErrorBody),
     ),
     extensions(("x-session" = json!("none"))),
 )]

@@ -458,6 +458,58 @@ async fn email_change(s: TestServer) {
     )
     .await
     .expect(400, Some("code_expired"));
+
+    // An address another account took after the request: the link is
+    // used up. Both refusals are in the trail.
+    s.advance(30);
+    s.put(
+        &format!("/user/users/{mia}"),
+        &root,
+        json!({"email": "mia@fourth.example"}),
+    )
+    .await
+    .expect(200, None);
+    let token = s.last_token("mia@fourth.example");
+    s.create_user(&root, "mia@fourth.example", false).await;
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(confirm(&token)),
+    )
+    .await
+    .expect(409, Some("conflict"));
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(confirm(&token)),
+    )
+    .await
+    .expect(400, Some("invalid_code"));
+    assert_eq!(
+        s.get(&format!("/user/users/{mia}"), &root).await.ok()["email"],
+        "mia@new.example"
+    );
+    let refused = s
+        .get(
+            &format!("/user/audit?action=email_change_refused&userId={mia}"),
+            &root,
+        )
+        .await;
+    let details: Vec<&str> = refused.ok()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "to m***@fourth.example: the address is taken",
+            "to m***@third.example: the link expired"
+        ]
+    );
 }
 
 async fn superadmin_routes(s: TestServer) {
