@@ -46,11 +46,18 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for Setup {
 /// (set by the first connection, a no-op afterwards); the others are per
 /// connection. The busy timeout comes first so that switching to WAL waits
 /// for other connections instead of failing.
+///
+/// `synchronous = FULL`: each commit syncs the WAL, so a committed change
+/// survives a power failure or a crash of the machine. Under `NORMAL` the
+/// last commits before such a crash may roll back: an accepted TOTP step
+/// that could be replayed, a password changed because it leaked, a reset
+/// or a revoked session undone. The writer commits queued transactions
+/// together (`sqlite_writer`), so the sync is paid once per batch.
 pub(crate) fn configure(conn: &mut SqliteConnection, role: Role) -> QueryResult<()> {
     conn.batch_execute(&format!(
         "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
          PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
+         PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;"
     ))?;
     match role {
@@ -288,9 +295,9 @@ pub(crate) fn verify(conn: &mut SqliteConnection, role: Role) -> Result<(), Erro
         ));
     }
     let sync = diesel::sql_query("PRAGMA synchronous").get_result::<Synchronous>(conn)?;
-    if sync.synchronous != 1 {
+    if sync.synchronous != 2 {
         return wrong(format!(
-            "synchronous is {}, expected 1 (NORMAL)",
+            "synchronous is {}, expected 2 (FULL)",
             sync.synchronous
         ));
     }
@@ -379,6 +386,28 @@ mod tests {
             .get_result::<CacheSize>(&mut conn)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i64::from(cache.cache_size), -i64::from(READER_CACHE_KIB));
+    }
+
+    /// A connection whose commits could roll back after a power failure
+    /// is refused at start.
+    #[test]
+    fn commits_are_synced() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("sync.db");
+        let path = path.to_str().unwrap_or_else(|| panic!("non-UTF-8 path"));
+        let mut conn = SqliteConnection::establish(path).unwrap_or_else(|e| panic!("{e}"));
+        configure(&mut conn, Role::Writer).unwrap_or_else(|e| panic!("{e}"));
+        verify(&mut conn, Role::Writer).unwrap_or_else(|e| panic!("{e}"));
+
+        conn.batch_execute("PRAGMA synchronous = NORMAL;")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = verify(&mut conn, Role::Writer).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("synchronous is 1, expected 2 (FULL)")),
+            "{refused:?}"
+        );
     }
 
     /// The writer's checkpoint threshold is read back at start: a writer

@@ -9,8 +9,9 @@
 //! their callers, who wait for them: `rayon_core`'s `install` runs such a
 //! closure on the pool's thread.
 //!
-//! Group commit: a `COMMIT` writes the transaction's pages to the WAL,
-//! about half of a verify's time on the writer. While further write
+//! Group commit: a `COMMIT` writes the transaction's pages to the WAL
+//! (about half of a verify's time on the writer, measured before commits
+//! were synced) and syncs the file. While further write
 //! transactions are queued, the writer runs each in a savepoint of one
 //! `BEGIN IMMEDIATE` transaction and commits them together, at most
 //! [`MAX_BATCH`] at a time, when the queue is empty. A caller gets its
@@ -30,8 +31,12 @@ use crate::Error;
 use crate::sqlite::{self, Role};
 use crate::store::TxError;
 
-/// Most write transactions committed together.
-const MAX_BATCH: usize = 16;
+/// Most write transactions committed together: as many as a server's
+/// 64 connections can have queued. Each commit syncs the WAL
+/// (`synchronous = FULL`), and the writer waits for that sync; fewer syncs
+/// per transaction gave MFA verify 16.0–16.5k/s against 14.9k/s with at
+/// most 16 (docs/PERFORMANCE.md, sixteenth round).
+const MAX_BATCH: usize = 64;
 
 /// The writer thread and its connection.
 pub(crate) struct SqliteWriter {
