@@ -155,15 +155,32 @@ pub struct EmailMailer {
     templates: Templates,
 }
 
+/// Check a sender (`Name <user@domain>` or `user@domain`) as
+/// [`EmailMailer::new`] will, without building anything: for a
+/// configuration check that must refuse a bad value before anything starts.
+pub fn check_sender(from: &str) -> Result<(), Error> {
+    parse_sender(from).map(|_| ())
+}
+
+/// Check an SMTP URL as [`EmailMailer::new`] will (scheme, host, port,
+/// TLS mode, plain text only to loopback), without connecting.
+pub fn check_smtp_url(url: &str) -> Result<(), Error> {
+    smtp_url::parse(url).map(|_| ())
+}
+
+fn parse_sender(from: &str) -> Result<Mailbox, Error> {
+    from.trim().parse().map_err(|e| Error::From {
+        from: from.to_string(),
+        reason: format!("{e}"),
+    })
+}
+
 impl EmailMailer {
     /// Check the configuration and build the mailer. Does not connect: the
     /// first send does. In outbox mode the directory is created (mode 0700
     /// on Unix) if missing.
     pub fn new(config: MailConfig) -> Result<EmailMailer, Error> {
-        let from: Mailbox = config.from.trim().parse().map_err(|e| Error::From {
-            from: config.from.clone(),
-            reason: format!("{e}"),
-        })?;
+        let from = parse_sender(&config.from)?;
         let templates = Templates::load(config.templates_dir.as_deref())?;
         let transport = match config.smtp_url.as_deref() {
             Some(url) => smtp_transport(smtp_url::parse(url)?)?,

@@ -136,13 +136,16 @@ impl Application {
         let purge_every = config.purge_interval_secs;
         let password_queue_max_wait = (config.password_queue_max_wait_secs > 0)
             .then(|| Duration::from_secs(config.password_queue_max_wait_secs));
-        let prepared = web::block(move || prepare(&config, clock))
-            .await
-            .map_err(|_| StartError::Task)??;
+        // The address first: a port in use must stop the start before the
+        // bootstrap creates a superadmin whose generated password is shown
+        // only in the banner of a start that succeeds.
         let listener = TcpListener::bind(&bind).map_err(|source| StartError::Bind {
             bind: bind.clone(),
             source,
         })?;
+        let prepared = web::block(move || prepare(&config, clock))
+            .await
+            .map_err(|_| StartError::Task)??;
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { bind, source })?;

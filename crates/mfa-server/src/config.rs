@@ -359,8 +359,13 @@ impl Config {
         };
 
         let smtp_url = pick("MFA_SMTP_URL", file_config.smtp_url).map(Secret::new);
+        if let Some(url) = &smtp_url {
+            mfa_email::check_smtp_url(url.expose())
+                .map_err(|e| invalid("MFA_SMTP_URL", e.to_string()))?;
+        }
         let mail_from = pick("MFA_MAIL_FROM", file_config.mail_from)
             .unwrap_or_else(|| DEFAULT_MAIL_FROM.into());
+        mfa_email::check_sender(&mail_from).map_err(|e| invalid("MFA_MAIL_FROM", e.to_string()))?;
 
         let session_ttl_secs = whole_number(
             "MFA_SESSION_TTL_SECS",
@@ -485,9 +490,43 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
         path: path.to_path_buf(),
-        // The TOML error quotes the offending line, which may hold a secret:
-        // keep only its message.
-        message: e.message().to_string(),
+        // The TOML error quotes the offending line, and serde's message the
+        // value, either of which may hold a secret: keep the line's number
+        // and key, and what was expected.
+        message: match e.span().and_then(|span| located(&text, span.start)) {
+            Some(place) => format!("{place}: {}", without_value(e.message())),
+            None => without_value(e.message()),
+        },
+    })
+}
+
+/// serde's "invalid type: string \"…\", expected u64" without the value.
+fn without_value(message: &str) -> String {
+    match message.split_once(", expected ") {
+        Some((what, expected))
+            if what.starts_with("invalid type:") || what.starts_with("invalid value:") =>
+        {
+            format!("invalid value, expected {expected}")
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// `line N` of a TOML `text` at byte `at`, with the key that the line
+/// assigns (`line 3, session_ttl_secs`) when it has a plain one.
+fn located(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at)?;
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let key = before[line_start..]
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| {
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    Some(match key {
+        Some(key) => format!("line {line}, {key}"),
+        None => format!("line {line}"),
     })
 }
 
@@ -505,8 +544,15 @@ fn check_bind(bind: &str) -> Result<(), ConfigError> {
 }
 
 fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
-    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, ""),
+    };
     match scheme.as_deref() {
+        Some("sqlite") if rest.is_empty() => Err(invalid(
+            "MFA_DATABASE_URL",
+            "expected sqlite://PATH: the path of the database file is missing",
+        )),
         Some("sqlite") => Ok(DatabaseKind::Sqlite),
         Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
         _ => Err(invalid(

@@ -109,6 +109,26 @@ enum Target<'a> {
     Postgres(&'a str),
 }
 
+/// Create the database file readable and writable by its owner only, if
+/// it does not exist: it holds password hashes, encrypted secrets and
+/// hashed tokens. SQLite would create it with the process's umask (often
+/// 0644), and gives its `-wal` and `-shm` files the database file's mode.
+/// A file that exists is left as it is, and any failure is left for
+/// SQLite to report when it opens the path (URI file names included).
+fn create_private_file(path: &str) {
+    if path.starts_with("file:") {
+        return;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let _ = options.open(path);
+}
+
 /// Pick the backend from the URL's scheme: `postgres://` and `postgresql://`
 /// are PostgreSQL; `sqlite://PATH`, `sqlite:PATH` and a bare path are SQLite.
 fn parse_url(url: &str) -> Result<Target<'_>, Error> {
@@ -550,6 +570,7 @@ impl SqliteDb {
 
 fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error> {
     let read_size = pool_size(options, SQLITE_READ_POOL)?;
+    create_private_file(path);
     // One direct connection first: it reports SQLite's own error at once
     // (r2d2 would retry until its timeout), switches the file to WAL before
     // the pools open, and has its settings read back.

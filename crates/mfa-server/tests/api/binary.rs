@@ -155,6 +155,22 @@ async fn fresh_start_restart_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
 
+    // A port in use stops the start before anything is created. Before,
+    // the bootstrap had created the superadmin by then, and its generated
+    // password, shown only by a start that succeeds, was lost.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = command(dir.path(), &[("MFA_BIND", &address)], &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&address),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("data").exists());
+    drop(taken);
+
     let mut first = Running::start(dir.path());
     let url = first.wait_for("MFA server listening on ");
     let swagger = first.wait_for("Swagger UI:");
@@ -250,11 +266,23 @@ fn bad_configuration_is_refused_clearly() {
             vec![("MFA_ENCRYPTION_KEY", "dG9vIHNob3J0")],
             "MFA_ENCRYPTION_KEY",
         ),
+        // Refused with the rest, before anything is created (an audit
+        // found these only when the mailer was built, after the database).
+        (vec![("MFA_MAIL_FROM", "not an address")], "MFA_MAIL_FROM"),
+        (vec![("MFA_SMTP_URL", "garbage")], "MFA_SMTP_URL"),
+        (
+            vec![("MFA_SMTP_URL", "smtp://mail.example.com:25?tls=none")],
+            "MFA_SMTP_URL",
+        ),
+        (vec![("MFA_DATABASE_URL", "sqlite://")], "MFA_DATABASE_URL"),
     ] {
-        let (out, _dir) = run_to_exit(&env, &[]);
-        assert_eq!(out.status.code(), Some(2), "{env:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains(needle), "{env:?}: {stderr}");
+        for args in [&[][..], &["check-config"], &["migrate", "--status"]] {
+            let (out, dir) = run_to_exit(&env, args);
+            assert_eq!(out.status.code(), Some(2), "{env:?} {args:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(needle), "{env:?} {args:?}: {stderr}");
+            assert!(!dir.path().join("data").exists(), "{env:?} {args:?}");
+        }
     }
 
     // PostgreSQL needs a shared key: refused before any connection.
@@ -283,6 +311,22 @@ fn bad_configuration_is_refused_clearly() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sesion_ttl_secs"), "{stderr}");
+    // A value of the wrong type: its line and key, not the value.
+    std::fs::write(
+        &file,
+        "bind = \"127.0.0.1:0\"\nsession_ttl_secs = \"s3cret\"\n",
+    )
+    .unwrap();
+    let out = command(dir.path(), &[], &["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2, session_ttl_secs: invalid value, expected u64"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
     std::fs::write(&file, "environment = \"staging\"\n").unwrap();
     let out = command(
         dir.path(),

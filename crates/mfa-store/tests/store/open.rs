@@ -198,10 +198,33 @@ backend_tests!(
     migrations_redo,
     password_failures_move_to_the_address_table,
     connect_does_not_migrate,
+    a_newer_schema_is_refused,
     concurrent_opens_migrate_once,
     backend_and_ping,
     pool_size_zero_is_refused,
 );
+
+/// A new database file, and the WAL and shared-memory files SQLite makes
+/// beside it, are the owner's only, whatever the umask (0644 before).
+#[cfg(unix)]
+#[test]
+fn a_new_sqlite_file_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("private.db");
+    let store = DbStore::open(&format!("sqlite://{}", path.display()), test_options())
+        .expect("open")
+        .without_lock_rule();
+    store.run_migrations().expect("migrate");
+    write(&store, |tx| Ok(add_user(tx, "ada@example.com")));
+    for file in ["private.db", "private.db-wal", "private.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+}
 
 #[test]
 fn sqlite_settings_are_in_force() {
