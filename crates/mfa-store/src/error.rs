@@ -30,6 +30,14 @@ pub enum Error {
     /// Applying, reverting or listing migrations failed.
     #[error("database migration failed: {0}")]
     Migration(String),
+    /// The database has migrations applied that this build does not know:
+    /// a newer version migrated it. Nothing was changed.
+    #[error(
+        "the database was migrated by a newer version ({}, unknown to this one): \
+         run that version, or restore the backup taken before its upgrade",
+        .0.join(", ")
+    )]
+    NewerSchema(Vec<String>),
     /// No connection could be taken from the pool in time.
     #[error("no database connection available: {0}")]
     Pool(String),

@@ -255,6 +255,46 @@ fn migration_error(e: impl fmt::Display) -> Error {
 }
 
 /// Status of every embedded migration on `conn`.
+/// Versions applied in the database that `source` does not hold, oldest
+/// first: migrations of a newer version.
+fn unknown<DB, C>(conn: &mut C, source: &EmbeddedMigrations) -> Result<Vec<String>, Error>
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    use diesel::migration::MigrationSource;
+    let known: Vec<String> = MigrationSource::<DB>::migrations(source)
+        .map_err(migration_error)?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    let mut unknown: Vec<String> = conn
+        .applied_migrations()
+        .map_err(migration_error)?
+        .iter()
+        .map(|v| v.to_string())
+        .filter(|v| !known.contains(v))
+        .collect();
+    unknown.sort();
+    Ok(unknown)
+}
+
+/// Refuse a database a newer version migrated ([`Error::NewerSchema`]).
+fn refuse_unknown<DB, C>(conn: &mut C, source: &EmbeddedMigrations) -> Result<(), Error>
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    let unknown = unknown(conn, source)?;
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::NewerSchema(unknown))
+    }
+}
+
 fn status<DB, C>(conn: &mut C, source: &EmbeddedMigrations) -> Result<Vec<MigrationStatus>, Error>
 where
     DB: diesel::backend::Backend,
@@ -407,7 +447,9 @@ impl DbStore {
 
     /// Apply every pending migration; the names of those applied, oldest
     /// first. [`DbStore::open`] does this already. On PostgreSQL an advisory
-    /// lock keeps concurrently starting servers from racing.
+    /// lock keeps concurrently starting servers from racing. A database a
+    /// newer version migrated is refused, unchanged ([`Error::NewerSchema`]):
+    /// this version does not know what its schema means.
     pub fn run_migrations(&self) -> Result<Vec<String>, Error> {
         match &self.inner {
             // All pending migrations in one IMMEDIATE transaction (each
@@ -415,6 +457,7 @@ impl DbStore {
             // waits for the lock, then finds nothing pending.
             Inner::Sqlite(db) => db.with_writer(|conn| {
                 conn.immediate_transaction(|conn| {
+                    refuse_unknown(conn, &SQLITE_MIGRATIONS)?;
                     let applied = conn
                         .run_pending_migrations(SQLITE_MIGRATIONS)
                         .map_err(migration_error)?;
@@ -424,6 +467,7 @@ impl DbStore {
             Inner::Postgres(db) => {
                 let mut conn = db.pool.get()?;
                 with_pg_migration_lock(&mut conn, |conn| {
+                    refuse_unknown(conn, &POSTGRES_MIGRATIONS)?;
                     let applied = conn
                         .run_pending_migrations(POSTGRES_MIGRATIONS)
                         .map_err(migration_error)?;
@@ -438,6 +482,15 @@ impl DbStore {
         match &self.inner {
             Inner::Sqlite(db) => db.with_writer(|conn| status(conn, &SQLITE_MIGRATIONS)),
             Inner::Postgres(db) => status(&mut **db.pool.get()?, &POSTGRES_MIGRATIONS),
+        }
+    }
+
+    /// Versions applied in the database that this build does not know (a
+    /// newer version migrated it), oldest first; none normally.
+    pub fn unknown_migrations(&self) -> Result<Vec<String>, Error> {
+        match &self.inner {
+            Inner::Sqlite(db) => db.with_writer(|conn| unknown(conn, &SQLITE_MIGRATIONS)),
+            Inner::Postgres(db) => unknown(&mut **db.pool.get()?, &POSTGRES_MIGRATIONS),
         }
     }
 

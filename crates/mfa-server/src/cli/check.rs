@@ -166,6 +166,10 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
     let have_key = key.is_some();
     let key = key.unwrap_or_else(mfa_store::EncryptionKey::generate);
     let store = DbStore::connect(config.database_url.expose(), StoreOptions::new(key))?;
+    let unknown = store.unknown_migrations()?;
+    if !unknown.is_empty() {
+        return Err(mfa_store::Error::NewerSchema(unknown).into());
+    }
     let status = store.migration_status()?;
     let pending = status.iter().filter(|m| !m.applied).count();
     println!(

@@ -72,6 +72,13 @@ fn print_status(config: &Config) -> CliResult {
         let state = if m.applied { "applied" } else { "pending" };
         println!("  {state:<8} {}", m.name);
     }
+    let unknown = store.unknown_migrations()?;
+    if !unknown.is_empty() {
+        for version in &unknown {
+            println!("  unknown  {version} (applied by a newer version)");
+        }
+        return Err(mfa_store::Error::NewerSchema(unknown).into());
+    }
     if pending > 0 {
         println!(
             "{pending} pending: `mfa-server migrate` applies them (the server does at its start too)."

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use mfa_server::Config;
-use mfa_store::{DbStore, EncryptionKey, StoreOptions};
+use mfa_store::EncryptionKey;
 
 use super::{CliResult, Failure, KeySource, existing_key, init_tracing, read_stdin_line};
 
@@ -91,7 +91,7 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
         fingerprint(&old_key),
         fingerprint(&new_key)
     );
-    let store = DbStore::open(config.database_url.expose(), StoreOptions::new(old_key))?;
+    let store = super::open_migrated(config, old_key)?;
     let report = store.rotate_encryption_key(&new_key)?;
     println!(
         "Done, in one transaction: {} secrets re-encrypted with the new key, {} were under it already; \

@@ -145,6 +145,28 @@ pub fn existing_key(config: &Config) -> Result<Option<(EncryptionKey, KeySource)
     }
 }
 
+/// The database, whose schema must be this version's: an operator's
+/// command never migrates it (that is `mfa-server migrate`, or a server's
+/// start, done on purpose), and a database a newer version migrated is
+/// refused.
+pub fn open_migrated(config: &Config, key: EncryptionKey) -> Result<DbStore, Failure> {
+    let store = DbStore::connect(config.database_url.expose(), StoreOptions::new(key))?;
+    let unknown = store.unknown_migrations()?;
+    if !unknown.is_empty() {
+        return Err(mfa_store::Error::NewerSchema(unknown).into());
+    }
+    let pending = store.pending_migrations()?;
+    if !pending.is_empty() {
+        return Err(Failure::Runtime(format!(
+            "the database has {} of {} migrations pending: `mfa-server migrate` applies them \
+             (a server does at its start); this command does not change the schema",
+            pending.len(),
+            store.migration_status()?.len()
+        )));
+    }
+    Ok(store)
+}
+
 /// The service exactly as `serve` composes it (data directory, key,
 /// migrated database, mailer), with the system clock, but no bootstrap and
 /// no HTTP server.
@@ -156,7 +178,7 @@ pub fn open_service(config: &Config) -> Result<Service, Failure> {
         ))
     })?;
     let key = app::encryption_key(config)?;
-    let store = DbStore::open(config.database_url.expose(), StoreOptions::new(key))?;
+    let store = open_migrated(config, key)?;
     let mailer = EmailMailer::new(MailConfig {
         smtp_url: config.smtp_url.as_ref().map(|s| s.expose().to_string()),
         from: config.mail_from.clone(),

@@ -83,6 +83,44 @@ fn connect_does_not_migrate(db: TestDatabase) {
     );
 }
 
+/// A database a newer version migrated (a migration this build does not
+/// know) is reported, and refused unchanged by `run_migrations` and so by
+/// `open`, before any of its own pending migrations is applied.
+fn a_newer_schema_is_refused(db: TestDatabase) {
+    let store = DbStore::connect(db.url(), test_options()).expect("connect");
+    assert_eq!(
+        store.unknown_migrations().expect("unknown"),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.run_migrations().expect("run"), MIGRATIONS);
+    raw_execute(
+        &db,
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20261128000001'",
+    );
+    raw_execute(
+        &db,
+        "INSERT INTO __diesel_schema_migrations (version) VALUES ('20991231000001')",
+    );
+    assert_eq!(
+        store.unknown_migrations().expect("unknown"),
+        ["20991231000001"]
+    );
+    let refused = |e: Error| match e {
+        Error::NewerSchema(versions) => assert_eq!(versions, ["20991231000001"]),
+        other => panic!("{other}"),
+    };
+    refused(store.run_migrations().expect_err("refused"));
+    match db.open(test_options()) {
+        Ok(_) => panic!("a newer schema was opened"),
+        Err(e) => refused(e),
+    }
+    assert_eq!(
+        store.pending_migrations().expect("pending"),
+        ["2026-11-28-000001_sessions_mfa_passed"],
+        "nothing was applied"
+    );
+}
+
 /// Server processes starting together all open the database; the
 /// migrations run once.
 fn concurrent_opens_migrate_once(db: TestDatabase) {
