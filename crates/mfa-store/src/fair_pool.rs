@@ -57,11 +57,16 @@ impl<M: ManageConnection> FairPool<M> {
 
     /// A connection, after the callers that asked before.
     pub(crate) fn get(&self) -> Result<PooledConnection<M>, Error> {
-        let deadline = Instant::now() + self.timeout;
+        self.get_within(self.timeout)
+    }
+
+    /// [`FairPool::get`], waiting at most `timeout`.
+    pub(crate) fn get_within(&self, timeout: Duration) -> Result<PooledConnection<M>, Error> {
+        let deadline = Instant::now() + timeout;
         let timed_out = || {
             Error::Pool(format!(
                 "timed out after {} s waiting for a connection",
-                self.timeout.as_secs()
+                timeout.as_secs()
             ))
         };
         let turn = self.turn.try_lock_until(deadline).ok_or_else(timed_out)?;

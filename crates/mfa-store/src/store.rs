@@ -38,6 +38,11 @@ const POSTGRES_POOL: u32 = 10;
 /// How long a request waits for a pooled connection.
 const POOL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest [`DbStore::ping`] waits for a connection: a readiness check
+/// must answer well within a load balancer's timeout, also while requests
+/// queue for a database that no longer answers.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// SQLite's read pool is plain r2d2: a query holds a connection for tens of
 /// microseconds, and serving waiters in order (as for PostgreSQL) cut read
 /// throughput by 15% while its slowest reads were already tens of ms.
@@ -255,6 +260,20 @@ fn migration_error(e: impl fmt::Display) -> Error {
 }
 
 /// Status of every embedded migration on `conn`.
+/// The version of the newest embedded migration (the same on both
+/// backends): digits only, so it can stand in SQL text.
+fn newest_migration_version() -> Result<String, Error> {
+    use diesel::migration::MigrationSource;
+    let migrations = MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+        .map_err(migration_error)?;
+    migrations
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .filter(|v| v.chars().all(|c| c.is_ascii_digit()))
+        .max()
+        .ok_or_else(|| Error::Migration("no migration is embedded".into()))
+}
+
 /// Versions applied in the database that `source` does not hold, oldest
 /// first: migrations of a newer version.
 fn unknown<DB, C>(conn: &mut C, source: &EmbeddedMigrations) -> Result<Vec<String>, Error>
@@ -436,13 +455,27 @@ impl DbStore {
         }
     }
 
-    /// Check that a connection can be had and answers (for `/readyz`).
+    /// Check that a connection can be had within [`PING_TIMEOUT`] and that
+    /// the database has this version's schema, its newest migration
+    /// applied (for `/readyz`). Reads only: a database emptied or recreated
+    /// under a running server is not ready, and is not migrated by this.
     pub fn ping(&self) -> Result<(), Error> {
-        match &self.inner {
-            Inner::Sqlite(db) => db.read_pool.get()?.batch_execute("SELECT 1")?,
-            Inner::Postgres(db) => db.pool.get()?.batch_execute("SELECT 1")?,
+        let newest = newest_migration_version()?;
+        let applied =
+            format!("EXISTS (SELECT 1 FROM __diesel_schema_migrations WHERE version = '{newest}')");
+        let query = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&applied));
+        let has_schema: bool = match &self.inner {
+            Inner::Sqlite(db) => query.get_result(&mut *db.read_pool.get_timeout(PING_TIMEOUT)?)?,
+            Inner::Postgres(db) => query.get_result(&mut **db.pool.get_within(PING_TIMEOUT)?)?,
+        };
+        if has_schema {
+            Ok(())
+        } else {
+            Err(Error::Migration(format!(
+                "the schema is not this version's: migration {newest} is not applied \
+                 (`mfa-server migrate`, or a server's start, applies it)"
+            )))
         }
-        Ok(())
     }
 
     /// Apply every pending migration; the names of those applied, oldest

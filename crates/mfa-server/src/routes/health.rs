@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics.
 
+use std::time::Duration;
+
 use actix_web::{HttpResponse, get, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -27,21 +29,30 @@ pub async fn healthz() -> web::Json<StatusResponse> {
 
 /// Readiness
 ///
-/// `200` when the database answers (checked on each call), else `503`.
+/// `200` when the database answers and has this version's schema (checked
+/// on each call), else `503`, within about 3 s even while other requests
+/// wait for a database that does not answer.
 #[utoipa::path(
     tag = "operations",
     responses(
         (status = 200, description = "Ready.", body = StatusResponse),
-        (status = 503, description = "`unavailable`: the database does not answer.", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the database does not answer within 2 s, or its schema is not this version's (emptied or recreated: migrations not applied).", body = ErrorBody),
     ),
     extensions(("x-session" = json!("none"))),
 )]
 #[get("/readyz")]
 pub async fn readyz(service: web::Data<Service>) -> Result<web::Json<StatusResponse>, ApiError> {
     let service = service.into_inner();
-    web::block(move || service.store().ping())
-        .await?
-        .map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
+    // The ping waits at most PING_TIMEOUT for a connection; this bounds
+    // the wait for a blocking thread too, which requests stuck on a dead
+    // database may all hold.
+    let bound = mfa_store::PING_TIMEOUT + Duration::from_secs(1);
+    let pinged = tokio::time::timeout(bound, web::block(move || service.store().ping()))
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(format!("database: no answer within {} s", bound.as_secs()))
+        })?;
+    pinged?.map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
     Ok(web::Json(StatusResponse::OK))
 }
 

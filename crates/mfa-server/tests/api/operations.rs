@@ -73,6 +73,24 @@ async fn health_and_metrics(s: TestServer) {
     assert_eq!(h.ok(), &serde_json::json!({"status": "ok"}));
     let r = s.call("GET", "/readyz", None, None).await;
     assert_eq!(r.ok(), &serde_json::json!({"status": "ok"}));
+    // A database without this version's schema (emptied, or recreated
+    // under the server) is not ready: an audit saw `200` from such a one
+    // while every request failed. Here its newest migration goes missing.
+    execute(
+        &s,
+        "UPDATE __diesel_schema_migrations SET version = '0' || version \
+         WHERE version = (SELECT max(version) FROM __diesel_schema_migrations)",
+    );
+    // (Why is in the log: the answer names no internals.)
+    s.call("GET", "/readyz", None, None)
+        .await
+        .expect(503, Some("unavailable"));
+    execute(
+        &s,
+        "UPDATE __diesel_schema_migrations SET version = substr(version, 2) \
+         WHERE version LIKE '0%'",
+    );
+    s.call("GET", "/readyz", None, None).await.expect(200, None);
 
     // Route patterns, never raw paths (which may hold an email).
     let root = s.root().await;
@@ -256,4 +274,22 @@ async fn openapi_documents_every_route(s: TestServer) {
         .await;
     bundle.expect(200, None);
     assert!(bundle.bytes.len() > 100_000);
+}
+
+/// Run `sql` on the server's database, beside the server.
+fn execute(s: &TestServer, sql: &str) {
+    use diesel::prelude::*;
+    let db = s.database();
+    match db.sqlite_path() {
+        Some(path) => {
+            let mut conn =
+                SqliteConnection::establish(&path.display().to_string()).expect("the SQLite file");
+            diesel::sql_query(sql).execute(&mut conn)
+        }
+        None => {
+            let mut conn = PgConnection::establish(db.url()).expect("PostgreSQL");
+            diesel::sql_query(sql).execute(&mut conn)
+        }
+    }
+    .expect(sql);
 }
