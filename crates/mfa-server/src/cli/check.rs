@@ -9,8 +9,8 @@ use mfa_store::{DbStore, StoreOptions};
 use super::keys::fingerprint;
 use super::{CliResult, Failure, KeySource, existing_key, sqlite_path};
 
-/// A URL with its password (in the user info or a `password=` parameter)
-/// replaced by `***`.
+/// A URL with its password (in the user info, or any parameter whose name
+/// holds `password`, such as libpq's `sslpassword`) replaced by `***`.
 pub fn mask_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
@@ -29,7 +29,9 @@ pub fn mask_url(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                        format!("{k}=***")
+                    }
                     _ => pair.to_string(),
                 })
                 .collect();
@@ -238,6 +240,10 @@ mod tests {
             ("smtps://mail.example.com", "smtps://mail.example.com"),
             ("sqlite://./data/mfa.sqlite3", "sqlite://./data/mfa.sqlite3"),
             ("postgres://a:b@c@h/db", "postgres://a:***@h/db"),
+            (
+                "postgres://u@h/db?sslpassword=X&Password=Y",
+                "postgres://u@h/db?sslpassword=***&Password=***",
+            ),
         ] {
             assert_eq!(mask_url(url), masked);
         }
