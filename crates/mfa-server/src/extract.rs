@@ -3,7 +3,8 @@
 //!
 //! Malformed JSON, wrong types, unknown fields (every request type has
 //! `deny_unknown_fields`), a body over 64 KiB, a JSON body without
-//! `Content-Type: application/json`, unknown query parameters and path ids
+//! `Content-Type: application/json`, unknown query parameters, a query
+//! string that is not UTF-8 once percent-decoded, and path ids
 //! that are not positive integers all answer `400 invalid_request`. So does
 //! a body that is JSON but not an object: serde's derived `Deserialize`
 //! would otherwise take an array for a struct, field by field in order
@@ -54,6 +55,50 @@ pub fn query_config() -> web::QueryConfig {
         };
         ApiError::InvalidRequest(format!("the query string is not valid: {inner}")).into()
     })
+}
+
+/// A query string: `T` as `web::Query` parses it, under
+/// [`query_config`]'s error answer, after a check that every name and
+/// value decodes to UTF-8. `web::Query` replaces what does not with
+/// U+FFFD, so `search=%ff` searched for a character nobody typed. Use it
+/// for every query instead of `web::Query`.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T> Query<T> {
+    /// The parsed query.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let utf8 = req.query_string().split(['&', '=']).all(|part| {
+            percent_encoding::percent_decode_str(&part.replace('+', " "))
+                .decode_utf8()
+                .is_ok()
+        });
+        if !utf8 {
+            let refusal = ApiError::InvalidRequest(
+                "the query string is not valid: it is not UTF-8 once decoded".into(),
+            );
+            return std::future::ready(Err(refusal.into()));
+        }
+        let parsed = web::Query::<T>::from_request(req, payload).into_inner();
+        std::future::ready(parsed.map(|q| Query(q.into_inner())))
+    }
 }
 
 /// The path extractor's error answer.

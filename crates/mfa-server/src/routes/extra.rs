@@ -67,7 +67,7 @@ pub async fn recovery_codes(
 pub async fn audit(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    query: web::Query<AuditQuery>,
+    query: crate::extract::Query<AuditQuery>,
 ) -> Result<web::Json<PageResponse<AuditEventResponse>>, ApiError> {
     let AuditQuery {
         user_id,

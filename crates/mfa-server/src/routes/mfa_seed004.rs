@@ -98,7 +98,7 @@ pub async fn associate_qr_code(
     req: HttpRequest,
     service: web::Data<Service>,
     AnySession(caller): AnySession,
-    _query: web::Query<AuthenticatorTypeQuery>,
+    _query: crate::extract::Query<AuthenticatorTypeQuery>,
     _no_body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
@@ -256,7 +256,7 @@ pub async fn enroll_email(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     AnySession(caller): AnySession,
-    _query: web::Query<EmailTypeQuery>,
+    _query: crate::extract::Query<EmailTypeQuery>,
     _no_body: NoBody,
 ) -> Result<web::Json<EmailEnrollResponse>, ApiError> {
     let service = service.into_inner();

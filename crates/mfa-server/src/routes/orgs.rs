@@ -48,7 +48,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
 pub async fn set_org_mfa(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    query: web::Query<AllOrgsQuery>,
+    query: crate::extract::Query<AllOrgsQuery>,
     body: Json<OrgMfaRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();

@@ -98,7 +98,7 @@ pub async fn create_user(
 pub async fn users_by_ids(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    query: web::Query<IdsQuery>,
+    query: crate::extract::Query<IdsQuery>,
 ) -> Result<web::Json<Vec<UserResponse>>, ApiError> {
     let ids = query.parse().map_err(ApiError::InvalidRequest)?;
     let service = service.into_inner();
@@ -126,7 +126,7 @@ pub async fn users_by_ids(
 pub async fn search_users(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
-    query: web::Query<PageQuery>,
+    query: crate::extract::Query<PageQuery>,
 ) -> Result<web::Json<PageResponse<UserResponse>>, ApiError> {
     let PageQuery { search, page, size } = query.into_inner();
     let page = page_request(page, size)?;
@@ -544,7 +544,7 @@ pub async fn update_membership(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     id: web::Path<String>,
-    query: web::Query<ByRefQuery>,
+    query: crate::extract::Query<ByRefQuery>,
     body: Json<MembershipFields>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();

@@ -276,6 +276,10 @@ async fn input_that_does_not_parse(s: TestServer) {
         "/user/users/page?page=-1",
         "/user/users/page?size=ten",
         "/user/audit?action=no_such_action",
+        // Not UTF-8 once decoded (was taken as U+FFFD and searched for).
+        "/user/users/page?search=%ff%fe",
+        "/user/users/page?search=ok&%c3=1",
+        "/user/users?ids=1&ids=%80",
     ] {
         s.get(path, &root)
             .await
