@@ -460,8 +460,9 @@ async fn email_change(s: TestServer) {
     .expect(400, Some("code_expired"));
 
     // An address another account took after the request: the link is
-    // used up. Both refusals are in the trail.
+    // used up. Both refusals are in the trail. (A day on: a new session.)
     s.advance(30);
+    let root = s.root().await;
     s.put(
         &format!("/user/users/{mia}"),
         &root,
