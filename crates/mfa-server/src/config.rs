@@ -549,10 +549,14 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
         None => (None, ""),
     };
     match scheme.as_deref() {
-        Some("sqlite") if rest.is_empty() => Err(invalid(
-            "MFA_DATABASE_URL",
-            "expected sqlite://PATH: the path of the database file is missing",
-        )),
+        // No file name: nothing, a query alone (`sqlite://?mode=rwc` made a
+        // file named `?mode=rwc`), or a directory.
+        Some("sqlite") if rest.is_empty() || rest.starts_with('?') || rest.ends_with('/') => {
+            Err(invalid(
+                "MFA_DATABASE_URL",
+                "expected sqlite://PATH: the path of the database file is missing",
+            ))
+        }
         Some("sqlite") => Ok(DatabaseKind::Sqlite),
         Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
         _ => Err(invalid(

@@ -123,7 +123,8 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
         let now = s.now();
         s.store.write(|tx| {
             if let Some(org) = req.org {
-                tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+                tx.org_for_reference(org)?
+                    .ok_or(MfaError::NotFound("org"))?;
             }
             if tx.user_by_email(&email)?.is_some() {
                 return Err(MfaError::Conflict(
@@ -181,7 +182,8 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = self.service.now();
         self.service.store.write(|tx| {
-            tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
+            tx.org_for_reference(org)?
+                .ok_or(MfaError::NotFound("org"))?;
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;

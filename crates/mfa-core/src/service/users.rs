@@ -207,6 +207,10 @@ impl<S: Store> MfaService<S> {
         let hash = self.hasher.hash(&req.password, self.rng.as_ref())?;
         let now = self.now();
         self.store.write(|tx| {
+            // The caller's org, deleted since the session was resolved,
+            // took the session with it.
+            tx.org_for_reference(caller.org_id)?
+                .ok_or(MfaError::Unauthorized)?;
             let user = tx.insert_user(&NewUser {
                 email,
                 first_name,

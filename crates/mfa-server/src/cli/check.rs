@@ -29,7 +29,13 @@ pub fn mask_url(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                    // libpq decodes the names too: `ssl%70assword` is one.
+                    Some((k, _))
+                        if percent_encoding::percent_decode_str(k)
+                            .decode_utf8_lossy()
+                            .to_ascii_lowercase()
+                            .contains("password") =>
+                    {
                         format!("{k}=***")
                     }
                     _ => pair.to_string(),
@@ -243,6 +249,10 @@ mod tests {
             (
                 "postgres://u@h/db?sslpassword=X&Password=Y",
                 "postgres://u@h/db?sslpassword=***&Password=***",
+            ),
+            (
+                "postgres://u@h/db?ssl%70assword=X&sslmode=disable",
+                "postgres://u@h/db?ssl%70assword=***&sslmode=disable",
             ),
         ] {
             assert_eq!(mask_url(url), masked);

@@ -275,6 +275,11 @@ fn bad_configuration_is_refused_clearly() {
             "MFA_SMTP_URL",
         ),
         (vec![("MFA_DATABASE_URL", "sqlite://")], "MFA_DATABASE_URL"),
+        (
+            vec![("MFA_DATABASE_URL", "sqlite://?mode=rwc")],
+            "MFA_DATABASE_URL",
+        ),
+        (vec![("MFA_DATABASE_URL", "sqlite:///")], "MFA_DATABASE_URL"),
     ] {
         for args in [&[][..], &["check-config"], &["migrate", "--status"]] {
             let (out, dir) = run_to_exit(&env, args);

@@ -534,3 +534,37 @@ async fn a_login_keeps_its_org_until_the_session_is_in() {
     .await
     .expect(403, Some("forbidden"));
 }
+
+/// An admin creating a user in their org, beside a superadmin deleting
+/// the org: the creation keeps the org once read (the test holds the users
+/// table against inserts, which the creation makes next and a deletion
+/// never does), so the deletion waits and takes the new membership with
+/// it. Before, the deletion committed meanwhile and the membership's
+/// insert failed on the missing org: `404 not_found` "record not found"
+/// (a second audit saw 13 in 30 such races).
+#[tokio::test]
+async fn a_user_created_beside_its_orgs_deletion() {
+    let Some((s, url, root)) = server().await else {
+        return;
+    };
+    let (org, _, admin) = s
+        .org_with_admin(&root, "Doomed", "dora@doomed.example")
+        .await;
+    let new_user = json!({"email": "new@doomed.example", "firstName": "New",
+                          "lastName": "User", "password": PASSWORD});
+
+    let (created, deletion) = interleave_under(
+        &s,
+        &url,
+        RowLock::hold_table(&url, "users"),
+        call("POST", "/user/users", Some(&admin), Some(new_user)),
+        call("DELETE", format!("/user/org/{org}"), Some(&root), None),
+    )
+    .await;
+
+    created.expect(201, None);
+    deletion.expect(204, None);
+    s.get("/user/users/me", &admin)
+        .await
+        .expect(401, Some("unauthorized"));
+}
