@@ -601,38 +601,39 @@ impl Tx<'_, diesel::SqliteConnection> {
     }
 }
 
+/// The org of a locking read's row, if any.
+fn org_of(row: QueryResult<Option<OrgRow>>) -> StoreResult<Option<Org>> {
+    row.db()?.map(Org::try_from).transpose().db()
+}
+
 impl Tx<'_, diesel::PgConnection> {
     /// The org under `FOR NO KEY UPDATE`: after a wait for the lock,
     /// PostgreSQL returns the row as the transaction before committed it.
     /// (The plain read's statement plus the lock clause, which diesel
     /// allows on PostgreSQL only, so it cannot live in `impl_store_tx!`.)
     fn locked_org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
-        orgs::table
-            .find(id.0)
-            .select(OrgRow::as_select())
-            .for_no_key_update()
-            .get_result(self.conn)
-            .optional()
-            .db()?
-            .map(Org::try_from)
-            .transpose()
-            .db()
+        org_of(
+            orgs::table
+                .find(id.0)
+                .select(OrgRow::as_select())
+                .for_no_key_update()
+                .get_result(self.conn)
+                .optional(),
+        )
     }
 
     /// The org under `FOR KEY SHARE`, which only a deletion (or a change
     /// of its id) waits for: the lock a row inserted later that references
     /// the org takes anyway, taken when the org is read.
     fn referenced_org(&mut self, id: OrgId) -> StoreResult<Option<Org>> {
-        orgs::table
-            .find(id.0)
-            .select(OrgRow::as_select())
-            .for_key_share()
-            .get_result(self.conn)
-            .optional()
-            .db()?
-            .map(Org::try_from)
-            .transpose()
-            .db()
+        org_of(
+            orgs::table
+                .find(id.0)
+                .select(OrgRow::as_select())
+                .for_key_share()
+                .get_result(self.conn)
+                .optional(),
+        )
     }
 
     /// The user under `FOR NO KEY UPDATE`, as [`Tx::locked_org`]: the

@@ -487,15 +487,18 @@ impl<S: Store> MfaService<S> {
                 .filter(|c| c.consumed_at.is_none())
                 .ok_or(MfaError::InvalidCode)?;
             let to = mask_email(&change.new_email);
-            if now >= change.expires_at {
-                let refusal = format!("to {to}: the link expired");
+            let refused = |tx: &mut dyn StoreTx, why: &str| {
+                let detail = format!("to {to}: {why}");
                 audit_in_orgs_of(
                     tx,
                     change.user_id,
                     now,
                     AuditAction::EmailChangeRefused,
-                    &refusal,
-                )?;
+                    &detail,
+                )
+            };
+            if now >= change.expires_at {
+                refused(tx, "the link expired")?;
                 return Ok(Err(MfaError::CodeExpired));
             }
             if !tx.consume_email_change(change.id, now)? {
@@ -505,14 +508,7 @@ impl<S: Store> MfaService<S> {
                 // Another account took the address after the request: the
                 // link is used up (it can never succeed), and the trail
                 // says why the user still has the old address.
-                let refusal = format!("to {to}: the address is taken");
-                audit_in_orgs_of(
-                    tx,
-                    change.user_id,
-                    now,
-                    AuditAction::EmailChangeRefused,
-                    &refusal,
-                )?;
+                refused(tx, "the address is taken")?;
                 return Ok(Err(MfaError::Conflict("that email is taken".into())));
             }
             let mut user = load_user_for_update(tx, change.user_id)?;
