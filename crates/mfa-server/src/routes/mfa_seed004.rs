@@ -78,14 +78,16 @@ fn wants_json(req: &HttpRequest) -> bool {
 /// an authenticator app; or, with `Accept: application/json`, the JSON of
 /// `generateTempSecret` (secret, URI, SVG QR code, expiry). `mfatype` must
 /// be `AUTHENTICATOR` (`400 invalid_request` otherwise, or when absent). A
-/// request body, which the seed allows, is ignored.
+/// request body, which the seed allows ("MFA details for a customer", of
+/// no given shape), is ignored, whatever it holds.
 #[utoipa::path(
     tag = "mfa",
     params(AuthenticatorTypeQuery),
+    request_body(content = Option<serde_json::Value>, description = "Ignored, whatever it holds: the seed's optional \"MFA details for a customer\"."),
     responses(
         (status = 200, description = "The QR code (PNG), or with `Accept: application/json` the pending secret.",
             content(
-                (Vec<u8> = "image/png"),
+                (PngImage = "image/png"),
                 (TempSecretResponse = "application/json"),
             )),
         (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
@@ -99,7 +101,8 @@ pub async fn associate_qr_code(
     service: web::Data<Service>,
     AnySession(caller): AnySession,
     _query: crate::extract::Query<AuthenticatorTypeQuery>,
-    _no_body: NoBody,
+    // Not read: the seed allows a body of no given shape.
+    _ignored_body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let json = wants_json(&req);
@@ -118,6 +121,14 @@ pub async fn associate_qr_code(
         QrAnswer::Json(secret) => HttpResponse::Ok().json(secret),
     })
 }
+
+// For the document only: `Vec<u8>` would be documented as an array of
+// integers.
+/// A PNG image.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // a type for the document only
+struct PngImage(Vec<u8>);
 
 /// What `associateQRCode` answers.
 enum QrAnswer {

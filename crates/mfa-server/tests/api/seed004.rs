@@ -84,6 +84,29 @@ async fn authenticator_by_qr_code(s: TestServer) {
     j.expect(200, None);
     let json_secret = secret_of_uri(j.body["otpauthUri"].as_str().unwrap());
 
+    // The seed's optional body ("MFA details for a customer", of no given
+    // shape) is ignored, whatever it holds (an audit found it refused).
+    for (content_type, body) in [
+        (
+            Some("application/json"),
+            br#"{"mfaDetails": {"customer": "x"}}"#.to_vec(),
+        ),
+        (Some("text/plain"), b"hello".to_vec()),
+        (None, b"\x00\xff".to_vec()),
+    ] {
+        let a = s
+            .call_raw(
+                "PUT",
+                "/users/mfa/associateQRCode?mfatype=AUTHENTICATOR",
+                Some(&bob),
+                content_type,
+                body,
+            )
+            .await;
+        a.expect(200, None);
+        assert_eq!(a.header("content-type"), Some("image/png"));
+    }
+
     // The PNG: scan it, compute codes. It replaces the pending JSON secret.
     let secret = qr_secret(&s, &bob).await;
     assert_ne!(secret, json_secret);
