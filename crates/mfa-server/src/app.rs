@@ -415,7 +415,13 @@ fn serve(
         let api = openapi::complete(api);
         let route_table = web::Data::new(RouteTable::from_openapi(&api));
         app.app_data(route_table)
-            .service(SwaggerUi::new("/swagger-ui/{_:.*}").url(openapi::OPENAPI_PATH, api))
+            .service(
+                SwaggerUi::new("/swagger-ui/{_:.*}")
+                    .url(openapi::OPENAPI_PATH, api)
+                    // Swagger UI's default sends the document's address to
+                    // validator.swagger.io from any host but localhost.
+                    .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+            )
             .default_service(web::to(middleware::fallback))
             .wrap(from_fn(crate::auth::resolve_first))
             .wrap(from_fn(middleware::vet_url))
