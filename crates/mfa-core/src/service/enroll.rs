@@ -296,7 +296,8 @@ impl<S: Store> MfaService<S> {
     /// Remove the caller's own authenticator. A full session may do it if
     /// a factor was verified in it or the user has no verified factor; any
     /// other session only with a recovery code (a bare password never
-    /// removes a factor: see [`may_change_factors`]). The caller's other
+    /// removes a factor: see [`may_change_factors`]). A recovery code given
+    /// is checked and used whatever the session. The caller's other
     /// sessions end.
     pub fn self_reset_authenticator(
         &self,
@@ -315,8 +316,10 @@ impl<S: Store> MfaService<S> {
             }
         };
         let recovery = match (needs_proof, recovery_code) {
-            (false, _) => None,
-            (true, Some(code)) => {
+            (false, None) => None,
+            // A code given is checked (and used) also where none is
+            // needed: a wrong one must not pass unnoticed.
+            (_, Some(code)) => {
                 // Nothing to reset is no reason to spend (or count) a code.
                 if self
                     .store

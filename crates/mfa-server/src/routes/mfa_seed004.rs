@@ -177,10 +177,11 @@ pub async fn verify_qr_code_enroll(
 /// was verified may do it; a partial session, or a full one opened where
 /// no MFA was owed, only with `{"recoveryCode": "..."}` (for a lost phone):
 /// a bare password never removes a factor (`403 mfa_required`). The body
-/// is optional on a session that verified a factor.
+/// is optional on a session that verified a factor; a recovery code given
+/// is checked (and used) on any session.
 #[utoipa::path(
     tag = "mfa",
-    request_body(content = Option<RecoveryResetRequest>, description = "Optional on a full session that verified a factor; a recovery code is required on a partial one, or on a full one opened where no MFA was owed."),
+    request_body(content = Option<RecoveryResetRequest>, description = "Optional on a full session that verified a factor; a recovery code is required on a partial one, or on a full one opened where no MFA was owed. A code given is checked and used on any session (`400 invalid_code` if wrong)."),
     responses(
         (status = 200, description = "The authenticator is removed.", body = StatusResponse),
         (status = 400, description = "`invalid_code`: the recovery code did not verify; `invalid_request`: the body does not parse.", body = ErrorBody),

@@ -147,6 +147,18 @@ async fn authenticator_by_qr_code(s: TestServer) {
     .await
     .expect(409, Some("already_enrolled"));
 
+    // A recovery code given is checked, also where none is needed (an
+    // audit found a wrong one ignored and the authenticator removed).
+    s.post(
+        "/users/mfa/resetMyQRCodeEnroll",
+        &bob,
+        json!({"recoveryCode": "zzzzz-zzzzz"}),
+    )
+    .await
+    .expect(400, Some("invalid_code"));
+    let d = s.get("/oauth/users/mfaDetails", &bob).await;
+    assert_eq!(d.ok()["details"]["AUTHENTICATOR"]["verified"], true);
+
     // Self reset (full session, no body).
     let r = s
         .call("POST", "/users/mfa/resetMyQRCodeEnroll", Some(&bob), None)
