@@ -173,8 +173,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
     }
 }
 
-/// A JSON body that may be absent: an empty body is `None`; anything else
-/// must parse as `T` under the same rules as a required body.
+/// A JSON body that may be absent: an empty body is `None`, and so is JSON
+/// `null` (the OpenAPI document gives such bodies as `T` or `null`);
+/// anything else must parse as `T` under the same rules as a required body.
 #[derive(Debug)]
 pub struct OptionalJson<T>(pub Option<T>);
 
@@ -206,6 +207,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
                 return Err(ApiError::InvalidRequest(
                     "the request body must be JSON with Content-Type: application/json".into(),
                 ));
+            }
+            if bytes.trim_ascii() == b"null" {
+                return Ok(OptionalJson(None));
             }
             serde_json::from_slice::<JsonObject<T>>(&bytes)
                 .map(|v| OptionalJson(Some(v.0)))
