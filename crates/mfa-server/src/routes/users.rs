@@ -82,9 +82,10 @@ pub async fn create_user(
 
 /// Retrieve a set of users by id
 ///
-/// Admins. `?ids=1,2,3` (at most 200, required). Users the caller cannot
-/// see (not members of the session's org) and unknown ids are left out;
-/// the answer is ordered by id.
+/// Admins. `?ids=1,2,3` (at most 200, required). Users outside the
+/// caller's orgs (for an org admin: not members of the session's org; for
+/// a superadmin, who administers every org: members of no org) and
+/// unknown ids are left out; the answer is ordered by id.
 #[utoipa::path(
     tag = "users",
     params(IdsQuery),
@@ -212,8 +213,10 @@ pub async fn membership_counts(
 
 /// Check if a user exists by email address (seed)
 ///
-/// Admins. `true` only for users the caller can see (members of the orgs
-/// they administer); a malformed address is simply `false`.
+/// Admins. `true` only for users in the caller's orgs (for an org admin:
+/// members of the session's org; for a superadmin, who administers every
+/// org: members of any org; `POST /user/users/email` finds a user of
+/// none); a malformed address is simply `false`.
 #[utoipa::path(
     tag = "users",
     params(("email" = String, Path, description = "Email address.")),

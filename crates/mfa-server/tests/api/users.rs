@@ -118,7 +118,11 @@ async fn user_routes(s: TestServer) {
     let a = s
         .get(&format!("/user/users?ids={kim},{lou},{olga},424242"), &root)
         .await;
-    assert_eq!(a.ok().as_array().unwrap().len(), 3, "a superadmin sees all");
+    assert_eq!(
+        a.ok().as_array().unwrap().len(),
+        3,
+        "a superadmin sees the users of every org"
+    );
     let kim_token = s.login("kim@example.com", PASSWORD).await.token;
     let a = s
         .get(&format!("/user/users?ids={kim},{lou},{olga}"), &kim_token)
@@ -625,7 +629,9 @@ async fn superadmin_routes(s: TestServer) {
     s.delete("/user/users/deleteFromAllOrgs/ghost@example.com", &root)
         .await
         .expect(404, Some("not_found"));
-    // The user record stays: a superadmin still finds it.
+    // The user record stays: a superadmin still finds it "without org";
+    // the admins' lists, "users in the caller's orgs", leave it out, also
+    // for a superadmin (an audit found it listed).
     s.post(
         "/user/users/email",
         &root,
@@ -633,6 +639,10 @@ async fn superadmin_routes(s: TestServer) {
     )
     .await
     .expect(200, None);
+    let e = s.get("/user/users/email/ned@example.com", &root).await;
+    assert_eq!(e.ok(), &json!({"exists": false}));
+    let listed = s.get(&format!("/user/users?ids={ned}"), &root).await;
+    assert_eq!(listed.ok(), &json!([]));
 
     // The audit trail is the current org's, for its admins.
     let a = s.get(&format!("/user/audit?userId={ned}"), &root).await;
