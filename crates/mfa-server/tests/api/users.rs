@@ -400,39 +400,19 @@ async fn email_change(s: TestServer) {
     .expect(400, Some("invalid_request"));
 
     // Old tokens are void; the latest confirms, once.
-    let confirm = |t: &str| json!({"token": t});
-    s.call(
-        "POST",
-        "/user/users/email/confirmChange",
-        None,
-        Some(confirm(&token)),
-    )
-    .await
-    .expect(400, Some("invalid_code"));
-    s.call(
-        "POST",
-        "/user/users/email/confirmChange",
-        None,
-        Some(confirm(&latest)),
-    )
-    .await
-    .expect(204, None);
-    s.call(
-        "POST",
-        "/user/users/email/confirmChange",
-        None,
-        Some(confirm(&latest)),
-    )
-    .await
-    .expect(400, Some("invalid_code"));
-    s.call(
-        "POST",
-        "/user/users/email/confirmChange",
-        None,
-        Some(json!({"token": 5})),
-    )
-    .await
-    .expect(400, Some("invalid_request"));
+    let confirm = |body: serde_json::Value| {
+        s.call("POST", "/user/users/email/confirmChange", None, Some(body))
+    };
+    confirm(json!({"token": &token}))
+        .await
+        .expect(400, Some("invalid_code"));
+    confirm(json!({"token": &latest})).await.expect(204, None);
+    confirm(json!({"token": &latest}))
+        .await
+        .expect(400, Some("invalid_code"));
+    confirm(json!({"token": 5}))
+        .await
+        .expect(400, Some("invalid_request"));
 
     // Every session of the user ended with the change (it removed a
     // factor); the new address logs in, and the email factor must be
@@ -454,14 +434,9 @@ async fn email_change(s: TestServer) {
     .expect(200, None);
     let token = s.last_token("mia@third.example");
     s.advance(24 * 3600);
-    s.call(
-        "POST",
-        "/user/users/email/confirmChange",
-        None,
-        Some(confirm(&token)),
-    )
-    .await
-    .expect(400, Some("code_expired"));
+    confirm(json!({"token": &token}))
+        .await
+        .expect(400, Some("code_expired"));
 
     // An address another account took after the request: the link is
     // used up. Both refusals are in the trail. (A day on: a new session.)
@@ -476,22 +451,12 @@ async fn email_change(s: TestServer) {
     .expect(200, None);
     let token = s.last_token("mia@fourth.example");
     s.create_user(&root, "mia@fourth.example", false).await;
-    s.call(
-        "POST",
-        "/user/users/email/confirmChange",
-        None,
-        Some(confirm(&token)),
-    )
-    .await
-    .expect(409, Some("conflict"));
-    s.call(
-        "POST",
-        "/user/users/email/confirmChange",
-        None,
-        Some(confirm(&token)),
-    )
-    .await
-    .expect(400, Some("invalid_code"));
+    confirm(json!({"token": &token}))
+        .await
+        .expect(409, Some("conflict"));
+    confirm(json!({"token": &token}))
+        .await
+        .expect(400, Some("invalid_code"));
     assert_eq!(
         s.get(&format!("/user/users/{mia}"), &root).await.ok()["email"],
         "mia@new.example"
