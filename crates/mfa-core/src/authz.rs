@@ -150,6 +150,20 @@ pub fn can_see_user(caller: &Caller, target: UserId, target_memberships: &[Membe
         || (caller.is_org_admin && target_memberships.iter().any(|t| t.org_id == caller.org_id))
 }
 
+/// Whether a user with these memberships is in "the caller's orgs", as
+/// the contract words the admins' lists (`GET /user/users?ids=`, whether
+/// an email exists): for an org admin the session's org (admin rights
+/// count there only), for a superadmin, who administers every org, any
+/// org. A user of no org is in none: a superadmin finds them by email
+/// ("without org", as the seed says).
+pub fn in_callers_orgs(caller: &Caller, memberships: &[Membership]) -> bool {
+    if caller.is_super_admin {
+        !memberships.is_empty()
+    } else {
+        memberships.iter().any(|m| m.org_id == caller.org_id)
+    }
+}
+
 /// [`can_see_user`] as a rule: `NotFound` when the target is not visible.
 pub fn require_visible_user(
     caller: &Caller,
@@ -243,6 +257,20 @@ mod tests {
             require_super_admin(&caller(false, true)),
             Err(MfaError::Forbidden)
         );
+    }
+
+    #[test]
+    fn the_callers_orgs_of_the_admins_lists() {
+        let here = [membership(2, 10, false)];
+        let elsewhere = [membership(2, 11, false)];
+        let admin = caller(false, true);
+        assert!(in_callers_orgs(&admin, &here));
+        assert!(!in_callers_orgs(&admin, &elsewhere));
+        assert!(!in_callers_orgs(&admin, &[]));
+        let root = caller(true, false);
+        assert!(in_callers_orgs(&root, &here));
+        assert!(in_callers_orgs(&root, &elsewhere));
+        assert!(!in_callers_orgs(&root, &[]), "a user of no org");
     }
 
     #[test]

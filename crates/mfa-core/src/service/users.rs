@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::authz::{
-    FullCaller, require_current_org_admin, require_manageable_user, require_may_manage,
-    require_may_set_credentials, require_member_of_current_org, require_super_admin,
-    require_visible_user,
+    FullCaller, in_callers_orgs, require_current_org_admin, require_manageable_user,
+    require_may_manage, require_may_set_credentials, require_member_of_current_org,
+    require_super_admin, require_visible_user,
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
 use crate::policy::may_change_factors;
@@ -756,17 +756,4 @@ fn audit_in_orgs_of(
         })
         .collect();
     Ok(tx.insert_audits(&events)?)
-}
-
-/// Whether a user with these memberships is in "the caller's orgs", as
-/// the contract words the admins' lists: for an org admin the session's
-/// org (admin rights count there only), for a superadmin, who administers
-/// every org, any org. A user of no org is in none: a superadmin finds
-/// them with `user_by_email` ("without org", as the seed says).
-fn in_callers_orgs(caller: &Caller, memberships: &[Membership]) -> bool {
-    if caller.is_super_admin {
-        !memberships.is_empty()
-    } else {
-        memberships.iter().any(|m| m.org_id == caller.org_id)
-    }
 }
