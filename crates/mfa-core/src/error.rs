@@ -13,9 +13,14 @@ pub enum StoreError {
     /// the rule, never the value.
     #[error("already exists: {0}")]
     UniqueViolation(String),
-    /// The database failed or could not be reached.
+    /// The database failed.
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The database could not be reached, or no connection came free in
+    /// time: trying again later may succeed. Nothing was committed, unless
+    /// the connection was lost while the commit was under way.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why a mail could not be sent.

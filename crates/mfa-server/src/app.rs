@@ -259,6 +259,7 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     let key = encryption_key(config)?;
     let options = StoreOptions {
         pool_size: config.database_pool_size,
+        pool_timeout: Some(Duration::from_secs(config.database_timeout_secs)),
         ..StoreOptions::new(key)
     };
     let store = DbStore::open(config.database_url.expose(), options)?;

@@ -60,6 +60,12 @@ pub const TOTP_PERIOD_SECS_RANGE: std::ops::RangeInclusive<u64> = 15..=120;
 pub const MAX_PASSWORD_QUEUE_MAX_WAIT_SECS: u64 = 300;
 /// Largest accepted database pool.
 pub const MAX_DATABASE_POOL_SIZE: u32 = 1000;
+/// Default `MFA_DATABASE_TIMEOUT_SECS`: a login that waits longer for a
+/// database connection is better answered `503` than left to the client's
+/// own timeout.
+pub const DEFAULT_DATABASE_TIMEOUT_SECS: u64 = 10;
+/// Largest accepted `MFA_DATABASE_TIMEOUT_SECS`: 5 minutes.
+pub const MAX_DATABASE_TIMEOUT_SECS: u64 = 300;
 /// Default tracing filter.
 pub const DEFAULT_LOG: &str = "info";
 /// Log targets held at `info` whatever `MFA_LOG` says: at `debug`,
@@ -186,6 +192,9 @@ pub struct Config {
     /// `MFA_DATABASE_POOL_SIZE`: connections to PostgreSQL (default 10), or
     /// SQLite's read connections (default 8; SQLite always has one writer).
     pub database_pool_size: Option<u32>,
+    /// `MFA_DATABASE_TIMEOUT_SECS`: the longest a request waits for a
+    /// database connection before it is answered `503 unavailable`.
+    pub database_timeout_secs: u64,
     /// `MFA_ENCRYPTION_KEY`: base64 of 32 bytes; unset means the key file in
     /// the data directory (SQLite only).
     pub encryption_key: Option<Secret>,
@@ -233,6 +242,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     database_pool_size: Option<u32>,
+    database_timeout_secs: Option<u64>,
     encryption_key: Option<String>,
     bootstrap_admin_email: Option<String>,
     bootstrap_admin_password: Option<String>,
@@ -394,6 +404,15 @@ impl Config {
             0,
             0..=MAX_AUDIT_RETENTION_DAYS,
         )?;
+        let database_timeout_secs = whole_number(
+            "MFA_DATABASE_TIMEOUT_SECS",
+            "seconds",
+            "",
+            env("MFA_DATABASE_TIMEOUT_SECS"),
+            file_config.database_timeout_secs,
+            DEFAULT_DATABASE_TIMEOUT_SECS,
+            1..=MAX_DATABASE_TIMEOUT_SECS,
+        )?;
         let password_queue_max_wait_secs = whole_number(
             "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",
             "seconds",
@@ -449,6 +468,7 @@ impl Config {
             data_dir,
             database_url: Secret::new(database_url),
             database_pool_size,
+            database_timeout_secs,
             encryption_key,
             bootstrap_admin_email,
             bootstrap_admin_password,
@@ -658,6 +678,13 @@ mod tests {
         assert_eq!(c.environment, Environment::Production);
         assert!(c.encryption_key.is_none());
         assert_eq!(c.database_pool_size, None);
+        assert_eq!(c.database_timeout_secs, 10);
+        assert_eq!(
+            from(&[("MFA_DATABASE_TIMEOUT_SECS", "2")])
+                .unwrap()
+                .database_timeout_secs,
+            2
+        );
         assert_eq!(c.password_hash, PasswordParams::default());
         assert_eq!(
             from(&[("MFA_PASSWORD_HASH", "m=19456,t=2,p=1")])
@@ -693,6 +720,8 @@ mod tests {
             ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "301"),
             ("MFA_DATABASE_POOL_SIZE", "ten"),
             ("MFA_DATABASE_POOL_SIZE", "0"),
+            ("MFA_DATABASE_TIMEOUT_SECS", "0"),
+            ("MFA_DATABASE_TIMEOUT_SECS", "301"),
             ("MFA_PASSWORD_HASH", "19 MiB"),
             ("MFA_PASSWORD_HASH", "m=1024,t=1,p=1"),
             ("MFA_LOG", "[[["),

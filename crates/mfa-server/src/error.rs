@@ -11,9 +11,13 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use mfa_core::MfaError;
+use mfa_core::{MfaError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// `Retry-After` of an answer that found the database unavailable: long
+/// enough for a restart or a failover, short enough for a login to go on.
+const DATABASE_RETRY_AFTER_SECS: &str = "5";
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,6 +113,11 @@ impl ApiError {
                     "mail_unavailable",
                     "the mail server is unavailable; nothing was sent, try again later".into(),
                 ),
+                E::Store(StoreError::Unavailable(_)) => status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; try again later".into(),
+                ),
                 E::Store(_) => internal(),
             },
             ApiError::InvalidRequest(m) => {
@@ -150,6 +159,9 @@ impl ApiError {
     /// business and are not logged here (the request line has the status).
     fn log(&self) {
         match self {
+            ApiError::Domain(MfaError::Store(e @ StoreError::Unavailable(_))) => {
+                tracing::warn!(error = %e, "database unavailable");
+            }
             ApiError::Domain(MfaError::Store(e)) => {
                 tracing::error!(error = %e, "storage failure");
             }
@@ -191,6 +203,12 @@ impl ResponseError for ApiError {
             ApiError::Domain(MfaError::TooManyAttempts { retry_after_secs })
             | ApiError::Busy { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
+            }
+            ApiError::Domain(MfaError::Store(StoreError::Unavailable(_))) => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(DATABASE_RETRY_AFTER_SECS),
+                ));
             }
             ApiError::Domain(MfaError::Unauthorized) => {
                 response
@@ -240,7 +258,6 @@ pub(crate) fn body_for_status(status: StatusCode) -> ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mfa_core::StoreError;
 
     #[test]
     fn every_domain_error_has_its_status_and_code() {
@@ -273,6 +290,11 @@ mod tests {
                 500,
                 "internal_error",
             ),
+            (
+                MfaError::Store(StoreError::Unavailable("connection refused".into())),
+                503,
+                "unavailable",
+            ),
         ];
         for (e, status, code) in cases {
             let api = ApiError::from(e);
@@ -298,5 +320,15 @@ mod tests {
         });
         let response = api.error_response();
         assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "120");
+    }
+
+    #[test]
+    fn an_unavailable_database_has_retry_after() {
+        let api = ApiError::from(MfaError::Store(StoreError::Unavailable(
+            "timed out after 10 s waiting for a connection".into(),
+        )));
+        let response = api.error_response();
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "5");
+        assert!(!api.to_string().contains("timed out"));
     }
 }

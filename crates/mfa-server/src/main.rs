@@ -18,6 +18,8 @@ environment wins). Every command reads the same configuration:
   MFA_DATABASE_URL              sqlite://PATH or postgres://... [SQLite file in MFA_DATA_DIR]
   MFA_DATABASE_POOL_SIZE        connections per process, 1 to 1000: to PostgreSQL [10],
                                 or SQLite's readers [8]
+  MFA_DATABASE_TIMEOUT_SECS     longest a request waits for a database connection before
+                                it is answered 503, 1 to 300 [10]
   MFA_ENCRYPTION_KEY            base64 of 32 bytes [generated once into MFA_DATA_DIR];
                                 required with PostgreSQL (make one with `mfa-server gen-key`)
   MFA_BOOTSTRAP_ADMIN_EMAIL     first superadmin, created on an empty database [admin@example.com]

@@ -7,7 +7,8 @@
 //! shares, from its `x-session` extension (`none`, `partial`, `any`,
 //! `full`): the security requirement, a sentence on the session level, and
 //! the error answers common to all (`400 invalid_request` where there is
-//! input, `401 unauthorized`, `403 mfa_required`, `500 internal_error`).
+//! input, `401 unauthorized`, `403 mfa_required`, `500 internal_error`,
+//! `503 unavailable` where the database is read).
 
 use utoipa::OpenApi;
 use utoipa::openapi::path::{Operation, PathItem};
@@ -195,6 +196,17 @@ pub fn complete(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                 "internal_error",
                 "a bug or a database failure; the details are in the server log.",
             );
+            // Every API route reads the database; the pages, health and
+            // metrics routes do not (`/readyz` documents its own 503).
+            if secured || path.starts_with("/user/") {
+                add_error(
+                    op,
+                    "503",
+                    "unavailable",
+                    "the database did not answer within `MFA_DATABASE_TIMEOUT_SECS` \
+                     (no connection could be had); try again after `Retry-After` seconds.",
+                );
+            }
         }
     }
     api

@@ -150,6 +150,12 @@ impl From<Error> for StoreError {
                 StoreError::UniqueViolation(e.to_string())
             }
             Error::NotFound | Error::MissingReference(_) => StoreError::NotFound,
+            Error::Pool(_)
+            | Error::Connect(_)
+            | Error::Query(diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )) => StoreError::Unavailable(e.to_string()),
             other => StoreError::Backend(other.to_string()),
         }
     }

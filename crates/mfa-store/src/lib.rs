@@ -21,6 +21,6 @@ pub mod test_support;
 pub use crypto::{EncryptionKey, KEY_LEN, format_key_base64, generate_key, parse_key_base64};
 pub use error::Error;
 pub use store::{
-    Backend, DbStore, KeyCheck, KeyRotation, MigrationStatus, PING_TIMEOUT, StoreOptions,
-    with_database,
+    Backend, DEFAULT_POOL_TIMEOUT, DbStore, KeyCheck, KeyRotation, MigrationStatus, PING_TIMEOUT,
+    StoreOptions, with_database,
 };

@@ -35,8 +35,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x6d66_615f_7374_6f72;
 const SQLITE_READ_POOL: u32 = 8;
 /// Default size of the PostgreSQL pool.
 const POSTGRES_POOL: u32 = 10;
-/// How long a request waits for a pooled connection.
-const POOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a caller waits for a pooled connection unless
+/// [`StoreOptions::pool_timeout`] says otherwise.
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest [`DbStore::ping`] waits for a connection: a readiness check
 /// must answer well within a load balancer's timeout, also while requests
@@ -59,6 +60,11 @@ pub struct StoreOptions {
     /// read pool (default 8; SQLite has a single writer connection either
     /// way). At least 1.
     pub pool_size: Option<u32>,
+    /// The longest a caller waits for a pooled connection (default
+    /// [`DEFAULT_POOL_TIMEOUT`]); beyond it, and at once when the
+    /// database cannot be reached, the operation fails with
+    /// [`mfa_core::StoreError::Unavailable`]. More than zero.
+    pub pool_timeout: Option<Duration>,
 }
 
 impl StoreOptions {
@@ -67,6 +73,7 @@ impl StoreOptions {
         StoreOptions {
             encryption_key,
             pool_size: None,
+            pool_timeout: None,
         }
     }
 }
@@ -252,6 +259,16 @@ fn pool_size(options: &StoreOptions, default: u32) -> Result<u32, Error> {
         Some(0) => Err(Error::Configuration("pool_size must be at least 1".into())),
         Some(n) => Ok(n),
         None => Ok(default),
+    }
+}
+
+fn pool_timeout(options: &StoreOptions) -> Result<Duration, Error> {
+    match options.pool_timeout {
+        Some(t) if t.is_zero() => Err(Error::Configuration(
+            "pool_timeout must be more than zero".into(),
+        )),
+        Some(t) => Ok(t),
+        None => Ok(DEFAULT_POOL_TIMEOUT),
     }
 }
 
@@ -656,6 +673,7 @@ impl SqliteDb {
 
 fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error> {
     let read_size = pool_size(options, SQLITE_READ_POOL)?;
+    let timeout = pool_timeout(options)?;
     create_private_file(path);
     // One direct connection first: it reports SQLite's own error at once
     // (r2d2 would retry until its timeout), switches the file to WAL before
@@ -669,7 +687,7 @@ fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error>
         Ok(Pool::builder()
             .max_size(size)
             .min_idle(Some(1))
-            .connection_timeout(POOL_TIMEOUT)
+            .connection_timeout(timeout)
             // a local file: nothing to go stale between uses
             .test_on_check_out(false)
             .connection_customizer(Box::new(sqlite::Setup(role)))
@@ -688,6 +706,7 @@ fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error>
 
 fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
     let size = pool_size(options, POSTGRES_POOL)?;
+    let timeout = pool_timeout(options)?;
     // A direct connection first so that a failure reports libpq's message
     // (not r2d2's timeout, nor MultiConnection's "invalid URL").
     let first = PgConnection::establish(url)?;
@@ -695,12 +714,12 @@ fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
     let pool = Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
-        .connection_timeout(POOL_TIMEOUT)
+        .connection_timeout(timeout)
         // Lost connections are found by use instead (see `pg_pool`).
         .test_on_check_out(false)
         .build(PgManager::new(url))?;
     Ok(PgDb {
-        pool: FairPool::new(pool, POOL_TIMEOUT),
+        pool: FairPool::new(pool, timeout),
     })
 }
 

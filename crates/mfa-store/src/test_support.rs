@@ -137,6 +137,29 @@ impl TestDatabase {
     pub fn open(&self, options: StoreOptions) -> Result<DbStore, Error> {
         DbStore::open(&self.url, options)
     }
+
+    /// PostgreSQL only: make the database refuse new connections and end
+    /// the open ones (as a database that went down does), or accept them
+    /// again. Panics on SQLite, whose file cannot go away so.
+    pub fn refuse_connections(&self, refuse: bool) {
+        let Kind::Postgres { admin_url, name } = &self.kind else {
+            panic!("refuse_connections is for PostgreSQL test databases");
+        };
+        let mut admin = PgConnection::establish(admin_url)
+            .unwrap_or_else(|e| panic!("cannot connect to {DATABASE_URL_VAR}: {e}"));
+        // `name` is ours: `mfa_test_` and hex digits.
+        let sql = if refuse {
+            format!(
+                "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )
+        } else {
+            format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")
+        };
+        admin
+            .batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("cannot change connections to {name}: {e}"));
+    }
 }
 
 impl Drop for TestDatabase {

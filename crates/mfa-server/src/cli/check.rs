@@ -103,6 +103,10 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
                 None => "(unset: PostgreSQL 10, SQLite 8 readers)".to_string(),
             },
         ),
+        (
+            "MFA_DATABASE_TIMEOUT_SECS",
+            config.database_timeout_secs.to_string(),
+        ),
         ("MFA_ISSUER", config.issuer.clone()),
         ("MFA_ENVIRONMENT", config.environment.as_str().to_string()),
         (

@@ -277,6 +277,53 @@ async fn openapi_documents_every_route(s: TestServer) {
     assert!(bundle.bytes.len() > 100_000);
 }
 
+/// A database that stopped taking connections: requests are answered
+/// `503 unavailable` with `Retry-After` once `MFA_DATABASE_TIMEOUT_SECS`
+/// is over (they waited 30 s for a `500` before), readiness says so, and
+/// the server serves again once the database does.
+#[tokio::test]
+async fn an_unreachable_database_answers_503() {
+    let Some(db) = mfa_store::test_support::TestDatabase::postgres() else {
+        return;
+    };
+    let s = TestServer::start(db, &[("MFA_DATABASE_TIMEOUT_SECS", "1")]).await;
+    let root = s.root().await;
+    s.get("/oauth/users/mfaDetails", &root)
+        .await
+        .expect(200, None);
+
+    s.database().refuse_connections(true);
+    let read = s.get("/oauth/users/mfaDetails", &root).await;
+    read.expect(503, Some("unavailable"));
+    assert_eq!(read.header("retry-after"), Some("5"));
+    let wrong = serde_json::json!({"email": crate::helpers::ROOT_EMAIL, "password": "wrong"});
+    s.call("POST", "/user/auth/login", None, Some(wrong))
+        .await
+        .expect(503, Some("unavailable"));
+    s.call("GET", "/readyz", None, None)
+        .await
+        .expect(503, Some("unavailable"));
+    assert!(
+        crate::helpers::captured_logs().contains("database unavailable"),
+        "the cause is logged"
+    );
+
+    s.database().refuse_connections(false);
+    let mut status = 0;
+    for _ in 0..20 {
+        status = s.get("/oauth/users/mfaDetails", &root).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the server serves again once the database does"
+    );
+    s.call("GET", "/readyz", None, None).await.expect(200, None);
+}
+
 /// Run `sql` on the server's database, beside the server.
 fn execute(s: &TestServer, sql: &str) {
     use diesel::prelude::*;

@@ -1,11 +1,14 @@
 //! The narrow queries of the hot paths (every authenticated request, every
 //! MFA verify): they must agree with the full loads they stand in for.
 
+use std::time::Duration;
+
 use mfa_core::{
-    AssuranceLevel, AuthenticatorState, FactorStates, Membership, NewSession, SessionId,
-    SessionMember, SessionRotation, Store, StoreTx, Timestamp,
+    AssuranceLevel, AuthenticatorState, FactorStates, Membership, MfaError, NewSession, SessionId,
+    SessionMember, SessionRotation, Store, StoreError, StoreTx, Timestamp,
 };
-use mfa_store::test_support::TestDatabase;
+use mfa_store::StoreOptions;
+use mfa_store::test_support::{TestDatabase, test_options};
 use mfa_totp::{Secret, TotpParams};
 
 use crate::support::*;
@@ -304,6 +307,65 @@ fn lost_postgres_connections_are_replaced() {
             "round {round}: one write, once"
         );
     }
+}
+
+/// A database that cannot be reached fails every kind of operation with
+/// `StoreError::Unavailable` once the pool's wait is over (the server
+/// answers `503 unavailable`, not `500`), and the same store serves again
+/// once the database takes connections.
+#[test]
+fn an_unreachable_postgres_database_is_unavailable() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let store = db
+        .open(StoreOptions {
+            pool_timeout: Some(Duration::from_secs(1)),
+            ..test_options()
+        })
+        .expect("open")
+        .without_lock_rule();
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com").id));
+
+    db.refuse_connections(true);
+    let unavailable = |what: &str, result: Result<(), MfaError>| match result {
+        Err(MfaError::Store(StoreError::Unavailable(_))) => {}
+        other => panic!("{what} on a database that refuses connections: {other:?}"),
+    };
+    unavailable(
+        "a read",
+        store.read(|tx| tx.user(user).map(drop).map_err(Into::into)),
+    );
+    unavailable(
+        "a statement",
+        store.read_statement(|tx| tx.user(user).map(drop).map_err(Into::into)),
+    );
+    unavailable(
+        "a write",
+        store.write(|tx| {
+            add_org(tx, "lost");
+            Ok(())
+        }),
+    );
+    assert!(store.ping().is_err(), "ping");
+
+    db.refuse_connections(false);
+    // The pool reconnects in the background, retrying within its wait.
+    let found = (0..20)
+        .find_map(|_| match store.read(|tx| Ok(tx.user(user)?)) {
+            Ok(found) => Some(found),
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(250));
+                None
+            }
+        })
+        .expect("the store serves again once the database does");
+    assert_eq!(found.map(|u| u.id), Some(user));
+    assert_eq!(
+        read(&store, |tx| Ok(tx.all_orgs()?)).len(),
+        0,
+        "nothing half-written"
+    );
 }
 
 backend_tests!(
