@@ -118,11 +118,21 @@ impl<S: Store> MfaService<S> {
                 tx.replace_password_hash(user.id, &user.password_hash, new_hash)?;
             }
             let memberships = tx.memberships_of_user(user.id)?;
-            let membership = match org {
+            let chosen = match org {
                 Some(org) => memberships.iter().find(|m| m.org_id == org),
                 None => memberships.iter().find(|m| m.is_active),
             };
-            let Some(membership) = membership else {
+            // Locked until the session is in, as the user is: a
+            // deactivation or removal of this membership either committed
+            // before (seen here) or waits for this session (and ends it).
+            // Without the lock, one committing in between ended the
+            // sessions it saw, not this one, which came back to life when
+            // the membership did.
+            let locked = match chosen {
+                Some(m) => tx.membership_for_update(user.id, m.org_id)?,
+                None => None,
+            };
+            let Some(membership) = locked.as_ref() else {
                 return Ok(Err(MfaError::Forbidden));
             };
             // Kept until the session referencing it is in: an org deleted
