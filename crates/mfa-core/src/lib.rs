@@ -7,6 +7,7 @@ pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod ports;
+mod redact;
 pub mod service;
 pub mod text;
 

@@ -87,7 +87,8 @@ pub struct Org {
 }
 
 /// A person who can log in. Factors belong to the user, not to a membership.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` leaves out the password hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     /// Identifier.
     pub id: UserId,
@@ -109,8 +110,12 @@ pub struct User {
     pub created_at: Timestamp,
 }
 
-/// Fields of a user to be created.
-#[derive(Clone, Debug, PartialEq, Eq)]
+crate::redact::debug_without_secrets!(User {
+    id, email, first_name, last_name, is_super_admin, mfa_opt_in, last_login_at, created_at
+} secret { password_hash });
+
+/// Fields of a user to be created. `Debug` leaves out the password hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewUser {
     /// Normalised email.
     pub email: String,
@@ -125,6 +130,10 @@ pub struct NewUser {
     /// Creation time.
     pub created_at: Timestamp,
 }
+
+crate::redact::debug_without_secrets!(NewUser {
+    email, first_name, last_name, is_super_admin, created_at
+} secret { password_hash });
 
 /// A user's place in an org, with the seed's flags.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -514,8 +514,8 @@ pub struct Mail {
     pub kind: MailKind,
 }
 
-/// The messages the domain sends.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The messages the domain sends. `Debug` leaves out codes and tokens.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MailKind {
     /// A code that proves the address during email enrollment.
     EnrollmentCode {
@@ -562,6 +562,56 @@ pub enum MailKind {
         /// The new address, masked.
         new_email_masked: String,
     },
+}
+
+impl std::fmt::Debug for MailKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::Redact as _;
+        match self {
+            MailKind::EnrollmentCode {
+                code,
+                valid_for_secs,
+            } => f
+                .debug_struct("EnrollmentCode")
+                .field("code", &code.redacted())
+                .field("valid_for_secs", valid_for_secs)
+                .finish(),
+            MailKind::LoginCode {
+                code,
+                valid_for_secs,
+            } => f
+                .debug_struct("LoginCode")
+                .field("code", &code.redacted())
+                .field("valid_for_secs", valid_for_secs)
+                .finish(),
+            MailKind::FactorEnrolled { method } => f
+                .debug_struct("FactorEnrolled")
+                .field("method", method)
+                .finish(),
+            MailKind::FactorReset { methods, by_admin } => f
+                .debug_struct("FactorReset")
+                .field("methods", methods)
+                .field("by_admin", by_admin)
+                .finish(),
+            MailKind::ReplayRefused => f.write_str("ReplayRefused"),
+            MailKind::RecoveryCodeUsed { remaining } => f
+                .debug_struct("RecoveryCodeUsed")
+                .field("remaining", remaining)
+                .finish(),
+            MailKind::EmailChangeConfirm {
+                token,
+                valid_for_secs,
+            } => f
+                .debug_struct("EmailChangeConfirm")
+                .field("token", &token.redacted())
+                .field("valid_for_secs", valid_for_secs)
+                .finish(),
+            MailKind::EmailChangeNotice { new_email_masked } => f
+                .debug_struct("EmailChangeNotice")
+                .field("new_email_masked", new_email_masked)
+                .finish(),
+        }
+    }
 }
 
 /// Delivers mail. Called from blocking context: implementations may block.

@@ -8,7 +8,8 @@ use crate::policy::may_change_factors;
 use mfa_totp::{OtpauthUri, Secret, VerifyError};
 
 /// A freshly generated authenticator secret awaiting confirmation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows neither the secret nor the URI that carries it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PendingAuthenticator {
     /// The shared secret (show it once, to its owner only).
     pub secret: Secret,
@@ -17,6 +18,10 @@ pub struct PendingAuthenticator {
     /// End of the enrollment window.
     pub expires_at: Timestamp,
 }
+
+crate::redact::debug_without_secrets!(PendingAuthenticator {
+    secret, expires_at
+} secret { otpauth_uri });
 
 /// The caller's factors, as `mfaDetails` shows them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -37,8 +37,8 @@ impl<S: Store> std::fmt::Debug for OperatorConsole<'_, S> {
     }
 }
 
-/// A user created by the operator.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A user created by the operator. `Debug` leaves out the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OperatorNewUser {
     /// Email (login).
     pub email: String,
@@ -55,6 +55,10 @@ pub struct OperatorNewUser {
     /// …and an admin of it.
     pub is_org_admin: bool,
 }
+
+crate::redact::debug_without_secrets!(OperatorNewUser {
+    email, first_name, last_name, is_super_admin, org, is_org_admin
+} secret { password });
 
 /// What [`OperatorConsole::reset_mfa`] removed.
 #[derive(Clone, Debug, PartialEq, Eq)]

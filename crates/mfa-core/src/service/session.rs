@@ -9,8 +9,9 @@ use crate::policy::{LoginDecision, MfaRequirement, decide_login};
 use crate::text::{mask_email, normalize_email};
 use mfa_totp::VerifyError;
 
-/// The answer to a successful password login.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The answer to a successful password login. `Debug` leaves out the
+/// token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LoginResult {
     /// Bearer token (shown once, stored only as a hash).
     pub token: String,
@@ -22,14 +23,20 @@ pub struct LoginResult {
     pub decision: LoginDecision,
 }
 
-/// A new full session issued after MFA.
-#[derive(Clone, Debug, PartialEq, Eq)]
+crate::redact::debug_without_secrets!(LoginResult {
+    expires_at, org_id, decision
+} secret { token });
+
+/// A new full session issued after MFA. `Debug` leaves out the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewToken {
     /// Bearer token.
     pub token: String,
     /// End of the session.
     pub expires_at: Timestamp,
 }
+
+crate::redact::debug_without_secrets!(NewToken { expires_at } secret { token });
 
 /// Where an emailed code went.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -35,8 +35,9 @@ pub struct UserWithFactors {
     pub factors: FactorSummary,
 }
 
-/// A user to be created by an admin into the current org.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A user to be created by an admin into the current org. `Debug` leaves
+/// out the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewUserRequest {
     /// Email (login).
     pub email: String,
@@ -50,8 +51,12 @@ pub struct NewUserRequest {
     pub is_admin: bool,
 }
 
-/// A partial update of a user.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+crate::redact::debug_without_secrets!(NewUserRequest {
+    email, first_name, last_name, is_admin
+} secret { password });
+
+/// A partial update of a user. `Debug` leaves out the passwords.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct UserPatch {
     /// New given name.
     pub first_name: Option<String>,
@@ -66,6 +71,10 @@ pub struct UserPatch {
     /// email or password.
     pub current_password: Option<String>,
 }
+
+crate::redact::debug_without_secrets!(UserPatch {
+    first_name, last_name, email
+} secret { password, current_password });
 
 pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
     let v = value.trim();
