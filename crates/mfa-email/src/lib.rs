@@ -177,8 +177,8 @@ fn parse_sender(from: &str) -> Result<Mailbox, Error> {
 
 impl EmailMailer {
     /// Check the configuration and build the mailer. Does not connect: the
-    /// first send does. In outbox mode the directory is created (mode 0700
-    /// on Unix) if missing.
+    /// first send does. In outbox mode the directory is created if missing
+    /// and set to mode 0700 on Unix, and each message written 0600.
     pub fn new(config: MailConfig) -> Result<EmailMailer, Error> {
         let from = parse_sender(&config.from)?;
         let templates = Templates::load(config.templates_dir.as_deref())?;
@@ -259,6 +259,19 @@ impl EmailMailer {
             Transport::Outbox { transport, dir } => match transport.send(&message) {
                 Ok(id) => {
                     let path = dir.join(format!("{id}.eml"));
+                    // Written under the umask (0644 as a rule): the file
+                    // holds a live code, readable by its owner only.
+                    #[cfg(unix)]
+                    {
+                        use std::os::unix::fs::PermissionsExt as _;
+                        let private = std::fs::Permissions::from_mode(0o600);
+                        if let Err(e) = std::fs::set_permissions(&path, private) {
+                            return Err(MailError {
+                                transient: false,
+                                message: format!("cannot make {} private: {e}", path.display()),
+                            });
+                        }
+                    }
                     tracing::info!(
                         kind,
                         to = %to_masked,
@@ -396,6 +409,18 @@ fn outbox_transport(dir: &Path) -> Result<Transport, Error> {
         path: dir.to_path_buf(),
         source,
     })?;
+    // A directory that already existed keeps its mode otherwise: one made
+    // 0755 by hand would show live codes to every local user.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| Error::Outbox {
+                path: dir.to_path_buf(),
+                source,
+            },
+        )?;
+    }
     Ok(Transport::Outbox {
         transport: FileTransport::new(dir),
         dir: dir.to_path_buf(),

@@ -476,6 +476,28 @@ fn the_outbox_gets_one_eml_per_message() {
     }
 }
 
+/// An outbox made by hand with the usual 0755 is made private, and so is
+/// each message: an audit found codes in 0644 files of a 0755 outbox.
+#[cfg(unix)]
+#[test]
+fn the_outbox_and_its_messages_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir(&outbox).expect("outbox");
+    std::fs::set_permissions(&outbox, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mailer = EmailMailer::new(config(None, &outbox)).expect("mailer");
+    mailer.send(&login_code("135790")).expect("sent");
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&outbox), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(mode(&files[0]), 0o600);
+}
+
 #[test]
 fn an_outbox_that_cannot_be_created_is_a_configuration_error() {
     let file = tempfile::NamedTempFile::new().expect("file");

@@ -58,7 +58,8 @@ impl FromStr for Algorithm {
 ///
 /// The fields are public for convenience; use [`TotpParams::new`] to get the
 /// validation. Out-of-range values set directly never panic: a period of 0
-/// acts as 1 and digit counts above 10 are zero-padded.
+/// acts as 1 and digit counts above 10 are zero-padded (to 255 digits at
+/// most: a code longer than that is never produced, so it never matches).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TotpParams {
     /// HMAC hash function.
@@ -106,6 +107,10 @@ impl TotpParams {
 /// inside `totp-lite`.
 const MAX_SIGNIFICANT_DIGITS: u32 = 10;
 
+/// The longest code produced: `format!`'s padding width is bounded (a
+/// width above 65,535 panics), and no real configuration comes near.
+const MAX_PADDED_DIGITS: u32 = 255;
+
 /// The RFC 4226 HOTP code for `counter`, zero-padded to `params.digits`.
 /// `params.period` is ignored.
 pub fn hotp(secret: &Secret, counter: u64, params: &TotpParams) -> String {
@@ -117,7 +122,7 @@ pub fn hotp(secret: &Secret, counter: u64, params: &TotpParams) -> String {
         Algorithm::Sha256 => totp_lite::totp_custom::<totp_lite::Sha256>(1, digits, key, counter),
         Algorithm::Sha512 => totp_lite::totp_custom::<totp_lite::Sha512>(1, digits, key, counter),
     };
-    let width = usize::try_from(params.digits).unwrap_or(0);
+    let width = usize::try_from(params.digits.min(MAX_PADDED_DIGITS)).unwrap_or(0);
     format!("{code:0>width$}")
 }
 
@@ -216,6 +221,23 @@ mod tests {
         let code = hotp(&secret, 0, &params);
         assert_eq!(code.len(), 25);
         assert!(code.ends_with("1284755224"));
+        // `format!` panics beyond a width of 65,535; an audit reached it.
+        for digits in [65_536, u32::MAX] {
+            let params = TotpParams {
+                digits,
+                ..TotpParams::default()
+            };
+            assert_eq!(hotp(&secret, 0, &params).len(), 255);
+        }
+        let params = TotpParams {
+            digits: 65_536,
+            ..TotpParams::default()
+        };
+        let candidate = "1".repeat(65_536);
+        assert_eq!(
+            verify_totp(&secret, &candidate, 59, &params, 1, None),
+            Err(VerifyError::Mismatch)
+        );
     }
 
     #[test]

@@ -121,6 +121,48 @@ impl Default for ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// Refuse values no deployment can work with: TOTP digits other than
+    /// 6 or 8 or a period of 0 (apps refuse such otpauth URIs, and
+    /// `mfa_totp::OtpauthUri::parse` does too), email codes of fewer than
+    /// 6 or more than 10 digits, a verify window over 10 steps, lifetimes
+    /// of zero, and no ids per reset. The argon2 parameters are checked by
+    /// [`PasswordHasher::new`]; how weak they may be is the caller's
+    /// choice (tests choose weak ones; the server refuses them from its
+    /// operator).
+    pub fn check(&self) -> MfaResult<()> {
+        let refuse = |what: &str| {
+            Err(MfaError::InvalidRequest(format!(
+                "service configuration: {what}"
+            )))
+        };
+        if let Err(e) = TotpParams::new(self.totp.algorithm, self.totp.digits, self.totp.period) {
+            return refuse(&e.to_string());
+        }
+        if !(6..=10).contains(&self.email_code_digits) {
+            return refuse("email_code_digits must be between 6 and 10");
+        }
+        if self.totp_window > 10 {
+            return refuse("totp_window must be at most 10 steps");
+        }
+        let lifetimes = [
+            ("session_ttl_secs", self.session_ttl_secs),
+            ("session_idle_secs", self.session_idle_secs),
+            ("partial_session_ttl_secs", self.partial_session_ttl_secs),
+            ("pending_secret_ttl_secs", self.pending_secret_ttl_secs),
+            ("email_code_ttl_secs", self.email_code_ttl_secs),
+            ("email_change_ttl_secs", self.email_change_ttl_secs),
+        ];
+        if let Some((name, _)) = lifetimes.iter().find(|(_, secs)| *secs == 0) {
+            return refuse(&format!("{name} must be more than 0"));
+        }
+        if self.max_reset_ids == 0 {
+            return refuse("max_reset_ids must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 /// The MFA administration service: every operation of the product.
 pub struct MfaService<S: Store> {
     store: S,
@@ -132,7 +174,8 @@ pub struct MfaService<S: Store> {
 }
 
 impl<S: Store> MfaService<S> {
-    /// Compose the service from its ports.
+    /// Compose the service from its ports, once [`ServiceConfig::check`]
+    /// accepts the configuration.
     pub fn new(
         store: S,
         mailer: Arc<dyn Mailer>,
@@ -140,6 +183,7 @@ impl<S: Store> MfaService<S> {
         rng: Arc<dyn Randomness>,
         config: ServiceConfig,
     ) -> MfaResult<Self> {
+        config.check()?;
         let hasher = PasswordHasher::new(config.password_params, rng.as_ref())?;
         Ok(MfaService {
             store,
@@ -630,6 +674,37 @@ mod tests {
         // After the lockout, the next attempt doubles it.
         let sixth = reserve(&store, NOW.plus_secs(30)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((sixth.failures_before, sixth.reserved), (5, Some(Some(60))));
+    }
+
+    /// An audit built a service with 0 TOTP digits (every confirmation
+    /// failed) and one whose otpauth URIs mfa-totp itself refuses.
+    #[test]
+    fn unworkable_configurations_are_refused() {
+        assert_eq!(ServiceConfig::default().check(), Ok(()));
+        let broken: [fn(&mut ServiceConfig); 7] = [
+            |c| c.totp.digits = 0,
+            |c| c.totp.digits = 7,
+            |c| c.totp.period = 0,
+            |c| c.email_code_digits = 0,
+            |c| c.totp_window = 1_000,
+            |c| c.session_idle_secs = 0,
+            |c| c.max_reset_ids = 0,
+        ];
+        for breaking in broken {
+            let mut config = ServiceConfig::default();
+            breaking(&mut config);
+            let refused = MfaService::new(
+                InMemoryStore::new(),
+                Arc::new(crate::ports::MemoryMailer::default()),
+                Arc::new(crate::ports::FixedClock::new(NOW)),
+                Arc::new(crate::ports::OsRandomness),
+                config.clone(),
+            );
+            assert!(
+                matches!(refused, Err(MfaError::InvalidRequest(_))),
+                "{config:?}"
+            );
+        }
     }
 
     #[test]
