@@ -308,9 +308,14 @@ impl StoreTx for MemTx<'_> {
             .filter(|u| self.0.memberships.contains_key(&(u.id, org)))
             .filter(|u| match &needle {
                 None => true,
-                Some(n) => [&u.first_name, &u.last_name, &u.email]
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(n.as_str())),
+                Some(n) => [
+                    &u.first_name,
+                    &u.last_name,
+                    &u.email,
+                    &format!("{} {}", u.first_name, u.last_name),
+                ]
+                .iter()
+                .any(|f| f.to_lowercase().contains(n.as_str())),
             })
             .cloned()
             .collect();

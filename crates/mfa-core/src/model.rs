@@ -865,6 +865,9 @@ pub struct PageRequest {
 impl PageRequest {
     /// Largest accepted page size.
     pub const MAX_SIZE: u32 = 200;
+    /// Largest accepted page number: what a signed 32-bit integer holds
+    /// (OpenAPI's `int32`, which clients generated from the document use).
+    pub const MAX_PAGE: u32 = i32::MAX as u32;
 
     /// Rows to skip.
     pub fn offset(&self) -> u64 {

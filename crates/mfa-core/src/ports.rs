@@ -172,9 +172,9 @@ pub trait StoreTx {
     fn delete_user(&mut self, id: UserId) -> StoreResult<bool>;
     /// Number of users in the deployment.
     fn count_users(&mut self) -> StoreResult<u64>;
-    /// Members of `org` (active or not) whose first name, last name or email
-    /// contains `search` case-insensitively (all when `None`), by id, with
-    /// the total count of matches.
+    /// Members of `org` (active or not) whose first name, last name, email
+    /// or full name ("first last") contains `search` case-insensitively
+    /// (all when `None`), by id, with the total count of matches.
     fn search_org_users(
         &mut self,
         org: OrgId,

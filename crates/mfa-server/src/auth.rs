@@ -119,7 +119,13 @@ fn refuse_url(req: &HttpRequest) -> Result<(), ApiError> {
 
 /// The token of `Authorization: Bearer <token>`, if well formed.
 fn bearer_token(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    // Two headers are refused, not the first taken: a proxy that checks
+    // the last one would otherwise vouch for another token than this.
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     let well_formed = scheme.eq_ignore_ascii_case("bearer")

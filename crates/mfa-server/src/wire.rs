@@ -473,11 +473,13 @@ impl IdsQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Case-insensitive substring of first name, last name or email.
+    /// Case-insensitive substring of first name, last name, email or full
+    /// name ("first last": `Mary Mem` finds Mary Member).
     #[serde(default)]
     pub search: Option<String>,
     /// 0-based page number (default 0).
     #[serde(default)]
+    #[param(maximum = 2147483647)]
     pub page: u32,
     /// Items per page, 1 to 200 (default 20).
     #[serde(default = "default_size")]
@@ -524,6 +526,7 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// 0-based page number (default 0).
     #[serde(default)]
+    #[param(maximum = 2147483647)]
     pub page: u32,
     /// Items per page, 1 to 200 (default 20).
     #[serde(default = "default_size")]
@@ -845,6 +848,7 @@ pub struct PageResponse<T: ToSchema> {
     /// Items across all pages.
     pub total: u64,
     /// The page number asked for (0-based).
+    #[schema(maximum = 2147483647)]
     pub page: u32,
     /// The page size asked for.
     pub size: u32,

@@ -58,10 +58,12 @@ const SEARCH_SEPARATOR: char = '\u{1f}';
 
 /// `users.search_text` and its copy on each of the user's memberships
 /// (`memberships.search_text`, which the search reads): first name, last
-/// name and email, lower-cased like the search pattern ([`like_pattern`])
+/// name, email and the full name ("first last", so that "Mary Mem" finds
+/// Mary Member), lower-cased like the search pattern ([`like_pattern`])
 /// and joined by [`SEARCH_SEPARATOR`].
 fn search_text(first_name: &str, last_name: &str, email: &str) -> String {
-    [first_name, last_name, email]
+    let full_name = format!("{first_name} {last_name}");
+    [first_name, last_name, email, &full_name]
         .map(str::to_lowercase)
         .join(&SEARCH_SEPARATOR.to_string())
 }

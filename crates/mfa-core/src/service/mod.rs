@@ -621,8 +621,15 @@ pub(crate) fn clear_attempt(tx: &mut dyn StoreTx, attempt: &Attempt<'_>) -> MfaR
     Ok(())
 }
 
-/// Validate a page request (size 1..=200).
+/// Validate a page request (size 1..=200, page at most
+/// [`PageRequest::MAX_PAGE`]).
 pub fn page_request(page: u32, size: u32) -> MfaResult<PageRequest> {
+    if page > PageRequest::MAX_PAGE {
+        return Err(MfaError::InvalidRequest(format!(
+            "page must be at most {}",
+            PageRequest::MAX_PAGE
+        )));
+    }
     if size == 0 || size > PageRequest::MAX_SIZE {
         return Err(MfaError::InvalidRequest(format!(
             "size must be between 1 and {}",

@@ -263,7 +263,7 @@ impl<S: Store> MfaService<S> {
         })
     }
 
-    /// A page of the current org's users whose name or email contains
+    /// A page of the current org's users whose name, full name or email contains
     /// `search`, case-insensitively (its admins).
     pub fn search_users(
         &self,

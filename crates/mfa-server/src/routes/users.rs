@@ -112,8 +112,8 @@ pub async fn users_by_ids(
 /// Search the current org's users
 ///
 /// Admins of the current org. Members (active or not) whose first name,
-/// last name or email contains `search`, case-insensitively (all without
-/// `search`), ordered by id.
+/// last name, email or full name ("first last") contains `search`,
+/// case-insensitively (all without `search`), ordered by id.
 #[utoipa::path(
     tag = "users",
     params(PageQuery),

@@ -406,6 +406,24 @@ async fn tokens_and_routes(s: TestServer) {
     }
     // The same token in the header works.
     s.get(me, &root).await.expect(200, None);
+    // Two Authorization headers are refused, whichever comes first: a
+    // proxy that read the other one would vouch for another token.
+    for pair in [
+        [root.as_str(), "not-a-real-token"],
+        ["not-a-real-token", root.as_str()],
+    ] {
+        let res = s
+            .client
+            .get(s.url(me))
+            .header("authorization", format!("Bearer {}", pair[0]))
+            .header("authorization", format!("Bearer {}", pair[1]))
+            .send()
+            .await
+            .unwrap();
+        TestServer::answer(res)
+            .await
+            .expect(401, Some("unauthorized"));
+    }
 
     // Unknown routes and methods.
     let a = s.call("GET", "/no/such/route", None, None).await;
@@ -433,6 +451,15 @@ async fn tokens_and_routes(s: TestServer) {
 
 async fn paging(s: TestServer) {
     let root = s.root().await;
+    // Past what the document's int32 holds (an audit got 200 for it).
+    for path in ["/user/users/page", "/user/audit"] {
+        s.get(&format!("{path}?page=2147483648"), &root)
+            .await
+            .expect(400, Some("invalid_request"));
+        s.get(&format!("{path}?page=2147483647"), &root)
+            .await
+            .expect(200, None);
+    }
     for i in 0..5 {
         s.create_user(&root, &format!("pager{i}@example.com"), false)
             .await;
@@ -451,6 +478,10 @@ async fn paging(s: TestServer) {
         .map(|u| u["email"].as_str().unwrap())
         .collect();
     assert_eq!(emails, ["pager2@example.com", "pager3@example.com"]);
+    // The full name as the list shows it ("Test pager4").
+    let p = s.get("/user/users/page?search=test%20PAGER4", &root).await;
+    assert_eq!(p.ok()["total"], 1);
+    assert_eq!(p.ok()["items"][0]["email"], "pager4@example.com");
     // Defaults: page 0, size 20; everyone in the org (root + 5).
     let p = s.get("/user/users/page", &root).await;
     assert_eq!(p.ok()["size"], 20);

@@ -9,7 +9,7 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
@@ -20,6 +20,7 @@ const MIGRATIONS: [&str; 10] = [
     "2026-11-26-000001_unknown_email_failures",
     "2026-11-27-000001_password_failures_by_address",
     "2026-11-28-000001_sessions_mfa_passed",
+    "2026-11-29-000001_search_full_name",
 ];
 
 const TABLES: [&str; 12] = [
@@ -95,7 +96,7 @@ fn a_newer_schema_is_refused(db: TestDatabase) {
     assert_eq!(store.run_migrations().expect("run"), MIGRATIONS);
     raw_execute(
         &db,
-        "DELETE FROM __diesel_schema_migrations WHERE version = '20261128000001'",
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20261129000001'",
     );
     raw_execute(
         &db,
@@ -116,7 +117,7 @@ fn a_newer_schema_is_refused(db: TestDatabase) {
     }
     assert_eq!(
         store.pending_migrations().expect("pending"),
-        ["2026-11-28-000001_sessions_mfa_passed"],
+        ["2026-11-29-000001_search_full_name"],
         "nothing was applied"
     );
 }
