@@ -245,6 +245,7 @@ pub struct VerifyRequest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OrgCreateRequest {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 
@@ -254,10 +255,12 @@ pub struct OrgCreateRequest {
 pub struct OrgUpdateRequest {
     /// 1 to 200 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// 0 to 8760 hours: after enforcement, members without a factor may
     /// log in without MFA this long (`setupDueAt` in the login answer).
     #[serde(default)]
+    #[schema(maximum = 8760)]
     pub mfa_grace_period_hours: Option<u32>,
 }
 
@@ -317,11 +320,15 @@ impl From<MembershipFields> for MembershipPatch {
 pub struct CreateUserRequest {
     /// Login and mail address; unique.
     pub email: String,
-    /// Given name, at most 100 characters.
+    /// Given name: 1 to 100 characters (leading and trailing spaces are
+    /// dropped).
+    #[schema(min_length = 1, max_length = 100)]
     pub first_name: String,
-    /// Family name, at most 100 characters.
+    /// Family name: 1 to 100 characters, as the given name.
+    #[schema(min_length = 1, max_length = 100)]
     pub last_name: String,
     /// Initial password: 8 characters to 1024 bytes.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
     /// Admin of the current org (default false).
     #[serde(default)]
@@ -332,19 +339,22 @@ pub struct CreateUserRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateUserRequest {
-    /// Given name.
+    /// Given name: 1 to 100 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
     pub first_name: Option<String>,
-    /// Family name.
+    /// Family name: 1 to 100 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100)]
     pub last_name: Option<String>,
     /// New address: takes effect only when confirmed through the token
     /// mailed to it (`POST /user/users/email/confirmChange`).
     #[serde(default)]
     pub email: Option<String>,
     /// New password. Set by an admin, it ends the user's sessions; set by
-    /// the user, it ends their other sessions.
+    /// the user, it ends their other sessions. 8 characters to 1024 bytes.
     #[serde(default)]
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: Option<String>,
     /// The caller's current password: required when users change their own
     /// email or password (`401 invalid_credentials` when wrong or absent).
@@ -391,6 +401,7 @@ pub struct ResendRequest {
 #[schema(example = json!({"ids": [12, 13]}))]
 pub struct ResetRequest {
     /// Users of the current org, 1 to 10 000 ids.
+    #[schema(min_items = 1, max_items = 10000)]
     pub ids: Vec<Id>,
 }
 
@@ -474,8 +485,10 @@ impl IdsQuery {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Case-insensitive substring of first name, last name, email or full
-    /// name ("first last": `Mary Mem` finds Mary Member).
+    /// name ("first last": `Mary Mem` finds Mary Member). At most 254
+    /// characters.
     #[serde(default)]
+    #[param(max_length = 254)]
     pub search: Option<String>,
     /// 0-based page number (default 0).
     #[serde(default)]

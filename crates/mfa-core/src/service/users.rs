@@ -86,6 +86,19 @@ pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
     Ok(v.to_string())
 }
 
+/// [`check_name`], and not blank: the seed's *Create User* and *User
+/// Profile* require both names. (The operator's `create-user` may leave
+/// them out.)
+fn check_required_name(field: &str, value: &str) -> MfaResult<String> {
+    let v = check_name(field, value)?;
+    if v.is_empty() {
+        return Err(MfaError::InvalidRequest(format!(
+            "{field} must not be empty"
+        )));
+    }
+    Ok(v)
+}
+
 /// The confirmation link of an email change: its token and lifetime.
 struct ChangeLink<'a> {
     token: &'a str,
@@ -210,8 +223,8 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<UserWithFactors> {
         require_current_org_admin(caller)?;
         let email = self.new_address(&req.email)?;
-        let first_name = check_name("firstName", &req.first_name)?;
-        let last_name = check_name("lastName", &req.last_name)?;
+        let first_name = check_required_name("firstName", &req.first_name)?;
+        let last_name = check_required_name("lastName", &req.last_name)?;
         check_password_rules(&req.password)?;
         let hash = self.hasher.hash(&req.password, self.rng.as_ref())?;
         let now = self.now();
@@ -352,12 +365,12 @@ impl<S: Store> MfaService<S> {
         let first_name = patch
             .first_name
             .as_deref()
-            .map(|v| check_name("firstName", v))
+            .map(|v| check_required_name("firstName", v))
             .transpose()?;
         let last_name = patch
             .last_name
             .as_deref()
-            .map(|v| check_name("lastName", v))
+            .map(|v| check_required_name("lastName", v))
             .transpose()?;
         let new_email = patch
             .email

@@ -76,6 +76,17 @@ async fn user_routes(s: TestServer) {
     )
     .await
     .expect(400, Some("invalid_request"));
+    // Both names are required, as the seed's form marks them (an audit
+    // saved blank ones from the console).
+    for (first, last) in [("", "L"), ("K", "   ")] {
+        s.post(
+            "/user/users",
+            &root,
+            json!({"email": "blank@example.com", "firstName": first, "lastName": last, "password": PASSWORD}),
+        )
+        .await
+        .expect(400, Some("invalid_request"));
+    }
     // Addresses no code could be mailed to are refused when stored, not
     // with a 503 at every send.
     for unmailable in [
@@ -165,6 +176,13 @@ async fn user_routes(s: TestServer) {
         .await;
     assert_eq!(u.ok()["firstName"], "Louis");
     assert_eq!(u.body["lastName"], "lou");
+    s.put(
+        &format!("/user/users/{lou}"),
+        &kim_token,
+        json!({"lastName": " "}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
     // The name it has is no change, and no event.
     s.put(
         &format!("/user/users/{lou}"),
