@@ -303,7 +303,8 @@ impl<S: Store> MfaService<S> {
     /// other session only with a recovery code (a bare password never
     /// removes a factor: see [`may_change_factors`]). A recovery code given
     /// is checked and used whatever the session. The caller's other
-    /// sessions end.
+    /// sessions end, and a notice is mailed; an authenticator still
+    /// pending (never confirmed) is only withdrawn.
     pub fn self_reset_authenticator(
         &self,
         caller: &Caller,
@@ -337,7 +338,7 @@ impl<S: Store> MfaService<S> {
             }
             (true, None) => return Err(MfaError::MfaRequired),
         };
-        self.write_then(|tx| {
+        let verified = self.write_then(|tx| {
             lock_user(tx, caller.user_id)?;
             if let Some((attempt, matched)) = recovery {
                 match self.consume_recovery_match(tx, caller, &attempt, matched, now)? {
@@ -345,26 +346,34 @@ impl<S: Store> MfaService<S> {
                     Err(refusal) => return Ok(Err(refusal)),
                 }
             }
+            let verified = matches!(
+                tx.authenticator_state(caller.user_id)?,
+                Some(AuthenticatorState::Verified { .. })
+            );
             if !tx.delete_authenticator(caller.user_id)? {
                 return Err(MfaError::NotEnrolled("no authenticator to reset"));
             }
-            tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
-            audit_own(
-                tx,
-                caller,
-                now,
-                AuditAction::AuthenticatorReset,
-                "self reset",
-            )?;
-            Ok(Ok(()))
+            // An enrollment not yet confirmed is withdrawn: no factor went,
+            // so no other session ends and no notice goes out (an audit
+            // saw "sign-in methods were removed" mailed for one).
+            let detail = if verified {
+                tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
+                "self reset"
+            } else {
+                "pending enrollment withdrawn"
+            };
+            audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
+            Ok(Ok(verified))
         })?;
-        self.notify_owner(
-            caller.user_id,
-            MailKind::FactorReset {
-                methods: vec![MfaMethod::Authenticator],
-                by_admin: None,
-            },
-        );
+        if verified {
+            self.notify_owner(
+                caller.user_id,
+                MailKind::FactorReset {
+                    methods: vec![MfaMethod::Authenticator],
+                    by_admin: None,
+                },
+            );
+        }
         Ok(())
     }
 

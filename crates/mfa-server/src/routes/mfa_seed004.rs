@@ -173,7 +173,9 @@ pub async fn verify_qr_code_enroll(
 /// Self-reset app-based MFA enrollment (seed)
 ///
 /// Removes the caller's authenticator; enroll again by scanning a new QR
-/// code. The caller's other sessions end. A full session in which a factor
+/// code. The caller's other sessions end, and the user is mailed a notice;
+/// an enrollment not yet confirmed (a pending secret) is only withdrawn,
+/// without either. A full session in which a factor
 /// was verified may do it; a partial session, or a full one opened where
 /// no MFA was owed, only with `{"recoveryCode": "..."}` (for a lost phone):
 /// a bare password never removes a factor (`403 mfa_required`). The body
@@ -183,10 +185,10 @@ pub async fn verify_qr_code_enroll(
     tag = "mfa",
     request_body(content = Option<RecoveryResetRequest>, description = "Optional on a full session that verified a factor; a recovery code is required on a partial one, or on a full one opened where no MFA was owed. A code given is checked and used on any session (`400 invalid_code` if wrong)."),
     responses(
-        (status = 200, description = "The authenticator is removed.", body = StatusResponse),
+        (status = 200, description = "The authenticator is removed (or the pending one withdrawn).", body = StatusResponse),
         (status = 400, description = "`invalid_code`: the recovery code did not verify; `invalid_request`: the body does not parse.", body = ErrorBody),
         (status = 403, description = "`mfa_required`: no recovery code, on a partial token or on a full one that verified no factor while the user has one (opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first, or give a recovery code).", body = ErrorBody),
-        (status = 409, description = "`not_enrolled`: the caller has no authenticator.", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`: the caller has no authenticator, verified or pending.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: locked out after repeated failures; with a recovery code, also when the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s): nothing was checked, try again after `Retry-After`.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
     ),

@@ -170,6 +170,23 @@ async fn authenticator_by_qr_code(s: TestServer) {
         .await
         .expect(409, Some("not_enrolled"));
 
+    // An enrollment not confirmed is withdrawn: no factor went, so no
+    // notice and no other session ends (an audit got both).
+    let other = s.login("bob@example.com", PASSWORD).await.token;
+    let mails = s.mails_to("bob@example.com").len();
+    qr_secret(&s, &bob).await;
+    let r = s
+        .call("POST", "/users/mfa/resetMyQRCodeEnroll", Some(&bob), None)
+        .await;
+    assert_eq!(r.ok(), &json!({"status": "ok"}));
+    assert_eq!(s.mails_to("bob@example.com").len(), mails, "no notice");
+    s.get("/oauth/users/mfaDetails", &other)
+        .await
+        .expect(200, None);
+    s.call("POST", "/users/mfa/resetMyQRCodeEnroll", Some(&bob), None)
+        .await
+        .expect(409, Some("not_enrolled"));
+
     // Enroll again, then an admin resets it by username (the email).
     s.advance(30);
     let secret = qr_secret(&s, &bob).await;
