@@ -4,13 +4,19 @@
 //! success, so a failed operation leaves nothing behind; one mutex makes
 //! transactions serial, so conditional updates race exactly as they would
 //! in a database. Everything is lost when the store is dropped.
+//!
+//! Every transaction, reads included, copies the whole state: fine for
+//! tests and for a few hundred users, slow beyond a few thousand (an audit
+//! measured 50 logins in 1.2 s at 5,000 users). Embed `mfa-store`'s SQLite
+//! for more. A panic inside a transaction leaves the store as it was
+//! before that transaction, and usable.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use mfa_totp::{Secret, TotpParams};
 
-use crate::error::{MfaError, MfaResult, StoreError};
+use crate::error::{MfaResult, StoreError};
 use crate::model::*;
 use crate::ports::{Store, StoreResult, StoreTx};
 
@@ -82,9 +88,13 @@ impl InMemoryStore {
     }
 
     fn lock(&self) -> MfaResult<MutexGuard<'_, State>> {
-        self.state
+        // A transaction that panicked worked on a copy that was never
+        // swapped in, so the state behind a poisoned mutex is whole: the
+        // store stays usable, as a database does after a failed transaction.
+        Ok(self
+            .state
             .lock()
-            .map_err(|_| MfaError::Store(StoreError::Backend("in-memory store poisoned".into())))
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -909,6 +919,27 @@ mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp(1_000);
+
+    /// An audit found every later transaction failing with "in-memory
+    /// store poisoned" after one panicked.
+    #[test]
+    fn a_panicking_transaction_changes_nothing_and_poisons_nothing() {
+        let store = InMemoryStore::new();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = store.write(|tx| {
+                tx.insert_org("half-made", T0)?;
+                panic!("an embedder's closure panics");
+                #[allow(unreachable_code)]
+                Ok(())
+            });
+        }));
+        assert!(panicked.is_err());
+        let orgs = store.read(|tx| Ok(tx.all_orgs()?)).expect("usable");
+        assert!(orgs.is_empty(), "nothing of it stayed: {orgs:?}");
+        store
+            .write(|tx| Ok(tx.insert_org("next", T0)?))
+            .expect("writes work");
+    }
 
     /// A member with a verified authenticator (step 10 used) and a
     /// partial session, and the success [`Store::apply_authenticator_success`]
