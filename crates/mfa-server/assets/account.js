@@ -1,9 +1,13 @@
 // The self-service page: the caller's MFA status (mfaDetails), authenticator
-// and email enrollment, recovery codes shown once, self reset and the
-// personal opt-in. Every action is a call to the JSON API (spec/API.md).
+// and email enrollment, recovery codes shown once, self reset, the
+// personal opt-in, the own email address and password, and (signed in or
+// not) the confirmation of a new email address. Every action is a call to
+// the JSON API (spec/API.md).
 
 import {
   $,
+  ApiError,
+  api,
   boot,
   busy,
   call,
@@ -19,12 +23,14 @@ import {
   showView,
 } from "./common.js";
 
-const VIEWS = ["signin-view", "account-view"];
+const VIEWS = ["signin-view", "account-view", "confirm-email-view"];
+const CONFIRM_HASH = "#confirm-email";
 
 let me = null;
 let details = null;
 let enrollingAuthenticator = false;
 let recoveryCodes = [];
+let pendingEmail = null; // the new address of a change asked for from this page
 
 const fullName = (u) => `${u.firstName} ${u.lastName}`.trim() || u.email;
 const token = () => {
@@ -32,9 +38,16 @@ const token = () => {
   return s && s.token;
 };
 
+/** An API refusal with this page's own words for some codes. */
+function explain(error, words) {
+  if (error instanceof ApiError && words[error.code]) return new Error(words[error.code]);
+  return error;
+}
+
 async function onSignedIn() {
   await refresh();
-  showView(VIEWS, "account-view");
+  if (location.hash === CONFIRM_HASH) showConfirm();
+  else showView(VIEWS, "account-view");
 }
 
 function onSignedOut() {
@@ -42,11 +55,18 @@ function onSignedOut() {
   details = null;
   enrollingAuthenticator = false;
   recoveryCodes = [];
+  pendingEmail = null;
   $("#who").hidden = true;
+  $("#who-name").textContent = "";
   $("#recovery-result").hidden = true;
   $("#recovery-codes").replaceChildren();
   $("#enroll-authenticator").replaceChildren();
   $("#enroll-email").replaceChildren();
+  $("#email-pending").hidden = true;
+  $("#my-email").textContent = "";
+  $("#email-form").reset();
+  $("#password-change-form").reset();
+  $("#confirm-email-form").reset();
 }
 
 async function refresh() {
@@ -93,6 +113,7 @@ function render() {
   } else if (!$("#enroll-email").firstChild) {
     mountEmailEnrollment($("#enroll-email"), {
       token,
+      request: call,
       onDone: async () => {
         $("#enroll-email").replaceChildren();
         await refresh();
@@ -104,6 +125,13 @@ function render() {
   $("#generate-recovery").disabled = !anyFactor;
   $("#recovery-needs-factor").hidden = anyFactor;
   $("#toggle-opt-in").checked = me.mfaOptIn;
+
+  $("#my-email").textContent = me.email;
+  if (pendingEmail && pendingEmail.toLowerCase() === me.email.toLowerCase()) pendingEmail = null;
+  $("#email-pending").hidden = !pendingEmail;
+  $("#email-pending-text").textContent = pendingEmail
+    ? `Pending: ${pendingEmail} becomes your address once you enter the token mailed to it. Until then you sign in, and receive codes, with ${me.email}.`
+    : "";
 }
 
 // ---- authenticator
@@ -112,6 +140,7 @@ $("#start-authenticator").addEventListener("click", async (event) => {
   enrollingAuthenticator = true;
   const widget = mountAuthenticatorEnrollment($("#enroll-authenticator"), {
     token,
+    request: call,
     onDone: async () => {
       enrollingAuthenticator = false;
       $("#enroll-authenticator").replaceChildren();
@@ -146,21 +175,16 @@ $("#self-reset-cancel").addEventListener("click", () => {
   selfResetDialog.close();
   $("#self-reset").focus();
 });
-$("#self-reset-confirm").addEventListener("click", async (event) => {
-  const button = event.currentTarget;
-  button.disabled = true;
-  try {
+$("#self-reset-confirm").addEventListener("click", () => {
+  // Closed first: a session that verified no factor is asked for one,
+  // and the reset is done right after.
+  selfResetDialog.close();
+  return busy($("#self-reset"), async () => {
     await call("POST", "/users/mfa/resetMyQRCodeEnroll");
-    selfResetDialog.close();
     await refresh();
     say("Your authenticator was reset. Set up a new one below.");
     $("#start-authenticator").focus();
-  } catch (error) {
-    selfResetDialog.close();
-    fail(error);
-  } finally {
-    button.disabled = false;
-  }
+  });
 });
 
 // ---- recovery codes
@@ -210,4 +234,134 @@ $("#toggle-opt-in").addEventListener("change", async (event) => {
   }
 });
 
-boot({ views: VIEWS, onSignedIn, onSignedOut });
+// ---- own email address and password
+
+const WRONG_CURRENT_PASSWORD = {
+  invalid_credentials: "Your current password is wrong. Nothing was changed",
+};
+
+$("#email-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!me) return;
+  const email = $("#new-email").value.trim();
+  const currentPassword = $("#email-current-password").value;
+  $("#email-current-password").value = "";
+  if (email.toLowerCase() === me.email.toLowerCase()) {
+    fail(new Error(`${me.email} is your address already`));
+    return;
+  }
+  busy(event.submitter, async () => {
+    try {
+      await call("PUT", `/user/users/${me.id}`, { email, currentPassword });
+    } catch (error) {
+      throw explain(error, {
+        ...WRONG_CURRENT_PASSWORD,
+        conflict: `${email} belongs to another account. Nothing was changed`,
+      });
+    }
+    pendingEmail = email;
+    $("#new-email").value = "";
+    await refresh();
+    say(
+      `A confirmation token was sent to ${email}. Your address changes once you enter it under “Confirm a new email address”; until then it stays ${me.email}.`,
+    );
+  });
+});
+
+$("#resend-my-email").addEventListener("click", (event) =>
+  busy(event.currentTarget, async () => {
+    clearMessages();
+    try {
+      await call("POST", "/user/users/email/resendChangeConfirmation");
+    } catch (error) {
+      throw explain(error, {
+        not_found: "There is no pending change of your email address: it was confirmed already, or it was never asked for",
+      });
+    }
+    say(`A new token was sent to ${pendingEmail || "the new address"}. The older token no longer works.`);
+  }),
+);
+
+$("#password-change-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!me) return;
+  const password = $("#new-password").value;
+  const again = $("#new-password-again").value;
+  const currentPassword = $("#password-current").value;
+  $("#password-current").value = "";
+  if (password !== again) {
+    fail(new Error("The two new passwords differ. Type the same new password twice"));
+    $("#new-password-again").value = "";
+    $("#new-password-again").focus();
+    return;
+  }
+  busy(event.submitter, async () => {
+    try {
+      await call("PUT", `/user/users/${me.id}`, { password, currentPassword });
+    } catch (error) {
+      throw explain(error, WRONG_CURRENT_PASSWORD);
+    } finally {
+      $("#new-password").value = "";
+      $("#new-password-again").value = "";
+    }
+    say("Your password was changed. Your other sessions were ended; this one goes on.");
+  });
+});
+
+// ---- confirming a new email address (signed in or not)
+
+function showConfirm() {
+  $("#confirm-back").textContent = session.get() ? "Back to my account" : "Back to sign-in";
+  showView(VIEWS, "confirm-email-view");
+  $("#confirm-token").focus();
+}
+
+$("#confirm-email-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const tokenText = $("#confirm-token").value.trim();
+  busy(event.submitter, async () => {
+    try {
+      await api("POST", "/user/users/email/confirmChange", { body: { token: tokenText } });
+    } catch (error) {
+      throw explain(error, {
+        invalid_code:
+          "This token is not valid, so no address changed. Copy the whole token from the newest confirmation email: a token works once, and a new confirmation voids the older one",
+        code_expired:
+          "This token has expired (a token is valid for 24 hours), so no address changed. Change the email address again to get a new token",
+        conflict:
+          "The address was not changed: another account took it after the change was asked for. This token is used up; choose another address",
+        invalid_request: "Paste the token from the confirmation email",
+      });
+    }
+    $("#confirm-token").value = "";
+    pendingEmail = null;
+    if (session.get()) {
+      try {
+        await refresh();
+      } catch {
+        // A session the change ended: the sign-in view says so.
+      }
+    }
+    say(
+      session.get()
+        ? "Your new email address is confirmed: it is now the address of your account."
+        : "Your new email address is confirmed: sign in with it from now on.",
+    );
+  });
+});
+
+window.addEventListener("hashchange", () => {
+  if (location.hash === CONFIRM_HASH) {
+    clearMessages();
+    showConfirm();
+  } else if (session.get()) {
+    onSignedIn().catch((error) => {
+      if (!(error instanceof ApiError && error.code === "unauthorized")) fail(error);
+    });
+  } else {
+    signIn.show();
+  }
+});
+
+const signIn = boot({ views: VIEWS, onSignedIn, onSignedOut });
+if (location.hash === CONFIRM_HASH && !session.get()) showConfirm();

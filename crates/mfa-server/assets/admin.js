@@ -1,10 +1,12 @@
-// The admin console: User Management, Edit User, Org settings, Audit trail.
+// The admin console: User Management, Create User, Edit User, Org
+// settings, Audit trail.
 // Every action is a call to the JSON API (spec/API.md) with the session of
 // the signed-in admin; the current org is the org of that session.
 
 import {
   $,
   $$,
+  ApiError,
   METHOD_NAMES,
   boot,
   busy,
@@ -19,15 +21,24 @@ import {
   showView,
 } from "./common.js";
 
-const VIEWS = ["signin-view", "forbidden-view", "users-view", "edit-view", "org-view", "audit-view"];
+const VIEWS = ["signin-view", "forbidden-view", "users-view", "create-view", "edit-view", "org-view", "audit-view"];
 const PAGE_SIZE = 20;
 const AUDIT_PAGE_SIZE = 25;
 
 let org = null;
+let me = null; // the signed-in admin
 const users = { search: "", page: 0, seq: 0, timer: 0 };
 const audit = { page: 0, userText: "", action: "", seq: 0 };
-let editing = null; // {user, membership}
+let editing = null; // {user, membership, pendingEmail}
 const userCache = new Map();
+let signIn = null;
+let flash = null; // a message for the view the next route shows
+
+/** An API refusal with this page's own words for some codes. */
+function explain(error, words) {
+  if (error instanceof ApiError && words[error.code]) return new Error(words[error.code]);
+  return error;
+}
 
 const fullName = (u) => `${u.firstName} ${u.lastName}`.trim() || u.email;
 const initials = (u) => ((u.firstName || "").charAt(0) + (u.lastName || "").charAt(0)).toUpperCase() || "?";
@@ -37,12 +48,15 @@ const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
 async function onSignedIn() {
   const s = session.get();
-  const me = await call("GET", "/user/users/me");
+  me = await call("GET", "/user/users/me");
   $("#who-name").textContent = `${fullName(me)} (${me.email})`;
   $("#who").hidden = false;
   const membership = me.memberships.find((m) => m.orgId === s.orgId);
   const isAdmin = me.isSuperAdmin || (membership && membership.isAdmin && membership.isActive);
   if (!isAdmin) {
+    org = null;
+    $("#admin-nav").hidden = true;
+    $(".brand").textContent = "MFA Admin";
     showView(VIEWS, "forbidden-view");
     return;
   }
@@ -55,13 +69,49 @@ async function onSignedIn() {
   }
 }
 
+/** Forget everything the page holds about the session and its org. */
 function onSignedOut() {
   org = null;
+  me = null;
   editing = null;
   userCache.clear();
+  clearTimeout(users.timer);
+  Object.assign(users, { search: "", page: 0, seq: users.seq + 1, timer: 0 });
+  Object.assign(audit, { page: 0, userText: "", action: "", seq: audit.seq + 1 });
   $("#admin-nav").hidden = true;
   $("#who").hidden = true;
+  $("#who-name").textContent = "";
   $(".brand").textContent = "MFA Admin";
+  // User Management
+  $("#user-search").value = "";
+  $("#user-list").replaceChildren();
+  $("#user-counts").textContent = "";
+  $("#users-page").textContent = "";
+  $("#user-empty").hidden = true;
+  // Create User and Edit User
+  $("#create-form").reset();
+  $("#profile-form").reset();
+  $("#edit-title").textContent = "User Management: Edit User";
+  $("#user-mfa").textContent = "";
+  $("#edit-email-pending").hidden = true;
+  $("#edit-email-pending-text").textContent = "";
+  $("#edit-self-password").hidden = true;
+  for (const toggle of $$("#edit-view input.switch")) toggle.checked = false;
+  $("#user-audit-link").href = "#/audit";
+  for (const dialog of $$("dialog")) if (dialog.open) dialog.close();
+  // Org settings
+  $("#org-name").textContent = "";
+  $("#toggle-enforce").checked = false;
+  $("#org-enforced-at").textContent = "";
+  $("#grace-hours").value = "";
+  // Audit trail
+  $("#audit-user").value = "";
+  $("#audit-action").value = "";
+  $("#audit-rows").replaceChildren();
+  $("#audit-page").textContent = "";
+  $("#audit-empty").hidden = true;
+  // The next person in this tab starts at User Management.
+  history.replaceState(null, "", location.pathname);
 }
 
 function parseHash() {
@@ -79,6 +129,11 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   clearMessages();
+  if (flash) {
+    say(flash);
+    flash = null;
+  }
+  if (section === "users" && parts[1] === "new") return showCreate();
   if (section === "users" && parts[1]) return showEdit(Number(parts[1]));
   if (section === "org") return showOrg();
   if (section === "audit") return showAudit(params);
@@ -200,13 +255,47 @@ $("#export-csv").addEventListener("click", (event) =>
       u.mfa.enrolled ? "yes" : "no",
       u.mfa.methods.join(" "),
     ]);
-    const csv = [header, ...rows].map((r) => r.map(csvCell).join(",")).join("\r\n") + "\r\n";
+    // The byte-order mark tells spreadsheet programs (Excel) that the
+    // file is UTF-8, so that names such as “Zoë” or “Øyvind” read right.
+    const csv = "\uFEFF" + [header, ...rows].map((r) => r.map(csvCell).join(",")).join("\r\n") + "\r\n";
     download(`users-org-${org.id}.csv`, csv, "text/csv;charset=utf-8");
     say(`Exported ${plural(all.length, "user")} as CSV.`);
   }),
 );
 
+// ---- Create User
+
+function showCreate() {
+  $("#create-form").reset();
+  showView(VIEWS, "create-view");
+}
+
+$("#create-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const body = {
+    firstName: $("#create-first").value.trim(),
+    lastName: $("#create-last").value.trim(),
+    email: $("#create-email").value.trim(),
+    password: $("#create-password").value,
+    isAdmin: $("#create-admin").checked,
+  };
+  busy(event.submitter, async () => {
+    let user;
+    try {
+      user = await call("POST", "/user/users", body);
+    } catch (error) {
+      throw explain(error, { conflict: `A user with the email ${body.email} exists already. Nothing was created` });
+    }
+    $("#create-form").reset();
+    userCache.set(user.id, user);
+    flash = `${fullName(user)} was created${body.isAdmin ? " as an admin of this org" : ""}. Give them their first password in person; they can change it on their account page.`;
+    location.hash = `#/users/${user.id}`;
+  });
+});
+
 // ---- Edit User
+
+const isSelf = (user) => Boolean(me && user && me.id === user.id);
 
 function setEditEnabled(enabled) {
   for (const el of $$("#edit-view input, #edit-view button")) el.disabled = !enabled;
@@ -236,7 +325,7 @@ async function showEdit(id) {
 }
 
 function renderEdit() {
-  const { user, membership } = editing;
+  const { user, membership, pendingEmail } = editing;
   $("#edit-title").textContent = `User Management: Edit User: ${fullName(user)}`;
   $("#edit-first").value = user.firstName;
   $("#edit-last").value = user.lastName;
@@ -250,6 +339,12 @@ function renderEdit() {
     : "Multi-factor authentication is not set up.";
   $("#reset-mfa").textContent = org.isMfaEnforced ? "Reset org-level MFA for this user" : "Reset MFA for this user";
   $("#user-audit-link").href = `#/audit?user=${user.id}`;
+  $("#edit-self-password").hidden = !isSelf(user);
+  $("#edit-current-password").value = "";
+  $("#edit-email-pending").hidden = !pendingEmail;
+  $("#edit-email-pending-text").textContent = pendingEmail
+    ? `Pending: the email address changes to ${pendingEmail} once ${isSelf(user) ? "you confirm" : "the user confirms"} it with the token mailed there. Until then it stays ${user.email}.`
+    : "";
 }
 
 $("#profile-form").addEventListener("submit", (event) => {
@@ -268,17 +363,79 @@ $("#profile-form").addEventListener("submit", (event) => {
     say("Nothing to change.");
     return;
   }
+  if (body.email && isSelf(user)) {
+    // One's own email needs the current password, as on the account page.
+    body.currentPassword = $("#edit-current-password").value;
+    $("#edit-current-password").value = "";
+    if (!body.currentPassword) {
+      fail(new Error("Enter your current password to change your own email address"));
+      $("#edit-current-password").focus();
+      return;
+    }
+  }
+  const current = editing;
   busy(event.submitter, async () => {
-    const updated = await call("PUT", `/user/users/${user.id}`, body);
+    let updated;
+    try {
+      updated = await call("PUT", `/user/users/${user.id}`, body);
+    } catch (error) {
+      throw explain(error, {
+        invalid_credentials: "Your current password is wrong. Nothing was changed",
+        conflict: `${body.email} belongs to another account. Nothing was changed`,
+      });
+    }
+    if (editing !== current) return;
     editing.user = updated;
+    if (body.email) editing.pendingEmail = body.email;
     renderEdit();
-    say(
-      body.email
-        ? `Saved. A confirmation link was sent to ${body.email}; the email address changes once it is confirmed.`
-        : `User information saved for ${fullName(updated)}.`,
-    );
+    if (body.email) {
+      $("#edit-email").value = updated.email;
+      say(
+        `Saved. The email change is pending: a confirmation token was sent to ${body.email}, and the address stays ${updated.email} until it is confirmed.`,
+      );
+    } else {
+      say(`User information saved for ${fullName(updated)}.`);
+    }
   });
 });
+
+$("#resend-email-change").addEventListener("click", (event) => {
+  if (!editing) return;
+  const { user, pendingEmail } = editing;
+  clearMessages();
+  busy(event.currentTarget, async () => {
+    try {
+      await call("POST", "/user/users/email/resendChangeConfirmation", { userId: user.id });
+    } catch (error) {
+      throw explain(error, {
+        not_found: `${fullName(user)} has no pending email change: it was confirmed already, or it expired`,
+      });
+    }
+    say(`The confirmation was sent again to ${pendingEmail}. The older token no longer works.`);
+  });
+});
+
+const selfAdminDialog = $("#self-admin-dialog");
+
+/** Ask before an admin removes their own Admin right: true to go on. */
+function confirmSelfAdminRemoval() {
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      selfAdminDialog.removeEventListener("close", onClose);
+      $("#self-admin-cancel").removeEventListener("click", onCancel);
+      $("#self-admin-confirm").removeEventListener("click", onConfirm);
+      if (selfAdminDialog.open) selfAdminDialog.close();
+      resolve(answer);
+    };
+    const onClose = () => done(false);
+    const onCancel = () => done(false);
+    const onConfirm = () => done(true);
+    selfAdminDialog.addEventListener("close", onClose);
+    $("#self-admin-cancel").addEventListener("click", onCancel);
+    $("#self-admin-confirm").addEventListener("click", onConfirm);
+    selfAdminDialog.showModal();
+  });
+}
 
 for (const toggle of $$("#edit-view input.switch")) {
   toggle.addEventListener("change", async () => {
@@ -288,18 +445,41 @@ for (const toggle of $$("#edit-view input.switch")) {
     const value = inverted ? !toggle.checked : toggle.checked;
     const label = $(`label[for="${toggle.id}"]`).textContent;
     const name = fullName(editing.user);
+    const ownAdmin = field === "isAdmin" && !value && isSelf(editing.user);
     clearMessages();
+    if (ownAdmin && !(await confirmSelfAdminRemoval())) {
+      toggle.checked = !toggle.checked;
+      toggle.focus();
+      return;
+    }
     toggle.disabled = true;
     try {
       await call("PUT", `/user/users/${editing.user.id}/membership?byRef=false`, { [field]: value });
       editing.membership[field] = value;
+      if (ownAdmin) {
+        // Leave the console as it now is for this account: a superadmin
+        // keeps it, anyone else sees that it is for admins only.
+        editing = null;
+        history.replaceState(null, "", location.pathname);
+        await onSignedIn();
+        say(
+          me && me.isSuperAdmin
+            ? "Your Admin right in this org was removed. As a superadmin you keep this console."
+            : "Your Admin right in this org was removed: this console is for admins only.",
+        );
+        return;
+      }
       say(`${label} turned ${toggle.checked ? "on" : "off"} for ${name}.`);
     } catch (error) {
       toggle.checked = !toggle.checked;
-      fail(error);
+      fail(
+        editing && editing.user.isSuperAdmin && !(me && me.isSuperAdmin)
+          ? explain(error, { forbidden: `${name} is a superadmin: only a superadmin can change their account. Nothing was changed` })
+          : error,
+      );
     } finally {
       toggle.disabled = false;
-      toggle.focus();
+      if (document.contains(toggle) && !toggle.closest("[hidden]")) toggle.focus();
     }
   });
 }
@@ -309,6 +489,7 @@ const resetDialog = $("#reset-dialog");
 $("#reset-mfa").addEventListener("click", () => {
   if (!editing) return;
   clearMessages();
+  $("#reset-dialog-self").hidden = !isSelf(editing.user);
   resetDialog.showModal();
 });
 
@@ -322,18 +503,29 @@ $("#reset-confirm").addEventListener("click", async (event) => {
   const button = event.currentTarget;
   const { user } = editing;
   button.disabled = true;
+  const self = isSelf(user);
+  // Closed first: a challenge may be asked for before the reset is done.
+  resetDialog.close();
   try {
     await call("PUT", "/user/users/mfa/reset", { ids: [user.id] });
-    resetDialog.close();
+    if (self) {
+      // The reset ended this session too: sign-in, saying what happened.
+      session.clear();
+      onSignedOut();
+      signIn.show();
+      say(
+        "Your MFA was reset and all your sessions ended, this one too. Sign in again, then set up multi-factor authentication anew (at sign-in where your org enforces it, else on your account page).",
+      );
+      return;
+    }
     editing.user = await call("GET", `/user/users/${user.id}`);
     renderEdit();
     say(`MFA was reset for ${fullName(user)}. They set it up again at their next sign-in.`);
   } catch (error) {
-    resetDialog.close();
     fail(error);
   } finally {
     button.disabled = false;
-    $("#reset-mfa").focus();
+    if (editing) $("#reset-mfa").focus();
   }
 });
 
@@ -395,6 +587,62 @@ $("#grace-form").addEventListener("submit", (event) => {
 });
 
 // ---- Audit trail
+
+/** Words for the audit actions; the filter keeps the codes as its values. */
+const ACTION_LABELS = {
+  org_created: "Org created",
+  org_updated: "Org updated",
+  org_deleted: "Org deleted",
+  mfa_enforced: "MFA enforced on the org",
+  mfa_unenforced: "MFA no longer enforced on the org",
+  membership_created: "Member added",
+  membership_updated: "Membership changed",
+  membership_deleted: "Member removed",
+  mfa_opt_out: "Opted out of org MFA",
+  mfa_opt_out_removed: "Org MFA enforced again for the user",
+  personal_mfa_opt_in: "Personal MFA turned on",
+  personal_mfa_opt_out: "Personal MFA turned off",
+  mfa_reset: "MFA reset",
+  authenticator_reset: "Authenticator reset",
+  authenticator_enrollment_started: "Authenticator setup started",
+  authenticator_enrolled: "Authenticator set up",
+  email_enrollment_started: "Email codes setup started",
+  email_enrolled: "Email codes set up",
+  email_code_sent: "Email code sent",
+  mfa_verify_succeeded: "MFA code accepted",
+  mfa_verify_failed: "MFA code refused",
+  replay_refused: "Reused code refused",
+  locked_out: "Locked out",
+  refused_while_locked_out: "Refused while locked out",
+  recovery_codes_generated: "Recovery codes generated",
+  recovery_code_used: "Recovery code used",
+  login_succeeded: "Signed in",
+  login_failed: "Sign-in failed",
+  logout: "Signed out",
+  user_created: "User created",
+  user_updated: "User updated",
+  user_deleted: "User deleted",
+  email_change_requested: "Email change asked for",
+  email_changed: "Email address changed",
+  email_change_refused: "Email change refused",
+  super_admin_joined_org: "Superadmin joined the org",
+};
+
+/** A cell of the audit table; on a phone its label goes before it. */
+function cell(cls, label, ...content) {
+  return h("td", { class: cls, "data-label": label }, h("span", { class: "cell" }, ...content));
+}
+
+function actionLabel(code) {
+  if (ACTION_LABELS[code]) return ACTION_LABELS[code];
+  const words = String(code).replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+// The options come from the server with the codes as their text.
+for (const option of $$("#audit-action option")) {
+  if (option.value) option.textContent = actionLabel(option.value);
+}
 
 async function showAudit(params) {
   if (params.has("user")) {
@@ -460,11 +708,11 @@ async function loadAudit() {
         h(
           "tr",
           { "data-action": e.action },
-          h("td", { class: "time" }, formatTime(e.at, { seconds: true })),
-          h("td", {}, h("code", {}, e.action)),
-          h("td", { class: "who" }, who(e.actorUserId)),
-          h("td", { class: "who" }, who(e.targetUserId)),
-          h("td", { class: "detail" }, e.detail),
+          cell("time", "Time", formatTime(e.at, { seconds: true })),
+          cell("action", "Action", actionLabel(e.action), " ", h("code", { class: "action-code" }, e.action)),
+          cell("who", "By", who(e.actorUserId)),
+          cell("who", "User", who(e.targetUserId)),
+          cell("detail", "Detail", e.detail),
         ),
       ),
     );
@@ -507,4 +755,4 @@ $("#audit-next").addEventListener("click", () => {
   loadAudit();
 });
 
-boot({ views: VIEWS, onSignedIn, onSignedOut });
+signIn = boot({ views: VIEWS, onSignedIn, onSignedOut });

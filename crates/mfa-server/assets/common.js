@@ -43,6 +43,11 @@ export function clearMessages() {
   $("#alert").textContent = "";
 }
 
+// A new submit clears the previous message, also one the browser's own
+// validation stops before the form's handler runs.
+document.addEventListener("submit", clearMessages, true);
+document.addEventListener("invalid", clearMessages, true);
+
 // ---- the API
 
 export class ApiError extends Error {
@@ -61,6 +66,16 @@ function sentence(text) {
   return /[.!?]$/.test(s) ? s : s + ".";
 }
 
+/**
+ * `lead.` alone when the server's message says no more than the lead does
+ * (matches `same`), else `lead: message.`; never the same words twice.
+ */
+function withLead(lead, message, same) {
+  const m = String(message || "").trim();
+  if (!m || same.test(m)) return lead + ".";
+  return `${lead}: ${sentence(m)}`;
+}
+
 /** An error as a sentence for people. */
 export function describeError(error) {
   if (!(error instanceof ApiError)) {
@@ -77,9 +92,9 @@ export function describeError(error) {
     case "unauthorized":
       return "Your session has ended. Sign in again.";
     case "mfa_required":
-      return "Finish multi-factor authentication first: " + sentence(error.message);
+      return withLead("Finish multi-factor authentication first", error.message, /^(finish |multi-factor authentication must)/i);
     case "forbidden":
-      return "You are not allowed to do this: " + sentence(error.message);
+      return withLead("You are not allowed to do this", error.message, /^(you are )?not allowed/i);
     default:
       return sentence(error.message) || `The server answered with status ${error.status}.`;
   }
@@ -137,12 +152,14 @@ export const session = {
 };
 
 let onSessionEnded = () => {};
-let onMfaRequired = () => {};
+/** Resolves true once the session verified a factor, false if cancelled. */
+let onMfaRequired = async () => false;
 
 /**
  * Call the API with the stored full session; a 401 ends the session, and a
- * 403 mfa_required (a change of factors from a session that verified none)
- * asks for a code on it.
+ * 403 mfa_required (a change of factors, email or password from a session
+ * that verified none) asks for a code on it and, once it is verified,
+ * makes the same call again with the new token: the action is carried out.
  */
 export async function call(method, path, body) {
   const s = session.get();
@@ -154,7 +171,8 @@ export async function call(method, path, body) {
       onSessionEnded(error);
     }
     if (error instanceof ApiError && error.code === "mfa_required" && s) {
-      onMfaRequired(s);
+      if (await onMfaRequired(s)) return call(method, path, body);
+      throw new ApiError(403, "mfa_required", "nothing was changed");
     }
     throw error;
   }
@@ -248,12 +266,14 @@ let widgetCount = 0;
 
 /**
  * Authenticator enrollment: generateTempSecret, the QR code and the key in
- * groups of four, then validateCode. `token()` is the session to use;
+ * groups of four, then validateCode. `token()` is the session to use (or
+ * `request(method, path, body)`, how to call the API with it);
  * `onDone(answer)` gets validateCode's body (a new token on a partial
  * session, null on a full one).
  */
-export function mountAuthenticatorEnrollment(container, { token, onDone, onCancel }) {
+export function mountAuthenticatorEnrollment(container, { token, request, onDone, onCancel }) {
   const id = `auth${++widgetCount}`;
+  const send = request || ((method, path, body) => api(method, path, { token: token(), body }));
   container.replaceChildren();
   const box = h("div", { class: "enroll", id });
   container.append(box);
@@ -261,7 +281,7 @@ export function mountAuthenticatorEnrollment(container, { token, onDone, onCance
   async function start(button) {
     clearMessages();
     const secret = await busy(button, () =>
-      api("POST", "/user/users/mfa/generateTempSecret", { token: token() }),
+      send("POST", "/user/users/mfa/generateTempSecret"),
     );
     if (secret) render(secret);
   }
@@ -298,7 +318,7 @@ export function mountAuthenticatorEnrollment(container, { token, onDone, onCance
       const button = form.querySelector("button[type=submit]");
       const code = codeInput.value.trim();
       await busy(button, async () => {
-        const answer = await api("POST", "/user/users/mfa/validateCode", { token: token(), body: { code } });
+        const answer = await send("POST", "/user/users/mfa/validateCode", { code });
         codeInput.value = "";
         await onDone(answer);
       });
@@ -336,10 +356,12 @@ export function mountAuthenticatorEnrollment(container, { token, onDone, onCance
 
 /**
  * Email enrollment: enrollEmail sends a code, verifyEmail confirms it.
- * `onDone(answer)` gets verifyEmail's body.
+ * `onDone(answer)` gets verifyEmail's body; `request` as for the
+ * authenticator.
  */
-export function mountEmailEnrollment(container, { token, onDone }) {
+export function mountEmailEnrollment(container, { token, request, onDone }) {
   const id = `email${++widgetCount}`;
+  const send = request || ((method, path, body) => api(method, path, { token: token(), body }));
   const sendButton = h("button", { type: "button", id: `${id}-send` }, "Email me a code");
   const sent = h("p", { class: "hint", id: `${id}-sent` });
   const codeInput = h("input", {
@@ -362,7 +384,7 @@ export function mountEmailEnrollment(container, { token, onDone }) {
   sendButton.addEventListener("click", async () => {
     clearMessages();
     const answer = await busy(sendButton, () =>
-      api("PUT", "/oauth/users/mfa/enrollEmail?mfatype=EMAIL", { token: token() }),
+      send("PUT", "/oauth/users/mfa/enrollEmail?mfatype=EMAIL"),
     );
     if (answer) {
       sent.textContent = `A code was sent to ${answer.sentTo}; it is valid until ${formatTime(answer.expiresAt)}.`;
@@ -376,9 +398,9 @@ export function mountEmailEnrollment(container, { token, onDone }) {
     clearMessages();
     const button = form.querySelector("button[type=submit]");
     await busy(button, async () => {
-      const answer = await api("PUT", "/oauth/users/mfa/verifyEmail", {
-        token: token(),
-        body: { mfatype: "EMAIL", totp: codeInput.value.trim() },
+      const answer = await send("PUT", "/oauth/users/mfa/verifyEmail", {
+        mfatype: "EMAIL",
+        totp: codeInput.value.trim(),
       });
       codeInput.value = "";
       await onDone(answer);
@@ -389,9 +411,19 @@ export function mountEmailEnrollment(container, { token, onDone }) {
 
 // ---- sign-in
 
+/** The login's 403 in words: why this account cannot open a session here. */
+function loginRefusal(org) {
+  return new Error(
+    org
+      ? `You cannot sign in to org ${org}: your account is not a member of that org, or its membership there is not active. Leave the Org ID empty to sign in to your first org`
+      : "You cannot sign in: your account is not an active member of any org. Ask an admin of your org to enable your access",
+  );
+}
+
 /**
  * Wire the sign-in view. `onSignedIn()` runs once a full session is stored.
- * Returns `show(message?)`, which shows the password step.
+ * Returns `show(message?)`, which shows the password step, and
+ * `stepUp(full)`, the challenge on a full session that verified no factor.
  */
 export function setupSignIn({ views, onSignedIn }) {
   const passwordForm = $("#password-form");
@@ -399,27 +431,65 @@ export function setupSignIn({ views, onSignedIn }) {
   const challengeForm = $("#challenge-form");
   const setupView = $("#setup-view");
   let partial = null; // {token, orgId}: the pre-MFA session, in memory only
+  // While a full session verifies a factor: {full, promise, resolve}.
+  let stepping = null;
 
   function step(which) {
     passwordForm.hidden = which !== "password";
     challengeView.hidden = which !== "challenge";
     setupView.hidden = which !== "setup";
+    $("#signin-more").hidden = which !== "password";
+  }
+
+  /** Forget the sign-in in progress: codes, the setup key, the challenge. */
+  function forget() {
+    partial = null;
+    $("#signin-password").value = "";
+    $("#challenge-code").value = "";
+    $("#challenge-sent").textContent = "";
+    $("#challenge-methods").replaceChildren(h("legend", {}, "Verify with"));
+    $("#setup-authenticator").replaceChildren();
+    $("#setup-email").replaceChildren();
+  }
+
+  function restartLabels(text) {
+    for (const button of document.querySelectorAll("[data-action=restart-signin]")) button.textContent = text;
+  }
+
+  /** Leave a step-up: `verified` says whether the session verified a factor. */
+  function endStepUp(verified) {
+    const s = stepping;
+    stepping = null;
+    restartLabels("Start over");
+    if (s) s.resolve(verified);
   }
 
   function show(message) {
-    partial = null;
+    if (stepping) endStepUp(false);
+    forget();
     showView(views, "signin-view", { focus: false });
     step("password");
-    $("#signin-password").value = "";
     if (message) fail(message);
     $("#signin-email").focus();
   }
 
+  /** Empty the sign-in form too: the next person in this tab starts afresh. */
+  function reset() {
+    $("#signin-email").value = "";
+    $("#signin-org").value = "";
+    forget();
+  }
+
   async function complete(token, orgId, extra = {}) {
-    session.set({ token, orgId, ...extra });
-    partial = null;
-    $("#challenge-code").value = "";
+    session.set({ ...extra, token, orgId });
+    forget();
     clearMessages();
+    if (stepping) {
+      // The action that asked for the factor goes on by itself.
+      await onSignedIn();
+      endStepUp(true);
+      return;
+    }
     await onSignedIn();
   }
 
@@ -431,8 +501,16 @@ export function setupSignIn({ views, onSignedIn }) {
     if (org) body.orgId = Number(org);
     const button = passwordForm.querySelector("button[type=submit]");
     await busy(button, async () => {
-      const login = await api("POST", "/user/auth/login", { body });
-      $("#signin-password").value = "";
+      let login;
+      try {
+        login = await api("POST", "/user/auth/login", { body });
+      } catch (error) {
+        if (error instanceof ApiError && error.code === "forbidden") throw loginRefusal(org);
+        throw error;
+      } finally {
+        // Right or wrong, the password does not stay on the page.
+        $("#signin-password").value = "";
+      }
       if (login.mfa === "none") {
         await complete(login.token, login.orgId, { setupDueAt: login.setupDueAt || null });
       } else if (login.mfa === "challenge_required") {
@@ -455,6 +533,7 @@ export function setupSignIn({ views, onSignedIn }) {
       radio.addEventListener("change", () => methodChosen(method));
       fieldset.append(h("label", { class: "radio", for: id }, radio, METHOD_NAMES[method] || method));
     });
+    $("#challenge-sent").textContent = "";
     step("challenge");
     methodChosen(methods[0]);
     $("#challenge-title").focus();
@@ -499,7 +578,8 @@ export function setupSignIn({ views, onSignedIn }) {
         token: partial && partial.token,
         body: { method, code },
       });
-      await complete(answer.token, partial.orgId);
+      const extra = stepping ? { ...stepping.full } : {};
+      await complete(answer.token, partial.orgId, extra);
     });
   });
 
@@ -527,37 +607,56 @@ export function setupSignIn({ views, onSignedIn }) {
   }
 
   for (const button of document.querySelectorAll("[data-action=restart-signin]")) {
-    button.addEventListener("click", () => {
+    button.addEventListener("click", async () => {
       clearMessages();
+      if (stepping && session.get()) {
+        // "Cancel" of a step-up: back to the page, the action not done.
+        forget();
+        await onSignedIn();
+        endStepUp(false);
+        return;
+      }
       show();
     });
   }
 
   // A full session opened where no MFA was owed verifies a code before it
-  // changes the factors of a user who has one: the challenge, on that
-  // session, which then gets a new token.
+  // changes the factors, the email or the password of a user who has a
+  // factor: the challenge, on that session, which then gets a new token.
+  // Resolves true once verified (the caller then makes its call again),
+  // false when cancelled.
   async function stepUp(full) {
+    if (stepping) return stepping.promise;
     let details;
     try {
       details = await api("GET", "/oauth/users/mfaDetails", { token: full.token });
     } catch (error) {
       fail(error);
-      return;
+      return false;
     }
     const verified = (m) => details.details && details.details[m] && details.details[m].verified;
     const methods = ["AUTHENTICATOR", "EMAIL"].filter(verified).concat(["RECOVERY"]);
+    let resolve;
+    const promise = new Promise((r) => {
+      resolve = r;
+    });
+    stepping = { full, promise, resolve };
     partial = { token: full.token, orgId: full.orgId };
     showView(views, "signin-view", { focus: false });
     showChallenge(methods);
-    say("This session was opened without a second factor. Verify one to change your factors.");
+    restartLabels("Cancel");
+    say("This session was opened without a second factor. Verify one to go on: what you asked for is done right after.");
+    return promise;
   }
 
-  return { show, stepUp };
+  return { show, stepUp, reset };
 }
 
 /**
  * Start a page: with a stored session, `onSignedIn()`; otherwise the
- * sign-in view. Wires "Sign out" and the end of a session.
+ * sign-in view. Wires "Sign out" and the end of a session: both forget
+ * the token and, through `onSignedOut()`, the page's data, whatever the
+ * server answers.
  */
 export function boot({ views, onSignedIn, onSignedOut }) {
   const signIn = setupSignIn({ views, onSignedIn });
@@ -567,20 +666,32 @@ export function boot({ views, onSignedIn, onSignedOut }) {
     signIn.show(new ApiError(401, "unauthorized", "session ended"));
   };
   $("#sign-out").addEventListener("click", async (event) => {
+    const button = event.currentTarget;
     const s = session.get();
-    await busy(event.currentTarget, async () => {
-      if (s) {
-        try {
-          await api("POST", "/user/auth/logout", { token: s.token });
-        } catch (error) {
-          if (!(error instanceof ApiError && error.code === "unauthorized")) throw error;
-        }
+    // Forget everything in this tab first, whatever the server answers.
+    session.clear();
+    onSignedOut();
+    signIn.reset();
+    signIn.show();
+    let revoked = true;
+    if (s) {
+      button.disabled = true;
+      try {
+        await api("POST", "/user/auth/logout", { token: s.token });
+      } catch (error) {
+        revoked = error instanceof ApiError && error.code === "unauthorized";
+      } finally {
+        button.disabled = false;
       }
-      session.clear();
-      onSignedOut();
-      signIn.show();
-      say("You are signed out.");
-    });
+    }
+    if (revoked) say("You are signed out.");
+    else {
+      fail(
+        new Error(
+          "You are signed out in this tab, but the server could not be told: the session stays valid on the server until it expires",
+        ),
+      );
+    }
   });
   if (session.get()) {
     onSignedIn().catch((error) => {

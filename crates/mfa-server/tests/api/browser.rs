@@ -654,6 +654,13 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     b.text_contains("#audit-rows", "mfa_opt_out_removed").await;
     b.text_contains("#audit-rows", &ada).await;
     b.screenshot("audit-trail").await;
+    // The action filter reads in words; its values stay the codes.
+    assert_eq!(
+        b.text_of("#audit-action option[value=mfa_opt_out]")
+            .await
+            .as_deref(),
+        Some("Opted out of org MFA")
+    );
     b.fill("#audit-user", &val).await;
     b.click("#audit-action option[value=mfa_opt_out]").await;
     b.click("#audit-form button[type=submit]").await;
@@ -690,6 +697,11 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
             std::fs::read_to_string(&csv_path).ok()
         })
         .await;
+    // A byte-order mark first, so that Excel reads the file as UTF-8.
+    let csv = csv
+        .strip_prefix('\u{feff}')
+        .unwrap_or_else(|| panic!("no byte-order mark: {csv:?}"))
+        .to_string();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
@@ -709,9 +721,32 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     b.visible("#users-view").await;
     b.assert_no_sideways_scrolling().await;
     b.screenshot("user-management-phone").await;
+    b.fill("#user-search", "val").await;
+    b.count("#user-list .user-row", 1).await;
+
+    // The audit trail on a phone: each event a block, every cell about as
+    // wide as the screen, nothing off to the side.
+    b.click("a[data-nav=audit]").await;
+    b.visible("#audit-view").await;
+    b.fill("#audit-user", &val).await;
+    b.click("#audit-form button[type=submit]").await;
+    b.text_contains("#audit-rows", "MFA reset").await;
+    b.assert_no_sideways_scrolling().await;
+    let layout = b
+        .eval(
+            "const wrap = document.querySelector('#audit-view .table-wrap'); \
+             const cells = [...document.querySelectorAll('#audit-rows td')]; \
+             return [wrap.scrollWidth - wrap.clientWidth, \
+                     Math.min(...cells.map((td) => td.getBoundingClientRect().width))];",
+        )
+        .await;
+    assert!(layout[0].as_f64().unwrap() <= 0.0, "{layout}");
+    assert!(layout[1].as_f64().unwrap() >= 280.0, "{layout}");
+    b.screenshot("audit-trail-phone").await;
     b.viewport(1280, 900).await;
 
-    // Sign out: the token is revoked and gone from the browser.
+    // Sign out: the token is revoked and gone from the browser, and so is
+    // what the page showed: rows, the search, the filters, the address.
     b.click("#sign-out").await;
     b.visible("#signin-view").await;
     b.text_contains("#status", "You are signed out.").await;
@@ -719,6 +754,29 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     s.get("/user/users/me", &token)
         .await
         .expect(401, Some("unauthorized"));
+    let left = b
+        .eval(
+            "return [document.querySelectorAll('#user-list li, #audit-rows tr').length, \
+                     document.querySelector('#user-search').value, \
+                     document.querySelector('#audit-user').value, \
+                     document.querySelector('#audit-action').value, \
+                     document.querySelector('#edit-email').value, \
+                     document.querySelector('#signin-email').value, \
+                     location.hash];",
+        )
+        .await;
+    assert_eq!(left, json!([0, "", "", "", "", "", ""]));
+    // The next person in this tab starts afresh at User Management.
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#users-view").await;
+    assert_eq!(
+        b.eval("return document.querySelector('#user-search').value;")
+            .await,
+        json!("")
+    );
+    b.count("#user-list .user-row", 20).await;
     b.close().await;
 }
 
@@ -754,6 +812,12 @@ async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
         .await;
     b.click("#setup-authenticator button[type=submit]").await;
     b.visible("#account-view").await;
+    // The key of the setup does not stay in the hidden sign-in view.
+    assert_eq!(
+        b.eval("return document.querySelector('#signin-view').textContent.includes('Or enter this key');")
+            .await,
+        json!(false)
+    );
     assert_eq!(
         b.text_contains("#status-authenticator", "Verified").await,
         "Verified"
@@ -856,7 +920,9 @@ async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
 
 /// A user with an authenticator signs in where no MFA is owed: the session
 /// verified no factor, so new recovery codes answer `mfa_required`, and
-/// the page asks for a code on the session, then goes on.
+/// the page asks for a code on the session (here a recovery code), then
+/// carries out what was asked: the new codes are shown without a second
+/// click. "Cancel" of the challenge goes back to the page, nothing done.
 #[tokio::test]
 async fn account_page_asks_for_a_code_before_changing_factors() {
     let _one = ONE_BROWSER.lock().await;
@@ -866,9 +932,12 @@ async fn account_page_asks_for_a_code_before_changing_factors() {
     };
     let root = s.root().await;
     let (_, ada) = person(&s, &root, "Ada", "Stepup", false).await;
-    let secret = s
-        .enroll_authenticator(&s.login(&ada, PASSWORD).await.token)
+    let enrolled = s.login(&ada, PASSWORD).await.token;
+    let _secret = s.enroll_authenticator(&enrolled).await;
+    let codes = s
+        .post("/user/users/mfa/recoveryCodes", &enrolled, json!(null))
         .await;
+    let recovery = codes.ok()["codes"][0].as_str().unwrap().to_string();
 
     b.goto("/account").await;
     b.fill("#signin-email", &ada).await;
@@ -876,16 +945,327 @@ async fn account_page_asks_for_a_code_before_changing_factors() {
     b.click("#password-form button[type=submit]").await;
     b.visible("#account-view").await;
     b.text_contains("#status-authenticator", "Verified").await;
+
+    // Cancel: back to the page, nothing changed, said in words.
     b.click("#generate-recovery").await;
     b.visible("#challenge-view").await;
-    b.text_contains("#status", "Verify one to change your factors.")
+    b.text_contains("#challenge-view", "Cancel").await;
+    b.click("#challenge-view button[data-action=restart-signin]")
         .await;
+    b.visible("#account-view").await;
+    b.text_contains("#alert", "Nothing was changed").await;
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(1));
+
+    b.click("#generate-recovery").await;
+    b.visible("#challenge-view").await;
+    b.text_contains("#status", "Verify one to go on").await;
     b.visible("#challenge-method-authenticator").await;
-    b.visible("#challenge-method-recovery").await;
+    b.click("#challenge-method-recovery").await;
+    b.fill("#challenge-code", &recovery).await;
+    b.click("#challenge-form button[type=submit]").await;
+    b.visible("#account-view").await;
+    let shown = b.count("#recovery-codes li", 10).await;
+    let first = shown[0].text().await.unwrap();
+    b.text_contains("#status", "10 new recovery codes").await;
+    assert_ne!(first, recovery);
+    // The next action on the session needs no new challenge.
+    b.click("#self-reset").await;
+    b.click("#self-reset-confirm").await;
+    b.text_contains("#status", "Your authenticator was reset.")
+        .await;
+    b.close().await;
+}
+
+/// The own email address and password on the account page, the password
+/// change through the challenge of a session that verified no factor, and
+/// the confirmation of the new address from the sign-in view.
+#[tokio::test]
+async fn account_page_changes_email_and_password_and_confirms_the_new_address() {
+    let _one = ONE_BROWSER.lock().await;
+    let s = TestServer::sqlite().await;
+    let Some(b) = Browser::start(&s).await else {
+        return;
+    };
+    let root = s.root().await;
+    let (ada_id, ada) = person(&s, &root, "Ada", "Mover", false).await;
+    let secret = s
+        .enroll_authenticator(&s.login(&ada, PASSWORD).await.token)
+        .await;
+    let new_password = "a brand new long password";
+    let new_email = "ada.moved@example.com";
+
+    b.goto("/account").await;
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#account-view").await;
+    b.text_contains("#my-email", &ada).await;
+
+    // Two different new passwords: said, nothing sent.
+    b.fill("#new-password", new_password).await;
+    b.fill("#new-password-again", "something else entirely")
+        .await;
+    b.fill("#password-current", PASSWORD).await;
+    b.click("#password-change-form button[type=submit]").await;
+    b.text_contains("#alert", "The two new passwords differ.")
+        .await;
+    // The session verified no factor: the challenge, then the change is
+    // made without asking again.
+    b.fill("#new-password-again", new_password).await;
+    b.fill("#password-current", PASSWORD).await;
+    b.click("#password-change-form button[type=submit]").await;
+    b.visible("#challenge-view").await;
     b.fill("#challenge-code", &s.totp(&secret)).await;
     b.click("#challenge-form button[type=submit]").await;
     b.visible("#account-view").await;
-    b.click("#generate-recovery").await;
-    b.count("#recovery-codes li", 10).await;
+    b.text_contains("#status", "Your password was changed.")
+        .await;
+    s.login(&ada, new_password).await;
+
+    // A wrong current password, then a new email address: pending until
+    // the token is entered.
+    b.fill("#new-email", new_email).await;
+    b.fill("#email-current-password", "not my password").await;
+    b.click("#email-form button[type=submit]").await;
+    b.text_contains("#alert", "Your current password is wrong.")
+        .await;
+    b.fill("#new-email", new_email).await;
+    b.fill("#email-current-password", new_password).await;
+    b.click("#email-form button[type=submit]").await;
+    b.text_contains(
+        "#status",
+        &format!("A confirmation token was sent to {new_email}"),
+    )
+    .await;
+    b.text_contains("#email-pending", &format!("Pending: {new_email}"))
+        .await;
+    let first_token = s.last_token(new_email);
+    s.advance(31);
+    b.click("#resend-my-email").await;
+    b.text_contains("#status", &format!("A new token was sent to {new_email}"))
+        .await;
+    let token = s.last_token(new_email);
+    assert_ne!(token, first_token);
+    b.assert_accessible().await;
+
+    // Signed out, from the sign-in view: a used-up token, then the right one.
+    b.click("#sign-out").await;
+    b.visible("#signin-view").await;
+    b.click("#signin-more a").await;
+    b.visible("#confirm-email-view").await;
+    b.text_contains("#confirm-back", "Back to sign-in").await;
+    b.fill("#confirm-token", &first_token).await;
+    b.click("#confirm-email-form button[type=submit]").await;
+    b.text_contains("#alert", "This token is not valid, so no address changed.")
+        .await;
+    b.fill("#confirm-token", &token).await;
+    b.click("#confirm-email-form button[type=submit]").await;
+    b.text_contains("#status", "Your new email address is confirmed")
+        .await;
+    assert_eq!(b.text_of("#alert").await.as_deref(), Some(""));
+    let user = s.get(&format!("/user/users/{ada_id}"), &root).await;
+    assert_eq!(user.ok()["email"], new_email);
+    b.screenshot("confirm-email").await;
+    b.fill("#confirm-token", &token).await;
+    b.click("#confirm-email-form button[type=submit]").await;
+    b.text_contains("#alert", "This token is not valid").await;
+    b.assert_accessible().await;
+
+    b.click("#confirm-back").await;
+    b.visible("#password-form").await;
+    b.fill("#signin-email", new_email).await;
+    b.fill("#signin-password", new_password).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#account-view").await;
+    b.text_contains("#my-email", new_email).await;
+    b.close().await;
+}
+
+/// The console: sign-in refusals in words, Create User, an email change
+/// pending with its resend, a superadmin's toggles refused once in words,
+/// an admin's own MFA reset and own Admin right, and signing out while the
+/// server cannot be reached.
+#[tokio::test]
+async fn admin_console_creates_users_and_guards_the_admins_own_account() {
+    let _one = ONE_BROWSER.lock().await;
+    let s = TestServer::sqlite().await;
+    let Some(b) = Browser::start(&s).await else {
+        return;
+    };
+    let root = s.root().await;
+    let root_id = s.get("/user/users/me", &root).await.ok()["id"]
+        .as_i64()
+        .unwrap();
+    let (ada_id, ada) = person(&s, &root, "Ada", "Admin", true).await;
+    person(&s, &root, "Bea", "Backup", true).await;
+    let secret = s
+        .enroll_authenticator(&s.login(&ada, PASSWORD).await.token)
+        .await;
+
+    // Not a member of org 999: said once, and why.
+    b.goto("/admin").await;
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form summary").await;
+    b.fill("#signin-org", "999").await;
+    b.click("#password-form button[type=submit]").await;
+    let alert = b
+        .text_contains(
+            "#alert",
+            "You cannot sign in to org 999: your account is not a member of that org",
+        )
+        .await;
+    assert!(!alert.contains("not allowed"), "{alert}");
+    // The password does not stay in the field.
+    assert_eq!(
+        b.eval("return document.querySelector('#signin-password').value;")
+            .await,
+        json!("")
+    );
+    // A new submit clears the old error, also one the browser stops.
+    b.fill("#signin-org", "-1").await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.until("the old error to go", || async {
+        b.text_of("#alert").await?.is_empty().then_some(())
+    })
+    .await;
+    b.fill("#signin-org", "").await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#users-view").await;
+
+    // Create User.
+    b.click("#create-user").await;
+    b.visible("#create-view").await;
+    b.assert_accessible().await;
+    b.fill("#create-first", "Zoë").await;
+    b.fill("#create-last", "Øyvindsen").await;
+    b.fill("#create-email", "zoe@example.com").await;
+    b.fill("#create-password", "a long first password").await;
+    b.screenshot("create-user").await;
+    b.click("#create-form button[type=submit]").await;
+    b.visible("#edit-view").await;
+    b.text_contains("#status", "Zoë Øyvindsen was created.")
+        .await;
+    b.text_contains("#edit-title", "Edit User: Zoë Øyvindsen")
+        .await;
+    assert!(!b.checked("#toggle-admin").await);
+    s.login("zoe@example.com", "a long first password").await;
+    // The same address again: refused in words.
+    b.click("#edit-view a[href='#/users']").await;
+    b.click("#create-user").await;
+    b.fill("#create-first", "Zoe").await;
+    b.fill("#create-last", "Again").await;
+    b.fill("#create-email", "zoe@example.com").await;
+    b.fill("#create-password", "a long first password").await;
+    b.click("#create-form button[type=submit]").await;
+    b.text_contains(
+        "#alert",
+        "A user with the email zoe@example.com exists already.",
+    )
+    .await;
+
+    b.click("#create-view a[href='#/users']").await;
+
+    // Her email changed by the admin: pending, and the mail sent again.
+    b.fill("#user-search", "zoe").await;
+    b.count("#user-list .user-row", 1).await;
+    b.click("#user-list .user-name").await;
+    b.visible("#edit-view").await;
+    b.fill("#edit-email", "zoe.new@example.com").await;
+    b.click("#profile-form button[type=submit]").await;
+    b.text_contains("#status", "The email change is pending")
+        .await;
+    b.text_contains(
+        "#edit-email-pending",
+        "Pending: the email address changes to zoe.new@example.com",
+    )
+    .await;
+    let first = s.last_token("zoe.new@example.com");
+    s.advance(31);
+    b.click("#resend-email-change").await;
+    b.text_contains(
+        "#status",
+        "The confirmation was sent again to zoe.new@example.com",
+    )
+    .await;
+    assert_ne!(s.last_token("zoe.new@example.com"), first);
+
+    // The superadmin's toggles: refused, once, in words.
+    b.goto(&format!("/admin#/users/{root_id}")).await;
+    b.visible("#edit-view").await;
+    b.text_contains("#edit-title", "Edit User").await;
+    b.until("the toggles", || async {
+        b.client
+            .find(Locator::Css("#toggle-all-access"))
+            .await
+            .ok()?
+            .is_enabled()
+            .await
+            .ok()?
+            .then_some(())
+    })
+    .await;
+    b.click("#toggle-all-access").await;
+    let alert = b
+        .text_contains("#alert", "only a superadmin can change their account")
+        .await;
+    assert_eq!(alert.matches("not allowed").count(), 0, "{alert}");
+
+    // Her own MFA: the pop-up warns, and the sign-in view says it was done.
+    b.goto(&format!("/admin#/users/{ada_id}")).await;
+    b.text_contains("#user-mfa", "set up: Authenticator app")
+        .await;
+    b.click("#reset-mfa").await;
+    b.text_contains("#reset-dialog-self", "you will have to sign in again")
+        .await;
+    b.click("#reset-confirm").await;
+    // Her session verified no factor: the challenge first, then the reset.
+    b.visible("#challenge-view").await;
+    b.fill("#challenge-code", &s.totp(&secret)).await;
+    b.click("#challenge-form button[type=submit]").await;
+    b.text_contains("#status", "Your MFA was reset").await;
+    b.visible("#password-form").await;
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(0));
+    let user = s.get(&format!("/user/users/{ada_id}"), &root).await;
+    assert_eq!(user.ok()["mfa"]["enrolled"], false);
+
+    // Her own Admin right: asked first; then the console as a non-admin sees it.
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#users-view").await;
+    b.goto(&format!("/admin#/users/{ada_id}")).await;
+    assert!(b.checked("#toggle-admin").await);
+    b.click("#toggle-admin").await;
+    b.text_contains("#self-admin-text", "You will lose access to this console")
+        .await;
+    b.click("#self-admin-cancel").await;
+    b.gone("#self-admin-dialog").await;
+    assert!(b.checked("#toggle-admin").await);
+    let membership = s
+        .get(&format!("/user/org/{}/user/{ada_id}", s.root_org), &root)
+        .await;
+    assert_eq!(membership.ok()["isAdmin"], true);
+    b.click("#toggle-admin").await;
+    b.click("#self-admin-confirm").await;
+    b.visible("#forbidden-view").await;
+    b.text_contains("#status", "Your Admin right in this org was removed")
+        .await;
+    b.gone("#admin-nav").await;
+    let membership = s
+        .get(&format!("/user/org/{}/user/{ada_id}", s.root_org), &root)
+        .await;
+    assert_eq!(membership.ok()["isAdmin"], false);
+
+    // Signing out while the server cannot be reached: gone from the tab.
+    b.eval("window.fetch = () => Promise.reject(new TypeError('offline'));")
+        .await;
+    b.click("#sign-out").await;
+    b.visible("#signin-view").await;
+    b.text_contains("#alert", "You are signed out in this tab")
+        .await;
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(0));
+    b.gone("#who").await;
     b.close().await;
 }
