@@ -654,7 +654,9 @@ are left, generate a new set from your account page.
         TemplateKind::EmailChangeConfirm => (
             "{{issuer}}: confirm your new email address",
             "Someone asked to use this address for a {{issuer}} account. To confirm,
-use this token within {{minutes}} minutes:
+enter this token within {{minutes}} minutes on the account page of the
+{{issuer}} server (/account), under \"Confirm a new email address\"; you
+need not be signed in:
 
     {{token}}
 
@@ -664,7 +666,9 @@ If you did not ask for this, ignore this message: nothing will change.
 ",
             concat!(
                 "<p>Someone asked to use this address for a {{issuer}} account. To confirm, ",
-                "use this token within <strong>{{minutes}} minutes</strong>:</p>\n",
+                "enter this token within <strong>{{minutes}} minutes</strong> on the account ",
+                "page of the {{issuer}} server (<code>/account</code>), under ",
+                "&ldquo;Confirm a new email address&rdquo;; you need not be signed in:</p>\n",
                 big!("{{token}}"),
                 "<p>Until it is confirmed, the account keeps its old address.</p>\n",
                 "<p>If you did not ask for this, ignore this message: nothing will change.</p>\n"
