@@ -30,7 +30,7 @@ let me = null;
 let details = null;
 let enrollingAuthenticator = false;
 let recoveryCodes = [];
-let pendingEmail = null; // the new address of a change asked for from this page
+let pendingEmail = null; // the new address of a change waiting for its confirmation
 
 const fullName = (u) => `${u.firstName} ${u.lastName}`.trim() || u.email;
 const token = () => {
@@ -72,6 +72,8 @@ function onSignedOut() {
 async function refresh() {
   const [meAnswer, mfa] = await Promise.all([call("GET", "/user/users/me"), call("GET", "/oauth/users/mfaDetails")]);
   me = meAnswer;
+  // The server knows of a change asked for elsewhere (another tab, an admin).
+  pendingEmail = me.pendingEmail ? me.pendingEmail.newEmail : null;
   details = mfa;
   render();
 }

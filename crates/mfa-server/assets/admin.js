@@ -316,7 +316,7 @@ async function showEdit(id) {
     ]);
     org = fresh;
     userCache.set(user.id, user);
-    editing = { user, membership };
+    editing = { user, membership, pendingEmail: user.pendingEmail ? user.pendingEmail.newEmail : null };
     renderEdit();
     setEditEnabled(true);
   } catch (error) {

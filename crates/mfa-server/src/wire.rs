@@ -8,8 +8,8 @@
 //! code can only reach the wire where a type names it on purpose (the
 //! pending secret of `generateTempSecret`, the recovery codes shown once).
 
-use mfa_core::service::UserWithFactors;
 use mfa_core::service::{CodeSent, LoginResult, MfaStatus, NewToken, PendingAuthenticator};
+use mfa_core::service::{PendingEmail, UserWithFactors};
 use mfa_core::{AuditEvent, LoginDecision, Membership, MembershipCounts, MembershipPatch};
 use mfa_core::{MfaMethod, MfaRequirement, Org, Page, Timestamp};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -842,6 +842,27 @@ impl From<UserWithFactors> for UserResponse {
     }
 }
 
+/// A change of the user's email address waiting for its confirmation.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingEmailResponse {
+    /// The address that takes effect once the token mailed to it is
+    /// confirmed (`POST /user/users/email/confirmChange`).
+    pub new_email: String,
+    /// When that token stops working.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+impl From<PendingEmail> for PendingEmailResponse {
+    fn from(p: PendingEmail) -> Self {
+        PendingEmailResponse {
+            new_email: p.new_email,
+            expires_at: rfc3339(p.expires_at),
+        }
+    }
+}
+
 /// The caller, with their memberships.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -851,6 +872,21 @@ pub struct MeResponse {
     pub user: UserResponse,
     /// Every membership, active or not.
     pub memberships: Vec<MembershipResponse>,
+    /// The caller's email change waiting for its confirmation; null when
+    /// none is (or its token expired).
+    pub pending_email: Option<PendingEmailResponse>,
+}
+
+/// One user, as `GET /user/users/{id}` shows them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDetailResponse {
+    /// The user.
+    #[serde(flatten)]
+    pub user: UserResponse,
+    /// The user's email change waiting for its confirmation; null when
+    /// none is (or its token expired).
+    pub pending_email: Option<PendingEmailResponse>,
 }
 
 /// One page of results.

@@ -32,7 +32,7 @@ pub use purge::{
     CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, PURGE_BATCH, Purged,
 };
 pub use session::{CodeSent, LoginResult, NewToken};
-pub use users::{NewUserRequest, UserPatch, UserRef, UserWithFactors};
+pub use users::{NewUserRequest, PendingEmail, UserPatch, UserRef, UserWithFactors};
 
 /// The deployment's environment. Outside production the issuer shown in
 /// authenticator apps carries the environment name.

@@ -55,6 +55,15 @@ crate::redact::debug_without_secrets!(NewUserRequest {
     email, first_name, last_name, is_admin
 } secret { password });
 
+/// A change of a user's email address waiting for its confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingEmail {
+    /// The address that takes effect once the mailed token is confirmed.
+    pub new_email: String,
+    /// When the token stops working.
+    pub expires_at: Timestamp,
+}
+
 /// A partial update of a user. `Debug` leaves out the passwords.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct UserPatch {
@@ -340,6 +349,25 @@ impl<S: Store> MfaService<S> {
         let memberships = tx.memberships_of_user(id)?;
         require_manageable_user(caller, id, &memberships)?;
         Ok((user, memberships))
+    }
+
+    /// The email change waiting for its confirmation, if any (and not
+    /// expired), of a user the caller may read as [`MfaService::get_user`]
+    /// says, or the caller's own on any session.
+    pub fn pending_email(&self, caller: &Caller, id: UserId) -> MfaResult<Option<PendingEmail>> {
+        let now = self.now();
+        self.store.read(|tx| {
+            if id != caller.user_id {
+                self.visible_user(tx, caller, id)?;
+            }
+            Ok(tx
+                .pending_email_change(id)?
+                .filter(|change| now < change.expires_at)
+                .map(|change| PendingEmail {
+                    new_email: change.new_email,
+                    expires_at: change.expires_at,
+                }))
+        })
     }
 
     /// Read a user (self, admins of the current org for its members,

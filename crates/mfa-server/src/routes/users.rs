@@ -14,7 +14,8 @@ use crate::routes::{run, run_hashing};
 use crate::wire::{
     ByRefQuery, CountsResponse, CreateUserRequest, EmailRequest, ExistsResponse, IdsQuery,
     MeResponse, MembershipFields, MembershipResponse, MfaOptInRequest, PageQuery, PageResponse,
-    ResendRequest, TokenRequest, UpdateUserRequest, UrlId, UserResponse, parse_url_id,
+    PendingEmailResponse, ResendRequest, TokenRequest, UpdateUserRequest, UrlId,
+    UserDetailResponse, UserResponse, parse_url_id,
 };
 
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
@@ -151,13 +152,19 @@ pub async fn me(
     AnySession(caller): AnySession,
 ) -> Result<web::Json<MeResponse>, ApiError> {
     let service = service.into_inner();
-    let (user, memberships) = run(move || service.me(&caller)).await?;
+    let (user, memberships, pending) = run(move || {
+        let (user, memberships) = service.me(&caller)?;
+        let pending = service.pending_email(&caller, caller.user_id)?;
+        Ok::<_, mfa_core::MfaError>((user, memberships, pending))
+    })
+    .await?;
     Ok(web::Json(MeResponse {
         user: user.into(),
         memberships: memberships
             .into_iter()
             .map(MembershipResponse::from)
             .collect(),
+        pending_email: pending.map(PendingEmailResponse::from),
     }))
 }
 
@@ -413,7 +420,7 @@ pub async fn resend_email_change(
     tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "User id.")),
     responses(
-        (status = 200, description = "The user.", body = UserResponse),
+        (status = 200, description = "The user, with an email change waiting for its confirmation.", body = UserDetailResponse),
         (status = 404, description = "`not_found`: no such user visible to the caller.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
@@ -423,11 +430,19 @@ pub async fn get_user(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     id: web::Path<UrlId>,
-) -> Result<web::Json<UserResponse>, ApiError> {
+) -> Result<web::Json<UserDetailResponse>, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
-    let user = run(move || service.get_user(&caller, id)).await?;
-    Ok(web::Json(user.into()))
+    let (user, pending) = run(move || {
+        let user = service.get_user(&caller, id)?;
+        let pending = service.pending_email(&caller, id)?;
+        Ok::<_, mfa_core::MfaError>((user, pending))
+    })
+    .await?;
+    Ok(web::Json(UserDetailResponse {
+        user: user.into(),
+        pending_email: pending.map(PendingEmailResponse::from),
+    }))
 }
 
 /// Update a user

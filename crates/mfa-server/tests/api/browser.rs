@@ -1047,6 +1047,12 @@ async fn account_page_changes_email_and_password_and_confirms_the_new_address() 
     let token = s.last_token(new_email);
     assert_ne!(token, first_token);
     b.assert_accessible().await;
+    // A reload still says so: the page learns it from the server
+    // (`pendingEmail` of /user/users/me), not from its own memory.
+    b.goto("/account").await;
+    b.visible("#account-view").await;
+    b.text_contains("#email-pending", &format!("Pending: {new_email}"))
+        .await;
 
     // Signed out, from the sign-in view: a used-up token, then the right one.
     b.click("#sign-out").await;
@@ -1190,6 +1196,17 @@ async fn admin_console_creates_users_and_guards_the_admins_own_account() {
     )
     .await;
     assert_ne!(s.last_token("zoe.new@example.com"), first);
+    // Opened again, Edit User still says so (from `pendingEmail`).
+    b.goto("/admin#/users").await;
+    b.fill("#user-search", "zoe").await;
+    b.count("#user-list .user-row", 1).await;
+    b.click("#user-list .user-name").await;
+    b.visible("#edit-view").await;
+    b.text_contains(
+        "#edit-email-pending",
+        "Pending: the email address changes to zoe.new@example.com",
+    )
+    .await;
 
     // The superadmin's toggles: refused, once, in words.
     b.goto(&format!("/admin#/users/{root_id}")).await;

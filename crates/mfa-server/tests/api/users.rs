@@ -317,6 +317,8 @@ async fn email_change(s: TestServer) {
     )
     .await
     .expect(404, Some("not_found"));
+    let me = s.get("/user/users/me", &mia_token).await;
+    assert_eq!(me.ok()["pendingEmail"], serde_json::Value::Null);
 
     // A self-service change needs the current password.
     s.put(
@@ -339,6 +341,21 @@ async fn email_change(s: TestServer) {
         "not in effect before confirmation"
     );
     let token = s.last_token("mia@new.example");
+    // The pages show the pending change from these (an audit found them
+    // saying "pending" only right after the change).
+    for (path, who) in [
+        ("/user/users/me".to_string(), &mia_token),
+        (format!("/user/users/{mia}"), &root),
+    ] {
+        let user = s.get(&path, who).await;
+        assert_eq!(user.ok()["email"], "mia@example.com", "{path}");
+        assert_eq!(
+            user.ok()["pendingEmail"]["newEmail"],
+            "mia@new.example",
+            "{path}"
+        );
+        assert!(user.ok()["pendingEmail"]["expiresAt"].is_string(), "{path}");
+    }
     assert!(
         s.mails_to("mia@example.com")
             .iter()
@@ -441,6 +458,12 @@ async fn email_change(s: TestServer) {
     let mia_token = s.login("mia@new.example", PASSWORD).await.token;
     let d = s.get("/oauth/users/mfaDetails", &mia_token).await;
     assert_eq!(d.ok()["details"]["EMAIL"]["verified"], false);
+    let me = s.get("/user/users/me", &mia_token).await;
+    assert_eq!(
+        me.ok()["pendingEmail"],
+        serde_json::Value::Null,
+        "confirmed"
+    );
 
     // An expired token.
     s.put(
@@ -452,6 +475,12 @@ async fn email_change(s: TestServer) {
     .expect(200, None);
     let token = s.last_token("mia@third.example");
     s.advance(24 * 3600);
+    let expired = s.get(&format!("/user/users/{mia}"), &s.root().await).await;
+    assert_eq!(
+        expired.ok()["pendingEmail"],
+        serde_json::Value::Null,
+        "expired"
+    );
     confirm(json!({"token": &token}))
         .await
         .expect(400, Some("code_expired"));
