@@ -679,7 +679,7 @@ fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error>
     // (r2d2 would retry until its timeout), switches the file to WAL before
     // the pools open, and has its settings read back.
     let mut first = SqliteConnection::establish(path)?;
-    sqlite::configure(&mut first, Role::Writer)?;
+    sqlite::configure_first(&mut first, Role::Writer)?;
     sqlite::verify(&mut first, Role::Writer)?;
     drop(first);
 
