@@ -1,5 +1,7 @@
 UPDATE users
-   SET search_text = lower(first_name || chr(31) || last_name || chr(31) || email);
+   SET search_text = split_part(search_text, chr(31), 1) || chr(31)
+                  || split_part(search_text, chr(31), 2) || chr(31)
+                  || split_part(search_text, chr(31), 3);
 
 UPDATE memberships
    SET search_text = users.search_text
