@@ -31,7 +31,7 @@ pub use orgs::OrgPatch;
 pub use purge::{
     CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, PURGE_BATCH, Purged,
 };
-pub use session::{CodeSent, LoginResult, NewToken};
+pub use session::{CodeSent, LoginAccount, LoginResult, NewToken};
 pub use users::{NewUserRequest, PendingEmail, UserPatch, UserRef, UserWithFactors};
 
 /// The deployment's environment. Outside production the issuer shown in

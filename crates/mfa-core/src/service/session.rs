@@ -27,6 +27,16 @@ crate::redact::debug_without_secrets!(LoginResult {
     expires_at, org_id, decision
 } secret { token });
 
+/// The account an email names, as [`MfaService::login_account`] read it
+/// for [`MfaService::login_with`].
+#[derive(Clone, Debug)]
+pub struct LoginAccount {
+    /// The email, normalised; `None` when it is no address at all.
+    email: Option<String>,
+    /// The user and their memberships; `None` for an unknown email.
+    found: Option<(User, Vec<Membership>)>,
+}
+
 /// A new full session issued after MFA. `Debug` leaves out the token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewToken {
@@ -52,14 +62,48 @@ impl<S: Store> MfaService<S> {
     /// decision. `org` picks the membership; without it the active
     /// membership with the lowest org id is used.
     pub fn login(&self, email: &str, password: &str, org: Option<OrgId>) -> MfaResult<LoginResult> {
-        let now = self.now();
+        let account = self.login_account(email)?;
+        self.login_with(account, password, org)
+    }
+
+    /// The first half of [`MfaService::login`]: the account `email` names,
+    /// read from the store; no password is checked, nothing is written.
+    /// A server runs it where a wait for the database holds nothing scarce,
+    /// and [`MfaService::login_with`] on its password threads: otherwise a
+    /// database that stopped answering holds every hashing thread for the
+    /// store's whole wait, and logins queued behind are refused as a
+    /// throttle instead of answered as an outage (an audit saw 56 of 60).
+    pub fn login_account(&self, email: &str) -> MfaResult<LoginAccount> {
         let Ok(email) = normalize_email(email) else {
-            self.hasher.verify_decoy(password);
-            return Err(MfaError::InvalidCredentials);
+            return Ok(LoginAccount {
+                email: None,
+                found: None,
+            });
         };
         let found = self
             .store
             .read_statement(|tx| Ok(tx.user_with_memberships_by_email(&email)?))?;
+        Ok(LoginAccount {
+            email: Some(email),
+            found,
+        })
+    }
+
+    /// The second half of [`MfaService::login`]: the password checked
+    /// against the account [`MfaService::login_account`] read (argon2id,
+    /// also for an unknown email, which takes as long), then the session.
+    pub fn login_with(
+        &self,
+        account: LoginAccount,
+        password: &str,
+        org: Option<OrgId>,
+    ) -> MfaResult<LoginResult> {
+        let now = self.now();
+        let LoginAccount { email, found } = account;
+        let Some(email) = email else {
+            self.hasher.verify_decoy(password);
+            return Err(MfaError::InvalidCredentials);
+        };
         let Some((user, memberships)) = found else {
             // Answered as a wrong password of a known user is: counted
             // toward a lockout of its own, in the same statements, with

@@ -67,9 +67,21 @@ pub async fn login(
         org_id,
     } = body.into_inner();
     let service = service.into_inner();
-    let result = passwords
-        .block(move || service.login(&email, &password, org_id.map(Into::into)))
-        .await?;
+    // The account is read on the general blocking pool, the password
+    // checked on the password threads: a database that stopped answering
+    // then holds no hashing thread (see `MfaService::login_account`).
+    let lookup = {
+        let service = service.clone();
+        web::block(move || service.login_account(&email)).await?
+    };
+    let result = match lookup {
+        Ok(account) => {
+            passwords
+                .block(move || service.login_with(account, &password, org_id.map(Into::into)))
+                .await?
+        }
+        Err(e) => Err(e),
+    };
     metrics.observe_login(&result);
     Ok(web::Json(result?.into()))
 }

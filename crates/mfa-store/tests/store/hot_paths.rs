@@ -329,24 +329,27 @@ fn an_unreachable_postgres_database_is_unavailable() {
 
     db.refuse_connections(true);
     let unavailable = |what: &str, result: Result<(), MfaError>| match result {
-        Err(MfaError::Store(StoreError::Unavailable(_))) => {}
+        Err(MfaError::Store(StoreError::Unavailable(why))) => why,
         other => panic!("{what} on a database that refuses connections: {other:?}"),
     };
     unavailable(
         "a read",
         store.read(|tx| tx.user(user).map(drop).map_err(Into::into)),
     );
-    unavailable(
+    // Known unreachable now: the next ones do not wait the whole timeout.
+    let why = unavailable(
         "a statement",
         store.read_statement(|tx| tx.user(user).map(drop).map_err(Into::into)),
     );
-    unavailable(
+    assert!(why.contains("the last wait"), "{why}");
+    let why = unavailable(
         "a write",
         store.write(|tx| {
             add_org(tx, "lost");
             Ok(())
         }),
     );
+    assert!(why.contains("the last wait"), "{why}");
     assert!(store.ping().is_err(), "ping");
 
     db.refuse_connections(false);
