@@ -539,7 +539,9 @@ macro_rules! big {
     ($v:literal) => {
         concat!(
             "<p style=\"font-family: monospace; font-size: 28px; font-weight: bold; ",
-            "letter-spacing: 4px; margin: 24px 0;\">",
+            // A 43-character email-change token breaks across lines on a
+            // phone instead of running out of the message.
+            "letter-spacing: 4px; margin: 24px 0; word-break: break-all;\">",
             $v,
             "</p>\n"
         )
@@ -653,10 +655,10 @@ are left, generate a new set from your account page.
         ),
         TemplateKind::EmailChangeConfirm => (
             "{{issuer}}: confirm your new email address",
-            "Someone asked to use this address for a {{issuer}} account. To confirm,
-enter this token within {{minutes}} minutes on the account page of the
-{{issuer}} server (/account), under \"Confirm a new email address\"; you
-need not be signed in:
+            "Someone asked to use this address for an account at {{issuer}}. To
+confirm, enter this token within {{minutes}} minutes on the account page
+(/account) of the server you sign in to, under \"Confirm a new email
+address\"; you need not be signed in:
 
     {{token}}
 
@@ -665,9 +667,9 @@ Until it is confirmed, the account keeps its old address.
 If you did not ask for this, ignore this message: nothing will change.
 ",
             concat!(
-                "<p>Someone asked to use this address for a {{issuer}} account. To confirm, ",
+                "<p>Someone asked to use this address for an account at {{issuer}}. To confirm, ",
                 "enter this token within <strong>{{minutes}} minutes</strong> on the account ",
-                "page of the {{issuer}} server (<code>/account</code>), under ",
+                "page (<code>/account</code>) of the server you sign in to, under ",
                 "&ldquo;Confirm a new email address&rdquo;; you need not be signed in:</p>\n",
                 big!("{{token}}"),
                 "<p>Until it is confirmed, the account keeps its old address.</p>\n",

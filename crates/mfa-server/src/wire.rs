@@ -318,7 +318,8 @@ impl From<MembershipFields> for MembershipPatch {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateUserRequest {
-    /// Login and mail address; unique.
+    /// Login and mail address; unique; at most 254 characters.
+    #[schema(max_length = 254)]
     pub email: String,
     /// Given name: 1 to 100 characters (leading and trailing spaces are
     /// dropped).
@@ -327,8 +328,9 @@ pub struct CreateUserRequest {
     /// Family name: 1 to 100 characters, as the given name.
     #[schema(min_length = 1, max_length = 100)]
     pub last_name: String,
-    /// Initial password: 8 characters to 1024 bytes.
-    #[schema(min_length = 8, max_length = 1024)]
+    /// Initial password: 8 characters to 1024 bytes of UTF-8 (the byte
+    /// bound has no JSON Schema keyword: `maxLength` counts characters).
+    #[schema(min_length = 8)]
     pub password: String,
     /// Admin of the current org (default false).
     #[serde(default)]
@@ -348,13 +350,16 @@ pub struct UpdateUserRequest {
     #[schema(min_length = 1, max_length = 100)]
     pub last_name: Option<String>,
     /// New address: takes effect only when confirmed through the token
-    /// mailed to it (`POST /user/users/email/confirmChange`).
+    /// mailed to it (`POST /user/users/email/confirmChange`). At most 254
+    /// characters.
     #[serde(default)]
+    #[schema(max_length = 254)]
     pub email: Option<String>,
     /// New password. Set by an admin, it ends the user's sessions; set by
-    /// the user, it ends their other sessions. 8 characters to 1024 bytes.
+    /// the user, it ends their other sessions. 8 characters to 1024 bytes
+    /// of UTF-8.
     #[serde(default)]
-    #[schema(min_length = 8, max_length = 1024)]
+    #[schema(min_length = 8)]
     pub password: Option<String>,
     /// The caller's current password: required when users change their own
     /// email or password (`401 invalid_credentials` when wrong or absent).

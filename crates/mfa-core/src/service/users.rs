@@ -87,9 +87,14 @@ crate::redact::debug_without_secrets!(UserPatch {
 
 pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
     let v = value.trim();
-    if v.chars().count() > MAX_NAME_CHARS || v.chars().any(is_unprintable) {
+    if v.chars().any(is_unprintable) {
         return Err(MfaError::InvalidRequest(format!(
-            "{field} must have at most {MAX_NAME_CHARS} printable characters"
+            "{field} must not hold control, format or invisible characters"
+        )));
+    }
+    if v.chars().count() > MAX_NAME_CHARS {
+        return Err(MfaError::InvalidRequest(format!(
+            "{field} must have at most {MAX_NAME_CHARS} characters"
         )));
     }
     Ok(v.to_string())

@@ -68,14 +68,22 @@ async fn user_routes(s: TestServer) {
     )
     .await
     .expect(400, Some("invalid_request"));
-    // Names that hide or reorder text are refused like control characters.
-    s.post(
-        "/user/users",
-        &root,
-        json!({"email": "rlo@example.com", "firstName": "\u{202E}evil\u{200B}", "lastName": "L", "password": PASSWORD}),
-    )
-    .await
-    .expect(400, Some("invalid_request"));
+    // Names that hide or reorder text are refused like control characters,
+    // and the message says why (it spoke of a length before).
+    let hidden = s
+        .post(
+            "/user/users",
+            &root,
+            json!({"email": "rlo@example.com", "firstName": "\u{202E}evil\u{200B}", "lastName": "L", "password": PASSWORD}),
+        )
+        .await;
+    hidden.expect(400, Some("invalid_request"));
+    assert!(
+        hidden.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("invisible")),
+        "{hidden:?}"
+    );
     // Both names are required, as the seed's form marks them (an audit
     // saved blank ones from the console).
     for (first, last) in [("", "L"), ("K", "   ")] {
