@@ -63,6 +63,7 @@ function onSignedOut() {
   $("#enroll-authenticator").replaceChildren();
   $("#enroll-email").replaceChildren();
   $("#email-pending").hidden = true;
+  $("#email-pending-text").textContent = "";
   $("#my-email").textContent = "";
   $("#email-form").reset();
   $("#password-change-form").reset();
@@ -336,18 +337,25 @@ $("#confirm-email-form").addEventListener("submit", (event) => {
       });
     }
     $("#confirm-token").value = "";
-    pendingEmail = null;
-    if (session.get()) {
-      try {
-        await refresh();
-      } catch {
-        // A session the change ended: the sign-in view says so.
-      }
+    // The new address, when this page knows it (signed in, from the
+    // pending change); signed out, it does not.
+    const confirmed = pendingEmail;
+    const wasSignedIn = Boolean(session.get());
+    if (wasSignedIn) {
+      // The server ended every session of the user, this one too: sign
+      // out here, without a call that can only answer 401.
+      session.clear();
+      onSignedOut();
+      signIn.reset();
     }
+    pendingEmail = null;
+    $("#signin-email").value = confirmed || "";
+    $("#confirm-back").textContent = "Back to sign-in";
+    const signInWith = confirmed ? `sign in with ${confirmed}` : "sign in with it";
     say(
-      session.get()
-        ? "Your new email address is confirmed: it is now the address of your account."
-        : "Your new email address is confirmed: sign in with it from now on.",
+      wasSignedIn
+        ? `Your new email address is confirmed. This ended your sessions, this one too: ${signInWith} from now on.`
+        : `Your new email address is confirmed: ${signInWith} from now on.`,
     );
   });
 });

@@ -54,9 +54,8 @@ async function onSignedIn() {
   const membership = me.memberships.find((m) => m.orgId === s.orgId);
   const isAdmin = me.isSuperAdmin || (membership && membership.isAdmin && membership.isActive);
   if (!isAdmin) {
-    org = null;
-    $("#admin-nav").hidden = true;
-    $(".brand").textContent = "MFA Admin";
+    // Not (or no longer) an admin here: nothing of the org stays in the page.
+    forgetOrg();
     showView(VIEWS, "forbidden-view");
     return;
   }
@@ -71,16 +70,26 @@ async function onSignedIn() {
 
 /** Forget everything the page holds about the session and its org. */
 function onSignedOut() {
-  org = null;
+  forgetOrg();
   me = null;
+  $("#who").hidden = true;
+  $("#who-name").textContent = "";
+  // The next person in this tab starts at User Management.
+  history.replaceState(null, "", location.pathname);
+}
+
+/**
+ * Forget the org's data: user rows, counts, the Edit User form, org
+ * settings, audit rows, the search and the filters.
+ */
+function forgetOrg() {
+  org = null;
   editing = null;
   userCache.clear();
   clearTimeout(users.timer);
   Object.assign(users, { search: "", page: 0, seq: users.seq + 1, timer: 0 });
   Object.assign(audit, { page: 0, userText: "", action: "", seq: audit.seq + 1 });
   $("#admin-nav").hidden = true;
-  $("#who").hidden = true;
-  $("#who-name").textContent = "";
   $(".brand").textContent = "MFA Admin";
   // User Management
   $("#user-search").value = "";
@@ -110,8 +119,6 @@ function onSignedOut() {
   $("#audit-rows").replaceChildren();
   $("#audit-page").textContent = "";
   $("#audit-empty").hidden = true;
-  // The next person in this tab starts at User Management.
-  history.replaceState(null, "", location.pathname);
 }
 
 function parseHash() {

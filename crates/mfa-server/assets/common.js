@@ -62,8 +62,22 @@ export class ApiError extends Error {
 function sentence(text) {
   const t = String(text || "").trim();
   if (!t) return "";
-  const s = t.charAt(0).toUpperCase() + t.slice(1);
+  // An email address (or any word with an "@") keeps its case.
+  const first = t.split(/\s/, 1)[0];
+  const s = first.includes("@") ? t : t.charAt(0).toUpperCase() + t.slice(1);
   return /[.!?]$/.test(s) ? s : s + ".";
+}
+
+/** The JSON fields the server's messages name, in the forms' words. */
+const FIELD_LABELS = {
+  firstName: "first name",
+  lastName: "last name",
+  currentPassword: "the current password",
+  mfaGracePeriodHours: "the grace period in hours",
+};
+
+function withLabels(message) {
+  return String(message || "").replace(/\b(firstName|lastName|currentPassword|mfaGracePeriodHours)\b/g, (f) => FIELD_LABELS[f]);
 }
 
 /**
@@ -81,6 +95,7 @@ export function describeError(error) {
   if (!(error instanceof ApiError)) {
     return sentence(error && error.message) || "Something went wrong.";
   }
+  const message = withLabels(error.message);
   switch (error.code) {
     case "network":
       return "The server could not be reached. Check the connection and try again.";
@@ -92,11 +107,11 @@ export function describeError(error) {
     case "unauthorized":
       return "Your session has ended. Sign in again.";
     case "mfa_required":
-      return withLead("Finish multi-factor authentication first", error.message, /^(finish |multi-factor authentication must)/i);
+      return withLead("Finish multi-factor authentication first", message, /^(finish |multi-factor authentication must)/i);
     case "forbidden":
-      return withLead("You are not allowed to do this", error.message, /^(you are )?not allowed/i);
+      return withLead("You are not allowed to do this", message, /^(you are )?not allowed/i);
     default:
-      return sentence(error.message) || `The server answered with status ${error.status}.`;
+      return sentence(message) || `The server answered with status ${error.status}.`;
   }
 }
 
@@ -152,7 +167,10 @@ export const session = {
 };
 
 let onSessionEnded = () => {};
-/** Resolves true once the session verified a factor, false if cancelled. */
+/**
+ * Resolves true once the session verified a factor, false if cancelled,
+ * or the ApiError of a session that ended meanwhile.
+ */
 let onMfaRequired = async () => false;
 
 /**
@@ -171,8 +189,11 @@ export async function call(method, path, body) {
       onSessionEnded(error);
     }
     if (error instanceof ApiError && error.code === "mfa_required" && s) {
-      if (await onMfaRequired(s)) return call(method, path, body);
-      throw new ApiError(403, "mfa_required", "nothing was changed");
+      const verified = await onMfaRequired(s);
+      if (verified === true) return call(method, path, body);
+      if (verified instanceof ApiError) throw verified;
+      // Cancelled (or left): one plain sentence, no lead.
+      throw new ApiError(403, "mfa_cancelled", "nothing was changed");
     }
     throw error;
   }
@@ -456,13 +477,37 @@ export function setupSignIn({ views, onSignedIn }) {
     for (const button of document.querySelectorAll("[data-action=restart-signin]")) button.textContent = text;
   }
 
-  /** Leave a step-up: `verified` says whether the session verified a factor. */
+  /**
+   * Leave a step-up: `verified` is true when the session verified a
+   * factor, false when cancelled, or the ApiError of a session that ended.
+   */
   function endStepUp(verified) {
     const s = stepping;
     stepping = null;
     restartLabels("Start over");
     if (s) s.resolve(verified);
   }
+
+  /**
+   * A 401 while a full session steps up: the session ended. Forget it as
+   * `call()` does, and let the waiting action fail with the same words.
+   */
+  function stepUpEnded(error) {
+    if (!(stepping && error instanceof ApiError && error.code === "unauthorized")) return false;
+    session.clear();
+    endStepUp(error);
+    onSessionEnded(error);
+    return true;
+  }
+
+  // Leaving the challenge of a step-up by navigating (the nav, the URL,
+  // Back) cancels it as "Cancel" does: the action is not done and its
+  // button is free again.
+  window.addEventListener("hashchange", () => {
+    if (!stepping) return;
+    forget();
+    endStepUp(false);
+  });
 
   function show(message) {
     if (stepping) endStepUp(false);
@@ -557,9 +602,14 @@ export function setupSignIn({ views, onSignedIn }) {
   $("#challenge-send").addEventListener("click", async (event) => {
     clearMessages();
     const button = event.currentTarget;
-    const answer = await busy(button, () =>
-      api("POST", "/user/auth/mfa/challenge", { token: partial && partial.token, body: { method: "EMAIL" } }),
-    );
+    const answer = await busy(button, async () => {
+      try {
+        return await api("POST", "/user/auth/mfa/challenge", { token: partial && partial.token, body: { method: "EMAIL" } });
+      } catch (error) {
+        stepUpEnded(error);
+        throw error;
+      }
+    });
     if (answer) {
       $("#challenge-sent").textContent = `A code was sent to ${answer.sentTo}; it is valid until ${formatTime(answer.expiresAt)}.`;
       $("#challenge-code").focus();
@@ -574,10 +624,16 @@ export function setupSignIn({ views, onSignedIn }) {
     const code = $("#challenge-code").value.trim();
     const button = challengeForm.querySelector("button[type=submit]");
     await busy(button, async () => {
-      const answer = await api("POST", "/user/auth/mfa/verify", {
-        token: partial && partial.token,
-        body: { method, code },
-      });
+      let answer;
+      try {
+        answer = await api("POST", "/user/auth/mfa/verify", {
+          token: partial && partial.token,
+          body: { method, code },
+        });
+      } catch (error) {
+        stepUpEnded(error);
+        throw error;
+      }
       const extra = stepping ? { ...stepping.full } : {};
       await complete(answer.token, partial.orgId, extra);
     });
@@ -624,15 +680,26 @@ export function setupSignIn({ views, onSignedIn }) {
   // changes the factors, the email or the password of a user who has a
   // factor: the challenge, on that session, which then gets a new token.
   // Resolves true once verified (the caller then makes its call again),
-  // false when cancelled.
+  // false when cancelled or left, or the ApiError that stopped it (a
+  // session that ended: the page is signed out).
   async function stepUp(full) {
-    if (stepping) return stepping.promise;
+    if (stepping) {
+      // A second action while the challenge is on screen waits for it; a
+      // challenge no longer shown is cancelled and asked anew.
+      if (!$("#signin-view").hidden && !challengeView.hidden) return stepping.promise;
+      forget();
+      endStepUp(false);
+    }
     let details;
     try {
       details = await api("GET", "/oauth/users/mfaDetails", { token: full.token });
     } catch (error) {
-      fail(error);
-      return false;
+      if (error instanceof ApiError && error.code === "unauthorized") {
+        session.clear();
+        onSessionEnded(error);
+      }
+      // The waiting action fails with these words, not "nothing was changed".
+      return error;
     }
     const verified = (m) => details.details && details.details[m] && details.details[m].verified;
     const methods = ["AUTHENTICATOR", "EMAIL"].filter(verified).concat(["RECOVERY"]);

@@ -953,9 +953,51 @@ async fn account_page_asks_for_a_code_before_changing_factors() {
     b.click("#challenge-view button[data-action=restart-signin]")
         .await;
     b.visible("#account-view").await;
-    b.text_contains("#alert", "Nothing was changed").await;
+    // One plain sentence, no lead.
+    assert_eq!(
+        b.text_of("#alert").await.as_deref(),
+        Some("Nothing was changed.")
+    );
     assert_eq!(b.eval("return sessionStorage.length;").await, json!(1));
 
+    // Left through the URL instead: cancelled too, and the button is free.
+    b.click("#generate-recovery").await;
+    b.visible("#challenge-view").await;
+    b.eval("location.hash = '#elsewhere';").await;
+    b.visible("#account-view").await;
+    b.text_contains("#alert", "Nothing was changed.").await;
+    b.until("the button to be free", || async {
+        let free = b
+            .eval(
+                "const x = document.querySelector('#generate-recovery'); \
+                 return !x.disabled && !x.hasAttribute('aria-busy');",
+            )
+            .await;
+        (free == json!(true)).then_some(())
+    })
+    .await;
+
+    // The session ends while the challenge is shown: signed out, in words.
+    b.click("#generate-recovery").await;
+    b.visible("#challenge-view").await;
+    let token = b
+        .eval("return JSON.parse(sessionStorage.getItem('mfa-admin.session')).token;")
+        .await;
+    s.call("POST", "/user/auth/logout", token.as_str(), None)
+        .await
+        .expect(204, None);
+    b.fill("#challenge-code", "000000").await;
+    b.click("#challenge-form button[type=submit]").await;
+    b.visible("#password-form").await;
+    b.text_contains("#alert", "Your session has ended.").await;
+    b.gone("#challenge-view").await;
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(0));
+    b.gone("#who").await;
+
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#account-view").await;
     b.click("#generate-recovery").await;
     b.visible("#challenge-view").await;
     b.text_contains("#status", "Verify one to go on").await;
@@ -1084,6 +1126,48 @@ async fn account_page_changes_email_and_password_and_confirms_the_new_address() 
     b.click("#password-form button[type=submit]").await;
     b.visible("#account-view").await;
     b.text_contains("#my-email", new_email).await;
+
+    // Confirmed while signed in: the server ends every session, so the page
+    // signs out at once, says so, and offers the new address for sign-in.
+    let newer_email = "ada.again@example.com";
+    b.fill("#new-email", newer_email).await;
+    b.fill("#email-current-password", new_password).await;
+    b.click("#email-form button[type=submit]").await;
+    // A new session, which verified no factor: the challenge first.
+    b.visible("#challenge-view").await;
+    b.fill("#challenge-code", &s.totp(&secret)).await;
+    b.click("#challenge-form button[type=submit]").await;
+    b.text_contains("#email-pending", &format!("Pending: {newer_email}"))
+        .await;
+    b.click("#email-pending a").await;
+    b.visible("#confirm-email-view").await;
+    b.fill("#confirm-token", &s.last_token(newer_email)).await;
+    b.click("#confirm-email-form button[type=submit]").await;
+    b.text_contains(
+        "#status",
+        &format!("Your new email address is confirmed. This ended your sessions, this one too: sign in with {newer_email}"),
+    )
+    .await;
+    assert_eq!(b.text_of("#alert").await.as_deref(), Some(""));
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(0));
+    b.gone("#who").await;
+    assert_eq!(
+        b.eval("return document.querySelector('#email-pending-text').textContent;")
+            .await,
+        json!("")
+    );
+    b.text_contains("#confirm-back", "Back to sign-in").await;
+    b.click("#confirm-back").await;
+    b.visible("#password-form").await;
+    assert_eq!(
+        b.eval("return document.querySelector('#signin-email').value;")
+            .await,
+        json!(newer_email)
+    );
+    b.fill("#signin-password", new_password).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#account-view").await;
+    b.text_contains("#my-email", newer_email).await;
     b.close().await;
 }
 
@@ -1178,6 +1262,23 @@ async fn admin_console_creates_users_and_guards_the_admins_own_account() {
     b.count("#user-list .user-row", 1).await;
     b.click("#user-list .user-name").await;
     b.visible("#edit-view").await;
+    // The server's refusals in the form's words; an address keeps its case.
+    assert_eq!(
+        b.eval("return document.querySelector('#edit-first').maxLength;")
+            .await,
+        json!(100)
+    );
+    b.fill("#edit-first", "   ").await;
+    b.click("#profile-form button[type=submit]").await;
+    b.text_contains("#alert", "First name must not be empty.")
+        .await;
+    b.fill("#edit-first", "Zoë").await;
+    b.fill("#edit-email", &ada).await;
+    b.click("#profile-form button[type=submit]").await;
+    let alert = b
+        .text_contains("#alert", "belongs to another account")
+        .await;
+    assert!(alert.starts_with(&format!("{ada} belongs")), "{alert}");
     b.fill("#edit-email", "zoe.new@example.com").await;
     b.click("#profile-form button[type=submit]").await;
     b.text_contains("#status", "The email change is pending")
@@ -1270,6 +1371,17 @@ async fn admin_console_creates_users_and_guards_the_admins_own_account() {
     b.text_contains("#status", "Your Admin right in this org was removed")
         .await;
     b.gone("#admin-nav").await;
+    // Nothing of the org stays in the hidden views.
+    assert_eq!(
+        b.eval(
+            "return [document.querySelectorAll('#user-list li').length, \
+             document.querySelector('#user-counts').textContent, \
+             document.querySelector('#edit-first').value, \
+             document.querySelector('#edit-email').value];"
+        )
+        .await,
+        json!([0, "", "", ""])
+    );
     let membership = s
         .get(&format!("/user/org/{}/user/{ada_id}", s.root_org), &root)
         .await;
