@@ -133,7 +133,7 @@ impl<S: Store> MfaService<S> {
             if active != ids.len() {
                 return Err(MfaError::NotFound("user"));
             }
-            require_may_reset_own(tx, caller, &ids)?;
+            require_may_reset_factors(tx, caller)?;
             let admin = load_user(tx, caller.user_id)?;
             let users = tx.users_by_ids(&ids)?;
             for user in &users {
@@ -203,7 +203,7 @@ impl<S: Store> MfaService<S> {
             let membership = tx.membership(user.id, caller.org_id)?;
             require_member_of_current_org(membership.as_ref().filter(|m| m.is_active))?;
             require_may_manage(caller, user.is_super_admin)?;
-            require_may_reset_own(tx, caller, &[user.id])?;
+            require_may_reset_factors(tx, caller)?;
             if tx.authenticator_state(user.id)?.is_none() {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             }
@@ -531,17 +531,17 @@ impl<S: Store> MfaService<S> {
     }
 }
 
-/// An admin's reset that names the admin is a change of their own
-/// factors: held to the rule of the self-service routes
-/// ([`may_change_factors`]). Otherwise the admin of an org that owes no MFA,
-/// logged in there with the password alone, would remove their own
-/// factors and enroll new ones where MFA is enforced.
-fn require_may_reset_own(
-    tx: &mut dyn StoreTx,
-    caller: &FullCaller,
-    targets: &[UserId],
-) -> MfaResult<()> {
-    if caller.mfa_passed || !targets.contains(&caller.user_id) {
+/// An admin's reset is held to the rule of the self-service routes
+/// ([`may_change_factors`]) applied to the admin's own factors: an admin
+/// who has a verified factor resets anyone's, their own or a member's,
+/// only from a session in which a factor was verified. Otherwise whoever
+/// had the admin's password alone, logged in through an org that owes no
+/// MFA, would remove the factors of members who are also in orgs that
+/// enforce it (and with a member's password, enroll their own in its
+/// place), or the admin's own. An admin without any factor has nothing to
+/// verify, and is held to nothing more than before.
+fn require_may_reset_factors(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResult<()> {
+    if caller.mfa_passed {
         return Ok(());
     }
     let factors = load_factors(tx, caller.user_id)?;

@@ -99,7 +99,7 @@ pub async fn validate_code(
     request_body = ResetRequest,
     responses(
         (status = 204, description = "Update success."),
-        (status = 403, description = "`forbidden`: not an admin of the current org, or an id is a superadmin (only superadmins manage superadmins); nothing changed.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin of the current org, or an id is a superadmin (only superadmins manage superadmins); nothing changed. `mfa_required`: the admin has a verified factor and this session verified none (opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 404, description = "`not_found`: an id is not an active member of the current org; nothing changed.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),

@@ -228,7 +228,7 @@ pub async fn reset_my_qr_code_enroll(
     params(("username" = String, Path, description = "The user's email address, e.g. `your.email@domain.com`.")),
     responses(
         (status = 200, description = "The authenticator is removed.", body = StatusResponse),
-        (status = 403, description = "`forbidden`: not an admin of the current org, or the user is a superadmin (only superadmins manage superadmins).", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not an admin of the current org, or the user is a superadmin (only superadmins manage superadmins). `mfa_required`: the admin has a verified factor and this session verified none (opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such active member of the current org.", body = ErrorBody),
         (status = 409, description = "`not_enrolled`: the user has no authenticator.", body = ErrorBody),
     ),

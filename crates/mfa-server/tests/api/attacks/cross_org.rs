@@ -589,6 +589,22 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
         .await
         .expect(200, None);
 
+    // A member of both orgs with an authenticator: the admin's resets of
+    // her factors are held to the admin's step-up too (an audit removed
+    // such a member's factors with the admin's password alone).
+    let vic_email = "vic@strict.example";
+    let vic = s.create_user(&strict_admin, vic_email, false).await;
+    s.call(
+        "POST",
+        &format!("/user/org/{lax}/user/{vic}"),
+        Some(&root),
+        None,
+    )
+    .await
+    .expect(201, None);
+    let vic_session = s.login_org(vic_email, PASSWORD, lax).await;
+    s.enroll_authenticator(&vic_session.token).await;
+
     let stolen = s.login_org(email, PASSWORD, lax).await;
     assert_eq!(stolen.mfa, "none");
     let token = stolen.token.as_str();
@@ -617,6 +633,16 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
             Some(json!({"ids": [uma]})),
         ),
         ("PUT", format!("/users/{email}/mfa/resetQRCodeEnroll"), None),
+        (
+            "PUT",
+            "/user/users/mfa/reset".into(),
+            Some(json!({"ids": [vic]})),
+        ),
+        (
+            "PUT",
+            format!("/users/{vic_email}/mfa/resetQRCodeEnroll"),
+            None,
+        ),
     ];
     for (method, path, body) in &attempts {
         s.call(method, path, Some(token), body.clone())
@@ -629,6 +655,11 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
     assert_eq!(
         s.login_org(email, PASSWORD, strict).await.mfa,
         "challenge_required"
+    );
+    assert_eq!(
+        s.login_org(vic_email, PASSWORD, strict).await.mfa,
+        "challenge_required",
+        "the member kept her factor"
     );
 
     // A code verified on the session opens the way (a new token).
@@ -647,6 +678,13 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
     s.post("/user/users/mfa/recoveryCodes", proven, json!({}))
         .await
         .expect(200, None);
+    s.put("/user/users/mfa/reset", proven, json!({"ids": [vic]}))
+        .await
+        .expect(204, None);
+    assert_eq!(
+        s.login_org(vic_email, PASSWORD, strict).await.mfa,
+        "setup_required"
+    );
     let new_password = json!({"password": "her own new password", "currentPassword": PASSWORD});
     s.call(
         "PUT",
