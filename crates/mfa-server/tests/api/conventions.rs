@@ -382,15 +382,16 @@ async fn tokens_and_routes(s: TestServer) {
     let no_token = s.call("GET", me, None, None).await;
     no_token.expect(401, Some("unauthorized"));
     assert_eq!(no_token.header("www-authenticate"), Some("Bearer"));
+    // `me` with these Authorization headers, in this order.
+    let with_authorization = |headers: Vec<String>| {
+        let mut request = s.client.get(s.url(me));
+        for header in headers {
+            request = request.header("authorization", header);
+        }
+        async move { TestServer::answer(request.send().await.unwrap()).await }
+    };
     for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b", "token abc"] {
-        let res = s
-            .client
-            .get(s.url(me))
-            .header("authorization", header)
-            .send()
-            .await
-            .unwrap();
-        TestServer::answer(res)
+        with_authorization(vec![header.to_string()])
             .await
             .expect(401, Some("unauthorized"));
     }
@@ -412,15 +413,7 @@ async fn tokens_and_routes(s: TestServer) {
         [root.as_str(), "not-a-real-token"],
         ["not-a-real-token", root.as_str()],
     ] {
-        let res = s
-            .client
-            .get(s.url(me))
-            .header("authorization", format!("Bearer {}", pair[0]))
-            .header("authorization", format!("Bearer {}", pair[1]))
-            .send()
-            .await
-            .unwrap();
-        TestServer::answer(res)
+        with_authorization(pair.iter().map(|t| format!("Bearer {t}")).collect())
             .await
             .expect(401, Some("unauthorized"));
     }
