@@ -55,6 +55,7 @@ impl<S: Store> MfaService<S> {
             require_current_org_admin(caller)?;
         }
         self.store.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             let ids = if all_orgs {
                 tx.all_orgs()?.into_iter().map(|o| o.id).collect()
             } else {
@@ -133,7 +134,7 @@ impl<S: Store> MfaService<S> {
             if active != ids.len() {
                 return Err(MfaError::NotFound("user"));
             }
-            require_may_reset_factors(tx, caller)?;
+            require_admin_step_up(tx, caller)?;
             let admin = load_user(tx, caller.user_id)?;
             let users = tx.users_by_ids(&ids)?;
             for user in &users {
@@ -203,7 +204,7 @@ impl<S: Store> MfaService<S> {
             let membership = tx.membership(user.id, caller.org_id)?;
             require_member_of_current_org(membership.as_ref().filter(|m| m.is_active))?;
             require_may_manage(caller, user.is_super_admin)?;
-            require_may_reset_factors(tx, caller)?;
+            require_admin_step_up(tx, caller)?;
             if tx.authenticator_state(user.id)?.is_none() {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             }
@@ -271,6 +272,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, id, tx.membership(caller.user_id, id)?.as_ref())?;
+            require_admin_step_up(tx, caller)?;
             let mut org = tx.org_for_update(id)?.ok_or(MfaError::NotFound("org"))?;
             // Only what differs is a change: the trail records no change
             // that did not happen (an empty body, the name it has).
@@ -313,6 +315,7 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.store.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             if !tx.delete_org(id)? {
                 return Err(MfaError::NotFound("org"));
             }
@@ -340,6 +343,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
+            require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             let user = tx
@@ -393,6 +397,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
+            require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             tx.user(user)?.ok_or(MfaError::NotFound("user"))?;
@@ -419,6 +424,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.store.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
+            require_admin_step_up(tx, caller)?;
             let guard = LastAdminGuard::take(tx, caller, org, true)?;
             let Some(membership) = tx.membership(user, org)? else {
                 return Err(MfaError::NotFound("membership"));
@@ -455,6 +461,7 @@ impl<S: Store> MfaService<S> {
         require_current_org_admin(caller)?;
         let now = self.now();
         self.store.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             let guard =
                 LastAdminGuard::take(tx, caller, caller.org_id, patch.may_end_admin_rights())?;
             let user = self.resolve_user_ref(tx, target)?;
@@ -531,16 +538,18 @@ impl<S: Store> MfaService<S> {
     }
 }
 
-/// An admin's reset is held to the rule of the self-service routes
-/// ([`may_change_factors`]) applied to the admin's own factors: an admin
-/// who has a verified factor resets anyone's, their own or a member's,
-/// only from a session in which a factor was verified. Otherwise whoever
-/// had the admin's password alone, logged in through an org that owes no
-/// MFA, would remove the factors of members who are also in orgs that
-/// enforce it (and with a member's password, enroll their own in its
-/// place), or the admin's own. An admin without any factor has nothing to
-/// verify, and is held to nothing more than before.
-fn require_may_reset_factors(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResult<()> {
+/// Every change an admin makes is held to the rule of the self-service
+/// routes ([`may_change_factors`]) applied to the admin's own factors: an
+/// admin who has a verified factor administers (resets factors, switches
+/// enforcement, creates, promotes, opts out or removes members, sets
+/// their passwords and emails) only from a session in which a factor was
+/// verified. Otherwise whoever had the admin's password alone, logged in
+/// through an org that owes no MFA, would remove the factors of members
+/// who are also in orgs that enforce it, or switch enforcement off, or
+/// create a factorless admin to do it (audits found all three). An admin
+/// without any factor has nothing to verify, and is held to nothing more
+/// than before; reads need no step-up.
+pub(crate) fn require_admin_step_up(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResult<()> {
     if caller.mfa_passed {
         return Ok(());
     }

@@ -1,6 +1,7 @@
 //! Users: creation, reads, updates with confirmed email changes, the
 //! superadmin's seed endpoints, and the bootstrap of an empty deployment.
 
+use super::orgs::require_admin_step_up;
 use super::*;
 use crate::authz::{
     FullCaller, in_callers_orgs, require_current_org_admin, require_manageable_user,
@@ -243,6 +244,7 @@ impl<S: Store> MfaService<S> {
         let hash = self.hasher.hash(&req.password, self.rng.as_ref())?;
         let now = self.now();
         self.store.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             // The caller's org, deleted since the session was resolved,
             // took the session with it.
             tx.org_for_reference(caller.org_id)?
@@ -433,6 +435,8 @@ impl<S: Store> MfaService<S> {
         let sets_credentials = !is_self && (new_email.is_some() || patch.password.is_some());
         if sets_credentials {
             require_may_set_credentials(caller, &memberships)?;
+            self.store
+                .read_statement(|tx| require_admin_step_up(tx, caller))?;
         }
         let verified_current_password =
             is_self && (new_email.is_some() || patch.password.is_some());
@@ -641,6 +645,7 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.store.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             if !tx.delete_user(id)? {
                 return Err(MfaError::NotFound("user"));
             }
@@ -698,6 +703,7 @@ impl<S: Store> MfaService<S> {
         require_super_admin(caller)?;
         let now = self.now();
         self.store.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             let m = match tx.membership_for_update(caller.user_id, org)? {
@@ -734,6 +740,7 @@ impl<S: Store> MfaService<S> {
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = self.now();
         self.store.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;

@@ -1234,6 +1234,11 @@ async fn admin_console_creates_users_and_guards_the_admins_own_account() {
     b.fill("#create-password", "a long first password").await;
     b.screenshot("create-user").await;
     b.click("#create-form button[type=submit]").await;
+    // Ada has a factor and this session verified none: an admin's change
+    // asks for a code first, then is carried out.
+    b.visible("#challenge-view").await;
+    b.fill("#challenge-code", &s.totp(&secret)).await;
+    b.click("#challenge-form button[type=submit]").await;
     b.visible("#edit-view").await;
     b.text_contains("#status", "Zoë Øyvindsen was created.")
         .await;
@@ -1330,7 +1335,15 @@ async fn admin_console_creates_users_and_guards_the_admins_own_account() {
         .await;
     assert_eq!(alert.matches("not allowed").count(), 0, "{alert}");
 
-    // Her own MFA: the pop-up warns, and the sign-in view says it was done.
+    // Her own MFA, from a new session that verified no factor: the pop-up
+    // warns, and the sign-in view says it was done.
+    b.click("#sign-out").await;
+    b.visible("#password-form").await;
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#users-view").await;
+    s.advance(30);
     b.goto(&format!("/admin#/users/{ada_id}")).await;
     b.text_contains("#user-mfa", "set up: Authenticator app")
         .await;

@@ -643,6 +643,34 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
             format!("/users/{vic_email}/mfa/resetQRCodeEnroll"),
             None,
         ),
+        // Nor any other change an admin makes: a factorless admin created
+        // or promoted from here would reset the member's factors in its
+        // place, and enforcement switched off needs no reset at all (a
+        // later audit did both).
+        (
+            "POST",
+            "/user/users".into(),
+            Some(
+                json!({"email": "evil@lax.example", "firstName": "E", "lastName": "V",
+                        "password": PASSWORD, "isAdmin": true}),
+            ),
+        ),
+        (
+            "PUT",
+            format!("/user/users/{vic}/membership"),
+            Some(json!({"isAdmin": true})),
+        ),
+        (
+            "PUT",
+            "/user/org/mfa".into(),
+            Some(json!({"isMfaEnforced": true})),
+        ),
+        (
+            "PUT",
+            format!("/user/org/{lax}"),
+            Some(json!({"mfaGracePeriodHours": 5})),
+        ),
+        ("DELETE", format!("/user/org/{lax}/user/{vic}"), None),
     ];
     for (method, path, body) in &attempts {
         s.call(method, path, Some(token), body.clone())
@@ -650,6 +678,10 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
             .expect(403, Some("mfa_required"));
     }
     assert!(s.mails_to("thief@example.com").is_empty());
+    assert!(
+        s.get("/user/users/page?search=evil", token).await.ok()["total"] == 0,
+        "no admin was created"
+    );
     let details = s.get("/oauth/users/mfaDetails", token).await;
     assert_eq!(details.ok()["details"]["AUTHENTICATOR"]["verified"], true);
     assert_eq!(
@@ -691,6 +723,41 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
         &format!("/user/users/{uma}"),
         Some(proven),
         Some(new_password),
+    )
+    .await
+    .expect(200, None);
+
+    // A superadmin alike: with a factor, the password alone through the
+    // lax org does not switch enforcement off for every org.
+    let root_secret = s.enroll_authenticator(&root).await;
+    let root_lax = s.login_org(crate::helpers::ROOT_EMAIL, PASSWORD, lax).await;
+    assert_eq!(root_lax.mfa, "none");
+    s.put(
+        "/user/org/mfa?allOrgs=true",
+        &root_lax.token,
+        json!({"isMfaEnforced": false}),
+    )
+    .await
+    .expect(403, Some("mfa_required"));
+    let strict_org = s.get(&format!("/user/org/{strict}"), &strict_admin).await;
+    assert_eq!(
+        strict_org.ok()["isMfaEnforced"],
+        true,
+        "the strict org still enforces"
+    );
+    // Verified on the session, the superadmin administers as before.
+    let proven_root = s
+        .post(
+            "/user/auth/mfa/verify",
+            &root_lax.token,
+            json!({"method": "AUTHENTICATOR", "code": s.totp(&root_secret)}),
+        )
+        .await;
+    proven_root.expect(200, None);
+    s.put(
+        &format!("/user/org/{lax}"),
+        proven_root.body["token"].as_str().unwrap(),
+        json!({"mfaGracePeriodHours": 5}),
     )
     .await
     .expect(200, None);
