@@ -164,6 +164,16 @@ fn send(s: &TestServer, call: Call<'_>) -> JoinHandle<Answer> {
     tokio::spawn(async move { TestServer::answer(req.send().await.expect("request")).await })
 }
 
+/// A password login into `org` (test users share [`PASSWORD`]).
+fn login_into(email: &str, org: i64) -> Call<'static> {
+    call(
+        "POST",
+        "/user/auth/login",
+        None,
+        Some(json!({"email": email, "password": PASSWORD, "orgId": org})),
+    )
+}
+
 /// Hold `locking` on the row of `id`, send `first`, send `second` once the
 /// first waits for a lock, then let the row go: both answers, in order.
 async fn interleave(
@@ -509,12 +519,7 @@ async fn a_login_keeps_its_org_until_the_session_is_in() {
         &s,
         &url,
         RowLock::hold_table_from_readers(&url, "recovery_codes"),
-        call(
-            "POST",
-            "/user/auth/login",
-            None,
-            Some(json!({"email": email, "password": PASSWORD, "orgId": org})),
-        ),
+        login_into(email, org),
         call("DELETE", format!("/user/org/{org}"), Some(&root), None),
     )
     .await;
@@ -644,12 +649,7 @@ async fn a_login_beside_the_end_of_its_membership() {
             &s,
             &url,
             RowLock::hold_table_from_readers(&url, "recovery_codes"),
-            call(
-                "POST",
-                "/user/auth/login",
-                None,
-                Some(json!({"email": email, "password": PASSWORD, "orgId": org})),
-            ),
+            login_into(&email, org),
             end,
         )
         .await;
