@@ -187,7 +187,10 @@ pub fn complete(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                     op,
                     "403",
                     "mfa_required",
-                    "a partial (pre-MFA) token; complete MFA first.",
+                    "a partial (pre-MFA) token; complete MFA first. Also, for a change of \
+                     factors, of one's own email or password, or any admin's change, a full \
+                     session that verified no factor while its user has one (opened where no \
+                     MFA was owed): `POST /user/auth/mfa/verify` on it first.",
                 );
             }
             add_error(
