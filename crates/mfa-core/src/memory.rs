@@ -87,20 +87,19 @@ impl InMemoryStore {
         InMemoryStore::default()
     }
 
-    fn lock(&self) -> MfaResult<MutexGuard<'_, State>> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         // A transaction that panicked worked on a copy that was never
         // swapped in, so the state behind a poisoned mutex is whole: the
         // store stays usable, as a database does after a failed transaction.
-        Ok(self
-            .state
+        self.state
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl Store for InMemoryStore {
     fn read<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
-        let guard = self.lock()?;
+        let guard = self.lock();
         let mut copy = guard.clone();
         drop(guard);
         f(&mut MemTx(&mut copy))
@@ -110,7 +109,7 @@ impl Store for InMemoryStore {
         &self,
         f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T> {
-        let mut guard = self.lock()?;
+        let mut guard = self.lock();
         let mut copy = guard.clone();
         let out = f(&mut MemTx(&mut copy))?;
         *guard = copy;
@@ -132,7 +131,7 @@ impl Store for InMemoryStore {
         let (user, session, member) = match owner {
             CodeOwner::Session { user, session } => (user, session, None),
             CodeOwner::Token(token_hash) => {
-                let mut state = self.lock()?;
+                let mut state = self.lock();
                 let Some(member) = MemTx(&mut state).session_member(token_hash)? else {
                     return Ok(false);
                 };
@@ -147,7 +146,7 @@ impl Store for InMemoryStore {
                 .unwrap_or_default();
             (failures, state.authenticators.get(&user).cloned())
         };
-        let (failures, authenticator) = read(&*self.lock()?);
+        let (failures, authenticator) = read(&self.lock());
         let Some(authenticator) = authenticator.filter(Authenticator::is_verified) else {
             return Ok(false);
         };
@@ -157,7 +156,7 @@ impl Store for InMemoryStore {
         let Some(success) = check(member.as_ref(), &failures, &authenticator) else {
             return Ok(false);
         };
-        let mut guard = self.lock()?;
+        let mut guard = self.lock();
         let now = success.rotation.now;
         let session_live = guard
             .sessions
