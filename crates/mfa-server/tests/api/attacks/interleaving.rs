@@ -600,49 +600,41 @@ async fn a_login_beside_the_end_of_its_membership() {
     {
         let email = format!("m{i}@leaving.example");
         let member = s.create_user(&admin, &email, false).await;
-        let (end, restore) = match change {
-            "deactivate" => (
-                call(
-                    "PUT",
-                    format!("/user/users/{member}/membership"),
-                    Some(&admin),
-                    Some(json!({"isActive": false})),
-                ),
-                call(
-                    "PUT",
-                    format!("/user/users/{member}/membership"),
-                    Some(&admin),
-                    Some(json!({"isActive": true})),
-                ),
+        let end = match change {
+            "deactivate" => call(
+                "PUT",
+                format!("/user/users/{member}/membership"),
+                Some(&admin),
+                Some(json!({"isActive": false})),
             ),
-            "remove" => (
-                call(
-                    "DELETE",
-                    format!("/user/org/{org}/user/{member}"),
-                    Some(&admin),
-                    None,
-                ),
-                call(
-                    "POST",
-                    format!("/user/org/{org}/user/{member}"),
-                    Some(&root_in_org),
-                    None,
-                ),
+            "remove" => call(
+                "DELETE",
+                format!("/user/org/{org}/user/{member}"),
+                Some(&admin),
+                None,
             ),
-            _ => (
-                call(
-                    "DELETE",
-                    format!("/user/users/deleteFromAllOrgs/{email}"),
-                    Some(&root),
-                    None,
-                ),
-                call(
-                    "POST",
-                    format!("/user/org/{org}/user/{member}"),
-                    Some(&root_in_org),
-                    None,
-                ),
+            _ => call(
+                "DELETE",
+                format!("/user/users/deleteFromAllOrgs/{email}"),
+                Some(&root),
+                None,
             ),
+        };
+        // Back as an active member: reactivated, or added again.
+        let restore = if change == "deactivate" {
+            call(
+                "PUT",
+                format!("/user/users/{member}/membership"),
+                Some(&admin),
+                Some(json!({"isActive": true})),
+            )
+        } else {
+            call(
+                "POST",
+                format!("/user/org/{org}/user/{member}"),
+                Some(&root_in_org),
+                None,
+            )
         };
 
         let (login, ended) = interleave_under(
