@@ -41,6 +41,13 @@ pub enum Error {
     /// No connection could be taken from the pool in time.
     #[error("no database connection available: {0}")]
     Pool(String),
+    /// The database gave up on a statement it could not run in time: a
+    /// lock held elsewhere past the wait allowed (SQLite's busy timeout,
+    /// PostgreSQL's `lock_timeout`), or the statement cancelled
+    /// (`statement_timeout`, `pg_cancel_backend`). Nothing it did stays;
+    /// the same operation may succeed later. The text is the database's.
+    #[error("the database did not answer in time: {0}")]
+    Busy(String),
     /// A user with this email already exists.
     #[error("a user with this email already exists")]
     DuplicateEmail,
@@ -97,6 +104,9 @@ impl From<diesel::result::Error> for Error {
             D::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
                 Error::MissingReference(rule_name(&*info))
             }
+            D::DatabaseError(DatabaseErrorKind::Unknown, info) if gave_up_waiting(&*info) => {
+                Error::Busy(info.message().to_string())
+            }
             other => Error::Query(other),
         }
     }
@@ -117,6 +127,20 @@ impl From<diesel::r2d2::PoolError> for Error {
     fn from(e: diesel::r2d2::PoolError) -> Self {
         Error::Pool(e.to_string())
     }
+}
+
+/// Whether the database gave up on a statement for a lock it waited for
+/// too long, or cancelled it. diesel reports neither SQLite's
+/// `SQLITE_BUSY` nor PostgreSQL's SQLSTATEs 55P03 and 57014 apart
+/// (`DatabaseErrorKind::Unknown`, without the code), so their messages
+/// tell: SQLite's are fixed English; PostgreSQL's follow the server's
+/// `lc_messages`, and under another language than English such an error
+/// stays a failed query.
+fn gave_up_waiting(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> bool {
+    let message = info.message();
+    message.starts_with("database is locked")
+        || message.starts_with("database table is locked")
+        || message.starts_with("canceling statement due to")
 }
 
 /// The name of the rule an error broke: PostgreSQL's constraint name, or
@@ -152,6 +176,7 @@ impl From<Error> for StoreError {
             Error::NotFound | Error::MissingReference(_) => StoreError::NotFound,
             Error::Pool(_)
             | Error::Connect(_)
+            | Error::Busy(_)
             | Error::Query(diesel::result::Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
@@ -176,5 +201,67 @@ impl<T> DbResultExt<T> for Result<T, diesel::result::Error> {
 impl<T> DbResultExt<T> for Result<T, Error> {
     fn db(self) -> Result<T, StoreError> {
         self.map_err(StoreError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database's error as diesel reports one it has no kind for.
+    struct Reported(&'static str);
+
+    impl DatabaseErrorInformation for Reported {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn translated(message: &'static str) -> StoreError {
+        let reported = diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(Reported(message)),
+        );
+        StoreError::from(Error::from(reported))
+    }
+
+    #[test]
+    fn a_statement_the_database_gave_up_on_is_unavailable() {
+        for message in [
+            "database is locked",
+            "database table is locked: users",
+            "canceling statement due to lock timeout",
+            "canceling statement due to statement timeout",
+            "canceling statement due to user request",
+        ] {
+            assert!(
+                matches!(translated(message), StoreError::Unavailable(_)),
+                "{message}"
+            );
+        }
+        for message in ["syntax error at or near \"SELEC\"", "disk I/O error"] {
+            assert!(
+                matches!(translated(message), StoreError::Backend(_)),
+                "{message}"
+            );
+        }
     }
 }

@@ -11,8 +11,10 @@
 //! a restart, requests succeed as before, and no statement ever runs twice.
 
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use diesel::PgConnection;
+use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::{ConnectionManager, ManageConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
@@ -54,13 +56,26 @@ impl DerefMut for PgConn {
     }
 }
 
-/// diesel's connection manager, with lost connections discarded.
+/// diesel's connection manager, with lost connections discarded and each
+/// connection's lock waits bounded.
 #[derive(Debug)]
-pub(crate) struct PgManager(ConnectionManager<PgConnection>);
+pub(crate) struct PgManager {
+    manager: ConnectionManager<PgConnection>,
+    /// `SET lock_timeout` run on each new connection.
+    set_lock_timeout: String,
+}
 
 impl PgManager {
-    pub(crate) fn new(url: &str) -> PgManager {
-        PgManager(ConnectionManager::new(url))
+    /// Connections to `url` that wait at most `lock_timeout` for a lock:
+    /// a row held by a transaction that does not end (an operator's open
+    /// `psql` session, say) fails the statement waiting for it
+    /// ([`crate::Error::Busy`], answered as an outage) instead of holding
+    /// its request, its connection and its thread for as long.
+    pub(crate) fn new(url: &str, lock_timeout: Duration) -> PgManager {
+        PgManager {
+            manager: ConnectionManager::new(url),
+            set_lock_timeout: format!("SET lock_timeout = {}", lock_timeout.as_millis().max(1)),
+        }
     }
 }
 
@@ -69,17 +84,17 @@ impl ManageConnection for PgManager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<PgConn, Self::Error> {
-        Ok(PgConn {
-            conn: self.0.connect()?,
-            lost: false,
-        })
+        let mut conn = self.manager.connect()?;
+        conn.batch_execute(&self.set_lock_timeout)
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        Ok(PgConn { conn, lost: false })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
-        self.0.is_valid(&mut conn.conn)
+        self.manager.is_valid(&mut conn.conn)
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.lost || self.0.has_broken(&mut conn.conn)
+        conn.lost || self.manager.has_broken(&mut conn.conn)
     }
 }

@@ -717,7 +717,7 @@ fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
         .connection_timeout(timeout)
         // Lost connections are found by use instead (see `pg_pool`).
         .test_on_check_out(false)
-        .build(PgManager::new(url))?;
+        .build(PgManager::new(url, timeout))?;
     Ok(PgDb {
         pool: FairPool::new(pool, timeout),
     })
