@@ -721,6 +721,15 @@ impl StoreTx for MemTx<'_> {
             .unwrap_or_default())
     }
 
+    fn password_failure_state(&mut self, email: &str) -> StoreResult<FailureState> {
+        Ok(self
+            .0
+            .password_failures
+            .get(email)
+            .map(|c| c.state)
+            .unwrap_or_default())
+    }
+
     fn lock_failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState> {
         // The store's mutex already serialises transactions.
         self.failure_state(user, kind)

@@ -346,6 +346,9 @@ pub trait StoreTx {
     // ---- failure counters
     /// Current failure state of one kind.
     fn failure_state(&mut self, user: UserId, kind: FailureKind) -> StoreResult<FailureState>;
+    /// Current password failure state of logins with `email`
+    /// (normalised; [`FailureSubject::Email`]).
+    fn password_failure_state(&mut self, email: &str) -> StoreResult<FailureState>;
     /// Read the failure state and hold it against concurrent writers of the
     /// same counter until the transaction ends, so that a check made inside
     /// the transaction and the count it leads to are one step for racing

@@ -575,6 +575,58 @@ fn password_failures_lock_the_password_step_apart() {
     );
 }
 
+/// A login's steps, as a server runs them apart: a login that never
+/// finishes (refused by the server's password queue) is never counted;
+/// one that finishes is decided then, after the attempts that finished
+/// before it, whatever its password check found.
+#[test]
+fn a_login_is_counted_and_decided_when_it_finishes() {
+    let w = world();
+    w.add_user("steps@example.com");
+    let checked = |password: &str| {
+        let begun = ok(w.svc.login_begin("steps@example.com", None));
+        ok(w.svc.login_check(begun, password))
+    };
+    // Begun and checked, never finished: nothing counted.
+    for _ in 0..8 {
+        checked("wrong password");
+    }
+    ok(w.svc.login("steps@example.com", PASSWORD, None));
+    let successes = w.audit_events_of(Some(AuditAction::LoginSucceeded)).len();
+
+    // A right password checked while five wrong ones race it, and decided
+    // after them: refused as they are, no session.
+    let right = checked(PASSWORD);
+    let wrong: Vec<_> = (0..5).map(|_| checked("wrong password")).collect();
+    for (i, login) in wrong.into_iter().enumerate() {
+        let refusal = match i {
+            4 => MfaError::TooManyAttempts {
+                retry_after_secs: 30,
+            },
+            _ => MfaError::InvalidCredentials,
+        };
+        assert_eq!(w.svc.login_finish(login).map(|_| ()), Err(refusal));
+    }
+    assert_eq!(
+        w.svc.login_finish(right).map(|_| ()),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+    assert_eq!(
+        w.audit_events_of(Some(AuditAction::LoginSucceeded)).len(),
+        successes,
+        "no session was opened"
+    );
+    // Locked: a login begun now is refused before any hashing.
+    assert_eq!(
+        w.svc.login_begin("steps@example.com", None).map(|_| ()),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+}
+
 #[test]
 fn an_unknown_email_is_locked_out_as_a_known_one_is() {
     let w = world();
@@ -878,6 +930,55 @@ fn recovery_codes_log_in_once_each_and_reset_the_authenticator() {
     ));
     // Nor was the refusal a failed attempt: enrolling works as ever.
     w.enroll_authenticator(&partial);
+}
+
+/// The steps of a recovery code's check are public (a server runs the
+/// hashing one on threads of its own); none of them lets a caller past
+/// what the whole call refuses.
+#[test]
+fn the_steps_of_a_recovery_code_check_serve_only_their_own_caller() {
+    let w = world();
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let mut codes = Vec::new();
+    let mut partials = Vec::new();
+    for email in ["owner@example.com", "other@example.com"] {
+        w.add_user(email);
+        let (_, partial) = w.login(email);
+        let (_, full) = w.enroll_authenticator(&partial);
+        codes.push(ok(w.svc.generate_recovery_codes(&ok(full.into_full()))));
+        partials.push(w.login(email).1);
+    }
+    let (owner, other) = (&partials[0], &partials[1]);
+    let check_for_owner = || {
+        let check = ok(w.svc.recovery_code_begin(owner, &codes[0][0]));
+        w.svc.check_recovery_code(check)
+    };
+
+    // The owner's code, checked for the owner, serves no other user.
+    assert_eq!(
+        w.svc.verify_recovery_code(other, check_for_owner()),
+        Err(MfaError::InvalidCode)
+    );
+    assert_eq!(
+        w.svc.self_reset_finish(other, Some(check_for_owner())),
+        Err(MfaError::InvalidCode)
+    );
+    // A partial session skips no proof by leaving the check out.
+    assert_eq!(
+        w.svc.self_reset_finish(other, None),
+        Err(MfaError::MfaRequired)
+    );
+    assert!(ok(w.svc.mfa_status(other)).factors.authenticator);
+
+    // The code was not spent: it still logs its owner in, once.
+    ok(w.svc.verify_recovery_code(owner, check_for_owner()));
+    let owner = w.login("owner@example.com").1;
+    let check = ok(w.svc.recovery_code_begin(&owner, &codes[0][0]));
+    assert_eq!(
+        w.svc
+            .verify_recovery_code(&owner, w.svc.check_recovery_code(check)),
+        Err(MfaError::InvalidCode)
+    );
 }
 
 #[test]

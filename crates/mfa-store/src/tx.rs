@@ -1713,6 +1713,16 @@ macro_rules! impl_store_tx {
                 failure_state_from(row).db()
             }
 
+            fn password_failure_state(&mut self, email: &str) -> StoreResult<FailureState> {
+                let row: Option<(i32, Option<i64>)> = password_failures::table
+                    .find(self.cipher.email_key(email))
+                    .select((password_failures::failures, password_failures::locked_until))
+                    .get_result(self.conn)
+                    .optional()
+                    .db()?;
+                failure_state_from(row).db()
+            }
+
             fn lock_failure_state(
                 &mut self,
                 user: UserId,

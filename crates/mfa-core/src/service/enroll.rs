@@ -305,27 +305,39 @@ impl<S: Store> MfaService<S> {
     /// is checked and used whatever the session. The caller's other
     /// sessions end, and a notice is mailed; an authenticator still
     /// pending (never confirmed) is only withdrawn.
+    ///
+    /// Its steps are public for a server that runs argon2 on threads of its
+    /// own: [`MfaService::self_reset_begin`], then, for a recovery code,
+    /// [`MfaService::check_recovery_code`] (the only one that hashes), then
+    /// [`MfaService::self_reset_finish`].
     pub fn self_reset_authenticator(
         &self,
         caller: &Caller,
         recovery_code: Option<&str>,
     ) -> MfaResult<()> {
-        let now = self.now();
-        let needs_proof = match caller.level {
-            AssuranceLevel::Partial => true,
-            AssuranceLevel::Full if caller.mfa_passed => false,
-            AssuranceLevel::Full => {
-                let factors = self
-                    .store
-                    .read_statement(|tx| load_factors(tx, caller.user_id))?;
-                may_change_factors(caller.level, caller.mfa_passed, &factors).is_err()
+        let recovery = self
+            .self_reset_begin(caller, recovery_code)?
+            .map(|check| self.check_recovery_code(check));
+        self.self_reset_finish(caller, recovery)
+    }
+
+    /// The first step of [`MfaService::self_reset_authenticator`]: whether
+    /// the session may reset without a recovery code (`MfaRequired` when it
+    /// may not and none is given), and the check of the code given, if one
+    /// is (counted as [`MfaService::recovery_code_begin`] counts it).
+    pub fn self_reset_begin(
+        &self,
+        caller: &Caller,
+        recovery_code: Option<&str>,
+    ) -> MfaResult<Option<RecoveryCheck>> {
+        match recovery_code {
+            None => {
+                self.require_reset_proof_not_needed(caller)?;
+                Ok(None)
             }
-        };
-        let recovery = match (needs_proof, recovery_code) {
-            (false, None) => None,
             // A code given is checked (and used) also where none is
             // needed: a wrong one must not pass unnoticed.
-            (_, Some(code)) => {
+            Some(code) => {
                 // Nothing to reset is no reason to spend (or count) a code.
                 if self
                     .store
@@ -334,14 +346,52 @@ impl<S: Store> MfaService<S> {
                 {
                     return Err(MfaError::NotEnrolled("no authenticator to reset"));
                 }
-                Some(self.match_recovery_code(caller, code, now)?)
+                Ok(Some(self.recovery_code_begin(caller, code)?))
             }
-            (true, None) => return Err(MfaError::MfaRequired),
+        }
+    }
+
+    /// `MfaRequired` unless `caller`'s session may remove a factor without
+    /// a recovery code.
+    fn require_reset_proof_not_needed(&self, caller: &Caller) -> MfaResult<()> {
+        match caller.level {
+            AssuranceLevel::Partial => Err(MfaError::MfaRequired),
+            AssuranceLevel::Full if caller.mfa_passed => Ok(()),
+            AssuranceLevel::Full => {
+                let factors = self
+                    .store
+                    .read_statement(|tx| load_factors(tx, caller.user_id))?;
+                may_change_factors(caller.level, caller.mfa_passed, &factors)
+            }
+        }
+    }
+
+    /// The last step of [`MfaService::self_reset_authenticator`]: the
+    /// authenticator removed, with the recovery code checked for `caller`
+    /// used (or its failure counted). Without one, the session must be one
+    /// that needs none (`MfaRequired` otherwise).
+    pub fn self_reset_finish(
+        &self,
+        caller: &Caller,
+        recovery: Option<RecoveryChecked>,
+    ) -> MfaResult<()> {
+        let now = self.now();
+        let recovery = match recovery {
+            Some(checked) => Some(self.recovery_match_of(caller, checked)?),
+            None => {
+                self.require_reset_proof_not_needed(caller)?;
+                None
+            }
         };
-        let verified = self.write_then(|tx| {
+        let trace = AttemptTrace {
+            user: Some(caller.user_id),
+            org: Some(caller.org_id),
+            what: "recovery code",
+        };
+        let verified = self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
-            if let Some((attempt, matched)) = recovery {
-                match self.consume_recovery_match(tx, caller, &attempt, matched, now)? {
+            if let Some(matched) = recovery {
+                match self.consume_recovery_match(tx, caller, matched, now)? {
                     Ok(attempt) => clear_attempt(tx, &attempt)?,
                     Err(refusal) => return Ok(Err(refusal)),
                 }

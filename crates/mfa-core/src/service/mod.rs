@@ -31,7 +31,9 @@ pub use orgs::OrgPatch;
 pub use purge::{
     CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, PURGE_BATCH, Purged,
 };
-pub use session::{CodeSent, LoginAccount, LoginResult, NewToken};
+pub use session::{
+    CodeSent, LoginChecked, LoginResult, LoginStart, NewToken, RecoveryCheck, RecoveryChecked,
+};
 pub use users::{NewUserRequest, PendingEmail, UserPatch, UserRef, UserWithFactors};
 
 /// The deployment's environment. Outside production the issuer shown in
@@ -462,6 +464,14 @@ pub(crate) struct Attempt<'a> {
     /// Already counted (by [`reserve_attempt`]), with the lockout its
     /// failure would start already in force.
     reserved: Option<Option<u64>>,
+}
+
+impl Attempt<'_> {
+    /// This attempt, its audit naming `user` (the account of a
+    /// password's address; `None` for an address no user has).
+    pub(crate) fn for_account(self, user: Option<UserId>) -> Self {
+        Attempt { user, ..self }
+    }
 }
 
 /// Count an attempt of `kind` by `user` *before* checking it, and refuse

@@ -27,14 +27,66 @@ crate::redact::debug_without_secrets!(LoginResult {
     expires_at, org_id, decision
 } secret { token });
 
-/// The account an email names, as [`MfaService::login_account`] read it
-/// for [`MfaService::login_with`].
+/// A login whose account is read and whose attempt is counted
+/// ([`MfaService::login_begin`]); its password is checked next
+/// ([`MfaService::login_check`]).
 #[derive(Clone, Debug)]
-pub struct LoginAccount {
-    /// The email, normalised; `None` when it is no address at all.
-    email: Option<String>,
+pub struct LoginStart {
+    /// When the login began: the time its steps count and audit at.
+    now: Timestamp,
+    /// `None` when the email is no address at all: nothing was read or
+    /// counted, and the login fails.
+    counted: Option<CountedLogin>,
+}
+
+/// What [`MfaService::login_begin`] read and counted for an address.
+#[derive(Clone, Debug)]
+struct CountedLogin {
+    /// The email, normalised.
+    email: String,
     /// The user and their memberships; `None` for an unknown email.
     found: Option<(User, Vec<Membership>)>,
+    /// The org asked for.
+    org: Option<OrgId>,
+    /// Where the attempt is audited.
+    audit_org: Option<OrgId>,
+}
+
+/// A login whose password was checked ([`MfaService::login_check`]); the
+/// outcome is written next ([`MfaService::login_finish`]). `Debug` leaves
+/// out the new hash.
+#[derive(Clone)]
+pub struct LoginChecked {
+    begun: LoginStart,
+    right: bool,
+    /// The password hashed with the configured parameters, when the
+    /// stored hash was made with others.
+    rehashed: Option<String>,
+}
+
+crate::redact::debug_without_secrets!(LoginChecked { begun, right } secret { rehashed });
+
+/// A recovery code about to be checked ([`MfaService::recovery_code_begin`]).
+/// `Debug` leaves out the code given.
+#[derive(Clone)]
+pub struct RecoveryCheck {
+    now: Timestamp,
+    user: UserId,
+    /// The code given, normalised; `None` when it cannot be a code.
+    candidate: Option<String>,
+    /// The user's unused codes.
+    codes: Vec<RecoveryCode>,
+}
+
+crate::redact::debug_without_secrets!(RecoveryCheck { now, user, codes } secret { candidate });
+
+/// A recovery code checked ([`MfaService::check_recovery_code`]): which of
+/// its user's codes it matched, if any.
+#[derive(Clone, Debug)]
+pub struct RecoveryChecked {
+    now: Timestamp,
+    user: UserId,
+    matched: Option<i64>,
 }
 
 /// A new full session issued after MFA. `Debug` leaves out the token.
@@ -61,82 +113,152 @@ impl<S: Store> MfaService<S> {
     /// Check a password and open a session whose level follows the login
     /// decision. `org` picks the membership; without it the active
     /// membership with the lowest org id is used.
+    ///
+    /// The three steps it takes in turn ([`MfaService::login_begin`],
+    /// [`MfaService::login_check`], [`MfaService::login_finish`]) are
+    /// public for a server that runs argon2 on threads of its own: only
+    /// the middle one hashes, and only the other two touch the store.
     pub fn login(&self, email: &str, password: &str, org: Option<OrgId>) -> MfaResult<LoginResult> {
-        let account = self.login_account(email)?;
-        self.login_with(account, password, org)
+        let begun = self.login_begin(email, org)?;
+        let checked = self.login_check(begun, password)?;
+        self.login_finish(checked)
     }
 
-    /// The first half of [`MfaService::login`]: the account `email` names,
-    /// read from the store; no password is checked, nothing is written.
-    /// A server runs it where a wait for the database holds nothing scarce,
-    /// and [`MfaService::login_with`] on its password threads: otherwise a
-    /// database that stopped answering holds every hashing thread for the
-    /// store's whole wait, and logins queued behind are refused as a
-    /// throttle instead of answered as an outage (an audit saw 56 of 60).
-    pub fn login_account(&self, email: &str) -> MfaResult<LoginAccount> {
+    /// The first step of [`MfaService::login`]: the account `email` names,
+    /// read; `TooManyAttempts` while the address is locked out, so that no
+    /// password is hashed for it then. It writes nothing but the audit of
+    /// such a refusal: the attempt is counted by
+    /// [`MfaService::login_finish`], in the transaction that decides it.
+    pub fn login_begin(&self, email: &str, org: Option<OrgId>) -> MfaResult<LoginStart> {
+        let now = self.now();
         let Ok(email) = normalize_email(email) else {
-            return Ok(LoginAccount {
-                email: None,
-                found: None,
-            });
+            return Ok(LoginStart { now, counted: None });
         };
-        let found = self
-            .store
-            .read_statement(|tx| Ok(tx.user_with_memberships_by_email(&email)?))?;
-        Ok(LoginAccount {
-            email: Some(email),
-            found,
+        let (found, failures) = self.store.read_statement(|tx| {
+            Ok((
+                tx.user_with_memberships_by_email(&email)?,
+                tx.password_failure_state(&email)?,
+            ))
+        })?;
+        // The org whose audit trail shows this attempt: the one asked for,
+        // else the one the login would open.
+        let audit_org = found.as_ref().and_then(|(_, memberships)| {
+            org.filter(|o| memberships.iter().any(|m| m.org_id == *o))
+                .or_else(|| memberships.iter().find(|m| m.is_active).map(|m| m.org_id))
+        });
+        let trace = AttemptTrace {
+            user: found.as_ref().map(|(user, _)| user.id),
+            org: audit_org,
+            what: "password",
+        };
+        self.write_then_refusal_audited(&trace, now, |_| {
+            refuse_while_locked(&self.config.password_lockout, &failures, now).map(Ok)
+        })?;
+        Ok(LoginStart {
+            now,
+            counted: Some(CountedLogin {
+                email,
+                found,
+                org,
+                audit_org,
+            }),
         })
     }
 
-    /// The second half of [`MfaService::login`]: the password checked
-    /// against the account [`MfaService::login_account`] read (argon2id,
-    /// also for an unknown email, which takes as long), then the session.
-    pub fn login_with(
-        &self,
-        account: LoginAccount,
-        password: &str,
-        org: Option<OrgId>,
-    ) -> MfaResult<LoginResult> {
-        let now = self.now();
-        let LoginAccount { email, found } = account;
-        let Some(email) = email else {
-            self.hasher.verify_decoy(password);
-            return Err(MfaError::InvalidCredentials);
+    /// The second step of [`MfaService::login`]: the password checked
+    /// with argon2id (a decoy hash for an unknown email or a text that is
+    /// no address, which takes as long), and a hash made with other than
+    /// the configured parameters made again. It reads and writes nothing:
+    /// its only work is hashing.
+    pub fn login_check(&self, begun: LoginStart, password: &str) -> MfaResult<LoginChecked> {
+        let account = begun
+            .counted
+            .as_ref()
+            .and_then(|counted| counted.found.as_ref())
+            .map(|(user, _)| user);
+        let right = match account {
+            Some(user) => self.hasher.verify(password, &user.password_hash),
+            None => {
+                self.hasher.verify_decoy(password);
+                false
+            }
         };
-        let Some((user, memberships)) = found else {
-            // Answered as a wrong password of a known user is: counted
-            // toward a lockout of its own, in the same statements, with
-            // a decoy hash in place of argon2's check.
-            let refusal =
-                self.check_password_counted(&email, None, password, None, "unknown email", now);
-            return Err(refusal.err().unwrap_or(MfaError::InvalidCredentials));
-        };
-        // The org whose audit trail shows this attempt: the one asked for,
-        // else the one the login would open.
-        let audit_org = org
-            .filter(|o| memberships.iter().any(|m| m.org_id == *o))
-            .or_else(|| memberships.iter().find(|m| m.is_active).map(|m| m.org_id));
-        let attempt = self.check_password_counted(
-            &email,
-            Some((user.id, &user.password_hash)),
-            password,
-            audit_org,
-            "wrong password",
-            now,
-        )?;
         // A hash made with other parameters than the configured ones is
         // replaced while the password is at hand (one more argon2 run for
         // this login), so that a parameter change reaches every account
         // that logs in.
-        let rehashed = if self.hasher.is_current(&user.password_hash) {
-            None
-        } else {
-            Some(self.hasher.hash(password, self.rng.as_ref())?)
+        let rehashed = match account {
+            Some(user) if right && !self.hasher.is_current(&user.password_hash) => {
+                Some(self.hasher.hash(password, self.rng.as_ref())?)
+            }
+            _ => None,
+        };
+        Ok(LoginChecked {
+            begun,
+            right,
+            rehashed,
+        })
+    }
+
+    /// The last step of [`MfaService::login`], in one transaction: the
+    /// attempt counted toward the address's lockout (`TooManyAttempts`,
+    /// uncounted, when a lockout began since the check started: racing
+    /// guesses are decided one after another here, each seeing the ones
+    /// before it, so no more of them are answered than the lockout allows);
+    /// a wrong password audited and refused (`InvalidCredentials`, or
+    /// `TooManyAttempts` when it starts a lockout); a right one clears the
+    /// count and opens the session the login decision allows.
+    pub fn login_finish(&self, checked: LoginChecked) -> MfaResult<LoginResult> {
+        let LoginChecked {
+            begun: LoginStart { now, counted },
+            right,
+            rehashed,
+        } = checked;
+        let Some(CountedLogin {
+            email,
+            found,
+            org,
+            audit_org,
+        }) = counted
+        else {
+            return Err(MfaError::InvalidCredentials);
+        };
+        let subject = FailureSubject::Email(&email);
+        let account = found.as_ref().map(|(user, _)| user.id);
+        let trace = AttemptTrace {
+            user: account,
+            org: audit_org,
+            what: "password",
+        };
+        let policy = &self.config.password_lockout;
+        let user = match found {
+            Some((user, _)) if right => user,
+            found => {
+                // An unknown email is answered as a wrong password of a
+                // known user is: counted toward a lockout of its own, in
+                // the same statements.
+                let detail = match found {
+                    Some(_) => "wrong password",
+                    None => "unknown email",
+                };
+                return self.write_then_refusal_audited(&trace, now, |tx| {
+                    let attempt = reserve_attempt(tx, policy, subject, now)?.for_account(account);
+                    Ok(Err(fail_attempt(
+                        tx,
+                        &attempt,
+                        audit_org,
+                        now,
+                        AuditAction::LoginFailed,
+                        detail,
+                        MfaError::InvalidCredentials,
+                    )?))
+                });
+            }
         };
         let token = new_token(self.rng.as_ref());
         let config = &self.config;
-        self.write_then(|tx| {
+        self.write_then_refusal_audited(&trace, now, |tx| {
+            let attempt = reserve_attempt(tx, policy, subject, now)?.for_account(account);
             // The password was checked against the hash read before
             // argon2. Under the user's lock, a password change either
             // committed before this point (seen here: the password given
@@ -292,42 +414,49 @@ impl<S: Store> MfaService<S> {
         Ok(caller)
     }
 
-    /// Check `given`, a password given for the (normalised) `email`,
-    /// whose `account` is the user with that email and their stored hash
-    /// (`None`: no user has it, and every password is wrong), as a guess:
-    /// counted under the address (and committed) before argon2, so that
-    /// racing checks cannot all run before a lockout; a wrong one is
-    /// audited as `login_failed` in `audit_org` with `detail` and refused
-    /// (`InvalidCredentials`, or `TooManyAttempts` when it starts a
-    /// lockout). A right one's attempt is returned: the caller clears it.
-    pub(crate) fn check_password_counted<'a>(
+    /// Count a password guess for the (normalised) `email` under the
+    /// address, committed before argon2 runs, so that racing checks
+    /// cannot all run before a lockout (`TooManyAttempts` while it is
+    /// locked out, audited in `audit_org`). `user` is the account that has
+    /// the address, if one does.
+    fn reserve_password_attempt<'a>(
         &self,
         email: &'a str,
-        account: Option<(UserId, &str)>,
-        given: &str,
+        user: Option<UserId>,
         audit_org: Option<OrgId>,
-        detail: &str,
         now: Timestamp,
     ) -> MfaResult<Attempt<'a>> {
-        let user = account.map(|(id, _)| id);
         let trace = AttemptTrace {
             user,
             org: audit_org,
             what: "password",
         };
         let subject = FailureSubject::Email(email);
-        let mut attempt = self.write_then_refusal_audited(&trace, now, |tx| {
+        let attempt = self.write_then_refusal_audited(&trace, now, |tx| {
             reserve_attempt(tx, &self.config.password_lockout, subject, now).map(Ok)
         })?;
-        attempt.user = user;
-        let right = match account {
-            Some((_, hash)) => self.hasher.verify(given, hash),
-            None => {
-                self.hasher.verify_decoy(given);
-                false
-            }
-        };
-        if right {
+        Ok(attempt.for_account(user))
+    }
+
+    /// Check `given`, a password given for the (normalised) `email` of
+    /// the user `account` names with their stored hash, as a guess:
+    /// counted as a login's is ([`Self::reserve_password_attempt`]); a
+    /// wrong one is audited as `login_failed` in `audit_org` with `detail`
+    /// and refused (`InvalidCredentials`, or `TooManyAttempts` when it
+    /// starts a lockout). A right one's attempt is returned: the caller
+    /// clears it.
+    pub(crate) fn check_password_counted<'a>(
+        &self,
+        email: &'a str,
+        account: (UserId, &str),
+        given: &str,
+        audit_org: Option<OrgId>,
+        detail: &str,
+        now: Timestamp,
+    ) -> MfaResult<Attempt<'a>> {
+        let (user, hash) = account;
+        let attempt = self.reserve_password_attempt(email, Some(user), audit_org, now)?;
+        if self.hasher.verify(given, hash) {
             return Ok(attempt);
         }
         self.write_then(|tx| {
@@ -620,9 +749,39 @@ impl<S: Store> MfaService<S> {
         // argon2 runs outside the transaction: it takes milliseconds and
         // SQLite has one writer.
         let recovery_match = match method {
-            MfaMethod::Recovery => Some(self.match_recovery_code(caller, code, now)?),
+            MfaMethod::Recovery => {
+                let check = self.recovery_code_begin(caller, code)?;
+                Some(self.recovery_match_of(caller, self.check_recovery_code(check))?)
+            }
             _ => None,
         };
+        self.verify_mfa_checked(caller, method, code, recovery_match, now)
+    }
+
+    /// The last step of [`MfaService::verify_mfa`] with a recovery code
+    /// ([`MfaService::recovery_code_begin`],
+    /// [`MfaService::check_recovery_code`]): the code used and the session
+    /// made full under a new token, or the failure counted.
+    pub fn verify_recovery_code(
+        &self,
+        caller: &Caller,
+        checked: RecoveryChecked,
+    ) -> MfaResult<NewToken> {
+        let now = checked.now;
+        let recovery_match = self.recovery_match_of(caller, checked)?;
+        self.verify_mfa_checked(caller, MfaMethod::Recovery, "", Some(recovery_match), now)
+    }
+
+    /// [`MfaService::verify_mfa_locked`]'s transaction, a recovery code
+    /// already matched (`recovery_match`, for [`MfaMethod::Recovery`]).
+    fn verify_mfa_checked(
+        &self,
+        caller: &Caller,
+        method: MfaMethod,
+        code: &str,
+        recovery_match: Option<Option<i64>>,
+        now: Timestamp,
+    ) -> MfaResult<NewToken> {
         let mut replayed = false;
         let trace = AttemptTrace {
             user: Some(caller.user_id),
@@ -646,9 +805,7 @@ impl<S: Store> MfaService<S> {
                     self.check_email_code(tx, caller, EmailCodePurpose::Login, code, now)?
                 }
                 MfaMethod::Recovery => match recovery_match {
-                    Some((attempt, matched)) => {
-                        self.consume_recovery_match(tx, caller, &attempt, matched, now)?
-                    }
+                    Some(matched) => self.consume_recovery_match(tx, caller, matched, now)?,
                     None => return Err(MfaError::InvalidCode),
                 },
             };
@@ -785,53 +942,96 @@ impl<S: Store> MfaService<S> {
         (token, rotation)
     }
 
-    /// Count an attempt with a recovery code (committed at once: the
-    /// check below is argon2, outside any transaction), then find which
-    /// unused recovery code of the caller matches `candidate`: `None` when
-    /// none does. Refused while the caller is locked out.
-    pub(crate) fn match_recovery_code(
+    /// The first step of a check of a recovery code `candidate` given by
+    /// `caller`: the caller's unused codes read (`TooManyAttempts` while
+    /// the caller is locked out, so that nothing is hashed then). It
+    /// writes nothing but the audit of such a refusal: the attempt is
+    /// counted by the last step, in the transaction that decides it.
+    /// [`MfaService::check_recovery_code`] is next; then the step that
+    /// uses it ([`MfaService::verify_recovery_code`],
+    /// [`MfaService::self_reset_finish`]). `NotEnrolled` when the user has
+    /// no verified factor for a code to stand in for.
+    pub fn recovery_code_begin(
         &self,
         caller: &Caller,
         candidate: &str,
-        now: Timestamp,
-    ) -> MfaResult<(Attempt<'static>, Option<i64>)> {
+    ) -> MfaResult<RecoveryCheck> {
+        let now = self.now();
         let trace = AttemptTrace {
             user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "recovery code",
         };
-        let (attempt, codes) = self.write_then_refusal_audited(&trace, now, |tx| {
+        let (failures, codes) = self.store.read(|tx| {
             require_verified_factor(tx, caller.user_id)?;
-            let attempt = reserve_attempt(
-                tx,
-                &self.config.code_lockout,
-                FailureSubject::User(caller.user_id, FailureKind::Code),
-                now,
-            )?;
-            Ok(Ok((attempt, tx.recovery_codes(caller.user_id)?)))
+            Ok((
+                tx.failure_state(caller.user_id, FailureKind::Code)?,
+                tx.recovery_codes(caller.user_id)?,
+            ))
         })?;
-        let Some(normalized) = normalize_recovery_code(candidate) else {
-            return Ok((attempt, None));
-        };
-        let matched = codes
-            .iter()
-            .filter(|c| c.used_at.is_none())
-            .find(|c| self.hasher.verify(&normalized, &c.code_hash))
-            .map(|c| c.id);
-        Ok((attempt, matched))
+        self.write_then_refusal_audited(&trace, now, |_| {
+            refuse_while_locked(&self.config.code_lockout, &failures, now).map(Ok)
+        })?;
+        Ok(RecoveryCheck {
+            now,
+            user: caller.user_id,
+            candidate: normalize_recovery_code(candidate),
+            codes: codes.into_iter().filter(|c| c.used_at.is_none()).collect(),
+        })
     }
 
-    /// Consume the recovery code found by [`Self::match_recovery_code`], or
-    /// report the failure of the attempt. On success the caller resets the
-    /// failure count.
+    /// The second step of a check of a recovery code: which of the
+    /// caller's unused codes it is (argon2id, at most once per code). It
+    /// reads and writes nothing: its only work is hashing.
+    pub fn check_recovery_code(&self, check: RecoveryCheck) -> RecoveryChecked {
+        let RecoveryCheck {
+            now,
+            user,
+            candidate,
+            codes,
+        } = check;
+        let matched = candidate.and_then(|normalized| {
+            codes
+                .iter()
+                .find(|c| self.hasher.verify(&normalized, &c.code_hash))
+                .map(|c| c.id)
+        });
+        RecoveryChecked { now, user, matched }
+    }
+
+    /// The match of a recovery code checked for `caller` (begun and
+    /// checked here): the id of the code it matched, if any. Refused as a
+    /// wrong code when it was checked for another user.
+    pub(crate) fn recovery_match_of(
+        &self,
+        caller: &Caller,
+        checked: RecoveryChecked,
+    ) -> MfaResult<Option<i64>> {
+        if checked.user != caller.user_id {
+            return Err(MfaError::InvalidCode);
+        }
+        Ok(checked.matched)
+    }
+
+    /// Count the attempt with the recovery code [`Self::check_recovery_code`]
+    /// matched (`TooManyAttempts`, uncounted, when a lockout began since
+    /// the check started: racing attempts are decided one after another
+    /// here, under the user's failure state), then consume the code, or
+    /// report the failure. On success the caller resets the failure count.
     pub(crate) fn consume_recovery_match(
         &self,
         tx: &mut dyn StoreTx,
         caller: &Caller,
-        attempt: &Attempt<'static>,
         matched: Option<i64>,
         now: Timestamp,
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
+        let attempt = &lock_attempt(
+            tx,
+            &self.config.code_lockout,
+            FailureKind::Code,
+            caller.user_id,
+            now,
+        )?;
         // Checked again in this transaction: a factor removed since the
         // match leaves the codes nothing to stand in for.
         require_verified_factor(tx, caller.user_id)?;

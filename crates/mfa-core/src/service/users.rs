@@ -449,7 +449,7 @@ impl<S: Store> MfaService<S> {
             };
             let attempt = self.check_password_counted(
                 &current.email,
-                Some((id, &current.password_hash)),
+                (id, &current.password_hash),
                 given,
                 Some(caller.org_id),
                 "wrong currentPassword for a change of email or password",

@@ -66,24 +66,77 @@ pub async fn login(
         password,
         org_id,
     } = body.into_inner();
-    let service = service.into_inner();
-    // The account is read on the general blocking pool, the password
-    // checked on the password threads: a database that stopped answering
-    // then holds no hashing thread (see `MfaService::login_account`).
-    let lookup = {
-        let service = service.clone();
-        web::block(move || service.login_account(&email)).await?
-    };
-    let result = match lookup {
-        Ok(account) => {
-            passwords
-                .block(move || service.login_with(account, &password, org_id.map(Into::into)))
-                .await?
-        }
-        Err(e) => Err(e),
-    };
+    let result = login_steps(
+        service.into_inner(),
+        &passwords,
+        email,
+        password,
+        org_id.map(Into::into),
+    )
+    .await?;
     metrics.observe_login(&result);
     Ok(web::Json(result?.into()))
+}
+
+/// A login's steps, each where it waits for nothing scarce: the store's
+/// on the general blocking pool, argon2 alone on the password threads. A
+/// database that stops answering, or holds a row's lock, then holds no
+/// hashing thread: otherwise every login queued behind one waiting for
+/// the database, other users' too, was refused as a throttle (an audit
+/// saw 56 of 60), and the server's other requests waited for their turn.
+async fn login_steps(
+    service: std::sync::Arc<Service>,
+    passwords: &PasswordPool,
+    email: String,
+    password: String,
+    org: Option<mfa_core::OrgId>,
+) -> Result<mfa_core::MfaResult<mfa_core::service::LoginResult>, ApiError> {
+    let begun = {
+        let service = service.clone();
+        web::block(move || service.login_begin(&email, org)).await?
+    };
+    let checked = match begun {
+        Ok(begun) => {
+            let service = service.clone();
+            passwords
+                .block(move || service.login_check(begun, &password))
+                .await?
+        }
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    Ok(match checked {
+        Ok(checked) => web::block(move || service.login_finish(checked)).await?,
+        Err(refusal) => Err(refusal),
+    })
+}
+
+/// A recovery code's check in its steps ([`login_steps`] says why): the
+/// attempt counted and the codes read, argon2 on the password threads,
+/// then the code used and the session made full.
+async fn verify_recovery_steps(
+    service: std::sync::Arc<Service>,
+    passwords: &PasswordPool,
+    caller: mfa_core::Caller,
+    code: String,
+) -> Result<Result<mfa_core::service::NewToken, ApiError>, ApiError> {
+    let check = {
+        let (service, caller) = (service.clone(), caller.clone());
+        web::block(move || service.recovery_code_begin(&caller, &code)).await?
+    };
+    let checked = match check {
+        Ok(check) => {
+            let service = service.clone();
+            passwords
+                .block(move || service.check_recovery_code(check))
+                .await?
+        }
+        Err(refusal) => return Ok(Err(refusal.into())),
+    };
+    Ok(
+        web::block(move || service.verify_recovery_code(&caller, checked))
+            .await?
+            .map_err(ApiError::from),
+    )
 }
 
 /// Email a login code
@@ -146,6 +199,7 @@ pub async fn challenge(
 )]
 #[post("/user/auth/mfa/verify")]
 pub async fn verify(
+    service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     passwords: web::Data<PasswordPool>,
     session: InlineSession,
@@ -160,20 +214,26 @@ pub async fn verify(
             return Err(refusal);
         }
     };
-    // The token is resolved on the thread that verifies, one trip to a
-    // pool per request; for a right authenticator code, in the same read
-    // as the code's state (`verify_mfa_of_token`).
-    let work = move || {
-        watch_replay(|| {
-            session.resolve_with(|service, token| {
-                service.verify_mfa_of_token(token, method.into(), &code)
-            })
-        })
-    };
-    // Recovery codes are argon2 hashes; the other codes are cheap.
+    // Recovery codes are argon2 hashes, checked on the password threads
+    // apart from the database work around the check.
     let (result, replayed) = if method == Method::Recovery {
-        passwords.block(work).await?
+        let service = service.into_inner();
+        let caller = run(move || session.resolve()).await?;
+        (
+            verify_recovery_steps(service, &passwords, caller, code).await?,
+            false,
+        )
     } else {
+        // The token is resolved on the thread that verifies, one trip to
+        // a pool per request; for a right authenticator code, in the same
+        // read as the code's state (`verify_mfa_of_token`).
+        let work = move || {
+            watch_replay(|| {
+                session.resolve_with(|service, token| {
+                    service.verify_mfa_of_token(token, method.into(), &code)
+                })
+            })
+        };
         web::block(work).await.map_err(ApiError::from)?
     };
     let result = match result {

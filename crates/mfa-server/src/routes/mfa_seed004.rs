@@ -204,14 +204,35 @@ pub async fn reset_my_qr_code_enroll(
 ) -> Result<web::Json<StatusResponse>, ApiError> {
     let service = service.into_inner();
     let code = body.0.and_then(|b| b.recovery_code);
-    let uses_recovery = caller.level == AssuranceLevel::Partial && code.is_some();
-    let work = move || service.self_reset_authenticator(&caller, code.as_deref());
-    let result = if uses_recovery {
-        passwords.block(work).await?
-    } else {
-        web::block(work).await?
+    let counts_as_verification = caller.level == AssuranceLevel::Partial && code.is_some();
+    let result = match code {
+        None => web::block(move || service.self_reset_authenticator(&caller, None)).await?,
+        // A recovery code is an argon2 hash, checked on the password
+        // threads apart from the database work around the check (see
+        // `login_steps`).
+        Some(code) => {
+            let begun = {
+                let (service, caller) = (service.clone(), caller.clone());
+                web::block(move || service.self_reset_begin(&caller, Some(&code))).await?
+            };
+            match begun {
+                Ok(check) => {
+                    let checker = service.clone();
+                    let checked = match check {
+                        Some(check) => Some(
+                            passwords
+                                .block(move || checker.check_recovery_code(check))
+                                .await?,
+                        ),
+                        None => None,
+                    };
+                    web::block(move || service.self_reset_finish(&caller, checked)).await?
+                }
+                Err(refusal) => Err(refusal),
+            }
+        }
     };
-    if uses_recovery {
+    if counts_as_verification {
         metrics.observe_verification(Method::Recovery, &result, false);
     }
     result?;

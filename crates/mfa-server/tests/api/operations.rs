@@ -2,6 +2,7 @@
 //! UI, and the start-up work in the data directory.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -343,6 +344,102 @@ async fn an_unreachable_database_answers_503() {
         "the server serves again once the database does"
     );
     s.call("GET", "/readyz", None, None).await.expect(200, None);
+}
+
+/// A transaction beside the server that holds `user`'s row (`FOR UPDATE`)
+/// for `hold`, then ends. Returns once the lock is taken.
+fn hold_user_row(s: &TestServer, user: i64, hold: Duration) -> std::thread::JoinHandle<()> {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    let url = s.database().url().to_string();
+    let (locked, taken) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn = diesel::PgConnection::establish(&url).expect("PostgreSQL");
+        conn.batch_execute(&format!(
+            "BEGIN; SELECT id FROM users WHERE id = {user} FOR UPDATE;"
+        ))
+        .expect("the lock");
+        locked.send(()).expect("the test waits");
+        std::thread::sleep(hold);
+        conn.batch_execute("COMMIT").expect("the lock ends");
+    });
+    taken
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the lock was taken");
+    holder
+}
+
+/// A login waiting for a row lock waits on the general blocking pool, not
+/// on a password thread, and at most the database timeout. (When the
+/// login's writes ran on the password threads, an audit held one user's
+/// row for 9 s: that user's logins took both threads, the logins of
+/// everyone else queued behind them were refused with `429`, and the
+/// server's other requests waited for the database's connections.)
+#[tokio::test]
+async fn a_held_row_lock_holds_no_password_thread() {
+    let Some(db) = mfa_store::test_support::TestDatabase::postgres() else {
+        return;
+    };
+    let s = TestServer::start(
+        db,
+        &[
+            ("MFA_DATABASE_TIMEOUT_SECS", "3"),
+            ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "1"),
+        ],
+    )
+    .await;
+    let root = s.root().await;
+    let held_email = "held@example.com";
+    let held = s.create_user(&root, held_email, false).await;
+    let login_of = |email: &'static str| {
+        let client = s.client.clone();
+        let url = s.url("/user/auth/login");
+        let body = serde_json::json!({"email": email, "password": crate::helpers::PASSWORD});
+        tokio::spawn(async move { client.post(url).json(&body).send().await })
+    };
+
+    // Held for less than the timeout: the held user's logins wait for it
+    // (more of them than there are password threads, fewer than the
+    // password failures that start a lockout: each is counted until it
+    // succeeds), everyone else's go through meanwhile, and the waiting
+    // ones succeed once it ends.
+    let holder = hold_user_row(&s, held, Duration::from_millis(2_500));
+    let waiting: Vec<_> = (0..4).map(|_| login_of("held@example.com")).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Some(done) = waiting.iter().position(|login| login.is_finished()) {
+        let done = waiting.into_iter().nth(done).unwrap();
+        let answer = TestServer::answer(done.await.unwrap().expect("answered")).await;
+        panic!("a held user's login did not wait for the lock: {answer:?}");
+    }
+    for _ in 0..3 {
+        let beside = TestServer::answer(
+            login_of(crate::helpers::ROOT_EMAIL)
+                .await
+                .unwrap()
+                .expect("answered"),
+        )
+        .await;
+        beside.expect(200, None);
+    }
+    holder.join().expect("the holder");
+    for login in waiting {
+        let answer = TestServer::answer(login.await.unwrap().expect("answered")).await;
+        answer.expect(200, None);
+    }
+
+    // Held past the timeout: the login waiting for it answers as an
+    // outage, and the server's other requests do not wait.
+    let holder = hold_user_row(&s, held, Duration::from_millis(5_000));
+    let waiting = login_of("held@example.com");
+    s.call("GET", "/readyz", None, None).await.expect(200, None);
+    s.get("/oauth/users/mfaDetails", &root)
+        .await
+        .expect(200, None);
+    let answer = TestServer::answer(waiting.await.unwrap().expect("answered")).await;
+    answer.expect(503, Some("unavailable"));
+    assert_eq!(answer.header("retry-after"), Some("5"));
+    holder.join().expect("the holder");
+    s.login(held_email, crate::helpers::PASSWORD).await;
 }
 
 /// Run `sql` on the server's database, beside the server.
