@@ -460,7 +460,7 @@ pub async fn get_user(
     params(("id" = i64, Path, minimum = 1, description = "User id.")),
     request_body = UpdateUserRequest,
     responses(
-        (status = 200, description = "The user (with the old email until a change is confirmed).", body = UserResponse),
+        (status = 200, description = "The user (with the old email until a change is confirmed), and the email change waiting for its confirmation (`pendingEmail`, as `GET /user/users/{id}` answers).", body = UserDetailResponse),
         (status = 401, description = "`invalid_credentials`: `currentPassword` missing or wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
         (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins); or `password` or `email` of a user who belongs to another org too, set by an org admin (only the user or a superadmin sets them). `mfa_required`: a new `email` or `password` of one's own, from a session that verified no factor, for a user who has one (a confirmed change of email removes the email factor, and a new password would lock the owner out of every org: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user the caller may change (another org's, or deactivated in the caller's org).", body = ErrorBody),
@@ -478,7 +478,7 @@ pub async fn update_user(
     FullSession(caller): FullSession,
     id: web::Path<UrlId>,
     body: Json<UpdateUserRequest>,
-) -> Result<web::Json<UserResponse>, ApiError> {
+) -> Result<web::Json<UserDetailResponse>, ApiError> {
     let service = service.into_inner();
     let id = id.into_inner().into();
     let UpdateUserRequest {
@@ -496,13 +496,21 @@ pub async fn update_user(
         current_password,
     };
     let hashing = patch.password.is_some() || patch.current_password.is_some();
-    let work = move || service.update_user(&caller, id, &patch);
+    let updater = service.clone();
+    let updated_by = caller.clone();
+    let work = move || updater.update_user(&updated_by, id, &patch);
     let user = if hashing {
         run_hashing(&passwords, work).await?
     } else {
         run(work).await?
     };
-    Ok(web::Json(user.into()))
+    // The change just asked for shows at once: otherwise a client saw it
+    // pending only at its next read.
+    let pending = run(move || service.pending_email(&caller, id)).await?;
+    Ok(web::Json(UserDetailResponse {
+        user: user.into(),
+        pending_email: pending.map(PendingEmailResponse::from),
+    }))
 }
 
 /// Delete a user

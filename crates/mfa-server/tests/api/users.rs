@@ -348,6 +348,9 @@ async fn email_change(s: TestServer) {
         "mia@example.com",
         "not in effect before confirmation"
     );
+    // The answer shows the change it made pending (it showed only at the
+    // next read before).
+    assert_eq!(u.ok()["pendingEmail"]["newEmail"], "mia@new.example");
     let token = s.last_token("mia@new.example");
     // The pages show the pending change from these (an audit found them
     // saying "pending" only right after the change).
