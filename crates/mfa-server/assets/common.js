@@ -473,8 +473,19 @@ export function setupSignIn({ views, onSignedIn }) {
     $("#setup-email").replaceChildren();
   }
 
-  function restartLabels(text) {
-    for (const button of document.querySelectorAll("[data-action=restart-signin]")) button.textContent = text;
+  /**
+   * The challenge's words: a sign-in's, or a step-up's in the middle of
+   * an action (where "your password was right" and "Start over" would
+   * read as a sign-in the user never began).
+   */
+  function challengeWording(stepUp) {
+    $("#signin-title").textContent = stepUp ? "Confirm it is you" : "Sign in";
+    $("#challenge-title").textContent = stepUp ? "Verify a second factor" : "Multi-factor authentication";
+    $("#challenge-intro").textContent = stepUp
+      ? "What you asked for changes sign-in or account settings, and this session has not verified a second factor yet."
+      : "Your password was right. Confirm it is you with a second factor.";
+    const restart = stepUp ? "Cancel" : "Start over";
+    for (const button of document.querySelectorAll("[data-action=restart-signin]")) button.textContent = restart;
   }
 
   /**
@@ -484,7 +495,7 @@ export function setupSignIn({ views, onSignedIn }) {
   function endStepUp(verified) {
     const s = stepping;
     stepping = null;
-    restartLabels("Start over");
+    challengeWording(false);
     if (s) s.resolve(verified);
   }
 
@@ -711,7 +722,7 @@ export function setupSignIn({ views, onSignedIn }) {
     partial = { token: full.token, orgId: full.orgId };
     showView(views, "signin-view", { focus: false });
     showChallenge(methods);
-    restartLabels("Cancel");
+    challengeWording(true);
     say("This session was opened without a second factor. Verify one to go on: what you asked for is done right after.");
     return promise;
   }

@@ -1001,6 +1001,11 @@ async fn account_page_asks_for_a_code_before_changing_factors() {
     b.click("#generate-recovery").await;
     b.visible("#challenge-view").await;
     b.text_contains("#status", "Verify one to go on").await;
+    // In a step-up's words, not a sign-in's (an audit read "Your password
+    // was right" in the middle of an admin action).
+    b.text_contains("#signin-title", "Confirm it is you").await;
+    b.text_contains("#challenge-intro", "has not verified a second factor")
+        .await;
     b.visible("#challenge-method-authenticator").await;
     b.click("#challenge-method-recovery").await;
     b.fill("#challenge-code", &recovery).await;
