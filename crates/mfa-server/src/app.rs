@@ -77,6 +77,32 @@ pub enum StartError {
         /// The operating system's answer.
         source: io::Error,
     },
+    /// The key file is missing, but the database holds secrets written
+    /// with a key: a new key would open none of them.
+    #[error(
+        "the encryption key file {} is missing, but the database holds authenticator secrets \
+         written with a key: restore the key file from the backup taken with the database (or \
+         set MFA_ENCRYPTION_KEY to that key). No new key was made: one would open none of them, \
+         and every authenticator code would fail",
+        path.display()
+    )]
+    KeyFileMissing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key opens none of the stored secrets checked.
+    #[error(
+        "the encryption key from {origin} opens none of the {checked} stored authenticator \
+         secrets checked: it is not the key they were written with, and every authenticator \
+         code would fail. Use the key the database was written with (after a `rotate-key`, \
+         the new one on every server); `mfa-server check-config --connect` checks every secret"
+    )]
+    WrongKey {
+        /// Where the key came from.
+        origin: String,
+        /// Secrets checked.
+        checked: u64,
+    },
     /// The key file or `MFA_ENCRYPTION_KEY` does not hold a valid key.
     #[error("{origin} does not hold a valid encryption key: {error}")]
     InvalidKey {
@@ -256,13 +282,14 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         path: config.data_dir.clone(),
         source,
     })?;
-    let key = encryption_key(config)?;
+    let (key, source) = encryption_key(config)?;
     let options = StoreOptions {
         pool_size: config.database_pool_size,
         pool_timeout: Some(Duration::from_secs(config.database_timeout_secs)),
         ..StoreOptions::new(key)
     };
     let store = DbStore::open(config.database_url.expose(), options)?;
+    check_key_opens_secrets(&store, &source)?;
     let database = store.backend().as_str();
     let environment = config.environment.as_str();
     let mailer = EmailMailer::new(MailConfig {
@@ -313,14 +340,77 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Where the encryption key in use came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `MFA_ENCRYPTION_KEY` (or the configuration file's `encryption_key`).
+    Variable,
+    /// The key file, as it was.
+    File(PathBuf),
+    /// The key file, written just now: there was none.
+    Generated(PathBuf),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Variable => f.write_str("MFA_ENCRYPTION_KEY"),
+            KeySource::File(path) | KeySource::Generated(path) => {
+                write!(f, "the key file {}", path.display())
+            }
+        }
+    }
+}
+
+/// Stored secrets tried at every start (see [`check_key_opens_secrets`]).
+const KEY_CHECK_SAMPLE: u64 = 64;
+
+/// Refuse a key that cannot be the one the database's secrets were
+/// written with, before anything is written under it: a key file
+/// generated just now while the database holds secrets (restored without
+/// its key file, or another `MFA_DATA_DIR`), which is removed again; or
+/// a key that opens none of the first stored secrets (a server missed by
+/// a rotation). Either way every authenticator code would fail with `500`
+/// while `/readyz` said the server was fine, and a secret enrolled
+/// meanwhile would be written under the wrong key.
+pub fn check_key_opens_secrets(store: &DbStore, source: &KeySource) -> Result<(), StartError> {
+    let check = store.check_encryption_key_on(KEY_CHECK_SAMPLE)?;
+    if check.total == 0 {
+        return Ok(());
+    }
+    if let KeySource::Generated(path) = source {
+        // Ours, written a moment ago: nothing was encrypted with it.
+        let _ = std::fs::remove_file(path);
+        return Err(StartError::KeyFileMissing { path: path.clone() });
+    }
+    if check.readable == 0 {
+        return Err(StartError::WrongKey {
+            origin: source.to_string(),
+            checked: check.total,
+        });
+    }
+    if !check.all_readable() {
+        tracing::warn!(
+            readable = check.readable,
+            checked = check.total,
+            users = ?check.unreadable_users,
+            "the encryption key does not open every stored authenticator secret checked: \
+             `mfa-server check-config --connect` lists them"
+        );
+    }
+    Ok(())
+}
+
 /// The key from `MFA_ENCRYPTION_KEY`, or (SQLite only) from the key file in
 /// the data directory, generated there once with mode 0600.
-pub fn encryption_key(config: &Config) -> Result<EncryptionKey, StartError> {
+pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), StartError> {
     if let Some(key) = &config.encryption_key {
-        return EncryptionKey::from_base64(key.expose()).map_err(|error| StartError::InvalidKey {
-            origin: "MFA_ENCRYPTION_KEY".into(),
-            error,
-        });
+        return EncryptionKey::from_base64(key.expose())
+            .map(|key| (key, KeySource::Variable))
+            .map_err(|error| StartError::InvalidKey {
+                origin: "MFA_ENCRYPTION_KEY".into(),
+                error,
+            });
     }
     if config.database_kind() == DatabaseKind::Postgres {
         return Err(StartError::KeyRequired);
@@ -333,16 +423,18 @@ pub fn encryption_key(config: &Config) -> Result<EncryptionKey, StartError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             warn_if_readable_by_others(&path);
-            EncryptionKey::from_base64(&text).map_err(|error| StartError::InvalidKey {
-                origin: path.display().to_string(),
-                error,
-            })
+            EncryptionKey::from_base64(&text)
+                .map(|key| (key, KeySource::File(path.clone())))
+                .map_err(|error| StartError::InvalidKey {
+                    origin: path.display().to_string(),
+                    error,
+                })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = EncryptionKey::generate();
             write_private_file(&path, &format!("{}\n", key.to_base64())).map_err(file_error)?;
             tracing::info!(file = %path.display(), "generated a new encryption key");
-            Ok(key)
+            Ok((key, KeySource::Generated(path)))
         }
         Err(e) => Err(file_error(e)),
     }

@@ -196,6 +196,18 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
         }
     );
     if !have_key {
+        // A key file missing beside a database that holds secrets is a
+        // restore without its key, not a first start.
+        let stored = store.check_encryption_key_on(1)?.total;
+        if stored > 0 {
+            return Err(Failure::Usage(format!(
+                "there is no encryption key (no MFA_ENCRYPTION_KEY, no key file at {}), but the \
+                 database holds authenticator secrets written with one: restore the key file \
+                 from the backup taken with the database, or set MFA_ENCRYPTION_KEY to that key \
+                 (the server refuses to start without it)",
+                config.key_file().display()
+            )));
+        }
         println!("Encryption key: none yet, so nothing to check.");
         return Ok(());
     }

@@ -58,7 +58,9 @@ impl From<app::StartError> for Failure {
     fn from(e: app::StartError) -> Self {
         match e {
             // A configuration that cannot work, like a malformed value.
-            app::StartError::KeyRequired => Failure::Usage(e.to_string()),
+            app::StartError::KeyRequired
+            | app::StartError::KeyFileMissing { .. }
+            | app::StartError::WrongKey { .. } => Failure::Usage(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         }
     }
@@ -177,8 +179,9 @@ pub fn open_service(config: &Config) -> Result<Service, Failure> {
             config.data_dir.display()
         ))
     })?;
-    let key = app::encryption_key(config)?;
+    let (key, source) = app::encryption_key(config)?;
     let store = open_migrated(config, key)?;
+    app::check_key_opens_secrets(&store, &source)?;
     let mailer = EmailMailer::new(MailConfig {
         smtp_url: config.smtp_url.as_ref().map(|s| s.expose().to_string()),
         from: config.mail_from.clone(),

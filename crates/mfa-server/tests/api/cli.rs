@@ -99,6 +99,25 @@ impl Deployment {
         stdout(&out)
     }
 
+    /// `serve`, which must exit by itself (within 60 s: killed then).
+    fn serve_until_it_exits(&self) -> Output {
+        let mut env = self.env();
+        env.push(("MFA_BIND", "127.0.0.1:0"));
+        let mut child = command(self.path(), &env, &["serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        for _ in 0..600 {
+            if child.try_wait().expect("the process").is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        child.wait_with_output().expect("wait")
+    }
+
     fn start(&self) -> Node {
         Node::spawn("server", self.path(), &self.env()).ready()
     }
@@ -841,6 +860,25 @@ async fn rotate_key_then_the_server_still_verifies() {
     let out = d.run(&["check-config", "--connect"]);
     let text = expect_code(&out, 1);
     assert!(text.contains("opens only 0 of 1"), "{text}");
+    // Nothing starts with it (a server missed by a rotation answered
+    // every code with 500 while /readyz said 200).
+    let text = expect_code(&d.run(&["admin", "list-orgs"]), 2);
+    assert!(text.contains("opens none of the 1 stored"), "{text}");
+    let text = expect_code(&d.serve_until_it_exits(), 1);
+    assert!(text.contains("opens none of the 1 stored"), "{text}");
+
+    // A database restored without its key file: no new key is made
+    // (it would open nothing, and secrets enrolled meanwhile would be
+    // written under it), and the check that ends a restore fails.
+    std::fs::rename(&key_file, d.path().join("key.bak")).unwrap();
+    let text = expect_code(&d.run(&["admin", "list-orgs"]), 2);
+    assert!(text.contains("encryption.key is missing"), "{text}");
+    let text = expect_code(&d.serve_until_it_exits(), 1);
+    assert!(text.contains("encryption.key is missing"), "{text}");
+    assert!(!key_file.exists(), "no key file was left behind");
+    let text = expect_code(&d.run(&["check-config", "--connect"]), 2);
+    assert!(text.contains("holds authenticator secrets"), "{text}");
+    std::fs::rename(d.path().join("key.bak"), &key_file).unwrap();
 
     std::fs::rename(d.path().join("new.key"), &key_file).unwrap();
     assert!(

@@ -94,16 +94,19 @@ macro_rules! forget_password_failures {
 }
 
 macro_rules! check_rows {
-    ($conn:expr, $cipher:expr) => {{
+    ($conn:expr, $cipher:expr, $at_most:expr) => {{
         let mut check = KeyCheck::default();
         let mut after = i64::MIN;
-        loop {
+        while check.total < $at_most {
             let rows = batch_after!(&mut *$conn, after)?;
             let Some(&(last, _)) = rows.last() else {
                 break;
             };
             after = last;
             for (user_id, stored) in rows {
+                if check.total == $at_most {
+                    break;
+                }
                 check.total += 1;
                 if $cipher.decrypt(mfa_core::UserId(user_id), &stored).is_ok() {
                     check.readable += 1;
@@ -175,18 +178,25 @@ impl DbStore {
     /// read transaction: whether the configuration's key is the one the
     /// data was written with (after a key rotation, for instance).
     pub fn check_encryption_key(&self) -> Result<KeyCheck, Error> {
+        self.check_encryption_key_on(u64::MAX)
+    }
+
+    /// [`DbStore::check_encryption_key`] on the first `at_most` stored
+    /// secrets (by user id) only: enough to tell a key that opens none of
+    /// them, cheaply enough for every start.
+    pub fn check_encryption_key_on(&self, at_most: u64) -> Result<KeyCheck, Error> {
         let cipher = &self.cipher;
         match &self.inner {
             Inner::Sqlite(db) => {
                 let mut conn = db.read_pool.get()?;
-                conn.transaction(|conn| check_rows!(conn, cipher))
+                conn.transaction(|conn| check_rows!(conn, cipher, at_most))
             }
             Inner::Postgres(db) => {
                 let mut conn = db.pool.get()?;
                 conn.build_transaction()
                     .repeatable_read()
                     .read_only()
-                    .run(|conn| check_rows!(conn, cipher))
+                    .run(|conn| check_rows!(conn, cipher, at_most))
             }
         }
     }
