@@ -1,7 +1,9 @@
 //! The first start on an empty database: a superadmin and a first org.
 
+use std::io::{self, Write as _};
+
 use mfa_core::ports::OsRandomness;
-use mfa_core::{MfaResult, crypto::new_token};
+use mfa_core::{MfaError, MfaResult, crypto::new_token};
 
 use crate::app::Service;
 use crate::config::{Config, Secret};
@@ -37,7 +39,23 @@ pub fn run(service: &Service, config: &Config) -> MfaResult<Option<Bootstrapped>
         // 256 random bits, base64url: 43 characters.
         None => (Secret::new(new_token(&OsRandomness)), true),
     };
-    let created = service.bootstrap(&email, password.expose(), FIRST_ORG_NAME)?;
+    // A generated password is shown before the superadmin is committed:
+    // if it cannot be (stdout closed, a full disk), nothing is created,
+    // instead of a superadmin whose password nobody saw.
+    let announce = |user: &mfa_core::User, org: &mfa_core::Org| {
+        if !generated {
+            return Ok(());
+        }
+        show_generated_password(&user.email, &org.name, password.expose()).map_err(|e| {
+            MfaError::InvalidRequest(format!(
+                "the generated password of the superadmin could not be shown on stdout ({e}), \
+                 so nothing was created: start again with stdout writable, or set \
+                 MFA_BOOTSTRAP_ADMIN_PASSWORD"
+            ))
+        })
+    };
+    let created =
+        service.bootstrap_announced(&email, password.expose(), FIRST_ORG_NAME, announce)?;
     Ok(created.map(|(user, org)| {
         tracing::info!(
             email = %mfa_core::mask_email(&user.email),
@@ -50,4 +68,27 @@ pub fn run(service: &Service, config: &Config) -> MfaResult<Option<Bootstrapped>
             generated_password: generated.then_some(password),
         }
     }))
+}
+
+/// The lines that introduce a generated bootstrap password, and the
+/// password, on stdout. A closed stdout is an error here (Rust's own
+/// stdout writes to one without a word).
+fn show_generated_password(email: &str, org_name: &str, password: &str) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        // Duplicating the descriptor fails if there is none.
+        drop(io::stdout().as_fd().try_clone_to_owned()?);
+    }
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "Created the superadmin {email} and the org \"{org_name}\"."
+    )?;
+    writeln!(
+        out,
+        "Password (shown only this once; store it now and change it after logging in): {password}"
+    )?;
+    writeln!(out)?;
+    out.flush()
 }

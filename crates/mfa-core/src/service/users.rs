@@ -161,6 +161,22 @@ impl<S: Store> MfaService<S> {
         password: &str,
         org_name: &str,
     ) -> MfaResult<Option<(User, Org)>> {
+        self.bootstrap_announced(email, password, org_name, |_, _| Ok(()))
+    }
+
+    /// [`MfaService::bootstrap`], with `announce` called once the
+    /// superadmin and the org are written, before they are committed. An
+    /// error from it leaves nothing created (and is returned), so the next
+    /// start bootstraps again: a server that shows a generated password
+    /// shows it there, and a password nobody saw never becomes the only
+    /// way in.
+    pub fn bootstrap_announced(
+        &self,
+        email: &str,
+        password: &str,
+        org_name: &str,
+        announce: impl FnOnce(&User, &Org) -> MfaResult<()> + Send,
+    ) -> MfaResult<Option<(User, Org)>> {
         let email = self.new_address(email)?;
         check_password_rules(password)?;
         // Every start but the first finds users: it need not spend 7 MiB
@@ -205,6 +221,7 @@ impl<S: Store> MfaService<S> {
                 AuditAction::UserCreated,
                 "bootstrap superadmin",
             )?;
+            announce(&user, &org)?;
             Ok(Some((user, org)))
         });
         match created {

@@ -9,7 +9,7 @@ use mfa_core::service::{OperatorConsole, OperatorNewUser};
 use mfa_core::{MfaError, Org, OrgId};
 use mfa_server::Service;
 
-use super::{CliResult, Failure, domain, read_stdin_line};
+use super::{CliResult, Failure, domain, out, read_stdin_line};
 
 /// `admin create-user`'s arguments, with the password already read.
 #[derive(Debug)]
@@ -128,17 +128,17 @@ fn not_found(e: MfaError, org: Option<i64>, email: Option<&str>) -> Failure {
 pub fn list_orgs(service: &Service) -> CliResult {
     let orgs: Vec<Org> = console(service).orgs().map_err(domain)?;
     if orgs.is_empty() {
-        println!("There is no org yet (`mfa-server admin create-org --name NAME` makes one).");
+        out!("There is no org yet (`mfa-server admin create-org --name NAME` makes one).");
         return Ok(());
     }
-    println!("{:>6}  {:<12}  name", "id", "MFA");
+    out!("{:>6}  {:<12}  name", "id", "MFA");
     for org in orgs {
         let mfa = if org.is_mfa_enforced {
             "enforced"
         } else {
             "not enforced"
         };
-        println!("{:>6}  {:<12}  {}", org.id, mfa, org.name);
+        out!("{:>6}  {:<12}  {}", org.id, mfa, org.name);
     }
     Ok(())
 }
@@ -146,7 +146,7 @@ pub fn list_orgs(service: &Service) -> CliResult {
 /// `admin create-org`.
 pub fn create_org(service: &Service, name: &str) -> CliResult {
     let org = console(service).create_org(name).map_err(domain)?;
-    println!("Created org {} \"{}\".", org.id, org.name);
+    out!("Created org {} \"{}\".", org.id, org.name);
     Ok(())
 }
 
@@ -172,12 +172,13 @@ pub fn create_user(service: &Service, new: NewUser) -> CliResult {
         roles.push(format!("{role} of {}", org_label(service, OrgId(org))));
     }
     if roles.is_empty() {
-        println!(
+        out!(
             "Created user {} {} (a member of no org yet: see `admin add-member`).",
-            user.id, user.email
+            user.id,
+            user.email
         );
     } else {
-        println!(
+        out!(
             "Created user {} {}, {}.",
             user.id,
             user.email,
@@ -195,9 +196,9 @@ pub fn add_member(service: &Service, org: i64, email: &str, admin: bool) -> CliR
     let role = if m.is_admin { "admin" } else { "member" };
     let label = org_label(service, OrgId(org));
     if created {
-        println!("{email} is now an active {role} of {label}.");
+        out!("{email} is now an active {role} of {label}.");
     } else {
-        println!("{email} was a member of {label} already; they are now an active {role} of it.");
+        out!("{email} was a member of {label} already; they are now an active {role} of it.");
     }
     Ok(())
 }
@@ -209,14 +210,14 @@ pub fn enforce_mfa(service: &Service, org: i64, enforced: bool) -> CliResult {
         .map_err(|e| not_found(e, Some(org), None))?;
     let label = org_label(service, OrgId(org));
     match (changed, enforced) {
-        (true, true) => println!(
+        (true, true) => out!(
             "MFA is now enforced on {label}: members without a factor set one up at their next login."
         ),
         (true, false) => {
-            println!("MFA is no longer enforced on {label} (from each member's next login).")
+            out!("MFA is no longer enforced on {label} (from each member's next login).")
         }
-        (false, true) => println!("MFA was already enforced on {label}; nothing changed."),
-        (false, false) => println!("MFA was not enforced on {label}; nothing changed."),
+        (false, true) => out!("MFA was already enforced on {label}; nothing changed."),
+        (false, false) => out!("MFA was not enforced on {label}; nothing changed."),
     }
     Ok(())
 }
@@ -248,11 +249,11 @@ pub fn reset_mfa(service: &Service, email: &str) -> CliResult {
         1 => "1 session".to_string(),
         n => format!("{n} sessions"),
     };
-    println!(
+    out!(
         "Reset the MFA of {}: {removed}; ended {sessions}.",
         reset.user.email
     );
-    println!("Where MFA applies, their next login asks them to set up a factor again.");
+    out!("Where MFA applies, their next login asks them to set up a factor again.");
     Ok(())
 }
 
@@ -264,15 +265,15 @@ pub fn opt_out(service: &Service, org: i64, email: &str, opt_out: bool) -> CliRe
     let label = org_label(service, OrgId(org));
     match (changed, opt_out) {
         (true, true) => {
-            println!("{email} is now opted out of MFA in {label} (from their next login).")
+            out!("{email} is now opted out of MFA in {label} (from their next login).")
         }
         (true, false) => {
-            println!("{email} is no longer opted out of MFA in {label} (from their next login).")
+            out!("{email} is no longer opted out of MFA in {label} (from their next login).")
         }
         (false, true) => {
-            println!("{email} was already opted out of MFA in {label}; nothing changed.")
+            out!("{email} was already opted out of MFA in {label}; nothing changed.")
         }
-        (false, false) => println!("{email} was not opted out of MFA in {label}; nothing changed."),
+        (false, false) => out!("{email} was not opted out of MFA in {label}; nothing changed."),
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use mfa_server::config::DatabaseKind;
 use mfa_store::{DbStore, StoreOptions};
 
 use super::keys::fingerprint;
-use super::{CliResult, Failure, KeySource, existing_key, sqlite_path};
+use super::{CliResult, Failure, KeySource, existing_key, out, sqlite_path};
 
 /// A URL with its password (in the user info, or any parameter whose name
 /// holds `password`, such as libpq's `sslpassword`) replaced by `***`.
@@ -141,9 +141,9 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         ("MFA_PASSWORD_HASH", config.password_hash.to_string()),
         ("MFA_LOG", config.log.clone()),
     ];
-    println!("Effective configuration (environment, over the --config file, over the defaults):");
+    out!("Effective configuration (environment, over the --config file, over the defaults):");
     for (name, value) in rows {
-        println!("  {name:<32} {value}");
+        out!("  {name:<32} {value}");
     }
     let key = key?;
     if let Some(url) = &config.smtp_url {
@@ -156,9 +156,9 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             templates_dir: None,
         })
         .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
-        println!("Mail goes to {mailer}.");
+        out!("Mail goes to {mailer}.");
     }
-    println!("The configuration is valid.");
+    out!("The configuration is valid.");
     if connect {
         check_database(config, key.map(|(key, _)| key))?;
     }
@@ -169,7 +169,7 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
     if let Some(path) = sqlite_path(config)
         && !path.exists()
     {
-        println!(
+        out!(
             "Database: there is no SQLite file at {} yet (the first start creates it).",
             path.display()
         );
@@ -184,7 +184,7 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
     }
     let status = store.migration_status()?;
     let pending = status.iter().filter(|m| !m.applied).count();
-    println!(
+    out!(
         "Database: {} reachable; {} of {} migrations applied{}.",
         store.backend(),
         status.len() - pending,
@@ -208,16 +208,16 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
                 config.key_file().display()
             )));
         }
-        println!("Encryption key: none yet, so nothing to check.");
+        out!("Encryption key: none yet, so nothing to check.");
         return Ok(());
     }
     if status.iter().all(|m| !m.applied) {
-        println!("Encryption key: the database is empty, so nothing to check.");
+        out!("Encryption key: the database is empty, so nothing to check.");
         return Ok(());
     }
     let check = store.check_encryption_key()?;
     if check.all_readable() {
-        println!(
+        out!(
             "Encryption key: opens all {} stored authenticator secrets.",
             check.total
         );

@@ -3,7 +3,7 @@
 use mfa_server::{Config, app};
 use mfa_store::{DbStore, EncryptionKey, StoreOptions};
 
-use super::{CliResult, Failure, init_tracing, sqlite_path};
+use super::{CliResult, Failure, init_tracing, out, sqlite_path};
 
 /// Open the database without migrating it. Migrations never touch the
 /// encrypted secrets, so a throw-away key will do: none is needed.
@@ -31,18 +31,18 @@ pub fn migrate(config: &Config, status: bool) -> CliResult {
     let store = connect(config)?;
     let applied = store.run_migrations()?;
     if applied.is_empty() {
-        println!(
+        out!(
             "The {} database is up to date: no migration was pending.",
             store.backend()
         );
     } else {
-        println!(
+        out!(
             "Applied {} migrations to the {} database:",
             applied.len(),
             store.backend()
         );
         for name in applied {
-            println!("  {name}");
+            out!("  {name}");
         }
     }
     Ok(())
@@ -52,7 +52,7 @@ fn print_status(config: &Config) -> CliResult {
     if let Some(path) = sqlite_path(config)
         && !path.exists()
     {
-        println!(
+        out!(
             "There is no SQLite database at {} yet: every migration is pending. \
              `mfa-server migrate` (or the server's first start) creates it.",
             path.display()
@@ -62,7 +62,7 @@ fn print_status(config: &Config) -> CliResult {
     let store = connect(config)?;
     let all = store.migration_status()?;
     let pending = all.iter().filter(|m| !m.applied).count();
-    println!(
+    out!(
         "The {} database has {} of {} migrations applied.",
         store.backend(),
         all.len() - pending,
@@ -70,17 +70,17 @@ fn print_status(config: &Config) -> CliResult {
     );
     for m in &all {
         let state = if m.applied { "applied" } else { "pending" };
-        println!("  {state:<8} {}", m.name);
+        out!("  {state:<8} {}", m.name);
     }
     let unknown = store.unknown_migrations()?;
     if !unknown.is_empty() {
         for version in &unknown {
-            println!("  unknown  {version} (applied by a newer version)");
+            out!("  unknown  {version} (applied by a newer version)");
         }
         return Err(mfa_store::Error::NewerSchema(unknown).into());
     }
     if pending > 0 {
-        println!(
+        out!(
             "{pending} pending: `mfa-server migrate` applies them (the server does at its start too)."
         );
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use mfa_server::Config;
 use mfa_store::EncryptionKey;
 
-use super::{CliResult, Failure, KeySource, existing_key, init_tracing, read_stdin_line};
+use super::{CliResult, Failure, KeySource, existing_key, init_tracing, out, read_stdin_line};
 
 /// A short, safe-to-print fingerprint of a key: the first 16 hex digits of
 /// the SHA-256 of its standard base64. Equal on every server that has the
@@ -23,7 +23,7 @@ pub fn gen_key(out: Option<&Path>) -> CliResult {
     let key = EncryptionKey::generate();
     match out {
         None => {
-            println!("{}", key.to_base64());
+            out!("{}", key.to_base64());
             Ok(())
         }
         Some(path) => {
@@ -34,7 +34,7 @@ pub fn gen_key(out: Option<&Path>) -> CliResult {
                     format!("cannot write {}: {e}", path.display())
                 })
             })?;
-            println!(
+            out!(
                 "Wrote a new encryption key to {} (mode 0600; fingerprint {}).",
                 path.display(),
                 fingerprint(&key)
@@ -86,25 +86,27 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
         ));
     }
     init_tracing(config);
-    println!(
+    out!(
         "Re-encrypting the stored authenticator secrets: key {} -> key {} ...",
         fingerprint(&old_key),
         fingerprint(&new_key)
     );
     let store = super::open_migrated(config, old_key)?;
     let report = store.rotate_encryption_key(&new_key)?;
-    println!(
+    out!(
         "Done, in one transaction: {} secrets re-encrypted with the new key, {} were under it already; \
          {} password failure counters forgotten.",
-        report.reencrypted, report.already_new, report.password_failures_forgotten
+        report.reencrypted,
+        report.already_new,
+        report.password_failures_forgotten
     );
     match source {
-        KeySource::File(path) => println!(
+        KeySource::File(path) => out!(
             "Next: replace {} with the new key (keep it mode 0600), restart the server, and \
              check with `mfa-server check-config --connect`.",
             path.display()
         ),
-        KeySource::Configured => println!(
+        KeySource::Configured => out!(
             "Next: set MFA_ENCRYPTION_KEY to the new key on every server, restart them, and \
              check with `mfa-server check-config --connect`."
         ),

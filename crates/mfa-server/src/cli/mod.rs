@@ -36,6 +36,30 @@ pub enum Failure {
 /// What a command returns.
 pub type CliResult = Result<(), Failure>;
 
+/// `println!` for the commands, inside a function that returns a
+/// `Result<_, Failure>`: a stdout that cannot be written (a pipe closed by
+/// `| head`, a full disk) fails the command with exit code 1 and a
+/// message, instead of a panic and its backtrace.
+macro_rules! out {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+pub(crate) use out;
+
+/// One piece of a command's output on stdout, flushed.
+pub fn write_out(text: std::fmt::Arguments<'_>) -> CliResult {
+    use std::io::Write as _;
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_fmt(text)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))
+}
+
 impl Failure {
     /// Print the message on stderr and give the exit code.
     pub fn report(self) -> ExitCode {

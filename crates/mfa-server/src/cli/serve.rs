@@ -1,6 +1,7 @@
 //! `mfa-server serve` (the default): start the log, build the application,
 //! print the banner, serve until stopped.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use mfa_core::ports::SystemClock;
@@ -32,26 +33,29 @@ pub fn run(config: Config) -> CliResult {
     }
 }
 
-/// What an operator needs on the first start. The generated password goes
-/// to stdout once and never to the log.
+/// What an operator needs on the first start. A generated password went
+/// to stdout already, as the bootstrap committed (see `bootstrap::run`),
+/// and never to the log. A stdout that cannot take the banner is logged,
+/// not fatal: the server runs without anyone reading its stdout.
 fn print_banner(app: &Application) {
     let url = app.url();
-    println!("MFA server listening on {url}");
-    println!("  database: {}, mail: {}", app.database(), app.mail());
-    println!("  Swagger UI:       {url}{SWAGGER_UI_PATH}");
-    println!("  OpenAPI document: {url}{OPENAPI_PATH}");
-    if let Some(b) = app.bootstrapped() {
-        println!();
-        println!(
-            "Created the superadmin {} and the org \"{}\".",
+    let mut banner = format!(
+        "MFA server listening on {url}\n  database: {}, mail: {}\n  Swagger UI:       \
+         {url}{SWAGGER_UI_PATH}\n  OpenAPI document: {url}{OPENAPI_PATH}\n",
+        app.database(),
+        app.mail()
+    );
+    if let Some(b) = app.bootstrapped()
+        && b.generated_password.is_none()
+    {
+        banner.push_str(&format!(
+            "\nCreated the superadmin {} and the org \"{}\".\nPassword: as set by \
+             MFA_BOOTSTRAP_ADMIN_PASSWORD.\n",
             b.email, b.org_name
-        );
-        match &b.generated_password {
-            Some(password) => println!(
-                "Password (shown only this once; store it now and change it after logging in): {}",
-                password.expose()
-            ),
-            None => println!("Password: as set by MFA_BOOTSTRAP_ADMIN_PASSWORD."),
-        }
+        ));
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+        tracing::warn!(%error, "cannot write the banner to stdout");
     }
 }

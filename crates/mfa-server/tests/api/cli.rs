@@ -245,6 +245,49 @@ fn every_command_has_help_and_bad_arguments_exit_2() {
     assert!(text.contains("MFA_SESSION_TTL_SECS"), "{text}");
 }
 
+/// A stdout that cannot be written fails a command with a message and exit
+/// code 1, not a panic; and the first start shows the generated password
+/// before the superadmin is committed, so a password nobody saw is never
+/// the only way in.
+#[test]
+fn an_unwritable_stdout_is_a_failure_not_a_panic() {
+    let d = Deployment::new();
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
+    let Ok(_) = full() else {
+        eprintln!("skipped: no /dev/full");
+        return;
+    };
+    let run_to_full = |env: &[(&str, &str)], args: &[&str]| {
+        command(d.path(), env, args)
+            .stdout(full().unwrap())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run")
+    };
+    for args in [&["gen-key"][..], &["migrate", "--status"]] {
+        let out = run_to_full(&d.env(), args);
+        let text = expect_code(&out, 1);
+        assert!(text.contains("cannot write to stdout"), "{args:?}: {text}");
+        assert!(!text.contains("panicked"), "{args:?}: {text}");
+    }
+
+    let env = [("MFA_BIND", "127.0.0.1:0"), ("MFA_LOG", "warn")];
+    let out = run_to_full(&env, &["serve"]);
+    let text = expect_code(&out, 1);
+    assert!(
+        text.contains("could not be shown on stdout") && text.contains("nothing was created"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    // Nothing was created: the next start bootstraps, and shows it.
+    let out = run(d.path(), &env, &["admin", "list-orgs"], "");
+    assert!(
+        expect_code(&out, 0).contains("There is no org yet"),
+        "{}",
+        stdout(&out)
+    );
+}
+
 #[test]
 fn gen_key_prints_a_fresh_key_or_writes_a_private_file() {
     let d = Deployment::new();
