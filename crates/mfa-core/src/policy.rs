@@ -38,6 +38,22 @@ pub struct FactorSummary {
 }
 
 impl FactorSummary {
+    /// The methods these factors sign in with: what a reset of all of
+    /// them removes, and so what its notice names.
+    pub fn methods(&self) -> Vec<MfaMethod> {
+        let mut methods = Vec::new();
+        if self.authenticator {
+            methods.push(MfaMethod::Authenticator);
+        }
+        if self.email {
+            methods.push(MfaMethod::Email);
+        }
+        if self.recovery_codes_left > 0 {
+            methods.push(MfaMethod::Recovery);
+        }
+        methods
+    }
+
     /// Whether the user has a verified authenticator or email factor.
     /// Recovery codes alone are not a factor: they only stand in for one.
     pub fn has_verified_factor(&self) -> bool {

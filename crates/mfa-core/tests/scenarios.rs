@@ -234,11 +234,28 @@ fn admin_reset_sends_user_back_to_setup_and_ends_sessions() {
         MfaRequirement::ChallengeRequired
     );
 
-    ok(w.svc.reset_mfa(&w.admin, &[user]));
+    let factorless = w.add_user("no.factor@example.com");
+    ok(w.svc.reset_mfa(&w.admin, &[user, factorless]));
     assert_eq!(
         w.svc.authenticate(&challenge.token),
         Err(MfaError::Unauthorized)
     );
+    // The notice names what was removed, and goes only to whoever had
+    // something (an audit got every kind named, and a notice for a user
+    // with no factor).
+    let notices: Vec<_> = w
+        .mailer
+        .sent()
+        .into_iter()
+        .filter(|m| matches!(m.kind, MailKind::FactorReset { .. }))
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0].to, "lost.phone@example.com");
+    assert!(matches!(
+        &notices[0].kind,
+        MailKind::FactorReset { methods, by_admin: Some(by) }
+            if methods == &[MfaMethod::Authenticator] && !by.contains("administrator")
+    ));
     assert_eq!(
         w.login("lost.phone@example.com").0.decision.requirement,
         MfaRequirement::SetupRequired

@@ -300,17 +300,16 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 sessions_ended,
             })
         })?;
-        s.notify(
-            &reset.user.email,
-            MailKind::FactorReset {
-                methods: vec![
-                    MfaMethod::Authenticator,
-                    MfaMethod::Email,
-                    MfaMethod::Recovery,
-                ],
-                by_admin: Some(format!("the {OPERATOR}")),
-            },
-        );
+        let methods = reset.had.methods();
+        if !methods.is_empty() {
+            s.notify(
+                &reset.user.email,
+                MailKind::FactorReset {
+                    methods,
+                    by_admin: Some(format!("the {OPERATOR}")),
+                },
+            );
+        }
         Ok(reset)
     }
 

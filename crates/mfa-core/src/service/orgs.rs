@@ -136,9 +136,15 @@ impl<S: Store> MfaService<S> {
             }
             require_admin_step_up(tx, caller)?;
             let admin = load_user(tx, caller.user_id)?;
-            let users = tx.users_by_ids(&ids)?;
-            for user in &users {
+            let mut users = Vec::new();
+            for user in tx.users_by_ids(&ids)? {
                 require_may_manage(caller, user.is_super_admin)?;
+                // What the notice names: what this user had, not every
+                // kind of factor (an audit got "authenticator app, email
+                // codes, recovery codes" for a user with email codes
+                // only, and a notice for one with no factor at all).
+                let had = load_factors(tx, user.id)?.methods();
+                users.push((user, had));
             }
             self.remove_factors(tx, &ids, true)?;
             tx.revoke_sessions_of(&ids, now)?;
@@ -156,15 +162,14 @@ impl<S: Store> MfaService<S> {
             tx.insert_audits(&events)?;
             Ok((admin, users))
         })?;
-        for user in users {
+        for (user, methods) in users {
+            if methods.is_empty() {
+                continue;
+            }
             self.notify(
                 &user.email,
                 MailKind::FactorReset {
-                    methods: vec![
-                        MfaMethod::Authenticator,
-                        MfaMethod::Email,
-                        MfaMethod::Recovery,
-                    ],
+                    methods,
                     by_admin: Some(admin_name(&admin)),
                 },
             );
@@ -205,9 +210,10 @@ impl<S: Store> MfaService<S> {
             require_member_of_current_org(membership.as_ref().filter(|m| m.is_active))?;
             require_may_manage(caller, user.is_super_admin)?;
             require_admin_step_up(tx, caller)?;
-            if tx.authenticator_state(user.id)?.is_none() {
+            let Some(state) = tx.authenticator_state(user.id)? else {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
-            }
+            };
+            let verified = matches!(state, AuthenticatorState::Verified { .. });
             self.remove_factors(tx, &[user.id], false)?;
             tx.revoke_user_sessions(user.id, None, None, now)?;
             audit(
@@ -219,15 +225,19 @@ impl<S: Store> MfaService<S> {
                 AuditAction::AuthenticatorReset,
                 "by an admin",
             )?;
-            Ok((load_user(tx, caller.user_id)?, user))
+            Ok((load_user(tx, caller.user_id)?, (user, verified)))
         })?;
-        self.notify(
-            &user.email,
-            MailKind::FactorReset {
-                methods: vec![MfaMethod::Authenticator],
-                by_admin: Some(admin_name(&admin)),
-            },
-        );
+        let (user, verified) = user;
+        // An enrollment never confirmed was no sign-in method.
+        if verified {
+            self.notify(
+                &user.email,
+                MailKind::FactorReset {
+                    methods: vec![MfaMethod::Authenticator],
+                    by_admin: Some(admin_name(&admin)),
+                },
+            );
+        }
         Ok(())
     }
 
@@ -619,7 +629,7 @@ fn admin_name(admin: &User) -> String {
     if name.is_empty() {
         mask_email(&admin.email)
     } else {
-        format!("an administrator ({name})")
+        name.to_string()
     }
 }
 
