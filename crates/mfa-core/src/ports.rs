@@ -621,6 +621,15 @@ impl std::fmt::Debug for MailKind {
 pub trait Mailer: Send + Sync {
     /// Deliver one message, or say why not.
     fn send(&self, mail: &Mail) -> Result<(), MailError>;
+    /// Deliver a notice: a message that reports a change already made
+    /// (a factor added or removed, a replay refused, a recovery code used,
+    /// an email change), whose failure changes nothing. The default sends
+    /// it at once, as [`Mailer::send`] does, and forgets a failure; a
+    /// mailer may queue it instead, so that the caller does not wait for
+    /// the mail server.
+    fn send_notice(&self, mail: &Mail) {
+        let _ = self.send(mail);
+    }
     /// Whether this mailer can address a message to `email` (normalised).
     /// Checked when an address is stored (a new user, an email change), so
     /// that no account gets an address its codes can never be mailed to.

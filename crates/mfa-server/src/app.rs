@@ -31,6 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::bootstrap::{self, Bootstrapped};
 use crate::config::{Config, DatabaseKind};
+use crate::mail_dispatch::MailDispatch;
 use crate::metrics::{Metrics, ObservedMailer};
 use crate::middleware::{self, RouteTable};
 use crate::password_pool::PasswordPool;
@@ -128,6 +129,9 @@ pub enum StartError {
         /// The operating system's answer.
         source: io::Error,
     },
+    /// A thread of the server could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
     /// The start-up task on the blocking pool failed.
     #[error("the start-up task failed")]
     Task,
@@ -141,8 +145,13 @@ pub struct Application {
     addr: SocketAddr,
     bootstrapped: Option<Bootstrapped>,
     mail: String,
+    /// Its queued notices are sent before `run` returns.
+    dispatch: Arc<MailDispatch>,
     database: &'static str,
 }
+
+/// How long a graceful stop waits for queued notices to go out.
+pub const NOTICE_DRAIN: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,6 +200,7 @@ impl Application {
             addr,
             bootstrapped: prepared.bootstrapped,
             mail: prepared.mail,
+            dispatch: prepared.dispatch,
             database: prepared.database,
         })
     }
@@ -215,6 +225,12 @@ impl Application {
         &self.mail
     }
 
+    /// The mail between the service and the transport: its queue of
+    /// notices.
+    pub fn mail_dispatch(&self) -> Arc<MailDispatch> {
+        self.dispatch.clone()
+    }
+
     /// `sqlite` or `postgres`.
     pub fn database(&self) -> &'static str {
         self.database
@@ -233,6 +249,19 @@ impl Application {
         let served = self.server.await;
         if let Some(purge) = purge {
             purge.abort();
+        }
+        let dispatch = self.dispatch;
+        let waiting = dispatch.notices_waiting();
+        if waiting > 0 {
+            tracing::info!(waiting, "sending the queued notices before stopping");
+            let drained = actix_web::rt::task::spawn_blocking(move || dispatch.drain(NOTICE_DRAIN))
+                .await
+                .unwrap_or(false);
+            if !drained {
+                tracing::warn!(
+                    "stopping with notices not sent: the mail server did not take them in time"
+                );
+            }
         }
         served
     }
@@ -273,6 +302,7 @@ struct Prepared {
     service: Arc<Service>,
     bootstrapped: Option<Bootstrapped>,
     mail: String,
+    dispatch: Arc<MailDispatch>,
     database: &'static str,
 }
 
@@ -300,7 +330,8 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         templates_dir: None,
     })?;
     let mail = mailer.to_string();
-    let mailer: Arc<dyn Mailer> = Arc::new(ObservedMailer::new(Arc::new(mailer)));
+    let dispatch = Arc::new(MailDispatch::new(Arc::new(mailer)).map_err(StartError::Thread)?);
+    let mailer: Arc<dyn Mailer> = Arc::new(ObservedMailer::new(dispatch.clone()));
     let service = MfaService::new(
         store,
         mailer,
@@ -324,6 +355,7 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         service: Arc::new(service),
         bootstrapped,
         mail,
+        dispatch,
         database,
     })
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod logging;
+pub mod mail_dispatch;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;

@@ -314,6 +314,13 @@ impl Mailer for ObservedMailer {
         self.inner.send(mail)
     }
 
+    fn send_notice(&self, mail: &Mail) {
+        if mail.kind == MailKind::ReplayRefused {
+            REPLAY_SEEN.set(true);
+        }
+        self.inner.send_notice(mail)
+    }
+
     fn accepts_address(&self, email: &str) -> bool {
         self.inner.accepts_address(email)
     }

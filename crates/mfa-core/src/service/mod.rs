@@ -293,7 +293,7 @@ impl<S: Store> MfaService<S> {
     /// Deliver a notice; failures do not undo what the notice reports (the
     /// mail adapter logs them).
     fn notify(&self, to: &str, kind: MailKind) {
-        let _ = self.mailer.send(&Mail {
+        self.mailer.send_notice(&Mail {
             to: to.to_string(),
             kind,
         });

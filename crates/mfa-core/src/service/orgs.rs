@@ -99,14 +99,14 @@ impl<S: Store> MfaService<S> {
     /// recovery codes) and end their sessions. All ids must be members of
     /// the current org, else nothing changes and the answer is `NotFound`.
     ///
-    /// After the commit, each user named is mailed a notice, one after
-    /// the other, inside this call: with a mailer that takes 50 ms a
+    /// After the commit, each user who had a factor is mailed a notice
+    /// naming what was removed ([`Mailer::send_notice`]), one after the
+    /// other, inside this call unless the mailer queues notices (the
+    /// server's does): with a mailer that sends at once and takes 50 ms a
     /// message, a reset of 1,000 users returns after about 50 s (a notice
     /// that fails is not reported back).
-    /// Embedders that reset many users at once may want a [`Mailer`] that
-    /// queues.
     ///
-    /// [`Mailer`]: crate::ports::Mailer
+    /// [`Mailer::send_notice`]: crate::ports::Mailer::send_notice
     pub fn reset_mfa(&self, caller: &FullCaller, ids: &[UserId]) -> MfaResult<()> {
         let now = self.now();
         require_current_org_admin(caller)?;

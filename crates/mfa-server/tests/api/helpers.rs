@@ -3,8 +3,8 @@
 //! thread and actix system, and a plain-HTTP client.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use actix_web::dev::ServerHandle;
 use mfa_core::Timestamp;
 use mfa_core::ports::FixedClock;
 use mfa_email::test_support::{ReceivedMail, SmtpSink};
+use mfa_server::mail_dispatch::MailDispatch;
 use mfa_server::{Application, Config};
 use mfa_store::test_support::TestDatabase;
 use mfa_totp::{OtpauthUri, Secret, TotpParams};
@@ -128,6 +129,9 @@ pub struct TestServer {
     _db: Arc<TestDatabase>,
     /// The configuration it started with, for [`TestServer::twin`].
     env: HashMap<String, String>,
+    /// The mail dispatch of this server and its twins: reading the mail
+    /// waits for their queued notices.
+    dispatches: Arc<Mutex<Vec<Arc<MailDispatch>>>>,
 }
 
 impl Drop for TestServer {
@@ -189,6 +193,14 @@ impl TestServer {
     /// database, encryption key, clock and mail sink, its own port, data
     /// directory and connection pool.
     pub async fn twin(&self) -> TestServer {
+        let mut twin = self.twin_unregistered().await;
+        let own = twin.dispatches.lock().unwrap()[0].clone();
+        self.dispatches.lock().unwrap().push(own);
+        twin.dispatches = self.dispatches.clone();
+        twin
+    }
+
+    async fn twin_unregistered(&self) -> TestServer {
         let mut env = self.env.clone();
         if !env.contains_key("MFA_ENCRYPTION_KEY") {
             // SQLite: the key the first server generated into its data dir.
@@ -223,7 +235,7 @@ impl TestServer {
             actix_web::rt::System::new().block_on(async move {
                 match Application::build(config, server_clock).await {
                     Ok(app) => {
-                        let _ = tx.send(Ok((app.url(), app.handle())));
+                        let _ = tx.send(Ok((app.url(), app.handle(), app.mail_dispatch())));
                         let _ = app.run().await;
                     }
                     Err(e) => {
@@ -232,7 +244,7 @@ impl TestServer {
                 }
             })
         });
-        let (base, handle) = rx
+        let (base, handle, dispatch) = rx
             .recv()
             .expect("server thread")
             .unwrap_or_else(|e| panic!("server did not start: {e}"));
@@ -251,6 +263,7 @@ impl TestServer {
             _dir: dir,
             _db: db,
             env,
+            dispatches: Arc::new(Mutex::new(vec![dispatch])),
         };
         let root = server.login(ROOT_EMAIL, PASSWORD).await;
         server.root_org = root.body["orgId"].as_i64().expect("orgId");
@@ -466,8 +479,15 @@ impl TestServer {
 
     // ---- mail
 
-    /// Every message to `email` so far.
+    /// Every message to `email` so far, once the notices this server (and
+    /// its twins) queued are sent.
     pub fn mails_to(&self, email: &str) -> Vec<ReceivedMail> {
+        for dispatch in self.dispatches.lock().unwrap().iter() {
+            assert!(
+                dispatch.drain(Duration::from_secs(30)),
+                "queued notices were not sent in 30 s"
+            );
+        }
         self.smtp
             .messages()
             .into_iter()

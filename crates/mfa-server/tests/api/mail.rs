@@ -98,3 +98,110 @@ async fn a_change_link_that_could_not_be_sent_is_withdrawn() {
         "pat@new.example"
     );
 }
+
+/// A mail server that accepts connections and never says a word.
+struct HungSmtp {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HungSmtp {
+    fn start() -> HungSmtp {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Bounded: stopped by the test, or after two minutes.
+            for _ in 0..6_000 {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok((stream, _)) = listener.accept() {
+                    held.push(stream);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        HungSmtp {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+}
+
+impl Drop for HungSmtp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A mail server that hangs holds a few sends, not the server: a reset
+/// answers without waiting for its notices, and requests that need a
+/// message beyond the few are refused after a short wait, so readiness,
+/// reads and logins go on. (An audit saw 40 such sends take every blocking
+/// thread: `/readyz` failed, a login took 15 s, and a reset of three users
+/// took 61 s, 20 s per notice.)
+#[tokio::test]
+async fn a_hung_mail_server_holds_a_few_sends_not_the_server() {
+    let hung = HungSmtp::start();
+    let s = TestServer::sqlite_with(&[("MFA_SMTP_URL", &hung.url())]).await;
+    let root = s.root().await;
+
+    let lost = s.create_user(&root, "lost@example.com", false).await;
+    let lost_token = s.login("lost@example.com", PASSWORD).await.token;
+    s.enroll_authenticator(&lost_token).await;
+    let started = std::time::Instant::now();
+    s.put("/user/users/mfa/reset", &root, json!({"ids": [lost]}))
+        .await
+        .expect(204, None);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the reset waited for its notice: {:?}",
+        started.elapsed()
+    );
+
+    const SENDS: usize = 40;
+    let mut tokens = Vec::new();
+    for i in 0..SENDS {
+        let email = format!("mailer{i}@example.com");
+        s.create_user(&root, &email, false).await;
+        tokens.push(s.login(&email, PASSWORD).await.token);
+    }
+    let sends: Vec<_> = tokens
+        .iter()
+        .map(|token| {
+            let request = s
+                .client
+                .put(s.url("/oauth/users/mfa/enrollEmail?mfatype=EMAIL"))
+                .bearer_auth(token);
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    s.call("GET", "/readyz", None, None).await.expect(200, None);
+    s.get("/oauth/users/mfaDetails", &root)
+        .await
+        .expect(200, None);
+    s.login("lost@example.com", PASSWORD).await;
+
+    // Those beyond the few sends at once are refused after the short
+    // wait; the few fail when the mail server's timeout ends them.
+    drop(hung);
+    for send in sends {
+        let answer = TestServer::answer(send.await.unwrap().expect("answered")).await;
+        answer.expect(503, Some("mail_unavailable"));
+    }
+}

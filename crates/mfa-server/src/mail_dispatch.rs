@@ -1,0 +1,233 @@
+//! The server's mail between the service and the mail transport: a mail
+//! server that stops answering slows the requests that need a message
+//! delivered, and nothing else.
+//!
+//! Mail is sent from blocking threads, the ones database work runs on too.
+//! A hung SMTP server holds a send for its timeout, twice (one retry):
+//! 20 s. Before, 40 requests that mailed at once took every blocking
+//! thread, so that logins, reads and `/readyz` waited behind them and the
+//! load balancer took every node out (an audit saw `/readyz` fail at
+//! 32 sends); and a reset mailed its notices one after the other inside
+//! the request, 20 s each.
+//!
+//! - **Messages a request cannot do without** (codes, email-change
+//!   confirmations: [`Mailer::send`]) are sent on the request's thread, at
+//!   most [`SENDS_AT_ONCE`] at a time. A send that finds them all busy
+//!   waits at most [`SEND_SLOT_WAIT`] for one, then is refused as an
+//!   unavailable mail server (`503 mail_unavailable`): so mail holds at
+//!   most that many blocking threads for long.
+//! - **Notices** ([`Mailer::send_notice`]: a factor added or removed, a
+//!   replay refused, a recovery code used, the notice of an email change)
+//!   report a change already made, whose failure changes nothing. They
+//!   are queued (at most [`NOTICE_QUEUE`]) and sent by a thread of their
+//!   own, in order, one at a time, so a request never waits for them. A
+//!   notice that finds the queue full is dropped and logged; queued
+//!   notices are sent before a graceful stop ends the process
+//!   ([`MailDispatch::drain`]); a crash loses them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mfa_core::{Mail, MailError, Mailer};
+
+/// Messages sent at once, notices included.
+pub const SENDS_AT_ONCE: usize = 4;
+
+/// How long a send waits for one of the [`SENDS_AT_ONCE`] slots. A
+/// healthy mail server takes tens of milliseconds a message, so a burst of
+/// hundreds fits in it.
+pub const SEND_SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// Notices queued at most.
+pub const NOTICE_QUEUE: usize = 10_000;
+
+/// Sends in flight, and a wake-up for a send waiting for a slot.
+#[derive(Debug, Default)]
+struct Slots {
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A slot, given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    /// A slot, waiting at most `wait` (`None`: as long as it takes).
+    fn take(&self, wait: Option<Duration>) -> Option<Slot<'_>> {
+        let deadline = wait.map(|wait| Instant::now() + wait);
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        while *busy >= SENDS_AT_ONCE {
+            busy = match deadline {
+                None => self
+                    .freed
+                    .wait(busy)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.checked_duration_since(Instant::now())?;
+                    self.freed
+                        .wait_timeout(busy, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+        *busy += 1;
+        Some(Slot(self))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        *busy -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// What the notice thread and [`MailDispatch::drain`] share.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// Notices queued and not yet sent (or failed).
+    waiting: Mutex<usize>,
+    emptied: Condvar,
+    /// Notices dropped because the queue was full.
+    dropped: AtomicU64,
+}
+
+impl Backlog {
+    fn change(&self, by: isize) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        *waiting = waiting.saturating_add_signed(by);
+        if *waiting == 0 {
+            self.emptied.notify_all();
+        }
+    }
+}
+
+/// The mailer the service gets: see the module docs.
+pub struct MailDispatch {
+    inner: Arc<dyn Mailer>,
+    slots: Arc<Slots>,
+    notices: SyncSender<Mail>,
+    backlog: Arc<Backlog>,
+}
+
+impl std::fmt::Debug for MailDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailDispatch")
+            .field("slots", &self.slots)
+            .field("backlog", &self.backlog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailDispatch {
+    /// Deliver through `inner`; starts the notice thread.
+    pub fn new(inner: Arc<dyn Mailer>) -> std::io::Result<MailDispatch> {
+        let (notices, queue) = sync_channel(NOTICE_QUEUE);
+        let slots = Arc::new(Slots::default());
+        let backlog = Arc::new(Backlog::default());
+        {
+            let (inner, slots, backlog) = (inner.clone(), slots.clone(), backlog.clone());
+            std::thread::Builder::new()
+                .name("mail-notices".into())
+                .spawn(move || send_notices(queue, &*inner, &slots, &backlog))?;
+        }
+        Ok(MailDispatch {
+            inner,
+            slots,
+            notices,
+            backlog,
+        })
+    }
+
+    /// Notices queued and not yet sent.
+    pub fn notices_waiting(&self) -> usize {
+        *self
+            .backlog
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notices dropped because the queue was full, since the start.
+    pub fn notices_dropped(&self) -> u64 {
+        self.backlog.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Wait until every queued notice is sent (or failed), at most `wait`.
+    /// Whether the queue is empty.
+    pub fn drain(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut waiting = self
+            .backlog
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *waiting > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            waiting = self
+                .backlog
+                .emptied
+                .wait_timeout(waiting, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+}
+
+fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Slots, backlog: &Backlog) {
+    for notice in queue {
+        {
+            let _slot = slots.take(None);
+            // The transport logs a failure; a notice is not tried again.
+            let _ = inner.send(&notice);
+        }
+        backlog.change(-1);
+    }
+}
+
+impl Mailer for MailDispatch {
+    fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        let Some(_slot) = self.slots.take(Some(SEND_SLOT_WAIT)) else {
+            tracing::warn!(
+                sends = SENDS_AT_ONCE,
+                "mail not sent: every mail slot is held by a send the mail server has not \
+                 answered"
+            );
+            return Err(MailError {
+                transient: true,
+                message: "the mail server is not answering the messages before this one".into(),
+            });
+        };
+        self.inner.send(mail)
+    }
+
+    fn send_notice(&self, mail: &Mail) {
+        self.backlog.change(1);
+        match self.notices.try_send(mail.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.backlog.change(-1);
+                self.backlog.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    queued = NOTICE_QUEUE,
+                    "notice not sent: the queue of notices is full"
+                );
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.backlog.change(-1);
+                let _ = self.send(mail);
+            }
+        }
+    }
+
+    fn accepts_address(&self, email: &str) -> bool {
+        self.inner.accepts_address(email)
+    }
+}
