@@ -266,6 +266,30 @@ impl Config {
         Config::from_sources(file, |name| std::env::var(name).ok())
     }
 
+    /// Every variable the configuration reads, by name.
+    pub fn variables() -> std::collections::BTreeSet<String> {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        // Nothing set: every variable is asked for, and the defaults pass.
+        let _ = Config::from_sources(None, |name| {
+            asked.borrow_mut().insert(name.to_string());
+            None
+        });
+        asked.into_inner()
+    }
+
+    /// The `MFA_*` variables of the process environment that no setting
+    /// reads: a misspelt name (`MFA_ENCRYPTON_KEY`) is otherwise silently
+    /// a default (a generated key file, say). `MFA_TEST_*` belong to the
+    /// test suite.
+    pub fn unknown_variables() -> Vec<String> {
+        let known = Config::variables();
+        std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| name.starts_with("MFA_") && !name.starts_with("MFA_TEST_"))
+            .filter(|name| !known.contains(name))
+            .collect()
+    }
+
     /// Build from an optional file and an environment lookup (for tests).
     /// An empty environment variable counts as unset.
     pub fn from_sources(

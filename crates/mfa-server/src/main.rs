@@ -266,6 +266,12 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(failure) => return failure.report(),
     };
+    for name in mfa_server::Config::unknown_variables() {
+        eprintln!(
+            "mfa-server: warning: {name} is set, but no setting reads it (misspelt? \
+             `mfa-server check-config` shows every setting)"
+        );
+    }
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => cli::serve::run(config),
         Command::Migrate { status } => cli::database::migrate(&config, status),

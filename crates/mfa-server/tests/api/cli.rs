@@ -288,6 +288,21 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
     );
 }
 
+/// A misspelt variable is named, not silently a default.
+#[test]
+fn an_unknown_variable_is_warned_about() {
+    let d = Deployment::new();
+    let mut env = d.env();
+    env.push(("MFA_ENCRYPTON_KEY", "typo"));
+    let out = run(d.path(), &env, &["check-config"], "");
+    let text = expect_code(&out, 0);
+    assert!(
+        text.contains("warning: MFA_ENCRYPTON_KEY is set, but no setting reads it"),
+        "{text}"
+    );
+    assert!(!text.contains("MFA_ENCRYPTION_KEY is set"), "{text}");
+}
+
 #[test]
 fn gen_key_prints_a_fresh_key_or_writes_a_private_file() {
     let d = Deployment::new();
