@@ -483,8 +483,9 @@ impl<S: Store> MfaService<S> {
             .transpose()?;
         let token = new_token(self.rng.as_ref());
         let ttl = self.config.email_change_ttl_secs;
-        let updated = self.store.write(|tx| {
-            let mut user = load_user_for_update(tx, id)?;
+        // Checked in every transaction of the change.
+        let lock_checked = |tx: &mut dyn StoreTx| -> MfaResult<User> {
+            let user = load_user_for_update(tx, id)?;
             if sets_credentials {
                 require_may_set_credentials(caller, &tx.memberships_of_user(id)?)?;
             }
@@ -493,6 +494,36 @@ impl<S: Store> MfaService<S> {
                 // it was changed (by an admin, say) while it was checked.
                 return Err(MfaError::InvalidCredentials);
             }
+            Ok(user)
+        };
+        // A new email goes first, alone: its link is mailed before anything
+        // else in the request is changed, so a link that cannot be sent
+        // (`MailUnavailable`, the change withdrawn) leaves the whole
+        // request undone, as its 503 says. (Names and a password saved
+        // before the mail failed were kept behind a 503: an audit.)
+        if let Some(e) = &new_email {
+            let old_email = self.store.write(|tx| {
+                let user = lock_checked(tx)?;
+                if tx.user_by_email(e)?.is_some() {
+                    return Err(MfaError::Conflict("that email is taken".into()));
+                }
+                if let Some(pending) = tx.pending_email_change(id)? {
+                    throttle_email_change(&pending, now, &self.config)?;
+                }
+                let link = ChangeLink { token: &token, ttl };
+                put_email_change_audited(tx, caller, id, e, &link, now, "")?;
+                Ok(user.email)
+            })?;
+            self.deliver_change_link(id, e, token, ttl)?;
+            self.notify(
+                &old_email,
+                MailKind::EmailChangeNotice {
+                    new_email_masked: mask_email(e),
+                },
+            );
+        }
+        self.store.write(|tx| {
+            let mut user = lock_checked(tx)?;
             let mut changes = Vec::new();
             if let Some(v) = first_name.as_ref().filter(|v| **v != user.first_name) {
                 user.first_name = v.clone();
@@ -506,8 +537,8 @@ impl<S: Store> MfaService<S> {
                 user.password_hash = h.clone();
                 changes.push("password");
             }
-            tx.update_user(&user)?;
             if !changes.is_empty() {
+                tx.update_user(&user)?;
                 audit(
                     tx,
                     now,
@@ -518,16 +549,6 @@ impl<S: Store> MfaService<S> {
                     changes.join(", "),
                 )?;
             }
-            if let Some(e) = &new_email {
-                if tx.user_by_email(e)?.is_some() {
-                    return Err(MfaError::Conflict("that email is taken".into()));
-                }
-                if let Some(pending) = tx.pending_email_change(id)? {
-                    throttle_email_change(&pending, now, &self.config)?;
-                }
-                let link = ChangeLink { token: &token, ttl };
-                put_email_change_audited(tx, caller, id, e, &link, now, "")?;
-            }
             if new_hash.is_some() && !is_self {
                 // An admin set the password: whoever held the old one is out.
                 tx.revoke_user_sessions(id, None, None, now)?;
@@ -535,17 +556,7 @@ impl<S: Store> MfaService<S> {
                 tx.revoke_user_sessions(id, None, Some(caller.session_id), now)?;
             }
             with_factors(tx, user)
-        })?;
-        if let Some(e) = new_email {
-            self.deliver_change_link(id, &e, token, ttl)?;
-            self.notify(
-                &updated.user.email,
-                MailKind::EmailChangeNotice {
-                    new_email_masked: mask_email(&e),
-                },
-            );
-        }
-        Ok(updated)
+        })
     }
 
     /// Make a pending email change take effect (anyone holding the token).

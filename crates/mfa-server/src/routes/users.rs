@@ -467,7 +467,7 @@ pub async fn get_user(
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: a new `email` less than 30 s after the last confirmation mail to this user (one per 30 s per user, as email codes); or the user's password is locked out after repeated wrong passwords (a wrong `currentPassword` counts as a wrong login password); or, with `password` or `currentPassword`, the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s). Nothing changed; `Retry-After` says when to ask again.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
-        (status = 503, description = "`mail_unavailable`: the confirmation could not be sent.", body = ErrorBody),
+        (status = 503, description = "`mail_unavailable`: the confirmation could not be sent; nothing in the request was changed (the new email is sent for first, alone, and the other fields are changed only once its link went out).", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
 )]

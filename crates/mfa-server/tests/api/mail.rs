@@ -69,10 +69,17 @@ async fn a_change_link_that_could_not_be_sent_is_withdrawn() {
     let change = json!({"email": "pat@new.example", "currentPassword": PASSWORD});
 
     s.smtp.set_failing(true);
-    s.put(&format!("/user/users/{pat}"), &token, change.clone())
+    // The other changes of the request are not made either (an audit
+    // found the new name saved behind the 503).
+    let mut with_name = change.clone();
+    with_name["firstName"] = json!("Renamed");
+    s.put(&format!("/user/users/{pat}"), &token, with_name)
         .await
         .expect(503, Some("mail_unavailable"));
     s.smtp.set_failing(false);
+    let after = s.get(&format!("/user/users/{pat}"), &root).await;
+    assert_ne!(after.ok()["firstName"], "Renamed");
+    assert_eq!(after.ok()["pendingEmail"], serde_json::Value::Null);
     s.call(
         "POST",
         "/user/users/email/resendChangeConfirmation",
