@@ -150,6 +150,13 @@ pub struct Application {
     database: &'static str,
 }
 
+/// How long an idle client connection is kept open. Longer than the idle
+/// timeouts of common load balancers (60 s): a backend that closes an
+/// idle connection first races the balancer's next request on it, which
+/// the balancer answers `502` (actix-web's default was 5 s; a test client
+/// saw such resets when its requests paused for seconds).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+
 /// How long a graceful stop waits for queued notices to go out.
 pub const NOTICE_DRAIN: Duration = Duration::from_secs(10);
 
@@ -555,6 +562,7 @@ fn serve(
             .wrap(from_fn(middleware::observe))
     })
     .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .keep_alive(KEEP_ALIVE)
     .worker_max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
     .listen(listener)?
     .run();
