@@ -193,13 +193,16 @@ impl Application {
             .map_err(|source| StartError::Bind { bind, source })?;
         let purge =
             (purge_every > 0).then(|| (prepared.service.clone(), Duration::from_secs(purge_every)));
-        let server =
-            serve(prepared.service, listener, password_queue_max_wait).map_err(|source| {
-                StartError::Bind {
-                    bind: addr.to_string(),
-                    source,
-                }
-            })?;
+        let server = serve(
+            prepared.service,
+            prepared.dispatch.clone(),
+            listener,
+            password_queue_max_wait,
+        )
+        .map_err(|source| StartError::Bind {
+            bind: addr.to_string(),
+            source,
+        })?;
         tracing::info!(url = %format!("http://{addr}"), "listening");
         Ok(Application {
             server,
@@ -514,6 +517,7 @@ fn warn_if_readable_by_others(path: &Path) {
 /// The actix server over a bound listener.
 fn serve(
     service: Arc<Service>,
+    dispatch: Arc<MailDispatch>,
     listener: TcpListener,
     password_queue_max_wait: Option<Duration>,
 ) -> io::Result<Server> {
@@ -529,6 +533,7 @@ fn serve(
     passwords.calibrate(move || calibrating.decoy_password_check());
     let mut metrics = Metrics::new();
     metrics.observe_password_pool(passwords.load());
+    metrics.observe_mail(dispatch);
     let metrics = web::Data::new(metrics);
     let passwords = web::Data::new(passwords);
     let server = HttpServer::new(move || {

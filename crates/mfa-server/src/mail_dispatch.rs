@@ -94,6 +94,17 @@ struct Backlog {
     emptied: Condvar,
     /// Notices dropped because the queue was full.
     dropped: AtomicU64,
+    /// Notices sent, and failed.
+    sent: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Outcomes of required messages (see [`MailDispatch::counts`]).
+#[derive(Debug, Default)]
+struct Required {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    busy: AtomicU64,
 }
 
 impl Backlog {
@@ -109,6 +120,7 @@ impl Backlog {
 /// The mailer the service gets: see the module docs.
 pub struct MailDispatch {
     inner: Arc<dyn Mailer>,
+    required: Required,
     slots: Arc<Slots>,
     notices: SyncSender<Mail>,
     backlog: Arc<Backlog>,
@@ -137,6 +149,7 @@ impl MailDispatch {
         }
         Ok(MailDispatch {
             inner,
+            required: Required::default(),
             slots,
             notices,
             backlog,
@@ -152,9 +165,20 @@ impl MailDispatch {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notices dropped because the queue was full, since the start.
-    pub fn notices_dropped(&self) -> u64 {
-        self.backlog.dropped.load(Ordering::Relaxed)
+    /// `(kind, outcome, count)` since the start: `kind` `required` (a
+    /// request waits for it) or `notice`; `outcome` `sent`, `failed`,
+    /// `busy` (required: refused after waiting for a send slot) or
+    /// `dropped` (a notice: the queue was full).
+    pub fn counts(&self) -> [(&'static str, &'static str, u64); 6] {
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        [
+            ("required", "sent", read(&self.required.sent)),
+            ("required", "failed", read(&self.required.failed)),
+            ("required", "busy", read(&self.required.busy)),
+            ("notice", "sent", read(&self.backlog.sent)),
+            ("notice", "failed", read(&self.backlog.failed)),
+            ("notice", "dropped", read(&self.backlog.dropped)),
+        ]
     }
 
     /// Wait until every queued notice is sent (or failed), at most `wait`.
@@ -186,7 +210,11 @@ fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Slots, backlo
         {
             let _slot = slots.take(None);
             // The transport logs a failure; a notice is not tried again.
-            let _ = inner.send(&notice);
+            let outcome = match inner.send(&notice) {
+                Ok(()) => &backlog.sent,
+                Err(_) => &backlog.failed,
+            };
+            outcome.fetch_add(1, Ordering::Relaxed);
         }
         backlog.change(-1);
     }
@@ -195,6 +223,7 @@ fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Slots, backlo
 impl Mailer for MailDispatch {
     fn send(&self, mail: &Mail) -> Result<(), MailError> {
         let Some(_slot) = self.slots.take(Some(SEND_SLOT_WAIT)) else {
+            self.required.busy.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 sends = SENDS_AT_ONCE,
                 "mail not sent: every mail slot is held by a send the mail server has not \
@@ -205,7 +234,13 @@ impl Mailer for MailDispatch {
                 message: "the mail server is not answering the messages before this one".into(),
             });
         };
-        self.inner.send(mail)
+        let sent = self.inner.send(mail);
+        let outcome = match sent {
+            Ok(()) => &self.required.sent,
+            Err(_) => &self.required.failed,
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        sent
     }
 
     fn send_notice(&self, mail: &Mail) {

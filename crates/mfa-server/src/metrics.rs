@@ -10,6 +10,8 @@
 //! | `mfa_log_lines_dropped_total` | | log lines dropped because stderr's reader was stalled ([`crate::logging`]) |
 //! | `mfa_password_queue_jobs` | | password checks (logins, recovery codes, new passwords) waiting for a thread of the password pool |
 //! | `mfa_password_jobs_refused_total` | | password checks refused with `429` because the queue's delay was over `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` ([`crate::password_pool`]) |
+//! | `mfa_mail_messages_total` | kind, outcome | mail, by `kind`: `required` (codes, email-change links: a request waits for them) or `notice` (queued); `outcome`: `sent`, `failed` (the mail server refused it or did not answer), `busy` (a required message refused after waiting for one of the sends at once), `dropped` (a notice, the queue full) ([`crate::mail_dispatch`]) |
+//! | `mfa_mail_notices_queued` | | notices waiting to be sent |
 //!
 //! Every label takes its value from a fixed set: a client that chose a
 //! label's value (a raw path, a method of its own invention) could add a
@@ -33,6 +35,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::mail_dispatch::MailDispatch;
 use crate::password_pool::PoolLoad;
 use crate::wire::Method;
 
@@ -141,6 +144,12 @@ impl Metrics {
     pub fn observe_password_pool(&mut self, load: Arc<PoolLoad>) {
         self.registry
             .register_collector(Box::new(PasswordPoolLoad(load)));
+    }
+
+    /// Export the mail's counts and queue, read at each scrape.
+    pub fn observe_mail(&mut self, dispatch: Arc<MailDispatch>) {
+        self.registry
+            .register_collector(Box::new(MailLoad(dispatch)));
     }
 
     /// Count one answered request. `route` is the route pattern.
@@ -277,6 +286,37 @@ impl Collector for PasswordPoolLoad {
             refused.metric_type(),
         )?;
         refused.encode(metric)
+    }
+}
+
+/// `mfa_mail_messages_total` and `mfa_mail_notices_queued`, read from the
+/// dispatch at each scrape.
+#[derive(Debug)]
+struct MailLoad(Arc<MailDispatch>);
+
+impl Collector for MailLoad {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let queued = ConstGauge::new(i64::try_from(self.0.notices_waiting()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "mfa_mail_notices_queued",
+            "Notices waiting to be sent",
+            None,
+            queued.metric_type(),
+        )?;
+        queued.encode(metric)?;
+        let mut family = encoder.encode_descriptor(
+            "mfa_mail_messages",
+            "Mail by kind (required or notice) and outcome",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (kind, outcome, count) in self.0.counts() {
+            let counter = ConstCounter::new(count);
+            let labels = [("kind", kind), ("outcome", outcome)];
+            let metric = family.encode_family(&labels)?;
+            counter.encode(metric)?;
+        }
+        Ok(())
     }
 }
 

@@ -211,4 +211,20 @@ async fn a_hung_mail_server_holds_a_few_sends_not_the_server() {
         let answer = TestServer::answer(send.await.unwrap().expect("answered")).await;
         answer.expect(503, Some("mail_unavailable"));
     }
+    // /metrics tells which: refused for the mail slots, or failed.
+    let metrics = s.metrics().await;
+    let count = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    };
+    let busy = count(r#"mfa_mail_messages_total{kind="required",outcome="busy"} "#);
+    let failed = count(r#"mfa_mail_messages_total{kind="required",outcome="failed"} "#);
+    assert_eq!(busy + failed, SENDS as u64, "{metrics}");
+    // (Some that waited got a slot once the mail server was gone, and
+    // failed at once.)
+    assert!(busy > 0, "{metrics}");
+    assert!(metrics.contains("mfa_mail_notices_queued "), "{metrics}");
 }
