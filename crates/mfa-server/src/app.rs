@@ -330,6 +330,11 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     };
     let store = DbStore::open(config.database_url.expose(), options)?;
     check_key_opens_secrets(&store, &source)?;
+    // A backup copied back in keeps the mode it was made with (0644 under
+    // the usual umask); the file holds password hashes and the secrets.
+    if let Some(file) = config.sqlite_file() {
+        warn_if_readable_by_others(&file, "database file");
+    }
     let database = store.backend().as_str();
     let environment = config.environment.as_str();
     let mailer = EmailMailer::new(MailConfig {
@@ -464,7 +469,7 @@ pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), Sta
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            warn_if_readable_by_others(&path);
+            warn_if_readable_by_others(&path, "encryption key file");
             EncryptionKey::from_base64(&text)
                 .map(|key| (key, KeySource::File(path.clone())))
                 .map_err(|error| StartError::InvalidKey {
@@ -497,7 +502,7 @@ fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
     file.sync_all()
 }
 
-fn warn_if_readable_by_others(path: &Path) {
+fn warn_if_readable_by_others(path: &Path, what: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -506,12 +511,12 @@ fn warn_if_readable_by_others(path: &Path) {
         {
             tracing::warn!(
                 file = %path.display(),
-                "the encryption key file is readable by other users: chmod 600 it"
+                "the {what} is readable by other users: chmod 600 it"
             );
         }
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = (path, what);
 }
 
 /// The actix server over a bound listener.

@@ -516,6 +516,19 @@ impl Config {
         database_kind_of(self.database_url.expose()).unwrap_or(DatabaseKind::Sqlite)
     }
 
+    /// The SQLite file the database URL names, if the database is SQLite.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        if self.database_kind() != DatabaseKind::Sqlite {
+            return None;
+        }
+        let url = self.database_url.expose().trim();
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        Some(PathBuf::from(path))
+    }
+
     /// The file holding the generated encryption key.
     pub fn key_file(&self) -> PathBuf {
         self.data_dir.join("encryption.key")

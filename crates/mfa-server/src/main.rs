@@ -266,6 +266,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(failure) => return failure.report(),
     };
+    if let Some(path) = cli.config.as_deref() {
+        cli::warn_if_config_readable(path);
+    }
     for name in mfa_server::Config::unknown_variables() {
         eprintln!(
             "mfa-server: warning: {name} is set, but no setting reads it (misspelt? \

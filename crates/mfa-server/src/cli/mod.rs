@@ -118,15 +118,28 @@ pub fn init_tracing(config: &Config) {
 
 /// The SQLite file the configuration names, if the database is SQLite.
 pub fn sqlite_path(config: &Config) -> Option<PathBuf> {
-    if config.database_kind() != DatabaseKind::Sqlite {
-        return None;
+    config.sqlite_file()
+}
+
+/// Warn on stderr when the `--config` file, which may hold secrets (the
+/// key, passwords), is readable by other users, as the key file's check
+/// does.
+pub fn warn_if_config_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!(
+                "mfa-server: warning: the configuration file {} is readable by other users: \
+                 chmod 600 it if it holds a secret (the key, a password)",
+                path.display()
+            );
+        }
     }
-    let url = config.database_url.expose().trim();
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    Some(PathBuf::from(path))
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// Where the encryption key in use comes from.

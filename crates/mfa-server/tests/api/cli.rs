@@ -288,6 +288,27 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
     );
 }
 
+/// A configuration file other users can read is named in a warning (it
+/// may hold the key or passwords).
+#[cfg(unix)]
+#[test]
+fn a_readable_configuration_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = Deployment::new();
+    let file = d.path().join("mfa.toml");
+    std::fs::write(&file, "issuer = \"Acme\"\n").unwrap();
+    let path = file.display().to_string();
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = expect_code(&d.run(&["--config", &path, "check-config"]), 0);
+        assert_eq!(
+            text.contains("is readable by other users"),
+            warned,
+            "mode {mode:o}: {text}"
+        );
+    }
+}
+
 /// A misspelt variable is named, not silently a default.
 #[test]
 fn an_unknown_variable_is_warned_about() {

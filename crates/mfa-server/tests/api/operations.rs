@@ -442,6 +442,22 @@ async fn a_held_row_lock_holds_no_password_thread() {
     s.login(held_email, crate::helpers::PASSWORD).await;
 }
 
+/// A database file other users can read (a backup copied back in keeps
+/// its mode) is warned about at the start.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_readable_database_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = TestServer::sqlite().await;
+    let file = s.database().sqlite_path().expect("SQLite").to_path_buf();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _twin = s.twin().await;
+    assert!(
+        crate::helpers::captured_logs().contains("the database file is readable by other users"),
+        "the start warns"
+    );
+}
+
 /// Run `sql` on the server's database, beside the server.
 fn execute(s: &TestServer, sql: &str) {
     use diesel::prelude::*;
