@@ -128,13 +128,7 @@ impl<S: Store> MfaService<S> {
                 }
                 Some(a) => a,
             };
-            let attempt = lock_attempt(
-                tx,
-                &self.config.code_lockout,
-                FailureKind::Code,
-                caller.user_id,
-                now,
-            )?;
+            let attempt = self.lock_code_attempt(tx, caller.user_id, now)?;
             // A lockout first, then the code's form, then the secret's age:
             // a malformed code is `invalid_code` whatever the secret.
             if let AuthenticatorState::Pending { expires_at } = pending.state

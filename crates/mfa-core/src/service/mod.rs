@@ -292,6 +292,16 @@ impl<S: Store> MfaService<S> {
 
     /// Deliver a notice; failures do not undo what the notice reports (the
     /// mail adapter logs them).
+    /// [`lock_attempt`] for `user`'s codes, under the configured policy.
+    pub(crate) fn lock_code_attempt(
+        &self,
+        tx: &mut dyn StoreTx,
+        user: UserId,
+        now: Timestamp,
+    ) -> MfaResult<Attempt<'static>> {
+        lock_attempt(tx, &self.config.code_lockout, FailureKind::Code, user, now)
+    }
+
     fn notify(&self, to: &str, kind: MailKind) {
         self.mailer.send_notice(&Mail {
             to: to.to_string(),

@@ -243,15 +243,7 @@ impl<S: Store> MfaService<S> {
                 };
                 return self.write_then_refusal_audited(&trace, now, |tx| {
                     let attempt = reserve_attempt(tx, policy, subject, now)?.for_account(account);
-                    Ok(Err(fail_attempt(
-                        tx,
-                        &attempt,
-                        audit_org,
-                        now,
-                        AuditAction::LoginFailed,
-                        detail,
-                        MfaError::InvalidCredentials,
-                    )?))
+                    Ok(Err(fail_password(tx, &attempt, audit_org, now, detail)?))
                 });
             }
         };
@@ -272,15 +264,7 @@ impl<S: Store> MfaService<S> {
                         Some(_) => "the password changed during the login",
                         None => "the user was deleted during the login",
                     };
-                    return Ok(Err(fail_attempt(
-                        tx,
-                        &attempt,
-                        audit_org,
-                        now,
-                        AuditAction::LoginFailed,
-                        detail,
-                        MfaError::InvalidCredentials,
-                    )?));
+                    return Ok(Err(fail_password(tx, &attempt, audit_org, now, detail)?));
                 }
             };
             // The password was right: the count starts again, whether or
@@ -459,17 +443,7 @@ impl<S: Store> MfaService<S> {
         if self.hasher.verify(given, hash) {
             return Ok(attempt);
         }
-        self.write_then(|tx| {
-            Ok(Err(fail_attempt(
-                tx,
-                &attempt,
-                audit_org,
-                now,
-                AuditAction::LoginFailed,
-                detail,
-                MfaError::InvalidCredentials,
-            )?))
-        })
+        self.write_then(|tx| Ok(Err(fail_password(tx, &attempt, audit_org, now, detail)?)))
     }
 
     /// End the caller's session.
@@ -572,13 +546,7 @@ impl<S: Store> MfaService<S> {
         candidate: &str,
         now: Timestamp,
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
-        let attempt = lock_attempt(
-            tx,
-            &self.config.code_lockout,
-            FailureKind::Code,
-            caller.user_id,
-            now,
-        )?;
+        let attempt = self.lock_code_attempt(tx, caller.user_id, now)?;
         let org = Some(caller.org_id);
         let fail = |tx: &mut dyn StoreTx, detail: &str, refusal: MfaError| {
             fail_attempt(
@@ -1025,13 +993,7 @@ impl<S: Store> MfaService<S> {
         matched: Option<i64>,
         now: Timestamp,
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
-        let attempt = &lock_attempt(
-            tx,
-            &self.config.code_lockout,
-            FailureKind::Code,
-            caller.user_id,
-            now,
-        )?;
+        let attempt = &self.lock_code_attempt(tx, caller.user_id, now)?;
         // Checked again in this transaction: a factor removed since the
         // match leaves the codes nothing to stand in for.
         require_verified_factor(tx, caller.user_id)?;
@@ -1068,4 +1030,24 @@ fn require_verified_factor(tx: &mut dyn StoreTx, user: UserId) -> MfaResult<()> 
             "no verified authenticator or email factor for a recovery code to stand in for",
         ))
     }
+}
+
+/// Count and audit a wrong password (`login_failed`, with `detail`): the
+/// refusal to answer, `InvalidCredentials` or the lockout it starts.
+fn fail_password(
+    tx: &mut dyn StoreTx,
+    attempt: &Attempt<'_>,
+    audit_org: Option<OrgId>,
+    now: Timestamp,
+    detail: &str,
+) -> MfaResult<MfaError> {
+    fail_attempt(
+        tx,
+        attempt,
+        audit_org,
+        now,
+        AuditAction::LoginFailed,
+        detail,
+        MfaError::InvalidCredentials,
+    )
 }
