@@ -56,6 +56,12 @@ pub fn run(service: &Service, config: &Config) -> MfaResult<Option<Bootstrapped>
     };
     let created =
         service.bootstrap_announced(&email, password.expose(), FIRST_ORG_NAME, announce)?;
+    if created.is_none() && config.bootstrap_admin_password.is_some() {
+        tracing::info!(
+            "MFA_BOOTSTRAP_ADMIN_PASSWORD is set, but the database has users already: it is \
+             used only by the first start, and changes nobody's password now"
+        );
+    }
     Ok(created.map(|(user, org)| {
         tracing::info!(
             email = %mfa_core::mask_email(&user.email),

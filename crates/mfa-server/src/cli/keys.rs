@@ -86,12 +86,14 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
         ));
     }
     init_tracing(config);
-    out!(
-        "Re-encrypting the stored authenticator secrets: key {} -> key {} ...",
-        fingerprint(&old_key),
-        fingerprint(&new_key)
-    );
+    // The database first: one it refuses (pending migrations, a newer
+    // version's) is refused before anything says a rotation began.
+    let (old_fingerprint, new_fingerprint) = (fingerprint(&old_key), fingerprint(&new_key));
     let store = super::open_migrated(config, old_key)?;
+    out!(
+        "Re-encrypting the stored authenticator secrets: key {old_fingerprint} -> key \
+         {new_fingerprint} ..."
+    );
     let report = store.rotate_encryption_key(&new_key)?;
     out!(
         "Done, in one transaction: {} secrets re-encrypted with the new key, {} were under it already; \
