@@ -86,15 +86,13 @@ fn show_generated_password(email: &str, org_name: &str, password: &str) -> io::R
         // Duplicating the descriptor fails if there is none.
         drop(io::stdout().as_fd().try_clone_to_owned()?);
     }
+    // One write: a reader that takes the first line and closes the pipe
+    // must not see "Created" for a superadmin the failure then undoes.
+    let text = format!(
+        "Created the superadmin {email} and the org \"{org_name}\".\nPassword (shown only this \
+         once; store it now and change it after logging in): {password}\n\n"
+    );
     let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "Created the superadmin {email} and the org \"{org_name}\"."
-    )?;
-    writeln!(
-        out,
-        "Password (shown only this once; store it now and change it after logging in): {password}"
-    )?;
-    writeln!(out)?;
+    out.write_all(text.as_bytes())?;
     out.flush()
 }

@@ -65,7 +65,7 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             config.key_file().display()
         ),
         Err(Failure::Usage(_)) => "(unset: REQUIRED with PostgreSQL)".to_string(),
-        Err(Failure::Runtime(e)) => format!("(unset: {e})"),
+        Err(Failure::Runtime(e) | Failure::Output(e)) => format!("(unset: {e})"),
     };
     let rows: Vec<(&str, String)> = vec![
         ("MFA_BIND", config.bind.clone()),

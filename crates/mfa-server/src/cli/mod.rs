@@ -4,7 +4,8 @@
 //!
 //! Output: results and progress in plain words on stdout; errors on stderr
 //! as `mfa-server: …`. Exit codes: 0 success, 1 failure at run time
-//! (database, not found, conflict), 2 bad arguments or configuration.
+//! (database, not found, conflict), 2 bad arguments or configuration, 3
+//! done, but stdout could not take the report.
 
 pub mod admin;
 pub mod check;
@@ -31,6 +32,10 @@ pub enum Failure {
     Usage(String),
     /// A failure at run time: exit code 1.
     Runtime(String),
+    /// The command ran, but its report could not be written to stdout:
+    /// exit code 3, so that a script does not retry a change that was
+    /// made (an `admin` command's).
+    Output(String),
 }
 
 /// What a command returns.
@@ -57,15 +62,28 @@ pub fn write_out(text: std::fmt::Arguments<'_>) -> CliResult {
     stdout
         .write_fmt(text)
         .and_then(|()| stdout.flush())
-        .map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))
+        .map_err(|e| {
+            Failure::Output(format!(
+                "cannot write to stdout: {e} (what the command does was done: an admin \
+                 command's change was made)"
+            ))
+        })
 }
 
 impl Failure {
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Usage(m) | Failure::Runtime(m) | Failure::Output(m) => m,
+        }
+    }
+
     /// Print the message on stderr and give the exit code.
     pub fn report(self) -> ExitCode {
         let (message, code) = match self {
             Failure::Usage(m) => (m, 2),
             Failure::Runtime(m) => (m, 1),
+            Failure::Output(m) => (m, 3),
         };
         eprintln!("mfa-server: {message}");
         ExitCode::from(code)

@@ -15,20 +15,24 @@ use super::{CliResult, Failure};
 pub fn run(config: Config) -> CliResult {
     let _log = mfa_server::logging::init_server_log(&config.log);
     let result = actix_web::rt::System::new().block_on(async move {
+        // A configuration that cannot work (the key) exits 2, as the
+        // other commands do; the rest 1.
         let app = Application::build(config, Arc::new(SystemClock))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Failure::from)?;
         print_banner(&app);
-        app.run().await.map_err(|e| format!("server: {e}"))
+        app.run()
+            .await
+            .map_err(|e| Failure::Runtime(format!("server: {e}")))
     });
     match result {
         Ok(()) => {
             tracing::info!("stopped");
             Ok(())
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            Err(Failure::Runtime(e))
+        Err(failure) => {
+            tracing::error!(error = %failure.message(), "cannot start");
+            Err(failure)
         }
     }
 }

@@ -299,7 +299,8 @@ fn bad_configuration_is_refused_clearly() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(1));
+    // A configuration error: 2, as for every command.
+    assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("MFA_ENCRYPTION_KEY is required with PostgreSQL"),

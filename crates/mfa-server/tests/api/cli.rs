@@ -266,7 +266,7 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
     };
     for args in [&["gen-key"][..], &["migrate", "--status"]] {
         let out = run_to_full(&d.env(), args);
-        let text = expect_code(&out, 1);
+        let text = expect_code(&out, 3);
         assert!(text.contains("cannot write to stdout"), "{args:?}: {text}");
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
@@ -286,6 +286,12 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
         "{}",
         stdout(&out)
     );
+    // A change made whose report could not be written: exit 3, not 1,
+    // which a script would retry (making the org twice).
+    let out = run_to_full(&env, &["admin", "create-org", "--name", "Made"]);
+    assert!(expect_code(&out, 3).contains("was made"));
+    let out = run(d.path(), &env, &["admin", "list-orgs"], "");
+    assert!(expect_code(&out, 0).contains("Made"), "{}", stdout(&out));
 }
 
 /// A configuration file other users can read is named in a warning (it
@@ -944,7 +950,7 @@ async fn rotate_key_then_the_server_still_verifies() {
     // every code with 500 while /readyz said 200).
     let text = expect_code(&d.run(&["admin", "list-orgs"]), 2);
     assert!(text.contains("opens none of the 1 stored"), "{text}");
-    let text = expect_code(&d.serve_until_it_exits(), 1);
+    let text = expect_code(&d.serve_until_it_exits(), 2);
     assert!(text.contains("opens none of the 1 stored"), "{text}");
 
     // A database restored without its key file: no new key is made
@@ -953,7 +959,7 @@ async fn rotate_key_then_the_server_still_verifies() {
     std::fs::rename(&key_file, d.path().join("key.bak")).unwrap();
     let text = expect_code(&d.run(&["admin", "list-orgs"]), 2);
     assert!(text.contains("encryption.key is missing"), "{text}");
-    let text = expect_code(&d.serve_until_it_exits(), 1);
+    let text = expect_code(&d.serve_until_it_exits(), 2);
     assert!(text.contains("encryption.key is missing"), "{text}");
     assert!(!key_file.exists(), "no key file was left behind");
     let text = expect_code(&d.run(&["check-config", "--connect"]), 2);
