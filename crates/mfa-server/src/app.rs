@@ -264,11 +264,14 @@ impl Application {
         let waiting = dispatch.notices_waiting();
         if waiting > 0 {
             tracing::info!(waiting, "sending the queued notices before stopping");
-            let drained = actix_web::rt::task::spawn_blocking(move || dispatch.drain(NOTICE_DRAIN))
-                .await
-                .unwrap_or(false);
+            let (drained, lost) = actix_web::rt::task::spawn_blocking(move || {
+                (dispatch.drain(NOTICE_DRAIN), dispatch.notices_waiting())
+            })
+            .await
+            .unwrap_or((false, waiting));
             if !drained {
                 tracing::warn!(
+                    lost,
                     "stopping with notices not sent: the mail server did not take them in time"
                 );
             }
@@ -423,6 +426,9 @@ const KEY_CHECK_SAMPLE: u64 = 64;
 pub fn check_key_opens_secrets(store: &DbStore, source: &KeySource) -> Result<(), StartError> {
     let check = store.check_encryption_key_on(KEY_CHECK_SAMPLE)?;
     if check.total == 0 {
+        if let KeySource::Generated(path) = source {
+            tracing::info!(file = %path.display(), "generated a new encryption key");
+        }
         return Ok(());
     }
     if let KeySource::Generated(path) = source {
@@ -480,7 +486,7 @@ pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), Sta
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = EncryptionKey::generate();
             write_private_file(&path, &format!("{}\n", key.to_base64())).map_err(file_error)?;
-            tracing::info!(file = %path.display(), "generated a new encryption key");
+            // Logged once kept (`check_key_opens_secrets`).
             Ok((key, KeySource::Generated(path)))
         }
         Err(e) => Err(file_error(e)),

@@ -19,6 +19,10 @@ use utoipa::ToSchema;
 /// enough for a restart or a failover, short enough for a login to go on.
 const DATABASE_RETRY_AFTER_SECS: &str = "5";
 
+/// `Retry-After` of `503 mail_unavailable`: a mail server refusing for now,
+/// down, or every mail slot held by one that does not answer.
+const MAIL_RETRY_AFTER_SECS: &str = "10";
+
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"error": "invalid_request", "message": "size must be between 1 and 200"}))]
@@ -208,6 +212,12 @@ impl ResponseError for ApiError {
                 response.insert_header((
                     header::RETRY_AFTER,
                     HeaderValue::from_static(DATABASE_RETRY_AFTER_SECS),
+                ));
+            }
+            ApiError::Domain(MfaError::MailUnavailable(_)) => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(MAIL_RETRY_AFTER_SECS),
                 ));
             }
             ApiError::Domain(MfaError::Unauthorized) => {

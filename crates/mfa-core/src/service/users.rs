@@ -514,7 +514,7 @@ impl<S: Store> MfaService<S> {
                 put_email_change_audited(tx, caller, id, e, &link, now, "")?;
                 Ok(user.email)
             })?;
-            self.deliver_change_link(id, e, token, ttl)?;
+            self.deliver_change_link(caller, id, e, token, ttl)?;
             self.notify(
                 &old_email,
                 MailKind::EmailChangeNotice {
@@ -637,7 +637,7 @@ impl<S: Store> MfaService<S> {
             )?;
             Ok(pending.new_email)
         })?;
-        self.deliver_change_link(id, &new_email, token, ttl)
+        self.deliver_change_link(caller, id, &new_email, token, ttl)
     }
 
     /// Mail the confirmation link of `id`'s pending change to `new_email`.
@@ -645,6 +645,7 @@ impl<S: Store> MfaService<S> {
     /// holds it, and it must not hold up the next attempt for 30 s.
     fn deliver_change_link(
         &self,
+        caller: &FullCaller,
         id: UserId,
         new_email: &str,
         token: String,
@@ -657,8 +658,24 @@ impl<S: Store> MfaService<S> {
         };
         let sent = self.deliver(new_email, kind);
         if sent.is_err() {
-            self.store
-                .write(|tx| Ok(tx.withdraw_email_change(id, &token_hash)?))?;
+            let now = self.now();
+            self.store.write(|tx| {
+                tx.withdraw_email_change(id, &token_hash)?;
+                // The trail's request is followed by why nothing came of
+                // it (an audit read a change that never happened).
+                audit(
+                    tx,
+                    now,
+                    Some(caller.org_id),
+                    Some(caller.user_id),
+                    Some(id),
+                    AuditAction::EmailChangeRefused,
+                    format!(
+                        "to {}: withdrawn, the confirmation link could not be mailed",
+                        mask_email(new_email)
+                    ),
+                )
+            })?;
         }
         sent
     }

@@ -80,6 +80,18 @@ async fn a_change_link_that_could_not_be_sent_is_withdrawn() {
     let after = s.get(&format!("/user/users/{pat}"), &root).await;
     assert_ne!(after.ok()["firstName"], "Renamed");
     assert_eq!(after.ok()["pendingEmail"], serde_json::Value::Null);
+    // The trail says the request came to nothing.
+    let trail = s
+        .get("/user/audit?action=email_change_refused", &root)
+        .await;
+    assert!(
+        trail
+            .ok()
+            .to_string()
+            .contains("the confirmation link could not be mailed"),
+        "{:?}",
+        trail.body
+    );
     s.call(
         "POST",
         "/user/users/email/resendChangeConfirmation",
@@ -210,6 +222,7 @@ async fn a_hung_mail_server_holds_a_few_sends_not_the_server() {
     for send in sends {
         let answer = TestServer::answer(send.await.unwrap().expect("answered")).await;
         answer.expect(503, Some("mail_unavailable"));
+        assert_eq!(answer.header("retry-after"), Some("10"));
     }
     // /metrics tells which: refused for the mail slots, or failed.
     let metrics = s.metrics().await;
