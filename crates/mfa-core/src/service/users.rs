@@ -134,14 +134,33 @@ fn put_email_change_audited(
 ) -> MfaResult<()> {
     let expires_at = now.plus_secs(link.ttl);
     tx.put_email_change(id, new_email, &hash_token(link.token), now, expires_at)?;
+    audit_email_change(
+        tx,
+        caller,
+        id,
+        now,
+        AuditAction::EmailChangeRequested,
+        format!("to {}{note}", mask_email(new_email)),
+    )
+}
+
+/// Audit a step of `caller`'s change of `id`'s email, in the caller's org.
+fn audit_email_change(
+    tx: &mut dyn StoreTx,
+    caller: &FullCaller,
+    id: UserId,
+    now: Timestamp,
+    action: AuditAction,
+    detail: String,
+) -> MfaResult<()> {
     audit(
         tx,
         now,
         Some(caller.org_id),
         Some(caller.user_id),
         Some(id),
-        AuditAction::EmailChangeRequested,
-        format!("to {}{note}", mask_email(new_email)),
+        action,
+        detail,
     )
 }
 
@@ -663,12 +682,11 @@ impl<S: Store> MfaService<S> {
                 tx.withdraw_email_change(id, &token_hash)?;
                 // The trail's request is followed by why nothing came of
                 // it (an audit read a change that never happened).
-                audit(
+                audit_email_change(
                     tx,
+                    caller,
+                    id,
                     now,
-                    Some(caller.org_id),
-                    Some(caller.user_id),
-                    Some(id),
                     AuditAction::EmailChangeRefused,
                     format!(
                         "to {}: withdrawn, the confirmation link could not be mailed",
