@@ -27,21 +27,21 @@ crate::redact::debug_without_secrets!(LoginResult {
     expires_at, org_id, decision
 } secret { token });
 
-/// A login whose account is read and whose attempt is counted
+/// A login whose account is read and whose address is not locked out
 /// ([`MfaService::login_begin`]); its password is checked next
 /// ([`MfaService::login_check`]).
 #[derive(Clone, Debug)]
 pub struct LoginStart {
     /// When the login began: the time its steps count and audit at.
     now: Timestamp,
-    /// `None` when the email is no address at all: nothing was read or
-    /// counted, and the login fails.
-    counted: Option<CountedLogin>,
+    /// `None` when the email is no address at all: nothing was read, and
+    /// the login fails uncounted.
+    addressed: Option<AddressedLogin>,
 }
 
-/// What [`MfaService::login_begin`] read and counted for an address.
+/// What [`MfaService::login_begin`] read for an address.
 #[derive(Clone, Debug)]
-struct CountedLogin {
+struct AddressedLogin {
     /// The email, normalised.
     email: String,
     /// The user and their memberships; `None` for an unknown email.
@@ -132,7 +132,10 @@ impl<S: Store> MfaService<S> {
     pub fn login_begin(&self, email: &str, org: Option<OrgId>) -> MfaResult<LoginStart> {
         let now = self.now();
         let Ok(email) = normalize_email(email) else {
-            return Ok(LoginStart { now, counted: None });
+            return Ok(LoginStart {
+                now,
+                addressed: None,
+            });
         };
         let (found, failures) = self.store.read_statement(|tx| {
             Ok((
@@ -156,7 +159,7 @@ impl<S: Store> MfaService<S> {
         })?;
         Ok(LoginStart {
             now,
-            counted: Some(CountedLogin {
+            addressed: Some(AddressedLogin {
                 email,
                 found,
                 org,
@@ -172,9 +175,9 @@ impl<S: Store> MfaService<S> {
     /// its only work is hashing.
     pub fn login_check(&self, begun: LoginStart, password: &str) -> MfaResult<LoginChecked> {
         let account = begun
-            .counted
+            .addressed
             .as_ref()
-            .and_then(|counted| counted.found.as_ref())
+            .and_then(|addressed| addressed.found.as_ref())
             .map(|(user, _)| user);
         let right = match account {
             Some(user) => self.hasher.verify(password, &user.password_hash),
@@ -210,16 +213,16 @@ impl<S: Store> MfaService<S> {
     /// count and opens the session the login decision allows.
     pub fn login_finish(&self, checked: LoginChecked) -> MfaResult<LoginResult> {
         let LoginChecked {
-            begun: LoginStart { now, counted },
+            begun: LoginStart { now, addressed },
             right,
             rehashed,
         } = checked;
-        let Some(CountedLogin {
+        let Some(AddressedLogin {
             email,
             found,
             org,
             audit_org,
-        }) = counted
+        }) = addressed
         else {
             return Err(MfaError::InvalidCredentials);
         };
