@@ -93,7 +93,8 @@ pub async fn validate_code(
 /// user (authenticator, email factor, recovery codes) is removed and their
 /// sessions end; at their next login they owe setup again if MFA applies.
 /// All ids must be members of the current org, else `404` and nothing
-/// changes. Each user gets a notice by email.
+/// changes. Each user who had a factor gets a notice by email naming what
+/// was removed (queued: the answer does not wait for the mail server).
 #[utoipa::path(
     tag = "mfa",
     request_body = ResetRequest,
