@@ -315,6 +315,31 @@ fn a_readable_configuration_file_is_warned_about() {
     }
 }
 
+/// A key file missing beside a database whose only secret is a pending
+/// enrollment (never confirmed: it protects nothing) is made anew: only
+/// verified authenticators make the start refuse.
+#[tokio::test]
+async fn a_pending_enrollment_alone_does_not_hold_the_start() {
+    let d = Deployment::new();
+    let server = d.start();
+    let (root, _, _) = server.login("root@example.com").await;
+    server
+        .call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(&root),
+            None,
+        )
+        .await
+        .expect(200, None);
+    drop(server);
+    let key_file = d.path().join("data/encryption.key");
+    std::fs::remove_file(&key_file).unwrap();
+    d.ok(&["check-config", "--connect"]);
+    d.ok(&["admin", "list-orgs"]);
+    assert!(key_file.exists(), "a new key was made");
+}
+
 /// A misspelt variable is named, not silently a default.
 #[test]
 fn an_unknown_variable_is_warned_about() {

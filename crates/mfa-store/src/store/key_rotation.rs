@@ -94,11 +94,18 @@ macro_rules! forget_password_failures {
 }
 
 macro_rules! check_rows {
-    ($conn:expr, $cipher:expr, $at_most:expr) => {{
+    ($conn:expr, $cipher:expr, $at_most:expr, $verified_only:expr) => {{
         let mut check = KeyCheck::default();
         let mut after = i64::MIN;
         while check.total < $at_most {
-            let rows = batch_after!(&mut *$conn, after)?;
+            let rows = authenticators::table
+                .filter(authenticators::user_id.gt(after))
+                // `verified >= true`: the verified ones; `>= false`: all.
+                .filter(authenticators::verified.ge($verified_only))
+                .order(authenticators::user_id)
+                .select((authenticators::user_id, authenticators::secret_ciphertext))
+                .limit(BATCH)
+                .load::<(i64, Vec<u8>)>(&mut *$conn)?;
             let Some(&(last, _)) = rows.last() else {
                 break;
             };
@@ -178,25 +185,30 @@ impl DbStore {
     /// read transaction: whether the configuration's key is the one the
     /// data was written with (after a key rotation, for instance).
     pub fn check_encryption_key(&self) -> Result<KeyCheck, Error> {
-        self.check_encryption_key_on(u64::MAX)
+        self.check_key_on(u64::MAX, false)
     }
 
-    /// [`DbStore::check_encryption_key`] on the first `at_most` stored
-    /// secrets (by user id) only: enough to tell a key that opens none of
-    /// them, cheaply enough for every start.
+    /// [`DbStore::check_encryption_key`] on the first `at_most` secrets
+    /// of verified authenticators (by user id) only: enough to tell a key
+    /// that opens none of them, cheaply enough for every start. A pending
+    /// enrollment's secret protects nothing yet, and is not counted.
     pub fn check_encryption_key_on(&self, at_most: u64) -> Result<KeyCheck, Error> {
+        self.check_key_on(at_most, true)
+    }
+
+    fn check_key_on(&self, at_most: u64, verified_only: bool) -> Result<KeyCheck, Error> {
         let cipher = &self.cipher;
         match &self.inner {
             Inner::Sqlite(db) => {
                 let mut conn = db.read_pool.get()?;
-                conn.transaction(|conn| check_rows!(conn, cipher, at_most))
+                conn.transaction(|conn| check_rows!(conn, cipher, at_most, verified_only))
             }
             Inner::Postgres(db) => {
                 let mut conn = db.pool.get()?;
                 conn.build_transaction()
                     .repeatable_read()
                     .read_only()
-                    .run(|conn| check_rows!(conn, cipher, at_most))
+                    .run(|conn| check_rows!(conn, cipher, at_most, verified_only))
             }
         }
     }
