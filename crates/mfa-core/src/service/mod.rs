@@ -268,25 +268,50 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<T> {
         match self.store.write(f) {
             Ok(result) => result,
-            Err(MfaError::TooManyAttempts { retry_after_secs }) => {
-                let user = attempt.user;
-                self.store.write(|tx| {
-                    audit(
-                        tx,
-                        now,
-                        attempt.org,
-                        user,
-                        user,
-                        AuditAction::RefusedWhileLockedOut,
-                        format!(
-                            "{} refused unchecked: locked out for {retry_after_secs} s more",
-                            attempt.what
-                        ),
-                    )
-                })?;
-                Err(MfaError::TooManyAttempts { retry_after_secs })
-            }
-            Err(e) => Err(e),
+            Err(refusal) => Err(self.audit_locked_out_refusal(attempt, now, refusal)?),
+        }
+    }
+
+    /// `refusal`, audited as `refused_while_locked_out` when it is a
+    /// lockout's (the refused attempt's own transaction rolled back).
+    fn audit_locked_out_refusal(
+        &self,
+        attempt: &AttemptTrace<'_>,
+        now: Timestamp,
+        refusal: MfaError,
+    ) -> MfaResult<MfaError> {
+        if let MfaError::TooManyAttempts { retry_after_secs } = refusal {
+            let user = attempt.user;
+            self.store.write(|tx| {
+                audit(
+                    tx,
+                    now,
+                    attempt.org,
+                    user,
+                    user,
+                    AuditAction::RefusedWhileLockedOut,
+                    format!(
+                        "{} refused unchecked: locked out for {retry_after_secs} s more",
+                        attempt.what
+                    ),
+                )
+            })?;
+        }
+        Ok(refusal)
+    }
+
+    /// `TooManyAttempts`, audited, while `state` (read outside any write)
+    /// holds a lockout; nothing is written otherwise.
+    fn refuse_while_locked_audited(
+        &self,
+        attempt: &AttemptTrace<'_>,
+        policy: &LockoutPolicy,
+        state: &FailureState,
+        now: Timestamp,
+    ) -> MfaResult<()> {
+        match refuse_while_locked(policy, state, now) {
+            Ok(()) => Ok(()),
+            Err(refusal) => Err(self.audit_locked_out_refusal(attempt, now, refusal)?),
         }
     }
 

@@ -154,9 +154,7 @@ impl<S: Store> MfaService<S> {
             org: audit_org,
             what: "password",
         };
-        self.write_then_refusal_audited(&trace, now, |_| {
-            refuse_while_locked(&self.config.password_lockout, &failures, now).map(Ok)
-        })?;
+        self.refuse_while_locked_audited(&trace, &self.config.password_lockout, &failures, now)?;
         Ok(LoginStart {
             now,
             addressed: Some(AddressedLogin {
@@ -940,9 +938,7 @@ impl<S: Store> MfaService<S> {
                 tx.recovery_codes(caller.user_id)?,
             ))
         })?;
-        self.write_then_refusal_audited(&trace, now, |_| {
-            refuse_while_locked(&self.config.code_lockout, &failures, now).map(Ok)
-        })?;
+        self.refuse_while_locked_audited(&trace, &self.config.code_lockout, &failures, now)?;
         Ok(RecoveryCheck {
             now,
             user: caller.user_id,
