@@ -24,7 +24,7 @@ use mfa_core::ports::OsRandomness;
 use mfa_core::service::Purged;
 use mfa_core::{Clock, Mailer, MfaError, MfaService, ServiceConfig};
 use mfa_email::{EmailMailer, MailConfig};
-use mfa_store::{DbStore, EncryptionKey, StoreOptions};
+use mfa_store::{DbStore, EncryptionKey, KeyVerification, StoreOptions};
 use utoipa::OpenApi as _;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
@@ -78,31 +78,34 @@ pub enum StartError {
         /// The operating system's answer.
         source: io::Error,
     },
-    /// The key file is missing, but the database holds secrets written
-    /// with a key: a new key would open none of them.
+    /// The key file is missing, but the database was written with a key
+    /// (it recorded one, or holds secrets): a new key would not be it.
     #[error(
-        "the encryption key file {} is missing, but the database holds authenticator secrets \
-         written with a key: restore the key file from the backup taken with the database (or \
-         set MFA_ENCRYPTION_KEY to that key). No new key was made: one would open none of them, \
-         and every authenticator code would fail",
+        "the encryption key file {} is missing, but the database was written with a key \
+         ({error}): restore the key file from the backup taken with the database (or set \
+         MFA_ENCRYPTION_KEY to that key). No new key was made: the database would refuse it. \
+         If the key is lost, `mfa-server replace-lost-key` makes a new one the database's and \
+         removes the stored authenticators (their users enroll again)",
         path.display()
     )]
     KeyFileMissing {
         /// The file.
         path: PathBuf,
+        /// What the database said of the key made and removed again.
+        error: mfa_store::Error,
     },
-    /// The key opens none of the stored secrets checked.
+    /// The key is not the one the database was written with.
     #[error(
-        "the encryption key from {origin} opens none of the {checked} stored authenticator \
-         secrets checked: it is not the key they were written with, and every authenticator \
-         code would fail. Use the key the database was written with (after a `rotate-key`, \
-         the new one on every server); `mfa-server check-config --connect` checks every secret"
+        "{origin}: {error}. Every authenticator code would fail. Use the key the database was \
+         written with (after a `rotate-key`, the new one on every server; if it is lost, \
+         `mfa-server replace-lost-key`); `mfa-server check-config --connect` checks every \
+         stored secret"
     )]
     WrongKey {
         /// Where the key came from.
         origin: String,
-        /// Secrets checked.
-        checked: u64,
+        /// What the database said.
+        error: mfa_store::Error,
     },
     /// The key file or `MFA_ENCRYPTION_KEY` does not hold a valid key.
     #[error("{origin} does not hold a valid encryption key: {error}")]
@@ -331,22 +334,17 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         pool_timeout: Some(Duration::from_secs(config.database_timeout_secs)),
         ..StoreOptions::new(key)
     };
-    let store = DbStore::open(config.database_url.expose(), options)?;
-    check_key_opens_secrets(&store, &source)?;
+    let store = DbStore::connect(config.database_url.expose(), options)?;
+    store.run_migrations()?;
+    verify_key(&store, &source)?;
     // A backup copied back in keeps the mode it was made with (0644 under
     // the usual umask); the file holds password hashes and the secrets.
     if let Some(file) = config.sqlite_file() {
         warn_if_readable_by_others(&file, "database file");
     }
     let database = store.backend().as_str();
-    let environment = config.environment.as_str();
-    let mailer = EmailMailer::new(MailConfig {
-        smtp_url: config.smtp_url.as_ref().map(|s| s.expose().to_string()),
-        from: config.mail_from.clone(),
-        outbox_dir: config.outbox_dir(),
-        issuer: mfa_totp::issuer_for_environment(&config.issuer, environment),
-        templates_dir: None,
-    })?;
+    let key = store.fingerprint().to_string();
+    let mailer = email_mailer(config)?;
     let mail = mailer.to_string();
     let dispatch = Arc::new(MailDispatch::new(Arc::new(mailer)).map_err(StartError::Thread)?);
     let mailer: Arc<dyn Mailer> = Arc::new(ObservedMailer::new(dispatch.clone()));
@@ -368,13 +366,24 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     )
     .map_err(StartError::Service)?;
     let bootstrapped = bootstrap::run(&service, config).map_err(StartError::Service)?;
-    tracing::info!(database, mail = %mail, "ready");
+    tracing::info!(database, key, mail = %mail, "ready");
     Ok(Prepared {
         service: Arc::new(service),
         bootstrapped,
         mail,
         dispatch,
         database,
+    })
+}
+
+/// The mailer the configuration describes.
+pub fn email_mailer(config: &Config) -> Result<EmailMailer, mfa_email::Error> {
+    EmailMailer::new(MailConfig {
+        smtp_url: config.smtp_url.as_ref().map(|s| s.expose().to_string()),
+        from: config.mail_from.clone(),
+        outbox_dir: config.outbox_dir(),
+        issuer: mfa_totp::issuer_for_environment(&config.issuer, config.environment.as_str()),
+        templates_dir: None,
     })
 }
 
@@ -412,36 +421,46 @@ impl std::fmt::Display for KeySource {
     }
 }
 
-/// Stored secrets tried at every start (see [`check_key_opens_secrets`]).
-const KEY_CHECK_SAMPLE: u64 = 64;
-
-/// Refuse a key that cannot be the one the database's secrets were
-/// written with, before anything is written under it: a key file
-/// generated just now while the database holds secrets (restored without
-/// its key file, or another `MFA_DATA_DIR`), which is removed again; or
-/// a key that opens none of the first stored secrets (a server missed by
-/// a rotation). Either way every authenticator code would fail with `500`
-/// while `/readyz` said the server was fine, and a secret enrolled
-/// meanwhile would be written under the wrong key.
-pub fn check_key_opens_secrets(store: &DbStore, source: &KeySource) -> Result<(), StartError> {
-    let check = store.check_encryption_key_on(KEY_CHECK_SAMPLE)?;
-    if check.total == 0 {
-        if let KeySource::Generated(path) = source {
-            tracing::info!(file = %path.display(), "generated a new encryption key");
+/// Refuse a key that is not the one the database was written with
+/// ([`DbStore::verify_encryption_key`]), before anything is written under
+/// it: another server's (servers on one database with different keys), the
+/// old one on a server missed by a rotation, or a key file generated just
+/// now beside a database restored without its key file (removed again).
+/// Every authenticator code would fail with `500`, a secret enrolled
+/// meanwhile would be written under the wrong key, and each key would
+/// count an address's password failures apart.
+pub fn verify_key(store: &DbStore, source: &KeySource) -> Result<(), StartError> {
+    let check = match store.verify_encryption_key() {
+        Ok(KeyVerification::Recorded) => return Ok(()),
+        Ok(KeyVerification::Claimed(check)) => check,
+        Err(
+            error @ (mfa_store::Error::NotTheDatabaseKey { .. }
+            | mfa_store::Error::KeyOpensNoSecret { .. }),
+        ) => {
+            return Err(match source {
+                KeySource::Generated(path) => {
+                    // Ours, written a moment ago: nothing was encrypted with it.
+                    let _ = std::fs::remove_file(path);
+                    StartError::KeyFileMissing {
+                        path: path.clone(),
+                        error,
+                    }
+                }
+                _ => StartError::WrongKey {
+                    origin: source.to_string(),
+                    error,
+                },
+            });
         }
-        return Ok(());
-    }
+        Err(error) => return Err(error.into()),
+    };
     if let KeySource::Generated(path) = source {
-        // Ours, written a moment ago: nothing was encrypted with it.
-        let _ = std::fs::remove_file(path);
-        return Err(StartError::KeyFileMissing { path: path.clone() });
+        tracing::info!(file = %path.display(), "generated a new encryption key");
     }
-    if check.readable == 0 {
-        return Err(StartError::WrongKey {
-            origin: source.to_string(),
-            checked: check.total,
-        });
-    }
+    tracing::info!(
+        fingerprint = %store.fingerprint(),
+        "the database records the encryption key in use: a process with another key is refused"
+    );
     if !check.all_readable() {
         tracing::warn!(
             readable = check.readable,
@@ -486,7 +505,7 @@ pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), Sta
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = EncryptionKey::generate();
             write_private_file(&path, &format!("{}\n", key.to_base64())).map_err(file_error)?;
-            // Logged once kept (`check_key_opens_secrets`).
+            // Logged once kept (`verify_key`).
             Ok((key, KeySource::Generated(path)))
         }
         Err(e) => Err(file_error(e)),
@@ -494,7 +513,7 @@ pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), Sta
 }
 
 /// Write a new file readable by the owner only; never overwrite one.
-fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
+pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -87,8 +87,9 @@ enum Command {
     ///
     /// Shows each variable's value after the file and the environment are
     /// applied. Passwords in URLs, the bootstrap password and the encryption
-    /// key are never printed; the key is shown by a fingerprint (the start
-    /// of the SHA-256 of its base64) so that servers can be compared.
+    /// key are never printed; the key is shown by a fingerprint (an HMAC
+    /// under the key, telling nothing about it) so that servers can be
+    /// compared with each other and with the database's.
     CheckConfig {
         /// Also connect to the database: show the migrations, and check that
         /// the encryption key opens every stored authenticator secret.
@@ -114,9 +115,10 @@ enum Command {
     /// in MFA_DATA_DIR). Each secret is decrypted with it and encrypted with
     /// the new key under a fresh nonce; a secret already under the new key is
     /// left as it is, so the command may be run again. If a secret opens
-    /// with neither key, nothing changes. Stop the servers first (or accept
-    /// that those still running with the old key fail to read secrets until
-    /// restarted), then put the new key into every server's configuration.
+    /// with neither key, nothing changes. The database records the new key
+    /// in the same transaction. Stop the servers first (those still running
+    /// with the old key are not ready, `/readyz` 503, until restarted with
+    /// the new one), then put the new key into every server's configuration.
     #[command(group(
         ArgGroup::new("new_key")
             .required(true)
@@ -129,6 +131,23 @@ enum Command {
         /// Read the new key from the first line of stdin.
         #[arg(long)]
         new_key_stdin: bool,
+    },
+
+    /// Make the configured key the database's when the key it records is
+    /// lost: every stored authenticator is removed (those users enroll
+    /// again, and are told by mail), with the email codes in flight and the
+    /// password failure counts, in one transaction.
+    ///
+    /// The new key is MFA_ENCRYPTION_KEY, or (SQLite) the key file in
+    /// MFA_DATA_DIR, generated if missing. Without --yes, only says what
+    /// would be removed. Email factors, recovery codes, passwords and
+    /// sessions do not depend on the key and stay. When the key is not lost,
+    /// restore it instead (the key file from the backup taken with the
+    /// database): nothing is removed then.
+    ReplaceLostKey {
+        /// Do it (without it, the command only says what it would remove).
+        #[arg(long)]
+        yes: bool,
     },
 
     /// Operator actions on the database, without a session: the break-glass
@@ -284,6 +303,7 @@ fn main() -> ExitCode {
             new_key_file,
             new_key_stdin,
         } => cli::keys::rotate_key(&config, new_key_file.as_deref(), new_key_stdin),
+        Command::ReplaceLostKey { yes } => cli::keys::replace_lost_key(&config, yes),
         Command::Admin { action } => admin(&config, action),
     };
     match result {

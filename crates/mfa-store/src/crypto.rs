@@ -33,6 +33,10 @@ const AAD_PREFIX: &[u8] = b"mfa-store/authenticator-secret/v1/user:";
 const EMAIL_KEY_PURPOSE: &[u8] = b"mfa-store/unknown-email-key/v1";
 /// The purpose of the key derived for email codes' digests.
 const CODE_KEY_PURPOSE: &[u8] = b"mfa-store/email-code-key/v1";
+/// What the key's fingerprint is the HMAC of.
+const FINGERPRINT_PURPOSE: &[u8] = b"mfa-store/key-fingerprint/v1";
+/// Hex digits of a fingerprint shown to people: enough to tell keys apart.
+const FINGERPRINT_SHOWN: usize = 16;
 
 /// The 32-byte AES-256-GCM key that encrypts TOTP secrets at rest.
 ///
@@ -65,6 +69,22 @@ impl EncryptionKey {
         format_key_base64(&self.0)
     }
 
+    /// The key's fingerprint: equal for equal keys, and telling nothing
+    /// about the key (an HMAC under it), so it can be printed, compared
+    /// between servers, and kept in the database.
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"))
+            .chain_update(FINGERPRINT_PURPOSE)
+            .finalize()
+            .into_bytes();
+        KeyFingerprint(mac.iter().fold(String::with_capacity(64), |mut hex, byte| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        }))
+    }
+
     pub(crate) fn cipher(&self) -> SecretCipher {
         let hmac = |key: &[u8]| {
             <Hmac<Sha256> as Mac>::new_from_slice(key)
@@ -72,6 +92,7 @@ impl EncryptionKey {
         };
         let derive = |purpose: &[u8]| hmac(&self.0).chain_update(purpose).finalize().into_bytes();
         SecretCipher {
+            fingerprint: self.fingerprint(),
             aead: Aes256Gcm::new(&Key::<Aes256Gcm>::from(self.0)),
             email_keys: hmac(&derive(EMAIL_KEY_PURPOSE)),
             code_keys: hmac(&derive(CODE_KEY_PURPOSE)),
@@ -91,6 +112,28 @@ impl FromStr for EncryptionKey {
     /// Same as [`EncryptionKey::from_base64`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         EncryptionKey::from_base64(s)
+    }
+}
+
+/// The fingerprint of an [`EncryptionKey`] ([`EncryptionKey::fingerprint`]):
+/// 64 hex digits, of which `Display` shows the first 16.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyFingerprint(String);
+
+impl KeyFingerprint {
+    /// All 64 hex digits, as the database keeps them.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn from_stored(hex: String) -> KeyFingerprint {
+        KeyFingerprint(hex)
+    }
+}
+
+impl fmt::Display for KeyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get(..FINGERPRINT_SHOWN).unwrap_or(&self.0))
     }
 }
 
@@ -124,6 +167,7 @@ pub fn format_key_base64(key: &[u8; KEY_LEN]) -> String {
 /// Encrypts and decrypts authenticator secrets with one key, and hashes
 /// email addresses and email codes with keys derived from it.
 pub(crate) struct SecretCipher {
+    pub(crate) fingerprint: KeyFingerprint,
     aead: Aes256Gcm,
     email_keys: Hmac<Sha256>,
     code_keys: Hmac<Sha256>,

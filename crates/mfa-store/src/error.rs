@@ -87,6 +87,41 @@ pub enum Error {
         /// The owner of the secret.
         user_id: i64,
     },
+    /// The database was written with another encryption key: the one it
+    /// recorded (claimed by the first process that opened it, replaced by
+    /// [`crate::DbStore::rotate_encryption_key`]) has another fingerprint.
+    /// Nothing was written.
+    #[error(
+        "the encryption key (fingerprint {this}) is not the database's (fingerprint \
+         {database}): every process on a database must have the key it was written with, the \
+         new one after a key rotation"
+    )]
+    NotTheDatabaseKey {
+        /// The fingerprint the database recorded.
+        database: crate::KeyFingerprint,
+        /// The fingerprint of the key given.
+        this: crate::KeyFingerprint,
+    },
+    /// The database recorded no key yet (it was written before keys were
+    /// recorded), and the key given opens none of the stored secrets tried:
+    /// it is not the one they were written with. Nothing was written.
+    #[error(
+        "the encryption key (fingerprint {this}) opens none of the {checked} stored \
+         authenticator secrets checked: it is not the key they were written with"
+    )]
+    KeyOpensNoSecret {
+        /// The fingerprint of the key given.
+        this: crate::KeyFingerprint,
+        /// Secrets tried.
+        checked: u64,
+    },
+    /// [`crate::DbStore::replace_lost_key`] with the key the database
+    /// records: nothing is lost. Nothing was changed.
+    #[error(
+        "the database records this encryption key already: it is not lost, and nothing was \
+         removed"
+    )]
+    KeyNotLost,
     /// A stored value does not fit the domain (e.g. an unknown enum name).
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),

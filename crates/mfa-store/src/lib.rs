@@ -18,9 +18,11 @@ mod tx;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
-pub use crypto::{EncryptionKey, KEY_LEN, format_key_base64, generate_key, parse_key_base64};
+pub use crypto::{
+    EncryptionKey, KEY_LEN, KeyFingerprint, format_key_base64, generate_key, parse_key_base64,
+};
 pub use error::Error;
 pub use store::{
-    Backend, DEFAULT_POOL_TIMEOUT, DbStore, KeyCheck, KeyRotation, MigrationStatus, PING_TIMEOUT,
-    StoreOptions, with_database,
+    Backend, DEFAULT_POOL_TIMEOUT, DbStore, KeyCheck, KeyRotation, KeyVerification,
+    LostKeyReplacement, MigrationStatus, PING_TIMEOUT, StoreOptions, with_database,
 };

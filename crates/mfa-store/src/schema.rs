@@ -60,6 +60,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    encryption_key_fingerprint (id) {
+        id -> Int4,
+        fingerprint -> Text,
+    }
+}
+
+diesel::table! {
     failure_counters (user_id, kind) {
         user_id -> Int8,
         kind -> Text,
@@ -160,6 +167,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     email_changes,
     email_codes,
     email_factors,
+    encryption_key_fingerprint,
     failure_counters,
     memberships,
     orgs,

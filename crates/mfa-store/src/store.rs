@@ -20,7 +20,7 @@ use crate::tx::Tx;
 
 mod authenticator_success;
 mod key_rotation;
-pub use key_rotation::{KeyCheck, KeyRotation};
+pub use key_rotation::{KeyCheck, KeyRotation, KeyVerification, LostKeyReplacement};
 
 /// The SQLite migrations (`migrations/sqlite` at the workspace root).
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -423,14 +423,19 @@ impl DbStore {
     /// `sqlite://PATH`, `sqlite:PATH` or a bare file path selects SQLite (the
     /// file is created if missing; `sqlite:///abs/path` is an absolute path).
     /// A failed PostgreSQL connection reports libpq's own message.
+    ///
+    /// The key must be the database's ([`DbStore::verify_encryption_key`]):
+    /// another is refused before anything is written under it.
     pub fn open(url: &str, options: StoreOptions) -> Result<DbStore, Error> {
         let store = DbStore::connect(url, options)?;
         store.run_migrations()?;
+        store.verify_encryption_key()?;
         Ok(store)
     }
 
-    /// Like [`DbStore::open`] but without applying migrations: for a
-    /// `migrate --status` command, which must look before it changes.
+    /// Like [`DbStore::open`] but without applying migrations nor checking
+    /// the key: for a `migrate --status` command, which must look before
+    /// it changes, and for callers that check the key themselves.
     pub fn connect(url: &str, options: StoreOptions) -> Result<DbStore, Error> {
         let cipher = options.encryption_key.cipher();
         let inner = match parse_url(url)? {
@@ -472,26 +477,52 @@ impl DbStore {
         }
     }
 
-    /// Check that a connection can be had within [`PING_TIMEOUT`] and that
+    /// Check that a connection can be had within [`PING_TIMEOUT`], that
     /// the database has this version's schema, its newest migration
-    /// applied (for `/readyz`). Reads only: a database emptied or recreated
-    /// under a running server is not ready, and is not migrated by this.
+    /// applied, and that it recorded no other key than this store's (for
+    /// `/readyz`). Reads only: a database emptied or recreated under a
+    /// running server is not ready, and is not migrated by this; a process
+    /// left with the old key by a rotation is not ready
+    /// ([`Error::NotTheDatabaseKey`]).
     pub fn ping(&self) -> Result<(), Error> {
         let newest = newest_migration_version()?;
         let applied =
             format!("EXISTS (SELECT 1 FROM __diesel_schema_migrations WHERE version = '{newest}')");
         let query = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&applied));
-        let has_schema: bool = match &self.inner {
-            Inner::Sqlite(db) => query.get_result(&mut *db.read_pool.get_timeout(PING_TIMEOUT)?)?,
-            Inner::Postgres(db) => query.get_result(&mut **db.pool.get_within(PING_TIMEOUT)?)?,
+        let (has_schema, recorded) = match &self.inner {
+            Inner::Sqlite(db) => {
+                let mut conn = db.read_pool.get_timeout(PING_TIMEOUT)?;
+                let has_schema: bool = query.get_result(&mut *conn)?;
+                let recorded = match has_schema {
+                    true => key_rotation::recorded_on_sqlite(&mut conn)?,
+                    false => None,
+                };
+                (has_schema, recorded)
+            }
+            Inner::Postgres(db) => {
+                let mut conn = db.pool.get_within(PING_TIMEOUT)?;
+                let has_schema: bool = query.get_result(&mut **conn)?;
+                let recorded = match has_schema {
+                    true => key_rotation::recorded_on_postgres(&mut conn)?,
+                    false => None,
+                };
+                (has_schema, recorded)
+            }
         };
-        if has_schema {
-            Ok(())
-        } else {
-            Err(Error::Migration(format!(
+        if !has_schema {
+            return Err(Error::Migration(format!(
                 "the schema is not this version's: migration {newest} is not applied \
                  (`mfa-server migrate`, or a server's start, applies it)"
-            )))
+            )));
+        }
+        match recorded {
+            Some(database) if database != self.cipher.fingerprint => {
+                Err(Error::NotTheDatabaseKey {
+                    database,
+                    this: self.cipher.fingerprint.clone(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 

@@ -29,9 +29,11 @@ use crate::{Backend, DbStore, EncryptionKey, Error, StoreOptions, with_database}
 /// is only used to run `CREATE DATABASE` and `DROP DATABASE`.
 pub const DATABASE_URL_VAR: &str = "MFA_TEST_DATABASE_URL";
 
-/// Options with a fresh random key and default pool sizes.
+/// Options with the tests' key and default pool sizes. One fixed key: the
+/// stores a test opens on one database must share it, as every process on
+/// a database must ([`DbStore::verify_encryption_key`]).
 pub fn test_options() -> StoreOptions {
-    StoreOptions::new(EncryptionKey::generate())
+    StoreOptions::new(EncryptionKey::from_bytes([0x5a; crate::KEY_LEN]))
 }
 
 /// A fresh, empty database that is removed on drop. Drop the stores opened
@@ -136,6 +138,13 @@ impl TestDatabase {
     /// Open (and migrate) a store on this database.
     pub fn open(&self, options: StoreOptions) -> Result<DbStore, Error> {
         DbStore::open(&self.url, options)
+    }
+
+    /// Connect a store to this database without migrating it or checking
+    /// its key ([`DbStore::connect`]): to write as a process with another
+    /// key would have.
+    pub fn connect(&self, options: StoreOptions) -> Result<DbStore, Error> {
+        DbStore::connect(&self.url, options)
     }
 
     /// PostgreSQL only: make the database refuse new connections and end

@@ -6,7 +6,6 @@ use mfa_server::bootstrap::DEFAULT_ADMIN_EMAIL;
 use mfa_server::config::DatabaseKind;
 use mfa_store::{DbStore, StoreOptions};
 
-use super::keys::fingerprint;
 use super::{CliResult, Failure, KeySource, existing_key, out, sqlite_path};
 
 /// A URL with its password (in the user info, or any parameter whose name
@@ -53,12 +52,12 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
     let key = existing_key(config);
     let key_line = match &key {
         Ok(Some((key, KeySource::Configured))) => {
-            format!("*** (set; fingerprint {})", fingerprint(key))
+            format!("*** (set; fingerprint {})", key.fingerprint())
         }
         Ok(Some((key, KeySource::File(path)))) => format!(
             "(unset: the key file {}; fingerprint {})",
             path.display(),
-            fingerprint(key)
+            key.fingerprint()
         ),
         Ok(None) => format!(
             "(unset: generated into {} at the first start)",
@@ -195,9 +194,28 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
             ""
         }
     );
+    // The table the key's fingerprint is kept in exists once the migration
+    // that made it is applied.
+    let recorded = if status
+        .iter()
+        .any(|m| m.applied && m.name.ends_with("_encryption_key_fingerprint"))
+    {
+        store.recorded_key_fingerprint()?
+    } else {
+        None
+    };
     if !have_key {
         // A key file missing beside a database that holds secrets is a
         // restore without its key, not a first start.
+        if let Some(recorded) = recorded {
+            return Err(Failure::Usage(format!(
+                "there is no encryption key (no MFA_ENCRYPTION_KEY, no key file at {}), but the \
+                 database was written with one (fingerprint {recorded}): restore the key file \
+                 from the backup taken with the database, or set MFA_ENCRYPTION_KEY to that key \
+                 (the server refuses to start without it)",
+                config.key_file().display()
+            )));
+        }
         let stored = store.check_encryption_key_on(1)?.total;
         if stored > 0 {
             return Err(Failure::Usage(format!(
@@ -214,6 +232,23 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
     if status.iter().all(|m| !m.applied) {
         out!("Encryption key: the database is empty, so nothing to check.");
         return Ok(());
+    }
+    match recorded {
+        Some(database) if database != *store.fingerprint() => {
+            return Err(Failure::Runtime(
+                mfa_store::Error::NotTheDatabaseKey {
+                    database,
+                    this: store.fingerprint().clone(),
+                }
+                .to_string()
+                    + ". The server refuses to start with this key",
+            ));
+        }
+        Some(database) => out!("Encryption key: the database's (fingerprint {database})."),
+        None => out!(
+            "Encryption key: not recorded in the database yet (the server's next start records \
+             it, if the key opens the stored secrets)."
+        ),
     }
     let check = store.check_encryption_key()?;
     if check.all_readable() {

@@ -1,22 +1,14 @@
 //! `mfa-server gen-key` and `mfa-server rotate-key`.
 
-use std::io::Write as _;
 use std::path::Path;
 
-use mfa_server::Config;
+use mfa_core::ports::{Clock as _, SystemClock};
+use mfa_core::{Mail, MailKind, Mailer as _, MfaMethod};
+use mfa_server::app::write_private_file;
+use mfa_server::{Config, app};
 use mfa_store::EncryptionKey;
 
 use super::{CliResult, Failure, KeySource, existing_key, init_tracing, out, read_stdin_line};
-
-/// A short, safe-to-print fingerprint of a key: the first 16 hex digits of
-/// the SHA-256 of its standard base64. Equal on every server that has the
-/// same key.
-pub fn fingerprint(key: &EncryptionKey) -> String {
-    mfa_core::crypto::hash_token(&key.to_base64())
-        .chars()
-        .take(16)
-        .collect()
-}
 
 /// Print a fresh key, or write it to a new file readable by the owner only.
 pub fn gen_key(out: Option<&Path>) -> CliResult {
@@ -37,25 +29,11 @@ pub fn gen_key(out: Option<&Path>) -> CliResult {
             out!(
                 "Wrote a new encryption key to {} (mode 0600; fingerprint {}).",
                 path.display(),
-                fingerprint(&key)
+                key.fingerprint()
             );
             Ok(())
         }
     }
-}
-
-/// Write a new file readable by the owner only; never overwrite one.
-fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
 }
 
 /// Re-encrypt every stored secret from the configured key to the new one.
@@ -80,7 +58,7 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
             config.key_file().display()
         )));
     };
-    if fingerprint(&old_key) == fingerprint(&new_key) {
+    if old_key.fingerprint() == new_key.fingerprint() {
         return Err(Failure::Usage(
             "the new key is the key in use: give another one (`mfa-server gen-key`)".into(),
         ));
@@ -88,7 +66,7 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
     init_tracing(config);
     // The database first: one it refuses (pending migrations, a newer
     // version's) is refused before anything says a rotation began.
-    let (old_fingerprint, new_fingerprint) = (fingerprint(&old_key), fingerprint(&new_key));
+    let (old_fingerprint, new_fingerprint) = (old_key.fingerprint(), new_key.fingerprint());
     let store = super::open_migrated(config, old_key)?;
     out!(
         "Re-encrypting the stored authenticator secrets: key {old_fingerprint} -> key \
@@ -113,5 +91,120 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
              check with `mfa-server check-config --connect`."
         ),
     }
+    Ok(())
+}
+
+/// Make the configured key the database's when the one it records is lost
+/// ([`mfa_store::DbStore::replace_lost_key`]), and tell the users whose
+/// authenticator was removed.
+pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
+    let (key, generate_into) = match existing_key(config)? {
+        Some((key, _)) => (key, None),
+        None => (EncryptionKey::generate(), Some(config.key_file())),
+    };
+    init_tracing(config);
+    let store = super::open_migrated(config, key.clone())?;
+    let recorded = store.recorded_key_fingerprint()?;
+    if recorded.as_ref() == Some(&key.fingerprint()) {
+        return Err(mfa_store::Error::KeyNotLost.into());
+    }
+    if !yes {
+        let check = store.check_encryption_key()?;
+        out!(
+            "The database records the key {}; the new key is {}{}.\n\
+             Replacing the lost key removes the {} stored authenticators (their users enroll \
+             again and are told by mail), the email codes in flight and the password failure \
+             counts, in one transaction. Email factors, recovery codes, passwords and sessions \
+             stay.{}\n\
+             Nothing was changed: run again with --yes to do it.",
+            recorded.map_or_else(|| "of no key".to_string(), |f| f.to_string()),
+            key.fingerprint(),
+            match &generate_into {
+                Some(path) => format!(" (to be written to {})", path.display()),
+                None => String::new(),
+            },
+            check.total,
+            if check.total > 0 && check.readable == check.total {
+                " But the new key opens every stored secret: it may be the lost one (then \
+                 nothing needs removing: start the server with it after the upgrade check)"
+            } else {
+                ""
+            }
+        );
+        return Err(Failure::Usage(
+            "replace-lost-key changes nothing without --yes".into(),
+        ));
+    }
+    // The key first: a key recorded in the database but kept nowhere would
+    // be lost at once.
+    if let Some(path) = &generate_into {
+        app::create_private_dir(&config.data_dir).map_err(|e| {
+            Failure::Runtime(format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        write_private_file(path, &format!("{}\n", key.to_base64()))
+            .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let report = match store.replace_lost_key(SystemClock.now()) {
+        Ok(report) => report,
+        Err(e) => {
+            if let Some(path) = &generate_into {
+                // Nothing was recorded under it.
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    let mailer = app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")));
+    let mut not_told = Vec::new();
+    for (_, email) in &report.authenticators_removed {
+        let notice = Mail {
+            to: email.clone(),
+            kind: MailKind::FactorReset {
+                methods: vec![MfaMethod::Authenticator],
+                by_admin: Some(format!("the {}", mfa_core::service::OPERATOR)),
+            },
+        };
+        if !matches!(&mailer, Ok(mailer) if mailer.send(&notice).is_ok()) {
+            not_told.push(email.as_str());
+        }
+    }
+    let users: Vec<&str> = report
+        .authenticators_removed
+        .iter()
+        .map(|(_, email)| email.as_str())
+        .collect();
+    out!(
+        "Done, in one transaction: the database records the key {}{}; {} authenticators removed \
+         ({}), {} pending enrollments, {} email codes and {} password failure counters \
+         forgotten.",
+        key.fingerprint(),
+        match &generate_into {
+            Some(path) => format!(" (written to {})", path.display()),
+            None => String::new(),
+        },
+        users.len(),
+        if users.is_empty() {
+            "none".to_string()
+        } else {
+            users.join(", ")
+        },
+        report.pending_removed,
+        report.email_codes_forgotten,
+        report.password_failures_forgotten
+    );
+    if !not_told.is_empty() {
+        out!(
+            "Could not mail the notice to {} of them: {}.",
+            not_told.len(),
+            not_told.join(", ")
+        );
+    }
+    out!(
+        "Next: start the servers with this key (every server the same one); users whose \
+         authenticator was removed enroll again at their next login where MFA applies."
+    );
     Ok(())
 }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use mfa_core::ports::{OsRandomness, SystemClock};
 use mfa_core::{Mailer, MfaError, MfaService, ServiceConfig};
-use mfa_email::{EmailMailer, MailConfig};
 use mfa_server::config::DatabaseKind;
 use mfa_server::{Config, Service, app};
 use mfa_store::{DbStore, EncryptionKey, StoreOptions};
@@ -92,7 +91,15 @@ impl Failure {
 
 impl From<mfa_store::Error> for Failure {
     fn from(e: mfa_store::Error) -> Self {
-        Failure::Runtime(format!("database: {e}"))
+        match e {
+            // The configured key cannot do what was asked: as a wrong
+            // value, not a failure that may pass.
+            mfa_store::Error::NotTheDatabaseKey { .. }
+            | mfa_store::Error::KeyOpensNoSecret { .. }
+            | mfa_store::Error::KeyNotLost
+            | mfa_store::Error::KeyMismatch { .. } => Failure::Usage(e.to_string()),
+            other => Failure::Runtime(format!("database: {other}")),
+        }
     }
 }
 
@@ -236,15 +243,8 @@ pub fn open_service(config: &Config) -> Result<Service, Failure> {
     })?;
     let (key, source) = app::encryption_key(config)?;
     let store = open_migrated(config, key)?;
-    app::check_key_opens_secrets(&store, &source)?;
-    let mailer = EmailMailer::new(MailConfig {
-        smtp_url: config.smtp_url.as_ref().map(|s| s.expose().to_string()),
-        from: config.mail_from.clone(),
-        outbox_dir: config.outbox_dir(),
-        issuer: mfa_totp::issuer_for_environment(&config.issuer, config.environment.as_str()),
-        templates_dir: None,
-    })
-    .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
+    app::verify_key(&store, &source)?;
+    let mailer = app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")))?;
     let mailer: Arc<dyn Mailer> = Arc::new(mailer);
     MfaService::new(
         store,

@@ -29,14 +29,15 @@ pub async fn healthz() -> web::Json<StatusResponse> {
 
 /// Readiness
 ///
-/// `200` when the database answers and has this version's schema (checked
-/// on each call), else `503`, within about 3 s even while other requests
-/// wait for a database that does not answer.
+/// `200` when the database answers, has this version's schema, and records
+/// this server's encryption key (checked on each call), else `503`, within
+/// about 3 s even while other requests wait for a database that does not
+/// answer.
 #[utoipa::path(
     tag = "operations",
     responses(
         (status = 200, description = "Ready.", body = StatusResponse),
-        (status = 503, description = "`unavailable`: the database does not answer within 2 s, or its schema is not this version's (emptied or recreated: migrations not applied).", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the database does not answer within 2 s, or its schema is not this version's (emptied or recreated: migrations not applied), or it records another encryption key (a key rotation since this server started: restart it with the new key).", body = ErrorBody),
     ),
     extensions(("x-session" = json!("none"))),
 )]

@@ -147,6 +147,7 @@ fn every_command_has_help_and_bad_arguments_exit_2() {
         vec!["check-config", "--help"],
         vec!["gen-key", "--help"],
         vec!["rotate-key", "--help"],
+        vec!["replace-lost-key", "--help"],
         vec!["admin", "--help"],
         vec!["admin", "list-orgs", "--help"],
         vec!["admin", "create-org", "--help"],
@@ -315,29 +316,108 @@ fn a_readable_configuration_file_is_warned_about() {
     }
 }
 
-/// A key file missing beside a database whose only secret is a pending
-/// enrollment (never confirmed: it protects nothing) is made anew: only
-/// verified authenticators make the start refuse.
+/// A lost key: nothing starts with a new one (the database records its
+/// key), until the operator replaces it on purpose, which removes the
+/// stored authenticators, audits and mails it.
 #[tokio::test]
-async fn a_pending_enrollment_alone_does_not_hold_the_start() {
+async fn a_lost_key_is_replaced_on_purpose() {
     let d = Deployment::new();
     let server = d.start();
     let (root, _, _) = server.login("root@example.com").await;
-    server
+    let t = server
         .call(
             "POST",
             "/user/users/mfa/generateTempSecret",
             Some(&root),
             None,
         )
+        .await;
+    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
+    let (code, _) = fresh_code(&secret, None);
+    server
+        .call(
+            "POST",
+            "/user/users/mfa/validateCode",
+            Some(&root),
+            Some(json!({"code": code})),
+        )
         .await
-        .expect(200, None);
+        .expect(204, None);
     drop(server);
+    d.ok(&["admin", "enforce-mfa", "--org", "1"]);
     let key_file = d.path().join("data/encryption.key");
     std::fs::remove_file(&key_file).unwrap();
-    d.ok(&["check-config", "--connect"]);
-    d.ok(&["admin", "list-orgs"]);
-    assert!(key_file.exists(), "a new key was made");
+    let outbox = || {
+        std::fs::read_dir(d.path().join("data/outbox"))
+            .unwrap()
+            .count()
+    };
+    let mails_before = outbox();
+
+    let text = expect_code(&d.run(&["admin", "list-orgs"]), 2);
+    assert!(text.contains("encryption.key is missing"), "{text}");
+    assert!(text.contains("replace-lost-key"), "{text}");
+    assert!(!key_file.exists(), "no key was made");
+
+    // Without --yes: what it would do, and nothing done.
+    let text = expect_code(&d.run(&["replace-lost-key"]), 2);
+    assert!(
+        text.contains("removes the 1 stored authenticators"),
+        "{text}"
+    );
+    assert!(text.contains("run again with --yes"), "{text}");
+    assert!(!key_file.exists(), "nothing was written");
+    expect_code(&d.run(&["admin", "list-orgs"]), 2);
+
+    let out = d.ok(&["replace-lost-key", "--yes"]);
+    assert!(
+        out.contains("1 authenticators removed (root@example.com)"),
+        "{out}"
+    );
+    assert!(key_file.exists(), "the new key was written");
+    let text = expect_code(&d.run(&["replace-lost-key", "--yes"]), 2);
+    assert!(text.contains("it is not lost"), "{text}");
+    assert_eq!(outbox(), mails_before + 1, "root was told");
+    assert!(
+        d.ok(&["check-config", "--connect"])
+            .contains("opens all 0 stored")
+    );
+
+    // MFA still applies: root enrolls again, and finds why in the audit.
+    let server = d.start();
+    let (partial, mfa, _) = server.login("root@example.com").await;
+    assert_eq!(mfa, "setup_required");
+    let t = server
+        .call(
+            "POST",
+            "/user/users/mfa/generateTempSecret",
+            Some(&partial),
+            None,
+        )
+        .await;
+    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
+    let (code, _) = fresh_code(&secret, None);
+    let v = server
+        .call(
+            "POST",
+            "/user/users/mfa/validateCode",
+            Some(&partial),
+            Some(json!({"code": code})),
+        )
+        .await;
+    let full = v.ok()["token"].as_str().unwrap().to_string();
+    let audit = server
+        .call("GET", "/user/audit?action=mfa_reset", Some(&full), None)
+        .await;
+    let items = audit.ok()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert!(
+        items[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the encryption key was lost"),
+        "{items:?}"
+    );
 }
 
 /// A misspelt variable is named, not silently a default.
@@ -967,16 +1047,16 @@ async fn rotate_key_then_the_server_still_verifies() {
     );
     assert!(out.contains("password failure counters forgotten"), "{out}");
     assert!(out.contains("replace ./data/encryption.key"), "{out}");
-    // The old key in the key file no longer opens the secret.
+    // The old key in the key file is no longer the database's.
     let out = d.run(&["check-config", "--connect"]);
     let text = expect_code(&out, 1);
-    assert!(text.contains("opens only 0 of 1"), "{text}");
+    assert!(text.contains("is not the database's"), "{text}");
     // Nothing starts with it (a server missed by a rotation answered
     // every code with 500 while /readyz said 200).
     let text = expect_code(&d.run(&["admin", "list-orgs"]), 2);
-    assert!(text.contains("opens none of the 1 stored"), "{text}");
+    assert!(text.contains("is not the database's"), "{text}");
     let text = expect_code(&d.serve_until_it_exits(), 2);
-    assert!(text.contains("opens none of the 1 stored"), "{text}");
+    assert!(text.contains("is not the database's"), "{text}");
 
     // A database restored without its key file: no new key is made
     // (it would open nothing, and secrets enrolled meanwhile would be
@@ -988,7 +1068,7 @@ async fn rotate_key_then_the_server_still_verifies() {
     assert!(text.contains("encryption.key is missing"), "{text}");
     assert!(!key_file.exists(), "no key file was left behind");
     let text = expect_code(&d.run(&["check-config", "--connect"]), 2);
-    assert!(text.contains("holds authenticator secrets"), "{text}");
+    assert!(text.contains("was written with one (fingerprint"), "{text}");
     std::fs::rename(d.path().join("key.bak"), &key_file).unwrap();
 
     std::fs::rename(d.path().join("new.key"), &key_file).unwrap();

@@ -418,3 +418,106 @@ async fn two_processes_on_one_database() {
     drop((a, b));
     drop(db);
 }
+
+/// Servers with different keys cannot share a database, from its first
+/// start on (each would count an address's password failures apart, and
+/// answer the others' authenticators with 500); a rotation takes the
+/// servers that still have the old key out of service.
+#[tokio::test]
+async fn one_database_one_encryption_key() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = |key: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("MFA_DATABASE_URL", db.url().to_string()),
+            ("MFA_ENCRYPTION_KEY", key.to_string()),
+            (
+                "MFA_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+            ("MFA_BOOTSTRAP_ADMIN_EMAIL", "root@example.com".into()),
+            ("MFA_BOOTSTRAP_ADMIN_PASSWORD", PASSWORD.into()),
+            ("MFA_LOG", "warn".into()),
+        ]
+    };
+    let key_a = mfa_store::EncryptionKey::generate();
+    let key_b = mfa_store::EncryptionKey::generate();
+    let env_a = env(&key_a.to_base64());
+    let env_b = env(&key_b.to_base64());
+    let a = Node::spawn("A", dir.path(), &borrowed(&env_a)).ready();
+    a.call("GET", "/readyz", None, None).await.expect(200, None);
+
+    // No secret is stored yet; the database refuses the second key all the
+    // same, naming both fingerprints, and so does every admin command.
+    let refused = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(text.contains("is not the database's"), "{text}");
+        assert!(text.contains(&key_a.fingerprint().to_string()), "{text}");
+        assert!(text.contains(&key_b.fingerprint().to_string()), "{text}");
+    };
+    refused(
+        command(dir.path(), &borrowed(&env_b), &["serve"])
+            .env("MFA_BIND", "127.0.0.1:0")
+            .output()
+            .expect("run"),
+    );
+    refused(
+        command(dir.path(), &borrowed(&env_b), &["admin", "list-orgs"])
+            .output()
+            .expect("run"),
+    );
+    let check = command(
+        dir.path(),
+        &borrowed(&env_b),
+        &["check-config", "--connect"],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let check = command(
+        dir.path(),
+        &borrowed(&env_a),
+        &["check-config", "--connect"],
+    )
+    .output()
+    .expect("run");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains(&format!(
+            "the database's (fingerprint {})",
+            key_a.fingerprint()
+        )),
+        "{text}"
+    );
+
+    // A rotation to B while A runs: A is no longer ready (it would answer
+    // every authenticator with 500), and B is let in.
+    let mut rotate = command(
+        dir.path(),
+        &borrowed(&env_a),
+        &["rotate-key", "--new-key-stdin"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("run");
+    {
+        use std::io::Write as _;
+        let mut stdin = rotate.stdin.take().unwrap();
+        writeln!(stdin, "{}", key_b.to_base64()).unwrap();
+    }
+    let rotated = rotate.wait_with_output().expect("rotate");
+    assert!(rotated.status.success(), "{rotated:?}");
+    a.call("GET", "/readyz", None, None)
+        .await
+        .expect(503, Some("unavailable"));
+    let b = Node::spawn("B", dir.path(), &borrowed(&env_b)).ready();
+    b.call("GET", "/readyz", None, None).await.expect(200, None);
+    b.login("root@example.com").await;
+    drop((a, b));
+    drop(db);
+}

@@ -1,15 +1,21 @@
-//! Rotation of the encryption key: every stored authenticator secret
-//! decrypted with the key in use and encrypted again with a new one, and
-//! every password failure count forgotten, in one transaction; and a check
-//! of which stored secrets the key in use opens.
+//! The encryption key and the database: the key's fingerprint recorded
+//! in the database and checked at every open; rotation (every stored
+//! authenticator secret decrypted with the key in use and encrypted again
+//! with a new one, every password failure count forgotten, and the new
+//! key's fingerprint recorded, in one transaction); and a check of which
+//! stored secrets the key in use opens.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use mfa_core::Timestamp;
 
 use super::{DbStore, Inner};
 use crate::Error;
-use crate::crypto::{EncryptionKey, SecretCipher};
-use crate::schema::{authenticators, password_failures};
+use crate::crypto::{EncryptionKey, KeyFingerprint, SecretCipher};
+use crate::schema::{
+    authenticators, email_codes, encryption_key_fingerprint, memberships, password_failures, users,
+};
+use crate::tx::Tx;
 
 /// Rows read per query while rotating or checking (all in one transaction).
 const BATCH: i64 = 500;
@@ -43,6 +49,204 @@ impl KeyCheck {
     /// Whether the key opens every stored secret.
     pub fn all_readable(&self) -> bool {
         self.readable == self.total
+    }
+}
+
+/// Stored secrets tried when a database that recorded no key yet is
+/// opened: enough to tell a key that opens none of them, cheaply.
+const CLAIM_CHECK_SAMPLE: u64 = 64;
+
+/// What [`DbStore::verify_encryption_key`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyVerification {
+    /// The database recorded this key.
+    Recorded,
+    /// The database recorded no key: it does now, this one, which opened
+    /// at least one of the stored secrets tried (or there were none).
+    Claimed(KeyCheck),
+}
+
+/// The fingerprint the database recorded, if any.
+macro_rules! recorded_fingerprint {
+    ($conn:expr) => {
+        encryption_key_fingerprint::table
+            .select(encryption_key_fingerprint::fingerprint)
+            .first::<String>(&mut *$conn)
+            .optional()
+            .map(|hex| hex.map(KeyFingerprint::from_stored))
+    };
+}
+
+/// What [`DbStore::replace_lost_key`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LostKeyReplacement {
+    /// The users whose verified authenticator was removed, with their
+    /// emails, by user id: they enroll again (and may be told so).
+    pub authenticators_removed: Vec<(mfa_core::UserId, String)>,
+    /// Pending enrollments removed (their users start again).
+    pub pending_removed: u64,
+    /// Email codes forgotten (kept under a digest made with the key).
+    pub email_codes_forgotten: u64,
+    /// Password failure counters forgotten (keyed under the key).
+    pub password_failures_forgotten: u64,
+}
+
+/// What the audit trail says of a removal by [`DbStore::replace_lost_key`].
+const LOST_KEY_DETAIL: &str =
+    "authenticator removed: the encryption key was lost, by the operator (replace-lost-key)";
+
+/// The body of [`DbStore::replace_lost_key`] on an open transaction.
+macro_rules! replace_lost_key {
+    ($conn:expr, $cipher:expr, $at:expr) => {{
+        let mut report = LostKeyReplacement::default();
+        let removed: Vec<(i64, String)> = authenticators::table
+            .inner_join(users::table)
+            .filter(authenticators::verified.eq(true))
+            .order(authenticators::user_id)
+            .select((authenticators::user_id, users::email))
+            .load(&mut *$conn)?;
+        let all = diesel::delete(authenticators::table).execute(&mut *$conn)? as u64;
+        report.pending_removed = all - removed.len() as u64;
+        report.email_codes_forgotten =
+            diesel::delete(email_codes::table).execute(&mut *$conn)? as u64;
+        report.password_failures_forgotten = forget_password_failures!($conn);
+        let ids: Vec<i64> = removed.iter().map(|(id, _)| *id).collect();
+        let mut orgs_of: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for chunk in ids.chunks(1000) {
+            for (user, org) in memberships::table
+                .filter(memberships::user_id.eq_any(chunk))
+                .select((memberships::user_id, memberships::org_id))
+                .load::<(i64, i64)>(&mut *$conn)?
+            {
+                orgs_of.entry(user).or_default().push(org);
+            }
+        }
+        // As the operator's reset: one event in each org of the user (an
+        // org's admins see it), or one without an org.
+        let events: Vec<mfa_core::NewAuditEvent> = ids
+            .iter()
+            .flat_map(|user| {
+                let orgs: Vec<Option<i64>> = match orgs_of.get(user) {
+                    Some(orgs) => orgs.iter().copied().map(Some).collect(),
+                    None => vec![None],
+                };
+                orgs.into_iter().map(|org| mfa_core::NewAuditEvent {
+                    at: $at,
+                    org_id: org.map(mfa_core::OrgId),
+                    actor_user_id: None,
+                    target_user_id: Some(mfa_core::UserId(*user)),
+                    action: mfa_core::AuditAction::MfaReset,
+                    detail: LOST_KEY_DETAIL.to_string(),
+                })
+            })
+            .collect();
+        {
+            use mfa_core::ports::StoreTx as _;
+            Tx::new(&mut *$conn, $cipher, false)
+                .insert_audits(&events)
+                .map_err(|e| Error::Corrupt(format!("writing the audit events: {e}")))?;
+        }
+        record_fingerprint!($conn, $cipher.fingerprint)?;
+        report.authenticators_removed = removed
+            .into_iter()
+            .map(|(id, email)| (mfa_core::UserId(id), email))
+            .collect();
+        Ok::<_, Error>(report)
+    }};
+}
+
+/// The fingerprint an SQLite database recorded, if any.
+pub(super) fn recorded_on_sqlite(
+    conn: &mut SqliteConnection,
+) -> Result<Option<KeyFingerprint>, Error> {
+    Ok(recorded_fingerprint!(conn)?)
+}
+
+/// The fingerprint a PostgreSQL database recorded, if any.
+pub(super) fn recorded_on_postgres(
+    conn: &mut PgConnection,
+) -> Result<Option<KeyFingerprint>, Error> {
+    Ok(recorded_fingerprint!(conn)?)
+}
+
+/// Record `$fingerprint` unless one is recorded already (another process
+/// may have claimed the database meanwhile: the caller reads it again).
+macro_rules! claim_fingerprint {
+    ($conn:expr, $fingerprint:expr) => {
+        diesel::insert_into(encryption_key_fingerprint::table)
+            .values((
+                encryption_key_fingerprint::id.eq(1),
+                encryption_key_fingerprint::fingerprint.eq($fingerprint.as_str()),
+            ))
+            .on_conflict_do_nothing()
+            .execute(&mut *$conn)
+    };
+}
+
+/// Record `$fingerprint`, replacing the one recorded.
+macro_rules! record_fingerprint {
+    ($conn:expr, $fingerprint:expr) => {
+        diesel::insert_into(encryption_key_fingerprint::table)
+            .values((
+                encryption_key_fingerprint::id.eq(1),
+                encryption_key_fingerprint::fingerprint.eq($fingerprint.as_str()),
+            ))
+            .on_conflict(encryption_key_fingerprint::id)
+            .do_update()
+            .set(encryption_key_fingerprint::fingerprint.eq($fingerprint.as_str()))
+            .execute(&mut *$conn)
+    };
+}
+
+/// The body of [`DbStore::verify_encryption_key`] on an open transaction.
+macro_rules! verify_key {
+    ($conn:expr, $cipher:expr) => {{
+        let this = &$cipher.fingerprint;
+        match recorded_fingerprint!($conn)? {
+            Some(recorded) if recorded == *this => Ok(KeyVerification::Recorded),
+            Some(database) => Err(Error::NotTheDatabaseKey {
+                database,
+                this: this.clone(),
+            }),
+            None => {
+                let check = check_rows!($conn, $cipher, CLAIM_CHECK_SAMPLE, true)?;
+                if check.total > 0 && check.readable == 0 {
+                    return Err(Error::KeyOpensNoSecret {
+                        this: this.clone(),
+                        checked: check.total,
+                    });
+                }
+                claim_fingerprint!($conn, this)?;
+                match recorded_fingerprint!($conn)? {
+                    Some(recorded) if recorded == *this => Ok(KeyVerification::Claimed(check)),
+                    Some(database) => Err(Error::NotTheDatabaseKey {
+                        database,
+                        this: this.clone(),
+                    }),
+                    None => Err(Error::Corrupt(
+                        "the key's fingerprint was not recorded".into(),
+                    )),
+                }
+            }
+        }
+    }};
+}
+
+/// The rotation's own check of the recorded key: the old key's, the new
+/// one's (a rotation run again), or none (a database from before keys
+/// were recorded) may be rotated; another is refused.
+fn rotation_may_run(
+    recorded: Option<KeyFingerprint>,
+    old: &SecretCipher,
+    new: &SecretCipher,
+) -> Result<bool, Error> {
+    match recorded {
+        Some(recorded) if recorded == new.fingerprint => Ok(true),
+        Some(recorded) if recorded != old.fingerprint => Err(Error::NotTheDatabaseKey {
+            database: recorded,
+            this: old.fingerprint.clone(),
+        }),
+        _ => Ok(false),
     }
 }
 
@@ -131,8 +335,12 @@ fn rotate_sqlite(
     old: &SecretCipher,
     new: &SecretCipher,
 ) -> Result<KeyRotation, Error> {
+    let again = rotation_may_run(recorded_fingerprint!(conn)?, old, new)?;
     let mut report = rotate_rows!(conn, old, new)?;
-    report.password_failures_forgotten = forget_password_failures!(conn);
+    if !again {
+        report.password_failures_forgotten = forget_password_failures!(conn);
+        record_fingerprint!(conn, new.fingerprint)?;
+    }
     Ok(report)
 }
 
@@ -144,22 +352,121 @@ fn rotate_postgres(
     // Writers of other processes wait until the rotation commits (reads go
     // on): no secret can be written, under either key, between the read of
     // a batch and the commit.
-    conn.batch_execute("LOCK TABLE authenticators IN EXCLUSIVE MODE")?;
+    // And no process records a key meanwhile.
+    conn.batch_execute(
+        "LOCK TABLE authenticators IN EXCLUSIVE MODE; \
+         LOCK TABLE encryption_key_fingerprint IN EXCLUSIVE MODE",
+    )?;
+    let again = rotation_may_run(recorded_fingerprint!(conn)?, old, new)?;
     let mut report = rotate_rows!(conn, old, new)?;
-    report.password_failures_forgotten = forget_password_failures!(conn);
+    if !again {
+        report.password_failures_forgotten = forget_password_failures!(conn);
+        record_fingerprint!(conn, new.fingerprint)?;
+    }
     Ok(report)
 }
 
 impl DbStore {
+    /// Check that this store's key is the database's, before anything is
+    /// written under it; [`DbStore::open`] does. The database records the
+    /// fingerprint of its key ([`EncryptionKey::fingerprint`]): another is
+    /// refused ([`Error::NotTheDatabaseKey`]). A database that recorded
+    /// none (new, or written before keys were recorded) records this one,
+    /// unless it holds secrets of verified authenticators and the key opens
+    /// none of the first 64 ([`Error::KeyOpensNoSecret`]); processes
+    /// opening it at once agree on one key, the first to record it.
+    ///
+    /// So processes with different keys cannot share a database: each
+    /// would find the others' secrets undecryptable, and count an
+    /// address's password failures on a counter of its own.
+    pub fn verify_encryption_key(&self) -> Result<KeyVerification, Error> {
+        let cipher = &self.cipher;
+        match &self.inner {
+            Inner::Sqlite(db) => {
+                // A read first: every open but the first needs no turn of
+                // the single writer.
+                let recorded = recorded_on_sqlite(&mut *db.read_pool.get()?)?;
+                if recorded.as_ref() == Some(&cipher.fingerprint) {
+                    return Ok(KeyVerification::Recorded);
+                }
+                db.with_writer(|conn| conn.immediate_transaction(|conn| verify_key!(conn, cipher)))
+            }
+            Inner::Postgres(db) => {
+                let mut conn = db.pool.get()?;
+                conn.build_transaction()
+                    .run(|conn| verify_key!(conn, cipher))
+            }
+        }
+    }
+
+    /// The key the database recorded is lost: make this store's key the
+    /// database's, and remove what the lost one protected, in one
+    /// transaction. Every stored authenticator (its secret cannot be
+    /// decrypted any more: the users enroll again), every email code and
+    /// every password failure count (kept under digests made with the
+    /// key) are deleted; each removed verified authenticator is audited
+    /// `mfa_reset` in each org of its user; the new key is recorded. Email
+    /// factors, recovery codes, passwords and sessions do not depend on the
+    /// key and stay. On PostgreSQL, writers of those tables wait meanwhile,
+    /// and processes that still have the old key are not ready afterwards
+    /// ([`DbStore::ping`]).
+    ///
+    /// Refused when the database records this key already (nothing is
+    /// lost). For a key that is not lost, [`DbStore::rotate_encryption_key`]
+    /// keeps every secret.
+    pub fn replace_lost_key(&self, at: Timestamp) -> Result<LostKeyReplacement, Error> {
+        let cipher = &self.cipher;
+        let refuse_same = |recorded: Option<KeyFingerprint>| match recorded {
+            Some(recorded) if recorded == cipher.fingerprint => Err(Error::KeyNotLost),
+            _ => Ok(()),
+        };
+        match &self.inner {
+            Inner::Sqlite(db) => db.with_writer(|conn| {
+                conn.immediate_transaction(|conn| {
+                    refuse_same(recorded_fingerprint!(conn)?)?;
+                    replace_lost_key!(conn, cipher, at)
+                })
+            }),
+            Inner::Postgres(db) => {
+                let mut conn = db.pool.get()?;
+                conn.build_transaction().run(|conn| {
+                    conn.batch_execute(
+                        "LOCK TABLE authenticators, email_codes, password_failures, \
+                         encryption_key_fingerprint IN EXCLUSIVE MODE",
+                    )?;
+                    refuse_same(recorded_fingerprint!(conn)?)?;
+                    replace_lost_key!(conn, cipher, at)
+                })
+            }
+        }
+    }
+
+    /// The fingerprint of this store's key.
+    pub fn fingerprint(&self) -> &KeyFingerprint {
+        &self.cipher.fingerprint
+    }
+
+    /// The fingerprint of the key the database recorded, if any: for a
+    /// report that must not record one. Reads only.
+    pub fn recorded_key_fingerprint(&self) -> Result<Option<KeyFingerprint>, Error> {
+        match &self.inner {
+            Inner::Sqlite(db) => recorded_on_sqlite(&mut *db.read_pool.get()?),
+            Inner::Postgres(db) => recorded_on_postgres(&mut **db.pool.get()?),
+        }
+    }
+
     /// Re-encrypt every stored authenticator secret (pending and verified)
     /// with `new_key`, in one transaction: each is decrypted with this
     /// store's key and encrypted with the new one under a fresh nonce.
     /// Every password failure count is forgotten in the same transaction
-    /// ([`KeyRotation::password_failures_forgotten`]).
+    /// ([`KeyRotation::password_failures_forgotten`]), and the new key's
+    /// fingerprint recorded (see [`DbStore::verify_encryption_key`]).
     /// Secrets already under the new key are left as they are, so running
-    /// the rotation again is harmless. A secret that neither key decrypts
-    /// fails the whole rotation ([`Error::KeyMismatch`]) and nothing
-    /// changes.
+    /// the rotation again is harmless (with the new key recorded already,
+    /// password failures are kept: they are counted under it). A secret
+    /// that neither key decrypts fails the whole rotation
+    /// ([`Error::KeyMismatch`]), and so does a database that recorded
+    /// neither key ([`Error::NotTheDatabaseKey`]); nothing changes.
     ///
     /// While it runs, other writers of the table wait (SQLite's single
     /// writer; a table lock on PostgreSQL). Afterwards this store still

@@ -131,9 +131,15 @@ fn wrong_key_does_not_decrypt(db: TestDatabase) {
         let store = open(&db);
         enroll(&store, "a@example.com", &secret)
     };
-    let other_key = db
-        .open(StoreOptions::new(EncryptionKey::generate()))
-        .expect("open with another key");
+    let other = StoreOptions::new(EncryptionKey::generate());
+    let refused = db
+        .open(other.clone())
+        .expect_err("the database's key is another");
+    assert!(
+        matches!(refused, mfa_store::Error::NotTheDatabaseKey { .. }),
+        "{refused:?}"
+    );
+    let other_key = db.connect(other).expect("connect with another key");
     let err = other_key
         .read(|tx| Ok(tx.authenticator(user)?))
         .expect_err("another key must not decrypt");

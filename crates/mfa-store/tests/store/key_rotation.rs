@@ -1,9 +1,12 @@
-//! Rotation of the encryption key: one transaction, fresh nonces, safe to
-//! run again, all or nothing.
+//! The encryption key and the database: the key recorded and checked at
+//! every open; rotation in one transaction, with fresh nonces, safe to run
+//! again, all or nothing.
 
 use mfa_core::{FailureKind, FailureSubject, Timestamp, UserId};
 use mfa_store::test_support::TestDatabase;
-use mfa_store::{DbStore, EncryptionKey, Error, KeyRotation, StoreOptions};
+use mfa_store::{
+    DbStore, EncryptionKey, Error, KeyRotation, KeyVerification, LostKeyReplacement, StoreOptions,
+};
 use mfa_totp::{Secret, TotpParams};
 
 use crate::support::*;
@@ -161,7 +164,9 @@ fn rotation_is_all_or_nothing(db: TestDatabase) {
     enroll(&store, "b@example.com", &Secret::generate(), true);
     // The last row (highest user id) is under a key nobody has: the
     // rotation re-encrypts the first rows before it finds this one.
-    let stranger = open_with(&db, &stranger_key);
+    let stranger = db
+        .connect(StoreOptions::new(stranger_key))
+        .expect("connect");
     let lost = enroll(&stranger, "lost@example.com", &Secret::generate(), true);
     let before = stored(&db);
 
@@ -179,6 +184,254 @@ fn rotation_is_all_or_nothing(db: TestDatabase) {
     assert_eq!((check.total, check.readable), (3, 2));
 }
 
+fn recorded(db: &TestDatabase) -> Vec<String> {
+    raw_texts(
+        db,
+        "SELECT fingerprint AS value FROM encryption_key_fingerprint",
+    )
+}
+
+fn assert_not_the_databases(result: Result<DbStore, Error>, database: &EncryptionKey) {
+    match result {
+        Err(Error::NotTheDatabaseKey { database: fp, this }) => {
+            assert_eq!(fp, database.fingerprint());
+            assert_ne!(this, fp);
+            let text = Error::NotTheDatabaseKey { database: fp, this }.to_string();
+            assert!(text.contains(&database.fingerprint().to_string()), "{text}");
+            assert!(!text.contains(database.fingerprint().as_str()), "{text}");
+        }
+        Err(other) => panic!("expected NotTheDatabaseKey, got {other:?}"),
+        Ok(_) => panic!("a second key was let in"),
+    }
+}
+
+fn the_first_key_is_the_databases(db: TestDatabase) {
+    let first = EncryptionKey::generate();
+    let store = open_with(&db, &first);
+    assert_eq!(
+        recorded(&db),
+        vec![first.fingerprint().as_str().to_string()]
+    );
+    // Before any secret exists: another key is refused all the same.
+    let second = EncryptionKey::generate();
+    assert_not_the_databases(db.open(StoreOptions::new(second.clone())), &first);
+    let connected = db.connect(StoreOptions::new(second)).expect("connect");
+    assert!(
+        matches!(
+            connected.verify_encryption_key(),
+            Err(Error::NotTheDatabaseKey { .. })
+        ),
+        "verify"
+    );
+    assert!(
+        matches!(connected.ping(), Err(Error::NotTheDatabaseKey { .. })),
+        "not ready with another key"
+    );
+    // The first key opens it again, and so does a process with it.
+    drop(store);
+    let again = open_with(&db, &first);
+    assert_eq!(
+        again.verify_encryption_key().unwrap(),
+        KeyVerification::Recorded
+    );
+    assert_eq!(recorded(&db).len(), 1);
+}
+
+fn processes_starting_at_once_agree_on_one_key(db: TestDatabase) {
+    let keys: Vec<EncryptionKey> = (0..4).map(|_| EncryptionKey::generate()).collect();
+    let barrier = std::sync::Barrier::new(keys.len());
+    let results: Vec<Result<DbStore, Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let (barrier, db) = (&barrier, &db);
+                scope.spawn(move || {
+                    barrier.wait();
+                    db.open(StoreOptions::new(key.clone()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an opening thread panicked"))
+            .collect()
+    });
+    let opened: Vec<usize> = (0..keys.len()).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(
+        opened.len(),
+        1,
+        "{:?}",
+        results.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+    );
+    let winner = &keys[opened[0]];
+    assert_eq!(
+        recorded(&db),
+        vec![winner.fingerprint().as_str().to_string()]
+    );
+    for (i, result) in results.into_iter().enumerate() {
+        if i != opened[0] {
+            assert_not_the_databases(result, winner);
+        }
+    }
+}
+
+fn a_database_from_before_keys_were_recorded(db: TestDatabase) {
+    let key = EncryptionKey::generate();
+    let store = open_with(&db, &key);
+    enroll(&store, "a@example.com", &Secret::generate(), true);
+    drop(store);
+    raw_execute(&db, "DELETE FROM encryption_key_fingerprint");
+
+    // A key that opens none of its secrets does not claim it...
+    let stranger = EncryptionKey::generate();
+    match db.open(StoreOptions::new(stranger)) {
+        Err(Error::KeyOpensNoSecret { checked: 1, .. }) => {}
+        other => panic!("expected KeyOpensNoSecret, got {:?}", other.err()),
+    }
+    assert!(recorded(&db).is_empty());
+    // ...the one they were written with does.
+    let store = db.connect(StoreOptions::new(key.clone())).unwrap();
+    match store.verify_encryption_key().unwrap() {
+        KeyVerification::Claimed(check) => assert!(check.all_readable() && check.total == 1),
+        other => panic!("expected a claim, got {other:?}"),
+    }
+    assert_eq!(recorded(&db), vec![key.fingerprint().as_str().to_string()]);
+}
+
+fn rotation_records_the_new_key(db: TestDatabase) {
+    let old_key = EncryptionKey::generate();
+    let new_key = EncryptionKey::generate();
+    let store = open_with(&db, &old_key);
+    enroll(&store, "a@example.com", &Secret::generate(), true);
+    write(&store, |tx| {
+        tx.increment_failures(FailureSubject::Email("a@example.com"), T0, Timestamp(0))?;
+        Ok(())
+    });
+    store.ping().expect("ready with the database's key");
+
+    store.rotate_encryption_key(&new_key).expect("rotation");
+    assert_eq!(
+        recorded(&db),
+        vec![new_key.fingerprint().as_str().to_string()]
+    );
+    // A process left with the old key is no longer ready, and a new one
+    // with it is refused; the new key is let in.
+    assert!(
+        matches!(store.ping(), Err(Error::NotTheDatabaseKey { .. })),
+        "{:?}",
+        store.ping()
+    );
+    assert_not_the_databases(db.open(StoreOptions::new(old_key.clone())), &new_key);
+    let rotated = open_with(&db, &new_key);
+    rotated.ping().expect("ready with the new key");
+
+    // Run again (the old key still configured): allowed, and the failures
+    // counted under the new key meanwhile are kept.
+    write(&rotated, |tx| {
+        tx.increment_failures(FailureSubject::Email("a@example.com"), T0, Timestamp(0))?;
+        Ok(())
+    });
+    let again = store.rotate_encryption_key(&new_key).expect("second run");
+    assert_eq!(
+        (again.already_new, again.password_failures_forgotten),
+        (1, 0)
+    );
+    assert_eq!(
+        raw_texts(&db, "SELECT email_key AS value FROM password_failures").len(),
+        1
+    );
+
+    // A rotation from a key that is neither changes nothing.
+    let stranger = db
+        .connect(StoreOptions::new(EncryptionKey::generate()))
+        .unwrap();
+    let before = stored(&db);
+    let err = stranger
+        .rotate_encryption_key(&EncryptionKey::generate())
+        .expect_err("from a key that is not the database's");
+    assert!(matches!(err, Error::NotTheDatabaseKey { .. }), "{err:?}");
+    assert_eq!(stored(&db), before);
+    assert_eq!(
+        recorded(&db),
+        vec![new_key.fingerprint().as_str().to_string()]
+    );
+}
+
+fn a_lost_key_is_replaced(db: TestDatabase) {
+    let lost = EncryptionKey::generate();
+    let store = open_with(&db, &lost);
+    let member = enroll(&store, "member@example.com", &Secret::generate(), true);
+    let loner = enroll(&store, "loner@example.com", &Secret::generate(), true);
+    enroll(&store, "pending@example.com", &Secret::generate(), false);
+    let (one, two) = write(&store, |tx| {
+        let (one, two) = (add_org(tx, "one"), add_org(tx, "two"));
+        for org in [&one, &two] {
+            tx.insert_membership(&mfa_core::Membership::new(member, org.id))?;
+        }
+        tx.increment_failures(
+            FailureSubject::Email("member@example.com"),
+            T0,
+            Timestamp(0),
+        )?;
+        Ok((one.id, two.id))
+    });
+    drop(store);
+
+    let new_key = EncryptionKey::generate();
+    let store = db.connect(StoreOptions::new(new_key.clone())).unwrap();
+    let at = Timestamp(T0.0 + 60);
+    let report = store.replace_lost_key(at).expect("replace");
+    assert_eq!(
+        report,
+        LostKeyReplacement {
+            authenticators_removed: vec![
+                (member, "member@example.com".into()),
+                (loner, "loner@example.com".into()),
+            ],
+            pending_removed: 1,
+            email_codes_forgotten: 0,
+            password_failures_forgotten: 1,
+        }
+    );
+    assert!(stored(&db).is_empty());
+    assert_eq!(
+        recorded(&db),
+        vec![new_key.fingerprint().as_str().to_string()]
+    );
+    assert_not_the_databases(db.open(StoreOptions::new(lost)), &new_key);
+    let store = open_with(&db, &new_key);
+    let (events, _) = read(&store, |tx| {
+        Ok(tx.audit_events(
+            &mfa_core::AuditFilter {
+                action: Some(mfa_core::AuditAction::MfaReset),
+                ..Default::default()
+            },
+            0,
+            100,
+        )?)
+    });
+    let mut seen: Vec<(Option<i64>, Option<i64>)> = events
+        .iter()
+        .map(|e| (e.org_id.map(|o| o.0), e.target_user_id.map(|u| u.0)))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (None, Some(loner.0)),
+            (Some(one.0), Some(member.0)),
+            (Some(two.0), Some(member.0)),
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.at == at && e.detail.contains("key was lost"))
+    );
+    // With the database's own key: nothing is lost, nothing changes.
+    assert!(matches!(store.replace_lost_key(at), Err(Error::KeyNotLost)));
+}
+
 fn rotation_of_an_empty_table(db: TestDatabase) {
     let store = open(&db);
     assert_eq!(
@@ -192,6 +445,11 @@ fn rotation_of_an_empty_table(db: TestDatabase) {
 }
 
 backend_tests!(
+    the_first_key_is_the_databases,
+    processes_starting_at_once_agree_on_one_key,
+    a_database_from_before_keys_were_recorded,
+    rotation_records_the_new_key,
+    a_lost_key_is_replaced,
     rotation_reencrypts_every_secret,
     rotation_is_all_or_nothing,
     rotation_of_an_empty_table,

@@ -9,7 +9,7 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 11] = [
+const MIGRATIONS: [&str; 12] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
@@ -21,14 +21,16 @@ const MIGRATIONS: [&str; 11] = [
     "2026-11-27-000001_password_failures_by_address",
     "2026-11-28-000001_sessions_mfa_passed",
     "2026-11-29-000001_search_full_name",
+    "2026-11-30-000001_encryption_key_fingerprint",
 ];
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "audit_events",
     "authenticators",
     "email_changes",
     "email_codes",
     "email_factors",
+    "encryption_key_fingerprint",
     "failure_counters",
     "memberships",
     "orgs",
@@ -96,7 +98,7 @@ fn a_newer_schema_is_refused(db: TestDatabase) {
     assert_eq!(store.run_migrations().expect("run"), MIGRATIONS);
     raw_execute(
         &db,
-        "DELETE FROM __diesel_schema_migrations WHERE version = '20261129000001'",
+        "DELETE FROM __diesel_schema_migrations WHERE version = '20261130000001'",
     );
     raw_execute(
         &db,
@@ -117,7 +119,7 @@ fn a_newer_schema_is_refused(db: TestDatabase) {
     }
     assert_eq!(
         store.pending_migrations().expect("pending"),
-        ["2026-11-29-000001_search_full_name"],
+        ["2026-11-30-000001_encryption_key_fingerprint"],
         "nothing was applied"
     );
 }
