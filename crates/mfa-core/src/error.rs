@@ -29,6 +29,12 @@ pub enum StoreError {
 pub struct MailError {
     /// Whether trying again later might succeed (e.g. SMTP 4xx, a timeout).
     pub transient: bool,
+    /// Whether the message may have been delivered all the same: the
+    /// mail server took it but did not confirm in time (SMTP allows it
+    /// minutes after the end of the message, for content checks). An
+    /// email code it carries is then kept valid, so that it works if the
+    /// message arrives.
+    pub delivery_unknown: bool,
     /// What went wrong, without the message content.
     pub message: String,
 }
@@ -79,6 +85,10 @@ pub enum MfaError {
     /// The mail server did not take the message; nothing was left valid.
     #[error("the mail server is unavailable")]
     MailUnavailable(String),
+    /// The mail server did not confirm the message with an email code in
+    /// time: it may arrive all the same, and the code was kept valid.
+    #[error("the mail server did not confirm the message")]
+    MailUnconfirmed(String),
     /// The storage adapter failed.
     #[error(transparent)]
     Store(StoreError),

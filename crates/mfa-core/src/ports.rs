@@ -725,6 +725,7 @@ impl Mailer for MemoryMailer {
         if self.failing.load(Ordering::SeqCst) {
             return Err(MailError {
                 transient: false,
+                delivery_unknown: false,
                 message: "memory mailer set to fail".into(),
             });
         }

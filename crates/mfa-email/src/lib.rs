@@ -248,10 +248,12 @@ impl EmailMailer {
         let to_masked = mask_email(&mail.to);
         let to: Address = mail.to.trim().parse().map_err(|_| MailError {
             transient: false,
+            delivery_unknown: false,
             message: format!("the recipient address {to_masked} is not valid"),
         })?;
         let message = self.message(mail, to).map_err(|e| MailError {
             transient: false,
+            delivery_unknown: false,
             message: format!("cannot build the {kind} message: {e}"),
         })?;
 
@@ -268,6 +270,7 @@ impl EmailMailer {
                         if let Err(e) = std::fs::set_permissions(&path, private) {
                             return Err(MailError {
                                 transient: false,
+                                delivery_unknown: false,
                                 message: format!("cannot make {} private: {e}", path.display()),
                             });
                         }
@@ -282,6 +285,7 @@ impl EmailMailer {
                 }
                 Err(e) => Err(MailError {
                     transient: false,
+                    delivery_unknown: false,
                     message: format!("cannot write to the mail outbox {}: {e}", dir.display()),
                 }),
             },
@@ -430,16 +434,17 @@ fn outbox_transport(dir: &Path) -> Result<Transport, Error> {
 /// The domain's view of an SMTP failure: whether to try later, and a
 /// message without the recipient's address or the secret.
 fn smtp_error(e: &lettre::transport::smtp::Error, mail: &Mail, host: &str, port: u16) -> MailError {
+    let timed_out = timed_out(e);
     // 4xx replies, timeouts and unreachable servers may pass; 5xx replies,
     // TLS and protocol errors will not without a change of configuration.
     let transient = e.is_transient()
-        || e.is_timeout()
+        || timed_out
         || (!e.is_permanent() && !e.is_tls() && !e.is_client() && !e.is_response());
     let what = if e.is_transient() {
         "the SMTP server refused the message for now"
     } else if e.is_permanent() {
         "the SMTP server refused the message"
-    } else if e.is_timeout() {
+    } else if timed_out {
         "the SMTP server did not answer in time"
     } else if e.is_tls() {
         "TLS with the SMTP server failed"
@@ -448,8 +453,32 @@ fn smtp_error(e: &lettre::transport::smtp::Error, mail: &Mail, host: &str, port:
     };
     MailError {
         transient,
+        // The server may have taken the message and not confirmed it yet
+        // (the end of the data may take minutes, RFC 5321 4.5.3.2.6); a
+        // timeout before that stage is told apart by nothing lettre
+        // reports, and keeping an undelivered code valid harms nobody.
+        delivery_unknown: timed_out,
         message: format!("{what} ({host}:{port}): {}", redact(&e.to_string(), mail)),
     }
+}
+
+/// Whether the server did not answer within [`SMTP_TIMEOUT`]: lettre's own
+/// timeout, or the socket's read or write timeout, which lettre reports as
+/// a network error ("Resource temporarily unavailable" on Linux).
+fn timed_out(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    e.is_timeout()
 }
 
 /// `text` with the recipient's address masked and the mail's code or token

@@ -37,7 +37,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -108,6 +108,8 @@ struct State {
 struct Shared {
     stop: AtomicBool,
     fail_mail_from: AtomicBool,
+    /// Milliseconds to wait before confirming a message it kept.
+    data_reply_delay_ms: AtomicU64,
     active: AtomicUsize,
     state: Mutex<State>,
     arrived: Condvar,
@@ -141,6 +143,7 @@ impl SmtpSink {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             fail_mail_from: AtomicBool::new(false),
+            data_reply_delay_ms: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
             arrived: Condvar::new(),
@@ -170,6 +173,14 @@ impl SmtpSink {
     /// or, with `false`, accept again.
     pub fn set_failing(&self, failing: bool) {
         self.shared.fail_mail_from.store(failing, Ordering::SeqCst);
+    }
+
+    /// Keep every later message at once, but confirm it (`250` after the
+    /// end of the data) only `delay` later: a mail server whose content
+    /// checks are slow. `Duration::ZERO` confirms at once again.
+    pub fn set_data_reply_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.data_reply_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// The port it listens on (on `127.0.0.1`).
@@ -479,6 +490,14 @@ impl<'a> Session<'a> {
         };
         self.shared.state().messages.push(mail);
         self.shared.arrived.notify_all();
+        let delay = Duration::from_millis(self.shared.data_reply_delay_ms.load(Ordering::SeqCst));
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if self.shared.stopping() {
+                return Ok(false);
+            }
+            thread::sleep(POLL);
+        }
         self.reply("250 2.0.0 OK queued")?;
         Ok(true)
     }

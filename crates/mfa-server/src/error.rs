@@ -117,6 +117,13 @@ impl ApiError {
                     "mail_unavailable",
                     "the mail server is unavailable; nothing was sent, try again later".into(),
                 ),
+                E::MailUnconfirmed(_) => status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "mail_unavailable",
+                    "the mail server did not confirm the message in time; it may still arrive, \
+                     and its code works if it does; if not, try again later"
+                        .into(),
+                ),
                 E::Store(StoreError::Unavailable(_)) => status(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -172,6 +179,9 @@ impl ApiError {
             ApiError::Domain(MfaError::MailUnavailable(detail)) => {
                 tracing::warn!(error = %detail, "mail not delivered");
             }
+            ApiError::Domain(MfaError::MailUnconfirmed(detail)) => {
+                tracing::warn!(error = %detail, "mail not confirmed; its code was kept");
+            }
             ApiError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
             ApiError::Unavailable(detail) => tracing::warn!(error = %detail, "not ready"),
             _ => {}
@@ -214,7 +224,7 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static(DATABASE_RETRY_AFTER_SECS),
                 ));
             }
-            ApiError::Domain(MfaError::MailUnavailable(_)) => {
+            ApiError::Domain(MfaError::MailUnavailable(_) | MfaError::MailUnconfirmed(_)) => {
                 response.insert_header((
                     header::RETRY_AFTER,
                     HeaderValue::from_static(MAIL_RETRY_AFTER_SECS),

@@ -231,6 +231,7 @@ impl Mailer for MailDispatch {
             );
             return Err(MailError {
                 transient: true,
+                delivery_unknown: false,
                 message: "the mail server is not answering the messages before this one".into(),
             });
         };

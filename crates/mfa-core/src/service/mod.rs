@@ -341,7 +341,10 @@ impl<S: Store> MfaService<S> {
                 to: to.to_string(),
                 kind,
             })
-            .map_err(|e| MfaError::MailUnavailable(e.message))
+            .map_err(|e| match e.delivery_unknown {
+                true => MfaError::MailUnconfirmed(e.message),
+                false => MfaError::MailUnavailable(e.message),
+            })
     }
 }
 

@@ -524,10 +524,13 @@ impl<S: Store> MfaService<S> {
             },
         };
         if let Err(e) = self.deliver(&user.email, kind) {
-            self.store.write(|tx| {
-                tx.delete_email_code(stored.id)?;
-                Ok(())
-            })?;
+            // A message that may still arrive keeps its code working.
+            if !matches!(e, MfaError::MailUnconfirmed(_)) {
+                self.store.write(|tx| {
+                    tx.delete_email_code(stored.id)?;
+                    Ok(())
+                })?;
+            }
             return Err(e);
         }
         Ok(CodeSent {

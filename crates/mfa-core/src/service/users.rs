@@ -675,7 +675,13 @@ impl<S: Store> MfaService<S> {
             token,
             valid_for_secs: ttl,
         };
-        let sent = self.deliver(new_email, kind);
+        // All or nothing, whatever the mail server said: a link that may
+        // still arrive is withdrawn too (the request is answered as failed,
+        // and the other fields are not changed).
+        let sent = self.deliver(new_email, kind).map_err(|e| match e {
+            MfaError::MailUnconfirmed(detail) => MfaError::MailUnavailable(detail),
+            other => other,
+        });
         if sent.is_err() {
             let now = self.now();
             self.store.write(|tx| {

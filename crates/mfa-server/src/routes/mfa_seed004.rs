@@ -282,7 +282,7 @@ pub async fn reset_qr_code_enroll(
         (status = 409, description = "`already_enrolled`: the email factor is verified.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: a code was sent less than 30 s ago, or the user is locked out.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
-        (status = 503, description = "`mail_unavailable`: the mail server did not take the message; no code is valid.", body = ErrorBody),
+        (status = 503, description = "`mail_unavailable`: the mail server did not take the message, and no code is valid; or it took the message but did not confirm it in time (the message says so), and the code in it works if it arrives.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("partial"))),
 )]

@@ -44,6 +44,44 @@ async fn mail_server_down_is_503_and_leaves_no_code() {
     .expect(200, None);
 }
 
+/// A mail server that keeps the message but confirms it after the send
+/// gave up waiting (slow content checks): the answer is 503, but the code
+/// in the message works when it arrives.
+#[tokio::test]
+async fn a_code_whose_mail_was_not_confirmed_in_time_still_works() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    s.create_user(&root, "pat@example.com", false).await;
+    let pat = s.login("pat@example.com", PASSWORD).await.token;
+
+    s.smtp
+        .set_data_reply_delay(mfa_email::SMTP_TIMEOUT + std::time::Duration::from_secs(2));
+    let a = s
+        .call(
+            "PUT",
+            "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
+            Some(&pat),
+            None,
+        )
+        .await;
+    a.expect(503, Some("mail_unavailable"));
+    let message = a.body["message"].as_str().unwrap();
+    assert!(message.contains("may still arrive"), "{message}");
+    assert!(a.header("retry-after").is_some());
+    s.smtp.set_data_reply_delay(std::time::Duration::ZERO);
+
+    let mails = s.smtp.messages();
+    assert_eq!(mails.len(), 1, "sent once, not again after the timeout");
+    let code = mails[0].code().expect("a code in the mail");
+    s.put(
+        "/oauth/users/mfa/verifyEmail",
+        &pat,
+        json!({"mfatype": "EMAIL", "totp": code}),
+    )
+    .await
+    .expect(200, None);
+}
+
 #[tokio::test]
 async fn sandbox_issuer_is_marked() {
     let s = TestServer::sqlite_with(&[("MFA_ENVIRONMENT", "sandbox")]).await;
