@@ -3,7 +3,6 @@
 //! events of its HTTP twin.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::process::{Command, Stdio};
 
 use mfa_core::service::{OperatorConsole, OperatorNewUser};
 use mfa_core::{MfaError, Org, OrgId};
@@ -54,26 +53,89 @@ pub fn read_password(email: &str, from_stdin: bool) -> Result<String, Failure> {
     Ok(password)
 }
 
-/// Terminal echo off while it lives (`stty`), on again when dropped.
-struct EchoOff;
+/// Terminal echo off while it lives, on again when dropped, and when
+/// Ctrl-C (or SIGTERM, SIGHUP) ends the process at the prompt: the
+/// default action of those signals would leave the shell's terminal
+/// silent.
+#[cfg(unix)]
+struct EchoOff {
+    saved: rustix::termios::Termios,
+}
 
+/// The terminal settings to put back if a signal ends the process while
+/// echo is off.
+#[cfg(unix)]
+static ECHO_TO_RESTORE: std::sync::Mutex<Option<rustix::termios::Termios>> =
+    std::sync::Mutex::new(None);
+
+#[cfg(unix)]
 impl EchoOff {
     fn new() -> Option<EchoOff> {
-        let off = Command::new("stty")
-            .arg("-echo")
-            .stdin(Stdio::inherit())
-            .status()
-            .ok()?;
-        off.success().then_some(EchoOff)
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        static WATCHING: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*WATCHING.get_or_init(watch_ending_signals) {
+            return None;
+        }
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut silent = saved.clone();
+        silent.local_modes.remove(LocalModes::ECHO);
+        *ECHO_TO_RESTORE.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved.clone());
+        tcsetattr(&stdin, OptionalActions::Flush, &silent).ok()?;
+        Some(EchoOff { saved })
     }
 }
 
+#[cfg(unix)]
 impl Drop for EchoOff {
     fn drop(&mut self) {
-        let _ = Command::new("stty")
-            .arg("echo")
-            .stdin(Stdio::inherit())
-            .status();
+        let mut pending = ECHO_TO_RESTORE.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+        *pending = None;
+    }
+}
+
+/// From now on, SIGINT, SIGTERM and SIGHUP end the process from a thread
+/// that first gives the terminal its echo back (if a prompt took it), with
+/// the shell's exit code for the signal (128 + its number). Whether the
+/// signals could be taken.
+#[cfg(unix)]
+fn watch_ending_signals() -> bool {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return false;
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let pending = ECHO_TO_RESTORE.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(saved) = pending.as_ref() {
+                    let _ = rustix::termios::tcsetattr(
+                        std::io::stdin(),
+                        rustix::termios::OptionalActions::Now,
+                        saved,
+                    );
+                    eprintln!();
+                }
+                std::process::exit(128 + signal);
+            }
+        })
+        .is_ok()
+}
+
+/// Without a terminal interface to turn echo off, there is no prompt.
+#[cfg(not(unix))]
+struct EchoOff;
+
+#[cfg(not(unix))]
+impl EchoOff {
+    fn new() -> Option<EchoOff> {
+        None
     }
 }
 
@@ -82,7 +144,7 @@ fn prompt_hidden(prompt: &str) -> Result<String, Failure> {
     let _ = std::io::stderr().flush();
     let Some(echo_off) = EchoOff::new() else {
         return Err(Failure::Usage(
-            "cannot turn off the terminal's echo (stty): use --password-stdin".into(),
+            "cannot turn off the terminal's echo: use --password-stdin".into(),
         ));
     };
     let line = read_stdin_line("password");

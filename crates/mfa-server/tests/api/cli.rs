@@ -1090,3 +1090,76 @@ async fn rotate_key_then_the_server_still_verifies() {
         .await
         .expect(200, None);
 }
+
+/// Ctrl-C at the password prompt ends the command and gives the terminal
+/// its echo back (the shell's terminal stayed silent before), on a real
+/// pseudo-terminal.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_password_prompt_gives_the_echo_back() {
+    use rustix::process::{Pid, Signal, kill_process};
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    use rustix::termios::{LocalModes, tcgetattr};
+    use std::io::Read as _;
+
+    let d = Deployment::new();
+    d.ok(&["migrate"]);
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .expect("open the terminal");
+    let echoes = || {
+        tcgetattr(&terminal)
+            .expect("tcgetattr")
+            .local_modes
+            .contains(LocalModes::ECHO)
+    };
+    assert!(echoes(), "a new terminal echoes");
+
+    let mut child = command(
+        d.path(),
+        &d.env(),
+        &["admin", "create-user", "--email", "eve@example.com"],
+    )
+    .stdin(Stdio::from(terminal.try_clone().unwrap()))
+    .stderr(Stdio::from(terminal.try_clone().unwrap()))
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("start the binary");
+    // What the command writes to the terminal, read on the other side.
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    let mut reader = std::fs::File::from(master);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || seen_tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !text.contains("Password for eve@example.com: ") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = seen.recv_timeout(left).expect("the prompt within 30 s");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The prompt is written before echo goes off: wait for that too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while echoes() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!echoes(), "no echo while the password is typed");
+
+    kill_process(Pid::from_child(&child), Signal::INT).expect("SIGINT");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(echoes(), "the echo is back after Ctrl-C");
+    let out = d.run(&["admin", "list-orgs"]);
+    expect_code(&out, 0);
+}
