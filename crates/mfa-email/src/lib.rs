@@ -335,15 +335,19 @@ impl Mailer for EmailMailer {
         result
     }
 
-    /// What lettre parses as an address, but not a domain literal
-    /// (`user@[127.0.0.1]`), which lettre parses and its SMTP envelope
-    /// refuses. Such an address could never be mailed: refused when
-    /// stored, not with a 503 at every send.
     fn accepts_address(&self, email: &str) -> bool {
-        email
-            .parse::<Address>()
-            .is_ok_and(|address| !address.domain().starts_with('['))
+        accepts_address(email)
     }
+}
+
+/// What lettre parses as an address, but not a domain literal
+/// (`user@[127.0.0.1]`), which lettre parses and its SMTP envelope
+/// refuses. Such an address could never be mailed: refused when
+/// stored, not with a 503 at every send.
+pub fn accepts_address(email: &str) -> bool {
+    email
+        .parse::<Address>()
+        .is_ok_and(|address| !address.domain().starts_with('['))
 }
 
 /// Says where mail goes, without credentials: `SMTP mail.example.com:587

@@ -81,18 +81,22 @@ pub enum StartError {
     /// The key file is missing, but the database was written with a key
     /// (it recorded one, or holds secrets): a new key would not be it.
     #[error(
-        "the encryption key file {} is missing, but the database was written with a key \
-         ({error}): restore the key file from the backup taken with the database (or set \
+        "the encryption key file {} is missing, but the database was written with a key ({}): \
+         restore the key file from the backup taken with the database (or set \
          MFA_ENCRYPTION_KEY to that key). No new key was made: the database would refuse it. \
          If the key is lost, `mfa-server replace-lost-key` makes a new one the database's and \
          removes the stored authenticators (their users enroll again)",
-        path.display()
+        path.display(),
+        match recorded {
+            Some(fingerprint) => format!("it records the key {fingerprint}"),
+            None => "it holds authenticator secrets".to_string(),
+        }
     )]
     KeyFileMissing {
         /// The file.
         path: PathBuf,
-        /// What the database said of the key made and removed again.
-        error: mfa_store::Error,
+        /// The fingerprint of the key the database records, if it does.
+        recorded: Option<mfa_store::KeyFingerprint>,
     },
     /// The key is not the one the database was written with.
     #[error(
@@ -143,6 +147,8 @@ pub enum StartError {
 /// A configured server, bound and ready to run.
 pub struct Application {
     server: Server,
+    /// Watched for its key ([`watch_key`]).
+    service: Arc<Service>,
     /// The service and the pause between two purges of what has ended.
     purge: Option<(Arc<Service>, Duration)>,
     addr: SocketAddr,
@@ -159,6 +165,11 @@ pub struct Application {
 /// the balancer answers `502` (actix-web's default was 5 s; a test client
 /// saw such resets when its requests paused for seconds).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+
+/// How often a server reads which key the database records: within this
+/// time of a rotation (or `replace-lost-key`), a server that still has the
+/// old key answers every request `503` (and `/readyz` at once).
+pub const KEY_WATCH: Duration = Duration::from_secs(5);
 
 /// How long a graceful stop waits for queued notices to go out.
 pub const NOTICE_DRAIN: Duration = Duration::from_secs(10);
@@ -196,6 +207,7 @@ impl Application {
             .map_err(|source| StartError::Bind { bind, source })?;
         let purge =
             (purge_every > 0).then(|| (prepared.service.clone(), Duration::from_secs(purge_every)));
+        let service = prepared.service.clone();
         let server = serve(
             prepared.service,
             prepared.dispatch.clone(),
@@ -209,6 +221,7 @@ impl Application {
         tracing::info!(url = %format!("http://{addr}"), "listening");
         Ok(Application {
             server,
+            service,
             purge,
             addr,
             bootstrapped: prepared.bootstrapped,
@@ -256,10 +269,12 @@ impl Application {
 
     /// Serve until stopped (by a signal or the handle).
     pub async fn run(self) -> io::Result<()> {
+        let watch = actix_web::rt::spawn(watch_key(self.service.clone()));
         let purge = self
             .purge
             .map(|(service, every)| actix_web::rt::spawn(purge_ended(service, every)));
         let served = self.server.await;
+        watch.abort();
         if let Some(purge) = purge {
             purge.abort();
         }
@@ -280,6 +295,37 @@ impl Application {
             }
         }
         served
+    }
+}
+
+/// Read every [`KEY_WATCH`] which key the database records
+/// ([`DbStore::check_key_still_recorded`]), and say so when this server's
+/// key stops (or starts again) being it.
+async fn watch_key(service: Arc<Service>) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + KEY_WATCH, KEY_WATCH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut current = true;
+    loop {
+        ticks.tick().await;
+        let service = service.clone();
+        // A database that does not answer is `/readyz`'s business.
+        let Ok(Ok(now_current)) =
+            web::block(move || service.store().check_key_still_recorded()).await
+        else {
+            continue;
+        };
+        if now_current != current {
+            if now_current {
+                tracing::info!("the database records this server's encryption key again");
+            } else {
+                tracing::error!(
+                    "the database records another encryption key (a key rotation or \
+                     replace-lost-key since this server started): every request is answered \
+                     503 until the server is restarted with the database's key"
+                );
+            }
+            current = now_current;
+        }
     }
 }
 
@@ -324,10 +370,14 @@ struct Prepared {
 
 /// The blocking part of the start-up.
 fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartError> {
-    create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    // Only SQLite (its key file) and the mail outbox keep files there: a
+    // PostgreSQL server with SMTP runs on a read-only file system.
+    if config.database_kind() == DatabaseKind::Sqlite || config.smtp_url.is_none() {
+        create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    }
     let (key, source) = encryption_key(config)?;
     let options = StoreOptions {
         pool_size: config.database_pool_size,
@@ -335,6 +385,11 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         ..StoreOptions::new(key)
     };
     let store = DbStore::connect(config.database_url.expose(), options)?;
+    // Before the migrations: a refused start leaves a database the
+    // previous version still opens.
+    store
+        .check_key_before_migrating()
+        .map_err(|error| key_refusal(error, &source))?;
     store.run_migrations()?;
     verify_key(&store, &source)?;
     // A backup copied back in keeps the mode it was made with (0644 under
@@ -430,29 +485,13 @@ impl std::fmt::Display for KeySource {
 /// meanwhile would be written under the wrong key, and each key would
 /// count an address's password failures apart.
 pub fn verify_key(store: &DbStore, source: &KeySource) -> Result<(), StartError> {
-    let check = match store.verify_encryption_key() {
+    let (check, pending_discarded) = match store.verify_encryption_key() {
         Ok(KeyVerification::Recorded) => return Ok(()),
-        Ok(KeyVerification::Claimed(check)) => check,
-        Err(
-            error @ (mfa_store::Error::NotTheDatabaseKey { .. }
-            | mfa_store::Error::KeyOpensNoSecret { .. }),
-        ) => {
-            return Err(match source {
-                KeySource::Generated(path) => {
-                    // Ours, written a moment ago: nothing was encrypted with it.
-                    let _ = std::fs::remove_file(path);
-                    StartError::KeyFileMissing {
-                        path: path.clone(),
-                        error,
-                    }
-                }
-                _ => StartError::WrongKey {
-                    origin: source.to_string(),
-                    error,
-                },
-            });
-        }
-        Err(error) => return Err(error.into()),
+        Ok(KeyVerification::Claimed {
+            check,
+            pending_discarded,
+        }) => (check, pending_discarded),
+        Err(error) => return Err(key_refusal(error, source)),
     };
     if let KeySource::Generated(path) = source {
         tracing::info!(file = %path.display(), "generated a new encryption key");
@@ -461,6 +500,12 @@ pub fn verify_key(store: &DbStore, source: &KeySource) -> Result<(), StartError>
         fingerprint = %store.fingerprint(),
         "the database records the encryption key in use: a process with another key is refused"
     );
+    if pending_discarded > 0 {
+        tracing::warn!(
+            pending_discarded,
+            "removed enrollments begun under another key (their users start again)"
+        );
+    }
     if !check.all_readable() {
         tracing::warn!(
             readable = check.readable,
@@ -471,6 +516,30 @@ pub fn verify_key(store: &DbStore, source: &KeySource) -> Result<(), StartError>
         );
     }
     Ok(())
+}
+
+/// What a start says of a key the database refused: a key file generated
+/// just now is removed again.
+fn key_refusal(error: mfa_store::Error, source: &KeySource) -> StartError {
+    let recorded = match &error {
+        mfa_store::Error::NotTheDatabaseKey { database, .. } => Some(database.clone()),
+        mfa_store::Error::KeyOpensNoSecret { .. } => None,
+        _ => return error.into(),
+    };
+    match source {
+        KeySource::Generated(path) => {
+            // Ours, written a moment ago: nothing was encrypted with it.
+            let _ = std::fs::remove_file(path);
+            StartError::KeyFileMissing {
+                path: path.clone(),
+                recorded,
+            }
+        }
+        _ => StartError::WrongKey {
+            origin: source.to_string(),
+            error,
+        },
+    }
 }
 
 /// The key from `MFA_ENCRYPTION_KEY`, or (SQLite only) from the key file in

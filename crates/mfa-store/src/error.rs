@@ -122,6 +122,19 @@ pub enum Error {
          removed"
     )]
     KeyNotLost,
+    /// [`crate::DbStore::replace_lost_key`] with a key that opens stored
+    /// secrets: it is not lost (a database written before keys were
+    /// recorded, opened with its own key). Nothing was changed.
+    #[error(
+        "this encryption key opens {opened} of the {checked} stored authenticator secrets \
+         checked: it is not lost (start the server with it), and nothing was removed"
+    )]
+    KeyOpensSecrets {
+        /// Secrets it opened.
+        opened: u64,
+        /// Secrets tried.
+        checked: u64,
+    },
     /// A stored value does not fit the domain (e.g. an unknown enum name).
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),

@@ -219,7 +219,16 @@ pub struct DbStore {
     cipher: SecretCipher,
     /// Whether debug builds check the locking rule (see `lock_rule.rs`).
     lock_rule: bool,
+    /// Set when the database was found to record another key than this
+    /// store's (see [`DbStore::check_key_still_recorded`]).
+    key_stale: std::sync::atomic::AtomicBool,
 }
+
+/// Why every operation of a store whose key is no longer the database's
+/// fails.
+const STALE_KEY: &str = "the database records another encryption key since this process \
+                         opened it (a key rotation or replacement): restart the process with the \
+                         database's key";
 
 impl fmt::Debug for DbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,6 +261,18 @@ fn finish<T>(result: Result<T, TxError>) -> MfaResult<T> {
 
 fn store_failure(e: Error) -> MfaError {
     MfaError::from(StoreError::from(e))
+}
+
+impl DbStore {
+    /// Refuse every operation once the database records another key: a
+    /// process left with the old key by a rotation would write secrets
+    /// the others cannot read, and count password failures apart.
+    fn refuse_if_key_stale(&self) -> MfaResult<()> {
+        if self.key_stale.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(MfaError::from(StoreError::Unavailable(STALE_KEY.into())));
+        }
+        Ok(())
+    }
 }
 
 fn pool_size(options: &StoreOptions, default: u32) -> Result<u32, Error> {
@@ -417,7 +438,7 @@ fn with_pg_migration_lock<T>(
 
 impl DbStore {
     /// Open the database at `url`, apply pending migrations, and check the
-    /// connection settings.
+    /// connection settings and the key.
     ///
     /// `postgres://…` or `postgresql://…` selects PostgreSQL (any libpq URL);
     /// `sqlite://PATH`, `sqlite:PATH` or a bare file path selects SQLite (the
@@ -428,6 +449,7 @@ impl DbStore {
     /// another is refused before anything is written under it.
     pub fn open(url: &str, options: StoreOptions) -> Result<DbStore, Error> {
         let store = DbStore::connect(url, options)?;
+        store.check_key_before_migrating()?;
         store.run_migrations()?;
         store.verify_encryption_key()?;
         Ok(store)
@@ -446,6 +468,7 @@ impl DbStore {
             inner,
             cipher,
             lock_rule: true,
+            key_stale: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -515,15 +538,7 @@ impl DbStore {
                  (`mfa-server migrate`, or a server's start, applies it)"
             )));
         }
-        match recorded {
-            Some(database) if database != self.cipher.fingerprint => {
-                Err(Error::NotTheDatabaseKey {
-                    database,
-                    this: self.cipher.fingerprint.clone(),
-                })
-            }
-            _ => Ok(()),
-        }
+        self.note_recorded_key(recorded)
     }
 
     /// Apply every pending migration; the names of those applied, oldest
@@ -562,7 +577,13 @@ impl DbStore {
     pub fn migration_status(&self) -> Result<Vec<MigrationStatus>, Error> {
         match &self.inner {
             Inner::Sqlite(db) => db.with_writer(|conn| status(conn, &SQLITE_MIGRATIONS)),
-            Inner::Postgres(db) => status(&mut **db.pool.get()?, &POSTGRES_MIGRATIONS),
+            // Under the migration lock: reading the status creates diesel's
+            // table of versions on a new database, which processes starting
+            // at once would race to do.
+            Inner::Postgres(db) => {
+                let mut conn = db.pool.get()?;
+                with_pg_migration_lock(&mut conn, |conn| status(conn, &POSTGRES_MIGRATIONS))
+            }
         }
     }
 
@@ -756,6 +777,7 @@ fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
 
 impl Store for DbStore {
     fn read<T>(&self, f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+        self.refuse_if_key_stale()?;
         let cipher = &self.cipher;
         let lock_rule = self.lock_rule;
         match &self.inner {
@@ -777,6 +799,7 @@ impl Store for DbStore {
     }
 
     fn read_statement<T>(&self, f: impl Fn(&mut dyn StoreTx) -> MfaResult<T>) -> MfaResult<T> {
+        self.refuse_if_key_stale()?;
         let cipher = &self.cipher;
         let lock_rule = self.lock_rule;
         match &self.inner {
@@ -792,6 +815,7 @@ impl Store for DbStore {
         &self,
         f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T> {
+        self.refuse_if_key_stale()?;
         let cipher = &self.cipher;
         let lock_rule = self.lock_rule;
         match &self.inner {
@@ -820,6 +844,7 @@ impl Store for DbStore {
             &mfa_core::Authenticator,
         ) -> Option<mfa_core::AuthenticatorSuccess>,
     ) -> MfaResult<bool> {
+        self.refuse_if_key_stale()?;
         match &self.inner {
             Inner::Sqlite(_) => Ok(false),
             Inner::Postgres(db) => db.apply_authenticator_success(&self.cipher, owner, check),

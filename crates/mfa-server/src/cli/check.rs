@@ -235,14 +235,15 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
     }
     match recorded {
         Some(database) if database != *store.fingerprint() => {
-            return Err(Failure::Runtime(
+            return Err(Failure::Usage(format!(
+                "{}. Servers and commands refuse to start with this key: use the database's \
+                 (after a rotation, the new one), or if it is lost, `mfa-server \
+                 replace-lost-key`",
                 mfa_store::Error::NotTheDatabaseKey {
                     database,
                     this: store.fingerprint().clone(),
                 }
-                .to_string()
-                    + ". The server refuses to start with this key",
-            ));
+            )));
         }
         Some(database) => out!("Encryption key: the database's (fingerprint {database})."),
         None => out!(
@@ -251,12 +252,22 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
         ),
     }
     let check = store.check_encryption_key()?;
-    if check.all_readable() {
+    if check.total == 0 {
+        out!("Encryption key: no authenticator secret is stored yet.");
+        Ok(())
+    } else if check.all_readable() {
         out!(
             "Encryption key: opens all {} stored authenticator secrets.",
             check.total
         );
         Ok(())
+    } else if check.readable == 0 {
+        Err(Failure::Usage(format!(
+            "the encryption key opens none of the {} stored authenticator secrets: it is not \
+             the key they were written with. Use that key (after a rotation, the new one), or \
+             if it is lost, `mfa-server replace-lost-key`",
+            check.total
+        )))
     } else {
         let users: Vec<String> = check
             .unreadable_users

@@ -68,11 +68,32 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
     // version's) is refused before anything says a rotation began.
     let (old_fingerprint, new_fingerprint) = (old_key.fingerprint(), new_key.fingerprint());
     let store = super::open_migrated(config, old_key)?;
+    match store.recorded_key_fingerprint()? {
+        Some(recorded) if recorded == new_fingerprint => out!(
+            "The database records the new key already (a rotation ran): this run re-encrypts \
+             only secrets still under the old key, and forgets nothing."
+        ),
+        Some(recorded) if recorded != old_fingerprint => {
+            return Err(Failure::Usage(format!(
+                "the configured key ({old_fingerprint}) is not the database's ({recorded}), nor \
+                 is the new one: rotate from the key the database records (after a rotation, \
+                 the key it was rotated to); nothing was changed"
+            )));
+        }
+        _ => {}
+    }
     out!(
         "Re-encrypting the stored authenticator secrets: key {old_fingerprint} -> key \
          {new_fingerprint} ..."
     );
-    let report = store.rotate_encryption_key(&new_key)?;
+    let report = store.rotate_encryption_key(&new_key).map_err(|e| match e {
+        mfa_store::Error::KeyMismatch { .. } => Failure::Usage(format!(
+            "{e}. A secret written under yet another key (an older one, or a server that \
+             missed a rotation): run the rotation with that key configured, or reset that \
+             user's MFA (`mfa-server admin reset-mfa`) and run it again"
+        )),
+        other => other.into(),
+    })?;
     out!(
         "Done, in one transaction: {} secrets re-encrypted with the new key, {} were under it already; \
          {} password failure counters forgotten.",
@@ -108,28 +129,32 @@ pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
     if recorded.as_ref() == Some(&key.fingerprint()) {
         return Err(mfa_store::Error::KeyNotLost.into());
     }
+    let check = store.check_encryption_key()?;
+    if check.readable > 0 {
+        return Err(mfa_store::Error::KeyOpensSecrets {
+            opened: check.readable,
+            checked: check.total,
+        }
+        .into());
+    }
     if !yes {
-        let check = store.check_encryption_key()?;
         out!(
-            "The database records the key {}; the new key is {}{}.\n\
+            "{}; the new key is {}{}.\n\
              Replacing the lost key removes the {} stored authenticators (their users enroll \
              again and are told by mail), the email codes in flight and the password failure \
              counts, in one transaction. Email factors, recovery codes, passwords and sessions \
-             stay.{}\n\
+             stay.\n\
              Nothing was changed: run again with --yes to do it.",
-            recorded.map_or_else(|| "of no key".to_string(), |f| f.to_string()),
+            match recorded {
+                Some(fingerprint) => format!("The database records the key {fingerprint}"),
+                None => "The database records no key yet".to_string(),
+            },
             key.fingerprint(),
             match &generate_into {
                 Some(path) => format!(" (to be written to {})", path.display()),
                 None => String::new(),
             },
             check.total,
-            if check.total > 0 && check.readable == check.total {
-                " But the new key opens every stored secret: it may be the lost one (then \
-                 nothing needs removing: start the server with it after the upgrade check)"
-            } else {
-                ""
-            }
         );
         return Err(Failure::Usage(
             "replace-lost-key changes nothing without --yes".into(),

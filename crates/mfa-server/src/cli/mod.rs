@@ -97,6 +97,7 @@ impl From<mfa_store::Error> for Failure {
             mfa_store::Error::NotTheDatabaseKey { .. }
             | mfa_store::Error::KeyOpensNoSecret { .. }
             | mfa_store::Error::KeyNotLost
+            | mfa_store::Error::KeyOpensSecrets { .. }
             | mfa_store::Error::KeyMismatch { .. } => Failure::Usage(e.to_string()),
             other => Failure::Runtime(format!("database: {other}")),
         }
@@ -231,21 +232,31 @@ pub fn open_migrated(config: &Config, key: EncryptionKey) -> Result<DbStore, Fai
     Ok(store)
 }
 
-/// The service exactly as `serve` composes it (data directory, key,
-/// migrated database, mailer), with the system clock, but no bootstrap and
-/// no HTTP server.
+/// The service exactly as `serve` composes it (key, migrated database,
+/// mailer), with the system clock, but no bootstrap and no HTTP server.
+/// The data directory is made only where SQLite keeps its key file there,
+/// and the mail outbox only when a message is written to it: an operator's
+/// command on PostgreSQL runs from any directory, a read-only one too.
 pub fn open_service(config: &Config) -> Result<Service, Failure> {
-    app::create_private_dir(&config.data_dir).map_err(|e| {
-        Failure::Runtime(format!(
-            "cannot create the data directory {}: {e}",
-            config.data_dir.display()
-        ))
-    })?;
+    if config.database_kind() == DatabaseKind::Sqlite {
+        app::create_private_dir(&config.data_dir).map_err(|e| {
+            Failure::Runtime(format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+    }
     let (key, source) = app::encryption_key(config)?;
     let store = open_migrated(config, key)?;
     app::verify_key(&store, &source)?;
-    let mailer = app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")))?;
-    let mailer: Arc<dyn Mailer> = Arc::new(mailer);
+    let mailer: Arc<dyn Mailer> = if config.smtp_url.is_some() {
+        Arc::new(app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")))?)
+    } else {
+        Arc::new(OutboxOnFirstMessage {
+            config: config.clone(),
+            mailer: std::sync::OnceLock::new(),
+        })
+    };
     MfaService::new(
         store,
         mailer,
@@ -260,6 +271,32 @@ pub fn open_service(config: &Config) -> Result<Service, Failure> {
         },
     )
     .map_err(domain)
+}
+
+/// The outbox mailer, made (with its directory) at the first message.
+struct OutboxOnFirstMessage {
+    config: Config,
+    mailer: std::sync::OnceLock<Result<mfa_email::EmailMailer, String>>,
+}
+
+impl Mailer for OutboxOnFirstMessage {
+    fn send(&self, mail: &mfa_core::Mail) -> Result<(), mfa_core::MailError> {
+        let mailer = self
+            .mailer
+            .get_or_init(|| app::email_mailer(&self.config).map_err(|e| e.to_string()));
+        match mailer {
+            Ok(mailer) => mailer.send(mail),
+            Err(message) => Err(mfa_core::MailError {
+                transient: false,
+                delivery_unknown: false,
+                message: message.clone(),
+            }),
+        }
+    }
+
+    fn accepts_address(&self, email: &str) -> bool {
+        mfa_email::accepts_address(email)
+    }
 }
 
 /// Read one line from stdin, without its line ending.

@@ -476,7 +476,7 @@ async fn one_database_one_encryption_key() {
     )
     .output()
     .expect("run");
-    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert_eq!(check.status.code(), Some(2), "{check:?}");
     let check = command(
         dir.path(),
         &borrowed(&env_a),
@@ -493,8 +493,10 @@ async fn one_database_one_encryption_key() {
         "{text}"
     );
 
-    // A rotation to B while A runs: A is no longer ready (it would answer
-    // every authenticator with 500), and B is let in.
+    // A rotation to B while A runs: within a few seconds A answers every
+    // request 503 (it would write secrets B cannot read, and count password
+    // failures apart), and is not ready; B is let in.
+    let (root_a, _, _) = a.login("root@example.com").await;
     let mut rotate = command(
         dir.path(),
         &borrowed(&env_a),
@@ -512,6 +514,35 @@ async fn one_database_one_encryption_key() {
     }
     let rotated = rotate.wait_with_output().expect("rotate");
     assert!(rotated.status.success(), "{rotated:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = a
+            .call(
+                "POST",
+                "/user/auth/login",
+                None,
+                Some(json!({"email": "root@example.com", "password": PASSWORD})),
+            )
+            .await;
+        if r.status == 503 {
+            r.expect(503, Some("unavailable"));
+            break;
+        }
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "A still serves 20 s after the rotation"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    a.call(
+        "POST",
+        "/user/users/mfa/generateTempSecret",
+        Some(&root_a),
+        None,
+    )
+    .await
+    .expect(503, Some("unavailable"));
     a.call("GET", "/readyz", None, None)
         .await
         .expect(503, Some("unavailable"));

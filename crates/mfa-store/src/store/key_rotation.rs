@@ -63,8 +63,19 @@ pub enum KeyVerification {
     Recorded,
     /// The database recorded no key: it does now, this one, which opened
     /// at least one of the stored secrets tried (or there were none).
-    Claimed(KeyCheck),
+    Claimed {
+        /// What the key opened of the secrets of verified authenticators.
+        check: KeyCheck,
+        /// Pending enrollments it does not open, removed (they protect
+        /// nothing; their users start again): begun under another key.
+        pending_discarded: u64,
+    },
 }
+
+/// The migration that made the table of the recorded key.
+const FINGERPRINT_MIGRATION: &str = "2026-11-30-000001_encryption_key_fingerprint";
+/// The migration that made the table of the authenticators.
+const AUTHENTICATORS_MIGRATION: &str = "2026-11-22-000002_factors";
 
 /// The fingerprint the database recorded, if any.
 macro_rules! recorded_fingerprint {
@@ -107,8 +118,12 @@ macro_rules! replace_lost_key {
             .load(&mut *$conn)?;
         let all = diesel::delete(authenticators::table).execute(&mut *$conn)? as u64;
         report.pending_removed = all - removed.len() as u64;
-        report.email_codes_forgotten =
-            diesel::delete(email_codes::table).execute(&mut *$conn)? as u64;
+        report.email_codes_forgotten = email_codes::table
+            .filter(email_codes::consumed_at.is_null())
+            .filter(email_codes::expires_at.gt($at.0))
+            .count()
+            .get_result::<i64>(&mut *$conn)? as u64;
+        diesel::delete(email_codes::table).execute(&mut *$conn)?;
         report.password_failures_forgotten = forget_password_failures!($conn);
         let ids: Vec<i64> = removed.iter().map(|(id, _)| *id).collect();
         let mut orgs_of: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
@@ -218,7 +233,33 @@ macro_rules! verify_key {
                 }
                 claim_fingerprint!($conn, this)?;
                 match recorded_fingerprint!($conn)? {
-                    Some(recorded) if recorded == *this => Ok(KeyVerification::Claimed(check)),
+                    Some(recorded) if recorded == *this => {
+                        let pending: Vec<(i64, Vec<u8>)> = authenticators::table
+                            .filter(authenticators::verified.eq(false))
+                            .select((authenticators::user_id, authenticators::secret_ciphertext))
+                            .load(&mut *$conn)?;
+                        let unreadable: Vec<i64> = pending
+                            .into_iter()
+                            .filter(|(user, stored)| {
+                                $cipher.decrypt(mfa_core::UserId(*user), stored).is_err()
+                            })
+                            .map(|(user, _)| user)
+                            .collect();
+                        let mut pending_discarded = 0;
+                        for chunk in unreadable.chunks(1000) {
+                            pending_discarded += diesel::delete(
+                                authenticators::table
+                                    .filter(authenticators::user_id.eq_any(chunk))
+                                    .filter(authenticators::verified.eq(false)),
+                            )
+                            .execute(&mut *$conn)?
+                                as u64;
+                        }
+                        Ok(KeyVerification::Claimed {
+                            check,
+                            pending_discarded,
+                        })
+                    }
                     Some(database) => Err(Error::NotTheDatabaseKey {
                         database,
                         this: this.clone(),
@@ -420,10 +461,18 @@ impl DbStore {
             Some(recorded) if recorded == cipher.fingerprint => Err(Error::KeyNotLost),
             _ => Ok(()),
         };
+        let refuse_opening = |check: KeyCheck| match check.readable {
+            0 => Ok(()),
+            opened => Err(Error::KeyOpensSecrets {
+                opened,
+                checked: check.total,
+            }),
+        };
         match &self.inner {
             Inner::Sqlite(db) => db.with_writer(|conn| {
                 conn.immediate_transaction(|conn| {
                     refuse_same(recorded_fingerprint!(conn)?)?;
+                    refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, false)?)?;
                     replace_lost_key!(conn, cipher, at)
                 })
             }),
@@ -435,9 +484,77 @@ impl DbStore {
                          encryption_key_fingerprint IN EXCLUSIVE MODE",
                     )?;
                     refuse_same(recorded_fingerprint!(conn)?)?;
+                    refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, false)?)?;
                     replace_lost_key!(conn, cipher, at)
                 })
             }
+        }
+    }
+
+    /// Refuse a key that is not the database's before migrating it, so
+    /// that a refused start leaves a database the previous version still
+    /// opens: the key recorded if the schema has its table, else the
+    /// secrets of the first 64 verified authenticators. Records nothing;
+    /// [`DbStore::verify_encryption_key`] after the migrations does.
+    pub fn check_key_before_migrating(&self) -> Result<(), Error> {
+        let applied = |name: &str| -> Result<bool, Error> {
+            Ok(self
+                .migration_status()?
+                .iter()
+                .any(|m| m.applied && m.name == name))
+        };
+        if applied(FINGERPRINT_MIGRATION)? {
+            if let Some(database) = self.recorded_key_fingerprint()?
+                && database != self.cipher.fingerprint
+            {
+                return Err(Error::NotTheDatabaseKey {
+                    database,
+                    this: self.cipher.fingerprint.clone(),
+                });
+            }
+            return Ok(());
+        }
+        if applied(AUTHENTICATORS_MIGRATION)? {
+            let check = self.check_encryption_key_on(CLAIM_CHECK_SAMPLE)?;
+            if check.total > 0 && check.readable == 0 {
+                return Err(Error::KeyOpensNoSecret {
+                    this: self.cipher.fingerprint.clone(),
+                    checked: check.total,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Read which key the database records now, and whether it is still
+    /// this store's. From a `false` on, every operation of this store (as
+    /// [`mfa_core::Store`]) fails as unavailable, until a check finds its
+    /// key recorded again: after a rotation or a replacement of the key, a
+    /// process that still has the old one must not write secrets the
+    /// others cannot read, nor count password failures apart.
+    /// [`DbStore::ping`] checks it too.
+    pub fn check_key_still_recorded(&self) -> Result<bool, Error> {
+        let recorded = match &self.inner {
+            Inner::Sqlite(db) => recorded_on_sqlite(&mut *db.read_pool.get()?)?,
+            Inner::Postgres(db) => recorded_on_postgres(&mut **db.pool.get()?)?,
+        };
+        Ok(self.note_recorded_key(recorded).is_ok())
+    }
+
+    /// Mark this store stale, or current again, by the key the database
+    /// records; the refusal when stale.
+    pub(super) fn note_recorded_key(&self, recorded: Option<KeyFingerprint>) -> Result<(), Error> {
+        let stale = recorded
+            .as_ref()
+            .is_some_and(|database| *database != self.cipher.fingerprint);
+        self.key_stale
+            .store(stale, std::sync::atomic::Ordering::Relaxed);
+        match recorded {
+            Some(database) if stale => Err(Error::NotTheDatabaseKey {
+                database,
+                this: self.cipher.fingerprint.clone(),
+            }),
+            _ => Ok(()),
         }
     }
 

@@ -2,7 +2,7 @@
 //! every open; rotation in one transaction, with fresh nonces, safe to run
 //! again, all or nothing.
 
-use mfa_core::{FailureKind, FailureSubject, Timestamp, UserId};
+use mfa_core::{FailureKind, FailureSubject, Store as _, Timestamp, UserId};
 use mfa_store::test_support::TestDatabase;
 use mfa_store::{
     DbStore, EncryptionKey, Error, KeyRotation, KeyVerification, LostKeyReplacement, StoreOptions,
@@ -280,23 +280,53 @@ fn a_database_from_before_keys_were_recorded(db: TestDatabase) {
     let store = open_with(&db, &key);
     enroll(&store, "a@example.com", &Secret::generate(), true);
     drop(store);
-    raw_execute(&db, "DELETE FROM encryption_key_fingerprint");
-
-    // A key that opens none of its secrets does not claim it...
+    // The schema of the previous version, with an enrollment a process
+    // with another key began.
+    undo_migration(&db, FINGERPRINT_MIGRATION);
     let stranger = EncryptionKey::generate();
+    let stranger_store = db.connect(StoreOptions::new(stranger.clone())).unwrap();
+    enroll(&stranger_store, "b@example.com", &Secret::generate(), false);
+    drop(stranger_store);
+
+    // A key that opens none of its secrets does not claim it, and is
+    // refused before the migrations: the previous version still opens it.
     match db.open(StoreOptions::new(stranger)) {
         Err(Error::KeyOpensNoSecret { checked: 1, .. }) => {}
         other => panic!("expected KeyOpensNoSecret, got {:?}", other.err()),
     }
-    assert!(recorded(&db).is_empty());
-    // ...the one they were written with does.
     let store = db.connect(StoreOptions::new(key.clone())).unwrap();
+    assert_eq!(
+        store.pending_migrations().unwrap(),
+        [FINGERPRINT_MIGRATION],
+        "nothing was migrated"
+    );
+    store.run_migrations().unwrap();
+    // The key they were written with is not lost: not replaced.
+    assert!(matches!(
+        store.replace_lost_key(T0),
+        Err(Error::KeyOpensSecrets {
+            opened: 1,
+            checked: 2
+        })
+    ));
+    assert!(recorded(&db).is_empty());
+    // ...the one they were written with does, and drops the enrollment
+    // begun under the other key.
     match store.verify_encryption_key().unwrap() {
-        KeyVerification::Claimed(check) => assert!(check.all_readable() && check.total == 1),
+        KeyVerification::Claimed {
+            check,
+            pending_discarded,
+        } => {
+            assert!(check.all_readable() && check.total == 1, "{check:?}");
+            assert_eq!(pending_discarded, 1, "the stranger's pending enrollment");
+        }
         other => panic!("expected a claim, got {other:?}"),
     }
     assert_eq!(recorded(&db), vec![key.fingerprint().as_str().to_string()]);
+    assert_eq!(stored(&db).len(), 1, "the verified one stays");
 }
+
+const FINGERPRINT_MIGRATION: &str = "2026-11-30-000001_encryption_key_fingerprint";
 
 fn rotation_records_the_new_key(db: TestDatabase) {
     let old_key = EncryptionKey::generate();
@@ -309,13 +339,30 @@ fn rotation_records_the_new_key(db: TestDatabase) {
     });
     store.ping().expect("ready with the database's key");
 
+    let beside = open_with(&db, &old_key);
     store.rotate_encryption_key(&new_key).expect("rotation");
     assert_eq!(
         recorded(&db),
         vec![new_key.fingerprint().as_str().to_string()]
     );
-    // A process left with the old key is no longer ready, and a new one
-    // with it is refused; the new key is let in.
+    // A process left with the old key refuses everything once it looked
+    // (every few seconds, and at each readiness check), and is not ready;
+    // a new one with it is refused; the new key is let in.
+    read(&beside, |tx| Ok(tx.all_orgs()?));
+    assert!(!beside.check_key_still_recorded().unwrap());
+    for refused in [
+        beside.read(|tx| Ok(tx.all_orgs()?)).map(drop),
+        beside
+            .write(|tx| Ok(add_user(tx, "stale@example.com")))
+            .map(drop),
+    ] {
+        match refused {
+            Err(mfa_core::MfaError::Store(mfa_core::StoreError::Unavailable(why))) => {
+                assert!(why.contains("restart the process"), "{why}")
+            }
+            other => panic!("a stale store answered {other:?}"),
+        }
+    }
     assert!(
         matches!(store.ping(), Err(Error::NotTheDatabaseKey { .. })),
         "{:?}",
