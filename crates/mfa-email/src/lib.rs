@@ -231,7 +231,13 @@ impl EmailMailer {
             .to(Mailbox::new(None, to))
             .subject(subject)
             .date_now()
-            .message_id(None)
+            // Under the sender's domain: lettre's default is this machine's
+            // short host name (`<…@vm>`), which spam filters mark down.
+            .message_id(Some(format!(
+                "<{}@{}>",
+                uuid::Uuid::new_v4().simple(),
+                self.from.email.domain()
+            )))
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("Auto-Submitted"),
                 "auto-generated".to_string(),

@@ -75,12 +75,14 @@ impl TemplateKind {
     fn allowed(self) -> &'static [Var] {
         use Var::*;
         match self {
-            TemplateKind::EnrollmentCode | TemplateKind::LoginCode => &[Issuer, Code, Minutes],
+            TemplateKind::EnrollmentCode | TemplateKind::LoginCode => {
+                &[Issuer, Code, Minutes, ValidFor]
+            }
             TemplateKind::FactorEnrolled => &[Issuer, Method],
             TemplateKind::FactorReset => &[Issuer, Method, By],
             TemplateKind::ReplayRefused => &[Issuer],
             TemplateKind::RecoveryCodeUsed => &[Issuer, Remaining],
-            TemplateKind::EmailChangeConfirm => &[Issuer, Token, Minutes],
+            TemplateKind::EmailChangeConfirm => &[Issuer, Token, Minutes, ValidFor],
             TemplateKind::EmailChangeNotice => &[Issuer, NewEmail],
         }
     }
@@ -102,6 +104,7 @@ pub(crate) enum Var {
     Issuer,
     Code,
     Minutes,
+    ValidFor,
     Method,
     By,
     Remaining,
@@ -110,10 +113,11 @@ pub(crate) enum Var {
 }
 
 impl Var {
-    const ALL: [Var; 8] = [
+    const ALL: [Var; 9] = [
         Var::Issuer,
         Var::Code,
         Var::Minutes,
+        Var::ValidFor,
         Var::Method,
         Var::By,
         Var::Remaining,
@@ -126,6 +130,7 @@ impl Var {
             Var::Issuer => "issuer",
             Var::Code => "code",
             Var::Minutes => "minutes",
+            Var::ValidFor => "valid_for",
             Var::Method => "method",
             Var::By => "by",
             Var::Remaining => "remaining",
@@ -411,6 +416,7 @@ struct Values {
     issuer: String,
     code: String,
     minutes: String,
+    valid_for: String,
     method: String,
     by: String,
     remaining: String,
@@ -424,6 +430,7 @@ impl Values {
             issuer: issuer.to_string(),
             code: String::new(),
             minutes: String::new(),
+            valid_for: String::new(),
             method: String::new(),
             by: String::new(),
             remaining: String::new(),
@@ -441,6 +448,7 @@ impl Values {
             } => {
                 v.code = code.clone();
                 v.minutes = minutes(*valid_for_secs);
+                v.valid_for = valid_for(*valid_for_secs);
             }
             MailKind::FactorEnrolled { method } => v.method = method_name(*method).to_string(),
             MailKind::FactorReset { methods, by_admin } => {
@@ -466,6 +474,7 @@ impl Values {
             } => {
                 v.token = token.clone();
                 v.minutes = minutes(*valid_for_secs);
+                v.valid_for = valid_for(*valid_for_secs);
             }
             MailKind::EmailChangeNotice { new_email_masked } => {
                 v.new_email = new_email_masked.clone();
@@ -479,6 +488,7 @@ impl Values {
             Var::Issuer => &self.issuer,
             Var::Code => &self.code,
             Var::Minutes => &self.minutes,
+            Var::ValidFor => &self.valid_for,
             Var::Method => &self.method,
             Var::By => &self.by,
             Var::Remaining => &self.remaining,
@@ -491,6 +501,25 @@ impl Values {
 /// A lifetime in whole minutes, rounded up, at least 1.
 fn minutes(secs: u64) -> String {
     secs.div_ceil(60).max(1).to_string()
+}
+
+/// A lifetime in words, rounded up to the minute: `10 minutes`, `1 hour`,
+/// `24 hours`, `1 hour and 30 minutes`.
+fn valid_for(secs: u64) -> String {
+    let minutes = secs.div_ceil(60).max(1);
+    let (hours, minutes) = (minutes / 60, minutes % 60);
+    let unit = |n: u64, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
+    match (hours, minutes) {
+        (0, m) => unit(m, "minute"),
+        (h, 0) => unit(h, "hour"),
+        (h, m) => format!("{} and {}", unit(h, "hour"), unit(m, "minute")),
+    }
 }
 
 fn method_name(m: MfaMethod) -> &'static str {
@@ -557,7 +586,7 @@ fn builtin_parts(kind: TemplateKind) -> (&'static str, &'static str, &'static st
     {{code}}
 
 Enter it to use this email address for sign-in codes. It is valid for
-{{minutes}} minutes and can be used once. Do not share it with anyone.
+{{valid_for}} and can be used once. Do not share it with anyone.
 
 If you did not ask for this code, ignore this message and tell your
 administrator: someone else may be signed in to your account.
@@ -566,7 +595,7 @@ administrator: someone else may be signed in to your account.
                 "<p>Your {{issuer}} verification code is:</p>\n",
                 big!("{{code}}"),
                 "<p>Enter it to use this email address for sign-in codes. It is valid for ",
-                "<strong>{{minutes}} minutes</strong> and can be used once. ",
+                "<strong>{{valid_for}}</strong> and can be used once. ",
                 "Do not share it with anyone.</p>\n",
                 "<p>If you did not ask for this code, ignore this message and tell your ",
                 "administrator: someone else may be signed in to your account.</p>\n"
@@ -578,7 +607,7 @@ administrator: someone else may be signed in to your account.
 
     {{code}}
 
-It is valid for {{minutes}} minutes and can be used once. Do not share it
+It is valid for {{valid_for}} and can be used once. Do not share it
 with anyone.
 
 If you did not try to sign in, someone else knows your password: change it
@@ -587,7 +616,7 @@ now and tell your administrator.
             concat!(
                 "<p>Your {{issuer}} sign-in code is:</p>\n",
                 big!("{{code}}"),
-                "<p>It is valid for <strong>{{minutes}} minutes</strong> and can be used once. ",
+                "<p>It is valid for <strong>{{valid_for}}</strong> and can be used once. ",
                 "Do not share it with anyone.</p>\n",
                 "<p>If you did not try to sign in, someone else knows your password: ",
                 "change it now and tell your administrator.</p>\n"
@@ -656,7 +685,7 @@ are left, generate a new set from your account page.
         TemplateKind::EmailChangeConfirm => (
             "{{issuer}}: confirm your new email address",
             "Someone asked to use this address for an account at {{issuer}}. To
-confirm, enter this token within {{minutes}} minutes on the account page
+confirm, enter this token within {{valid_for}} on the account page
 (/account) of the server you sign in to, under \"Confirm a new email
 address\"; you need not be signed in:
 
@@ -668,7 +697,7 @@ If you did not ask for this, ignore this message: nothing will change.
 ",
             concat!(
                 "<p>Someone asked to use this address for an account at {{issuer}}. To confirm, ",
-                "enter this token within <strong>{{minutes}} minutes</strong> on the account ",
+                "enter this token within <strong>{{valid_for}}</strong> on the account ",
                 "page (<code>/account</code>) of the server you sign in to, under ",
                 "&ldquo;Confirm a new email address&rdquo;; you need not be signed in:</p>\n",
                 big!("{{token}}"),
@@ -753,6 +782,17 @@ mod tests {
         assert_eq!(minutes(600), "10");
         assert_eq!(minutes(601), "11");
         assert_eq!(minutes(0), "1");
+    }
+
+    #[test]
+    fn lifetimes_read_as_words() {
+        assert_eq!(valid_for(0), "1 minute");
+        assert_eq!(valid_for(60), "1 minute");
+        assert_eq!(valid_for(600), "10 minutes");
+        assert_eq!(valid_for(3600), "1 hour");
+        assert_eq!(valid_for(5400), "1 hour and 30 minutes");
+        assert_eq!(valid_for(3660), "1 hour and 1 minute");
+        assert_eq!(valid_for(86_400), "24 hours");
     }
 
     #[test]
