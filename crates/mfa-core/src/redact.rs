@@ -26,6 +26,14 @@ impl Redact for String {
     }
 }
 
+impl Redact for Vec<String> {
+    fn redacted(&self) -> Redacted {
+        Redacted {
+            present: !self.is_empty(),
+        }
+    }
+}
+
 impl Redact for Option<String> {
     fn redacted(&self) -> Redacted {
         Redacted {

@@ -953,6 +953,41 @@ fn recovery_codes_log_in_once_each_and_reset_the_authenticator() {
 /// hashing one on threads of its own); none of them lets a caller past
 /// what the whole call refuses.
 #[test]
+fn new_recovery_codes_are_stored_for_their_own_caller_while_still_allowed() {
+    let w = world();
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let mut fulls = Vec::new();
+    for email in ["owner@example.com", "other@example.com"] {
+        w.add_user(email);
+        let (_, partial) = w.login(email);
+        let (_, full) = w.enroll_authenticator(&partial);
+        fulls.push(ok(full.into_full()));
+    }
+    let (owner, other) = (&fulls[0], &fulls[1]);
+    let hashed_for_owner = || {
+        let new = ok(w.svc.recovery_codes_begin(owner));
+        assert!(!format!("{new:?}").contains('-'), "{new:?}");
+        ok(w.svc.hash_recovery_codes(new))
+    };
+    // Codes made for one user are stored for no other.
+    assert_eq!(
+        w.svc.recovery_codes_finish(other, hashed_for_owner()),
+        Err(MfaError::Forbidden)
+    );
+    // A factor removed between the check and the store refuses them.
+    let hashed = hashed_for_owner();
+    ok(w.svc.self_reset_authenticator(owner, None));
+    assert!(matches!(
+        w.svc.recovery_codes_finish(owner, hashed),
+        Err(MfaError::NotEnrolled(_))
+    ));
+    // The other user's own codes are stored.
+    let new = ok(w.svc.recovery_codes_begin(other));
+    let hashed = ok(w.svc.hash_recovery_codes(new));
+    assert_eq!(ok(w.svc.recovery_codes_finish(other, hashed)).len(), 10);
+}
+
+#[test]
 fn the_steps_of_a_recovery_code_check_serve_only_their_own_caller() {
     let w = world();
     ok(w.svc.set_mfa_enforced(&w.admin, true, false));

@@ -424,28 +424,63 @@ impl<S: Store> MfaService<S> {
     /// Generate a new set of recovery codes, voiding the old set. The codes
     /// are returned once and stored only as argon2 hashes.
     pub fn generate_recovery_codes(&self, caller: &FullCaller) -> MfaResult<Vec<String>> {
-        let now = self.now();
+        let codes = self.recovery_codes_begin(caller)?;
+        let hashed = self.hash_recovery_codes(codes)?;
+        self.recovery_codes_finish(caller, hashed)
+    }
+
+    /// [`MfaService::generate_recovery_codes`] in three steps, so that a
+    /// server runs the argon2 hashes on threads of their own and the
+    /// database work apart (a held lock never holds a hashing thread):
+    /// check that the caller may have codes and make them (a read), hash
+    /// them ([`MfaService::hash_recovery_codes`], no store), and store them
+    /// ([`MfaService::recovery_codes_finish`], which checks again).
+    pub fn recovery_codes_begin(&self, caller: &FullCaller) -> MfaResult<NewRecoveryCodes> {
         let factors = self
             .store
             .read_statement(|tx| load_factors(tx, caller.user_id))?;
-        if !factors.has_verified_factor() {
-            return Err(MfaError::NotEnrolled(
-                "recovery codes need a verified authenticator or email factor",
-            ));
-        }
-        may_change_factors(caller.level, caller.mfa_passed, &factors)?;
-        let codes: Vec<String> = (0..RECOVERY_CODE_COUNT)
-            .map(|_| new_recovery_code(self.rng.as_ref()))
-            .collect();
-        let hashes = codes
+        may_have_recovery_codes(caller, &factors)?;
+        Ok(NewRecoveryCodes {
+            user: caller.user_id,
+            codes: (0..RECOVERY_CODE_COUNT)
+                .map(|_| new_recovery_code(self.rng.as_ref()))
+                .collect(),
+        })
+    }
+
+    /// The argon2 hashes of new recovery codes; touches no store.
+    pub fn hash_recovery_codes(&self, new: NewRecoveryCodes) -> MfaResult<HashedRecoveryCodes> {
+        let hashes = new
+            .codes
             .iter()
             .map(|c| {
                 let normalized = normalize_recovery_code(c).unwrap_or_default();
                 self.hasher.hash(&normalized, self.rng.as_ref())
             })
             .collect::<MfaResult<Vec<_>>>()?;
+        Ok(HashedRecoveryCodes {
+            user: new.user,
+            codes: new.codes,
+            hashes,
+        })
+    }
+
+    /// Store hashed recovery codes in place of the caller's, audited; the
+    /// codes to show. The caller must still be allowed them (a factor
+    /// removed meanwhile refuses), and they must be the caller's.
+    pub fn recovery_codes_finish(
+        &self,
+        caller: &FullCaller,
+        hashed: HashedRecoveryCodes,
+    ) -> MfaResult<Vec<String>> {
+        if hashed.user != caller.user_id {
+            return Err(MfaError::Forbidden);
+        }
+        let now = self.now();
+        let HashedRecoveryCodes { codes, hashes, .. } = hashed;
         self.store.write(|tx| {
             lock_user(tx, caller.user_id)?;
+            may_have_recovery_codes(caller, &load_factors(tx, caller.user_id)?)?;
             tx.replace_recovery_codes(caller.user_id, &hashes, now)?;
             audit_own(
                 tx,
@@ -457,7 +492,39 @@ impl<S: Store> MfaService<S> {
         })?;
         Ok(codes)
     }
+}
 
+/// Recovery codes may be had with a verified factor, from a session that
+/// may change factors.
+fn may_have_recovery_codes(caller: &FullCaller, factors: &FactorSummary) -> MfaResult<()> {
+    if !factors.has_verified_factor() {
+        return Err(MfaError::NotEnrolled(
+            "recovery codes need a verified authenticator or email factor",
+        ));
+    }
+    may_change_factors(caller.level, caller.mfa_passed, factors)
+}
+
+/// New recovery codes, not hashed yet ([`MfaService::recovery_codes_begin`]).
+/// `Debug` leaves out the codes.
+pub struct NewRecoveryCodes {
+    user: UserId,
+    codes: Vec<String>,
+}
+
+crate::redact::debug_without_secrets!(NewRecoveryCodes { user } secret { codes });
+
+/// New recovery codes and their hashes ([`MfaService::hash_recovery_codes`]).
+/// `Debug` leaves out the codes.
+pub struct HashedRecoveryCodes {
+    user: UserId,
+    codes: Vec<String>,
+    hashes: Vec<String>,
+}
+
+crate::redact::debug_without_secrets!(HashedRecoveryCodes { user } secret { codes, hashes });
+
+impl<S: Store> MfaService<S> {
     /// Opt in to (or out of) MFA personally; takes effect at the next login.
     /// Opting out takes a session in which a factor was verified, if the
     /// user has one.

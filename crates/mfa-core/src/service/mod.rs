@@ -25,7 +25,7 @@ use crate::model::*;
 use crate::policy::{FactorSummary, LockoutPolicy};
 use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
 
-pub use enroll::{MfaStatus, PendingAuthenticator};
+pub use enroll::{HashedRecoveryCodes, MfaStatus, NewRecoveryCodes, PendingAuthenticator};
 pub use operator::{OPERATOR, OperatorConsole, OperatorNewUser, OperatorReset};
 pub use orgs::OrgPatch;
 pub use purge::{

@@ -43,8 +43,18 @@ pub async fn recovery_codes(
     FullSession(caller): FullSession,
     _no_body: NoBody,
 ) -> Result<web::Json<RecoveryCodesResponse>, ApiError> {
+    // The hashes on the password threads, the database work around them
+    // on the blocking pool: a held lock never holds a hashing thread.
     let service = service.into_inner();
-    let codes = run_hashing(&passwords, move || service.generate_recovery_codes(&caller)).await?;
+    let new = {
+        let (service, caller) = (service.clone(), caller.clone());
+        run(move || service.recovery_codes_begin(&caller)).await?
+    };
+    let hashed = {
+        let service = service.clone();
+        run_hashing(&passwords, move || service.hash_recovery_codes(new)).await?
+    };
+    let codes = run(move || service.recovery_codes_finish(&caller, hashed)).await?;
     Ok(web::Json(RecoveryCodesResponse { codes }))
 }
 

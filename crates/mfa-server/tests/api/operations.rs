@@ -442,6 +442,56 @@ async fn a_held_row_lock_holds_no_password_thread() {
     s.login(held_email, crate::helpers::PASSWORD).await;
 }
 
+/// New recovery codes for a user whose row is held: the ten argon2 hashes
+/// run on the password threads, the wait for the lock on the blocking
+/// pool, so everyone else's logins go through meanwhile. (They ran all on
+/// the password threads, where four such requests held both threads for
+/// the lock's duration and the logins behind them were refused `429`.)
+#[tokio::test]
+async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
+    let Some(db) = mfa_store::test_support::TestDatabase::postgres() else {
+        return;
+    };
+    let s = TestServer::start(
+        db,
+        &[
+            ("MFA_DATABASE_TIMEOUT_SECS", "5"),
+            ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "1"),
+        ],
+    )
+    .await;
+    let root = s.root().await;
+    let held = s.create_user(&root, "held@example.com", false).await;
+    let token = s
+        .login("held@example.com", crate::helpers::PASSWORD)
+        .await
+        .token;
+    s.enroll_authenticator(&token).await;
+    let codes_of = || {
+        let client = s.client.clone();
+        let url = s.url("/user/users/mfa/recoveryCodes");
+        let token = token.clone();
+        tokio::spawn(async move { client.post(url).bearer_auth(token).send().await })
+    };
+    let holder = hold_user_row(&s, held, Duration::from_millis(2_500));
+    let waiting: Vec<_> = (0..4).map(|_| codes_of()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "new codes did not wait for the held row"
+    );
+    for _ in 0..3 {
+        s.login(crate::helpers::ROOT_EMAIL, crate::helpers::PASSWORD)
+            .await;
+    }
+    holder.join().expect("the holder");
+    for w in waiting {
+        let answer = TestServer::answer(w.await.unwrap().expect("answered")).await;
+        answer.expect(200, None);
+        assert_eq!(answer.body["codes"].as_array().unwrap().len(), 10);
+    }
+}
+
 /// A database file other users can read (a backup copied back in keeps
 /// its mode) is warned about at the start.
 #[cfg(unix)]
