@@ -280,7 +280,21 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help, version, or bad arguments: clap's text, and its exit code
+        // (0, or 2) only if the text could be written.
+        Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(2);
+            return match e.print() {
+                Ok(()) => ExitCode::from(code),
+                Err(write) if code == 0 => {
+                    cli::Failure::Output(format!("cannot write to stdout: {write}")).report()
+                }
+                Err(_) => ExitCode::from(code),
+            };
+        }
+    };
     let config = match cli::load_config(cli.config.as_deref()) {
         Ok(config) => config,
         Err(failure) => return failure.report(),

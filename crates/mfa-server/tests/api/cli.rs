@@ -265,7 +265,12 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
             .output()
             .expect("run")
     };
-    for args in [&["gen-key"][..], &["migrate", "--status"]] {
+    for args in [
+        &["gen-key"][..],
+        &["migrate", "--status"],
+        &["--help"],
+        &["--version"],
+    ] {
         let out = run_to_full(&d.env(), args);
         let text = expect_code(&out, 3);
         assert!(text.contains("cannot write to stdout"), "{args:?}: {text}");
