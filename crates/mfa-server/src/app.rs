@@ -663,6 +663,7 @@ fn serve(
             .wrap(from_fn(middleware::vet_url))
             .wrap(ErrorHandlers::new().default_handler(middleware::json_error_page))
             .wrap(middleware::default_headers())
+            .wrap(from_fn(middleware::head_as_get))
             .wrap(from_fn(middleware::observe))
     })
     .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)

@@ -179,6 +179,10 @@ impl RouteTable {
             .filter(|(def, _)| def.is_match(path))
             .flat_map(|(_, ops)| ops.iter().map(|op| op.method))
             .collect();
+        if methods.contains(&"GET") {
+            // Served as the GET ([`head_as_get`]).
+            methods.push("HEAD");
+        }
         methods.sort_unstable();
         methods.dedup();
         (!methods.is_empty()).then(|| methods.join(", "))
@@ -252,6 +256,20 @@ pub async fn vet_url<B: MessageBody>(
         }
     }
     Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// A `HEAD` request is served as the `GET` of its path (a load balancer's
+/// health check: `HEAD /healthz`), through every check a `GET` passes. The
+/// connection sends the answer's status and headers without its body: it
+/// decides so from the request line as it arrived.
+pub async fn head_as_get<B: MessageBody>(
+    mut req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
+    next.call(req).await
 }
 
 /// The answer when no route takes the request: `405` with `Allow` when the

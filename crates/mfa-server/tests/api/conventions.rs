@@ -426,9 +426,48 @@ async fn tokens_and_routes(s: TestServer) {
     assert_eq!(a.header("allow"), Some("POST"));
     let a = s.call("PATCH", "/user/users/5", Some(&root), None).await;
     a.expect(405, Some("method_not_allowed"));
-    assert_eq!(a.header("allow"), Some("DELETE, GET, PUT"));
+    assert_eq!(a.header("allow"), Some("DELETE, GET, HEAD, PUT"));
     let a = s.call("POST", "/healthz", None, None).await;
     a.expect(405, Some("method_not_allowed"));
+    assert_eq!(a.header("allow"), Some("GET, HEAD"));
+    // HEAD is the GET without its body (a load balancer's health check),
+    // through the same checks; on the wire, nothing follows the head.
+    let head = |path: &str, token: Option<&str>| {
+        use std::io::{Read as _, Write as _};
+        let addr = s.base.trim_start_matches("http://").to_string();
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(
+            stream,
+            "HEAD {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        answer
+    };
+    for (path, token, status, length) in [
+        ("/healthz", None, "200 OK", Some(r#"{"status":"ok"}"#.len())),
+        ("/user/users/me", None, "401 Unauthorized", None),
+        ("/user/users/me", Some(root.as_str()), "200 OK", None),
+        ("/user/auth/login", None, "405 Method Not Allowed", None),
+    ] {
+        let answer = head(path, token);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{path}: {answer}"
+        );
+        assert!(
+            answer.ends_with("\r\n\r\n"),
+            "a body after the head: {answer}"
+        );
+        if let Some(length) = length {
+            assert!(
+                answer.contains(&format!("content-length: {length}\r\n")),
+                "{answer}"
+            );
+        }
+    }
     // Not served on purpose.
     for path in [
         "/user/users/addedToRole",
