@@ -82,6 +82,13 @@ pub enum MfaError {
         /// Seconds until the next attempt may succeed.
         retry_after_secs: u64,
     },
+    /// A message of this kind went to the user a moment ago: one per
+    /// interval (not a lockout; nothing failed).
+    #[error("a message was sent a moment ago; another can be sent in {retry_after_secs} s")]
+    MailThrottled {
+        /// Seconds until another may be sent.
+        retry_after_secs: u64,
+    },
     /// The mail server did not take the message; nothing was left valid.
     #[error("the mail server is unavailable")]
     MailUnavailable(String),

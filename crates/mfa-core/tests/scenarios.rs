@@ -821,10 +821,10 @@ fn email_factor_enroll_and_login() {
     let (_, partial) = w.login("mailonly@example.com");
     let sent = ok(w.svc.start_email_enrollment(&partial));
     assert_eq!(sent.sent_to, "m***@example.com");
-    // One send per 30 s.
+    // One send per 30 s: said as such, not as a lockout.
     assert!(matches!(
         w.svc.start_email_enrollment(&partial),
-        Err(MfaError::TooManyAttempts { .. })
+        Err(MfaError::MailThrottled { .. })
     ));
     let code = last_code(&w.mailer);
     let token =

@@ -729,7 +729,15 @@ async function loadAudit() {
     $("#audit-prev").disabled = audit.page === 0;
     $("#audit-next").disabled = audit.page + 1 >= pages;
   } catch (error) {
-    if (seq === audit.seq) fail(error);
+    if (seq === audit.seq) {
+      // The rows of the filter before must not stand under this one.
+      body.replaceChildren();
+      $("#audit-empty").hidden = true;
+      $("#audit-page").textContent = "";
+      $("#audit-prev").disabled = true;
+      $("#audit-next").disabled = true;
+      fail(error);
+    }
   } finally {
     if (seq === audit.seq) body.parentElement.setAttribute("aria-busy", "false");
   }

@@ -101,8 +101,14 @@ export function describeError(error) {
       return "The server could not be reached. Check the connection and try again.";
     case "too_many_attempts": {
       const secs = Number(error.retryAfter);
-      const wait = secs > 0 ? ` Try again in ${secs} second${secs === 1 ? "" : "s"}.` : " Try again later.";
-      return "Too many attempts." + wait;
+      const inSecs = `in ${secs} second${secs === 1 ? "" : "s"}`;
+      // One mail of a kind per half minute: not a lockout, nothing failed.
+      if (/^a message was sent a moment ago/i.test(error.message || "")) {
+        return secs > 0
+          ? `A message was sent a moment ago. Another can be sent ${inSecs}.`
+          : "A message was sent a moment ago. Another can be sent shortly.";
+      }
+      return "Too many attempts." + (secs > 0 ? ` Try again ${inSecs}.` : " Try again later.");
     }
     case "unauthorized":
       return "Your session has ended. Sign in again.";

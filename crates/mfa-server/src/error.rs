@@ -107,7 +107,7 @@ impl ApiError {
                 }
                 E::NotEnrolled(m) => status(StatusCode::CONFLICT, "not_enrolled", (*m).into()),
                 E::Conflict(m) => status(StatusCode::CONFLICT, "conflict", m.clone()),
-                E::TooManyAttempts { .. } => status(
+                E::TooManyAttempts { .. } | E::MailThrottled { .. } => status(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_attempts",
                     e.to_string(),
@@ -214,7 +214,10 @@ impl ResponseError for ApiError {
         let (status, error, message) = self.parts();
         let mut response = HttpResponse::build(status);
         match self {
-            ApiError::Domain(MfaError::TooManyAttempts { retry_after_secs })
+            ApiError::Domain(
+                MfaError::TooManyAttempts { retry_after_secs }
+                | MfaError::MailThrottled { retry_after_secs },
+            )
             | ApiError::Busy { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
             }

@@ -348,7 +348,7 @@ impl<S: Store> MfaService<S> {
     }
 }
 
-/// One mail of a kind per `interval_secs` per user: `TooManyAttempts`
+/// One mail of a kind per `interval_secs` per user: `MailThrottled`
 /// (with the seconds to wait) until `interval_secs` after `last_sent`.
 pub(crate) fn throttle_mail(
     last_sent: Timestamp,
@@ -357,7 +357,7 @@ pub(crate) fn throttle_mail(
 ) -> MfaResult<()> {
     let next_allowed = last_sent.plus_secs(interval_secs);
     if now < next_allowed {
-        return Err(MfaError::TooManyAttempts {
+        return Err(MfaError::MailThrottled {
             retry_after_secs: now.secs_until(next_allowed).max(1),
         });
     }

@@ -677,11 +677,14 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
         )
         .await;
     assert_eq!(events.ok()["total"], 1);
-    // An unknown user is said in words.
+    // An unknown user is said in words, and the rows of the filter before
+    // do not stay under it.
     b.fill("#audit-user", "nobody@example.com").await;
     b.click("#audit-form button[type=submit]").await;
     b.text_contains("#alert", "No user of this org matches")
         .await;
+    b.count("#audit-rows tr", 0).await;
+    assert_eq!(b.text_of("#audit-page").await.as_deref(), Some(""));
     b.click("#audit-clear").await;
 
     // Export as CSV: every user, every page.

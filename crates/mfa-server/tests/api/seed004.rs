@@ -279,6 +279,14 @@ async fn email_factor_and_email_challenge(s: TestServer) {
         )
         .await;
     again.expect(429, Some("too_many_attempts"));
+    // Said as a mail sent a moment ago, not as a lockout.
+    assert!(
+        again.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("a message was sent a moment ago"),
+        "{again:?}"
+    );
     let retry: u64 = again.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
 
