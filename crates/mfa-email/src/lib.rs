@@ -46,6 +46,11 @@ pub struct MailConfig {
     /// Directory of template overrides (see the crate documentation), or
     /// `None` for the built-in templates alone.
     pub templates_dir: Option<PathBuf>,
+    /// The link that confirms an email change, but for its token, which is
+    /// appended (e.g. `https://mfa.example.com/account#confirm-email=`: a
+    /// fragment, which no server or proxy logs). `None`: the mail says
+    /// where to enter the token instead.
+    pub confirm_link_prefix: Option<String>,
 }
 
 impl fmt::Debug for MailConfig {
@@ -57,6 +62,7 @@ impl fmt::Debug for MailConfig {
             .field("outbox_dir", &self.outbox_dir)
             .field("issuer", &self.issuer)
             .field("templates_dir", &self.templates_dir)
+            .field("confirm_link_prefix", &self.confirm_link_prefix)
             .finish()
     }
 }
@@ -153,6 +159,7 @@ pub struct EmailMailer {
     from: Mailbox,
     issuer: String,
     templates: Templates,
+    confirm_link_prefix: Option<String>,
 }
 
 /// Check a sender (`Name <user@domain>` or `user@domain`) as
@@ -191,6 +198,7 @@ impl EmailMailer {
             from,
             issuer: config.issuer,
             templates,
+            confirm_link_prefix: config.confirm_link_prefix,
         };
         for path in mailer.templates.overrides() {
             tracing::info!(file = %path.display(), "mail template override loaded");
@@ -208,7 +216,8 @@ impl EmailMailer {
 
     /// Subject, text and HTML of `kind`, as they would be sent.
     fn render(&self, kind: &MailKind) -> Rendered {
-        self.templates.render(&self.issuer, kind)
+        self.templates
+            .render(&self.issuer, kind, self.confirm_link_prefix.as_deref())
     }
 
     /// The MIME message for `mail`.

@@ -82,7 +82,7 @@ impl TemplateKind {
             TemplateKind::FactorReset => &[Issuer, Method, By],
             TemplateKind::ReplayRefused => &[Issuer],
             TemplateKind::RecoveryCodeUsed => &[Issuer, Remaining],
-            TemplateKind::EmailChangeConfirm => &[Issuer, Token, Minutes, ValidFor],
+            TemplateKind::EmailChangeConfirm => &[Issuer, Token, Link, Minutes, ValidFor],
             TemplateKind::EmailChangeNotice => &[Issuer, NewEmail],
         }
     }
@@ -109,11 +109,12 @@ pub(crate) enum Var {
     By,
     Remaining,
     Token,
+    Link,
     NewEmail,
 }
 
 impl Var {
-    const ALL: [Var; 9] = [
+    const ALL: [Var; 10] = [
         Var::Issuer,
         Var::Code,
         Var::Minutes,
@@ -122,6 +123,7 @@ impl Var {
         Var::By,
         Var::Remaining,
         Var::Token,
+        Var::Link,
         Var::NewEmail,
     ];
 
@@ -135,6 +137,7 @@ impl Var {
             Var::By => "by",
             Var::Remaining => "remaining",
             Var::Token => "token",
+            Var::Link => "link",
             Var::NewEmail => "new_email",
         }
     }
@@ -253,6 +256,9 @@ pub(crate) struct Rendered {
 #[derive(Clone, Debug)]
 pub(crate) struct Templates {
     by_kind: HashMap<TemplateKind, Template>,
+    /// The built-in email-change confirmation with its link, used when a
+    /// link can be made and the operator did not override that kind.
+    change_with_link: Option<Template>,
     /// The override files that were used, for the start-up log.
     overrides: Vec<PathBuf>,
 }
@@ -321,7 +327,32 @@ impl Templates {
         if let Some(dir) = dir {
             warn_about_unknown_files(dir);
         }
-        Ok(Templates { by_kind, overrides })
+        let kind = TemplateKind::EmailChangeConfirm;
+        let overridden = overrides.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(kind.name()))
+        });
+        let change_with_link = if overridden {
+            None
+        } else {
+            let (subject, text, html) = BUILTIN_CHANGE_WITH_LINK;
+            let parse = |source: &str| {
+                Parsed::parse(kind, source).map_err(|reason| Error::Template {
+                    path: format!("built-in {} with a link", kind.name()).into(),
+                    reason,
+                })
+            };
+            Some(Template {
+                subject: parse(subject)?,
+                text: parse(text)?,
+                html: parse(&format!("{HTML_HEAD}{html}{HTML_FOOT}"))?,
+            })
+        };
+        Ok(Templates {
+            by_kind,
+            change_with_link,
+            overrides,
+        })
     }
 
     /// The override files in use.
@@ -329,10 +360,21 @@ impl Templates {
         &self.overrides
     }
 
-    /// Subject and bodies of `kind` from `issuer`.
-    pub(crate) fn render(&self, issuer: &str, kind: &MailKind) -> Rendered {
-        let values = Values::new(issuer, kind);
-        let Some(t) = self.by_kind.get(&TemplateKind::of(kind)) else {
+    /// Subject and bodies of `kind` from `issuer`; an email change's
+    /// confirmation links to `confirm_link_prefix` followed by its token,
+    /// when there is one.
+    pub(crate) fn render(
+        &self,
+        issuer: &str,
+        kind: &MailKind,
+        confirm_link_prefix: Option<&str>,
+    ) -> Rendered {
+        let values = Values::new(issuer, kind, confirm_link_prefix);
+        let with_link = self
+            .change_with_link
+            .as_ref()
+            .filter(|_| !values.link.is_empty());
+        let Some(t) = with_link.or_else(|| self.by_kind.get(&TemplateKind::of(kind))) else {
             // Unreachable: `load` fills every kind or fails.
             return Rendered {
                 subject: issuer.to_string(),
@@ -421,11 +463,12 @@ struct Values {
     by: String,
     remaining: String,
     token: String,
+    link: String,
     new_email: String,
 }
 
 impl Values {
-    fn new(issuer: &str, kind: &MailKind) -> Values {
+    fn new(issuer: &str, kind: &MailKind, confirm_link_prefix: Option<&str>) -> Values {
         let mut v = Values {
             issuer: issuer.to_string(),
             code: String::new(),
@@ -435,6 +478,7 @@ impl Values {
             by: String::new(),
             remaining: String::new(),
             token: String::new(),
+            link: String::new(),
             new_email: String::new(),
         };
         match kind {
@@ -473,6 +517,9 @@ impl Values {
                 valid_for_secs,
             } => {
                 v.token = token.clone();
+                if let Some(prefix) = confirm_link_prefix {
+                    v.link = format!("{prefix}{token}");
+                }
                 v.minutes = minutes(*valid_for_secs);
                 v.valid_for = valid_for(*valid_for_secs);
             }
@@ -493,6 +540,7 @@ impl Values {
             Var::By => &self.by,
             Var::Remaining => &self.remaining,
             Var::Token => &self.token,
+            Var::Link => &self.link,
             Var::NewEmail => &self.new_email,
         }
     }
@@ -576,6 +624,39 @@ macro_rules! big {
         )
     };
 }
+
+/// The built-in email-change confirmation when the server knows its
+/// address (`MFA_PUBLIC_URL`): a link that opens the account page with the
+/// token filled in.
+const BUILTIN_CHANGE_WITH_LINK: (&str, &str, &str) = (
+    "{{issuer}}: confirm your new email address",
+    "Someone asked to use this address for an account at {{issuer}}. To
+confirm, open this link within {{valid_for}} and press \"Confirm email
+address\"; you need not be signed in:
+
+    {{link}}
+
+Or enter this token under \"Confirm a new email address\" on the account
+page:
+
+    {{token}}
+
+Until it is confirmed, the account keeps its old address.
+
+If you did not ask for this, ignore this message: nothing will change.
+",
+    concat!(
+        "<p>Someone asked to use this address for an account at {{issuer}}. To confirm, ",
+        "open this link within <strong>{{valid_for}}</strong> and press ",
+        "&ldquo;Confirm email address&rdquo;; you need not be signed in:</p>\n",
+        "<p><a href=\"{{link}}\" style=\"word-break: break-all;\">{{link}}</a></p>\n",
+        "<p>Or enter this token under &ldquo;Confirm a new email address&rdquo; on the ",
+        "account page:</p>\n",
+        big!("{{token}}"),
+        "<p>Until it is confirmed, the account keeps its old address.</p>\n",
+        "<p>If you did not ask for this, ignore this message: nothing will change.</p>\n"
+    ),
+);
 
 fn builtin_parts(kind: TemplateKind) -> (&'static str, &'static str, &'static str) {
     match kind {
@@ -738,6 +819,7 @@ mod tests {
                 code: "123456".into(),
                 valid_for_secs: 600,
             },
+            None,
         );
         assert_eq!(r.subject, "Acme <Ops>: your sign-in code");
         assert!(r.text.contains("\n    123456\n"));
@@ -773,6 +855,7 @@ mod tests {
                 code: "1".into(),
                 valid_for_secs: 1,
             },
+            None,
         );
         assert_eq!(p.render(&v, false), "{{code}}");
     }

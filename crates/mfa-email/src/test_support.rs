@@ -22,6 +22,7 @@
 //!     outbox_dir: std::env::temp_dir(), // unused with an SMTP URL
 //!     issuer: "Acme".into(),
 //!     templates_dir: None,
+//!     confirm_link_prefix: None,
 //! })
 //! .unwrap();
 //! mailer

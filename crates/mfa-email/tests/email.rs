@@ -21,6 +21,7 @@ fn config(smtp_url: Option<String>, outbox: &Path) -> MailConfig {
         outbox_dir: outbox.to_path_buf(),
         issuer: "Acme Corp".into(),
         templates_dir: None,
+        confirm_link_prefix: None,
     }
 }
 
@@ -597,4 +598,40 @@ fn logs_and_errors_hold_neither_code_nor_address() {
         assert_clean(&e.to_string(), "902718");
         assert!(!e.message.contains("SECRET"), "{}", e.message);
     }
+}
+
+/// With the server's address known, the email-change confirmation links to
+/// the account page with its token in the fragment; without, it says where
+/// to enter the token, and holds no link.
+#[test]
+fn an_email_change_confirmation_links_to_the_account_page_when_it_can() {
+    let sink = SmtpSink::start().expect("sink");
+    let confirm = Mail {
+        to: TO.into(),
+        kind: MailKind::EmailChangeConfirm {
+            token: "tok-abcdefghijklmnopqrstuvwxyz".into(),
+            valid_for_secs: 86_400,
+        },
+    };
+    let mut linked = config(Some(sink.url()), &std::env::temp_dir());
+    linked.confirm_link_prefix = Some("https://mfa.example.com/account#confirm-email=".into());
+    EmailMailer::new(linked)
+        .expect("mailer")
+        .send(&confirm)
+        .expect("sent");
+    let m = one(&sink);
+    let link = "https://mfa.example.com/account#confirm-email=tok-abcdefghijklmnopqrstuvwxyz";
+    let text = m.text().expect("text");
+    assert!(text.contains(link), "{text}");
+    assert!(text.contains("within 24 hours"), "{text}");
+    let html = m.html().expect("html");
+    assert!(html.contains(&format!("<a href=\"{link}\"")), "{html}");
+    assert_eq!(m.token().as_deref(), Some("tok-abcdefghijklmnopqrstuvwxyz"));
+
+    sink.clear();
+    smtp_mailer(&sink).send(&confirm).expect("sent");
+    let m = one(&sink);
+    let text = m.text().expect("text");
+    assert!(!text.contains("#confirm-email="), "{text}");
+    assert!(text.contains("(/account)"), "{text}");
 }

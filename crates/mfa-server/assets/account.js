@@ -26,6 +26,26 @@ import {
 const VIEWS = ["signin-view", "account-view", "confirm-email-view"];
 const CONFIRM_HASH = "#confirm-email";
 
+/**
+ * The token of the confirmation mail's link (`#confirm-email=TOKEN`: a
+ * fragment, which no server or proxy logs), taken out of the address bar
+ * and the history at once and kept for the form.
+ */
+let linkedToken = "";
+
+function takeLinkedToken() {
+  const prefix = CONFIRM_HASH + "=";
+  const hash = location.hash;
+  if (!hash.startsWith(prefix)) return;
+  history.replaceState(null, "", location.pathname + location.search + CONFIRM_HASH);
+  try {
+    linkedToken = decodeURIComponent(hash.slice(prefix.length)).trim();
+  } catch {
+    linkedToken = "";
+  }
+}
+takeLinkedToken();
+
 let me = null;
 let details = null;
 let enrollingAuthenticator = false;
@@ -316,7 +336,14 @@ $("#password-change-form").addEventListener("submit", (event) => {
 function showConfirm() {
   $("#confirm-back").textContent = session.get() ? "Back to my account" : "Back to sign-in";
   showView(VIEWS, "confirm-email-view");
-  $("#confirm-token").focus();
+  if (linkedToken) {
+    // Filled in, not sent: the person who got the mail confirms.
+    $("#confirm-token").value = linkedToken;
+    linkedToken = "";
+    $("#confirm-email-form button[type=submit]").focus();
+  } else {
+    $("#confirm-token").focus();
+  }
 }
 
 $("#confirm-email-form").addEventListener("submit", (event) => {
@@ -361,6 +388,7 @@ $("#confirm-email-form").addEventListener("submit", (event) => {
 });
 
 window.addEventListener("hashchange", () => {
+  takeLinkedToken();
   if (location.hash === CONFIRM_HASH) {
     clearMessages();
     showConfirm();

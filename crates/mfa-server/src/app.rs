@@ -439,6 +439,12 @@ pub fn email_mailer(config: &Config) -> Result<EmailMailer, mfa_email::Error> {
         outbox_dir: config.outbox_dir(),
         issuer: mfa_totp::issuer_for_environment(&config.issuer, config.environment.as_str()),
         templates_dir: None,
+        // The account page opens its confirmation with the token filled in
+        // from the fragment (which no server or proxy logs).
+        confirm_link_prefix: config
+            .public_url
+            .as_ref()
+            .map(|base| format!("{base}/account#confirm-email=")),
     })
 }
 

@@ -210,6 +210,10 @@ pub struct Config {
     pub smtp_url: Option<Secret>,
     /// `MFA_MAIL_FROM`.
     pub mail_from: String,
+    /// `MFA_PUBLIC_URL`: where users reach the server (`https://HOST`, no
+    /// trailing slash), for links in mail; unset means mails name the page
+    /// instead of linking to it.
+    pub public_url: Option<String>,
     /// `MFA_SESSION_TTL_SECS`.
     pub session_ttl_secs: u64,
     /// `MFA_PURGE_INTERVAL_SECS`: the pause between two purges of what
@@ -250,6 +254,7 @@ struct FileConfig {
     environment: Option<String>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
+    public_url: Option<String>,
     session_ttl_secs: Option<u64>,
     purge_interval_secs: Option<u64>,
     audit_retention_days: Option<u64>,
@@ -400,6 +405,9 @@ impl Config {
         let mail_from = pick("MFA_MAIL_FROM", file_config.mail_from)
             .unwrap_or_else(|| DEFAULT_MAIL_FROM.into());
         mfa_email::check_sender(&mail_from).map_err(|e| invalid("MFA_MAIL_FROM", e.to_string()))?;
+        let public_url = pick("MFA_PUBLIC_URL", file_config.public_url)
+            .map(|u| public_url(&u))
+            .transpose()?;
 
         let session_ttl_secs = whole_number(
             "MFA_SESSION_TTL_SECS",
@@ -500,6 +508,7 @@ impl Config {
             environment,
             smtp_url,
             mail_from,
+            public_url,
             session_ttl_secs,
             purge_interval_secs,
             audit_retention_days,
@@ -538,6 +547,26 @@ impl Config {
     pub fn outbox_dir(&self) -> PathBuf {
         self.data_dir.join("outbox")
     }
+}
+
+/// `MFA_PUBLIC_URL` checked: an `http` or `https` URL of a host, with no
+/// user, query or fragment; without its trailing slash, so that paths
+/// append to it.
+fn public_url(text: &str) -> Result<String, ConfigError> {
+    let expected = "expected the address users reach the server at, such as \
+                    `https://mfa.example.com` (http or https, a host, an optional path; no user, \
+                    query or fragment)";
+    let url = url::Url::parse(text.trim()).map_err(|_| invalid("MFA_PUBLIC_URL", expected))?;
+    let fits = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !fits {
+        return Err(invalid("MFA_PUBLIC_URL", expected));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -691,6 +720,34 @@ mod tests {
         ] {
             let error = from(&[(name, value)]).unwrap_err().to_string();
             assert!(error.contains(name) && error.contains(says), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_public_url_is_a_base_for_links() {
+        assert_eq!(from(&[]).unwrap().public_url, None);
+        for (given, kept) in [
+            ("https://mfa.example.com", "https://mfa.example.com"),
+            ("https://mfa.example.com/", "https://mfa.example.com"),
+            ("http://127.0.0.1:8080/mfa/", "http://127.0.0.1:8080/mfa"),
+            (" https://MFA.example.com ", "https://mfa.example.com"),
+        ] {
+            let c = from(&[("MFA_PUBLIC_URL", given)]).unwrap();
+            assert_eq!(c.public_url.as_deref(), Some(kept), "{given}");
+        }
+        for refused in [
+            "mfa.example.com",
+            "ftp://mfa.example.com",
+            "https://user:pw@mfa.example.com",
+            "https://mfa.example.com/?x=1",
+            "https://mfa.example.com/#x",
+            "javascript:alert(1)",
+        ] {
+            let error = from(&[("MFA_PUBLIC_URL", refused)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("MFA_PUBLIC_URL"), "{refused}: {error}");
+            assert!(!error.contains("pw"), "{error}");
         }
     }
 

@@ -119,6 +119,12 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             },
         ),
         ("MFA_MAIL_FROM", config.mail_from.clone()),
+        (
+            "MFA_PUBLIC_URL",
+            config.public_url.clone().unwrap_or_else(|| {
+                "(unset: mails say where to enter a token instead of linking to it)".into()
+            }),
+        ),
         ("MFA_TOTP_DIGITS", config.totp.digits.to_string()),
         ("MFA_TOTP_PERIOD_SECS", config.totp.period.to_string()),
         ("MFA_SESSION_TTL_SECS", config.session_ttl_secs.to_string()),
@@ -153,6 +159,7 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             outbox_dir: config.outbox_dir(),
             issuer: config.issuer.clone(),
             templates_dir: None,
+            confirm_link_prefix: None,
         })
         .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
         out!("Mail goes to {mailer}.");

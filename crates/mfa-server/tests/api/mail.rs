@@ -82,6 +82,43 @@ async fn a_code_whose_mail_was_not_confirmed_in_time_still_works() {
     .expect(200, None);
 }
 
+/// With MFA_PUBLIC_URL, an email change's mail links to the account page,
+/// the token in the fragment; the token from the link confirms the change.
+#[tokio::test]
+async fn an_email_change_mail_links_to_the_account_page() {
+    let s = TestServer::sqlite_with(&[("MFA_PUBLIC_URL", "https://mfa.example.com/")]).await;
+    let root = s.root().await;
+    let pat = s.create_user(&root, "pat@example.com", false).await;
+    s.put(
+        &format!("/user/users/{pat}"),
+        &root,
+        json!({"email": "pat@new.example"}),
+    )
+    .await
+    .expect(200, None);
+    let mail = s
+        .mails_to("pat@new.example")
+        .pop()
+        .expect("the confirmation");
+    let text = mail.text().expect("text");
+    let prefix = "https://mfa.example.com/account#confirm-email=";
+    let link = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no link in {text}"));
+    let token = &link[prefix.len()..];
+    assert_eq!(Some(token.to_string()), mail.token());
+    s.call(
+        "POST",
+        "/user/users/email/confirmChange",
+        None,
+        Some(json!({"token": token})),
+    )
+    .await
+    .expect(204, None);
+}
+
 #[tokio::test]
 async fn sandbox_issuer_is_marked() {
     let s = TestServer::sqlite_with(&[("MFA_ENVIRONMENT", "sandbox")]).await;
