@@ -565,6 +565,15 @@ pub enum MailKind {
         /// The new address, masked.
         new_email_masked: String,
     },
+    /// The address changed: a change was confirmed (sent to the old
+    /// address, which no longer signs in).
+    EmailChanged {
+        /// The new address, masked.
+        new_email_masked: String,
+        /// Whether the change removed the user's email factor (it was
+        /// verified at the old address).
+        email_factor_removed: bool,
+    },
 }
 
 impl std::fmt::Debug for MailKind {
@@ -612,6 +621,14 @@ impl std::fmt::Debug for MailKind {
             MailKind::EmailChangeNotice { new_email_masked } => f
                 .debug_struct("EmailChangeNotice")
                 .field("new_email_masked", new_email_masked)
+                .finish(),
+            MailKind::EmailChanged {
+                new_email_masked,
+                email_factor_removed,
+            } => f
+                .debug_struct("EmailChanged")
+                .field("new_email_masked", new_email_masked)
+                .field("email_factor_removed", email_factor_removed)
                 .finish(),
         }
     }

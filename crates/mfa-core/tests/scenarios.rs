@@ -1189,6 +1189,16 @@ fn email_change_waits_for_confirmation() {
         Err(MfaError::InvalidCode)
     );
     ok(w.svc.login("new@example.com", PASSWORD, None));
+    // The old address is told that it no longer signs in (it had no email
+    // factor to lose).
+    assert!(w.mailer.sent().iter().any(|m| m.to == "old@example.com"
+        && matches!(
+            &m.kind,
+            MailKind::EmailChanged {
+                new_email_masked,
+                email_factor_removed: false,
+            } if new_email_masked == "n***@example.com"
+        )));
     // The change is in the audit trail of each of the user's orgs.
     let changed = w.audit_events_of(Some(AuditAction::EmailChanged));
     assert_eq!(changed.len(), 1);

@@ -26,10 +26,11 @@ pub(crate) enum TemplateKind {
     RecoveryCodeUsed,
     EmailChangeConfirm,
     EmailChangeNotice,
+    EmailChanged,
 }
 
 impl TemplateKind {
-    pub(crate) const ALL: [TemplateKind; 8] = [
+    pub(crate) const ALL: [TemplateKind; 9] = [
         TemplateKind::EnrollmentCode,
         TemplateKind::LoginCode,
         TemplateKind::FactorEnrolled,
@@ -38,6 +39,7 @@ impl TemplateKind {
         TemplateKind::RecoveryCodeUsed,
         TemplateKind::EmailChangeConfirm,
         TemplateKind::EmailChangeNotice,
+        TemplateKind::EmailChanged,
     ];
 
     pub(crate) fn of(kind: &MailKind) -> TemplateKind {
@@ -50,6 +52,7 @@ impl TemplateKind {
             MailKind::RecoveryCodeUsed { .. } => TemplateKind::RecoveryCodeUsed,
             MailKind::EmailChangeConfirm { .. } => TemplateKind::EmailChangeConfirm,
             MailKind::EmailChangeNotice { .. } => TemplateKind::EmailChangeNotice,
+            MailKind::EmailChanged { .. } => TemplateKind::EmailChanged,
         }
     }
 
@@ -64,6 +67,7 @@ impl TemplateKind {
             TemplateKind::RecoveryCodeUsed => "recovery_code_used",
             TemplateKind::EmailChangeConfirm => "email_change_confirm",
             TemplateKind::EmailChangeNotice => "email_change_notice",
+            TemplateKind::EmailChanged => "email_changed",
         }
     }
 
@@ -84,6 +88,7 @@ impl TemplateKind {
             TemplateKind::RecoveryCodeUsed => &[Issuer, Remaining],
             TemplateKind::EmailChangeConfirm => &[Issuer, Token, Link, Minutes, ValidFor],
             TemplateKind::EmailChangeNotice => &[Issuer, NewEmail],
+            TemplateKind::EmailChanged => &[Issuer, NewEmail, Method],
         }
     }
 
@@ -526,6 +531,18 @@ impl Values {
             MailKind::EmailChangeNotice { new_email_masked } => {
                 v.new_email = new_email_masked.clone();
             }
+            MailKind::EmailChanged {
+                new_email_masked,
+                email_factor_removed,
+            } => {
+                v.new_email = new_email_masked.clone();
+                // What the change took with it, if anything.
+                v.method = if *email_factor_removed {
+                    method_name(MfaMethod::Email).to_string()
+                } else {
+                    "nothing else".to_string()
+                };
+            }
         }
         v
     }
@@ -801,6 +818,25 @@ your password: someone else may have access to your account.
                 "confirmed from the new address.</p>\n",
                 "<p>If you did not ask for this, contact your administrator at once and change ",
                 "your password: someone else may have access to your account.</p>\n"
+            ),
+        ),
+        TemplateKind::EmailChanged => (
+            "{{issuer}}: your email address was changed",
+            "The email address of your {{issuer}} account is now {{new_email}}: the change
+was confirmed from that address. This address no longer signs in, and every
+session of the account was ended. Sign-in methods removed with it:
+{{method}}.
+
+If you did not ask for this, contact your administrator at once: someone
+else may have taken over your account.
+",
+            concat!(
+                "<p>The email address of your {{issuer}} account is now ",
+                "<strong>{{new_email}}</strong>: the change was confirmed from that address. ",
+                "This address no longer signs in, and every session of the account was ended. ",
+                "Sign-in methods removed with it: {{method}}.</p>\n",
+                "<p>If you did not ask for this, contact your administrator at once: someone else ",
+                "may have taken over your account.</p>\n"
             ),
         ),
     }

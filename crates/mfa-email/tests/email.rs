@@ -138,6 +138,10 @@ fn every_kind_renders_and_is_delivered() {
         MailKind::EmailChangeNotice {
             new_email_masked: "n***@example.org".into(),
         },
+        MailKind::EmailChanged {
+            new_email_masked: "n***@example.org".into(),
+            email_factor_removed: true,
+        },
     ];
     for kind in &kinds {
         mailer
@@ -178,6 +182,7 @@ fn every_kind_renders_and_is_delivered() {
             MailKind::RecoveryCodeUsed { .. } => &["recovery codes left: 7"],
             MailKind::EmailChangeConfirm { .. } => &[token, "24 hours", "If you did not ask"],
             MailKind::EmailChangeNotice { .. } => &["n***@example.org", "If you did not ask"],
+            MailKind::EmailChanged { .. } => &["n***@example.org", "removed with it: email codes"],
         };
         for needle in expect {
             let flat = text.replace('\n', " ");

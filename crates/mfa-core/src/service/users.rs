@@ -621,12 +621,28 @@ impl<S: Store> MfaService<S> {
             let old = user.email.clone();
             user.email = change.new_email.clone();
             tx.update_user(&user)?;
+            let email_factor_removed = tx.email_factor_verified_at(user.id)?.is_some();
             tx.delete_email_factor(user.id)?;
             tx.delete_email_codes(user.id)?;
             tx.revoke_user_sessions(user.id, None, None, now)?;
             let detail = format!("from {} to {to}", mask_email(&old));
             audit_in_orgs_of(tx, user.id, now, AuditAction::EmailChanged, &detail)?;
-            Ok(Ok(()))
+            Ok(Ok((
+                old,
+                mask_email(&change.new_email),
+                email_factor_removed,
+            )))
+        })
+        .map(|(old, new_email_masked, email_factor_removed)| {
+            // The old address learns that it no longer signs in: if the
+            // change was not the user's, this is the last chance to see it.
+            self.notify(
+                &old,
+                MailKind::EmailChanged {
+                    new_email_masked,
+                    email_factor_removed,
+                },
+            );
         })
     }
 
