@@ -92,6 +92,11 @@ pub enum MfaError {
     /// The mail server did not take the message; nothing was left valid.
     #[error("the mail server is unavailable")]
     MailUnavailable(String),
+    /// The mail server (or the mail configuration) refused the message
+    /// for good (an SMTP 5xx reply, an address it cannot take, TLS that
+    /// fails): trying again will not help. Nothing was left valid.
+    #[error("the mail server refused the message")]
+    MailRefused(String),
     /// The mail server did not confirm the message with an email code in
     /// time: it may arrive all the same, and the code was kept valid.
     #[error("the mail server did not confirm the message")]

@@ -877,10 +877,11 @@ fn email_code_expires_and_dead_mail_leaves_no_code() {
     );
 
     let (_, partial) = w.login("expiry@example.com");
+    // A mailer that refuses for good (not transient).
     w.mailer.set_failing(true);
     assert!(matches!(
         w.svc.start_email_enrollment(&partial),
-        Err(MfaError::MailUnavailable(_))
+        Err(MfaError::MailRefused(_))
     ));
     w.mailer.set_failing(false);
     // The failed send did not start the throttle or leave a code behind.

@@ -454,11 +454,12 @@ fn outbox_transport(dir: &Path) -> Result<Transport, Error> {
 /// message without the recipient's address or the secret.
 fn smtp_error(e: &lettre::transport::smtp::Error, mail: &Mail, host: &str, port: u16) -> MailError {
     let timed_out = timed_out(e);
-    // 4xx replies, timeouts and unreachable servers may pass; 5xx replies,
-    // TLS and protocol errors will not without a change of configuration.
-    let transient = e.is_transient()
-        || timed_out
-        || (!e.is_permanent() && !e.is_tls() && !e.is_client() && !e.is_response());
+    // 5xx replies, TLS failures and what the client refuses (a server
+    // without the STARTTLS the URL requires) will not pass without a
+    // change (of the address, or of the configuration); the rest may: 4xx
+    // replies, timeouts, unreachable servers, and connections that ended
+    // mid-reply (a server restarting).
+    let transient = timed_out || !(e.is_permanent() || e.is_tls() || e.is_client());
     let what = if e.is_transient() {
         "the SMTP server refused the message for now"
     } else if e.is_permanent() {

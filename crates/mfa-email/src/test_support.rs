@@ -109,6 +109,7 @@ struct State {
 struct Shared {
     stop: AtomicBool,
     fail_mail_from: AtomicBool,
+    refuse_recipients: AtomicBool,
     /// Milliseconds to wait before confirming a message it kept.
     data_reply_delay_ms: AtomicU64,
     active: AtomicUsize,
@@ -144,6 +145,7 @@ impl SmtpSink {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             fail_mail_from: AtomicBool::new(false),
+            refuse_recipients: AtomicBool::new(false),
             data_reply_delay_ms: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
@@ -174,6 +176,14 @@ impl SmtpSink {
     /// or, with `false`, accept again.
     pub fn set_failing(&self, failing: bool) {
         self.shared.fail_mail_from.store(failing, Ordering::SeqCst);
+    }
+
+    /// Answer every later `RCPT TO` with `550 5.1.1` (no such mailbox: a
+    /// permanent refusal) or, with `false`, accept again.
+    pub fn set_refusing_recipients(&self, refusing: bool) {
+        self.shared
+            .refuse_recipients
+            .store(refusing, Ordering::SeqCst);
     }
 
     /// Keep every later message at once, but confirm it (`250` after the
@@ -420,6 +430,8 @@ impl<'a> Session<'a> {
                 "RCPT" if upper.starts_with("RCPT TO:") => {
                     if self.from.is_none() {
                         self.reply("503 5.5.1 need MAIL first")?;
+                    } else if self.shared.refuse_recipients.load(Ordering::SeqCst) {
+                        self.reply("550 5.1.1 no such mailbox")?;
                     } else {
                         self.to.push(path_of(&line["RCPT TO:".len()..]));
                         self.reply("250 2.1.5 OK")?;

@@ -117,6 +117,13 @@ impl ApiError {
                     "mail_unavailable",
                     "the mail server is unavailable; nothing was sent, try again later".into(),
                 ),
+                E::MailRefused(_) => status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "mail_unavailable",
+                    "the mail server refused the message, and trying again will not help: nothing \
+                     was sent; an administrator must check this address and the mail settings"
+                        .into(),
+                ),
                 E::MailUnconfirmed(_) => status(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "mail_unavailable",
@@ -176,7 +183,7 @@ impl ApiError {
             ApiError::Domain(MfaError::Store(e)) => {
                 tracing::error!(error = %e, "storage failure");
             }
-            ApiError::Domain(MfaError::MailUnavailable(detail)) => {
+            ApiError::Domain(MfaError::MailUnavailable(detail) | MfaError::MailRefused(detail)) => {
                 tracing::warn!(error = %detail, "mail not delivered");
             }
             ApiError::Domain(MfaError::MailUnconfirmed(detail)) => {

@@ -341,9 +341,14 @@ impl<S: Store> MfaService<S> {
                 to: to.to_string(),
                 kind,
             })
-            .map_err(|e| match e.delivery_unknown {
-                true => MfaError::MailUnconfirmed(e.message),
-                false => MfaError::MailUnavailable(e.message),
+            .map_err(|e| {
+                if e.delivery_unknown {
+                    MfaError::MailUnconfirmed(e.message)
+                } else if e.transient {
+                    MfaError::MailUnavailable(e.message)
+                } else {
+                    MfaError::MailRefused(e.message)
+                }
             })
     }
 }

@@ -119,6 +119,39 @@ async fn an_email_change_mail_links_to_the_account_page() {
     .expect(204, None);
 }
 
+/// A mail server that refuses the address for good (550 at RCPT) is not
+/// answered "try again later": nothing was sent, and no Retry-After.
+#[tokio::test]
+async fn a_refused_address_is_not_told_to_try_again() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    s.create_user(&root, "pat@example.com", false).await;
+    let pat = s.login("pat@example.com", PASSWORD).await.token;
+    s.smtp.set_refusing_recipients(true);
+    let a = s
+        .call(
+            "PUT",
+            "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
+            Some(&pat),
+            None,
+        )
+        .await;
+    a.expect(503, Some("mail_unavailable"));
+    let message = a.body["message"].as_str().unwrap();
+    assert!(message.contains("trying again will not help"), "{message}");
+    assert_eq!(a.header("retry-after"), None);
+    // No code was left, and the throttle did not start.
+    s.smtp.set_refusing_recipients(false);
+    s.call(
+        "PUT",
+        "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
+        Some(&pat),
+        None,
+    )
+    .await
+    .expect(200, None);
+}
+
 #[tokio::test]
 async fn sandbox_issuer_is_marked() {
     let s = TestServer::sqlite_with(&[("MFA_ENVIRONMENT", "sandbox")]).await;
