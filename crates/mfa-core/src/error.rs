@@ -100,7 +100,13 @@ pub enum MfaError {
     /// The mail server did not confirm the message with an email code in
     /// time: it may arrive all the same, and the code was kept valid.
     #[error("the mail server did not confirm the message")]
-    MailUnconfirmed(String),
+    MailUnconfirmed {
+        /// What the mail adapter said (for the log).
+        detail: String,
+        /// Seconds until another message may be asked for (the code kept
+        /// holds the per-user mail interval until then).
+        retry_after_secs: u64,
+    },
     /// The storage adapter failed.
     #[error(transparent)]
     Store(StoreError),

@@ -124,7 +124,7 @@ impl ApiError {
                      was sent; an administrator must check this address and the mail settings"
                         .into(),
                 ),
-                E::MailUnconfirmed(_) => status(
+                E::MailUnconfirmed { .. } => status(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "mail_unavailable",
                     "the mail server did not confirm the message in time; it may still arrive, \
@@ -186,7 +186,7 @@ impl ApiError {
             ApiError::Domain(MfaError::MailUnavailable(detail) | MfaError::MailRefused(detail)) => {
                 tracing::warn!(error = %detail, "mail not delivered");
             }
-            ApiError::Domain(MfaError::MailUnconfirmed(detail)) => {
+            ApiError::Domain(MfaError::MailUnconfirmed { detail, .. }) => {
                 tracing::warn!(error = %detail, "mail not confirmed; its code was kept");
             }
             ApiError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
@@ -223,7 +223,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Domain(
                 MfaError::TooManyAttempts { retry_after_secs }
-                | MfaError::MailThrottled { retry_after_secs },
+                | MfaError::MailThrottled { retry_after_secs }
+                | MfaError::MailUnconfirmed {
+                    retry_after_secs, ..
+                },
             )
             | ApiError::Busy { retry_after_secs } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.max(&1).to_string()));
@@ -234,7 +237,7 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static(DATABASE_RETRY_AFTER_SECS),
                 ));
             }
-            ApiError::Domain(MfaError::MailUnavailable(_) | MfaError::MailUnconfirmed(_)) => {
+            ApiError::Domain(MfaError::MailUnavailable(_)) => {
                 response.insert_header((
                     header::RETRY_AFTER,
                     HeaderValue::from_static(MAIL_RETRY_AFTER_SECS),

@@ -343,7 +343,10 @@ impl<S: Store> MfaService<S> {
             })
             .map_err(|e| {
                 if e.delivery_unknown {
-                    MfaError::MailUnconfirmed(e.message)
+                    MfaError::MailUnconfirmed {
+                        detail: e.message,
+                        retry_after_secs: self.config.email_resend_interval_secs.max(1),
+                    }
                 } else if e.transient {
                     MfaError::MailUnavailable(e.message)
                 } else {

@@ -525,7 +525,7 @@ impl<S: Store> MfaService<S> {
         };
         if let Err(e) = self.deliver(&user.email, kind) {
             // A message that may still arrive keeps its code working.
-            if !matches!(e, MfaError::MailUnconfirmed(_)) {
+            if !matches!(e, MfaError::MailUnconfirmed { .. }) {
                 self.store.write(|tx| {
                     tx.delete_email_code(stored.id)?;
                     Ok(())

@@ -533,7 +533,7 @@ impl<S: Store> MfaService<S> {
                 put_email_change_audited(tx, caller, id, e, &link, now, "")?;
                 Ok(user.email)
             })?;
-            self.deliver_change_link(caller, id, e, token, ttl)?;
+            self.deliver_change_link(caller, id, e, token, ttl, None)?;
             self.notify(
                 &old_email,
                 MailKind::EmailChangeNotice {
@@ -652,7 +652,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         let token = new_token(self.rng.as_ref());
         let ttl = self.config.email_change_ttl_secs;
-        let new_email = self.store.write(|tx| {
+        let previous = self.store.write(|tx| {
             self.manageable_user(tx, caller, id)?;
             let pending = tx
                 .pending_email_change(id)?
@@ -670,14 +670,17 @@ impl<S: Store> MfaService<S> {
                 now,
                 ", sent again",
             )?;
-            Ok(pending.new_email)
+            Ok(pending)
         })?;
-        self.deliver_change_link(caller, id, &new_email, token, ttl)
+        let new_email = previous.new_email.clone();
+        self.deliver_change_link(caller, id, &new_email, token, ttl, Some(previous))
     }
 
     /// Mail the confirmation link of `id`'s pending change to `new_email`.
     /// A link that could not be sent is withdrawn with its change: nobody
-    /// holds it, and it must not hold up the next attempt for 30 s.
+    /// holds it, and it must not hold up the next attempt for 30 s. A link
+    /// sent again (`previous`: the change as it was) gives way to the one
+    /// sent before, which was delivered and still holds.
     fn deliver_change_link(
         &self,
         caller: &FullCaller,
@@ -685,6 +688,7 @@ impl<S: Store> MfaService<S> {
         new_email: &str,
         token: String,
         ttl: u64,
+        previous: Option<EmailChange>,
     ) -> MfaResult<()> {
         let token_hash = hash_token(&token);
         let kind = MailKind::EmailChangeConfirm {
@@ -695,13 +699,29 @@ impl<S: Store> MfaService<S> {
         // still arrive is withdrawn too (the request is answered as failed,
         // and the other fields are not changed).
         let sent = self.deliver(new_email, kind).map_err(|e| match e {
-            MfaError::MailUnconfirmed(detail) => MfaError::MailUnavailable(detail),
+            MfaError::MailUnconfirmed { detail, .. } => MfaError::MailUnavailable(detail),
             other => other,
         });
         if sent.is_err() {
             let now = self.now();
             self.store.write(|tx| {
-                tx.withdraw_email_change(id, &token_hash)?;
+                // Unless a later request replaced it meanwhile.
+                if !tx.withdraw_email_change(id, &token_hash)? {
+                    return Ok(());
+                }
+                let why = match &previous {
+                    Some(before) => {
+                        tx.put_email_change(
+                            id,
+                            &before.new_email,
+                            &before.token_hash,
+                            before.created_at,
+                            before.expires_at,
+                        )?;
+                        "the new confirmation link could not be mailed; the one sent before still holds"
+                    }
+                    None => "withdrawn, the confirmation link could not be mailed",
+                };
                 // The trail's request is followed by why nothing came of
                 // it (an audit read a change that never happened).
                 audit_email_change(
@@ -710,10 +730,7 @@ impl<S: Store> MfaService<S> {
                     id,
                     now,
                     AuditAction::EmailChangeRefused,
-                    format!(
-                        "to {}: withdrawn, the confirmation link could not be mailed",
-                        mask_email(new_email)
-                    ),
+                    format!("to {}: {why}", mask_email(new_email)),
                 )
             })?;
         }

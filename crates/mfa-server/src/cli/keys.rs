@@ -129,17 +129,20 @@ pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
     if recorded.as_ref() == Some(&key.fingerprint()) {
         return Err(mfa_store::Error::KeyNotLost.into());
     }
-    let check = store.check_encryption_key()?;
-    if check.readable > 0 {
+    // As the store decides: the verified authenticators count (a pending
+    // enrollment protects nothing).
+    let verified = store.check_encryption_key_on(u64::MAX)?;
+    if verified.readable > 0 {
         return Err(mfa_store::Error::KeyOpensSecrets {
-            opened: check.readable,
-            checked: check.total,
+            opened: verified.readable,
+            checked: verified.total,
         }
         .into());
     }
+    let check = store.check_encryption_key()?;
     if !yes {
         out!(
-            "{}; the new key is {}{}.\n\
+            "{}; {}.\n\
              Replacing the lost key removes the {} stored authenticators (their users enroll \
              again and are told by mail), the email codes in flight and the password failure \
              counts, in one transaction. Email factors, recovery codes, passwords and sessions \
@@ -149,10 +152,10 @@ pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
                 Some(fingerprint) => format!("The database records the key {fingerprint}"),
                 None => "The database records no key yet".to_string(),
             },
-            key.fingerprint(),
             match &generate_into {
-                Some(path) => format!(" (to be written to {})", path.display()),
-                None => String::new(),
+                // Made by the run with --yes: its fingerprint is said then.
+                Some(path) => format!("a new key is made into {} with --yes", path.display()),
+                None => format!("the new key is {}", key.fingerprint()),
             },
             check.total,
         );

@@ -63,8 +63,8 @@ pub fn write_out(text: std::fmt::Arguments<'_>) -> CliResult {
         .and_then(|()| stdout.flush())
         .map_err(|e| {
             Failure::Output(format!(
-                "cannot write to stdout: {e} (what the command does was done: an admin \
-                 command's change was made)"
+                "cannot write to stdout: {e} (the command ran to its end: a change it makes \
+                 was made)"
             ))
         })
 }

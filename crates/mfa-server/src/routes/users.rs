@@ -384,7 +384,8 @@ pub async fn confirm_email_change(
 /// member of it (or a superadmin). The contract does not name the user:
 /// the optional body `{"userId": N}` does, and without it the caller's own
 /// pending change is meant. A new token goes to the new address; the old
-/// token is void.
+/// token is void once the new one was mailed (if it cannot be, the old one
+/// still holds).
 #[utoipa::path(
     tag = "users",
     request_body(content = Option<ResendRequest>, description = "Optional: whose change to resend (default: the caller)."),
@@ -393,7 +394,7 @@ pub async fn confirm_email_change(
         (status = 404, description = "`not_found`: no such user visible to the caller, or no pending email change.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: a confirmation went to this user's new address less than 30 s ago (one per 30 s per user, as email codes); `Retry-After` says when to ask again.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
-        (status = 503, description = "`mail_unavailable`: the mail server did not take the message.", body = ErrorBody),
+        (status = 503, description = "`mail_unavailable`: the mail server did not take the message; the change stays pending, and the token sent before still holds.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
 )]

@@ -452,9 +452,11 @@ impl DbStore {
     /// and processes that still have the old key are not ready afterwards
     /// ([`DbStore::ping`]).
     ///
-    /// Refused when the database records this key already (nothing is
-    /// lost). For a key that is not lost, [`DbStore::rotate_encryption_key`]
-    /// keeps every secret.
+    /// Refused when the database records this key already, or when it opens
+    /// a verified authenticator's secret (a pending enrollment protects
+    /// nothing, and does not count): nothing is lost
+    /// ([`Error::KeyNotLost`], [`Error::KeyOpensSecrets`]). For a key that
+    /// is not lost, [`DbStore::rotate_encryption_key`] keeps every secret.
     pub fn replace_lost_key(&self, at: Timestamp) -> Result<LostKeyReplacement, Error> {
         let cipher = &self.cipher;
         let refuse_same = |recorded: Option<KeyFingerprint>| match recorded {
@@ -472,7 +474,7 @@ impl DbStore {
             Inner::Sqlite(db) => db.with_writer(|conn| {
                 conn.immediate_transaction(|conn| {
                     refuse_same(recorded_fingerprint!(conn)?)?;
-                    refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, false)?)?;
+                    refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, true)?)?;
                     replace_lost_key!(conn, cipher, at)
                 })
             }),
@@ -484,7 +486,7 @@ impl DbStore {
                          encryption_key_fingerprint IN EXCLUSIVE MODE",
                     )?;
                     refuse_same(recorded_fingerprint!(conn)?)?;
-                    refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, false)?)?;
+                    refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, true)?)?;
                     replace_lost_key!(conn, cipher, at)
                 })
             }

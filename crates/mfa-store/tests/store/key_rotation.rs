@@ -306,7 +306,7 @@ fn a_database_from_before_keys_were_recorded(db: TestDatabase) {
         store.replace_lost_key(T0),
         Err(Error::KeyOpensSecrets {
             opened: 1,
-            checked: 2
+            checked: 1
         })
     ));
     assert!(recorded(&db).is_empty());
