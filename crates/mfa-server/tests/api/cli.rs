@@ -329,25 +329,8 @@ async fn a_lost_key_is_replaced_on_purpose() {
     let d = Deployment::new();
     let server = d.start();
     let (root, _, _) = server.login("root@example.com").await;
-    let t = server
-        .call(
-            "POST",
-            "/user/users/mfa/generateTempSecret",
-            Some(&root),
-            None,
-        )
-        .await;
-    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
-    let (code, _) = fresh_code(&secret, None);
-    server
-        .call(
-            "POST",
-            "/user/users/mfa/validateCode",
-            Some(&root),
-            Some(json!({"code": code})),
-        )
-        .await
-        .expect(204, None);
+    let (_, v) = server.enroll(&root).await;
+    v.expect(204, None);
     drop(server);
     d.ok(&["admin", "enforce-mfa", "--org", "1"]);
     let key_file = d.path().join("data/encryption.key");
@@ -392,24 +375,7 @@ async fn a_lost_key_is_replaced_on_purpose() {
     let server = d.start();
     let (partial, mfa, _) = server.login("root@example.com").await;
     assert_eq!(mfa, "setup_required");
-    let t = server
-        .call(
-            "POST",
-            "/user/users/mfa/generateTempSecret",
-            Some(&partial),
-            None,
-        )
-        .await;
-    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
-    let (code, _) = fresh_code(&secret, None);
-    let v = server
-        .call(
-            "POST",
-            "/user/users/mfa/validateCode",
-            Some(&partial),
-            Some(json!({"code": code})),
-        )
-        .await;
+    let (_, v) = server.enroll(&partial).await;
     let full = v.ok()["token"].as_str().unwrap().to_string();
     let audit = server
         .call("GET", "/user/audit?action=mfa_reset", Some(&full), None)
@@ -934,24 +900,7 @@ async fn break_glass_reset_then_setup_required() {
     // The only admin enrolls an authenticator...
     let (partial, mfa, _) = server.login("root@example.com").await;
     assert_eq!(mfa, "setup_required");
-    let t = server
-        .call(
-            "POST",
-            "/user/users/mfa/generateTempSecret",
-            Some(&partial),
-            None,
-        )
-        .await;
-    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
-    let (code, _) = fresh_code(&secret, None);
-    let v = server
-        .call(
-            "POST",
-            "/user/users/mfa/validateCode",
-            Some(&partial),
-            Some(json!({"code": code})),
-        )
-        .await;
+    let (_, v) = server.enroll(&partial).await;
     let full = v.ok()["token"].as_str().unwrap().to_string();
     let (_, mfa, _) = server.login("root@example.com").await;
     assert_eq!(mfa, "challenge_required");
@@ -967,24 +916,7 @@ async fn break_glass_reset_then_setup_required() {
     assert_eq!(mfa, "setup_required", "setup again, not a challenge");
 
     // They enroll a new phone and find the operator's reset in the audit.
-    let t = server
-        .call(
-            "POST",
-            "/user/users/mfa/generateTempSecret",
-            Some(&partial),
-            None,
-        )
-        .await;
-    let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
-    let (code, _) = fresh_code(&secret, None);
-    let v = server
-        .call(
-            "POST",
-            "/user/users/mfa/validateCode",
-            Some(&partial),
-            Some(json!({"code": code})),
-        )
-        .await;
+    let (_, v) = server.enroll(&partial).await;
     let full = v.ok()["token"].as_str().unwrap().to_string();
     let audit = server
         .call("GET", "/user/audit?action=mfa_reset", Some(&full), None)

@@ -4,24 +4,35 @@
 
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestServer};
+use crate::helpers::{Answer, PASSWORD, TestServer};
 
-#[tokio::test]
-async fn mail_server_down_is_503_and_leaves_no_code() {
+/// A server on SQLite and the session of pat@example.com, a user with no
+/// factor.
+async fn server_with_pat() -> (TestServer, String) {
     let s = TestServer::sqlite().await;
     let root = s.root().await;
     s.create_user(&root, "pat@example.com", false).await;
     let pat = s.login("pat@example.com", PASSWORD).await.token;
+    (s, pat)
+}
+
+/// Ask for an email code (the seed's email enrollment): a mail to pat.
+async fn ask_for_code(s: &TestServer, token: &str) -> Answer {
+    s.call(
+        "PUT",
+        "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
+        Some(token),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn mail_server_down_is_503_and_leaves_no_code() {
+    let (s, pat) = server_with_pat().await;
 
     s.smtp.set_failing(true);
-    let a = s
-        .call(
-            "PUT",
-            "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
-            Some(&pat),
-            None,
-        )
-        .await;
+    let a = ask_for_code(&s, &pat).await;
     a.expect(503, Some("mail_unavailable"));
     assert!(!a.body["message"].as_str().unwrap().contains("127.0.0.1"));
 
@@ -34,14 +45,7 @@ async fn mail_server_down_is_503_and_leaves_no_code() {
     )
     .await
     .expect(400, Some("invalid_code"));
-    s.call(
-        "PUT",
-        "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
-        Some(&pat),
-        None,
-    )
-    .await
-    .expect(200, None);
+    ask_for_code(&s, &pat).await.expect(200, None);
 }
 
 /// A mail server that keeps the message but confirms it after the send
@@ -49,21 +53,11 @@ async fn mail_server_down_is_503_and_leaves_no_code() {
 /// in the message works when it arrives.
 #[tokio::test]
 async fn a_code_whose_mail_was_not_confirmed_in_time_still_works() {
-    let s = TestServer::sqlite().await;
-    let root = s.root().await;
-    s.create_user(&root, "pat@example.com", false).await;
-    let pat = s.login("pat@example.com", PASSWORD).await.token;
+    let (s, pat) = server_with_pat().await;
 
     s.smtp
         .set_data_reply_delay(mfa_email::SMTP_TIMEOUT + std::time::Duration::from_secs(2));
-    let a = s
-        .call(
-            "PUT",
-            "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
-            Some(&pat),
-            None,
-        )
-        .await;
+    let a = ask_for_code(&s, &pat).await;
     a.expect(503, Some("mail_unavailable"));
     let message = a.body["message"].as_str().unwrap();
     assert!(message.contains("may still arrive"), "{message}");
@@ -125,33 +119,16 @@ async fn an_email_change_mail_links_to_the_account_page() {
 /// answered "try again later": nothing was sent, and no Retry-After.
 #[tokio::test]
 async fn a_refused_address_is_not_told_to_try_again() {
-    let s = TestServer::sqlite().await;
-    let root = s.root().await;
-    s.create_user(&root, "pat@example.com", false).await;
-    let pat = s.login("pat@example.com", PASSWORD).await.token;
+    let (s, pat) = server_with_pat().await;
     s.smtp.set_refusing_recipients(true);
-    let a = s
-        .call(
-            "PUT",
-            "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
-            Some(&pat),
-            None,
-        )
-        .await;
+    let a = ask_for_code(&s, &pat).await;
     a.expect(503, Some("mail_unavailable"));
     let message = a.body["message"].as_str().unwrap();
     assert!(message.contains("trying again will not help"), "{message}");
     assert_eq!(a.header("retry-after"), None);
     // No code was left, and the throttle did not start.
     s.smtp.set_refusing_recipients(false);
-    s.call(
-        "PUT",
-        "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
-        Some(&pat),
-        None,
-    )
-    .await
-    .expect(200, None);
+    ask_for_code(&s, &pat).await.expect(200, None);
 }
 
 #[tokio::test]
@@ -202,30 +179,24 @@ async fn a_change_link_that_could_not_be_sent_is_withdrawn() {
         "{:?}",
         trail.body
     );
-    s.call(
-        "POST",
-        "/user/users/email/resendChangeConfirmation",
-        Some(&token),
-        None,
-    )
-    .await
-    .expect(404, Some("not_found"));
+    let resend = || {
+        s.call(
+            "POST",
+            "/user/users/email/resendChangeConfirmation",
+            Some(&token),
+            None,
+        )
+    };
+    resend().await.expect(404, Some("not_found"));
     s.put(&format!("/user/users/{pat}"), &token, change)
         .await
         .expect(200, None);
     let link = s.last_token("pat@new.example");
-    // A resend that cannot be mailed takes nothing away: the link sent
-    // before still holds (it was withdrawn with its change).
+    // A resend that cannot be mailed takes nothing away: only its new link
+    // is withdrawn, and the one sent before still holds.
     s.advance(31);
     s.smtp.set_failing(true);
-    s.call(
-        "POST",
-        "/user/users/email/resendChangeConfirmation",
-        Some(&token),
-        None,
-    )
-    .await
-    .expect(503, Some("mail_unavailable"));
+    resend().await.expect(503, Some("mail_unavailable"));
     s.smtp.set_failing(false);
     let after = s.get(&format!("/user/users/{pat}"), &root).await;
     assert_eq!(after.ok()["pendingEmail"]["newEmail"], "pat@new.example");

@@ -133,6 +133,31 @@ impl Node {
         TestServer::answer(req.send().await.expect("request")).await
     }
 
+    /// Enroll an authenticator in this session: its secret, and the
+    /// answer of `validateCode` (200 with a full token for a partial
+    /// session, 204 for a full one).
+    pub async fn enroll(&self, token: &str) -> (Secret, Answer) {
+        let t = self
+            .call(
+                "POST",
+                "/user/users/mfa/generateTempSecret",
+                Some(token),
+                None,
+            )
+            .await;
+        let secret = Secret::from_base32(t.ok()["secret"].as_str().unwrap()).unwrap();
+        let (code, _) = fresh_code(&secret, None);
+        let v = self
+            .call(
+                "POST",
+                "/user/users/mfa/validateCode",
+                Some(token),
+                Some(json!({"code": code})),
+            )
+            .await;
+        (secret, v)
+    }
+
     /// Log in: the answer must be 200; `(token, mfa, body)`.
     pub async fn login(&self, email: &str) -> (String, String, Value) {
         let a = self
