@@ -175,11 +175,30 @@ pub fn check_smtp_url(url: &str) -> Result<(), Error> {
     smtp_url::parse(url).map(|_| ())
 }
 
+/// The sender, with an internationalised domain in its ASCII form
+/// (`bücher.example` is `xn--bcher-kva.example`): the envelope, the
+/// `From` header and the Message-ID must be ASCII for a server without
+/// SMTPUTF8, which refused every message otherwise.
 fn parse_sender(from: &str) -> Result<Mailbox, Error> {
-    from.trim().parse().map_err(|e| Error::From {
+    let refused = |reason: String| Error::From {
         from: from.to_string(),
-        reason: format!("{e}"),
-    })
+        reason,
+    };
+    let mailbox: Mailbox = from.trim().parse().map_err(|e| refused(format!("{e}")))?;
+    if !mailbox.email.user().is_ascii() {
+        return Err(refused(
+            "the part before the @ must be ASCII (mail servers without SMTPUTF8 refuse it)".into(),
+        ));
+    }
+    if mailbox.email.domain().is_ascii() {
+        return Ok(mailbox);
+    }
+    let domain = match url::Host::parse(mailbox.email.domain()) {
+        Ok(url::Host::Domain(ascii)) => ascii,
+        _ => return Err(refused("the domain is not a valid domain name".into())),
+    };
+    let email = Address::new(mailbox.email.user(), domain).map_err(|e| refused(format!("{e}")))?;
+    Ok(Mailbox::new(mailbox.name, email))
 }
 
 impl EmailMailer {

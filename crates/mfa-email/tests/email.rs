@@ -640,3 +640,29 @@ fn an_email_change_confirmation_links_to_the_account_page_when_it_can() {
     assert!(!text.contains("#confirm-email="), "{text}");
     assert!(text.contains("(/account)"), "{text}");
 }
+
+/// A sender with an internationalised domain goes out in its ASCII form
+/// (a server without SMTPUTF8 refused every message); a local part that is
+/// not ASCII is refused when the configuration is read.
+#[test]
+fn an_internationalised_sender_domain_is_sent_in_ascii() {
+    let sink = SmtpSink::start().expect("sink");
+    let mut unicode = config(Some(sink.url()), &std::env::temp_dir());
+    unicode.from = "Acme MFA <no-reply@bücher.example>".into();
+    mfa_email::check_sender(&unicode.from).expect("a valid sender");
+    EmailMailer::new(unicode)
+        .expect("mailer")
+        .send(&login_code("123123"))
+        .expect("sent");
+    let m = one(&sink);
+    assert_eq!(m.from, "no-reply@xn--bcher-kva.example");
+    let from = m.header("From").expect("From");
+    assert!(from.contains("<no-reply@xn--bcher-kva.example>"), "{from}");
+    let id = m.header("Message-ID").expect("Message-ID");
+    assert!(
+        id.ends_with("@xn--bcher-kva.example>") && id.is_ascii(),
+        "{id}"
+    );
+    let refused = mfa_email::check_sender("Acme <zoë@example.com>").expect_err("not ASCII");
+    assert!(refused.to_string().contains("ASCII"), "{refused}");
+}

@@ -554,13 +554,15 @@ impl Config {
 /// append to it.
 fn public_url(text: &str) -> Result<String, ConfigError> {
     let expected = "expected the address users reach the server at, such as \
-                    `https://mfa.example.com` (http or https, a host, an optional path; no user, \
+                    `https://mfa.example.com` (http or https, a host and an optional port; no \
+                    path: the pages load their files and call the API from the root; no user, \
                     query or fragment)";
     let url = url::Url::parse(text.trim()).map_err(|_| invalid("MFA_PUBLIC_URL", expected))?;
     let fits = matches!(url.scheme(), "http" | "https")
         && url.host_str().is_some_and(|h| !h.is_empty())
         && url.username().is_empty()
         && url.password().is_none()
+        && url.path() == "/"
         && url.query().is_none()
         && url.fragment().is_none();
     if !fits {
@@ -729,7 +731,7 @@ mod tests {
         for (given, kept) in [
             ("https://mfa.example.com", "https://mfa.example.com"),
             ("https://mfa.example.com/", "https://mfa.example.com"),
-            ("http://127.0.0.1:8080/mfa/", "http://127.0.0.1:8080/mfa"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
             (" https://MFA.example.com ", "https://mfa.example.com"),
         ] {
             let c = from(&[("MFA_PUBLIC_URL", given)]).unwrap();
@@ -741,6 +743,7 @@ mod tests {
             "https://user:pw@mfa.example.com",
             "https://mfa.example.com/?x=1",
             "https://mfa.example.com/#x",
+            "https://example.com/mfa",
             "javascript:alert(1)",
         ] {
             let error = from(&[("MFA_PUBLIC_URL", refused)])

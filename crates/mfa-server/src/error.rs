@@ -115,7 +115,9 @@ impl ApiError {
                 E::MailUnavailable(_) => status(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "mail_unavailable",
-                    "the mail server is unavailable; nothing was sent, try again later".into(),
+                    "the mail server is unavailable: nothing in the message can be used; try \
+                     again later"
+                        .into(),
                 ),
                 E::MailRefused(_) => status(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -30,6 +30,8 @@ environment wins). Every command reads the same configuration:
                                 smtp://127.0.0.1:port?tls=none (loopback only)
                                 [unset: mail goes to MFA_DATA_DIR/outbox as .eml files]
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
+  MFA_PUBLIC_URL                where users reach the server, https://HOST, for links in
+                                mail [unset: mails say where to enter a token]
   MFA_SESSION_TTL_SECS          lifetime of a full session [43200]
   MFA_PURGE_INTERVAL_SECS       how often sessions that ended over an hour ago, confirmed
                                 email changes, forgotten password failure counts and
@@ -47,7 +49,8 @@ environment wins). Every command reads the same configuration:
                                 older hashes are replaced at their user's next login
   MFA_LOG                       tracing filter [info]
 
-Exit codes: 0 success, 1 failure at run time, 2 bad arguments or configuration.";
+Exit codes: 0 success, 1 failure at run time, 2 bad arguments or configuration, 3 the
+command did its work but could not write its report to stdout (do not run it again).";
 
 /// The MFA administration server: the HTTP API, its OpenAPI document and
 /// Swagger UI, and Prometheus metrics; and the commands to operate it.

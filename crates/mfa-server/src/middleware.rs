@@ -278,8 +278,18 @@ pub async fn fallback(
     req: HttpRequest,
     routes: web::Data<RouteTable>,
 ) -> Result<HttpResponse, ApiError> {
-    Err(match routes.methods_of(req.path()) {
+    let path = req.path();
+    Err(match routes.methods_of(path) {
         Some(allow) => ApiError::MethodNotAllowed { allow },
+        // The files of the pages and of Swagger UI are read only (an
+        // unknown one is 404 to GET, as it should be).
+        None if (path.starts_with("/assets/") || path.starts_with("/swagger-ui/"))
+            && !matches!(*req.method(), actix_web::http::Method::GET) =>
+        {
+            ApiError::MethodNotAllowed {
+                allow: "GET, HEAD".into(),
+            }
+        }
         None => ApiError::NoRoute,
     })
 }

@@ -430,6 +430,12 @@ async fn tokens_and_routes(s: TestServer) {
     let a = s.call("POST", "/healthz", None, None).await;
     a.expect(405, Some("method_not_allowed"));
     assert_eq!(a.header("allow"), Some("GET, HEAD"));
+    // The pages' files and Swagger UI's are read only too.
+    for path in ["/assets/account.js", "/swagger-ui/swagger-ui.css"] {
+        let a = s.call("POST", path, None, None).await;
+        a.expect(405, Some("method_not_allowed"));
+        assert_eq!(a.header("allow"), Some("GET, HEAD"), "{path}");
+    }
     // HEAD is the GET without its body (a load balancer's health check),
     // through the same checks; on the wire, nothing follows the head.
     let head = |path: &str, token: Option<&str>| {
