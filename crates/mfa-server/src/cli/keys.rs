@@ -185,20 +185,6 @@ pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
             return Err(e.into());
         }
     };
-    let mailer = app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")));
-    let mut not_told = Vec::new();
-    for (_, email) in &report.authenticators_removed {
-        let notice = Mail {
-            to: email.clone(),
-            kind: MailKind::FactorReset {
-                methods: vec![MfaMethod::Authenticator],
-                by_admin: Some(format!("the {}", mfa_core::service::OPERATOR)),
-            },
-        };
-        if !matches!(&mailer, Ok(mailer) if mailer.send(&notice).is_ok()) {
-            not_told.push(email.as_str());
-        }
-    }
     let users: Vec<&str> = report
         .authenticators_removed
         .iter()
@@ -214,20 +200,43 @@ pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
             None => String::new(),
         },
         users.len(),
-        if users.is_empty() {
-            "none".to_string()
-        } else {
-            users.join(", ")
+        // The first twenty: the audit trail has them all.
+        match users.len() {
+            0 => "none".to_string(),
+            1..=20 => users.join(", "),
+            n => format!("{}, and {} more", users[..20].join(", "), n - 20),
         },
         report.pending_removed,
         report.email_codes_forgotten,
         report.password_failures_forgotten
     );
+    // Said first: the change is made, whatever happens to the mail.
+    if !report.authenticators_removed.is_empty() {
+        out!(
+            "Mailing the {} users a notice ...",
+            report.authenticators_removed.len()
+        );
+    }
+    let mailer = app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")));
+    let mut not_told = Vec::new();
+    for (_, email) in &report.authenticators_removed {
+        let notice = Mail {
+            to: email.clone(),
+            kind: MailKind::FactorReset {
+                methods: vec![MfaMethod::Authenticator],
+                by_admin: Some(format!("the {}", mfa_core::service::OPERATOR)),
+            },
+        };
+        if !matches!(&mailer, Ok(mailer) if mailer.send(&notice).is_ok()) {
+            not_told.push(email.as_str());
+        }
+    }
     if !not_told.is_empty() {
         out!(
-            "Could not mail the notice to {} of them: {}.",
+            "Could not mail the notice to {} of them (the log says why): {}{}.",
             not_told.len(),
-            not_told.join(", ")
+            not_told[..not_told.len().min(20)].join(", "),
+            if not_told.len() > 20 { ", …" } else { "" }
         );
     }
     out!(
