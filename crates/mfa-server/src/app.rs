@@ -384,13 +384,21 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         pool_timeout: Some(Duration::from_secs(config.database_timeout_secs)),
         ..StoreOptions::new(key)
     };
-    let store = DbStore::connect(config.database_url.expose(), options)?;
+    // A key file made just now for a database that cannot be opened is
+    // taken back: it keeps nothing, and the next start makes its own.
+    let forget_made_key = |error: mfa_store::Error| {
+        if let KeySource::Generated(path) = &source {
+            let _ = std::fs::remove_file(path);
+        }
+        StartError::from(error)
+    };
+    let store = DbStore::connect(config.database_url.expose(), options).map_err(forget_made_key)?;
     // Before the migrations: a refused start leaves a database the
     // previous version still opens.
     store
         .check_key_before_migrating()
         .map_err(|error| key_refusal(error, &source))?;
-    store.run_migrations()?;
+    store.run_migrations().map_err(forget_made_key)?;
     verify_key(&store, &source)?;
     // A backup copied back in keeps the mode it was made with (0644 under
     // the usual umask); the file holds password hashes and the secrets.

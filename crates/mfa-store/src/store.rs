@@ -730,7 +730,11 @@ fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error>
     // One direct connection first: it reports SQLite's own error at once
     // (r2d2 would retry until its timeout), switches the file to WAL before
     // the pools open, and has its settings read back.
-    let mut first = SqliteConnection::establish(path)?;
+    // SQLite's message ("unable to open database file") names no file.
+    let mut first = SqliteConnection::establish(path).map_err(|e| match Error::from(e) {
+        Error::Connect(message) => Error::Connect(format!("{path}: {message}")),
+        other => other,
+    })?;
     sqlite::configure_first(&mut first, Role::Writer)?;
     sqlite::verify(&mut first, Role::Writer)?;
     drop(first);

@@ -1119,3 +1119,20 @@ fn an_interrupted_password_prompt_gives_the_echo_back() {
     let out = d.run(&["admin", "list-orgs"]);
     expect_code(&out, 0);
 }
+
+/// A database file in a directory that does not exist: the start names
+/// the file, and leaves no key file behind for it.
+#[test]
+fn a_missing_database_directory_is_named() {
+    let d = Deployment::new();
+    let mut env = d.env();
+    env.push(("MFA_DATABASE_URL", "sqlite://./no/such/dir/mfa.db"));
+    env.push(("MFA_BIND", "127.0.0.1:0"));
+    let out = run(d.path(), &env, &["serve"], "");
+    let text = expect_code(&out, 1);
+    assert!(text.contains("./no/such/dir/mfa.db"), "{text}");
+    assert!(
+        !d.path().join("data/encryption.key").exists(),
+        "a key file was left for a database that could not be opened"
+    );
+}
