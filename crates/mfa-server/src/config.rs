@@ -622,8 +622,16 @@ fn check_bind(bind: &str) -> Result<(), ConfigError> {
     if bind.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
+    let shaped = bind
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     match bind.to_socket_addrs().map(|mut addrs| addrs.next()) {
         Ok(Some(_)) => Ok(()),
+        // HOST:PORT, but the host name does not resolve here.
+        Err(e) if shaped => Err(invalid(
+            "MFA_BIND",
+            format!("the host of `{bind}` does not resolve to an address: {e}"),
+        )),
         _ => Err(invalid(
             "MFA_BIND",
             format!("expected HOST:PORT such as 127.0.0.1:8080, not `{bind}`"),
@@ -796,6 +804,16 @@ mod tests {
                 .database_pool_size,
             Some(4)
         );
+    }
+
+    #[test]
+    fn a_bind_without_its_host_or_port_says_the_shape() {
+        // (A host that does not resolve is said so apart; testing it would
+        // ask a name server beyond loopback.)
+        for bind in ["8080", ":8080", "localhost:http", "localhost"] {
+            let error = from(&[("MFA_BIND", bind)]).unwrap_err().to_string();
+            assert!(error.contains("expected HOST:PORT"), "{bind}: {error}");
+        }
     }
 
     #[test]
