@@ -23,6 +23,7 @@ pub use crypto::{
 };
 pub use error::Error;
 pub use store::{
-    Backend, DEFAULT_POOL_TIMEOUT, DbStore, KeyCheck, KeyRotation, KeyVerification,
-    LostKeyReplacement, MigrationStatus, PING_TIMEOUT, StoreOptions, with_database,
+    Backend, DEFAULT_POOL_TIMEOUT, DbStore, KEY_FINGERPRINT_MIGRATION, KeyCheck, KeyRotation,
+    KeyVerification, LostKeyReplacement, MigrationStatus, PING_TIMEOUT, StoreOptions,
+    with_database,
 };

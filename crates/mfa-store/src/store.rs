@@ -20,7 +20,9 @@ use crate::tx::Tx;
 
 mod authenticator_success;
 mod key_rotation;
-pub use key_rotation::{KeyCheck, KeyRotation, KeyVerification, LostKeyReplacement};
+pub use key_rotation::{
+    KEY_FINGERPRINT_MIGRATION, KeyCheck, KeyRotation, KeyVerification, LostKeyReplacement,
+};
 
 /// The SQLite migrations (`migrations/sqlite` at the workspace root).
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");

@@ -205,7 +205,7 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
     // that made it is applied.
     let recorded = if status
         .iter()
-        .any(|m| m.applied && m.name.ends_with("_encryption_key_fingerprint"))
+        .any(|m| m.applied && m.name == mfa_store::KEY_FINGERPRINT_MIGRATION)
     {
         store.recorded_key_fingerprint()?
     } else {

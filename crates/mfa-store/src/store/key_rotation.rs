@@ -72,8 +72,9 @@ pub enum KeyVerification {
     },
 }
 
-/// The migration that made the table of the recorded key.
-const FINGERPRINT_MIGRATION: &str = "2026-11-30-000001_encryption_key_fingerprint";
+/// The migration that made the table of the recorded key: until it is
+/// applied, no key can be recorded (nor read back).
+pub const KEY_FINGERPRINT_MIGRATION: &str = "2026-11-30-000001_encryption_key_fingerprint";
 /// The migration that made the table of the authenticators.
 const AUTHENTICATORS_MIGRATION: &str = "2026-11-22-000002_factors";
 
@@ -499,13 +500,9 @@ impl DbStore {
     /// secrets of the first 64 verified authenticators. Records nothing;
     /// [`DbStore::verify_encryption_key`] after the migrations does.
     pub fn check_key_before_migrating(&self) -> Result<(), Error> {
-        let applied = |name: &str| -> Result<bool, Error> {
-            Ok(self
-                .migration_status()?
-                .iter()
-                .any(|m| m.applied && m.name == name))
-        };
-        if applied(FINGERPRINT_MIGRATION)? {
+        let status = self.migration_status()?;
+        let applied = |name: &str| status.iter().any(|m| m.applied && m.name == name);
+        if applied(KEY_FINGERPRINT_MIGRATION) {
             if let Some(database) = self.recorded_key_fingerprint()?
                 && database != self.cipher.fingerprint
             {
@@ -516,7 +513,7 @@ impl DbStore {
             }
             return Ok(());
         }
-        if applied(AUTHENTICATORS_MIGRATION)? {
+        if applied(AUTHENTICATORS_MIGRATION) {
             let check = self.check_encryption_key_on(CLAIM_CHECK_SAMPLE)?;
             if check.total > 0 && check.readable == 0 {
                 return Err(Error::KeyOpensNoSecret {

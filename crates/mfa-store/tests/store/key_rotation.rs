@@ -282,7 +282,7 @@ fn a_database_from_before_keys_were_recorded(db: TestDatabase) {
     drop(store);
     // The schema of the previous version, with an enrollment a process
     // with another key began.
-    undo_migration(&db, FINGERPRINT_MIGRATION);
+    undo_migration(&db, mfa_store::KEY_FINGERPRINT_MIGRATION);
     let stranger = EncryptionKey::generate();
     let stranger_store = db.connect(StoreOptions::new(stranger.clone())).unwrap();
     enroll(&stranger_store, "b@example.com", &Secret::generate(), false);
@@ -297,7 +297,7 @@ fn a_database_from_before_keys_were_recorded(db: TestDatabase) {
     let store = db.connect(StoreOptions::new(key.clone())).unwrap();
     assert_eq!(
         store.pending_migrations().unwrap(),
-        [FINGERPRINT_MIGRATION],
+        [mfa_store::KEY_FINGERPRINT_MIGRATION],
         "nothing was migrated"
     );
     store.run_migrations().unwrap();
@@ -325,8 +325,6 @@ fn a_database_from_before_keys_were_recorded(db: TestDatabase) {
     assert_eq!(recorded(&db), vec![key.fingerprint().as_str().to_string()]);
     assert_eq!(stored(&db).len(), 1, "the verified one stays");
 }
-
-const FINGERPRINT_MIGRATION: &str = "2026-11-30-000001_encryption_key_fingerprint";
 
 fn rotation_records_the_new_key(db: TestDatabase) {
     let old_key = EncryptionKey::generate();
