@@ -2,20 +2,23 @@
 //! server that stops answering slows the requests that need a message
 //! delivered, and nothing else.
 //!
-//! Mail is sent from blocking threads, the ones database work runs on too.
-//! A hung SMTP server holds a send for its timeout, twice (one retry):
-//! 20 s. Before, 40 requests that mailed at once took every blocking
-//! thread, so that logins, reads and `/readyz` waited behind them and the
-//! load balancer took every node out (an audit saw `/readyz` fail at
-//! 32 sends); and a reset mailed its notices one after the other inside
-//! the request, 20 s each.
+//! A hung SMTP server holds a send for its timeout, and then as long
+//! again: after a timeout, lettre ends the session with a `QUIT` whose
+//! answer it waits for too (20 s in all). Before, 40 requests that mailed
+//! at once took every blocking thread, so that logins, reads and `/readyz`
+//! waited behind them and the load balancer took every node out (an audit
+//! saw `/readyz` fail at 32 sends); and a reset mailed its notices one
+//! after the other inside the request, 20 s each.
 //!
 //! - **Messages a request cannot do without** (codes, email-change
-//!   confirmations: [`Mailer::send`]) are sent on the request's thread, at
-//!   most [`SENDS_AT_ONCE`] at a time. A send that finds them all busy
-//!   waits at most [`SEND_SLOT_WAIT`] for one, then is refused as an
-//!   unavailable mail server (`503 mail_unavailable`): so mail holds at
-//!   most that many blocking threads for long.
+//!   confirmations: [`Mailer::send`]) are sent at most [`SENDS_AT_ONCE`]
+//!   at a time. A send that finds them all busy waits at most
+//!   [`SEND_SLOT_WAIT`] for one, then is refused as an unavailable mail
+//!   server (`503 mail_unavailable`): so mail holds at most that many
+//!   threads for long. Each is sent on a thread of its own, which holds
+//!   the slot until the transport returns; the request waits for it at
+//!   most [`SEND_DEADLINE`], and past that is told the message was not
+//!   confirmed (it may still arrive), not kept for the `QUIT`.
 //! - **Notices** ([`Mailer::send_notice`]: a factor added or removed, a
 //!   replay refused, a recovery code used, the notice of an email change)
 //!   report a change already made, whose failure changes nothing. They
@@ -26,7 +29,7 @@
 //!   ([`MailDispatch::drain`]); a crash loses them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,12 @@ pub const SENDS_AT_ONCE: usize = 4;
 /// hundreds fits in it.
 pub const SEND_SLOT_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a request waits for its message: the transport's timeout for
+/// one step of the SMTP dialogue ([`mfa_email::SMTP_TIMEOUT`]), and a
+/// second for the steps before it, which a mail server that answers takes
+/// milliseconds for.
+pub const SEND_DEADLINE: Duration = Duration::from_secs(mfa_email::SMTP_TIMEOUT.as_secs() + 1);
+
 /// Notices queued at most.
 pub const NOTICE_QUEUE: usize = 10_000;
 
@@ -51,11 +60,11 @@ struct Slots {
 }
 
 /// A slot, given back when dropped.
-struct Slot<'a>(&'a Slots);
+struct Slot(Arc<Slots>);
 
 impl Slots {
     /// A slot, waiting at most `wait` (`None`: as long as it takes).
-    fn take(&self, wait: Option<Duration>) -> Option<Slot<'_>> {
+    fn take(self: &Arc<Self>, wait: Option<Duration>) -> Option<Slot> {
         let deadline = wait.map(|wait| Instant::now() + wait);
         let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         while *busy >= SENDS_AT_ONCE {
@@ -74,11 +83,11 @@ impl Slots {
             };
         }
         *busy += 1;
-        Some(Slot(self))
+        Some(Slot(Arc::clone(self)))
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut busy = self.0.busy.lock().unwrap_or_else(PoisonError::into_inner);
         *busy -= 1;
@@ -105,6 +114,9 @@ struct Required {
     sent: AtomicU64,
     failed: AtomicU64,
     busy: AtomicU64,
+    /// Requests that stopped waiting at [`SEND_DEADLINE`]; the message is
+    /// counted as sent or failed too, when the transport returns.
+    unconfirmed: AtomicU64,
 }
 
 impl Backlog {
@@ -120,7 +132,7 @@ impl Backlog {
 /// The mailer the service gets: see the module docs.
 pub struct MailDispatch {
     inner: Arc<dyn Mailer>,
-    required: Required,
+    required: Arc<Required>,
     slots: Arc<Slots>,
     notices: SyncSender<Mail>,
     backlog: Arc<Backlog>,
@@ -149,7 +161,7 @@ impl MailDispatch {
         }
         Ok(MailDispatch {
             inner,
-            required: Required::default(),
+            required: Arc::default(),
             slots,
             notices,
             backlog,
@@ -167,14 +179,18 @@ impl MailDispatch {
 
     /// `(kind, outcome, count)` since the start: `kind` `required` (a
     /// request waits for it) or `notice`; `outcome` `sent`, `failed`,
-    /// `busy` (required: refused after waiting for a send slot) or
-    /// `dropped` (a notice: the queue was full).
-    pub fn counts(&self) -> [(&'static str, &'static str, u64); 6] {
+    /// `busy` (required: refused after waiting for a send slot),
+    /// `unconfirmed` (required: the request stopped waiting at
+    /// [`SEND_DEADLINE`]; the message is also counted as sent or failed
+    /// once the transport returns) or `dropped` (a notice: the queue was
+    /// full).
+    pub fn counts(&self) -> [(&'static str, &'static str, u64); 7] {
         let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
         [
             ("required", "sent", read(&self.required.sent)),
             ("required", "failed", read(&self.required.failed)),
             ("required", "busy", read(&self.required.busy)),
+            ("required", "unconfirmed", read(&self.required.unconfirmed)),
             ("notice", "sent", read(&self.backlog.sent)),
             ("notice", "failed", read(&self.backlog.failed)),
             ("notice", "dropped", read(&self.backlog.dropped)),
@@ -205,7 +221,7 @@ impl MailDispatch {
     }
 }
 
-fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Slots, backlog: &Backlog) {
+fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Arc<Slots>, backlog: &Backlog) {
     for notice in queue {
         {
             let _slot = slots.take(None);
@@ -222,7 +238,7 @@ fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Slots, backlo
 
 impl Mailer for MailDispatch {
     fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        let Some(_slot) = self.slots.take(Some(SEND_SLOT_WAIT)) else {
+        let Some(slot) = self.slots.take(Some(SEND_SLOT_WAIT)) else {
             self.required.busy.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 sends = SENDS_AT_ONCE,
@@ -235,13 +251,59 @@ impl Mailer for MailDispatch {
                 message: "the mail server is not answering the messages before this one".into(),
             });
         };
-        let sent = self.inner.send(mail);
-        let outcome = match sent {
-            Ok(()) => &self.required.sent,
-            Err(_) => &self.required.failed,
+        let (done, outcome) = sync_channel(1);
+        let sender = {
+            let (inner, required, mail) = (
+                Arc::clone(&self.inner),
+                Arc::clone(&self.required),
+                mail.clone(),
+            );
+            std::thread::Builder::new()
+                .name("mail-send".into())
+                .spawn(move || {
+                    let sent = inner.send(&mail);
+                    let count = match sent {
+                        Ok(()) => &required.sent,
+                        Err(_) => &required.failed,
+                    };
+                    count.fetch_add(1, Ordering::Relaxed);
+                    // The request may have stopped waiting.
+                    let _ = done.send(sent);
+                    drop(slot);
+                })
         };
-        outcome.fetch_add(1, Ordering::Relaxed);
-        sent
+        if let Err(e) = sender {
+            self.required.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(MailError {
+                transient: true,
+                delivery_unknown: false,
+                message: format!("cannot start a thread to send the message: {e}"),
+            });
+        }
+        match outcome.recv_timeout(SEND_DEADLINE) {
+            Ok(sent) => sent,
+            Err(RecvTimeoutError::Disconnected) => Err(MailError {
+                transient: true,
+                delivery_unknown: false,
+                message: "the thread sending the message stopped".into(),
+            }),
+            Err(RecvTimeoutError::Timeout) => {
+                self.required.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    waited_secs = SEND_DEADLINE.as_secs(),
+                    "the mail server has not confirmed the message in time; the request goes \
+                     on without it"
+                );
+                Err(MailError {
+                    transient: true,
+                    delivery_unknown: true,
+                    message: format!(
+                        "the mail server did not confirm the message within {} s",
+                        SEND_DEADLINE.as_secs()
+                    ),
+                })
+            }
+        }
     }
 
     fn send_notice(&self, mail: &Mail) {

@@ -10,7 +10,7 @@
 //! | `mfa_log_lines_dropped_total` | | log lines dropped because stderr's reader was stalled ([`crate::logging`]) |
 //! | `mfa_password_queue_jobs` | | password checks (logins, recovery codes, new passwords) waiting for a thread of the password pool |
 //! | `mfa_password_jobs_refused_total` | | password checks refused with `429` because the queue's delay was over `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` ([`crate::password_pool`]) |
-//! | `mfa_mail_messages_total` | kind, outcome | mail, by `kind`: `required` (codes, email-change links: a request waits for them) or `notice` (queued); `outcome`: `sent`, `failed` (the mail server refused it or did not answer), `busy` (a required message refused after waiting for one of the sends at once), `dropped` (a notice, the queue full) ([`crate::mail_dispatch`]) |
+//! | `mfa_mail_messages_total` | kind, outcome | mail, by `kind`: `required` (codes, email-change links: a request waits for them) or `notice` (queued); `outcome`: `sent`, `failed` (the mail server refused it or did not answer), `busy` (a required message refused after waiting for one of the sends at once), `unconfirmed` (a request stopped waiting for its message after 11 s; the message is counted as `sent` or `failed` as well when the mail server answers), `dropped` (a notice, the queue full) ([`crate::mail_dispatch`]) |
 //! | `mfa_mail_notices_queued` | | notices waiting to be sent |
 //!
 //! Every label takes its value from a fixed set: a client that chose a

@@ -48,16 +48,25 @@ async fn mail_server_down_is_503_and_leaves_no_code() {
     ask_for_code(&s, &pat).await.expect(200, None);
 }
 
-/// A mail server that keeps the message but confirms it after the send
-/// gave up waiting (slow content checks): the answer is 503, but the code
-/// in the message works when it arrives.
+/// A mail server that keeps the message but does not confirm it (slow
+/// content checks): the answer is 503 once the request's wait ends, not
+/// after lettre's wait for the answer to its `QUIT` as well (which came
+/// to twice the SMTP timeout), and the code in the message works when it
+/// arrives.
 #[tokio::test]
 async fn a_code_whose_mail_was_not_confirmed_in_time_still_works() {
     let (s, pat) = server_with_pat().await;
 
     s.smtp
-        .set_data_reply_delay(mfa_email::SMTP_TIMEOUT + std::time::Duration::from_secs(2));
+        .set_data_reply_delay(std::time::Duration::from_secs(60));
+    let started = std::time::Instant::now();
     let a = ask_for_code(&s, &pat).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= mfa_email::SMTP_TIMEOUT
+            && waited < mfa_email::SMTP_TIMEOUT * 2 - std::time::Duration::from_secs(3),
+        "answered after {waited:?}"
+    );
     a.expect(503, Some("mail_unavailable"));
     let message = a.body["message"].as_str().unwrap();
     assert!(message.contains("may still arrive"), "{message}");
@@ -65,6 +74,11 @@ async fn a_code_whose_mail_was_not_confirmed_in_time_still_works() {
     // interval (a shorter wait met a 429).
     assert_eq!(a.header("retry-after"), Some("30"));
     s.smtp.set_data_reply_delay(std::time::Duration::ZERO);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"mfa_mail_messages_total{kind="required",outcome="unconfirmed"} 1"#),
+        "{metrics}"
+    );
 
     let mails = s.smtp.messages();
     assert_eq!(mails.len(), 1, "sent once, not again after the timeout");
