@@ -34,7 +34,10 @@ pub use purge::{
 pub use session::{
     CodeSent, LoginChecked, LoginResult, LoginStart, NewToken, RecoveryCheck, RecoveryChecked,
 };
-pub use users::{NewUserRequest, PendingEmail, UserPatch, UserRef, UserWithFactors};
+pub use users::{
+    NewUserChecked, NewUserHashed, NewUserRequest, PendingEmail, UserPatch, UserRef, UserUpdate,
+    UserUpdateChecked, UserWithFactors,
+};
 
 /// The deployment's environment. Outside production the issuer shown in
 /// authenticator apps carries the environment name.
@@ -517,6 +520,42 @@ impl Attempt<'_> {
     /// password's address; `None` for an address no user has).
     pub(crate) fn for_account(self, user: Option<UserId>) -> Self {
         Attempt { user, ..self }
+    }
+}
+
+/// A password attempt counted in one step and decided in a later one,
+/// with argon2 between them, maybe on another thread: an [`Attempt`] at
+/// an address, owning the address.
+#[derive(Clone, Debug)]
+pub(crate) struct ReservedPasswordAttempt {
+    email: String,
+    user: Option<UserId>,
+    policy: LockoutPolicy,
+    failures_before: u32,
+    reserved: Option<Option<u64>>,
+}
+
+impl ReservedPasswordAttempt {
+    /// `attempt`, counted for the (normalised) address `email`.
+    pub(crate) fn new(email: &str, attempt: Attempt<'_>) -> Self {
+        ReservedPasswordAttempt {
+            email: email.to_owned(),
+            user: attempt.user,
+            policy: attempt.policy,
+            failures_before: attempt.failures_before,
+            reserved: attempt.reserved,
+        }
+    }
+
+    /// The attempt, to record its outcome.
+    pub(crate) fn attempt(&self) -> Attempt<'_> {
+        Attempt {
+            subject: FailureSubject::Email(&self.email),
+            user: self.user,
+            policy: self.policy,
+            failures_before: self.failures_before,
+            reserved: self.reserved,
+        }
     }
 }
 

@@ -404,7 +404,7 @@ impl<S: Store> MfaService<S> {
     /// cannot all run before a lockout (`TooManyAttempts` while it is
     /// locked out, audited in `audit_org`). `user` is the account that has
     /// the address, if one does.
-    fn reserve_password_attempt<'a>(
+    pub(crate) fn reserve_password_attempt<'a>(
         &self,
         email: &'a str,
         user: Option<UserId>,
@@ -423,28 +423,19 @@ impl<S: Store> MfaService<S> {
         Ok(attempt.for_account(user))
     }
 
-    /// Check `given`, a password given for the (normalised) `email` of
-    /// the user `account` names with their stored hash, as a guess:
-    /// counted as a login's is ([`Self::reserve_password_attempt`]); a
-    /// wrong one is audited as `login_failed` in `audit_org` with `detail`
-    /// and refused (`InvalidCredentials`, or `TooManyAttempts` when it
-    /// starts a lockout). A right one's attempt is returned: the caller
-    /// clears it.
-    pub(crate) fn check_password_counted<'a>(
+    /// Record a wrong password given outside a login (counted before by
+    /// [`Self::reserve_password_attempt`]) as a login's is: audited as
+    /// `login_failed` in `audit_org` with `detail`, and refused
+    /// (`InvalidCredentials`, or `TooManyAttempts` when it starts a
+    /// lockout). A right one's attempt the caller clears.
+    pub(crate) fn refuse_wrong_password<T: Send>(
         &self,
-        email: &'a str,
-        account: (UserId, &str),
-        given: &str,
+        attempt: &Attempt<'_>,
         audit_org: Option<OrgId>,
-        detail: &str,
         now: Timestamp,
-    ) -> MfaResult<Attempt<'a>> {
-        let (user, hash) = account;
-        let attempt = self.reserve_password_attempt(email, Some(user), audit_org, now)?;
-        if self.hasher.verify(given, hash) {
-            return Ok(attempt);
-        }
-        self.write_then(|tx| Ok(Err(fail_password(tx, &attempt, audit_org, now, detail)?)))
+        detail: &str,
+    ) -> MfaResult<T> {
+        self.write_then(|tx| Ok(Err(fail_password(tx, attempt, audit_org, now, detail)?)))
     }
 
     /// End the caller's session.

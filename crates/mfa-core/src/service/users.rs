@@ -56,6 +56,103 @@ crate::redact::debug_without_secrets!(NewUserRequest {
     email, first_name, last_name, is_admin
 } secret { password });
 
+/// A new user's request, checked ([`MfaService::create_user_begin`]); its
+/// password is hashed next ([`MfaService::hash_new_user_password`]).
+/// `Debug` leaves out the password.
+#[derive(Clone)]
+pub struct NewUserChecked {
+    email: String,
+    first_name: String,
+    last_name: String,
+    is_admin: bool,
+    password: String,
+}
+
+crate::redact::debug_without_secrets!(NewUserChecked {
+    email, first_name, last_name, is_admin
+} secret { password });
+
+/// A new user with their password hashed
+/// ([`MfaService::hash_new_user_password`]); stored next
+/// ([`MfaService::create_user_finish`]). `Debug` leaves out the hash.
+#[derive(Clone)]
+pub struct NewUserHashed {
+    email: String,
+    first_name: String,
+    last_name: String,
+    is_admin: bool,
+    password_hash: String,
+}
+
+crate::redact::debug_without_secrets!(NewUserHashed {
+    email, first_name, last_name, is_admin
+} secret { password_hash });
+
+/// An update of a user, checked and read, its current password counted
+/// ([`MfaService::update_user_begin`]); its passwords are checked and
+/// hashed next ([`MfaService::update_user_check`]). `Debug` leaves out
+/// the passwords.
+pub struct UserUpdate {
+    /// The session it was begun on: only that one may finish it.
+    session: SessionId,
+    id: UserId,
+    /// When the update began: the time its steps count and audit at.
+    now: Timestamp,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    /// A new email, other than the current one.
+    new_email: Option<String>,
+    /// The user as read at the start.
+    current: User,
+    /// An admin sets another user's email or password.
+    sets_credentials: bool,
+    /// Users changing their own email or password: the attempt with the
+    /// current password they gave, counted, and that password.
+    current_password: Option<(ReservedPasswordAttempt, String)>,
+    new_password: Option<String>,
+}
+
+impl UserUpdate {
+    /// Whether [`MfaService::update_user_check`] runs argon2 for it (a
+    /// password to check or to set); without, it does nothing worth a
+    /// thread of its own.
+    pub fn hashes(&self) -> bool {
+        self.current_password.is_some() || self.new_password.is_some()
+    }
+}
+
+impl std::fmt::Debug for UserUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserUpdate")
+            .field("id", &self.id)
+            .field("now", &self.now)
+            .field("new_email", &self.new_email)
+            .field("checks_current_password", &self.current_password.is_some())
+            .field("sets_password", &self.new_password.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An update of a user whose passwords were checked and hashed
+/// ([`MfaService::update_user_check`]); written next
+/// ([`MfaService::update_user_finish`]). `Debug` leaves out the
+/// passwords and the hash.
+pub struct UserUpdateChecked {
+    begun: UserUpdate,
+    /// Whether the current password given was right, when one was asked.
+    current_password_right: Option<bool>,
+    new_hash: Option<String>,
+}
+
+impl std::fmt::Debug for UserUpdateChecked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserUpdateChecked")
+            .field("begun", &self.begun)
+            .field("current_password_right", &self.current_password_right)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A change of a user's email address waiting for its confirmation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingEmail {
@@ -267,17 +364,80 @@ impl<S: Store> MfaService<S> {
     }
 
     /// Create a user in the current org (its admins).
+    ///
+    /// The three steps it takes in turn ([`MfaService::create_user_begin`],
+    /// [`MfaService::hash_new_user_password`],
+    /// [`MfaService::create_user_finish`]) are public for a server that
+    /// runs argon2 on threads of its own: only the middle one hashes, and
+    /// only the last one touches the store.
     pub fn create_user(
         &self,
         caller: &FullCaller,
         req: &NewUserRequest,
     ) -> MfaResult<UserWithFactors> {
+        let checked = self.create_user_begin(caller, req)?;
+        let hashed = self.hash_new_user_password(checked)?;
+        self.create_user_finish(caller, hashed)
+    }
+
+    /// The first step of [`MfaService::create_user`]: the caller is an
+    /// admin of the current org, and the request's address, names and
+    /// password are valid. It reads and writes nothing, so that no
+    /// password is hashed for a request that would be refused for them.
+    pub fn create_user_begin(
+        &self,
+        caller: &FullCaller,
+        req: &NewUserRequest,
+    ) -> MfaResult<NewUserChecked> {
         require_current_org_admin(caller)?;
         let email = self.new_address(&req.email)?;
         let first_name = check_required_name("firstName", &req.first_name)?;
         let last_name = check_required_name("lastName", &req.last_name)?;
         check_password_rules(&req.password)?;
-        let hash = self.hasher.hash(&req.password, self.rng.as_ref())?;
+        Ok(NewUserChecked {
+            email,
+            first_name,
+            last_name,
+            is_admin: req.is_admin,
+            password: req.password.clone(),
+        })
+    }
+
+    /// The second step of [`MfaService::create_user`]: the password
+    /// hashed with argon2id. It reads and writes nothing.
+    pub fn hash_new_user_password(&self, checked: NewUserChecked) -> MfaResult<NewUserHashed> {
+        let NewUserChecked {
+            email,
+            first_name,
+            last_name,
+            is_admin,
+            password,
+        } = checked;
+        Ok(NewUserHashed {
+            password_hash: self.hasher.hash(&password, self.rng.as_ref())?,
+            email,
+            first_name,
+            last_name,
+            is_admin,
+        })
+    }
+
+    /// The last step of [`MfaService::create_user`], in one transaction:
+    /// the caller's rights checked again (with the admin's step-up), the
+    /// user and their membership stored, and audited.
+    pub fn create_user_finish(
+        &self,
+        caller: &FullCaller,
+        hashed: NewUserHashed,
+    ) -> MfaResult<UserWithFactors> {
+        require_current_org_admin(caller)?;
+        let NewUserHashed {
+            email,
+            first_name,
+            last_name,
+            is_admin,
+            password_hash,
+        } = hashed;
         let now = self.now();
         self.store.write(|tx| {
             require_admin_step_up(tx, caller)?;
@@ -289,12 +449,12 @@ impl<S: Store> MfaService<S> {
                 email,
                 first_name,
                 last_name,
-                password_hash: hash,
+                password_hash,
                 is_super_admin: false,
                 created_at: now,
             })?;
             let mut m = Membership::new(user.id, caller.org_id);
-            m.is_admin = req.is_admin;
+            m.is_admin = is_admin;
             tx.insert_membership(&m)?;
             audit(
                 tx,
@@ -426,12 +586,34 @@ impl<S: Store> MfaService<S> {
     /// members, superadmins). A new
     /// email does not take effect at once: a single-use token goes to the
     /// new address and a notice to the old one.
+    ///
+    /// The three steps it takes in turn ([`MfaService::update_user_begin`],
+    /// [`MfaService::update_user_check`],
+    /// [`MfaService::update_user_finish`]) are public for a server that
+    /// runs argon2 on threads of its own: only the middle one hashes, and
+    /// only the other two touch the store.
     pub fn update_user(
         &self,
         caller: &FullCaller,
         id: UserId,
         patch: &UserPatch,
     ) -> MfaResult<UserWithFactors> {
+        let begun = self.update_user_begin(caller, id, patch)?;
+        let checked = self.update_user_check(begun)?;
+        self.update_user_finish(caller, checked)
+    }
+
+    /// The first step of [`MfaService::update_user`]: the patch checked,
+    /// the user read, the caller's rights checked, and, when users change
+    /// their own email or password, the current password they gave
+    /// counted toward their address's lockout (`TooManyAttempts` while it
+    /// is locked out, before any hashing), as a login's is.
+    pub fn update_user_begin(
+        &self,
+        caller: &FullCaller,
+        id: UserId,
+        patch: &UserPatch,
+    ) -> MfaResult<UserUpdate> {
         let now = self.now();
         let first_name = patch
             .first_name
@@ -479,27 +661,99 @@ impl<S: Store> MfaService<S> {
         // A wrong current password is a password guess like a wrong login:
         // counted (before argon2, as a login's) toward the same lockout,
         // and audited; a right one clears the count.
-        if verified_current_password {
-            let Some(given) = patch.current_password.as_deref() else {
+        let current_password = if verified_current_password {
+            let Some(given) = patch.current_password.clone() else {
                 return Err(MfaError::InvalidCredentials);
             };
-            let attempt = self.check_password_counted(
-                &current.email,
-                (id, &current.password_hash),
-                given,
-                Some(caller.org_id),
-                "wrong currentPassword for a change of email or password",
-                now,
-            )?;
+            let attempt =
+                self.reserve_password_attempt(&current.email, Some(id), Some(caller.org_id), now)?;
+            Some((ReservedPasswordAttempt::new(&current.email, attempt), given))
+        } else {
+            None
+        };
+        Ok(UserUpdate {
+            session: caller.session_id,
+            id,
+            now,
+            first_name,
+            last_name,
+            new_email,
+            current,
+            sets_credentials,
+            current_password,
+            new_password: patch.password.clone(),
+        })
+    }
+
+    /// The second step of [`MfaService::update_user`]: the current
+    /// password given checked, and the new one hashed, with argon2id. It
+    /// reads and writes nothing: its only work is hashing.
+    pub fn update_user_check(&self, begun: UserUpdate) -> MfaResult<UserUpdateChecked> {
+        let current_password_right = begun
+            .current_password
+            .as_ref()
+            .map(|(_, given)| self.hasher.verify(given, &begun.current.password_hash));
+        // A wrong current password ends the update: nothing to hash for.
+        let new_hash = match (&begun.new_password, current_password_right) {
+            (Some(password), None | Some(true)) => {
+                Some(self.hasher.hash(password, self.rng.as_ref())?)
+            }
+            _ => None,
+        };
+        Ok(UserUpdateChecked {
+            begun,
+            current_password_right,
+            new_hash,
+        })
+    }
+
+    /// The last step of [`MfaService::update_user`]: a wrong current
+    /// password audited and refused (`InvalidCredentials`, or
+    /// `TooManyAttempts` when it starts a lockout), a right one's count
+    /// cleared; then the new email's link mailed, and the rest of the
+    /// change written. Refused as a wrong password when the update was
+    /// begun on another session.
+    pub fn update_user_finish(
+        &self,
+        caller: &FullCaller,
+        checked: UserUpdateChecked,
+    ) -> MfaResult<UserWithFactors> {
+        let UserUpdateChecked {
+            begun:
+                UserUpdate {
+                    session,
+                    id,
+                    now,
+                    first_name,
+                    last_name,
+                    new_email,
+                    current,
+                    sets_credentials,
+                    current_password,
+                    new_password: _,
+                },
+            current_password_right,
+            new_hash,
+        } = checked;
+        if session != caller.session_id {
+            return Err(MfaError::InvalidCredentials);
+        }
+        let is_self = caller.user_id == id;
+        let verified_current_password = current_password.is_some();
+        if let Some((reserved, _)) = &current_password {
+            let attempt = reserved.attempt();
+            if current_password_right != Some(true) {
+                return self.refuse_wrong_password(
+                    &attempt,
+                    Some(caller.org_id),
+                    now,
+                    "wrong currentPassword for a change of email or password",
+                );
+            }
             // Cleared at once, not with the change: a change refused later
             // (the new email taken) must not leave a right password counted.
             self.store.write(|tx| clear_attempt(tx, &attempt))?;
         }
-        let new_hash = patch
-            .password
-            .as_deref()
-            .map(|p| self.hasher.hash(p, self.rng.as_ref()))
-            .transpose()?;
         let token = new_token(self.rng.as_ref());
         let ttl = self.config.email_change_ttl_secs;
         // Checked in every transaction of the change.

@@ -77,7 +77,16 @@ pub async fn create_user(
         password,
         is_admin,
     };
-    let user = run_hashing(&passwords, move || service.create_user(&caller, &request)).await?;
+    // The hash on the password threads, the transaction on the blocking
+    // pool: a held lock never holds a hashing thread.
+    let checked = service
+        .create_user_begin(&caller, &request)
+        .map_err(ApiError::from)?;
+    let hashed = {
+        let service = service.clone();
+        run_hashing(&passwords, move || service.hash_new_user_password(checked)).await?
+    };
+    let user = run(move || service.create_user_finish(&caller, hashed)).await?;
     Ok(HttpResponse::Created().json(UserResponse::from(user)))
 }
 
@@ -496,14 +505,24 @@ pub async fn update_user(
         password,
         current_password,
     };
-    let hashing = patch.password.is_some() || patch.current_password.is_some();
-    let updater = service.clone();
-    let updated_by = caller.clone();
-    let work = move || updater.update_user(&updated_by, id, &patch);
-    let user = if hashing {
-        run_hashing(&passwords, work).await?
-    } else {
-        run(work).await?
+    // The passwords on the password threads, the database work before
+    // and after on the blocking pool: a held lock never holds a hashing
+    // thread.
+    let begun = {
+        let (service, caller) = (service.clone(), caller.clone());
+        run(move || service.update_user_begin(&caller, id, &patch)).await?
+    };
+    let checked = {
+        let service = service.clone();
+        if begun.hashes() {
+            run_hashing(&passwords, move || service.update_user_check(begun)).await?
+        } else {
+            service.update_user_check(begun).map_err(ApiError::from)?
+        }
+    };
+    let user = {
+        let (service, caller) = (service.clone(), caller.clone());
+        run(move || service.update_user_finish(&caller, checked)).await?
     };
     // The change just asked for shows at once: otherwise a client saw it
     // pending only at its next read.

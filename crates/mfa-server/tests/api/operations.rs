@@ -492,6 +492,50 @@ async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
     }
 }
 
+/// An admin setting the password of a user whose row is held: the hash
+/// runs on the password threads, the wait for the lock on the blocking
+/// pool, so everyone else's logins go through meanwhile. (The whole
+/// update ran on the password threads, as new recovery codes did.)
+#[tokio::test]
+async fn a_password_set_for_a_held_user_holds_no_password_thread() {
+    let Some(db) = mfa_store::test_support::TestDatabase::postgres() else {
+        return;
+    };
+    let s = TestServer::start(
+        db,
+        &[
+            ("MFA_DATABASE_TIMEOUT_SECS", "5"),
+            ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "1"),
+        ],
+    )
+    .await;
+    let root = s.root().await;
+    let held = s.create_user(&root, "held@example.com", false).await;
+    let set_password = |i: usize| {
+        let client = s.client.clone();
+        let url = s.url(&format!("/user/users/{held}"));
+        let token = root.clone();
+        let body = serde_json::json!({"password": format!("a new passphrase number {i}")});
+        tokio::spawn(async move { client.put(url).bearer_auth(token).json(&body).send().await })
+    };
+    let holder = hold_user_row(&s, held, Duration::from_millis(2_500));
+    let waiting: Vec<_> = (0..4).map(set_password).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "the updates did not wait for the held row"
+    );
+    for _ in 0..3 {
+        s.login(crate::helpers::ROOT_EMAIL, crate::helpers::PASSWORD)
+            .await;
+    }
+    holder.join().expect("the holder");
+    for w in waiting {
+        let answer = TestServer::answer(w.await.unwrap().expect("answered")).await;
+        answer.expect(200, None);
+    }
+}
+
 /// A database file other users can read (a backup copied back in keeps
 /// its mode) is warned about at the start.
 #[cfg(unix)]
