@@ -191,7 +191,7 @@ pub async fn challenge(
     responses(
         (status = 200, description = "MFA complete: a new full token; the presented token is revoked.", body = FullTokenResponse),
         (status = 400, description = "`invalid_code`: the code did not verify (wrong, malformed, used, or replayed); `code_expired`: the email code expired; `invalid_request`: the body does not parse.", body = ErrorBody),
-        (status = 409, description = "`not_enrolled`: the caller has no verified factor of that method; for `RECOVERY`, no verified authenticator or email factor for the code to stand in for (enroll one: the login said `setup_required`).", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`: the caller has no verified factor of that method, or, for `EMAIL`, no login code was sent (ask for one first; not counted as a failure); for `RECOVERY`, no verified authenticator or email factor for the code to stand in for (enroll one: the login said `setup_required`).", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: locked out after repeated failures; for a `RECOVERY` code, also when the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s): nothing was checked, try again after `Retry-After`.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
     ),

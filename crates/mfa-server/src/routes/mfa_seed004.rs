@@ -313,7 +313,7 @@ pub async fn enroll_email(
         (status = 200, description = "Enrolled: `{\"status\": \"ok\"}` on a full session, the new full token on a partial one.", body = EnrollResponse),
         (status = 400, description = "`invalid_code`: wrong, used or voided code; `code_expired`: the code expired; `invalid_request`: the body does not parse or `mfatype` is not `EMAIL`.", body = ErrorBody),
         (status = 403, description = "`mfa_required`: the user already has a verified factor and the session verified none (a partial token, or a full one opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
-        (status = 409, description = "`already_enrolled`: the email factor is verified.", body = ErrorBody),
+        (status = 409, description = "`already_enrolled`: the email factor is verified; `not_enrolled`: no code was sent (ask for one with `enrollEmail` first): not counted as a failure.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: locked out after repeated failures.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until the next attempt may succeed."))),
     ),

@@ -44,7 +44,7 @@ async fn mail_server_down_is_503_and_leaves_no_code() {
         json!({"mfatype": "EMAIL", "totp": "123456"}),
     )
     .await
-    .expect(400, Some("invalid_code"));
+    .expect(409, Some("not_enrolled"));
     ask_for_code(&s, &pat).await.expect(200, None);
 }
 
@@ -350,4 +350,28 @@ async fn a_hung_mail_server_holds_a_few_sends_not_the_server() {
     // failed at once.)
     assert!(busy > 0, "{metrics}");
     assert!(metrics.contains("mfa_mail_notices_queued "), "{metrics}");
+}
+
+/// A code checked before any was sent is no guess: `409 not_enrolled`,
+/// uncounted, however often, and the code asked for next works. (Counted
+/// as wrong codes, five such calls locked the user out of asking for one.)
+#[tokio::test]
+async fn a_code_checked_before_any_was_sent_is_not_counted() {
+    let (s, pat) = server_with_pat().await;
+    let verify = |code: String| {
+        s.put(
+            "/oauth/users/mfa/verifyEmail",
+            &pat,
+            json!({"mfatype": "EMAIL", "totp": code}),
+        )
+    };
+    for _ in 0..8 {
+        let a = verify("123456".into()).await;
+        a.expect(409, Some("not_enrolled"));
+        let message = a.body["message"].as_str().unwrap();
+        assert!(message.contains("no email code was sent"), "{message}");
+    }
+    ask_for_code(&s, &pat).await.expect(200, None);
+    let code = s.smtp.messages()[0].code().expect("a code in the mail");
+    verify(code).await.expect(200, None);
 }
