@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
 use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
 use serde::de::value::MapAccessDeserializer;
@@ -39,12 +39,42 @@ pub fn json_config() -> web::JsonConfig {
                     "the request body must be JSON with Content-Type: application/json".into()
                 }
                 JsonPayloadError::Deserialize(inner) => {
-                    format!("the request body is not valid: {inner}")
+                    format!("the request body is not valid: {}", without_value(inner))
                 }
-                other => format!("the request body cannot be read: {other}"),
+                JsonPayloadError::Payload(PayloadError::EncodingCorrupted)
+                | JsonPayloadError::Payload(PayloadError::Incomplete(Some(_))) => {
+                    "the request body cannot be read: it does not decompress as its \
+                     Content-Encoding says, or it ended early"
+                        .into()
+                }
+                _ => "the request body cannot be read".into(),
             };
             ApiError::InvalidRequest(message).into()
         })
+}
+
+/// serde_json's error without the value it refused: "invalid type:
+/// integer, expected a string at line 1 column 40", not "integer
+/// `87654321`": a password or a code sent as a number came back in the
+/// answer, where a client or a proxy that logs answers kept it.
+fn without_value(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let Some((what, rest)) = message.split_once(", expected ") else {
+        return message;
+    };
+    let Some((refusal, kind)) = what
+        .strip_prefix("invalid type: ")
+        .map(|kind| ("invalid type", kind))
+        .or_else(|| {
+            what.strip_prefix("invalid value: ")
+                .map(|kind| ("invalid value", kind))
+        })
+    else {
+        return message;
+    };
+    // "integer `5`", "string \"abc\"", "floating point `1.5`", "map".
+    let kind = kind.split(['`', '"']).next().unwrap_or(kind).trim_end();
+    format!("{refusal}: {kind}, expected {rest}")
 }
 
 /// The query string extractor's error answer.
@@ -214,7 +244,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
             serde_json::from_slice::<JsonObject<T>>(&bytes)
                 .map(|v| OptionalJson(Some(v.0)))
                 .map_err(|e| {
-                    ApiError::InvalidRequest(format!("the request body is not valid: {e}"))
+                    ApiError::InvalidRequest(format!(
+                        "the request body is not valid: {}",
+                        without_value(&e)
+                    ))
                 })
         })
     }
@@ -247,5 +280,42 @@ impl FromRequest for NoBody {
                 other => other,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_for(body: &str) -> String {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Login {
+            password: String,
+            tries: u8,
+        }
+        without_value(&serde_json::from_str::<Login>(body).unwrap_err())
+    }
+
+    #[test]
+    fn a_refused_value_is_not_repeated() {
+        let m = message_for(r#"{"password": 87654321, "tries": 1}"#);
+        assert!(
+            m.starts_with("invalid type: integer, expected a string at line 1"),
+            "{m}"
+        );
+        let m = message_for(r#"{"password": "x", "tries": 7654321}"#);
+        assert!(m.starts_with("invalid value: integer, expected u8"), "{m}");
+        let m = message_for(r#"{"password": "x", "tries": "secret"}"#);
+        assert!(m.starts_with("invalid type: string, expected u8"), "{m}");
+        assert!(!m.contains("secret"), "{m}");
+        let m = message_for(r#"{"password": ["a"], "tries": 1}"#);
+        assert!(m.starts_with("invalid type: sequence, expected"), "{m}");
+    }
+
+    #[test]
+    fn other_errors_are_kept() {
+        let m = message_for(r#"{"password": "x"}"#);
+        assert!(m.starts_with("missing field `tries`"), "{m}");
     }
 }

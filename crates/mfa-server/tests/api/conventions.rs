@@ -534,3 +534,54 @@ async fn paging(s: TestServer) {
     assert_eq!(p.ok()["items"], json!([]));
     assert_eq!(p.body["total"], 6);
 }
+
+/// A password or a code sent as a number is refused without being
+/// repeated (serde's message quoted the value), and a body that does not
+/// decompress is said so in a sentence, not in the framework's debug text.
+#[tokio::test]
+async fn refusals_repeat_no_value_and_no_internals() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    for (path, token, body) in [
+        (
+            "/user/auth/login",
+            None,
+            r#"{"email": "root@example.com", "password": 87654321}"#,
+        ),
+        (
+            "/user/auth/mfa/verify",
+            Some(root.as_str()),
+            r#"{"method": "EMAIL", "code": 786416}"#,
+        ),
+    ] {
+        let a = s
+            .call_raw("POST", path, token, Some("application/json"), body.into())
+            .await;
+        assert_eq!(a.status, 400, "{path}: {:?}", a.body);
+        let message = a.body["message"].as_str().unwrap();
+        assert!(message.contains("invalid type: integer"), "{message}");
+        assert!(
+            !message.contains("87654321") && !message.contains("786416"),
+            "{message}"
+        );
+    }
+    for encoding in ["gzip", "deflate"] {
+        let answer = s
+            .client
+            .post(s.url("/user/auth/login"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(&b"this is not compressed"[..])
+            .send()
+            .await
+            .unwrap();
+        let a = TestServer::answer(answer).await;
+        a.expect(400, Some("invalid_request"));
+        let message = a.body["message"].as_str().unwrap();
+        assert!(message.contains("does not decompress"), "{message}");
+        assert!(
+            !message.contains("Custom") && !message.contains("kind:"),
+            "{message}"
+        );
+    }
+}
