@@ -1054,7 +1054,9 @@ impl<S: Store> MfaService<S> {
         })
     }
 
-    /// The superadmin joins an org as its admin (audited).
+    /// The superadmin joins an org as its admin (audited). Joining an org
+    /// they are an active admin of already changes nothing and audits
+    /// nothing: the trail showed joins that did not happen.
     pub fn join_org(&self, caller: &FullCaller, org: OrgId) -> MfaResult<Membership> {
         require_super_admin(caller)?;
         let now = self.now();
@@ -1063,6 +1065,7 @@ impl<S: Store> MfaService<S> {
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             let m = match tx.membership_for_update(caller.user_id, org)? {
+                Some(m) if m.is_active && m.is_admin => return Ok(m),
                 Some(mut m) => {
                     m.is_active = true;
                     m.is_admin = true;

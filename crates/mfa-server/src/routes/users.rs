@@ -309,7 +309,9 @@ pub async fn org_admins(
 /// Join an org as its admin (seed)
 ///
 /// Superadmins only: the caller becomes an active admin of the org (an
-/// existing membership is re-activated and made admin). Audited.
+/// existing membership is re-activated and made admin). Audited. Joining
+/// an org the caller is an active admin of already answers `201` with
+/// the membership as it is, and is not audited again.
 #[utoipa::path(
     tag = "users",
     params(("orgId" = i64, Path, minimum = 1, description = "Org id.")),

@@ -600,6 +600,17 @@ async fn superadmin_routes(s: TestServer) {
     j.expect(201, None);
     assert_eq!(j.body["orgId"], third);
     assert_eq!(j.body["isAdmin"], true);
+    // Again: nothing changes, and nothing more is audited.
+    let again = s
+        .call(
+            "POST",
+            &format!("/user/users/insert/{third}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    again.expect(201, None);
+    assert_eq!(again.body, j.body);
     s.call(
         "POST",
         &format!("/user/users/insert/{third}"),
