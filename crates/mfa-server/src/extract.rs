@@ -131,9 +131,17 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
     }
 }
 
-/// The path extractor's error answer.
+/// The path extractor's error answer: `405` for a path a route without
+/// parameters serves with other methods (`PUT /user/users/me` is no
+/// `PUT /user/users/{id}` with a bad id), else `400`.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|e, _| {
+    web::PathConfig::default().error_handler(|e, req| {
+        if let Some(allow) = req
+            .app_data::<web::Data<crate::middleware::RouteTable>>()
+            .and_then(|routes| routes.literal_methods_of(req.path()))
+        {
+            return ApiError::MethodNotAllowed { allow }.into();
+        }
         let PathError::Deserialize(inner) = &e else {
             return ApiError::InvalidRequest("the path is not valid".into()).into();
         };

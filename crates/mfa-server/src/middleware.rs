@@ -173,10 +173,22 @@ impl RouteTable {
 
     /// The methods served on `path`, if any route has that path.
     fn methods_of(&self, path: &str) -> Option<String> {
+        self.methods_where(|def| def.is_match(path))
+    }
+
+    /// The methods served on `path` by a route without parameters, if one
+    /// has that path (`/user/users/me`): a path some pattern also matches
+    /// (`PUT /user/users/{id}`) names that route all the same, since no id
+    /// or email is a word.
+    pub fn literal_methods_of(&self, path: &str) -> Option<String> {
+        self.methods_where(|def| def.pattern() == Some(path))
+    }
+
+    fn methods_where(&self, route: impl Fn(&ResourceDef) -> bool) -> Option<String> {
         let mut methods: Vec<&str> = self
             .routes
             .iter()
-            .filter(|(def, _)| def.is_match(path))
+            .filter(|(def, _)| route(def))
             .flat_map(|(_, ops)| ops.iter().map(|op| op.method))
             .collect();
         if methods.contains(&"GET") {

@@ -430,6 +430,17 @@ async fn tokens_and_routes(s: TestServer) {
     let a = s.call("POST", "/healthz", None, None).await;
     a.expect(405, Some("method_not_allowed"));
     assert_eq!(a.header("allow"), Some("GET, HEAD"));
+    // A fixed path that a pattern matches too, with the pattern's method:
+    // the fixed path's methods, not a bad id.
+    for (method, path, allow) in [
+        ("PUT", "/user/users/me", "GET, HEAD"),
+        ("DELETE", "/user/users/page", "GET, HEAD"),
+        ("GET", "/user/org/mfa", "PUT"),
+    ] {
+        let a = s.call(method, path, Some(&root), None).await;
+        a.expect(405, Some("method_not_allowed"));
+        assert_eq!(a.header("allow"), Some(allow), "{method} {path}");
+    }
     // The pages' files and Swagger UI's are read only too.
     for path in ["/assets/account.js", "/swagger-ui/swagger-ui.css"] {
         let a = s.call("POST", path, None, None).await;
