@@ -261,6 +261,28 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
     }
 }
 
+/// A body its route ignores, whatever it holds (the seed allows one of no
+/// given shape), under the same limit as every other body: read and
+/// dropped, or `400 invalid_request` beyond [`MAX_BODY_BYTES`].
+#[derive(Debug)]
+pub struct IgnoredBody;
+
+impl FromRequest for IgnoredBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = Bytes::from_request(req, payload);
+        Box::pin(async move {
+            bytes.await.map(|_| IgnoredBody).map_err(|_| {
+                ApiError::InvalidRequest(format!(
+                    "the request body is larger than {MAX_BODY_BYTES} bytes or cannot be read"
+                ))
+            })
+        })
+    }
+}
+
 /// The body of a route that takes none: empty, or a JSON object without
 /// fields (`{}`, which some clients send with every POST and PUT).
 /// Anything else is `400 invalid_request`, as an unknown field of any

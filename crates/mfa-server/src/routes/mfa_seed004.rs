@@ -79,11 +79,12 @@ fn wants_json(req: &HttpRequest) -> bool {
 /// `generateTempSecret` (secret, URI, SVG QR code, expiry). `mfatype` must
 /// be `AUTHENTICATOR` (`400 invalid_request` otherwise, or when absent). A
 /// request body, which the seed allows ("MFA details for a customer", of
-/// no given shape), is ignored, whatever it holds.
+/// no given shape), is ignored, whatever it holds, up to 64 KiB as every
+/// body (`400 invalid_request` beyond).
 #[utoipa::path(
     tag = "mfa",
     params(AuthenticatorTypeQuery),
-    request_body(content = Option<serde_json::Value>, description = "Ignored, whatever it holds: the seed's optional \"MFA details for a customer\"."),
+    request_body(content = Option<serde_json::Value>, description = "Ignored, whatever it holds (at most 64 KiB): the seed's optional \"MFA details for a customer\"."),
     responses(
         (status = 200, description = "The QR code (PNG), or with `Accept: application/json` the pending secret.",
             content(
@@ -101,8 +102,8 @@ pub async fn associate_qr_code(
     service: web::Data<Service>,
     AnySession(caller): AnySession,
     _query: crate::extract::Query<AuthenticatorTypeQuery>,
-    // Not read: the seed allows a body of no given shape.
-    _ignored_body: web::Payload,
+    // The seed allows a body of no given shape.
+    _ignored_body: crate::extract::IgnoredBody,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let json = wants_json(&req);

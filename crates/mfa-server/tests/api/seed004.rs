@@ -106,6 +106,16 @@ async fn authenticator_by_qr_code(s: TestServer) {
         a.expect(200, None);
         assert_eq!(a.header("content-type"), Some("image/png"));
     }
+    // Under the limit of every body all the same.
+    s.call_raw(
+        "PUT",
+        "/users/mfa/associateQRCode?mfatype=AUTHENTICATOR",
+        Some(&bob),
+        Some("application/json"),
+        vec![b' '; 65 * 1024],
+    )
+    .await
+    .expect(400, Some("invalid_request"));
 
     // The PNG: scan it, compute codes. It replaces the pending JSON secret.
     let secret = qr_secret(&s, &bob).await;
