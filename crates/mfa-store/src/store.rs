@@ -775,6 +775,7 @@ fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
         .connection_timeout(timeout)
         // Lost connections are found by use instead (see `pg_pool`).
         .test_on_check_out(false)
+        .error_handler(Box::new(crate::pg_pool::ConnectFailureLog::default()))
         .build(PgManager::new(url, timeout))?;
     Ok(PgDb {
         pool: FairPool::new(pool, timeout),
