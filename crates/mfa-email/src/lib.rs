@@ -190,15 +190,21 @@ fn parse_sender(from: &str) -> Result<Mailbox, Error> {
             "the part before the @ must be ASCII (mail servers without SMTPUTF8 refuse it)".into(),
         ));
     }
-    if mailbox.email.domain().is_ascii() {
-        return Ok(mailbox);
-    }
-    let domain = match url::Host::parse(mailbox.email.domain()) {
-        Ok(url::Host::Domain(ascii)) => ascii,
-        _ => return Err(refused("the domain is not a valid domain name".into())),
-    };
-    let email = Address::new(mailbox.email.user(), domain).map_err(|e| refused(format!("{e}")))?;
+    let email = with_ascii_domain(mailbox.email).map_err(refused)?;
     Ok(Mailbox::new(mailbox.name, email))
+}
+
+/// `address` with an internationalised domain in its ASCII form: the
+/// envelope must be ASCII for a server without SMTPUTF8.
+fn with_ascii_domain(address: Address) -> Result<Address, String> {
+    if address.domain().is_ascii() {
+        return Ok(address);
+    }
+    let domain = match url::Host::parse(address.domain()) {
+        Ok(url::Host::Domain(ascii)) => ascii,
+        _ => return Err("the domain is not a valid domain name".into()),
+    };
+    Address::new(address.user(), domain).map_err(|e| e.to_string())
 }
 
 impl EmailMailer {
@@ -280,11 +286,19 @@ impl EmailMailer {
     fn deliver(&self, mail: &Mail) -> Result<(), MailError> {
         let kind = TemplateKind::of(&mail.kind).name();
         let to_masked = mask_email(&mail.to);
-        let to: Address = mail.to.trim().parse().map_err(|_| MailError {
-            transient: false,
-            delivery_unknown: false,
-            message: format!("the recipient address {to_masked} is not valid"),
-        })?;
+        // An internationalised domain in its ASCII form, as the sender's:
+        // a server without SMTPUTF8 refused every message to it.
+        let to = mail
+            .to
+            .trim()
+            .parse::<Address>()
+            .ok()
+            .and_then(|to| with_ascii_domain(to).ok())
+            .ok_or_else(|| MailError {
+                transient: false,
+                delivery_unknown: false,
+                message: format!("the recipient address {to_masked} is not valid"),
+            })?;
         let message = self.message(mail, to).map_err(|e| MailError {
             transient: false,
             delivery_unknown: false,

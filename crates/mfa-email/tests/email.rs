@@ -666,3 +666,18 @@ fn an_internationalised_sender_domain_is_sent_in_ascii() {
     let refused = mfa_email::check_sender("Acme <zoë@example.com>").expect_err("not ASCII");
     assert!(refused.to_string().contains("ASCII"), "{refused}");
 }
+
+/// A recipient with an internationalised domain gets the message too: the
+/// envelope and `To` carry the domain's ASCII form (the sink, like many
+/// servers, offers no SMTPUTF8, and refused the message before).
+#[test]
+fn an_internationalised_recipient_domain_is_sent_in_ascii() {
+    let sink = SmtpSink::start().expect("sink");
+    let mut mail = login_code("123123");
+    mail.to = "pat@bücher.example".into();
+    smtp_mailer(&sink).send(&mail).expect("sent");
+    let m = one(&sink);
+    assert_eq!(m.to, ["pat@xn--bcher-kva.example"]);
+    let to = m.header("To").expect("To");
+    assert!(to.contains("pat@xn--bcher-kva.example"), "{to}");
+}
