@@ -336,6 +336,55 @@ impl PasswordHasher {
     }
 }
 
+/// The zxcvbn score a new password must reach by default: 3, more than
+/// 10^8 guesses estimated ("safely unguessable" in zxcvbn's words).
+pub const DEFAULT_PASSWORD_MIN_STRENGTH: u8 = 3;
+
+/// The first characters of a password that its strength is estimated on:
+/// zxcvbn's time grows faster than the length, and no password whose
+/// first 64 characters are hard to guess is easy to guess.
+const STRENGTH_CHECKED_CHARS: usize = 64;
+
+/// Check a new password's guessability (NIST SP 800-63B 3.1.1.2: common,
+/// expected or context-specific passwords are refused): its zxcvbn score
+/// must reach `min_score` (0 to 4; 0 checks nothing), with the words of
+/// `context` (the user's email and names) counted as guessable. The
+/// refusal says why, in zxcvbn's words ("This is a top-100 common
+/// password."). Check [`check_password_rules`] first.
+pub fn check_password_strength(password: &str, context: &[&str], min_score: u8) -> MfaResult<()> {
+    if min_score == 0 {
+        return Ok(());
+    }
+    let checked: String = password.chars().take(STRENGTH_CHECKED_CHARS).collect();
+    // zxcvbn matches each input as a whole word: `alice@example.com` alone
+    // does not make `alice.example2027` guessable, its parts do.
+    let mut words: Vec<&str> = context.to_vec();
+    words.extend(
+        context
+            .iter()
+            .flat_map(|text| text.split(|c: char| !c.is_alphanumeric()))
+            .filter(|part| part.chars().count() >= 3),
+    );
+    let estimate = zxcvbn::zxcvbn(&checked, &words);
+    if u8::from(estimate.score()) >= min_score {
+        return Ok(());
+    }
+    let mut why = String::from("password is too easy to guess");
+    if let Some(feedback) = estimate.feedback() {
+        if let Some(warning) = feedback.warning() {
+            why.push_str(&format!(": {warning}"));
+        }
+        for suggestion in feedback.suggestions() {
+            why.push_str(&format!(" {suggestion}"));
+        }
+    }
+    if !why.ends_with('.') {
+        why.push('.');
+    }
+    why.push_str(" A passphrase of four or more unrelated words is strong and easy to remember.");
+    Err(MfaError::InvalidRequest(why))
+}
+
 /// Check a new password against the length rules.
 pub fn check_password_rules(password: &str) -> MfaResult<()> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
@@ -653,6 +702,30 @@ mod tests {
     #[test]
     fn password_rules() {
         assert!(check_password_rules("short").is_err());
+        let strong = DEFAULT_PASSWORD_MIN_STRENGTH;
+        for weak in ["password123", "qwertyuiop", "        ", "Welcome2024!"] {
+            let refused = check_password_strength(weak, &[], strong).expect_err(weak);
+            assert!(
+                refused.to_string().contains("too easy to guess"),
+                "{refused}"
+            );
+        }
+        // Made of the user's own address or an unusual name: guessable
+        // for them, not for others.
+        let context = ["zorblax@quuxcorp.example", "Zorblax"];
+        for own in ["zorblax@quuxcorp.example1", "zorblaxquuxcorp"] {
+            check_password_strength(own, &[], strong).expect(own);
+            assert!(
+                check_password_strength(own, &context, strong).is_err(),
+                "{own}"
+            );
+        }
+        for fine in ["correct horse battery staple", "kR7#vP2q!mZ9"] {
+            check_password_strength(fine, &["alice@example.com"], strong).expect(fine);
+        }
+        check_password_strength("password123", &[], 0).expect("0 checks nothing");
+        // Only the start of a long one is estimated: quickly.
+        check_password_strength(&"kR7#vP2q!mZ9 ".repeat(70), &[], strong).expect("long");
         assert!(check_password_rules("long enough").is_ok());
         assert!(check_password_rules(&"x".repeat(2000)).is_err());
     }

@@ -22,7 +22,7 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use mfa_core::ports::OsRandomness;
 use mfa_core::service::Purged;
-use mfa_core::{Clock, Mailer, MfaError, MfaService, ServiceConfig};
+use mfa_core::{Clock, Mailer, MfaError, MfaService};
 use mfa_email::{EmailMailer, MailConfig};
 use mfa_store::{DbStore, EncryptionKey, KeyVerification, StoreOptions};
 use utoipa::OpenApi as _;
@@ -416,16 +416,7 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         mailer,
         clock,
         Arc::new(OsRandomness),
-        ServiceConfig {
-            issuer: config.issuer.clone(),
-            environment: config.environment.clone(),
-            session_ttl_secs: config.session_ttl_secs,
-            password_params: config.password_hash,
-            totp: config.totp,
-            audit_retention_secs: (config.audit_retention_days > 0)
-                .then(|| config.audit_retention_days * 24 * 3600),
-            ..ServiceConfig::default()
-        },
+        config.service_config(),
     )
     .map_err(StartError::Service)?;
     let bootstrapped = bootstrap::run(&service, config).map_err(StartError::Service)?;

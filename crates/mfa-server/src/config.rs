@@ -227,6 +227,9 @@ pub struct Config {
     /// (login, recovery code, new password) may wait for a hashing thread
     /// before it is refused with `429`; 0 means as long as it takes.
     pub password_queue_max_wait_secs: u64,
+    /// `MFA_PASSWORD_MIN_STRENGTH`: the zxcvbn score (0 to 4) a new
+    /// password must reach; 0 checks only the length.
+    pub password_min_strength: u8,
     /// `MFA_TOTP_DIGITS` and `MFA_TOTP_PERIOD_SECS`: the digits and step of
     /// authenticators enrolled from now on (each keeps its own).
     pub totp: TotpParams,
@@ -259,6 +262,7 @@ struct FileConfig {
     purge_interval_secs: Option<u64>,
     audit_retention_days: Option<u64>,
     password_queue_max_wait_secs: Option<u64>,
+    password_min_strength: Option<u64>,
     totp_digits: Option<u64>,
     totp_period_secs: Option<u64>,
     password_hash: Option<String>,
@@ -349,6 +353,18 @@ impl Config {
             })
             .transpose()?;
 
+        let password_min_strength = whole_number(
+            "MFA_PASSWORD_MIN_STRENGTH",
+            "(a zxcvbn score)",
+            "only the length is checked",
+            env("MFA_PASSWORD_MIN_STRENGTH"),
+            file_config.password_min_strength,
+            u64::from(mfa_core::crypto::DEFAULT_PASSWORD_MIN_STRENGTH),
+            0..=4,
+        )?;
+        let password_min_strength =
+            u8::try_from(password_min_strength).expect("at most 4, checked above");
+
         let bootstrap_admin_email = pick(
             "MFA_BOOTSTRAP_ADMIN_EMAIL",
             file_config.bootstrap_admin_email,
@@ -367,7 +383,11 @@ impl Config {
             file_config.bootstrap_admin_password,
         )
         .map(|p| {
+            let context = [bootstrap_admin_email.as_deref().unwrap_or_default()];
             mfa_core::crypto::check_password_rules(&p)
+                .and_then(|()| {
+                    mfa_core::crypto::check_password_strength(&p, &context, password_min_strength)
+                })
                 .map_err(|e| invalid("MFA_BOOTSTRAP_ADMIN_PASSWORD", e.to_string()))?;
             Ok::<_, ConfigError>(Secret::new(p))
         })
@@ -513,10 +533,27 @@ impl Config {
             purge_interval_secs,
             audit_retention_days,
             password_queue_max_wait_secs,
+            password_min_strength,
             totp,
             password_hash,
             log,
         })
+    }
+
+    /// The service's tunables this configuration sets; the rest are the
+    /// API contract's.
+    pub fn service_config(&self) -> mfa_core::ServiceConfig {
+        mfa_core::ServiceConfig {
+            issuer: self.issuer.clone(),
+            environment: self.environment.clone(),
+            session_ttl_secs: self.session_ttl_secs,
+            password_params: self.password_hash,
+            password_min_strength: self.password_min_strength,
+            totp: self.totp,
+            audit_retention_secs: (self.audit_retention_days > 0)
+                .then(|| self.audit_retention_days * 24 * 3600),
+            ..mfa_core::ServiceConfig::default()
+        }
     }
 
     /// The kind of database the URL names.
@@ -824,6 +861,9 @@ mod tests {
             ("MFA_ENCRYPTION_KEY", "c2hvcnQ="),
             ("MFA_BOOTSTRAP_ADMIN_EMAIL", "nobody"),
             ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "short"),
+            ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "password123"),
+            ("MFA_PASSWORD_MIN_STRENGTH", "5"),
+            ("MFA_PASSWORD_MIN_STRENGTH", "strong"),
             ("MFA_ENVIRONMENT", "staging"),
             ("MFA_SESSION_TTL_SECS", "twelve hours"),
             ("MFA_SESSION_TTL_SECS", "5"),
@@ -844,6 +884,17 @@ mod tests {
             let err = from(&[(var, value)]).unwrap_err().to_string();
             assert!(err.starts_with(var), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn password_strength() {
+        assert_eq!(from(&[]).unwrap().password_min_strength, 3);
+        let weak = [("MFA_BOOTSTRAP_ADMIN_PASSWORD", "password123")];
+        let err = from(&weak).unwrap_err().to_string();
+        assert!(err.contains("too easy to guess"), "{err}");
+        let length_only = [weak[0], ("MFA_PASSWORD_MIN_STRENGTH", "0")];
+        let c = from(&length_only).unwrap();
+        assert_eq!(c.service_config().password_min_strength, 0);
     }
 
     #[test]

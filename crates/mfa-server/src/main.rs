@@ -42,6 +42,9 @@ environment wins). Every command reads the same configuration:
   MFA_PASSWORD_QUEUE_MAX_WAIT_SECS
                                 longest a login or other password check waits for a
                                 hashing thread before it is refused with 429 [10]; 0: no bound
+  MFA_PASSWORD_MIN_STRENGTH     how hard to guess a new password must be, as a zxcvbn
+                                score from 0 to 4 [3]: 3 refuses common passwords and
+                                ones built from the user's name or email; 0: length only
   MFA_TOTP_DIGITS               digits of authenticator codes, 6 or 8 [6]
   MFA_TOTP_PERIOD_SECS          seconds per authenticator code, 15 to 120 [30]; both
                                 apply to authenticators enrolled from then on

@@ -94,6 +94,10 @@ pub struct ServiceConfig {
     pub password_lockout: LockoutPolicy,
     /// argon2id cost for passwords and recovery codes.
     pub password_params: PasswordParams,
+    /// The zxcvbn score (0 to 4) a new password must reach
+    /// ([`crate::crypto::check_password_strength`]); 0 checks only the
+    /// length.
+    pub password_min_strength: u8,
     /// Most ids one reset may name.
     pub max_reset_ids: usize,
     /// Audit events older than this many seconds are deleted by
@@ -120,6 +124,7 @@ impl Default for ServiceConfig {
             code_lockout: LockoutPolicy::default(),
             password_lockout: LockoutPolicy::default(),
             password_params: PasswordParams::default(),
+            password_min_strength: crate::crypto::DEFAULT_PASSWORD_MIN_STRENGTH,
             max_reset_ids: 10_000,
             audit_retention_secs: None,
         }
@@ -163,6 +168,9 @@ impl ServiceConfig {
         }
         if self.max_reset_ids == 0 {
             return refuse("max_reset_ids must be at least 1");
+        }
+        if self.password_min_strength > 4 {
+            return refuse("password_min_strength must be between 0 and 4");
         }
         Ok(())
     }
@@ -230,6 +238,13 @@ impl<S: Store> MfaService<S> {
 
     /// `raw` normalised, as an address to store for a user: one the mailer
     /// can send to (`InvalidRequest` otherwise, as for a malformed one).
+    /// Check a new password: its length, and how guessable it is with
+    /// `context` (the user's email and names) counted as guessable words.
+    pub(crate) fn check_new_password(&self, password: &str, context: &[&str]) -> MfaResult<()> {
+        crate::crypto::check_password_rules(password)?;
+        crate::crypto::check_password_strength(password, context, self.config.password_min_strength)
+    }
+
     pub(crate) fn new_address(&self, raw: &str) -> MfaResult<String> {
         let email = crate::text::normalize_email(raw)?;
         if !self.mailer.accepts_address(&email) {

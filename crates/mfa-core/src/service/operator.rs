@@ -16,7 +16,6 @@
 //! [`FullCaller`]: crate::FullCaller
 
 use super::*;
-use crate::crypto::check_password_rules;
 use crate::text::normalize_email;
 
 /// How the operator is named in audit details and notices.
@@ -119,7 +118,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
         let email = s.new_address(&req.email)?;
         let first_name = super::users::check_name("firstName", &req.first_name)?;
         let last_name = super::users::check_name("lastName", &req.last_name)?;
-        check_password_rules(&req.password)?;
+        s.check_new_password(&req.password, &[&email, &first_name, &last_name])?;
         if req.is_org_admin && req.org.is_none() {
             return Err(MfaError::InvalidRequest("an org admin needs an org".into()));
         }

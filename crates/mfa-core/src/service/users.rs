@@ -294,7 +294,7 @@ impl<S: Store> MfaService<S> {
         announce: impl FnOnce(&User, &Org) -> MfaResult<()> + Send,
     ) -> MfaResult<Option<(User, Org)>> {
         let email = self.new_address(email)?;
-        check_password_rules(password)?;
+        self.check_new_password(password, &[&email, org_name])?;
         // Every start but the first finds users: it need not spend 7 MiB
         // and ~15 ms of argon2 on a hash it would throw away. The count is
         // checked again in the transaction, for servers starting together.
@@ -393,7 +393,7 @@ impl<S: Store> MfaService<S> {
         let email = self.new_address(&req.email)?;
         let first_name = check_required_name("firstName", &req.first_name)?;
         let last_name = check_required_name("lastName", &req.last_name)?;
-        check_password_rules(&req.password)?;
+        self.check_new_password(&req.password, &[&email, &first_name, &last_name])?;
         Ok(NewUserChecked {
             email,
             first_name,
@@ -634,6 +634,15 @@ impl<S: Store> MfaService<S> {
             check_password_rules(p)?;
         }
         let (current, memberships) = self.store.read(|tx| self.manageable_user(tx, caller, id))?;
+        if let Some(p) = &patch.password {
+            let names = [
+                first_name.as_deref().unwrap_or(&current.first_name),
+                last_name.as_deref().unwrap_or(&current.last_name),
+            ];
+            let mut context = vec![current.email.as_str(), names[0], names[1]];
+            context.extend(new_email.as_deref());
+            self.check_new_password(p, &context)?;
+        }
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;

@@ -143,6 +143,13 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",
             config.password_queue_max_wait_secs.to_string(),
         ),
+        (
+            "MFA_PASSWORD_MIN_STRENGTH",
+            match config.password_min_strength {
+                0 => "0 (only the length is checked)".to_string(),
+                score => score.to_string(),
+            },
+        ),
         ("MFA_PASSWORD_HASH", config.password_hash.to_string()),
         ("MFA_LOG", config.log.clone()),
     ];

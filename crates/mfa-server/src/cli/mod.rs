@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use mfa_core::ports::{OsRandomness, SystemClock};
-use mfa_core::{Mailer, MfaError, MfaService, ServiceConfig};
+use mfa_core::{Mailer, MfaError, MfaService};
 use mfa_server::config::DatabaseKind;
 use mfa_server::{Config, Service, app};
 use mfa_store::{DbStore, EncryptionKey, StoreOptions};
@@ -262,13 +262,7 @@ pub fn open_service(config: &Config) -> Result<Service, Failure> {
         mailer,
         Arc::new(SystemClock),
         Arc::new(OsRandomness),
-        ServiceConfig {
-            issuer: config.issuer.clone(),
-            environment: config.environment.clone(),
-            session_ttl_secs: config.session_ttl_secs,
-            password_params: config.password_hash,
-            ..ServiceConfig::default()
-        },
+        config.service_config(),
     )
     .map_err(domain)
 }

@@ -692,3 +692,62 @@ async fn superadmin_routes(s: TestServer) {
         .await
         .expect(403, Some("forbidden"));
 }
+
+/// A new password that is easy to guess is refused, saying why, whoever
+/// sets it; with `MFA_PASSWORD_MIN_STRENGTH=0` only its length counts.
+#[tokio::test]
+async fn a_guessable_password_is_refused() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    for password in [
+        "password123",
+        "qwertyuiop",
+        "Welcome2024!",
+        "zorblaxquuxcorp",
+    ] {
+        let a = s
+            .post(
+                "/user/users",
+                &root,
+                json!({"email": "zorblax@quuxcorp.example", "firstName": "Zorblax",
+                       "lastName": "Quux", "password": password}),
+            )
+            .await;
+        a.expect(400, Some("invalid_request"));
+        let message = a.body["message"].as_str().unwrap();
+        assert!(
+            message.contains("too easy to guess"),
+            "{password}: {message}"
+        );
+        assert!(!message.contains(password), "{message}");
+    }
+    let pat = s.create_user(&root, "pat@example.com", false).await;
+    let token = s.login("pat@example.com", PASSWORD).await.token;
+    s.put(
+        &format!("/user/users/{pat}"),
+        &token,
+        json!({"password": "pat@example.com", "currentPassword": PASSWORD}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.put(
+        &format!("/user/users/{pat}"),
+        &root,
+        json!({"password": "iloveyou1"}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    // Nothing was changed: the password still works.
+    s.login("pat@example.com", PASSWORD).await;
+
+    let lax = TestServer::sqlite_with(&[("MFA_PASSWORD_MIN_STRENGTH", "0")]).await;
+    let root = lax.root().await;
+    lax.post(
+        "/user/users",
+        &root,
+        json!({"email": "weak@example.com", "firstName": "W", "lastName": "K",
+               "password": "password123"}),
+    )
+    .await
+    .expect(201, None);
+}
