@@ -986,6 +986,23 @@ fn new_recovery_codes_are_stored_for_their_own_caller_while_still_allowed() {
     let new = ok(w.svc.recovery_codes_begin(other));
     let hashed = ok(w.svc.hash_recovery_codes(new));
     assert_eq!(ok(w.svc.recovery_codes_finish(other, hashed)).len(), 10);
+
+    // Two requests at once: the first stored is shown and works, the
+    // second is refused, rather than shown codes the first replaced
+    // (before, both were shown and only the last stored worked).
+    let hashed_for_other = || {
+        let new = ok(w.svc.recovery_codes_begin(other));
+        ok(w.svc.hash_recovery_codes(new))
+    };
+    let (first, second) = (hashed_for_other(), hashed_for_other());
+    let shown = ok(w.svc.recovery_codes_finish(other, first));
+    assert!(matches!(
+        w.svc.recovery_codes_finish(other, second),
+        Err(MfaError::Conflict(_))
+    ));
+    // One after the other, each replaces the one before.
+    let later = hashed_for_other();
+    assert_ne!(ok(w.svc.recovery_codes_finish(other, later)), shown);
 }
 
 #[test]

@@ -436,12 +436,16 @@ impl<S: Store> MfaService<S> {
     /// them ([`MfaService::hash_recovery_codes`], no store), and store them
     /// ([`MfaService::recovery_codes_finish`], which checks again).
     pub fn recovery_codes_begin(&self, caller: &FullCaller) -> MfaResult<NewRecoveryCodes> {
-        let factors = self
-            .store
-            .read_statement(|tx| load_factors(tx, caller.user_id))?;
+        let (factors, replaces) = self.store.read(|tx| {
+            Ok((
+                load_factors(tx, caller.user_id)?,
+                recovery_set_of(tx, caller.user_id)?,
+            ))
+        })?;
         may_have_recovery_codes(caller, &factors)?;
         Ok(NewRecoveryCodes {
             user: caller.user_id,
+            replaces,
             codes: (0..RECOVERY_CODE_COUNT)
                 .map(|_| new_recovery_code(self.rng.as_ref()))
                 .collect(),
@@ -460,6 +464,7 @@ impl<S: Store> MfaService<S> {
             .collect::<MfaResult<Vec<_>>>()?;
         Ok(HashedRecoveryCodes {
             user: new.user,
+            replaces: new.replaces,
             codes: new.codes,
             hashes,
         })
@@ -468,6 +473,12 @@ impl<S: Store> MfaService<S> {
     /// Store hashed recovery codes in place of the caller's, audited; the
     /// codes to show. The caller must still be allowed them (a factor
     /// removed meanwhile refuses), and they must be the caller's.
+    ///
+    /// `Conflict` when another set was stored since the first step (two
+    /// requests at once, a double click): each was answered its codes,
+    /// and only the last stored worked, so a user could keep a set that
+    /// was void before it was shown. Now the first stored is the one
+    /// shown and valid, and the others are refused.
     pub fn recovery_codes_finish(
         &self,
         caller: &FullCaller,
@@ -477,10 +488,22 @@ impl<S: Store> MfaService<S> {
             return Err(MfaError::Forbidden);
         }
         let now = self.now();
-        let HashedRecoveryCodes { codes, hashes, .. } = hashed;
+        let HashedRecoveryCodes {
+            codes,
+            hashes,
+            replaces,
+            ..
+        } = hashed;
         self.store.write(|tx| {
             lock_user(tx, caller.user_id)?;
             may_have_recovery_codes(caller, &load_factors(tx, caller.user_id)?)?;
+            if recovery_set_of(tx, caller.user_id)? != replaces {
+                return Err(MfaError::Conflict(
+                    "new recovery codes were made meanwhile by another request: the codes \
+                     it showed are the valid ones; ask again for another set"
+                        .into(),
+                ));
+            }
             tx.replace_recovery_codes(caller.user_id, &hashes, now)?;
             audit_own(
                 tx,
@@ -492,6 +515,17 @@ impl<S: Store> MfaService<S> {
         })?;
         Ok(codes)
     }
+}
+
+/// Which set of recovery codes the user has: the salted hash of its first
+/// code, unique to the set (ids are not: SQLite may give a new set the ids
+/// of the one it replaced). `None` without codes.
+fn recovery_set_of(tx: &mut dyn StoreTx, user: UserId) -> MfaResult<Option<String>> {
+    Ok(tx
+        .recovery_codes(user)?
+        .into_iter()
+        .min_by_key(|c| c.id)
+        .map(|c| c.code_hash))
 }
 
 /// Recovery codes may be had with a verified factor, from a session that
@@ -509,20 +543,23 @@ fn may_have_recovery_codes(caller: &FullCaller, factors: &FactorSummary) -> MfaR
 /// `Debug` leaves out the codes.
 pub struct NewRecoveryCodes {
     user: UserId,
+    /// The set they replace ([`recovery_set_of`]).
+    replaces: Option<String>,
     codes: Vec<String>,
 }
 
-crate::redact::debug_without_secrets!(NewRecoveryCodes { user } secret { codes });
+crate::redact::debug_without_secrets!(NewRecoveryCodes { user } secret { replaces, codes });
 
 /// New recovery codes and their hashes ([`MfaService::hash_recovery_codes`]).
 /// `Debug` leaves out the codes.
 pub struct HashedRecoveryCodes {
     user: UserId,
+    replaces: Option<String>,
     codes: Vec<String>,
     hashes: Vec<String>,
 }
 
-crate::redact::debug_without_secrets!(HashedRecoveryCodes { user } secret { codes, hashes });
+crate::redact::debug_without_secrets!(HashedRecoveryCodes { user } secret { replaces, codes, hashes });
 
 impl<S: Store> MfaService<S> {
     /// Opt in to (or out of) MFA personally; takes effect at the next login.

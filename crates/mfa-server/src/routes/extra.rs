@@ -30,7 +30,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
     responses(
         (status = 200, description = "The new codes; the old set is void.", body = RecoveryCodesResponse),
         (status = 403, description = "`mfa_required`: a partial token, or a full one that verified no factor (opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
-        (status = 409, description = "`not_enrolled`: no verified authenticator or email factor.", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`: no verified authenticator or email factor; `conflict`: another request made new codes meanwhile (a double click): the codes it answered are the valid ones, and these were not stored.", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: the server's password checks are queued beyond `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` (10 s): nothing was checked, try again after `Retry-After`; the old codes stay valid.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
