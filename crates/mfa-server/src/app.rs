@@ -157,6 +157,8 @@ pub struct Application {
     /// Its queued notices are sent before `run` returns.
     dispatch: Arc<MailDispatch>,
     database: &'static str,
+    /// Held while the server runs ([`claim_sqlite_file`]).
+    _sqlite_claim: Option<std::fs::File>,
 }
 
 /// How long an idle client connection is kept open. Longer than the idle
@@ -228,6 +230,7 @@ impl Application {
             mail: prepared.mail,
             dispatch: prepared.dispatch,
             database: prepared.database,
+            _sqlite_claim: prepared.sqlite_claim,
         })
     }
 
@@ -366,6 +369,7 @@ struct Prepared {
     mail: String,
     dispatch: Arc<MailDispatch>,
     database: &'static str,
+    sqlite_claim: Option<std::fs::File>,
 }
 
 /// The blocking part of the start-up.
@@ -402,9 +406,10 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     verify_key(&store, &source)?;
     // A backup copied back in keeps the mode it was made with (0644 under
     // the usual umask); the file holds password hashes and the secrets.
-    if let Some(file) = config.sqlite_file() {
+    let sqlite_claim = config.sqlite_file().and_then(|file| {
         warn_if_readable_by_others(&file, "database file");
-    }
+        claim_sqlite_file(&file)
+    });
     let database = store.backend().as_str();
     let key = store.fingerprint().to_string();
     let mailer = email_mailer(config)?;
@@ -427,7 +432,48 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         mail,
         dispatch,
         database,
+        sqlite_claim,
     })
+}
+
+/// A lock on `FILE.server-lock` beside a SQLite database, held while the
+/// server runs; another server process holding it is warned about. A
+/// second process on one file is not refused (SQLite serialises their
+/// writes, and an audit found them correct), but only PostgreSQL is
+/// tested with several, and nothing told the operator who started a
+/// second by mistake. The lock goes with its process, however that ends.
+fn claim_sqlite_file(file: &Path) -> Option<std::fs::File> {
+    let path = PathBuf::from(format!("{}.server-lock", file.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let claim = match options.open(&path) {
+        Ok(claim) => claim,
+        Err(e) => {
+            tracing::debug!(file = %path.display(), error = %e, "cannot open the SQLite lock file");
+            return None;
+        }
+    };
+    match claim.try_lock() {
+        Ok(()) => Some(claim),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::warn!(
+                file = %file.display(),
+                "another server process serves this SQLite database: SQLite serialises their \
+                 writes, but several servers on one database are tested on PostgreSQL only \
+                 (see MFA_DATABASE_URL in docs/operations.md)"
+            );
+            None
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::debug!(file = %path.display(), error = %e, "cannot lock the SQLite lock file");
+            None
+        }
+    }
 }
 
 /// The mailer the configuration describes.

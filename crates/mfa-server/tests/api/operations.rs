@@ -560,6 +560,27 @@ async fn a_readable_database_file_is_warned_about() {
     );
 }
 
+/// A second server on the same SQLite file starts, and says that several
+/// servers on one database are tested on PostgreSQL only.
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_file_is_warned_about() {
+    let s = TestServer::sqlite().await;
+    let file = s.database().sqlite_path().expect("SQLite").to_path_buf();
+    let claim = std::path::PathBuf::from(format!("{}.server-lock", file.display()));
+    assert!(claim.exists(), "the first server holds {}", claim.display());
+    let twin = s.twin().await;
+    twin.call("GET", "/readyz", None, None)
+        .await
+        .expect(200, None);
+    let file = file.display().to_string();
+    assert!(
+        crate::helpers::captured_logs().lines().any(|l| l
+            .contains("another server process serves this SQLite database")
+            && l.contains(&file)),
+        "the second start warns"
+    );
+}
+
 /// Run `sql` on the server's database, beside the server.
 fn execute(s: &TestServer, sql: &str) {
     use diesel::prelude::*;
