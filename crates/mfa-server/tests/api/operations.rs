@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::TestServer;
+use crate::helpers::{Answer, TestServer};
 use crate::on_every_backend;
 
 on_every_backend!(health_and_metrics, openapi_documents_every_route);
@@ -442,16 +442,11 @@ async fn a_held_row_lock_holds_no_password_thread() {
     s.login(held_email, crate::helpers::PASSWORD).await;
 }
 
-/// New recovery codes for a user whose row is held: the ten argon2 hashes
-/// run on the password threads, the wait for the lock on the blocking
-/// pool, so everyone else's logins go through meanwhile. (They ran all on
-/// the password threads, where four such requests held both threads for
-/// the lock's duration and the logins behind them were refused `429`.)
-#[tokio::test]
-async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
-    let Some(db) = mfa_store::test_support::TestDatabase::postgres() else {
-        return;
-    };
+/// A PostgreSQL server whose requests wait 5 s at most for a lock and
+/// whose password checks 1 s at most for a thread, root's token, and the
+/// id of held@example.com; `None` without PostgreSQL.
+async fn server_with_a_user_to_hold() -> Option<(TestServer, String, i64)> {
+    let db = mfa_store::test_support::TestDatabase::postgres()?;
     let s = TestServer::start(
         db,
         &[
@@ -462,34 +457,62 @@ async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
     .await;
     let root = s.root().await;
     let held = s.create_user(&root, "held@example.com", false).await;
-    let token = s
-        .login("held@example.com", crate::helpers::PASSWORD)
-        .await
-        .token;
-    s.enroll_authenticator(&token).await;
-    let codes_of = || {
-        let client = s.client.clone();
-        let url = s.url("/user/users/mfa/recoveryCodes");
-        let token = token.clone();
-        tokio::spawn(async move { client.post(url).bearer_auth(token).send().await })
-    };
-    let holder = hold_user_row(&s, held, Duration::from_millis(2_500));
-    let waiting: Vec<_> = (0..4).map(|_| codes_of()).collect();
+    Some((s, root, held))
+}
+
+type Sent = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
+
+/// Send four requests with `send` while `held`'s row is held for 2.5 s:
+/// they wait for it, three logins of root go through meanwhile (with a
+/// password thread held by each waiting request, they were refused
+/// `429`), and their answers come once the row is let go.
+async fn four_while_held(s: &TestServer, held: i64, send: impl Fn(usize) -> Sent) -> Vec<Answer> {
+    let holder = hold_user_row(s, held, Duration::from_millis(2_500));
+    let waiting: Vec<_> = (0..4).map(send).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         waiting.iter().all(|w| !w.is_finished()),
-        "new codes did not wait for the held row"
+        "the requests did not wait for the held row"
     );
     for _ in 0..3 {
         s.login(crate::helpers::ROOT_EMAIL, crate::helpers::PASSWORD)
             .await;
     }
     holder.join().expect("the holder");
+    let mut answers = Vec::new();
+    for w in waiting {
+        answers.push(TestServer::answer(w.await.unwrap().expect("answered")).await);
+    }
+    answers
+}
+
+/// New recovery codes for a user whose row is held: the ten argon2 hashes
+/// run on the password threads, the wait for the lock on the blocking
+/// pool, so everyone else's logins go through meanwhile. (They ran all on
+/// the password threads, where four such requests held both threads for
+/// the lock's duration and the logins behind them were refused `429`.)
+#[tokio::test]
+async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
+    let Some((s, _, held)) = server_with_a_user_to_hold().await else {
+        return;
+    };
+    let token = s
+        .login("held@example.com", crate::helpers::PASSWORD)
+        .await
+        .token;
+    s.enroll_authenticator(&token).await;
+    let answers = four_while_held(&s, held, |_| {
+        let request = s
+            .client
+            .post(s.url("/user/users/mfa/recoveryCodes"))
+            .bearer_auth(&token);
+        tokio::spawn(async move { request.send().await })
+    })
+    .await;
     // The first stored is shown; the others, begun before it, are refused
     // rather than shown codes it replaced.
     let mut shown = 0;
-    for w in waiting {
-        let answer = TestServer::answer(w.await.unwrap().expect("answered")).await;
+    for answer in answers {
         if answer.status == 200 {
             assert_eq!(answer.body["codes"].as_array().unwrap().len(), 10);
             shown += 1;
@@ -506,40 +529,20 @@ async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
 /// update ran on the password threads, as new recovery codes did.)
 #[tokio::test]
 async fn a_password_set_for_a_held_user_holds_no_password_thread() {
-    let Some(db) = mfa_store::test_support::TestDatabase::postgres() else {
+    let Some((s, root, held)) = server_with_a_user_to_hold().await else {
         return;
     };
-    let s = TestServer::start(
-        db,
-        &[
-            ("MFA_DATABASE_TIMEOUT_SECS", "5"),
-            ("MFA_PASSWORD_QUEUE_MAX_WAIT_SECS", "1"),
-        ],
-    )
-    .await;
-    let root = s.root().await;
-    let held = s.create_user(&root, "held@example.com", false).await;
-    let set_password = |i: usize| {
-        let client = s.client.clone();
-        let url = s.url(&format!("/user/users/{held}"));
-        let token = root.clone();
+    let answers = four_while_held(&s, held, |i| {
         let body = serde_json::json!({"password": format!("a new passphrase number {i}")});
-        tokio::spawn(async move { client.put(url).bearer_auth(token).json(&body).send().await })
-    };
-    let holder = hold_user_row(&s, held, Duration::from_millis(2_500));
-    let waiting: Vec<_> = (0..4).map(set_password).collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        waiting.iter().all(|w| !w.is_finished()),
-        "the updates did not wait for the held row"
-    );
-    for _ in 0..3 {
-        s.login(crate::helpers::ROOT_EMAIL, crate::helpers::PASSWORD)
-            .await;
-    }
-    holder.join().expect("the holder");
-    for w in waiting {
-        let answer = TestServer::answer(w.await.unwrap().expect("answered")).await;
+        let request = s
+            .client
+            .put(s.url(&format!("/user/users/{held}")))
+            .bearer_auth(&root)
+            .json(&body);
+        tokio::spawn(async move { request.send().await })
+    })
+    .await;
+    for answer in answers {
         answer.expect(200, None);
     }
 }
