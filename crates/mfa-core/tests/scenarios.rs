@@ -780,6 +780,10 @@ fn a_code_for_a_factor_the_user_lacks_is_not_enrolled_even_when_locked_out() {
     ok(w.svc
         .confirm_email_enrollment(&partial, &last_code(&w.mailer)));
     let (_, partial) = w.login("mailonly@example.com");
+    // Wrong codes count once a login code was sent (before, they are
+    // `not_enrolled`: `a_code_checked_before_any_was_sent_is_not_counted`).
+    w.clock.advance(31);
+    ok(w.svc.send_login_code(&partial));
     for _ in 0..4 {
         assert_eq!(
             w.svc.verify_mfa(&partial, MfaMethod::Email, "000000"),
@@ -1827,4 +1831,29 @@ fn a_session_that_verified_no_factor_changes_no_factor() {
     let session = ok(w.svc.authenticate(&login.token));
     assert!(session.mfa_passed);
     ok(w.svc.generate_recovery_codes(&ok(session.into_full())));
+}
+
+/// The bootstrap password's strength is checked when it is used, on a
+/// store without users; once users exist it is ignored, weak or not (an
+/// upgrade that left a weak one set must still start).
+#[test]
+fn a_weak_bootstrap_password_is_refused_only_when_used() {
+    let fresh = ok(MfaService::new(
+        InMemoryStore::new(),
+        Arc::new(MemoryMailer::default()),
+        Arc::new(FixedClock::new(Timestamp(T0))),
+        Arc::new(OsRandomness),
+        ServiceConfig::default(),
+    ));
+    let refused = fresh.bootstrap(ADMIN_EMAIL, "password123", "Acme");
+    assert!(
+        matches!(&refused, Err(MfaError::InvalidRequest(why)) if why.contains("too easy to guess")),
+        "{refused:?}"
+    );
+    let w = world();
+    assert_eq!(
+        ok(w.svc.bootstrap(ADMIN_EMAIL, "password123", "Acme")),
+        None,
+        "ignored once users exist"
+    );
 }

@@ -236,15 +236,27 @@ impl<S: Store> MfaService<S> {
         self.clock.now()
     }
 
-    /// `raw` normalised, as an address to store for a user: one the mailer
-    /// can send to (`InvalidRequest` otherwise, as for a malformed one).
     /// Check a new password: its length, and how guessable it is with
     /// `context` (the user's email and names) counted as guessable words.
     pub(crate) fn check_new_password(&self, password: &str, context: &[&str]) -> MfaResult<()> {
         crate::crypto::check_password_rules(password)?;
+        self.check_password_strength(password, context)
+    }
+
+    /// How guessable a new password is
+    /// ([`crate::crypto::check_password_strength`] under the configured
+    /// score). Tens of milliseconds of CPU for some passwords: a server
+    /// runs it where it runs argon2, in the step that hashes.
+    pub(crate) fn check_password_strength(
+        &self,
+        password: &str,
+        context: &[&str],
+    ) -> MfaResult<()> {
         crate::crypto::check_password_strength(password, context, self.config.password_min_strength)
     }
 
+    /// `raw` normalised, as an address to store for a user: one the mailer
+    /// can send to (`InvalidRequest` otherwise, as for a malformed one).
     pub(crate) fn new_address(&self, raw: &str) -> MfaResult<String> {
         let email = crate::text::normalize_email(raw)?;
         if !self.mailer.accepts_address(&email) {

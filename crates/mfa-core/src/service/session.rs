@@ -535,12 +535,14 @@ impl<S: Store> MfaService<S> {
     /// to clear once the rest of its transaction succeeded. The caller
     /// holds the user's lock ([`lock_user`]).
     ///
-    /// `NotEnrolled`, uncounted, when no code was sent at all (or its
-    /// mail failed, or it was purged): as for an authenticator not
-    /// enrolled, an attempt that could never be checked is no attempt,
-    /// locked out or not. (Counted, a client that verified before asking
-    /// for a code locked its user out of asking for one.) A code used,
-    /// or of the other purpose, stays a counted wrong code.
+    /// `NotEnrolled`, uncounted, when no code of this purpose was sent
+    /// (none at all, or the last was for the other purpose: the
+    /// enrollment's for a login; or its mail failed, or it was purged): as
+    /// for an authenticator not enrolled, an attempt that could never be
+    /// checked is no attempt, locked out or not. (Counted, a client that
+    /// verified before asking for a code locked its user out.) A code
+    /// used stays a counted wrong code, as a replayed authenticator code
+    /// does.
     pub(crate) fn check_email_code(
         &self,
         tx: &mut dyn StoreTx,
@@ -549,7 +551,10 @@ impl<S: Store> MfaService<S> {
         candidate: &str,
         now: Timestamp,
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
-        let Some(latest) = tx.latest_email_code(caller.user_id)? else {
+        let Some(latest) = tx
+            .latest_email_code(caller.user_id)?
+            .filter(|c| c.purpose == purpose)
+        else {
             return Err(MfaError::NotEnrolled(match purpose {
                 EmailCodePurpose::Enroll => "no email code was sent: ask for one first",
                 EmailCodePurpose::Login => "no login code was sent: ask for one first",
@@ -572,7 +577,7 @@ impl<S: Store> MfaService<S> {
         if !mfa_totp::is_well_formed_code(candidate, self.config.email_code_digits) {
             return fail(tx, "email code malformed", MfaError::InvalidCode);
         }
-        let live = Some(latest).filter(|c| c.purpose == purpose && c.consumed_at.is_none());
+        let live = Some(latest).filter(|c| c.consumed_at.is_none());
         let Some(code) = live else {
             return fail(tx, "no live email code", MfaError::InvalidCode);
         };

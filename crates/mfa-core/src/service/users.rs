@@ -142,6 +142,8 @@ pub struct UserUpdateChecked {
     /// Whether the current password given was right, when one was asked.
     current_password_right: Option<bool>,
     new_hash: Option<String>,
+    /// Why the new password is refused (too easy to guess), if it is.
+    refusal: Option<MfaError>,
 }
 
 impl std::fmt::Debug for UserUpdateChecked {
@@ -149,6 +151,7 @@ impl std::fmt::Debug for UserUpdateChecked {
         f.debug_struct("UserUpdateChecked")
             .field("begun", &self.begun)
             .field("current_password_right", &self.current_password_right)
+            .field("refusal", &self.refusal)
             .finish_non_exhaustive()
     }
 }
@@ -294,13 +297,16 @@ impl<S: Store> MfaService<S> {
         announce: impl FnOnce(&User, &Org) -> MfaResult<()> + Send,
     ) -> MfaResult<Option<(User, Org)>> {
         let email = self.new_address(email)?;
-        self.check_new_password(password, &[&email, org_name])?;
+        check_password_rules(password)?;
         // Every start but the first finds users: it need not spend 7 MiB
         // and ~15 ms of argon2 on a hash it would throw away. The count is
         // checked again in the transaction, for servers starting together.
         if self.store.read(|tx| Ok(tx.count_users()?))? > 0 {
             return Ok(None);
         }
+        // Only now: a password that is ignored (users exist) stops nothing,
+        // whatever the strength asked for since it was set.
+        self.check_password_strength(password, &[&email, org_name])?;
         let hash = self.hasher.hash(password, self.rng.as_ref())?;
         let now = self.now();
         let created = self.store.write(|tx| {
@@ -393,7 +399,7 @@ impl<S: Store> MfaService<S> {
         let email = self.new_address(&req.email)?;
         let first_name = check_required_name("firstName", &req.first_name)?;
         let last_name = check_required_name("lastName", &req.last_name)?;
-        self.check_new_password(&req.password, &[&email, &first_name, &last_name])?;
+        check_password_rules(&req.password)?;
         Ok(NewUserChecked {
             email,
             first_name,
@@ -403,8 +409,9 @@ impl<S: Store> MfaService<S> {
         })
     }
 
-    /// The second step of [`MfaService::create_user`]: the password
-    /// hashed with argon2id. It reads and writes nothing.
+    /// The second step of [`MfaService::create_user`]: how guessable the
+    /// password is, estimated (`InvalidRequest` when too easily), and the
+    /// password hashed with argon2id. It reads and writes nothing.
     pub fn hash_new_user_password(&self, checked: NewUserChecked) -> MfaResult<NewUserHashed> {
         let NewUserChecked {
             email,
@@ -413,6 +420,7 @@ impl<S: Store> MfaService<S> {
             is_admin,
             password,
         } = checked;
+        self.check_password_strength(&password, &[&email, &first_name, &last_name])?;
         Ok(NewUserHashed {
             password_hash: self.hasher.hash(&password, self.rng.as_ref())?,
             email,
@@ -634,15 +642,6 @@ impl<S: Store> MfaService<S> {
             check_password_rules(p)?;
         }
         let (current, memberships) = self.store.read(|tx| self.manageable_user(tx, caller, id))?;
-        if let Some(p) = &patch.password {
-            let names = [
-                first_name.as_deref().unwrap_or(&current.first_name),
-                last_name.as_deref().unwrap_or(&current.last_name),
-            ];
-            let mut context = vec![current.email.as_str(), names[0], names[1]];
-            context.extend(new_email.as_deref());
-            self.check_new_password(p, &context)?;
-        }
         require_may_manage(caller, current.is_super_admin)?;
         let new_email = new_email.filter(|e| *e != current.email);
         let is_self = caller.user_id == id;
@@ -695,24 +694,37 @@ impl<S: Store> MfaService<S> {
     }
 
     /// The second step of [`MfaService::update_user`]: the current
-    /// password given checked, and the new one hashed, with argon2id. It
-    /// reads and writes nothing: its only work is hashing.
+    /// password given checked with argon2id; then, unless it was wrong,
+    /// how guessable the new one is estimated, and the new one hashed. It
+    /// reads and writes nothing.
     pub fn update_user_check(&self, begun: UserUpdate) -> MfaResult<UserUpdateChecked> {
         let current_password_right = begun
             .current_password
             .as_ref()
             .map(|(_, given)| self.hasher.verify(given, &begun.current.password_hash));
-        // A wrong current password ends the update: nothing to hash for.
-        let new_hash = match (&begun.new_password, current_password_right) {
+        // A wrong current password ends the update: nothing to estimate or
+        // hash for (a stolen session does not get the estimate's CPU).
+        let (new_hash, refusal) = match (&begun.new_password, current_password_right) {
             (Some(password), None | Some(true)) => {
-                Some(self.hasher.hash(password, self.rng.as_ref())?)
+                let current = &begun.current;
+                let mut context = vec![
+                    current.email.as_str(),
+                    begun.first_name.as_deref().unwrap_or(&current.first_name),
+                    begun.last_name.as_deref().unwrap_or(&current.last_name),
+                ];
+                context.extend(begun.new_email.as_deref());
+                match self.check_password_strength(password, &context) {
+                    Ok(()) => (Some(self.hasher.hash(password, self.rng.as_ref())?), None),
+                    Err(refusal) => (None, Some(refusal)),
+                }
             }
-            _ => None,
+            _ => (None, None),
         };
         Ok(UserUpdateChecked {
             begun,
             current_password_right,
             new_hash,
+            refusal,
         })
     }
 
@@ -743,6 +755,7 @@ impl<S: Store> MfaService<S> {
                 },
             current_password_right,
             new_hash,
+            refusal,
         } = checked;
         if session != caller.session_id {
             return Err(MfaError::InvalidCredentials);
@@ -762,6 +775,11 @@ impl<S: Store> MfaService<S> {
             // Cleared at once, not with the change: a change refused later
             // (the new email taken) must not leave a right password counted.
             self.store.write(|tx| clear_attempt(tx, &attempt))?;
+        }
+        // A new password too easy to guess: refused, with the right
+        // current password's count cleared and nothing changed.
+        if let Some(refusal) = refusal {
+            return Err(refusal);
         }
         let token = new_token(self.rng.as_ref());
         let ttl = self.config.email_change_ttl_secs;

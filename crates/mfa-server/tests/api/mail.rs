@@ -373,5 +373,28 @@ async fn a_code_checked_before_any_was_sent_is_not_counted() {
     }
     ask_for_code(&s, &pat).await.expect(200, None);
     let code = s.smtp.messages()[0].code().expect("a code in the mail");
-    verify(code).await.expect(200, None);
+    verify(code.clone()).await.expect(200, None);
+
+    // A login code checked when only the enrollment's was sent: the same.
+    for guess in ["123456".to_string(), code] {
+        let a = s
+            .post(
+                "/user/auth/mfa/verify",
+                &pat,
+                json!({"method": "EMAIL", "code": guess}),
+            )
+            .await;
+        a.expect(409, Some("not_enrolled"));
+        let message = a.body["message"].as_str().unwrap();
+        assert!(message.contains("no login code was sent"), "{message}");
+    }
+    for _ in 0..6 {
+        s.post(
+            "/user/auth/mfa/verify",
+            &pat,
+            json!({"method": "EMAIL", "code": "123456"}),
+        )
+        .await
+        .expect(409, Some("not_enrolled"));
+    }
 }

@@ -157,11 +157,12 @@ async fn email_code_is_single_use(s: TestServer) {
     let id = email_user(&s, &root, email).await;
     let enroll_code = s.last_code(email);
 
-    // The enrollment code does not log in.
+    // The enrollment code does not log in: no login code was sent yet
+    // (and that is not counted as a wrong code).
     let first = partial(&s, email).await;
     verify(&s, &first, "EMAIL", &enroll_code)
         .await
-        .expect(400, Some("invalid_code"));
+        .expect(409, Some("not_enrolled"));
 
     let code = email_challenge(&s, &first, email).await;
     verify(&s, &first, "EMAIL", &code).await.expect(200, None);
