@@ -171,9 +171,12 @@ impl RouteTable {
         RouteTable { routes }
     }
 
-    /// The methods served on `path`, if any route has that path.
+    /// The methods served on `path`, if any route has that path: those of
+    /// the route without parameters that has it, if one does (no id or
+    /// email is a word), else those of every pattern it matches.
     fn methods_of(&self, path: &str) -> Option<String> {
-        self.methods_where(|def| def.is_match(path))
+        self.literal_methods_of(path)
+            .or_else(|| self.methods_where(|def| def.is_match(path)))
     }
 
     /// The methods served on `path` by a route without parameters, if one

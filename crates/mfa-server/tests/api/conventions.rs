@@ -434,8 +434,11 @@ async fn tokens_and_routes(s: TestServer) {
     // the fixed path's methods, not a bad id.
     for (method, path, allow) in [
         ("PUT", "/user/users/me", "GET, HEAD"),
+        ("POST", "/user/users/me", "GET, HEAD"),
+        ("PATCH", "/user/users/me", "GET, HEAD"),
         ("DELETE", "/user/users/page", "GET, HEAD"),
         ("GET", "/user/org/mfa", "PUT"),
+        ("POST", "/user/org/mfa", "PUT"),
     ] {
         let a = s.call(method, path, Some(&root), None).await;
         a.expect(405, Some("method_not_allowed"));
