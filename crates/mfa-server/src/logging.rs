@@ -82,8 +82,10 @@ pub fn init_server_log(spec: &str) -> LogGuard {
 struct Gathering(BufWriter<io::Stderr>);
 
 impl Write for Gathering {
+    /// `buf` is one event, ending in its newline: written as one line.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        self.0.write_all(&one_line(buf))?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -93,10 +95,51 @@ impl Write for Gathering {
     }
 }
 
+/// An event's text with the line breaks inside it written as `\n` (and
+/// `\r`): a value that holds one (PostgreSQL's messages do: `…failed:
+/// Connection refused\n\tIs the server running…`) split the event into
+/// lines without a time or a level, which a collector reading a line per
+/// event takes for events of their own. The final newline stays.
+fn one_line(event: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let body = event.strip_suffix(b"\n").unwrap_or(event);
+    if !body.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        return std::borrow::Cow::Borrowed(event);
+    }
+    let mut line = Vec::with_capacity(event.len() + 8);
+    for &b in body {
+        match b {
+            b'\n' => line.extend_from_slice(b"\\n"),
+            b'\r' => line.extend_from_slice(b"\\r"),
+            _ => line.push(b),
+        }
+    }
+    if body.len() < event.len() {
+        line.push(b'\n');
+    }
+    std::borrow::Cow::Owned(line)
+}
+
 /// Log lines dropped so far because the log's reader was stalled (0 until
 /// [`init_server_log`] has run, e.g. in a server embedded in a test).
 pub fn dropped_log_lines() -> u64 {
     DROPPED
         .get()
         .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn an_event_is_one_line() {
+        let event =
+            b"WARN database unavailable error=connection refused\n\tIs the server running\n";
+        assert_eq!(
+            &*one_line(event),
+            &b"WARN database unavailable error=connection refused\\n\tIs the server running\n"[..]
+        );
+        assert_eq!(&*one_line(b"INFO ready\n"), &b"INFO ready\n"[..]);
+        assert_eq!(&*one_line(b"a\r\nb"), &b"a\\r\\nb"[..]);
+    }
 }
