@@ -43,10 +43,10 @@ pub const SENDS_AT_ONCE: usize = 4;
 /// hundreds fits in it.
 pub const SEND_SLOT_WAIT: Duration = Duration::from_secs(2);
 
-/// How long a request waits for its message: the transport's timeout for
-/// one step of the SMTP dialogue ([`mfa_email::SMTP_TIMEOUT`]), and a
-/// second for the steps before it, which a mail server that answers takes
-/// milliseconds for.
+/// How long a request waits for its message, its wait for a send slot
+/// included: the transport's timeout for one step of the SMTP dialogue
+/// ([`mfa_email::SMTP_TIMEOUT`]), and a second for the steps before it,
+/// which a mail server that answers takes milliseconds for.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(mfa_email::SMTP_TIMEOUT.as_secs() + 1);
 
 /// Notices queued at most.
@@ -238,6 +238,7 @@ fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Arc<Slots>, b
 
 impl Mailer for MailDispatch {
     fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        let started = Instant::now();
         let Some(slot) = self.slots.take(Some(SEND_SLOT_WAIT)) else {
             self.required.busy.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -280,7 +281,8 @@ impl Mailer for MailDispatch {
                 message: format!("cannot start a thread to send the message: {e}"),
             });
         }
-        match outcome.recv_timeout(SEND_DEADLINE) {
+        // In all, the wait for a slot included.
+        match outcome.recv_timeout(SEND_DEADLINE.saturating_sub(started.elapsed())) {
             Ok(sent) => sent,
             Err(RecvTimeoutError::Disconnected) => Err(MailError {
                 transient: true,
