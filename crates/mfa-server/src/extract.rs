@@ -53,6 +53,30 @@ pub fn json_config() -> web::JsonConfig {
         })
 }
 
+/// `400 invalid_request` for a body whose `Content-Encoding` the server
+/// does not decode: the body was read as it came, so `br` or `zstd` was
+/// taken for JSON (and garbage answered as malformed JSON). Accepted:
+/// none, `identity`, `gzip`, `deflate`.
+fn refuse_unknown_encoding(req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(encoding) = req.headers().get(actix_web::http::header::CONTENT_ENCODING) else {
+        return Ok(());
+    };
+    let known = encoding.to_str().is_ok_and(|e| {
+        let e = e.trim();
+        ["identity", "gzip", "deflate"]
+            .iter()
+            .any(|known| e.eq_ignore_ascii_case(known))
+    });
+    if known {
+        return Ok(());
+    }
+    Err(ApiError::InvalidRequest(
+        "the request body's Content-Encoding is not one the server reads: send the body as it \
+         is, or with gzip or deflate"
+            .into(),
+    ))
+}
+
 /// serde_json's error without the value it refused: "invalid type:
 /// integer, expected a string at line 1 column 40", not "integer
 /// `87654321`": a password or a code sent as a number came back in the
@@ -180,6 +204,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if let Err(refusal) = refuse_unknown_encoding(req) {
+            return Box::pin(async move { Err(refusal.into()) });
+        }
         let object = web::Json::<JsonObject<T>>::from_request(req, payload);
         Box::pin(async move { Ok(Json(object.await?.into_inner().0)) })
     }
@@ -223,6 +250,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = Bytes::from_request(req, payload);
+        let encoding = refuse_unknown_encoding(req);
         let content_type_ok = req
             .headers()
             .get(actix_web::http::header::CONTENT_TYPE)
@@ -241,6 +269,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(None));
             }
+            encoding?;
             if !content_type_ok {
                 return Err(ApiError::InvalidRequest(
                     "the request body must be JSON with Content-Type: application/json".into(),
@@ -273,7 +302,9 @@ impl FromRequest for IgnoredBody {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = Bytes::from_request(req, payload);
+        let encoding = refuse_unknown_encoding(req);
         Box::pin(async move {
+            encoding?;
             bytes.await.map(|_| IgnoredBody).map_err(|_| {
                 ApiError::InvalidRequest(format!(
                     "the request body is larger than {MAX_BODY_BYTES} bytes or cannot be read"

@@ -598,4 +598,23 @@ async fn refusals_repeat_no_value_and_no_internals() {
             "{message}"
         );
     }
+    // An encoding the server does not decode is refused, not read as JSON.
+    for encoding in ["br", "zstd", "bogus", "gzip, br"] {
+        let answer = s
+            .client
+            .post(s.url("/user/auth/login"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(r#"{"email": "root@example.com", "password": "x"}"#)
+            .send()
+            .await
+            .unwrap();
+        let a = TestServer::answer(answer).await;
+        a.expect(400, Some("invalid_request"));
+        let message = a.body["message"].as_str().unwrap();
+        assert!(
+            message.contains("Content-Encoding"),
+            "{encoding}: {message}"
+        );
+    }
 }
