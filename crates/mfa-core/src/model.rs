@@ -347,8 +347,10 @@ impl EmailCodePurpose {
 }
 
 /// An emailed one-time code, stored only as a salted hash. A user has at most
-/// one live code: a new one replaces (voids) the previous.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// one live code: a new one replaces (voids) the previous. `Debug` leaves
+/// out the hash and the salt: with an unkeyed hash (the in-memory store's)
+/// they give the code away to a million tries.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EmailCode {
     /// Identifier assigned by the store; consumption targets exactly this code.
     pub id: i64,
@@ -356,7 +358,9 @@ pub struct EmailCode {
     pub user_id: UserId,
     /// Enrollment or login.
     pub purpose: EmailCodePurpose,
-    /// Hex SHA-256 over salt and code.
+    /// The store's digest of the salted hash
+    /// ([`crate::ports::StoreTx::email_code_digest`]: keyed by a store
+    /// that holds a key).
     pub code_hash: String,
     /// Random hex salt.
     pub salt: String,
@@ -368,14 +372,19 @@ pub struct EmailCode {
     pub consumed_at: Option<Timestamp>,
 }
 
-/// Fields of an email code to be stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+crate::redact::debug_without_secrets!(EmailCode {
+    id, user_id, purpose, sent_at, expires_at, consumed_at
+} secret { code_hash, salt });
+
+/// Fields of an email code to be stored. `Debug` leaves out the hash and
+/// the salt.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewEmailCode {
     /// Owner.
     pub user_id: UserId,
     /// Enrollment or login.
     pub purpose: EmailCodePurpose,
-    /// Hex SHA-256 over salt and code.
+    /// Hex SHA-256 over salt and code (the store keeps its digest of it).
     pub code_hash: String,
     /// Random hex salt.
     pub salt: String,
@@ -384,6 +393,10 @@ pub struct NewEmailCode {
     /// End of validity.
     pub expires_at: Timestamp,
 }
+
+crate::redact::debug_without_secrets!(NewEmailCode {
+    user_id, purpose, sent_at, expires_at
+} secret { code_hash, salt });
 
 /// One recovery code of a user's set, stored as an argon2id hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -619,8 +632,9 @@ pub struct FailureState {
     pub locked_until: Option<Timestamp>,
 }
 
-/// A pending change of a user's email address, confirmed by a single-use token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A pending change of a user's email address, confirmed by a single-use
+/// token. `Debug` leaves out the token's hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EmailChange {
     /// Identifier assigned by the store.
     pub id: i64,
@@ -637,6 +651,10 @@ pub struct EmailChange {
     /// Set once, by a conditional update, on confirmation.
     pub consumed_at: Option<Timestamp>,
 }
+
+crate::redact::debug_without_secrets!(EmailChange {
+    id, user_id, new_email, created_at, expires_at, consumed_at
+} secret { token_hash });
 
 /// What an audit event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

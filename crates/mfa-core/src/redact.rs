@@ -129,6 +129,36 @@ mod tests {
         };
         shows_no_secret(&patch);
         assert!(format!("{:?}", UserPatch::default()).contains("password: None"));
+        // The in-memory store's code hash is unkeyed: hash and salt find
+        // the code in a million tries.
+        let code = crate::EmailCode {
+            id: 1,
+            user_id: UserId(1),
+            purpose: crate::EmailCodePurpose::Login,
+            code_hash: SECRET.into(),
+            salt: SECRET.into(),
+            sent_at: Timestamp(0),
+            expires_at: Timestamp(0),
+            consumed_at: None,
+        };
+        assert!(shows_no_secret(&code).contains("purpose"));
+        shows_no_secret(&crate::NewEmailCode {
+            user_id: UserId(1),
+            purpose: crate::EmailCodePurpose::Enroll,
+            code_hash: SECRET.into(),
+            salt: SECRET.into(),
+            sent_at: Timestamp(0),
+            expires_at: Timestamp(0),
+        });
+        shows_no_secret(&crate::EmailChange {
+            id: 1,
+            user_id: UserId(1),
+            new_email: "new@example.com".into(),
+            token_hash: SECRET.into(),
+            created_at: Timestamp(0),
+            expires_at: Timestamp(0),
+            consumed_at: None,
+        });
         let uri = format!("otpauth://totp/Acme:ada?secret={SECRET}&issuer=Acme");
         shows_no_secret(&PendingAuthenticator {
             secret: mfa_totp::Secret::generate(),

@@ -64,11 +64,21 @@ pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
 }
 
 /// Mask an email address for responses and logs: `alice@example.com` →
-/// `a***@example.com`. Something without `@` is masked whole.
+/// `a***@example.com`. Something without `@` is masked whole. Control
+/// characters are escaped (`\r\n` in an address that was refused for
+/// them would otherwise start a line of its own in a log).
 pub fn mask_email(email: &str) -> String {
+    let shown = |c: char| -> String {
+        if c.is_control() {
+            c.escape_default().to_string()
+        } else {
+            c.to_string()
+        }
+    };
     match email.split_once('@') {
         Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
+            let first: String = local.chars().take(1).map(shown).collect();
+            let domain: String = domain.chars().map(shown).collect();
             format!("{first}***@{domain}")
         }
         None => "***".to_string(),
@@ -84,6 +94,11 @@ mod tests {
         assert_eq!(mask_email("alice@example.com"), "a***@example.com");
         assert_eq!(mask_email("Ünïcode@example.com"), "Ü***@example.com");
         assert_eq!(mask_email("nonsense"), "***");
+        assert_eq!(
+            mask_email("alice@example.com\r\nBcc: evil@example.com"),
+            "a***@example.com\\r\\nBcc: evil@example.com"
+        );
+        assert_eq!(mask_email("zoë@bücher.example"), "z***@bücher.example");
     }
 
     #[test]
