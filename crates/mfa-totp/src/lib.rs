@@ -8,7 +8,7 @@ mod uri;
 
 pub use error::{TotpError, VerifyError};
 pub use otp::{
-    Algorithm, DEFAULT_WINDOW, TotpParams, hotp, is_well_formed_code, time_step, totp,
+    Algorithm, DEFAULT_WINDOW, MAX_WINDOW, TotpParams, hotp, is_well_formed_code, time_step, totp,
     totp_at_step, verify_totp,
 };
 pub use qr::{qr_png, qr_svg, qr_terminal};

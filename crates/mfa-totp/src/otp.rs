@@ -11,6 +11,17 @@ use crate::{Secret, TotpError, VerifyError};
 /// default: one step absorbs ordinary clock skew and typing delay.
 pub const DEFAULT_WINDOW: u64 = 1;
 
+/// The longest period [`TotpParams::new`] takes: an hour. Apps use 30 s
+/// or 60 s; a period of `u64::MAX` (an imported URI's) made the code
+/// never change.
+pub const MAX_PERIOD_SECS: u64 = 3600;
+
+/// The widest window [`verify_totp`] checks: 10 steps either side (five
+/// minutes at 30 s). A wider one is checked as this one: a window of a
+/// million steps took 30 s a check and accepted any code (two million
+/// candidates for a six-digit code), and `u64::MAX` never ended.
+pub const MAX_WINDOW: u64 = 10;
+
 /// The HMAC hash function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Algorithm {
@@ -94,6 +105,11 @@ impl TotpParams {
                 "period must be at least 1 second".to_owned(),
             ));
         }
+        if period > MAX_PERIOD_SECS {
+            return Err(TotpError::InvalidParams(format!(
+                "period must be at most {MAX_PERIOD_SECS} seconds"
+            )));
+        }
         Ok(TotpParams {
             algorithm,
             digits,
@@ -165,7 +181,8 @@ pub fn is_well_formed_code(candidate: &str, digits: u32) -> bool {
 /// happens to match several steps, the latest unused one is returned, so that
 /// the same string cannot be accepted twice within one window.
 ///
-/// The window is not capped; keep it small (see [`DEFAULT_WINDOW`]).
+/// The window is at most [`MAX_WINDOW`] (a wider one is checked as that);
+/// keep it small (see [`DEFAULT_WINDOW`]).
 pub fn verify_totp(
     secret: &Secret,
     candidate: &str,
@@ -178,6 +195,7 @@ pub fn verify_totp(
         return Err(VerifyError::Malformed);
     }
     let current = time_step(unix_time, params.period);
+    let window = window.min(MAX_WINDOW);
     let first = current.saturating_sub(window);
     let last = current.saturating_add(window);
 
@@ -210,6 +228,20 @@ pub fn verify_totp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_window_is_checked_as_the_widest() {
+        let secret = Secret::from_bytes(b"12345678901234567890".to_vec());
+        let params = TotpParams::default();
+        let now = 1_800_000_000;
+        let far = totp(&secret, now + 11 * 30, &params);
+        let near = totp(&secret, now + 10 * 30, &params);
+        assert_eq!(
+            verify_totp(&secret, &far, now, &params, u64::MAX, None),
+            Err(VerifyError::Mismatch)
+        );
+        assert!(verify_totp(&secret, &near, now, &params, u64::MAX, None).is_ok());
+    }
 
     #[test]
     fn oversized_digits_are_padded_not_panicking() {

@@ -182,6 +182,17 @@ impl Query {
 }
 
 fn decode(component: &str) -> Result<String, TotpError> {
+    // `%ZZ` is no escape: percent-encoding would keep it as three
+    // characters, a label other apps read otherwise (or refuse).
+    let escapes_valid = component.split('%').skip(1).all(|after| {
+        after
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !escapes_valid {
+        return Err(invalid("a % in the URI is not followed by two hex digits"));
+    }
     percent_decode_str(component)
         .decode_utf8()
         .map(Cow::into_owned)

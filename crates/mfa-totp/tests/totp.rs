@@ -437,6 +437,8 @@ fn otpauth_parse_errors() {
         format!("otpauth://totp?secret={secret}"),
         format!("otpauth://totp/Acme:alice?secret={secret}&secret=AAAA"),
         format!("otpauth://totp/Acme:%FF?secret={secret}"),
+        format!("otpauth://totp/Acme:al%ZZice?secret={secret}"),
+        format!("otpauth://totp/Acme:alice%4?secret={secret}"),
         String::new(),
     ];
     for text in invalid_uri {
@@ -462,6 +464,8 @@ fn otpauth_parse_errors() {
         "&digits=six",
         "&period=0",
         "&period=-30",
+        "&period=3601",
+        "&period=18446744073709551615",
         "&algorithm=MD5",
     ] {
         let text = format!("otpauth://totp/Acme:alice?secret={secret}{bad_params}");

@@ -152,7 +152,7 @@ impl ServiceConfig {
         if !(6..=10).contains(&self.email_code_digits) {
             return refuse("email_code_digits must be between 6 and 10");
         }
-        if self.totp_window > 10 {
+        if self.totp_window > mfa_totp::MAX_WINDOW {
             return refuse("totp_window must be at most 10 steps");
         }
         let lifetimes = [
