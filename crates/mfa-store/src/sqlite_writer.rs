@@ -119,11 +119,23 @@ impl SqliteWriter {
     }
 
     /// Run `body` as one write transaction on the writer thread; its result
-    /// once committed.
+    /// once committed. A write asked for from inside another (on the writer
+    /// thread) is refused: the writer would wait for itself, and every
+    /// later write of the process with it, for good.
     pub(crate) fn write<T: Send>(
         &self,
         body: impl FnOnce(&mut SqliteConnection) -> Result<T, TxError> + Send,
     ) -> Result<T, TxError> {
+        if self.thread.current_thread_index().is_some() {
+            return Err(TxError::Db(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(
+                    "a write transaction was started inside another one: SQLite's writer \
+                     would wait for itself; do the inner work in the outer transaction"
+                        .to_string(),
+                ),
+            )));
+        }
         self.queued.fetch_add(1, Ordering::SeqCst);
         let (result, pending) = self.thread.install(|| self.run(body));
         match pending {

@@ -215,7 +215,10 @@ enum Inner {
 /// `tokio::task::spawn_blocking`), never directly on an async executor.
 /// Share one `DbStore` (e.g. in an `Arc`) per process: it owns the pools.
 /// Do not start a transaction from inside another one's closure: on SQLite
-/// the writer would wait for itself.
+/// a write inside a write is refused (`StoreError::Backend`, "inside
+/// another"), as the writer would wait for itself; on PostgreSQL the inner
+/// one takes a second connection, and waits for the outer one's row locks
+/// until `lock_timeout`.
 pub struct DbStore {
     inner: Inner,
     cipher: SecretCipher,

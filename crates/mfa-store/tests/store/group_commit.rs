@@ -128,3 +128,20 @@ fn a_panicking_transaction_fails_only_its_batch() {
     let id = write(&store, |tx| Ok(add_user(tx, "after@example.com").id));
     assert!(read(&store, |tx| Ok(tx.user(id)?)).is_some());
 }
+
+/// A write started inside another is refused at once, and the writer goes
+/// on: it waited for itself, and every later write of the process with it.
+#[test]
+fn a_write_inside_a_write_is_refused_and_the_writer_goes_on() {
+    let db = TestDatabase::sqlite();
+    let store = open(&db);
+    let inner = store.write(|_| Ok(store.write(|tx| Ok(add_user(tx, "inner@example.com")))));
+    match inner {
+        Ok(Err(MfaError::Store(mfa_core::StoreError::Backend(message)))) => {
+            assert!(message.contains("inside another"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let later = store.write(|tx| Ok(add_user(tx, "later@example.com").id));
+    assert!(later.is_ok(), "{later:?}");
+}
