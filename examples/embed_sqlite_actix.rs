@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use mfa_core::ports::{MemoryMailer, OsRandomness, SystemClock};
-use mfa_core::{MfaError, MfaService, ServiceConfig};
+use mfa_core::{MfaError, MfaService, ServiceConfig, StoreError};
 use mfa_store::{DbStore, EncryptionKey, StoreOptions};
 use serde::Deserialize;
 use serde_json::json;
@@ -35,14 +35,28 @@ struct LoginBody {
     password: String,
 }
 
-/// Your API's error mapping: one place.
+/// Your API's error mapping: one place, and every variant named (no `_`
+/// arm), so that a variant a new release adds is a compile error here,
+/// not a `400` for a mail server that is down.
 fn error(e: MfaError) -> HttpResponse {
-    let status = match e {
+    let status = match &e {
+        MfaError::InvalidRequest(_) | MfaError::InvalidCode | MfaError::CodeExpired => {
+            StatusCode::BAD_REQUEST
+        }
         MfaError::InvalidCredentials | MfaError::Unauthorized => StatusCode::UNAUTHORIZED,
         MfaError::MfaRequired | MfaError::Forbidden => StatusCode::FORBIDDEN,
-        MfaError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-        MfaError::Store(_) | MfaError::MailUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::BAD_REQUEST,
+        MfaError::NotFound(_) => StatusCode::NOT_FOUND,
+        MfaError::AlreadyEnrolled(_) | MfaError::NotEnrolled(_) | MfaError::Conflict(_) => {
+            StatusCode::CONFLICT
+        }
+        MfaError::TooManyAttempts { .. } | MfaError::MailThrottled { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        MfaError::MailUnavailable(_)
+        | MfaError::MailRefused(_)
+        | MfaError::MailUnconfirmed { .. }
+        | MfaError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        MfaError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     HttpResponse::build(status).json(json!({"error": e.to_string()}))
 }

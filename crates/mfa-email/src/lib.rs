@@ -53,6 +53,24 @@ pub struct MailConfig {
     pub confirm_link_prefix: Option<String>,
 }
 
+/// The server's defaults: the outbox `./data/outbox`, the sender
+/// `MFA Server <no-reply@localhost>`, the issuer `MFA Server`, the built-in
+/// templates, no link. Set what differs and take the rest with
+/// `..MailConfig::default()`, so that a field a later release adds does
+/// not break the build.
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            smtp_url: None,
+            from: "MFA Server <no-reply@localhost>".into(),
+            outbox_dir: PathBuf::from("data/outbox"),
+            issuer: "MFA Server".into(),
+            templates_dir: None,
+            confirm_link_prefix: None,
+        }
+    }
+}
+
 impl fmt::Debug for MailConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The SMTP URL may hold a password.
