@@ -105,6 +105,10 @@ pub enum Error {
     /// The TLS client could not be set up.
     #[error("cannot set up TLS for the SMTP connection: {0}")]
     Tls(String),
+    /// The issuer holds a control character (a line break would end a
+    /// header line of every message, were it not escaped).
+    #[error("the issuer must not contain control characters (line breaks, tabs, …)")]
+    Issuer,
     /// The sender is not a mailbox.
     #[error(
         "the sender address `{from}` is not valid (expected `Name <user@domain>` or \
@@ -230,6 +234,9 @@ impl EmailMailer {
     /// first send does. In outbox mode the directory is created if missing
     /// and set to mode 0700 on Unix, and each message written 0600.
     pub fn new(config: MailConfig) -> Result<EmailMailer, Error> {
+        if config.issuer.chars().any(char::is_control) {
+            return Err(Error::Issuer);
+        }
         let from = parse_sender(&config.from)?;
         let templates = Templates::load(config.templates_dir.as_deref())?;
         let transport = match config.smtp_url.as_deref() {

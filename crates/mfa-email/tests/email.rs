@@ -681,3 +681,15 @@ fn an_internationalised_recipient_domain_is_sent_in_ascii() {
     let to = m.header("To").expect("To");
     assert!(to.contains("pat@xn--bcher-kva.example"), "{to}");
 }
+
+/// An issuer with a line break is refused when the mailer is built, not
+/// left to the header encoder of every message.
+#[test]
+fn an_issuer_with_a_control_character_is_refused() {
+    for issuer in ["Acme\r\nBcc: evil@example.com", "Acme\tCorp"] {
+        let mut bad = config(None, &std::env::temp_dir().join("mfa-issuer-test-outbox"));
+        bad.issuer = issuer.into();
+        let refused = EmailMailer::new(bad).expect_err(issuer);
+        assert!(matches!(refused, mfa_email::Error::Issuer), "{refused}");
+    }
+}
