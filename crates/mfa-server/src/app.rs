@@ -128,6 +128,14 @@ pub enum StartError {
     /// The service refused its configuration, or the bootstrap failed.
     #[error("service: {0}")]
     Service(MfaError),
+    /// The first start refused the configured superadmin (a password too
+    /// easy to guess, an address mail cannot reach): a configuration
+    /// error, as a malformed value is.
+    #[error(
+        "bootstrap: {0} (MFA_BOOTSTRAP_ADMIN_EMAIL, MFA_BOOTSTRAP_ADMIN_PASSWORD; used only on \
+         an empty database)"
+    )]
+    Bootstrap(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {bind}: {source}")]
     Bind {
@@ -424,7 +432,14 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         config.service_config(),
     )
     .map_err(StartError::Service)?;
-    let bootstrapped = bootstrap::run(&service, config).map_err(StartError::Service)?;
+    let bootstrapped = bootstrap::run(&service, config).map_err(|e| match e {
+        // With a generated password, a refusal is the announcement's (stdout
+        // failed), a failure at run time.
+        MfaError::InvalidRequest(why) if config.bootstrap_admin_password.is_some() => {
+            StartError::Bootstrap(why)
+        }
+        other => StartError::Service(other),
+    })?;
     tracing::info!(database, key, mail = %mail, "ready");
     Ok(Prepared {
         service: Arc::new(service),

@@ -91,7 +91,19 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         (
             "MFA_BOOTSTRAP_ADMIN_PASSWORD",
             match &config.bootstrap_admin_password {
-                Some(_) => "*** (set)".to_string(),
+                // Judged when used, on an empty database: said here, not
+                // refused, as it is ignored once users exist.
+                Some(password) => match mfa_core::crypto::check_password_strength(
+                    password.expose(),
+                    &[config.bootstrap_admin_email.as_deref().unwrap_or_default()],
+                    config.password_min_strength,
+                ) {
+                    Ok(()) => "*** (set)".to_string(),
+                    Err(why) => format!(
+                        "*** (set; a first start on an empty database refuses it: {why}; \
+                         once users exist it is ignored)"
+                    ),
+                },
                 None => "(unset: generated and printed once, on an empty database)".to_string(),
             },
         ),

@@ -110,7 +110,8 @@ impl From<app::StartError> for Failure {
             // A configuration that cannot work, like a malformed value.
             app::StartError::KeyRequired
             | app::StartError::KeyFileMissing { .. }
-            | app::StartError::WrongKey { .. } => Failure::Usage(e.to_string()),
+            | app::StartError::WrongKey { .. }
+            | app::StartError::Bootstrap(_) => Failure::Usage(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         }
     }

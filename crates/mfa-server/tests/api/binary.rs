@@ -250,6 +250,51 @@ fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (std::process::Output, te
     (out, dir)
 }
 
+/// A bootstrap password too easy to guess: `check-config` says a first
+/// start will refuse it, and the first start does, as a configuration
+/// error (2), with nothing created.
+#[test]
+fn a_weak_bootstrap_password_is_refused_at_the_first_start() {
+    let env = [
+        ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "password123"),
+        ("MFA_BIND", "127.0.0.1:0"),
+    ];
+    let (out, _dir) = run_to_exit(&env, &["check-config"]);
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("a first start on an empty database refuses it"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("password123"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = command(dir.path(), &env, &["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = serve.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("the server started with a weak bootstrap password");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(exit.code(), Some(2));
+    let mut stderr = String::new();
+    serve
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("too easy to guess"), "{stderr}");
+}
+
 #[test]
 fn bad_configuration_is_refused_clearly() {
     for (env, needle) in [

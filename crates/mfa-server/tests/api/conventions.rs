@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::attacks::schema::{Targets, concrete_path, document, operations, valid_body};
-use crate::helpers::{PASSWORD, TestServer};
+use crate::helpers::{Answer, PASSWORD, TestServer};
 use crate::on_every_backend;
 
 on_every_backend!(
@@ -580,16 +580,7 @@ async fn refusals_repeat_no_value_and_no_internals() {
         );
     }
     for encoding in ["gzip", "deflate"] {
-        let answer = s
-            .client
-            .post(s.url("/user/auth/login"))
-            .header("content-type", "application/json")
-            .header("content-encoding", encoding)
-            .body(&b"this is not compressed"[..])
-            .send()
-            .await
-            .unwrap();
-        let a = TestServer::answer(answer).await;
+        let a = login_encoded(&s, encoding, "this is not compressed").await;
         a.expect(400, Some("invalid_request"));
         let message = a.body["message"].as_str().unwrap();
         assert!(message.contains("does not decompress"), "{message}");
@@ -600,16 +591,8 @@ async fn refusals_repeat_no_value_and_no_internals() {
     }
     // An encoding the server does not decode is refused, not read as JSON.
     for encoding in ["br", "zstd", "bogus", "gzip, br"] {
-        let answer = s
-            .client
-            .post(s.url("/user/auth/login"))
-            .header("content-type", "application/json")
-            .header("content-encoding", encoding)
-            .body(r#"{"email": "root@example.com", "password": "x"}"#)
-            .send()
-            .await
-            .unwrap();
-        let a = TestServer::answer(answer).await;
+        let body = r#"{"email": "root@example.com", "password": "x"}"#;
+        let a = login_encoded(&s, encoding, body).await;
         a.expect(400, Some("invalid_request"));
         let message = a.body["message"].as_str().unwrap();
         assert!(
@@ -617,4 +600,19 @@ async fn refusals_repeat_no_value_and_no_internals() {
             "{encoding}: {message}"
         );
     }
+}
+
+/// A login whose body is `body`, sent as it is, with `Content-Encoding:
+/// encoding`.
+async fn login_encoded(s: &TestServer, encoding: &str, body: &'static str) -> Answer {
+    let answer = s
+        .client
+        .post(s.url("/user/auth/login"))
+        .header("content-type", "application/json")
+        .header("content-encoding", encoding)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    TestServer::answer(answer).await
 }
