@@ -304,12 +304,16 @@ impl FromRequest for IgnoredBody {
         let bytes = Bytes::from_request(req, payload);
         let encoding = refuse_unknown_encoding(req);
         Box::pin(async move {
-            encoding?;
-            bytes.await.map(|_| IgnoredBody).map_err(|_| {
+            let bytes = bytes.await.map_err(|_| {
                 ApiError::InvalidRequest(format!(
                     "the request body is larger than {MAX_BODY_BYTES} bytes or cannot be read"
                 ))
-            })
+            })?;
+            // As for every body: an empty one has no encoding to refuse.
+            if !bytes.is_empty() {
+                encoding?;
+            }
+            Ok(IgnoredBody)
         })
     }
 }
