@@ -77,13 +77,12 @@ pub async fn create_user(
         password,
         is_admin,
     };
-    // The hash on the password threads, the checks (the password's
-    // strength estimate takes a few milliseconds) and the transaction on
+    // The checks of the input here (no IO, microseconds); the strength
+    // estimate and the hash on the password threads; the transaction on
     // the blocking pool: a held lock never holds a hashing thread.
-    let checked = {
-        let (service, caller) = (service.clone(), caller.clone());
-        run(move || service.create_user_begin(&caller, &request)).await?
-    };
+    let checked = service
+        .create_user_begin(&caller, &request)
+        .map_err(ApiError::from)?;
     let hashed = {
         let service = service.clone();
         run_hashing(&passwords, move || service.hash_new_user_password(checked)).await?
