@@ -20,16 +20,19 @@ pub enum TotpError {
     Qr(String),
 }
 
-/// Why a one-time code was refused by [`verify_totp`](crate::verify_totp).
+/// Why a one-time code was refused by [`verify_totp`](crate::verify_totp) or
+/// [`verify_hotp`](crate::verify_hotp).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// The candidate is not exactly the expected number of ASCII digits.
     #[error("code is not the expected number of ASCII digits")]
     Malformed,
-    /// The candidate matches no time step inside the allowed window.
+    /// The candidate matches no time step (or HOTP counter) inside the
+    /// allowed window.
     #[error("code does not match")]
     Mismatch,
-    /// The candidate only matches a time step that was already used.
+    /// The candidate only matches a time step that was already used
+    /// (TOTP only: HOTP never checks a counter before the expected one).
     #[error("code for time step {step} was already used")]
     Replayed {
         /// The (already used) time step the candidate matched.

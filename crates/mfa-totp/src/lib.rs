@@ -8,8 +8,8 @@ mod uri;
 
 pub use error::{TotpError, VerifyError};
 pub use otp::{
-    Algorithm, DEFAULT_WINDOW, MAX_WINDOW, TotpParams, hotp, is_well_formed_code, time_step, totp,
-    totp_at_step, verify_totp,
+    Algorithm, DEFAULT_WINDOW, MAX_LOOK_AHEAD, MAX_PERIOD_SECS, MAX_WINDOW, TotpParams, hotp,
+    is_well_formed_code, time_step, totp, totp_at_step, verify_hotp, verify_totp,
 };
 pub use qr::{qr_png, qr_svg, qr_terminal};
 pub use secret::Secret;

@@ -22,6 +22,12 @@ pub const MAX_PERIOD_SECS: u64 = 3600;
 /// candidates for a six-digit code), and `u64::MAX` never ended.
 pub const MAX_WINDOW: u64 = 10;
 
+/// The farthest [`verify_hotp`] looks ahead of the counter it expects: a
+/// user who pressed their token's button this many times without logging
+/// in must be resynchronised some other way. A wider look-ahead is checked
+/// as this one; each counter in it is one more code an attacker may guess.
+pub const MAX_LOOK_AHEAD: u64 = 100;
+
 /// The HMAC hash function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Algorithm {
@@ -220,6 +226,46 @@ pub fn verify_totp(
         Ok(fresh_step)
     } else if bool::from(used_found) {
         Err(VerifyError::Replayed { step: used_step })
+    } else {
+        Err(VerifyError::Mismatch)
+    }
+}
+
+/// Verifies an RFC 4226 HOTP `candidate` against the counters
+/// `next_counter ..= next_counter + look_ahead` and returns the counter it
+/// matched.
+///
+/// The caller stores `matched + 1` as the next expected counter, which makes
+/// every code single use: counters before `next_counter` are never checked,
+/// so an old code is a [`VerifyError::Mismatch`]. The look-ahead is RFC 4226's
+/// resynchronisation window (section 7.4) for buttons pressed without a
+/// login; keep it small (a few counters), and it is at most
+/// [`MAX_LOOK_AHEAD`].
+///
+/// As with [`verify_totp`], every counter in the window is computed and
+/// compared in constant time; if the code matches several counters, the
+/// lowest is returned, so that the counter moves no further than needed.
+pub fn verify_hotp(
+    secret: &Secret,
+    candidate: &str,
+    params: &TotpParams,
+    next_counter: u64,
+    look_ahead: u64,
+) -> Result<u64, VerifyError> {
+    if !is_well_formed_code(candidate, params.digits) {
+        return Err(VerifyError::Malformed);
+    }
+    let last = next_counter.saturating_add(look_ahead.min(MAX_LOOK_AHEAD));
+    let mut found = Choice::from(0);
+    let mut matched = 0u64;
+    for counter in next_counter..=last {
+        let expected = hotp(secret, counter, params);
+        let first_match = expected.as_bytes().ct_eq(candidate.as_bytes()) & !found;
+        matched.conditional_assign(&counter, first_match);
+        found |= first_match;
+    }
+    if bool::from(found) {
+        Ok(matched)
     } else {
         Err(VerifyError::Mismatch)
     }

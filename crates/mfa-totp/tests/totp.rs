@@ -2,9 +2,9 @@
 //! otpauth URIs and QR round trips.
 
 use mfa_totp::{
-    Algorithm, DEFAULT_WINDOW, OtpauthUri, Secret, TotpError, TotpParams, VerifyError, hotp,
-    is_well_formed_code, issuer_for_environment, qr_png, qr_svg, qr_terminal, time_step, totp,
-    totp_at_step, verify_totp,
+    Algorithm, DEFAULT_WINDOW, MAX_LOOK_AHEAD, OtpauthUri, Secret, TotpError, TotpParams,
+    VerifyError, hotp, is_well_formed_code, issuer_for_environment, qr_png, qr_svg, qr_terminal,
+    time_step, totp, totp_at_step, verify_hotp, verify_totp,
 };
 
 const SEED_SHA1: &[u8] = b"12345678901234567890";
@@ -117,6 +117,83 @@ fn algorithm_names() {
     assert_eq!("sHa512".parse::<Algorithm>(), Ok(Algorithm::Sha512));
     assert!("MD5".parse::<Algorithm>().is_err());
     assert!("".parse::<Algorithm>().is_err());
+}
+
+// -------------------------------------------------------------- verify HOTP
+
+/// RFC 4226 appendix D, counters 0 to 9.
+const RFC4226_CODES: [&str; 10] = [
+    "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871",
+    "520489",
+];
+
+#[test]
+fn hotp_verify_moves_through_the_counters_one_code_at_a_time() {
+    let s = secret(SEED_SHA1);
+    let p = TotpParams::default();
+    let mut next = 0;
+    for (counter, code) in (0u64..).zip(RFC4226_CODES) {
+        assert_eq!(verify_hotp(&s, code, &p, next, 0), Ok(counter));
+        next = counter + 1;
+        // Once accepted, a code is never accepted again.
+        assert_eq!(
+            verify_hotp(&s, code, &p, next, 3),
+            Err(VerifyError::Mismatch)
+        );
+    }
+}
+
+#[test]
+fn hotp_verify_looks_ahead_as_far_as_asked_and_no_further() {
+    let s = secret(SEED_SHA1);
+    let p = TotpParams::default();
+    // Three presses without a login: counter 5's code, expected counter 2.
+    assert_eq!(verify_hotp(&s, RFC4226_CODES[5], &p, 2, 3), Ok(5));
+    assert_eq!(
+        verify_hotp(&s, RFC4226_CODES[5], &p, 2, 2),
+        Err(VerifyError::Mismatch)
+    );
+    // A code from before the expected counter is not looked for.
+    assert_eq!(
+        verify_hotp(&s, RFC4226_CODES[1], &p, 2, 5),
+        Err(VerifyError::Mismatch)
+    );
+    assert_eq!(
+        verify_hotp(&s, "12345", &p, 0, 5),
+        Err(VerifyError::Malformed)
+    );
+}
+
+#[test]
+fn hotp_verify_caps_the_look_ahead_and_the_counter() {
+    let s = secret(SEED_SHA1);
+    let p = TotpParams::default();
+    let at_cap = hotp(&s, MAX_LOOK_AHEAD, &p);
+    let beyond = hotp(&s, MAX_LOOK_AHEAD + 1, &p);
+    assert_eq!(
+        verify_hotp(&s, &at_cap, &p, 0, u64::MAX),
+        Ok(MAX_LOOK_AHEAD)
+    );
+    // The code past the cap is the code of no counter within it (this seed).
+    assert!((0..=MAX_LOOK_AHEAD).all(|c| hotp(&s, c, &p) != beyond));
+    assert_eq!(
+        verify_hotp(&s, &beyond, &p, 0, u64::MAX),
+        Err(VerifyError::Mismatch)
+    );
+    // The last counter there is: the window ends there rather than wrapping.
+    let last = hotp(&s, u64::MAX, &p);
+    assert_eq!(verify_hotp(&s, &last, &p, u64::MAX - 1, 5), Ok(u64::MAX));
+}
+
+#[test]
+fn hotp_verify_returns_the_lowest_matching_counter() {
+    let s = secret(SEED_SHA1);
+    let p = TotpParams::default();
+    // Six digits repeat: counters 2386 and 2394 of the RFC seed share a code.
+    assert_eq!(hotp(&s, 2386, &p), "709847");
+    assert_eq!(hotp(&s, 2394, &p), "709847");
+    assert_eq!(verify_hotp(&s, "709847", &p, 2380, 20), Ok(2386));
+    assert_eq!(verify_hotp(&s, "709847", &p, 2387, 20), Ok(2394));
 }
 
 // ------------------------------------------------------------------- verify
