@@ -26,7 +26,10 @@ impl Secret {
         Secret(bytes)
     }
 
-    /// Wraps raw secret bytes.
+    /// Wraps raw secret bytes, whatever their length: RFC 4226 asks for at
+    /// least 128 bits (160 recommended), but secrets imported from older
+    /// systems are often 80. Check the length of bytes from outside before
+    /// wrapping them; an empty secret yields codes anyone can compute.
     pub fn from_bytes(bytes: Vec<u8>) -> Secret {
         Secret(bytes)
     }
