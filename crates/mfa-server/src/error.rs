@@ -23,15 +23,44 @@ const DATABASE_RETRY_AFTER_SECS: &str = "5";
 /// down, or every mail slot held by one that does not answer.
 const MAIL_RETRY_AFTER_SECS: &str = "10";
 
+/// Every `error` code an answer may carry; the OpenAPI document lists them
+/// as the enum of [`ErrorBody::error`], so that a generated client can
+/// match on them.
+pub const ERROR_CODES: [&str; 16] = [
+    "invalid_request",
+    "invalid_code",
+    "code_expired",
+    "unauthorized",
+    "invalid_credentials",
+    "mfa_required",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "already_enrolled",
+    "not_enrolled",
+    "conflict",
+    "too_many_attempts",
+    "mail_unavailable",
+    "internal_error",
+    "unavailable",
+];
+
+fn error_code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(ERROR_CODES))
+        .description(Some(
+            "What went wrong, for programs; each operation's answers say which codes it gives.",
+        ))
+        .build()
+}
+
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"error": "invalid_request", "message": "size must be between 1 and 200"}))]
 pub struct ErrorBody {
-    /// A snake_case code: `invalid_request`, `invalid_code`, `code_expired`,
-    /// `unauthorized`, `invalid_credentials`, `mfa_required`, `forbidden`,
-    /// `not_found`, `method_not_allowed`, `already_enrolled`,
-    /// `not_enrolled`, `conflict`, `too_many_attempts`, `mail_unavailable`,
-    /// `internal_error`, `unavailable`.
+    /// One of [`ERROR_CODES`].
+    #[schema(schema_with = error_code_schema)]
     pub error: &'static str,
     /// A sentence for people; never a secret, a stack trace or SQL.
     pub message: String,
@@ -331,11 +360,33 @@ mod tests {
                 "unavailable",
             ),
         ];
+        let mut given = std::collections::BTreeSet::new();
         for (e, status, code) in cases {
             let api = ApiError::from(e);
             assert_eq!(api.status_code().as_u16(), status, "{api}");
             assert_eq!(api.code(), code);
+            given.insert(code);
         }
+        let server_errors = [
+            ApiError::InvalidRequest("x".into()),
+            ApiError::NoRoute,
+            ApiError::MethodNotAllowed {
+                allow: "GET".into(),
+            },
+            ApiError::Internal("x".into()),
+            ApiError::Unavailable("x".into()),
+            ApiError::Busy {
+                retry_after_secs: 1,
+            },
+        ];
+        given.extend(server_errors.iter().map(ApiError::code));
+        for status in 400..600 {
+            if let Ok(status) = StatusCode::from_u16(status) {
+                given.insert(body_for_status(status).error);
+            }
+        }
+        // The document's enum is exactly what the server gives.
+        assert_eq!(given, ERROR_CODES.into_iter().collect());
     }
 
     #[test]

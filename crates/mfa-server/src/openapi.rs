@@ -11,6 +11,7 @@
 //! `503 unavailable` where the database is read).
 
 use utoipa::OpenApi;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -210,9 +211,32 @@ pub fn complete(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
                      (no connection could be had); try again after `Retry-After` seconds.",
                 );
             }
+            if path != "/readyz" {
+                declare_retry_after_on_503(op);
+            }
         }
     }
     api
+}
+
+/// Every `503` of the API but `/readyz`'s comes with `Retry-After`, except
+/// the mail server's outright refusal, which no retry mends.
+fn declare_retry_after_on_503(op: &mut Operation) {
+    if let Some(RefOr::T(response)) = op.responses.responses.get_mut("503") {
+        response
+            .headers
+            .entry("Retry-After".into())
+            .or_insert_with(|| {
+                HeaderBuilder::new()
+                    .schema(Some(<u64 as utoipa::PartialSchema>::schema()))
+                    .description(Some(
+                        "Seconds to wait before trying again. Absent when the mail server \
+                         refused the message outright: trying again will not help.",
+                    ))
+                    .build()
+                    .into()
+            });
+    }
 }
 
 /// Document the two routes Swagger UI serves itself.

@@ -458,7 +458,8 @@ pub struct RecoveryResetRequest {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct IdsQuery {
-    /// Comma-separated positive ids, at most 200.
+    /// Positive ids, comma-separated (`ids=1,2,3`), at most 200.
+    #[param(value_type = Vec<i64>, style = Form, explode = false, min_items = 1, max_items = 200)]
     pub ids: String,
 }
 
@@ -732,7 +733,7 @@ pub struct OrgResponse {
     /// Whether members (not opted out) owe MFA at login.
     pub is_mfa_enforced: bool,
     /// When enforcement was last switched on; null if never.
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, required = true)]
     pub mfa_enforced_at: Option<String>,
     /// Enrollment grace period after enforcement, in hours (0: none).
     pub mfa_grace_period_hours: u32,
@@ -818,7 +819,7 @@ pub struct UserResponse {
     /// Asked for MFA personally.
     pub mfa_opt_in: bool,
     /// Last successful password login; null if never.
-    #[schema(format = DateTime)]
+    #[schema(format = DateTime, required = true)]
     pub last_login_at: Option<String>,
     /// MFA state.
     pub mfa: UserMfa,
@@ -879,6 +880,7 @@ pub struct MeResponse {
     pub memberships: Vec<MembershipResponse>,
     /// The caller's email change waiting for its confirmation; null when
     /// none is (or its token expired).
+    #[schema(required = true)]
     pub pending_email: Option<PendingEmailResponse>,
 }
 
@@ -891,6 +893,7 @@ pub struct UserDetailResponse {
     pub user: UserResponse,
     /// The user's email change waiting for its confirmation; null when
     /// none is (or its token expired).
+    #[schema(required = true)]
     pub pending_email: Option<PendingEmailResponse>,
 }
 
@@ -905,6 +908,7 @@ pub struct PageResponse<T: ToSchema> {
     #[schema(maximum = 2147483647)]
     pub page: u32,
     /// The page size asked for.
+    #[schema(minimum = 1, maximum = 200)]
     pub size: u32,
 }
 
@@ -1043,11 +1047,14 @@ pub struct AuditEventResponse {
     #[schema(format = DateTime)]
     pub at: String,
     /// The org it concerns.
+    #[schema(required = true)]
     pub org_id: Option<i64>,
     /// Who did it (null for anonymous failures, the bootstrap and the
     /// operator's `mfa-server admin` commands).
+    #[schema(required = true)]
     pub actor_user_id: Option<i64>,
     /// Whom it concerns.
+    #[schema(required = true)]
     pub target_user_id: Option<i64>,
     /// What, in snake_case, e.g. `mfa_enforced`, `mfa_reset`.
     pub action: String,

@@ -184,8 +184,55 @@ async fn openapi_documents_every_route(s: TestServer) {
                 let forbidden = op["responses"]["403"]["description"].as_str().unwrap();
                 assert!(forbidden.contains("mfa_required"), "{method} {path}");
             }
+            // A client honours the back-off only where the document says it
+            // comes: every 429, and every 503 but readiness's.
+            for status in ["429", "503"] {
+                let answer = &op["responses"][status];
+                if answer.is_object() && path != "/readyz" {
+                    let header = &answer["headers"]["Retry-After"]["schema"]["type"];
+                    assert_eq!(header, "integer", "{method} {path} {status}");
+                }
+            }
         }
     }
+
+    // A generated client can match on the error codes, and finds every
+    // field an answer always carries required (null or not).
+    let schemas = &doc["components"]["schemas"];
+    let codes: Vec<&str> = schemas["ErrorBody"]["properties"]["error"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(codes, mfa_server::error::ERROR_CODES);
+    for (name, schema) in schemas.as_object().unwrap() {
+        if !name.ends_with("Response") && !name.starts_with("PageResponse") {
+            continue;
+        }
+        let parts = schema["allOf"].as_array().cloned().unwrap_or_default();
+        for part in parts.iter().chain([schema]) {
+            let required = part["required"].as_array().cloned().unwrap_or_default();
+            for property in part["properties"].as_object().into_iter().flatten() {
+                let field = format!("{name}.{}", property.0);
+                // Left out, not null, when there is no grace period.
+                if field == "LoginResponse.setupDueAt" {
+                    continue;
+                }
+                assert!(
+                    required.contains(&Value::from(property.0.as_str())),
+                    "{field} is always sent but not required"
+                );
+            }
+        }
+    }
+    let ids = &doc["paths"]["/user/users"]["get"]["parameters"][0];
+    assert_eq!(ids["name"], "ids");
+    assert_eq!(ids["schema"]["type"], "array");
+    assert_eq!(
+        (&ids["style"], &ids["explode"]),
+        (&"form".into(), &false.into())
+    );
     let contract: BTreeSet<(String, String)> = CONTRACT
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
