@@ -44,6 +44,14 @@ pub fn is_unprintable(c: char) -> bool {
 
 /// Trim and lower-case an email address and check its shape: one `@`, a
 /// non-empty local part and domain, no white space or control characters.
+///
+/// The domain is written as mail is sent to it: in ASCII, after IDNA's
+/// mapping (UTS #46), refusing what the URL standard refuses in a host. So one mailbox is one address: `ｅxample.com` (a
+/// full-width `ｅ`) is `example.com`, and `bücher.example` and
+/// `xn--bcher-kva.example` are both `xn--bcher-kva.example`. A domain
+/// that only looks like another (`exаmple.com`, with a Cyrillic `а`)
+/// shows as what it is, `xn--exmple-4nf.com`. The local part is kept as
+/// written (lower-cased): its owner's mail server decides what it means.
 pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
     let email = raw.trim().to_lowercase();
     let bad = || MfaError::InvalidRequest("email is not a valid address".into());
@@ -58,6 +66,13 @@ pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
     if local.is_empty() || domain.is_empty() || domain.contains('@') || domain.starts_with('.') {
+        return Err(bad());
+    }
+    // The URL standard's deny list, as the mailer's domain parsing applies it.
+    let domain = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL)
+        .map_err(|_| bad())?;
+    let email = format!("{local}@{domain}");
+    if domain.is_empty() || domain.starts_with('.') || email.len() > MAX_EMAIL_LEN {
         return Err(bad());
     }
     Ok(email)
@@ -117,8 +132,25 @@ mod tests {
             "a@.x",
             "<a@x>",
             "\u{202E}a@x",
+            "a@xn--zz",
+            "a@exa%mple.com",
+            "a@\u{3002}example.com",
         ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_domain_is_written_as_mail_goes_to_it() {
+        for (given, stored) in [
+            ("admina@\u{FF45}xample.com", "admina@example.com"),
+            ("Zoë@BÜCHER.example", "zoë@xn--bcher-kva.example"),
+            ("zoë@bu\u{0308}cher.example", "zoë@xn--bcher-kva.example"),
+            ("zoë@xn--bcher-kva.example", "zoë@xn--bcher-kva.example"),
+            ("admina@ex\u{0430}mple.com", "admina@xn--exmple-4nf.com"),
+            ("a@example.com", "a@example.com"),
+        ] {
+            assert_eq!(normalize_email(given).as_deref(), Ok(stored), "{given:?}");
         }
     }
 

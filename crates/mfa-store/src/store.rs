@@ -19,6 +19,7 @@ use crate::sqlite_writer::SqliteWriter;
 use crate::tx::Tx;
 
 mod authenticator_success;
+mod canonical_email;
 mod key_rotation;
 pub use key_rotation::{
     KEY_FINGERPRINT_MIGRATION, KeyCheck, KeyRotation, KeyVerification, LostKeyReplacement,
@@ -562,7 +563,14 @@ impl DbStore {
                     let applied = conn
                         .run_pending_migrations(SQLITE_MIGRATIONS)
                         .map_err(migration_error)?;
-                    names_of::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS, &applied)
+                    let names = names_of::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS, &applied)?;
+                    canonical_email::canonicalize!(
+                        conn,
+                        &self.cipher,
+                        canonical_email::SQLITE_NON_ASCII
+                    )?
+                    .log();
+                    Ok(names)
                 })
             }),
             Inner::Postgres(db) => {
@@ -572,7 +580,17 @@ impl DbStore {
                     let applied = conn
                         .run_pending_migrations(POSTGRES_MIGRATIONS)
                         .map_err(migration_error)?;
-                    names_of::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &applied)
+                    let names = names_of::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS, &applied)?;
+                    conn.build_transaction()
+                        .run(|conn| {
+                            canonical_email::canonicalize!(
+                                conn,
+                                &self.cipher,
+                                canonical_email::POSTGRES_NON_ASCII
+                            )
+                        })?
+                        .log();
+                    Ok(names)
                 })
             }
         }

@@ -693,6 +693,50 @@ async fn superadmin_routes(s: TestServer) {
         .expect(403, Some("forbidden"));
 }
 
+/// One mailbox is one account: an address is stored with its domain as
+/// mail reaches it. An admin of another org could create a second account
+/// for `admina@example.com` with a full-width `ｅ`, whose codes and notices
+/// went to the first account's mailbox; a look-alike domain shows as what
+/// it is.
+#[tokio::test]
+async fn one_mailbox_is_one_account() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    let (_, _, other_admin) = s.org_with_admin(&root, "Other", "olga@example.com").await;
+    s.create_user(&root, "admina@example.com", true).await;
+    let twin = json!({"email": "admina@\u{FF45}xample.com", "firstName": "A",
+                      "lastName": "B", "password": PASSWORD});
+    s.post("/user/users", &other_admin, twin)
+        .await
+        .expect(409, Some("conflict"));
+    let lookalike = s
+        .post(
+            "/user/users",
+            &other_admin,
+            json!({"email": "admina@ex\u{0430}mple.com", "firstName": "A",
+                   "lastName": "B", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(lookalike.ok()["email"], "admina@xn--exmple-4nf.com");
+
+    // An internationalised domain: one account, reached by either form.
+    let zoe = s.create_user(&root, "Zoë@Bücher.example", false).await;
+    let shown = s.get(&format!("/user/users/{zoe}"), &root).await;
+    assert_eq!(shown.ok()["email"], "zoë@xn--bcher-kva.example");
+    for typed in ["zoë@bücher.example", "ZOË@XN--BCHER-KVA.EXAMPLE"] {
+        let login = s.login(typed, PASSWORD).await;
+        assert!(!login.token.is_empty(), "{typed}");
+    }
+    s.post(
+        "/user/users",
+        &root,
+        json!({"email": "zoë@xn--bcher-kva.example", "firstName": "Z",
+               "lastName": "B", "password": PASSWORD}),
+    )
+    .await
+    .expect(409, Some("conflict"));
+}
+
 /// A new password that is easy to guess is refused, saying why, whoever
 /// sets it; with `MFA_PASSWORD_MIN_STRENGTH=0` only its length counts.
 #[tokio::test]

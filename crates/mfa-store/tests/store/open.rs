@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use mfa_core::{AuditFilter, Membership, Timestamp};
 use mfa_store::test_support::{TestDatabase, test_options};
 use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
@@ -235,8 +236,73 @@ fn password_failures_move_to_the_address_table(db: TestDatabase) {
     assert_eq!(user_tables(&db), TABLES);
 }
 
+/// Addresses stored with an internationalised domain before domains were
+/// kept in ASCII are rewritten at the next migration run (every start), each
+/// with its audit event, and pending changes with them; one whose ASCII form
+/// another account has is left as it was.
+fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
+    let store = open(&db);
+    let (org, zoe, twin) = write(&store, |tx| {
+        let org = add_org(tx, "org");
+        let zoe = add_user(tx, "zoë@bücher.example");
+        tx.insert_membership(&Membership::new(zoe.id, org.id))?;
+        let twin = add_user(tx, "ann@bücher.example");
+        let ascii = add_user(tx, "ann@xn--bcher-kva.example");
+        tx.put_email_change(
+            ascii.id,
+            "ann.new@BÜCHER.example",
+            "token-hash",
+            Timestamp(10),
+            Timestamp(i64::MAX),
+        )?;
+        Ok((org, zoe, twin))
+    });
+    assert!(store.run_migrations().expect("migrate").is_empty());
+
+    let (zoe_now, twin_now, by_typed, change, (events, _), (found, _)) = read(&store, |tx| {
+        Ok((
+            tx.user(zoe.id)?.unwrap().email,
+            tx.user(twin.id)?.unwrap().email,
+            tx.user_by_email(&mfa_core::normalize_email("Zoë@bücher.example")?)?
+                .map(|u| u.id),
+            tx.email_change_by_token_hash("token-hash")?
+                .unwrap()
+                .new_email,
+            tx.audit_events(&AuditFilter::default(), 0, 100)?,
+            tx.search_org_users(org.id, Some("xn--bcher"), 0, 10)?,
+        ))
+    });
+    assert_eq!(zoe_now, "zoë@xn--bcher-kva.example");
+    assert_eq!(by_typed, Some(zoe.id));
+    assert_eq!(twin_now, "ann@bücher.example", "its ASCII form is taken");
+    assert_eq!(change, "ann.new@xn--bcher-kva.example");
+    let rewritten: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == mfa_core::AuditAction::UserUpdated)
+        .map(|e| (e.target_user_id, e.org_id.is_some(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        rewritten,
+        [(
+            Some(zoe.id),
+            true,
+            "email written as mail reaches it (domain in ASCII), on upgrade: \
+             z***@bücher.example is z***@xn--bcher-kva.example"
+        )]
+    );
+    // The search finds the address as it is now.
+    assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), [zoe.id]);
+    // Nothing left to do the next time.
+    assert!(store.run_migrations().expect("again").is_empty());
+    let (_, after) = read(&store, |tx| {
+        Ok(tx.audit_events(&AuditFilter::default(), 0, 100)?)
+    });
+    assert_eq!(after, events.len() as u64);
+}
+
 backend_tests!(
     migrations_redo,
+    stored_domains_are_rewritten_in_ascii,
     password_failures_move_to_the_address_table,
     connect_does_not_migrate,
     a_newer_schema_is_refused,

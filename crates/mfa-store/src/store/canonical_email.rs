@@ -1,0 +1,150 @@
+//! Addresses stored before their domains were kept as mail reaches them.
+//!
+//! [`mfa_core::normalize_email`] writes a domain in ASCII after IDNA's
+//! mapping, so that one mailbox is one account. Addresses stored before
+//! (`zoë@bücher.example`) would no longer be found by the address their
+//! users type, which is now `zoë@xn--bcher-kva.example`. Each migration run
+//! (every start) rewrites them, with the new address of every pending email
+//! change, in the migration's transaction: idempotent, and cheap once done
+//! (only addresses with a character outside printable ASCII are read).
+
+use mfa_core::ports::{Clock, StoreTx, SystemClock};
+use mfa_core::{AuditAction, NewAuditEvent, UserId, mask_email, normalize_email};
+
+use crate::Error;
+
+/// SQLite: a character outside printable ASCII (`GLOB` compares code points).
+pub(super) const SQLITE_NON_ASCII: &str = "GLOB '*[^ -~]*'";
+/// PostgreSQL: the same as a regular expression.
+pub(super) const POSTGRES_NON_ASCII: &str = "~ '[^ -~]'";
+
+/// What the audit trail says of an address rewritten.
+const DETAIL: &str = "email written as mail reaches it (domain in ASCII), on upgrade";
+
+/// What [`canonicalize!`] did.
+#[derive(Debug, Default)]
+pub(super) struct Canonicalized {
+    /// Users whose address was rewritten.
+    pub rewritten: Vec<UserId>,
+    /// Users whose address was left: another account has its canonical
+    /// form, or it is no longer a valid address. They cannot log in by
+    /// address until an operator deletes or renames one of the two.
+    pub left: Vec<(UserId, String)>,
+    /// Pending email changes whose new address was rewritten.
+    pub pending_changes: usize,
+}
+
+impl Canonicalized {
+    /// Say what was done, for the operator: once, at the first start of
+    /// this version on a database with such addresses.
+    pub(super) fn log(&self) {
+        if !self.rewritten.is_empty() || self.pending_changes > 0 {
+            tracing::info!(
+                users = self.rewritten.len(),
+                pending_changes = self.pending_changes,
+                "email addresses with an internationalised domain written in ASCII"
+            );
+        }
+        for (user, why) in &self.left {
+            tracing::warn!(
+                user = user.0,
+                "email address left as stored: {why}; this user cannot log in by address"
+            );
+        }
+    }
+}
+
+/// Rewrite the addresses on an open write transaction of `$conn`, whose
+/// `email` column is tested with `$non_ascii` (one of the constants above).
+macro_rules! canonicalize {
+    ($conn:expr, $cipher:expr, $non_ascii:expr) => {
+        (|| {
+            use diesel::sql_types::Bool;
+            use $crate::schema::{email_changes, users};
+            let candidates = users::table
+                .filter(diesel::dsl::sql::<Bool>(&format!("email {}", $non_ascii)))
+                .select(users::id)
+                .load::<i64>(&mut *$conn)?;
+            let mut done = $crate::store::canonical_email::rewrite(
+                &mut $crate::tx::Tx::new(&mut *$conn, $cipher, false),
+                candidates,
+            )?;
+            let pending: Vec<(i64, String)> = email_changes::table
+                .filter(email_changes::consumed_at.is_null())
+                .filter(diesel::dsl::sql::<Bool>(&format!(
+                    "new_email {}",
+                    $non_ascii
+                )))
+                .select((email_changes::id, email_changes::new_email))
+                .load(&mut *$conn)?;
+            for (id, new_email) in pending {
+                // One that no longer parses fails at its confirmation, as
+                // any address taken meanwhile does.
+                let Ok(canonical) = mfa_core::normalize_email(&new_email) else {
+                    continue;
+                };
+                if canonical != new_email {
+                    diesel::update(email_changes::table.find(id))
+                        .set(email_changes::new_email.eq(canonical))
+                        .execute(&mut *$conn)?;
+                    done.pending_changes += 1;
+                }
+            }
+            Ok::<_, $crate::Error>(done)
+        })()
+    };
+}
+pub(super) use canonicalize;
+
+/// Rewrite the addresses of `candidates` that are not canonical, each with
+/// an audit event in every org of its user (or one without an org).
+pub(super) fn rewrite(tx: &mut dyn StoreTx, candidates: Vec<i64>) -> Result<Canonicalized, Error> {
+    let corrupt = |e: mfa_core::StoreError| Error::Corrupt(format!("rewriting addresses: {e}"));
+    let at = SystemClock.now();
+    let mut done = Canonicalized::default();
+    for id in candidates.into_iter().map(UserId) {
+        let Some(mut user) = tx.user_for_update(id).map_err(corrupt)? else {
+            continue;
+        };
+        let canonical = match normalize_email(&user.email) {
+            Ok(canonical) if canonical == user.email => continue,
+            Ok(canonical) => canonical,
+            Err(_) => {
+                done.left.push((id, "it is not a valid address".into()));
+                continue;
+            }
+        };
+        if tx.user_by_email(&canonical).map_err(corrupt)?.is_some() {
+            let why = format!("another account has {}", mask_email(&canonical));
+            done.left.push((id, why));
+            continue;
+        }
+        let detail = format!(
+            "{DETAIL}: {} is {}",
+            mask_email(&user.email),
+            mask_email(&canonical)
+        );
+        user.email = canonical;
+        tx.update_user(&user).map_err(corrupt)?;
+        let orgs: Vec<_> = tx
+            .memberships_of_user(id)
+            .map_err(corrupt)?
+            .into_iter()
+            .map(|m| Some(m.org_id))
+            .collect();
+        let events: Vec<NewAuditEvent> = if orgs.is_empty() { vec![None] } else { orgs }
+            .into_iter()
+            .map(|org_id| NewAuditEvent {
+                at,
+                org_id,
+                actor_user_id: None,
+                target_user_id: Some(id),
+                action: AuditAction::UserUpdated,
+                detail: detail.clone(),
+            })
+            .collect();
+        tx.insert_audits(&events).map_err(corrupt)?;
+        done.rewritten.push(id);
+    }
+    Ok(done)
+}
