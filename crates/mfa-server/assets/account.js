@@ -367,10 +367,29 @@ $("#confirm-email-form").addEventListener("submit", (event) => {
     // The new address, when this page knows it (signed in, from the
     // pending change); signed out, it does not.
     const confirmed = pendingEmail;
-    const wasSignedIn = Boolean(session.get());
-    if (wasSignedIn) {
-      // The server ended every session of the user, this one too: sign
-      // out here, without a call that can only answer 401.
+    const signedIn = session.get();
+    // The token does not say whose change it was. Whoever's it was, the
+    // server ended that user's sessions: if this one still works, the
+    // change was another account's (a link someone else sent).
+    let mine = !signedIn;
+    if (signedIn) {
+      try {
+        await api("GET", "/user/users/me", { token: signedIn.token });
+      } catch (error) {
+        if (!(error instanceof ApiError && error.code === "unauthorized")) throw error;
+        mine = true;
+      }
+    }
+    if (!mine) {
+      $("#confirm-back").textContent = "Back to my account";
+      say(
+        "That token confirmed an email change of another account, not yours: your address did not change, and you are still signed in. If you did not expect this link, tell your administrator who sent it.",
+      );
+      return;
+    }
+    if (signedIn) {
+      // This session ended with the others: sign out here, without a
+      // call that can only answer 401.
       session.clear();
       onSignedOut();
       signIn.reset();
@@ -380,7 +399,7 @@ $("#confirm-email-form").addEventListener("submit", (event) => {
     $("#confirm-back").textContent = "Back to sign-in";
     const signInWith = confirmed ? `sign in with ${confirmed}` : "sign in with it";
     say(
-      wasSignedIn
+      signedIn
         ? `Your new email address is confirmed. This ended your sessions, this one too: ${signInWith} from now on.`
         : `Your new email address is confirmed: ${signInWith} from now on.`,
     );

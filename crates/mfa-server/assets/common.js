@@ -689,7 +689,11 @@ export function setupSignIn({ views, onSignedIn }) {
         endStepUp(false);
         return;
       }
+      // "Start over" abandons the password step's session: end it on the
+      // server too, or it could still enroll a factor for ten minutes.
+      const abandoned = partial && partial.token;
       show();
+      if (abandoned) api("POST", "/user/auth/logout", { token: abandoned }).catch(() => {});
     });
   }
 

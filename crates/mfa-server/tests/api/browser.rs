@@ -1188,6 +1188,77 @@ async fn account_page_changes_email_and_password_and_confirms_the_new_address() 
     b.click("#password-form button[type=submit]").await;
     b.visible("#account-view").await;
     b.text_contains("#my-email", newer_email).await;
+
+    // Another account's token, from a link someone sent: it confirms that
+    // account's change, and this page says so and stays signed in (it told
+    // the user their own sessions had ended, and signed out in the tab only).
+    let (bob_id, bob) = person(&s, &root, "Bob", "Sender", false).await;
+    let bob_token = s.login(&bob, PASSWORD).await.token;
+    s.put(
+        &format!("/user/users/{bob_id}"),
+        &bob_token,
+        json!({"email": "bob.new@example.com", "currentPassword": PASSWORD}),
+    )
+    .await
+    .ok();
+    let bobs = s.last_token("bob.new@example.com");
+    b.goto(&format!("/account#confirm-email={bobs}")).await;
+    b.visible("#confirm-email-view").await;
+    b.click("#confirm-email-form button[type=submit]").await;
+    b.text_contains("#status", "another account, not yours")
+        .await;
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(1));
+    b.text_contains("#confirm-back", "Back to my account").await;
+    b.click("#confirm-back").await;
+    b.visible("#account-view").await;
+    b.text_contains("#my-email", newer_email).await;
+    b.close().await;
+}
+
+/// "Start over" at a sign-in's challenge ends the password step's session
+/// on the server too: kept, it could enroll a factor for ten minutes.
+#[tokio::test]
+async fn starting_a_sign_in_over_ends_its_session() {
+    let _one = ONE_BROWSER.lock().await;
+    let s = TestServer::sqlite().await;
+    let Some(b) = Browser::start(&s).await else {
+        return;
+    };
+    let root = s.root().await;
+    let (_, ada) = person(&s, &root, "Ada", "Restart", false).await;
+    let enrolled = s.login(&ada, PASSWORD).await.token;
+    s.enroll_authenticator(&enrolled).await;
+    s.put("/user/org/mfa", &root, json!({"isMfaEnforced": true}))
+        .await
+        .expect(204, None);
+    b.goto("/account").await;
+    b.eval(
+        "const f = window.fetch; window.fetch = (u, o) => f(u, o).then((r) => { \
+           if (String(u).endsWith('/user/auth/login')) \
+             r.clone().json().then((j) => { window.partialToken = j.token; }); \
+           return r; });",
+    )
+    .await;
+    b.fill("#signin-email", &ada).await;
+    b.fill("#signin-password", PASSWORD).await;
+    b.click("#password-form button[type=submit]").await;
+    b.visible("#challenge-view").await;
+    let partial = b
+        .until("the login's token", || async {
+            b.eval("return window.partialToken || null;")
+                .await
+                .as_str()
+                .map(String::from)
+        })
+        .await;
+    s.get("/user/users/me", &partial).await.ok();
+    b.click("#challenge-view button[data-action=restart-signin]")
+        .await;
+    b.visible("#password-form").await;
+    b.until("the abandoned session to end", || async {
+        (s.get("/user/users/me", &partial).await.status == 401).then_some(())
+    })
+    .await;
     b.close().await;
 }
 
