@@ -76,15 +76,37 @@ pub fn run(service: &Service, config: &Config) -> MfaResult<Option<Bootstrapped>
     }))
 }
 
-/// The lines that introduce a generated bootstrap password, and the
-/// password, on stdout. A closed stdout is an error here (Rust's own
-/// stdout writes to one without a word).
-fn show_generated_password(email: &str, org_name: &str, password: &str) -> io::Result<()> {
+/// Whether what is written to stdout is lost: stdout is `/dev/null`, or
+/// was closed (`>&-`: Rust's runtime opens `/dev/null` in its place at
+/// start, so the two cannot be told apart), or is missing.
+pub fn stdout_discards() -> bool {
     #[cfg(unix)]
     {
         use std::os::fd::AsFd as _;
-        // Duplicating the descriptor fails if there is none.
-        drop(io::stdout().as_fd().try_clone_to_owned()?);
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(fd) = io::stdout().as_fd().try_clone_to_owned() else {
+            return true;
+        };
+        let (Ok(stdout), Ok(null)) = (
+            std::fs::File::from(fd).metadata(),
+            std::fs::metadata("/dev/null"),
+        ) else {
+            return false;
+        };
+        stdout.dev() == null.dev() && stdout.ino() == null.ino()
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// The lines that introduce a generated bootstrap password, and the
+/// password, on stdout. A stdout that discards it is an error here (Rust's
+/// own stdout writes to a closed one without a word).
+fn show_generated_password(email: &str, org_name: &str, password: &str) -> io::Result<()> {
+    if stdout_discards() {
+        return Err(io::Error::other(
+            "stdout is closed or /dev/null, where nobody would read it",
+        ));
     }
     // One write: a reader that takes the first line and closes the pipe
     // must not see "Created" for a superadmin the failure then undoes.

@@ -15,8 +15,15 @@ pub fn gen_key(out: Option<&Path>) -> CliResult {
     let key = EncryptionKey::generate();
     match out {
         None => {
-            out!("{}", key.to_base64());
-            Ok(())
+            let lost = "no key was stored anywhere: run it again with stdout writable, or with \
+                        --out FILE";
+            if mfa_server::bootstrap::stdout_discards() {
+                return Err(Failure::Usage(format!(
+                    "stdout is closed or /dev/null, so the key would be lost; {lost}"
+                )));
+            }
+            crate::cli::write_out(format_args!("{}\n", key.to_base64()))
+                .map_err(|_| Failure::Runtime(format!("cannot write the key to stdout; {lost}")))
         }
         Some(path) => {
             write_private_file(path, &format!("{}\n", key.to_base64())).map_err(|e| {

@@ -13,7 +13,7 @@ pub mod database;
 pub mod keys;
 pub mod serve;
 
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -84,7 +84,9 @@ impl Failure {
             Failure::Runtime(m) => (m, 1),
             Failure::Output(m) => (m, 3),
         };
-        eprintln!("mfa-server: {message}");
+        // Not `eprintln!`, which panics (exit 101) when stderr is a closed
+        // pipe too: the exit code must still say what happened.
+        let _ = writeln!(io::stderr(), "mfa-server: {message}");
         ExitCode::from(code)
     }
 }

@@ -265,17 +265,15 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
             .output()
             .expect("run")
     };
-    for args in [
-        &["gen-key"][..],
-        &["migrate", "--status"],
-        &["--help"],
-        &["--version"],
-    ] {
+    for args in [&["migrate", "--status"][..], &["--help"], &["--version"]] {
         let out = run_to_full(&d.env(), args);
         let text = expect_code(&out, 3);
         assert!(text.contains("cannot write to stdout"), "{args:?}: {text}");
         assert!(!text.contains("panicked"), "{args:?}: {text}");
     }
+    // A key nobody saw was made, not a change: 1, saying it is lost.
+    let text = expect_code(&run_to_full(&d.env(), &["gen-key"]), 1);
+    assert!(text.contains("no key was stored anywhere"), "{text}");
 
     let env = [("MFA_BIND", "127.0.0.1:0"), ("MFA_LOG", "warn")];
     let out = run_to_full(&env, &["serve"]);
@@ -298,6 +296,42 @@ fn an_unwritable_stdout_is_a_failure_not_a_panic() {
     assert!(expect_code(&out, 3).contains("was made"));
     let out = run(d.path(), &env, &["admin", "list-orgs"], "");
     assert!(expect_code(&out, 0).contains("Made"), "{}", stdout(&out));
+}
+
+/// A stdout that goes nowhere (`>/dev/null`, or closed with `>&-`, which
+/// Rust's runtime turns into `/dev/null`) takes no generated secret: the
+/// first start creates nothing, `gen-key` refuses. A report lost with
+/// stderr on the same closed pipe still exits 3, not a panic's 101.
+#[cfg(unix)]
+#[test]
+fn a_stdout_that_goes_nowhere_takes_no_secret() {
+    let d = Deployment::new();
+    let to_null = |env: &[(&str, &str)], args: &[&str]| {
+        command(d.path(), env, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run")
+    };
+    let text = expect_code(&to_null(&d.env(), &["gen-key"]), 2);
+    assert!(text.contains("the key would be lost"), "{text}");
+
+    let env = [("MFA_BIND", "127.0.0.1:0"), ("MFA_LOG", "warn")];
+    let text = expect_code(&to_null(&env, &["serve"]), 1);
+    assert!(text.contains("nothing was created"), "{text}");
+    let out = run(d.path(), &env, &["admin", "list-orgs"], "");
+    assert!(expect_code(&out, 0).contains("There is no org yet"));
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = command(d.path(), &env, &["admin", "create-org", "--name", "Piped"])
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .status()
+        .expect("run");
+    assert_eq!(out.code(), Some(3));
+    let out = run(d.path(), &env, &["admin", "list-orgs"], "");
+    assert!(expect_code(&out, 0).contains("Piped"));
 }
 
 /// A configuration file other users can read is named in a warning (it
