@@ -218,6 +218,7 @@ pub fn existing_key(config: &Config) -> Result<Option<(EncryptionKey, KeySource)
 /// start, done on purpose), and a database a newer version migrated is
 /// refused.
 pub fn open_migrated(config: &Config, key: EncryptionKey) -> Result<DbStore, Failure> {
+    require_database(config)?;
     let store = DbStore::connect(config.database_url.expose(), StoreOptions::new(key))?;
     let unknown = store.unknown_migrations()?;
     if !unknown.is_empty() {
@@ -235,12 +236,29 @@ pub fn open_migrated(config: &Config, key: EncryptionKey) -> Result<DbStore, Fai
     Ok(store)
 }
 
+/// An operator's command acts on a deployment that exists. Run from
+/// another directory (the default `MFA_DATA_DIR` is `./data`), it made an
+/// empty SQLite database and a key there, then said its migrations were
+/// pending, which `migrate` would have "fixed" with a second deployment.
+fn require_database(config: &Config) -> CliResult {
+    match sqlite_path(config) {
+        Some(path) if !path.exists() => Err(Failure::Usage(format!(
+            "there is no database at {}: is this the right directory, and MFA_DATA_DIR (or \
+             MFA_DATABASE_URL) the deployment's? Nothing was created; a server's first start \
+             makes a new database",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The service exactly as `serve` composes it (key, migrated database,
 /// mailer), with the system clock, but no bootstrap and no HTTP server.
 /// The data directory is made only where SQLite keeps its key file there,
 /// and the mail outbox only when a message is written to it: an operator's
 /// command on PostgreSQL runs from any directory, a read-only one too.
 pub fn open_service(config: &Config) -> Result<Service, Failure> {
+    require_database(config)?;
     if config.database_kind() == DatabaseKind::Sqlite {
         app::create_private_dir(&config.data_dir).map_err(|e| {
             Failure::Runtime(format!(

@@ -693,6 +693,23 @@ fn admin_commands_act_and_audit() {
     // They never change the schema (an audit found even `list-orgs`
     // applying every pending migration): `migrate` does, on purpose.
     let n = migrations();
+    // Run where there is no deployment (the wrong directory): refused, and
+    // nothing made there (it made an empty database and a key before).
+    for args in [
+        &["admin", "list-orgs"][..],
+        &["admin", "reset-mfa", "--email", "root@example.com"],
+        &["replace-lost-key", "--yes"],
+    ] {
+        let out = d.run(args);
+        assert!(
+            expect_code(&out, 2).contains("there is no database at ./data/mfa.sqlite3"),
+            "{args:?}: {out:?}"
+        );
+        assert!(!d.path().join("data").exists(), "{args:?} made ./data");
+    }
+    // An empty file is a database with every migration pending.
+    std::fs::create_dir(d.path().join("data")).unwrap();
+    std::fs::write(d.path().join("data/mfa.sqlite3"), "").unwrap();
     let out = d.run(&["admin", "list-orgs"]);
     assert!(
         expect_code(&out, 1).contains(&format!(
