@@ -66,6 +66,9 @@ struct LoginLabels {
     outcome: &'static str,
 }
 
+/// The `method` label of the verification metric.
+const VERIFICATION_METHODS: [&str; 3] = ["AUTHENTICATOR", "EMAIL", "RECOVERY"];
+
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
 /// The server's metrics and their registry.
@@ -130,6 +133,23 @@ impl Metrics {
             logins.clone(),
         );
         registry.register_collector(Box::new(DroppedLogLines));
+        // Every series an alert reads exists from the start, at 0: one that
+        // first appears at 1 has no increase, and the first replay or
+        // lockout after a restart would go unseen.
+        for method in VERIFICATION_METHODS {
+            for outcome in ["success", "failure", "replay", "locked_out"] {
+                // Only an authenticator's code has a step to replay.
+                if outcome != "replay" || method == VERIFICATION_METHODS[0] {
+                    verifications.get_or_create(&VerificationLabels { method, outcome });
+                }
+            }
+        }
+        for kind in ["code", "password"] {
+            lockouts.get_or_create(&LockoutLabels { kind });
+        }
+        for outcome in ["success", "invalid_credentials", "forbidden", "locked_out"] {
+            logins.get_or_create(&LoginLabels { outcome });
+        }
         Metrics {
             registry,
             requests,
@@ -190,9 +210,9 @@ impl Metrics {
             Err(_) => return,
         };
         let method = match method {
-            Method::Authenticator => "AUTHENTICATOR",
-            Method::Email => "EMAIL",
-            Method::Recovery => "RECOVERY",
+            Method::Authenticator => VERIFICATION_METHODS[0],
+            Method::Email => VERIFICATION_METHODS[1],
+            Method::Recovery => VERIFICATION_METHODS[2],
         };
         self.verifications
             .get_or_create(&VerificationLabels { method, outcome })

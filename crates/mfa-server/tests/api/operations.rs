@@ -122,6 +122,12 @@ async fn health_and_metrics(s: TestServer) {
         r#"http_requests_total{method="other",route="/healthz",status="405"} 3"#,
         r#"http_request_duration_seconds_bucket{"#,
         r#"logins_total{outcome="success"}"#,
+        // The series the example alerts read exist before their first
+        // event, at 0: a series that first appears at 1 has no increase.
+        r#"mfa_verifications_total{method="AUTHENTICATOR",outcome="replay"} 0"#,
+        r#"mfa_verifications_total{method="EMAIL",outcome="failure"} 0"#,
+        r#"mfa_lockouts_total{kind="code"} 0"#,
+        r#"logins_total{outcome="locked_out"} 0"#,
         "# EOF",
     ] {
         assert!(text.contains(needle), "{needle} not in\n{text}");
