@@ -529,13 +529,27 @@ impl DbStore {
                 (has_schema, recorded)
             }
             Inner::Postgres(db) => {
-                let mut conn = db.pool.get_within(PING_TIMEOUT)?;
-                let has_schema: bool = query.get_result(&mut **conn)?;
-                let recorded = match has_schema {
-                    true => key_rotation::recorded_on_postgres(&mut conn)?,
-                    false => None,
-                };
-                (has_schema, recorded)
+                let deadline = Instant::now() + PING_TIMEOUT;
+                let mut attempts = db.pool.max_size() + 1;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let mut conn = db.pool.get_within(left)?;
+                    match query.clone().get_result::<bool>(&mut **conn) {
+                        Ok(has_schema) => {
+                            let recorded = match has_schema {
+                                true => key_rotation::recorded_on_postgres(&mut conn)?,
+                                false => None,
+                            };
+                            break (has_schema, recorded);
+                        }
+                        // A connection the database ended (a restart, a
+                        // failover, `pg_terminate_backend`) says nothing of
+                        // the database: try another, as reads do. Else every
+                        // node's probe failed at once after a restart.
+                        Err(e) if conn.note(&e) && attempts > 1 => attempts -= 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         };
         if !has_schema {

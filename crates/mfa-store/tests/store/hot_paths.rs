@@ -309,6 +309,36 @@ fn lost_postgres_connections_are_replaced() {
     }
 }
 
+/// Readiness is the database's, not a pooled connection's: with every
+/// connection of a full pool terminated, `ping` answers at once (an audit
+/// saw `/readyz` answer 503 once per dead connection, on every node).
+#[test]
+fn ping_looks_past_lost_postgres_connections() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let store = open(&db);
+    let held = 4;
+    let together = std::sync::Barrier::new(held);
+    std::thread::scope(|scope| {
+        for _ in 0..held {
+            scope.spawn(|| {
+                read(&store, |_| {
+                    together.wait();
+                    Ok(())
+                })
+            });
+        }
+    });
+    let terminated = raw_texts(
+        &db,
+        "SELECT pg_terminate_backend(pid)::text AS value FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    assert!(terminated.len() >= held, "{terminated:?}");
+    store.ping().expect("ready after the connections were lost");
+}
+
 /// A database that cannot be reached fails every kind of operation with
 /// `StoreError::Unavailable` once the pool's wait is over (the server
 /// answers `503 unavailable`, not `500`), and the same store serves again
