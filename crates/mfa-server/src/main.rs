@@ -216,7 +216,9 @@ enum AdminCommand {
         /// Make the user an admin of the org given with --org.
         #[arg(long, requires = "org")]
         admin: bool,
-        /// Make the user a superadmin of the whole deployment.
+        /// Make the user a superadmin of the whole deployment. A login is
+        /// to an org, so give --org too (or `admin add-member` later): a
+        /// superadmin of no org cannot log in.
         #[arg(long)]
         superadmin: bool,
         /// Read the password from the first line of stdin (for scripts).

@@ -140,15 +140,15 @@ impl Metrics {
             for outcome in ["success", "failure", "replay", "locked_out"] {
                 // Only an authenticator's code has a step to replay.
                 if outcome != "replay" || method == VERIFICATION_METHODS[0] {
-                    verifications.get_or_create(&VerificationLabels { method, outcome });
+                    drop(verifications.get_or_create(&VerificationLabels { method, outcome }));
                 }
             }
         }
         for kind in ["code", "password"] {
-            lockouts.get_or_create(&LockoutLabels { kind });
+            drop(lockouts.get_or_create(&LockoutLabels { kind }));
         }
         for outcome in ["success", "invalid_credentials", "forbidden", "locked_out"] {
-            logins.get_or_create(&LoginLabels { outcome });
+            drop(logins.get_or_create(&LoginLabels { outcome }));
         }
         Metrics {
             registry,

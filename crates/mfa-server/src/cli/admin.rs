@@ -233,10 +233,17 @@ pub fn create_user(service: &Service, new: NewUser) -> CliResult {
         let role = if new.admin { "an admin" } else { "a member" };
         roles.push(format!("{role} of {}", org_label(service, OrgId(org))));
     }
-    if roles.is_empty() {
+    if new.org.is_none() {
+        let who = if new.superadmin {
+            "a superadmin, but a member of no org yet"
+        } else {
+            "a member of no org yet"
+        };
         out!(
-            "Created user {} {} (a member of no org yet: see `admin add-member`).",
+            "Created user {} {} ({who}: a login is to an org, so they cannot log in until \
+             `admin add-member --org ORG_ID --email {}` makes them a member of one).",
             user.id,
+            user.email,
             user.email
         );
     } else {

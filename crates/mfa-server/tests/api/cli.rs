@@ -687,6 +687,31 @@ fn check_config_masks_secrets() {
     );
 }
 
+/// A superadmin of no org cannot log in (a login is to an org): the
+/// command says so, and how to add them to one.
+#[test]
+fn a_superadmin_of_no_org_is_told_to_join_one() {
+    let d = Deployment::new();
+    d.ok(&["migrate"]);
+    let out = d.run_with_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "ops@example.com",
+            "--superadmin",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    let text = expect_code(&out, 0);
+    assert!(
+        text.contains("a superadmin, but a member of no org yet")
+            && text.contains("admin add-member --org ORG_ID --email ops@example.com"),
+        "{text}"
+    );
+}
+
 #[test]
 fn admin_commands_act_and_audit() {
     let d = Deployment::new();
