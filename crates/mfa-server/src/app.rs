@@ -67,7 +67,7 @@ pub enum StartError {
     #[error(
         "MFA_ENCRYPTION_KEY is required with PostgreSQL: every server process must share one key, \
          so it is not generated into a local file; set it to the base64 of 32 random bytes \
-         (e.g. `openssl rand -base64 32`)"
+         (make one with `mfa-server gen-key`)"
     )]
     KeyRequired,
     /// The generated key file cannot be read or written.
@@ -663,20 +663,27 @@ pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
 }
 
 fn warn_if_readable_by_others(path: &Path, what: &str) {
+    if readable_by_others(path) {
+        tracing::warn!(
+            file = %path.display(),
+            "the {what} is readable by other users: chmod 600 it"
+        );
+    }
+}
+
+/// Whether the file at `path` exists and its mode lets users other than
+/// its owner in (never on other systems than Unix).
+pub fn readable_by_others(path: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(
-                file = %path.display(),
-                "the {what} is readable by other users: chmod 600 it"
-            );
-        }
+        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
     }
     #[cfg(not(unix))]
-    let _ = (path, what);
+    {
+        let _ = path;
+        false
+    }
 }
 
 /// The actix server over a bound listener.

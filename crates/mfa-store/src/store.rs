@@ -769,7 +769,18 @@ fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error>
     // the pools open, and has its settings read back.
     // SQLite's message ("unable to open database file") names no file.
     let mut first = SqliteConnection::establish(path).map_err(|e| match Error::from(e) {
-        Error::Connect(message) => Error::Connect(format!("{path}: {message}")),
+        Error::Connect(message) => {
+            let parent = std::path::Path::new(path)
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty() && !dir.exists());
+            match parent {
+                Some(dir) => Error::Connect(format!(
+                    "{path}: {message} (the directory {} does not exist)",
+                    dir.display()
+                )),
+                None => Error::Connect(format!("{path}: {message}")),
+            }
+        }
         other => other,
     })?;
     sqlite::configure_first(&mut first, Role::Writer)?;

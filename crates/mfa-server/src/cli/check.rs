@@ -183,6 +183,19 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
         out!("Mail goes to {mailer}.");
     }
+    // The server warns at its start; a check before it should too.
+    let files = [
+        (Some(config.key_file()), "encryption key file"),
+        (sqlite_path(config), "database file"),
+    ];
+    for (path, what) in files {
+        if let Some(path) = path.filter(|p| mfa_server::app::readable_by_others(p)) {
+            out!(
+                "Warning: the {what} {} is readable by other users: chmod 600 it.",
+                path.display()
+            );
+        }
+    }
     out!("The configuration is valid.");
     if connect {
         check_database(config, key.map(|(key, _)| key))?;

@@ -353,6 +353,20 @@ fn a_readable_configuration_file_is_warned_about() {
             "mode {mode:o}: {text}"
         );
     }
+    // The key and database files, as the server's start warns of them.
+    d.ok(&["migrate"]);
+    d.ok(&["gen-key", "--out", "data/encryption.key"]);
+    for name in ["encryption.key", "mfa.sqlite3"] {
+        let file = d.path().join("data").join(name);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let text = d.ok(&["check-config"]);
+    for what in ["encryption key file", "database file"] {
+        assert!(
+            text.contains(&format!("Warning: the {what} ")),
+            "{what}: {text}"
+        );
+    }
 }
 
 /// A lost key: nothing starts with a new one (the database records its

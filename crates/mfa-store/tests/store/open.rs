@@ -418,7 +418,11 @@ fn sqlite_open_failure_reports_sqlite_error() {
     let err = DbStore::open("sqlite:///nonexistent-dir/mfa/x.db", test_options())
         .expect_err("no such directory");
     match err {
-        Error::Connect(text) => assert!(text.contains("unable to open"), "{text}"),
+        Error::Connect(text) => assert!(
+            text.contains("unable to open")
+                && text.contains("(the directory /nonexistent-dir/mfa does not exist)"),
+            "{text}"
+        ),
         other => panic!("expected a connect error, got {other:?}"),
     }
 }
