@@ -735,6 +735,7 @@ fn serve(
             .wrap(from_fn(crate::auth::resolve_first))
             .wrap(from_fn(middleware::vet_url))
             .wrap(ErrorHandlers::new().default_handler(middleware::json_error_page))
+            .wrap(from_fn(middleware::swagger_ui_policy))
             .wrap(middleware::default_headers())
             .wrap(from_fn(middleware::head_as_get))
             .wrap(from_fn(middleware::observe))

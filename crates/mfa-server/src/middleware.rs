@@ -309,6 +309,30 @@ pub async fn fallback(
     })
 }
 
+/// Swagger UI's Content-Security-Policy: its scripts are its own files, so
+/// no other script runs on a page of the origin that keeps the console's
+/// token in `sessionStorage`; its React styles are inline.
+pub const SWAGGER_UI_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// [`SWAGGER_UI_POLICY`] on Swagger UI's answers (the other pages set
+/// theirs; [`default_headers`] gives the rest only `frame-ancestors`).
+pub async fn swagger_ui_policy<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, Error> {
+    let swagger = req.path().starts_with(crate::openapi::SWAGGER_UI_PATH);
+    let mut res = next.call(req).await?;
+    if swagger {
+        res.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(SWAGGER_UI_POLICY),
+        );
+    }
+    Ok(res)
+}
+
 /// The `Cache-Control` and `X-Content-Type-Options` of every answer, and
 /// that no other site may frame it: Swagger UI above all, which would
 /// otherwise be the one page without it (the console's pages set a fuller

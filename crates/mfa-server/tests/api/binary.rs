@@ -188,9 +188,10 @@ async fn fresh_start_restart_and_sigterm() {
     assert_eq!(ui.status(), 200);
     // No other site may frame it (nor any other answer).
     assert_eq!(ui.headers()["x-frame-options"], "DENY");
+    // Nor run a script of its own on the origin of the console's token.
     assert_eq!(
         ui.headers()["content-security-policy"],
-        "frame-ancestors 'none'"
+        mfa_server::middleware::SWAGGER_UI_POLICY
     );
     let login = client
         .post(format!("{url}/user/auth/login"))

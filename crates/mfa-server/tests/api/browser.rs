@@ -1215,6 +1215,22 @@ async fn account_page_changes_email_and_password_and_confirms_the_new_address() 
     b.close().await;
 }
 
+/// Swagger UI works under its Content-Security-Policy, which lets no
+/// script but its own files run on the console's origin.
+#[tokio::test]
+async fn swagger_ui_works_under_its_policy() {
+    let _one = ONE_BROWSER.lock().await;
+    let s = TestServer::sqlite().await;
+    let Some(b) = Browser::start(&s).await else {
+        return;
+    };
+    b.goto("/swagger-ui/").await;
+    b.text_contains(".swagger-ui .info .title", "MFA Server")
+        .await;
+    b.text_contains(".swagger-ui", "/user/auth/login").await;
+    b.close().await;
+}
+
 /// "Start over" at a sign-in's challenge ends the password step's session
 /// on the server too: kept, it could enroll a factor for ten minutes.
 #[tokio::test]
