@@ -163,12 +163,18 @@ pub enum ConfigError {
         message: String,
     },
     /// A value is malformed.
-    #[error("{variable}: {message}")]
+    #[error(
+        "{variable}{}: {message}",
+        if *from_file { format!(" (`{}` in the configuration file)", file_key(variable)) } else { String::new() }
+    )]
     Invalid {
         /// The environment variable the value belongs to (`MFA_...`).
         variable: &'static str,
         /// What is expected.
         message: String,
+        /// Whether the value came from the `--config` file (the variable
+        /// was unset), whose key the message names too.
+        from_file: bool,
     },
 }
 
@@ -176,7 +182,14 @@ fn invalid(variable: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         variable,
         message: message.into(),
+        from_file: false,
     }
+}
+
+/// The `--config` file's key of a variable: `MFA_SESSION_TTL_SECS` is
+/// `session_ttl_secs`.
+fn file_key(variable: &str) -> String {
+    variable.trim_start_matches("MFA_").to_ascii_lowercase()
 }
 
 /// The validated configuration.
@@ -302,6 +315,24 @@ impl Config {
     /// Build from an optional file and an environment lookup (for tests).
     /// An empty environment variable counts as unset.
     pub fn from_sources(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+        Config::from_sources_unnamed(file, &env).map_err(|e| match e {
+            // The value came from the file: say which key to fix there.
+            ConfigError::Invalid {
+                variable, message, ..
+            } if file.is_some() && !set(variable) => ConfigError::Invalid {
+                variable,
+                message,
+                from_file: true,
+            },
+            other => other,
+        })
+    }
+
+    fn from_sources_unnamed(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
@@ -942,5 +973,25 @@ mod tests {
         std::fs::write(&path, "issuer = \"x\"\nunknown_key = 1\n").unwrap();
         let err = Config::from_sources(Some(&path), |_| None).unwrap_err();
         assert!(err.to_string().contains("unknown"), "{err}");
+
+        // A bad value from the file names the file's key too; one from the
+        // environment only the variable.
+        std::fs::write(&path, "session_ttl_secs = 5\n").unwrap();
+        let err = Config::from_sources(Some(&path), |_| None).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "MFA_SESSION_TTL_SECS (`session_ttl_secs` in the configuration file): expected"
+            ),
+            "{err}"
+        );
+        let err = Config::from_sources(Some(&path), |k| {
+            (k == "MFA_SESSION_TTL_SECS").then(|| "7".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("MFA_SESSION_TTL_SECS: expected"),
+            "{err}"
+        );
     }
 }
