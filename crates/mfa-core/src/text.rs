@@ -68,6 +68,11 @@ pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
     if local.is_empty() || domain.is_empty() || domain.contains('@') || domain.starts_with('.') {
         return Err(bad());
     }
+    // An address literal (`[127.0.0.1]`) is no domain: kept, for the
+    // service to refuse as an address no code can be mailed to.
+    if domain.starts_with('[') {
+        return Ok(email);
+    }
     // The URL standard's deny list, as the mailer's domain parsing applies it.
     let domain = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::URL)
         .map_err(|_| bad())?;
