@@ -937,6 +937,14 @@ fn recovery_codes_log_in_once_each_and_reset_the_authenticator() {
             .iter()
             .any(|m| matches!(m.kind, MailKind::RecoveryCodeUsed { remaining: 9 }))
     );
+    // The code spent on the reset is mailed as a code spent, beside the
+    // reset (an audit saw only "removed by you", and the count drop by two).
+    assert!(
+        w.mailer
+            .sent()
+            .iter()
+            .any(|m| matches!(m.kind, MailKind::RecoveryCodeUsed { remaining: 8 }))
+    );
     // Without a verified factor the eight codes left stand in for
     // nothing: the login asks for setup, and a code does not skip it.
     let (login, partial) = w.login("recovery@example.com");

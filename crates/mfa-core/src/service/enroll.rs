@@ -382,33 +382,42 @@ impl<S: Store> MfaService<S> {
             org: Some(caller.org_id),
             what: "recovery code",
         };
-        let verified = self.write_then_refusal_audited(&trace, now, |tx| {
-            lock_user(tx, caller.user_id)?;
-            if let Some(matched) = recovery {
-                match self.consume_recovery_match(tx, caller, matched, now)? {
-                    Ok(attempt) => clear_attempt(tx, &attempt)?,
-                    Err(refusal) => return Ok(Err(refusal)),
+        let (verified, recovery_codes_left) =
+            self.write_then_refusal_audited(&trace, now, |tx| {
+                lock_user(tx, caller.user_id)?;
+                let mut recovery_codes_left = None;
+                if let Some(matched) = recovery {
+                    match self.consume_recovery_match(tx, caller, matched, now)? {
+                        Ok(attempt) => clear_attempt(tx, &attempt)?,
+                        Err(refusal) => return Ok(Err(refusal)),
+                    }
+                    recovery_codes_left = Some(tx.unused_recovery_codes(caller.user_id)?);
                 }
-            }
-            let verified = matches!(
-                tx.authenticator_state(caller.user_id)?,
-                Some(AuthenticatorState::Verified { .. })
-            );
-            if !tx.delete_authenticator(caller.user_id)? {
-                return Err(MfaError::NotEnrolled("no authenticator to reset"));
-            }
-            // An enrollment not yet confirmed is withdrawn: no factor went,
-            // so no other session ends and no notice goes out (an audit
-            // saw "sign-in methods were removed" mailed for one).
-            let detail = if verified {
-                tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
-                "self reset"
-            } else {
-                "pending enrollment withdrawn"
-            };
-            audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
-            Ok(Ok(verified))
-        })?;
+                let verified = matches!(
+                    tx.authenticator_state(caller.user_id)?,
+                    Some(AuthenticatorState::Verified { .. })
+                );
+                if !tx.delete_authenticator(caller.user_id)? {
+                    return Err(MfaError::NotEnrolled("no authenticator to reset"));
+                }
+                // An enrollment not yet confirmed is withdrawn: no factor went,
+                // so no other session ends and no notice goes out (an audit
+                // saw "sign-in methods were removed" mailed for one).
+                let detail = if verified {
+                    tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
+                    "self reset"
+                } else {
+                    "pending enrollment withdrawn"
+                };
+                audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
+                Ok(Ok((verified, recovery_codes_left)))
+            })?;
+        // A recovery code spent is told apart from the reset it proved, as
+        // at a login: with the password and a stolen code, someone else
+        // may have removed the authenticator.
+        if let Some(remaining) = recovery_codes_left {
+            self.notify_owner(caller.user_id, MailKind::RecoveryCodeUsed { remaining });
+        }
         if verified {
             self.notify_owner(
                 caller.user_id,
