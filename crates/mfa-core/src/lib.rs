@@ -16,6 +16,6 @@ pub use error::{MailError, MfaError, MfaResult, StoreError};
 pub use memory::InMemoryStore;
 pub use model::*;
 pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
-pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
+pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Store, StoreTx};
 pub use service::{Environment, MfaService, OperatorConsole, ServiceConfig};
 pub use text::{mask_email, normalize_email};

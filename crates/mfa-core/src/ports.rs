@@ -574,6 +574,25 @@ pub enum MailKind {
         /// verified at the old address).
         email_factor_removed: bool,
     },
+    /// A sign-in setting of the account changed without a factor removed:
+    /// the password, an opt-out of MFA, the recovery codes.
+    SignInChanged {
+        /// What changed.
+        change: SignInChange,
+        /// Who did it: `None` when the user did it themselves.
+        by_admin: Option<String>,
+    },
+}
+
+/// What a [`MailKind::SignInChanged`] notice tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInChange {
+    /// A new password was set.
+    PasswordSet,
+    /// An org stopped asking the user for a second factor.
+    MfaOptOut,
+    /// A new set of recovery codes replaced the old one.
+    RecoveryCodesReplaced,
 }
 
 impl std::fmt::Debug for MailKind {
@@ -629,6 +648,11 @@ impl std::fmt::Debug for MailKind {
                 .debug_struct("EmailChanged")
                 .field("new_email_masked", new_email_masked)
                 .field("email_factor_removed", email_factor_removed)
+                .finish(),
+            MailKind::SignInChanged { change, by_admin } => f
+                .debug_struct("SignInChanged")
+                .field("change", change)
+                .field("by_admin", by_admin)
                 .finish(),
         }
     }

@@ -188,6 +188,63 @@ fn enforce_then_setup_then_enroll_then_challenge() {
         }));
 }
 
+/// A change of how a user signs in that removes no factor is mailed to
+/// them, saying who made it: a new password (set by an admin or by
+/// themselves), an opt-out of MFA, and a set of recovery codes replaced.
+#[test]
+fn changes_of_how_a_user_signs_in_are_mailed() {
+    let w = world();
+    let user = w.add_user("val@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let notices = |w: &World| -> Vec<(SignInChange, bool)> {
+        w.mailer
+            .sent()
+            .into_iter()
+            .filter(|m| m.to == "val@example.com")
+            .filter_map(|m| match m.kind {
+                MailKind::SignInChanged { change, by_admin } => Some((change, by_admin.is_some())),
+                _ => None,
+            })
+            .collect()
+    };
+    // The user's own changes, by them; the first set of codes replaces none.
+    let (_, partial) = w.login("val@example.com");
+    let (_, full) = w.enroll_authenticator(&partial);
+    let full = ok(full.into_full());
+    ok(w.svc.generate_recovery_codes(&full));
+    ok(w.svc.generate_recovery_codes(&full));
+    let own = service::UserPatch {
+        password: Some("a much longer passphrase 47".into()),
+        current_password: Some(PASSWORD.into()),
+        ..Default::default()
+    };
+    ok(w.svc.update_user(&full, user, &own));
+    // An admin's, by an administrator.
+    let set = service::UserPatch {
+        password: Some("yet another long passphrase 58".into()),
+        ..Default::default()
+    };
+    ok(w.svc.update_user(&w.admin, user, &set));
+    let opt_out = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(user), &opt_out));
+    // Nothing changed, nothing mailed.
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(user), &opt_out));
+    assert_eq!(
+        notices(&w),
+        [
+            (SignInChange::RecoveryCodesReplaced, false),
+            (SignInChange::PasswordSet, false),
+            (SignInChange::PasswordSet, true),
+            (SignInChange::MfaOptOut, true),
+        ]
+    );
+}
+
 #[test]
 fn opt_out_means_no_mfa_and_opt_in_again_restores_it() {
     let w = world();

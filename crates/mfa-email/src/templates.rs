@@ -11,11 +11,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use mfa_core::{MailKind, MfaMethod};
+use mfa_core::{MailKind, MfaMethod, SignInChange};
 
 use crate::Error;
 
-/// The eight messages, one per [`MailKind`] variant.
+/// The messages, one per [`MailKind`] variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum TemplateKind {
     EnrollmentCode,
@@ -27,10 +27,11 @@ pub(crate) enum TemplateKind {
     EmailChangeConfirm,
     EmailChangeNotice,
     EmailChanged,
+    SignInChanged,
 }
 
 impl TemplateKind {
-    pub(crate) const ALL: [TemplateKind; 9] = [
+    pub(crate) const ALL: [TemplateKind; 10] = [
         TemplateKind::EnrollmentCode,
         TemplateKind::LoginCode,
         TemplateKind::FactorEnrolled,
@@ -40,6 +41,7 @@ impl TemplateKind {
         TemplateKind::EmailChangeConfirm,
         TemplateKind::EmailChangeNotice,
         TemplateKind::EmailChanged,
+        TemplateKind::SignInChanged,
     ];
 
     pub(crate) fn of(kind: &MailKind) -> TemplateKind {
@@ -53,6 +55,7 @@ impl TemplateKind {
             MailKind::EmailChangeConfirm { .. } => TemplateKind::EmailChangeConfirm,
             MailKind::EmailChangeNotice { .. } => TemplateKind::EmailChangeNotice,
             MailKind::EmailChanged { .. } => TemplateKind::EmailChanged,
+            MailKind::SignInChanged { .. } => TemplateKind::SignInChanged,
         }
     }
 
@@ -68,6 +71,7 @@ impl TemplateKind {
             TemplateKind::EmailChangeConfirm => "email_change_confirm",
             TemplateKind::EmailChangeNotice => "email_change_notice",
             TemplateKind::EmailChanged => "email_changed",
+            TemplateKind::SignInChanged => "sign_in_changed",
         }
     }
 
@@ -89,6 +93,7 @@ impl TemplateKind {
             TemplateKind::EmailChangeConfirm => &[Issuer, Token, Link, Minutes, ValidFor],
             TemplateKind::EmailChangeNotice => &[Issuer, NewEmail],
             TemplateKind::EmailChanged => &[Issuer, NewEmail, Method],
+            TemplateKind::SignInChanged => &[Issuer, Change, By],
         }
     }
 
@@ -116,10 +121,11 @@ pub(crate) enum Var {
     Token,
     Link,
     NewEmail,
+    Change,
 }
 
 impl Var {
-    const ALL: [Var; 10] = [
+    const ALL: [Var; 11] = [
         Var::Issuer,
         Var::Code,
         Var::Minutes,
@@ -130,6 +136,7 @@ impl Var {
         Var::Token,
         Var::Link,
         Var::NewEmail,
+        Var::Change,
     ];
 
     fn name(self) -> &'static str {
@@ -144,6 +151,7 @@ impl Var {
             Var::Token => "token",
             Var::Link => "link",
             Var::NewEmail => "new_email",
+            Var::Change => "change",
         }
     }
 }
@@ -470,6 +478,7 @@ struct Values {
     token: String,
     link: String,
     new_email: String,
+    change: String,
 }
 
 impl Values {
@@ -485,6 +494,7 @@ impl Values {
             token: String::new(),
             link: String::new(),
             new_email: String::new(),
+            change: String::new(),
         };
         match kind {
             MailKind::EnrollmentCode {
@@ -543,6 +553,24 @@ impl Values {
                     "nothing else".to_string()
                 };
             }
+            MailKind::SignInChanged { change, by_admin } => {
+                v.change = match change {
+                    SignInChange::PasswordSet => "a new password was set",
+                    SignInChange::MfaOptOut => {
+                        "your organisation no longer asks you for a second sign-in step \
+                         (an opt-out of its MFA requirement)"
+                    }
+                    SignInChange::RecoveryCodesReplaced => {
+                        "a new set of recovery codes was made; the codes of the old set no \
+                         longer work"
+                    }
+                }
+                .to_string();
+                v.by = match by_admin {
+                    Some(admin) => format!("an administrator ({admin})"),
+                    None => "you".to_string(),
+                };
+            }
         }
         v
     }
@@ -559,6 +587,7 @@ impl Values {
             Var::Token => &self.token,
             Var::Link => &self.link,
             Var::NewEmail => &self.new_email,
+            Var::Change => &self.change,
         }
     }
 }
@@ -767,14 +796,15 @@ someone else knows your password: change it now and tell your administrator.
         ),
         TemplateKind::RecoveryCodeUsed => (
             "{{issuer}}: a recovery code was used",
-            "A recovery code was used to sign in to your {{issuer}} account.
-Unused recovery codes left: {{remaining}}.
+            "A recovery code was used on your {{issuer}} account (to sign in, or to
+remove a sign-in method). Unused recovery codes left: {{remaining}}.
 
 If you did not do this, contact your administrator at once. When few codes
 are left, generate a new set from your account page.
 ",
             concat!(
-                "<p>A recovery code was used to sign in to your {{issuer}} account. ",
+                "<p>A recovery code was used on your {{issuer}} account (to sign in, or to ",
+                "remove a sign-in method). ",
                 "Unused recovery codes left: <strong>{{remaining}}</strong>.</p>\n",
                 "<p>If you did not do this, contact your administrator at once. When few ",
                 "codes are left, generate a new set from your account page.</p>\n"
@@ -837,6 +867,21 @@ else may have taken over your account.
                 "Sign-in methods removed with it: {{method}}.</p>\n",
                 "<p>If you did not ask for this, contact your administrator at once: someone else ",
                 "may have taken over your account.</p>\n"
+            ),
+        ),
+        TemplateKind::SignInChanged => (
+            "{{issuer}}: how you sign in was changed",
+            "A change was made to how you sign in to your {{issuer}} account, by {{by}}:
+{{change}}.
+
+If you expected this, there is nothing to do. If not, contact your
+administrator at once: someone else may have access to your account.
+",
+            concat!(
+                "<p>A change was made to how you sign in to your {{issuer}} account, by {{by}}: ",
+                "<strong>{{change}}</strong>.</p>\n",
+                "<p>If you expected this, there is nothing to do. If not, contact your ",
+                "administrator at once: someone else may have access to your account.</p>\n"
             ),
         ),
     }

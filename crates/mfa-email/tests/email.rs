@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use mfa_core::{Mail, MailError, MailKind, Mailer, MfaMethod};
+use mfa_core::{Mail, MailError, MailKind, Mailer, MfaMethod, SignInChange};
 use mfa_email::test_support::{ReceivedMail, SmtpSink, dead_port, extract_code, text_part};
 use mfa_email::{EmailMailer, Error, MailConfig};
 
@@ -142,6 +142,14 @@ fn every_kind_renders_and_is_delivered() {
             new_email_masked: "n***@example.org".into(),
             email_factor_removed: true,
         },
+        MailKind::SignInChanged {
+            change: SignInChange::PasswordSet,
+            by_admin: Some("Bob Admin".into()),
+        },
+        MailKind::SignInChanged {
+            change: SignInChange::RecoveryCodesReplaced,
+            by_admin: None,
+        },
     ];
     for kind in &kinds {
         mailer
@@ -183,6 +191,12 @@ fn every_kind_renders_and_is_delivered() {
             MailKind::EmailChangeConfirm { .. } => &[token, "24 hours", "If you did not ask"],
             MailKind::EmailChangeNotice { .. } => &["n***@example.org", "If you did not ask"],
             MailKind::EmailChanged { .. } => &["n***@example.org", "removed with it: email codes"],
+            MailKind::SignInChanged {
+                by_admin: Some(_), ..
+            } => &["by an administrator (Bob Admin)", "a new password was set"],
+            MailKind::SignInChanged { by_admin: None, .. } => {
+                &["by you", "the old set no longer work"]
+            }
         };
         for needle in expect {
             let flat = text.replace('\n', " ");

@@ -522,6 +522,17 @@ impl<S: Store> MfaService<S> {
                 format!("{} codes", hashes.len()),
             )
         })?;
+        // A set replaced is a set its owner may have kept somewhere safe:
+        // they hear that it no longer works (the first set replaces none).
+        if replaces.is_some() {
+            self.notify_owner(
+                caller.user_id,
+                MailKind::SignInChanged {
+                    change: SignInChange::RecoveryCodesReplaced,
+                    by_admin: None,
+                },
+            );
+        }
         Ok(codes)
     }
 }

@@ -23,7 +23,7 @@ use crate::crypto::{PasswordHasher, PasswordParams};
 use crate::error::{MfaError, MfaResult};
 use crate::model::*;
 use crate::policy::{FactorSummary, LockoutPolicy};
-use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, Store, StoreTx};
+use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Store, StoreTx};
 
 pub use enroll::{HashedRecoveryCodes, MfaStatus, NewRecoveryCodes, PendingAuthenticator};
 pub use operator::{OPERATOR, OperatorConsole, OperatorNewUser, OperatorReset};

@@ -320,7 +320,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     pub fn set_mfa_opt_out(&self, org: OrgId, email: &str, opt_out: bool) -> MfaResult<bool> {
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = self.service.now();
-        self.service.store.write(|tx| {
+        let changed = self.service.store.write(|tx| {
             tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
             let user = tx
                 .user_by_email(&email)?
@@ -348,7 +348,17 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 audit_detail(""),
             )?;
             Ok(true)
-        })
+        })?;
+        if changed && opt_out {
+            self.service.notify(
+                &email,
+                MailKind::SignInChanged {
+                    change: SignInChange::MfaOptOut,
+                    by_admin: Some(format!("the {OPERATOR}")),
+                },
+            );
+        }
+        Ok(changed)
     }
 }
 

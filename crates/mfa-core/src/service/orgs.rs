@@ -470,7 +470,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<()> {
         require_current_org_admin(caller)?;
         let now = self.now();
-        self.store.write(|tx| {
+        let opted_out = self.store.write(|tx| {
             require_admin_step_up(tx, caller)?;
             let guard =
                 LastAdminGuard::take(tx, caller, caller.org_id, patch.may_end_admin_rights())?;
@@ -478,11 +478,12 @@ impl<S: Store> MfaService<S> {
             let mut m = tx
                 .membership_for_update(user, caller.org_id)?
                 .ok_or(MfaError::NotFound("user"))?;
-            require_may_manage(caller, load_user(tx, user)?.is_super_admin)?;
+            let member = load_user(tx, user)?;
+            require_may_manage(caller, member.is_super_admin)?;
             let before = m.clone();
             patch.apply_to(&mut m);
             if m == before {
-                return Ok(());
+                return Ok(None);
             }
             guard.check(tx, &before, Some(&m))?;
             tx.update_membership(&m)?;
@@ -511,8 +512,23 @@ impl<S: Store> MfaService<S> {
             if before.is_active && !m.is_active {
                 tx.revoke_user_sessions(user, Some(caller.org_id), None, now)?;
             }
-            Ok(())
-        })
+            // An opt-out takes a requirement away: its owner hears of it.
+            if m.mfa_opt_out && !before.mfa_opt_out {
+                let admin = admin_name(&load_user(tx, caller.user_id)?);
+                return Ok(Some((member.email, admin)));
+            }
+            Ok(None)
+        })?;
+        if let Some((to, admin)) = opted_out {
+            self.notify(
+                &to,
+                MailKind::SignInChanged {
+                    change: SignInChange::MfaOptOut,
+                    by_admin: Some(admin),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// The current org's licence counts (its admins).
@@ -623,7 +639,7 @@ impl LastAdminGuard {
 }
 
 /// How an admin is named in notices: their name, or their masked address.
-fn admin_name(admin: &User) -> String {
+pub(super) fn admin_name(admin: &User) -> String {
     let name = format!("{} {}", admin.first_name, admin.last_name);
     let name = name.trim();
     if name.is_empty() {

@@ -1,7 +1,7 @@
 //! Users: creation, reads, updates with confirmed email changes, the
 //! superadmin's seed endpoints, and the bootstrap of an empty deployment.
 
-use super::orgs::require_admin_step_up;
+use super::orgs::{admin_name, require_admin_step_up};
 use super::*;
 use crate::authz::{
     FullCaller, in_callers_orgs, require_current_org_admin, require_manageable_user,
@@ -822,7 +822,7 @@ impl<S: Store> MfaService<S> {
                 },
             );
         }
-        self.store.write(|tx| {
+        let (updated, password_set_by) = self.store.write(|tx| {
             let mut user = lock_checked(tx)?;
             let mut changes = Vec::new();
             if let Some(v) = first_name.as_ref().filter(|v| **v != user.first_name) {
@@ -849,14 +849,31 @@ impl<S: Store> MfaService<S> {
                     changes.join(", "),
                 )?;
             }
-            if new_hash.is_some() && !is_self {
-                // An admin set the password: whoever held the old one is out.
-                tx.revoke_user_sessions(id, None, None, now)?;
-            } else if new_hash.is_some() {
-                tx.revoke_user_sessions(id, None, Some(caller.session_id), now)?;
-            }
-            with_factors(tx, user)
-        })
+            // Who set a new password, for the owner's notice.
+            let password_set_by = match (&new_hash, is_self) {
+                (None, _) => None,
+                (Some(_), true) => {
+                    tx.revoke_user_sessions(id, None, Some(caller.session_id), now)?;
+                    Some(None)
+                }
+                (Some(_), false) => {
+                    // An admin set the password: whoever held the old one is out.
+                    tx.revoke_user_sessions(id, None, None, now)?;
+                    Some(Some(admin_name(&load_user(tx, caller.user_id)?)))
+                }
+            };
+            Ok((with_factors(tx, user)?, password_set_by))
+        })?;
+        if let Some(by_admin) = password_set_by {
+            self.notify(
+                &updated.user.email,
+                MailKind::SignInChanged {
+                    change: SignInChange::PasswordSet,
+                    by_admin,
+                },
+            );
+        }
+        Ok(updated)
     }
 
     /// Make a pending email change take effect (anyone holding the token).
