@@ -49,7 +49,7 @@ pub fn run(service: &Service, config: &Config) -> MfaResult<Option<Bootstrapped>
         show_generated_password(&user.email, &org.name, password.expose()).map_err(|e| {
             MfaError::InvalidRequest(format!(
                 "the generated password of the superadmin could not be shown on stdout ({e}), \
-                 so nothing was created: start again with stdout writable, or set \
+                 so no user was created: start again with stdout writable, or set \
                  MFA_BOOTSTRAP_ADMIN_PASSWORD"
             ))
         })

@@ -610,6 +610,26 @@ impl DbStore {
         }
     }
 
+    /// How many stored addresses the next migration run (`migrate`, a
+    /// server's start) writes in their ASCII form: addresses stored by a
+    /// version before domains were kept so, and pending changes to them
+    /// (see [`mfa_core::normalize_email`]). Accounts left because another
+    /// has the ASCII form are not counted.
+    pub fn addresses_to_rewrite(&self) -> Result<u64, Error> {
+        match &self.inner {
+            Inner::Sqlite(db) => {
+                let mut pooled = db.read_pool.get()?;
+                let conn: &mut SqliteConnection = &mut pooled;
+                canonical_email::waiting!(conn, canonical_email::SQLITE_NON_ASCII)
+            }
+            Inner::Postgres(db) => {
+                let mut pooled = db.pool.get()?;
+                let conn: &mut PgConnection = &mut pooled;
+                canonical_email::waiting!(conn, canonical_email::POSTGRES_NON_ASCII)
+            }
+        }
+    }
+
     /// Every embedded migration with whether it is applied, oldest first.
     pub fn migration_status(&self) -> Result<Vec<MigrationStatus>, Error> {
         match &self.inner {

@@ -60,12 +60,22 @@ const SEARCH_SEPARATOR: char = '\u{1f}';
 /// (`memberships.search_text`, which the search reads): first name, last
 /// name, email and the full name ("first last", so that "Mary Mem" finds
 /// Mary Member), lower-cased like the search pattern ([`like_pattern`])
-/// and joined by [`SEARCH_SEPARATOR`].
+/// and joined by [`SEARCH_SEPARATOR`]. An address whose domain is
+/// internationalised (stored in ASCII, `xn--…`) is there in its Unicode
+/// form too, as an admin types it (`bücher`).
 fn search_text(first_name: &str, last_name: &str, email: &str) -> String {
     let full_name = format!("{first_name} {last_name}");
-    [first_name, last_name, email, &full_name]
-        .map(str::to_lowercase)
-        .join(&SEARCH_SEPARATOR.to_string())
+    let mut fields: Vec<String> = [first_name, last_name, email, &full_name]
+        .iter()
+        .map(|field| field.to_lowercase())
+        .collect();
+    if let Some((local, domain)) = email.split_once('@')
+        && domain.split('.').any(|label| label.starts_with("xn--"))
+        && let (unicode, Ok(())) = idna::domain_to_unicode(domain)
+    {
+        fields.push(format!("{local}@{unicode}").to_lowercase());
+    }
+    fields.join(&SEARCH_SEPARATOR.to_string())
 }
 
 /// `%search%` for `LIKE … ESCAPE '\'`, lower-cased, wildcards escaped.

@@ -184,9 +184,19 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         out!("Mail goes to {mailer}.");
     }
     // The server warns at its start; a check before it should too.
+    let sqlite = sqlite_path(config);
+    let beside = |suffix: &str| {
+        sqlite.as_ref().map(|p| {
+            let mut name = p.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        })
+    };
     let files = [
         (Some(config.key_file()), "encryption key file"),
-        (sqlite_path(config), "database file"),
+        (beside("-wal"), "database's write-ahead log"),
+        (beside("-shm"), "database's shared-memory file"),
+        (sqlite.clone(), "database file"),
     ];
     for (path, what) in files {
         if let Some(path) = path.filter(|p| mfa_server::app::readable_by_others(p)) {
@@ -233,6 +243,12 @@ fn check_database(config: &Config, key: Option<mfa_store::EncryptionKey>) -> Cli
             ""
         }
     );
+    if pending == 0 {
+        let waiting = store.addresses_to_rewrite()?;
+        if waiting > 0 {
+            out!("Database: {}", super::addresses_waiting(waiting));
+        }
+    }
     // The table the key's fingerprint is kept in exists once the migration
     // that made it is applied.
     let recorded = if status

@@ -83,6 +83,11 @@ fn print_status(config: &Config) -> CliResult {
         out!(
             "{pending} pending: `mfa-server migrate` applies them (the server does at its start too)."
         );
+    } else {
+        let waiting = store.addresses_to_rewrite()?;
+        if waiting > 0 {
+            out!("{}", super::addresses_waiting(waiting));
+        }
     }
     Ok(())
 }

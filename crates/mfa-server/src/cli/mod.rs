@@ -233,7 +233,26 @@ pub fn open_migrated(config: &Config, key: EncryptionKey) -> Result<DbStore, Fai
             store.migration_status()?.len()
         )));
     }
+    // As a pending migration: a command would not find these users by the
+    // address it is given.
+    let waiting = store.addresses_to_rewrite()?;
+    if waiting > 0 {
+        return Err(Failure::Runtime(format!(
+            "{} This command does not rewrite them.",
+            addresses_waiting(waiting)
+        )));
+    }
     Ok(store)
+}
+
+/// What `migrate --status`, `check-config --connect` and the refused
+/// commands say of addresses a previous version stored.
+pub fn addresses_waiting(count: u64) -> String {
+    format!(
+        "{count} stored email addresses (or new addresses of pending changes) wait to be \
+         written with their domain in ASCII, as this version keeps them: `mfa-server migrate` \
+         does it (a server does at its start too)."
+    )
 }
 
 /// An operator's command acts on a deployment that exists. Run from

@@ -727,6 +727,14 @@ async fn one_mailbox_is_one_account() {
         let login = s.login(typed, PASSWORD).await;
         assert!(!login.token.is_empty(), "{typed}");
     }
+    // The admins' search finds it by either form of the domain.
+    for term in ["B%C3%9Ccher", "xn--bcher"] {
+        let page = s
+            .get(&format!("/user/users/page?search={term}"), &root)
+            .await;
+        assert_eq!(page.ok()["total"], 1, "{term}");
+        assert_eq!(page.body["items"][0]["id"], zoe, "{term}");
+    }
     s.post(
         "/user/users",
         &root,

@@ -18,9 +18,6 @@ pub(super) const SQLITE_NON_ASCII: &str = "GLOB '*[^ -~]*'";
 /// PostgreSQL: the same as a regular expression.
 pub(super) const POSTGRES_NON_ASCII: &str = "~ '[^ -~]'";
 
-/// What the audit trail says of an address rewritten.
-const DETAIL: &str = "email written as mail reaches it (domain in ASCII), on upgrade";
-
 /// What [`canonicalize!`] did.
 #[derive(Debug, Default)]
 pub(super) struct Canonicalized {
@@ -65,19 +62,21 @@ macro_rules! canonicalize {
                 .filter(diesel::dsl::sql::<Bool>(&format!("email {}", $non_ascii)))
                 .select(users::id)
                 .load::<i64>(&mut *$conn)?;
-            let mut done = $crate::store::canonical_email::rewrite(
-                &mut $crate::tx::Tx::new(&mut *$conn, $cipher, false),
-                candidates,
-            )?;
-            let pending: Vec<(i64, String)> = email_changes::table
+            let pending: Vec<(i64, i64, String)> = email_changes::table
                 .filter(email_changes::consumed_at.is_null())
                 .filter(diesel::dsl::sql::<Bool>(&format!(
                     "new_email {}",
                     $non_ascii
                 )))
-                .select((email_changes::id, email_changes::new_email))
+                .select((
+                    email_changes::id,
+                    email_changes::user_id,
+                    email_changes::new_email,
+                ))
                 .load(&mut *$conn)?;
-            for (id, new_email) in pending {
+            // Rewritten here, audited with the users' rewrites.
+            let mut rewritten = Vec::new();
+            for (id, user, new_email) in pending {
                 // One that no longer parses fails at its confirmation, as
                 // any address taken meanwhile does.
                 let Ok(canonical) = mfa_core::normalize_email(&new_email) else {
@@ -85,24 +84,32 @@ macro_rules! canonicalize {
                 };
                 if canonical != new_email {
                     diesel::update(email_changes::table.find(id))
-                        .set(email_changes::new_email.eq(canonical))
+                        .set(email_changes::new_email.eq(&canonical))
                         .execute(&mut *$conn)?;
-                    done.pending_changes += 1;
+                    let what = "the new address of a pending email change";
+                    let detail =
+                        $crate::store::canonical_email::detail(what, &new_email, &canonical);
+                    rewritten.push((mfa_core::UserId(user), detail));
                 }
             }
-            Ok::<_, $crate::Error>(done)
+            let mut tx = $crate::tx::Tx::new(&mut *$conn, $cipher, false);
+            $crate::store::canonical_email::rewrite(&mut tx, candidates, rewritten)
         })()
     };
 }
 pub(super) use canonicalize;
 
-/// Rewrite the addresses of `candidates` that are not canonical, each with
-/// an audit event in every org of its user (or one without an org).
-pub(super) fn rewrite(tx: &mut dyn StoreTx, candidates: Vec<i64>) -> Result<Canonicalized, Error> {
+/// Rewrite the addresses of `users` that are not canonical, and audit
+/// them and the pending email changes already rewritten (user, detail):
+/// each in every org of its user (or once without an org).
+pub(super) fn rewrite(
+    tx: &mut dyn StoreTx,
+    users: Vec<i64>,
+    pending_rewritten: Vec<(UserId, String)>,
+) -> Result<Canonicalized, Error> {
     let corrupt = |e: mfa_core::StoreError| Error::Corrupt(format!("rewriting addresses: {e}"));
-    let at = SystemClock.now();
     let mut done = Canonicalized::default();
-    for id in candidates.into_iter().map(UserId) {
+    for id in users.into_iter().map(UserId) {
         let Some(mut user) = tx.user_for_update(id).map_err(corrupt)? else {
             continue;
         };
@@ -119,32 +126,89 @@ pub(super) fn rewrite(tx: &mut dyn StoreTx, candidates: Vec<i64>) -> Result<Cano
             done.left.push((id, why));
             continue;
         }
-        let detail = format!(
-            "{DETAIL}: {} is {}",
-            mask_email(&user.email),
-            mask_email(&canonical)
-        );
+        let detail = detail("email", &user.email, &canonical);
         user.email = canonical;
         tx.update_user(&user).map_err(corrupt)?;
-        let orgs: Vec<_> = tx
-            .memberships_of_user(id)
-            .map_err(corrupt)?
-            .into_iter()
-            .map(|m| Some(m.org_id))
-            .collect();
-        let events: Vec<NewAuditEvent> = if orgs.is_empty() { vec![None] } else { orgs }
-            .into_iter()
-            .map(|org_id| NewAuditEvent {
-                at,
-                org_id,
-                actor_user_id: None,
-                target_user_id: Some(id),
-                action: AuditAction::UserUpdated,
-                detail: detail.clone(),
-            })
-            .collect();
-        tx.insert_audits(&events).map_err(corrupt)?;
+        audit_rewrite(tx, id, &detail)?;
         done.rewritten.push(id);
+    }
+    for (user, detail) in pending_rewritten {
+        audit_rewrite(tx, user, &detail)?;
+        done.pending_changes += 1;
     }
     Ok(done)
 }
+
+/// What the audit trail says of an address rewritten, masked.
+pub(super) fn detail(what: &str, before: &str, after: &str) -> String {
+    format!(
+        "{what} written as mail reaches it (domain in ASCII), on upgrade: {} is {}",
+        mask_email(before),
+        mask_email(after)
+    )
+}
+
+/// One event in every org of `user` (its admins see it), or one without
+/// an org.
+fn audit_rewrite(tx: &mut dyn StoreTx, user: UserId, detail: &str) -> Result<(), Error> {
+    let corrupt = |e: mfa_core::StoreError| Error::Corrupt(format!("auditing a rewrite: {e}"));
+    let at = SystemClock.now();
+    let orgs: Vec<_> = tx
+        .memberships_of_user(user)
+        .map_err(corrupt)?
+        .into_iter()
+        .map(|m| Some(m.org_id))
+        .collect();
+    let events: Vec<NewAuditEvent> = if orgs.is_empty() { vec![None] } else { orgs }
+        .into_iter()
+        .map(|org_id| NewAuditEvent {
+            at,
+            org_id,
+            actor_user_id: None,
+            target_user_id: Some(user),
+            action: AuditAction::UserUpdated,
+            detail: detail.to_string(),
+        })
+        .collect();
+    tx.insert_audits(&events).map_err(corrupt)
+}
+
+/// How many stored addresses [`canonicalize!`] would rewrite on `$conn`
+/// (a `&mut` connection): users' addresses whose ASCII form no other
+/// account has, and the new addresses of pending email changes.
+macro_rules! waiting {
+    ($conn:expr, $non_ascii:expr) => {
+        (|| {
+            use diesel::sql_types::Bool;
+            use $crate::schema::{email_changes, users};
+            let rewritten = |email: &str| {
+                mfa_core::normalize_email(email)
+                    .ok()
+                    .filter(|canonical| canonical != email)
+            };
+            let mut waiting = 0u64;
+            let emails: Vec<String> = users::table
+                .filter(diesel::dsl::sql::<Bool>(&format!("email {}", $non_ascii)))
+                .select(users::email)
+                .load(&mut *$conn)?;
+            for canonical in emails.iter().filter_map(|e| rewritten(e)) {
+                let taken: i64 = users::table
+                    .filter(users::email.eq(&canonical))
+                    .count()
+                    .get_result(&mut *$conn)?;
+                waiting += u64::from(taken == 0);
+            }
+            let pending: Vec<String> = email_changes::table
+                .filter(email_changes::consumed_at.is_null())
+                .filter(diesel::dsl::sql::<Bool>(&format!(
+                    "new_email {}",
+                    $non_ascii
+                )))
+                .select(email_changes::new_email)
+                .load(&mut *$conn)?;
+            waiting += pending.iter().filter(|e| rewritten(e).is_some()).count() as u64;
+            Ok::<u64, $crate::Error>(waiting)
+        })()
+    };
+}
+pub(super) use waiting;

@@ -242,7 +242,7 @@ fn password_failures_move_to_the_address_table(db: TestDatabase) {
 /// another account has is left as it was.
 fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
     let store = open(&db);
-    let (org, zoe, twin) = write(&store, |tx| {
+    let (org, zoe, twin, ascii) = write(&store, |tx| {
         let org = add_org(tx, "org");
         let zoe = add_user(tx, "zoë@bücher.example");
         tx.insert_membership(&Membership::new(zoe.id, org.id))?;
@@ -255,9 +255,12 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
             Timestamp(10),
             Timestamp(i64::MAX),
         )?;
-        Ok((org, zoe, twin))
+        Ok((org, zoe, twin, ascii))
     });
+    // Zoë's address and the pending change; not the twin, which stays.
+    assert_eq!(store.addresses_to_rewrite().expect("count"), 2);
     assert!(store.run_migrations().expect("migrate").is_empty());
+    assert_eq!(store.addresses_to_rewrite().expect("count"), 0);
 
     let (zoe_now, twin_now, by_typed, change, (events, _), (found, _)) = read(&store, |tx| {
         Ok((
@@ -283,12 +286,21 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
         .collect();
     assert_eq!(
         rewritten,
-        [(
-            Some(zoe.id),
-            true,
-            "email written as mail reaches it (domain in ASCII), on upgrade: \
-             z***@bücher.example is z***@xn--bcher-kva.example"
-        )]
+        [
+            (
+                Some(ascii.id),
+                false,
+                "the new address of a pending email change written as mail reaches it \
+                 (domain in ASCII), on upgrade: a***@bücher.example is \
+                 a***@xn--bcher-kva.example"
+            ),
+            (
+                Some(zoe.id),
+                true,
+                "email written as mail reaches it (domain in ASCII), on upgrade: \
+                 z***@bücher.example is z***@xn--bcher-kva.example"
+            ),
+        ]
     );
     // The search finds the address as it is now.
     assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), [zoe.id]);
