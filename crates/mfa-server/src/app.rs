@@ -498,7 +498,7 @@ pub fn email_mailer(config: &Config) -> Result<EmailMailer, mfa_email::Error> {
         from: config.mail_from.clone(),
         outbox_dir: config.outbox_dir(),
         issuer: mfa_totp::issuer_for_environment(&config.issuer, config.environment.as_str()),
-        templates_dir: None,
+        templates_dir: config.mail_templates_dir.clone(),
         // The account page opens its confirmation with the token filled in
         // from the fragment (which no server or proxy logs).
         confirm_link_prefix: config

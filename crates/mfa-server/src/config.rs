@@ -223,6 +223,9 @@ pub struct Config {
     pub smtp_url: Option<Secret>,
     /// `MFA_MAIL_FROM`.
     pub mail_from: String,
+    /// `MFA_MAIL_TEMPLATES_DIR`: the operator's templates, which replace
+    /// the built-in subjects and bodies they name; unset: the built-ins.
+    pub mail_templates_dir: Option<PathBuf>,
     /// `MFA_PUBLIC_URL`: where users reach the server (`https://HOST`, no
     /// trailing slash), for links in mail; unset means mails name the page
     /// instead of linking to it.
@@ -270,6 +273,7 @@ struct FileConfig {
     environment: Option<String>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
+    mail_templates_dir: Option<PathBuf>,
     public_url: Option<String>,
     session_ttl_secs: Option<u64>,
     purge_interval_secs: Option<u64>,
@@ -459,6 +463,9 @@ impl Config {
         let mail_from = pick("MFA_MAIL_FROM", file_config.mail_from)
             .unwrap_or_else(|| DEFAULT_MAIL_FROM.into());
         mfa_email::check_sender(&mail_from).map_err(|e| invalid("MFA_MAIL_FROM", e.to_string()))?;
+        let mail_templates_dir = env("MFA_MAIL_TEMPLATES_DIR")
+            .map(PathBuf::from)
+            .or(file_config.mail_templates_dir);
         let public_url = pick("MFA_PUBLIC_URL", file_config.public_url)
             .map(|u| public_url(&u))
             .transpose()?;
@@ -562,6 +569,7 @@ impl Config {
             environment,
             smtp_url,
             mail_from,
+            mail_templates_dir,
             public_url,
             session_ttl_secs,
             purge_interval_secs,

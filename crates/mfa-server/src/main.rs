@@ -30,6 +30,8 @@ environment wins). Every command reads the same configuration:
                                 smtp://127.0.0.1:port?tls=none (loopback only)
                                 [unset: mail goes to MFA_DATA_DIR/outbox as .eml files]
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
+  MFA_MAIL_TEMPLATES_DIR        your subjects and bodies of mail (see mfa-email's README),
+                                checked at start [unset: the built-in ones]
   MFA_PUBLIC_URL                where users reach the server, https://HOST, for links in
                                 mail [unset: mails say where to enter a token]
   MFA_SESSION_TTL_SECS          lifetime of a full session [43200]

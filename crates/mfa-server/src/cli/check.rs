@@ -132,6 +132,15 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         ),
         ("MFA_MAIL_FROM", config.mail_from.clone()),
         (
+            "MFA_MAIL_TEMPLATES_DIR",
+            config
+                .mail_templates_dir
+                .as_ref()
+                .map_or("(unset: the built-in templates)".into(), |d| {
+                    d.display().to_string()
+                }),
+        ),
+        (
             "MFA_PUBLIC_URL",
             config.public_url.clone().unwrap_or_else(|| {
                 "(unset: mails say where to enter a token instead of linking to it)".into()
@@ -177,7 +186,7 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             from: config.mail_from.clone(),
             outbox_dir: config.outbox_dir(),
             issuer: config.issuer.clone(),
-            templates_dir: None,
+            templates_dir: config.mail_templates_dir.clone(),
             confirm_link_prefix: None,
         })
         .map_err(|e| Failure::Usage(format!("mail: {e}")))?;

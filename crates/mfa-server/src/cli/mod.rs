@@ -113,7 +113,12 @@ impl From<app::StartError> for Failure {
             app::StartError::KeyRequired
             | app::StartError::KeyFileMissing { .. }
             | app::StartError::WrongKey { .. }
-            | app::StartError::Bootstrap(_) => Failure::Usage(e.to_string()),
+            | app::StartError::Bootstrap(_)
+            | app::StartError::Mail(
+                mfa_email::Error::Template { .. }
+                | mfa_email::Error::TemplateFile { .. }
+                | mfa_email::Error::TemplatesDir { .. },
+            ) => Failure::Usage(e.to_string()),
             other => Failure::Runtime(other.to_string()),
         }
     }

@@ -741,6 +741,85 @@ fn addresses_stored_before_wait_for_migrate() {
     d.ok(&["admin", "list-orgs"]);
 }
 
+/// `MFA_MAIL_TEMPLATES_DIR` replaces the built-in mails it names, and a
+/// template that does not parse stops the start as a bad value does.
+#[test]
+fn mail_templates_of_the_operator() {
+    let d = Deployment::new();
+    d.ok(&["migrate"]);
+    let templates = d.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("sign_in_changed.subject.txt"),
+        "{{issuer}}: Anmeldung geändert",
+    )
+    .unwrap();
+    let dir = templates.display().to_string();
+    let env = [
+        ("MFA_MAIL_TEMPLATES_DIR", dir.as_str()),
+        ("MFA_LOG", "warn"),
+    ];
+    d.ok(&["admin", "create-org", "--name", "Org"]);
+    let out = run(
+        d.path(),
+        &env,
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "kim@example.com",
+            "--org",
+            "1",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
+    expect_code(&out, 0);
+    let out = run(
+        d.path(),
+        &env,
+        &[
+            "admin",
+            "opt-out",
+            "--org",
+            "1",
+            "--email",
+            "kim@example.com",
+        ],
+        "",
+    );
+    expect_code(&out, 0);
+    let mail = std::fs::read_dir(d.path().join("data/outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .next()
+        .expect("the opt-out's notice");
+    // "geändert", encoded.
+    assert!(
+        mail.contains("Subject: MFA Server: Anmeldung =?utf-8?"),
+        "{mail}"
+    );
+
+    std::fs::write(templates.join("login_code.txt"), "no code here {{nope}}").unwrap();
+    let out = command(
+        d.path(),
+        &[
+            ("MFA_MAIL_TEMPLATES_DIR", dir.as_str()),
+            ("MFA_BIND", "127.0.0.1:0"),
+        ],
+        &["serve"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .output()
+    .expect("run");
+    let text = expect_code(&out, 2);
+    assert!(
+        text.contains("login_code.txt: unknown placeholder {{nope}}"),
+        "{text}"
+    );
+}
+
 /// A superadmin of no org cannot log in (a login is to an org): the
 /// command says so, and how to add them to one.
 #[test]
