@@ -333,6 +333,17 @@ $("#password-change-form").addEventListener("submit", (event) => {
 
 // ---- confirming a new email address (signed in or not)
 
+/** Whether the server still takes this session (false once it ended). */
+async function sessionWorks(s) {
+  try {
+    await api("GET", "/user/users/me", { token: s.token });
+    return true;
+  } catch (error) {
+    if (error instanceof ApiError && error.code === "unauthorized") return false;
+    throw error;
+  }
+}
+
 function showConfirm() {
   $("#confirm-back").textContent = session.get() ? "Back to my account" : "Back to sign-in";
   showView(VIEWS, "confirm-email-view");
@@ -350,6 +361,13 @@ $("#confirm-email-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const tokenText = $("#confirm-token").value.trim();
   busy(event.submitter, async () => {
+    // Whether this tab's session works before the confirmation, so that
+    // one ended for another reason (idle, an admin) is not read after it
+    // as ended by this change.
+    if (session.get() && !(await sessionWorks(session.get()))) {
+      session.clear();
+      onSignedOut();
+    }
     try {
       await api("POST", "/user/users/email/confirmChange", { body: { token: tokenText } });
     } catch (error) {
@@ -371,15 +389,7 @@ $("#confirm-email-form").addEventListener("submit", (event) => {
     // The token does not say whose change it was. Whoever's it was, the
     // server ended that user's sessions: if this one still works, the
     // change was another account's (a link someone else sent).
-    let mine = !signedIn;
-    if (signedIn) {
-      try {
-        await api("GET", "/user/users/me", { token: signedIn.token });
-      } catch (error) {
-        if (!(error instanceof ApiError && error.code === "unauthorized")) throw error;
-        mine = true;
-      }
-    }
+    const mine = !signedIn || !(await sessionWorks(signedIn));
     if (!mine) {
       $("#confirm-back").textContent = "Back to my account";
       say(

@@ -1212,6 +1212,35 @@ async fn account_page_changes_email_and_password_and_confirms_the_new_address() 
     b.click("#confirm-back").await;
     b.visible("#account-view").await;
     b.text_contains("#my-email", newer_email).await;
+
+    // A session that ended for another reason (a logout elsewhere, an idle
+    // timeout) is not taken for the change's doing: the page does not say
+    // that the change ended it.
+    let token = b
+        .eval("return JSON.parse(sessionStorage.getItem(sessionStorage.key(0))).token;")
+        .await;
+    let token = token.as_str().expect("the tab's token").to_string();
+    s.call("POST", "/user/auth/logout", Some(&token), None)
+        .await
+        .expect(204, None);
+    let bob_again = s.login("bob.new@example.com", PASSWORD).await.token;
+    s.put(
+        &format!("/user/users/{bob_id}"),
+        &bob_again,
+        json!({"email": "bob.third@example.com", "currentPassword": PASSWORD}),
+    )
+    .await
+    .ok();
+    let third = s.last_token("bob.third@example.com");
+    b.goto(&format!("/account#confirm-email={third}")).await;
+    b.visible("#confirm-email-view").await;
+    b.click("#confirm-email-form button[type=submit]").await;
+    b.text_contains(
+        "#status",
+        "Your new email address is confirmed: sign in with it",
+    )
+    .await;
+    assert_eq!(b.eval("return sessionStorage.length;").await, json!(0));
     b.close().await;
 }
 
