@@ -206,7 +206,24 @@ fn parse_sender(from: &str) -> Result<Mailbox, Error> {
         from: from.to_string(),
         reason,
     };
-    let mailbox: Mailbox = from.trim().parse().map_err(|e| refused(format!("{e}")))?;
+    let mailbox: Mailbox = from.trim().parse().map_err(|e| {
+        // lettre's own words ("Invalid input") do not say what to change;
+        // the usual cause is a name with `(`, `,` or `;`, which RFC 5322
+        // wants quoted.
+        let hint = match from.split_once('<') {
+            Some((name, _))
+                if !name.trim().starts_with('"')
+                    && name.contains(['(', ')', ',', ';', ':', '@', '.']) =>
+            {
+                format!(
+                    "{e}; put a name with punctuation in double quotes: \"{}\" <…>",
+                    name.trim()
+                )
+            }
+            _ => format!("{e}"),
+        };
+        refused(hint)
+    })?;
     if !mailbox.email.user().is_ascii() {
         return Err(refused(
             "the part before the @ must be ASCII (mail servers without SMTPUTF8 refuse it)".into(),

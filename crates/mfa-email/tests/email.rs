@@ -358,6 +358,19 @@ fn configuration_errors_are_clear_and_never_show_the_password() {
     let err = EmailMailer::new(cfg).expect_err("bad sender");
     assert!(matches!(err, Error::From { .. }), "{err:?}");
     assert!(err.to_string().contains("sender address"), "{err}");
+
+    // A name with punctuation unquoted: the refusal says to quote it.
+    let mut cfg = config(None, &tmp);
+    cfg.from = "Acme, Inc. <a@example.com>".into();
+    let err = EmailMailer::new(cfg).expect_err("unquoted punctuation");
+    assert!(
+        err.to_string()
+            .contains("put a name with punctuation in double quotes: \"Acme, Inc.\" <…>"),
+        "{err}"
+    );
+    let mut cfg = config(None, &tmp);
+    cfg.from = "\"Acme, Inc.\" <a@example.com>".into();
+    EmailMailer::new(cfg).expect("quoted");
 }
 
 // ---- templates

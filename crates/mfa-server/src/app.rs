@@ -633,7 +633,7 @@ pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), Sta
             EncryptionKey::from_base64(&text)
                 .map(|key| (key, KeySource::File(path.clone())))
                 .map_err(|error| StartError::InvalidKey {
-                    origin: path.display().to_string(),
+                    origin: key_file_origin(&path, &text),
                     error,
                 })
         }
@@ -647,9 +647,33 @@ pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), Sta
     }
 }
 
-/// Write a new file readable by the owner only; never overwrite one.
+/// How a key file that holds no key is named in the refusal: an empty one
+/// was left by a version that wrote it in place and was killed meanwhile.
+pub fn key_file_origin(path: &Path, text: &str) -> String {
+    if text.trim().is_empty() {
+        format!(
+            "{} (it is empty: a start was stopped while making it; if no authenticator \
+             has been stored with a key yet, delete it and start again)",
+            path.display()
+        )
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// Write a new file readable by the owner only; never overwrite one. The
+/// file appears whole or not at all: it is written and synced under a
+/// temporary name beside it, then linked to its name (which fails if the
+/// name exists). Written in place, a kill between creating and writing
+/// left an empty key file that stopped every later start.
 pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
     use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -657,9 +681,17 @@ pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    linked?;
+    // The new name itself must survive a crash of the machine.
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 fn warn_if_readable_by_others(path: &Path, what: &str) {

@@ -205,7 +205,7 @@ pub fn existing_key(config: &Config) -> Result<Option<(EncryptionKey, KeySource)
             let key = EncryptionKey::from_base64(&text).map_err(|e| {
                 Failure::Runtime(format!(
                     "{} does not hold a valid encryption key: {e}",
-                    path.display()
+                    app::key_file_origin(&path, &text)
                 ))
             })?;
             Ok(Some((key, KeySource::File(path))))

@@ -820,6 +820,28 @@ fn mail_templates_of_the_operator() {
     );
 }
 
+/// An empty key file (a start killed while an earlier version wrote it in
+/// place) is named as such, with what to do; the key file is written
+/// whole now, under a temporary name first, which is not left behind.
+#[test]
+fn an_empty_key_file_says_what_happened() {
+    let d = Deployment::new();
+    d.ok(&["migrate"]);
+    d.ok(&["gen-key", "--out", "data/encryption.key"]);
+    let entries: Vec<_> = std::fs::read_dir(d.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!entries.iter().any(|n| n.ends_with(".tmp")), "{entries:?}");
+    std::fs::write(d.path().join("data/encryption.key"), "").unwrap();
+    let out = d.run(&["admin", "list-orgs"]);
+    let text = expect_code(&out, 1);
+    assert!(
+        text.contains("(it is empty: a start was stopped while making it;"),
+        "{text}"
+    );
+}
+
 /// A superadmin of no org cannot log in (a login is to an org): the
 /// command says so, and how to add them to one.
 #[test]
