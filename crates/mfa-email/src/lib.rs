@@ -15,7 +15,7 @@ use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{Address, FileTransport, Message, SmtpTransport, Transport as _};
+use lettre::{Address, Message, SmtpTransport, Transport as _};
 use mfa_core::{Mail, MailError, MailKind, Mailer, mask_email};
 
 use crate::smtp_url::{Security, SmtpSettings};
@@ -164,10 +164,7 @@ enum Transport {
         security: Security,
     },
     /// `.eml` files in a directory, for local use.
-    Outbox {
-        transport: FileTransport,
-        dir: PathBuf,
-    },
+    Outbox { dir: PathBuf },
 }
 
 /// The [`Mailer`] of the server: renders each [`Mail`] from templates and
@@ -348,23 +345,8 @@ impl EmailMailer {
         })?;
 
         match &self.transport {
-            Transport::Outbox { transport, dir } => match transport.send(&message) {
-                Ok(id) => {
-                    let path = dir.join(format!("{id}.eml"));
-                    // Written under the umask (0644 as a rule): the file
-                    // holds a live code, readable by its owner only.
-                    #[cfg(unix)]
-                    {
-                        use std::os::unix::fs::PermissionsExt as _;
-                        let private = std::fs::Permissions::from_mode(0o600);
-                        if let Err(e) = std::fs::set_permissions(&path, private) {
-                            return Err(MailError {
-                                transient: false,
-                                delivery_unknown: false,
-                                message: format!("cannot make {} private: {e}", path.display()),
-                            });
-                        }
-                    }
+            Transport::Outbox { dir } => match write_to_outbox(dir, &message.formatted()) {
+                Ok(path) => {
                     tracing::info!(
                         kind,
                         to = %to_masked,
@@ -519,10 +501,63 @@ fn outbox_transport(dir: &Path) -> Result<Transport, Error> {
             },
         )?;
     }
+    remove_stale_partial_files(dir);
     Ok(Transport::Outbox {
-        transport: FileTransport::new(dir),
         dir: dir.to_path_buf(),
     })
+}
+
+/// Suffix of a message still being written to the outbox.
+const PARTIAL_SUFFIX: &str = ".eml.partial";
+
+/// Write one message to the outbox whole, readable by its owner only (it
+/// holds a live code): under a name no reader of `*.eml` picks up, synced,
+/// then renamed. Written in place (as lettre's file transport does), a
+/// kill left an empty `.eml`, or a whole one under the umask's mode.
+fn write_to_outbox(dir: &Path, message: &[u8]) -> io::Result<PathBuf> {
+    use std::io::Write as _;
+    let id = uuid::Uuid::new_v4().simple();
+    let partial = dir.join(format!(".{id}{PARTIAL_SUFFIX}"));
+    let path = dir.join(format!("{id}.eml"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let written = options.open(&partial).and_then(|mut file| {
+        file.write_all(message)?;
+        file.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&partial, &path)) {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// Remove what a killed process left half-written in the outbox, once it
+/// is a minute old (another process may be writing one right now).
+fn remove_stale_partial_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(PARTIAL_SUFFIX)
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age.as_secs() > 60));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The domain's view of an SMTP failure: whether to try later, and a

@@ -532,6 +532,41 @@ fn the_outbox_and_its_messages_are_private() {
     assert_eq!(mode(&files[0]), 0o600);
 }
 
+/// A message is written whole under a name no reader of `*.eml` takes,
+/// then renamed; what a killed process left half-written is removed by
+/// the next mailer once it is a minute old (a younger one may be another
+/// process's, being written).
+#[test]
+fn half_written_messages_are_never_eml_and_are_cleaned_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = dir.path().join("outbox");
+    std::fs::create_dir(&outbox).expect("outbox");
+    let old = outbox.join(".killed.eml.partial");
+    let young = outbox.join(".writing.eml.partial");
+    for path in [&old, &young] {
+        std::fs::write(path, "From: half").expect("partial");
+    }
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .and_then(|f| f.set_modified(long_ago))
+        .expect("age it");
+    let mailer = EmailMailer::new(config(None, &outbox)).expect("mailer");
+    mailer.send(&login_code("246801")).expect("sent");
+    let mut names: Vec<String> = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], ".writing.eml.partial");
+    assert!(
+        names[1].ends_with(".eml") && !names[1].starts_with('.'),
+        "{names:?}"
+    );
+}
+
 #[test]
 fn an_outbox_that_cannot_be_created_is_a_configuration_error() {
     let file = tempfile::NamedTempFile::new().expect("file");
