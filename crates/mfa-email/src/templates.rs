@@ -550,7 +550,7 @@ impl Values {
                 v.method = if *email_factor_removed {
                     method_name(MfaMethod::Email).to_string()
                 } else {
-                    "nothing else".to_string()
+                    "none".to_string()
                 };
             }
             MailKind::SignInChanged { change, by_admin } => {
@@ -764,15 +764,15 @@ administrator at once: someone else may have access to your account.
             ),
         ),
         TemplateKind::FactorReset => (
-            "{{issuer}}: sign-in methods were removed from your account",
-            "These sign-in methods were removed from your {{issuer}} account by {{by}}:
+            "{{issuer}}: your sign-in methods changed",
+            "Removed from how you sign in to your {{issuer}} account, by {{by}}:
 {{method}}.
 
 You may be asked to set up a sign-in method again when you next sign in.
 If you did not expect this, contact your administrator at once.
 ",
             concat!(
-                "<p>These sign-in methods were removed from your {{issuer}} account by {{by}}: ",
+                "<p>Removed from how you sign in to your {{issuer}} account, by {{by}}: ",
                 "<strong>{{method}}</strong>.</p>\n",
                 "<p>You may be asked to set up a sign-in method again when you next sign in. ",
                 "If you did not expect this, contact your administrator at once.</p>\n"
