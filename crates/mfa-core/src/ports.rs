@@ -564,6 +564,8 @@ pub enum MailKind {
     EmailChangeNotice {
         /// The new address, masked.
         new_email_masked: String,
+        /// Who asked: `None` when the user did it themselves.
+        by_admin: Option<String>,
     },
     /// The address changed: a change was confirmed (sent to the old
     /// address, which no longer signs in).
@@ -637,9 +639,13 @@ impl std::fmt::Debug for MailKind {
                 .field("token", &token.redacted())
                 .field("valid_for_secs", valid_for_secs)
                 .finish(),
-            MailKind::EmailChangeNotice { new_email_masked } => f
+            MailKind::EmailChangeNotice {
+                new_email_masked,
+                by_admin,
+            } => f
                 .debug_struct("EmailChangeNotice")
                 .field("new_email_masked", new_email_masked)
+                .field("by_admin", by_admin)
                 .finish(),
             MailKind::EmailChanged {
                 new_email_masked,

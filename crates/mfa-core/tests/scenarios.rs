@@ -1260,13 +1260,8 @@ fn email_change_waits_for_confirmation() {
     let updated = ok(w.svc.update_user(&caller, user, &patch));
     assert_eq!(updated.user.email, "old@example.com");
     let token = w.change_confirmation_token("new@example.com");
-    assert!(
-        w.mailer
-            .sent()
-            .iter()
-            .any(|m| m.to == "old@example.com"
-                && matches!(m.kind, MailKind::EmailChangeNotice { .. }))
-    );
+    assert!(w.mailer.sent().iter().any(|m| m.to == "old@example.com"
+        && matches!(m.kind, MailKind::EmailChangeNotice { by_admin: None, .. })));
     let globex = ok(w.svc.create_org(&w.admin, "Globex"));
     ok(w.svc
         .add_member(&w.admin, globex.id, user, &Default::default()));
@@ -1550,6 +1545,16 @@ fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
     };
     change(moved, "moved@example.com");
     change(pending, "never-confirmed@example.com");
+    // Asked by an admin: the old address's notice says so (it blamed
+    // "someone" and told the user to change their password).
+    assert!(w.mailer.sent().iter().any(|m| m.to == "moving@example.com"
+        && matches!(
+            &m.kind,
+            MailKind::EmailChangeNotice {
+                by_admin: Some(_),
+                ..
+            }
+        )));
     let token = w.change_confirmation_token("moved@example.com");
     ok(w.svc.confirm_email_change(&token));
     let rows = |w: &World| {

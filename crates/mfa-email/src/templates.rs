@@ -91,7 +91,7 @@ impl TemplateKind {
             TemplateKind::ReplayRefused => &[Issuer],
             TemplateKind::RecoveryCodeUsed => &[Issuer, Remaining],
             TemplateKind::EmailChangeConfirm => &[Issuer, Token, Link, Minutes, ValidFor],
-            TemplateKind::EmailChangeNotice => &[Issuer, NewEmail],
+            TemplateKind::EmailChangeNotice => &[Issuer, NewEmail, By],
             TemplateKind::EmailChanged => &[Issuer, NewEmail, Method],
             TemplateKind::SignInChanged => &[Issuer, Change, By],
         }
@@ -520,10 +520,7 @@ impl Values {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
-                v.by = match by_admin {
-                    Some(admin) => format!("an administrator ({admin})"),
-                    None => "you".to_string(),
-                };
+                v.by = by(by_admin);
             }
             MailKind::ReplayRefused => {}
             MailKind::RecoveryCodeUsed { remaining } => v.remaining = remaining.to_string(),
@@ -538,8 +535,12 @@ impl Values {
                 v.minutes = minutes(*valid_for_secs);
                 v.valid_for = valid_for(*valid_for_secs);
             }
-            MailKind::EmailChangeNotice { new_email_masked } => {
+            MailKind::EmailChangeNotice {
+                new_email_masked,
+                by_admin,
+            } => {
                 v.new_email = new_email_masked.clone();
+                v.by = by(by_admin);
             }
             MailKind::EmailChanged {
                 new_email_masked,
@@ -566,10 +567,7 @@ impl Values {
                     }
                 }
                 .to_string();
-                v.by = match by_admin {
-                    Some(admin) => format!("an administrator ({admin})"),
-                    None => "you".to_string(),
-                };
+                v.by = by(by_admin);
             }
         }
         v
@@ -589,6 +587,14 @@ impl Values {
             Var::NewEmail => &self.new_email,
             Var::Change => &self.change,
         }
+    }
+}
+
+/// Who made a change, as the notices say it.
+fn by(by_admin: &Option<String>) -> String {
+    match by_admin {
+        Some(admin) => format!("an administrator ({admin})"),
+        None => "you".to_string(),
     }
 }
 
@@ -835,19 +841,19 @@ If you did not ask for this, ignore this message: nothing will change.
         ),
         TemplateKind::EmailChangeNotice => (
             "{{issuer}}: your email address is about to change",
-            "Someone asked to change the email address of your {{issuer}} account to
-{{new_email}}. The change takes effect only once it is confirmed from the
+            "A change of the email address of your {{issuer}} account to {{new_email}}
+was asked for by {{by}}. It takes effect only once it is confirmed from the
 new address.
 
-If you did not ask for this, contact your administrator at once and change
-your password: someone else may have access to your account.
+If you did not expect this, contact your administrator at once: someone
+else may have access to your account.
 ",
             concat!(
-                "<p>Someone asked to change the email address of your {{issuer}} account to ",
-                "<strong>{{new_email}}</strong>. The change takes effect only once it is ",
-                "confirmed from the new address.</p>\n",
-                "<p>If you did not ask for this, contact your administrator at once and change ",
-                "your password: someone else may have access to your account.</p>\n"
+                "<p>A change of the email address of your {{issuer}} account to ",
+                "<strong>{{new_email}}</strong> was asked for by {{by}}. It takes effect ",
+                "only once it is confirmed from the new address.</p>\n",
+                "<p>If you did not expect this, contact your administrator at once: someone ",
+                "else may have access to your account.</p>\n"
             ),
         ),
         TemplateKind::EmailChanged => (

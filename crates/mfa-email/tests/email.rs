@@ -137,6 +137,7 @@ fn every_kind_renders_and_is_delivered() {
         },
         MailKind::EmailChangeNotice {
             new_email_masked: "n***@example.org".into(),
+            by_admin: Some("Ada Admin".into()),
         },
         MailKind::EmailChanged {
             new_email_masked: "n***@example.org".into(),
@@ -189,7 +190,11 @@ fn every_kind_renders_and_is_delivered() {
             MailKind::ReplayRefused => &["already been used", "refused"],
             MailKind::RecoveryCodeUsed { .. } => &["recovery codes left: 7"],
             MailKind::EmailChangeConfirm { .. } => &[token, "24 hours", "If you did not ask"],
-            MailKind::EmailChangeNotice { .. } => &["n***@example.org", "If you did not ask"],
+            MailKind::EmailChangeNotice { .. } => &[
+                "n***@example.org",
+                "asked for by an administrator (Ada Admin)",
+                "If you did not expect",
+            ],
             MailKind::EmailChanged { .. } => &["n***@example.org", "removed with it: email codes"],
             MailKind::SignInChanged {
                 by_admin: Some(_), ..

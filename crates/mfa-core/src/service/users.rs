@@ -802,7 +802,7 @@ impl<S: Store> MfaService<S> {
         // request undone, as its 503 says. (Names and a password saved
         // before the mail failed were kept behind a 503: an audit.)
         if let Some(e) = &new_email {
-            let old_email = self.store.write(|tx| {
+            let (old_email, by_admin) = self.store.write(|tx| {
                 let user = lock_checked(tx)?;
                 if tx.user_by_email(e)?.is_some() {
                     return Err(MfaError::Conflict("that email is taken".into()));
@@ -812,13 +812,18 @@ impl<S: Store> MfaService<S> {
                 }
                 let link = ChangeLink { token: &token, ttl };
                 put_email_change_audited(tx, caller, id, e, &link, now, "")?;
-                Ok(user.email)
+                let by_admin = match is_self {
+                    true => None,
+                    false => Some(admin_name(&load_user(tx, caller.user_id)?)),
+                };
+                Ok((user.email, by_admin))
             })?;
             self.deliver_change_link(caller, id, e, token, ttl, None)?;
             self.notify(
                 &old_email,
                 MailKind::EmailChangeNotice {
                     new_email_masked: mask_email(e),
+                    by_admin,
                 },
             );
         }
