@@ -181,6 +181,13 @@ pub struct EmailMailer {
     confirm_link_prefix: Option<String>,
 }
 
+/// Load the templates of `dir` as [`EmailMailer::new`] will (every file
+/// parsed, placeholders checked), without a mailer: for a configuration
+/// check, and for a command whose mailer is made at its first message.
+pub fn check_templates(dir: &Path) -> Result<(), Error> {
+    Templates::load(Some(dir)).map(|_| ())
+}
+
 /// Check a sender (`Name <user@domain>` or `user@domain`) as
 /// [`EmailMailer::new`] will, without building anything: for a
 /// configuration check that must refuse a bad value before anything starts.
@@ -208,8 +215,10 @@ fn parse_sender(from: &str) -> Result<Mailbox, Error> {
         // the usual cause is a name with `(`, `,` or `;`, which RFC 5322
         // wants quoted.
         let hint = match from.split_once('<') {
-            Some((name, _))
-                if !name.trim().starts_with('"')
+            // A name with a quote of its own needs escapes, not this advice.
+            Some((name, rest))
+                if !name.contains('"')
+                    && rest.trim_end().ends_with('>')
                     && name.contains(['(', ')', ',', ';', ':', '@', '.']) =>
             {
                 format!(

@@ -311,6 +311,9 @@ impl Templates {
                     }),
                     reason,
                 };
+                if part == Part::Subject && source.contains(['\r', '\n']) {
+                    return Err(template_error("a subject is one line".into()));
+                }
                 let parsed = Parsed::parse(kind, &source).map_err(template_error)?;
                 if part != Part::Subject
                     && let Some(var) = kind.required_in_body()
@@ -427,7 +430,29 @@ fn check_dir(dir: &Path) -> Result<(), Error> {
 }
 
 /// The file's text, `None` if it does not exist.
+/// The largest template file read: far above any real mail, and far
+/// below what a file named by mistake (a log, `/dev/zero`) would cost.
+const MAX_TEMPLATE_BYTES: u64 = 256 * 1024;
+
 fn read_override(path: &Path) -> Result<Option<String>, Error> {
+    let refused = |reason: String| Error::Template {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // Checked before reading: a FIFO would block the start for good, and
+    // a device or a huge file fill the memory.
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(refused("not a regular file".into()));
+        }
+        Ok(meta) if meta.len() > MAX_TEMPLATE_BYTES => {
+            return Err(refused(format!(
+                "{} bytes, more than the {MAX_TEMPLATE_BYTES} a template may have",
+                meta.len()
+            )));
+        }
+        _ => {}
+    }
     match fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes)
             .map(Some)
@@ -558,8 +583,9 @@ impl Values {
                 v.change = match change {
                     SignInChange::PasswordSet => "a new password was set",
                     SignInChange::MfaOptOut => {
-                        "your organisation no longer asks you for a second sign-in step \
-                         (an opt-out of its MFA requirement)"
+                        "you were opted out of multi-factor authentication in your \
+                         organisation: signing in to it will not ask you for a second step, \
+                         even where it requires one of its members"
                     }
                     SignInChange::RecoveryCodesReplaced => {
                         "a new set of recovery codes was made; the codes of the old set no \

@@ -652,8 +652,9 @@ pub fn encryption_key(config: &Config) -> Result<(EncryptionKey, KeySource), Sta
 pub fn key_file_origin(path: &Path, text: &str) -> String {
     if text.trim().is_empty() {
         format!(
-            "{} (it is empty: a start was stopped while making it; if no authenticator \
-             has been stored with a key yet, delete it and start again)",
+            "{} (it is empty: a version before this one was stopped while making it, or the \
+             file was truncated; restore it from a backup, or, only on a first start (no \
+             authenticator stored yet), delete it and start again)",
             path.display()
         )
     } else {
@@ -673,7 +674,10 @@ pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A name no other writer has (a process id is not: two containers on
+    // one volume may both be process 1).
+    let unique = mfa_core::crypto::new_token(&mfa_core::ports::OsRandomness);
+    let temporary = dir.join(format!(".{name}.{unique}.tmp"));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -681,11 +685,12 @@ pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let written = options.open(&temporary).and_then(|mut file| {
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()
-    });
-    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let mut file = options.open(&temporary)?;
+    let linked = file
+        .write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::hard_link(&temporary, path));
+    // Only the file this call made.
     let _ = std::fs::remove_file(&temporary);
     linked?;
     // The new name itself must survive a crash of the machine.

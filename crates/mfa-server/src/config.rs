@@ -466,6 +466,13 @@ impl Config {
         let mail_templates_dir = env("MFA_MAIL_TEMPLATES_DIR")
             .map(PathBuf::from)
             .or(file_config.mail_templates_dir);
+        // Read and checked here, so that every command refuses a bad one
+        // before it changes anything: one whose mail is made at its first
+        // message would otherwise make its change and lose its notice.
+        if let Some(dir) = &mail_templates_dir {
+            mfa_email::check_templates(dir)
+                .map_err(|e| invalid("MFA_MAIL_TEMPLATES_DIR", e.to_string()))?;
+        }
         let public_url = pick("MFA_PUBLIC_URL", file_config.public_url)
             .map(|u| public_url(&u))
             .transpose()?;

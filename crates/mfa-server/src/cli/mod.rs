@@ -114,6 +114,7 @@ impl From<app::StartError> for Failure {
             | app::StartError::KeyFileMissing { .. }
             | app::StartError::WrongKey { .. }
             | app::StartError::Bootstrap(_)
+            | app::StartError::InvalidKey { .. }
             | app::StartError::Mail(
                 mfa_email::Error::Template { .. }
                 | mfa_email::Error::TemplateFile { .. }
@@ -202,8 +203,9 @@ pub fn existing_key(config: &Config) -> Result<Option<(EncryptionKey, KeySource)
     let path = config.key_file();
     match std::fs::read_to_string(&path) {
         Ok(text) => {
+            // A wrong value, as a malformed MFA_ENCRYPTION_KEY is.
             let key = EncryptionKey::from_base64(&text).map_err(|e| {
-                Failure::Runtime(format!(
+                Failure::Usage(format!(
                     "{} does not hold a valid encryption key: {e}",
                     app::key_file_origin(&path, &text)
                 ))

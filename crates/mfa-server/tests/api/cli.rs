@@ -815,9 +815,53 @@ fn mail_templates_of_the_operator() {
     .expect("run");
     let text = expect_code(&out, 2);
     assert!(
-        text.contains("login_code.txt: unknown placeholder {{nope}}"),
+        text.contains("MFA_MAIL_TEMPLATES_DIR: mail template")
+            && text.contains("login_code.txt: unknown placeholder {{nope}}"),
         "{text}"
     );
+    // Every command refuses it before changing anything (a command whose
+    // mail is made at its first message made its change and lost the
+    // notice), check-config first.
+    for args in [
+        &["check-config"][..],
+        &[
+            "admin",
+            "opt-out",
+            "--org",
+            "1",
+            "--email",
+            "kim@example.com",
+            "--off",
+        ],
+    ] {
+        let out = run(d.path(), &env, args, "");
+        let text = expect_code(&out, 2);
+        assert!(text.contains("MFA_MAIL_TEMPLATES_DIR"), "{args:?}: {text}");
+    }
+    // What is no template: too large, or no regular file (a FIFO would
+    // block the start for good, /dev/zero fill the memory).
+    std::fs::remove_file(templates.join("login_code.txt")).unwrap();
+    std::fs::write(templates.join("login_code.html"), "x".repeat(300 * 1024)).unwrap();
+    let text = expect_code(&run(d.path(), &env, &["check-config"], ""), 2);
+    assert!(
+        text.contains("more than the 262144 a template may have"),
+        "{text}"
+    );
+    std::fs::remove_file(templates.join("login_code.html")).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/dev/zero", templates.join("login_code.txt")).unwrap();
+        let text = expect_code(&run(d.path(), &env, &["check-config"], ""), 2);
+        assert!(text.contains("not a regular file"), "{text}");
+        std::fs::remove_file(templates.join("login_code.txt")).unwrap();
+    }
+    std::fs::write(
+        templates.join("login_code.subject.txt"),
+        "Code\nBcc: x@example.net",
+    )
+    .unwrap();
+    let text = expect_code(&run(d.path(), &env, &["check-config"], ""), 2);
+    assert!(text.contains("a subject is one line"), "{text}");
 }
 
 /// An empty key file (a start killed while an earlier version wrote it in
@@ -834,10 +878,11 @@ fn an_empty_key_file_says_what_happened() {
         .collect();
     assert!(!entries.iter().any(|n| n.ends_with(".tmp")), "{entries:?}");
     std::fs::write(d.path().join("data/encryption.key"), "").unwrap();
+    // A wrong value, as a malformed MFA_ENCRYPTION_KEY is: exit 2.
     let out = d.run(&["admin", "list-orgs"]);
-    let text = expect_code(&out, 1);
+    let text = expect_code(&out, 2);
     assert!(
-        text.contains("(it is empty: a start was stopped while making it;"),
+        text.contains("(it is empty: a version before this one was stopped while making it"),
         "{text}"
     );
 }
@@ -1112,7 +1157,7 @@ fn admin_commands_act_and_audit() {
     assert_eq!(mails.len(), 1, "{mails:?}");
     let flat = mails[0].replace("=\r\n", "").replace("\r\n", " ");
     assert!(
-        flat.contains("no longer asks you for a second") && flat.contains("the operator"),
+        flat.contains("you were opted out of multi-factor") && flat.contains("the operator"),
         "{flat}"
     );
 }
