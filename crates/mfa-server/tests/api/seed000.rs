@@ -162,7 +162,7 @@ async fn enforce_setup_opt_out_and_reset(s: TestServer) {
     assert!(
         s.mails_to("alice@example.com")
             .iter()
-            .any(|m| m.subject().unwrap_or_default().contains("were removed")),
+            .any(|m| m.subject().unwrap_or_default().contains("your sign-in methods changed")),
         "no reset notice"
     );
 
