@@ -160,9 +160,10 @@ async fn enforce_setup_opt_out_and_reset(s: TestServer) {
     let u = s.get(&format!("/user/users/{alice}"), &root).await;
     assert_eq!(u.ok()["mfa"], json!({"enrolled": false, "methods": []}));
     assert!(
-        s.mails_to("alice@example.com")
-            .iter()
-            .any(|m| m.subject().unwrap_or_default().contains("your sign-in methods changed")),
+        s.mails_to("alice@example.com").iter().any(|m| m
+            .subject()
+            .unwrap_or_default()
+            .contains("your sign-in methods changed")),
         "no reset notice"
     );
 
