@@ -313,6 +313,12 @@ fn admin_reset_sends_user_back_to_setup_and_ends_sessions() {
         MailKind::FactorReset { methods, by_admin: Some(by) }
             if methods == &[MfaMethod::Authenticator] && !by.contains("administrator")
     ));
+    // The admin is named with the org they act for: a member of several
+    // orgs is told which org's admin it was.
+    assert!(
+        matches!(&notices[0].kind, MailKind::FactorReset { by_admin: Some(by), .. } if by.ends_with(", of Acme")),
+        "{notices:?}"
+    );
     assert_eq!(
         w.login("lost.phone@example.com").0.decision.requirement,
         MfaRequirement::SetupRequired

@@ -135,7 +135,7 @@ impl<S: Store> MfaService<S> {
                 return Err(MfaError::NotFound("user"));
             }
             require_admin_step_up(tx, caller)?;
-            let admin = load_user(tx, caller.user_id)?;
+            let admin = acting_admin(tx, caller)?;
             let mut users = Vec::new();
             for user in tx.users_by_ids(&ids)? {
                 require_may_manage(caller, user.is_super_admin)?;
@@ -170,7 +170,7 @@ impl<S: Store> MfaService<S> {
                 &user.email,
                 MailKind::FactorReset {
                     methods,
-                    by_admin: Some(admin_name(&admin)),
+                    by_admin: Some(admin.clone()),
                 },
             );
         }
@@ -225,7 +225,7 @@ impl<S: Store> MfaService<S> {
                 AuditAction::AuthenticatorReset,
                 "by an admin",
             )?;
-            Ok((load_user(tx, caller.user_id)?, (user, verified)))
+            Ok((acting_admin(tx, caller)?, (user, verified)))
         })?;
         let (user, verified) = user;
         // An enrollment never confirmed was no sign-in method.
@@ -234,7 +234,7 @@ impl<S: Store> MfaService<S> {
                 &user.email,
                 MailKind::FactorReset {
                     methods: vec![MfaMethod::Authenticator],
-                    by_admin: Some(admin_name(&admin)),
+                    by_admin: Some(admin),
                 },
             );
         }
@@ -514,7 +514,7 @@ impl<S: Store> MfaService<S> {
             }
             // An opt-out takes a requirement away: its owner hears of it.
             if m.mfa_opt_out && !before.mfa_opt_out {
-                let admin = admin_name(&load_user(tx, caller.user_id)?);
+                let admin = acting_admin(tx, caller)?;
                 return Ok(Some((member.email, admin)));
             }
             Ok(None)
@@ -638,8 +638,18 @@ impl LastAdminGuard {
     }
 }
 
+/// How the admin acting in `caller`'s session is named in notices: their
+/// name and the org they act for (its member may be in several).
+pub(super) fn acting_admin(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResult<String> {
+    let name = admin_name(&load_user(tx, caller.user_id)?);
+    Ok(match tx.org(caller.org_id)? {
+        Some(org) => format!("{name}, of {}", org.name),
+        None => name,
+    })
+}
+
 /// How an admin is named in notices: their name, or their masked address.
-pub(super) fn admin_name(admin: &User) -> String {
+fn admin_name(admin: &User) -> String {
     let name = format!("{} {}", admin.first_name, admin.last_name);
     let name = name.trim();
     if name.is_empty() {

@@ -1,7 +1,7 @@
 //! Users: creation, reads, updates with confirmed email changes, the
 //! superadmin's seed endpoints, and the bootstrap of an empty deployment.
 
-use super::orgs::{admin_name, require_admin_step_up};
+use super::orgs::{acting_admin, require_admin_step_up};
 use super::*;
 use crate::authz::{
     FullCaller, in_callers_orgs, require_current_org_admin, require_manageable_user,
@@ -814,7 +814,7 @@ impl<S: Store> MfaService<S> {
                 put_email_change_audited(tx, caller, id, e, &link, now, "")?;
                 let by_admin = match is_self {
                     true => None,
-                    false => Some(admin_name(&load_user(tx, caller.user_id)?)),
+                    false => Some(acting_admin(tx, caller)?),
                 };
                 Ok((user.email, by_admin))
             })?;
@@ -864,7 +864,7 @@ impl<S: Store> MfaService<S> {
                 (Some(_), false) => {
                     // An admin set the password: whoever held the old one is out.
                     tx.revoke_user_sessions(id, None, None, now)?;
-                    Some(Some(admin_name(&load_user(tx, caller.user_id)?)))
+                    Some(Some(acting_admin(tx, caller)?))
                 }
             };
             Ok((with_factors(tx, user)?, password_set_by))
