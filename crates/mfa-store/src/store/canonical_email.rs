@@ -51,17 +51,19 @@ impl Canonicalized {
     }
 }
 
-/// Rewrite the addresses on an open write transaction of `$conn`, whose
-/// `email` column is tested with `$non_ascii` (one of the constants above).
-macro_rules! canonicalize {
-    ($conn:expr, $cipher:expr, $non_ascii:expr) => {
+/// The rows that may hold an address stored before: users (id, email) and
+/// pending email changes (id, user, new address) with a character outside
+/// printable ASCII, on `$conn` (a `&mut` connection) whose columns are
+/// tested with `$non_ascii` (one of the constants above).
+macro_rules! candidates {
+    ($conn:expr, $non_ascii:expr) => {
         (|| {
             use diesel::sql_types::Bool;
             use $crate::schema::{email_changes, users};
-            let candidates = users::table
+            let users: Vec<(i64, String)> = users::table
                 .filter(diesel::dsl::sql::<Bool>(&format!("email {}", $non_ascii)))
-                .select(users::id)
-                .load::<i64>(&mut *$conn)?;
+                .select((users::id, users::email))
+                .load(&mut *$conn)?;
             let pending: Vec<(i64, i64, String)> = email_changes::table
                 .filter(email_changes::consumed_at.is_null())
                 .filter(diesel::dsl::sql::<Bool>(&format!(
@@ -74,26 +76,43 @@ macro_rules! canonicalize {
                     email_changes::new_email,
                 ))
                 .load(&mut *$conn)?;
+            Ok::<_, $crate::Error>((users, pending))
+        })()
+    };
+}
+pub(super) use candidates;
+
+/// `email` as this version stores it, when that differs; `None` when it
+/// is already so, or no longer parses (a pending change to such an
+/// address fails at its confirmation, as one taken meanwhile does).
+pub(super) fn canonical_if_changed(email: &str) -> Option<String> {
+    normalize_email(email)
+        .ok()
+        .filter(|canonical| canonical != email)
+}
+
+/// Rewrite the addresses on an open write transaction of `$conn` (see
+/// [`candidates!`]).
+macro_rules! canonicalize {
+    ($conn:expr, $cipher:expr, $non_ascii:expr) => {
+        (|| {
+            use $crate::schema::email_changes;
+            use $crate::store::canonical_email::{candidates, canonical_if_changed, detail};
+            let (users, pending) = candidates!($conn, $non_ascii)?;
             // Rewritten here, audited with the users' rewrites.
             let mut rewritten = Vec::new();
             for (id, user, new_email) in pending {
-                // One that no longer parses fails at its confirmation, as
-                // any address taken meanwhile does.
-                let Ok(canonical) = mfa_core::normalize_email(&new_email) else {
-                    continue;
-                };
-                if canonical != new_email {
+                if let Some(canonical) = canonical_if_changed(&new_email) {
                     diesel::update(email_changes::table.find(id))
                         .set(email_changes::new_email.eq(&canonical))
                         .execute(&mut *$conn)?;
                     let what = "the new address of a pending email change";
-                    let detail =
-                        $crate::store::canonical_email::detail(what, &new_email, &canonical);
-                    rewritten.push((mfa_core::UserId(user), detail));
+                    rewritten.push((mfa_core::UserId(user), detail(what, &new_email, &canonical)));
                 }
             }
             let mut tx = $crate::tx::Tx::new(&mut *$conn, $cipher, false);
-            $crate::store::canonical_email::rewrite(&mut tx, candidates, rewritten)
+            let ids = users.into_iter().map(|(id, _)| id).collect();
+            $crate::store::canonical_email::rewrite(&mut tx, ids, rewritten)
         })()
     };
 }
@@ -174,39 +193,26 @@ fn audit_rewrite(tx: &mut dyn StoreTx, user: UserId, detail: &str) -> Result<(),
 }
 
 /// How many stored addresses [`canonicalize!`] would rewrite on `$conn`
-/// (a `&mut` connection): users' addresses whose ASCII form no other
+/// (see [`candidates!`]): users' addresses whose ASCII form no other
 /// account has, and the new addresses of pending email changes.
 macro_rules! waiting {
     ($conn:expr, $non_ascii:expr) => {
         (|| {
-            use diesel::sql_types::Bool;
-            use $crate::schema::{email_changes, users};
-            let rewritten = |email: &str| {
-                mfa_core::normalize_email(email)
-                    .ok()
-                    .filter(|canonical| canonical != email)
-            };
+            use $crate::schema::users;
+            use $crate::store::canonical_email::{candidates, canonical_if_changed};
+            let (users, pending) = candidates!($conn, $non_ascii)?;
             let mut waiting = 0u64;
-            let emails: Vec<String> = users::table
-                .filter(diesel::dsl::sql::<Bool>(&format!("email {}", $non_ascii)))
-                .select(users::email)
-                .load(&mut *$conn)?;
-            for canonical in emails.iter().filter_map(|e| rewritten(e)) {
+            for canonical in users.iter().filter_map(|(_, e)| canonical_if_changed(e)) {
                 let taken: i64 = users::table
                     .filter(users::email.eq(&canonical))
                     .count()
                     .get_result(&mut *$conn)?;
                 waiting += u64::from(taken == 0);
             }
-            let pending: Vec<String> = email_changes::table
-                .filter(email_changes::consumed_at.is_null())
-                .filter(diesel::dsl::sql::<Bool>(&format!(
-                    "new_email {}",
-                    $non_ascii
-                )))
-                .select(email_changes::new_email)
-                .load(&mut *$conn)?;
-            waiting += pending.iter().filter(|e| rewritten(e).is_some()).count() as u64;
+            let changes = pending
+                .iter()
+                .filter(|(_, _, e)| canonical_if_changed(e).is_some());
+            waiting += changes.count() as u64;
             Ok::<u64, $crate::Error>(waiting)
         })()
     };
