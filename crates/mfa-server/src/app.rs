@@ -693,9 +693,10 @@ pub fn write_private_file(path: &Path, contents: &str) -> io::Result<()> {
     // Only the file this call made.
     let _ = std::fs::remove_file(&temporary);
     linked?;
-    // The new name itself must survive a crash of the machine.
+    // The new name should survive a crash of the machine too; the file is
+    // there either way, so a failure here is no failure of the write.
     #[cfg(unix)]
-    std::fs::File::open(dir)?.sync_all()?;
+    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     Ok(())
 }
 
