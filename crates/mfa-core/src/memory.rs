@@ -18,7 +18,7 @@ use mfa_totp::{Secret, TotpParams};
 
 use crate::error::{MfaResult, StoreError};
 use crate::model::*;
-use crate::ports::{Store, StoreResult, StoreTx};
+use crate::ports::{NewNotice, QueuedNotice, Store, StoreResult, StoreTx};
 
 #[derive(Clone, Debug, Default)]
 struct State {
@@ -35,6 +35,8 @@ struct State {
     password_failures: BTreeMap<String, Counter>,
     email_changes: BTreeMap<i64, EmailChange>,
     audit: BTreeMap<AuditEventId, AuditEvent>,
+    /// Notices by id, with when each is due.
+    notices: BTreeMap<i64, (QueuedNotice, Timestamp)>,
 }
 
 /// A failure counter and when its last failure came.
@@ -919,6 +921,56 @@ impl StoreTx for MemTx<'_> {
             self.0.audit.remove(id);
         }
         Ok(old.len() as u64)
+    }
+
+    fn queue_notices(&mut self, notices: &[NewNotice<'_>]) -> StoreResult<()> {
+        for notice in notices {
+            let id = self.0.next();
+            let queued = QueuedNotice {
+                id,
+                to: notice.to.to_string(),
+                payload: notice.payload.to_string(),
+                queued_at: notice.queued_at,
+                attempts: 0,
+            };
+            self.0.notices.insert(id, (queued, notice.queued_at));
+        }
+        Ok(())
+    }
+
+    fn claim_notices(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedNotice>> {
+        let mut claimed = Vec::new();
+        for (notice, due_at) in self.0.notices.values_mut() {
+            if claimed.len() == limit as usize {
+                break;
+            }
+            if *due_at <= now {
+                notice.attempts += 1;
+                *due_at = lease_until;
+                claimed.push(notice.clone());
+            }
+        }
+        Ok(claimed)
+    }
+
+    fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()> {
+        if let Some((_, due_at)) = self.0.notices.get_mut(&id) {
+            *due_at = at;
+        }
+        Ok(())
+    }
+
+    fn delete_notice(&mut self, id: i64) -> StoreResult<bool> {
+        Ok(self.0.notices.remove(&id).is_some())
+    }
+
+    fn count_notices(&mut self) -> StoreResult<u64> {
+        Ok(self.0.notices.len() as u64)
     }
 }
 

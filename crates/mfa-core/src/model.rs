@@ -236,7 +236,10 @@ pub struct MembershipCounts {
 }
 
 /// A second factor method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MfaMethod {
     /// TOTP authenticator app.
     Authenticator,

@@ -506,6 +506,59 @@ pub trait StoreTx {
         }
         Ok(())
     }
+
+    // ---- notices waiting to be mailed
+    // Written in the transaction of the change they report, so that a
+    // change is never committed without its notice, nor a notice sent of
+    // a change rolled back; sent afterwards by whichever process claims
+    // them ([`crate::MfaService::deliver_notices`]).
+
+    /// Queue notices, due at once.
+    fn queue_notices(&mut self, notices: &[NewNotice<'_>]) -> StoreResult<()>;
+    /// Claim up to `limit` notices due at `now` (due time at or before
+    /// it), oldest first: each one's attempts go up by one and it is not
+    /// due again before `lease_until`, so that no other process sends it
+    /// meanwhile, and one that the claiming process never sends (it
+    /// stopped) is sent by another after that. Notices another
+    /// transaction holds are skipped, not waited for.
+    fn claim_notices(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedNotice>>;
+    /// Make a notice due again at `at` (its send failed, to be tried again).
+    fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()>;
+    /// Delete a notice (sent, or given up); whether it was there.
+    fn delete_notice(&mut self, id: i64) -> StoreResult<bool>;
+    /// Notices waiting, claimed or not.
+    fn count_notices(&mut self) -> StoreResult<u64>;
+}
+
+/// A notice to queue ([`StoreTx::queue_notices`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewNotice<'a> {
+    /// The recipient's address.
+    pub to: &'a str,
+    /// The [`MailKind`] as JSON (never one that carries a code).
+    pub payload: &'a str,
+    /// When the change it reports was made.
+    pub queued_at: Timestamp,
+}
+
+/// A notice claimed from the store's queue ([`StoreTx::claim_notices`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedNotice {
+    /// The queue's id.
+    pub id: i64,
+    /// The recipient's address.
+    pub to: String,
+    /// The [`MailKind`] as JSON.
+    pub payload: String,
+    /// When it was queued.
+    pub queued_at: Timestamp,
+    /// Claims so far, this one included.
+    pub attempts: u32,
 }
 
 /// A message the domain wants delivered. The mail adapter renders it.
@@ -518,7 +571,13 @@ pub struct Mail {
 }
 
 /// The messages the domain sends. `Debug` leaves out codes and tokens.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Notices are kept in the store until they are sent, as JSON of this
+/// type (`{"kind": "factor_reset", …}`): a field added later needs a
+/// `#[serde(default)]`, so that notices queued by an older version still
+/// read. The messages that carry a code or a token are never stored.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MailKind {
     /// A code that proves the address during email enrollment.
     EnrollmentCode {
@@ -587,7 +646,8 @@ pub enum MailKind {
 }
 
 /// What a [`MailKind::SignInChanged`] notice tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SignInChange {
     /// A new password was set.
     PasswordSet,
@@ -670,12 +730,14 @@ pub trait Mailer: Send + Sync {
     fn send(&self, mail: &Mail) -> Result<(), MailError>;
     /// Deliver a notice: a message that reports a change already made
     /// (a factor added or removed, a replay refused, a recovery code used,
-    /// an email change), whose failure changes nothing. The default sends
-    /// it at once, as [`Mailer::send`] does, and forgets a failure; a
-    /// mailer may queue it instead, so that the caller does not wait for
-    /// the mail server.
-    fn send_notice(&self, mail: &Mail) {
-        let _ = self.send(mail);
+    /// an email change), taken from the store's queue of notices
+    /// ([`crate::MfaService::deliver_notices`]), which tries a transient
+    /// failure again later. The default is [`Mailer::send`]; a mailer
+    /// that gives up waiting for a slow mail server in [`Mailer::send`]
+    /// (a request waits for it) should wait for the answer here: a notice
+    /// whose delivery is unknown is counted as sent.
+    fn send_notice(&self, mail: &Mail) -> Result<(), MailError> {
+        self.send(mail)
     }
     /// Whether this mailer can address a message to `email` (normalised).
     /// Checked when an address is stored (a new user, an email change), so
@@ -748,11 +810,12 @@ impl Randomness for OsRandomness {
 }
 
 /// A mailer that keeps what it is given, for tests and embedding without
-/// mail. Optionally fails every send.
+/// mail. Optionally fails every send, for good or for now.
 #[derive(Debug, Default)]
 pub struct MemoryMailer {
     sent: std::sync::Mutex<Vec<Mail>>,
     failing: std::sync::atomic::AtomicBool,
+    failing_for_now: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryMailer {
@@ -761,9 +824,16 @@ impl MemoryMailer {
         self.sent.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// Make every later send fail (or succeed again).
+    /// Make every later send fail (or succeed again), as a mail server
+    /// that refuses the message for good does.
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Make every later send fail (or succeed again) as a mail server
+    /// that cannot be reached does: a failure that may pass.
+    pub fn set_failing_for_now(&self, failing: bool) {
+        self.failing_for_now.store(failing, Ordering::SeqCst);
     }
 }
 
@@ -774,6 +844,13 @@ impl Mailer for MemoryMailer {
                 transient: false,
                 delivery_unknown: false,
                 message: "memory mailer set to fail".into(),
+            });
+        }
+        if self.failing_for_now.load(Ordering::SeqCst) {
+            return Err(MailError {
+                transient: true,
+                delivery_unknown: false,
+                message: "memory mailer set to fail for now".into(),
             });
         }
         if let Ok(mut v) = self.sent.lock() {

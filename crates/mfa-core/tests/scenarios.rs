@@ -1933,3 +1933,123 @@ fn a_weak_bootstrap_password_is_refused_only_when_used() {
         "ignored once users exist"
     );
 }
+
+/// Notices sent to `to` so far, by kind.
+fn notices_to(w: &World, to: &str) -> Vec<MailKind> {
+    w.mailer
+        .sent()
+        .into_iter()
+        .filter(|m| m.to == to)
+        .map(|m| m.kind)
+        .collect()
+}
+
+#[test]
+fn a_notice_waits_in_the_store_while_the_mail_server_is_down() {
+    let w = world();
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let user = w.add_user("down@example.com");
+    let (_, partial) = w.login("down@example.com");
+    w.mailer.set_failing_for_now(true);
+    w.enroll_authenticator(&partial);
+    let enrolled = MailKind::FactorEnrolled {
+        method: MfaMethod::Authenticator,
+    };
+    // The change is made; its notice waits.
+    assert!(notices_to(&w, "down@example.com").is_empty());
+    assert_eq!(ok(w.svc.notices_waiting()), 1);
+    w.mailer.set_failing_for_now(false);
+    // Not due before its delay.
+    assert_eq!(ok(w.svc.deliver_notices()), service::NoticeRun::default());
+    w.clock.advance(service::retry_delay(1) as i64);
+    let run = ok(w.svc.deliver_notices());
+    assert_eq!((run.sent, run.retried, run.given_up), (1, 0, 0));
+    assert_eq!(notices_to(&w, "down@example.com"), [enrolled]);
+    assert_eq!(ok(w.svc.notices_waiting()), 0);
+    let _ = user;
+}
+
+#[test]
+fn a_notice_is_given_up_after_its_last_try_or_a_refusal_for_good() {
+    let w = world();
+    let user = w.add_user("gone@example.com");
+    w.mailer.set_failing_for_now(true);
+    ok(w.svc.reset_mfa(&w.admin, &[user]));
+    // A user without factors is sent nothing; one with a factor is.
+    assert_eq!(ok(w.svc.notices_waiting()), 0);
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("gone@example.com");
+    w.enroll_authenticator(&partial);
+    assert_eq!(ok(w.svc.notices_waiting()), 1);
+    let mut tries = 1;
+    loop {
+        w.clock.advance(service::retry_delay(tries) as i64);
+        let run = ok(w.svc.deliver_notices());
+        tries += 1;
+        if tries == service::NOTICE_MAX_ATTEMPTS {
+            assert_eq!((run.sent, run.retried, run.given_up), (0, 0, 1));
+            break;
+        }
+        assert_eq!((run.sent, run.retried, run.given_up), (0, 1, 0));
+    }
+    assert_eq!(ok(w.svc.notices_waiting()), 0);
+    // A refusal for good is not tried again.
+    w.mailer.set_failing_for_now(false);
+    w.mailer.set_failing(true);
+    ok(w.svc.reset_mfa(&w.admin, &[user]));
+    assert_eq!(ok(w.svc.notices_waiting()), 0);
+    assert!(notices_to(&w, "gone@example.com").is_empty());
+}
+
+#[test]
+fn with_a_waker_the_request_leaves_its_notices_to_the_sender() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let clock = Arc::new(FixedClock::new(Timestamp(T0)));
+    let mailer = Arc::new(MemoryMailer::default());
+    let woken = Arc::new(AtomicU32::new(0));
+    let svc = ok(MfaService::new(
+        InMemoryStore::new(),
+        mailer.clone(),
+        clock,
+        Arc::new(OsRandomness),
+        ServiceConfig::default(),
+    ))
+    .with_notice_waker({
+        let woken = woken.clone();
+        Arc::new(move || {
+            woken.fetch_add(1, Ordering::SeqCst);
+        })
+    });
+    ok(svc.bootstrap(ADMIN_EMAIL, PASSWORD, "Acme")).unwrap_or_else(|| panic!("bootstrap"));
+    let login = ok(svc.login(ADMIN_EMAIL, PASSWORD, None));
+    let admin = ok(ok(svc.authenticate(&login.token)).into_full());
+    let user = ok(svc.create_user(
+        &admin,
+        &NewUserRequest {
+            email: "woken@example.com".into(),
+            first_name: "Wo".into(),
+            last_name: "Ken".into(),
+            password: PASSWORD.into(),
+            is_admin: false,
+        },
+    ))
+    .user
+    .id;
+    assert_eq!(woken.load(Ordering::SeqCst), 0);
+    // A change that notifies wakes the sender once, after its commit.
+    let opt_out = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    ok(svc.update_membership(&admin, &UserRef::Id(user), &opt_out));
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    assert!(mailer.sent().is_empty());
+    let run = ok(svc.deliver_notices());
+    assert_eq!(run.sent, 1);
+    assert_eq!(mailer.sent()[0].to, "woken@example.com");
+    // A change refused queues nothing and wakes nothing.
+    let bad = svc.reset_mfa(&admin, &[UserId(999_999)]);
+    assert!(bad.is_err());
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    assert_eq!(ok(svc.notices_waiting()), 0);
+}

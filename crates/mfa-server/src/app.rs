@@ -32,8 +32,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::bootstrap::{self, Bootstrapped};
 use crate::config::{Config, DatabaseKind};
 use crate::mail_dispatch::MailDispatch;
-use crate::metrics::{Metrics, ObservedMailer};
+use crate::metrics::Metrics;
 use crate::middleware::{self, RouteTable};
+use crate::notice_sender::NoticeSender;
 use crate::password_pool::PasswordPool;
 use crate::{extract, openapi, routes};
 
@@ -162,8 +163,10 @@ pub struct Application {
     addr: SocketAddr,
     bootstrapped: Option<Bootstrapped>,
     mail: String,
-    /// Its queued notices are sent before `run` returns.
+    /// Counts the mail, notices included.
     dispatch: Arc<MailDispatch>,
+    /// The notices due are tried before `run` returns.
+    notices: NoticeSender,
     database: &'static str,
     /// Held while the server runs ([`claim_sqlite_file`]).
     _sqlite_claim: Option<std::fs::File>,
@@ -181,7 +184,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
 /// old key answers every request `503` (and `/readyz` at once).
 pub const KEY_WATCH: Duration = Duration::from_secs(5);
 
-/// How long a graceful stop waits for queued notices to go out.
+/// How long a graceful stop waits for the notices due to be tried.
 pub const NOTICE_DRAIN: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Application {
@@ -228,6 +231,10 @@ impl Application {
             bind: addr.to_string(),
             source,
         })?;
+        prepared
+            .notices
+            .start(service.clone(), prepared.dispatch.clone())
+            .map_err(StartError::Thread)?;
         tracing::info!(url = %format!("http://{addr}"), "listening");
         Ok(Application {
             server,
@@ -237,6 +244,7 @@ impl Application {
             bootstrapped: prepared.bootstrapped,
             mail: prepared.mail,
             dispatch: prepared.dispatch,
+            notices: prepared.notices,
             database: prepared.database,
             _sqlite_claim: prepared.sqlite_claim,
         })
@@ -262,10 +270,14 @@ impl Application {
         &self.mail
     }
 
-    /// The mail between the service and the transport: its queue of
-    /// notices.
+    /// The mail between the service and the transport, and its counts.
     pub fn mail_dispatch(&self) -> Arc<MailDispatch> {
         self.dispatch.clone()
+    }
+
+    /// The thread that sends the notices queued in the database.
+    pub fn notice_sender(&self) -> NoticeSender {
+        self.notices.clone()
     }
 
     /// `sqlite` or `postgres`.
@@ -289,21 +301,23 @@ impl Application {
         if let Some(purge) = purge {
             purge.abort();
         }
-        let dispatch = self.dispatch;
-        let waiting = dispatch.notices_waiting();
-        if waiting > 0 {
-            tracing::info!(waiting, "sending the queued notices before stopping");
-            let (drained, lost) = actix_web::rt::task::spawn_blocking(move || {
-                (dispatch.drain(NOTICE_DRAIN), dispatch.notices_waiting())
-            })
-            .await
-            .unwrap_or((false, waiting));
-            if !drained {
-                tracing::warn!(
-                    lost,
-                    "stopping with notices not sent: the mail server did not take them in time"
-                );
-            }
+        // Notices left unsent stay in the database, for the next process
+        // that delivers: none is lost, only later.
+        let notices = self.notices;
+        let flushed = actix_web::rt::task::spawn_blocking({
+            let notices = notices.clone();
+            move || notices.flush(NOTICE_DRAIN)
+        })
+        .await
+        .unwrap_or(false);
+        notices.stop();
+        let waiting = self.dispatch.notices_waiting();
+        if !flushed || waiting > 0 {
+            tracing::warn!(
+                waiting,
+                "stopping with notices not sent: they stay in the database and are sent by the \
+                 next server"
+            );
         }
         served
     }
@@ -376,6 +390,7 @@ struct Prepared {
     bootstrapped: Option<Bootstrapped>,
     mail: String,
     dispatch: Arc<MailDispatch>,
+    notices: NoticeSender,
     database: &'static str,
     sqlite_claim: Option<std::fs::File>,
 }
@@ -422,8 +437,9 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     let key = store.fingerprint().to_string();
     let mailer = email_mailer(config)?;
     let mail = mailer.to_string();
-    let dispatch = Arc::new(MailDispatch::new(Arc::new(mailer)).map_err(StartError::Thread)?);
-    let mailer: Arc<dyn Mailer> = Arc::new(ObservedMailer::new(dispatch.clone()));
+    let dispatch = Arc::new(MailDispatch::new(Arc::new(mailer)));
+    let mailer: Arc<dyn Mailer> = dispatch.clone();
+    let notices = NoticeSender::new();
     let service = MfaService::new(
         store,
         mailer,
@@ -431,7 +447,8 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         Arc::new(OsRandomness),
         config.service_config(),
     )
-    .map_err(StartError::Service)?;
+    .map_err(StartError::Service)?
+    .with_notice_waker(notices.waker());
     let bootstrapped = bootstrap::run(&service, config).map_err(|e| match e {
         // With a generated password, a refusal is the announcement's (stdout
         // failed), a failure at run time.
@@ -446,6 +463,7 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         bootstrapped,
         mail,
         dispatch,
+        notices,
         database,
         sqlite_claim,
     })

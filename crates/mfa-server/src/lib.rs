@@ -10,6 +10,7 @@ pub mod logging;
 pub mod mail_dispatch;
 pub mod metrics;
 pub mod middleware;
+pub mod notice_sender;
 pub mod openapi;
 pub mod password_pool;
 pub mod routes;

@@ -21,18 +21,19 @@
 //!   confirmed (it may still arrive), not kept for the `QUIT`.
 //! - **Notices** ([`Mailer::send_notice`]: a factor added or removed, a
 //!   replay refused, a recovery code used, the notice of an email change)
-//!   report a change already made, whose failure changes nothing. They
-//!   are queued (at most [`NOTICE_QUEUE`]) and sent by a thread of their
-//!   own, in order, one at a time, so a request never waits for them. A
-//!   notice that finds the queue full is dropped and logged; queued
-//!   notices are sent before a graceful stop ends the process
-//!   ([`MailDispatch::drain`]); a crash loses them.
+//!   report a change already made. The service queues them in the
+//!   database with the change, and the thread of
+//!   [`crate::notice_sender`] sends them, one at a time, so a request
+//!   never waits for them. A notice waits for a send slot as long as it
+//!   takes, and for the mail server's answer too: one whose delivery is
+//!   unknown counts as sent, and one that failed is tried again later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use mfa_core::service::NoticeRun;
 use mfa_core::{Mail, MailError, Mailer};
 
 /// Messages sent at once, notices included.
@@ -48,9 +49,6 @@ pub const SEND_SLOT_WAIT: Duration = Duration::from_secs(2);
 /// ([`mfa_email::SMTP_TIMEOUT`]), and a second for the steps before it,
 /// which a mail server that answers takes milliseconds for.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(mfa_email::SMTP_TIMEOUT.as_secs() + 1);
-
-/// Notices queued at most.
-pub const NOTICE_QUEUE: usize = 10_000;
 
 /// Sends in flight, and a wake-up for a send waiting for a slot.
 #[derive(Debug, Default)]
@@ -95,17 +93,16 @@ impl Drop for Slot {
     }
 }
 
-/// What the notice thread and [`MailDispatch::drain`] share.
+/// Outcomes of notices (see [`MailDispatch::counts`]).
 #[derive(Debug, Default)]
-struct Backlog {
-    /// Notices queued and not yet sent (or failed).
-    waiting: Mutex<usize>,
-    emptied: Condvar,
-    /// Notices dropped because the queue was full.
-    dropped: AtomicU64,
-    /// Notices sent, and failed.
+struct Notices {
+    /// Sends of notices, by outcome.
     sent: AtomicU64,
     failed: AtomicU64,
+    /// Notices deleted unsent.
+    given_up: AtomicU64,
+    /// Notices in the database after the last delivery.
+    waiting: AtomicU64,
 }
 
 /// Outcomes of required messages (see [`MailDispatch::counts`]).
@@ -119,62 +116,46 @@ struct Required {
     unconfirmed: AtomicU64,
 }
 
-impl Backlog {
-    fn change(&self, by: isize) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        *waiting = waiting.saturating_add_signed(by);
-        if *waiting == 0 {
-            self.emptied.notify_all();
-        }
-    }
-}
-
 /// The mailer the service gets: see the module docs.
 pub struct MailDispatch {
     inner: Arc<dyn Mailer>,
     required: Arc<Required>,
     slots: Arc<Slots>,
-    notices: SyncSender<Mail>,
-    backlog: Arc<Backlog>,
+    notices: Notices,
 }
 
 impl std::fmt::Debug for MailDispatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MailDispatch")
             .field("slots", &self.slots)
-            .field("backlog", &self.backlog)
+            .field("notices", &self.notices)
             .finish_non_exhaustive()
     }
 }
 
 impl MailDispatch {
-    /// Deliver through `inner`; starts the notice thread.
-    pub fn new(inner: Arc<dyn Mailer>) -> std::io::Result<MailDispatch> {
-        let (notices, queue) = sync_channel(NOTICE_QUEUE);
-        let slots = Arc::new(Slots::default());
-        let backlog = Arc::new(Backlog::default());
-        {
-            let (inner, slots, backlog) = (inner.clone(), slots.clone(), backlog.clone());
-            std::thread::Builder::new()
-                .name("mail-notices".into())
-                .spawn(move || send_notices(queue, &*inner, &slots, &backlog))?;
-        }
-        Ok(MailDispatch {
+    /// Deliver through `inner`.
+    pub fn new(inner: Arc<dyn Mailer>) -> MailDispatch {
+        MailDispatch {
             inner,
             required: Arc::default(),
-            slots,
-            notices,
-            backlog,
-        })
+            slots: Arc::default(),
+            notices: Notices::default(),
+        }
     }
 
-    /// Notices queued and not yet sent.
-    pub fn notices_waiting(&self) -> usize {
-        *self
-            .backlog
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Notices in the database, claimed or not, after the last delivery
+    /// of this process.
+    pub fn notices_waiting(&self) -> u64 {
+        self.notices.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Record what a delivery of notices did, and how many wait after it.
+    pub fn note_notices(&self, run: &NoticeRun, waiting: u64) {
+        self.notices
+            .given_up
+            .fetch_add(run.given_up, Ordering::Relaxed);
+        self.notices.waiting.store(waiting, Ordering::Relaxed);
     }
 
     /// `(kind, outcome, count)` since the start: `kind` `required` (a
@@ -182,8 +163,8 @@ impl MailDispatch {
     /// `busy` (required: refused after waiting for a send slot),
     /// `unconfirmed` (required: the request stopped waiting at
     /// [`SEND_DEADLINE`]; the message is also counted as sent or failed
-    /// once the transport returns) or `dropped` (a notice: the queue was
-    /// full).
+    /// once the transport returns) or `given_up` (a notice deleted unsent:
+    /// refused for good, or failed at its every try).
     pub fn counts(&self) -> [(&'static str, &'static str, u64); 7] {
         let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
         [
@@ -191,48 +172,10 @@ impl MailDispatch {
             ("required", "failed", read(&self.required.failed)),
             ("required", "busy", read(&self.required.busy)),
             ("required", "unconfirmed", read(&self.required.unconfirmed)),
-            ("notice", "sent", read(&self.backlog.sent)),
-            ("notice", "failed", read(&self.backlog.failed)),
-            ("notice", "dropped", read(&self.backlog.dropped)),
+            ("notice", "sent", read(&self.notices.sent)),
+            ("notice", "failed", read(&self.notices.failed)),
+            ("notice", "given_up", read(&self.notices.given_up)),
         ]
-    }
-
-    /// Wait until every queued notice is sent (or failed), at most `wait`.
-    /// Whether the queue is empty.
-    pub fn drain(&self, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        let mut waiting = self
-            .backlog
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while *waiting > 0 {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            waiting = self
-                .backlog
-                .emptied
-                .wait_timeout(waiting, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
-    }
-}
-
-fn send_notices(queue: Receiver<Mail>, inner: &dyn Mailer, slots: &Arc<Slots>, backlog: &Backlog) {
-    for notice in queue {
-        {
-            let _slot = slots.take(None);
-            // The transport logs a failure; a notice is not tried again.
-            let outcome = match inner.send(&notice) {
-                Ok(()) => &backlog.sent,
-                Err(_) => &backlog.failed,
-            };
-            outcome.fetch_add(1, Ordering::Relaxed);
-        }
-        backlog.change(-1);
     }
 }
 
@@ -308,23 +251,16 @@ impl Mailer for MailDispatch {
         }
     }
 
-    fn send_notice(&self, mail: &Mail) {
-        self.backlog.change(1);
-        match self.notices.try_send(mail.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.backlog.change(-1);
-                self.backlog.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    queued = NOTICE_QUEUE,
-                    "notice not sent: the queue of notices is full"
-                );
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.backlog.change(-1);
-                let _ = self.send(mail);
-            }
-        }
+    fn send_notice(&self, mail: &Mail) -> Result<(), MailError> {
+        let _slot = self.slots.take(None);
+        // The transport logs a failure.
+        let sent = self.inner.send(mail);
+        let outcome = match sent {
+            Ok(()) => &self.notices.sent,
+            Err(_) => &self.notices.failed,
+        };
+        outcome.fetch_add(1, Ordering::Relaxed);
+        sent
     }
 
     fn accepts_address(&self, email: &str) -> bool {

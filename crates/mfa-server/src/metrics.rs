@@ -10,7 +10,7 @@
 //! | `mfa_log_lines_dropped_total` | | log lines dropped because stderr's reader was stalled ([`crate::logging`]) |
 //! | `mfa_password_queue_jobs` | | password checks (logins, recovery codes, new passwords) waiting for a thread of the password pool |
 //! | `mfa_password_jobs_refused_total` | | password checks refused with `429` because the queue's delay was over `MFA_PASSWORD_QUEUE_MAX_WAIT_SECS` ([`crate::password_pool`]) |
-//! | `mfa_mail_messages_total` | kind, outcome | mail, by `kind`: `required` (codes, email-change links: a request waits for them) or `notice` (queued); `outcome`: `sent`, `failed` (the mail server refused it or did not answer), `busy` (a required message refused after waiting for one of the sends at once), `unconfirmed` (a request stopped waiting for its message after 11 s; the message is counted as `sent` or `failed` as well when the mail server answers), `dropped` (a notice, the queue full) ([`crate::mail_dispatch`]) |
+//! | `mfa_mail_messages_total` | kind, outcome | mail, by `kind`: `required` (codes, email-change links: a request waits for them) or `notice` (queued); `outcome`: `sent`, `failed` (the mail server refused it or did not answer), `busy` (a required message refused after waiting for one of the sends at once), `unconfirmed` (a request stopped waiting for its message after 11 s; the message is counted as `sent` or `failed` as well when the mail server answers), `given_up` (a notice deleted unsent; a notice's `failed` counts each failed try) ([`crate::mail_dispatch`], [`crate::notice_sender`]) |
 //! | `mfa_mail_notices_queued` | | notices waiting to be sent |
 //!
 //! Every label takes its value from a fixed set: a client that chose a
@@ -19,14 +19,13 @@
 //! without bound.
 //!
 //! The domain does no IO, so outcomes are read from results at the HTTP
-//! layer. A replay answers `invalid_code` like any wrong code; the domain
-//! mails the owner a warning, and [`ObservedMailer`] notices that mail on
-//! the blocking thread that runs the verification ([`watch_replay`]).
+//! layer. A replay answers `invalid_code` like any wrong code; the service
+//! says which refusal was a replay
+//! ([`mfa_core::MfaService::verify_mfa_of_token_noting_replay`]).
 
-use std::cell::Cell;
 use std::sync::Arc;
 
-use mfa_core::{Mail, MailError, MailKind, Mailer, MfaError};
+use mfa_core::MfaError;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -340,52 +339,6 @@ impl Collector for MailLoad {
     }
 }
 
-thread_local! {
-    /// Set when a replay warning is mailed on this thread.
-    static REPLAY_SEEN: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Run `f` (a verification, on a blocking thread) and say whether it
-/// refused a replayed authenticator code.
-pub fn watch_replay<T>(f: impl FnOnce() -> T) -> (T, bool) {
-    REPLAY_SEEN.set(false);
-    let out = f();
-    (out, REPLAY_SEEN.replace(false))
-}
-
-/// A mailer that notes replay warnings for [`watch_replay`], then delivers
-/// through the real mailer.
-pub struct ObservedMailer {
-    inner: Arc<dyn Mailer>,
-}
-
-impl ObservedMailer {
-    /// Wrap the real mailer.
-    pub fn new(inner: Arc<dyn Mailer>) -> ObservedMailer {
-        ObservedMailer { inner }
-    }
-}
-
-impl Mailer for ObservedMailer {
-    fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        if mail.kind == MailKind::ReplayRefused {
-            REPLAY_SEEN.set(true);
-        }
-        self.inner.send(mail)
-    }
-
-    fn send_notice(&self, mail: &Mail) {
-        if mail.kind == MailKind::ReplayRefused {
-            REPLAY_SEEN.set(true);
-        }
-        self.inner.send_notice(mail)
-    }
-
-    fn accepts_address(&self, email: &str) -> bool {
-        self.inner.accepts_address(email)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,22 +383,5 @@ mod tests {
             text.contains("# TYPE mfa_log_lines_dropped counter\nmfa_log_lines_dropped_total 0\n"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn replay_mail_is_noticed_on_its_thread() {
-        let inner = Arc::new(mfa_core::ports::MemoryMailer::default());
-        let mailer = ObservedMailer::new(inner.clone());
-        let send = |kind| {
-            mailer.send(&Mail {
-                to: "a@example.com".into(),
-                kind,
-            })
-        };
-        let (_, replayed) = watch_replay(|| send(MailKind::ReplayRefused));
-        assert!(replayed);
-        let (_, replayed) = watch_replay(|| send(MailKind::RecoveryCodeUsed { remaining: 1 }));
-        assert!(!replayed);
-        assert_eq!(inner.sent().len(), 2);
     }
 }

@@ -91,6 +91,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    notices (id) {
+        id -> Int8,
+        recipient -> Text,
+        payload -> Text,
+        queued_at -> Int8,
+        due_at -> Int8,
+        attempts -> Int4,
+    }
+}
+
+diesel::table! {
     orgs (id) {
         id -> Int8,
         name -> Text,
@@ -170,6 +181,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     encryption_key_fingerprint,
     failure_counters,
     memberships,
+    notices,
     orgs,
     password_failures,
     recovery_codes,

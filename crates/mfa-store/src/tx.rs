@@ -14,7 +14,7 @@ use diesel::dsl::case_when;
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
 use diesel::upsert::excluded;
-use mfa_core::ports::StoreResult;
+use mfa_core::ports::{NewNotice, QueuedNotice, StoreResult};
 use mfa_core::{
     AssuranceLevel, AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange,
     EmailCode, FactorStates, FailureKind, FailureState, FailureSubject, Membership,
@@ -393,7 +393,24 @@ macro_rules! old_audit_events {
     };
 }
 
+/// The notices due at `now`, oldest first.
+macro_rules! due_notices {
+    ($now:expr, $limit:expr) => {
+        notices::table
+            .select(notices::id)
+            .filter(notices::due_at.le($now.0))
+            .order(notices::id)
+            .limit(i64::from($limit))
+    };
+}
+
 impl Tx<'_, diesel::SqliteConnection> {
+    /// The notices a claim takes. Write transactions are serial here:
+    /// nobody else holds them.
+    fn due_notice_ids(&mut self, now: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
+        due_notices!(now, limit).load(self.conn)
+    }
+
     /// The sessions a purge deletes. Write transactions are serial here:
     /// nobody else holds them.
     fn ended_session_ids(&mut self, purge: &SessionPurge) -> QueryResult<Vec<i64>> {
@@ -422,6 +439,15 @@ impl Tx<'_, diesel::SqliteConnection> {
 }
 
 impl Tx<'_, diesel::PgConnection> {
+    /// Locked, skipping those another process is claiming: two processes
+    /// delivering at once take different notices, and neither waits.
+    fn due_notice_ids(&mut self, now: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
+        due_notices!(now, limit)
+            .for_update()
+            .skip_locked()
+            .load(self.conn)
+    }
+
     /// The sessions a purge deletes, locked, skipping those another
     /// transaction holds (a session being verified or revoked, under its
     /// user's lock): a purge never waits for a request, so it never
@@ -2034,6 +2060,91 @@ macro_rules! impl_store_tx {
                         .db()?;
                 }
                 Ok(())
+            }
+
+            // ---- notices
+
+            fn queue_notices(&mut self, queued: &[NewNotice<'_>]) -> StoreResult<()> {
+                // Four bound values a row.
+                for chunk in queued.chunks(IDS_PER_QUERY) {
+                    let rows: Vec<_> = chunk
+                        .iter()
+                        .map(|n| {
+                            (
+                                notices::recipient.eq(n.to),
+                                notices::payload.eq(n.payload),
+                                notices::queued_at.eq(n.queued_at.0),
+                                notices::due_at.eq(n.queued_at.0),
+                            )
+                        })
+                        .collect();
+                    diesel::insert_into(notices::table)
+                        .values(rows)
+                        .execute(self.conn)
+                        .db()?;
+                }
+                Ok(())
+            }
+
+            fn claim_notices(
+                &mut self,
+                now: Timestamp,
+                lease_until: Timestamp,
+                limit: u32,
+            ) -> StoreResult<Vec<QueuedNotice>> {
+                let due = self.due_notice_ids(now, limit).db()?;
+                if due.is_empty() {
+                    return Ok(Vec::new());
+                }
+                diesel::update(notices::table.filter(notices::id.eq_any(&due)))
+                    .set((
+                        notices::attempts.eq(notices::attempts + 1),
+                        notices::due_at.eq(lease_until.0),
+                    ))
+                    .execute(self.conn)
+                    .db()?;
+                let rows: Vec<(i64, String, String, i64, i32)> = notices::table
+                    .select((
+                        notices::id,
+                        notices::recipient,
+                        notices::payload,
+                        notices::queued_at,
+                        notices::attempts,
+                    ))
+                    .filter(notices::id.eq_any(&due))
+                    .order(notices::id)
+                    .load(self.conn)
+                    .db()?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, to, payload, queued_at, attempts)| QueuedNotice {
+                        id,
+                        to,
+                        payload,
+                        queued_at: Timestamp(queued_at),
+                        attempts: u32::try_from(attempts).unwrap_or(0),
+                    })
+                    .collect())
+            }
+
+            fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()> {
+                diesel::update(notices::table.find(id))
+                    .set(notices::due_at.eq(at.0))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(())
+            }
+
+            fn delete_notice(&mut self, id: i64) -> StoreResult<bool> {
+                let deleted = diesel::delete(notices::table.find(id))
+                    .execute(self.conn)
+                    .db()?;
+                Ok(deleted > 0)
+            }
+
+            fn count_notices(&mut self) -> StoreResult<u64> {
+                let count: i64 = notices::table.count().get_result(self.conn).db()?;
+                Ok(count as u64)
             }
 
             // ---- many users at once

@@ -64,7 +64,7 @@ impl<S: Store> MfaService<S> {
         let params = self.config.totp;
         let expires_at = now.plus_secs(self.config.pending_secret_ttl_secs);
         let issuer = self.display_issuer();
-        self.store.write(|tx| {
+        self.write(|tx| {
             lock_user(tx, caller.user_id)?;
             may_change_factors(
                 caller.level,
@@ -110,7 +110,7 @@ impl<S: Store> MfaService<S> {
             org: Some(caller.org_id),
             what: "authenticator enrollment code",
         };
-        let result = self.write_then_refusal_audited(&trace, now, |tx| {
+        self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
             may_change_factors(
                 caller.level,
@@ -176,17 +176,15 @@ impl<S: Store> MfaService<S> {
             }
             clear_attempt(tx, &attempt)?;
             audit_own(tx, caller, now, AuditAction::AuthenticatorEnrolled, "")?;
-            self.finish_enrollment(tx, caller, now).map(Ok)
-        });
-        if result.is_ok() {
             self.notify_owner(
+                tx,
                 caller.user_id,
                 MailKind::FactorEnrolled {
                     method: MfaMethod::Authenticator,
                 },
-            );
-        }
-        result
+            )?;
+            self.finish_enrollment(tx, caller, now).map(Ok)
+        })
     }
 
     /// Email an enrollment code to the caller's address.
@@ -215,7 +213,7 @@ impl<S: Store> MfaService<S> {
             org: Some(caller.org_id),
             what: "email enrollment code",
         };
-        let result = self.write_then_refusal_audited(&trace, now, |tx| {
+        self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
             let factors = load_factors(tx, caller.user_id)?;
             may_change_factors(caller.level, caller.mfa_passed, &factors)?;
@@ -230,17 +228,15 @@ impl<S: Store> MfaService<S> {
             tx.set_email_factor_verified(caller.user_id, now)?;
             clear_attempt(tx, &attempt)?;
             audit_own(tx, caller, now, AuditAction::EmailEnrolled, "")?;
-            self.finish_enrollment(tx, caller, now).map(Ok)
-        });
-        if result.is_ok() {
             self.notify_owner(
+                tx,
                 caller.user_id,
                 MailKind::FactorEnrolled {
                     method: MfaMethod::Email,
                 },
-            );
-        }
-        result
+            )?;
+            self.finish_enrollment(tx, caller, now).map(Ok)
+        })
     }
 
     /// A session that completes enrollment has verified a factor: a
@@ -260,13 +256,6 @@ impl<S: Store> MfaService<S> {
                 }
                 Ok(None)
             }
-        }
-    }
-
-    /// Mail the user a notice (best effort).
-    pub(crate) fn notify_owner(&self, user: UserId, kind: MailKind) {
-        if let Ok(user) = self.store.read(|tx| load_user(tx, user)) {
-            self.notify(&user.email, kind);
         }
     }
 
@@ -382,52 +371,48 @@ impl<S: Store> MfaService<S> {
             org: Some(caller.org_id),
             what: "recovery code",
         };
-        let (verified, recovery_codes_left) =
-            self.write_then_refusal_audited(&trace, now, |tx| {
-                lock_user(tx, caller.user_id)?;
-                let mut recovery_codes_left = None;
-                if let Some(matched) = recovery {
-                    match self.consume_recovery_match(tx, caller, matched, now)? {
-                        Ok(attempt) => clear_attempt(tx, &attempt)?,
-                        Err(refusal) => return Ok(Err(refusal)),
-                    }
-                    recovery_codes_left = Some(tx.unused_recovery_codes(caller.user_id)?);
+        self.write_then_refusal_audited(&trace, now, |tx| {
+            lock_user(tx, caller.user_id)?;
+            if let Some(matched) = recovery {
+                match self.consume_recovery_match(tx, caller, matched, now)? {
+                    Ok(attempt) => clear_attempt(tx, &attempt)?,
+                    Err(refusal) => return Ok(Err(refusal)),
                 }
-                let verified = matches!(
-                    tx.authenticator_state(caller.user_id)?,
-                    Some(AuthenticatorState::Verified { .. })
-                );
-                if !tx.delete_authenticator(caller.user_id)? {
-                    return Err(MfaError::NotEnrolled("no authenticator to reset"));
-                }
-                // An enrollment not yet confirmed is withdrawn: no factor went,
-                // so no other session ends and no notice goes out (an audit
-                // saw "sign-in methods were removed" mailed for one).
-                let detail = if verified {
-                    tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
-                    "self reset"
-                } else {
-                    "pending enrollment withdrawn"
-                };
-                audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
-                Ok(Ok((verified, recovery_codes_left)))
-            })?;
-        // A recovery code spent is told apart from the reset it proved, as
-        // at a login: with the password and a stolen code, someone else
-        // may have removed the authenticator.
-        if let Some(remaining) = recovery_codes_left {
-            self.notify_owner(caller.user_id, MailKind::RecoveryCodeUsed { remaining });
-        }
-        if verified {
-            self.notify_owner(
-                caller.user_id,
-                MailKind::FactorReset {
-                    methods: vec![MfaMethod::Authenticator],
-                    by_admin: None,
-                },
+                // A recovery code spent is told apart from the reset it
+                // proved, as at a login: with the password and a stolen
+                // code, someone else may have removed the authenticator.
+                let remaining = tx.unused_recovery_codes(caller.user_id)?;
+                self.notify_owner(tx, caller.user_id, MailKind::RecoveryCodeUsed { remaining })?;
+            }
+            let verified = matches!(
+                tx.authenticator_state(caller.user_id)?,
+                Some(AuthenticatorState::Verified { .. })
             );
-        }
-        Ok(())
+            if !tx.delete_authenticator(caller.user_id)? {
+                return Err(MfaError::NotEnrolled("no authenticator to reset"));
+            }
+            // An enrollment not yet confirmed is withdrawn: no factor went,
+            // so no other session ends and no notice goes out (an audit
+            // saw "sign-in methods were removed" mailed for one).
+            let detail = if verified {
+                tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
+                "self reset"
+            } else {
+                "pending enrollment withdrawn"
+            };
+            audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
+            if verified {
+                self.notify_owner(
+                    tx,
+                    caller.user_id,
+                    MailKind::FactorReset {
+                        methods: vec![MfaMethod::Authenticator],
+                        by_admin: None,
+                    },
+                )?;
+            }
+            Ok(Ok(()))
+        })
     }
 
     /// Generate a new set of recovery codes, voiding the old set. The codes
@@ -503,7 +488,7 @@ impl<S: Store> MfaService<S> {
             replaces,
             ..
         } = hashed;
-        self.store.write(|tx| {
+        self.write(|tx| {
             lock_user(tx, caller.user_id)?;
             may_have_recovery_codes(caller, &load_factors(tx, caller.user_id)?)?;
             if recovery_set_of(tx, caller.user_id)? != replaces {
@@ -520,19 +505,22 @@ impl<S: Store> MfaService<S> {
                 now,
                 AuditAction::RecoveryCodesGenerated,
                 format!("{} codes", hashes.len()),
-            )
+            )?;
+            // A set replaced is a set its owner may have kept somewhere
+            // safe: they hear that it no longer works (the first set
+            // replaces none).
+            if replaces.is_some() {
+                self.notify_owner(
+                    tx,
+                    caller.user_id,
+                    MailKind::SignInChanged {
+                        change: SignInChange::RecoveryCodesReplaced,
+                        by_admin: None,
+                    },
+                )?;
+            }
+            Ok(())
         })?;
-        // A set replaced is a set its owner may have kept somewhere safe:
-        // they hear that it no longer works (the first set replaces none).
-        if replaces.is_some() {
-            self.notify_owner(
-                caller.user_id,
-                MailKind::SignInChanged {
-                    change: SignInChange::RecoveryCodesReplaced,
-                    by_admin: None,
-                },
-            );
-        }
         Ok(codes)
     }
 }
@@ -587,7 +575,7 @@ impl<S: Store> MfaService<S> {
     /// user has one.
     pub fn set_personal_opt_in(&self, caller: &FullCaller, opt_in: bool) -> MfaResult<()> {
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             let mut user = load_user_for_update(tx, caller.user_id)?;
             if user.mfa_opt_in == opt_in {
                 return Ok(());

@@ -8,6 +8,7 @@
 //! returns the error.
 
 mod enroll;
+mod notices;
 mod operator;
 mod orgs;
 mod purge;
@@ -15,6 +16,7 @@ mod session;
 mod users;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use mfa_totp::TotpParams;
 
@@ -26,6 +28,10 @@ use crate::policy::{FactorSummary, LockoutPolicy};
 use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Store, StoreTx};
 
 pub use enroll::{HashedRecoveryCodes, MfaStatus, NewRecoveryCodes, PendingAuthenticator};
+pub use notices::{
+    NOTICE_BATCH, NOTICE_FIRST_RETRY_SECS, NOTICE_LEASE_SECS, NOTICE_MAX_ATTEMPTS,
+    NOTICE_MAX_RETRY_SECS, NoticeRun, NoticeWaker, retry_delay,
+};
 pub use operator::{OPERATOR, OperatorConsole, OperatorNewUser, OperatorReset};
 pub use orgs::OrgPatch;
 pub use purge::{
@@ -184,6 +190,11 @@ pub struct MfaService<S: Store> {
     rng: Arc<dyn Randomness>,
     config: ServiceConfig,
     hasher: PasswordHasher,
+    /// Wakes the sender of queued notices; `None`: each request sends the
+    /// notices it queued itself, after its commit.
+    notice_waker: Option<NoticeWaker>,
+    /// Transactions that queued notices, ever (see [`MfaService::write`]).
+    notices_queued: AtomicU64,
 }
 
 impl<S: Store> MfaService<S> {
@@ -205,6 +216,8 @@ impl<S: Store> MfaService<S> {
             rng,
             config,
             hasher,
+            notice_waker: None,
+            notices_queued: AtomicU64::new(0),
         })
     }
 
@@ -279,7 +292,7 @@ impl<S: Store> MfaService<S> {
         &self,
         f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
     ) -> MfaResult<T> {
-        self.store.write(f)?
+        self.write(f)?
     }
 
     /// [`Self::write_then`] for a transaction that checks a secret of
@@ -296,7 +309,7 @@ impl<S: Store> MfaService<S> {
         now: Timestamp,
         f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
     ) -> MfaResult<T> {
-        match self.store.write(f) {
+        match self.write(f) {
             Ok(result) => result,
             Err(refusal) => Err(self.audit_locked_out_refusal(attempt, now, refusal)?),
         }
@@ -312,7 +325,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<MfaError> {
         if let MfaError::TooManyAttempts { retry_after_secs } = refusal {
             let user = attempt.user;
-            self.store.write(|tx| {
+            self.write(|tx| {
                 audit(
                     tx,
                     now,
@@ -345,8 +358,6 @@ impl<S: Store> MfaService<S> {
         }
     }
 
-    /// Deliver a notice; failures do not undo what the notice reports (the
-    /// mail adapter logs them).
     /// [`lock_attempt`] for `user`'s codes, under the configured policy.
     pub(crate) fn lock_code_attempt(
         &self,
@@ -355,13 +366,6 @@ impl<S: Store> MfaService<S> {
         now: Timestamp,
     ) -> MfaResult<Attempt<'static>> {
         lock_attempt(tx, &self.config.code_lockout, FailureKind::Code, user, now)
-    }
-
-    fn notify(&self, to: &str, kind: MailKind) {
-        self.mailer.send_notice(&Mail {
-            to: to.to_string(),
-            kind,
-        });
     }
 
     /// Deliver a message the caller cannot do without (a code).

@@ -96,7 +96,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     pub fn create_org(&self, name: &str) -> MfaResult<Org> {
         let name = super::orgs::check_org_name(name)?;
         let now = self.service.now();
-        self.service.store.write(|tx| {
+        self.service.write(|tx| {
             let org = tx.insert_org(&name, now)?;
             audit(
                 tx,
@@ -124,7 +124,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
         }
         let hash = s.hasher.hash(&req.password, s.rng.as_ref())?;
         let now = s.now();
-        s.store.write(|tx| {
+        s.write(|tx| {
             if let Some(org) = req.org {
                 tx.org_for_reference(org)?
                     .ok_or(MfaError::NotFound("org"))?;
@@ -184,7 +184,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     ) -> MfaResult<(Membership, bool)> {
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = self.service.now();
-        self.service.store.write(|tx| {
+        self.service.write(|tx| {
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             let user = tx
@@ -241,7 +241,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     /// anything changed.
     pub fn set_mfa_enforced(&self, org: OrgId, enforced: bool) -> MfaResult<bool> {
         let now = self.service.now();
-        self.service.store.write(|tx| {
+        self.service.write(|tx| {
             let mut o = tx.org_for_update(org)?.ok_or(MfaError::NotFound("org"))?;
             if o.is_mfa_enforced == enforced {
                 return Ok(false);
@@ -270,7 +270,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
         let s = self.service;
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = s.now();
-        let reset = s.store.write(|tx| {
+        let reset = s.write(|tx| {
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
@@ -293,22 +293,23 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                     audit_detail("all factors removed"),
                 )?;
             }
+            let methods = had.methods();
+            if !methods.is_empty() {
+                s.notify(
+                    tx,
+                    &user.email,
+                    MailKind::FactorReset {
+                        methods,
+                        by_admin: Some(format!("the {OPERATOR}")),
+                    },
+                )?;
+            }
             Ok(OperatorReset {
                 user,
                 had,
                 sessions_ended,
             })
         })?;
-        let methods = reset.had.methods();
-        if !methods.is_empty() {
-            s.notify(
-                &reset.user.email,
-                MailKind::FactorReset {
-                    methods,
-                    by_admin: Some(format!("the {OPERATOR}")),
-                },
-            );
-        }
         Ok(reset)
     }
 
@@ -320,7 +321,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     pub fn set_mfa_opt_out(&self, org: OrgId, email: &str, opt_out: bool) -> MfaResult<bool> {
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = self.service.now();
-        let changed = self.service.store.write(|tx| {
+        let changed = self.service.write(|tx| {
             tx.org(org)?.ok_or(MfaError::NotFound("org"))?;
             let user = tx
                 .user_by_email(&email)?
@@ -347,17 +348,18 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 action,
                 audit_detail(""),
             )?;
+            if opt_out {
+                self.service.notify(
+                    tx,
+                    &email,
+                    MailKind::SignInChanged {
+                        change: SignInChange::MfaOptOut,
+                        by_admin: Some(format!("the {OPERATOR}")),
+                    },
+                )?;
+            }
             Ok(true)
         })?;
-        if changed && opt_out {
-            self.service.notify(
-                &email,
-                MailKind::SignInChanged {
-                    change: SignInChange::MfaOptOut,
-                    by_admin: Some(format!("the {OPERATOR}")),
-                },
-            );
-        }
         Ok(changed)
     }
 }

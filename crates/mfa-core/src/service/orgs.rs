@@ -54,7 +54,7 @@ impl<S: Store> MfaService<S> {
         } else {
             require_current_org_admin(caller)?;
         }
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_admin_step_up(tx, caller)?;
             let ids = if all_orgs {
                 tx.all_orgs()?.into_iter().map(|o| o.id).collect()
@@ -99,14 +99,11 @@ impl<S: Store> MfaService<S> {
     /// recovery codes) and end their sessions. All ids must be members of
     /// the current org, else nothing changes and the answer is `NotFound`.
     ///
-    /// After the commit, each user who had a factor is mailed a notice
-    /// naming what was removed ([`Mailer::send_notice`]), one after the
-    /// other, inside this call unless the mailer queues notices (the
-    /// server's does): with a mailer that sends at once and takes 50 ms a
-    /// message, a reset of 1,000 users returns after about 50 s (a notice
-    /// that fails is not reported back).
-    ///
-    /// [`Mailer::send_notice`]: crate::ports::Mailer::send_notice
+    /// Each user who had a factor is sent a notice naming what was
+    /// removed, queued in the reset's transaction (see
+    /// [`MfaService::deliver_notices`]). Without a
+    /// [`MfaService::with_notice_waker`] the first batch of them is sent
+    /// inside this call, and the rest by the next `deliver_notices`.
     pub fn reset_mfa(&self, caller: &FullCaller, ids: &[UserId]) -> MfaResult<()> {
         let now = self.now();
         require_current_org_admin(caller)?;
@@ -122,7 +119,7 @@ impl<S: Store> MfaService<S> {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        let (admin, users) = self.store.write(|tx| {
+        self.write(|tx| {
             tx.lock_users(&ids)?;
             // Only active members: an admin of an org the user left (or was
             // deactivated in) has no say over the user's factors.
@@ -160,21 +157,18 @@ impl<S: Store> MfaService<S> {
                 })
                 .collect();
             tx.insert_audits(&events)?;
-            Ok((admin, users))
-        })?;
-        for (user, methods) in users {
-            if methods.is_empty() {
-                continue;
-            }
-            self.notify(
-                &user.email,
-                MailKind::FactorReset {
-                    methods,
-                    by_admin: Some(admin.clone()),
-                },
-            );
-        }
-        Ok(())
+            let notices = users
+                .into_iter()
+                .filter(|(_, methods)| !methods.is_empty())
+                .map(|(user, methods)| {
+                    let kind = MailKind::FactorReset {
+                        methods,
+                        by_admin: Some(admin.clone()),
+                    };
+                    (user.email, kind)
+                });
+            self.notify_all(tx, notices)
+        })
     }
 
     /// Remove the users' factors: the authenticator always, the email
@@ -201,7 +195,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         require_current_org_admin(caller)?;
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
-        let (admin, user) = self.store.write(|tx| {
+        self.write(|tx| {
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
@@ -225,20 +219,20 @@ impl<S: Store> MfaService<S> {
                 AuditAction::AuthenticatorReset,
                 "by an admin",
             )?;
-            Ok((acting_admin(tx, caller)?, (user, verified)))
-        })?;
-        let (user, verified) = user;
-        // An enrollment never confirmed was no sign-in method.
-        if verified {
-            self.notify(
-                &user.email,
-                MailKind::FactorReset {
-                    methods: vec![MfaMethod::Authenticator],
-                    by_admin: Some(admin),
-                },
-            );
-        }
-        Ok(())
+            // An enrollment never confirmed was no sign-in method.
+            if verified {
+                let admin = acting_admin(tx, caller)?;
+                self.notify(
+                    tx,
+                    &user.email,
+                    MailKind::FactorReset {
+                        methods: vec![MfaMethod::Authenticator],
+                        by_admin: Some(admin),
+                    },
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Create an org (superadmin).
@@ -246,7 +240,7 @@ impl<S: Store> MfaService<S> {
         require_super_admin(caller)?;
         let name = check_org_name(name)?;
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             let org = tx.insert_org(&name, now)?;
             audit(
                 tx,
@@ -280,7 +274,7 @@ impl<S: Store> MfaService<S> {
             )));
         }
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_org_admin(caller, id, tx.membership(caller.user_id, id)?.as_ref())?;
             require_admin_step_up(tx, caller)?;
             let mut org = tx.org_for_update(id)?.ok_or(MfaError::NotFound("org"))?;
@@ -324,7 +318,7 @@ impl<S: Store> MfaService<S> {
             ));
         }
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_admin_step_up(tx, caller)?;
             if !tx.delete_org(id)? {
                 return Err(MfaError::NotFound("org"));
@@ -351,7 +345,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Membership> {
         let email = normalize_email(email)?;
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
             require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
@@ -405,7 +399,7 @@ impl<S: Store> MfaService<S> {
         patch: &MembershipPatch,
     ) -> MfaResult<Membership> {
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
             require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
@@ -432,7 +426,7 @@ impl<S: Store> MfaService<S> {
     /// An org admin cannot remove the org's last active admin.
     pub fn remove_member(&self, caller: &FullCaller, org: OrgId, user: UserId) -> MfaResult<()> {
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
             require_admin_step_up(tx, caller)?;
             let guard = LastAdminGuard::take(tx, caller, org, true)?;
@@ -470,7 +464,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<()> {
         require_current_org_admin(caller)?;
         let now = self.now();
-        let opted_out = self.store.write(|tx| {
+        self.write(|tx| {
             require_admin_step_up(tx, caller)?;
             let guard =
                 LastAdminGuard::take(tx, caller, caller.org_id, patch.may_end_admin_rights())?;
@@ -483,7 +477,7 @@ impl<S: Store> MfaService<S> {
             let before = m.clone();
             patch.apply_to(&mut m);
             if m == before {
-                return Ok(None);
+                return Ok(());
             }
             guard.check(tx, &before, Some(&m))?;
             tx.update_membership(&m)?;
@@ -515,20 +509,17 @@ impl<S: Store> MfaService<S> {
             // An opt-out takes a requirement away: its owner hears of it.
             if m.mfa_opt_out && !before.mfa_opt_out {
                 let admin = acting_admin(tx, caller)?;
-                return Ok(Some((member.email, admin)));
+                self.notify(
+                    tx,
+                    &member.email,
+                    MailKind::SignInChanged {
+                        change: SignInChange::MfaOptOut,
+                        by_admin: Some(admin),
+                    },
+                )?;
             }
-            Ok(None)
-        })?;
-        if let Some((to, admin)) = opted_out {
-            self.notify(
-                &to,
-                MailKind::SignInChanged {
-                    change: SignInChange::MfaOptOut,
-                    by_admin: Some(admin),
-                },
-            );
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The current org's licence counts (its admins).

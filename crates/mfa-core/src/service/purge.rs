@@ -100,7 +100,7 @@ impl<S: Store> MfaService<S> {
         let mut deleted = 0;
         loop {
             // Each full batch deleted rows that existed, so this ends.
-            let n = self.store.write(|tx| Ok(batch(tx)?))?;
+            let n = self.write(|tx| Ok(batch(tx)?))?;
             deleted += n;
             if n < u64::from(PURGE_BATCH) {
                 return Ok(deleted);

@@ -391,7 +391,7 @@ impl<S: Store> MfaService<S> {
         let caller = self.live_caller(&found, now)?;
         let last_seen = found.session.last_seen_at;
         if last_seen.secs_until(now) >= self.config.last_seen_granularity_secs {
-            self.store.write(|tx| {
+            self.write(|tx| {
                 tx.touch_session(caller.session_id, now)?;
                 Ok(())
             })?;
@@ -441,7 +441,7 @@ impl<S: Store> MfaService<S> {
     /// End the caller's session.
     pub fn logout(&self, caller: &Caller) -> MfaResult<()> {
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             tx.revoke_session(caller.session_id, now)?;
             audit_own(tx, caller, now, AuditAction::Logout, "")
         })
@@ -472,7 +472,7 @@ impl<S: Store> MfaService<S> {
         let code = new_numeric_code(self.rng.as_ref(), config.email_code_digits);
         let salt = new_salt(self.rng.as_ref());
         let expires_at = now.plus_secs(config.email_code_ttl_secs);
-        let stored = self.store.write(|tx| {
+        let stored = self.write(|tx| {
             // Under the user's lock, so that racing sends read each other's
             // code: without it, on PostgreSQL, each saw none and mailed one.
             lock_user(tx, user.id)?;
@@ -517,7 +517,7 @@ impl<S: Store> MfaService<S> {
         if let Err(e) = self.deliver(&user.email, kind) {
             // A message that may still arrive keeps its code working.
             if !matches!(e, MfaError::MailUnconfirmed { .. }) {
-                self.store.write(|tx| {
+                self.write(|tx| {
                     tx.delete_email_code(stored.id)?;
                     Ok(())
                 })?;
@@ -690,7 +690,7 @@ impl<S: Store> MfaService<S> {
         {
             return Ok(token);
         }
-        self.verify_mfa_locked(caller, method, code, now)
+        self.verify_mfa_locked(caller, method, code, now).0
     }
 
     /// [`MfaService::authenticate`] and [`MfaService::verify_mfa`] for the
@@ -705,33 +705,59 @@ impl<S: Store> MfaService<S> {
         method: MfaMethod,
         code: &str,
     ) -> MfaResult<NewToken> {
+        self.verify_mfa_of_token_noting_replay(token, method, code)
+            .0
+    }
+
+    /// [`MfaService::verify_mfa_of_token`], and whether it refused a
+    /// replayed authenticator code: a replay answers
+    /// [`MfaError::InvalidCode`] as any wrong code does, and an adapter
+    /// that counts replays apart (a server's metrics) learns it here.
+    pub fn verify_mfa_of_token_noting_replay(
+        &self,
+        token: &str,
+        method: MfaMethod,
+        code: &str,
+    ) -> (MfaResult<NewToken>, bool) {
         let now = self.now();
-        let token_hash = bearer_token_hash(token)?;
-        if method == MfaMethod::Authenticator
-            && let Some(token) =
-                self.apply_authenticator_success(CodeOwner::Token(&token_hash), None, code, now)?
-        {
-            return Ok(token);
+        let token_hash = match bearer_token_hash(token) {
+            Ok(hash) => hash,
+            Err(refusal) => return (Err(refusal), false),
+        };
+        if method == MfaMethod::Authenticator {
+            match self.apply_authenticator_success(CodeOwner::Token(&token_hash), None, code, now) {
+                Ok(Some(token)) => return (Ok(token), false),
+                Ok(None) => {}
+                Err(failure) => return (Err(failure), false),
+            }
         }
-        let caller = self.authenticate(token)?;
-        self.verify_mfa_locked(&caller, method, code, now)
+        match self.authenticate(token) {
+            Ok(caller) => self.verify_mfa_locked(&caller, method, code, now),
+            Err(refusal) => (Err(refusal), false),
+        }
     }
 
     /// [`MfaService::verify_mfa`] under the user's lock, in one write
-    /// transaction: decides every refusal.
+    /// transaction: decides every refusal. Also whether a replayed
+    /// authenticator code was refused.
     fn verify_mfa_locked(
         &self,
         caller: &Caller,
         method: MfaMethod,
         code: &str,
         now: Timestamp,
-    ) -> MfaResult<NewToken> {
+    ) -> (MfaResult<NewToken>, bool) {
         // argon2 runs outside the transaction: it takes milliseconds and
         // SQLite has one writer.
         let recovery_match = match method {
             MfaMethod::Recovery => {
-                let check = self.recovery_code_begin(caller, code)?;
-                Some(self.recovery_match_of(caller, self.check_recovery_code(check))?)
+                let matched = self.recovery_code_begin(caller, code).and_then(|check| {
+                    self.recovery_match_of(caller, self.check_recovery_code(check))
+                });
+                match matched {
+                    Ok(matched) => Some(matched),
+                    Err(refusal) => return (Err(refusal), false),
+                }
             }
             _ => None,
         };
@@ -750,6 +776,7 @@ impl<S: Store> MfaService<S> {
         let now = checked.now;
         let recovery_match = self.recovery_match_of(caller, checked)?;
         self.verify_mfa_checked(caller, MfaMethod::Recovery, "", Some(recovery_match), now)
+            .0
     }
 
     /// [`MfaService::verify_mfa_locked`]'s transaction, a recovery code
@@ -761,7 +788,7 @@ impl<S: Store> MfaService<S> {
         code: &str,
         recovery_match: Option<Option<i64>>,
         now: Timestamp,
-    ) -> MfaResult<NewToken> {
+    ) -> (MfaResult<NewToken>, bool) {
         let mut replayed = false;
         let trace = AttemptTrace {
             user: Some(caller.user_id),
@@ -791,7 +818,12 @@ impl<S: Store> MfaService<S> {
             };
             let attempt = match checked {
                 Ok(attempt) => attempt,
-                Err(refusal) => return Ok(Err(refusal)),
+                Err(refusal) => {
+                    if replayed {
+                        self.notify_owner(tx, caller.user_id, MailKind::ReplayRefused)?;
+                    }
+                    return Ok(Err(refusal));
+                }
             };
             clear_attempt(tx, &attempt)?;
             audit_own(
@@ -801,10 +833,13 @@ impl<S: Store> MfaService<S> {
                 AuditAction::MfaVerifySucceeded,
                 format!("method: {}", method.as_str()),
             )?;
+            if method == MfaMethod::Recovery {
+                let remaining = tx.unused_recovery_codes(caller.user_id)?;
+                self.notify_owner(tx, caller.user_id, MailKind::RecoveryCodeUsed { remaining })?;
+            }
             Ok(Ok(self.upgrade_session(tx, caller, now)?))
         });
-        self.after_verification(caller, method, replayed, result.is_ok());
-        result
+        (result, replayed)
     }
 
     /// The store's fast path for the common case of a verify: a right
@@ -864,30 +899,6 @@ impl<S: Store> MfaService<S> {
                     })
                 })?;
         Ok(if applied { issued } else { None })
-    }
-
-    /// Mail what a verification attempt warrants: a replay warning, or a
-    /// notice that a recovery code was used.
-    fn after_verification(&self, caller: &Caller, method: MfaMethod, replayed: bool, ok: bool) {
-        if !(replayed || (ok && method == MfaMethod::Recovery)) {
-            return;
-        }
-        let Ok((user, factors)) = self.store.read(|tx| {
-            Ok((
-                load_user(tx, caller.user_id)?,
-                load_factors(tx, caller.user_id)?,
-            ))
-        }) else {
-            return;
-        };
-        let kind = if replayed {
-            MailKind::ReplayRefused
-        } else {
-            MailKind::RecoveryCodeUsed {
-                remaining: factors.recovery_codes_left,
-            }
-        };
-        self.notify(&user.email, kind);
     }
 
     /// Make the caller's session full under a new token: the old token

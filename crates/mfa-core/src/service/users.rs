@@ -309,7 +309,7 @@ impl<S: Store> MfaService<S> {
         self.check_password_strength(password, &[&email, org_name])?;
         let hash = self.hasher.hash(password, self.rng.as_ref())?;
         let now = self.now();
-        let created = self.store.write(|tx| {
+        let created = self.write(|tx| {
             if tx.count_users()? > 0 {
                 return Ok(None);
             }
@@ -447,7 +447,7 @@ impl<S: Store> MfaService<S> {
             password_hash,
         } = hashed;
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_admin_step_up(tx, caller)?;
             // The caller's org, deleted since the session was resolved,
             // took the session with it.
@@ -774,7 +774,7 @@ impl<S: Store> MfaService<S> {
             }
             // Cleared at once, not with the change: a change refused later
             // (the new email taken) must not leave a right password counted.
-            self.store.write(|tx| clear_attempt(tx, &attempt))?;
+            self.write(|tx| clear_attempt(tx, &attempt))?;
         }
         // A new password too easy to guess: refused, with the right
         // current password's count cleared and nothing changed.
@@ -802,7 +802,7 @@ impl<S: Store> MfaService<S> {
         // request undone, as its 503 says. (Names and a password saved
         // before the mail failed were kept behind a 503: an audit.)
         if let Some(e) = &new_email {
-            let (old_email, by_admin) = self.store.write(|tx| {
+            let (old_email, by_admin) = self.write(|tx| {
                 let user = lock_checked(tx)?;
                 if tx.user_by_email(e)?.is_some() {
                     return Err(MfaError::Conflict("that email is taken".into()));
@@ -819,15 +819,20 @@ impl<S: Store> MfaService<S> {
                 Ok((user.email, by_admin))
             })?;
             self.deliver_change_link(caller, id, e, token, ttl, None)?;
-            self.notify(
-                &old_email,
-                MailKind::EmailChangeNotice {
-                    new_email_masked: mask_email(e),
-                    by_admin,
-                },
-            );
+            // Queued once the link is out: a link that could not be sent
+            // withdrew the change, which then never was.
+            self.write(|tx| {
+                self.notify(
+                    tx,
+                    &old_email,
+                    MailKind::EmailChangeNotice {
+                        new_email_masked: mask_email(e),
+                        by_admin,
+                    },
+                )
+            })?;
         }
-        let (updated, password_set_by) = self.store.write(|tx| {
+        let updated = self.write(|tx| {
             let mut user = lock_checked(tx)?;
             let mut changes = Vec::new();
             if let Some(v) = first_name.as_ref().filter(|v| **v != user.first_name) {
@@ -867,17 +872,18 @@ impl<S: Store> MfaService<S> {
                     Some(Some(acting_admin(tx, caller)?))
                 }
             };
-            Ok((with_factors(tx, user)?, password_set_by))
+            if let Some(by_admin) = password_set_by {
+                self.notify(
+                    tx,
+                    &user.email,
+                    MailKind::SignInChanged {
+                        change: SignInChange::PasswordSet,
+                        by_admin,
+                    },
+                )?;
+            }
+            with_factors(tx, user)
         })?;
-        if let Some(by_admin) = password_set_by {
-            self.notify(
-                &updated.user.email,
-                MailKind::SignInChanged {
-                    change: SignInChange::PasswordSet,
-                    by_admin,
-                },
-            );
-        }
         Ok(updated)
     }
 
@@ -930,22 +936,17 @@ impl<S: Store> MfaService<S> {
             tx.revoke_user_sessions(user.id, None, None, now)?;
             let detail = format!("from {} to {to}", mask_email(&old));
             audit_in_orgs_of(tx, user.id, now, AuditAction::EmailChanged, &detail)?;
-            Ok(Ok((
-                old,
-                mask_email(&change.new_email),
-                email_factor_removed,
-            )))
-        })
-        .map(|(old, new_email_masked, email_factor_removed)| {
             // The old address learns that it no longer signs in: if the
             // change was not the user's, this is the last chance to see it.
             self.notify(
+                tx,
                 &old,
                 MailKind::EmailChanged {
-                    new_email_masked,
+                    new_email_masked: mask_email(&change.new_email),
                     email_factor_removed,
                 },
-            );
+            )?;
+            Ok(Ok(()))
         })
     }
 
@@ -955,7 +956,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         let token = new_token(self.rng.as_ref());
         let ttl = self.config.email_change_ttl_secs;
-        let previous = self.store.write(|tx| {
+        let previous = self.write(|tx| {
             self.manageable_user(tx, caller, id)?;
             let pending = tx
                 .pending_email_change(id)?
@@ -1007,7 +1008,7 @@ impl<S: Store> MfaService<S> {
         });
         if sent.is_err() {
             let now = self.now();
-            self.store.write(|tx| {
+            self.write(|tx| {
                 // Unless a later request replaced it meanwhile.
                 if !tx.withdraw_email_change(id, &token_hash)? {
                     return Ok(());
@@ -1049,7 +1050,7 @@ impl<S: Store> MfaService<S> {
             ));
         }
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_admin_step_up(tx, caller)?;
             if !tx.delete_user(id)? {
                 return Err(MfaError::NotFound("user"));
@@ -1109,7 +1110,7 @@ impl<S: Store> MfaService<S> {
     pub fn join_org(&self, caller: &FullCaller, org: OrgId) -> MfaResult<Membership> {
         require_super_admin(caller)?;
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
@@ -1147,7 +1148,7 @@ impl<S: Store> MfaService<S> {
         require_super_admin(caller)?;
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = self.now();
-        self.store.write(|tx| {
+        self.write(|tx| {
             require_admin_step_up(tx, caller)?;
             let user = tx
                 .user_by_email(&email)?

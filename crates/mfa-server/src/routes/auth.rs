@@ -8,7 +8,7 @@ use crate::app::Service;
 use crate::auth::{AnySession, InlineSession};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, NoBody};
-use crate::metrics::{Metrics, watch_replay};
+use crate::metrics::Metrics;
 use crate::password_pool::PasswordPool;
 use crate::routes::run;
 use crate::wire::{
@@ -228,11 +228,13 @@ pub async fn verify(
         // a pool per request; for a right authenticator code, in the same
         // read as the code's state (`verify_mfa_of_token`).
         let work = move || {
-            watch_replay(|| {
-                session.resolve_with(|service, token| {
-                    service.verify_mfa_of_token(token, method.into(), &code)
-                })
-            })
+            let verified = session.resolve_with(|service, token| {
+                Ok(service.verify_mfa_of_token_noting_replay(token, method.into(), &code))
+            });
+            match verified {
+                Ok((result, replayed)) => (result.map_err(ApiError::from), replayed),
+                Err(refusal) => (Err(refusal), false),
+            }
         };
         web::block(work).await.map_err(ApiError::from)?
     };

@@ -12,7 +12,7 @@ use actix_web::dev::ServerHandle;
 use mfa_core::Timestamp;
 use mfa_core::ports::FixedClock;
 use mfa_email::test_support::{ReceivedMail, SmtpSink};
-use mfa_server::mail_dispatch::MailDispatch;
+use mfa_server::notice_sender::NoticeSender;
 use mfa_server::{Application, Config};
 use mfa_store::test_support::TestDatabase;
 use mfa_totp::{OtpauthUri, Secret, TotpParams};
@@ -129,9 +129,9 @@ pub struct TestServer {
     _db: Arc<TestDatabase>,
     /// The configuration it started with, for [`TestServer::twin`].
     env: HashMap<String, String>,
-    /// The mail dispatch of this server and its twins: reading the mail
-    /// waits for their queued notices.
-    dispatches: Arc<Mutex<Vec<Arc<MailDispatch>>>>,
+    /// The notice threads of this server and its twins: reading the mail
+    /// waits for them to try the notices queued so far.
+    notice_senders: Arc<Mutex<Vec<NoticeSender>>>,
 }
 
 impl Drop for TestServer {
@@ -194,9 +194,9 @@ impl TestServer {
     /// directory and connection pool.
     pub async fn twin(&self) -> TestServer {
         let mut twin = self.twin_unregistered().await;
-        let own = twin.dispatches.lock().unwrap()[0].clone();
-        self.dispatches.lock().unwrap().push(own);
-        twin.dispatches = self.dispatches.clone();
+        let own = twin.notice_senders.lock().unwrap()[0].clone();
+        self.notice_senders.lock().unwrap().push(own);
+        twin.notice_senders = self.notice_senders.clone();
         twin
     }
 
@@ -235,7 +235,7 @@ impl TestServer {
             actix_web::rt::System::new().block_on(async move {
                 match Application::build(config, server_clock).await {
                     Ok(app) => {
-                        let _ = tx.send(Ok((app.url(), app.handle(), app.mail_dispatch())));
+                        let _ = tx.send(Ok((app.url(), app.handle(), app.notice_sender())));
                         let _ = app.run().await;
                     }
                     Err(e) => {
@@ -244,7 +244,7 @@ impl TestServer {
                 }
             })
         });
-        let (base, handle, dispatch) = rx
+        let (base, handle, notice_sender) = rx
             .recv()
             .expect("server thread")
             .unwrap_or_else(|e| panic!("server did not start: {e}"));
@@ -263,7 +263,7 @@ impl TestServer {
             _dir: dir,
             _db: db,
             env,
-            dispatches: Arc::new(Mutex::new(vec![dispatch])),
+            notice_senders: Arc::new(Mutex::new(vec![notice_sender])),
         };
         let root = server.login(ROOT_EMAIL, PASSWORD).await;
         server.root_org = root.body["orgId"].as_i64().expect("orgId");
@@ -479,14 +479,16 @@ impl TestServer {
 
     // ---- mail
 
-    /// Every message to `email` so far, once the notices this server (and
-    /// its twins) queued are sent.
+    /// Every message to `email` so far, once the notices due that this
+    /// server (and its twins, those still running) queued were tried.
     pub fn mails_to(&self, email: &str) -> Vec<ReceivedMail> {
-        for dispatch in self.dispatches.lock().unwrap().iter() {
-            assert!(
-                dispatch.drain(Duration::from_secs(30)),
-                "queued notices were not sent in 30 s"
-            );
+        for sender in self.notice_senders.lock().unwrap().iter() {
+            if sender.is_running() {
+                assert!(
+                    sender.flush(Duration::from_secs(30)),
+                    "queued notices were not tried in 30 s"
+                );
+            }
         }
         self.smtp
             .messages()

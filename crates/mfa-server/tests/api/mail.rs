@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use crate::helpers::{Answer, PASSWORD, TestServer};
+use crate::on_every_backend;
 
 /// A server on SQLite and the session of pat@example.com, a user with no
 /// factor.
@@ -397,4 +398,59 @@ async fn a_code_checked_before_any_was_sent_is_not_counted() {
         .await
         .expect(409, Some("not_enrolled"));
     }
+}
+
+on_every_backend!(a_notice_outlives_a_mail_outage_and_its_server);
+
+/// A notice is kept in the database until a server sends it: one whose
+/// send failed while the mail server was down is sent by another server
+/// process once the mail server is back and the first process has
+/// stopped. (Notices were queued in the memory of the process that made
+/// the change: a crash or a stop during an outage lost them, and a failed
+/// send was never tried again.)
+async fn a_notice_outlives_a_mail_outage_and_its_server(s: TestServer) {
+    let root = s.root().await;
+    let user = s.create_user(&root, "outage@example.com", false).await;
+    let token = s.login("outage@example.com", PASSWORD).await.token;
+    s.enroll_authenticator(&token).await;
+    let changed = |s: &TestServer| {
+        s.mails_to("outage@example.com")
+            .iter()
+            .filter(|m| {
+                m.subject()
+                    .is_some_and(|subject| subject.contains("sign-in methods changed"))
+            })
+            .count()
+    };
+    // The enrollment's notice is out before the mail server goes.
+    assert_eq!(changed(&s), 0);
+
+    s.smtp.set_failing(true);
+    s.put("/user/users/mfa/reset", &root, json!({"ids": [user]}))
+        .await
+        .expect(204, None);
+    assert_eq!(changed(&s), 0);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("\nmfa_mail_notices_queued 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#),
+        "{metrics}"
+    );
+
+    let twin = s.twin().await;
+    drop(s);
+    twin.smtp.set_failing(false);
+    // Not before its retry is due.
+    assert_eq!(changed(&twin), 0);
+    twin.advance(mfa_core::service::retry_delay(1) as i64);
+    assert_eq!(changed(&twin), 1);
+    assert_eq!(changed(&twin), 1, "sent once");
+    let metrics = twin.metrics().await;
+    assert!(
+        metrics.contains("\nmfa_mail_notices_queued 0\n"),
+        "{metrics}"
+    );
 }

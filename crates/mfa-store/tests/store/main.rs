@@ -41,6 +41,7 @@ mod encryption;
 mod group_commit;
 mod hot_paths;
 mod key_rotation;
+mod notices;
 mod open;
 mod search;
 mod support;

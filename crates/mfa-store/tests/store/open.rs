@@ -10,7 +10,7 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 12] = [
+const MIGRATIONS: [&str; 13] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
@@ -23,9 +23,10 @@ const MIGRATIONS: [&str; 12] = [
     "2026-11-28-000001_sessions_mfa_passed",
     "2026-11-29-000001_search_full_name",
     "2026-11-30-000001_encryption_key_fingerprint",
+    "2026-12-01-000001_notice_outbox",
 ];
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "audit_events",
     "authenticators",
     "email_changes",
@@ -34,6 +35,7 @@ const TABLES: [&str; 13] = [
     "encryption_key_fingerprint",
     "failure_counters",
     "memberships",
+    "notices",
     "orgs",
     "password_failures",
     "recovery_codes",
@@ -507,7 +509,7 @@ fn schema_is_the_same_on_both_backends() {
          CASE upper(c.type) WHEN 'BIGINT' THEN 'BigInt' \
            WHEN 'INTEGER' THEN CASE WHEN c.pk = 1 AND m.name IN \
              ('orgs', 'users', 'email_codes', 'recovery_codes', 'sessions', 'email_changes', \
-              'audit_events') THEN 'BigInt' ELSE 'Integer' END \
+              'audit_events', 'notices') THEN 'BigInt' ELSE 'Integer' END \
            WHEN 'TEXT' THEN 'Text' WHEN 'BOOLEAN' THEN 'Bool' WHEN 'BLOB' THEN 'Binary' \
            ELSE c.type END || \
          CASE WHEN c.\"notnull\" = 1 OR c.pk > 0 THEN ' NOT NULL' ELSE ' NULL' END AS value \

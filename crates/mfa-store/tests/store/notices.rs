@@ -1,0 +1,150 @@
+//! The queue of notices: written with the change, claimed by one process
+//! at a time, due again after a lease or a failed send.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use mfa_core::ports::NewNotice;
+use mfa_core::{MfaError, Store, StoreTx, Timestamp};
+use mfa_store::test_support::TestDatabase;
+
+use crate::support::*;
+
+fn queue(tx: &mut dyn StoreTx, to: &str, at: i64) -> mfa_core::MfaResult<()> {
+    let notice = NewNotice {
+        to,
+        payload: r#"{"kind":"replay_refused"}"#,
+        queued_at: Timestamp(at),
+    };
+    Ok(tx.queue_notices(&[notice])?)
+}
+
+fn a_notice_is_kept_only_with_its_change(db: TestDatabase) {
+    let store = open(&db);
+    let rolled_back: Result<(), MfaError> = store.write(|tx| {
+        queue(tx, "gone@example.com", 10)?;
+        Err(MfaError::Forbidden)
+    });
+    assert_eq!(rolled_back, Err(MfaError::Forbidden));
+    assert_eq!(read(&store, |tx| Ok(tx.count_notices()?)), 0);
+    write(&store, |tx| queue(tx, "kept@example.com", 10));
+    assert_eq!(read(&store, |tx| Ok(tx.count_notices()?)), 1);
+}
+
+fn a_claim_holds_a_notice_until_its_lease_ends(db: TestDatabase) {
+    let store = open(&db);
+    write(&store, |tx| {
+        queue(tx, "a@example.com", 10)?;
+        queue(tx, "b@example.com", 20)?;
+        queue(tx, "later@example.com", 30)
+    });
+    // Due at their queueing time, oldest first, at most `limit`.
+    let claimed = write(&store, |tx| {
+        Ok(tx.claim_notices(Timestamp(25), Timestamp(100), 10)?)
+    });
+    let to: Vec<&str> = claimed.iter().map(|n| n.to.as_str()).collect();
+    assert_eq!(to, ["a@example.com", "b@example.com"]);
+    assert!(claimed.iter().all(|n| n.attempts == 1));
+    assert_eq!(claimed[0].queued_at, Timestamp(10));
+    assert_eq!(claimed[0].payload, r#"{"kind":"replay_refused"}"#);
+    // Held by the lease: only the third is due.
+    let next = write(&store, |tx| {
+        Ok(tx.claim_notices(Timestamp(99), Timestamp(200), 10)?)
+    });
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].to, "later@example.com");
+    // A failed send makes it due later; a sent one is deleted.
+    write(&store, |tx| {
+        tx.retry_notice_at(claimed[0].id, Timestamp(150))?;
+        assert!(tx.delete_notice(claimed[1].id)?);
+        assert!(!tx.delete_notice(claimed[1].id)?);
+        Ok(())
+    });
+    let after_lease = write(&store, |tx| {
+        Ok(tx.claim_notices(Timestamp(150), Timestamp(400), 10)?)
+    });
+    assert_eq!(after_lease.len(), 1);
+    assert_eq!(after_lease[0].id, claimed[0].id);
+    assert_eq!(after_lease[0].attempts, 2);
+    // The lease of a process that stopped runs out: another takes it.
+    let taken_over = write(&store, |tx| {
+        Ok(tx.claim_notices(Timestamp(200), Timestamp(500), 10)?)
+    });
+    assert_eq!(taken_over.len(), 1);
+    assert_eq!(taken_over[0].to, "later@example.com");
+    assert_eq!(taken_over[0].attempts, 2);
+    assert_eq!(read(&store, |tx| Ok(tx.count_notices()?)), 2);
+}
+
+fn many_notices_are_queued_at_once(db: TestDatabase) {
+    let store = open(&db);
+    let addresses: Vec<String> = (0..2_500).map(|i| format!("u{i}@example.com")).collect();
+    write(&store, |tx| {
+        let rows: Vec<NewNotice<'_>> = addresses
+            .iter()
+            .map(|to| NewNotice {
+                to,
+                payload: "{}",
+                queued_at: Timestamp(1),
+            })
+            .collect();
+        Ok(tx.queue_notices(&rows)?)
+    });
+    assert_eq!(read(&store, |tx| Ok(tx.count_notices()?)), 2_500);
+}
+
+/// Two processes delivering at once: each claims what the other does not
+/// hold, without waiting for it (PostgreSQL; SQLite's writers are serial).
+fn claims_skip_notices_another_process_is_claiming(db: TestDatabase) {
+    if db.backend() == mfa_store::Backend::Sqlite {
+        return;
+    }
+    let first = open(&db);
+    let second = open(&db);
+    write(&first, |tx| {
+        (1..=5).try_for_each(|i| queue(tx, &format!("n{i}@example.com"), i))
+    });
+    let (claimed_tx, claimed) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let first_gave_up = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let (first, gave_up) = (&first, &first_gave_up);
+        scope.spawn(move || {
+            let done = std::sync::Mutex::new(done);
+            write(first, |tx| {
+                let mine = tx.claim_notices(Timestamp(10), Timestamp(1_000), 2)?;
+                claimed_tx.send(mine).expect("signal");
+                if done
+                    .lock()
+                    .expect("receiver")
+                    .recv_timeout(Duration::from_secs(10))
+                    .is_err()
+                {
+                    gave_up.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            })
+        });
+        let mine = claimed.recv().expect("the first claim holds two notices");
+        let theirs = write(&second, |tx| {
+            Ok(tx.claim_notices(Timestamp(10), Timestamp(1_000), 10)?)
+        });
+        assert!(
+            !first_gave_up.load(Ordering::SeqCst),
+            "the second claim waited for the first"
+        );
+        let _ = done_tx.send(());
+        assert_eq!(mine.len(), 2);
+        assert_eq!(theirs.len(), 3, "the three the first does not hold");
+        assert!(theirs.iter().all(|n| mine.iter().all(|m| m.id != n.id)));
+    });
+}
+
+backend_tests!(
+    a_notice_is_kept_only_with_its_change,
+    a_claim_holds_a_notice_until_its_lease_ends,
+    many_notices_are_queued_at_once,
+    claims_skip_notices_another_process_is_claiming,
+);
