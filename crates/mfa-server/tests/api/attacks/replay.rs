@@ -71,6 +71,12 @@ async fn authenticator_code_is_single_use(s: TestServer) {
         mails_about(&s, email, "reused authenticator code was refused"),
         2
     );
+    // And counted apart from wrong codes.
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"mfa_verifications_total{method="AUTHENTICATOR",outcome="replay"} 2"#),
+        "{metrics}"
+    );
     s.get(&format!("/user/users/{id}"), &second)
         .await
         .expect(403, Some("mfa_required"));
