@@ -266,15 +266,27 @@ pub fn addresses_waiting(count: u64) -> String {
 /// another directory (the default `MFA_DATA_DIR` is `./data`), it made an
 /// empty SQLite database and a key there, then said its migrations were
 /// pending, which `migrate` would have "fixed" with a second deployment.
+///
+/// An empty file (made by hand, or by a restore that failed) is refused
+/// alike, before a key file or diesel's table of migrations is made beside
+/// it: a command that refuses leaves the directory as it found it.
 fn require_database(config: &Config) -> CliResult {
-    match sqlite_path(config) {
-        Some(path) if !path.exists() => Err(Failure::Usage(format!(
+    let Some(path) = sqlite_path(config) else {
+        return Ok(());
+    };
+    match std::fs::metadata(&path) {
+        Err(_) => Err(Failure::Usage(format!(
             "there is no database at {}: is this the right directory, and MFA_DATA_DIR (or \
              MFA_DATABASE_URL) the deployment's? Nothing was created; a server's first start \
              makes a new database",
             path.display()
         ))),
-        _ => Ok(()),
+        Ok(file) if file.len() == 0 => Err(Failure::Runtime(format!(
+            "the database at {} is empty, every migration pending: `mfa-server migrate` \
+             applies them (a server does at its start); nothing was changed",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
     }
 }
 

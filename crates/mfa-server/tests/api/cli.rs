@@ -917,7 +917,6 @@ fn admin_commands_act_and_audit() {
     let d = Deployment::new();
     // They never change the schema (an audit found even `list-orgs`
     // applying every pending migration): `migrate` does, on purpose.
-    let n = migrations();
     // Run where there is no deployment (the wrong directory): refused, and
     // nothing made there (it made an empty database and a key before).
     for args in [
@@ -932,15 +931,28 @@ fn admin_commands_act_and_audit() {
         );
         assert!(!d.path().join("data").exists(), "{args:?} made ./data");
     }
-    // An empty file is a database with every migration pending.
+    // An empty file is a database with every migration pending, refused
+    // with nothing made beside it (a key file and diesel's table were).
     std::fs::create_dir(d.path().join("data")).unwrap();
     std::fs::write(d.path().join("data/mfa.sqlite3"), "").unwrap();
     let out = d.run(&["admin", "list-orgs"]);
     assert!(
-        expect_code(&out, 1).contains(&format!(
-            "the database has {n} of {n} migrations pending: `mfa-server migrate` applies them"
-        )),
+        expect_code(&out, 1).contains(
+            "the database at ./data/mfa.sqlite3 is empty, every migration pending: \
+             `mfa-server migrate` applies them"
+        ),
         "{out:?}"
+    );
+    let made: Vec<_> = std::fs::read_dir(d.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(made, ["mfa.sqlite3"]);
+    assert_eq!(
+        std::fs::metadata(d.path().join("data/mfa.sqlite3"))
+            .unwrap()
+            .len(),
+        0
     );
     d.ok(&["migrate"]);
     assert!(
