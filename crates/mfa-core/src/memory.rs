@@ -18,7 +18,7 @@ use mfa_totp::{Secret, TotpParams};
 
 use crate::error::{MfaResult, StoreError};
 use crate::model::*;
-use crate::ports::{NewNotice, QueuedNotice, Store, StoreResult, StoreTx};
+use crate::ports::{NewNotice, NoticeOrder, QueuedNotice, Store, StoreResult, StoreTx};
 
 #[derive(Clone, Debug, Default)]
 struct State {
@@ -938,24 +938,26 @@ impl StoreTx for MemTx<'_> {
         Ok(())
     }
 
-    fn claim_notices(
+    fn claim_notice(
         &mut self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
-    ) -> StoreResult<Vec<QueuedNotice>> {
-        let mut claimed = Vec::new();
-        for (notice, due_at) in self.0.notices.values_mut() {
-            if claimed.len() == limit as usize {
-                break;
-            }
-            if *due_at <= now {
-                notice.attempts += 1;
-                *due_at = lease_until;
-                claimed.push(notice.clone());
-            }
-        }
-        Ok(claimed)
+        order: NoticeOrder,
+    ) -> StoreResult<Option<QueuedNotice>> {
+        let mut due = self
+            .0
+            .notices
+            .values_mut()
+            .filter(|(_, due_at)| *due_at <= now);
+        let found = match order {
+            NoticeOrder::Oldest => due.next(),
+            NoticeOrder::Newest => due.next_back(),
+        };
+        Ok(found.map(|(notice, due_at)| {
+            notice.attempts += 1;
+            *due_at = lease_until;
+            notice.clone()
+        }))
     }
 
     fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()> {

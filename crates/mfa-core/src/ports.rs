@@ -515,24 +515,33 @@ pub trait StoreTx {
 
     /// Queue notices, due at once.
     fn queue_notices(&mut self, notices: &[NewNotice<'_>]) -> StoreResult<()>;
-    /// Claim up to `limit` notices due at `now` (due time at or before
-    /// it), oldest first: each one's attempts go up by one and it is not
-    /// due again before `lease_until`, so that no other process sends it
+    /// Claim the oldest or the newest notice due at `now` (due time at or
+    /// before it), by id: its attempts go up by one and it is not due
+    /// again before `lease_until`, so that no other process sends it
     /// meanwhile, and one that the claiming process never sends (it
     /// stopped) is sent by another after that. Notices another
     /// transaction holds are skipped, not waited for.
-    fn claim_notices(
+    fn claim_notice(
         &mut self,
         now: Timestamp,
         lease_until: Timestamp,
-        limit: u32,
-    ) -> StoreResult<Vec<QueuedNotice>>;
+        order: NoticeOrder,
+    ) -> StoreResult<Option<QueuedNotice>>;
     /// Make a notice due again at `at` (its send failed, to be tried again).
     fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()>;
     /// Delete a notice (sent, or given up); whether it was there.
     fn delete_notice(&mut self, id: i64) -> StoreResult<bool>;
     /// Notices waiting, claimed or not.
     fn count_notices(&mut self) -> StoreResult<u64>;
+}
+
+/// Which due notice [`StoreTx::claim_notice`] claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeOrder {
+    /// The one queued first: a delivery that works through the queue.
+    Oldest,
+    /// The one queued last: a request sending the notices it queued.
+    Newest,
 }
 
 /// A notice to queue ([`StoreTx::queue_notices`]).

@@ -2053,3 +2053,32 @@ fn with_a_waker_the_request_leaves_its_notices_to_the_sender() {
     assert_eq!(woken.load(Ordering::SeqCst), 1);
     assert_eq!(ok(svc.notices_waiting()), 0);
 }
+
+/// Without a waker, a change sends the notices it queued, not a backlog
+/// an outage left: that is for `deliver_notices`. (A command took 80 s
+/// over eight old notices against a mail server that hung, its own left.)
+#[test]
+fn a_change_sends_its_own_notice_not_the_backlog() {
+    let w = world();
+    let first = w.add_user("first@example.com");
+    let second = w.add_user("second@example.com");
+    let opt_out = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    w.mailer.set_failing_for_now(true);
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(first), &opt_out));
+    w.mailer.set_failing_for_now(false);
+    w.clock.advance(service::retry_delay(1) as i64);
+    // The first user's notice is due again; the second's change sends
+    // the second's.
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(second), &opt_out));
+    assert_eq!(notices_to(&w, "second@example.com").len(), 1);
+    assert!(notices_to(&w, "first@example.com").is_empty());
+    assert_eq!(ok(w.svc.notices_waiting()), 1);
+    let run = ok(w.svc.deliver_notices());
+    assert_eq!((run.sent, run.retried, run.given_up), (1, 0, 0));
+    assert_eq!(notices_to(&w, "first@example.com").len(), 1);
+}

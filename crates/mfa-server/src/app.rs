@@ -304,19 +304,20 @@ impl Application {
         // Notices left unsent stay in the database, for the next process
         // that delivers: none is lost, only later.
         let notices = self.notices;
-        let flushed = actix_web::rt::task::spawn_blocking({
-            let notices = notices.clone();
-            move || notices.flush(NOTICE_DRAIN)
+        let service = self.service;
+        let waiting = actix_web::rt::task::spawn_blocking(move || {
+            notices.flush(NOTICE_DRAIN);
+            notices.stop();
+            service.notices_waiting()
         })
-        .await
-        .unwrap_or(false);
-        notices.stop();
-        let waiting = self.dispatch.notices_waiting();
-        if !flushed || waiting > 0 {
+        .await;
+        if let Ok(Ok(waiting)) = waiting
+            && waiting > 0
+        {
             tracing::warn!(
                 waiting,
-                "stopping with notices not sent: they stay in the database and are sent by the \
-                 next server"
+                "stopping with notices not sent: they stay in the database, for the next server \
+                 (one being sent now is left to another after 5 minutes)"
             );
         }
         served

@@ -33,7 +33,7 @@ use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mfa_core::service::NoticeRun;
+use mfa_core::service::NoticeOutcome;
 use mfa_core::{Mail, MailError, Mailer};
 
 /// Messages sent at once, notices included.
@@ -150,11 +150,15 @@ impl MailDispatch {
         self.notices.waiting.load(Ordering::Relaxed)
     }
 
-    /// Record what a delivery of notices did, and how many wait after it.
-    pub fn note_notices(&self, run: &NoticeRun, waiting: u64) {
-        self.notices
-            .given_up
-            .fetch_add(run.given_up, Ordering::Relaxed);
+    /// Record what became of a notice (its sends are counted as they end).
+    pub fn note_notice(&self, outcome: NoticeOutcome) {
+        if outcome == NoticeOutcome::GivenUp {
+            self.notices.given_up.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Record how many notices wait in the database.
+    pub fn set_notices_waiting(&self, waiting: u64) {
         self.notices.waiting.store(waiting, Ordering::Relaxed);
     }
 

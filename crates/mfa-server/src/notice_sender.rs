@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mfa_core::service::NoticeWaker;
+use mfa_core::service::{NoticeOrder, NoticeOutcome, NoticeWaker};
 
 use crate::Service;
 use crate::mail_dispatch::MailDispatch;
@@ -146,30 +146,47 @@ fn deliver_until_stopped(shared: &Shared, service: &Service, dispatch: &MailDisp
             }
             passes.asked
         };
-        deliver(service, dispatch);
+        deliver(service, dispatch, shared);
         done = began;
     }
 }
 
-/// One delivery, logged and counted.
-fn deliver(service: &Service, dispatch: &MailDispatch) {
-    match service.deliver_notices() {
-        Ok(run) => {
-            if run.given_up > 0 {
-                tracing::warn!(
-                    given_up = run.given_up,
-                    "notices given up: the mail server refused them, or failed at their every try"
-                );
-            }
-            if run.retried > 0 {
-                tracing::warn!(
-                    retried = run.retried,
-                    "notices not sent: they are tried again later"
-                );
-            }
-            let waiting = service.notices_waiting().unwrap_or(run.retried);
-            dispatch.note_notices(&run, waiting);
+/// One delivery: every notice due, oldest first, each logged and counted
+/// as it goes, and the count of those waiting kept fresh.
+fn deliver(service: &Service, dispatch: &MailDispatch, shared: &Shared) {
+    loop {
+        // A stop asked for ends the delivery after the notice under way:
+        // the others stay due, for this process's successor or another.
+        if shared.lock().stop {
+            break;
         }
-        Err(error) => tracing::warn!(%error, "sending notices failed; they are tried again later"),
+        match service.deliver_next_notice(NoticeOrder::Oldest) {
+            Ok(Some(outcome)) => {
+                match outcome {
+                    NoticeOutcome::Sent => {}
+                    NoticeOutcome::Retried => {
+                        tracing::warn!("notice not sent: it is tried again later");
+                    }
+                    NoticeOutcome::GivenUp => tracing::warn!(
+                        "notice given up: the mail server refused it, or failed at its every try"
+                    ),
+                }
+                dispatch.note_notice(outcome);
+            }
+            Ok(None) => break,
+            Err(error) => {
+                tracing::warn!(%error, "sending notices failed; they are tried again later");
+                break;
+            }
+        }
+        count_waiting(service, dispatch);
+    }
+    count_waiting(service, dispatch);
+}
+
+/// Read how many notices wait, for `mfa_mail_notices_queued`.
+fn count_waiting(service: &Service, dispatch: &MailDispatch) {
+    if let Ok(waiting) = service.notices_waiting() {
+        dispatch.set_notices_waiting(waiting);
     }
 }

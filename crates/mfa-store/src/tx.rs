@@ -14,7 +14,7 @@ use diesel::dsl::case_when;
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
 use diesel::upsert::excluded;
-use mfa_core::ports::{NewNotice, QueuedNotice, StoreResult};
+use mfa_core::ports::{NewNotice, NoticeOrder, QueuedNotice, StoreResult};
 use mfa_core::{
     AssuranceLevel, AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange,
     EmailCode, FactorStates, FailureKind, FailureState, FailureSubject, Membership,
@@ -393,22 +393,25 @@ macro_rules! old_audit_events {
     };
 }
 
-/// The notices due at `now`, oldest first.
-macro_rules! due_notices {
-    ($now:expr, $limit:expr) => {
+/// The first notice due at `now` by id, `asc` (oldest) or `desc`.
+macro_rules! due_notice {
+    ($now:expr, $direction:ident) => {
         notices::table
             .select(notices::id)
             .filter(notices::due_at.le($now.0))
-            .order(notices::id)
-            .limit(i64::from($limit))
+            .order(notices::id.$direction())
+            .limit(1)
     };
 }
 
 impl Tx<'_, diesel::SqliteConnection> {
-    /// The notices a claim takes. Write transactions are serial here:
-    /// nobody else holds them.
-    fn due_notice_ids(&mut self, now: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
-        due_notices!(now, limit).load(self.conn)
+    /// The notice a claim takes. Write transactions are serial here:
+    /// nobody else holds it.
+    fn due_notice_id(&mut self, now: Timestamp, order: NoticeOrder) -> QueryResult<Option<i64>> {
+        match order {
+            NoticeOrder::Oldest => due_notice!(now, asc).first(self.conn).optional(),
+            NoticeOrder::Newest => due_notice!(now, desc).first(self.conn).optional(),
+        }
     }
 
     /// The sessions a purge deletes. Write transactions are serial here:
@@ -441,11 +444,19 @@ impl Tx<'_, diesel::SqliteConnection> {
 impl Tx<'_, diesel::PgConnection> {
     /// Locked, skipping those another process is claiming: two processes
     /// delivering at once take different notices, and neither waits.
-    fn due_notice_ids(&mut self, now: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
-        due_notices!(now, limit)
-            .for_update()
-            .skip_locked()
-            .load(self.conn)
+    fn due_notice_id(&mut self, now: Timestamp, order: NoticeOrder) -> QueryResult<Option<i64>> {
+        match order {
+            NoticeOrder::Oldest => due_notice!(now, asc)
+                .for_update()
+                .skip_locked()
+                .first(self.conn)
+                .optional(),
+            NoticeOrder::Newest => due_notice!(now, desc)
+                .for_update()
+                .skip_locked()
+                .first(self.conn)
+                .optional(),
+        }
     }
 
     /// The sessions a purge deletes, locked, skipping those another
@@ -2086,45 +2097,37 @@ macro_rules! impl_store_tx {
                 Ok(())
             }
 
-            fn claim_notices(
+            fn claim_notice(
                 &mut self,
                 now: Timestamp,
                 lease_until: Timestamp,
-                limit: u32,
-            ) -> StoreResult<Vec<QueuedNotice>> {
-                let due = self.due_notice_ids(now, limit).db()?;
-                if due.is_empty() {
-                    return Ok(Vec::new());
-                }
-                diesel::update(notices::table.filter(notices::id.eq_any(&due)))
-                    .set((
-                        notices::attempts.eq(notices::attempts + 1),
-                        notices::due_at.eq(lease_until.0),
-                    ))
-                    .execute(self.conn)
-                    .db()?;
-                let rows: Vec<(i64, String, String, i64, i32)> = notices::table
-                    .select((
-                        notices::id,
-                        notices::recipient,
-                        notices::payload,
-                        notices::queued_at,
-                        notices::attempts,
-                    ))
-                    .filter(notices::id.eq_any(&due))
-                    .order(notices::id)
-                    .load(self.conn)
-                    .db()?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, to, payload, queued_at, attempts)| QueuedNotice {
-                        id,
-                        to,
-                        payload,
-                        queued_at: Timestamp(queued_at),
-                        attempts: u32::try_from(attempts).unwrap_or(0),
-                    })
-                    .collect())
+                order: NoticeOrder,
+            ) -> StoreResult<Option<QueuedNotice>> {
+                let Some(id) = self.due_notice_id(now, order).db()? else {
+                    return Ok(None);
+                };
+                let (id, to, payload, queued_at, attempts): (i64, String, String, i64, i32) =
+                    diesel::update(notices::table.find(id))
+                        .set((
+                            notices::attempts.eq(notices::attempts + 1),
+                            notices::due_at.eq(lease_until.0),
+                        ))
+                        .returning((
+                            notices::id,
+                            notices::recipient,
+                            notices::payload,
+                            notices::queued_at,
+                            notices::attempts,
+                        ))
+                        .get_result(self.conn)
+                        .db()?;
+                Ok(Some(QueuedNotice {
+                    id,
+                    to,
+                    payload,
+                    queued_at: Timestamp(queued_at),
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                }))
             }
 
             fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()> {

@@ -29,8 +29,8 @@ use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Stor
 
 pub use enroll::{HashedRecoveryCodes, MfaStatus, NewRecoveryCodes, PendingAuthenticator};
 pub use notices::{
-    NOTICE_BATCH, NOTICE_FIRST_RETRY_SECS, NOTICE_LEASE_SECS, NOTICE_MAX_ATTEMPTS,
-    NOTICE_MAX_RETRY_SECS, NoticeRun, NoticeWaker, retry_delay,
+    NOTICE_FIRST_RETRY_SECS, NOTICE_LEASE_SECS, NOTICE_MAX_ATTEMPTS, NOTICE_MAX_RETRY_SECS,
+    NOTICES_SENT_INLINE, NoticeOrder, NoticeOutcome, NoticeRun, NoticeWaker, retry_delay,
 };
 pub use operator::{OPERATOR, OperatorConsole, OperatorNewUser, OperatorReset};
 pub use orgs::OrgPatch;

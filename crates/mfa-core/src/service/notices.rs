@@ -8,25 +8,27 @@
 //! mail loses nothing. It is sent afterwards by
 //! [`MfaService::deliver_notices`], in whichever process claims it first:
 //! at once after the commit (by the thread a [`NoticeWaker`] wakes, or
-//! without one by the call that made the change, which sends one batch of
-//! the notices due), and again later while its sends fail for a reason
-//! that may pass. Delivery is at least once: a process stopped
-//! between a send and the deletion of its notice leaves it to be sent
-//! again after [`NOTICE_LEASE_SECS`].
+//! without one by the call that made the change, which sends the notices
+//! it queued), and again later while its sends fail for a reason that may
+//! pass. Delivery is at least once: a process stopped between a send and
+//! the deletion of its notice leaves it to be sent again after
+//! [`NOTICE_LEASE_SECS`], and a send whose outcome is unknown (the mail
+//! server did not answer in time) is tried again.
 
 use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::error::{MailError, StoreError};
-use crate::ports::{NewNotice, QueuedNotice};
+use crate::ports::NewNotice;
 
-/// Notices claimed per write transaction of [`MfaService::deliver_notices`].
-pub const NOTICE_BATCH: u32 = 8;
+/// Notices a call that queued some sends itself after its commit, at most
+/// (without a [`NoticeWaker`]): the newest due, those it queued.
+pub const NOTICES_SENT_INLINE: u64 = 8;
 
 /// How long a claimed notice is left to the process that claimed it: well
-/// over what a batch takes to send to a mail server that answers each
-/// step at its timeout. A process stopped with notices claimed delays
-/// them by this much.
+/// over what one send takes with a mail server that answers each of its
+/// steps at the timeout (about 80 s), and a wait for a send slot. A
+/// process stopped while it sent a notice delays that one by this much.
 pub const NOTICE_LEASE_SECS: u64 = 300;
 
 /// Sends of one notice tried at most; with the delays of [`retry_delay`]
@@ -44,6 +46,22 @@ pub const NOTICE_MAX_RETRY_SECS: u64 = 3600;
 /// whatever sends them ([`MfaService::with_notice_waker`]).
 pub type NoticeWaker = Arc<dyn Fn() + Send + Sync>;
 
+/// Which due notice [`MfaService::deliver_next_notice`] claims.
+pub use crate::ports::NoticeOrder;
+
+/// What became of one notice claimed and sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeOutcome {
+    /// The mail server took it: deleted.
+    Sent,
+    /// Its send failed for a reason that may pass: due again after
+    /// [`retry_delay`].
+    Retried,
+    /// Refused for good, or failed at its [`NOTICE_MAX_ATTEMPTS`]th try:
+    /// deleted unsent.
+    GivenUp,
+}
+
 /// What one [`MfaService::deliver_notices`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NoticeRun {
@@ -55,6 +73,17 @@ pub struct NoticeRun {
     /// Notices deleted unsent: refused for good by the mail server, or
     /// failed [`NOTICE_MAX_ATTEMPTS`] times.
     pub given_up: u64,
+}
+
+impl NoticeRun {
+    /// Add one notice's outcome.
+    pub fn count(&mut self, outcome: NoticeOutcome) {
+        match outcome {
+            NoticeOutcome::Sent => self.sent += 1,
+            NoticeOutcome::Retried => self.retried += 1,
+            NoticeOutcome::GivenUp => self.given_up += 1,
+        }
+    }
 }
 
 /// The delay before the send after the `attempts`-th failed one.
@@ -136,7 +165,8 @@ impl<S: Store> MfaService<S> {
             })
             .collect();
         tx.queue_notices(&rows)?;
-        self.notices_queued.fetch_add(1, Ordering::Relaxed);
+        self.notices_queued
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -147,24 +177,35 @@ impl<S: Store> MfaService<S> {
         &self,
         f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T> {
-        // Another request's notices counted meanwhile only cause a wake-up
-        // with nothing more to send; none of this one's is missed.
+        // Notices another request queued meanwhile are counted too: they
+        // only cause a wake-up, or a send, that their own request would
+        // have caused; none of this one's is missed.
         let before = self.notices_queued.load(Ordering::Relaxed);
         let result = self.store.write(f);
-        if result.is_ok() && self.notices_queued.load(Ordering::Relaxed) != before {
+        let queued = self
+            .notices_queued
+            .load(Ordering::Relaxed)
+            .wrapping_sub(before);
+        if result.is_ok() && queued > 0 {
             match &self.notice_waker {
                 Some(wake) => wake(),
-                // One batch: a request does not send a backlog a mail
-                // outage left. Failures stay queued for the next delivery.
+                // The newest: those this call queued, not a backlog a mail
+                // outage left (an audit saw a command take 80 s over eight
+                // old notices, its own left queued). Failures stay queued
+                // for the next delivery.
                 None => {
-                    let _ = self.deliver_notice_batch(&mut NoticeRun::default());
+                    for _ in 0..queued.min(NOTICES_SENT_INLINE) {
+                        if !matches!(self.deliver_next_notice(NoticeOrder::Newest), Ok(Some(_))) {
+                            break;
+                        }
+                    }
                 }
             }
         }
         result
     }
 
-    /// Send the notices that are due, [`NOTICE_BATCH`] claimed at a time,
+    /// Send the notices that are due, one claimed at a time, oldest first,
     /// until none is left: each one sent is deleted; one whose send failed
     /// for a reason that may pass is due again after [`retry_delay`], and
     /// given up after [`NOTICE_MAX_ATTEMPTS`]. Several processes may
@@ -174,26 +215,26 @@ impl<S: Store> MfaService<S> {
     /// claimed.
     pub fn deliver_notices(&self) -> MfaResult<NoticeRun> {
         let mut run = NoticeRun::default();
-        while self.deliver_notice_batch(&mut run)? == NOTICE_BATCH as usize {}
+        while let Some(outcome) = self.deliver_next_notice(NoticeOrder::Oldest)? {
+            run.count(outcome);
+        }
         Ok(run)
     }
 
-    /// Claim up to [`NOTICE_BATCH`] notices due and send them; how many
-    /// were claimed.
-    fn deliver_notice_batch(&self, run: &mut NoticeRun) -> MfaResult<usize> {
+    /// Claim the next notice due, send it and record the outcome; `None`
+    /// when none is due. One at a time, so that the lease of a claim
+    /// ([`NOTICE_LEASE_SECS`]) covers one send however slow the mail
+    /// server: an audit saw a batch of eight outlast it on a server that
+    /// took 9 s a reply, and another process send two of them again.
+    pub fn deliver_next_notice(&self, order: NoticeOrder) -> MfaResult<Option<NoticeOutcome>> {
         let now = self.now();
         let lease_until = now.plus_secs(NOTICE_LEASE_SECS);
-        let claimed = self
+        let Some(notice) = self
             .store
-            .write(|tx| Ok(tx.claim_notices(now, lease_until, NOTICE_BATCH)?))?;
-        for notice in &claimed {
-            self.deliver_notice(notice, run)?;
-        }
-        Ok(claimed.len())
-    }
-
-    /// Send one claimed notice and record the outcome.
-    fn deliver_notice(&self, notice: &QueuedNotice, run: &mut NoticeRun) -> MfaResult<()> {
+            .write(|tx| Ok(tx.claim_notice(now, lease_until, order)?))?
+        else {
+            return Ok(None);
+        };
         let sent = match serde_json::from_str::<MailKind>(&notice.payload) {
             Ok(kind) => self.mailer.send_notice(&Mail {
                 to: notice.to.clone(),
@@ -207,30 +248,28 @@ impl<S: Store> MfaService<S> {
                 message: format!("not a notice this version knows: {e}"),
             }),
         };
-        let retry = match sent {
-            Ok(()) => None,
-            Err(e) if e.delivery_unknown => None,
+        // A send whose outcome is unknown is tried again: the mail server
+        // may have taken it (a duplicate then), or may never have answered
+        // at all (an audit saw notices to a server that never greeted
+        // deleted as sent). A notice twice beats a notice lost.
+        let outcome = match sent {
+            Ok(()) => NoticeOutcome::Sent,
             Err(e) if e.transient && notice.attempts < NOTICE_MAX_ATTEMPTS => {
-                Some(self.now().plus_secs(retry_delay(notice.attempts)))
+                NoticeOutcome::Retried
             }
-            Err(_) => {
-                run.given_up += 1;
-                self.store.write(|tx| Ok(tx.delete_notice(notice.id)?))?;
-                return Ok(());
-            }
+            Err(_) => NoticeOutcome::GivenUp,
         };
-        match retry {
-            None => {
-                run.sent += 1;
+        match outcome {
+            NoticeOutcome::Sent | NoticeOutcome::GivenUp => {
                 self.store.write(|tx| Ok(tx.delete_notice(notice.id)?))?;
             }
-            Some(at) => {
-                run.retried += 1;
+            NoticeOutcome::Retried => {
+                let at = self.now().plus_secs(retry_delay(notice.attempts));
                 self.store
                     .write(|tx| Ok(tx.retry_notice_at(notice.id, at)?))?;
             }
         }
-        Ok(())
+        Ok(Some(outcome))
     }
 
     /// Notices waiting to be sent, claimed or not.

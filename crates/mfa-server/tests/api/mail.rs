@@ -454,3 +454,32 @@ async fn a_notice_outlives_a_mail_outage_and_its_server(s: TestServer) {
         "{metrics}"
     );
 }
+
+/// A notice to a mail server that never answered is tried again, not
+/// counted as sent: nothing says it arrived. (An audit saw such notices
+/// deleted as delivered, and never sent once the mail server was back.)
+#[tokio::test]
+async fn a_notice_the_mail_server_never_answered_is_tried_again() {
+    let hung = HungSmtp::start();
+    let s = TestServer::sqlite_with(&[("MFA_SMTP_URL", &hung.url())]).await;
+    let root = s.root().await;
+    let user = s.create_user(&root, "unanswered@example.com", false).await;
+    s.put(
+        &format!("/user/users/{user}/membership"),
+        &root,
+        json!({"mfaOptOut": true}),
+    )
+    .await
+    .expect(204, None);
+    // Waits for the send to time out.
+    assert!(s.mails_to("unanswered@example.com").is_empty());
+    let metrics = s.metrics().await;
+    for series in [
+        "\nmfa_mail_notices_queued 1\n",
+        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
+        r#"mfa_mail_messages_total{kind="notice",outcome="sent"} 0"#,
+        r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use mfa_core::ports::NewNotice;
+use mfa_core::ports::{NewNotice, NoticeOrder, QueuedNotice};
 use mfa_core::{MfaError, Store, StoreTx, Timestamp};
 use mfa_store::test_support::TestDatabase;
 
@@ -33,6 +33,17 @@ fn a_notice_is_kept_only_with_its_change(db: TestDatabase) {
     assert_eq!(read(&store, |tx| Ok(tx.count_notices()?)), 1);
 }
 
+fn claim(
+    store: &mfa_store::DbStore,
+    now: i64,
+    lease: i64,
+    order: NoticeOrder,
+) -> Option<QueuedNotice> {
+    write(store, |tx| {
+        Ok(tx.claim_notice(Timestamp(now), Timestamp(lease), order)?)
+    })
+}
+
 fn a_claim_holds_a_notice_until_its_lease_ends(db: TestDatabase) {
     let store = open(&db);
     write(&store, |tx| {
@@ -40,41 +51,30 @@ fn a_claim_holds_a_notice_until_its_lease_ends(db: TestDatabase) {
         queue(tx, "b@example.com", 20)?;
         queue(tx, "later@example.com", 30)
     });
-    // Due at their queueing time, oldest first, at most `limit`.
-    let claimed = write(&store, |tx| {
-        Ok(tx.claim_notices(Timestamp(25), Timestamp(100), 10)?)
-    });
-    let to: Vec<&str> = claimed.iter().map(|n| n.to.as_str()).collect();
-    assert_eq!(to, ["a@example.com", "b@example.com"]);
-    assert!(claimed.iter().all(|n| n.attempts == 1));
-    assert_eq!(claimed[0].queued_at, Timestamp(10));
-    assert_eq!(claimed[0].payload, r#"{"kind":"replay_refused"}"#);
+    // Due at their queueing time, oldest or newest first.
+    let a = claim(&store, 25, 100, NoticeOrder::Oldest).expect("a is due");
+    assert_eq!((a.to.as_str(), a.attempts), ("a@example.com", 1));
+    assert_eq!(a.queued_at, Timestamp(10));
+    assert_eq!(a.payload, r#"{"kind":"replay_refused"}"#);
+    let b = claim(&store, 25, 100, NoticeOrder::Newest).expect("b is due");
+    assert_eq!(b.to, "b@example.com");
+    assert_eq!(claim(&store, 25, 100, NoticeOrder::Oldest), None);
     // Held by the lease: only the third is due.
-    let next = write(&store, |tx| {
-        Ok(tx.claim_notices(Timestamp(99), Timestamp(200), 10)?)
-    });
-    assert_eq!(next.len(), 1);
-    assert_eq!(next[0].to, "later@example.com");
+    let later = claim(&store, 99, 200, NoticeOrder::Oldest).expect("the third");
+    assert_eq!(later.to, "later@example.com");
+    assert_eq!(claim(&store, 99, 200, NoticeOrder::Newest), None);
     // A failed send makes it due later; a sent one is deleted.
     write(&store, |tx| {
-        tx.retry_notice_at(claimed[0].id, Timestamp(150))?;
-        assert!(tx.delete_notice(claimed[1].id)?);
-        assert!(!tx.delete_notice(claimed[1].id)?);
+        tx.retry_notice_at(a.id, Timestamp(150))?;
+        assert!(tx.delete_notice(b.id)?);
+        assert!(!tx.delete_notice(b.id)?);
         Ok(())
     });
-    let after_lease = write(&store, |tx| {
-        Ok(tx.claim_notices(Timestamp(150), Timestamp(400), 10)?)
-    });
-    assert_eq!(after_lease.len(), 1);
-    assert_eq!(after_lease[0].id, claimed[0].id);
-    assert_eq!(after_lease[0].attempts, 2);
+    let again = claim(&store, 150, 400, NoticeOrder::Oldest).expect("a again");
+    assert_eq!((again.id, again.attempts), (a.id, 2));
     // The lease of a process that stopped runs out: another takes it.
-    let taken_over = write(&store, |tx| {
-        Ok(tx.claim_notices(Timestamp(200), Timestamp(500), 10)?)
-    });
-    assert_eq!(taken_over.len(), 1);
-    assert_eq!(taken_over[0].to, "later@example.com");
-    assert_eq!(taken_over[0].attempts, 2);
+    let taken_over = claim(&store, 200, 500, NoticeOrder::Oldest).expect("the third again");
+    assert_eq!((taken_over.id, taken_over.attempts), (later.id, 2));
     assert_eq!(read(&store, |tx| Ok(tx.count_notices()?)), 2);
 }
 
@@ -114,7 +114,7 @@ fn claims_skip_notices_another_process_is_claiming(db: TestDatabase) {
         scope.spawn(move || {
             let done = std::sync::Mutex::new(done);
             write(first, |tx| {
-                let mine = tx.claim_notices(Timestamp(10), Timestamp(1_000), 2)?;
+                let mine = tx.claim_notice(Timestamp(10), Timestamp(1_000), NoticeOrder::Oldest)?;
                 claimed_tx.send(mine).expect("signal");
                 if done
                     .lock()
@@ -127,18 +127,21 @@ fn claims_skip_notices_another_process_is_claiming(db: TestDatabase) {
                 Ok(())
             })
         });
-        let mine = claimed.recv().expect("the first claim holds two notices");
+        let mine = claimed.recv().expect("the first claim holds a notice");
         let theirs = write(&second, |tx| {
-            Ok(tx.claim_notices(Timestamp(10), Timestamp(1_000), 10)?)
+            Ok(tx.claim_notice(Timestamp(10), Timestamp(1_000), NoticeOrder::Oldest)?)
         });
         assert!(
             !first_gave_up.load(Ordering::SeqCst),
             "the second claim waited for the first"
         );
         let _ = done_tx.send(());
-        assert_eq!(mine.len(), 2);
-        assert_eq!(theirs.len(), 3, "the three the first does not hold");
-        assert!(theirs.iter().all(|n| mine.iter().all(|m| m.id != n.id)));
+        let (mine, theirs) = (mine.expect("mine"), theirs.expect("theirs"));
+        assert_eq!(mine.to, "n1@example.com");
+        assert_eq!(
+            theirs.to, "n2@example.com",
+            "the next one, not the one held"
+        );
     });
 }
 
