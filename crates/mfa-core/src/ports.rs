@@ -555,7 +555,7 @@ pub struct NewNotice<'a> {
     pub queued_at: Timestamp,
 }
 
-/// A notice claimed from the store's queue ([`StoreTx::claim_notices`]).
+/// A notice claimed from the store's queue ([`StoreTx::claim_notice`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedNotice {
     /// The queue's id.

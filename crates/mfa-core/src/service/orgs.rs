@@ -103,7 +103,7 @@ impl<S: Store> MfaService<S> {
     /// removed, queued in the reset's transaction (see
     /// [`MfaService::deliver_notices`]). Without a
     /// [`MfaService::with_notice_waker`] up to
-    /// [`NOTICES_SENT_INLINE`](super::NOTICES_SENT_INLINE) of them are sent
+    /// [`NOTICES_SENT_INLINE`] of them are sent
     /// inside this call, and the rest by the next `deliver_notices`.
     pub fn reset_mfa(&self, caller: &FullCaller, ids: &[UserId]) -> MfaResult<()> {
         let now = self.now();
