@@ -741,10 +741,13 @@ pub trait Mailer: Send + Sync {
     /// (a factor added or removed, a replay refused, a recovery code used,
     /// an email change), taken from the store's queue of notices
     /// ([`crate::MfaService::deliver_notices`]), which tries a transient
-    /// failure again later. The default is [`Mailer::send`]; a mailer
-    /// that gives up waiting for a slow mail server in [`Mailer::send`]
-    /// (a request waits for it) should wait for the answer here: a notice
-    /// whose delivery is unknown is counted as sent.
+    /// failure again later and counts a notice whose delivery is unknown
+    /// ([`MailError::delivery_unknown`]) as sent. So a mailer says
+    /// "unknown" only where the mail server may have taken the message
+    /// (no answer to its end), never for a server that did not answer
+    /// before it (the greeting); and a mailer that gives up waiting for a
+    /// slow mail server in [`Mailer::send`] (a request waits for it)
+    /// should wait for the answer here. The default is [`Mailer::send`].
     fn send_notice(&self, mail: &Mail) -> Result<(), MailError> {
         self.send(mail)
     }

@@ -401,9 +401,45 @@ impl EmailMailer {
     }
 }
 
-impl Mailer for EmailMailer {
-    fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        let result = self.deliver(mail);
+impl EmailMailer {
+    /// Whether the SMTP server answers up to the point where a message
+    /// would be given to it (greeting, `EHLO`, TLS, login; a `NOOP` on a
+    /// connection kept from before): a failure here is a message not
+    /// sent. lettre does not tell at which step a send timed out, and a
+    /// timeout waiting for the reply to the end of the data is a message
+    /// the server may have taken (RFC 5321 allows it 10 minutes).
+    fn check_reachable(&self, mail: &Mail) -> Result<(), MailError> {
+        let Transport::Smtp {
+            transport,
+            host,
+            port,
+            ..
+        } = &self.transport
+        else {
+            return Ok(());
+        };
+        let unreachable = |message: String| MailError {
+            transient: true,
+            delivery_unknown: false,
+            message,
+        };
+        match transport.test_connection() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(unreachable(format!(
+                "the SMTP server ({host}:{port}) did not answer on its connection"
+            ))),
+            Err(e) => {
+                let error = smtp_error(&e, mail, host, *port);
+                Err(MailError {
+                    delivery_unknown: false,
+                    ..error
+                })
+            }
+        }
+    }
+
+    /// Log a failure of `result`, which delivered `mail`.
+    fn logged(mail: &Mail, result: Result<(), MailError>) -> Result<(), MailError> {
         if let Err(e) = &result {
             tracing::warn!(
                 kind = TemplateKind::of(&mail.kind).name(),
@@ -414,6 +450,26 @@ impl Mailer for EmailMailer {
             );
         }
         result
+    }
+}
+
+impl Mailer for EmailMailer {
+    fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        Self::logged(mail, self.deliver(mail))
+    }
+
+    /// [`Mailer::send`] once the server answered [`EmailMailer`]'s check
+    /// that it is there: a notice is tried again after a failure, and
+    /// counted as sent when its outcome is unknown, so the outcome is made
+    /// unknown only when the server answered up to the message. (An audit
+    /// saw notices to a server that never greeted counted as sent, and,
+    /// retried instead, notices to a server that confirms slowly sent 8
+    /// times.)
+    fn send_notice(&self, mail: &Mail) -> Result<(), MailError> {
+        Self::logged(
+            mail,
+            self.check_reachable(mail).and_then(|()| self.deliver(mail)),
+        )
     }
 
     fn accepts_address(&self, email: &str) -> bool {

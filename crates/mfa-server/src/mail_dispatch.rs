@@ -99,6 +99,8 @@ struct Notices {
     /// Sends of notices, by outcome.
     sent: AtomicU64,
     failed: AtomicU64,
+    /// Sends the mail server did not confirm in time (counted as sent).
+    unconfirmed: AtomicU64,
     /// Notices deleted unsent.
     given_up: AtomicU64,
     /// Notices in the database after the last delivery.
@@ -167,9 +169,11 @@ impl MailDispatch {
     /// `busy` (required: refused after waiting for a send slot),
     /// `unconfirmed` (required: the request stopped waiting at
     /// [`SEND_DEADLINE`]; the message is also counted as sent or failed
-    /// once the transport returns) or `given_up` (a notice deleted unsent:
-    /// refused for good, or failed at its every try).
-    pub fn counts(&self) -> [(&'static str, &'static str, u64); 7] {
+    /// once the transport returns; a notice: the end of the message was
+    /// not confirmed, and the notice counts as sent) or `given_up` (a
+    /// notice deleted unsent: refused for good, or failed at its every
+    /// try).
+    pub fn counts(&self) -> [(&'static str, &'static str, u64); 8] {
         let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
         [
             ("required", "sent", read(&self.required.sent)),
@@ -178,6 +182,7 @@ impl MailDispatch {
             ("required", "unconfirmed", read(&self.required.unconfirmed)),
             ("notice", "sent", read(&self.notices.sent)),
             ("notice", "failed", read(&self.notices.failed)),
+            ("notice", "unconfirmed", read(&self.notices.unconfirmed)),
             ("notice", "given_up", read(&self.notices.given_up)),
         ]
     }
@@ -258,9 +263,10 @@ impl Mailer for MailDispatch {
     fn send_notice(&self, mail: &Mail) -> Result<(), MailError> {
         let _slot = self.slots.take(None);
         // The transport logs a failure.
-        let sent = self.inner.send(mail);
-        let outcome = match sent {
+        let sent = self.inner.send_notice(mail);
+        let outcome = match &sent {
             Ok(()) => &self.notices.sent,
+            Err(e) if e.delivery_unknown => &self.notices.unconfirmed,
             Err(_) => &self.notices.failed,
         };
         outcome.fetch_add(1, Ordering::Relaxed);

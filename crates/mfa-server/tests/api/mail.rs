@@ -483,3 +483,34 @@ async fn a_notice_the_mail_server_never_answered_is_tried_again() {
         assert!(metrics.contains(series), "{series}: {metrics}");
     }
 }
+
+/// A notice whose end the mail server confirms too late is counted as
+/// sent, not sent again at every try: the server took it. (Retried, it
+/// arrived 8 times.)
+#[tokio::test]
+async fn a_notice_confirmed_late_is_sent_once() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    let user = s.create_user(&root, "late@example.com", false).await;
+    s.smtp
+        .set_data_reply_delay(mfa_email::SMTP_TIMEOUT + std::time::Duration::from_secs(5));
+    s.put(
+        &format!("/user/users/{user}/membership"),
+        &root,
+        json!({"mfaOptOut": true}),
+    )
+    .await
+    .expect(204, None);
+    assert_eq!(s.mails_to("late@example.com").len(), 1);
+    s.smtp.set_data_reply_delay(std::time::Duration::ZERO);
+    s.advance(mfa_core::service::retry_delay(1) as i64);
+    assert_eq!(s.mails_to("late@example.com").len(), 1, "not sent again");
+    let metrics = s.metrics().await;
+    for series in [
+        "\nmfa_mail_notices_queued 0\n",
+        r#"mfa_mail_messages_total{kind="notice",outcome="unconfirmed"} 1"#,
+        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
+}
