@@ -347,6 +347,7 @@ fn admin(config: &mfa_server::Config, action: AdminCommand) -> cli::CliResult {
         } => Some(admin::read_password(email, *password_stdin)?),
         _ => None,
     };
+    cli::init_warnings_log();
     let service = cli::open_service(config)?;
     match action {
         AdminCommand::ListOrgs => admin::list_orgs(&service),

@@ -151,6 +151,19 @@ pub fn init_tracing(config: &Config) {
         .init();
 }
 
+/// Warnings alone to stderr, for the `admin` commands, whose reports go to
+/// stdout: a notice their change could not mail (it stays queued for a
+/// server to send) is said, not only counted. (An audit saw a command wait
+/// on a mail server that hung and exit 0 saying nothing.)
+pub fn init_warnings_log() {
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_ansi(io::stderr().is_terminal())
+        .with_writer(io::stderr)
+        .init();
+}
+
 /// The SQLite file the configuration names, if the database is SQLite.
 pub fn sqlite_path(config: &Config) -> Option<PathBuf> {
     config.sqlite_file()

@@ -1433,3 +1433,51 @@ fn a_missing_database_directory_is_named() {
         "a key file was left for a database that could not be opened"
     );
 }
+
+/// An admin command whose notice the mail server refuses for now says so
+/// on stderr, exits 0 (the change is made), and leaves the notice queued
+/// for a server to send. (An audit saw a command exit 0 in silence.)
+#[test]
+fn an_admin_command_says_when_its_notice_waits() {
+    let d = Deployment::new();
+    let smtp = mfa_email::test_support::SmtpSink::start_failing().expect("SMTP sink");
+    let url = smtp.url();
+    let mut env = d.env();
+    env.push(("MFA_SMTP_URL", url.as_str()));
+    let run_env = |args: &[&str], stdin: &str| run(d.path(), &env, args, stdin);
+    expect_code(&run_env(&["migrate"], ""), 0);
+    expect_code(&run_env(&["admin", "create-org", "--name", "Acme"], ""), 0);
+    let out = run_env(
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            "waits@example.com",
+            "--org",
+            "1",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    expect_code(&out, 0);
+    let out = run_env(
+        &[
+            "admin",
+            "opt-out",
+            "--org",
+            "1",
+            "--email",
+            "waits@example.com",
+        ],
+        "",
+    );
+    expect_code(&out, 0);
+    assert!(stdout(&out).contains("now opted out"), "{}", stdout(&out));
+    let warned = stderr(&out);
+    assert!(
+        warned.contains("mail not delivered") && warned.contains("w***@example.com"),
+        "{warned}"
+    );
+    let waiting = d.store().read(|tx| Ok(tx.count_notices()?)).expect("count");
+    assert_eq!(waiting, 1);
+}
