@@ -159,6 +159,10 @@ enum Transport {
     /// A real SMTP server.
     Smtp {
         transport: SmtpTransport,
+        /// What the transport was built with, for [`EmailMailer::send_notice`]'s
+        /// dialogue of its own.
+        tls: Option<TlsParameters>,
+        credentials: Option<Credentials>,
         host: String,
         port: u16,
         security: Security,
@@ -331,7 +335,9 @@ impl EmailMailer {
             )
     }
 
-    fn deliver(&self, mail: &Mail) -> Result<(), MailError> {
+    /// Render `mail` and deliver it: over lettre's transport, or for a
+    /// notice (`notice`) over a dialogue of its own ([`send_telling_stage`]).
+    fn deliver(&self, mail: &Mail, notice: bool) -> Result<(), MailError> {
         let kind = TemplateKind::of(&mail.kind).name();
         let to_masked = mask_email(&mail.to);
         // An internationalised domain in its ASCII form, as the sender's:
@@ -371,6 +377,35 @@ impl EmailMailer {
                 }),
             },
             Transport::Smtp {
+                host,
+                port,
+                security,
+                tls,
+                credentials,
+                ..
+            } if notice => {
+                let server = Server {
+                    host,
+                    port: *port,
+                    security: *security,
+                    tls: tls.as_ref(),
+                    credentials: credentials.as_ref(),
+                };
+                match send_telling_stage(&server, &message) {
+                    Ok(()) => {
+                        tracing::info!(kind, to = %to_masked, server = %format!("{host}:{port}"), "mail sent");
+                        Ok(())
+                    }
+                    Err((e, past_the_data)) => {
+                        let error = smtp_error(&e, mail, host, *port);
+                        Err(MailError {
+                            delivery_unknown: error.delivery_unknown && past_the_data,
+                            ..error
+                        })
+                    }
+                }
+            }
+            Transport::Smtp {
                 transport,
                 host,
                 port,
@@ -402,42 +437,6 @@ impl EmailMailer {
 }
 
 impl EmailMailer {
-    /// Whether the SMTP server answers up to the point where a message
-    /// would be given to it (greeting, `EHLO`, TLS, login; a `NOOP` on a
-    /// connection kept from before): a failure here is a message not
-    /// sent. lettre does not tell at which step a send timed out, and a
-    /// timeout waiting for the reply to the end of the data is a message
-    /// the server may have taken (RFC 5321 allows it 10 minutes).
-    fn check_reachable(&self, mail: &Mail) -> Result<(), MailError> {
-        let Transport::Smtp {
-            transport,
-            host,
-            port,
-            ..
-        } = &self.transport
-        else {
-            return Ok(());
-        };
-        let unreachable = |message: String| MailError {
-            transient: true,
-            delivery_unknown: false,
-            message,
-        };
-        match transport.test_connection() {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(unreachable(format!(
-                "the SMTP server ({host}:{port}) did not answer on its connection"
-            ))),
-            Err(e) => {
-                let error = smtp_error(&e, mail, host, *port);
-                Err(MailError {
-                    delivery_unknown: false,
-                    ..error
-                })
-            }
-        }
-    }
-
     /// Log a failure of `result`, which delivered `mail`.
     fn logged(mail: &Mail, result: Result<(), MailError>) -> Result<(), MailError> {
         if let Err(e) = &result {
@@ -455,26 +454,98 @@ impl EmailMailer {
 
 impl Mailer for EmailMailer {
     fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        Self::logged(mail, self.deliver(mail))
+        Self::logged(mail, self.deliver(mail, false))
     }
 
-    /// [`Mailer::send`] once the server answered [`EmailMailer`]'s check
-    /// that it is there: a notice is tried again after a failure, and
-    /// counted as sent when its outcome is unknown, so the outcome is made
-    /// unknown only when the server answered up to the message. (An audit
-    /// saw notices to a server that never greeted counted as sent, and,
-    /// retried instead, notices to a server that confirms slowly sent 8
-    /// times.)
+    /// [`Mailer::send`] over an SMTP dialogue that knows its step: a notice
+    /// is tried again after a failure, and counted as sent when its
+    /// outcome is unknown, so the outcome is unknown only for a timeout
+    /// waiting for the reply to the end of the data (the server may have
+    /// taken the message); a timeout at any step before is a failure.
+    /// lettre's transport reports neither. (Audits saw notices to a server
+    /// that stalled before the data counted as sent, and, retried at every
+    /// timeout instead, notices to a server that confirms slowly sent 8
+    /// times.) No retry inside the send: the notice's own is later.
     fn send_notice(&self, mail: &Mail) -> Result<(), MailError> {
-        Self::logged(
-            mail,
-            self.check_reachable(mail).and_then(|()| self.deliver(mail)),
-        )
+        Self::logged(mail, self.deliver(mail, true))
     }
 
     fn accepts_address(&self, email: &str) -> bool {
         accepts_address(email)
     }
+}
+
+/// Where [`send_telling_stage`] connects, and how.
+struct Server<'a> {
+    host: &'a str,
+    port: u16,
+    security: Security,
+    tls: Option<&'a TlsParameters>,
+    credentials: Option<&'a Credentials>,
+}
+
+/// Send `message` with lettre's SMTP connection, step by step, as its
+/// transport does (TLS, `EHLO`, login, `MAIL`, `RCPT`, `DATA`, the
+/// message), on a connection of its own; the error, and whether it came
+/// after the end of the data was sent (when the server may have taken the
+/// message).
+fn send_telling_stage(
+    server: &Server<'_>,
+    message: &Message,
+) -> Result<(), (lettre::transport::smtp::Error, bool)> {
+    use lettre::transport::smtp::authentication::Mechanism;
+    use lettre::transport::smtp::client::SmtpConnection;
+    use lettre::transport::smtp::commands::{Data, Mail as MailCommand, Rcpt};
+    use lettre::transport::smtp::extension::{
+        ClientId, Extension, MailBodyParameter, MailParameter,
+    };
+
+    let before = |e| (e, false);
+    let hello = ClientId::default();
+    let wrapper = match server.security {
+        Security::Tls => server.tls,
+        Security::StartTls | Security::None => None,
+    };
+    let mut conn = SmtpConnection::connect(
+        (server.host, server.port),
+        Some(SMTP_TIMEOUT),
+        &hello,
+        wrapper,
+        None,
+    )
+    .map_err(before)?;
+    if let (Security::StartTls, Some(tls)) = (server.security, server.tls) {
+        conn.starttls(tls, &hello).map_err(before)?;
+    }
+    if let Some(credentials) = server.credentials {
+        conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+            .map_err(before)?;
+    }
+    let envelope = message.envelope();
+    let body = message.formatted();
+    let mut parameters = Vec::new();
+    // As lettre's transport does: a body or an address beyond ASCII needs
+    // the extension, and the server then refuses what it cannot take.
+    if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let ascii_addresses = envelope.from().into_iter().chain(envelope.to()).all(|a| {
+        let text: &str = a.as_ref();
+        text.is_ascii()
+    });
+    if !ascii_addresses && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+        parameters.push(MailParameter::SmtpUtfEight);
+    }
+    conn.command(MailCommand::new(envelope.from().cloned(), parameters))
+        .map_err(before)?;
+    for to in envelope.to() {
+        conn.command(Rcpt::new(to.clone(), vec![]))
+            .map_err(before)?;
+    }
+    conn.command(Data).map_err(before)?;
+    conn.message(&body).map_err(|e| (e, true))?;
+    let _ = conn.quit();
+    Ok(())
 }
 
 /// What lettre parses as an address, but not a domain literal
@@ -530,11 +601,20 @@ fn smtp_transport(s: SmtpSettings) -> Result<Transport, Error> {
         Security::Tls => builder.tls(Tls::Wrapper(tls_params()?)),
         Security::None => builder.tls(Tls::None),
     };
-    if let Some((user, password)) = s.credentials {
-        builder = builder.credentials(Credentials::new(user, password));
+    let credentials = s
+        .credentials
+        .map(|(user, password)| Credentials::new(user, password));
+    if let Some(credentials) = &credentials {
+        builder = builder.credentials(credentials.clone());
     }
+    let tls = match s.security {
+        Security::None => None,
+        Security::StartTls | Security::Tls => Some(tls_params()?),
+    };
     Ok(Transport::Smtp {
         transport: builder.build(),
+        tls,
+        credentials,
         host: s.host,
         port: s.port,
         security: s.security,

@@ -112,6 +112,8 @@ struct Shared {
     refuse_recipients: AtomicBool,
     /// Milliseconds to wait before confirming a message it kept.
     data_reply_delay_ms: AtomicU64,
+    /// Milliseconds to wait before answering `MAIL FROM`.
+    mail_from_reply_delay_ms: AtomicU64,
     active: AtomicUsize,
     state: Mutex<State>,
     arrived: Condvar,
@@ -147,6 +149,7 @@ impl SmtpSink {
             fail_mail_from: AtomicBool::new(false),
             refuse_recipients: AtomicBool::new(false),
             data_reply_delay_ms: AtomicU64::new(0),
+            mail_from_reply_delay_ms: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
             arrived: Condvar::new(),
@@ -192,6 +195,16 @@ impl SmtpSink {
     pub fn set_data_reply_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.shared.data_reply_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Answer every later `MAIL FROM` only `delay` later: a mail server
+    /// that greets and then stalls before taking anything.
+    /// `Duration::ZERO` answers at once again.
+    pub fn set_mail_from_reply_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared
+            .mail_from_reply_delay_ms
+            .store(ms, Ordering::SeqCst);
     }
 
     /// The port it listens on (on `127.0.0.1`).
@@ -416,6 +429,16 @@ impl<'a> Session<'a> {
                 }
                 "MAIL" if upper.starts_with("MAIL FROM:") => {
                     self.shared.state().mail_from_commands += 1;
+                    let delay = Duration::from_millis(
+                        self.shared.mail_from_reply_delay_ms.load(Ordering::SeqCst),
+                    );
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until {
+                        if self.shared.stopping() {
+                            return Ok(());
+                        }
+                        thread::sleep(POLL);
+                    }
                     if !self.greeted {
                         self.reply("503 5.5.1 say EHLO first")?;
                     } else if self.from.is_some() {

@@ -514,3 +514,36 @@ async fn a_notice_confirmed_late_is_sent_once() {
         assert!(metrics.contains(series), "{series}: {metrics}");
     }
 }
+
+/// A mail server that greets and then stalls before it takes anything
+/// (here at `MAIL FROM`; a slow recipient check alike) did not take the
+/// notice: tried again, not counted as sent. (An audit saw such notices
+/// deleted as "unconfirmed" and never sent.)
+#[tokio::test]
+async fn a_notice_stalled_before_its_data_is_tried_again() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    let user = s.create_user(&root, "stalled@example.com", false).await;
+    s.smtp
+        .set_mail_from_reply_delay(mfa_email::SMTP_TIMEOUT + std::time::Duration::from_secs(5));
+    s.put(
+        &format!("/user/users/{user}/membership"),
+        &root,
+        json!({"mfaOptOut": true}),
+    )
+    .await
+    .expect(204, None);
+    assert!(s.mails_to("stalled@example.com").is_empty());
+    let metrics = s.metrics().await;
+    for series in [
+        "\nmfa_mail_notices_queued 1\n",
+        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
+        r#"mfa_mail_messages_total{kind="notice",outcome="unconfirmed"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
+    // Sent at its retry once the server answers.
+    s.smtp.set_mail_from_reply_delay(std::time::Duration::ZERO);
+    s.advance(mfa_core::service::retry_delay(1) as i64);
+    assert_eq!(s.mails_to("stalled@example.com").len(), 1);
+}
