@@ -396,10 +396,20 @@ impl EmailMailer {
                         tracing::info!(kind, to = %to_masked, server = %format!("{host}:{port}"), "mail sent");
                         Ok(())
                     }
-                    Err((e, past_the_data)) => {
+                    Err(StagedError::Refused(refusal)) => Err(MailError {
+                        transient: false,
+                        delivery_unknown: false,
+                        message: format!("the message was not sent: {refusal} ({host}:{port})"),
+                    }),
+                    Err(StagedError::Smtp(e, stage)) => {
                         let error = smtp_error(&e, mail, host, *port);
                         Err(MailError {
-                            delivery_unknown: error.delivery_unknown && past_the_data,
+                            // A failure before the message was offered
+                            // is the path's or the configuration's (TLS
+                            // stripped, a wrong password): a notice waits
+                            // for it to be mended, within its tries.
+                            transient: error.transient || stage == Stage::Connecting,
+                            delivery_unknown: error.delivery_unknown && stage == Stage::AfterData,
                             ..error
                         })
                     }
@@ -439,7 +449,16 @@ impl EmailMailer {
 impl EmailMailer {
     /// Log a failure of `result`, which delivered `mail`.
     fn logged(mail: &Mail, result: Result<(), MailError>) -> Result<(), MailError> {
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && e.delivery_unknown
+        {
+            tracing::warn!(
+                kind = TemplateKind::of(&mail.kind).name(),
+                to = %mask_email(&mail.to),
+                error = %e.message,
+                "mail not confirmed in time: the mail server may have taken it"
+            );
+        } else if let Err(e) = &result {
             tracing::warn!(
                 kind = TemplateKind::of(&mail.kind).name(),
                 to = %mask_email(&mail.to),
@@ -484,15 +503,36 @@ struct Server<'a> {
     credentials: Option<&'a Credentials>,
 }
 
+/// How far [`send_telling_stage`] got when it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Connecting, the greeting, `EHLO`, TLS, the login: nothing of the
+    /// message was offered; a failure here is the path's or the
+    /// configuration's (TLS stripped, no login mechanism, wrong password),
+    /// not the message's.
+    Connecting,
+    /// `MAIL`, `RCPT`, `DATA`: the message offered, not yet given.
+    Offering,
+    /// The message sent, its confirmation awaited: the server may have
+    /// taken it.
+    AfterData,
+}
+
+/// Why [`send_telling_stage`] failed.
+#[derive(Debug)]
+enum StagedError {
+    /// lettre's error, and the stage it came at.
+    Smtp(lettre::transport::smtp::Error, Stage),
+    /// The message refused before it was offered, as lettre's transport
+    /// refuses it: the server cannot take it.
+    Refused(&'static str),
+}
+
 /// Send `message` with lettre's SMTP connection, step by step, as its
-/// transport does (TLS, `EHLO`, login, `MAIL`, `RCPT`, `DATA`, the
-/// message), on a connection of its own; the error, and whether it came
-/// after the end of the data was sent (when the server may have taken the
-/// message).
-fn send_telling_stage(
-    server: &Server<'_>,
-    message: &Message,
-) -> Result<(), (lettre::transport::smtp::Error, bool)> {
+/// transport does (TLS, `EHLO`, login, the refusal of what the server
+/// cannot take, `MAIL`, `RCPT`, `DATA`, the message, `QUIT`), on a
+/// connection of its own; on failure, the error and the stage it came at.
+fn send_telling_stage(server: &Server<'_>, message: &Message) -> Result<(), StagedError> {
     use lettre::transport::smtp::authentication::Mechanism;
     use lettre::transport::smtp::client::SmtpConnection;
     use lettre::transport::smtp::commands::{Data, Mail as MailCommand, Rcpt};
@@ -500,7 +540,7 @@ fn send_telling_stage(
         ClientId, Extension, MailBodyParameter, MailParameter,
     };
 
-    let before = |e| (e, false);
+    let connecting = |e| StagedError::Smtp(e, Stage::Connecting);
     let hello = ClientId::default();
     let wrapper = match server.security {
         Security::Tls => server.tls,
@@ -513,37 +553,66 @@ fn send_telling_stage(
         wrapper,
         None,
     )
-    .map_err(before)?;
+    .map_err(connecting)?;
     if let (Security::StartTls, Some(tls)) = (server.security, server.tls) {
-        conn.starttls(tls, &hello).map_err(before)?;
+        conn.starttls(tls, &hello).map_err(connecting)?;
     }
     if let Some(credentials) = server.credentials {
         conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-            .map_err(before)?;
+            .map_err(connecting)?;
     }
     let envelope = message.envelope();
     let body = message.formatted();
-    let mut parameters = Vec::new();
-    // As lettre's transport does: a body or an address beyond ASCII needs
-    // the extension, and the server then refuses what it cannot take.
-    if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
-        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-    }
+    // What lettre's transport refuses before `MAIL`: an address or a body
+    // beyond ASCII for a server without the extension that carries it
+    // (RFC 6531, RFC 6152).
     let ascii_addresses = envelope.from().into_iter().chain(envelope.to()).all(|a| {
         let text: &str = a.as_ref();
         text.is_ascii()
     });
-    if !ascii_addresses && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+    let supports = |extension| conn.server_info().supports_feature(extension);
+    let mut parameters = Vec::new();
+    if !ascii_addresses {
+        if !supports(Extension::SmtpUtfEight) {
+            let refusal = "the envelope has an address beyond ASCII and the server does not \
+                           support SMTPUTF8";
+            let _ = conn.quit();
+            return Err(StagedError::Refused(refusal));
+        }
         parameters.push(MailParameter::SmtpUtfEight);
     }
-    conn.command(MailCommand::new(envelope.from().cloned(), parameters))
-        .map_err(before)?;
-    for to in envelope.to() {
-        conn.command(Rcpt::new(to.clone(), vec![]))
-            .map_err(before)?;
+    if !body.is_ascii() {
+        if !supports(Extension::EightBitMime) {
+            let refusal = "the message is not 7-bit and the server does not support 8BITMIME";
+            let _ = conn.quit();
+            return Err(StagedError::Refused(refusal));
+        }
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    conn.command(Data).map_err(before)?;
-    conn.message(&body).map_err(|e| (e, true))?;
+    // After a reply refused a step, the session is ended as it should be
+    // (`QUIT`); after no reply, the connection is only dropped (a `QUIT`
+    // would wait as long again).
+    let offering = |conn: &mut SmtpConnection, e: lettre::transport::smtp::Error| {
+        if e.is_transient() || e.is_permanent() {
+            let _ = conn.quit();
+        }
+        StagedError::Smtp(e, Stage::Offering)
+    };
+    let reply = conn.command(MailCommand::new(envelope.from().cloned(), parameters));
+    reply.map_err(|e| offering(&mut conn, e))?;
+    for to in envelope.to() {
+        let reply = conn.command(Rcpt::new(to.clone(), vec![]));
+        reply.map_err(|e| offering(&mut conn, e))?;
+    }
+    let reply = conn.command(Data);
+    reply.map_err(|e| offering(&mut conn, e))?;
+    let reply = conn.message(&body);
+    reply.map_err(|e| {
+        if e.is_transient() || e.is_permanent() {
+            let _ = conn.quit();
+        }
+        StagedError::Smtp(e, Stage::AfterData)
+    })?;
     let _ = conn.quit();
     Ok(())
 }

@@ -547,3 +547,62 @@ async fn a_notice_stalled_before_its_data_is_tried_again() {
     s.advance(mfa_core::service::retry_delay(1) as i64);
     assert_eq!(s.mails_to("stalled@example.com").len(), 1);
 }
+
+/// A mail server that does not offer the STARTTLS the URL requires gets
+/// nothing of the notice in clear text, and the notice waits for the path
+/// to be mended instead of being given up: a STARTTLS stripped on the way
+/// would otherwise make every notice disappear. (An audit saw it given up
+/// at its first try.)
+#[tokio::test]
+async fn a_notice_refused_by_the_client_before_it_is_offered_waits() {
+    let plain = mfa_email::test_support::SmtpSink::start().expect("SMTP sink");
+    let url = format!("smtp://127.0.0.1:{}", plain.port());
+    let s = TestServer::sqlite_with(&[("MFA_SMTP_URL", &url)]).await;
+    let root = s.root().await;
+    let user = s.create_user(&root, "stripped@example.com", false).await;
+    s.put(
+        &format!("/user/users/{user}/membership"),
+        &root,
+        json!({"mfaOptOut": true}),
+    )
+    .await
+    .expect(204, None);
+    assert!(s.mails_to("stripped@example.com").is_empty());
+    assert_eq!(plain.mail_from_commands(), 0, "nothing offered in clear");
+    assert!(plain.messages().is_empty());
+    let metrics = s.metrics().await;
+    for series in [
+        "\nmfa_mail_notices_queued 1\n",
+        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
+        r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
+}
+
+/// An address beyond ASCII goes only to a mail server that offers
+/// SMTPUTF8 (RFC 6531), as lettre's transport sends codes: a notice to a
+/// server without it is given up before anything is offered. (An audit
+/// saw it sent raw.)
+#[tokio::test]
+async fn a_notice_to_an_address_beyond_ascii_needs_smtputf8() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    let user = s.create_user(&root, "jörg@example.com", false).await;
+    s.put(
+        &format!("/user/users/{user}/membership"),
+        &root,
+        json!({"mfaOptOut": true}),
+    )
+    .await
+    .expect(204, None);
+    assert!(s.mails_to("jörg@example.com").is_empty());
+    assert_eq!(s.smtp.mail_from_commands(), 0, "nothing offered");
+    let metrics = s.metrics().await;
+    for series in [
+        "\nmfa_mail_notices_queued 0\n",
+        r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series}: {metrics}");
+    }
+}
