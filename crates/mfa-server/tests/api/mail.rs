@@ -402,6 +402,28 @@ async fn a_code_checked_before_any_was_sent_is_not_counted() {
 
 on_every_backend!(a_notice_outlives_a_mail_outage_and_its_server);
 
+/// A new user of the root org, opted out of MFA by the root admin: a
+/// change that queues one notice to them.
+async fn opt_out_with_notice(s: &TestServer, email: &str) {
+    let root = s.root().await;
+    let user = s.create_user(&root, email, false).await;
+    s.put(
+        &format!("/user/users/{user}/membership"),
+        &root,
+        json!({"mfaOptOut": true}),
+    )
+    .await
+    .expect(204, None);
+}
+
+/// Assert that `/metrics` shows each of `series` (a whole line or part of one).
+async fn expect_series(s: &TestServer, series: &[&str]) {
+    let metrics = s.metrics().await;
+    for line in series {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+}
+
 /// A notice is kept in the database until a server sends it: one whose
 /// send failed while the mail server was down is sent by another server
 /// process once the mail server is back and the first process has
@@ -430,15 +452,14 @@ async fn a_notice_outlives_a_mail_outage_and_its_server(s: TestServer) {
         .await
         .expect(204, None);
     assert_eq!(changed(&s), 0);
-    let metrics = s.metrics().await;
-    assert!(
-        metrics.contains("\nmfa_mail_notices_queued 1\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#),
-        "{metrics}"
-    );
+    expect_series(
+        &s,
+        &[
+            "\nmfa_mail_notices_queued 1\n",
+            r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
+        ],
+    )
+    .await;
 
     let twin = s.twin().await;
     drop(s);
@@ -448,11 +469,7 @@ async fn a_notice_outlives_a_mail_outage_and_its_server(s: TestServer) {
     twin.advance(mfa_core::service::retry_delay(1) as i64);
     assert_eq!(changed(&twin), 1);
     assert_eq!(changed(&twin), 1, "sent once");
-    let metrics = twin.metrics().await;
-    assert!(
-        metrics.contains("\nmfa_mail_notices_queued 0\n"),
-        "{metrics}"
-    );
+    expect_series(&twin, &["\nmfa_mail_notices_queued 0\n"]).await;
 }
 
 /// A notice to a mail server that never answered is tried again, not
@@ -462,26 +479,19 @@ async fn a_notice_outlives_a_mail_outage_and_its_server(s: TestServer) {
 async fn a_notice_the_mail_server_never_answered_is_tried_again() {
     let hung = HungSmtp::start();
     let s = TestServer::sqlite_with(&[("MFA_SMTP_URL", &hung.url())]).await;
-    let root = s.root().await;
-    let user = s.create_user(&root, "unanswered@example.com", false).await;
-    s.put(
-        &format!("/user/users/{user}/membership"),
-        &root,
-        json!({"mfaOptOut": true}),
-    )
-    .await
-    .expect(204, None);
+    opt_out_with_notice(&s, "unanswered@example.com").await;
     // Waits for the send to time out.
     assert!(s.mails_to("unanswered@example.com").is_empty());
-    let metrics = s.metrics().await;
-    for series in [
-        "\nmfa_mail_notices_queued 1\n",
-        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
-        r#"mfa_mail_messages_total{kind="notice",outcome="sent"} 0"#,
-        r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 0"#,
-    ] {
-        assert!(metrics.contains(series), "{series}: {metrics}");
-    }
+    expect_series(
+        &s,
+        &[
+            "\nmfa_mail_notices_queued 1\n",
+            r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
+            r#"mfa_mail_messages_total{kind="notice",outcome="sent"} 0"#,
+            r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 0"#,
+        ],
+    )
+    .await;
 }
 
 /// A notice whose end the mail server confirms too late is counted as
@@ -490,29 +500,22 @@ async fn a_notice_the_mail_server_never_answered_is_tried_again() {
 #[tokio::test]
 async fn a_notice_confirmed_late_is_sent_once() {
     let s = TestServer::sqlite().await;
-    let root = s.root().await;
-    let user = s.create_user(&root, "late@example.com", false).await;
     s.smtp
         .set_data_reply_delay(mfa_email::SMTP_TIMEOUT + std::time::Duration::from_secs(5));
-    s.put(
-        &format!("/user/users/{user}/membership"),
-        &root,
-        json!({"mfaOptOut": true}),
-    )
-    .await
-    .expect(204, None);
+    opt_out_with_notice(&s, "late@example.com").await;
     assert_eq!(s.mails_to("late@example.com").len(), 1);
     s.smtp.set_data_reply_delay(std::time::Duration::ZERO);
     s.advance(mfa_core::service::retry_delay(1) as i64);
     assert_eq!(s.mails_to("late@example.com").len(), 1, "not sent again");
-    let metrics = s.metrics().await;
-    for series in [
-        "\nmfa_mail_notices_queued 0\n",
-        r#"mfa_mail_messages_total{kind="notice",outcome="unconfirmed"} 1"#,
-        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 0"#,
-    ] {
-        assert!(metrics.contains(series), "{series}: {metrics}");
-    }
+    expect_series(
+        &s,
+        &[
+            "\nmfa_mail_notices_queued 0\n",
+            r#"mfa_mail_messages_total{kind="notice",outcome="unconfirmed"} 1"#,
+            r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 0"#,
+        ],
+    )
+    .await;
 }
 
 /// A mail server that greets and then stalls before it takes anything
@@ -522,26 +525,19 @@ async fn a_notice_confirmed_late_is_sent_once() {
 #[tokio::test]
 async fn a_notice_stalled_before_its_data_is_tried_again() {
     let s = TestServer::sqlite().await;
-    let root = s.root().await;
-    let user = s.create_user(&root, "stalled@example.com", false).await;
     s.smtp
         .set_mail_from_reply_delay(mfa_email::SMTP_TIMEOUT + std::time::Duration::from_secs(5));
-    s.put(
-        &format!("/user/users/{user}/membership"),
-        &root,
-        json!({"mfaOptOut": true}),
-    )
-    .await
-    .expect(204, None);
+    opt_out_with_notice(&s, "stalled@example.com").await;
     assert!(s.mails_to("stalled@example.com").is_empty());
-    let metrics = s.metrics().await;
-    for series in [
-        "\nmfa_mail_notices_queued 1\n",
-        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
-        r#"mfa_mail_messages_total{kind="notice",outcome="unconfirmed"} 0"#,
-    ] {
-        assert!(metrics.contains(series), "{series}: {metrics}");
-    }
+    expect_series(
+        &s,
+        &[
+            "\nmfa_mail_notices_queued 1\n",
+            r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
+            r#"mfa_mail_messages_total{kind="notice",outcome="unconfirmed"} 0"#,
+        ],
+    )
+    .await;
     // Sent at its retry once the server answers.
     s.smtp.set_mail_from_reply_delay(std::time::Duration::ZERO);
     s.advance(mfa_core::service::retry_delay(1) as i64);
@@ -558,26 +554,19 @@ async fn a_notice_refused_by_the_client_before_it_is_offered_waits() {
     let plain = mfa_email::test_support::SmtpSink::start().expect("SMTP sink");
     let url = format!("smtp://127.0.0.1:{}", plain.port());
     let s = TestServer::sqlite_with(&[("MFA_SMTP_URL", &url)]).await;
-    let root = s.root().await;
-    let user = s.create_user(&root, "stripped@example.com", false).await;
-    s.put(
-        &format!("/user/users/{user}/membership"),
-        &root,
-        json!({"mfaOptOut": true}),
-    )
-    .await
-    .expect(204, None);
+    opt_out_with_notice(&s, "stripped@example.com").await;
     assert!(s.mails_to("stripped@example.com").is_empty());
     assert_eq!(plain.mail_from_commands(), 0, "nothing offered in clear");
     assert!(plain.messages().is_empty());
-    let metrics = s.metrics().await;
-    for series in [
-        "\nmfa_mail_notices_queued 1\n",
-        r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
-        r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 0"#,
-    ] {
-        assert!(metrics.contains(series), "{series}: {metrics}");
-    }
+    expect_series(
+        &s,
+        &[
+            "\nmfa_mail_notices_queued 1\n",
+            r#"mfa_mail_messages_total{kind="notice",outcome="failed"} 1"#,
+            r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 0"#,
+        ],
+    )
+    .await;
 }
 
 /// An address beyond ASCII goes only to a mail server that offers
@@ -587,22 +576,15 @@ async fn a_notice_refused_by_the_client_before_it_is_offered_waits() {
 #[tokio::test]
 async fn a_notice_to_an_address_beyond_ascii_needs_smtputf8() {
     let s = TestServer::sqlite().await;
-    let root = s.root().await;
-    let user = s.create_user(&root, "jörg@example.com", false).await;
-    s.put(
-        &format!("/user/users/{user}/membership"),
-        &root,
-        json!({"mfaOptOut": true}),
-    )
-    .await
-    .expect(204, None);
+    opt_out_with_notice(&s, "jörg@example.com").await;
     assert!(s.mails_to("jörg@example.com").is_empty());
     assert_eq!(s.smtp.mail_from_commands(), 0, "nothing offered");
-    let metrics = s.metrics().await;
-    for series in [
-        "\nmfa_mail_notices_queued 0\n",
-        r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 1"#,
-    ] {
-        assert!(metrics.contains(series), "{series}: {metrics}");
-    }
+    expect_series(
+        &s,
+        &[
+            "\nmfa_mail_notices_queued 0\n",
+            r#"mfa_mail_messages_total{kind="notice",outcome="given_up"} 1"#,
+        ],
+    )
+    .await;
 }
