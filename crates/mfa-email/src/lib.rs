@@ -402,7 +402,15 @@ impl EmailMailer {
                         message: format!("the message was not sent: {refusal} ({host}:{port})"),
                     }),
                     Err(StagedError::Smtp(e, stage)) => {
-                        let error = smtp_error(&e, mail, host, *port);
+                        let mut error = smtp_error(&e, mail, host, *port);
+                        if stage == Stage::Connecting {
+                            // A reply here refused the session (TLS, the
+                            // login), not the message.
+                            error.message = format!(
+                                "before the message was offered (connection, TLS or login): {}",
+                                error.message
+                            );
+                        }
                         Err(MailError {
                             // A failure before the message was offered
                             // is the path's or the configuration's (TLS

@@ -187,6 +187,11 @@ pub const KEY_WATCH: Duration = Duration::from_secs(5);
 /// How long a graceful stop waits for the notices due to be tried.
 pub const NOTICE_DRAIN: Duration = Duration::from_secs(10);
 
+/// How long a graceful stop then waits for the notice under way, which is
+/// not given up half sent: a step's timeout and lettre's `QUIT` after it.
+pub const NOTICE_SEND_FINISH: Duration =
+    Duration::from_secs(2 * mfa_email::SMTP_TIMEOUT.as_secs() + 2);
+
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
@@ -308,6 +313,9 @@ impl Application {
         let waiting = actix_web::rt::task::spawn_blocking(move || {
             notices.flush(NOTICE_DRAIN);
             notices.stop();
+            // The notice under way, if any, finishes (one SMTP step's
+            // timeout, and lettre's QUIT after it) and is deleted.
+            notices.wait_stopped(NOTICE_SEND_FINISH);
             service.notices_waiting()
         })
         .await;

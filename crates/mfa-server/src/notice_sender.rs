@@ -117,10 +117,27 @@ impl NoticeSender {
         self.shared.running.load(Ordering::SeqCst)
     }
 
-    /// End the thread after the delivery under way, if any.
+    /// End the thread after the notice under way, if any.
     pub fn stop(&self) {
         self.shared.lock().stop = true;
         self.shared.changed.notify_all();
+    }
+
+    /// Wait at most `wait` for the thread to end (after [`Self::stop`]);
+    /// whether it did. A process that exits while a notice is being sent
+    /// leaves it claimed, to be sent again by another process after the
+    /// lease: an audit saw a stop begin a send in the last second of its
+    /// flush, exit, and the notice arrive twice.
+    pub fn wait_stopped(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        // Bounded polling: the thread's end is not signalled under the lock.
+        while self.is_running() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 }
 
