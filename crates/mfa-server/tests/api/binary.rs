@@ -58,8 +58,14 @@ struct Running {
 
 impl Running {
     fn start(dir: &Path) -> Running {
+        Running::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, env: &[(&str, &str)]) -> Running {
         // Port 0: the binary prints the real URL.
-        let mut child = command(dir, &[("MFA_BIND", "127.0.0.1:0")], &[])
+        let mut env = env.to_vec();
+        env.push(("MFA_BIND", "127.0.0.1:0"));
+        let mut child = command(dir, &env, &[])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -495,4 +501,72 @@ async fn a_stalled_log_reader_does_not_stop_the_server() {
     assert!(metrics_lines >= 1, "the last scrape's line is written");
     assert!(log.iter().any(|l| l.contains("listening")), "{log:?}");
     assert!(log.last().is_some_and(|l| l.contains("stopped")), "{log:?}");
+}
+
+/// SIGTERM while notices go out to a mail server that confirms slowly:
+/// the process finishes the notice under way before it exits, so each
+/// notice is sent and deleted, or left waiting, never both. (An audit saw
+/// a stop begin a send in the last second of its flush and exit; the
+/// notice, left claimed, was sent again by the next server.)
+#[tokio::test]
+async fn sigterm_finishes_the_notice_under_way() {
+    use mfa_core::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = mfa_email::test_support::SmtpSink::start().unwrap();
+    // Four notices of 4 s each: more than the stop's 10 s of flushing.
+    smtp.set_data_reply_delay(Duration::from_secs(4));
+    let url = smtp.url();
+    let password = "correct horse battery staple";
+    let mut server = Running::start_with(
+        dir.path(),
+        &[
+            ("MFA_SMTP_URL", &url),
+            ("MFA_BOOTSTRAP_ADMIN_PASSWORD", password),
+        ],
+    );
+    let base = server.wait_for("MFA server listening on ");
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{base}/user/auth/login"))
+        .json(&json!({"email": "admin@example.com", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let body: serde_json::Value = login.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_string();
+    for i in 0..4 {
+        let created = client
+            .post(format!("{base}/user/users"))
+            .bearer_auth(&token)
+            .json(
+                &json!({"email": format!("stop{i}@example.com"), "firstName": "S",
+                          "lastName": "T", "password": password, "isAdmin": false}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let user: serde_json::Value = created.json().await.unwrap();
+        let opted = client
+            .put(format!("{base}/user/users/{}/membership", user["id"]))
+            .bearer_auth(&token)
+            .json(&json!({"mfaOptOut": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(opted.status(), 204);
+    }
+    let (exit, _, _) = server.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let data = dir.path().join("data");
+    let key = std::fs::read_to_string(data.join("encryption.key")).unwrap();
+    let store = mfa_store::DbStore::open(
+        &format!("sqlite://{}", data.join("mfa.sqlite3").display()),
+        mfa_store::StoreOptions::new(mfa_store::EncryptionKey::from_base64(key.trim()).unwrap()),
+    )
+    .unwrap();
+    let left = store.read(|tx| Ok(tx.count_notices()?)).unwrap();
+    let sent = smtp.messages().len() as u64;
+    assert_eq!(sent + left, 4, "{sent} sent and {left} left: none both");
 }

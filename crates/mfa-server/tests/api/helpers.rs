@@ -216,11 +216,6 @@ impl TestServer {
         &self._db
     }
 
-    /// The database, kept for after this server stops.
-    pub fn shared_database(&self) -> Arc<TestDatabase> {
-        self._db.clone()
-    }
-
     async fn launch(
         db: Arc<TestDatabase>,
         env: HashMap<String, String>,
