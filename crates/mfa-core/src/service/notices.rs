@@ -209,10 +209,11 @@ impl<S: Store> MfaService<S> {
     /// until none is left: each one sent is deleted; one whose send failed
     /// for a reason that may pass is due again after [`retry_delay`], and
     /// given up after [`NOTICE_MAX_ATTEMPTS`]. Several processes may
-    /// deliver at once: each notice is claimed by one. A server calls it
+    /// deliver at once: each notice is claimed by one. An embedder calls it
     /// when woken ([`MfaService::with_notice_waker`]) and every few
     /// seconds, for the retries and for notices a stopped process had
-    /// claimed.
+    /// claimed; a server that counts each outcome as it comes calls
+    /// [`MfaService::deliver_next_notice`] in a loop instead.
     pub fn deliver_notices(&self) -> MfaResult<NoticeRun> {
         let mut run = NoticeRun::default();
         while let Some(outcome) = self.deliver_next_notice(NoticeOrder::Oldest)? {
