@@ -960,6 +960,21 @@ impl StoreTx for MemTx<'_> {
         }))
     }
 
+    fn extend_notice_lease(
+        &mut self,
+        id: i64,
+        held_until: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<bool> {
+        match self.0.notices.get_mut(&id) {
+            Some((_, due_at)) if *due_at == held_until => {
+                *due_at = until;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()> {
         if let Some((_, due_at)) = self.0.notices.get_mut(&id) {
             *due_at = at;

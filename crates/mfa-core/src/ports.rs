@@ -527,6 +527,16 @@ pub trait StoreTx {
         lease_until: Timestamp,
         order: NoticeOrder,
     ) -> StoreResult<Option<QueuedNotice>>;
+    /// Move the lease of a notice claimed until `held_until` to `until`,
+    /// if no other claim took it since (which would have set another
+    /// time); whether it did. A process renews it while a send of the
+    /// notice is under way.
+    fn extend_notice_lease(
+        &mut self,
+        id: i64,
+        held_until: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<bool>;
     /// Make a notice due again at `at` (its send failed, to be tried again).
     fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()>;
     /// Delete a notice (sent, or given up); whether it was there.

@@ -2082,3 +2082,136 @@ fn a_change_sends_its_own_notice_not_the_backlog() {
     assert_eq!((run.sent, run.retried, run.given_up), (1, 0, 0));
     assert_eq!(notices_to(&w, "first@example.com").len(), 1);
 }
+
+/// A mailer whose first notice waits until the test lets it go: a send
+/// under way for as long as the test needs.
+struct HeldMailer {
+    inner: MemoryMailer,
+    started: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl ports::Mailer for HeldMailer {
+    fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        self.inner.send(mail)
+    }
+
+    fn send_notice(&self, mail: &Mail) -> Result<(), MailError> {
+        let held = self
+            .release
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(release) = held {
+            if let Some(started) = self
+                .started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                let _ = started.send(());
+            }
+            let _ = release.recv_timeout(std::time::Duration::from_secs(60));
+        }
+        self.inner.send_notice(mail)
+    }
+
+    fn accepts_address(&self, email: &str) -> bool {
+        self.inner.accepts_address(email)
+    }
+}
+
+/// A fixed clock that counts its reads: while a send is held, only the
+/// renewal of its lease reads it.
+struct CountedClock {
+    inner: FixedClock,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl ports::Clock for CountedClock {
+    fn now(&self) -> Timestamp {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.now()
+    }
+}
+
+/// An audit saw a send slower than the lease (a mail server whose replies
+/// trickled in) lose its claim, and another process send the notice
+/// again. The lease is renewed while the send is under way.
+#[test]
+fn a_slow_send_keeps_its_notice_to_itself() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let clock = Arc::new(CountedClock {
+        inner: FixedClock::new(Timestamp(T0)),
+        reads: Default::default(),
+    });
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let mailer = Arc::new(HeldMailer {
+        inner: MemoryMailer::default(),
+        started: std::sync::Mutex::new(Some(started_tx)),
+        release: std::sync::Mutex::new(Some(release_rx)),
+    });
+    // A waker that does nothing: the notice stays queued for the
+    // deliveries below.
+    let svc = ok(MfaService::new(
+        InMemoryStore::new(),
+        mailer.clone(),
+        clock.clone(),
+        Arc::new(OsRandomness),
+        ServiceConfig::default(),
+    ))
+    .with_notice_waker(Arc::new(|| {}));
+    ok(svc.bootstrap(ADMIN_EMAIL, PASSWORD, "Acme")).unwrap_or_else(|| panic!("bootstrap"));
+    let login = ok(svc.login(ADMIN_EMAIL, PASSWORD, None));
+    let admin = ok(ok(svc.authenticate(&login.token)).into_full());
+    let user = ok(svc.create_user(
+        &admin,
+        &NewUserRequest {
+            email: "slow@example.com".into(),
+            first_name: "Slow".into(),
+            last_name: "Server".into(),
+            password: PASSWORD.into(),
+            is_admin: false,
+        },
+    ))
+    .user
+    .id;
+    let opt_out = MembershipPatch {
+        mfa_opt_out: Some(true),
+        ..Default::default()
+    };
+    ok(svc.update_membership(&admin, &UserRef::Id(user), &opt_out));
+    assert_eq!(ok(svc.notices_waiting()), 1);
+
+    std::thread::scope(|scope| {
+        // Moved in, so that a failed assertion lets the send go at once.
+        let release = release;
+        let slow = scope.spawn(|| svc.deliver_next_notice(service::NoticeOrder::Oldest));
+        started
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the send started");
+        // A third of the lease passes: the sender renews it from now.
+        clock.inner.advance(100);
+        let reads = clock.reads.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while clock.reads.load(Ordering::SeqCst) < reads + 2 {
+            assert!(Instant::now() < deadline, "the lease was never looked at");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Past the first lease, inside the renewed one: another delivery
+        // finds nothing to claim.
+        clock.inner.advance(service::NOTICE_LEASE_SECS as i64 - 50);
+        assert_eq!(
+            ok(svc.deliver_next_notice(service::NoticeOrder::Oldest)),
+            None,
+            "another process claimed the notice under way"
+        );
+        release.send(()).expect("the send waits");
+        let outcome = slow.join().expect("the sender did not panic");
+        assert_eq!(ok(outcome), Some(service::NoticeOutcome::Sent));
+    });
+    assert_eq!(mailer.inner.sent().len(), 1);
+    assert_eq!(ok(svc.notices_waiting()), 0);
+}

@@ -2130,6 +2130,23 @@ macro_rules! impl_store_tx {
                 }))
             }
 
+            fn extend_notice_lease(
+                &mut self,
+                id: i64,
+                held_until: Timestamp,
+                until: Timestamp,
+            ) -> StoreResult<bool> {
+                let renewed = diesel::update(
+                    notices::table
+                        .find(id)
+                        .filter(notices::due_at.eq(held_until.0)),
+                )
+                .set(notices::due_at.eq(until.0))
+                .execute(self.conn)
+                .db()?;
+                Ok(renewed > 0)
+            }
+
             fn retry_notice_at(&mut self, id: i64, at: Timestamp) -> StoreResult<()> {
                 diesel::update(notices::table.find(id))
                     .set(notices::due_at.eq(at.0))

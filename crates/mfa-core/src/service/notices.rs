@@ -15,6 +15,8 @@
 //! [`NOTICE_LEASE_SECS`].
 
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use super::*;
 use crate::error::{MailError, StoreError};
@@ -24,11 +26,18 @@ use crate::ports::NewNotice;
 /// (without a [`NoticeWaker`]): the newest due, those it queued.
 pub const NOTICES_SENT_INLINE: u64 = 8;
 
-/// How long a claimed notice is left to the process that claimed it: well
-/// over what one send takes with a mail server that answers each of its
-/// steps at the timeout (about 80 s), and a wait for a send slot. A
-/// process stopped while it sent a notice delays that one by this much.
+/// How long a claimed notice is left to the process that claimed it
+/// before another may take it: a process stopped while it sent a notice
+/// delays that one by this much. The lease is renewed while the send is
+/// under way, once a fifth of it has passed, so that a send however slow
+/// (a mail server whose replies trickle in, each just inside its
+/// timeout: an audit saw one outlast the lease and the notice sent again
+/// by another process) keeps its notice to itself.
 pub const NOTICE_LEASE_SECS: u64 = 300;
+
+/// How often a process sending a notice looks whether its lease is due
+/// for renewal: a look reads the clock, a renewal is one write.
+const NOTICE_LEASE_CHECK: Duration = Duration::from_secs(1);
 
 /// Sends of one notice tried at most; with the delays of [`retry_delay`]
 /// the last is about two hours after the first (7,410 s): a mail server
@@ -237,9 +246,15 @@ impl<S: Store> MfaService<S> {
             return Ok(None);
         };
         let sent = match serde_json::from_str::<MailKind>(&notice.payload) {
-            Ok(kind) => self.mailer.send_notice(&Mail {
-                to: notice.to.clone(),
-                kind,
+            Ok(kind) => std::thread::scope(|scope| {
+                let (send_over, lease_not_needed) = mpsc::channel::<()>();
+                scope.spawn(|| self.hold_notice_lease(notice.id, lease_until, lease_not_needed));
+                let sent = self.mailer.send_notice(&Mail {
+                    to: notice.to.clone(),
+                    kind,
+                });
+                drop(send_over);
+                sent
             }),
             // Written by a newer version, which may send it: left to it,
             // within the same number of tries.
@@ -277,6 +292,29 @@ impl<S: Store> MfaService<S> {
             }
         }
         Ok(Some(outcome))
+    }
+
+    /// Renew the lease of notice `id`, claimed until `held_until`, until
+    /// `send_over` says the send has ended. A renewal that fails (the
+    /// database away) is tried again at the next look; one that finds the
+    /// notice claimed by another (this process's lease ran out while the
+    /// database was away) ends the renewals.
+    fn hold_notice_lease(&self, id: i64, mut held_until: Timestamp, send_over: mpsc::Receiver<()>) {
+        while let Err(RecvTimeoutError::Timeout) = send_over.recv_timeout(NOTICE_LEASE_CHECK) {
+            let now = self.now();
+            if now.plus_secs(NOTICE_LEASE_SECS * 4 / 5) < held_until {
+                continue;
+            }
+            let until = now.plus_secs(NOTICE_LEASE_SECS);
+            match self
+                .store
+                .write(|tx| Ok(tx.extend_notice_lease(id, held_until, until)?))
+            {
+                Ok(true) => held_until = until,
+                Ok(false) => return,
+                Err(_) => {}
+            }
+        }
     }
 
     /// Notices waiting to be sent, claimed or not.

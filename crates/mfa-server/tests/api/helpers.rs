@@ -216,6 +216,32 @@ impl TestServer {
         &self._db
     }
 
+    /// The number `sql` (a query of one row, its column named `n`)
+    /// answers on the server's database, read beside the server; `None`
+    /// for a SQL `NULL`.
+    pub fn query_number(&self, sql: &str) -> Option<i64> {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Number {
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+            n: Option<i64>,
+        }
+        let query = diesel::sql_query(sql);
+        let answer: Number = match self._db.sqlite_path() {
+            Some(path) => {
+                let mut conn = SqliteConnection::establish(&path.display().to_string())
+                    .expect("the SQLite file");
+                query.get_result(&mut conn)
+            }
+            None => {
+                let mut conn = PgConnection::establish(self._db.url()).expect("PostgreSQL");
+                query.get_result(&mut conn)
+            }
+        }
+        .expect(sql);
+        answer.n
+    }
+
     async fn launch(
         db: Arc<TestDatabase>,
         env: HashMap<String, String>,

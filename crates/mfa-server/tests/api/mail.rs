@@ -472,6 +472,46 @@ async fn a_notice_outlives_a_mail_outage_and_its_server(s: TestServer) {
     expect_series(&twin, &["\nmfa_mail_notices_queued 0\n"]).await;
 }
 
+/// A send slower than the lease on its notice (a mail server whose replies
+/// trickle in, each just inside its timeout) keeps the notice: the lease
+/// is renewed while the send is under way, so no other server process
+/// takes the notice over and sends it a second time. (An audit saw it
+/// sent twice.)
+async fn a_slow_notice_send_keeps_its_notice(s: TestServer) {
+    use mfa_core::service::NOTICE_LEASE_SECS;
+    use std::time::{Duration, Instant};
+    let twin = s.twin().await;
+    // Slow, but inside the step's timeout: the send succeeds.
+    s.smtp
+        .set_mail_from_reply_delay(mfa_email::SMTP_TIMEOUT - Duration::from_secs(2));
+    opt_out_with_notice(&s, "trickle@example.com").await;
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the send began", &|| s.smtp.mail_from_commands() == 1);
+    let lease = || s.query_number("SELECT max(due_at) AS n FROM notices");
+    let claimed_at = s.now() as i64;
+    assert_eq!(lease(), Some(claimed_at + NOTICE_LEASE_SECS as i64));
+    // A third of the lease passes: the sending process renews it.
+    s.advance(100);
+    wait_for("the lease was renewed", &|| {
+        lease() == Some(claimed_at + 100 + NOTICE_LEASE_SECS as i64)
+    });
+    // Past the first lease: neither process takes the notice again (the
+    // twin's delivery runs as the mail is read).
+    s.advance(NOTICE_LEASE_SECS as i64 - 50);
+    assert_eq!(s.mails_to("trickle@example.com").len(), 1);
+    drop(twin);
+    assert_eq!(s.smtp.mail_from_commands(), 1, "one send, not two");
+    expect_series(&s, &["\nmfa_mail_notices_queued 0\n"]).await;
+}
+
+on_every_backend!(a_slow_notice_send_keeps_its_notice);
+
 /// A notice to a mail server that never answered is tried again, not
 /// counted as sent: nothing says it arrived. (An audit saw such notices
 /// deleted as delivered, and never sent once the mail server was back.)

@@ -318,27 +318,8 @@ mod ended_sessions_are_purged_by_the_server {
 
     /// The rows of `table`.
     pub fn rows(s: &TestServer, table: &str) -> i64 {
-        use diesel::prelude::*;
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
-        let count = format!("SELECT count(*) AS n FROM {table}");
-        let db = s.database();
-        let counted: Count = match db.sqlite_path() {
-            Some(path) => {
-                let mut conn = SqliteConnection::establish(&path.display().to_string())
-                    .expect("the SQLite file");
-                diesel::sql_query(count).get_result(&mut conn)
-            }
-            None => {
-                let mut conn = PgConnection::establish(db.url()).expect("PostgreSQL");
-                diesel::sql_query(count).get_result(&mut conn)
-            }
-        }
-        .expect("count");
-        counted.n
+        s.query_number(&format!("SELECT count(*) AS n FROM {table}"))
+            .unwrap_or(0)
     }
 }
 

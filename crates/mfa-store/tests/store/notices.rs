@@ -78,6 +78,33 @@ fn a_claim_holds_a_notice_until_its_lease_ends(db: TestDatabase) {
     assert_eq!(read(&store, |tx| Ok(tx.count_notices()?)), 2);
 }
 
+/// A lease renewed while its send is under way; only by the claim that
+/// holds it: once another process took the notice over, the first
+/// process's renewal finds another time and changes nothing.
+fn a_lease_is_renewed_only_by_its_holder(db: TestDatabase) {
+    let store = open(&db);
+    write(&store, |tx| queue(tx, "slow@example.com", 10));
+    let held = claim(&store, 10, 310, NoticeOrder::Oldest).expect("due");
+    let renew = |held_until: i64, until: i64| {
+        write(&store, |tx| {
+            Ok(tx.extend_notice_lease(held.id, Timestamp(held_until), Timestamp(until))?)
+        })
+    };
+    assert!(renew(310, 400));
+    assert_eq!(claim(&store, 350, 650, NoticeOrder::Oldest), None);
+    // Renewed from what the holder last set, not from the claim's time.
+    assert!(!renew(310, 500));
+    // The renewal stopped (its process is away): the lease runs out and
+    // another process takes the notice; the first one's renewal fails.
+    let taken = claim(&store, 400, 700, NoticeOrder::Oldest).expect("taken over");
+    assert_eq!((taken.id, taken.attempts), (held.id, 2));
+    assert!(!renew(400, 700));
+    assert_eq!(claim(&store, 699, 999, NoticeOrder::Oldest), None);
+    // A notice that is gone renews nothing.
+    assert!(write(&store, |tx| Ok(tx.delete_notice(held.id)?)));
+    assert!(!renew(700, 1_000));
+}
+
 fn many_notices_are_queued_at_once(db: TestDatabase) {
     let store = open(&db);
     let addresses: Vec<String> = (0..2_500).map(|i| format!("u{i}@example.com")).collect();
@@ -148,6 +175,7 @@ fn claims_skip_notices_another_process_is_claiming(db: TestDatabase) {
 backend_tests!(
     a_notice_is_kept_only_with_its_change,
     a_claim_holds_a_notice_until_its_lease_ends,
+    a_lease_is_renewed_only_by_its_holder,
     many_notices_are_queued_at_once,
     claims_skip_notices_another_process_is_claiming,
 );
