@@ -676,6 +676,26 @@ pub enum SignInChange {
     RecoveryCodesReplaced,
 }
 
+impl MailKind {
+    /// This message as a notice is stored ([`NewNotice::payload`]): `None`
+    /// for a message that carries a code or a token, which is never
+    /// written to the store.
+    pub fn notice_payload(&self) -> Option<String> {
+        match self {
+            MailKind::EnrollmentCode { .. }
+            | MailKind::LoginCode { .. }
+            | MailKind::EmailChangeConfirm { .. } => None,
+            MailKind::FactorEnrolled { .. }
+            | MailKind::FactorReset { .. }
+            | MailKind::ReplayRefused
+            | MailKind::RecoveryCodeUsed { .. }
+            | MailKind::EmailChangeNotice { .. }
+            | MailKind::EmailChanged { .. }
+            | MailKind::SignInChanged { .. } => serde_json::to_string(self).ok(),
+        }
+    }
+}
+
 impl std::fmt::Debug for MailKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::redact::Redact as _;

@@ -101,23 +101,6 @@ pub fn retry_delay(attempts: u32) -> u64 {
     (NOTICE_FIRST_RETRY_SECS << doublings).min(NOTICE_MAX_RETRY_SECS)
 }
 
-/// A notice as stored: `None` for a message that carries a code or a
-/// token, which is never written to the store.
-fn notice_payload(kind: &MailKind) -> Option<String> {
-    match kind {
-        MailKind::EnrollmentCode { .. }
-        | MailKind::LoginCode { .. }
-        | MailKind::EmailChangeConfirm { .. } => None,
-        MailKind::FactorEnrolled { .. }
-        | MailKind::FactorReset { .. }
-        | MailKind::ReplayRefused
-        | MailKind::RecoveryCodeUsed { .. }
-        | MailKind::EmailChangeNotice { .. }
-        | MailKind::EmailChanged { .. }
-        | MailKind::SignInChanged { .. } => serde_json::to_string(kind).ok(),
-    }
-}
-
 impl<S: Store> MfaService<S> {
     /// Have `waker` called after each transaction that queued notices,
     /// instead of sending them in the request that made the change. A
@@ -155,7 +138,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         let mut encoded = Vec::new();
         for (to, kind) in notices {
-            let Some(payload) = notice_payload(&kind) else {
+            let Some(payload) = kind.notice_payload() else {
                 return Err(MfaError::Store(StoreError::Backend(
                     "a message with a code or a token is never stored as a notice".into(),
                 )));
@@ -352,7 +335,7 @@ mod tests {
                 valid_for_secs: 600,
             },
         ] {
-            assert_eq!(notice_payload(&kind), None);
+            assert_eq!(kind.notice_payload(), None);
         }
     }
 
@@ -362,7 +345,7 @@ mod tests {
             methods: vec![MfaMethod::Authenticator, MfaMethod::Email],
             by_admin: Some("Bob Admin, of Org Two".into()),
         };
-        let payload = notice_payload(&kind).unwrap();
+        let payload = kind.notice_payload().unwrap();
         assert_eq!(
             payload,
             r#"{"kind":"factor_reset","methods":["AUTHENTICATOR","EMAIL"],"by_admin":"Bob Admin, of Org Two"}"#

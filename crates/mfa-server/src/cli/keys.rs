@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use mfa_core::ports::{Clock as _, SystemClock};
-use mfa_core::{Mail, MailKind, Mailer as _, MfaMethod};
+use mfa_core::service::{NoticeOrder, NoticeOutcome};
+use mfa_core::{MailKind, MfaMethod};
 use mfa_server::app::write_private_file;
 use mfa_server::{Config, app};
 use mfa_store::EncryptionKey;
@@ -122,6 +123,47 @@ pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: b
     Ok(())
 }
 
+/// Send the `queued` notices a replacement of the key wrote, newest first,
+/// saying how far it got: at the first that fails, the rest are left in
+/// the database to the servers (each waits on a mail server that does
+/// not answer, so thousands would hold the command for hours).
+fn tell_of_the_removal(service: mfa_server::Service, queued: usize) -> CliResult {
+    out!("Mailing the {queued} users a notice ...");
+    let mut sent = 0;
+    let mut stopped = None;
+    while sent < queued {
+        match service.deliver_next_notice(NoticeOrder::Newest) {
+            Ok(Some(NoticeOutcome::Sent)) => sent += 1,
+            Ok(Some(NoticeOutcome::Retried)) => {
+                stopped = Some("a send failed (the log says why)");
+                break;
+            }
+            Ok(Some(NoticeOutcome::GivenUp)) => {
+                stopped = Some("the mail server refused a notice for good (the log says why)");
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "notices not sent");
+                stopped = Some("the database refused (the log says why)");
+                break;
+            }
+        }
+        if sent % 100 == 0 {
+            out!("  {sent} of {queued} mailed");
+        }
+    }
+    match stopped {
+        None => out!("Mailed all {sent} of them."),
+        Some(why) => out!(
+            "Mailed {sent} of them; {why}. The other {} stay queued in the database: the \
+             servers send them once they run with this key, and try a failed one again.",
+            queued - sent
+        ),
+    }
+    Ok(())
+}
+
 /// Make the configured key the database's when the one it records is lost
 /// ([`mfa_store::DbStore::replace_lost_key`]), and tell the users whose
 /// authenticator was removed.
@@ -182,7 +224,13 @@ pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
         write_private_file(path, &format!("{}\n", key.to_base64()))
             .map_err(|e| Failure::Runtime(format!("cannot write {}: {e}", path.display())))?;
     }
-    let report = match store.replace_lost_key(SystemClock.now()) {
+    let notice = MailKind::FactorReset {
+        methods: vec![MfaMethod::Authenticator],
+        by_admin: Some(format!("the {}", mfa_core::service::OPERATOR)),
+    }
+    .notice_payload()
+    .ok_or_else(|| Failure::Runtime("the notice of a reset cannot be stored".into()))?;
+    let report = match store.replace_lost_key(SystemClock.now(), &notice) {
         Ok(report) => report,
         Err(e) => {
             if let Some(path) = &generate_into {
@@ -217,34 +265,9 @@ pub fn replace_lost_key(config: &Config, yes: bool) -> CliResult {
         report.email_codes_forgotten,
         report.password_failures_forgotten
     );
-    // Said first: the change is made, whatever happens to the mail.
-    if !report.authenticators_removed.is_empty() {
-        out!(
-            "Mailing the {} users a notice ...",
-            report.authenticators_removed.len()
-        );
-    }
-    let mailer = app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")));
-    let mut not_told = Vec::new();
-    for (_, email) in &report.authenticators_removed {
-        let notice = Mail {
-            to: email.clone(),
-            kind: MailKind::FactorReset {
-                methods: vec![MfaMethod::Authenticator],
-                by_admin: Some(format!("the {}", mfa_core::service::OPERATOR)),
-            },
-        };
-        if !matches!(&mailer, Ok(mailer) if mailer.send(&notice).is_ok()) {
-            not_told.push(email.as_str());
-        }
-    }
-    if !not_told.is_empty() {
-        out!(
-            "Could not mail the notice to {} of them (the log says why): {}{}.",
-            not_told.len(),
-            not_told[..not_told.len().min(20)].join(", "),
-            if not_told.len() > 20 { ", …" } else { "" }
-        );
+    let queued = report.authenticators_removed.len();
+    if queued > 0 {
+        tell_of_the_removal(super::service_over(store, config)?, queued)?;
     }
     out!(
         "Next: start the servers with this key (every server the same one); users whose \

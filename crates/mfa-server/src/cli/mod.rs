@@ -321,6 +321,11 @@ pub fn open_service(config: &Config) -> Result<Service, Failure> {
     let (key, source) = app::encryption_key(config)?;
     let store = open_migrated(config, key)?;
     app::verify_key(&store, &source)?;
+    service_over(store, config)
+}
+
+/// The service over an open `store`, with the configured mailer.
+pub fn service_over(store: DbStore, config: &Config) -> Result<Service, Failure> {
     let mailer: Arc<dyn Mailer> = if config.smtp_url.is_some() {
         Arc::new(app::email_mailer(config).map_err(|e| Failure::Usage(format!("mail: {e}")))?)
     } else {

@@ -410,6 +410,7 @@ async fn a_lost_key_is_replaced_on_purpose() {
         out.contains("1 authenticators removed (root@example.com)"),
         "{out}"
     );
+    assert!(out.contains("Mailed all 1 of them."), "{out}");
     assert!(key_file.exists(), "the new key was written");
     let text = expect_code(&d.run(&["replace-lost-key", "--yes"]), 2);
     assert!(text.contains("it is not lost"), "{text}");
@@ -437,6 +438,49 @@ async fn a_lost_key_is_replaced_on_purpose() {
             .contains("the encryption key was lost"),
         "{items:?}"
     );
+}
+
+/// The notices of a lost key's replacement are written with it: a mail
+/// server that is down when the command runs loses none of them, they
+/// wait in the database for the servers. (They were sent by the command
+/// alone, and one that failed was only listed on stdout.)
+#[tokio::test]
+async fn a_lost_keys_notices_wait_for_the_mail_server() {
+    use mfa_core::Store as _;
+    let d = Deployment::new();
+    let server = d.start();
+    let (root, _, _) = server.login("root@example.com").await;
+    server.enroll(&root).await.1.expect(204, None);
+    drop(server);
+    std::fs::remove_file(d.path().join("data/encryption.key")).unwrap();
+    // A port nothing listens on: the mail server is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "smtp://127.0.0.1:{}?tls=none",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let mut env = d.env();
+    env.push(("MFA_SMTP_URL", &url));
+    let out = run(d.path(), &env, &["replace-lost-key", "--yes"], "");
+    let text = expect_code(&out, 0);
+    assert!(
+        text.contains("Mailed 0 of them; a send failed")
+            && text.contains("The other 1 stay queued in the database"),
+        "{text}"
+    );
+    // The newest notice waiting (the enrollment's may wait too: the node
+    // was stopped at once).
+    let newest = d
+        .store()
+        .write(|tx| {
+            let far = mfa_core::Timestamp(i64::MAX / 2);
+            Ok(tx.claim_notice(far, far, mfa_core::ports::NoticeOrder::Newest)?)
+        })
+        .expect("the notices")
+        .expect("one is waiting");
+    assert_eq!(newest.to, "root@example.com");
+    assert!(newest.payload.contains("factor_reset"), "{newest:?}");
 }
 
 /// A misspelt variable is named, not silently a default.

@@ -109,7 +109,7 @@ const LOST_KEY_DETAIL: &str =
 
 /// The body of [`DbStore::replace_lost_key`] on an open transaction.
 macro_rules! replace_lost_key {
-    ($conn:expr, $cipher:expr, $at:expr) => {{
+    ($conn:expr, $cipher:expr, $at:expr, $notice_payload:expr) => {{
         let mut report = LostKeyReplacement::default();
         let removed: Vec<(i64, String)> = authenticators::table
             .inner_join(users::table)
@@ -156,11 +156,23 @@ macro_rules! replace_lost_key {
                 })
             })
             .collect();
+        // Each user is told, as by any reset: written with the change, sent
+        // by whichever process delivers notices first.
+        let notices: Vec<mfa_core::ports::NewNotice<'_>> = removed
+            .iter()
+            .map(|(_, email)| mfa_core::ports::NewNotice {
+                to: email,
+                payload: $notice_payload,
+                queued_at: $at,
+            })
+            .collect();
         {
             use mfa_core::ports::StoreTx as _;
-            Tx::new(&mut *$conn, $cipher, false)
-                .insert_audits(&events)
+            let mut tx = Tx::new(&mut *$conn, $cipher, false);
+            tx.insert_audits(&events)
                 .map_err(|e| Error::Corrupt(format!("writing the audit events: {e}")))?;
+            tx.queue_notices(&notices)
+                .map_err(|e| Error::Corrupt(format!("writing the notices: {e}")))?;
         }
         record_fingerprint!($conn, $cipher.fingerprint)?;
         report.authenticators_removed = removed
@@ -447,7 +459,9 @@ impl DbStore {
     /// decrypted any more: the users enroll again), every email code and
     /// every password failure count (kept under digests made with the
     /// key) are deleted; each removed verified authenticator is audited
-    /// `mfa_reset` in each org of its user; the new key is recorded. Email
+    /// `mfa_reset` in each org of its user, and `notice` (a
+    /// [`mfa_core::MailKind`]'s [`mfa_core::MailKind::notice_payload`]) is
+    /// queued to the user; the new key is recorded. Email
     /// factors, recovery codes, passwords and sessions do not depend on the
     /// key and stay. On PostgreSQL, writers of those tables wait meanwhile,
     /// and processes that still have the old key are not ready afterwards
@@ -458,7 +472,11 @@ impl DbStore {
     /// nothing, and does not count): nothing is lost
     /// ([`Error::KeyNotLost`], [`Error::KeyOpensSecrets`]). For a key that
     /// is not lost, [`DbStore::rotate_encryption_key`] keeps every secret.
-    pub fn replace_lost_key(&self, at: Timestamp) -> Result<LostKeyReplacement, Error> {
+    pub fn replace_lost_key(
+        &self,
+        at: Timestamp,
+        notice: &str,
+    ) -> Result<LostKeyReplacement, Error> {
         let cipher = &self.cipher;
         let refuse_same = |recorded: Option<KeyFingerprint>| match recorded {
             Some(recorded) if recorded == cipher.fingerprint => Err(Error::KeyNotLost),
@@ -476,7 +494,7 @@ impl DbStore {
                 conn.immediate_transaction(|conn| {
                     refuse_same(recorded_fingerprint!(conn)?)?;
                     refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, true)?)?;
-                    replace_lost_key!(conn, cipher, at)
+                    replace_lost_key!(conn, cipher, at, notice)
                 })
             }),
             Inner::Postgres(db) => {
@@ -488,7 +506,7 @@ impl DbStore {
                     )?;
                     refuse_same(recorded_fingerprint!(conn)?)?;
                     refuse_opening(check_rows!(conn, cipher, CLAIM_CHECK_SAMPLE, true)?)?;
-                    replace_lost_key!(conn, cipher, at)
+                    replace_lost_key!(conn, cipher, at, notice)
                 })
             }
         }

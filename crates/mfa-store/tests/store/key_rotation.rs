@@ -11,6 +11,10 @@ use mfa_totp::{Secret, TotpParams};
 
 use crate::support::*;
 
+/// The notice a replacement of the key queues to each user it concerns.
+const NOTICE: &str =
+    r#"{"kind":"factor_reset","methods":["AUTHENTICATOR"],"by_admin":"the operator"}"#;
+
 fn open_with(db: &TestDatabase, key: &EncryptionKey) -> DbStore {
     db.open(StoreOptions::new(key.clone()))
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.backend()))
@@ -303,7 +307,7 @@ fn a_database_from_before_keys_were_recorded(db: TestDatabase) {
     store.run_migrations().unwrap();
     // The key they were written with is not lost: not replaced.
     assert!(matches!(
-        store.replace_lost_key(T0),
+        store.replace_lost_key(T0, NOTICE),
         Err(Error::KeyOpensSecrets {
             opened: 1,
             checked: 1
@@ -425,7 +429,7 @@ fn a_lost_key_is_replaced(db: TestDatabase) {
     let new_key = EncryptionKey::generate();
     let store = db.connect(StoreOptions::new(new_key.clone())).unwrap();
     let at = Timestamp(T0.0 + 60);
-    let report = store.replace_lost_key(at).expect("replace");
+    let report = store.replace_lost_key(at, NOTICE).expect("replace");
     assert_eq!(
         report,
         LostKeyReplacement {
@@ -473,8 +477,32 @@ fn a_lost_key_is_replaced(db: TestDatabase) {
             .iter()
             .all(|e| e.at == at && e.detail.contains("key was lost"))
     );
+    // Each user whose authenticator was removed is told, in the same
+    // transaction: two notices, claimed oldest first.
+    let told: Vec<(String, String)> = (0..3)
+        .filter_map(|_| {
+            write(&store, |tx| {
+                Ok(tx.claim_notice(
+                    at,
+                    Timestamp(at.0 + 300),
+                    mfa_core::ports::NoticeOrder::Oldest,
+                )?)
+            })
+        })
+        .map(|n| (n.to, n.payload))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("member@example.com".to_string(), NOTICE.to_string()),
+            ("loner@example.com".to_string(), NOTICE.to_string()),
+        ]
+    );
     // With the database's own key: nothing is lost, nothing changes.
-    assert!(matches!(store.replace_lost_key(at), Err(Error::KeyNotLost)));
+    assert!(matches!(
+        store.replace_lost_key(at, NOTICE),
+        Err(Error::KeyNotLost)
+    ));
 }
 
 fn rotation_of_an_empty_table(db: TestDatabase) {
