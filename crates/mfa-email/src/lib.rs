@@ -283,6 +283,24 @@ impl EmailMailer {
         Ok(mailer)
     }
 
+    /// Whether this mailer sends over SMTP as a sender whose domain is no
+    /// domain of the internet (`localhost`, a name without a dot): as the
+    /// default sender `no-reply@localhost` is.
+    /// Mail servers refuse such a sender or file its mail as junk, so a
+    /// deployment that has not set its own loses its codes and notices.
+    pub fn sender_is_local(&self) -> bool {
+        if !matches!(self.transport, Transport::Smtp { .. }) {
+            return false;
+        }
+        let domain = self.from.email.domain().to_ascii_lowercase();
+        !domain.contains('.') || domain.ends_with(".localhost")
+    }
+
+    /// The sender, as configured.
+    pub fn sender(&self) -> &Mailbox {
+        &self.from
+    }
+
     /// The outbox directory, in outbox mode.
     pub fn outbox_dir(&self) -> Option<&Path> {
         match &self.transport {

@@ -760,3 +760,28 @@ fn an_issuer_with_a_control_character_is_refused() {
         assert!(matches!(refused, mfa_email::Error::Issuer), "{refused}");
     }
 }
+
+/// The default sender, `no-reply@localhost`, is refused or junked by mail
+/// servers: a mailer says so when it sends over SMTP as it (and as any
+/// sender without an internet domain), not when it writes an outbox.
+#[test]
+fn a_sender_without_an_internet_domain_is_told() {
+    let outbox = tempfile::tempdir().expect("outbox");
+    let smtp = |from: &str| {
+        let mut config = config(Some("smtp://127.0.0.1:2525?tls=none".into()), outbox.path());
+        config.from = from.into();
+        EmailMailer::new(config).expect("mailer builds")
+    };
+    for local in [
+        "MFA Server <no-reply@localhost>",
+        "mfa@mailhost",
+        "mfa@box.LOCALHOST",
+    ] {
+        assert!(smtp(local).sender_is_local(), "{local}");
+    }
+    for internet in ["Acme MFA <mfa@acme.example>", "mfa@mail.example.com"] {
+        assert!(!smtp(internet).sender_is_local(), "{internet}");
+    }
+    let outbox_mailer = EmailMailer::new(config(None, outbox.path())).expect("mailer builds");
+    assert!(!outbox_mailer.sender_is_local());
+}

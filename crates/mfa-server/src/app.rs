@@ -445,6 +445,9 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     let database = store.backend().as_str();
     let key = store.fingerprint().to_string();
     let mailer = email_mailer(config)?;
+    if mailer.sender_is_local() {
+        tracing::warn!(sender = %mailer.sender().email, "{LOCAL_SENDER}");
+    }
     let mail = mailer.to_string();
     let dispatch = Arc::new(MailDispatch::new(Arc::new(mailer)));
     let mailer: Arc<dyn Mailer> = dispatch.clone();
@@ -517,6 +520,12 @@ fn claim_sqlite_file(file: &Path) -> Option<std::fs::File> {
         }
     }
 }
+
+/// What the server at its start and `check-config` say of a sender that
+/// mail servers refuse ([`EmailMailer::sender_is_local`]).
+pub const LOCAL_SENDER: &str = "the sender of mail (MFA_MAIL_FROM) is not an address of an internet \
+     domain, and mail servers refuse or junk mail from it: set MFA_MAIL_FROM to an address of your \
+     own domain";
 
 /// The mailer the configuration describes.
 pub fn email_mailer(config: &Config) -> Result<EmailMailer, mfa_email::Error> {

@@ -191,6 +191,13 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         })
         .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
         out!("Mail goes to {mailer}.");
+        if mailer.sender_is_local() {
+            out!(
+                "Warning: {} ({}).",
+                mfa_server::app::LOCAL_SENDER,
+                mailer.sender().email
+            );
+        }
     }
     // The server warns at its start; a check before it should too.
     let sqlite = sqlite_path(config);

@@ -689,9 +689,15 @@ fn check_config_masks_secrets() {
         "MFA_SESSION_TTL_SECS             600",
         "MFA_PASSWORD_HASH                m=19456,t=2,p=1",
         "The configuration is valid.",
+        // Mail over SMTP from the default sender.
+        "Warning: the sender of mail (MFA_MAIL_FROM) is not an address of an internet domain",
     ] {
         assert!(text.contains(shown), "{shown:?} not in {text}");
     }
+    let mut own_sender = env.to_vec();
+    own_sender.push(("MFA_MAIL_FROM", "Acme MFA <mfa@acme.example>"));
+    let text = stdout(&run(d.path(), &own_sender, &["check-config"], ""));
+    assert!(!text.contains("MFA_MAIL_FROM) is not"), "{text}");
     // Every variable is listed.
     for var in crate::multinode::VARS {
         assert!(text.contains(var), "{var} not in {text}");
