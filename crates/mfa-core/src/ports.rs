@@ -288,6 +288,13 @@ pub trait StoreTx {
             recovery_codes_left: self.unused_recovery_codes(user)?,
         })
     }
+    /// [`StoreTx::factor_states`] of each of `users` (a user not found
+    /// reads as no factors), in their order. The default asks for each;
+    /// a store that reaches its database over a network reads them in a
+    /// few statements (a reset of 1,000 users took 1,000 round trips).
+    fn factor_states_of(&mut self, users: &[UserId]) -> StoreResult<Vec<FactorStates>> {
+        users.iter().map(|&user| self.factor_states(user)).collect()
+    }
     /// `UPDATE … SET used_at = ? WHERE id = ? AND used_at IS NULL`.
     fn consume_recovery_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
     /// Delete the user's recovery codes; how many there were.

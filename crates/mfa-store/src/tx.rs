@@ -10,6 +10,8 @@
 //! about a fifth of the server's CPU time in an MFA verify (see
 //! docs/PERFORMANCE.md). `first` stays where `ORDER BY … LIMIT 1` is meant.
 
+use std::collections::HashMap;
+
 use diesel::dsl::case_when;
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
@@ -1517,6 +1519,48 @@ macro_rules! impl_store_tx {
                     .db()?;
                 row.map_or(Ok(FactorStates::default()), factor_states_from)
                     .db()
+            }
+
+            fn factor_states_of(&mut self, users: &[UserId]) -> StoreResult<Vec<FactorStates>> {
+                // As `factor_states`, a statement per chunk of ids.
+                let mut found: HashMap<i64, FactorStatesRow> = HashMap::with_capacity(users.len());
+                for chunk in id_chunks(users) {
+                    let rows: Vec<(i64, FactorStatesRow)> = users::table
+                        .left_join(authenticators::table)
+                        .left_join(email_factors::table)
+                        .left_join(
+                            recovery_codes::table.on(recovery_codes::user_id
+                                .eq(users::id)
+                                .and(recovery_codes::used_at.is_null())),
+                        )
+                        .filter(users::id.eq_any(chunk))
+                        .group_by((users::id, authenticators::user_id, email_factors::user_id))
+                        .select((
+                            users::id,
+                            (
+                                (
+                                    authenticators::verified,
+                                    authenticators::verified_at,
+                                    authenticators::expires_at,
+                                )
+                                    .nullable(),
+                                email_factors::verified_at.nullable(),
+                                diesel::dsl::count(recovery_codes::id.nullable()),
+                            ),
+                        ))
+                        .load(self.conn)
+                        .db()?;
+                    found.extend(rows);
+                }
+                users
+                    .iter()
+                    .map(|user| {
+                        found
+                            .remove(&user.0)
+                            .map_or(Ok(FactorStates::default()), factor_states_from)
+                            .db()
+                    })
+                    .collect()
             }
 
             fn replace_recovery_codes(

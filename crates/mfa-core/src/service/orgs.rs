@@ -1,6 +1,8 @@
 //! What org admins do: enforce MFA, reset members' MFA, opt members out,
 //! manage orgs and memberships, read the audit trail.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::authz::{
     FullCaller, require_current_org_admin, require_may_manage, require_member_of_current_org,
@@ -134,15 +136,21 @@ impl<S: Store> MfaService<S> {
             }
             require_admin_step_up(tx, caller)?;
             let admin = acting_admin(tx, caller)?;
+            // What the notice names: what each user had, not every kind
+            // of factor (an audit got "authenticator app, email codes,
+            // recovery codes" for a user with email codes only, and a
+            // notice for one with no factor at all).
+            let mut had: HashMap<UserId, Vec<MfaMethod>> = ids
+                .iter()
+                .copied()
+                .zip(tx.factor_states_of(&ids)?)
+                .map(|(id, states)| (id, summarize_factor_states(states).0.methods()))
+                .collect();
             let mut users = Vec::new();
             for user in tx.users_by_ids(&ids)? {
                 require_may_manage(caller, user.is_super_admin)?;
-                // What the notice names: what this user had, not every
-                // kind of factor (an audit got "authenticator app, email
-                // codes, recovery codes" for a user with email codes
-                // only, and a notice for one with no factor at all).
-                let had = load_factors(tx, user.id)?.methods();
-                users.push((user, had));
+                let methods = had.remove(&user.id).unwrap_or_default();
+                users.push((user, methods));
             }
             self.remove_factors(tx, &ids, true)?;
             tx.revoke_sessions_of(&ids, now)?;

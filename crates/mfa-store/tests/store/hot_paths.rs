@@ -146,7 +146,7 @@ fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
 
 fn factor_states_without_secrets(db: TestDatabase) {
     let store = open(&db);
-    let user = write(&store, |tx| {
+    let (user, neighbour) = write(&store, |tx| {
         let user = add_user(tx, "a@example.com");
         let org = add_org(tx, "A");
         tx.insert_membership(&Membership::new(user.id, org.id))?;
@@ -163,8 +163,9 @@ fn factor_states_without_secrets(db: TestDatabase) {
         tx.verify_authenticator(neighbour.id, 1, T0)?;
         tx.set_email_factor_verified(neighbour.id, T0)?;
         tx.replace_recovery_codes(neighbour.id, &["n1".to_string(), "n2".to_string()], T0)?;
-        Ok(user)
+        Ok((user, neighbour.id))
     });
+    let nobody = mfa_core::UserId(user.id.0 + 1000);
     // The one-statement read agrees with the three reads it stands for,
     // in a transaction and outside one; so does the read joined to the
     // session's.
@@ -186,6 +187,12 @@ fn factor_states_without_secrets(db: TestDatabase) {
             };
             assert_eq!(separate, expected);
             assert_eq!(tx.factor_states(user.id)?, expected);
+            // Many users at once (a reset), in the order asked.
+            let theirs = tx.factor_states(neighbour)?;
+            assert_eq!(
+                tx.factor_states_of(&[neighbour, user.id, nobody])?,
+                [theirs, expected, FactorStates::default()]
+            );
             Ok(())
         });
         let alone = store
@@ -254,7 +261,7 @@ fn factor_states_without_secrets(db: TestDatabase) {
     });
     // A user who does not exist has no factors.
     let missing = store
-        .read_statement(|tx| Ok(tx.factor_states(mfa_core::UserId(user.id.0 + 1000))?))
+        .read_statement(|tx| Ok(tx.factor_states(nobody)?))
         .expect("factor states");
     assert_eq!(missing, FactorStates::default());
 }
