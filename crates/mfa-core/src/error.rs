@@ -57,8 +57,11 @@ pub enum MfaError {
     /// Wrong email or password (the same for an unknown email).
     #[error("email or password is wrong")]
     InvalidCredentials,
-    /// A partial session was used where a full one is needed.
-    #[error("multi-factor authentication must be completed first")]
+    /// A session in which no second factor was verified was used where one
+    /// in which it was is needed: a partial session, or, to change the
+    /// factors of a user who has one or to administer, a full session
+    /// opened where no MFA was owed.
+    #[error("a second factor must be verified in this session first (POST /user/auth/mfa/verify)")]
     MfaRequired,
     /// Authenticated but not allowed.
     #[error("not allowed")]

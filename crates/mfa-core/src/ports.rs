@@ -468,6 +468,15 @@ pub trait StoreTx {
         }
         Ok(found)
     }
+    /// Every membership of these users, by user id (as
+    /// [`StoreTx::memberships_of_user`] for each).
+    fn memberships_of_users(&mut self, users: &[UserId]) -> StoreResult<Vec<Membership>> {
+        let mut found = Vec::with_capacity(users.len());
+        for &user in users {
+            found.extend(self.memberships_of_user(user)?);
+        }
+        Ok(found)
+    }
     /// [`StoreTx::delete_authenticator`] for each user.
     fn delete_authenticators_of(&mut self, users: &[UserId]) -> StoreResult<()> {
         for &user in users {

@@ -1254,11 +1254,12 @@ fn email_change_waits_for_confirmation() {
         email: Some("new@example.com".into()),
         ..Default::default()
     };
-    // A self-service change needs the current password.
-    assert_eq!(
-        w.svc.update_user(&caller, user, &patch).map(|_| ()),
-        Err(MfaError::InvalidCredentials)
-    );
+    // A self-service change needs the current password: missing, it is a
+    // bad request, not a wrong password counted toward the lockout.
+    assert!(matches!(
+        w.svc.update_user(&caller, user, &patch),
+        Err(MfaError::InvalidRequest(why)) if why.contains("currentPassword is required")
+    ));
     let patch = service::UserPatch {
         current_password: Some(PASSWORD.into()),
         ..patch

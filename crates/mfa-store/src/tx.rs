@@ -2237,6 +2237,20 @@ macro_rules! impl_store_tx {
                 Ok(found)
             }
 
+            fn memberships_of_users(&mut self, users: &[UserId]) -> StoreResult<Vec<Membership>> {
+                let mut found = Vec::with_capacity(users.len());
+                for chunk in id_chunks(users) {
+                    let rows: Vec<MembershipRow> = memberships::table
+                        .filter(memberships::user_id.eq_any(chunk))
+                        .select(MembershipRow::as_select())
+                        .load(self.conn)
+                        .db()?;
+                    found.extend(rows.into_iter().map(Membership::from));
+                }
+                found.sort_by_key(|m| (m.user_id, m.org_id));
+                Ok(found)
+            }
+
             fn delete_authenticators_of(&mut self, users: &[UserId]) -> StoreResult<()> {
                 self.held.require_users(users, "delete_authenticators_of");
                 delete_rows_of_users!(self.conn, authenticators, users);

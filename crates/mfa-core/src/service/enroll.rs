@@ -175,7 +175,7 @@ impl<S: Store> MfaService<S> {
                 return Err(MfaError::AlreadyEnrolled(AUTHENTICATOR_ENROLLED));
             }
             clear_attempt(tx, &attempt)?;
-            audit_own(tx, caller, now, AuditAction::AuthenticatorEnrolled, "")?;
+            audit_own_sign_in_change(tx, caller, now, AuditAction::AuthenticatorEnrolled, "")?;
             self.notify_owner(
                 tx,
                 caller.user_id,
@@ -227,7 +227,7 @@ impl<S: Store> MfaService<S> {
                 };
             tx.set_email_factor_verified(caller.user_id, now)?;
             clear_attempt(tx, &attempt)?;
-            audit_own(tx, caller, now, AuditAction::EmailEnrolled, "")?;
+            audit_own_sign_in_change(tx, caller, now, AuditAction::EmailEnrolled, "")?;
             self.notify_owner(
                 tx,
                 caller.user_id,
@@ -371,8 +371,20 @@ impl<S: Store> MfaService<S> {
             org: Some(caller.org_id),
             what: "recovery code",
         };
+        let proven = recovery.is_some();
         self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
+            // Again under the user's lock: a factor verified since the
+            // check above (the user finishing an enrollment elsewhere)
+            // is not removed by a session that could not have removed it.
+            let verified_here = caller.level == AssuranceLevel::Full && caller.mfa_passed;
+            if !(proven || verified_here) {
+                may_change_factors(
+                    caller.level,
+                    caller.mfa_passed,
+                    &load_factors(tx, caller.user_id)?,
+                )?;
+            }
             if let Some(matched) = recovery {
                 match self.consume_recovery_match(tx, caller, matched, now)? {
                     Ok(attempt) => clear_attempt(tx, &attempt)?,
@@ -400,7 +412,11 @@ impl<S: Store> MfaService<S> {
             } else {
                 "pending enrollment withdrawn"
             };
-            audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
+            if verified {
+                audit_own_sign_in_change(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
+            } else {
+                audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
+            }
             if verified {
                 self.notify_owner(
                     tx,
@@ -499,7 +515,7 @@ impl<S: Store> MfaService<S> {
                 ));
             }
             tx.replace_recovery_codes(caller.user_id, &hashes, now)?;
-            audit_own(
+            audit_own_sign_in_change(
                 tx,
                 caller,
                 now,

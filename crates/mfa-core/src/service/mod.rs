@@ -38,7 +38,8 @@ pub use purge::{
     CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, PURGE_BATCH, Purged,
 };
 pub use session::{
-    CodeSent, LoginChecked, LoginResult, LoginStart, NewToken, RecoveryCheck, RecoveryChecked,
+    CodeSent, LoginChecked, LoginResult, LoginStart, NewToken, REPLAY_NOTICE_INTERVAL_SECS,
+    RecoveryCheck, RecoveryChecked,
 };
 pub use users::{
     NewUserChecked, NewUserHashed, NewUserRequest, PendingEmail, UserPatch, UserRef, UserUpdate,
@@ -424,6 +425,56 @@ pub(crate) fn audit(
         action,
         detail: detail.into(),
     })?;
+    Ok(())
+}
+
+/// `event`, a change of how its target user signs in (a factor enrolled or
+/// removed, new recovery codes), as written: in the org where it was made,
+/// and in each other org of `memberships` (the user's), since a user's
+/// factors serve all their orgs and each org's admins rely on them (an
+/// audit saw an org unable to see that another org's admin had reset one
+/// of its admins). There an admin of another org is not named.
+pub(crate) fn sign_in_change_events(
+    event: NewAuditEvent,
+    memberships: &[Membership],
+) -> Vec<NewAuditEvent> {
+    let by_user_self = event.actor_user_id == event.target_user_id;
+    let elsewhere = match event.detail.as_str() {
+        "" => "in another org".to_string(),
+        detail => format!("{detail}, in another org"),
+    };
+    let mut events: Vec<NewAuditEvent> = memberships
+        .iter()
+        .filter(|m| Some(m.user_id) == event.target_user_id && Some(m.org_id) != event.org_id)
+        .map(|m| NewAuditEvent {
+            org_id: Some(m.org_id),
+            actor_user_id: if by_user_self {
+                event.actor_user_id
+            } else {
+                None
+            },
+            detail: elsewhere.clone(),
+            ..event.clone()
+        })
+        .collect();
+    events.insert(0, event);
+    events
+}
+
+/// [`sign_in_change_events`] of what the caller did to their own factors,
+/// written.
+pub(crate) fn audit_own_sign_in_change(
+    tx: &mut dyn StoreTx,
+    caller: &Caller,
+    now: Timestamp,
+    action: AuditAction,
+    detail: impl Into<String>,
+) -> MfaResult<()> {
+    let memberships = tx.memberships_of_user(caller.user_id)?;
+    tx.insert_audits(&sign_in_change_events(
+        own_event(caller, now, action, detail),
+        &memberships,
+    ))?;
     Ok(())
 }
 

@@ -154,15 +154,19 @@ impl<S: Store> MfaService<S> {
             }
             self.remove_factors(tx, &ids, true)?;
             tx.revoke_sessions_of(&ids, now)?;
+            let memberships = tx.memberships_of_users(&ids)?;
             let events: Vec<NewAuditEvent> = ids
                 .iter()
-                .map(|&id| NewAuditEvent {
-                    at: now,
-                    org_id: Some(caller.org_id),
-                    actor_user_id: Some(caller.user_id),
-                    target_user_id: Some(id),
-                    action: AuditAction::MfaReset,
-                    detail: "all factors removed by an admin".into(),
+                .flat_map(|&id| {
+                    let event = NewAuditEvent {
+                        at: now,
+                        org_id: Some(caller.org_id),
+                        actor_user_id: Some(caller.user_id),
+                        target_user_id: Some(id),
+                        action: AuditAction::MfaReset,
+                        detail: "all factors removed by an admin".into(),
+                    };
+                    sign_in_change_events(event, &memberships)
                 })
                 .collect();
             tx.insert_audits(&events)?;
@@ -199,7 +203,9 @@ impl<S: Store> MfaService<S> {
     }
 
     /// Remove the authenticator of the current org's member with this email
-    /// (seed 004's admin reset) and end their sessions.
+    /// (seed 004's admin reset), end their sessions and mail them a notice;
+    /// an authenticator still pending (never confirmed) is only withdrawn.
+    /// `NotEnrolled` when they have none, verified or pending.
     pub fn admin_reset_authenticator(&self, caller: &FullCaller, email: &str) -> MfaResult<()> {
         let now = self.now();
         require_current_org_admin(caller)?;
@@ -216,19 +222,28 @@ impl<S: Store> MfaService<S> {
             let Some(state) = tx.authenticator_state(user.id)? else {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             };
+            // An enrollment never confirmed is no sign-in method: it is only
+            // withdrawn, as the user's own reset withdraws it, with no
+            // session ended and no notice (an audit saw the user's sessions
+            // end for it, audited as a reset).
             let verified = matches!(state, AuthenticatorState::Verified { .. });
-            self.remove_factors(tx, &[user.id], false)?;
-            tx.revoke_user_sessions(user.id, None, None, now)?;
-            audit(
-                tx,
-                now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(user.id),
-                AuditAction::AuthenticatorReset,
-                "by an admin",
-            )?;
-            // An enrollment never confirmed was no sign-in method.
+            let (detail, memberships) = if verified {
+                self.remove_factors(tx, &[user.id], false)?;
+                tx.revoke_user_sessions(user.id, None, None, now)?;
+                ("by an admin", tx.memberships_of_user(user.id)?)
+            } else {
+                tx.delete_authenticator(user.id)?;
+                ("pending enrollment withdrawn by an admin", Vec::new())
+            };
+            let event = NewAuditEvent {
+                at: now,
+                org_id: Some(caller.org_id),
+                actor_user_id: Some(caller.user_id),
+                target_user_id: Some(user.id),
+                action: AuditAction::AuthenticatorReset,
+                detail: detail.into(),
+            };
+            tx.insert_audits(&sign_in_change_events(event, &memberships))?;
             if verified {
                 let admin = acting_admin(tx, caller)?;
                 self.notify(
@@ -250,6 +265,7 @@ impl<S: Store> MfaService<S> {
         let name = check_org_name(name)?;
         let now = self.now();
         self.write(|tx| {
+            require_admin_step_up(tx, caller)?;
             let org = tx.insert_org(&name, now)?;
             audit(
                 tx,

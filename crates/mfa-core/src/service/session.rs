@@ -109,6 +109,27 @@ pub struct CodeSent {
     pub expires_at: Timestamp,
 }
 
+/// A user is told of a refused replay at most once in this many seconds;
+/// each one is audited. A burst (racing requests, a client that retries)
+/// is one notice: an audit got five in one second.
+pub const REPLAY_NOTICE_INTERVAL_SECS: i64 = 60;
+
+/// Whether `user` was told of a replay refused less than
+/// [`REPLAY_NOTICE_INTERVAL_SECS`] before `now`, the refusal just audited
+/// in `tx` aside. Under the user's failure-counter lock, which every code
+/// check takes first, so two replays at once are told apart.
+fn replay_told_lately(tx: &mut dyn StoreTx, user: UserId, now: Timestamp) -> MfaResult<bool> {
+    let filter = AuditFilter {
+        org_id: None,
+        user_id: Some(user),
+        action: Some(AuditAction::ReplayRefused),
+    };
+    let (newest, _) = tx.audit_events(&filter, 0, 2)?;
+    Ok(newest
+        .get(1)
+        .is_some_and(|before| before.at.0 > now.0 - REPLAY_NOTICE_INTERVAL_SECS))
+}
+
 impl<S: Store> MfaService<S> {
     /// Check a password and open a session whose level follows the login
     /// decision. `org` picks the membership; without it the active
@@ -819,7 +840,7 @@ impl<S: Store> MfaService<S> {
             let attempt = match checked {
                 Ok(attempt) => attempt,
                 Err(refusal) => {
-                    if replayed {
+                    if replayed && !replay_told_lately(tx, caller.user_id, now)? {
                         self.notify_owner(tx, caller.user_id, MailKind::ReplayRefused)?;
                     }
                     return Ok(Err(refusal));

@@ -661,6 +661,10 @@ impl<S: Store> MfaService<S> {
         let sets_credentials = !is_self && (new_email.is_some() || patch.password.is_some());
         if sets_credentials {
             require_may_set_credentials(caller, &memberships)?;
+        }
+        // Any change to another user is an admin's, held to the step-up
+        // (an audit renamed users from a superadmin's password alone).
+        if !is_self {
             self.store
                 .read_statement(|tx| require_admin_step_up(tx, caller))?;
         }
@@ -671,7 +675,9 @@ impl<S: Store> MfaService<S> {
         // and audited; a right one clears the count.
         let current_password = if verified_current_password {
             let Some(given) = patch.current_password.clone() else {
-                return Err(MfaError::InvalidCredentials);
+                return Err(MfaError::InvalidRequest(
+                    "currentPassword is required to change your own email or password".into(),
+                ));
             };
             let attempt =
                 self.reserve_password_attempt(&current.email, Some(id), Some(caller.org_id), now)?;
@@ -788,6 +794,9 @@ impl<S: Store> MfaService<S> {
             let user = load_user_for_update(tx, id)?;
             if sets_credentials {
                 require_may_set_credentials(caller, &tx.memberships_of_user(id)?)?;
+            }
+            if !is_self {
+                require_admin_step_up(tx, caller)?;
             }
             if verified_current_password && user.password_hash != current.password_hash {
                 // The password the caller proved is no longer the user's:

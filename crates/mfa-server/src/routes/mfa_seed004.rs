@@ -244,15 +244,17 @@ pub async fn reset_my_qr_code_enroll(
 ///
 /// Admins of the current org. `{username}` is the user's email address.
 /// Removes that user's authenticator (their email factor and recovery codes
-/// stay) and ends their sessions; the user gets a notice by email.
+/// stay) and ends their sessions; the user gets a notice by email. An
+/// authenticator still pending (set up but never confirmed) is only
+/// withdrawn: no session ends and no notice goes out.
 #[utoipa::path(
     tag = "mfa",
     params(("username" = String, Path, description = "The user's email address, e.g. `your.email@domain.com`.")),
     responses(
-        (status = 200, description = "The authenticator is removed.", body = StatusResponse),
+        (status = 200, description = "The authenticator is removed (or the pending one withdrawn).", body = StatusResponse),
         (status = 403, description = "`forbidden`: not an admin of the current org, or the user is a superadmin (only superadmins manage superadmins). `mfa_required`: the admin has a verified factor and this session verified none (opened where no MFA was owed: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such active member of the current org.", body = ErrorBody),
-        (status = 409, description = "`not_enrolled`: the user has no authenticator.", body = ErrorBody),
+        (status = 409, description = "`not_enrolled`: the user has no authenticator, verified or pending.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
 )]

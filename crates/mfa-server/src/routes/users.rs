@@ -474,7 +474,7 @@ pub async fn get_user(
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "The user (with the old email until a change is confirmed), and the email change waiting for its confirmation (`pendingEmail`, as `GET /user/users/{id}` answers).", body = UserDetailResponse),
-        (status = 401, description = "`invalid_credentials`: `currentPassword` missing or wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: `currentPassword` wrong for a self-service email or password change; `unauthorized`: no valid token.", body = ErrorBody),
         (status = 403, description = "`forbidden`: the user is a superadmin and the caller is not (only superadmins manage superadmins); or `password` or `email` of a user who belongs to another org too, set by an org admin (only the user or a superadmin sets them). `mfa_required`: a new `email` or `password` of one's own, from a session that verified no factor, for a user who has one (a confirmed change of email removes the email factor, and a new password would lock the owner out of every org: `POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such user the caller may change (another org's, or deactivated in the caller's org).", body = ErrorBody),
         (status = 409, description = "`conflict`: the new email is taken.", body = ErrorBody),

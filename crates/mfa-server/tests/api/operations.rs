@@ -14,7 +14,7 @@ on_every_backend!(health_and_metrics, openapi_documents_every_route);
 /// Every route of the contract (spec/API.md), plus the two routes of the
 /// document itself. The pages' own files under `/assets/` are not API
 /// routes and stay out of the document, like Swagger UI's.
-const CONTRACT: &[(&str, &str)] = &[
+pub(crate) const CONTRACT: &[(&str, &str)] = &[
     ("POST", "/user/auth/login"),
     ("POST", "/user/auth/mfa/challenge"),
     ("POST", "/user/auth/mfa/verify"),

@@ -241,6 +241,38 @@ async fn authenticator_by_qr_code(s: TestServer) {
     let bob = s.login("bob@example.com", PASSWORD).await.token;
     let d = s.get("/oauth/users/mfaDetails", &bob).await;
     assert_eq!(d.ok()["details"]["AUTHENTICATOR"]["verified"], false);
+
+    // An authenticator only set up, never confirmed, is withdrawn by the
+    // admin as by bob himself: his session stays and no notice goes out
+    // (it ended his sessions, audited as a reset); then there is none.
+    qr_secret(&s, &bob).await;
+    let mails = s.mails_to("bob@example.com").len();
+    let r = s
+        .call(
+            "PUT",
+            "/users/bob@example.com/mfa/resetQRCodeEnroll",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(r.ok(), &json!({"status": "ok"}));
+    s.get("/oauth/users/mfaDetails", &bob)
+        .await
+        .expect(200, None);
+    assert_eq!(s.mails_to("bob@example.com").len(), mails, "no notice");
+    let audit = s.get("/user/audit?action=authenticator_reset", &root).await;
+    assert_eq!(
+        audit.ok()["items"][0]["detail"],
+        "pending enrollment withdrawn by an admin"
+    );
+    s.call(
+        "PUT",
+        "/users/bob@example.com/mfa/resetQRCodeEnroll",
+        Some(&root),
+        None,
+    )
+    .await
+    .expect(409, Some("not_enrolled"));
     s.call(
         "PUT",
         "/users/nobody@example.com/mfa/resetQRCodeEnroll",

@@ -227,7 +227,7 @@ async fn user_routes(s: TestServer) {
         json!({"password": "new password 1"}),
     )
     .await
-    .expect(401, Some("invalid_credentials"));
+    .expect(400, Some("invalid_request"));
     s.put(
         &format!("/user/users/{lou}"),
         &lou_token,
@@ -328,14 +328,15 @@ async fn email_change(s: TestServer) {
     let me = s.get("/user/users/me", &mia_token).await;
     assert_eq!(me.ok()["pendingEmail"], serde_json::Value::Null);
 
-    // A self-service change needs the current password.
+    // A self-service change needs the current password: without it, a
+    // bad request (not a wrong password, counted toward the lockout).
     s.put(
         &format!("/user/users/{mia}"),
         &mia_token,
         json!({"email": "mia@new.example"}),
     )
     .await
-    .expect(401, Some("invalid_credentials"));
+    .expect(400, Some("invalid_request"));
     let u = s
         .put(
             &format!("/user/users/{mia}"),

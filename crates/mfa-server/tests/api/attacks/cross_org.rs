@@ -3,6 +3,8 @@
 //! org's things are not found) or `403` (superadmin routes), and nothing
 //! changes, proven by reading the state back as org A's admin.
 
+use std::collections::BTreeSet;
+
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, ROOT_EMAIL, TestServer, ids_of};
@@ -16,6 +18,8 @@ on_every_backend!(
     a_deactivated_member_is_seen_but_not_managed,
     credentials_of_a_user_of_two_orgs,
     a_password_alone_through_a_lax_org_changes_no_factor,
+    a_superadmins_password_alone_administers_nothing,
+    a_shared_members_factors_change_in_the_trail_of_each_org,
 );
 
 /// What org A's admin sees of org A and of `users`.
@@ -761,4 +765,238 @@ async fn a_password_alone_through_a_lax_org_changes_no_factor(s: TestServer) {
     )
     .await
     .expect(200, None);
+}
+
+/// The contract's writes that a user makes for themselves, or that take
+/// no session: the rest are an admin's, held to the admin's step-up.
+const OWN_WRITES: &[(&str, &str)] = &[
+    ("POST", "/user/auth/login"),
+    ("POST", "/user/auth/mfa/challenge"),
+    ("POST", "/user/auth/mfa/verify"),
+    ("POST", "/user/auth/logout"),
+    ("PUT", "/user/users/me/mfa"),
+    ("POST", "/user/users/email/confirmChange"),
+    ("POST", "/user/users/email/resendChangeConfirmation"),
+    ("POST", "/user/users/mfa/generateTempSecret"),
+    ("POST", "/user/users/mfa/validateCode"),
+    ("PUT", "/users/mfa/associateQRCode"),
+    ("PUT", "/users/mfa/verifyQRCodeEnroll"),
+    ("POST", "/users/mfa/resetMyQRCodeEnroll"),
+    ("PUT", "/oauth/users/mfa/enrollEmail"),
+    ("PUT", "/oauth/users/mfa/verifyEmail"),
+    ("POST", "/user/users/mfa/recoveryCodes"),
+    // A lookup, posted so that the email stays out of the URL.
+    ("POST", "/user/users/email"),
+];
+
+/// A superadmin who has a factor, signed in with the password alone where
+/// no MFA is owed, administers nothing until a factor is verified on the
+/// session: every admin write of the contract is `403 mfa_required`. (An
+/// audit created orgs so: `POST /user/org` was the one admin write without
+/// the step-up.) Every write route of the contract is either tried here or
+/// listed as the user's own, so that a new admin route cannot be missed.
+async fn a_superadmins_password_alone_administers_nothing(s: TestServer) {
+    let root = s.root().await;
+    let (org, admin, _) = s
+        .org_with_admin(&root, "Target", "ada@target.example")
+        .await;
+    let member = s.create_user(&root, "mo@example.com", false).await;
+    s.enroll_authenticator(&root).await;
+    let stolen = s.login(ROOT_EMAIL, PASSWORD).await;
+    assert_eq!(stolen.mfa, "none", "the default org owes no MFA");
+    let token = stolen.token.as_str();
+
+    let attempts: Vec<(&str, &str, String, Option<Value>)> = vec![
+        (
+            "POST",
+            "/user/org",
+            "/user/org".into(),
+            Some(json!({"name": "Evil"})),
+        ),
+        (
+            "PUT",
+            "/user/org/{id}",
+            format!("/user/org/{org}"),
+            Some(json!({"name": "Renamed"})),
+        ),
+        ("DELETE", "/user/org/{id}", format!("/user/org/{org}"), None),
+        (
+            "PUT",
+            "/user/org/mfa",
+            "/user/org/mfa?allOrgs=true".into(),
+            Some(json!({"isMfaEnforced": true})),
+        ),
+        (
+            "POST",
+            "/user/org/{orgId}/email/user/{email}",
+            format!("/user/org/{org}/email/user/mo@example.com"),
+            None,
+        ),
+        (
+            "POST",
+            "/user/org/{orgId}/user/{userId}",
+            format!("/user/org/{org}/user/{member}"),
+            None,
+        ),
+        (
+            "DELETE",
+            "/user/org/{orgId}/user/{userId}",
+            format!("/user/org/{org}/user/{admin}"),
+            None,
+        ),
+        (
+            "POST",
+            "/user/users",
+            "/user/users".into(),
+            Some(
+                json!({"email": "evil@example.com", "firstName": "E", "lastName": "V",
+                        "password": PASSWORD, "isAdmin": true}),
+            ),
+        ),
+        (
+            "PUT",
+            "/user/users/{id}",
+            format!("/user/users/{member}"),
+            Some(json!({"firstName": "Renamed"})),
+        ),
+        (
+            "DELETE",
+            "/user/users/{id}",
+            format!("/user/users/{member}"),
+            None,
+        ),
+        (
+            "PUT",
+            "/user/users/{id}/membership",
+            format!("/user/users/{member}/membership"),
+            Some(json!({"mfaOptOut": true})),
+        ),
+        (
+            "POST",
+            "/user/users/insert/{orgId}",
+            format!("/user/users/insert/{org}"),
+            None,
+        ),
+        (
+            "DELETE",
+            "/user/users/deleteFromAllOrgs/{email}",
+            "/user/users/deleteFromAllOrgs/mo@example.com".into(),
+            None,
+        ),
+        (
+            "PUT",
+            "/user/users/mfa/reset",
+            "/user/users/mfa/reset".into(),
+            Some(json!({"ids": [member]})),
+        ),
+        (
+            "PUT",
+            "/users/{username}/mfa/resetQRCodeEnroll",
+            "/users/mo@example.com/mfa/resetQRCodeEnroll".into(),
+            None,
+        ),
+    ];
+    let tried: BTreeSet<(&str, &str)> = attempts
+        .iter()
+        .map(|(m, route, _, _)| (*m, *route))
+        .collect();
+    let own: BTreeSet<(&str, &str)> = OWN_WRITES.iter().copied().collect();
+    let writes: BTreeSet<(&str, &str)> = crate::operations::CONTRACT
+        .iter()
+        .copied()
+        .filter(|(method, _)| *method != "GET")
+        .collect();
+    let classified: BTreeSet<(&str, &str)> = tried.union(&own).copied().collect();
+    assert_eq!(
+        classified, writes,
+        "every write route is tried or the user's own"
+    );
+
+    for (method, _, path, body) in &attempts {
+        s.call(method, path, Some(token), body.clone())
+            .await
+            .expect(403, Some("mfa_required"));
+    }
+    let orgs = s.get(&format!("/user/org/{org}"), &root).await;
+    assert_eq!(orgs.ok()["name"], "Target", "nothing changed");
+    assert_eq!(
+        s.get("/user/users/page?search=evil", &root).await.ok()["total"],
+        0
+    );
+}
+
+/// A user's factors serve every org of theirs, so each org's trail shows
+/// them change, wherever the change was made: an admin of org A saw
+/// nothing when org B's admin reset a member of both, nor when the member
+/// enrolled again from a session in B (an audit). Org A is not told who
+/// in org B did it.
+async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer) {
+    let root = s.root().await;
+    let (org_a, _, admin_a) = s.org_with_admin(&root, "Alpha", "ann@alpha.example").await;
+    let (org_b, ben, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
+    let shared = s.create_user(&admin_a, "shared@example.com", false).await;
+    s.post(
+        &format!("/user/org/{org_b}/user/{shared}"),
+        &root,
+        json!({}),
+    )
+    .await
+    .expect(201, None);
+    let in_b = s.login_org("shared@example.com", PASSWORD, org_b).await;
+    s.enroll_authenticator(&in_b.token).await;
+    s.put("/user/users/mfa/reset", &admin_b, json!({"ids": [shared]}))
+        .await
+        .expect(204, None);
+
+    let trail = |admin: &str, org: i64| {
+        let admin = admin.to_string();
+        let s = &s;
+        async move {
+            let page = s
+                .get(&format!("/user/audit?userId={shared}&size=200"), &admin)
+                .await;
+            let items = page.ok()["items"].as_array().unwrap().clone();
+            assert!(items.iter().all(|e| e["orgId"] == org), "{items:?}");
+            items
+                .iter()
+                .filter(|e| {
+                    ["authenticator_enrolled", "mfa_reset"].contains(&e["action"].as_str().unwrap())
+                })
+                .map(|e| {
+                    (
+                        e["action"].clone(),
+                        e["actorUserId"].clone(),
+                        e["detail"].clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // Newest first.
+    assert_eq!(
+        trail(&admin_a, org_a).await,
+        [
+            (
+                json!("mfa_reset"),
+                Value::Null,
+                json!("all factors removed by an admin, in another org")
+            ),
+            (
+                json!("authenticator_enrolled"),
+                json!(shared),
+                json!("in another org")
+            ),
+        ]
+    );
+    assert_eq!(
+        trail(&admin_b, org_b).await,
+        [
+            (
+                json!("mfa_reset"),
+                json!(ben),
+                json!("all factors removed by an admin")
+            ),
+            (json!("authenticator_enrolled"), json!(shared), json!("")),
+        ]
+    );
 }
