@@ -38,13 +38,33 @@ pub struct Id(pub i64);
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = i64::deserialize(d)?;
-        if v <= 0 {
-            return Err(serde::de::Error::custom(
-                "ids are positive integers (1, 2, ...)",
-            ));
+        const NOT_AN_ID: &str = "ids are positive integers (1, 2, ...)";
+        struct IdVisitor;
+        impl serde::de::Visitor<'_> for IdVisitor {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a positive integer id")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
+                if v > 0 {
+                    Ok(Id(v))
+                } else {
+                    Err(E::custom(NOT_AN_ID))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Id, E> {
+                i64::try_from(v)
+                    .map_err(|_| E::custom(NOT_AN_ID))
+                    .and_then(|v| self.visit_i64(v))
+            }
+            // A number too large for an integer reads as one with a
+            // fraction: said as what it is not (it read "invalid type:
+            // floating point, expected i64").
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Id, E> {
+                Err(E::custom(NOT_AN_ID))
+            }
         }
-        Ok(Id(v))
+        d.deserialize_i64(IdVisitor)
     }
 }
 
@@ -1089,8 +1109,20 @@ mod tests {
     #[test]
     fn ids_are_positive() {
         assert_eq!(serde_json::from_str::<Id>("7").unwrap(), Id(7));
+        assert_eq!(
+            serde_json::from_str::<Id>("9223372036854775807").unwrap(),
+            Id(i64::MAX)
+        );
         for bad in ["0", "-1", "1.5", "\"7\"", "null"] {
             assert!(serde_json::from_str::<Id>(bad).is_err(), "{bad}");
+        }
+        // Out of range, said as for any other number that is no id.
+        for too_large in ["9223372036854775808", "99999999999999999999"] {
+            let e = serde_json::from_str::<Id>(too_large).unwrap_err();
+            assert!(
+                e.to_string().starts_with("ids are positive integers"),
+                "{e}"
+            );
         }
         let q = |s: &str| IdsQuery { ids: s.into() }.parse();
         assert_eq!(q("1,2,3").unwrap().len(), 3);
