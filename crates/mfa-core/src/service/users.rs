@@ -858,15 +858,18 @@ impl<S: Store> MfaService<S> {
             }
             if !changes.is_empty() {
                 tx.update_user(&user)?;
-                audit(
-                    tx,
-                    now,
-                    Some(caller.org_id),
-                    Some(caller.user_id),
-                    Some(id),
-                    AuditAction::UserUpdated,
-                    changes.join(", "),
-                )?;
+                // A user is one account in all their orgs: each sees it
+                // change (a new password most of all).
+                let event = NewAuditEvent {
+                    at: now,
+                    org_id: Some(caller.org_id),
+                    actor_user_id: Some(caller.user_id),
+                    target_user_id: Some(id),
+                    action: AuditAction::UserUpdated,
+                    detail: changes.join(", "),
+                };
+                let memberships = tx.memberships_of_user(id)?;
+                tx.insert_audits(&sign_in_change_events(event, &memberships))?;
             }
             // Who set a new password, for the owner's notice.
             let password_set_by = match (&new_hash, is_self) {

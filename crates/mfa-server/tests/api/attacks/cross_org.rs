@@ -947,6 +947,15 @@ async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer)
     s.put("/user/users/mfa/reset", &admin_b, json!({"ids": [shared]}))
         .await
         .expect(204, None);
+    // A new password, set in org B, is the account's in org A too.
+    let again_in_b = s.login_org("shared@example.com", PASSWORD, org_b).await;
+    s.put(
+        &format!("/user/users/{shared}"),
+        &again_in_b.token,
+        json!({"password": "Her-New-Passw0rd-9", "currentPassword": PASSWORD}),
+    )
+    .await
+    .expect(200, None);
 
     let trail = |admin: &str, org: i64| {
         let admin = admin.to_string();
@@ -960,7 +969,8 @@ async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer)
             items
                 .iter()
                 .filter(|e| {
-                    ["authenticator_enrolled", "mfa_reset"].contains(&e["action"].as_str().unwrap())
+                    ["authenticator_enrolled", "mfa_reset", "user_updated"]
+                        .contains(&e["action"].as_str().unwrap())
                 })
                 .map(|e| {
                     (
@@ -977,6 +987,11 @@ async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer)
         trail(&admin_a, org_a).await,
         [
             (
+                json!("user_updated"),
+                json!(shared),
+                json!("password, in another org")
+            ),
+            (
                 json!("mfa_reset"),
                 Value::Null,
                 json!("all factors removed by an admin, in another org")
@@ -991,6 +1006,7 @@ async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer)
     assert_eq!(
         trail(&admin_b, org_b).await,
         [
+            (json!("user_updated"), json!(shared), json!("password")),
             (
                 json!("mfa_reset"),
                 json!(ben),
