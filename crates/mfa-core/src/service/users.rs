@@ -679,6 +679,14 @@ impl<S: Store> MfaService<S> {
                     "currentPassword is required to change your own email or password".into(),
                 ));
             };
+            // Said before the current one is checked: it tells the user
+            // nothing they did not send (an admin, who sends no current
+            // password, is never told whether a password is the user's).
+            if patch.password.as_deref() == Some(given.as_str()) {
+                return Err(MfaError::InvalidRequest(
+                    "the new password is the current one".into(),
+                ));
+            }
             let attempt =
                 self.reserve_password_attempt(&current.email, Some(id), Some(caller.org_id), now)?;
             Some((ReservedPasswordAttempt::new(&current.email, attempt), given))

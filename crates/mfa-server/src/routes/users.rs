@@ -466,7 +466,8 @@ pub async fn get_user(
 /// single-use confirmation token (valid 24 h) goes to the new address and
 /// a notice to the old one; until confirmed, codes keep going to the old
 /// address. Users changing their own email or password must also send
-/// `currentPassword`. A password set by an admin ends the user's sessions;
+/// `currentPassword` (`400 invalid_request` without it, and for a new
+/// password that is the same). A password set by an admin ends the user's sessions;
 /// set by the user, it ends their other sessions.
 #[utoipa::path(
     tag = "users",

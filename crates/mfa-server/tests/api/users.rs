@@ -235,6 +235,22 @@ async fn user_routes(s: TestServer) {
     )
     .await
     .expect(401, Some("invalid_credentials"));
+    // The same password again is no change: refused, nothing mailed, no
+    // session ended (it was set, and a notice of a new password sent).
+    let mails = s.mails_to("lou@example.com").len();
+    let same = s
+        .put(
+            &format!("/user/users/{lou}"),
+            &lou_token,
+            json!({"password": PASSWORD, "currentPassword": PASSWORD}),
+        )
+        .await;
+    same.expect(400, Some("invalid_request"));
+    assert_eq!(same.body["message"], "the new password is the current one");
+    assert_eq!(s.mails_to("lou@example.com").len(), mails);
+    s.get("/user/users/me", &other_session)
+        .await
+        .expect(200, None);
     s.put(
         &format!("/user/users/{lou}"),
         &lou_token,
