@@ -154,6 +154,40 @@ pub(crate) type LockedCodeCheck = (Option<(i32, Option<i64>)>, Option<Authentica
 /// time, and the number of unused recovery codes.
 type FactorStatesRow = (Option<(bool, Option<i64>, i64)>, Option<i64>, i64);
 
+/// The users `$filter` keeps, each joined to their authenticator, email
+/// factor and unused recovery codes, one group per user: what
+/// [`factor_states_columns!`] reads.
+macro_rules! factor_states_of_users {
+    ($filter:expr) => {
+        users::table
+            .left_join(authenticators::table)
+            .left_join(email_factors::table)
+            .left_join(
+                recovery_codes::table.on(recovery_codes::user_id
+                    .eq(users::id)
+                    .and(recovery_codes::used_at.is_null())),
+            )
+            .filter($filter)
+            .group_by((users::id, authenticators::user_id, email_factors::user_id))
+    };
+}
+
+/// The columns of a [`FactorStatesRow`] in [`factor_states_of_users!`].
+macro_rules! factor_states_columns {
+    () => {
+        (
+            (
+                authenticators::verified,
+                authenticators::verified_at,
+                authenticators::expires_at,
+            )
+                .nullable(),
+            email_factors::verified_at.nullable(),
+            diesel::dsl::count(recovery_codes::id.nullable()),
+        )
+    };
+}
+
 /// A session, its user's superadmin flag and membership, and the user's
 /// factor states (the unused recovery codes counted by a subquery).
 type SessionMemberFactorsRow = (
@@ -1494,26 +1528,8 @@ macro_rules! impl_store_tx {
                 // authenticator, the email factor and the unused recovery
                 // codes joined to it and counted. A user deleted meanwhile
                 // reads as no factors.
-                let row: Option<FactorStatesRow> = users::table
-                    .left_join(authenticators::table)
-                    .left_join(email_factors::table)
-                    .left_join(
-                        recovery_codes::table.on(recovery_codes::user_id
-                            .eq(users::id)
-                            .and(recovery_codes::used_at.is_null())),
-                    )
-                    .filter(users::id.eq(user.0))
-                    .group_by((users::id, authenticators::user_id, email_factors::user_id))
-                    .select((
-                        (
-                            authenticators::verified,
-                            authenticators::verified_at,
-                            authenticators::expires_at,
-                        )
-                            .nullable(),
-                        email_factors::verified_at.nullable(),
-                        diesel::dsl::count(recovery_codes::id.nullable()),
-                    ))
+                let row: Option<FactorStatesRow> = factor_states_of_users!(users::id.eq(user.0))
+                    .select(factor_states_columns!())
                     .get_result(self.conn)
                     .optional()
                     .db()?;
@@ -1525,31 +1541,11 @@ macro_rules! impl_store_tx {
                 // As `factor_states`, a statement per chunk of ids.
                 let mut found: HashMap<i64, FactorStatesRow> = HashMap::with_capacity(users.len());
                 for chunk in id_chunks(users) {
-                    let rows: Vec<(i64, FactorStatesRow)> = users::table
-                        .left_join(authenticators::table)
-                        .left_join(email_factors::table)
-                        .left_join(
-                            recovery_codes::table.on(recovery_codes::user_id
-                                .eq(users::id)
-                                .and(recovery_codes::used_at.is_null())),
-                        )
-                        .filter(users::id.eq_any(chunk))
-                        .group_by((users::id, authenticators::user_id, email_factors::user_id))
-                        .select((
-                            users::id,
-                            (
-                                (
-                                    authenticators::verified,
-                                    authenticators::verified_at,
-                                    authenticators::expires_at,
-                                )
-                                    .nullable(),
-                                email_factors::verified_at.nullable(),
-                                diesel::dsl::count(recovery_codes::id.nullable()),
-                            ),
-                        ))
-                        .load(self.conn)
-                        .db()?;
+                    let rows: Vec<(i64, FactorStatesRow)> =
+                        factor_states_of_users!(users::id.eq_any(chunk))
+                            .select((users::id, factor_states_columns!()))
+                            .load(self.conn)
+                            .db()?;
                     found.extend(rows);
                 }
                 users
