@@ -462,8 +462,18 @@ pub(crate) fn sign_in_change_events(
     events
 }
 
-/// [`sign_in_change_events`] of what the caller did to their own factors,
-/// written.
+/// Write [`sign_in_change_events`] of `event`, with its target's
+/// memberships read in `tx`.
+pub(crate) fn audit_sign_in_change(tx: &mut dyn StoreTx, event: NewAuditEvent) -> MfaResult<()> {
+    let memberships = match event.target_user_id {
+        Some(user) => tx.memberships_of_user(user)?,
+        None => Vec::new(),
+    };
+    tx.insert_audits(&sign_in_change_events(event, &memberships))?;
+    Ok(())
+}
+
+/// [`audit_sign_in_change`] of what the caller did to their own factors.
 pub(crate) fn audit_own_sign_in_change(
     tx: &mut dyn StoreTx,
     caller: &Caller,
@@ -471,12 +481,7 @@ pub(crate) fn audit_own_sign_in_change(
     action: AuditAction,
     detail: impl Into<String>,
 ) -> MfaResult<()> {
-    let memberships = tx.memberships_of_user(caller.user_id)?;
-    tx.insert_audits(&sign_in_change_events(
-        own_event(caller, now, action, detail),
-        &memberships,
-    ))?;
-    Ok(())
+    audit_sign_in_change(tx, own_event(caller, now, action, detail))
 }
 
 /// Write an audit event of something the caller did to themselves, in

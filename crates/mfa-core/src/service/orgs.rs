@@ -227,13 +227,13 @@ impl<S: Store> MfaService<S> {
             // session ended and no notice (an audit saw the user's sessions
             // end for it, audited as a reset).
             let verified = matches!(state, AuthenticatorState::Verified { .. });
-            let (detail, memberships) = if verified {
+            let detail = if verified {
                 self.remove_factors(tx, &[user.id], false)?;
                 tx.revoke_user_sessions(user.id, None, None, now)?;
-                ("by an admin", tx.memberships_of_user(user.id)?)
+                "by an admin"
             } else {
                 tx.delete_authenticator(user.id)?;
-                ("pending enrollment withdrawn by an admin", Vec::new())
+                "pending enrollment withdrawn by an admin"
             };
             let event = NewAuditEvent {
                 at: now,
@@ -243,7 +243,11 @@ impl<S: Store> MfaService<S> {
                 action: AuditAction::AuthenticatorReset,
                 detail: detail.into(),
             };
-            tx.insert_audits(&sign_in_change_events(event, &memberships))?;
+            if verified {
+                audit_sign_in_change(tx, event)?;
+            } else {
+                tx.insert_audit(&event)?;
+            }
             if verified {
                 let admin = acting_admin(tx, caller)?;
                 self.notify(

@@ -876,8 +876,7 @@ impl<S: Store> MfaService<S> {
                     action: AuditAction::UserUpdated,
                     detail: changes.join(", "),
                 };
-                let memberships = tx.memberships_of_user(id)?;
-                tx.insert_audits(&sign_in_change_events(event, &memberships))?;
+                audit_sign_in_change(tx, event)?;
             }
             // Who set a new password, for the owner's notice.
             let password_set_by = match (&new_hash, is_self) {
