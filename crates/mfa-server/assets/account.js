@@ -48,6 +48,7 @@ takeLinkedToken();
 
 let me = null;
 let details = null;
+let org = null; // the session's org: whether it enforces MFA
 let enrollingAuthenticator = false;
 let recoveryCodes = [];
 let pendingEmail = null; // the new address of a change waiting for its confirmation
@@ -73,6 +74,7 @@ async function onSignedIn() {
 function onSignedOut() {
   me = null;
   details = null;
+  org = null;
   enrollingAuthenticator = false;
   recoveryCodes = [];
   pendingEmail = null;
@@ -91,12 +93,40 @@ function onSignedOut() {
 }
 
 async function refresh() {
-  const [meAnswer, mfa] = await Promise.all([call("GET", "/user/users/me"), call("GET", "/oauth/users/mfaDetails")]);
+  const [meAnswer, mfa, orgAnswer] = await Promise.all([
+    call("GET", "/user/users/me"),
+    call("GET", "/oauth/users/mfaDetails"),
+    call("GET", `/user/org/${session.get().orgId}`),
+  ]);
   me = meAnswer;
+  org = orgAnswer;
   // The server knows of a change asked for elsewhere (another tab, an admin).
   pendingEmail = me.pendingEmail ? me.pendingEmail.newEmail : null;
   details = mfa;
   render();
+}
+
+/**
+ * Whether signing in to the session's org asks this user for a second
+ * factor, as the server decides it (spec/API.md, "The login decision"),
+ * and why, in words.
+ */
+function signInAsks() {
+  const membership = me.memberships.find((m) => m.orgId === session.get().orgId);
+  if (membership && membership.mfaOptOut) {
+    return { asks: false, why: `an admin of ${org.name} opted you out of its MFA` };
+  }
+  if (org.isMfaEnforced) return { asks: true, why: `${org.name} enforces MFA` };
+  if (me.mfaOptIn) return { asks: true, why: "you opted in" };
+  return { asks: false, why: `${org.name} does not enforce MFA and you have not opted in` };
+}
+
+/** What a new factor changes at sign-in, for the message after it. */
+function afterEnrollment(factor) {
+  const { asks, why } = signInAsks();
+  return asks
+    ? `${factor} verified. Signing in asks you for a code (${why}).`
+    : `${factor} verified. Signing in to this org does not ask for a code now (${why}); other orgs of yours may.`;
 }
 
 function setState(el, on, onText, offText) {
@@ -117,6 +147,10 @@ function render() {
   setState($("#status-authenticator"), authenticator, "Verified", "Not set up");
   setState($("#status-email"), email, "Verified", "Not set up");
   setState($("#status-recovery"), me.mfa.methods.includes("RECOVERY"), "Available", "None");
+  const { asks, why } = signInAsks();
+  setState($("#status-sign-in"), asks, `asks for a second factor (${why})`, `asks for none (${why})`);
+  // A first factor set up, no codes yet: the way back after a lost phone.
+  $("#recovery-missing").hidden = !anyFactor || me.mfa.methods.includes("RECOVERY");
 
   const due = $("#setup-due");
   due.hidden = anyFactor || !s.setupDueAt;
@@ -140,7 +174,8 @@ function render() {
       onDone: async () => {
         $("#enroll-email").replaceChildren();
         await refresh();
-        say("Email codes verified.");
+        say(afterEnrollment("Email codes"));
+        $("#status").focus();
       },
     });
   }
@@ -168,7 +203,8 @@ $("#start-authenticator").addEventListener("click", async (event) => {
       enrollingAuthenticator = false;
       $("#enroll-authenticator").replaceChildren();
       await refresh();
-      say("Authenticator app verified. From now on, sign in with a code from the app.");
+      say(afterEnrollment("Authenticator app"));
+      $("#status").focus();
     },
     onCancel: () => {
       enrollingAuthenticator = false;
@@ -228,6 +264,7 @@ $("#generate-recovery").addEventListener("click", (event) =>
     $("#recovery-result").hidden = false;
     await refresh();
     say(`${recoveryCodes.length} new recovery codes. Older codes no longer work.`);
+    list.focus();
   }),
 );
 $("#copy-recovery").addEventListener("click", () => copy(recoveryCodes.join("\n"), "Recovery codes"));

@@ -199,6 +199,19 @@ async function loadUsers() {
   }
 }
 
+/**
+ * What an admin checks at a glance: the user's factors, and what their
+ * membership of this org exempts or withholds (an audit found opted-out
+ * and disabled members shown as any member without MFA).
+ */
+function userBadges(u) {
+  const badges = [h("span", { class: "badge" + (u.mfa.enrolled ? " on" : "") }, u.mfa.enrolled ? "MFA set up" : "No MFA")];
+  if (u.membership.mfaOptOut) badges.push(h("span", { class: "badge warn" }, "Opted out of org MFA"));
+  if (!u.membership.isActive) badges.push(h("span", { class: "badge warn" }, "Access disabled"));
+  if (u.membership.isAdmin) badges.push(h("span", { class: "badge" }, "Admin"));
+  return badges;
+}
+
 function userRow(u) {
   userCache.set(u.id, u);
   return h(
@@ -206,7 +219,7 @@ function userRow(u) {
     { class: "user-row", "data-user-id": u.id },
     h("span", { class: "avatar", "aria-hidden": "true" }, initials(u)),
     h("a", { class: "user-name", href: `#/users/${u.id}` }, fullName(u)),
-    h("span", { class: "badge" + (u.mfa.enrolled ? " on" : "") }, u.mfa.enrolled ? "MFA set up" : "No MFA"),
+    h("span", { class: "badges" }, ...userBadges(u)),
     h("span", { class: "user-email" }, u.email),
     h("span", { class: "user-login" }, "Last login: " + (u.lastLoginAt ? formatTime(u.lastLoginAt) : "Never")),
   );
@@ -252,15 +265,30 @@ $("#export-csv").addEventListener("click", (event) =>
       all.push(...p.items);
       if (p.items.length < size || all.length >= p.total) break;
     }
-    const header = ["id", "firstName", "lastName", "email", "lastLoginAt", "mfaEnrolled", "mfaMethods"];
+    const header = [
+      "id",
+      "firstName",
+      "lastName",
+      "email",
+      "lastLoginAt",
+      "mfaEnrolled",
+      "mfaMethods",
+      "active",
+      "admin",
+      "mfaOptOut",
+    ];
+    const yes = (on) => (on ? "yes" : "no");
     const rows = all.map((u) => [
       u.id,
       u.firstName,
       u.lastName,
       u.email,
       u.lastLoginAt || "Never",
-      u.mfa.enrolled ? "yes" : "no",
+      yes(u.mfa.enrolled),
       u.mfa.methods.join(" "),
+      yes(u.membership.isActive),
+      yes(u.membership.isAdmin),
+      yes(u.membership.mfaOptOut),
     ]);
     // The byte-order mark tells spreadsheet programs (Excel) that the
     // file is UTF-8, so that names such as “Zoë” or “Øyvind” read right.

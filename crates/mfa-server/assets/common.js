@@ -206,6 +206,15 @@ export async function call(method, path, body) {
 }
 
 /** Disable a button while `work` runs; show its error in words. */
+/**
+ * A one-time code as typed: authenticator apps show "123 456", and a code
+ * pasted may carry spaces; the server takes the digits alone (an audit's
+ * code with a space was refused and counted as a wrong one).
+ */
+export function typedCode(input) {
+  return input.value.replace(/\s+/g, "");
+}
+
 export async function busy(button, work) {
   if (button) {
     button.disabled = true;
@@ -320,8 +329,8 @@ export function mountAuthenticatorEnrollment(container, { token, request, onDone
       type: "text",
       inputmode: "numeric",
       autocomplete: "one-time-code",
-      pattern: "[0-9]{6,8}",
-      maxlength: "8",
+      pattern: "[0-9 ]{6,9}",
+      maxlength: "9",
       required: true,
       "aria-describedby": `${id}-code-hint`,
     });
@@ -343,9 +352,18 @@ export function mountAuthenticatorEnrollment(container, { token, request, onDone
       event.preventDefault();
       clearMessages();
       const button = form.querySelector("button[type=submit]");
-      const code = codeInput.value.trim();
+      const code = typedCode(codeInput);
       await busy(button, async () => {
-        const answer = await send("POST", "/user/users/mfa/validateCode", { code });
+        const answer = await send("POST", "/user/users/mfa/validateCode", { code }).catch((error) => {
+          // A key replaced since it was scanned (another tab, a reload,
+          // "Get a new key") is the usual cause: say so.
+          if (error instanceof ApiError && error.code === "invalid_code") {
+            throw new Error(
+              "The code is not valid. If you scanned a key before a reload, in another tab, or before \"Get a new key\", that key was replaced: scan the one shown here.",
+            );
+          }
+          throw error;
+        });
         codeInput.value = "";
         await onDone(answer);
       });
@@ -397,8 +415,8 @@ export function mountEmailEnrollment(container, { token, request, onDone }) {
     type: "text",
     inputmode: "numeric",
     autocomplete: "one-time-code",
-    pattern: "[0-9]{6}",
-    maxlength: "6",
+    pattern: "[0-9 ]{6,7}",
+    maxlength: "7",
     required: true,
   });
   const form = h(
@@ -427,7 +445,7 @@ export function mountEmailEnrollment(container, { token, request, onDone }) {
     await busy(button, async () => {
       const answer = await send("PUT", "/oauth/users/mfa/verifyEmail", {
         mfatype: "EMAIL",
-        totp: codeInput.value.trim(),
+        totp: typedCode(codeInput),
       });
       codeInput.value = "";
       await onDone(answer);
@@ -638,7 +656,7 @@ export function setupSignIn({ views, onSignedIn }) {
     clearMessages();
     const chosen = $("input[name=method]:checked", challengeForm);
     const method = chosen ? chosen.value : "AUTHENTICATOR";
-    const code = $("#challenge-code").value.trim();
+    const code = method === "RECOVERY" ? $("#challenge-code").value.trim() : typedCode($("#challenge-code"));
     const button = challengeForm.querySelector("button[type=submit]");
     await busy(button, async () => {
       let answer;

@@ -889,6 +889,29 @@ impl From<PendingEmail> for PendingEmailResponse {
     }
 }
 
+/// A member of the current org, as its admins list them
+/// (`GET /user/users/page`).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgUserResponse {
+    /// The user.
+    #[serde(flatten)]
+    pub user: UserResponse,
+    /// Their membership of the current org: whether they may sign in there
+    /// (`isActive`), administer it (`isAdmin`), and owe its MFA
+    /// (`mfaOptOut`).
+    pub membership: MembershipResponse,
+}
+
+impl From<mfa_core::service::OrgMember> for OrgUserResponse {
+    fn from(m: mfa_core::service::OrgMember) -> Self {
+        OrgUserResponse {
+            user: m.user.into(),
+            membership: m.membership.into(),
+        }
+    }
+}
+
 /// The caller, with their memberships.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -42,8 +42,8 @@ pub use session::{
     RecoveryCheck, RecoveryChecked,
 };
 pub use users::{
-    NewUserChecked, NewUserHashed, NewUserRequest, PendingEmail, UserPatch, UserRef, UserUpdate,
-    UserUpdateChecked, UserWithFactors,
+    NewUserChecked, NewUserHashed, NewUserRequest, OrgMember, PendingEmail, UserPatch, UserRef,
+    UserUpdate, UserUpdateChecked, UserWithFactors,
 };
 
 /// The deployment's environment. Outside production the issuer shown in

@@ -1,6 +1,8 @@
 //! Users: creation, reads, updates with confirmed email changes, the
 //! superadmin's seed endpoints, and the bootstrap of an empty deployment.
 
+use std::collections::HashMap;
+
 use super::orgs::{acting_admin, require_admin_step_up};
 use super::*;
 use crate::authz::{
@@ -34,6 +36,17 @@ pub struct UserWithFactors {
     pub user: User,
     /// Verified factors.
     pub factors: FactorSummary,
+}
+
+/// A member of an org, as its admins list them: the user, and the
+/// membership that says whether they may sign in there, administer it,
+/// and owe its MFA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgMember {
+    /// The user with their factors.
+    pub user: UserWithFactors,
+    /// Their membership of the org.
+    pub membership: Membership,
 }
 
 /// A user to be created by an admin into the current org. `Debug` leaves
@@ -503,7 +516,7 @@ impl<S: Store> MfaService<S> {
         caller: &FullCaller,
         search: Option<&str>,
         page: PageRequest,
-    ) -> MfaResult<Page<UserWithFactors>> {
+    ) -> MfaResult<Page<OrgMember>> {
         require_current_org_admin(caller)?;
         let search = search.map(str::trim).filter(|s| !s.is_empty());
         if search.is_some_and(|s| s.chars().any(char::is_control)) {
@@ -520,9 +533,20 @@ impl<S: Store> MfaService<S> {
         self.store.read(|tx| {
             let (users, total) =
                 tx.search_org_users(caller.org_id, search, page.offset(), u64::from(page.size))?;
+            let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+            let mut memberships: HashMap<UserId, Membership> = tx
+                .memberships_in_org(&ids, caller.org_id)?
+                .into_iter()
+                .map(|m| (m.user_id, m))
+                .collect();
             let items = users
                 .into_iter()
-                .map(|u| with_factors(tx, u))
+                .filter_map(|u| {
+                    // Every user found is a member; one whose membership
+                    // went between the two reads is left out.
+                    let membership = memberships.remove(&u.id)?;
+                    Some(with_factors(tx, u).map(|user| OrgMember { user, membership }))
+                })
                 .collect::<MfaResult<Vec<_>>>()?;
             Ok(Page {
                 items,

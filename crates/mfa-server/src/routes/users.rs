@@ -13,8 +13,8 @@ use crate::password_pool::PasswordPool;
 use crate::routes::{run, run_hashing};
 use crate::wire::{
     ByRefQuery, CountsResponse, CreateUserRequest, EmailRequest, ExistsResponse, IdsQuery,
-    MeResponse, MembershipFields, MembershipResponse, MfaOptInRequest, PageQuery, PageResponse,
-    PendingEmailResponse, ResendRequest, TokenRequest, UpdateUserRequest, UrlId,
+    MeResponse, MembershipFields, MembershipResponse, MfaOptInRequest, OrgUserResponse, PageQuery,
+    PageResponse, PendingEmailResponse, ResendRequest, TokenRequest, UpdateUserRequest, UrlId,
     UserDetailResponse, UserResponse, parse_url_id,
 };
 
@@ -129,7 +129,7 @@ pub async fn users_by_ids(
     tag = "users",
     params(PageQuery),
     responses(
-        (status = 200, description = "One page of users.", body = PageResponse<UserResponse>),
+        (status = 200, description = "One page of users, each with their membership of the org.", body = PageResponse<OrgUserResponse>),
         (status = 403, description = "`forbidden`: not an admin of the current org.", body = ErrorBody),
     ),
     extensions(("x-session" = json!("full"))),
@@ -139,7 +139,7 @@ pub async fn search_users(
     service: web::Data<Service>,
     FullSession(caller): FullSession,
     query: crate::extract::Query<PageQuery>,
-) -> Result<web::Json<PageResponse<UserResponse>>, ApiError> {
+) -> Result<web::Json<PageResponse<OrgUserResponse>>, ApiError> {
     let PageQuery { search, page, size } = query.into_inner();
     let page = page_request(page, size)?;
     let service = service.into_inner();

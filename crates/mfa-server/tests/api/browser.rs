@@ -708,14 +708,14 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "id,firstName,lastName,email,lastLoginAt,mfaEnrolled,mfaMethods"
+        "id,firstName,lastName,email,lastLoginAt,mfaEnrolled,mfaMethods,active,admin,mfaOptOut"
     );
     assert_eq!(lines.len(), 1 + users_total, "{csv}");
     let ada_user = s.get(&format!("/user/users/{ada_id}"), &root).await;
     let ada_login = ada_user.ok()["lastLoginAt"].as_str().unwrap().to_string();
-    let ada_line = format!("{ada_id},Ada,Lovelace,{ada},{ada_login},no,");
+    let ada_line = format!("{ada_id},Ada,Lovelace,{ada},{ada_login},no,,yes,yes,no");
     assert!(lines.contains(&ada_line.as_str()), "{csv}");
-    assert!(csv.contains(",Yuki,Tanaka,yuki.tanaka@example.com,Never,no,"));
+    assert!(csv.contains(",Yuki,Tanaka,yuki.tanaka@example.com,Never,no,,yes,no,no"));
 
     b.assert_accessible().await;
 
