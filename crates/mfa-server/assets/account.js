@@ -96,7 +96,8 @@ async function refresh() {
   const [meAnswer, mfa, orgAnswer] = await Promise.all([
     call("GET", "/user/users/me"),
     call("GET", "/oauth/users/mfaDetails"),
-    call("GET", `/user/org/${session.get().orgId}`),
+    // Only for what signing in asks: the page works without it.
+    call("GET", `/user/org/${session.get().orgId}`).catch(() => null),
   ]);
   me = meAnswer;
   org = orgAnswer;
@@ -113,17 +114,20 @@ async function refresh() {
  */
 function signInAsks() {
   const membership = me.memberships.find((m) => m.orgId === session.get().orgId);
+  const name = org ? org.name : "this org";
   if (membership && membership.mfaOptOut) {
-    return { asks: false, why: `an admin of ${org.name} opted you out of its MFA` };
+    return { asks: false, why: `an admin of ${name} opted you out of its MFA` };
   }
-  if (org.isMfaEnforced) return { asks: true, why: `${org.name} enforces MFA` };
   if (me.mfaOptIn) return { asks: true, why: "you opted in" };
-  return { asks: false, why: `${org.name} does not enforce MFA and you have not opted in` };
+  if (!org) return { asks: null, why: "whether this org enforces MFA could not be read" };
+  if (org.isMfaEnforced) return { asks: true, why: `${name} enforces MFA` };
+  return { asks: false, why: `${name} does not enforce MFA and you have not opted in` };
 }
 
 /** What a new factor changes at sign-in, for the message after it. */
 function afterEnrollment(factor) {
   const { asks, why } = signInAsks();
+  if (asks === null) return `${factor} verified.`;
   return asks
     ? `${factor} verified. Signing in asks you for a code (${why}).`
     : `${factor} verified. Signing in to this org does not ask for a code now (${why}); other orgs of yours may.`;
@@ -148,7 +152,12 @@ function render() {
   setState($("#status-email"), email, "Verified", "Not set up");
   setState($("#status-recovery"), me.mfa.methods.includes("RECOVERY"), "Available", "None");
   const { asks, why } = signInAsks();
-  setState($("#status-sign-in"), asks, `asks for a second factor (${why})`, `asks for none (${why})`);
+  setState(
+    $("#status-sign-in"),
+    asks === true,
+    `asks for a second factor (${why})`,
+    asks === null ? `not known (${why})` : `asks for none (${why})`,
+  );
   // A first factor set up, no codes yet: the way back after a lost phone.
   $("#recovery-missing").hidden = !anyFactor || me.mfa.methods.includes("RECOVERY");
 
@@ -284,6 +293,7 @@ $("#toggle-opt-in").addEventListener("change", async (event) => {
   try {
     await call("PUT", "/user/users/me/mfa", { mfaOptIn: on });
     me.mfaOptIn = on;
+    render();
     say(on ? "From your next sign-in, MFA is asked every time." : "MFA is no longer asked for your own choice; your org may still require it.");
   } catch (error) {
     toggle.checked = !on;

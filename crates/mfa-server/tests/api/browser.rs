@@ -811,10 +811,19 @@ async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
     b.fill("#setup-authenticator input.code", "000000").await;
     b.click("#setup-authenticator button[type=submit]").await;
     b.text_contains("#alert", "The code is not valid.").await;
-    b.fill("#setup-authenticator input.code", &s.totp(&secret))
-        .await;
+    // Typed as the app shows it, with a space: sent as its digits.
+    let code = s.totp(&secret);
+    b.fill(
+        "#setup-authenticator input.code",
+        &format!("{} {}", &code[..3], &code[3..]),
+    )
+    .await;
     b.click("#setup-authenticator button[type=submit]").await;
     b.visible("#account-view").await;
+    // A factor and no recovery codes: the page asks for them.
+    b.visible("#recovery-missing").await;
+    b.text_contains("#status-sign-in", "asks for a second factor")
+        .await;
     // The key of the setup does not stay in the hidden sign-in view.
     assert_eq!(
         b.eval("return document.querySelector('#signin-view').textContent.includes('Or enter this key');")
@@ -840,6 +849,12 @@ async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
     b.click("#generate-recovery").await;
     b.count("#recovery-codes li", 10).await;
     b.text_contains("#status-recovery", "Available").await;
+    assert_eq!(
+        b.eval("return document.activeElement.id;").await,
+        json!("recovery-codes"),
+        "the keyboard focus is on the codes"
+    );
+    b.gone("#recovery-missing").await;
     b.visible("#copy-recovery").await;
     b.visible("#download-recovery").await;
     b.assert_accessible().await;
