@@ -525,6 +525,10 @@ $("#reset-mfa").addEventListener("click", () => {
   if (!editing) return;
   clearMessages();
   $("#reset-dialog-self").hidden = !isSelf(editing.user);
+  // What goes, said before it goes: factors are the user's, not the org's.
+  $("#reset-dialog-who").textContent =
+    `${fullName(editing.user)} (${editing.user.email}) loses the authenticator app, email codes and ` +
+    "recovery codes in every org they belong to, is signed out everywhere, and is told by mail.";
   resetDialog.showModal();
 });
 

@@ -638,6 +638,11 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     assert_eq!(user.ok()["mfa"]["enrolled"], true);
     b.click("#reset-mfa").await;
     b.visible("#reset-confirm").await;
+    b.text_contains(
+        "#reset-dialog-who",
+        &format!("Valentina Rodriguez ({val}) loses the authenticator app"),
+    )
+    .await;
     b.screenshot("edit-user-reset").await;
     b.click("#reset-confirm").await;
     b.gone("#reset-dialog").await;
