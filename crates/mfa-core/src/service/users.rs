@@ -1001,6 +1001,12 @@ impl<S: Store> MfaService<S> {
         let ttl = self.config.email_change_ttl_secs;
         let previous = self.write(|tx| {
             self.manageable_user(tx, caller, id)?;
+            // Another user's link sent again is an admin's act, held to
+            // the step-up as setting the address was (an audit sent one
+            // from an admin's password alone).
+            if caller.user_id != id {
+                require_admin_step_up(tx, caller)?;
+            }
             let pending = tx
                 .pending_email_change(id)?
                 .ok_or(MfaError::NotFound("pending email change"))?;

@@ -801,6 +801,16 @@ async fn a_superadmins_password_alone_administers_nothing(s: TestServer) {
         .org_with_admin(&root, "Target", "ada@target.example")
         .await;
     let member = s.create_user(&root, "mo@example.com", false).await;
+    // A change of the member's address waiting for its confirmation, for
+    // the admin's resend of its link below.
+    s.put(
+        &format!("/user/users/{member}"),
+        &root,
+        json!({"email": "mo.new@example.com"}),
+    )
+    .await
+    .expect(200, None);
+    s.advance(31);
     s.enroll_authenticator(&root).await;
     let stolen = s.login(ROOT_EMAIL, PASSWORD).await;
     assert_eq!(stolen.mfa, "none", "the default org owes no MFA");
@@ -894,6 +904,14 @@ async fn a_superadmins_password_alone_administers_nothing(s: TestServer) {
             "/users/{username}/mfa/resetQRCodeEnroll",
             "/users/mo@example.com/mfa/resetQRCodeEnroll".into(),
             None,
+        ),
+        // The user's own route too, an admin's when aimed at another user
+        // (it went through without the step-up: a later audit).
+        (
+            "POST",
+            "/user/users/email/resendChangeConfirmation",
+            "/user/users/email/resendChangeConfirmation".into(),
+            Some(json!({"userId": member})),
         ),
     ];
     let tried: BTreeSet<(&str, &str)> = attempts
