@@ -405,6 +405,13 @@ impl TestServer {
         l.token
     }
 
+    /// Make `user` a member of `org` (not an admin) with `token`.
+    pub async fn add_to_org(&self, token: &str, org: i64, user: i64) {
+        self.post(&format!("/user/org/{org}/user/{user}"), token, json!({}))
+            .await
+            .expect(201, None);
+    }
+
     /// Create a user in the current org of `token`; returns the id.
     pub async fn create_user(&self, token: &str, email: &str, is_admin: bool) -> i64 {
         let a = self

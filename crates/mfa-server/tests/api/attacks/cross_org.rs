@@ -461,13 +461,7 @@ async fn a_deactivated_member_is_seen_but_not_managed(s: TestServer) {
     let (_, _, admin_a) = s.org_with_admin(&root, "Alpha", "ann@alpha.example").await;
     let (org_b, _, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
     let leaver = s.create_user(&admin_a, "leaver@example.com", false).await;
-    s.post(
-        &format!("/user/org/{org_b}/user/{leaver}"),
-        &root,
-        json!({}),
-    )
-    .await
-    .expect(201, None);
+    s.add_to_org(&root, org_b, leaver).await;
     let user = format!("/user/users/{leaver}");
     s.put(&user, &root, json!({"email": "leaver@pending.example"}))
         .await
@@ -528,13 +522,7 @@ async fn credentials_of_a_user_of_two_orgs(s: TestServer) {
     s.put(&user, &admin_a, json!({"lastName": "Alone"}))
         .await
         .expect(200, None);
-    s.post(
-        &format!("/user/org/{org_b}/user/{shared}"),
-        &root,
-        json!({}),
-    )
-    .await
-    .expect(201, None);
+    s.add_to_org(&root, org_b, shared).await;
     for admin in [&admin_a, &admin_b] {
         for change in [
             json!({"password": "Takeover-Passw0rd-1"}),
@@ -953,13 +941,7 @@ async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer)
     let (org_a, _, admin_a) = s.org_with_admin(&root, "Alpha", "ann@alpha.example").await;
     let (org_b, ben, admin_b) = s.org_with_admin(&root, "Beta", "ben@beta.example").await;
     let shared = s.create_user(&admin_a, "shared@example.com", false).await;
-    s.post(
-        &format!("/user/org/{org_b}/user/{shared}"),
-        &root,
-        json!({}),
-    )
-    .await
-    .expect(201, None);
+    s.add_to_org(&root, org_b, shared).await;
     let in_b = s.login_org("shared@example.com", PASSWORD, org_b).await;
     s.enroll_authenticator(&in_b.token).await;
     s.put("/user/users/mfa/reset", &admin_b, json!({"ids": [shared]}))
