@@ -2002,40 +2002,57 @@ fn a_notice_is_given_up_after_its_last_try_or_a_refusal_for_good() {
     assert!(notices_to(&w, "gone@example.com").is_empty());
 }
 
-#[test]
-fn with_a_waker_the_request_leaves_its_notices_to_the_sender() {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let clock = Arc::new(FixedClock::new(Timestamp(T0)));
-    let mailer = Arc::new(MemoryMailer::default());
-    let woken = Arc::new(AtomicU32::new(0));
+/// A service with a notice waker, bootstrapped, its admin's full session,
+/// and a user `email` of the admin's org.
+fn waking_service(
+    mailer: Arc<dyn ports::Mailer>,
+    clock: Arc<dyn ports::Clock>,
+    waker: service::NoticeWaker,
+    email: &str,
+) -> (MfaService<InMemoryStore>, FullCaller, UserId) {
     let svc = ok(MfaService::new(
         InMemoryStore::new(),
-        mailer.clone(),
+        mailer,
         clock,
         Arc::new(OsRandomness),
         ServiceConfig::default(),
     ))
-    .with_notice_waker({
-        let woken = woken.clone();
-        Arc::new(move || {
-            woken.fetch_add(1, Ordering::SeqCst);
-        })
-    });
+    .with_notice_waker(waker);
     ok(svc.bootstrap(ADMIN_EMAIL, PASSWORD, "Acme")).unwrap_or_else(|| panic!("bootstrap"));
     let login = ok(svc.login(ADMIN_EMAIL, PASSWORD, None));
     let admin = ok(ok(svc.authenticate(&login.token)).into_full());
     let user = ok(svc.create_user(
         &admin,
         &NewUserRequest {
-            email: "woken@example.com".into(),
-            first_name: "Wo".into(),
-            last_name: "Ken".into(),
+            email: email.into(),
+            first_name: "Noticed".into(),
+            last_name: "User".into(),
             password: PASSWORD.into(),
             is_admin: false,
         },
     ))
     .user
     .id;
+    (svc, admin, user)
+}
+
+#[test]
+fn with_a_waker_the_request_leaves_its_notices_to_the_sender() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let mailer = Arc::new(MemoryMailer::default());
+    let woken = Arc::new(AtomicU32::new(0));
+    let waker: service::NoticeWaker = {
+        let woken = woken.clone();
+        Arc::new(move || {
+            woken.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    let (svc, admin, user) = waking_service(
+        mailer.clone(),
+        Arc::new(FixedClock::new(Timestamp(T0))),
+        waker,
+        "woken@example.com",
+    );
     assert_eq!(woken.load(Ordering::SeqCst), 0);
     // A change that notifies wakes the sender once, after its commit.
     let opt_out = MembershipPatch {
@@ -2156,29 +2173,12 @@ fn a_slow_send_keeps_its_notice_to_itself() {
     });
     // A waker that does nothing: the notice stays queued for the
     // deliveries below.
-    let svc = ok(MfaService::new(
-        InMemoryStore::new(),
+    let (svc, admin, user) = waking_service(
         mailer.clone(),
         clock.clone(),
-        Arc::new(OsRandomness),
-        ServiceConfig::default(),
-    ))
-    .with_notice_waker(Arc::new(|| {}));
-    ok(svc.bootstrap(ADMIN_EMAIL, PASSWORD, "Acme")).unwrap_or_else(|| panic!("bootstrap"));
-    let login = ok(svc.login(ADMIN_EMAIL, PASSWORD, None));
-    let admin = ok(ok(svc.authenticate(&login.token)).into_full());
-    let user = ok(svc.create_user(
-        &admin,
-        &NewUserRequest {
-            email: "slow@example.com".into(),
-            first_name: "Slow".into(),
-            last_name: "Server".into(),
-            password: PASSWORD.into(),
-            is_admin: false,
-        },
-    ))
-    .user
-    .id;
+        Arc::new(|| {}),
+        "slow@example.com",
+    );
     let opt_out = MembershipPatch {
         mfa_opt_out: Some(true),
         ..Default::default()
