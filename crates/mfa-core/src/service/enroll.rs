@@ -406,27 +406,32 @@ impl<S: Store> MfaService<S> {
             // An enrollment not yet confirmed is withdrawn: no factor went,
             // so no other session ends and no notice goes out (an audit
             // saw "sign-in methods were removed" mailed for one).
-            let detail = if verified {
-                tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
-                "self reset"
-            } else {
-                "pending enrollment withdrawn"
-            };
-            if verified {
-                audit_own_sign_in_change(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
-            } else {
-                audit_own(tx, caller, now, AuditAction::AuthenticatorReset, detail)?;
-            }
-            if verified {
-                self.notify_owner(
+            if !verified {
+                audit_own(
                     tx,
-                    caller.user_id,
-                    MailKind::FactorReset {
-                        methods: vec![MfaMethod::Authenticator],
-                        by_admin: None,
-                    },
+                    caller,
+                    now,
+                    AuditAction::AuthenticatorReset,
+                    "pending enrollment withdrawn",
                 )?;
+                return Ok(Ok(()));
             }
+            tx.revoke_user_sessions(caller.user_id, None, Some(caller.session_id), now)?;
+            audit_own_sign_in_change(
+                tx,
+                caller,
+                now,
+                AuditAction::AuthenticatorReset,
+                "self reset",
+            )?;
+            self.notify_owner(
+                tx,
+                caller.user_id,
+                MailKind::FactorReset {
+                    methods: vec![MfaMethod::Authenticator],
+                    by_admin: None,
+                },
+            )?;
             Ok(Ok(()))
         })
     }

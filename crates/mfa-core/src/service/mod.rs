@@ -430,11 +430,11 @@ pub(crate) fn audit(
 
 /// `event`, a change of how its target user signs in (a factor enrolled or
 /// removed, new recovery codes, the account's password or names), as
-/// written: in the org where it was made,
-/// and in each other org of `memberships` (the user's), since a user's
-/// factors serve all their orgs and each org's admins rely on them (an
-/// audit saw an org unable to see that another org's admin had reset one
-/// of its admins). There an admin of another org is not named.
+/// written: in the org where it was made, and in each other org of
+/// `memberships` (the user's), since a user's factors serve all their
+/// orgs and each org's admins rely on them (an audit saw an org unable to
+/// see that another org's admin had reset one of its admins). There an
+/// admin of another org is not named.
 pub(crate) fn sign_in_change_events(
     event: NewAuditEvent,
     memberships: &[Membership],

@@ -226,16 +226,7 @@ impl<S: Store> MfaService<S> {
             // withdrawn, as the user's own reset withdraws it, with no
             // session ended and no notice (an audit saw the user's sessions
             // end for it, audited as a reset).
-            let verified = matches!(state, AuthenticatorState::Verified { .. });
-            let detail = if verified {
-                self.remove_factors(tx, &[user.id], false)?;
-                tx.revoke_user_sessions(user.id, None, None, now)?;
-                "by an admin"
-            } else {
-                tx.delete_authenticator(user.id)?;
-                "pending enrollment withdrawn by an admin"
-            };
-            let event = NewAuditEvent {
+            let event = |detail: &str| NewAuditEvent {
                 at: now,
                 org_id: Some(caller.org_id),
                 actor_user_id: Some(caller.user_id),
@@ -243,23 +234,23 @@ impl<S: Store> MfaService<S> {
                 action: AuditAction::AuthenticatorReset,
                 detail: detail.into(),
             };
-            if verified {
-                audit_sign_in_change(tx, event)?;
-            } else {
-                tx.insert_audit(&event)?;
+            if !matches!(state, AuthenticatorState::Verified { .. }) {
+                tx.delete_authenticator(user.id)?;
+                tx.insert_audit(&event("pending enrollment withdrawn by an admin"))?;
+                return Ok(());
             }
-            if verified {
-                let admin = acting_admin(tx, caller)?;
-                self.notify(
-                    tx,
-                    &user.email,
-                    MailKind::FactorReset {
-                        methods: vec![MfaMethod::Authenticator],
-                        by_admin: Some(admin),
-                    },
-                )?;
-            }
-            Ok(())
+            self.remove_factors(tx, &[user.id], false)?;
+            tx.revoke_user_sessions(user.id, None, None, now)?;
+            audit_sign_in_change(tx, event("by an admin"))?;
+            let admin = acting_admin(tx, caller)?;
+            self.notify(
+                tx,
+                &user.email,
+                MailKind::FactorReset {
+                    methods: vec![MfaMethod::Authenticator],
+                    by_admin: Some(admin),
+                },
+            )
         })
     }
 
