@@ -64,11 +64,11 @@ pub async fn recovery_codes(
 /// first, optionally only those whose actor or target is `userId`, or of
 /// one `action`. Every MFA-relevant change and every failed or locked-out
 /// verification is an event. A change of a member's factors (enrolled,
-/// reset, new recovery codes) or account (names, password; a confirmed
-/// email change) is in the trail of each of the member's
-/// orgs, wherever it was made: made in another org, its detail ends with
-/// `, in another org` and its `actorUserId` is `null` unless the member
-/// made it.
+/// reset, new recovery codes) or account (names, password) is in the
+/// trail of each of the member's orgs, wherever it was made: made in
+/// another org, its detail ends with `, in another org` and its
+/// `actorUserId` is `null` unless the member made it. A confirmed email
+/// change, made by its link and so in no org, is the same event in each.
 #[utoipa::path(
     tag = "audit",
     params(AuditQuery),
