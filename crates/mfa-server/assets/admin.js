@@ -342,6 +342,7 @@ async function showEdit(id) {
   $("#profile-form").reset();
   $("#user-mfa").textContent = "";
   setEditEnabled(false);
+  $("#edit-forms").hidden = false;
   showView(VIEWS, "edit-view");
   try {
     const [user, membership, fresh] = await Promise.all([
@@ -355,6 +356,9 @@ async function showEdit(id) {
     renderEdit();
     setEditEnabled(true);
   } catch (error) {
+    // No form for a user that could not be read: its switches would show
+    // states of nobody (an audit saw them under "Membership not found").
+    $("#edit-forms").hidden = true;
     fail(error);
   }
 }

@@ -582,6 +582,12 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
             .contains("Valentina Rodriguez")
     );
     b.text_contains("#users-page", "Page 1 of 1 · 1 user").await;
+    // A user that is not there: said, and no form of nobody's switches.
+    b.eval("location.hash = '#/users/999999'; return true;")
+        .await;
+    b.text_contains("#alert", "not found").await;
+    b.gone("#edit-forms").await;
+    b.eval("location.hash = '#/users'; return true;").await;
     b.click("#user-list .user-name").await;
 
     // Edit User: the org enforces MFA, so the org-level wording.
