@@ -113,7 +113,13 @@ export function describeError(error) {
     case "unauthorized":
       return "Your session has ended. Sign in again.";
     case "mfa_required":
-      return withLead("Finish multi-factor authentication first", message, /^(finish |multi-factor authentication must)/i);
+      // The server's own words name the API route to call: the page asks
+      // for the code itself.
+      return withLead(
+        "Finish multi-factor authentication first",
+        message,
+        /^(finish |multi-factor authentication must|a second factor must be verified)/i,
+      );
     case "forbidden":
       return withLead("You are not allowed to do this", message, /^(you are )?not allowed/i);
     default:
