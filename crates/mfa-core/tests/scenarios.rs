@@ -316,7 +316,7 @@ fn admin_reset_sends_user_back_to_setup_and_ends_sessions() {
     // The admin is named with the org they act for: a member of several
     // orgs is told which org's admin it was.
     assert!(
-        matches!(&notices[0].kind, MailKind::FactorReset { by_admin: Some(by), .. } if by.ends_with(", of Acme")),
+        matches!(&notices[0].kind, MailKind::FactorReset { by_admin: Some(by), .. } if by == &format!("{ADMIN_EMAIL}, of \"Acme\"")),
         "{notices:?}"
     );
     assert_eq!(
@@ -331,6 +331,45 @@ fn admin_reset_sends_user_back_to_setup_and_ends_sessions() {
             ..
         }
     )));
+}
+
+/// An admin's name and an org's name are text the admin writes: the notice
+/// a member gets names the admin by address and quotes the org's name cut
+/// short, so that neither can make a genuine notice read as a phishing mail.
+#[test]
+fn a_notice_names_the_admin_by_address_and_quotes_the_org_briefly() {
+    let w = world();
+    let user = w.add_user("member@example.com");
+    let lure = service::UserPatch {
+        first_name: Some("IT Security). Your account is suspended: visit".into()),
+        last_name: Some("http://evil.example/restore to restore access (ref".into()),
+        ..service::UserPatch::default()
+    };
+    ok(w.svc.update_user(&w.admin, w.admin.user_id, &lure));
+    let org_name = "Acme Corporation. Urgent: restore access at http://evil.example now";
+    let rename = OrgPatch {
+        name: Some(org_name.into()),
+        mfa_grace_period_hours: None,
+    };
+    ok(w.svc.update_org(&w.admin, w.org, &rename));
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("member@example.com");
+    w.enroll_authenticator(&partial);
+    ok(w.svc.reset_mfa(&w.admin, &[user]));
+    let by = w
+        .mailer
+        .sent()
+        .into_iter()
+        .find_map(|m| match m.kind {
+            MailKind::FactorReset { by_admin, .. } => by_admin,
+            _ => None,
+        })
+        .expect("a reset notice");
+    assert_eq!(
+        by,
+        format!("{ADMIN_EMAIL}, of \"Acme Corporation. Urgent: restore access…\"")
+    );
+    assert!(!by.contains("evil"), "{by}");
 }
 
 #[test]

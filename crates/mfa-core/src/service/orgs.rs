@@ -650,23 +650,31 @@ impl LastAdminGuard {
 }
 
 /// How the admin acting in `caller`'s session is named in notices: their
-/// name and the org they act for (its member may be in several).
+/// address and the org they act for (its member may be in several).
+///
+/// Not the admin's name: names are free text the admin writes, and a
+/// notice is a genuine mail from the deployment's sender, so a name such
+/// as "IT Security). Your account is suspended: visit http://…" made it
+/// a phishing mail. An address says exactly who acted and reads as no
+/// sentence; the org's name, also the org admins' text, is quoted and cut
+/// short.
 pub(super) fn acting_admin(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResult<String> {
-    let name = admin_name(&load_user(tx, caller.user_id)?);
+    let admin = load_user(tx, caller.user_id)?.email;
     Ok(match tx.org(caller.org_id)? {
-        Some(org) => format!("{name}, of {}", org.name),
-        None => name,
+        Some(org) => format!("{admin}, of \"{}\"", quoted_org_name(&org.name)),
+        None => admin,
     })
 }
 
-/// How an admin is named in notices: their name, or their masked address.
-fn admin_name(admin: &User) -> String {
-    let name = format!("{} {}", admin.first_name, admin.last_name);
-    let name = name.trim();
-    if name.is_empty() {
-        mask_email(&admin.email)
-    } else {
-        name.to_string()
+/// The most of an org's name a notice quotes.
+const NOTICE_ORG_NAME_CHARS: usize = 40;
+
+/// `name` cut to [`NOTICE_ORG_NAME_CHARS`] characters, with `…` where it
+/// was cut.
+fn quoted_org_name(name: &str) -> String {
+    match name.char_indices().nth(NOTICE_ORG_NAME_CHARS) {
+        Some((end, _)) => format!("{}…", name[..end].trim_end()),
+        None => name.to_string(),
     }
 }
 
