@@ -301,6 +301,48 @@ impl EmailMailer {
         &self.from
     }
 
+    /// Whether mail can go where it is configured to, sending nothing: a
+    /// session is opened with the SMTP server as a send opens it
+    /// (connection, greeting, TLS with the certificate checked, login)
+    /// and ended with `QUIT`; in outbox mode, a file is written to the
+    /// directory and removed. Blocks for up to the SMTP timeout (10 s) per
+    /// step. For a configuration check (`check-config --connect`): a
+    /// wrong password, a certificate not trusted or a relay that is down
+    /// shows here, not at the first code a user waits for.
+    pub fn check_connection(&self) -> Result<(), String> {
+        match &self.transport {
+            Transport::Outbox { dir } => write_to_outbox(dir, b"")
+                .and_then(std::fs::remove_file)
+                .map_err(|e| format!("cannot write to the mail outbox {}: {e}", dir.display())),
+            Transport::Smtp {
+                tls,
+                credentials,
+                host,
+                port,
+                security,
+                ..
+            } => {
+                let server = Server {
+                    host,
+                    port: *port,
+                    security: *security,
+                    tls: tls.as_ref(),
+                    credentials: credentials.as_ref(),
+                };
+                let mut conn = open_session(&server).map_err(|e| {
+                    let why = if timed_out(&e) {
+                        "it did not answer in time".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    format!("no session with the SMTP server {self}: {why}")
+                })?;
+                let _ = conn.quit();
+                Ok(())
+            }
+        }
+    }
+
     /// The outbox directory, in outbox mode.
     pub fn outbox_dir(&self) -> Option<&Path> {
         match &self.transport {
@@ -388,8 +430,12 @@ impl EmailMailer {
                     );
                     Ok(())
                 }
+                // A full disk or a directory made unwritable is mended
+                // like a mail server that is down: the notice waits for
+                // it, within its tries, and the request is told to try
+                // again, not that the address is wrong.
                 Err(e) => Err(MailError {
-                    transient: false,
+                    transient: true,
                     delivery_unknown: false,
                     message: format!("cannot write to the mail outbox {}: {e}", dir.display()),
                 }),
@@ -554,19 +600,15 @@ enum StagedError {
     Refused(&'static str),
 }
 
-/// Send `message` with lettre's SMTP connection, step by step, as its
-/// transport does (TLS, `EHLO`, login, the refusal of what the server
-/// cannot take, `MAIL`, `RCPT`, `DATA`, the message, `QUIT`), on a
-/// connection of its own; on failure, the error and the stage it came at.
-fn send_telling_stage(server: &Server<'_>, message: &Message) -> Result<(), StagedError> {
+/// A session with the mail server, ready for `MAIL`: connected, greeted,
+/// TLS as configured, logged in.
+fn open_session(
+    server: &Server<'_>,
+) -> Result<lettre::transport::smtp::client::SmtpConnection, lettre::transport::smtp::Error> {
     use lettre::transport::smtp::authentication::Mechanism;
     use lettre::transport::smtp::client::SmtpConnection;
-    use lettre::transport::smtp::commands::{Data, Mail as MailCommand, Rcpt};
-    use lettre::transport::smtp::extension::{
-        ClientId, Extension, MailBodyParameter, MailParameter,
-    };
+    use lettre::transport::smtp::extension::ClientId;
 
-    let connecting = |e| StagedError::Smtp(e, Stage::Connecting);
     let hello = ClientId::default();
     let wrapper = match server.security {
         Security::Tls => server.tls,
@@ -578,15 +620,26 @@ fn send_telling_stage(server: &Server<'_>, message: &Message) -> Result<(), Stag
         &hello,
         wrapper,
         None,
-    )
-    .map_err(connecting)?;
+    )?;
     if let (Security::StartTls, Some(tls)) = (server.security, server.tls) {
-        conn.starttls(tls, &hello).map_err(connecting)?;
+        conn.starttls(tls, &hello)?;
     }
     if let Some(credentials) = server.credentials {
-        conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-            .map_err(connecting)?;
+        conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)?;
     }
+    Ok(conn)
+}
+
+/// Send `message` with lettre's SMTP connection, step by step, as its
+/// transport does (TLS, `EHLO`, login, the refusal of what the server
+/// cannot take, `MAIL`, `RCPT`, `DATA`, the message, `QUIT`), on a
+/// connection of its own; on failure, the error and the stage it came at.
+fn send_telling_stage(server: &Server<'_>, message: &Message) -> Result<(), StagedError> {
+    use lettre::transport::smtp::client::SmtpConnection;
+    use lettre::transport::smtp::commands::{Data, Mail as MailCommand, Rcpt};
+    use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+
+    let mut conn = open_session(server).map_err(|e| StagedError::Smtp(e, Stage::Connecting))?;
     let envelope = message.envelope();
     let body = message.formatted();
     // What lettre's transport refuses before `MAIL`: an address or a body

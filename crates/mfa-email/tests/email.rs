@@ -580,6 +580,39 @@ fn an_outbox_that_cannot_be_created_is_a_configuration_error() {
     assert!(matches!(err, Error::Outbox { .. }), "{err:?}");
 }
 
+/// An outbox that cannot be written once the mailer runs (a full disk, a
+/// directory replaced or made unwritable) is a failure to try again after,
+/// as a mail server that is down is: a notice waits for it to be mended,
+/// and a request is not told that the address was refused. (A notice was
+/// given up at its first try.) `check_connection` sees it beforehand.
+#[test]
+fn an_outbox_that_cannot_be_written_is_a_failure_for_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outbox = dir.path().join("outbox");
+    let mailer = EmailMailer::new(config(None, &outbox)).expect("mailer");
+    mailer.check_connection().expect("a writable outbox");
+    std::fs::remove_dir(&outbox).expect("remove the outbox");
+    std::fs::write(&outbox, b"").expect("a file in its place");
+    let err = mailer
+        .send_notice(&Mail {
+            to: "alice@example.com".into(),
+            kind: MailKind::ReplayRefused,
+        })
+        .expect_err("no directory to write to");
+    assert!(err.transient, "{err:?}");
+    assert!(!err.delivery_unknown);
+    assert!(
+        err.message.contains("cannot write to the mail outbox"),
+        "{}",
+        err.message
+    );
+    let refused = mailer.check_connection().expect_err("not writable");
+    assert!(
+        refused.contains("cannot write to the mail outbox"),
+        "{refused}"
+    );
+}
+
 // ---- logs
 
 #[derive(Clone, Default)]

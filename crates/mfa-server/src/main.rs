@@ -100,7 +100,9 @@ enum Command {
     /// compared with each other and with the database's.
     CheckConfig {
         /// Also connect to the database: show the migrations, and check that
-        /// the encryption key opens every stored authenticator secret.
+        /// the encryption key opens every stored authenticator secret; and,
+        /// with MFA_SMTP_URL, open a session with the mail server (TLS and
+        /// login) and end it, sending nothing.
         #[arg(long)]
         connect: bool,
     },

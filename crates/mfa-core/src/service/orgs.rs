@@ -9,7 +9,7 @@ use crate::authz::{
     require_org_admin, require_org_member, require_super_admin, require_visible_user,
 };
 use crate::policy::may_change_factors;
-use crate::text::{is_unprintable, mask_email, normalize_email};
+use crate::text::{is_unprintable, normalize_email};
 
 /// Longest org name.
 pub const MAX_ORG_NAME_CHARS: usize = 200;

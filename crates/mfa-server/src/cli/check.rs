@@ -1,5 +1,6 @@
 //! `mfa-server check-config [--connect]`: the effective configuration with
-//! its secrets masked, and optionally a look at the database.
+//! its secrets masked, and optionally a look at the database and the mail
+//! server.
 
 use mfa_server::Config;
 use mfa_server::bootstrap::DEFAULT_ADMIN_EMAIL;
@@ -179,8 +180,10 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         out!("  {name:<32} {value}");
     }
     let key = key?;
+    let mut smtp = None;
     if let Some(url) = &config.smtp_url {
-        // Parsing only: nothing connects before the first mail.
+        // Parsing only: nothing connects before the first mail, or
+        // `--connect`.
         let mailer = mfa_email::EmailMailer::new(mfa_email::MailConfig {
             smtp_url: Some(url.expose().to_string()),
             from: config.mail_from.clone(),
@@ -198,6 +201,7 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
                 mailer.sender().email
             );
         }
+        smtp = Some(mailer);
     }
     // The server warns at its start; a check before it should too.
     let sqlite = sqlite_path(config);
@@ -225,6 +229,16 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
     out!("The configuration is valid.");
     if connect {
         check_database(config, key.map(|(key, _)| key))?;
+        if let Some(mailer) = smtp {
+            mailer.check_connection().map_err(|e| {
+                Failure::Runtime(format!(
+                    "mail: {e} (codes and notices cannot be sent until this is mended)"
+                ))
+            })?;
+            out!(
+                "Mail: {mailer} opened a session (TLS and login as configured); nothing was sent."
+            );
+        }
     }
     Ok(())
 }

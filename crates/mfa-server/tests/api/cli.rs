@@ -1531,3 +1531,46 @@ fn an_admin_command_says_when_its_notice_waits() {
     let waiting = d.store().read(|tx| Ok(tx.count_notices()?)).expect("count");
     assert_eq!(waiting, 1);
 }
+
+/// `check-config --connect` opens a session with the mail server and sends
+/// nothing; a mail server that is down fails it (exit 1) with the reason.
+/// (It printed "The configuration is valid" for a relay nothing listened
+/// on, and for one whose certificate could never be trusted.)
+#[test]
+fn check_config_connects_to_the_mail_server() {
+    let d = Deployment::new();
+    let smtp = mfa_email::test_support::SmtpSink::start().expect("SMTP sink");
+    let url = smtp.url();
+    let mut env = d.env();
+    env.push(("MFA_MAIL_FROM", "MFA <no-reply@mfa.example.com>"));
+    env.push(("MFA_SMTP_URL", url.as_str()));
+    let out = run(d.path(), &env, &["check-config", "--connect"], "");
+    let text = expect_code(&out, 0);
+    assert!(
+        text.contains(&format!(
+            "Mail: SMTP 127.0.0.1:{} (no TLS) opened a session",
+            smtp.port()
+        )),
+        "{text}"
+    );
+    assert_eq!(smtp.connections(), 1, "one session");
+    assert_eq!(smtp.mail_from_commands(), 0, "nothing was sent");
+
+    let down = format!(
+        "smtp://127.0.0.1:{}?tls=none",
+        mfa_email::test_support::dead_port()
+    );
+    let env: Vec<_> = d
+        .env()
+        .into_iter()
+        .chain([("MFA_SMTP_URL", down.as_str())])
+        .collect();
+    let text = expect_code(&run(d.path(), &env, &["check-config", "--connect"], ""), 1);
+    assert!(
+        text.contains("mail: no session with the SMTP server SMTP 127.0.0.1:")
+            && text.contains("codes and notices cannot be sent until this is mended"),
+        "{text}"
+    );
+    // Without --connect nothing connects.
+    expect_code(&run(d.path(), &env, &["check-config"], ""), 0);
+}
