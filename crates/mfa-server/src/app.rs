@@ -434,7 +434,19 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     store
         .check_key_before_migrating()
         .map_err(|error| key_refusal(error, &source))?;
-    store.run_migrations().map_err(forget_made_key)?;
+    let applied = store.run_migrations().map_err(forget_made_key)?;
+    // The schema changed: from now on the previous version refuses this
+    // database, and only a backup taken before takes it back.
+    for migration in &applied {
+        tracing::info!(migration = %migration, "migration applied");
+    }
+    if !applied.is_empty() {
+        tracing::info!(
+            applied = applied.len(),
+            "the database schema was upgraded: versions before this one refuse it now \
+             (a backup taken before the start takes it back)"
+        );
+    }
     verify_key(&store, &source)?;
     // A backup copied back in keeps the mode it was made with (0644 under
     // the usual umask); the file holds password hashes and the secrets.
