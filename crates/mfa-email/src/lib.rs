@@ -14,7 +14,7 @@ use std::time::Duration;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Address, Message, SmtpTransport, Transport as _};
 use mfa_core::{Mail, MailError, MailKind, Mailer, mask_email};
 
@@ -51,6 +51,11 @@ pub struct MailConfig {
     /// fragment, which no server or proxy logs). `None`: the mail says
     /// where to enter the token instead.
     pub confirm_link_prefix: Option<String>,
+    /// A PEM file of CA certificates the SMTP server's certificate may
+    /// chain to, besides the public roots the mailer trusts (Mozilla's,
+    /// built in): for a relay whose certificate a company's own CA signed.
+    /// Read when the mailer is built. Only with an SMTP URL that uses TLS.
+    pub smtp_ca_file: Option<PathBuf>,
 }
 
 /// The server's defaults: the outbox `./data/outbox`, the sender
@@ -67,6 +72,7 @@ impl Default for MailConfig {
             issuer: "MFA Server".into(),
             templates_dir: None,
             confirm_link_prefix: None,
+            smtp_ca_file: None,
         }
     }
 }
@@ -81,6 +87,7 @@ impl fmt::Debug for MailConfig {
             .field("issuer", &self.issuer)
             .field("templates_dir", &self.templates_dir)
             .field("confirm_link_prefix", &self.confirm_link_prefix)
+            .field("smtp_ca_file", &self.smtp_ca_file)
             .finish()
     }
 }
@@ -105,6 +112,15 @@ pub enum Error {
     /// The TLS client could not be set up.
     #[error("cannot set up TLS for the SMTP connection: {0}")]
     Tls(String),
+    /// The CA file cannot be read, holds no certificate, or one that is
+    /// not valid; or it was given without TLS to use it for.
+    #[error("the SMTP CA file {}: {reason}", path.display())]
+    SmtpCaFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The issuer holds a control character (a line break would end a
     /// header line of every message, were it not escaped).
     #[error("the issuer must not contain control characters (line breaks, tabs, …)")]
@@ -192,6 +208,38 @@ pub fn check_templates(dir: &Path) -> Result<(), Error> {
     Templates::load(Some(dir)).map(|_| ())
 }
 
+/// Read and check a CA file for `smtp_url` as [`EmailMailer::new`] will
+/// (readable, one PEM certificate at least, each usable as a root; an SMTP
+/// URL that uses TLS to use it for), without a mailer.
+pub fn check_ca_file(path: &Path, smtp_url: Option<&str>) -> Result<(), Error> {
+    let ca = read_ca_file(path)?;
+    let Some(url) = smtp_url else {
+        return Err(ca_file_without_url(path));
+    };
+    refuse_ca_without_tls(&smtp_url::parse(url)?, Some(&ca))
+}
+
+fn ca_file_without_url(path: &Path) -> Error {
+    Error::SmtpCaFile {
+        path: path.to_path_buf(),
+        reason: "given without an SMTP URL: mail goes to the outbox".into(),
+    }
+}
+
+/// A CA file is for TLS: with `tls=none` it would be silently unused.
+fn refuse_ca_without_tls(
+    s: &SmtpSettings,
+    ca: Option<&(PathBuf, Certificate)>,
+) -> Result<(), Error> {
+    match (s.security, ca) {
+        (Security::None, Some((path, _))) => Err(Error::SmtpCaFile {
+            path: path.clone(),
+            reason: "given with an SMTP URL without TLS (tls=none)".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Check a sender (`Name <user@domain>` or `user@domain`) as
 /// [`EmailMailer::new`] will, without building anything: for a
 /// configuration check that must refuse a bad value before anything starts.
@@ -266,9 +314,17 @@ impl EmailMailer {
         }
         let from = parse_sender(&config.from)?;
         let templates = Templates::load(config.templates_dir.as_deref())?;
+        let ca = config
+            .smtp_ca_file
+            .as_deref()
+            .map(read_ca_file)
+            .transpose()?;
         let transport = match config.smtp_url.as_deref() {
-            Some(url) => smtp_transport(smtp_url::parse(url)?)?,
-            None => outbox_transport(&config.outbox_dir)?,
+            Some(url) => smtp_transport(smtp_url::parse(url)?, ca)?,
+            None => match config.smtp_ca_file {
+                Some(path) => return Err(ca_file_without_url(&path)),
+                None => outbox_transport(&config.outbox_dir)?,
+            },
         };
         let mailer = EmailMailer {
             transport,
@@ -739,8 +795,45 @@ impl fmt::Debug for EmailMailer {
     }
 }
 
-fn smtp_transport(s: SmtpSettings) -> Result<Transport, Error> {
-    let tls_params = || TlsParameters::new(s.host.clone()).map_err(|e| Error::Tls(e.to_string()));
+/// The certificates of a CA file, checked: a file that holds none, or one
+/// rustls cannot use, is refused when the mailer is built, not at the
+/// first code a user waits for.
+fn read_ca_file(path: &Path) -> Result<(PathBuf, Certificate), Error> {
+    let refused = |reason: String| Error::SmtpCaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+    if !pem
+        .windows(CERTIFICATE_PEM_LABEL.len())
+        .any(|w| w == CERTIFICATE_PEM_LABEL)
+    {
+        return Err(refused(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let certificate = Certificate::from_pem(&pem).map_err(|e| refused(e.to_string()))?;
+    // Built once here for the check: rustls refuses a certificate it
+    // cannot parse as a root only when it is added.
+    TlsParameters::builder("localhost".into())
+        .add_root_certificate(certificate.clone())
+        .build()
+        .map_err(|e| refused(format!("not a usable CA certificate: {e}")))?;
+    Ok((path.to_path_buf(), certificate))
+}
+
+/// What starts a certificate in a PEM file.
+const CERTIFICATE_PEM_LABEL: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+fn smtp_transport(s: SmtpSettings, ca: Option<(PathBuf, Certificate)>) -> Result<Transport, Error> {
+    refuse_ca_without_tls(&s, ca.as_ref())?;
+    let tls_params = || {
+        let mut builder = TlsParameters::builder(s.host.clone());
+        if let Some((_, certificate)) = &ca {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        builder.build().map_err(|e| Error::Tls(e.to_string()))
+    };
     let mut builder = SmtpTransport::builder_dangerous(s.host.as_str())
         .port(s.port)
         .timeout(Some(SMTP_TIMEOUT));
@@ -857,20 +950,22 @@ fn remove_stale_partial_files(dir: &Path) {
 /// message without the recipient's address or the secret.
 fn smtp_error(e: &lettre::transport::smtp::Error, mail: &Mail, host: &str, port: u16) -> MailError {
     let timed_out = timed_out(e);
+    let tls_failed = tls_failed(e);
     // 5xx replies, TLS failures and what the client refuses (a server
     // without the STARTTLS the URL requires) will not pass without a
     // change (of the address, or of the configuration); the rest may: 4xx
     // replies, timeouts, unreachable servers, and connections that ended
     // mid-reply (a server restarting).
-    let transient = timed_out || !(e.is_permanent() || e.is_tls() || e.is_client());
+    let transient = timed_out || !(e.is_permanent() || tls_failed || e.is_client());
     let what = if e.is_transient() {
         "the SMTP server refused the message for now"
     } else if e.is_permanent() {
         "the SMTP server refused the message"
     } else if timed_out {
         "the SMTP server did not answer in time"
-    } else if e.is_tls() {
-        "TLS with the SMTP server failed"
+    } else if tls_failed {
+        "TLS with the SMTP server failed (a certificate must chain to a public root, or to \
+         the CA file the mailer was given)"
     } else {
         "cannot talk to the SMTP server"
     };
@@ -883,6 +978,24 @@ fn smtp_error(e: &lettre::transport::smtp::Error, mail: &Mail, host: &str, port:
         delivery_unknown: timed_out,
         message: format!("{what} ({host}:{port}): {}", redact(&e.to_string(), mail)),
     }
+}
+
+/// Whether TLS failed: lettre's TLS errors (setting up, STARTTLS), and the
+/// handshake of `smtps://`, which lettre reports as a network error
+/// wrapping rustls's (a certificate not trusted, a name that does not
+/// match), of kind `InvalidData`.
+fn tls_failed(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    e.is_tls()
 }
 
 /// Whether the server did not answer within [`SMTP_TIMEOUT`]: lettre's own

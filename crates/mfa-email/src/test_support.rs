@@ -8,7 +8,8 @@
 //! (with dot-unstuffing), `RSET`, `NOOP` and `QUIT`. Each connection is
 //! served by its own thread with blocking IO and short read timeouts; an
 //! idle connection is closed after 30 s, and everything stops when the sink
-//! is dropped.
+//! is dropped. [`SmtpSink::start_tls`] serves the same over implicit TLS
+//! (`smtps://`) with the certificates of [`TEST_CA_PEM`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -19,10 +20,8 @@
 //! let mailer = EmailMailer::new(MailConfig {
 //!     smtp_url: Some(sink.url()),
 //!     from: "MFA <no-reply@localhost>".into(),
-//!     outbox_dir: std::env::temp_dir(), // unused with an SMTP URL
 //!     issuer: "Acme".into(),
-//!     templates_dir: None,
-//!     confirm_link_prefix: None,
+//!     ..MailConfig::default()
 //! })
 //! .unwrap();
 //! mailer
@@ -42,6 +41,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+/// A private CA, for tests only: it signed [`TEST_SERVER_CERT_PEM`], the
+/// certificate [`SmtpSink::start_tls`] serves. A mailer trusts it only
+/// when told to (`MailConfig::smtp_ca_file`).
+pub const TEST_CA_PEM: &str = include_str!("../test-certs/ca.pem");
+/// The certificate of [`SmtpSink::start_tls`]: `localhost` and
+/// `127.0.0.1`, signed by [`TEST_CA_PEM`], valid until 2126.
+pub const TEST_SERVER_CERT_PEM: &str = include_str!("../test-certs/server.pem");
+/// The key of [`TEST_SERVER_CERT_PEM`] (PKCS #8).
+const TEST_SERVER_KEY_PEM: &str = include_str!("../test-certs/server.key");
 
 /// How often blocked threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -134,6 +143,7 @@ impl Shared {
 /// dropped.
 pub struct SmtpSink {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -141,9 +151,38 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Listen on a free loopback port and accept every message.
     pub fn start() -> io::Result<SmtpSink> {
+        SmtpSink::listen(None)
+    }
+
+    /// Like [`start`](Self::start), over TLS from the first byte (what
+    /// `smtps://` speaks), with [`TEST_SERVER_CERT_PEM`]: a client trusts it
+    /// only with [`TEST_CA_PEM`]. A handshake that fails ends the
+    /// connection.
+    pub fn start_tls() -> io::Result<SmtpSink> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid =
+            |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        let certs = CertificateDer::pem_slice_iter(TEST_SERVER_CERT_PEM.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(TEST_SERVER_KEY_PEM.as_bytes())
+            .map_err(|e| invalid(&e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| invalid(&e))?;
+        SmtpSink::listen(Some(Arc::new(config)))
+    }
+
+    fn listen(tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<SmtpSink> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let tls_mode = tls.is_some();
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             fail_mail_from: AtomicBool::new(false),
@@ -158,10 +197,11 @@ impl SmtpSink {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name("smtp-sink-accept".into())
-                .spawn(move || accept_loop(listener, shared))?
+                .spawn(move || accept_loop(listener, shared, tls))?
         };
         Ok(SmtpSink {
             addr,
+            tls: tls_mode,
             shared,
             acceptor: Some(acceptor),
         })
@@ -212,9 +252,14 @@ impl SmtpSink {
         self.addr.port()
     }
 
-    /// The SMTP URL to reach it: `smtp://127.0.0.1:PORT?tls=none`.
+    /// The SMTP URL to reach it: `smtp://127.0.0.1:PORT?tls=none`, or
+    /// `smtps://localhost:PORT` for [`start_tls`](Self::start_tls).
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port())
+        if self.tls {
+            format!("smtps://localhost:{}", self.port())
+        } else {
+            format!("smtp://127.0.0.1:{}?tls=none", self.port())
+        }
     }
 
     /// Every message received so far, in order.
@@ -288,7 +333,7 @@ pub fn dead_port() -> u16 {
         .unwrap_or(9)
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<rustls::ServerConfig>>) {
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     while !shared.stopping() {
         match listener.accept() {
@@ -304,11 +349,19 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 }
                 shared.active.fetch_add(1, Ordering::SeqCst);
                 let conn_shared = Arc::clone(&shared);
+                let tls = tls.clone();
                 let spawned =
                     thread::Builder::new()
                         .name("smtp-sink-conn".into())
                         .spawn(move || {
-                            let _ = Session::new(stream, &conn_shared).and_then(|mut s| s.run());
+                            let _ = match tls {
+                                None => {
+                                    Session::new(stream, &conn_shared).and_then(|mut s| s.run())
+                                }
+                                Some(config) => handshake(stream, config).and_then(|stream| {
+                                    Session::new(stream, &conn_shared).and_then(|mut s| s.run())
+                                }),
+                            };
                             conn_shared.active.fetch_sub(1, Ordering::SeqCst);
                         });
                 match spawned {
@@ -328,6 +381,48 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// A TLS stream of the sink.
+type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+/// The TLS handshake on `stream`, blocking (5 s at most per read): the
+/// session's short read timeouts would cut it.
+fn handshake(mut stream: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<TlsStream> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut stream)?;
+    }
+    Ok(rustls::StreamOwned::new(conn, stream))
+}
+
+/// What a session talks over: TCP, or TLS over TCP.
+trait SessionStream: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+    /// Close the connection, as far as the protocol says.
+    fn close(&mut self) {
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+}
+
+impl SessionStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl SessionStream for TlsStream {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+    fn close(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.conn.complete_io(&mut self.sock);
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
 /// Why a session ends early.
 enum End {
     /// The peer closed, went idle or the sink is stopping.
@@ -336,8 +431,8 @@ enum End {
     LineTooLong,
 }
 
-struct Session<'a> {
-    stream: TcpStream,
+struct Session<'a, S: SessionStream> {
+    stream: S,
     shared: &'a Shared,
     pending: Vec<u8>,
     greeted: bool,
@@ -345,11 +440,12 @@ struct Session<'a> {
     to: Vec<String>,
 }
 
-impl<'a> Session<'a> {
-    fn new(stream: TcpStream, shared: &'a Shared) -> io::Result<Session<'a>> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(POLL))?;
-        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+impl<'a, S: SessionStream> Session<'a, S> {
+    fn new(stream: S, shared: &'a Shared) -> io::Result<Session<'a, S>> {
+        let tcp = stream.tcp();
+        tcp.set_nonblocking(false)?;
+        tcp.set_read_timeout(Some(POLL))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
         Ok(Session {
             stream,
             shared,
@@ -485,7 +581,7 @@ impl<'a> Session<'a> {
                 _ => self.reply("500 5.5.2 command not recognized")?,
             }
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.close();
         Ok(())
     }
 

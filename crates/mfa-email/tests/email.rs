@@ -22,6 +22,7 @@ fn config(smtp_url: Option<String>, outbox: &Path) -> MailConfig {
         issuer: "Acme Corp".into(),
         templates_dir: None,
         confirm_link_prefix: None,
+        smtp_ca_file: None,
     }
 }
 
@@ -611,6 +612,105 @@ fn an_outbox_that_cannot_be_written_is_a_failure_for_now() {
         refused.contains("cannot write to the mail outbox"),
         "{refused}"
     );
+}
+
+/// A relay whose certificate a private CA signed: refused (the public
+/// roots do not know it; an audit found no way to trust it), accepted
+/// with that CA's file (`MFA_SMTP_CA_FILE`).
+#[test]
+fn a_private_ca_is_trusted_only_when_its_file_is_given() {
+    let sink = SmtpSink::start_tls().expect("TLS sink");
+    let mail = Mail {
+        to: "alice@example.com".into(),
+        kind: MailKind::LoginCode {
+            code: "042917".into(),
+            valid_for_secs: 600,
+        },
+    };
+    let untrusting = smtp_mailer(&sink);
+    let refused = untrusting.send(&mail).expect_err("an unknown issuer");
+    assert!(!refused.transient, "{refused:?}");
+    assert!(refused.message.contains("TLS"), "{}", refused.message);
+    let why = untrusting
+        .check_connection()
+        .expect_err("an unknown issuer");
+    assert!(why.contains("UnknownIssuer"), "{why}");
+    assert_eq!(sink.mail_from_commands(), 0);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, mfa_email::test_support::TEST_CA_PEM).expect("CA file");
+    let trusting = EmailMailer::new(MailConfig {
+        smtp_ca_file: Some(ca.clone()),
+        ..config(Some(sink.url()), dir.path())
+    })
+    .expect("mailer");
+    trusting.check_connection().expect("a session over TLS");
+    trusting.send(&mail).expect("sent over TLS");
+    let got = sink.wait_for_messages(1, WAIT);
+    assert_eq!(got[0].code().as_deref(), Some("042917"));
+    // The notices' own dialogue trusts it too.
+    trusting
+        .send_notice(&Mail {
+            to: "alice@example.com".into(),
+            kind: MailKind::ReplayRefused,
+        })
+        .expect("notice sent over TLS");
+    assert_eq!(sink.wait_for_messages(2, WAIT).len(), 2);
+}
+
+/// A CA file that could never be used is refused when the mailer is made:
+/// missing, without a certificate, or given where no TLS would use it.
+#[test]
+fn a_ca_file_that_cannot_be_used_is_refused_at_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls_url = Some("smtps://mail.example.com".to_string());
+    let with_file = |url: Option<String>, path: &Path| {
+        EmailMailer::new(MailConfig {
+            smtp_ca_file: Some(path.to_path_buf()),
+            ..config(url, dir.path())
+        })
+        .expect_err("refused")
+    };
+    let missing = dir.path().join("missing.pem");
+    let err = with_file(tls_url.clone(), &missing);
+    assert!(matches!(err, Error::SmtpCaFile { .. }), "{err:?}");
+    assert!(Error::to_string(&err).contains("missing.pem"), "{err}");
+
+    let empty = dir.path().join("key.pem");
+    std::fs::write(
+        &empty,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("file");
+    let err = with_file(tls_url.clone(), &empty);
+    assert!(
+        err.to_string().contains("holds no PEM certificate"),
+        "{err}"
+    );
+
+    let garbled = dir.path().join("garbled.pem");
+    std::fs::write(
+        &garbled,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .expect("file");
+    let err = with_file(tls_url, &garbled);
+    assert!(
+        err.to_string().contains("not a usable CA certificate"),
+        "{err}"
+    );
+
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, mfa_email::test_support::TEST_CA_PEM).expect("CA file");
+    let err = with_file(Some("smtp://127.0.0.1:2525?tls=none".into()), &ca);
+    assert!(err.to_string().contains("without TLS"), "{err}");
+    let err = with_file(None, &ca);
+    assert!(err.to_string().contains("without an SMTP URL"), "{err}");
+    mfa_email::check_ca_file(&ca, Some("smtps://mail.example.com")).expect("a usable CA file");
+    let err = mfa_email::check_ca_file(&ca, Some("smtp://127.0.0.1:2525?tls=none"))
+        .expect_err("no TLS to use it for");
+    assert!(err.to_string().contains("without TLS"), "{err}");
 }
 
 // ---- logs

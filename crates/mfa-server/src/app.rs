@@ -547,6 +547,7 @@ pub fn email_mailer(config: &Config) -> Result<EmailMailer, mfa_email::Error> {
         outbox_dir: config.outbox_dir(),
         issuer: mfa_totp::issuer_for_environment(&config.issuer, config.environment.as_str()),
         templates_dir: config.mail_templates_dir.clone(),
+        smtp_ca_file: config.smtp_ca_file.clone(),
         // The account page opens its confirmation with the token filled in
         // from the fragment (which no server or proxy logs).
         confirm_link_prefix: config

@@ -221,6 +221,9 @@ pub struct Config {
     pub environment: Environment,
     /// `MFA_SMTP_URL`: unset means the outbox in the data directory.
     pub smtp_url: Option<Secret>,
+    /// `MFA_SMTP_CA_FILE`: a PEM file of CA certificates the mail server's
+    /// certificate may chain to, besides the built-in public roots.
+    pub smtp_ca_file: Option<PathBuf>,
     /// `MFA_MAIL_FROM`.
     pub mail_from: String,
     /// `MFA_MAIL_TEMPLATES_DIR`: the operator's templates, which replace
@@ -272,6 +275,7 @@ struct FileConfig {
     issuer: Option<String>,
     environment: Option<String>,
     smtp_url: Option<String>,
+    smtp_ca_file: Option<PathBuf>,
     mail_from: Option<String>,
     mail_templates_dir: Option<PathBuf>,
     public_url: Option<String>,
@@ -460,6 +464,16 @@ impl Config {
             mfa_email::check_smtp_url(url.expose())
                 .map_err(|e| invalid("MFA_SMTP_URL", e.to_string()))?;
         }
+        let smtp_ca_file = env("MFA_SMTP_CA_FILE")
+            .map(PathBuf::from)
+            .or(file_config.smtp_ca_file);
+        // Read and checked here, as the templates are: every command
+        // refuses a file that could never be used before it changes
+        // anything.
+        if let Some(path) = &smtp_ca_file {
+            mfa_email::check_ca_file(path, smtp_url.as_ref().map(Secret::expose))
+                .map_err(|e| invalid("MFA_SMTP_CA_FILE", e.to_string()))?;
+        }
         let mail_from = pick("MFA_MAIL_FROM", file_config.mail_from)
             .unwrap_or_else(|| DEFAULT_MAIL_FROM.into());
         mfa_email::check_sender(&mail_from).map_err(|e| invalid("MFA_MAIL_FROM", e.to_string()))?;
@@ -575,6 +589,7 @@ impl Config {
             issuer,
             environment,
             smtp_url,
+            smtp_ca_file,
             mail_from,
             mail_templates_dir,
             public_url,

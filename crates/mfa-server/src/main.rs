@@ -29,6 +29,8 @@ environment wins). Every command reads the same configuration:
   MFA_SMTP_URL                  smtp://user:pass@host:port (STARTTLS), smtps://... (TLS),
                                 smtp://127.0.0.1:port?tls=none (loopback only)
                                 [unset: mail goes to MFA_DATA_DIR/outbox as .eml files]
+  MFA_SMTP_CA_FILE              PEM file of the CA that signed the mail server's certificate,
+                                trusted besides the public roots [unset: public roots only]
   MFA_MAIL_FROM                 sender of mail [MFA Server <no-reply@localhost>]
   MFA_MAIL_TEMPLATES_DIR        your subjects and bodies of mail (see mfa-email's README),
                                 checked at start [unset: the built-in ones]

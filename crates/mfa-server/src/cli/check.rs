@@ -131,6 +131,15 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
                 ),
             },
         ),
+        (
+            "MFA_SMTP_CA_FILE",
+            config
+                .smtp_ca_file
+                .as_ref()
+                .map_or("(unset: the public roots only)".into(), |f| {
+                    f.display().to_string()
+                }),
+        ),
         ("MFA_MAIL_FROM", config.mail_from.clone()),
         (
             "MFA_MAIL_TEMPLATES_DIR",
@@ -191,6 +200,7 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             issuer: config.issuer.clone(),
             templates_dir: config.mail_templates_dir.clone(),
             confirm_link_prefix: None,
+            smtp_ca_file: config.smtp_ca_file.clone(),
         })
         .map_err(|e| Failure::Usage(format!("mail: {e}")))?;
         out!("Mail goes to {mailer}.");

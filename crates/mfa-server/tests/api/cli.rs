@@ -1640,3 +1640,40 @@ fn a_start_that_migrates_logs_each_migration() {
         "{again:#?}"
     );
 }
+
+/// `MFA_SMTP_CA_FILE` trusts the CA of a company's own relay; without it
+/// that relay's certificate is refused, and `check-config --connect` says
+/// so. A CA file without an SMTP URL is a configuration error.
+#[test]
+fn a_relay_of_a_private_ca_is_trusted_with_its_ca_file() {
+    let d = Deployment::new();
+    let smtp = mfa_email::test_support::SmtpSink::start_tls().expect("TLS sink");
+    let url = smtp.url();
+    let ca = d.path().join("relay-ca.pem");
+    std::fs::write(&ca, mfa_email::test_support::TEST_CA_PEM).expect("CA file");
+    let ca = ca.display().to_string();
+    let mut env = d.env();
+    env.push(("MFA_MAIL_FROM", "MFA <no-reply@mfa.example.com>"));
+    env.push(("MFA_SMTP_URL", url.as_str()));
+    let text = expect_code(&run(d.path(), &env, &["check-config", "--connect"], ""), 1);
+    assert!(text.contains("UnknownIssuer"), "{text}");
+
+    env.push(("MFA_SMTP_CA_FILE", ca.as_str()));
+    let text = expect_code(&run(d.path(), &env, &["check-config", "--connect"], ""), 0);
+    assert!(
+        text.contains(&format!("MFA_SMTP_CA_FILE                 {ca}")),
+        "{text}"
+    );
+    assert!(text.contains("(TLS) opened a session"), "{text}");
+
+    let alone: Vec<_> = d
+        .env()
+        .into_iter()
+        .chain([("MFA_SMTP_CA_FILE", ca.as_str())])
+        .collect();
+    let text = expect_code(&run(d.path(), &alone, &["check-config"], ""), 2);
+    assert!(
+        text.contains("MFA_SMTP_CA_FILE") && text.contains("without an SMTP URL"),
+        "{text}"
+    );
+}
