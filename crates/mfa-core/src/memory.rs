@@ -182,6 +182,23 @@ impl Store for InMemoryStore {
 
 struct MemTx<'a>(&'a mut State);
 
+impl MemTx<'_> {
+    /// The user and membership of `session`, as the SQL store's join reads
+    /// them (`None` once the user is deleted).
+    fn member_of_session(&mut self, session: Session) -> StoreResult<Option<SessionMember>> {
+        let Some(user) = self.0.users.get(&session.user_id) else {
+            return Ok(None);
+        };
+        let is_super_admin = user.is_super_admin;
+        let membership = self.membership(session.user_id, session.org_id)?;
+        Ok(Some(SessionMember {
+            session,
+            is_super_admin,
+            membership,
+        }))
+    }
+}
+
 impl StoreTx for MemTx<'_> {
     fn insert_org(&mut self, name: &str, now: Timestamp) -> StoreResult<Org> {
         let id = OrgId(self.0.next());
@@ -628,16 +645,14 @@ impl StoreTx for MemTx<'_> {
         let Some(session) = self.session_by_token_hash(token_hash)? else {
             return Ok(None);
         };
-        let Some(user) = self.0.users.get(&session.user_id) else {
-            return Ok(None);
-        };
-        let is_super_admin = user.is_super_admin;
-        let membership = self.membership(session.user_id, session.org_id)?;
-        Ok(Some(SessionMember {
-            session,
-            is_super_admin,
-            membership,
-        }))
+        self.member_of_session(session)
+    }
+
+    fn session_member_by_id(&mut self, id: SessionId) -> StoreResult<Option<SessionMember>> {
+        match self.0.sessions.get(&id).cloned() {
+            Some(session) => self.member_of_session(session),
+            None => Ok(None),
+        }
     }
 
     fn rotate_session(&mut self, id: SessionId, rotation: &SessionRotation) -> StoreResult<bool> {

@@ -309,6 +309,11 @@ pub trait StoreTx {
     /// its user and its membership in the session's org, in one query
     /// (every authenticated request does this).
     fn session_member(&mut self, token_hash: &str) -> StoreResult<Option<SessionMember>>;
+    /// [`StoreTx::session_member`] by the session's id: what an admin's
+    /// write reads again in its own transaction, so that rights taken away
+    /// (a demotion, a logout, a deleted user) since the caller was
+    /// resolved are not used.
+    fn session_member_by_id(&mut self, id: SessionId) -> StoreResult<Option<SessionMember>>;
     /// [`StoreTx::session_member`] and the [`StoreTx::factor_states`] of
     /// the session's user at once, for a read of the caller's own factors
     /// that resolves its token in the same trip. The default calls the

@@ -56,6 +56,13 @@ fn world_with(config: ServiceConfig) -> World {
 }
 
 impl World {
+    /// The admin signed in again: a session the clock's advance ended (idle
+    /// or expired) no longer administers.
+    fn sign_admin_in_again(&mut self) {
+        let login = ok(self.svc.login(ADMIN_EMAIL, PASSWORD, None));
+        self.admin = ok(ok(self.svc.authenticate(&login.token)).into_full());
+    }
+
     fn add_user(&self, email: &str) -> UserId {
         ok(self.svc.create_user(
             &self.admin,
@@ -243,6 +250,59 @@ fn changes_of_how_a_user_signs_in_are_mailed() {
             (SignInChange::MfaOptOut, true),
         ]
     );
+}
+
+/// A caller is resolved before a write: an admin's rights taken away
+/// since, or the session ended, are not acted on. (An audit kept an
+/// admin's `FullCaller`, demoted, logged out and deleted that admin, and
+/// still switched the org's enforcement off with it.)
+#[test]
+fn a_kept_caller_loses_what_its_admin_lost() {
+    let w = world();
+    let bob = w.add_user("bob@example.com");
+    let promote = MembershipPatch {
+        is_admin: Some(true),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(bob), &promote));
+    let (_, caller) = w.login("bob@example.com");
+    let kept = ok(caller.into_full());
+    // A caller built by hand for a session that does not exist is nobody.
+    let (_, mut forged) = w.login("bob@example.com");
+    forged.session_id = SessionId(424_242);
+    forged.is_super_admin = true;
+    let forged = ok(forged.into_full());
+    assert_eq!(
+        w.svc.create_org(&forged, "Evil"),
+        Err(MfaError::Unauthorized)
+    );
+    ok(w.svc.set_mfa_enforced(&kept, true, false));
+
+    let demote = MembershipPatch {
+        is_admin: Some(false),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(bob), &demote));
+    assert_eq!(
+        w.svc.set_mfa_enforced(&kept, false, false),
+        Err(MfaError::Forbidden)
+    );
+    assert_eq!(
+        w.svc.reset_mfa(&kept, &[w.admin.user_id]),
+        Err(MfaError::Forbidden)
+    );
+    // Made admin again: the same session works again; once it ends, not.
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(bob), &promote));
+    ok(w.svc.set_mfa_enforced(&kept, true, false));
+    ok(w.svc.logout(&kept));
+    assert_eq!(
+        w.svc.set_mfa_enforced(&kept, false, false),
+        Err(MfaError::Unauthorized)
+    );
+    assert!(ok(w.svc.get_org(&w.admin, w.org)).is_mfa_enforced);
 }
 
 #[test]
@@ -1436,6 +1496,21 @@ fn verify_by_token_refuses_a_token_before_the_code() {
         Err(MfaError::InvalidCode)
     );
 
+    // An inactive membership's token, with a fresh code: refused.
+    w.clock.advance(30);
+    let (member, _) = w.login("token@example.com");
+    let patch = MembershipPatch {
+        is_active: Some(false),
+        ..Default::default()
+    };
+    ok(w.svc
+        .update_membership(&w.admin, &UserRef::Id(user), &patch));
+    assert_eq!(
+        w.svc
+            .verify_mfa_of_token(&member.token, MfaMethod::Authenticator, &w.code(&secret)),
+        Err(MfaError::Unauthorized)
+    );
+
     // A full session idle for longer than allowed, of a user with no
     // failures, with a fresh code: refused (the store's write checks only
     // revocation and expiry).
@@ -1454,21 +1529,6 @@ fn verify_by_token_refuses_a_token_before_the_code() {
             MfaMethod::Authenticator,
             &w.code(&idle_secret)
         ),
-        Err(MfaError::Unauthorized)
-    );
-
-    // An inactive membership's token, with a fresh code: refused.
-    w.clock.advance(30);
-    let (member, _) = w.login("token@example.com");
-    let patch = MembershipPatch {
-        is_active: Some(false),
-        ..Default::default()
-    };
-    ok(w.svc
-        .update_membership(&w.admin, &UserRef::Id(user), &patch));
-    assert_eq!(
-        w.svc
-            .verify_mfa_of_token(&member.token, MfaMethod::Authenticator, &w.code(&secret)),
         Err(MfaError::Unauthorized)
     );
 }
@@ -1556,13 +1616,14 @@ fn audit_events_are_kept_for_good_unless_a_retention_is_set() {
 
     // A retention of a day: the events of T0 go once they are a day old,
     // a younger one stays.
-    let w = world_with(ServiceConfig {
+    let mut w = world_with(ServiceConfig {
         audit_retention_secs: Some(24 * 3600),
         ..ServiceConfig::default()
     });
     w.add_user("old@example.com");
     let old = all_audit_events(&w);
     w.clock.advance(12 * 3600);
+    w.sign_admin_in_again();
     w.add_user("young@example.com");
     let young: Vec<AuditEvent> = all_audit_events(&w)[old.len()..].to_vec();
     assert!(!young.is_empty());
@@ -1579,7 +1640,7 @@ fn audit_events_are_kept_for_good_unless_a_retention_is_set() {
 
 #[test]
 fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
-    let w = world();
+    let mut w = world();
     let moved = w.add_user("moving@example.com");
     let pending = w.add_user("pending@example.com");
     let change = |user: UserId, email: &str| {
@@ -1620,6 +1681,7 @@ fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
     // Two days on: the pending change expired long ago, and stays (it can
     // be sent again); the confirmed one goes.
     w.clock.advance(2 * 24 * 3600);
+    w.sign_admin_in_again();
     assert_eq!(ok(w.svc.purge()).email_changes, 1);
     assert_eq!(rows(&w), (false, false, true));
     // Its token answers as a used one did.
@@ -2011,7 +2073,12 @@ fn a_notice_waits_in_the_store_while_the_mail_server_is_down() {
 
 #[test]
 fn a_notice_is_given_up_after_its_last_try_or_a_refusal_for_good() {
-    let w = world();
+    // Sessions idle for the notice's 2 hours of tries: the admin's acts
+    // at the end.
+    let w = world_with(ServiceConfig {
+        session_idle_secs: 3 * 3600,
+        ..ServiceConfig::default()
+    });
     let user = w.add_user("gone@example.com");
     w.mailer.set_failing_for_now(true);
     ok(w.svc.reset_mfa(&w.admin, &[user]));

@@ -1679,6 +1679,36 @@ macro_rules! impl_store_tx {
                 }))
             }
 
+            fn session_member_by_id(
+                &mut self,
+                id: SessionId,
+            ) -> StoreResult<Option<SessionMember>> {
+                let row: Option<(SessionRow, bool, Option<MembershipRow>)> = sessions::table
+                    .inner_join(users::table)
+                    .left_join(
+                        memberships::table.on(memberships::user_id
+                            .eq(sessions::user_id)
+                            .and(memberships::org_id.eq(sessions::org_id))),
+                    )
+                    .filter(sessions::id.eq(id.0))
+                    .select((
+                        SessionRow::as_select(),
+                        users::is_super_admin,
+                        Option::<MembershipRow>::as_select(),
+                    ))
+                    .get_result(self.conn)
+                    .optional()
+                    .db()?;
+                let Some((session, is_super_admin, membership)) = row else {
+                    return Ok(None);
+                };
+                Ok(Some(SessionMember {
+                    session: Session::try_from(session).db()?,
+                    is_super_admin,
+                    membership: membership.map(Membership::from),
+                }))
+            }
+
             fn session_member_and_factor_states(
                 &mut self,
                 token_hash: &str,

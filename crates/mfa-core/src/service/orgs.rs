@@ -57,7 +57,7 @@ impl<S: Store> MfaService<S> {
             require_current_org_admin(caller)?;
         }
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let ids = if all_orgs {
                 tx.all_orgs()?.into_iter().map(|o| o.id).collect()
             } else {
@@ -134,7 +134,7 @@ impl<S: Store> MfaService<S> {
             if active != ids.len() {
                 return Err(MfaError::NotFound("user"));
             }
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let admin = acting_admin(tx, caller)?;
             // What the notice names: what each user had, not every kind
             // of factor (an audit got "authenticator app, email codes,
@@ -218,7 +218,7 @@ impl<S: Store> MfaService<S> {
             let membership = tx.membership(user.id, caller.org_id)?;
             require_member_of_current_org(membership.as_ref().filter(|m| m.is_active))?;
             require_may_manage(caller, user.is_super_admin)?;
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let Some(state) = tx.authenticator_state(user.id)? else {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             };
@@ -260,7 +260,7 @@ impl<S: Store> MfaService<S> {
         let name = check_org_name(name)?;
         let now = self.now();
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let org = tx.insert_org(&name, now)?;
             audit(
                 tx,
@@ -296,7 +296,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.write(|tx| {
             require_org_admin(caller, id, tx.membership(caller.user_id, id)?.as_ref())?;
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let mut org = tx.org_for_update(id)?.ok_or(MfaError::NotFound("org"))?;
             // Only what differs is a change: the trail records no change
             // that did not happen (an empty body, the name it has).
@@ -339,7 +339,7 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             if !tx.delete_org(id)? {
                 return Err(MfaError::NotFound("org"));
             }
@@ -367,7 +367,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             let user = tx
@@ -421,7 +421,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             tx.user(user)?.ok_or(MfaError::NotFound("user"))?;
@@ -448,7 +448,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let guard = LastAdminGuard::take(tx, caller, org, true)?;
             let Some(membership) = tx.membership(user, org)? else {
                 return Err(MfaError::NotFound("membership"));
@@ -485,7 +485,7 @@ impl<S: Store> MfaService<S> {
         require_current_org_admin(caller)?;
         let now = self.now();
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let guard =
                 LastAdminGuard::take(tx, caller, caller.org_id, patch.may_end_admin_rights())?;
             let user = self.resolve_user_ref(tx, target)?;
@@ -575,6 +575,39 @@ impl<S: Store> MfaService<S> {
     }
 }
 
+impl<S: Store> MfaService<S> {
+    /// Every admin's write, in its transaction: the caller's session and
+    /// rights read again, then [`require_admin_step_up`]. A caller is
+    /// resolved before the transaction (or kept by an embedder across
+    /// requests): a logout, a demotion, a deactivation or a deletion
+    /// committed since must not be acted on. (An audit kept a
+    /// `FullCaller` of an admin who was then demoted and deleted, and
+    /// switched the org's enforcement off with it.) A session no longer
+    /// live is `Unauthorized`; a right claimed and gone, `Forbidden`.
+    pub(crate) fn require_admin_step_up(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &FullCaller,
+    ) -> MfaResult<()> {
+        let found = tx
+            .session_member_by_id(caller.session_id)?
+            .ok_or(MfaError::Unauthorized)?;
+        let fresh = self.live_caller(&found, self.now())?;
+        if fresh.user_id != caller.user_id
+            || fresh.org_id != caller.org_id
+            || fresh.level != caller.level
+        {
+            return Err(MfaError::Unauthorized);
+        }
+        if (caller.is_super_admin && !fresh.is_super_admin)
+            || (caller.is_org_admin && !fresh.is_org_admin)
+        {
+            return Err(MfaError::Forbidden);
+        }
+        require_admin_step_up(tx, fresh.user_id, fresh.level, fresh.mfa_passed)
+    }
+}
+
 /// Every change an admin makes is held to the rule of the self-service
 /// routes ([`may_change_factors`]) applied to the admin's own factors: an
 /// admin who has a verified factor administers (resets factors, switches
@@ -586,12 +619,17 @@ impl<S: Store> MfaService<S> {
 /// create a factorless admin to do it (audits found all three). An admin
 /// without any factor has nothing to verify, and is held to nothing more
 /// than before; reads need no step-up.
-pub(crate) fn require_admin_step_up(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResult<()> {
-    if caller.mfa_passed {
+fn require_admin_step_up(
+    tx: &mut dyn StoreTx,
+    admin: UserId,
+    level: AssuranceLevel,
+    mfa_passed: bool,
+) -> MfaResult<()> {
+    if mfa_passed {
         return Ok(());
     }
-    let factors = load_factors(tx, caller.user_id)?;
-    may_change_factors(caller.level, caller.mfa_passed, &factors)
+    let factors = load_factors(tx, admin)?;
+    may_change_factors(level, mfa_passed, &factors)
 }
 
 /// Keeps an org administrable by its own admins: an org admin's change

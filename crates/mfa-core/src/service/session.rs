@@ -378,7 +378,7 @@ impl<S: Store> MfaService<S> {
     /// The caller of a session found by its token, or `Unauthorized` if
     /// the session is not live or the membership is not active. Nothing
     /// is written.
-    fn live_caller(&self, found: &SessionMember, now: Timestamp) -> MfaResult<Caller> {
+    pub(super) fn live_caller(&self, found: &SessionMember, now: Timestamp) -> MfaResult<Caller> {
         let SessionMember {
             session,
             is_super_admin,

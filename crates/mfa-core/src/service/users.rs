@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::orgs::{acting_admin, require_admin_step_up};
+use super::orgs::acting_admin;
 use super::*;
 use crate::authz::{
     FullCaller, in_callers_orgs, require_current_org_admin, require_manageable_user,
@@ -461,7 +461,7 @@ impl<S: Store> MfaService<S> {
         } = hashed;
         let now = self.now();
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             // The caller's org, deleted since the session was resolved,
             // took the session with it.
             tx.org_for_reference(caller.org_id)?
@@ -690,7 +690,7 @@ impl<S: Store> MfaService<S> {
         // (an audit renamed users from a superadmin's password alone).
         if !is_self {
             self.store
-                .read_statement(|tx| require_admin_step_up(tx, caller))?;
+                .read_statement(|tx| self.require_admin_step_up(tx, caller))?;
         }
         let verified_current_password =
             is_self && (new_email.is_some() || patch.password.is_some());
@@ -828,7 +828,7 @@ impl<S: Store> MfaService<S> {
                 require_may_set_credentials(caller, &tx.memberships_of_user(id)?)?;
             }
             if !is_self {
-                require_admin_step_up(tx, caller)?;
+                self.require_admin_step_up(tx, caller)?;
             }
             if verified_current_password && user.password_hash != current.password_hash {
                 // The password the caller proved is no longer the user's:
@@ -1005,7 +1005,7 @@ impl<S: Store> MfaService<S> {
             // the step-up as setting the address was (an audit sent one
             // from an admin's password alone).
             if caller.user_id != id {
-                require_admin_step_up(tx, caller)?;
+                self.require_admin_step_up(tx, caller)?;
             }
             let pending = tx
                 .pending_email_change(id)?
@@ -1100,7 +1100,7 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             if !tx.delete_user(id)? {
                 return Err(MfaError::NotFound("user"));
             }
@@ -1160,7 +1160,7 @@ impl<S: Store> MfaService<S> {
         require_super_admin(caller)?;
         let now = self.now();
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             tx.org_for_reference(org)?
                 .ok_or(MfaError::NotFound("org"))?;
             let m = match tx.membership_for_update(caller.user_id, org)? {
@@ -1198,7 +1198,7 @@ impl<S: Store> MfaService<S> {
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         let now = self.now();
         self.write(|tx| {
-            require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up(tx, caller)?;
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
