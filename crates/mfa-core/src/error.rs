@@ -61,7 +61,7 @@ pub enum MfaError {
     /// in which it was is needed: a partial session, or, to change the
     /// factors of a user who has one or to administer, a full session
     /// opened where no MFA was owed.
-    #[error("a second factor must be verified in this session first (POST /user/auth/mfa/verify)")]
+    #[error("a second factor must be verified in this session first")]
     MfaRequired,
     /// Authenticated but not allowed.
     #[error("not allowed")]

@@ -19,7 +19,8 @@ use lettre::{Address, Message, SmtpTransport, Transport as _};
 use mfa_core::{Mail, MailError, MailKind, Mailer, mask_email};
 
 use crate::smtp_url::{Security, SmtpSettings};
-use crate::templates::{Rendered, TemplateKind, Templates};
+pub use crate::templates::Rendered;
+use crate::templates::{TemplateKind, Templates};
 
 /// How long one SMTP network operation (connect, each command) may take.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -407,8 +408,11 @@ impl EmailMailer {
         }
     }
 
-    /// Subject, text and HTML of `kind`, as they would be sent.
-    fn render(&self, kind: &MailKind) -> Rendered {
+    /// Subject, text and HTML of `kind`, as this mailer would send them
+    /// (its issuer, templates and link). An embedder whose own mail
+    /// service sends mail implements [`Mailer`] with it and keeps these
+    /// texts, overrides included.
+    pub fn render(&self, kind: &MailKind) -> Rendered {
         self.templates
             .render(&self.issuer, kind, self.confirm_link_prefix.as_deref())
     }

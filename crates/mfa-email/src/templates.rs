@@ -257,12 +257,16 @@ struct Template {
     html: Parsed,
 }
 
-/// A message ready to be put into a MIME structure.
+/// A message's subject and bodies, as [`crate::EmailMailer::render`] makes
+/// them: for an embedder whose own mail service sends them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Rendered {
-    pub(crate) subject: String,
-    pub(crate) text: String,
-    pub(crate) html: String,
+pub struct Rendered {
+    /// One line.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body (every value in it escaped).
+    pub html: String,
 }
 
 /// Every template, built-in or overridden.

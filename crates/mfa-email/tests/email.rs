@@ -713,6 +713,22 @@ fn a_ca_file_that_cannot_be_used_is_refused_at_the_start() {
     assert!(err.to_string().contains("without TLS"), "{err}");
 }
 
+/// `render` gives an embedder's own mail service the texts the mailer
+/// sends, without sending anything.
+#[test]
+fn render_gives_the_texts_without_sending() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mailer = EmailMailer::new(config(None, dir.path())).expect("mailer");
+    let rendered = mailer.render(&MailKind::LoginCode {
+        code: "042917".into(),
+        valid_for_secs: 600,
+    });
+    assert_eq!(rendered.subject, "Acme Corp: your sign-in code");
+    assert!(rendered.text.contains("042917"), "{}", rendered.text);
+    assert!(rendered.html.contains("042917"), "{}", rendered.html);
+    assert_eq!(std::fs::read_dir(dir.path()).expect("outbox").count(), 0);
+}
+
 // ---- logs
 
 #[derive(Clone, Default)]

@@ -124,7 +124,13 @@ impl ApiError {
                     "invalid_credentials",
                     e.to_string(),
                 ),
-                E::MfaRequired => status(StatusCode::FORBIDDEN, "mfa_required", e.to_string()),
+                // The route is the server's: the domain's text names none
+                // (an embedder's API has other routes).
+                E::MfaRequired => status(
+                    StatusCode::FORBIDDEN,
+                    "mfa_required",
+                    format!("{e} (POST /user/auth/mfa/verify)"),
+                ),
                 E::Forbidden => status(
                     StatusCode::FORBIDDEN,
                     "forbidden",
