@@ -647,6 +647,10 @@ pub enum MailKind {
     },
     /// A used authenticator code was presented again and refused.
     ReplayRefused,
+    /// Wrong codes in a row, on a session opened with the user's password,
+    /// began a lockout of the user's code checks: whoever it was knows the
+    /// password.
+    CodesLockedOut,
     /// A recovery code was used.
     RecoveryCodeUsed {
         /// Unused codes left.
@@ -709,6 +713,7 @@ impl MailKind {
             MailKind::FactorEnrolled { .. }
             | MailKind::FactorReset { .. }
             | MailKind::ReplayRefused
+            | MailKind::CodesLockedOut
             | MailKind::RecoveryCodeUsed { .. }
             | MailKind::EmailChangeNotice { .. }
             | MailKind::EmailChanged { .. }
@@ -747,6 +752,7 @@ impl std::fmt::Debug for MailKind {
                 .field("by_admin", by_admin)
                 .finish(),
             MailKind::ReplayRefused => f.write_str("ReplayRefused"),
+            MailKind::CodesLockedOut => f.write_str("CodesLockedOut"),
             MailKind::RecoveryCodeUsed { remaining } => f
                 .debug_struct("RecoveryCodeUsed")
                 .field("remaining", remaining)

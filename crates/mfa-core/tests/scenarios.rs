@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use mfa_core::ports::{FixedClock, MemoryMailer, OsRandomness};
 use mfa_core::service::{
-    CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, MfaStatus, NewUserRequest,
-    OrgPatch, PURGE_BATCH, UserRef,
+    CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS,
+    LOCKOUT_NOTICE_INTERVAL_SECS, MfaStatus, NewUserRequest, OrgPatch, PURGE_BATCH, UserRef,
 };
 use mfa_core::*;
 use mfa_totp::{OtpauthUri, Secret};
@@ -2044,6 +2044,55 @@ fn notices_to(w: &World, to: &str) -> Vec<MailKind> {
         .filter(|m| m.to == to)
         .map(|m| m.kind)
         .collect()
+}
+
+/// Wrong codes at the second step that begin a lockout are mailed to the
+/// user (whoever gave them knows the password), once an hour at most; a
+/// guesser meets a new lockout each time one ends.
+#[test]
+fn a_lockout_at_the_second_step_is_mailed_once_an_hour() {
+    let w = world();
+    w.add_user("guessed@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("guessed@example.com");
+    w.enroll_authenticator(&partial);
+    let told = |w: &World| {
+        notices_to(w, "guessed@example.com")
+            .into_iter()
+            .filter(|k| *k == MailKind::CodesLockedOut)
+            .count()
+    };
+    // Malformed codes count as wrong ones, and are never right.
+    let guess = |w: &World, times: usize| -> MfaResult<service::NewToken> {
+        let (_, session) = w.login("guessed@example.com");
+        let mut last = Err(MfaError::InvalidCode);
+        for _ in 0..times {
+            last = w
+                .svc
+                .verify_mfa(&session, MfaMethod::Authenticator, "12345");
+        }
+        last
+    };
+    assert_eq!(guess(&w, 4), Err(MfaError::InvalidCode));
+    assert_eq!(told(&w), 0, "no lockout yet");
+    assert!(matches!(
+        guess(&w, 1),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert_eq!(told(&w), 1);
+    // The lockout ends; the next wrong code begins another, in the hour.
+    w.clock.advance(31);
+    assert!(matches!(
+        guess(&w, 1),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert_eq!(told(&w), 1, "once an hour");
+    w.clock.advance(LOCKOUT_NOTICE_INTERVAL_SECS);
+    assert!(matches!(
+        guess(&w, 1),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert_eq!(told(&w), 2, "an hour on");
 }
 
 #[test]

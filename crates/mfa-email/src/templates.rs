@@ -23,6 +23,7 @@ pub(crate) enum TemplateKind {
     FactorEnrolled,
     FactorReset,
     ReplayRefused,
+    CodesLockedOut,
     RecoveryCodeUsed,
     EmailChangeConfirm,
     EmailChangeNotice,
@@ -31,12 +32,13 @@ pub(crate) enum TemplateKind {
 }
 
 impl TemplateKind {
-    pub(crate) const ALL: [TemplateKind; 10] = [
+    pub(crate) const ALL: [TemplateKind; 11] = [
         TemplateKind::EnrollmentCode,
         TemplateKind::LoginCode,
         TemplateKind::FactorEnrolled,
         TemplateKind::FactorReset,
         TemplateKind::ReplayRefused,
+        TemplateKind::CodesLockedOut,
         TemplateKind::RecoveryCodeUsed,
         TemplateKind::EmailChangeConfirm,
         TemplateKind::EmailChangeNotice,
@@ -51,6 +53,7 @@ impl TemplateKind {
             MailKind::FactorEnrolled { .. } => TemplateKind::FactorEnrolled,
             MailKind::FactorReset { .. } => TemplateKind::FactorReset,
             MailKind::ReplayRefused => TemplateKind::ReplayRefused,
+            MailKind::CodesLockedOut => TemplateKind::CodesLockedOut,
             MailKind::RecoveryCodeUsed { .. } => TemplateKind::RecoveryCodeUsed,
             MailKind::EmailChangeConfirm { .. } => TemplateKind::EmailChangeConfirm,
             MailKind::EmailChangeNotice { .. } => TemplateKind::EmailChangeNotice,
@@ -67,6 +70,7 @@ impl TemplateKind {
             TemplateKind::FactorEnrolled => "factor_enrolled",
             TemplateKind::FactorReset => "factor_reset",
             TemplateKind::ReplayRefused => "replay_refused",
+            TemplateKind::CodesLockedOut => "codes_locked_out",
             TemplateKind::RecoveryCodeUsed => "recovery_code_used",
             TemplateKind::EmailChangeConfirm => "email_change_confirm",
             TemplateKind::EmailChangeNotice => "email_change_notice",
@@ -88,7 +92,7 @@ impl TemplateKind {
             }
             TemplateKind::FactorEnrolled => &[Issuer, Method],
             TemplateKind::FactorReset => &[Issuer, Method, By],
-            TemplateKind::ReplayRefused => &[Issuer],
+            TemplateKind::ReplayRefused | TemplateKind::CodesLockedOut => &[Issuer],
             TemplateKind::RecoveryCodeUsed => &[Issuer, Remaining],
             TemplateKind::EmailChangeConfirm => &[Issuer, Token, Link, Minutes, ValidFor],
             TemplateKind::EmailChangeNotice => &[Issuer, NewEmail, By],
@@ -551,7 +555,7 @@ impl Values {
                 };
                 v.by = by(by_admin);
             }
-            MailKind::ReplayRefused => {}
+            MailKind::ReplayRefused | MailKind::CodesLockedOut => {}
             MailKind::RecoveryCodeUsed { remaining } => v.remaining = remaining.to_string(),
             MailKind::EmailChangeConfirm {
                 token,
@@ -827,6 +831,26 @@ someone else knows your password: change it now and tell your administrator.
                 "code that had already been used. The attempt was refused.</p>\n",
                 "<p>If you just entered the same code twice, there is nothing to do. If not, ",
                 "someone else knows your password: change it now and tell your ",
+                "administrator.</p>\n"
+            ),
+        ),
+        TemplateKind::CodesLockedOut => (
+            "{{issuer}}: someone who knows your password could not pass the second step",
+            "Someone signed in to your {{issuer}} account with your password, then gave
+wrong codes for the second step several times in a row. The checks of your
+codes are paused for a while; your authenticator app, email codes and
+recovery codes are unchanged.
+
+If that was you, wait a moment and try again. If not, someone else knows
+your password: change it now and tell your administrator.
+",
+            concat!(
+                "<p>Someone signed in to your {{issuer}} account with your password, then gave ",
+                "wrong codes for the second step several times in a row. The checks of your ",
+                "codes are paused for a while; your authenticator app, email codes and ",
+                "recovery codes are unchanged.</p>\n",
+                "<p>If that was you, wait a moment and try again. If not, someone else knows ",
+                "your password: <strong>change it now</strong> and tell your ",
                 "administrator.</p>\n"
             ),
         ),

@@ -131,6 +131,7 @@ fn every_kind_renders_and_is_delivered() {
             by_admin: None,
         },
         MailKind::ReplayRefused,
+        MailKind::CodesLockedOut,
         MailKind::RecoveryCodeUsed { remaining: 7 },
         MailKind::EmailChangeConfirm {
             token: token.into(),
@@ -189,6 +190,7 @@ fn every_kind_renders_and_is_delivered() {
             ],
             MailKind::FactorReset { by_admin: None, .. } => &["recovery codes", "by you"],
             MailKind::ReplayRefused => &["already been used", "refused"],
+            MailKind::CodesLockedOut => &["with your password", "change it now"],
             MailKind::RecoveryCodeUsed { .. } => &["recovery codes left: 7"],
             MailKind::EmailChangeConfirm { .. } => &[token, "24 hours", "If you did not ask"],
             MailKind::EmailChangeNotice { .. } => &[
@@ -214,7 +216,7 @@ fn every_kind_renders_and_is_delivered() {
     }
     assert_eq!(got[0].code().as_deref(), Some("100200"));
     assert_eq!(got[1].code().as_deref(), Some("300400"));
-    assert_eq!(got[7].token().as_deref(), Some(token));
+    assert_eq!(got[8].token().as_deref(), Some(token));
 }
 
 #[test]

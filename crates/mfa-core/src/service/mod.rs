@@ -38,8 +38,8 @@ pub use purge::{
     CONFIRMED_EMAIL_CHANGE_RETENTION_SECS, ENDED_SESSION_RETENTION_SECS, PURGE_BATCH, Purged,
 };
 pub use session::{
-    CodeSent, LoginChecked, LoginResult, LoginStart, NewToken, REPLAY_NOTICE_INTERVAL_SECS,
-    RecoveryCheck, RecoveryChecked,
+    CodeSent, LOCKOUT_NOTICE_INTERVAL_SECS, LoginChecked, LoginResult, LoginStart, NewToken,
+    REPLAY_NOTICE_INTERVAL_SECS, RecoveryCheck, RecoveryChecked,
 };
 pub use users::{
     NewUserChecked, NewUserHashed, NewUserRequest, OrgMember, PendingEmail, UserPatch, UserRef,

@@ -130,7 +130,52 @@ fn replay_told_lately(tx: &mut dyn StoreTx, user: UserId, now: Timestamp) -> Mfa
         .is_some_and(|before| before.at.0 > now.0 - REPLAY_NOTICE_INTERVAL_SECS))
 }
 
+/// The shortest time between two [`MailKind::CodesLockedOut`] notices to
+/// one user: a guesser who goes on meets a lockout again every time one
+/// ends (30 s, doubling to 15 min), and one mail says what there is to say.
+pub const LOCKOUT_NOTICE_INTERVAL_SECS: i64 = 3600;
+
+/// Whether `user`'s code checks began a lockout less than
+/// [`LOCKOUT_NOTICE_INTERVAL_SECS`] before `now`, the one just audited in
+/// `tx` aside (password lockouts of the user's address count too: they
+/// are rarer, and a mail either way is enough). Under the user's
+/// failure-counter lock, as [`replay_told_lately`].
+fn lockout_told_lately(tx: &mut dyn StoreTx, user: UserId, now: Timestamp) -> MfaResult<bool> {
+    let filter = AuditFilter {
+        org_id: None,
+        user_id: Some(user),
+        action: Some(AuditAction::LockedOut),
+    };
+    let (newest, _) = tx.audit_events(&filter, 0, 2)?;
+    Ok(newest
+        .get(1)
+        .is_some_and(|before| before.at.0 > now.0 - LOCKOUT_NOTICE_INTERVAL_SECS))
+}
+
 impl<S: Store> MfaService<S> {
+    /// [`fail_attempt`] for a wrong code of a factor the user has, on a
+    /// session opened with the user's password. When it begins a lockout
+    /// the user is told (once an hour at most): whoever gave the codes
+    /// knows the password. (A guesser at the second step was locked out
+    /// in silence.)
+    fn fail_factor_attempt(
+        &self,
+        tx: &mut dyn StoreTx,
+        attempt: &Attempt<'_>,
+        org: Option<OrgId>,
+        now: Timestamp,
+        action: AuditAction,
+        detail: &str,
+    ) -> MfaResult<MfaError> {
+        let refusal = fail_attempt(tx, attempt, org, now, action, detail, MfaError::InvalidCode)?;
+        if let (MfaError::TooManyAttempts { .. }, Some(user)) = (&refusal, attempt.user)
+            && !lockout_told_lately(tx, user, now)?
+        {
+            self.notify_owner(tx, user, MailKind::CodesLockedOut)?;
+        }
+        Ok(refusal)
+    }
+
     /// Check a password and open a session whose level follows the login
     /// decision. `org` picks the membership; without it the active
     /// membership with the lowest org id is used.
@@ -584,15 +629,16 @@ impl<S: Store> MfaService<S> {
         let attempt = self.lock_code_attempt(tx, caller.user_id, now)?;
         let org = Some(caller.org_id);
         let fail = |tx: &mut dyn StoreTx, detail: &str, refusal: MfaError| {
-            fail_attempt(
-                tx,
-                &attempt,
-                org,
-                now,
-                AuditAction::MfaVerifyFailed,
-                detail,
-                refusal,
-            )
+            let action = AuditAction::MfaVerifyFailed;
+            match purpose {
+                // A login's code: the session was opened with the password.
+                EmailCodePurpose::Login => {
+                    self.fail_factor_attempt(tx, &attempt, org, now, action, detail)
+                }
+                EmailCodePurpose::Enroll => {
+                    fail_attempt(tx, &attempt, org, now, action, detail, refusal)
+                }
+            }
             .map(Err)
         };
         if !mfa_totp::is_well_formed_code(candidate, self.config.email_code_digits) {
@@ -662,15 +708,8 @@ impl<S: Store> MfaService<S> {
                 ("wrong authenticator code", AuditAction::MfaVerifyFailed)
             }
         };
-        let refusal = fail_attempt(
-            tx,
-            &attempt,
-            Some(caller.org_id),
-            now,
-            action,
-            detail,
-            MfaError::InvalidCode,
-        )?;
+        let refusal =
+            self.fail_factor_attempt(tx, &attempt, Some(caller.org_id), now, action, detail)?;
         Ok(Err(refusal))
     }
 
@@ -1044,14 +1083,13 @@ impl<S: Store> MfaService<S> {
             None => false,
         };
         if !consumed {
-            let refusal = fail_attempt(
+            let refusal = self.fail_factor_attempt(
                 tx,
                 attempt,
                 Some(caller.org_id),
                 now,
                 AuditAction::MfaVerifyFailed,
                 "wrong or used recovery code",
-                MfaError::InvalidCode,
             )?;
             return Ok(Err(refusal));
         }
