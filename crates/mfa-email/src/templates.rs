@@ -323,6 +323,18 @@ impl Templates {
                     return Err(template_error("a subject is one line".into()));
                 }
                 let parsed = Parsed::parse(kind, &source).map_err(template_error)?;
+                if part == Part::Subject
+                    && (parsed.uses(Var::Code) || parsed.uses(Var::Token))
+                    && let Some(path) = &origin
+                {
+                    // Allowed, as some deployments want it, but said: a
+                    // subject shows on locked screens and in relays' logs.
+                    tracing::warn!(
+                        file = %path.display(),
+                        "a mail subject holds a one-time code or token: it shows in lock-screen \
+                         previews and mail servers' logs"
+                    );
+                }
                 if part != Part::Subject
                     && let Some(var) = kind.required_in_body()
                     && !parsed.uses(var)
@@ -351,26 +363,37 @@ impl Templates {
         if let Some(dir) = dir {
             warn_about_unknown_files(dir);
         }
+        // The variant that leads with the link, part by part: a part the
+        // operator overrides is theirs in both variants, the others stay
+        // the built-in ones. (Overriding the subject alone dropped the
+        // link from the body.)
         let kind = TemplateKind::EmailChangeConfirm;
-        let overridden = overrides.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(kind.name()))
-        });
-        let change_with_link = if overridden {
-            None
-        } else {
-            let (subject, text, html) = BUILTIN_CHANGE_WITH_LINK;
-            let parse = |source: &str| {
-                Parsed::parse(kind, source).map_err(|reason| Error::Template {
-                    path: format!("built-in {} with a link", kind.name()).into(),
-                    reason,
+        let overridden = |part: Part| {
+            let name = format!("{}{}", kind.name(), part.suffix());
+            overrides
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == name))
+        };
+        let change_with_link = match by_kind.get(&kind) {
+            Some(without_link) if !Part::ALL.into_iter().all(overridden) => {
+                let (subject, text, html) = BUILTIN_CHANGE_WITH_LINK;
+                let html = format!("{HTML_HEAD}{html}{HTML_FOOT}");
+                let part = |part: Part, source: &str, own: &Parsed| {
+                    if overridden(part) {
+                        return Ok(own.clone());
+                    }
+                    Parsed::parse(kind, source).map_err(|reason| Error::Template {
+                        path: format!("built-in {} with a link", kind.name()).into(),
+                        reason,
+                    })
+                };
+                Some(Template {
+                    subject: part(Part::Subject, subject, &without_link.subject)?,
+                    text: part(Part::Text, text, &without_link.text)?,
+                    html: part(Part::Html, &html, &without_link.html)?,
                 })
-            };
-            Some(Template {
-                subject: parse(subject)?,
-                text: parse(text)?,
-                html: parse(&format!("{HTML_HEAD}{html}{HTML_FOOT}"))?,
-            })
+            }
+            _ => None,
         };
         Ok(Templates {
             by_kind,

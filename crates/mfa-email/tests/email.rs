@@ -859,6 +859,65 @@ fn an_email_change_confirmation_links_to_the_account_page_when_it_can() {
     assert!(text.contains("(/account)"), "{text}");
 }
 
+/// Overriding a part of the confirmation (its subject, say) keeps the link
+/// in the parts left built-in; overriding all three leaves the link to the
+/// operator's `{{link}}`. (Overriding the subject alone dropped the link.)
+#[test]
+fn an_overridden_subject_keeps_the_link_in_the_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("email_change_confirm.subject.txt"),
+        "{{issuer}}: bitte bestätigen\n",
+    )
+    .expect("override");
+    let mut cfg = config(None, dir.path());
+    cfg.templates_dir = Some(dir.path().to_path_buf());
+    cfg.confirm_link_prefix = Some("https://mfa.example.com/account#confirm-email=".into());
+    let mailer = EmailMailer::new(cfg.clone()).expect("mailer");
+    let kind = MailKind::EmailChangeConfirm {
+        token: "tok-abcdefghijklmnopqrstuvwxyz".into(),
+        valid_for_secs: 86_400,
+    };
+    let rendered = mailer.render(&kind);
+    assert_eq!(rendered.subject, "Acme Corp: bitte bestätigen");
+    let link = "https://mfa.example.com/account#confirm-email=tok-abcdefghijklmnopqrstuvwxyz";
+    assert!(rendered.text.contains(link), "{}", rendered.text);
+    assert!(rendered.html.contains(link), "{}", rendered.html);
+
+    std::fs::write(
+        dir.path().join("email_change_confirm.txt"),
+        "Token: {{token}}\n",
+    )
+    .expect("override");
+    std::fs::write(
+        dir.path().join("email_change_confirm.html"),
+        "<p>Token: {{token}}</p>\n",
+    )
+    .expect("override");
+    let rendered = EmailMailer::new(cfg).expect("mailer").render(&kind);
+    assert_eq!(rendered.text, "Token: tok-abcdefghijklmnopqrstuvwxyz\n");
+}
+
+/// A subject that holds the code is allowed, and warned about: it shows on
+/// locked screens and in mail servers' logs.
+#[test]
+fn a_code_in_a_subject_is_warned_about() {
+    let logs = captured_logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("login_code.subject.txt");
+    std::fs::write(&file, "Your code {{code}}\n").expect("override");
+    let mut cfg = config(None, dir.path());
+    cfg.templates_dir = Some(dir.path().to_path_buf());
+    EmailMailer::new(cfg).expect("allowed");
+    let logs = logs.text();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("a mail subject holds a one-time code")
+                && l.contains(&file.display().to_string())),
+        "{logs}"
+    );
+}
+
 /// A sender with an internationalised domain goes out in its ASCII form
 /// (a server without SMTPUTF8 refused every message); a local part that is
 /// not ASCII is refused when the configuration is read.
