@@ -18,7 +18,7 @@ pub use model::*;
 pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
 pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Store, StoreTx};
 pub use service::{Environment, MfaService, OperatorConsole, ServiceConfig};
-pub use text::{mask_email, normalize_email};
+pub use text::{mask_email, mask_email_apart, normalize_email};
 
 /// The TOTP crate whose types the service's API takes and returns
 /// (`Secret`, `TotpParams`): an embedder needs no dependency of its own

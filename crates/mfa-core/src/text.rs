@@ -105,9 +105,47 @@ pub fn mask_email(email: &str) -> String {
     }
 }
 
+/// `email` masked as [`mask_email`] does, but told apart from `other`:
+/// where the two would read the same (`bob@example.com` and
+/// `bob.new@example.com` are both `b***@example.com`), the last character
+/// before the `@` is shown too (`b***w@example.com`). For the notice of an
+/// email change to the old address, which must say where the account went.
+pub fn mask_email_apart(email: &str, other: &str) -> String {
+    let masked = mask_email(email);
+    if masked != mask_email(other) {
+        return masked;
+    }
+    match email.split_once('@') {
+        Some((local, _)) if local.chars().count() > 1 => {
+            let last = local.chars().last().filter(|c| !c.is_control());
+            match (last, masked.split_once("***@")) {
+                (Some(last), Some((first, domain))) => format!("{first}***{last}@{domain}"),
+                _ => masked,
+            }
+        }
+        _ => masked,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masks_two_addresses_apart() {
+        assert_eq!(
+            mask_email_apart("bob.new@example.com", "bob@example.com"),
+            "b***w@example.com"
+        );
+        assert_eq!(
+            mask_email_apart("carol@example.org", "bob@example.com"),
+            "c***@example.org"
+        );
+        assert_eq!(
+            mask_email_apart("b@example.com", "bob@example.com"),
+            "b***@example.com"
+        );
+    }
 
     #[test]
     fn masks_local_part() {

@@ -12,7 +12,7 @@ use crate::authz::{
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
 use crate::policy::may_change_factors;
-use crate::text::{is_unprintable, mask_email, normalize_email};
+use crate::text::{is_unprintable, mask_email, mask_email_apart, normalize_email};
 
 /// Longest first or last name.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -867,7 +867,7 @@ impl<S: Store> MfaService<S> {
                     tx,
                     &old_email,
                     MailKind::EmailChangeNotice {
-                        new_email_masked: mask_email(e),
+                        new_email_masked: mask_email_apart(e, &old_email),
                         by_admin,
                     },
                 )
@@ -985,7 +985,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 &old,
                 MailKind::EmailChanged {
-                    new_email_masked: mask_email(&change.new_email),
+                    new_email_masked: mask_email_apart(&change.new_email, &old),
                     email_factor_removed,
                 },
             )?;
