@@ -14,8 +14,8 @@ use std::time::Duration;
 use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{Address, Message, SmtpTransport, Transport as _};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use lettre::{Address, Message};
 use mfa_core::{Mail, MailError, MailKind, Mailer, mask_email};
 
 use crate::smtp_url::{Security, SmtpSettings};
@@ -171,13 +171,11 @@ pub enum Error {
     },
 }
 
-/// The lettre transport chosen by configuration.
+/// Where mail goes, as configured.
 enum Transport {
-    /// A real SMTP server.
+    /// A real SMTP server, spoken to by [`send_telling_stage`]: a session
+    /// per message, so that a failure is known by the step it came at.
     Smtp {
-        transport: SmtpTransport,
-        /// What the transport was built with, for [`EmailMailer::send_notice`]'s
-        /// dialogue of its own.
         tls: Option<TlsParameters>,
         credentials: Option<Credentials>,
         host: String,
@@ -191,9 +189,11 @@ enum Transport {
 /// The [`Mailer`] of the server: renders each [`Mail`] from templates and
 /// delivers it over SMTP or into the file outbox.
 ///
-/// Build it once and share it: the SMTP transport keeps a pool of
-/// connections. [`Mailer::send`] blocks (network IO): call it from a
-/// blocking thread, never from an async task.
+/// Build it once and share it. Each message is sent over a session of its
+/// own, so that a failure is known by the step it came at (a server that
+/// never greeted took nothing; one that did not confirm the end of the
+/// data may have taken the message). [`Mailer::send`] blocks (network IO):
+/// call it from a blocking thread, never from an async task.
 pub struct EmailMailer {
     transport: Transport,
     from: Mailbox,
@@ -455,8 +455,9 @@ impl EmailMailer {
             )
     }
 
-    /// Render `mail` and deliver it: over lettre's transport, or for a
-    /// notice (`notice`) over a dialogue of its own ([`send_telling_stage`]).
+    /// Render `mail` and deliver it, to the outbox or over a dialogue of its
+    /// own ([`send_telling_stage`]); a message a request waits for (not a
+    /// `notice`) is tried once more after a 4xx reply.
     fn deliver(&self, mail: &Mail, notice: bool) -> Result<(), MailError> {
         let kind = TemplateKind::of(&mail.kind).name();
         let to_masked = mask_email(&mail.to);
@@ -506,8 +507,7 @@ impl EmailMailer {
                 security,
                 tls,
                 credentials,
-                ..
-            } if notice => {
+            } => {
                 let server = Server {
                     host,
                     port: *port,
@@ -515,7 +515,24 @@ impl EmailMailer {
                     tls: tls.as_ref(),
                     credentials: credentials.as_ref(),
                 };
-                match send_telling_stage(&server, &message) {
+                let mut result = send_telling_stage(&server, &message);
+                // A message a request waits for is tried once more after a
+                // 4xx reply (the server said it took nothing); a notice's
+                // next try is later.
+                if !notice
+                    && let Err(StagedError::Smtp(e, _)) = &result
+                    && e.is_transient()
+                {
+                    tracing::warn!(
+                        kind,
+                        to = %to_masked,
+                        error = %redact(&e.to_string(), mail),
+                        "transient SMTP failure; retrying once"
+                    );
+                    std::thread::sleep(RETRY_PAUSE);
+                    result = send_telling_stage(&server, &message);
+                }
+                match result {
                     Ok(()) => {
                         tracing::info!(kind, to = %to_masked, server = %format!("{host}:{port}"), "mail sent");
                         Ok(())
@@ -540,38 +557,15 @@ impl EmailMailer {
                             // is the path's or the configuration's (TLS
                             // stripped, a wrong password): a notice waits
                             // for it to be mended, within its tries.
-                            transient: error.transient || stage == Stage::Connecting,
+                            transient: error.transient || (notice && stage == Stage::Connecting),
+                            // Only the end of the data's reply may come
+                            // after the server took the message: a
+                            // server silent before it (the greeting, say)
+                            // took nothing, and the request is told so.
                             delivery_unknown: error.delivery_unknown && stage == Stage::AfterData,
                             ..error
                         })
                     }
-                }
-            }
-            Transport::Smtp {
-                transport,
-                host,
-                port,
-                ..
-            } => {
-                let mut result = transport.send(&message);
-                if let Err(e) = &result
-                    && e.is_transient()
-                {
-                    tracing::warn!(
-                        kind,
-                        to = %to_masked,
-                        error = %redact(&e.to_string(), mail),
-                        "transient SMTP failure; retrying once"
-                    );
-                    std::thread::sleep(RETRY_PAUSE);
-                    result = transport.send(&message);
-                }
-                match result {
-                    Ok(_) => {
-                        tracing::info!(kind, to = %to_masked, server = %format!("{host}:{port}"), "mail sent");
-                        Ok(())
-                    }
-                    Err(e) => Err(smtp_error(&e, mail, host, *port)),
                 }
             }
         }
@@ -838,26 +832,14 @@ fn smtp_transport(s: SmtpSettings, ca: Option<(PathBuf, Certificate)>) -> Result
         }
         builder.build().map_err(|e| Error::Tls(e.to_string()))
     };
-    let mut builder = SmtpTransport::builder_dangerous(s.host.as_str())
-        .port(s.port)
-        .timeout(Some(SMTP_TIMEOUT));
-    builder = match s.security {
-        Security::StartTls => builder.tls(Tls::Required(tls_params()?)),
-        Security::Tls => builder.tls(Tls::Wrapper(tls_params()?)),
-        Security::None => builder.tls(Tls::None),
-    };
     let credentials = s
         .credentials
         .map(|(user, password)| Credentials::new(user, password));
-    if let Some(credentials) = &credentials {
-        builder = builder.credentials(credentials.clone());
-    }
     let tls = match s.security {
         Security::None => None,
         Security::StartTls | Security::Tls => Some(tls_params()?),
     };
     Ok(Transport::Smtp {
-        transport: builder.build(),
         tls,
         credentials,
         host: s.host,

@@ -2,9 +2,9 @@
 //! server that stops answering slows the requests that need a message
 //! delivered, and nothing else.
 //!
-//! A hung SMTP server holds a send for its timeout, and then as long
-//! again: after a timeout, lettre ends the session with a `QUIT` whose
-//! answer it waits for too (20 s in all). Before, 40 requests that mailed
+//! A hung SMTP server holds a send for its timeout (10 s a step; a server
+//! that stops after its greeting, 20 s, as lettre ends that session with
+//! a `QUIT` whose answer it waits for). Before, 40 requests that mailed
 //! at once took every blocking thread, so that logins, reads and `/readyz`
 //! waited behind them and the load balancer took every node out (an audit
 //! saw `/readyz` fail at 32 sends); and a reset mailed its notices one
@@ -18,7 +18,7 @@
 //!   threads for long. Each is sent on a thread of its own, which holds
 //!   the slot until the transport returns; the request waits for it at
 //!   most [`SEND_DEADLINE`], and past that is told the message was not
-//!   confirmed (it may still arrive), not kept for the `QUIT`.
+//!   confirmed (it may still arrive), not kept longer.
 //! - **Notices** ([`Mailer::send_notice`]: a factor added or removed, a
 //!   replay refused, a recovery code used, the notice of an email change)
 //!   report a change already made. The service queues them in the
@@ -113,8 +113,8 @@ struct Required {
     sent: AtomicU64,
     failed: AtomicU64,
     busy: AtomicU64,
-    /// Requests that stopped waiting at [`SEND_DEADLINE`]; the message is
-    /// counted as sent or failed too, when the transport returns.
+    /// Messages whose end the mail server did not confirm in time: it may
+    /// have taken them.
     unconfirmed: AtomicU64,
 }
 
@@ -167,10 +167,9 @@ impl MailDispatch {
     /// `(kind, outcome, count)` since the start: `kind` `required` (a
     /// request waits for it) or `notice`; `outcome` `sent`, `failed`,
     /// `busy` (required: refused after waiting for a send slot),
-    /// `unconfirmed` (required: the request stopped waiting at
-    /// [`SEND_DEADLINE`]; the message is also counted as sent or failed
-    /// once the transport returns; a notice: the end of the message was
-    /// not confirmed, and the notice counts as sent) or `given_up` (a
+    /// `unconfirmed` (the end of the message was not confirmed in time: the
+    /// mail server may have taken it; a notice counts as sent) or
+    /// `given_up` (a
     /// notice deleted unsent: refused for good, or failed at its every
     /// try).
     pub fn counts(&self) -> [(&'static str, &'static str, u64); 8] {
@@ -215,8 +214,9 @@ impl Mailer for MailDispatch {
                 .name("mail-send".into())
                 .spawn(move || {
                     let sent = inner.send(&mail);
-                    let count = match sent {
+                    let count = match &sent {
                         Ok(()) => &required.sent,
+                        Err(e) if e.delivery_unknown => &required.unconfirmed,
                         Err(_) => &required.failed,
                     };
                     count.fetch_add(1, Ordering::Relaxed);
@@ -241,8 +241,8 @@ impl Mailer for MailDispatch {
                 delivery_unknown: false,
                 message: "the thread sending the message stopped".into(),
             }),
+            // Counted by the send's thread when the mail server answers.
             Err(RecvTimeoutError::Timeout) => {
-                self.required.unconfirmed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     waited_secs = SEND_DEADLINE.as_secs(),
                     "the mail server has not confirmed the message in time; the request goes \

@@ -93,6 +93,29 @@ async fn a_code_whose_mail_was_not_confirmed_in_time_still_works() {
     .expect(200, None);
 }
 
+/// A relay that takes the connection and never greets took nothing: the
+/// request is told the mail server is unavailable, not that its message
+/// "may still arrive" (an audit was told so, and waited for it).
+#[tokio::test]
+async fn a_relay_that_never_greets_is_unavailable_not_unconfirmed() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let url = format!(
+        "smtp://127.0.0.1:{}?tls=none",
+        silent.local_addr().expect("address").port()
+    );
+    // Connections are accepted by the kernel's backlog and never read.
+    let s = TestServer::sqlite_with(&[("MFA_SMTP_URL", url.as_str())]).await;
+    let root = s.root().await;
+    s.create_user(&root, "pat@example.com", false).await;
+    let pat = s.login("pat@example.com", PASSWORD).await.token;
+    let a = ask_for_code(&s, &pat).await;
+    a.expect(503, Some("mail_unavailable"));
+    let message = a.body["message"].as_str().unwrap();
+    assert!(!message.contains("may still arrive"), "{message}");
+    assert!(message.contains("try again later"), "{message}");
+    drop(silent);
+}
+
 /// With MFA_PUBLIC_URL, an email change's mail links to the account page,
 /// the token in the fragment; the token from the link confirms the change.
 #[tokio::test]
