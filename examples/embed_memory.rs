@@ -1,6 +1,8 @@
 //! Embedding `mfa-core` with its in-memory store: an admin enforces MFA, a
 //! user enrolls an authenticator at the next login, passes the challenge
-//! at the login after, and the admin resets the user's MFA.
+//! at the login after, adds email codes and recovery codes and signs in
+//! with each, the admin resets the user's MFA, and the housekeeping a
+//! service runs now and then (`purge`).
 //!
 //! ```sh
 //! cargo run -p mfa-examples --bin embed-memory
@@ -15,7 +17,8 @@ use std::sync::Arc;
 use mfa_core::ports::{FixedClock, MemoryMailer, OsRandomness};
 use mfa_core::service::NewUserRequest;
 use mfa_core::{
-    InMemoryStore, MfaMethod, MfaRequirement, MfaResult, MfaService, ServiceConfig, Timestamp,
+    InMemoryStore, MailKind, MfaMethod, MfaRequirement, MfaResult, MfaService, ServiceConfig,
+    Timestamp,
 };
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -95,7 +98,33 @@ fn main() -> MfaResult<()> {
     );
     println!("replayed code refused");
 
-    // 4. Alice lost her phone: the admin resets her MFA; her sessions end
+    // 4. Alice adds email codes as a second factor (a real mailer sends
+    //    the code; the memory mailer keeps it for us to read), and makes
+    //    recovery codes, shown once, for the day she has neither.
+    let alice_full = mfa.authenticate(&token.token)?.into_full()?;
+    let sent = mfa.start_email_enrollment(&alice_full)?;
+    mfa.confirm_email_enrollment(&alice_full, &last_code(&mailer))?;
+    let recovery = mfa.generate_recovery_codes(&alice_full)?;
+    println!(
+        "email codes enrolled ({}); {} recovery codes shown once",
+        sent.sent_to,
+        recovery.len()
+    );
+
+    // 5. Her next login passes with an email code (one send per 30 s per
+    //    user), the one after with a recovery code, which is then used up.
+    clock.advance(30);
+    let login = mfa.login("alice@example.com", PASSWORD, None)?;
+    let partial = mfa.authenticate(&login.token)?;
+    mfa.send_login_code(&partial)?;
+    mfa.verify_mfa(&partial, MfaMethod::Email, &last_code(&mailer))?;
+    println!("signed in with an email code");
+    let login = mfa.login("alice@example.com", PASSWORD, None)?;
+    let partial = mfa.authenticate(&login.token)?;
+    mfa.verify_mfa(&partial, MfaMethod::Recovery, &recovery[0])?;
+    println!("signed in with a recovery code");
+
+    // 6. Alice lost her phone: the admin resets her MFA; her sessions end
     //    and her next login owes setup again.
     mfa.reset_mfa(&admin, &[alice.user.id])?;
     assert!(mfa.authenticate(&token.token).is_err());
@@ -106,8 +135,27 @@ fn main() -> MfaResult<()> {
         login.decision.requirement.as_str()
     );
     println!(
-        "{} mails sent (enrollment, replay and reset notices)",
+        "{} mails sent (codes, and notices of each change)",
         mailer.sent().len()
     );
+
+    // Housekeeping, from a timer in a real service: ended sessions, old
+    // email changes and forgotten failure counters are deleted.
+    clock.advance(2 * 3600);
+    let purged = mfa.purge()?;
+    println!("purge: {} ended sessions deleted", purged.sessions);
     Ok(())
+}
+
+/// The code of the newest code mail.
+fn last_code(mailer: &MemoryMailer) -> String {
+    mailer
+        .sent()
+        .into_iter()
+        .rev()
+        .find_map(|mail| match mail.kind {
+            MailKind::EnrollmentCode { code, .. } | MailKind::LoginCode { code, .. } => Some(code),
+            _ => None,
+        })
+        .expect("a code mail")
 }

@@ -61,7 +61,11 @@ fn embed_memory() {
         "authenticator enrolled",
         "challenge passed",
         "replayed code refused",
+        "email codes enrolled (a***@example.com); 10 recovery codes shown once",
+        "signed in with an email code",
+        "signed in with a recovery code",
         "MFA reset; next login: setup_required",
+        "purge: ",
     ] {
         assert!(out.contains(line), "{line:?} not in:\n{out}");
     }
