@@ -12,10 +12,15 @@ use crate::error::{MfaError, MfaResult};
 use crate::model::{AssuranceLevel, Membership, OrgId, SessionId, UserId};
 
 /// Who is calling: resolved from a bearer token for each request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` leaves out the token's hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The session behind the token.
     pub session_id: SessionId,
+    /// Hex SHA-256 of the token the session was resolved from: a rotation
+    /// of the session ([`crate::SessionRotation`]) happens only while the
+    /// session still has it.
+    pub token_hash: String,
     /// The caller.
     pub user_id: UserId,
     /// The current org: the org of the session.
@@ -28,6 +33,20 @@ pub struct Caller {
     pub is_org_admin: bool,
     /// A factor was verified in this session ([`crate::Session::mfa_passed`]).
     pub mfa_passed: bool,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("session_id", &self.session_id)
+            .field("user_id", &self.user_id)
+            .field("org_id", &self.org_id)
+            .field("level", &self.level)
+            .field("is_super_admin", &self.is_super_admin)
+            .field("is_org_admin", &self.is_org_admin)
+            .field("mfa_passed", &self.mfa_passed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Caller {
@@ -226,6 +245,7 @@ mod tests {
     fn caller(super_admin: bool, org_admin: bool) -> Caller {
         Caller {
             session_id: SessionId(1),
+            token_hash: "0".repeat(64),
             user_id: UserId(1),
             org_id: OrgId(10),
             level: AssuranceLevel::Full,

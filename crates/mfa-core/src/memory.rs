@@ -657,7 +657,11 @@ impl StoreTx for MemTx<'_> {
 
     fn rotate_session(&mut self, id: SessionId, rotation: &SessionRotation) -> StoreResult<bool> {
         match self.0.sessions.get_mut(&id) {
-            Some(s) if s.revoked_at.is_none() && rotation.now < s.expires_at => {
+            Some(s)
+                if s.revoked_at.is_none()
+                    && rotation.now < s.expires_at
+                    && s.token_hash == rotation.presented_token_hash =>
+            {
                 s.token_hash.clone_from(&rotation.token_hash);
                 s.level = rotation.level;
                 s.expires_at = rotation.expires_at;
@@ -1067,6 +1071,7 @@ mod tests {
         let success = AuthenticatorSuccess {
             step: 12,
             rotation: SessionRotation {
+                presented_token_hash: "old".into(),
                 token_hash: "new".into(),
                 level: AssuranceLevel::Full,
                 expires_at: Timestamp(T0.0 + 900),

@@ -514,6 +514,11 @@ impl SessionPurge {
 /// [`crate::ports::StoreTx::rotate_session`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRotation {
+    /// Hex SHA-256 of the token the caller presented: the session is
+    /// rotated only while it still has that token, so of two verifications
+    /// racing on one token one rotates and the other is refused (both
+    /// answered `200` and the first token was dead on arrival).
+    pub presented_token_hash: String,
     /// Hex SHA-256 of the new bearer token.
     pub token_hash: String,
     /// The new level.

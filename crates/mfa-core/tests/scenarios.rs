@@ -252,6 +252,30 @@ fn changes_of_how_a_user_signs_in_are_mailed() {
     );
 }
 
+/// Two verifications on one partial session: the first makes it full
+/// under a new token; the second, resolved from the old token, is refused
+/// and spends nothing. (Both answered with a token, the first dead on
+/// arrival, and both recovery codes were used up.)
+#[test]
+fn one_token_is_made_full_once() {
+    let w = world();
+    w.add_user("twice@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("twice@example.com");
+    let (_, full) = w.enroll_authenticator(&partial);
+    let codes = ok(w.svc.generate_recovery_codes(&ok(full.into_full())));
+    let (_, partial) = w.login("twice@example.com");
+    let token = ok(w.svc.verify_mfa(&partial, MfaMethod::Recovery, &codes[0]));
+    assert_eq!(
+        w.svc.verify_mfa(&partial, MfaMethod::Recovery, &codes[1]),
+        Err(MfaError::Unauthorized)
+    );
+    ok(w.svc.authenticate(&token.token));
+    // The second code was not spent.
+    let (_, again) = w.login("twice@example.com");
+    ok(w.svc.verify_mfa(&again, MfaMethod::Recovery, &codes[1]));
+}
+
 /// A caller is resolved before a write: an admin's rights taken away
 /// since, or the session ended, are not acted on. (An audit kept an
 /// admin's `FullCaller`, demoted, logged out and deleted that admin, and

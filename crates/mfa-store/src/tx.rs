@@ -1726,7 +1726,8 @@ macro_rules! impl_store_tx {
                         sessions::table
                             .find(id.0)
                             .filter(sessions::revoked_at.is_null())
-                            .filter(sessions::expires_at.gt(rotation.now.0)),
+                            .filter(sessions::expires_at.gt(rotation.now.0))
+                            .filter(sessions::token_hash.eq(&rotation.presented_token_hash)),
                     )
                     .set((
                         sessions::token_hash.eq(&rotation.token_hash),

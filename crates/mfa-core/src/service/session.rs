@@ -442,6 +442,7 @@ impl<S: Store> MfaService<S> {
             .ok_or(MfaError::Unauthorized)?;
         Ok(Caller {
             session_id: session.id,
+            token_hash: session.token_hash.clone(),
             user_id: session.user_id,
             org_id: session.org_id,
             level: session.level,
@@ -942,7 +943,7 @@ impl<S: Store> MfaService<S> {
                         return None;
                     }
                     let step = self.match_totp(authenticator, code, now).ok()?;
-                    let (token, rotation) = self.full_session(now);
+                    let (token, rotation) = self.full_session(now, &caller.token_hash);
                     issued = Some(NewToken {
                         token,
                         expires_at: rotation.expires_at,
@@ -971,7 +972,7 @@ impl<S: Store> MfaService<S> {
         caller: &Caller,
         now: Timestamp,
     ) -> MfaResult<NewToken> {
-        let (token, rotation) = self.full_session(now);
+        let (token, rotation) = self.full_session(now, &caller.token_hash);
         if !tx.rotate_session(caller.session_id, &rotation)? {
             return Err(MfaError::Unauthorized);
         }
@@ -981,10 +982,12 @@ impl<S: Store> MfaService<S> {
         })
     }
 
-    /// A new token, and the rotation that makes a session full under it.
-    fn full_session(&self, now: Timestamp) -> (String, SessionRotation) {
+    /// A new token, and the rotation that makes a session full under it,
+    /// if it still has the token whose hash is `presented`.
+    fn full_session(&self, now: Timestamp, presented: &str) -> (String, SessionRotation) {
         let token = new_token(self.rng.as_ref());
         let rotation = SessionRotation {
+            presented_token_hash: presented.to_string(),
             token_hash: hash_token(&token),
             level: AssuranceLevel::Full,
             expires_at: now.plus_secs(self.config.session_ttl_secs),

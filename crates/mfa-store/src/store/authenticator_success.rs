@@ -26,7 +26,8 @@
 //! decided on: the same authenticator (its ciphertext: a new secret, or
 //! the same secret encrypted again, reads as a change), verified, the same
 //! last used step and a step above it, no failure and no lockout of code
-//! checks, the session live and the user's.
+//! checks, the session live, the user's, and still under the token the
+//! caller presented.
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Nullable, Text};
@@ -66,6 +67,7 @@ WITH target AS (
        AND a.last_used_step IS NOT DISTINCT FROM $5
        AND s.revoked_at IS NULL
        AND s.expires_at > $6
+       AND s.token_hash = $17
        FOR NO KEY UPDATE OF u, a, s
 ), stepped AS (
     UPDATE authenticators SET last_used_step = $7
@@ -168,7 +170,8 @@ impl PgDb {
                 .bind::<Nullable<BigInt>, _>(audit.actor_user_id.map(|u| u.0))
                 .bind::<Nullable<BigInt>, _>(audit.target_user_id.map(|u| u.0))
                 .bind::<Text, _>(audit.action.as_str())
-                .bind::<Text, _>(&audit.detail),
+                .bind::<Text, _>(&audit.detail)
+                .bind::<Text, _>(&rotation.presented_token_hash),
         );
         let mut pooled = self.pool.get().map_err(store_failure)?;
         let applied = match query.get_result::<Applied>(&mut **pooled) {

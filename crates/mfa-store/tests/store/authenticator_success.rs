@@ -123,6 +123,7 @@ fn success(f: &Fixture) -> AuthenticatorSuccess {
     AuthenticatorSuccess {
         step: STEP,
         rotation: SessionRotation {
+            presented_token_hash: f.token.clone(),
             token_hash: new_token(f),
             level: AssuranceLevel::Full,
             expires_at: Timestamp(now.0 + 3600),
@@ -284,7 +285,7 @@ fn gives_way_to_a_change_after_its_read(db: TestDatabase) {
     }
     let store = open(&db);
     type Change = fn(&mut dyn StoreTx, &Fixture);
-    let changes: [(&str, Change); 7] = [
+    let changes: [(&str, Change); 8] = [
         ("step spent", |tx, f| {
             assert!(tx.accept_totp_step(f.user, STEP).expect("accept"));
         }),
@@ -306,6 +307,14 @@ fn gives_way_to_a_change_after_its_read(db: TestDatabase) {
         }),
         ("session revoked", |tx, f| {
             assert!(tx.revoke_session(f.session, T0).expect("revoke"));
+        }),
+        // Another verification on the same token made it full first.
+        ("session rotated", |tx, f| {
+            let rotation = SessionRotation {
+                token_hash: format!("other-{}", f.token),
+                ..success(f).rotation
+            };
+            assert!(tx.rotate_session(f.session, &rotation).expect("rotate"));
         }),
         ("user deleted", |tx, f| {
             assert!(tx.delete_user(f.user).expect("delete_user"));

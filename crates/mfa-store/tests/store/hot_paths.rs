@@ -93,15 +93,24 @@ fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
         Ok((id, revoked))
     });
     let now = Timestamp(T0.0 + 60);
-    let rotation = |hash: &str| SessionRotation {
+    let rotation = |presented: &str, hash: &str| SessionRotation {
+        presented_token_hash: presented.to_string(),
         token_hash: hash.to_string(),
         level: AssuranceLevel::Full,
         expires_at: Timestamp(now.0 + 3600),
         now,
     };
     assert!(write(&store, |tx| Ok(
-        tx.rotate_session(id, &rotation("new"))?
+        tx.rotate_session(id, &rotation("old", "new"))?
     )));
+    // A second rotation under the token the first replaced: refused (of
+    // two verifications racing on one token, one rotates).
+    assert!(
+        !write(&store, |tx| Ok(
+            tx.rotate_session(id, &rotation("old", "twice"))?
+        )),
+        "the presented token is gone"
+    );
     read(&store, |tx| {
         assert_eq!(
             tx.session_by_token_hash("old")?,
@@ -120,13 +129,13 @@ fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
     });
     assert!(
         !write(&store, |tx| Ok(
-            tx.rotate_session(revoked, &rotation("again"))?
+            tx.rotate_session(revoked, &rotation("revoked", "again"))?
         )),
         "a revoked session stays revoked"
     );
     let late = SessionRotation {
         now: Timestamp(T0.0 + 600),
-        ..rotation("late")
+        ..rotation("expiring", "late")
     };
     let partial = write(&store, |tx| {
         let user = add_user(tx, "b@example.com");
@@ -140,6 +149,7 @@ fn rotate_session_replaces_the_token_in_place(db: TestDatabase) {
     read(&store, |tx| {
         assert_eq!(tx.session_by_token_hash("late")?, None);
         assert_eq!(tx.session_by_token_hash("again")?, None);
+        assert_eq!(tx.session_by_token_hash("twice")?, None);
         Ok(())
     });
 }
