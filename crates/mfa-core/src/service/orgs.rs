@@ -57,19 +57,24 @@ impl<S: Store> MfaService<S> {
             require_current_org_admin(caller)?;
         }
         self.write(|tx| {
-            self.require_admin_step_up(tx, caller)?;
             let ids = if all_orgs {
                 tx.all_orgs()?.into_iter().map(|o| o.id).collect()
             } else {
                 vec![caller.org_id]
             };
+            // Every org locked in id order first, the caller's among them,
+            // before the admin's check takes the caller's: two such
+            // switches at once then wait for each other, not deadlock.
+            let mut orgs = Vec::with_capacity(ids.len());
             for id in ids {
-                let Some(mut org) = tx.org_for_update(id)? else {
-                    if all_orgs {
-                        continue; // deleted meanwhile
-                    }
-                    return Err(MfaError::NotFound("org"));
-                };
+                match tx.org_for_update(id)? {
+                    Some(org) => orgs.push(org),
+                    None if all_orgs => {} // deleted meanwhile
+                    None => return Err(MfaError::NotFound("org")),
+                }
+            }
+            self.require_admin_step_up(tx, caller)?;
+            for mut org in orgs {
                 if org.is_mfa_enforced == enforced {
                     continue;
                 }
@@ -584,11 +589,26 @@ impl<S: Store> MfaService<S> {
     /// `FullCaller` of an admin who was then demoted and deleted, and
     /// switched the org's enforcement off with it.) A session no longer
     /// live is `Unauthorized`; a right claimed and gone, `Forbidden`.
+    ///
+    /// It first takes the lock of the caller's org (the session's): every
+    /// admin's write in an org takes it first, the change of an admin's
+    /// rights there among them, so the rights are read after any change
+    /// of them that committed before, and none commits while the write
+    /// runs. (Read without it, a demotion that committed while the write
+    /// waited for another row's lock was not seen.) `set_mfa_enforced`
+    /// over every org takes all their locks in id order before this one.
     pub(crate) fn require_admin_step_up(
         &self,
         tx: &mut dyn StoreTx,
         caller: &FullCaller,
     ) -> MfaResult<()> {
+        tx.org_for_update(caller.org_id)?;
+        self.recheck_admin(tx, caller)
+    }
+
+    /// [`MfaService::require_admin_step_up`] without the org's lock: for a
+    /// look before the write (which checks again), to refuse early.
+    pub(crate) fn recheck_admin(&self, tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResult<()> {
         let found = tx
             .session_member_by_id(caller.session_id)?
             .ok_or(MfaError::Unauthorized)?;

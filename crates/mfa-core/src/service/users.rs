@@ -690,7 +690,7 @@ impl<S: Store> MfaService<S> {
         // (an audit renamed users from a superadmin's password alone).
         if !is_self {
             self.store
-                .read_statement(|tx| self.require_admin_step_up(tx, caller))?;
+                .read_statement(|tx| self.recheck_admin(tx, caller))?;
         }
         let verified_current_password =
             is_self && (new_email.is_some() || patch.password.is_some());

@@ -408,6 +408,90 @@ fn hold_user_row(s: &TestServer, user: i64, hold: Duration) -> std::thread::Join
     holder
 }
 
+/// An admin's write that waits for another row's lock holds its org's: a
+/// demotion of that admin waits for it, and never commits while the
+/// write runs. (An audit held the target's membership in psql, sent an
+/// admin's opt-out, demoted the admin meanwhile, and the opt-out was
+/// stored after the demotion, under rights the admin no longer had.)
+#[tokio::test]
+async fn an_admins_write_in_flight_keeps_its_rights_until_it_commits() {
+    let Some(db) = mfa_store::test_support::TestDatabase::postgres() else {
+        return;
+    };
+    let s = TestServer::start(db, &[]).await;
+    let root = s.root().await;
+    let admin = s.create_user(&root, "ada@example.com", true).await;
+    let target = s.create_user(&root, "tom@example.com", false).await;
+    let ada = s
+        .login("ada@example.com", crate::helpers::PASSWORD)
+        .await
+        .token;
+    let holder = hold_rows(
+        &s,
+        &format!("SELECT user_id FROM memberships WHERE user_id = {target} FOR UPDATE"),
+        Duration::from_millis(2_000),
+    );
+    let opt_out = {
+        let request = s
+            .client
+            .put(s.url(&format!("/user/users/{target}/membership?byRef=false")))
+            .bearer_auth(&ada)
+            .json(&serde_json::json!({"mfaOptOut": true}));
+        tokio::spawn(async move { request.send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.put(
+        &format!("/user/users/{admin}/membership?byRef=false"),
+        &root,
+        serde_json::json!({"isAdmin": false}),
+    )
+    .await
+    .expect(204, None);
+    holder.join().expect("the holder");
+    TestServer::answer(opt_out.await.unwrap().expect("answered"))
+        .await
+        .expect(204, None);
+    let last = |action: &str| {
+        s.query_number(&format!(
+            "SELECT max(id) AS n FROM audit_events WHERE action = '{action}'"
+        ))
+        .expect("an event")
+    };
+    assert!(
+        last("mfa_opt_out") < last("membership_updated"),
+        "the opt-out was committed before the demotion"
+    );
+    // Demoted, the admin's next write is refused.
+    s.put(
+        &format!("/user/users/{target}/membership?byRef=false"),
+        &ada,
+        serde_json::json!({"mfaOptOut": false}),
+    )
+    .await
+    .expect(403, Some("forbidden"));
+}
+
+/// Hold what `select` locks, in a transaction of its own, for `hold`.
+fn hold_rows(s: &TestServer, select: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    let url = s.database().url().to_string();
+    let select = select.to_string();
+    let (locked, taken) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn = diesel::PgConnection::establish(&url).expect("PostgreSQL");
+        conn.batch_execute(&format!("BEGIN; {select};"))
+            .expect("the lock");
+        locked.send(()).expect("the test waits");
+        std::thread::sleep(hold);
+        conn.batch_execute("COMMIT").expect("the lock ends");
+    });
+    taken
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the lock was taken");
+    holder
+}
+
 /// A login waiting for a row lock waits on the general blocking pool, not
 /// on a password thread, and at most the database timeout. (When the
 /// login's writes ran on the password threads, an audit held one user's

@@ -460,8 +460,9 @@ async fn a_demotion_beside_an_opt_out_is_kept() {
 /// holds the memberships table, so both requests pass their session check
 /// and wait at their first membership lock. Without the org's lock, both
 /// then counted the other as the admin who stays, and both demotions went
-/// through. With it, the second counts after the first committed: `409
-/// conflict`, and one admin is left.
+/// through. With it, the second runs after the first committed, and finds
+/// its own admin demoted: `403 forbidden` (every admin's write reads its
+/// caller's rights under the org's lock), and one admin is left.
 #[tokio::test]
 async fn two_admins_demoting_each_other_leave_one() {
     let Some((s, url, root)) = server().await else {
@@ -494,7 +495,7 @@ async fn two_admins_demoting_each_other_leave_one() {
     .await;
 
     first.expect(204, None);
-    second.expect(409, Some("conflict"));
+    second.expect(403, Some("forbidden"));
     let admins = s.get(&format!("/user/users/admins/{org}"), &root).await;
     assert_eq!(ids_of(admins.ok()), [ann]);
 }
