@@ -386,16 +386,29 @@ impl EmailMailer {
                     tls: tls.as_ref(),
                     credentials: credentials.as_ref(),
                 };
-                let mut conn = open_session(&server).map_err(|e| {
-                    let why = if timed_out(&e) {
+                let why = |e: lettre::transport::smtp::Error| {
+                    if timed_out(&e) {
                         "it did not answer in time".to_string()
                     } else {
                         e.to_string()
-                    };
-                    format!("no session with the SMTP server {self}: {why}")
-                })?;
+                    }
+                };
+                let mut conn = open_session(&server)
+                    .map_err(|e| format!("no session with the SMTP server {self}: {}", why(e)))?;
+                // A message offered and taken back: a server that wants a
+                // login the mailer was not given, or refuses the sender,
+                // says so at `MAIL`, not before.
+                use lettre::transport::smtp::commands::{Mail as MailCommand, Rset};
+                let offered = conn.command(MailCommand::new(Some(self.from.email.clone()), vec![]));
+                let _ = conn.command(Rset);
                 let _ = conn.quit();
-                Ok(())
+                offered.map(drop).map_err(|e| {
+                    format!(
+                        "the SMTP server {self} refuses a message from {}: {}",
+                        self.from.email,
+                        why(e)
+                    )
+                })
             }
         }
     }
@@ -544,6 +557,9 @@ impl EmailMailer {
                     }),
                     Err(StagedError::Smtp(e, stage)) => {
                         let mut error = smtp_error(&e, mail, host, *port);
+                        // `530`: the server wants a login the mailer was
+                        // not given, whatever the message.
+                        let login_wanted = e.status().is_some_and(|c| c.to_string() == "530");
                         if stage == Stage::Connecting {
                             // A reply here refused the session (TLS, the
                             // login), not the message.
@@ -551,13 +567,19 @@ impl EmailMailer {
                                 "before the message was offered (connection, TLS or login): {}",
                                 error.message
                             );
+                        } else if login_wanted {
+                            error.message = format!(
+                                "the mail server asks for a login, and the SMTP URL gives none: {}",
+                                error.message
+                            );
                         }
+                        let session_refused = stage == Stage::Connecting || login_wanted;
                         Err(MailError {
                             // A failure before the message was offered
                             // is the path's or the configuration's (TLS
                             // stripped, a wrong password): a notice waits
                             // for it to be mended, within its tries.
-                            transient: error.transient || (notice && stage == Stage::Connecting),
+                            transient: error.transient || (notice && session_refused),
                             // Only the end of the data's reply may come
                             // after the server took the message: a
                             // server silent before it (the greeting, say)

@@ -118,6 +118,7 @@ struct State {
 struct Shared {
     stop: AtomicBool,
     fail_mail_from: AtomicBool,
+    want_login: AtomicBool,
     refuse_recipients: AtomicBool,
     /// Milliseconds to wait before confirming a message it kept.
     data_reply_delay_ms: AtomicU64,
@@ -186,6 +187,7 @@ impl SmtpSink {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             fail_mail_from: AtomicBool::new(false),
+            want_login: AtomicBool::new(false),
             refuse_recipients: AtomicBool::new(false),
             data_reply_delay_ms: AtomicU64::new(0),
             mail_from_reply_delay_ms: AtomicU64::new(0),
@@ -219,6 +221,13 @@ impl SmtpSink {
     /// or, with `false`, accept again.
     pub fn set_failing(&self, failing: bool) {
         self.shared.fail_mail_from.store(failing, Ordering::SeqCst);
+    }
+
+    /// Answer every later `MAIL FROM` with `530 5.7.0` (a login is wanted
+    /// first: the sink offers none, as a relay with a client that gives
+    /// no credentials sees it) or, with `false`, accept again.
+    pub fn set_wanting_login(&self, wanting: bool) {
+        self.shared.want_login.store(wanting, Ordering::SeqCst);
     }
 
     /// Answer every later `RCPT TO` with `550 5.1.1` (no such mailbox: a
@@ -541,6 +550,8 @@ impl<'a, S: SessionStream> Session<'a, S> {
                         self.reply("503 5.5.1 nested MAIL command")?;
                     } else if self.shared.fail_mail_from.load(Ordering::SeqCst) {
                         self.reply("451 4.3.0 temporary failure, try again later")?;
+                    } else if self.shared.want_login.load(Ordering::SeqCst) {
+                        self.reply("530 5.7.0 Authentication required")?;
                     } else {
                         self.from = Some(path_of(&line["MAIL FROM:".len()..]));
                         self.reply("250 2.1.0 OK")?;

@@ -616,6 +616,40 @@ fn an_outbox_that_cannot_be_written_is_a_failure_for_now() {
     );
 }
 
+/// A relay that wants a login the mailer was not given answers `530` at
+/// `MAIL`: the configuration's fault, not the message's. A notice waits
+/// for it to be mended (it was given up at once), a request is told that
+/// trying again will not help, and `check_connection` sees it.
+#[test]
+fn a_relay_that_wants_a_login_is_a_configuration_fault() {
+    let sink = SmtpSink::start().expect("sink");
+    sink.set_wanting_login(true);
+    let mailer = smtp_mailer(&sink);
+    let notice = mailer
+        .send_notice(&Mail {
+            to: "alice@example.com".into(),
+            kind: MailKind::ReplayRefused,
+        })
+        .expect_err("530");
+    assert!(notice.transient, "{notice:?}");
+    assert!(
+        notice.message.contains("asks for a login"),
+        "{}",
+        notice.message
+    );
+    let request = mailer.send(&login_code("123456")).expect_err("530");
+    assert!(!request.transient, "{request:?}");
+    let why = mailer.check_connection().expect_err("530");
+    assert!(
+        why.contains("refuses a message from no-reply@localhost"),
+        "{why}"
+    );
+    assert!(why.contains("530"), "{why}");
+    sink.set_wanting_login(false);
+    mailer.check_connection().expect("accepted now");
+    assert!(sink.messages().is_empty(), "nothing was sent");
+}
+
 /// A relay whose certificate a private CA signed: refused (the public
 /// roots do not know it; an audit found no way to trust it), accepted
 /// with that CA's file (`MFA_SMTP_CA_FILE`).

@@ -104,7 +104,8 @@ enum Command {
         /// Also connect to the database: show the migrations, and check that
         /// the encryption key opens every stored authenticator secret; and,
         /// with MFA_SMTP_URL, open a session with the mail server (TLS and
-        /// login) and end it, sending nothing.
+        /// login), offer a message from MFA_MAIL_FROM and take it back, and
+        /// end it, sending nothing.
         #[arg(long)]
         connect: bool,
     },

@@ -246,7 +246,9 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
                 ))
             })?;
             out!(
-                "Mail: {mailer} opened a session (TLS and login as configured); nothing was sent."
+                "Mail: {mailer} opened a session (TLS and login as configured) and would take a \
+                 message from {}; nothing was sent.",
+                mailer.sender().email
             );
         }
     }
