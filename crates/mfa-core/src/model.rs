@@ -705,6 +705,9 @@ pub enum AuditAction {
     EmailEnrolled,
     /// A login email code was sent.
     EmailCodeSent,
+    /// A code stored for a mail the mail server did not take: deleted again,
+    /// unsent (the event of its sending stays before it).
+    EmailCodeWithdrawn,
     /// A second factor verified at login.
     MfaVerifySucceeded,
     /// A one-time code or recovery code did not verify.
@@ -745,7 +748,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, for filters and documentation.
-    pub const ALL: [AuditAction; 36] = [
+    pub const ALL: [AuditAction; 37] = [
         AuditAction::OrgCreated,
         AuditAction::OrgUpdated,
         AuditAction::OrgDeleted,
@@ -765,6 +768,7 @@ impl AuditAction {
         AuditAction::EmailEnrollmentStarted,
         AuditAction::EmailEnrolled,
         AuditAction::EmailCodeSent,
+        AuditAction::EmailCodeWithdrawn,
         AuditAction::MfaVerifySucceeded,
         AuditAction::MfaVerifyFailed,
         AuditAction::ReplayRefused,
@@ -806,6 +810,7 @@ impl AuditAction {
             AuditAction::EmailEnrollmentStarted => "email_enrollment_started",
             AuditAction::EmailEnrolled => "email_enrolled",
             AuditAction::EmailCodeSent => "email_code_sent",
+            AuditAction::EmailCodeWithdrawn => "email_code_withdrawn",
             AuditAction::MfaVerifySucceeded => "mfa_verify_succeeded",
             AuditAction::MfaVerifyFailed => "mfa_verify_failed",
             AuditAction::ReplayRefused => "replay_refused",

@@ -652,6 +652,7 @@ const ACTION_LABELS = {
   email_enrollment_started: "Email codes setup started",
   email_enrolled: "Email codes set up",
   email_code_sent: "Email code sent",
+  email_code_withdrawn: "Email code withdrawn (not delivered)",
   mfa_verify_succeeded: "MFA code accepted",
   mfa_verify_failed: "MFA code refused",
   replay_refused: "Reused code refused",

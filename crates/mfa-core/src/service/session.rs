@@ -582,11 +582,21 @@ impl<S: Store> MfaService<S> {
             },
         };
         if let Err(e) = self.deliver(&user.email, kind) {
-            // A message that may still arrive keeps its code working.
+            // A message that may still arrive keeps its code working; one
+            // that was not taken is withdrawn, and the trail says so next
+            // to the event of its sending.
             if !matches!(e, MfaError::MailUnconfirmed { .. }) {
                 self.write(|tx| {
                     tx.delete_email_code(stored.id)?;
-                    Ok(())
+                    audit(
+                        tx,
+                        now,
+                        Some(caller.org_id),
+                        Some(caller.user_id),
+                        Some(user.id),
+                        AuditAction::EmailCodeWithdrawn,
+                        "the mail server did not take the message",
+                    )
                 })?;
             }
             return Err(e);

@@ -35,6 +35,14 @@ async fn mail_server_down_is_503_and_leaves_no_code() {
     s.smtp.set_failing(true);
     let a = ask_for_code(&s, &pat).await;
     a.expect(503, Some("mail_unavailable"));
+    // The trail says the code was withdrawn, beside its sending (an audit
+    // read "sent" for codes no mail carried).
+    assert_eq!(
+        s.query_number(
+            "SELECT count(*) AS n FROM audit_events WHERE action = 'email_code_withdrawn'"
+        ),
+        Some(1)
+    );
     assert!(!a.body["message"].as_str().unwrap().contains("127.0.0.1"));
 
     // Nothing was sent, so no code may verify; the throttle did not start.
