@@ -441,11 +441,17 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
         tracing::info!(migration = %migration, "migration applied");
     }
     if !applied.is_empty() {
-        tracing::info!(
-            applied = applied.len(),
-            "the database schema was upgraded: versions before this one refuse it now \
-             (a backup taken before the start takes it back)"
-        );
+        // Every migration applied: a new database, nothing to go back to.
+        let created = applied.len() == store.migration_status()?.len();
+        if created {
+            tracing::info!(applied = applied.len(), "the database schema was created");
+        } else {
+            tracing::info!(
+                applied = applied.len(),
+                "the database schema was upgraded: versions before this one refuse it now \
+                 (a backup taken before the start takes it back)"
+            );
+        }
     }
     verify_key(&store, &source)?;
     // A backup copied back in keeps the mode it was made with (0644 under

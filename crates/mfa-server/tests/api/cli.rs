@@ -1627,18 +1627,55 @@ fn a_start_that_migrates_logs_each_migration() {
         .filter(|l| l.contains("migration applied"))
         .count();
     assert_eq!(applied, migrations(), "{log:#?}");
+    // A new database is created, not upgraded.
     assert!(
         log.iter()
-            .any(|l| l.contains("the database schema was upgraded")
+            .any(|l| l.contains("the database schema was created")
                 && l.contains(&format!("applied={}", migrations()))),
         "{log:#?}"
     );
+    assert!(!log.iter().any(|l| l.contains("upgraded")), "{log:#?}");
     let again = start_log(&d);
     assert!(
         !again
             .iter()
-            .any(|l| l.contains("migration") || l.contains("schema was upgraded")),
+            .any(|l| l.contains("migration") || l.contains("schema was")),
         "{again:#?}"
+    );
+
+    // The newest migration taken back, as a database of the version
+    // before has it: the next start upgrades it, and says so.
+    let newest =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/sqlite"))
+            .expect("migrations")
+            .map(|e| e.expect("entry").path())
+            .max()
+            .expect("a migration");
+    let down = std::fs::read_to_string(newest.join("down.sql")).expect("down.sql");
+    let version: String = newest
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .chars()
+        .take_while(|c| *c != '_')
+        .filter(char::is_ascii_digit)
+        .collect();
+    {
+        use diesel::connection::SimpleConnection as _;
+        use diesel::prelude::*;
+        let file = d.path().join("data/mfa.sqlite3");
+        let mut conn = SqliteConnection::establish(&file.display().to_string()).expect("SQLite");
+        conn.batch_execute(&format!(
+            "{down}; DELETE FROM __diesel_schema_migrations WHERE version = '{version}';"
+        ))
+        .expect("the newest migration taken back");
+    }
+    let upgraded = start_log(&d);
+    assert!(
+        upgraded
+            .iter()
+            .any(|l| l.contains("the database schema was upgraded") && l.contains("applied=1")),
+        "{upgraded:#?}"
     );
 }
 
