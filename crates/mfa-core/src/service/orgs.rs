@@ -728,11 +728,13 @@ pub(super) fn acting_admin(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResu
 const NOTICE_ORG_NAME_CHARS: usize = 40;
 
 /// `name` cut to [`NOTICE_ORG_NAME_CHARS`] characters, with `…` where it
-/// was cut.
+/// was cut (no joiner left dangling), and its double quotes made single,
+/// so that it cannot close the quote it stands in.
 fn quoted_org_name(name: &str) -> String {
+    let name = name.replace('"', "'");
     match name.char_indices().nth(NOTICE_ORG_NAME_CHARS) {
-        Some((end, _)) => format!("{}…", name[..end].trim_end()),
-        None => name.to_string(),
+        Some((end, _)) => format!("{}…", name[..end].trim_end_matches(['\u{200d}', ' '])),
+        None => name,
     }
 }
 
@@ -763,6 +765,20 @@ fn membership_changes(before: &Membership, after: &Membership) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_org_name_is_quoted_briefly() {
+        assert_eq!(quoted_org_name("Acme"), "Acme");
+        assert_eq!(quoted_org_name("The \"Best\" Org"), "The 'Best' Org");
+        let forty = "x".repeat(40);
+        assert_eq!(quoted_org_name(&forty), forty);
+        assert_eq!(quoted_org_name(&format!("{forty}y")), format!("{forty}…"));
+        let joined = format!("{}\u{1f468}\u{200d}\u{1f469}", "x".repeat(38));
+        assert_eq!(
+            quoted_org_name(&joined),
+            format!("{}\u{1f468}…", "x".repeat(38))
+        );
+    }
 
     #[test]
     fn org_names_are_printable_and_bounded() {
