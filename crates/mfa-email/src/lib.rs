@@ -175,15 +175,31 @@ pub enum Error {
 enum Transport {
     /// A real SMTP server, spoken to by [`send_telling_stage`]: a session
     /// per message, so that a failure is known by the step it came at.
-    Smtp {
-        tls: Option<TlsParameters>,
-        credentials: Option<Credentials>,
-        host: String,
-        port: u16,
-        security: Security,
-    },
+    Smtp(SmtpServer),
     /// `.eml` files in a directory, for local use.
     Outbox { dir: PathBuf },
+}
+
+/// An SMTP server as configured.
+struct SmtpServer {
+    tls: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    host: String,
+    port: u16,
+    security: Security,
+}
+
+impl SmtpServer {
+    /// Where [`send_telling_stage`] connects, and how.
+    fn server(&self) -> Server<'_> {
+        Server {
+            host: &self.host,
+            port: self.port,
+            security: self.security,
+            tls: self.tls.as_ref(),
+            credentials: self.credentials.as_ref(),
+        }
+    }
 }
 
 /// The [`Mailer`] of the server: renders each [`Mail`] from templates and
@@ -346,7 +362,7 @@ impl EmailMailer {
     /// Mail servers refuse such a sender or file its mail as junk, so a
     /// deployment that has not set its own loses its codes and notices.
     pub fn sender_is_local(&self) -> bool {
-        if !matches!(self.transport, Transport::Smtp { .. }) {
+        if !matches!(self.transport, Transport::Smtp(_)) {
             return false;
         }
         let domain = self.from.email.domain().to_ascii_lowercase();
@@ -371,21 +387,8 @@ impl EmailMailer {
             Transport::Outbox { dir } => write_to_outbox(dir, b"")
                 .and_then(std::fs::remove_file)
                 .map_err(|e| format!("cannot write to the mail outbox {}: {e}", dir.display())),
-            Transport::Smtp {
-                tls,
-                credentials,
-                host,
-                port,
-                security,
-                ..
-            } => {
-                let server = Server {
-                    host,
-                    port: *port,
-                    security: *security,
-                    tls: tls.as_ref(),
-                    credentials: credentials.as_ref(),
-                };
+            Transport::Smtp(smtp) => {
+                let server = smtp.server();
                 let why = |e: lettre::transport::smtp::Error| {
                     if timed_out(&e) {
                         "it did not answer in time".to_string()
@@ -417,7 +420,7 @@ impl EmailMailer {
     pub fn outbox_dir(&self) -> Option<&Path> {
         match &self.transport {
             Transport::Outbox { dir, .. } => Some(dir),
-            Transport::Smtp { .. } => None,
+            Transport::Smtp(_) => None,
         }
     }
 
@@ -514,20 +517,8 @@ impl EmailMailer {
                     message: format!("cannot write to the mail outbox {}: {e}", dir.display()),
                 }),
             },
-            Transport::Smtp {
-                host,
-                port,
-                security,
-                tls,
-                credentials,
-            } => {
-                let server = Server {
-                    host,
-                    port: *port,
-                    security: *security,
-                    tls: tls.as_ref(),
-                    credentials: credentials.as_ref(),
-                };
+            Transport::Smtp(smtp) => {
+                let (server, host, port) = (smtp.server(), &smtp.host, &smtp.port);
                 let mut result = send_telling_stage(&server, &message);
                 // A message a request waits for is tried once more after a
                 // 4xx reply (the server said it took nothing); a notice's
@@ -787,12 +778,12 @@ pub fn accepts_address(email: &str) -> bool {
 impl fmt::Display for EmailMailer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.transport {
-            Transport::Smtp {
+            Transport::Smtp(SmtpServer {
                 host,
                 port,
                 security,
                 ..
-            } => {
+            }) => {
                 let host = if host.contains(':') {
                     format!("[{host}]")
                 } else {
@@ -861,13 +852,13 @@ fn smtp_transport(s: SmtpSettings, ca: Option<(PathBuf, Certificate)>) -> Result
         Security::None => None,
         Security::StartTls | Security::Tls => Some(tls_params()?),
     };
-    Ok(Transport::Smtp {
+    Ok(Transport::Smtp(SmtpServer {
         tls,
         credentials,
         host: s.host,
         port: s.port,
         security: s.security,
-    })
+    }))
 }
 
 fn outbox_transport(dir: &Path) -> Result<Transport, Error> {

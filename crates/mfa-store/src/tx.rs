@@ -173,6 +173,38 @@ macro_rules! factor_states_of_users {
 }
 
 /// The columns of a [`FactorStatesRow`] in [`factor_states_of_users!`].
+/// The session `filter` picks, with its user's superadmin flag and its
+/// membership in the session's org, as a [`SessionMember`] (a macro, not
+/// a function, as diesel's filter types differ by backend).
+macro_rules! session_member_where {
+    ($conn:expr, $filter:expr) => {{
+        let row: Option<(SessionRow, bool, Option<MembershipRow>)> = sessions::table
+            .inner_join(users::table)
+            .left_join(
+                memberships::table.on(memberships::user_id
+                    .eq(sessions::user_id)
+                    .and(memberships::org_id.eq(sessions::org_id))),
+            )
+            .filter($filter)
+            .select((
+                SessionRow::as_select(),
+                users::is_super_admin,
+                Option::<MembershipRow>::as_select(),
+            ))
+            .get_result($conn)
+            .optional()
+            .db()?;
+        match row {
+            None => None,
+            Some((session, is_super_admin, membership)) => Some(SessionMember {
+                session: Session::try_from(session).db()?,
+                is_super_admin,
+                membership: membership.map(Membership::from),
+            }),
+        }
+    }};
+}
+
 macro_rules! factor_states_columns {
     () => {
         (
@@ -1653,60 +1685,17 @@ macro_rules! impl_store_tx {
             }
 
             fn session_member(&mut self, token_hash: &str) -> StoreResult<Option<SessionMember>> {
-                let row: Option<(SessionRow, bool, Option<MembershipRow>)> = sessions::table
-                    .inner_join(users::table)
-                    .left_join(
-                        memberships::table.on(memberships::user_id
-                            .eq(sessions::user_id)
-                            .and(memberships::org_id.eq(sessions::org_id))),
-                    )
-                    .filter(sessions::token_hash.eq(token_hash))
-                    .select((
-                        SessionRow::as_select(),
-                        users::is_super_admin,
-                        Option::<MembershipRow>::as_select(),
-                    ))
-                    .get_result(self.conn)
-                    .optional()
-                    .db()?;
-                let Some((session, is_super_admin, membership)) = row else {
-                    return Ok(None);
-                };
-                Ok(Some(SessionMember {
-                    session: Session::try_from(session).db()?,
-                    is_super_admin,
-                    membership: membership.map(Membership::from),
-                }))
+                Ok(session_member_where!(
+                    self.conn,
+                    sessions::token_hash.eq(token_hash)
+                ))
             }
 
             fn session_member_by_id(
                 &mut self,
                 id: SessionId,
             ) -> StoreResult<Option<SessionMember>> {
-                let row: Option<(SessionRow, bool, Option<MembershipRow>)> = sessions::table
-                    .inner_join(users::table)
-                    .left_join(
-                        memberships::table.on(memberships::user_id
-                            .eq(sessions::user_id)
-                            .and(memberships::org_id.eq(sessions::org_id))),
-                    )
-                    .filter(sessions::id.eq(id.0))
-                    .select((
-                        SessionRow::as_select(),
-                        users::is_super_admin,
-                        Option::<MembershipRow>::as_select(),
-                    ))
-                    .get_result(self.conn)
-                    .optional()
-                    .db()?;
-                let Some((session, is_super_admin, membership)) = row else {
-                    return Ok(None);
-                };
-                Ok(Some(SessionMember {
-                    session: Session::try_from(session).db()?,
-                    is_super_admin,
-                    membership: membership.map(Membership::from),
-                }))
+                Ok(session_member_where!(self.conn, sessions::id.eq(id.0)))
             }
 
             fn session_member_and_factor_states(

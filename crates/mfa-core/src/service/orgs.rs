@@ -128,6 +128,10 @@ impl<S: Store> MfaService<S> {
         ids.sort_unstable();
         ids.dedup();
         self.write(|tx| {
+            // The org's lock before the users': every admin's write takes
+            // them in that order (a user's lock first, a superadmin adding
+            // that user elsewhere deadlocked with this).
+            self.require_admin_step_up(tx, caller)?;
             tx.lock_users(&ids)?;
             // Only active members: an admin of an org the user left (or was
             // deactivated in) has no say over the user's factors.
@@ -139,7 +143,6 @@ impl<S: Store> MfaService<S> {
             if active != ids.len() {
                 return Err(MfaError::NotFound("user"));
             }
-            self.require_admin_step_up(tx, caller)?;
             let admin = acting_admin(tx, caller)?;
             // What the notice names: what each user had, not every kind
             // of factor (an audit got "authenticator app, email codes,
@@ -216,6 +219,8 @@ impl<S: Store> MfaService<S> {
         require_current_org_admin(caller)?;
         let email = normalize_email(email).map_err(|_| MfaError::NotFound("user"))?;
         self.write(|tx| {
+            // The org's lock before the user's, as every admin's write.
+            self.require_admin_step_up(tx, caller)?;
             let user = tx
                 .user_by_email(&email)?
                 .ok_or(MfaError::NotFound("user"))?;
@@ -223,7 +228,6 @@ impl<S: Store> MfaService<S> {
             let membership = tx.membership(user.id, caller.org_id)?;
             require_member_of_current_org(membership.as_ref().filter(|m| m.is_active))?;
             require_may_manage(caller, user.is_super_admin)?;
-            self.require_admin_step_up(tx, caller)?;
             let Some(state) = tx.authenticator_state(user.id)? else {
                 return Err(MfaError::NotEnrolled("the user has no authenticator"));
             };
@@ -301,7 +305,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.write(|tx| {
             require_org_admin(caller, id, tx.membership(caller.user_id, id)?.as_ref())?;
-            self.require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up_with(tx, caller, id)?;
             let mut org = tx.org_for_update(id)?.ok_or(MfaError::NotFound("org"))?;
             // Only what differs is a change: the trail records no change
             // that did not happen (an empty body, the name it has).
@@ -344,7 +348,7 @@ impl<S: Store> MfaService<S> {
         }
         let now = self.now();
         self.write(|tx| {
-            self.require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up_with(tx, caller, id)?;
             if !tx.delete_org(id)? {
                 return Err(MfaError::NotFound("org"));
             }
@@ -453,7 +457,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         self.write(|tx| {
             require_org_admin(caller, org, tx.membership(caller.user_id, org)?.as_ref())?;
-            self.require_admin_step_up(tx, caller)?;
+            self.require_admin_step_up_with(tx, caller, org)?;
             let guard = LastAdminGuard::take(tx, caller, org, true)?;
             let Some(membership) = tx.membership(user, org)? else {
                 return Err(MfaError::NotFound("membership"));
@@ -590,8 +594,9 @@ impl<S: Store> MfaService<S> {
     /// switched the org's enforcement off with it.) A session no longer
     /// live is `Unauthorized`; a right claimed and gone, `Forbidden`.
     ///
-    /// It first takes the lock of the caller's org (the session's): every
-    /// admin's write in an org takes it first, the change of an admin's
+    /// It first takes the lock of the caller's org (the session's), before
+    /// any user's or membership's: every admin's write in an org takes it
+    /// first (call this at the start of its transaction), the change of an admin's
     /// rights there among them, so the rights are read after any change
     /// of them that committed before, and none commits while the write
     /// runs. (Read without it, a demotion that committed while the write
@@ -603,6 +608,28 @@ impl<S: Store> MfaService<S> {
         caller: &FullCaller,
     ) -> MfaResult<()> {
         tx.org_for_update(caller.org_id)?;
+        self.recheck_admin(tx, caller)
+    }
+
+    /// [`MfaService::require_admin_step_up`] for a write that also locks
+    /// `other`, an org named in the request: both orgs' locks are taken in
+    /// id order, so that two such writes crossing each other's orgs wait
+    /// for each other instead of deadlocking.
+    pub(crate) fn require_admin_step_up_with(
+        &self,
+        tx: &mut dyn StoreTx,
+        caller: &FullCaller,
+        other: OrgId,
+    ) -> MfaResult<()> {
+        let (first, second) = if other < caller.org_id {
+            (other, caller.org_id)
+        } else {
+            (caller.org_id, other)
+        };
+        tx.org_for_update(first)?;
+        if second != first {
+            tx.org_for_update(second)?;
+        }
         self.recheck_admin(tx, caller)
     }
 

@@ -119,15 +119,33 @@ pub const REPLAY_NOTICE_INTERVAL_SECS: i64 = 60;
 /// in `tx` aside. Under the user's failure-counter lock, which every code
 /// check takes first, so two replays at once are told apart.
 fn replay_told_lately(tx: &mut dyn StoreTx, user: UserId, now: Timestamp) -> MfaResult<bool> {
+    happened_lately(
+        tx,
+        user,
+        AuditAction::ReplayRefused,
+        REPLAY_NOTICE_INTERVAL_SECS,
+        now,
+    )
+}
+
+/// Whether `user` has an event of `action` less than `interval` seconds
+/// before `now` besides the newest (the one just audited in `tx`).
+fn happened_lately(
+    tx: &mut dyn StoreTx,
+    user: UserId,
+    action: AuditAction,
+    interval: i64,
+    now: Timestamp,
+) -> MfaResult<bool> {
     let filter = AuditFilter {
         org_id: None,
         user_id: Some(user),
-        action: Some(AuditAction::ReplayRefused),
+        action: Some(action),
     };
     let (newest, _) = tx.audit_events(&filter, 0, 2)?;
     Ok(newest
         .get(1)
-        .is_some_and(|before| before.at.0 > now.0 - REPLAY_NOTICE_INTERVAL_SECS))
+        .is_some_and(|before| before.at.0 > now.0 - interval))
 }
 
 /// The shortest time between two [`MailKind::CodesLockedOut`] notices to
@@ -141,15 +159,13 @@ pub const LOCKOUT_NOTICE_INTERVAL_SECS: i64 = 3600;
 /// are rarer, and a mail either way is enough). Under the user's
 /// failure-counter lock, as [`replay_told_lately`].
 fn lockout_told_lately(tx: &mut dyn StoreTx, user: UserId, now: Timestamp) -> MfaResult<bool> {
-    let filter = AuditFilter {
-        org_id: None,
-        user_id: Some(user),
-        action: Some(AuditAction::LockedOut),
-    };
-    let (newest, _) = tx.audit_events(&filter, 0, 2)?;
-    Ok(newest
-        .get(1)
-        .is_some_and(|before| before.at.0 > now.0 - LOCKOUT_NOTICE_INTERVAL_SECS))
+    happened_lately(
+        tx,
+        user,
+        AuditAction::LockedOut,
+        LOCKOUT_NOTICE_INTERVAL_SECS,
+        now,
+    )
 }
 
 impl<S: Store> MfaService<S> {

@@ -823,12 +823,13 @@ impl<S: Store> MfaService<S> {
         let ttl = self.config.email_change_ttl_secs;
         // Checked in every transaction of the change.
         let lock_checked = |tx: &mut dyn StoreTx| -> MfaResult<User> {
+            // An admin's: the org's lock before the user's.
+            if !is_self {
+                self.require_admin_step_up(tx, caller)?;
+            }
             let user = load_user_for_update(tx, id)?;
             if sets_credentials {
                 require_may_set_credentials(caller, &tx.memberships_of_user(id)?)?;
-            }
-            if !is_self {
-                self.require_admin_step_up(tx, caller)?;
             }
             if verified_current_password && user.password_hash != current.password_hash {
                 // The password the caller proved is no longer the user's:
