@@ -155,6 +155,11 @@ impl From<diesel::result::Error> for Error {
             D::DatabaseError(DatabaseErrorKind::Unknown, info) if gave_up_waiting(&*info) => {
                 Error::Busy(info.message().to_string())
             }
+            // Rolled back whole by the database, so nothing changed and
+            // the same request may simply be sent again.
+            D::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
+                Error::Busy(info.message().to_string())
+            }
             other => Error::Query(other),
         }
     }
@@ -178,17 +183,19 @@ impl From<diesel::r2d2::PoolError> for Error {
 }
 
 /// Whether the database gave up on a statement for a lock it waited for
-/// too long, or cancelled it. diesel reports neither SQLite's
-/// `SQLITE_BUSY` nor PostgreSQL's SQLSTATEs 55P03 and 57014 apart
-/// (`DatabaseErrorKind::Unknown`, without the code), so their messages
-/// tell: SQLite's are fixed English; PostgreSQL's follow the server's
-/// `lc_messages`, and under another language than English such an error
-/// stays a failed query.
+/// too long, cancelled it, or broke a deadlock with it (the transaction
+/// rolled back whole: the request may be sent again). diesel reports
+/// neither SQLite's `SQLITE_BUSY` nor PostgreSQL's SQLSTATEs 55P03, 57014
+/// and 40P01 apart (`DatabaseErrorKind::Unknown`, without the code), so
+/// their messages tell: SQLite's are fixed English; PostgreSQL's follow
+/// the server's `lc_messages`, and under another language than English
+/// such an error stays a failed query.
 fn gave_up_waiting(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> bool {
     let message = info.message();
     message.starts_with("database is locked")
         || message.starts_with("database table is locked")
         || message.starts_with("canceling statement due to")
+        || message.starts_with("deadlock detected")
 }
 
 /// The name of the rule an error broke: PostgreSQL's constraint name, or
@@ -299,12 +306,23 @@ mod tests {
             "canceling statement due to lock timeout",
             "canceling statement due to statement timeout",
             "canceling statement due to user request",
+            "deadlock detected",
         ] {
             assert!(
                 matches!(translated(message), StoreError::Unavailable(_)),
                 "{message}"
             );
         }
+        let serialization = diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::SerializationFailure,
+            Box::new(Reported(
+                "could not serialize access due to concurrent update",
+            )),
+        );
+        assert!(matches!(
+            StoreError::from(Error::from(serialization)),
+            StoreError::Unavailable(_)
+        ));
         for message in ["syntax error at or near \"SELEC\"", "disk I/O error"] {
             assert!(
                 matches!(translated(message), StoreError::Backend(_)),
