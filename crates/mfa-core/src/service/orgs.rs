@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use unicode_segmentation::UnicodeSegmentation;
+
 use super::*;
 use crate::authz::{
     FullCaller, require_current_org_admin, require_may_manage, require_member_of_current_org,
@@ -751,16 +753,17 @@ pub(super) fn acting_admin(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResu
     })
 }
 
-/// The most of an org's name a notice quotes.
+/// The most of an org's name a notice quotes, in user-perceived characters.
 const NOTICE_ORG_NAME_CHARS: usize = 40;
 
-/// `name` cut to [`NOTICE_ORG_NAME_CHARS`] characters, with `…` where it
-/// was cut (no joiner left dangling), and its double quotes made single,
-/// so that it cannot close the quote it stands in.
+/// `name` cut to [`NOTICE_ORG_NAME_CHARS`] user-perceived characters
+/// (grapheme clusters: a cut never separates an accent from its letter or
+/// the parts of a joined emoji), with `…` where it was cut, and its double
+/// quotes made single, so that it cannot close the quote it stands in.
 fn quoted_org_name(name: &str) -> String {
     let name = name.replace('"', "'");
-    match name.char_indices().nth(NOTICE_ORG_NAME_CHARS) {
-        Some((end, _)) => format!("{}…", name[..end].trim_end_matches(['\u{200d}', ' '])),
+    match name.grapheme_indices(true).nth(NOTICE_ORG_NAME_CHARS) {
+        Some((end, _)) => format!("{}…", name[..end].trim_end()),
         None => name,
     }
 }
@@ -800,10 +803,22 @@ mod tests {
         let forty = "x".repeat(40);
         assert_eq!(quoted_org_name(&forty), forty);
         assert_eq!(quoted_org_name(&format!("{forty}y")), format!("{forty}…"));
-        let joined = format!("{}\u{1f468}\u{200d}\u{1f469}", "x".repeat(38));
+        // A joined emoji and an accented letter count as one character
+        // each and are kept or cut whole.
+        let joined = format!("{}\u{1f468}\u{200d}\u{1f469}", "x".repeat(39));
+        assert_eq!(quoted_org_name(&joined), joined);
+        let joined = format!("{}\u{1f468}\u{200d}\u{1f469}", "x".repeat(40));
+        assert_eq!(quoted_org_name(&joined), format!("{forty}…"));
+        let accented = format!("{}e\u{301}", "x".repeat(39));
+        assert_eq!(quoted_org_name(&accented), accented);
+        let accented = format!("{}e\u{301}y", "x".repeat(39));
         assert_eq!(
-            quoted_org_name(&joined),
-            format!("{}\u{1f468}…", "x".repeat(38))
+            quoted_org_name(&accented),
+            format!("{}e\u{301}…", "x".repeat(39))
+        );
+        assert_eq!(
+            quoted_org_name(&format!("{} yz", "x".repeat(39))),
+            format!("{}…", "x".repeat(39))
         );
     }
 
