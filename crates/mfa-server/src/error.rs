@@ -338,58 +338,10 @@ pub(crate) fn body_for_status(status: StatusCode) -> ErrorBody {
 /// drowned the log (an audit counted 665 in 20 s on one server).
 const UNAVAILABLE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-static UNAVAILABLE_LOG: Throttle = Throttle::new(UNAVAILABLE_LOG_EVERY);
-
-/// One line per period at most, and how many were not written since.
-struct Throttle {
-    every: std::time::Duration,
-    /// When the last line was written, and the lines not written since.
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
-}
-
-impl Throttle {
-    const fn new(every: std::time::Duration) -> Throttle {
-        Throttle {
-            every,
-            state: std::sync::Mutex::new((None, 0)),
-        }
-    }
-
-    /// Whether a line at `now` is written: `Some(lines not written since
-    /// the last one)`, or `None` to count it.
-    fn record(&self, now: std::time::Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (last, unlogged) = &mut *state;
-        if last.is_some_and(|at| now.duration_since(at) < self.every) {
-            *unlogged += 1;
-            return None;
-        }
-        *last = Some(now);
-        Some(std::mem::take(unlogged))
-    }
-}
+static UNAVAILABLE_LOG: mfa_store::LogThrottle = mfa_store::LogThrottle::new(UNAVAILABLE_LOG_EVERY);
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_throttled_line_counts_those_it_left_out() {
-        let throttle = super::Throttle::new(std::time::Duration::from_secs(10));
-        let t0 = std::time::Instant::now();
-        assert_eq!(throttle.record(t0), Some(0));
-        assert_eq!(
-            throttle.record(t0 + std::time::Duration::from_secs(1)),
-            None
-        );
-        assert_eq!(
-            throttle.record(t0 + std::time::Duration::from_secs(9)),
-            None
-        );
-        assert_eq!(
-            throttle.record(t0 + std::time::Duration::from_secs(10)),
-            Some(2)
-        );
-    }
-
     use super::*;
 
     #[test]

@@ -4,6 +4,7 @@ mod crypto;
 mod error;
 mod fair_pool;
 mod lock_rule;
+mod log_throttle;
 mod models;
 mod pg_pool;
 mod prepared;
@@ -22,6 +23,7 @@ pub use crypto::{
     EncryptionKey, KEY_LEN, KeyFingerprint, format_key_base64, generate_key, parse_key_base64,
 };
 pub use error::Error;
+pub use log_throttle::LogThrottle;
 pub use store::{
     Backend, DEFAULT_POOL_TIMEOUT, DbStore, KEY_FINGERPRINT_MIGRATION, KeyCheck, KeyRotation,
     KeyVerification, LostKeyReplacement, MigrationStatus, PING_TIMEOUT, StoreOptions,

@@ -11,12 +11,13 @@
 //! a restart, requests succeed as before, and no statement ever runs twice.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use diesel::PgConnection;
 use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::{ConnectionManager, HandleError, ManageConnection};
+
+use crate::log_throttle::LogThrottle;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// How often a database that refuses connections is logged at most.
@@ -28,30 +29,18 @@ pub(crate) const CONNECT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(30);
 /// tries again as soon as a request waits or a connection is missing:
 /// 33 lines in a two-second outage in a test, thousands in a real one.
 /// The requests themselves are answered `503` and logged as such.
-#[derive(Debug, Default)]
-pub(crate) struct ConnectFailureLog {
-    /// When the last warning was written, and the failures since.
-    state: Mutex<(Option<Instant>, u64)>,
-}
+#[derive(Debug)]
+pub(crate) struct ConnectFailureLog(LogThrottle);
 
-impl ConnectFailureLog {
-    /// Whether a failure at `now` is written: `Some(failures not
-    /// written since the last warning)`, or `None` to count it.
-    fn record(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (last, unlogged) = &mut *state;
-        if last.is_some_and(|at| now.duration_since(at) < CONNECT_FAILURE_LOG_EVERY) {
-            *unlogged += 1;
-            return None;
-        }
-        *last = Some(now);
-        Some(std::mem::take(unlogged))
+impl Default for ConnectFailureLog {
+    fn default() -> ConnectFailureLog {
+        ConnectFailureLog(LogThrottle::new(CONNECT_FAILURE_LOG_EVERY))
     }
 }
 
 impl HandleError<diesel::r2d2::Error> for ConnectFailureLog {
     fn handle_error(&self, error: diesel::r2d2::Error) {
-        if let Some(unlogged) = self.record(Instant::now()) {
+        if let Some(unlogged) = self.0.record(Instant::now()) {
             tracing::warn!(
                 %error,
                 not_logged_since = unlogged,
@@ -141,24 +130,5 @@ impl ManageConnection for PgManager {
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
         conn.lost || self.manager.has_broken(&mut conn.conn)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_failures_are_logged_once_per_interval_with_a_count() {
-        let log = ConnectFailureLog::default();
-        let start = Instant::now();
-        assert_eq!(log.record(start), Some(0), "the first is written");
-        for i in 1..=32 {
-            assert_eq!(log.record(start + Duration::from_millis(60 * i)), None);
-        }
-        let later = start + CONNECT_FAILURE_LOG_EVERY;
-        assert_eq!(log.record(later), Some(32), "then with the count");
-        assert_eq!(log.record(later + Duration::from_secs(1)), None);
-        assert_eq!(log.record(later + CONNECT_FAILURE_LOG_EVERY), Some(1));
     }
 }
