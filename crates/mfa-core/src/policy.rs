@@ -206,9 +206,24 @@ impl LockoutPolicy {
     }
 
     /// Seconds to wait before the next attempt, if locked now.
+    ///
+    /// A lockout whose end lies further ahead than the lockout for
+    /// `state.failures` lasts can only come from a clock stepped back (an
+    /// NTP correction, a restored virtual machine): the lockout was set at
+    /// a "now" that is still to come. It is taken as over rather than
+    /// stretched by the size of the step, which would lock every locked
+    /// user out for hours after a correction of hours, password logins
+    /// and email codes alike. The failures stay counted, so the next one
+    /// locks again, for longer.
     pub fn retry_after(&self, state: &FailureState, now: Timestamp) -> Option<u64> {
+        let longest = self
+            .delay_after(state.failures)
+            .unwrap_or(self.max_delay_secs);
         match state.locked_until {
-            Some(until) if until > now => Some(now.secs_until(until).max(1)),
+            Some(until) if until > now => {
+                let wait = now.secs_until(until);
+                (wait <= longest).then_some(wait.max(1))
+            }
             _ => None,
         }
     }
@@ -439,7 +454,34 @@ mod tests {
             locked_until: Some(Timestamp(130)),
         };
         assert_eq!(p.retry_after(&s, Timestamp(100)), Some(30));
+        assert_eq!(p.retry_after(&s, Timestamp(129)), Some(1));
         assert_eq!(p.retry_after(&s, Timestamp(130)), None);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_ends_a_lockout_instead_of_stretching_it() {
+        let p = LockoutPolicy::default();
+        let five = FailureState {
+            failures: 5,
+            locked_until: Some(Timestamp(10_030)),
+        };
+        // Set at 10,000 for 30 s; the clock then went back an hour.
+        assert_eq!(p.retry_after(&five, Timestamp(10_000)), Some(30));
+        assert_eq!(p.retry_after(&five, Timestamp(6_400)), None);
+        // The longest lockout is bounded by its own length too.
+        let many = FailureState {
+            failures: 40,
+            locked_until: Some(Timestamp(10_900)),
+        };
+        assert_eq!(p.retry_after(&many, Timestamp(10_000)), Some(900));
+        assert_eq!(p.retry_after(&many, Timestamp(9_999)), None);
+        // A lockout read while counting the next attempt (one failure
+        // more than set it) keeps its own length.
+        let reserved = FailureState {
+            failures: 6,
+            locked_until: Some(Timestamp(10_030)),
+        };
+        assert_eq!(p.retry_after(&reserved, Timestamp(10_000)), Some(30));
     }
 
     #[test]

@@ -735,6 +735,51 @@ fn a_hash_with_older_parameters_is_replaced_at_the_next_login() {
     assert_eq!(stored_hash(), rehashed, "a current hash stays");
 }
 
+/// An NTP correction or a restored virtual machine may step the clock
+/// back: a lockout set at a "now" still to come must not last for the
+/// size of the step (hours without a login for every locked user).
+#[test]
+fn a_clock_stepped_back_ends_a_lockout_rather_than_stretching_it() {
+    let w = world();
+    w.add_user("pw@example.com");
+    for _ in 0..5 {
+        let _ = w.svc.login("pw@example.com", "wrong password", None);
+    }
+    assert_eq!(
+        w.svc.login("pw@example.com", PASSWORD, None).map(|_| ()),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+    w.clock.advance(-3600);
+    ok(w.svc.login("pw@example.com", PASSWORD, None));
+
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (_, partial) = w.login("pw@example.com");
+    let (secret, _) = w.enroll_authenticator(&partial);
+    w.clock.advance(2 * 3600);
+    let (_, partial) = w.login("pw@example.com");
+    let mut last = Ok(());
+    for _ in 0..5 {
+        let good = w.code(&secret);
+        let bad = if good == "000000" { "111111" } else { "000000" };
+        last = w
+            .svc
+            .verify_mfa(&partial, MfaMethod::Authenticator, bad)
+            .map(|_| ());
+    }
+    assert_eq!(
+        last,
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 30
+        })
+    );
+    w.clock.advance(-3600);
+    let (_, partial) = w.login("pw@example.com");
+    ok(w.svc
+        .verify_mfa(&partial, MfaMethod::Authenticator, &w.code(&secret)));
+}
+
 #[test]
 fn password_failures_lock_the_password_step_apart() {
     let w = world();
@@ -1287,6 +1332,26 @@ fn grace_period_defers_setup() {
         w.login("grace@example.com").0.decision.requirement,
         MfaRequirement::SetupRequired
     );
+}
+
+#[test]
+fn a_partial_session_never_outlives_a_full_one() {
+    let w = world_with(ServiceConfig {
+        session_ttl_secs: 120,
+        ..ServiceConfig::default()
+    });
+    w.add_user("short@example.com");
+    ok(w.svc.set_mfa_enforced(&w.admin, true, false));
+    let (login, _) = w.login("short@example.com");
+    assert_eq!(login.decision.requirement, MfaRequirement::SetupRequired);
+    assert_eq!(login.expires_at, Timestamp(T0 + 120));
+    w.clock.advance(121);
+    assert_eq!(
+        w.svc.authenticate(&login.token).map(|_| ()),
+        Err(MfaError::Unauthorized)
+    );
+    let (login, _) = w.login("short@example.com");
+    assert_eq!(login.expires_at, Timestamp(T0 + 121 + 120));
 }
 
 /// The status read that resolves its own token answers as `authenticate`

@@ -393,13 +393,16 @@ impl<S: Store> MfaService<S> {
 
 /// One mail of a kind per `interval_secs` per user: `MailThrottled`
 /// (with the seconds to wait) until `interval_secs` after `last_sent`.
+/// A `last_sent` still to come can only be from a clock stepped back
+/// since: the wait is not stretched by the step (a user whose only factor
+/// is email could not sign in for as long), the mail goes.
 pub(crate) fn throttle_mail(
     last_sent: Timestamp,
     now: Timestamp,
     interval_secs: u64,
 ) -> MfaResult<()> {
     let next_allowed = last_sent.plus_secs(interval_secs);
-    if now < next_allowed {
+    if last_sent <= now && now < next_allowed {
         return Err(MfaError::MailThrottled {
             retry_after_secs: now.secs_until(next_allowed).max(1),
         });
@@ -840,6 +843,19 @@ mod tests {
         store
             .read(|tx| Ok(tx.failure_state(USER, FailureKind::Code)?.failures))
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_mail_waits_its_interval_but_never_longer() {
+        assert_eq!(
+            throttle_mail(NOW, NOW.plus_secs(1), 30),
+            Err(MfaError::MailThrottled {
+                retry_after_secs: 29
+            })
+        );
+        assert_eq!(throttle_mail(NOW, NOW.plus_secs(30), 30), Ok(()));
+        // Sent "later" than now: the clock was stepped back since.
+        assert_eq!(throttle_mail(NOW, NOW.minus_secs(90), 30), Ok(()));
     }
 
     #[test]

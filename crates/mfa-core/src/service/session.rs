@@ -388,7 +388,12 @@ impl<S: Store> MfaService<S> {
             };
             let (level, ttl) = match decision.requirement {
                 MfaRequirement::None => (AssuranceLevel::Full, config.session_ttl_secs),
-                _ => (AssuranceLevel::Partial, config.partial_session_ttl_secs),
+                // A partial session never outlives a full one: an operator
+                // who shortens sessions shortens what a password alone opens.
+                _ => (
+                    AssuranceLevel::Partial,
+                    config.partial_session_ttl_secs.min(config.session_ttl_secs),
+                ),
             };
             // A session the grace period let in without MFA ends with the
             // grace period: otherwise a login just before it ended would
