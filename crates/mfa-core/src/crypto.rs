@@ -275,7 +275,11 @@ impl PasswordHasher {
 
     /// Whether `secret` matches the PHC string. Algorithm, version and
     /// parameters are read from the string, so hashes made with older
-    /// parameters still verify. The comparison is constant-time.
+    /// parameters still verify; parameters beyond what an operator may
+    /// configure ([`PasswordParams::MAX_MEMORY_KIB`] and the others) match
+    /// nothing, since a stored string asking for terabytes would end the
+    /// process that tried to allocate them, or hold a hashing thread for
+    /// good. The comparison is constant-time.
     pub fn verify(&self, secret: &str, phc: &str) -> bool {
         let Ok(parsed) = PasswordHash::new(phc) else {
             return false;
@@ -294,6 +298,12 @@ impl PasswordHasher {
         let Ok(params) = argon2::Params::try_from(&parsed) else {
             return false;
         };
+        if params.m_cost() > PasswordParams::MAX_MEMORY_KIB
+            || params.t_cost() > PasswordParams::MAX_ITERATIONS
+            || params.p_cost() > PasswordParams::MAX_PARALLELISM
+        {
+            return false;
+        }
         let argon2 = Argon2::new(algorithm, version, params);
         let mut out = vec![0u8; expected.len()];
         if self
@@ -560,6 +570,19 @@ mod tests {
             "x",
             "$scrypt$ln=4,r=8,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAA"
         ));
+        // A stored string asking for more than an operator may configure
+        // matches nothing, unhashed: 4 TiB would end the process, and
+        // 2^32 - 1 passes would hold a hashing thread for good.
+        for params in [
+            "m=4294967295,t=1,p=1",
+            "m=1024,t=4294967295,p=1",
+            "m=1024,t=1,p=255",
+        ] {
+            let stored = format!(
+                "$argon2id$v=19${params}$mNCYs2VI5y2l7xFHQ5JStA$lMn41msxJJmhBxJ6QG0FNf24t7MFgybtYfR2FpL8s+E"
+            );
+            assert!(!hasher.verify("x", &stored), "{stored}");
+        }
     }
 
     #[test]

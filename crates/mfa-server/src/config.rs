@@ -458,6 +458,21 @@ impl Config {
                 ));
             }
         };
+        // The QR code of an enrollment holds the issuer twice, each byte
+        // percent-encoded: a long issuer in a script of multi-byte
+        // characters made every enrollment fail.
+        let shown_issuer = mfa_totp::issuer_for_environment(&issuer, environment.as_str());
+        if shown_issuer.len() > mfa_totp::MAX_ISSUER_BYTES {
+            return Err(invalid(
+                "MFA_ISSUER",
+                format!(
+                    "expected at most {} bytes in UTF-8 (with the environment's suffix, \
+                     `{shown_issuer}`: {} bytes), or QR codes could not hold it",
+                    mfa_totp::MAX_ISSUER_BYTES,
+                    shown_issuer.len()
+                ),
+            ));
+        }
 
         let smtp_url = pick("MFA_SMTP_URL", file_config.smtp_url).map(Secret::new);
         if let Some(url) = &smtp_url {
@@ -755,6 +770,22 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
             ))
         }
         Some("sqlite") => Ok(DatabaseKind::Sqlite),
+        // libpq ends the user info at the first `@`, where a masked URL
+        // ends it at the last: with a raw `@` in the password, the rest of
+        // the password became the host name, which libpq's connection
+        // error then printed to the log.
+        Some("postgres" | "postgresql")
+            if rest[..rest.find(['/', '?']).unwrap_or(rest.len())]
+                .matches('@')
+                .count()
+                > 1 =>
+        {
+            Err(invalid(
+                "MFA_DATABASE_URL",
+                "expected one `@` before the host: percent-encode an `@` in the user name or \
+                 password as `%40`",
+            ))
+        }
         Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
         _ => Err(invalid(
             "MFA_DATABASE_URL",
@@ -922,6 +953,10 @@ mod tests {
         for (var, value) in [
             ("MFA_BIND", "not an address"),
             ("MFA_DATABASE_URL", "mysql://x"),
+            (
+                "MFA_DATABASE_URL",
+                "postgres://u:Hunter2@Secret@127.0.0.1/db",
+            ),
             ("MFA_ENCRYPTION_KEY", "c2hvcnQ="),
             ("MFA_BOOTSTRAP_ADMIN_EMAIL", "nobody"),
             ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "short"),
@@ -947,6 +982,28 @@ mod tests {
             let err = from(&[(var, value)]).unwrap_err().to_string();
             assert!(err.starts_with(var), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn an_issuer_must_fit_twice_in_a_qr_code() {
+        // 100 characters of four bytes each: within the character limit,
+        // beyond what a QR code holds twice, percent-encoded.
+        let wide = "\u{1f600}".repeat(100);
+        let err = from(&[("MFA_ISSUER", wide.as_str())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("MFA_ISSUER"), "{err}");
+        assert!(err.contains("at most 200 bytes"), "{err}");
+        let fits = "\u{1f600}".repeat(48);
+        assert_eq!(from(&[("MFA_ISSUER", fits.as_str())]).unwrap().issuer, fits);
+        // The environment's suffix counts.
+        let err = from(&[
+            ("MFA_ISSUER", fits.as_str()),
+            ("MFA_ENVIRONMENT", "sandbox"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("202 bytes"), "{err}");
     }
 
     #[test]

@@ -13,4 +13,4 @@ pub use otp::{
 };
 pub use qr::{qr_png, qr_svg, qr_terminal};
 pub use secret::Secret;
-pub use uri::{OtpauthUri, issuer_for_environment};
+pub use uri::{MAX_ACCOUNT_BYTES, MAX_ISSUER_BYTES, OtpauthUri, issuer_for_environment};

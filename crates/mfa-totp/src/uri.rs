@@ -19,6 +19,19 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 
 const SCHEME: &str = "otpauth://";
 
+/// The longest issuer, in UTF-8 bytes, for which [`OtpauthUri::to_uri`]
+/// always fits in a QR code ([`crate::qr_svg`], [`crate::qr_png`]): the
+/// issuer appears twice, and every byte may take three when
+/// percent-encoded. With an account of at most [`MAX_ACCOUNT_BYTES`], a
+/// 64-byte secret and the longest parameters, the URI takes at most
+/// 2,135 of the 2,331 bytes a QR code holds at its level of error
+/// correction.
+pub const MAX_ISSUER_BYTES: usize = 200;
+
+/// The longest account name, in UTF-8 bytes, that [`MAX_ISSUER_BYTES`]
+/// counts with: the longest email address (RFC 5321).
+pub const MAX_ACCOUNT_BYTES: usize = 254;
+
 /// The contents of an `otpauth://totp/...` URI.
 ///
 /// `Debug` redacts the secret (see [`Secret`]).

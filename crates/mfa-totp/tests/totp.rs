@@ -2,9 +2,9 @@
 //! otpauth URIs and QR round trips.
 
 use mfa_totp::{
-    Algorithm, DEFAULT_WINDOW, MAX_LOOK_AHEAD, OtpauthUri, Secret, TotpError, TotpParams,
-    VerifyError, hotp, is_well_formed_code, issuer_for_environment, qr_png, qr_svg, qr_terminal,
-    time_step, totp, totp_at_step, verify_hotp, verify_totp,
+    Algorithm, DEFAULT_WINDOW, MAX_ACCOUNT_BYTES, MAX_ISSUER_BYTES, MAX_LOOK_AHEAD, OtpauthUri,
+    Secret, TotpError, TotpParams, VerifyError, hotp, is_well_formed_code, issuer_for_environment,
+    qr_png, qr_svg, qr_terminal, time_step, totp, totp_at_step, verify_hotp, verify_totp,
 };
 
 const SEED_SHA1: &[u8] = b"12345678901234567890";
@@ -631,4 +631,20 @@ fn qr_rejects_oversized_data() {
     assert!(matches!(qr_png(&huge), Err(TotpError::Qr(_))));
     assert!(matches!(qr_svg(&huge), Err(TotpError::Qr(_))));
     assert!(matches!(qr_terminal(&huge), Err(TotpError::Qr(_))));
+}
+
+#[test]
+fn the_longest_issuer_and_account_fit_in_a_qr_code() {
+    // Every byte percent-encoded: multi-byte characters in the issuer,
+    // reserved ASCII in the account.
+    let uri = OtpauthUri {
+        issuer: "\u{1f600}".repeat(MAX_ISSUER_BYTES / 4),
+        account: "+".repeat(MAX_ACCOUNT_BYTES),
+        secret: secret(SEED_SHA512),
+        params: params(Algorithm::Sha512, 8, mfa_totp::MAX_PERIOD_SECS),
+    }
+    .to_uri();
+    assert_eq!(uri.len(), 2135);
+    assert!(qr_svg(&uri).is_ok());
+    assert!(qr_png(&uri).is_ok());
 }

@@ -141,7 +141,8 @@ impl Default for ServiceConfig {
 impl ServiceConfig {
     /// Refuse values no deployment can work with: TOTP digits other than
     /// 6 or 8 or a period of 0 (apps refuse such otpauth URIs, and
-    /// `mfa_totp::OtpauthUri::parse` does too), email codes of fewer than
+    /// `mfa_totp::OtpauthUri::parse` does too), an issuer too long for a
+    /// QR code ([`mfa_totp::MAX_ISSUER_BYTES`]), email codes of fewer than
     /// 6 or more than 10 digits, a verify window over 10 steps, lifetimes
     /// of zero, and no ids per reset. The argon2 parameters are checked by
     /// [`PasswordHasher::new`]; how weak they may be is the caller's
@@ -155,6 +156,15 @@ impl ServiceConfig {
         };
         if let Err(e) = TotpParams::new(self.totp.algorithm, self.totp.digits, self.totp.period) {
             return refuse(&e.to_string());
+        }
+        let shown_issuer =
+            mfa_totp::issuer_for_environment(&self.issuer, self.environment.as_str());
+        if shown_issuer.len() > mfa_totp::MAX_ISSUER_BYTES {
+            return refuse(&format!(
+                "the issuer shown in apps must be at most {} bytes in UTF-8, or its QR code \
+                 would not hold every address",
+                mfa_totp::MAX_ISSUER_BYTES
+            ));
         }
         if !(6..=10).contains(&self.email_code_digits) {
             return refuse("email_code_digits must be between 6 and 10");
