@@ -697,6 +697,9 @@ pub enum SignInChange {
     PasswordSet,
     /// An org stopped asking the user for a second factor.
     MfaOptOut,
+    /// The user withdrew their own opt-in to MFA: orgs that do not
+    /// enforce it stop asking them for a second factor.
+    PersonalMfaOptOut,
     /// A new set of recovery codes replaced the old one.
     RecoveryCodesReplaced,
 }

@@ -197,7 +197,8 @@ fn enforce_then_setup_then_enroll_then_challenge() {
 
 /// A change of how a user signs in that removes no factor is mailed to
 /// them, saying who made it: a new password (set by an admin or by
-/// themselves), an opt-out of MFA, and a set of recovery codes replaced.
+/// themselves), an opt-out of MFA (by an admin, or the user's own opt-in
+/// withdrawn), and a set of recovery codes replaced.
 #[test]
 fn changes_of_how_a_user_signs_in_are_mailed() {
     let w = world();
@@ -216,7 +217,7 @@ fn changes_of_how_a_user_signs_in_are_mailed() {
     };
     // The user's own changes, by them; the first set of codes replaces none.
     let (_, partial) = w.login("val@example.com");
-    let (_, full) = w.enroll_authenticator(&partial);
+    let (secret, full) = w.enroll_authenticator(&partial);
     let full = ok(full.into_full());
     ok(w.svc.generate_recovery_codes(&full));
     ok(w.svc.generate_recovery_codes(&full));
@@ -241,6 +242,19 @@ fn changes_of_how_a_user_signs_in_are_mailed() {
     // Nothing changed, nothing mailed.
     ok(w.svc
         .update_membership(&w.admin, &UserRef::Id(user), &opt_out));
+    // The user's own opt-in: given, not mailed; withdrawn, mailed.
+    w.clock.advance(30);
+    let login = ok(w
+        .svc
+        .login("val@example.com", "yet another long passphrase 58", None));
+    let partial = ok(w.svc.authenticate(&login.token));
+    let token = ok(w
+        .svc
+        .verify_mfa(&partial, MfaMethod::Authenticator, &w.code(&secret)));
+    let full = ok(ok(w.svc.authenticate(&token.token)).into_full());
+    ok(w.svc.set_personal_opt_in(&full, true));
+    ok(w.svc.set_personal_opt_in(&full, false));
+    ok(w.svc.set_personal_opt_in(&full, false));
     assert_eq!(
         notices(&w),
         [
@@ -248,6 +262,7 @@ fn changes_of_how_a_user_signs_in_are_mailed() {
             (SignInChange::PasswordSet, false),
             (SignInChange::PasswordSet, true),
             (SignInChange::MfaOptOut, true),
+            (SignInChange::PersonalMfaOptOut, false),
         ]
     );
 }

@@ -618,6 +618,10 @@ impl Values {
                          organisation: signing in to it will not ask you for a second step, \
                          even where it requires one of its members"
                     }
+                    SignInChange::PersonalMfaOptOut => {
+                        "you turned off the multi-factor authentication you had asked for: \
+                         organisations that do not require it will ask only for your password"
+                    }
                     SignInChange::RecoveryCodesReplaced => {
                         "a new set of recovery codes was made; the codes of the old set no \
                          longer work"
@@ -973,6 +977,30 @@ administrator at once: someone else may have access to your account.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_withdrawn_opt_in_says_what_it_takes_away_and_who_did_it() {
+        let t = Templates::load(None).expect("built-ins parse");
+        let r = t.render(
+            "Acme",
+            &MailKind::SignInChanged {
+                change: SignInChange::PersonalMfaOptOut,
+                by_admin: None,
+            },
+            None,
+        );
+        let text = r.text.replace('\n', " ");
+        assert!(text.contains("by you"), "{text}");
+        assert!(
+            text.contains("you turned off the multi-factor authentication you had asked for"),
+            "{text}"
+        );
+        assert!(
+            r.html.contains("will ask only for your password"),
+            "{}",
+            r.html
+        );
+    }
 
     #[test]
     fn builtins_parse_and_render_every_kind() {

@@ -618,7 +618,20 @@ impl<S: Store> MfaService<S> {
             } else {
                 AuditAction::PersonalMfaOptOut
             };
-            audit_own(tx, caller, now, action, "")
+            audit_own(tx, caller, now, action, "")?;
+            // Withdrawing the opt-in takes a requirement away, as an
+            // admin's opt-out does: a stolen session doing it is heard of.
+            if !opt_in {
+                self.notify(
+                    tx,
+                    &user.email,
+                    MailKind::SignInChanged {
+                        change: SignInChange::PersonalMfaOptOut,
+                        by_admin: None,
+                    },
+                )?;
+            }
+            Ok(())
         })
     }
 }
