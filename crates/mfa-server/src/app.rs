@@ -22,7 +22,7 @@ use actix_web::middleware::{ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use mfa_core::ports::OsRandomness;
 use mfa_core::service::Purged;
-use mfa_core::{Clock, Mailer, MfaError, MfaService};
+use mfa_core::{Clock, Environment, Mailer, MfaError, MfaService};
 use mfa_email::{EmailMailer, MailConfig};
 use mfa_store::{DbStore, EncryptionKey, KeyVerification, StoreOptions};
 use utoipa::OpenApi as _;
@@ -463,7 +463,9 @@ fn prepare(config: &Config, clock: Arc<dyn Clock>) -> Result<Prepared, StartErro
     let database = store.backend().as_str();
     let key = store.fingerprint().to_string();
     let mailer = email_mailer(config)?;
-    if mailer.sender_is_local() {
+    if config.smtp_url.is_none() && config.environment == Environment::Production {
+        tracing::warn!(outbox = %config.outbox_dir().display(), "{OUTBOX_IN_PRODUCTION}");
+    } else if mailer.sender_is_local() {
         tracing::warn!(sender = %mailer.sender().email, "{LOCAL_SENDER}");
     }
     let mail = mailer.to_string();
@@ -538,6 +540,12 @@ fn claim_sqlite_file(file: &Path) -> Option<std::fs::File> {
         }
     }
 }
+
+/// Logged at start when production mail goes to the outbox directory.
+pub const OUTBOX_IN_PRODUCTION: &str = "MFA_SMTP_URL is unset: mail is written to the outbox \
+     directory, not sent, so users receive no codes and no notices, and its files hold live email \
+     codes and email-change tokens in plain text until they are deleted: set MFA_SMTP_URL (or \
+     MFA_ENVIRONMENT=sandbox for a trial)";
 
 /// What the server at its start and `check-config` say of a sender that
 /// mail servers refuse ([`EmailMailer::sender_is_local`]).

@@ -212,6 +212,8 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
             );
         }
         smtp = Some(mailer);
+    } else if config.environment == mfa_core::Environment::Production {
+        out!("Warning: {}.", mfa_server::app::OUTBOX_IN_PRODUCTION);
     }
     // The server warns at its start; a check before it should too.
     let sqlite = sqlite_path(config);

@@ -698,6 +698,23 @@ fn check_config_masks_secrets() {
     own_sender.push(("MFA_MAIL_FROM", "Acme MFA <mfa@acme.example>"));
     let text = stdout(&run(d.path(), &own_sender, &["check-config"], ""));
     assert!(!text.contains("MFA_MAIL_FROM) is not"), "{text}");
+    assert!(!text.contains("MFA_SMTP_URL is unset"), "{text}");
+    // Production mail to the outbox: users get none, and its files hold
+    // live codes. A sandbox may.
+    let outbox: Vec<_> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "MFA_SMTP_URL")
+        .collect();
+    let text = stdout(&run(d.path(), &outbox, &["check-config"], ""));
+    assert!(
+        text.contains("Warning: MFA_SMTP_URL is unset: mail is written to the outbox directory"),
+        "{text}"
+    );
+    let mut sandbox = outbox.clone();
+    sandbox.push(("MFA_ENVIRONMENT", "sandbox"));
+    let text = stdout(&run(d.path(), &sandbox, &["check-config"], ""));
+    assert!(!text.contains("MFA_SMTP_URL is unset"), "{text}");
     // Every variable is listed.
     for var in crate::multinode::VARS {
         assert!(text.contains(var), "{var} not in {text}");
