@@ -109,7 +109,7 @@ impl Store for InMemoryStore {
 
     fn write<T: Send>(
         &self,
-        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+        mut f: impl FnMut(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T> {
         let mut guard = self.lock();
         let mut copy = guard.clone();

@@ -33,9 +33,16 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Run `f` in a read-write transaction. `f` may run on another thread
     /// (SQLite's writer thread) while the caller waits for it.
+    ///
+    /// `f` may run more than once: a store whose database breaks a
+    /// deadlock or a serialization conflict by rolling one transaction
+    /// back whole (PostgreSQL) runs `f` again in a new transaction, a few
+    /// times, rather than fail a request that did nothing wrong. So `f`
+    /// must do nothing outside the transaction that a second run would
+    /// not simply repeat or overwrite.
     fn write<T: Send>(
         &self,
-        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+        f: impl FnMut(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T>;
     /// The fast path of an authenticator code check, for a store whose
     /// `BEGIN` and `COMMIT` are round trips of their own (PostgreSQL): no

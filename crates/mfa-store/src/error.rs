@@ -48,6 +48,12 @@ pub enum Error {
     /// the same operation may succeed later. The text is the database's.
     #[error("the database did not answer in time: {0}")]
     Busy(String),
+    /// The database rolled the transaction back whole to break a deadlock
+    /// or a serialization conflict with another: nothing it did stays, and
+    /// running it again is safe (a write is, by the store itself:
+    /// [`rolled_back_by_database`]). The text is the database's.
+    #[error("{ROLLED_BACK}{0}")]
+    RolledBack(String),
     /// A user with this email already exists.
     #[error("a user with this email already exists")]
     DuplicateEmail,
@@ -152,13 +158,16 @@ impl From<diesel::result::Error> for Error {
             D::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, info) => {
                 Error::MissingReference(rule_name(&*info))
             }
+            D::DatabaseError(DatabaseErrorKind::Unknown, info) if broke_a_deadlock(&*info) => {
+                Error::RolledBack(info.message().to_string())
+            }
             D::DatabaseError(DatabaseErrorKind::Unknown, info) if gave_up_waiting(&*info) => {
                 Error::Busy(info.message().to_string())
             }
             // Rolled back whole by the database, so nothing changed and
             // the same request may simply be sent again.
             D::DatabaseError(DatabaseErrorKind::SerializationFailure, info) => {
-                Error::Busy(info.message().to_string())
+                Error::RolledBack(info.message().to_string())
             }
             other => Error::Query(other),
         }
@@ -183,19 +192,34 @@ impl From<diesel::r2d2::PoolError> for Error {
 }
 
 /// Whether the database gave up on a statement for a lock it waited for
-/// too long, cancelled it, or broke a deadlock with it (the transaction
-/// rolled back whole: the request may be sent again). diesel reports
-/// neither SQLite's `SQLITE_BUSY` nor PostgreSQL's SQLSTATEs 55P03, 57014
-/// and 40P01 apart (`DatabaseErrorKind::Unknown`, without the code), so
-/// their messages tell: SQLite's are fixed English; PostgreSQL's follow
-/// the server's `lc_messages`, and under another language than English
-/// such an error stays a failed query.
+/// too long, or cancelled it. diesel reports neither SQLite's
+/// `SQLITE_BUSY` nor PostgreSQL's SQLSTATEs 55P03, 57014 and 40P01 apart
+/// (`DatabaseErrorKind::Unknown`, without the code), so their messages
+/// tell: SQLite's are fixed English; PostgreSQL's follow the server's
+/// `lc_messages`, and under another language than English such an error
+/// stays a failed query.
 fn gave_up_waiting(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> bool {
     let message = info.message();
     message.starts_with("database is locked")
         || message.starts_with("database table is locked")
         || message.starts_with("canceling statement due to")
-        || message.starts_with("deadlock detected")
+}
+
+/// Whether PostgreSQL broke a deadlock by rolling this transaction back
+/// (SQLSTATE 40P01, told by its message as [`gave_up_waiting`] says).
+fn broke_a_deadlock(info: &(dyn DatabaseErrorInformation + Send + Sync)) -> bool {
+    info.message().starts_with("deadlock detected")
+}
+
+/// How an [`Error::RolledBack`] reads, and so the domain's
+/// `StoreError::Unavailable` made of it.
+const ROLLED_BACK: &str = "the database rolled the transaction back: ";
+
+/// Whether the text of a `StoreError::Unavailable` is an
+/// [`Error::RolledBack`]'s: the whole transaction was undone by the
+/// database, and may run again.
+pub(crate) fn rolled_back_by_database(unavailable: &str) -> bool {
+    unavailable.starts_with(ROLLED_BACK)
 }
 
 /// The name of the rule an error broke: PostgreSQL's constraint name, or
@@ -232,6 +256,7 @@ impl From<Error> for StoreError {
             Error::Pool(_)
             | Error::Connect(_)
             | Error::Busy(_)
+            | Error::RolledBack(_)
             | Error::Query(diesel::result::Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,
@@ -300,29 +325,36 @@ mod tests {
 
     #[test]
     fn a_statement_the_database_gave_up_on_is_unavailable() {
+        // Waited too long: unavailable, and not run again by the store
+        // (the wait was the time allowed).
         for message in [
             "database is locked",
             "database table is locked: users",
             "canceling statement due to lock timeout",
             "canceling statement due to statement timeout",
             "canceling statement due to user request",
-            "deadlock detected",
         ] {
             assert!(
-                matches!(translated(message), StoreError::Unavailable(_)),
+                matches!(translated(message), StoreError::Unavailable(ref why) if !rolled_back_by_database(why)),
                 "{message}"
             );
         }
+        // Rolled back by the database: unavailable, and run again.
         let serialization = diesel::result::Error::DatabaseError(
             DatabaseErrorKind::SerializationFailure,
             Box::new(Reported(
                 "could not serialize access due to concurrent update",
             )),
         );
-        assert!(matches!(
+        for rolled_back in [
+            translated("deadlock detected"),
             StoreError::from(Error::from(serialization)),
-            StoreError::Unavailable(_)
-        ));
+        ] {
+            assert!(
+                matches!(rolled_back, StoreError::Unavailable(ref why) if rolled_back_by_database(why)),
+                "{rolled_back:?}"
+            );
+        }
         for message in ["syntax error at or near \"SELEC\"", "disk I/O error"] {
             assert!(
                 matches!(translated(message), StoreError::Backend(_)),

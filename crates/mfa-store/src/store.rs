@@ -12,6 +12,7 @@ use mfa_core::{MfaError, MfaResult, Store, StoreError, StoreTx};
 
 use crate::Error;
 use crate::crypto::{EncryptionKey, SecretCipher};
+use crate::error::rolled_back_by_database;
 use crate::fair_pool::FairPool;
 use crate::pg_pool::{PgConn, PgManager};
 use crate::sqlite::{self, Role};
@@ -38,6 +39,22 @@ const MIGRATION_LOCK_KEY: i64 = 0x6d66_615f_7374_6f72;
 const SQLITE_READ_POOL: u32 = 8;
 /// Default size of the PostgreSQL pool.
 const POSTGRES_POOL: u32 = 10;
+
+/// How many times a PostgreSQL write transaction runs at most when the
+/// database rolls it back to break a deadlock or a serialization conflict
+/// (the first run and two more). The lock order of the domain avoids the
+/// deadlocks known; this is for the orders nobody foresaw, which would
+/// otherwise answer a request that did nothing wrong with a `503`.
+const PG_WRITE_RUNS: u32 = 3;
+
+/// The pause before running a rolled-back transaction again: a few
+/// milliseconds, growing with each run and spread at random, so that the
+/// two transactions that deadlocked do not meet again in step.
+fn retry_pause(runs: u32) -> Duration {
+    use rand::RngExt as _;
+    let base = 5 * u64::from(runs);
+    Duration::from_millis(base + rand::rng().random_range(0..=base * 4))
+}
 /// How long a caller waits for a pooled connection unless
 /// [`StoreOptions::pool_timeout`] says otherwise.
 pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -886,12 +903,13 @@ impl Store for DbStore {
 
     fn write<T: Send>(
         &self,
-        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+        mut f: impl FnMut(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T> {
         self.refuse_if_key_stale()?;
         let cipher = &self.cipher;
         let lock_rule = self.lock_rule;
         match &self.inner {
+            // One writer: nothing to deadlock with.
             Inner::Sqlite(db) => {
                 finish(db.writer.write(|conn| {
                     f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
@@ -899,9 +917,28 @@ impl Store for DbStore {
             }
             // READ COMMITTED: the conditional updates re-check their WHERE
             // on the locked row, so of racing callers one wins.
-            Inner::Postgres(db) => db.transaction(PgAccess::ReadWrite, |conn| {
-                f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
-            }),
+            Inner::Postgres(db) => {
+                let mut runs = 0;
+                loop {
+                    runs += 1;
+                    let result = db.transaction(PgAccess::ReadWrite, |conn| {
+                        f(&mut Tx::new(conn, cipher, lock_rule)).map_err(TxError::Domain)
+                    });
+                    match result {
+                        Err(MfaError::Store(StoreError::Unavailable(why)))
+                            if runs < PG_WRITE_RUNS && rolled_back_by_database(&why) =>
+                        {
+                            tracing::debug!(
+                                run = runs,
+                                why,
+                                "transaction rolled back by PostgreSQL; running it again"
+                            );
+                            std::thread::sleep(retry_pause(runs));
+                        }
+                        other => return other,
+                    }
+                }
+            }
         }
     }
 

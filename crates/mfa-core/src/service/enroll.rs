@@ -83,7 +83,7 @@ impl<S: Store> MfaService<S> {
                 "",
             )?;
             let otpauth_uri = OtpauthUri {
-                issuer,
+                issuer: issuer.clone(),
                 account: user.email,
                 secret: secret.clone(),
                 params,

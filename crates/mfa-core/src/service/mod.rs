@@ -301,7 +301,7 @@ impl<S: Store> MfaService<S> {
     /// fail: `Ok(Err(e))` commits the bookkeeping, then returns `e`.
     fn write_then<T: Send>(
         &self,
-        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
+        f: impl FnMut(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
     ) -> MfaResult<T> {
         self.write(f)?
     }
@@ -318,7 +318,7 @@ impl<S: Store> MfaService<S> {
         &self,
         attempt: &AttemptTrace<'_>,
         now: Timestamp,
-        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
+        f: impl FnMut(&mut dyn StoreTx) -> MfaResult<MfaResult<T>> + Send,
     ) -> MfaResult<T> {
         match self.write(f) {
             Ok(result) => result,

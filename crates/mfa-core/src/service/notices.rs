@@ -167,7 +167,7 @@ impl<S: Store> MfaService<S> {
     /// service that may notify runs through it.
     pub(crate) fn write<T: Send>(
         &self,
-        f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+        f: impl FnMut(&mut dyn StoreTx) -> MfaResult<T> + Send,
     ) -> MfaResult<T> {
         // Notices another request queued meanwhile are counted too: they
         // only cause a wake-up, or a send, that their own request would

@@ -136,9 +136,9 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
             }
             let user = tx.insert_user(&NewUser {
                 email: email.clone(),
-                first_name,
-                last_name,
-                password_hash: hash,
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                password_hash: hash.clone(),
                 is_super_admin: req.is_super_admin,
                 created_at: now,
             })?;

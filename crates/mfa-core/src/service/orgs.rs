@@ -312,8 +312,8 @@ impl<S: Store> MfaService<S> {
             // Only what differs is a change: the trail records no change
             // that did not happen (an empty body, the name it has).
             let mut changes = Vec::new();
-            if let Some(name) = name.filter(|n| *n != org.name) {
-                org.name = name;
+            if let Some(name) = name.as_ref().filter(|n| **n != org.name) {
+                org.name = name.clone();
                 changes.push("name".to_string());
             }
             if let Some(h) = patch

@@ -322,16 +322,17 @@ impl<S: Store> MfaService<S> {
         self.check_password_strength(password, &[&email, org_name])?;
         let hash = self.hasher.hash(password, self.rng.as_ref())?;
         let now = self.now();
+        let mut announce = Some(announce);
         let created = self.write(|tx| {
             if tx.count_users()? > 0 {
                 return Ok(None);
             }
             let org = tx.insert_org(org_name, now)?;
             let user = tx.insert_user(&NewUser {
-                email,
+                email: email.clone(),
                 first_name: "Super".into(),
                 last_name: "Admin".into(),
-                password_hash: hash,
+                password_hash: hash.clone(),
                 is_super_admin: true,
                 created_at: now,
             })?;
@@ -356,7 +357,11 @@ impl<S: Store> MfaService<S> {
                 AuditAction::UserCreated,
                 "bootstrap superadmin",
             )?;
-            announce(&user, &org)?;
+            // Once: a transaction the database rolled back and ran again
+            // commits the password the first run announced.
+            if let Some(announce) = announce.take() {
+                announce(&user, &org)?;
+            }
             Ok(Some((user, org)))
         });
         match created {
@@ -467,10 +472,10 @@ impl<S: Store> MfaService<S> {
             tx.org_for_reference(caller.org_id)?
                 .ok_or(MfaError::Unauthorized)?;
             let user = tx.insert_user(&NewUser {
-                email,
-                first_name,
-                last_name,
-                password_hash,
+                email: email.clone(),
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                password_hash: password_hash.clone(),
                 is_super_admin: false,
                 created_at: now,
             })?;
@@ -869,7 +874,7 @@ impl<S: Store> MfaService<S> {
                     &old_email,
                     MailKind::EmailChangeNotice {
                         new_email_masked: mask_email_apart(e, &old_email),
-                        by_admin,
+                        by_admin: by_admin.clone(),
                     },
                 )
             })?;

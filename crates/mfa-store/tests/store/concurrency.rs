@@ -409,3 +409,47 @@ backend_tests!(
     a_purge_skips_sessions_it_would_wait_for,
     audit_purges_skip_events_another_holds,
 );
+
+/// Two write transactions that lock two users in opposite orders
+/// deadlock; PostgreSQL breaks it by rolling one back, and the store runs
+/// that one again instead of failing its request: both commit, the
+/// victim's closure ran twice, and what it wrote is there once.
+#[test]
+fn a_write_postgres_rolled_back_for_a_deadlock_runs_again() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let store = open(&db);
+    let (a, b) = write(&store, |tx| {
+        Ok((
+            add_user(tx, "a@example.com").id,
+            add_user(tx, "b@example.com").id,
+        ))
+    });
+    let both_hold_one = Barrier::new(2);
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    thread::scope(|s| {
+        for (first, second) in [(a, b), (b, a)] {
+            let (store, both_hold_one, runs) = (&store, &both_hold_one, &runs);
+            s.spawn(move || {
+                let mut run = 0;
+                write(store, |tx| {
+                    run += 1;
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tx.lock_users(&[first])?;
+                    if run == 1 {
+                        both_hold_one.wait();
+                    }
+                    tx.lock_users(&[second])?;
+                    count_failure(tx, first, FailureKind::Code)?;
+                    Ok(())
+                });
+            });
+        }
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "one of the two ran again");
+    for user in [a, b] {
+        let state = read(&store, |tx| Ok(tx.failure_state(user, FailureKind::Code)?));
+        assert_eq!(state.failures, 1, "{user:?}: counted once");
+    }
+}

@@ -28,7 +28,7 @@ pub fn open(db: &TestDatabase) -> DbStore {
 /// Run a write transaction that must succeed.
 pub fn write<T: Send>(
     store: &DbStore,
-    f: impl FnOnce(&mut dyn StoreTx) -> MfaResult<T> + Send,
+    f: impl FnMut(&mut dyn StoreTx) -> MfaResult<T> + Send,
 ) -> T {
     store
         .write(f)
