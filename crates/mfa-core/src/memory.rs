@@ -942,6 +942,25 @@ impl StoreTx for MemTx<'_> {
         Ok(old.len() as u64)
     }
 
+    fn delete_anonymous_audit_events_before(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64> {
+        let old: Vec<AuditEventId> = self
+            .0
+            .audit
+            .values()
+            .filter(|e| e.at < before && e.is_anonymous_password_attempt())
+            .map(|e| e.id)
+            .take(limit as usize)
+            .collect();
+        for id in &old {
+            self.0.audit.remove(id);
+        }
+        Ok(old.len() as u64)
+    }
+
     fn queue_notices(&mut self, notices: &[NewNotice<'_>]) -> StoreResult<()> {
         for notice in notices {
             let id = self.0.next();

@@ -856,6 +856,24 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+impl AuditEvent {
+    /// Whether this records a password attempt at an address no user has:
+    /// no org, no actor, no target. Anyone can make these, no admin sees
+    /// them, and a purge deletes them when the address's failures are
+    /// forgotten ([`crate::ports::StoreTx::delete_anonymous_audit_events_before`]).
+    pub fn is_anonymous_password_attempt(&self) -> bool {
+        self.org_id.is_none()
+            && self.actor_user_id.is_none()
+            && self.target_user_id.is_none()
+            && matches!(
+                self.action,
+                AuditAction::LoginFailed
+                    | AuditAction::LockedOut
+                    | AuditAction::RefusedWhileLockedOut
+            )
+    }
+}
+
 /// An audit event to be written in the same transaction as its change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAuditEvent {

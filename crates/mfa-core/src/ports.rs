@@ -453,6 +453,16 @@ pub trait StoreTx {
     /// first; how many. Events another transaction holds (another
     /// process's purge) are skipped, not waited for.
     fn delete_audit_events_before(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64>;
+    /// Delete up to `limit` of the events of password attempts at
+    /// addresses no user has ([`AuditAction::LoginFailed`],
+    /// [`AuditAction::LockedOut`] and [`AuditAction::RefusedWhileLockedOut`]
+    /// with no org, actor or target) recorded before `before`, oldest first; how many. Skips
+    /// those another transaction holds.
+    fn delete_anonymous_audit_events_before(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64>;
 
     // ---- many users at once
     // An admin's reset of up to a thousand ids in one transaction. Each

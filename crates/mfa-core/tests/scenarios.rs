@@ -890,6 +890,56 @@ fn a_login_is_counted_and_decided_when_it_finishes() {
     );
 }
 
+/// A locked password step refuses in milliseconds, without a credential:
+/// its refusals are audited once a minute per address, counting those
+/// left out, so that nobody can write hundreds of rows a second into an
+/// org's trail. (Codes, which need the password first, keep one event
+/// per refusal.)
+#[test]
+fn a_locked_password_step_is_audited_once_a_minute() {
+    let w = world();
+    w.add_user("pw@example.com");
+    let login = |password: &str| w.svc.login("pw@example.com", password, None).map(|_| ());
+    for _ in 0..5 {
+        let _ = login("wrong password");
+    }
+    for _ in 0..3 {
+        assert!(matches!(
+            login(PASSWORD),
+            Err(MfaError::TooManyAttempts { .. })
+        ));
+    }
+    let details = |w: &World| -> Vec<String> {
+        w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut))
+            .into_iter()
+            .map(|e| e.detail)
+            .collect()
+    };
+    assert_eq!(
+        details(&w),
+        ["password refused unchecked: locked out for 30 s more"]
+    );
+    // The lockout ends, a sixth failure locks for 60 s, and a refusal
+    // within the minute is left out again.
+    w.clock.advance(30);
+    let _ = login("wrong password");
+    assert!(matches!(
+        login(PASSWORD),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert_eq!(details(&w).len(), 1);
+    w.clock.advance(30);
+    assert!(matches!(
+        login(PASSWORD),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert_eq!(
+        details(&w)[0],
+        "password refused unchecked: locked out for 30 s more; 3 more refused since the last \
+         such event (one a minute is recorded)"
+    );
+}
+
 #[test]
 fn an_unknown_email_is_locked_out_as_a_known_one_is() {
     let w = world();
@@ -947,11 +997,27 @@ fn an_unknown_email_is_locked_out_as_a_known_one_is() {
 
     // A purge deletes what was forgotten, and only that: the known
     // address's counter (its last failure is a day old by now), then,
-    // a day later, the unknown one's.
-    assert_eq!(ok(w.svc.purge()).password_failures, 1);
-    assert_eq!(ok(w.svc.purge()).password_failures, 0);
+    // a day later, the unknown one's. The unknown address's events go
+    // with its failures (anyone can make them, no admin sees them): the
+    // nine over a day old, then the last.
+    let purged = |w: &World| {
+        let p = ok(w.svc.purge());
+        (p.password_failures, p.anonymous_audit_events)
+    };
+    assert_eq!(purged(&w), (1, 9));
+    assert_eq!(purged(&w), (0, 0));
     w.clock.advance(24 * 3600 + 1);
-    assert_eq!(ok(w.svc.purge()).password_failures, 1);
+    assert_eq!(purged(&w), (1, 1));
+    // The known user's stay, whatever their age.
+    let known_events = ok(w.svc.store().read(|tx| {
+        Ok(tx
+            .audit_events(&AuditFilter::default(), 0, 200)?
+            .0
+            .into_iter()
+            .filter(|e| e.action == AuditAction::LoginFailed)
+            .count())
+    }));
+    assert_eq!(known_events, 7);
 }
 
 #[test]

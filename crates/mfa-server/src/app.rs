@@ -381,11 +381,13 @@ async fn purge_ended(service: Arc<Service>, every: Duration) {
                 email_changes,
                 password_failures,
                 audit_events,
+                anonymous_audit_events,
             })) => tracing::info!(
                 sessions,
                 email_changes,
                 password_failures,
                 audit_events,
+                anonymous_audit_events,
                 "purged"
             ),
             Ok(Err(error)) => tracing::warn!(%error, "purging failed"),

@@ -18,8 +18,8 @@ use diesel::sql_types::Integer;
 use diesel::upsert::excluded;
 use mfa_core::ports::{NewNotice, NoticeOrder, QueuedNotice, StoreResult};
 use mfa_core::{
-    AssuranceLevel, AuditEvent, AuditFilter, Authenticator, AuthenticatorState, EmailChange,
-    EmailCode, FactorStates, FailureKind, FailureState, FailureSubject, Membership,
+    AssuranceLevel, AuditAction, AuditEvent, AuditFilter, Authenticator, AuthenticatorState,
+    EmailChange, EmailCode, FactorStates, FailureKind, FailureState, FailureSubject, Membership,
     MembershipCounts, NewAuditEvent, NewEmailCode, NewSession, NewUser, Org, OrgId, RecoveryCode,
     Session, SessionId, SessionMember, SessionPurge, SessionRotation, StoreError, StoreTx,
     Timestamp, User, UserId,
@@ -461,6 +461,27 @@ macro_rules! old_audit_events {
     };
 }
 
+/// Ids of the oldest events of password attempts at addresses no user has,
+/// recorded before `$before`: the rows of the partial index
+/// `audit_events_anonymous_at_idx`, whose condition this repeats.
+macro_rules! anonymous_audit_events {
+    ($before:expr, $limit:expr) => {
+        audit_events::table
+            .select(audit_events::id)
+            .filter(audit_events::org_id.is_null())
+            .filter(audit_events::actor_user_id.is_null())
+            .filter(audit_events::target_user_id.is_null())
+            .filter(audit_events::action.eq_any([
+                AuditAction::LoginFailed.as_str(),
+                AuditAction::LockedOut.as_str(),
+                AuditAction::RefusedWhileLockedOut.as_str(),
+            ]))
+            .filter(audit_events::at.lt($before.0))
+            .order(audit_events::at)
+            .limit(i64::from($limit))
+    };
+}
+
 /// The first notice due at `now` by id, `asc` (oldest) or `desc`.
 macro_rules! due_notice {
     ($now:expr, $direction:ident) => {
@@ -498,6 +519,14 @@ impl Tx<'_, diesel::SqliteConnection> {
 
     fn old_audit_event_ids(&mut self, before: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
         old_audit_events!(before, limit).load(self.conn)
+    }
+
+    fn anonymous_audit_event_ids(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> QueryResult<Vec<i64>> {
+        anonymous_audit_events!(before, limit).load(self.conn)
     }
 
     fn forgotten_password_failure_keys(
@@ -554,6 +583,18 @@ impl Tx<'_, diesel::PgConnection> {
     /// split the work instead of one waiting for the other.
     fn old_audit_event_ids(&mut self, before: Timestamp, limit: u32) -> QueryResult<Vec<i64>> {
         old_audit_events!(before, limit)
+            .for_update()
+            .skip_locked()
+            .load(self.conn)
+    }
+
+    /// Locked, skipping those another process's purge holds.
+    fn anonymous_audit_event_ids(
+        &mut self,
+        before: Timestamp,
+        limit: u32,
+    ) -> QueryResult<Vec<i64>> {
+        anonymous_audit_events!(before, limit)
             .for_update()
             .skip_locked()
             .load(self.conn)
@@ -2080,6 +2121,22 @@ macro_rules! impl_store_tx {
                 limit: u32,
             ) -> StoreResult<u64> {
                 let old = self.old_audit_event_ids(before, limit).db()?;
+                if old.is_empty() {
+                    return Ok(0);
+                }
+                let deleted =
+                    diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&old)))
+                        .execute(self.conn)
+                        .db()?;
+                Ok(deleted as u64)
+            }
+
+            fn delete_anonymous_audit_events_before(
+                &mut self,
+                before: Timestamp,
+                limit: u32,
+            ) -> StoreResult<u64> {
+                let old = self.anonymous_audit_event_ids(before, limit).db()?;
                 if old.is_empty() {
                     return Ok(0);
                 }

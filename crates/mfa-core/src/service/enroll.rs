@@ -109,6 +109,7 @@ impl<S: Store> MfaService<S> {
             user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "authenticator enrollment code",
+            address: None,
         };
         self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
@@ -212,6 +213,7 @@ impl<S: Store> MfaService<S> {
             user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "email enrollment code",
+            address: None,
         };
         self.write_then_refusal_audited(&trace, now, |tx| {
             lock_user(tx, caller.user_id)?;
@@ -370,6 +372,7 @@ impl<S: Store> MfaService<S> {
             user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "recovery code",
+            address: None,
         };
         let proven = recovery.is_some();
         self.write_then_refusal_audited(&trace, now, |tx| {

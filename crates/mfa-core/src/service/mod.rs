@@ -15,6 +15,7 @@ mod purge;
 mod session;
 mod users;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -206,6 +207,8 @@ pub struct MfaService<S: Store> {
     notice_waker: Option<NoticeWaker>,
     /// Transactions that queued notices, ever (see [`MfaService::write`]).
     notices_queued: AtomicU64,
+    /// Refusals of the password step audited lately, by address.
+    password_refusals: RefusalAudits,
 }
 
 impl<S: Store> MfaService<S> {
@@ -229,6 +232,7 @@ impl<S: Store> MfaService<S> {
             hasher,
             notice_waker: None,
             notices_queued: AtomicU64::new(0),
+            password_refusals: RefusalAudits::default(),
         })
     }
 
@@ -335,6 +339,22 @@ impl<S: Store> MfaService<S> {
         refusal: MfaError,
     ) -> MfaResult<MfaError> {
         if let MfaError::TooManyAttempts { retry_after_secs } = refusal {
+            let left_out = match attempt.address {
+                Some(address) => match self.password_refusals.admit(address, now) {
+                    Some(left_out) => left_out,
+                    None => return Ok(refusal),
+                },
+                None => 0,
+            };
+            let mut detail = format!(
+                "{} refused unchecked: locked out for {retry_after_secs} s more",
+                attempt.what
+            );
+            if left_out > 0 {
+                detail.push_str(&format!(
+                    "; {left_out} more refused since the last such event (one a minute is recorded)"
+                ));
+            }
             let user = attempt.user;
             self.write(|tx| {
                 audit(
@@ -344,10 +364,7 @@ impl<S: Store> MfaService<S> {
                     user,
                     user,
                     AuditAction::RefusedWhileLockedOut,
-                    format!(
-                        "{} refused unchecked: locked out for {retry_after_secs} s more",
-                        attempt.what
-                    ),
+                    detail.clone(),
                 )
             })?;
         }
@@ -597,6 +614,56 @@ pub(crate) struct AttemptTrace<'a> {
     pub(crate) user: Option<UserId>,
     pub(crate) org: Option<OrgId>,
     pub(crate) what: &'a str,
+    /// The address of a password attempt, whose refusals while locked out
+    /// are audited at most once a minute ([`RefusalAudits`]); `None` for
+    /// a code, whose every refusal is an event (the contract's rule).
+    pub(crate) address: Option<&'a str>,
+}
+
+/// How often at most a refusal of one address's password step is audited
+/// while it is locked out, by one server process.
+pub const PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS: u64 = 60;
+
+/// The addresses [`RefusalAudits`] remembers at most.
+const REFUSAL_AUDIT_ADDRESSES: usize = 10_000;
+
+/// The refusals of the password step audited lately, by address, and those
+/// left out since. A locked-out password step refuses without hashing,
+/// in a few milliseconds, and needs no credential: anyone who knows (or
+/// invents) an address could write hundreds of audit rows a second by
+/// sending its password step again and again. One event a minute per
+/// address, counting those left out, keeps what the trail says (the
+/// address was tried while locked, how often) without the rows.
+#[derive(Default)]
+struct RefusalAudits(std::sync::Mutex<HashMap<String, (Timestamp, u64)>>);
+
+impl RefusalAudits {
+    /// Whether a refusal of `address` at `now` is audited: `Some(refusals
+    /// left out since the last one audited)`, or `None` to leave it out
+    /// (and count it).
+    fn admit(&self, address: &str, now: Timestamp) -> Option<u64> {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last, left_out)) = seen.get_mut(address)
+            && last.secs_until(now) < PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS
+            && *last <= now
+        {
+            *left_out += 1;
+            return None;
+        }
+        if seen.len() >= REFUSAL_AUDIT_ADDRESSES && !seen.contains_key(address) {
+            // Past the bound, forget what no longer holds anything back;
+            // if all of it still does, all of it (a few more events).
+            let cut = now.minus_secs(PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS);
+            seen.retain(|_, (last, _)| *last > cut);
+            if seen.len() >= REFUSAL_AUDIT_ADDRESSES {
+                seen.clear();
+            }
+        }
+        let left_out = seen
+            .insert(address.to_string(), (now, 0))
+            .map_or(0, |(_, left_out)| left_out);
+        Some(left_out)
+    }
 }
 
 /// An attempt at a secret (a code or a password), from
@@ -853,6 +920,26 @@ mod tests {
         store
             .read(|tx| Ok(tx.failure_state(USER, FailureKind::Code)?.failures))
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn refusals_are_audited_once_a_minute_per_address_within_a_bound() {
+        let audits = RefusalAudits::default();
+        assert_eq!(audits.admit("a@example.com", NOW), Some(0));
+        assert_eq!(audits.admit("a@example.com", NOW.plus_secs(1)), None);
+        assert_eq!(audits.admit("b@example.com", NOW.plus_secs(1)), Some(0));
+        assert_eq!(audits.admit("a@example.com", NOW.plus_secs(59)), None);
+        assert_eq!(audits.admit("a@example.com", NOW.plus_secs(60)), Some(2));
+        // A clock stepped back does not silence an address.
+        assert_eq!(audits.admit("a@example.com", NOW), Some(0));
+        // Full: what holds nothing back any more is forgotten first.
+        let audits = RefusalAudits::default();
+        for i in 0..REFUSAL_AUDIT_ADDRESSES {
+            assert_eq!(audits.admit(&format!("{i}@example.com"), NOW), Some(0));
+        }
+        let later = NOW.plus_secs(PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS + 1);
+        assert_eq!(audits.admit("new@example.com", later), Some(0));
+        assert_eq!(audits.0.lock().map(|m| m.len()).unwrap_or(0), 1);
     }
 
     #[test]

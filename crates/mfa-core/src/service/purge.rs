@@ -1,6 +1,6 @@
 //! Deleting what has ended: sessions, confirmed email changes, forgotten
-//! password failures, and audit events past the deployment's
-//! retention. Nothing here changes what any
+//! password failures with the events of the unknown addresses among them,
+//! and audit events past the deployment's retention. Nothing here changes what any
 //! request sees, apart from the audit trail the operator chose to shorten.
 
 use super::*;
@@ -33,6 +33,10 @@ pub struct Purged {
     pub password_failures: u64,
     /// Audit events older than [`ServiceConfig::audit_retention_secs`].
     pub audit_events: u64,
+    /// Events of password attempts at addresses no user has, from before
+    /// those addresses' failures are forgotten
+    /// ([`crate::LockoutPolicy::forget_after_secs`]).
+    pub anonymous_audit_events: u64,
 }
 
 impl<S: Store> MfaService<S> {
@@ -47,6 +51,7 @@ impl<S: Store> MfaService<S> {
             email_changes: self.purge_confirmed_email_changes()?,
             password_failures: self.purge_forgotten_password_failures()?,
             audit_events: self.purge_old_audit_events()?,
+            anonymous_audit_events: self.purge_anonymous_audit_events()?,
         })
     }
 
@@ -89,6 +94,18 @@ impl<S: Store> MfaService<S> {
         };
         let before = self.now().minus_secs(retention);
         self.delete_in_batches(|tx| tx.delete_audit_events_before(before, PURGE_BATCH))
+    }
+
+    /// Delete the events of password attempts at addresses no user has
+    /// ([`AuditEvent::is_anonymous_password_attempt`]) from before the
+    /// failures they count are forgotten, whatever the audit retention;
+    /// how many. Anyone can make them, one per login with an invented
+    /// address, and no admin's trail shows them (they belong to no org):
+    /// kept for good, they grew the database without a bound. They go
+    /// with the counters they explain.
+    pub fn purge_anonymous_audit_events(&self) -> MfaResult<u64> {
+        let before = self.config.password_lockout.forget_before(self.now());
+        self.delete_in_batches(|tx| tx.delete_anonymous_audit_events_before(before, PURGE_BATCH))
     }
 
     /// Run `batch`, which deletes at most [`PURGE_BATCH`] rows, one write

@@ -235,6 +235,7 @@ impl<S: Store> MfaService<S> {
             user: found.as_ref().map(|(user, _)| user.id),
             org: audit_org,
             what: "password",
+            address: Some(&email),
         };
         self.refuse_while_locked_audited(&trace, &self.config.password_lockout, &failures, now)?;
         Ok(LoginStart {
@@ -312,6 +313,7 @@ impl<S: Store> MfaService<S> {
             user: account,
             org: audit_org,
             what: "password",
+            address: Some(&email),
         };
         let policy = &self.config.password_lockout;
         let user = match found {
@@ -503,6 +505,7 @@ impl<S: Store> MfaService<S> {
             user,
             org: audit_org,
             what: "password",
+            address: Some(email),
         };
         let subject = FailureSubject::Email(email);
         let attempt = self.write_then_refusal_audited(&trace, now, |tx| {
@@ -890,6 +893,7 @@ impl<S: Store> MfaService<S> {
                 MfaMethod::Email => "email code",
                 MfaMethod::Recovery => "recovery code",
             },
+            address: None,
         };
         let result = self.write_then_refusal_audited(&trace, now, |tx| {
             let checked = match method {
@@ -1046,6 +1050,7 @@ impl<S: Store> MfaService<S> {
             user: Some(caller.user_id),
             org: Some(caller.org_id),
             what: "recovery code",
+            address: None,
         };
         let (failures, codes) = self.store.read(|tx| {
             require_verified_factor(tx, caller.user_id)?;

@@ -1649,6 +1649,56 @@ fn old_audit_events_are_deleted(db: TestDatabase) {
     assert_eq!(delete(2), 0);
 }
 
+/// Only the events of password attempts at addresses no user has (no
+/// org, actor or target, and one of the two actions) go, before the cut,
+/// oldest first and at most `limit`: an org's events, or a user's, of the
+/// same actions and times stay.
+fn anonymous_audit_events_are_deleted(db: TestDatabase) {
+    let store = open(&db);
+    let user = write(&store, |tx| Ok(add_user(tx, "a@example.com").id));
+    write(&store, |tx| {
+        for at in [30, 10, 20, 100] {
+            tx.insert_audit(&event(at, None, None, None, AuditAction::LoginFailed))?;
+        }
+        tx.insert_audit(&event(
+            15,
+            None,
+            None,
+            None,
+            AuditAction::RefusedWhileLockedOut,
+        ))?;
+        // Not anonymous, or not a password attempt: kept.
+        tx.insert_audit(&event(
+            5,
+            Some(OrgId(1)),
+            None,
+            None,
+            AuditAction::LoginFailed,
+        ))?;
+        tx.insert_audit(&event(5, None, None, Some(user), AuditAction::LoginFailed))?;
+        tx.insert_audit(&event(5, None, None, None, AuditAction::UserDeleted))?;
+        Ok(())
+    });
+    let times = || {
+        let (events, _) = read(&store, |tx| {
+            Ok(tx.audit_events(&AuditFilter::default(), 0, 100)?)
+        });
+        let mut times: Vec<i64> = events.iter().map(|e| e.at.0).collect();
+        times.sort_unstable();
+        times
+    };
+    let delete = |limit| {
+        write(&store, |tx| {
+            Ok(tx.delete_anonymous_audit_events_before(Timestamp(30), limit)?)
+        })
+    };
+    assert_eq!(delete(2), 2);
+    assert_eq!(times(), [5, 5, 5, 20, 30, 100], "the oldest first");
+    assert_eq!(delete(5), 1);
+    assert_eq!(times(), [5, 5, 5, 30, 100], "at the cut: kept");
+    assert_eq!(delete(5), 0);
+}
+
 /// A user's failures are forgotten after a quiet spell: the next failure
 /// after `forget_before` counts one, not one more.
 fn failures_are_forgotten(db: TestDatabase) {
@@ -1782,6 +1832,7 @@ backend_tests!(
     confirmed_email_changes_are_deleted,
     audit,
     old_audit_events_are_deleted,
+    anonymous_audit_events_are_deleted,
     delete_user_cascades,
     delete_org_cascades_memberships,
     rollback_on_err_leaves_nothing,

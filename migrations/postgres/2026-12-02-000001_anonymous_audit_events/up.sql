@@ -1,0 +1,11 @@
+-- The purge deletes the events of password attempts at addresses no user
+-- has a day after them, whatever the audit retention: anyone can make them
+-- and no admin sees them. This index holds only those rows, so that the
+-- purge finds them without reading the audit trail of every org.
+-- CONCURRENTLY, as audit_events_at_idx: building it must not hold up the
+-- writes of the servers still running during an upgrade. It cannot run in
+-- a transaction, hence metadata.toml; IF NOT EXISTS lets a retried upgrade
+-- go on.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS audit_events_anonymous_at_idx ON audit_events (at)
+ WHERE org_id IS NULL AND actor_user_id IS NULL AND target_user_id IS NULL
+   AND action IN ('login_failed', 'locked_out', 'refused_while_locked_out');
