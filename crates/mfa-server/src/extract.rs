@@ -173,6 +173,26 @@ pub fn path_config() -> web::PathConfig {
     })
 }
 
+/// The longest a request body may take to arrive, from its first read.
+/// actix-web bounds the time to a request's headers, not to its body: a
+/// client sending a declared 60,000 bytes one a second held its
+/// connection for as long as it liked (an audit stopped at four minutes).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `read`, a body extractor's future, or `400 invalid_request` when the
+/// body has not arrived within [`BODY_READ_TIMEOUT`]; the connection is
+/// closed with the answer, since the rest of its body was never read.
+async fn in_time<F: Future>(read: F) -> Result<F::Output, ApiError> {
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::InvalidRequest(format!(
+                "the request body did not arrive within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })
+}
+
 /// The raw body extractor's limit (used by [`OptionalJson`]).
 pub fn payload_config() -> web::PayloadConfig {
     web::PayloadConfig::new(MAX_BODY_BYTES)
@@ -208,7 +228,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             return Box::pin(async move { Err(refusal.into()) });
         }
         let object = web::Json::<JsonObject<T>>::from_request(req, payload);
-        Box::pin(async move { Ok(Json(object.await?.into_inner().0)) })
+        Box::pin(async move { Ok(Json(in_time(object).await??.into_inner().0)) })
     }
 }
 
@@ -261,7 +281,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
                     .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
             });
         Box::pin(async move {
-            let bytes = bytes.await.map_err(|_| {
+            let bytes = in_time(bytes).await?.map_err(|_| {
                 ApiError::InvalidRequest(format!(
                     "the request body is larger than {MAX_BODY_BYTES} bytes or cannot be read"
                 ))
@@ -304,7 +324,7 @@ impl FromRequest for IgnoredBody {
         let bytes = Bytes::from_request(req, payload);
         let encoding = refuse_unknown_encoding(req);
         Box::pin(async move {
-            let bytes = bytes.await.map_err(|_| {
+            let bytes = in_time(bytes).await?.map_err(|_| {
                 ApiError::InvalidRequest(format!(
                     "the request body is larger than {MAX_BODY_BYTES} bytes or cannot be read"
                 ))

@@ -552,6 +552,50 @@ async fn paging(s: TestServer) {
 /// A password or a code sent as a number is refused without being
 /// repeated (serde's message quoted the value), and a body that does not
 /// decompress is said so in a sentence, not in the framework's debug text.
+/// A body that trickles in is cut off: actix-web bounds the time to the
+/// headers only, and a client declaring 100 bytes and sending one a
+/// second held its connection for minutes.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_refused() {
+    use std::io::{Read as _, Write as _};
+    let s = TestServer::sqlite().await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("read timeout");
+        write!(
+            stream,
+            "POST /user/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n{{\"email\""
+        )
+        .expect("send");
+        let mut trickle = stream.try_clone().expect("clone");
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || {
+            for _ in 0..25 {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if trickle.write_all(b" ").is_err() {
+                    return;
+                }
+            }
+        });
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        (answer, started.elapsed())
+    })
+    .await
+    .expect("the client");
+    let (answer, took) = answer;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("the request body did not arrive within 10 s"),
+        "{answer}"
+    );
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+}
+
 #[tokio::test]
 async fn refusals_repeat_no_value_and_no_internals() {
     let s = TestServer::sqlite().await;
