@@ -366,7 +366,23 @@ mod tests {
                 "too_many_attempts",
             ),
             (
+                MfaError::MailThrottled {
+                    retry_after_secs: 29,
+                },
+                429,
+                "too_many_attempts",
+            ),
+            (
                 MfaError::MailUnavailable("x".into()),
+                503,
+                "mail_unavailable",
+            ),
+            (MfaError::MailRefused("x".into()), 503, "mail_unavailable"),
+            (
+                MfaError::MailUnconfirmed {
+                    detail: "x".into(),
+                    retry_after_secs: 30,
+                },
                 503,
                 "mail_unavailable",
             ),

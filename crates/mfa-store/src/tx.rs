@@ -172,7 +172,6 @@ macro_rules! factor_states_of_users {
     };
 }
 
-/// The columns of a [`FactorStatesRow`] in [`factor_states_of_users!`].
 /// The session `filter` picks, with its user's superadmin flag and its
 /// membership in the session's org, as a [`SessionMember`] (a macro, not
 /// a function, as diesel's filter types differ by backend).
@@ -205,6 +204,7 @@ macro_rules! session_member_where {
     }};
 }
 
+/// The columns of a [`FactorStatesRow`] in [`factor_states_of_users!`].
 macro_rules! factor_states_columns {
     () => {
         (

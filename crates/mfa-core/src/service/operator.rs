@@ -10,8 +10,8 @@
 //! ([`OperatorConsole::new`]), never from a token, and nothing in the HTTP
 //! adapter constructs it. Its changes follow the rules of their HTTP twins
 //! (one transaction each, with the same audit events and notices); the
-//! audit events have no actor user and a detail that starts with
-//! [`OPERATOR`].
+//! audit events have no actor user and a detail that ends with
+//! "by the [`OPERATOR`]" ("reset, by the operator").
 //!
 //! [`FullCaller`]: crate::FullCaller
 
@@ -242,22 +242,8 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
     pub fn set_mfa_enforced(&self, org: OrgId, enforced: bool) -> MfaResult<bool> {
         let now = self.service.now();
         self.service.write(|tx| {
-            let mut o = tx.org_for_update(org)?.ok_or(MfaError::NotFound("org"))?;
-            if o.is_mfa_enforced == enforced {
-                return Ok(false);
-            }
-            o.is_mfa_enforced = enforced;
-            if enforced {
-                o.mfa_enforced_at = Some(now);
-            }
-            tx.update_org(&o)?;
-            let action = if enforced {
-                AuditAction::MfaEnforced
-            } else {
-                AuditAction::MfaUnenforced
-            };
-            audit(tx, now, Some(org), None, None, action, audit_detail(""))?;
-            Ok(true)
+            let o = tx.org_for_update(org)?.ok_or(MfaError::NotFound("org"))?;
+            super::orgs::switch_enforcement(tx, o, enforced, now, None, &audit_detail(""))
         })
     }
 
@@ -334,29 +320,18 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
             }
             m.mfa_opt_out = opt_out;
             tx.update_membership(&m)?;
-            let action = if opt_out {
-                AuditAction::MfaOptOut
-            } else {
-                AuditAction::MfaOptOutRemoved
-            };
             audit(
                 tx,
                 now,
                 Some(org),
                 None,
                 Some(user.id),
-                action,
+                super::orgs::opt_out_action(opt_out),
                 audit_detail(""),
             )?;
             if opt_out {
-                self.service.notify(
-                    tx,
-                    &email,
-                    MailKind::SignInChanged {
-                        change: SignInChange::MfaOptOut,
-                        by_admin: Some(format!("the {OPERATOR}")),
-                    },
-                )?;
+                self.service
+                    .notify_opted_out(tx, &email, format!("the {OPERATOR}"))?;
             }
             Ok(true)
         })?;

@@ -76,29 +76,8 @@ impl<S: Store> MfaService<S> {
                 }
             }
             self.require_admin_step_up(tx, caller)?;
-            for mut org in orgs {
-                if org.is_mfa_enforced == enforced {
-                    continue;
-                }
-                org.is_mfa_enforced = enforced;
-                if enforced {
-                    org.mfa_enforced_at = Some(now);
-                }
-                tx.update_org(&org)?;
-                let action = if enforced {
-                    AuditAction::MfaEnforced
-                } else {
-                    AuditAction::MfaUnenforced
-                };
-                audit(
-                    tx,
-                    now,
-                    Some(org.id),
-                    Some(caller.user_id),
-                    None,
-                    action,
-                    "",
-                )?;
+            for org in orgs {
+                switch_enforcement(tx, org, enforced, now, Some(caller.user_id), "")?;
             }
             Ok(())
         })
@@ -515,12 +494,15 @@ impl<S: Store> MfaService<S> {
             let org = Some(caller.org_id);
             let actor = Some(caller.user_id);
             if m.mfa_opt_out != before.mfa_opt_out {
-                let action = if m.mfa_opt_out {
-                    AuditAction::MfaOptOut
-                } else {
-                    AuditAction::MfaOptOutRemoved
-                };
-                audit(tx, now, org, actor, Some(user), action, "")?;
+                audit(
+                    tx,
+                    now,
+                    org,
+                    actor,
+                    Some(user),
+                    opt_out_action(m.mfa_opt_out),
+                    "",
+                )?;
             }
             let others = membership_changes(&before, &m);
             if !others.is_empty() {
@@ -537,17 +519,9 @@ impl<S: Store> MfaService<S> {
             if before.is_active && !m.is_active {
                 tx.revoke_user_sessions(user, Some(caller.org_id), None, now)?;
             }
-            // An opt-out takes a requirement away: its owner hears of it.
             if m.mfa_opt_out && !before.mfa_opt_out {
                 let admin = acting_admin(tx, caller)?;
-                self.notify(
-                    tx,
-                    &member.email,
-                    MailKind::SignInChanged {
-                        change: SignInChange::MfaOptOut,
-                        by_admin: Some(admin),
-                    },
-                )?;
+                self.notify_opted_out(tx, &member.email, admin)?;
             }
             Ok(())
         })
@@ -751,6 +725,63 @@ pub(super) fn acting_admin(tx: &mut dyn StoreTx, caller: &FullCaller) -> MfaResu
         Some(org) => format!("{admin}, of \"{}\"", quoted_org_name(&org.name)),
         None => admin,
     })
+}
+
+/// Switch `org`'s enforcement to `enforced` and audit it, unless it is so
+/// already; whether it changed. An enforcement begun anew starts the grace
+/// period again. For an admin's switch and the operator's alike.
+pub(super) fn switch_enforcement(
+    tx: &mut dyn StoreTx,
+    mut org: Org,
+    enforced: bool,
+    now: Timestamp,
+    actor: Option<UserId>,
+    detail: &str,
+) -> MfaResult<bool> {
+    if org.is_mfa_enforced == enforced {
+        return Ok(false);
+    }
+    org.is_mfa_enforced = enforced;
+    if enforced {
+        org.mfa_enforced_at = Some(now);
+    }
+    tx.update_org(&org)?;
+    let action = if enforced {
+        AuditAction::MfaEnforced
+    } else {
+        AuditAction::MfaUnenforced
+    };
+    audit(tx, now, Some(org.id), actor, None, action, detail)?;
+    Ok(true)
+}
+
+/// The audit action of a membership's opt-out set (`true`) or withdrawn.
+pub(super) fn opt_out_action(opt_out: bool) -> AuditAction {
+    if opt_out {
+        AuditAction::MfaOptOut
+    } else {
+        AuditAction::MfaOptOutRemoved
+    }
+}
+
+impl<S: Store> MfaService<S> {
+    /// Tell `email`'s owner that an org stopped asking them for a second
+    /// factor, and who did it: an opt-out takes a requirement away.
+    pub(super) fn notify_opted_out(
+        &self,
+        tx: &mut dyn StoreTx,
+        email: &str,
+        by: String,
+    ) -> MfaResult<()> {
+        self.notify(
+            tx,
+            email,
+            MailKind::SignInChanged {
+                change: SignInChange::MfaOptOut,
+                by_admin: Some(by),
+            },
+        )
+    }
 }
 
 /// The most of an org's name a notice quotes, in user-perceived characters.

@@ -181,9 +181,15 @@ struct Browser {
 
 impl Browser {
     /// A fresh headless Chromium (1280x900) on `server`, or `None` when
-    /// Chromium or chromedriver is not installed.
+    /// Chromium or chromedriver is not installed, unless
+    /// `MFA_TEST_REQUIRE_BROWSER` is set (as CI sets it): then their
+    /// absence fails the test instead of passing it untested.
     async fn start(server: &TestServer) -> Option<Browser> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            assert!(
+                std::env::var_os("MFA_TEST_REQUIRE_BROWSER").is_none(),
+                "MFA_TEST_REQUIRE_BROWSER is set, and {CHROMIUM} or {CHROMEDRIVER} is missing"
+            );
             println!("skipped: chromium/chromedriver not installed");
             return None;
         }
