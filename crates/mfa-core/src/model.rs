@@ -1,5 +1,7 @@
-//! Domain types: plain data, no IO, no serde. Wire and database types live in
-//! the adapters and convert from these explicitly.
+//! Domain types: plain data, no IO. Wire and database types live in the
+//! adapters and convert from these explicitly; the one serde derive here,
+//! [`MfaMethod`]'s, serves a stored notice's payload (see
+//! [`crate::MailKind`]).
 
 use std::fmt;
 

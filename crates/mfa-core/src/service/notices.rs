@@ -352,4 +352,72 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<MailKind>(&payload).unwrap(), kind);
     }
+
+    /// The stored form of every notice, pinned: notices outlive the build
+    /// that queued them (a restart, a rolling upgrade), so a variant or
+    /// field renamed in the domain must fail here rather than leave rows
+    /// no build reads. A change to this list needs a migration of the
+    /// `notices` rows, or a `#[serde(alias)]`.
+    #[test]
+    fn the_stored_form_of_every_notice_is_pinned() {
+        use crate::SignInChange as C;
+        let signed_in = |change| MailKind::SignInChanged {
+            change,
+            by_admin: None,
+        };
+        for (kind, stored) in [
+            (
+                MailKind::FactorEnrolled {
+                    method: MfaMethod::Recovery,
+                },
+                r#"{"kind":"factor_enrolled","method":"RECOVERY"}"#,
+            ),
+            (
+                MailKind::FactorReset {
+                    methods: vec![],
+                    by_admin: None,
+                },
+                r#"{"kind":"factor_reset","methods":[],"by_admin":null}"#,
+            ),
+            (MailKind::ReplayRefused, r#"{"kind":"replay_refused"}"#),
+            (MailKind::CodesLockedOut, r#"{"kind":"codes_locked_out"}"#),
+            (
+                MailKind::RecoveryCodeUsed { remaining: 3 },
+                r#"{"kind":"recovery_code_used","remaining":3}"#,
+            ),
+            (
+                MailKind::EmailChangeNotice {
+                    new_email_masked: "n***@example.org".into(),
+                    by_admin: Some("a@example.com".into()),
+                },
+                r#"{"kind":"email_change_notice","new_email_masked":"n***@example.org","by_admin":"a@example.com"}"#,
+            ),
+            (
+                MailKind::EmailChanged {
+                    new_email_masked: "n***@example.org".into(),
+                    email_factor_removed: true,
+                },
+                r#"{"kind":"email_changed","new_email_masked":"n***@example.org","email_factor_removed":true}"#,
+            ),
+            (
+                signed_in(C::PasswordSet),
+                r#"{"kind":"sign_in_changed","change":"password_set","by_admin":null}"#,
+            ),
+            (
+                signed_in(C::MfaOptOut),
+                r#"{"kind":"sign_in_changed","change":"mfa_opt_out","by_admin":null}"#,
+            ),
+            (
+                signed_in(C::PersonalMfaOptOut),
+                r#"{"kind":"sign_in_changed","change":"personal_mfa_opt_out","by_admin":null}"#,
+            ),
+            (
+                signed_in(C::RecoveryCodesReplaced),
+                r#"{"kind":"sign_in_changed","change":"recovery_codes_replaced","by_admin":null}"#,
+            ),
+        ] {
+            assert_eq!(kind.notice_payload().as_deref(), Some(stored), "{kind:?}");
+            assert_eq!(serde_json::from_str::<MailKind>(stored).ok(), Some(kind));
+        }
+    }
 }
