@@ -54,6 +54,11 @@ pub enum Error {
     /// [`rolled_back_by_database`]). The text is the database's.
     #[error("{ROLLED_BACK}{0}")]
     RolledBack(String),
+    /// A port call of the store's own (an upgrade's rewrite, run through
+    /// [`mfa_core::StoreTx`]) found the database unavailable; the text is
+    /// the port's.
+    #[error("{0}")]
+    Unavailable(String),
     /// A user with this email already exists.
     #[error("a user with this email already exists")]
     DuplicateEmail,
@@ -257,6 +262,7 @@ impl From<Error> for StoreError {
             | Error::Connect(_)
             | Error::Busy(_)
             | Error::RolledBack(_)
+            | Error::Unavailable(_)
             | Error::Query(diesel::result::Error::DatabaseError(
                 DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
                 _,

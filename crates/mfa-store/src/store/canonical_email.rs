@@ -126,7 +126,7 @@ pub(super) fn rewrite(
     users: Vec<i64>,
     pending_rewritten: Vec<(UserId, String)>,
 ) -> Result<Canonicalized, Error> {
-    let corrupt = |e: mfa_core::StoreError| Error::Corrupt(format!("rewriting addresses: {e}"));
+    let corrupt = |e| port_failure("rewriting addresses", e);
     let mut done = Canonicalized::default();
     for id in users.into_iter().map(UserId) {
         let Some(mut user) = tx.user_for_update(id).map_err(corrupt)? else {
@@ -158,6 +158,16 @@ pub(super) fn rewrite(
     Ok(done)
 }
 
+/// A port call's failure during the rewrite: a database gone or busy stays
+/// a retryable unavailability (a start that meets it fails, and the next
+/// runs the rewrite again); anything else is data the rewrite cannot take.
+fn port_failure(doing: &str, e: mfa_core::StoreError) -> Error {
+    match e {
+        mfa_core::StoreError::Unavailable(why) => Error::Unavailable(why),
+        other => Error::Corrupt(format!("{doing}: {other}")),
+    }
+}
+
 /// What the audit trail says of an address rewritten, masked.
 pub(super) fn detail(what: &str, before: &str, after: &str) -> String {
     format!(
@@ -170,7 +180,9 @@ pub(super) fn detail(what: &str, before: &str, after: &str) -> String {
 /// One event in every org of `user` (its admins see it), or one without
 /// an org.
 fn audit_rewrite(tx: &mut dyn StoreTx, user: UserId, detail: &str) -> Result<(), Error> {
-    let corrupt = |e: mfa_core::StoreError| Error::Corrupt(format!("auditing a rewrite: {e}"));
+    let corrupt = |e| port_failure("auditing a rewrite", e);
+    // The store's open has no clock port: an upgrade's rewrite is stamped
+    // with the system's time, when it runs.
     let at = SystemClock.now();
     let orgs: Vec<_> = tx
         .memberships_of_user(user)
