@@ -183,6 +183,27 @@ impl Store for InMemoryStore {
 struct MemTx<'a>(&'a mut State);
 
 impl MemTx<'_> {
+    /// Delete up to `limit` audit events `which` picks, oldest id first;
+    /// how many.
+    fn delete_audit_events_where(
+        &mut self,
+        limit: u32,
+        which: impl Fn(&AuditEvent) -> bool,
+    ) -> u64 {
+        let picked: Vec<AuditEventId> = self
+            .0
+            .audit
+            .values()
+            .filter(|e| which(e))
+            .map(|e| e.id)
+            .take(limit as usize)
+            .collect();
+        for id in &picked {
+            self.0.audit.remove(id);
+        }
+        picked.len() as u64
+    }
+
     /// The user and membership of `session`, as the SQL store's join reads
     /// them (`None` once the user is deleted).
     fn member_of_session(&mut self, session: Session) -> StoreResult<Option<SessionMember>> {
@@ -928,18 +949,7 @@ impl StoreTx for MemTx<'_> {
     }
 
     fn delete_audit_events_before(&mut self, before: Timestamp, limit: u32) -> StoreResult<u64> {
-        let old: Vec<AuditEventId> = self
-            .0
-            .audit
-            .values()
-            .filter(|e| e.at < before)
-            .map(|e| e.id)
-            .take(limit as usize)
-            .collect();
-        for id in &old {
-            self.0.audit.remove(id);
-        }
-        Ok(old.len() as u64)
+        Ok(self.delete_audit_events_where(limit, |e| e.at < before))
     }
 
     fn delete_anonymous_audit_events_before(
@@ -947,18 +957,9 @@ impl StoreTx for MemTx<'_> {
         before: Timestamp,
         limit: u32,
     ) -> StoreResult<u64> {
-        let old: Vec<AuditEventId> = self
-            .0
-            .audit
-            .values()
-            .filter(|e| e.at < before && e.is_anonymous_password_attempt())
-            .map(|e| e.id)
-            .take(limit as usize)
-            .collect();
-        for id in &old {
-            self.0.audit.remove(id);
-        }
-        Ok(old.len() as u64)
+        Ok(self.delete_audit_events_where(limit, |e| {
+            e.at < before && e.is_anonymous_password_attempt()
+        }))
     }
 
     fn queue_notices(&mut self, notices: &[NewNotice<'_>]) -> StoreResult<()> {

@@ -871,6 +871,18 @@ macro_rules! impl_store_tx {
             ) -> QueryResult<T> {
                 self.conn.transaction(f)
             }
+
+            /// Delete the audit events `ids` a purge picked; how many.
+            fn delete_audit_events(&mut self, ids: &[i64]) -> StoreResult<u64> {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let deleted =
+                    diesel::delete(audit_events::table.filter(audit_events::id.eq_any(ids)))
+                        .execute(self.conn)
+                        .db()?;
+                Ok(deleted as u64)
+            }
         }
 
         impl StoreTx for Tx<'_, $conn> {
@@ -2121,14 +2133,7 @@ macro_rules! impl_store_tx {
                 limit: u32,
             ) -> StoreResult<u64> {
                 let old = self.old_audit_event_ids(before, limit).db()?;
-                if old.is_empty() {
-                    return Ok(0);
-                }
-                let deleted =
-                    diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&old)))
-                        .execute(self.conn)
-                        .db()?;
-                Ok(deleted as u64)
+                self.delete_audit_events(&old)
             }
 
             fn delete_anonymous_audit_events_before(
@@ -2137,14 +2142,7 @@ macro_rules! impl_store_tx {
                 limit: u32,
             ) -> StoreResult<u64> {
                 let old = self.anonymous_audit_event_ids(before, limit).db()?;
-                if old.is_empty() {
-                    return Ok(0);
-                }
-                let deleted =
-                    diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&old)))
-                        .execute(self.conn)
-                        .db()?;
-                Ok(deleted as u64)
+                self.delete_audit_events(&old)
             }
 
             fn insert_audit(&mut self, e: &NewAuditEvent) -> StoreResult<()> {

@@ -1613,6 +1613,16 @@ fn confirmed_email_changes_are_deleted(db: TestDatabase) {
     assert_eq!(delete(10), 0);
 }
 
+/// The times of every audit event, in order.
+fn audit_times(store: &DbStore) -> Vec<i64> {
+    let (events, _) = read(store, |tx| {
+        Ok(tx.audit_events(&AuditFilter::default(), 0, 100)?)
+    });
+    let mut times: Vec<i64> = events.iter().map(|e| e.at.0).collect();
+    times.sort_unstable();
+    times
+}
+
 /// Audit events before the cut go, oldest first and at most `limit`.
 fn old_audit_events_are_deleted(db: TestDatabase) {
     let store = open(&db);
@@ -1629,14 +1639,7 @@ fn old_audit_events_are_deleted(db: TestDatabase) {
         }
         Ok(())
     });
-    let times = || {
-        let (events, _) = read(&store, |tx| {
-            Ok(tx.audit_events(&AuditFilter::default(), 0, 100)?)
-        });
-        let mut times: Vec<i64> = events.iter().map(|e| e.at.0).collect();
-        times.sort_unstable();
-        times
-    };
+    let times = || audit_times(&store);
     let delete = |limit| {
         write(&store, |tx| {
             Ok(tx.delete_audit_events_before(Timestamp(40), limit)?)
@@ -1679,14 +1682,7 @@ fn anonymous_audit_events_are_deleted(db: TestDatabase) {
         tx.insert_audit(&event(5, None, None, None, AuditAction::UserDeleted))?;
         Ok(())
     });
-    let times = || {
-        let (events, _) = read(&store, |tx| {
-            Ok(tx.audit_events(&AuditFilter::default(), 0, 100)?)
-        });
-        let mut times: Vec<i64> = events.iter().map(|e| e.at.0).collect();
-        times.sort_unstable();
-        times
-    };
+    let times = || audit_times(&store);
     let delete = |limit| {
         write(&store, |tx| {
             Ok(tx.delete_anonymous_audit_events_before(Timestamp(30), limit)?)
