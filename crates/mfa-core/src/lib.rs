@@ -15,7 +15,9 @@ pub use authz::{Caller, FullCaller};
 pub use error::{MailError, MfaError, MfaResult, StoreError};
 pub use memory::InMemoryStore;
 pub use model::*;
-pub use policy::{FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement};
+pub use policy::{
+    CLOCK_SKEW_TOLERANCE_SECS, FactorSummary, LockoutPolicy, LoginDecision, MfaRequirement,
+};
 pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Store, StoreTx};
 pub use service::{Environment, MfaService, OperatorConsole, ServiceConfig};
 pub use text::{mask_email, mask_email_apart, normalize_email};

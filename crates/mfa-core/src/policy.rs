@@ -153,6 +153,12 @@ pub fn grace_deadline(org: &Org) -> Option<Timestamp> {
         .map(|at| at.plus_secs(u64::from(org.mfa_grace_period_hours) * 3600))
 }
 
+/// How far behind another's a server process's clock may be before a time
+/// it finds ahead of it is taken for a clock stepped back: far more than
+/// the drift of synchronised clocks and the rounding of whole seconds, far
+/// less than the corrections that would otherwise lock users out for hours.
+pub const CLOCK_SKEW_TOLERANCE_SECS: u64 = 60;
+
 /// Lockout rule: after `threshold` consecutive failures the user is locked
 /// out for `base_delay_secs`, doubling with every further failure up to
 /// `max_delay_secs`; a success resets it.
@@ -208,17 +214,21 @@ impl LockoutPolicy {
     /// Seconds to wait before the next attempt, if locked now.
     ///
     /// A lockout whose end lies further ahead than the lockout for
-    /// `state.failures` lasts can only come from a clock stepped back (an
-    /// NTP correction, a restored virtual machine): the lockout was set at
-    /// a "now" that is still to come. It is taken as over rather than
-    /// stretched by the size of the step, which would lock every locked
-    /// user out for hours after a correction of hours, password logins
-    /// and email codes alike. The failures stay counted, so the next one
-    /// locks again, for longer.
+    /// `state.failures` lasts, by more than [`CLOCK_SKEW_TOLERANCE_SECS`],
+    /// can only come from a clock stepped back (an NTP correction, a
+    /// restored virtual machine): the lockout was set at a "now" that is
+    /// still to come. It is taken as over rather than stretched by the
+    /// size of the step, which would lock every locked user out for hours
+    /// after a correction of hours, password logins and email codes alike.
+    /// The failures stay counted, so the next one locks again, for longer.
+    /// Within the tolerance it holds as set: another server process whose
+    /// clock is a little behind (whole seconds, a second's rounding, a
+    /// few seconds of drift) still keeps the lockout another set.
     pub fn retry_after(&self, state: &FailureState, now: Timestamp) -> Option<u64> {
         let longest = self
             .delay_after(state.failures)
-            .unwrap_or(self.max_delay_secs);
+            .unwrap_or(self.max_delay_secs)
+            .saturating_add(CLOCK_SKEW_TOLERANCE_SECS);
         match state.locked_until {
             Some(until) if until > now => {
                 let wait = now.secs_until(until);
@@ -468,13 +478,18 @@ mod tests {
         // Set at 10,000 for 30 s; the clock then went back an hour.
         assert_eq!(p.retry_after(&five, Timestamp(10_000)), Some(30));
         assert_eq!(p.retry_after(&five, Timestamp(6_400)), None);
+        // A process whose clock is up to a minute behind keeps it.
+        assert_eq!(p.retry_after(&five, Timestamp(9_997)), Some(33));
+        assert_eq!(p.retry_after(&five, Timestamp(9_940)), Some(90));
+        assert_eq!(p.retry_after(&five, Timestamp(9_939)), None);
         // The longest lockout is bounded by its own length too.
         let many = FailureState {
             failures: 40,
             locked_until: Some(Timestamp(10_900)),
         };
         assert_eq!(p.retry_after(&many, Timestamp(10_000)), Some(900));
-        assert_eq!(p.retry_after(&many, Timestamp(9_999)), None);
+        assert_eq!(p.retry_after(&many, Timestamp(9_940)), Some(960));
+        assert_eq!(p.retry_after(&many, Timestamp(9_939)), None);
         // A lockout read while counting the next attempt (one failure
         // more than set it) keeps its own length.
         let reserved = FailureState {

@@ -2263,6 +2263,14 @@ fn a_lockout_at_the_second_step_is_mailed_once_an_hour() {
         Err(MfaError::TooManyAttempts { .. })
     ));
     assert_eq!(told(&w), 2, "an hour on");
+    // The clock stepped back an hour: the lockout set "later" is over,
+    // and the next one is not mailed again for the same hour.
+    w.clock.advance(-LOCKOUT_NOTICE_INTERVAL_SECS);
+    assert!(matches!(
+        guess(&w, 1),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    assert_eq!(told(&w), 2, "once an hour, after a step back too");
 }
 
 #[test]

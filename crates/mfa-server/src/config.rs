@@ -770,28 +770,40 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
             ))
         }
         Some("sqlite") => Ok(DatabaseKind::Sqlite),
-        // libpq ends the user info at the first `@`, where a masked URL
-        // ends it at the last: with a raw `@` in the password, the rest of
-        // the password became the host name, which libpq's connection
-        // error then printed to the log.
-        Some("postgres" | "postgresql")
-            if rest[..rest.find(['/', '?']).unwrap_or(rest.len())]
-                .matches('@')
-                .count()
-                > 1 =>
-        {
-            Err(invalid(
-                "MFA_DATABASE_URL",
-                "expected one `@` before the host: percent-encode an `@` in the user name or \
-                 password as `%40`",
-            ))
-        }
+        Some("postgres" | "postgresql") if !userinfo_reads_alike(rest) => Err(invalid(
+            "MFA_DATABASE_URL",
+            "expected USER:PASSWORD@HOST: percent-encode the characters `@`, `/`, `?` and `#` \
+             in the user name or password (`@` as `%40`, `/` as `%2F`, `?` as `%3F`, `#` as `%23`)",
+        )),
         Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
         _ => Err(invalid(
             "MFA_DATABASE_URL",
             "expected sqlite://PATH or postgres://USER@HOST/DB",
         )),
     }
+}
+
+/// Whether libpq and the masking of `check-config` (`mask_url`) find the
+/// same user info in `rest`, a PostgreSQL URL after its `://`, so that no
+/// part of a password is read as a host, a port or a path. libpq takes
+/// the user info up to the first `@` unless a `/` comes first, and the
+/// host up to the next `/` or `?`. A raw `@`, `/`, `?` or `#` in a
+/// password made them differ: the rest of the password became the host
+/// or the port, which libpq's connection error printed to the log, and
+/// `check-config` printed the URL unmasked.
+fn userinfo_reads_alike(rest: &str) -> bool {
+    let host_and_path = match rest.find(['@', '/']) {
+        Some(at) if rest[at..].starts_with('@') => {
+            if rest[..at].contains(['?', '#']) {
+                return false;
+            }
+            &rest[at + 1..]
+        }
+        _ => rest,
+    };
+    // Past the user info, an `@` may only stand in the query (`?user=…`).
+    let before_query = &host_and_path[..host_and_path.find('?').unwrap_or(host_and_path.len())];
+    !before_query.contains('@')
 }
 
 /// A whole number of `unit`s (`"seconds"`, `"days"`) from the environment
@@ -949,6 +961,20 @@ mod tests {
     }
 
     #[test]
+    fn postgres_urls_libpq_and_the_masking_read_alike_are_taken() {
+        for url in [
+            "postgres://u:p@127.0.0.1:5432/db",
+            "postgres://u:p%40ss%2Fword@db.internal/db",
+            "postgres://127.0.0.1/db?user=a@example.com",
+            "postgres:///db?host=/var/run/postgresql",
+            "postgresql://h1:5432,h2:5432/db",
+            "postgres://u@127.0.0.1/db",
+        ] {
+            assert!(database_kind_of(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
     fn every_bad_value_names_its_variable() {
         for (var, value) in [
             ("MFA_BIND", "not an address"),
@@ -957,6 +983,15 @@ mod tests {
                 "MFA_DATABASE_URL",
                 "postgres://u:Hunter2@Secret@127.0.0.1/db",
             ),
+            (
+                "MFA_DATABASE_URL",
+                "postgres://u:Hun?ter2@Secret@127.0.0.1/db",
+            ),
+            (
+                "MFA_DATABASE_URL",
+                "postgres://u:Hun/ter2@Secret@127.0.0.1/db",
+            ),
+            ("MFA_DATABASE_URL", "postgres://u:Hun#ter2@127.0.0.1/db"),
             ("MFA_ENCRYPTION_KEY", "c2hvcnQ="),
             ("MFA_BOOTSTRAP_ADMIN_EMAIL", "nobody"),
             ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "short"),

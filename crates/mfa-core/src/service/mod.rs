@@ -25,7 +25,7 @@ use crate::authz::Caller;
 use crate::crypto::{PasswordHasher, PasswordParams};
 use crate::error::{MfaError, MfaResult};
 use crate::model::*;
-use crate::policy::{FactorSummary, LockoutPolicy};
+use crate::policy::{CLOCK_SKEW_TOLERANCE_SECS, FactorSummary, LockoutPolicy};
 use crate::ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Store, StoreTx};
 
 pub use enroll::{HashedRecoveryCodes, MfaStatus, NewRecoveryCodes, PendingAuthenticator};
@@ -420,16 +420,19 @@ impl<S: Store> MfaService<S> {
 
 /// One mail of a kind per `interval_secs` per user: `MailThrottled`
 /// (with the seconds to wait) until `interval_secs` after `last_sent`.
-/// A `last_sent` still to come can only be from a clock stepped back
-/// since: the wait is not stretched by the step (a user whose only factor
-/// is email could not sign in for as long), the mail goes.
+/// A `last_sent` more than [`CLOCK_SKEW_TOLERANCE_SECS`] still to come can
+/// only be from a clock stepped back since: the wait is not stretched by
+/// the step (a user whose only factor is email could not sign in for as
+/// long), the mail goes. Within it (another process's clock a little
+/// ahead), the wait holds.
 pub(crate) fn throttle_mail(
     last_sent: Timestamp,
     now: Timestamp,
     interval_secs: u64,
 ) -> MfaResult<()> {
     let next_allowed = last_sent.plus_secs(interval_secs);
-    if last_sent <= now && now < next_allowed {
+    let stepped_back = last_sent > now.plus_secs(CLOCK_SKEW_TOLERANCE_SECS);
+    if !stepped_back && now < next_allowed {
         return Err(MfaError::MailThrottled {
             retry_after_secs: now.secs_until(next_allowed).max(1),
         });
@@ -951,8 +954,15 @@ mod tests {
             })
         );
         assert_eq!(throttle_mail(NOW, NOW.plus_secs(30), 30), Ok(()));
-        // Sent "later" than now: the clock was stepped back since.
-        assert_eq!(throttle_mail(NOW, NOW.minus_secs(90), 30), Ok(()));
+        // Sent "later" than now: another process's clock a little ahead
+        // keeps the wait; a clock stepped back since lets the mail go.
+        assert_eq!(
+            throttle_mail(NOW, NOW.minus_secs(3), 30),
+            Err(MfaError::MailThrottled {
+                retry_after_secs: 33
+            })
+        );
+        assert_eq!(throttle_mail(NOW, NOW.minus_secs(61), 30), Ok(()));
     }
 
     #[test]

@@ -193,14 +193,26 @@ impl TestServer {
     /// database, encryption key, clock and mail sink, its own port, data
     /// directory and connection pool.
     pub async fn twin(&self) -> TestServer {
-        let mut twin = self.twin_unregistered().await;
+        self.twin_on(self.clock.clone()).await
+    }
+
+    /// A [`TestServer::twin`] whose clock is `secs` behind this server's,
+    /// and is moved apart from it: two hosts whose clocks differ a little.
+    pub async fn twin_behind(&self, secs: u64) -> TestServer {
+        use mfa_core::Clock as _;
+        let clock = Arc::new(FixedClock::new(self.clock.now().minus_secs(secs)));
+        self.twin_on(clock).await
+    }
+
+    async fn twin_on(&self, clock: Arc<FixedClock>) -> TestServer {
+        let mut twin = self.twin_unregistered_on(clock).await;
         let own = twin.notice_senders.lock().unwrap()[0].clone();
         self.notice_senders.lock().unwrap().push(own);
         twin.notice_senders = self.notice_senders.clone();
         twin
     }
 
-    async fn twin_unregistered(&self) -> TestServer {
+    async fn twin_unregistered_on(&self, clock: Arc<FixedClock>) -> TestServer {
         let mut env = self.env.clone();
         if !env.contains_key("MFA_ENCRYPTION_KEY") {
             // SQLite: the key the first server generated into its data dir.
@@ -208,7 +220,7 @@ impl TestServer {
                 .expect("the first server's key file");
             env.insert("MFA_ENCRYPTION_KEY".into(), key.trim().to_string());
         }
-        TestServer::launch(self._db.clone(), env, self.clock.clone(), self.smtp.clone()).await
+        TestServer::launch(self._db.clone(), env, clock, self.smtp.clone()).await
     }
 
     /// The database this server runs on.

@@ -19,6 +19,7 @@ on_every_backend!(
     logins_race_changes_to_their_accounts,
     racing_guesses_on_one_server,
     racing_guesses_on_two_servers,
+    a_lockout_holds_on_a_process_whose_clock_is_behind,
 );
 
 /// A code that is not the current one (nor one step either side).
@@ -41,6 +42,27 @@ fn retry_after(a: &Answer) -> u64 {
         .expect("Retry-After")
         .parse()
         .expect("seconds")
+}
+
+/// A lockout another server process set holds on one whose clock is a
+/// few seconds behind: the remaining wait it computes is longer than the
+/// lockout, and a rule taking any such wait for a clock stepped back let
+/// the right code through there (an audit, with one process 3 s behind).
+async fn a_lockout_holds_on_a_process_whose_clock_is_behind(s: TestServer) {
+    let root = s.root().await;
+    let email = "skewed@example.com";
+    let (_, secret, _) = challenged_user(&s, &root, email).await;
+    let token = partial(&s, email).await;
+    let behind = s.twin_behind(3).await;
+    for _ in 0..4 {
+        verify(&s, &token, "AUTHENTICATOR", &wrong_code(&s, &secret))
+            .await
+            .expect(400, Some("invalid_code"));
+    }
+    let fifth = verify(&s, &token, "AUTHENTICATOR", &wrong_code(&s, &secret)).await;
+    assert_eq!(retry_after(&fifth), 30);
+    let right = verify(&behind, &token, "AUTHENTICATOR", &behind.totp(&secret)).await;
+    assert_eq!(retry_after(&right), 33, "locked on the process behind too");
 }
 
 async fn code_lockout_across_sessions_logins_and_processes(s: TestServer) {
