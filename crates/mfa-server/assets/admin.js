@@ -239,13 +239,25 @@ function searchChanged(event) {
 // an assistive tool.
 $("#user-search").addEventListener("input", searchChanged);
 $("#user-search").addEventListener("change", searchChanged);
-$("#users-prev").addEventListener("click", () => {
+/**
+ * After a pager button is pressed and its page loaded: a button disabled
+ * on the first or last page drops the keyboard focus to the page, so it
+ * goes to the other button, or to the page count.
+ */
+function keepPagerFocus(pressed, other, count) {
+  if (!pressed.disabled) return;
+  if (!other.disabled) other.focus();
+  else count.focus();
+}
+$("#users-prev").addEventListener("click", async () => {
   users.page = Math.max(0, users.page - 1);
-  loadUsers();
+  await loadUsers();
+  keepPagerFocus($("#users-prev"), $("#users-next"), $("#users-page"));
 });
-$("#users-next").addEventListener("click", () => {
+$("#users-next").addEventListener("click", async () => {
   users.page += 1;
-  loadUsers();
+  await loadUsers();
+  keepPagerFocus($("#users-next"), $("#users-prev"), $("#users-page"));
 });
 
 function csvCell(value) {
@@ -528,7 +540,14 @@ const resetDialog = $("#reset-dialog");
 $("#reset-mfa").addEventListener("click", () => {
   if (!editing) return;
   clearMessages();
-  $("#reset-dialog-self").hidden = !isSelf(editing.user);
+  const self = isSelf(editing.user);
+  $("#reset-dialog-self").hidden = !self;
+  // A hidden element named in aria-describedby is read all the same: the
+  // warning about one's own account is named only when it is shown.
+  resetDialog.setAttribute(
+    "aria-describedby",
+    self ? "reset-dialog-text reset-dialog-who reset-dialog-self" : "reset-dialog-text reset-dialog-who",
+  );
   // What goes, said before it goes: factors are the user's, not the org's.
   $("#reset-dialog-who").textContent =
     `${fullName(editing.user)} (${editing.user.email}) loses the authenticator app, email codes and ` +
@@ -798,13 +817,15 @@ $("#audit-clear").addEventListener("click", () => {
   if (parseHash().params.has("user")) location.hash = "#/audit";
   else loadAudit();
 });
-$("#audit-prev").addEventListener("click", () => {
+$("#audit-prev").addEventListener("click", async () => {
   audit.page = Math.max(0, audit.page - 1);
-  loadAudit();
+  await loadAudit();
+  keepPagerFocus($("#audit-prev"), $("#audit-next"), $("#audit-page"));
 });
-$("#audit-next").addEventListener("click", () => {
+$("#audit-next").addEventListener("click", async () => {
   audit.page += 1;
-  loadAudit();
+  await loadAudit();
+  keepPagerFocus($("#audit-next"), $("#audit-prev"), $("#audit-page"));
 });
 
 signIn = boot({ views: VIEWS, onSignedIn, onSignedOut });

@@ -222,6 +222,9 @@ export function typedCode(input) {
 }
 
 export async function busy(button, work) {
+  // A button disabled while focused drops the keyboard focus to the page;
+  // it is given back when the work is done, unless it has moved on.
+  const hadFocus = button && document.activeElement === button;
   if (button) {
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
@@ -235,9 +238,26 @@ export async function busy(button, work) {
     if (button) {
       button.disabled = false;
       button.removeAttribute("aria-busy");
+      if (hadFocus && (document.activeElement === document.body || !document.activeElement)) {
+        button.focus();
+      }
     }
   }
 }
+
+// The skip link moves the keyboard focus into the view on screen. As a
+// plain link to "#main" it changed the address, which the pages' routers
+// took for navigation: it left the view, or cancelled a step-up.
+for (const link of document.querySelectorAll(".skip-link")) {
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    document.getElementById("main")?.focus();
+  });
+}
+
+// Each view names the page in the title bar and in a screen reader's
+// list of tabs: the view's heading, then the site's name ("MFA Admin").
+const siteName = document.title.split(" · ").pop();
 
 // ---- formatting
 
@@ -296,10 +316,10 @@ export async function copy(text, what) {
 export function showView(ids, id, { focus = true } = {}) {
   for (const other of ids) $("#" + other).hidden = other !== id;
   $("#loading").hidden = true;
-  if (focus) {
-    const heading = $(`#${id} h1`);
-    if (heading) heading.focus();
-  }
+  const heading = $(`#${id} h1`);
+  const name = heading && heading.textContent.trim();
+  document.title = name ? `${name} · ${siteName}` : siteName;
+  if (focus && heading) heading.focus();
 }
 
 // ---- enrollment widgets
@@ -388,8 +408,8 @@ export function mountAuthenticatorEnrollment(container, { token, request, onDone
       h(
         "p",
         {},
-        "Or enter this key by hand: ",
-        h("code", { class: "secret", id: `${id}-secret`, "aria-label": "Key, in groups of four characters" }, groupSecret(secret.secret)),
+        "Or enter this key by hand (in groups of four characters): ",
+        h("code", { class: "secret", id: `${id}-secret` }, groupSecret(secret.secret)),
       ),
       h(
         "p",
@@ -414,7 +434,7 @@ export function mountEmailEnrollment(container, { token, request, onDone }) {
   const id = `email${++widgetCount}`;
   const send = request || ((method, path, body) => api(method, path, { token: token(), body }));
   const sendButton = h("button", { type: "button", id: `${id}-send` }, "Email me a code");
-  const sent = h("p", { class: "hint", id: `${id}-sent` });
+  const sent = h("p", { class: "hint", id: `${id}-sent`, role: "status" });
   const codeInput = h("input", {
     id: `${id}-code`,
     class: "code",
