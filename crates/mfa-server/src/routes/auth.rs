@@ -78,12 +78,8 @@ pub async fn login(
     Ok(web::Json(result?.into()))
 }
 
-/// A login's steps, each where it waits for nothing scarce: the store's
-/// on the general blocking pool, argon2 alone on the password threads. A
-/// database that stops answering, or holds a row's lock, then holds no
-/// hashing thread: otherwise every login queued behind one waiting for
-/// the database, other users' too, was refused as a throttle (an audit
-/// saw 56 of 60), and the server's other requests waited for their turn.
+/// A login in [`super::in_password_steps`]: the password's check alone
+/// on the password threads.
 async fn login_steps(
     service: std::sync::Arc<Service>,
     passwords: &PasswordPool,
@@ -91,52 +87,34 @@ async fn login_steps(
     password: String,
     org: Option<mfa_core::OrgId>,
 ) -> Result<mfa_core::MfaResult<mfa_core::service::LoginResult>, ApiError> {
-    let begun = {
-        let service = service.clone();
-        web::block(move || service.login_begin(&email, org)).await?
-    };
-    let checked = match begun {
-        Ok(begun) => {
-            let service = service.clone();
-            passwords
-                .block(move || service.login_check(begun, &password))
-                .await?
-        }
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    Ok(match checked {
-        Ok(checked) => web::block(move || service.login_finish(checked)).await?,
-        Err(refusal) => Err(refusal),
-    })
+    let (checker, finisher) = (service.clone(), service.clone());
+    super::in_password_steps(
+        passwords,
+        move || service.login_begin(&email, org),
+        move |begun| checker.login_check(begun, &password),
+        move |checked| checked.and_then(|checked| finisher.login_finish(checked)),
+    )
+    .await
 }
 
-/// A recovery code's check in its steps ([`login_steps`] says why): the
-/// attempt counted and the codes read, argon2 on the password threads,
-/// then the code used and the session made full.
+/// A recovery code's check in [`super::in_password_steps`]: the attempt
+/// counted and the codes read, argon2 on the password threads, then the
+/// code used and the session made full.
 async fn verify_recovery_steps(
     service: std::sync::Arc<Service>,
     passwords: &PasswordPool,
     caller: mfa_core::Caller,
     code: String,
 ) -> Result<Result<mfa_core::service::NewToken, ApiError>, ApiError> {
-    let check = {
-        let (service, caller) = (service.clone(), caller.clone());
-        web::block(move || service.recovery_code_begin(&caller, &code)).await?
-    };
-    let checked = match check {
-        Ok(check) => {
-            let service = service.clone();
-            passwords
-                .block(move || service.check_recovery_code(check))
-                .await?
-        }
-        Err(refusal) => return Ok(Err(refusal.into())),
-    };
-    Ok(
-        web::block(move || service.verify_recovery_code(&caller, checked))
-            .await?
-            .map_err(ApiError::from),
+    let (checker, finisher, begun_by) = (service.clone(), service.clone(), caller.clone());
+    let verified = super::in_password_steps(
+        passwords,
+        move || service.recovery_code_begin(&begun_by, &code),
+        move |check| checker.check_recovery_code(check),
+        move |checked| finisher.verify_recovery_code(&caller, checked),
     )
+    .await?;
+    Ok(verified.map_err(ApiError::from))
 }
 
 /// Email a login code

@@ -209,28 +209,16 @@ pub async fn reset_my_qr_code_enroll(
     let result = match code {
         None => web::block(move || service.self_reset_authenticator(&caller, None)).await?,
         // A recovery code is an argon2 hash, checked on the password
-        // threads apart from the database work around the check (see
-        // `login_steps`).
+        // threads apart from the database work around the check.
         Some(code) => {
-            let begun = {
-                let (service, caller) = (service.clone(), caller.clone());
-                web::block(move || service.self_reset_begin(&caller, Some(&code))).await?
-            };
-            match begun {
-                Ok(check) => {
-                    let checker = service.clone();
-                    let checked = match check {
-                        Some(check) => Some(
-                            passwords
-                                .block(move || checker.check_recovery_code(check))
-                                .await?,
-                        ),
-                        None => None,
-                    };
-                    web::block(move || service.self_reset_finish(&caller, checked)).await?
-                }
-                Err(refusal) => Err(refusal),
-            }
+            let (checker, finisher, begun_by) = (service.clone(), service.clone(), caller.clone());
+            super::in_password_steps(
+                &passwords,
+                move || service.self_reset_begin(&begun_by, Some(&code)),
+                move |check| check.map(|check| checker.check_recovery_code(check)),
+                move |checked| finisher.self_reset_finish(&caller, checked),
+            )
+            .await?
         }
     };
     if counts_as_verification {

@@ -56,6 +56,34 @@ where
     pool.block(f).await?.map_err(Into::into)
 }
 
+/// A check of a password or a recovery code in its three steps, each
+/// where it waits for nothing scarce: `begin` (the attempt counted, the
+/// hash read) on the blocking pool, argon2's `check` alone on the password
+/// threads, `finish` (the outcome written) on the blocking pool again. A
+/// database that stops answering, or holds a row's lock, then holds no
+/// hashing thread: when a login ran whole on the password threads, every
+/// login queued behind one waiting for the database, other users' too,
+/// was refused as a throttle (an audit saw 56 of 60). A refusal of
+/// `begin` (a lockout) is the answer, unhashed.
+pub(crate) async fn in_password_steps<B, C, T>(
+    passwords: &PasswordPool,
+    begin: impl FnOnce() -> mfa_core::MfaResult<B> + Send + 'static,
+    check: impl FnOnce(B) -> C + Send + 'static,
+    finish: impl FnOnce(C) -> mfa_core::MfaResult<T> + Send + 'static,
+) -> Result<mfa_core::MfaResult<T>, ApiError>
+where
+    B: Send + 'static,
+    C: Send + 'static,
+    T: Send + 'static,
+{
+    let begun = match web::block(begin).await? {
+        Ok(begun) => begun,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let checked = passwords.block(move || check(begun)).await?;
+    Ok(web::block(move || finish(checked)).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

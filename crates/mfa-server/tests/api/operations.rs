@@ -641,14 +641,18 @@ async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
     })
     .await;
     // The first stored is shown; the others, begun before it, are refused
-    // rather than shown codes it replaced.
+    // rather than shown codes it replaced. On a machine busy with other
+    // work, the server's 1 s bound on the password queue may refuse one
+    // of the four unhashed (`429`) before it waits for the row at all.
     let mut shown = 0;
     for answer in answers {
-        if answer.status == 200 {
-            assert_eq!(answer.body["codes"].as_array().unwrap().len(), 10);
-            shown += 1;
-        } else {
-            answer.expect(409, Some("conflict"));
+        match answer.status {
+            200 => {
+                assert_eq!(answer.body["codes"].as_array().unwrap().len(), 10);
+                shown += 1;
+            }
+            429 => answer.expect(429, Some("too_many_attempts")),
+            _ => answer.expect(409, Some("conflict")),
         }
     }
     assert_eq!(shown, 1, "one set shown");
