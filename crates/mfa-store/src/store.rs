@@ -70,6 +70,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 type SqlitePool = Pool<ConnectionManager<SqliteConnection>>;
 type PgPool = FairPool<PgManager>;
 
+/// A connection of [`PgPool`].
+type PooledPg = diesel::r2d2::PooledConnection<PgManager>;
+
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -453,10 +456,69 @@ fn with_pg_migration_lock<T>(
         std::thread::sleep(MIGRATION_LOCK_POLL);
     }
     let result = f(conn);
-    let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+    let unlocked: Result<bool, Error> =
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "pg_advisory_unlock({MIGRATION_LOCK_KEY})"
+        )))
+        .get_result(conn)
+        .map_err(Error::from);
     let value = result?;
-    unlocked?;
+    if !unlocked? {
+        return Err(Error::Configuration(TRANSACTION_POOLING.into()));
+    }
     Ok(value)
+}
+
+/// Why a connection whose statements run in different PostgreSQL sessions
+/// is refused.
+const TRANSACTION_POOLING: &str = "the statements of one connection ran in different PostgreSQL \
+     sessions: a connection pooler in transaction or statement mode (PgBouncer's pool_mode = \
+     transaction) is in front of the database. The server relies on its sessions (per-connection \
+     settings such as lock_timeout, prepared statements, the migration's advisory lock): use \
+     pool_mode = session, or connect to PostgreSQL directly";
+
+impl PgDb {
+    /// A pooled connection for the migration's work, once the pool is
+    /// known to keep each connection in one PostgreSQL session. Behind a
+    /// pooler in transaction mode the server answered 500s (another
+    /// session's prepared statements), left its lock timeout unset, left
+    /// the migration lock held by a pooled session, and once mistook
+    /// another row for a changed encryption key (an audit, PgBouncer 1.18).
+    ///
+    /// The check: connection `a` reads its session's id; `b`, in a
+    /// transaction, holds a session (behind such a pooler, most likely the
+    /// one `a` just gave back); `a` reads its id again. A session-mode
+    /// pooler or none keeps `a` in its session; a transaction-mode one
+    /// moves it. Not a proof (the pooler may hand `b` another idle
+    /// session), so it is tried a few times; the unlock of the migration
+    /// lock, which fails in another session, checks again. A pool of one
+    /// connection is not checked (a second would wait for the first).
+    fn migration_connection(&self) -> Result<PooledPg, Error> {
+        let mut a = self.pool.get()?;
+        if self.pool.max_size() < 2 {
+            return Ok(a);
+        }
+        let mut b = self.pool.get()?;
+        let backend = |conn: &mut PgConnection| -> Result<i32, Error> {
+            Ok(
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                    "pg_backend_pid()",
+                ))
+                .get_result(conn)?,
+            )
+        };
+        for _ in 0..3 {
+            let before = backend(&mut a)?;
+            let after = b.build_transaction().run(|b| {
+                backend(b)?;
+                backend(&mut a)
+            })?;
+            if after != before {
+                return Err(Error::Configuration(TRANSACTION_POOLING.into()));
+            }
+        }
+        Ok(a)
+    }
 }
 
 impl DbStore {
@@ -605,7 +667,7 @@ impl DbStore {
                 })
             }),
             Inner::Postgres(db) => {
-                let mut conn = db.pool.get()?;
+                let mut conn = db.migration_connection()?;
                 with_pg_migration_lock(&mut conn, |conn| {
                     refuse_unknown(conn, &POSTGRES_MIGRATIONS)?;
                     let applied = conn
@@ -655,7 +717,7 @@ impl DbStore {
             // table of versions on a new database, which processes starting
             // at once would race to do.
             Inner::Postgres(db) => {
-                let mut conn = db.pool.get()?;
+                let mut conn = db.migration_connection()?;
                 with_pg_migration_lock(&mut conn, |conn| status(conn, &POSTGRES_MIGRATIONS))
             }
         }
@@ -705,7 +767,7 @@ impl DbStore {
                 })
             }),
             Inner::Postgres(db) => {
-                let mut conn = db.pool.get()?;
+                let mut conn = db.migration_connection()?;
                 with_pg_migration_lock(&mut conn, |conn| {
                     let reverted = conn
                         .revert_all_migrations(POSTGRES_MIGRATIONS)
