@@ -769,6 +769,24 @@ fn a_clock_stepped_back_ends_a_lockout_rather_than_stretching_it() {
     w.clock.advance(-3600);
     ok(w.svc.login("pw@example.com", PASSWORD, None));
 
+    // The bound is the lockout's own length and a minute, for the password
+    // step as for codes: a step back of 59 s keeps a 30 s lockout (89 s to
+    // go), one of 61 s ends it. (Judged with the attempt counted in, the
+    // password step's bound was the next, longer delay's.)
+    w.clock.advance(3600);
+    for _ in 0..5 {
+        let _ = w.svc.login("pw@example.com", "wrong password", None);
+    }
+    w.clock.advance(-59);
+    assert_eq!(
+        w.svc.login("pw@example.com", PASSWORD, None).map(|_| ()),
+        Err(MfaError::TooManyAttempts {
+            retry_after_secs: 89
+        })
+    );
+    w.clock.advance(-2);
+    ok(w.svc.login("pw@example.com", PASSWORD, None));
+
     ok(w.svc.set_mfa_enforced(&w.admin, true, false));
     let (_, partial) = w.login("pw@example.com");
     let (secret, _) = w.enroll_authenticator(&partial);

@@ -772,8 +772,9 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
         Some("sqlite") => Ok(DatabaseKind::Sqlite),
         Some("postgres" | "postgresql") if !userinfo_reads_alike(rest) => Err(invalid(
             "MFA_DATABASE_URL",
-            "expected USER:PASSWORD@HOST: percent-encode the characters `@`, `/`, `?` and `#` \
-             in the user name or password (`@` as `%40`, `/` as `%2F`, `?` as `%3F`, `#` as `%23`)",
+            "expected USER:PASSWORD@HOST with one raw `@`: percent-encode the characters `@`, \
+             `/`, `?`, `#` and `%` in the user name or password (`@` as `%40`, `/` as `%2F`, `?` \
+             as `%3F`, `#` as `%23`, `%` as `%25`), and an `@` anywhere else in the URL",
         )),
         Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
         _ => Err(invalid(
@@ -792,18 +793,31 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
 /// or the port, which libpq's connection error printed to the log, and
 /// `check-config` printed the URL unmasked.
 fn userinfo_reads_alike(rest: &str) -> bool {
-    let host_and_path = match rest.find(['@', '/']) {
-        Some(at) if rest[at..].starts_with('@') => {
-            if rest[..at].contains(['?', '#']) {
-                return false;
-            }
-            &rest[at + 1..]
-        }
-        _ => rest,
+    // One raw `@` in the whole URL at most: any other, in a password or a
+    // query value alike, is written `%40` (a password holding `@?` made a
+    // "query" start inside itself).
+    if rest.matches('@').count() > 1 {
+        return false;
+    }
+    let Some(at) = rest.find('@') else {
+        return true;
     };
-    // Past the user info, an `@` may only stand in the query (`?user=…`).
-    let before_query = &host_and_path[..host_and_path.find('?').unwrap_or(host_and_path.len())];
-    !before_query.contains('@')
+    let userinfo = &rest[..at];
+    // The user info ends at the `@`, before any `/`, `?` or `#`, and its
+    // escapes are whole: libpq prints a user info it cannot decode in its
+    // error, password and all ("invalid percent-encoded token").
+    !userinfo.contains(['/', '?', '#']) && escapes_are_whole(userinfo)
+}
+
+/// Whether every `%` in `text` begins an escape of two hex digits other
+/// than `%00`, which libpq refuses.
+fn escapes_are_whole(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || matches!(bytes.get(i + 1..i + 3), Some([h, l])
+                if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() && !(*h == b'0' && *l == b'0'))
+    })
 }
 
 /// A whole number of `unit`s (`"seconds"`, `"days"`) from the environment
@@ -965,7 +979,8 @@ mod tests {
         for url in [
             "postgres://u:p@127.0.0.1:5432/db",
             "postgres://u:p%40ss%2Fword@db.internal/db",
-            "postgres://127.0.0.1/db?user=a@example.com",
+            "postgres://127.0.0.1/db?user=a%40example.com",
+            "postgres://u:%C3%A9t%C3%A9@127.0.0.1/db",
             "postgres:///db?host=/var/run/postgresql",
             "postgresql://h1:5432,h2:5432/db",
             "postgres://u@127.0.0.1/db",
@@ -992,6 +1007,11 @@ mod tests {
                 "postgres://u:Hun/ter2@Secret@127.0.0.1/db",
             ),
             ("MFA_DATABASE_URL", "postgres://u:Hun#ter2@127.0.0.1/db"),
+            ("MFA_DATABASE_URL", "postgres://u:p@?ss-secret@127.0.0.1/db"),
+            ("MFA_DATABASE_URL", "postgres://u:Sx@/?#:%é-9z@127.0.0.1/db"),
+            ("MFA_DATABASE_URL", "postgres://u:100%sure@127.0.0.1/db"),
+            ("MFA_DATABASE_URL", "postgres://u:abc%00def@127.0.0.1/db"),
+            ("MFA_DATABASE_URL", "postgres://u:p%4@127.0.0.1/db"),
             ("MFA_ENCRYPTION_KEY", "c2hvcnQ="),
             ("MFA_BOOTSTRAP_ADMIN_EMAIL", "nobody"),
             ("MFA_BOOTSTRAP_ADMIN_PASSWORD", "short"),

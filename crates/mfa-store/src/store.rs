@@ -222,6 +222,9 @@ struct SqliteDb {
 
 struct PgDb {
     pool: PgPool,
+    /// For a connection outside the pool (the pooler check at open). Holds
+    /// the password: never printed (no `Debug`).
+    url: String,
 }
 
 enum Inner {
@@ -491,14 +494,12 @@ impl PgDb {
     /// pooler or none keeps `a` in its session; a transaction-mode one
     /// moves it. Not a proof (the pooler may hand `b` another idle
     /// session), so it is tried a few times; the unlock of the migration
-    /// lock, which fails in another session, checks again. A pool of one
-    /// connection is not checked (a second would wait for the first).
+    /// lock, which fails in another session, checks again. `b` is a
+    /// connection of its own, outside the pool, so that a pool of one is
+    /// checked too.
     fn migration_connection(&self) -> Result<PooledPg, Error> {
         let mut a = self.pool.get()?;
-        if self.pool.max_size() < 2 {
-            return Ok(a);
-        }
-        let mut b = self.pool.get()?;
+        let mut b = PgConnection::establish(&self.url)?;
         let backend = |conn: &mut PgConnection| -> Result<i32, Error> {
             Ok(
                 diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
@@ -924,6 +925,7 @@ fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
         .build(PgManager::new(url, timeout))?;
     Ok(PgDb {
         pool: FairPool::new(pool, timeout),
+        url: url.to_string(),
     })
 }
 

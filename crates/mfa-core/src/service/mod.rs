@@ -750,7 +750,14 @@ pub(crate) fn reserve_attempt<'a>(
     now: Timestamp,
 ) -> MfaResult<Attempt<'a>> {
     let state = tx.increment_failures(subject, now, policy.forget_before(now))?;
-    refuse_while_locked(policy, &state, now)?;
+    // The lockout is judged by the failures that set it, this attempt
+    // aside: counted in, a lockout read after a clock stepped back was
+    // held against the next, longer delay.
+    let set_by = FailureState {
+        failures: state.failures.saturating_sub(1),
+        locked_until: state.locked_until,
+    };
+    refuse_while_locked(policy, &set_by, now)?;
     let delay = policy.delay_after(state.failures);
     if let Some(delay) = delay {
         tx.set_locked_until(subject, Some(now.plus_secs(delay)))?;

@@ -651,8 +651,12 @@ async fn recovery_codes_for_a_held_user_hold_no_password_thread() {
                 assert_eq!(answer.body["codes"].as_array().unwrap().len(), 10);
                 shown += 1;
             }
-            429 => answer.expect(429, Some("too_many_attempts")),
-            _ => answer.expect(409, Some("conflict")),
+            429 => {
+                answer.expect(429, Some("too_many_attempts"));
+            }
+            _ => {
+                answer.expect(409, Some("conflict"));
+            }
         }
     }
     assert_eq!(shown, 1, "one set shown");
