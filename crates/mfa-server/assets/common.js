@@ -416,6 +416,14 @@ export function mountAuthenticatorEnrollment(container, { token, request, onDone
         { class: "hint" },
         `The key has only the letters A to Z and the digits 2 to 7. It is valid until ${formatTime(secret.expiresAt)}.`,
       ),
+      // For a user who cannot scan (a screen reader, the app on this very
+      // phone): the key to paste, and the link authenticator apps open.
+      h(
+        "div",
+        { class: "actions" },
+        h("button", { type: "button", onclick: () => copy(secret.secret, "Key") }, "Copy key"),
+        h("a", { href: secret.otpauthUri, id: `${id}-otpauth` }, "Open in an authenticator app on this device"),
+      ),
       h("p", {}, "2. Enter the code the app shows."),
       form,
     );

@@ -821,6 +821,16 @@ async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
     let src = qr.attr("src").await.unwrap().unwrap();
     assert!(src.starts_with("data:image/svg+xml;base64,"), "{src}");
     let secret = key_on_page(&b, "#setup-authenticator .secret").await;
+    // The same key behind the link an app on this device opens.
+    let link = b
+        .visible("#setup-authenticator a[href^='otpauth:']")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let uri = mfa_totp::OtpauthUri::parse(&link).expect("an otpauth URI");
+    assert_eq!(uri.secret, secret, "{link}");
     b.assert_accessible().await;
     b.screenshot("account-setup").await;
 
