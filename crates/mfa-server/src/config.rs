@@ -770,54 +770,20 @@ fn database_kind_of(url: &str) -> Result<DatabaseKind, ConfigError> {
             ))
         }
         Some("sqlite") => Ok(DatabaseKind::Sqlite),
-        Some("postgres" | "postgresql") if !userinfo_reads_alike(rest) => Err(invalid(
-            "MFA_DATABASE_URL",
-            "expected USER:PASSWORD@HOST with one raw `@`: percent-encode the characters `@`, \
+        Some("postgres" | "postgresql") if !mfa_store::postgres_userinfo_is_unambiguous(url) => {
+            Err(invalid(
+                "MFA_DATABASE_URL",
+                "expected USER:PASSWORD@HOST with one raw `@`: percent-encode the characters `@`, \
              `/`, `?`, `#` and `%` in the user name or password (`@` as `%40`, `/` as `%2F`, `?` \
              as `%3F`, `#` as `%23`, `%` as `%25`), and an `@` anywhere else in the URL",
-        )),
+            ))
+        }
         Some("postgres" | "postgresql") => Ok(DatabaseKind::Postgres),
         _ => Err(invalid(
             "MFA_DATABASE_URL",
             "expected sqlite://PATH or postgres://USER@HOST/DB",
         )),
     }
-}
-
-/// Whether libpq and the masking of `check-config` (`mask_url`) find the
-/// same user info in `rest`, a PostgreSQL URL after its `://`, so that no
-/// part of a password is read as a host, a port or a path. libpq takes
-/// the user info up to the first `@` unless a `/` comes first, and the
-/// host up to the next `/` or `?`. A raw `@`, `/`, `?` or `#` in a
-/// password made them differ: the rest of the password became the host
-/// or the port, which libpq's connection error printed to the log, and
-/// `check-config` printed the URL unmasked.
-fn userinfo_reads_alike(rest: &str) -> bool {
-    // One raw `@` in the whole URL at most: any other, in a password or a
-    // query value alike, is written `%40` (a password holding `@?` made a
-    // "query" start inside itself).
-    if rest.matches('@').count() > 1 {
-        return false;
-    }
-    let Some(at) = rest.find('@') else {
-        return true;
-    };
-    let userinfo = &rest[..at];
-    // The user info ends at the `@`, before any `/`, `?` or `#`, and its
-    // escapes are whole: libpq prints a user info it cannot decode in its
-    // error, password and all ("invalid percent-encoded token").
-    !userinfo.contains(['/', '?', '#']) && escapes_are_whole(userinfo)
-}
-
-/// Whether every `%` in `text` begins an escape of two hex digits other
-/// than `%00`, which libpq refuses.
-fn escapes_are_whole(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    bytes.iter().enumerate().all(|(i, &b)| {
-        b != b'%'
-            || matches!(bytes.get(i + 1..i + 3), Some([h, l])
-                if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() && !(*h == b'0' && *l == b'0'))
-    })
 }
 
 /// A whole number of `unit`s (`"seconds"`, `"days"`) from the environment

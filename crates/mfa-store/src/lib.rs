@@ -27,5 +27,5 @@ pub use log_throttle::LogThrottle;
 pub use store::{
     Backend, DEFAULT_POOL_TIMEOUT, DbStore, KEY_FINGERPRINT_MIGRATION, KeyCheck, KeyRotation,
     KeyVerification, LostKeyReplacement, MigrationStatus, PING_TIMEOUT, StoreOptions,
-    with_database,
+    postgres_userinfo_is_unambiguous, with_database,
 };

@@ -908,7 +908,53 @@ fn connect_sqlite(path: &str, options: &StoreOptions) -> Result<SqliteDb, Error>
     })
 }
 
+/// Whether libpq and a reader masking the password (mfa-server's
+/// `check-config`) find the same user info in the PostgreSQL URL `url`, so
+/// that no part of a password is read as a host, a port or a path. libpq takes
+/// the user info up to the first `@` unless a `/` comes first, and the
+/// host up to the next `/` or `?`. A raw `@`, `/`, `?` or `#` in a
+/// password made them differ: the rest of the password became the host
+/// or the port, which libpq's connection error printed to the log, and
+/// `check-config` printed the URL unmasked.
+pub fn postgres_userinfo_is_unambiguous(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // One raw `@` in the whole URL at most: any other, in a password or a
+    // query value alike, is written `%40` (a password holding `@?` made a
+    // "query" start inside itself).
+    if rest.matches('@').count() > 1 {
+        return false;
+    }
+    let Some(at) = rest.find('@') else {
+        return true;
+    };
+    let userinfo = &rest[..at];
+    // The user info ends at the `@`, before any `/`, `?` or `#`, and its
+    // escapes are whole: libpq prints a user info it cannot decode in its
+    // error, password and all ("invalid percent-encoded token").
+    !userinfo.contains(['/', '?', '#']) && escapes_are_whole(userinfo)
+}
+
+/// Whether every `%` in `text` begins an escape of two hex digits other
+/// than `%00`, which libpq refuses.
+fn escapes_are_whole(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || matches!(bytes.get(i + 1..i + 3), Some([h, l])
+                if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() && !(*h == b'0' && *l == b'0'))
+    })
+}
+
 fn connect_postgres(url: &str, options: &StoreOptions) -> Result<PgDb, Error> {
+    // Refused here, not only in a server's configuration: libpq's own
+    // error would print the password of such a URL to the caller's log.
+    if !postgres_userinfo_is_unambiguous(url) {
+        return Err(Error::UnsupportedUrl(
+            "a raw `@`, `/`, `?`, `#` or `%` in the user name or password, or a second raw `@`: \
+             percent-encode them (`%40`, `%2F`, `%3F`, `%23`, `%25`)"
+                .into(),
+        ));
+    }
     let size = pool_size(options, POSTGRES_POOL)?;
     let timeout = pool_timeout(options)?;
     // A direct connection first so that a failure reports libpq's message

@@ -457,6 +457,29 @@ fn unsupported_urls_are_refused() {
 }
 
 #[test]
+fn a_postgres_url_libpq_would_print_the_password_of_is_refused_before_connecting() {
+    // libpq took the rest of such a password for the host, port or query
+    // and printed it in its error ("could not translate host name
+    // \"Secret@127.0.0.1\"", "invalid percent-encoded token").
+    for url in [
+        "postgres://mfa:Hunter2@Secret@127.0.0.1:1/mfa",
+        "postgres://mfa:p@?ss-Secret@127.0.0.1:1/mfa",
+        "postgres://mfa:Hun/Secret@127.0.0.1:1/mfa",
+        "postgres://mfa:100%Secret@127.0.0.1:1/mfa",
+    ] {
+        match DbStore::open(url, test_options()) {
+            Err(Error::UnsupportedUrl(text)) => {
+                assert!(!text.contains("Secret"), "no password: {text}");
+            }
+            other => panic!("{url}: expected a refusal, got {:?}", other.err()),
+        }
+    }
+    assert!(mfa_store::postgres_userinfo_is_unambiguous(
+        "postgres://mfa:p%40ss%2F%25@127.0.0.1/mfa"
+    ));
+}
+
+#[test]
 fn postgres_connection_failure_reports_libpq_error() {
     // Port 1: nothing listens there; no server needed for this test.
     let err = DbStore::open("postgres://mfa:hunter2@127.0.0.1:1/mfa", test_options())
