@@ -263,8 +263,11 @@ $("#users-next").addEventListener("click", async () => {
 function csvCell(value) {
   let s = value === null || value === undefined ? "" : String(value);
   // A cell starting with = + - @ is a formula in spreadsheet programs.
-  if (/^[=+\-@\t\r]/.test(s)) s = "'" + s;
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  // Where the list separator is ";" (German, French, Dutch, ... Excel),
+  // every ";" starts a cell too, quotes or not: what follows one is
+  // guarded alike, and such a cell quoted for the comma's readers.
+  s = s.replace(/(^|;)(?=[=+\-@\t\r])/g, "$1'");
+  return /[",;\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 $("#export-csv").addEventListener("click", (event) =>

@@ -494,8 +494,9 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     let org = s.root_org;
     let (ada_id, ada) = person(&s, &root, "Ada", "Lovelace", true).await;
     let (val_id, val) = person(&s, &root, "Valentina", "Rodriguez", false).await;
+    let mut others = Vec::new();
     for (first, last) in OTHERS {
-        person(&s, &root, first, last, false).await;
+        others.push(person(&s, &root, first, last, false).await);
     }
     // Valentina has an authenticator (and so a last login).
     let val_login = s.login(&val, PASSWORD).await;
@@ -704,7 +705,18 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     assert_eq!(b.text_of("#audit-page").await.as_deref(), Some(""));
     b.click("#audit-clear").await;
 
-    // Export as CSV: every user, every page.
+    // Export as CSV: every user, every page. One name holds what a
+    // spreadsheet would run as formulas, where the list separator is a
+    // comma and where it is a semicolon.
+    let (yuki_id, _) = others.last().expect("Yuki");
+    let renamed = s
+        .put(
+            &format!("/user/users/{yuki_id}"),
+            &root,
+            json!({"firstName": "=Yuki", "lastName": "Tanaka;=1+1;@x"}),
+        )
+        .await;
+    renamed.ok();
     b.click("a[data-nav=users]").await;
     b.fill("#user-search", "").await;
     b.text_contains("#users-page", "Page 1 of 2").await;
@@ -732,7 +744,9 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     let ada_login = ada_user.ok()["lastLoginAt"].as_str().unwrap().to_string();
     let ada_line = format!("{ada_id},Ada,Lovelace,{ada},{ada_login},no,,yes,yes,no");
     assert!(lines.contains(&ada_line.as_str()), "{csv}");
-    assert!(csv.contains(",Yuki,Tanaka,yuki.tanaka@example.com,Never,no,,yes,no,no"));
+    assert!(
+        csv.contains(",'=Yuki,\"Tanaka;'=1+1;'@x\",yuki.tanaka@example.com,Never,no,,yes,no,no")
+    );
 
     b.assert_accessible().await;
 
