@@ -572,8 +572,12 @@ impl StoreTx for MemTx<'_> {
         Ok(())
     }
 
-    fn delete_email_codes(&mut self, user: UserId) -> StoreResult<()> {
-        self.0.email_codes.retain(|_, c| c.user_id != user);
+    fn void_email_codes(&mut self, user: UserId) -> StoreResult<()> {
+        for code in self.0.email_codes.values_mut() {
+            if code.user_id == user && code.consumed_at.is_none() {
+                code.consumed_at = Some(code.sent_at);
+            }
+        }
         Ok(())
     }
 

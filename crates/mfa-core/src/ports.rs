@@ -268,8 +268,11 @@ pub trait StoreTx {
     fn consume_email_code(&mut self, id: i64, now: Timestamp) -> StoreResult<bool>;
     /// Delete one code (used when its mail could not be sent).
     fn delete_email_code(&mut self, id: i64) -> StoreResult<()>;
-    /// Delete every email code of the user.
-    fn delete_email_codes(&mut self, user: UserId) -> StoreResult<()>;
+    /// Void every email code of the user: none can be used any more, and
+    /// the newest still says when it was sent, so that the wait between
+    /// two sends outlasts a reset (an admin's resets in a loop had mailed
+    /// a user four codes in a second). A voided code reads as consumed.
+    fn void_email_codes(&mut self, user: UserId) -> StoreResult<()>;
 
     // ---- recovery codes
     /// The user's recovery codes, used or not, by id.
@@ -506,12 +509,12 @@ pub trait StoreTx {
         }
         Ok(())
     }
-    /// [`StoreTx::delete_email_factor`] and [`StoreTx::delete_email_codes`]
+    /// [`StoreTx::delete_email_factor`] and [`StoreTx::void_email_codes`]
     /// for each user.
     fn delete_email_factors_of(&mut self, users: &[UserId]) -> StoreResult<()> {
         for &user in users {
             self.delete_email_factor(user)?;
-            self.delete_email_codes(user)?;
+            self.void_email_codes(user)?;
         }
         Ok(())
     }

@@ -862,6 +862,23 @@ macro_rules! delete_rows_of_users {
 macro_rules! impl_store_tx {
     ($conn:ty, $db:ty) => {
         impl Tx<'_, $conn> {
+            /// [`StoreTx::void_email_codes`] for each of `users`: marked
+            /// consumed as of their sending, which no check of a code takes
+            /// for a live one.
+            fn void_email_codes_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                for chunk in id_chunks(users) {
+                    diesel::update(
+                        email_codes::table
+                            .filter(email_codes::user_id.eq_any(chunk))
+                            .filter(email_codes::consumed_at.is_null()),
+                    )
+                    .set(email_codes::consumed_at.eq(email_codes::sent_at.nullable()))
+                    .execute(self.conn)
+                    .db()?;
+                }
+                Ok(())
+            }
+
             /// Run `f` in a savepoint, so that a constraint violation the
             /// caller may handle leaves the transaction usable (PostgreSQL
             /// otherwise aborts the whole transaction on any error).
@@ -1579,11 +1596,8 @@ macro_rules! impl_store_tx {
                 Ok(())
             }
 
-            fn delete_email_codes(&mut self, user: UserId) -> StoreResult<()> {
-                diesel::delete(email_codes::table.filter(email_codes::user_id.eq(user.0)))
-                    .execute(self.conn)
-                    .db()?;
-                Ok(())
+            fn void_email_codes(&mut self, user: UserId) -> StoreResult<()> {
+                self.void_email_codes_of(&[user])
             }
 
             // ---- recovery codes
@@ -2331,8 +2345,7 @@ macro_rules! impl_store_tx {
             fn delete_email_factors_of(&mut self, users: &[UserId]) -> StoreResult<()> {
                 self.held.require_users(users, "delete_email_factors_of");
                 delete_rows_of_users!(self.conn, email_factors, users);
-                delete_rows_of_users!(self.conn, email_codes, users);
-                Ok(())
+                self.void_email_codes_of(users)
             }
 
             fn delete_recovery_codes_of(&mut self, users: &[UserId]) -> StoreResult<()> {

@@ -156,7 +156,6 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 let mut m = Membership::new(user.id, org);
                 m.is_admin = req.is_org_admin;
                 tx.insert_membership(&m)?;
-                let what = if m.is_admin { "isAdmin=true" } else { "" };
                 audit(
                     tx,
                     now,
@@ -164,7 +163,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                     None,
                     Some(user.id),
                     AuditAction::MembershipCreated,
-                    audit_detail(what),
+                    audit_detail(&super::orgs::new_membership_detail(&m)),
                 )?;
             }
             Ok(user)
@@ -220,7 +219,6 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                     let mut m = Membership::new(user.id, org);
                     m.is_admin = is_admin;
                     tx.insert_membership(&m)?;
-                    let what = if is_admin { "isAdmin=true" } else { "" };
                     audit(
                         tx,
                         now,
@@ -228,7 +226,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                         None,
                         Some(user.id),
                         AuditAction::MembershipCreated,
-                        audit_detail(what),
+                        audit_detail(&super::orgs::new_membership_detail(&m)),
                     )?;
                     Ok((m, true))
                 }
@@ -276,7 +274,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                     None,
                     Some(user.id),
                     AuditAction::MfaReset,
-                    audit_detail("all factors removed"),
+                    audit_detail(super::orgs::reset_detail(!had.methods().is_empty())),
                 )?;
             }
             let methods = had.methods();

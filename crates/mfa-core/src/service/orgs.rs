@@ -135,6 +135,11 @@ impl<S: Store> MfaService<S> {
                 .zip(tx.factor_states_of(&ids)?)
                 .map(|(id, states)| (id, summarize_factor_states(states).0.methods()))
                 .collect();
+            let had_none: Vec<UserId> = ids
+                .iter()
+                .copied()
+                .filter(|id| had.get(id).is_none_or(Vec::is_empty))
+                .collect();
             let mut users = Vec::new();
             for user in tx.users_by_ids(&ids)? {
                 require_may_manage(caller, user.is_super_admin)?;
@@ -153,7 +158,7 @@ impl<S: Store> MfaService<S> {
                         actor_user_id: Some(caller.user_id),
                         target_user_id: Some(id),
                         action: AuditAction::MfaReset,
-                        detail: "all factors removed by an admin".into(),
+                        detail: format!("{} by an admin", reset_detail(!had_none.contains(&id))),
                     };
                     sign_in_change_events(event, &memberships)
                 })
@@ -426,7 +431,7 @@ impl<S: Store> MfaService<S> {
                 Some(caller.user_id),
                 Some(user),
                 AuditAction::MembershipCreated,
-                "",
+                new_membership_detail(&m),
             )?;
             Ok(m)
         })
@@ -800,6 +805,28 @@ fn quoted_org_name(name: &str) -> String {
 }
 
 /// The non-MFA flags that differ, as `field=value` for the audit detail.
+/// What an `mfa_reset` event says was done: the trail must not claim
+/// factors were removed from a user who had none (the reset still ended
+/// their sessions and withdrew a pending enrollment).
+pub(super) fn reset_detail(had_a_factor: bool) -> &'static str {
+    if had_a_factor {
+        "all factors removed"
+    } else {
+        "no factor was set up; sessions ended"
+    }
+}
+
+/// What a new membership grants or withholds beyond a plain member's,
+/// for its `membership_created` event: "isAdmin=true" for an admin made
+/// at once, as a later promotion's `membership_updated` says it.
+pub(super) fn new_membership_detail(m: &Membership) -> String {
+    let mut changes = membership_changes(&Membership::new(m.user_id, m.org_id), m);
+    if m.mfa_opt_out {
+        changes.push("mfaOptOut=true".to_string());
+    }
+    changes.join(", ")
+}
+
 fn membership_changes(before: &Membership, after: &Membership) -> Vec<String> {
     let fields = [
         ("isActive", before.is_active, after.is_active),

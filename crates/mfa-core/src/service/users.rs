@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::orgs::acting_admin;
+use super::orgs::{acting_admin, new_membership_detail};
 use super::*;
 use crate::authz::{
     FullCaller, in_callers_orgs, require_current_org_admin, require_manageable_user,
@@ -490,6 +490,17 @@ impl<S: Store> MfaService<S> {
                 Some(user.id),
                 AuditAction::UserCreated,
                 "",
+            )?;
+            // As the operator's create-user writes it: the membership, and
+            // with it an admin's rights, in the trail.
+            audit(
+                tx,
+                now,
+                Some(caller.org_id),
+                Some(caller.user_id),
+                Some(user.id),
+                AuditAction::MembershipCreated,
+                new_membership_detail(&m),
             )?;
             with_factors(tx, user)
         })
@@ -981,7 +992,7 @@ impl<S: Store> MfaService<S> {
             tx.update_user(&user)?;
             let email_factor_removed = tx.email_factor_verified_at(user.id)?.is_some();
             tx.delete_email_factor(user.id)?;
-            tx.delete_email_codes(user.id)?;
+            tx.void_email_codes(user.id)?;
             tx.revoke_user_sessions(user.id, None, None, now)?;
             let detail = format!("from {} to {to}", mask_email(&old));
             audit_in_orgs_of(tx, user.id, now, AuditAction::EmailChanged, &detail)?;

@@ -10,8 +10,38 @@ use crate::on_every_backend;
 on_every_backend!(
     authenticator_by_qr_code,
     email_factor_and_email_challenge,
-    partial_sessions_on_seed_routes
+    partial_sessions_on_seed_routes,
+    the_wait_between_two_code_mails_outlasts_a_reset
 );
+
+/// "At most one send per 30 s per user" holds across an admin's reset,
+/// which removes the email factor and its code: resets in a loop mailed a
+/// user a code each (a random walk of the API found it).
+async fn the_wait_between_two_code_mails_outlasts_a_reset(s: TestServer) {
+    let root = s.root().await;
+    let cleo = s.create_user(&root, "cleo@example.com", false).await;
+    let enroll = |token: String| {
+        let s = &s;
+        async move {
+            s.call(
+                "PUT",
+                "/oauth/users/mfa/enrollEmail?mfatype=EMAIL",
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    let login = s.login("cleo@example.com", PASSWORD).await;
+    enroll(login.token).await.expect(200, None);
+    s.put("/user/users/mfa/reset", &root, json!({"ids": [cleo]}))
+        .await
+        .expect(204, None);
+    let again = s.login("cleo@example.com", PASSWORD).await;
+    let refused = enroll(again.token).await;
+    refused.expect(429, Some("too_many_attempts"));
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+}
 
 /// Decode a PNG QR code to its text.
 fn decode_qr(png: &[u8]) -> String {

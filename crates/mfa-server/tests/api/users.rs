@@ -10,8 +10,58 @@ on_every_backend!(
     user_routes,
     email_change,
     superadmin_routes,
-    the_user_list_shows_each_membership
+    the_user_list_shows_each_membership,
+    the_trail_says_what_a_creation_granted_and_a_reset_removed
 );
+
+/// The audit trail of a user made an admin at once says so, as the
+/// operator's `create-user --admin` and a later promotion do, and a reset
+/// of a user with no factor does not claim factors were removed (an
+/// audit of the trail found both).
+async fn the_trail_says_what_a_creation_granted_and_a_reset_removed(s: TestServer) {
+    let root = s.root().await;
+    let (_, _, admin) = s.org_with_admin(&root, "Trail", "tara@trail.example").await;
+    let boss = s.create_user(&admin, "boss@trail.example", true).await;
+    let plain = s.create_user(&admin, "plain@trail.example", false).await;
+    let events = |user: i64, action: &'static str| {
+        let s = &s;
+        let admin = admin.clone();
+        async move {
+            let page = s
+                .get(
+                    &format!("/user/audit?userId={user}&action={action}"),
+                    &admin,
+                )
+                .await;
+            page.ok()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["detail"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(events(boss, "membership_created").await, ["isAdmin=true"]);
+    assert_eq!(events(plain, "membership_created").await, [""]);
+    assert_eq!(events(boss, "user_created").await, [""]);
+
+    s.put("/user/users/mfa/reset", &admin, json!({"ids": [plain]}))
+        .await
+        .expect(204, None);
+    assert_eq!(
+        events(plain, "mfa_reset").await,
+        ["no factor was set up; sessions ended by an admin"]
+    );
+    let login = s.login("boss@trail.example", PASSWORD).await;
+    s.enroll_authenticator(&login.token).await;
+    s.put("/user/users/mfa/reset", &admin, json!({"ids": [boss]}))
+        .await
+        .expect(204, None);
+    assert_eq!(
+        events(boss, "mfa_reset").await,
+        ["all factors removed by an admin"]
+    );
+}
 
 /// The admins' list says of each member what their membership exempts or
 /// withholds: opted out of the org's MFA, access disabled, admin. (The

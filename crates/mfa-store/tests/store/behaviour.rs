@@ -600,11 +600,21 @@ fn email_codes(db: TestDatabase) {
 
     write(&store, |tx| Ok(tx.delete_email_code(second.id)?));
     assert_eq!(read(&store, |tx| Ok(tx.latest_email_code(user.id)?)), None);
-    write(&store, |tx| {
-        tx.replace_email_code(&code(user.id, "h3", T0.0 + 60))?;
-        Ok(tx.delete_email_codes(user.id)?)
+    let third = write(&store, |tx| {
+        let third = tx.replace_email_code(&code(user.id, "h3", T0.0 + 60))?;
+        tx.void_email_codes(user.id)?;
+        Ok(third)
     });
-    assert_eq!(read(&store, |tx| Ok(tx.latest_email_code(user.id)?)), None);
+    let voided = read(&store, |tx| Ok(tx.latest_email_code(user.id)?)).expect("kept");
+    assert_eq!(
+        (voided.id, voided.sent_at, voided.consumed_at),
+        (third.id, third.sent_at, Some(third.sent_at)),
+        "a voided code is consumed, and still says when it was sent"
+    );
+    assert!(
+        !write(&store, |tx| Ok(tx.consume_email_code(third.id, T0)?)),
+        "a voided code is used up"
+    );
     assert_eq!(
         read(&store, |tx| Ok(tx.latest_email_code(other.id)?)),
         Some(others),
@@ -1462,7 +1472,9 @@ fn factors_left(store: &DbStore, user: UserId) -> (bool, bool, bool, u64, u32, u
         Ok((
             tx.authenticator_state(user)?.is_some(),
             tx.email_factor_verified_at(user)?.is_some(),
-            tx.latest_email_code(user)?.is_some(),
+            // A live code: a removed factor's codes are voided, not gone.
+            tx.latest_email_code(user)?
+                .is_some_and(|code| code.consumed_at.is_none()),
             tx.unused_recovery_codes(user)?,
             tx.failure_state(user, FailureKind::Code)?.failures,
             tx.failure_state(user, FailureKind::Password)?.failures,
