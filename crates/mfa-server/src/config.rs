@@ -260,24 +260,40 @@ pub struct Config {
 }
 
 /// The keys of the TOML file: the variable names in lower case without the
-/// `MFA_` prefix.
+/// `MFA_` prefix. A text key set to `""` is refused: an empty variable
+/// counts as unset, but an empty key in a file is more likely a value
+/// forgotten (an empty `issuer` made QR codes without an issuer, an empty
+/// `log` a server that logged nothing).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    #[serde(default, deserialize_with = "non_blank")]
     bind: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "non_blank")]
     database_url: Option<String>,
     database_pool_size: Option<u32>,
     database_timeout_secs: Option<u64>,
+    #[serde(default, deserialize_with = "non_blank")]
     encryption_key: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     bootstrap_admin_email: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     bootstrap_admin_password: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     issuer: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     environment: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     smtp_url: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     smtp_ca_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "non_blank")]
     mail_from: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     mail_templates_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "non_blank")]
     public_url: Option<String>,
     session_ttl_secs: Option<u64>,
     purge_interval_secs: Option<u64>,
@@ -286,7 +302,9 @@ struct FileConfig {
     password_min_strength: Option<u64>,
     totp_digits: Option<u64>,
     totp_period_secs: Option<u64>,
+    #[serde(default, deserialize_with = "non_blank")]
     password_hash: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
     log: Option<String>,
 }
 
@@ -444,6 +462,15 @@ impl Config {
                 "expected at most 100 printable characters",
             ));
         }
+        // The otpauth label is `issuer:account`, and Google's key URI format
+        // allows no colon in either: apps that split the label at its first
+        // colon would show part of the issuer as the account.
+        if issuer.contains(':') {
+            return Err(invalid(
+                "MFA_ISSUER",
+                "expected no `:` (authenticator apps read it as the end of the issuer)",
+            ));
+        }
 
         let environment = match pick("MFA_ENVIRONMENT", file_config.environment)
             .map(|e| e.trim().to_ascii_lowercase())
@@ -559,7 +586,8 @@ impl Config {
             env("MFA_TOTP_DIGITS"),
             file_config.totp_digits,
             u64::from(TotpParams::default().digits),
-            6..=8,
+            // TotpParams says which: "between 6 and 8" would offer 7.
+            0..=u64::MAX,
         )?;
         let totp_period_secs = whole_number(
             "MFA_TOTP_PERIOD_SECS",
@@ -704,6 +732,21 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// A text value of the file, refused when blank.
+fn non_blank<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let text = String::deserialize(deserializer)?;
+    if text.trim().is_empty() {
+        return Err(serde::de::Error::custom(
+            "empty: leave the key out for its default",
+        ));
+    }
+    Ok(Some(T::from(text)))
+}
+
 /// serde's "invalid type: string \"…\", expected u64" without the value.
 fn without_value(message: &str) -> String {
     match message.split_once(", expected ") {
@@ -840,7 +883,8 @@ mod tests {
         assert_eq!((c.totp.digits, c.totp.period), (8, 60));
         for (name, value, says) in [
             ("MFA_TOTP_DIGITS", "7", "expected 6 or 8 digits"),
-            ("MFA_TOTP_DIGITS", "10", "expected between 6 and 8 digits"),
+            ("MFA_TOTP_DIGITS", "10", "expected 6 or 8 digits"),
+            ("MFA_TOTP_DIGITS", "0", "expected 6 or 8 digits"),
             (
                 "MFA_TOTP_PERIOD_SECS",
                 "5",
@@ -1010,6 +1054,10 @@ mod tests {
         // 100 characters of four bytes each: within the character limit,
         // beyond what a QR code holds twice, percent-encoded.
         let wide = "\u{1f600}".repeat(100);
+        let err = from(&[("MFA_ISSUER", "Acme: Zurich")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("MFA_ISSUER: expected no `:`"), "{err}");
         let err = from(&[("MFA_ISSUER", wide.as_str())])
             .unwrap_err()
             .to_string();
@@ -1077,6 +1125,19 @@ mod tests {
         assert_eq!(c.issuer, "From env");
         assert_eq!(c.session_ttl_secs, 600);
         assert_eq!(c.environment, Environment::Sandbox);
+
+        // An empty text is refused, naming the key: the server had run
+        // with QR codes without an issuer, or without a log.
+        for key in ["issuer", "log", "data_dir", "bind"] {
+            std::fs::write(&path, format!("session_ttl_secs = 600\n{key} = \"  \"\n")).unwrap();
+            let err = Config::from_sources(Some(&path), |_| None).unwrap_err();
+            assert!(
+                err.to_string().ends_with(&format!(
+                    "line 2, {key}: empty: leave the key out for its default"
+                )),
+                "{err}"
+            );
+        }
 
         std::fs::write(&path, "issuer = \"x\"\nunknown_key = 1\n").unwrap();
         let err = Config::from_sources(Some(&path), |_| None).unwrap_err();

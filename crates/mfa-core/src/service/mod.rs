@@ -167,6 +167,9 @@ impl ServiceConfig {
                 mfa_totp::MAX_ISSUER_BYTES
             ));
         }
+        if shown_issuer.contains(':') {
+            return refuse("the issuer must not contain `:`, which ends it in an otpauth label");
+        }
         if !(6..=10).contains(&self.email_code_digits) {
             return refuse("email_code_digits must be between 6 and 10");
         }
@@ -1001,7 +1004,8 @@ mod tests {
     #[test]
     fn unworkable_configurations_are_refused() {
         assert_eq!(ServiceConfig::default().check(), Ok(()));
-        let broken: [fn(&mut ServiceConfig); 7] = [
+        let broken: [fn(&mut ServiceConfig); 8] = [
+            |c| c.issuer = "Acme: Zurich".into(),
             |c| c.totp.digits = 0,
             |c| c.totp.digits = 7,
             |c| c.totp.period = 0,

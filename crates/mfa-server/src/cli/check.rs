@@ -215,6 +215,24 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
     } else if config.environment == mfa_core::Environment::Production {
         out!("Warning: {}.", mfa_server::app::OUTBOX_IN_PRODUCTION);
     }
+    // Judged as the first start judges it, which would refuse it (after
+    // making the database and key): a check before it should say so.
+    if let Some(password) = &config.bootstrap_admin_password {
+        let email = config
+            .bootstrap_admin_email
+            .as_deref()
+            .unwrap_or(DEFAULT_ADMIN_EMAIL);
+        if let Err(why) = mfa_core::crypto::check_password_strength(
+            password.expose(),
+            &[email, mfa_server::bootstrap::FIRST_ORG_NAME],
+            config.password_min_strength,
+        ) {
+            out!(
+                "Warning: MFA_BOOTSTRAP_ADMIN_PASSWORD: {why} A first start (on a database \
+                 with no user) refuses it; once users exist it is not used."
+            );
+        }
+    }
     // The server warns at its start; a check before it should too.
     let sqlite = sqlite_path(config);
     let beside = |suffix: &str| {

@@ -46,6 +46,9 @@ pub fn gen_key(out: Option<&Path>) -> CliResult {
 
 /// Re-encrypt every stored secret from the configured key to the new one.
 pub fn rotate_key(config: &Config, new_key_file: Option<&Path>, new_key_stdin: bool) -> CliResult {
+    // Run from the wrong directory it said "no key to rotate from" (exit
+    // 1), where the other commands name the missing database (exit 2).
+    super::require_database(config)?;
     let new_key = match (new_key_file, new_key_stdin) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).map_err(|e| {

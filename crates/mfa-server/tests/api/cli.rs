@@ -715,6 +715,17 @@ fn check_config_masks_secrets() {
     sandbox.push(("MFA_ENVIRONMENT", "sandbox"));
     let text = stdout(&run(d.path(), &sandbox, &["check-config"], ""));
     assert!(!text.contains("MFA_SMTP_URL is unset"), "{text}");
+    assert!(!text.contains("MFA_BOOTSTRAP_ADMIN_PASSWORD:"), "{text}");
+    // A bootstrap password a first start would refuse is said before it.
+    let mut weak = sandbox.clone();
+    weak.retain(|(k, _)| *k != "MFA_BOOTSTRAP_ADMIN_PASSWORD");
+    weak.push(("MFA_BOOTSTRAP_ADMIN_PASSWORD", "password1234"));
+    let text = stdout(&run(d.path(), &weak, &["check-config"], ""));
+    assert!(
+        text.contains("Warning: MFA_BOOTSTRAP_ADMIN_PASSWORD: password is too easy to guess")
+            && !text.contains("password1234"),
+        "{text}"
+    );
     // Every variable is listed.
     for var in crate::multinode::VARS {
         assert!(text.contains(var), "{var} not in {text}");
@@ -990,6 +1001,7 @@ fn admin_commands_act_and_audit() {
         &["admin", "list-orgs"][..],
         &["admin", "reset-mfa", "--email", "root@example.com"],
         &["replace-lost-key", "--yes"],
+        &["rotate-key", "--new-key-stdin"],
     ] {
         let out = d.run(args);
         assert!(
