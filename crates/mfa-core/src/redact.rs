@@ -103,6 +103,7 @@ mod tests {
         let login = LoginResult {
             token: SECRET.into(),
             expires_at: Timestamp(0),
+            user_id: UserId(1),
             org_id: OrgId(1),
             decision: LoginDecision {
                 requirement: MfaRequirement::None,

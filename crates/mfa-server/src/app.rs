@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::middleware::{self, RouteTable};
 use crate::notice_sender::NoticeSender;
 use crate::password_pool::PasswordPool;
+use crate::request_context::{RequestIds, TrustedProxies};
 use crate::{extract, openapi, routes};
 
 /// The service as the server runs it.
@@ -208,6 +209,7 @@ impl Application {
     pub async fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
         let bind = config.bind.clone();
         let purge_every = config.purge_interval_secs;
+        let trusted_proxies = config.trusted_proxies.clone();
         let password_queue_max_wait = (config.password_queue_max_wait_secs > 0)
             .then(|| Duration::from_secs(config.password_queue_max_wait_secs));
         // The address first: a port in use must stop the start before the
@@ -231,6 +233,7 @@ impl Application {
             prepared.dispatch.clone(),
             listener,
             password_queue_max_wait,
+            trusted_proxies,
         )
         .map_err(|source| StartError::Bind {
             bind: addr.to_string(),
@@ -795,6 +798,7 @@ fn serve(
     dispatch: Arc<MailDispatch>,
     listener: TcpListener,
     password_queue_max_wait: Option<Duration>,
+    trusted_proxies: TrustedProxies,
 ) -> io::Result<Server> {
     let service = web::Data::from(service);
     let idle_service = service.clone();
@@ -811,6 +815,8 @@ fn serve(
     metrics.observe_mail(dispatch);
     let metrics = web::Data::new(metrics);
     let passwords = web::Data::new(passwords);
+    let trusted_proxies = web::Data::new(trusted_proxies);
+    let request_ids = web::Data::new(RequestIds::default());
     let server = HttpServer::new(move || {
         let (app, api) = App::new()
             .into_utoipa_app()
@@ -818,6 +824,8 @@ fn serve(
             .app_data(service.clone())
             .app_data(metrics.clone())
             .app_data(passwords.clone())
+            .app_data(trusted_proxies.clone())
+            .app_data(request_ids.clone())
             .app_data(extract::json_config())
             .app_data(extract::query_config())
             .app_data(extract::path_config())

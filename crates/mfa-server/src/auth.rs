@@ -41,11 +41,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, dev::Payload, web};
-use mfa_core::{Caller, FullCaller, MfaError};
+use mfa_core::{Caller, FullCaller, MfaError, UserId};
 
 use crate::app::Service;
 use crate::error::ApiError;
 use crate::middleware::RefusedUrl;
+use crate::request_context::RequestUser;
 
 /// Longest bearer token looked at; real ones are 43 characters.
 const MAX_TOKEN_LEN: usize = 256;
@@ -72,6 +73,7 @@ pub struct InlineSession {
     found: Result<(String, web::Data<Service>), ApiError>,
     resolved: Option<Result<Caller, ApiError>>,
     refused_url: Option<RefusedUrl>,
+    user: RequestUser,
 }
 
 impl InlineSession {
@@ -85,6 +87,7 @@ impl InlineSession {
                 service.authenticate(&token)?
             }
         };
+        self.user.note(caller.user_id);
         if let Some(refused) = self.refused_url {
             return Err(refused.refusal());
         }
@@ -93,11 +96,14 @@ impl InlineSession {
 
     /// Run `read`, which resolves the bearer token itself, in the same
     /// read as its own work (`MfaService::mfa_status_of_token`), and is
-    /// `Unauthorized` exactly where [`InlineSession::resolve`] would be.
+    /// `Unauthorized` exactly where [`InlineSession::resolve`] would be;
+    /// `user_of` says whose session it read, for the log (`None`: the
+    /// caller notes it).
     /// Blocks: call it on the blocking pool.
     pub fn resolve_with<T>(
         self,
         read: impl FnOnce(&Service, &str) -> Result<T, MfaError>,
+        user_of: impl FnOnce(&T) -> Option<UserId>,
     ) -> Result<T, ApiError> {
         if let Some(refused) = self.refused_url {
             // The session first, then the URL.
@@ -105,7 +111,11 @@ impl InlineSession {
             return Err(refused.refusal());
         }
         let (token, service) = self.found?;
-        Ok(read(&service, &token)?)
+        let read = read(&service, &token)?;
+        if let Some(user) = user_of(&read) {
+            self.user.note(user);
+        }
+        Ok(read)
     }
 }
 
@@ -165,6 +175,9 @@ pub async fn resolve_first(
         && !INLINE_SESSION_PATHS.contains(&req.path())
     {
         let resolved = resolve(token_and_service(req.request())).await;
+        if let Ok(caller) = &resolved {
+            RequestUser::of(req.request()).note(caller.user_id);
+        }
         req.extensions_mut().insert(Resolved(resolved));
     }
     next.call(req).await
@@ -173,9 +186,18 @@ pub async fn resolve_first(
 /// The session of `req`: the one [`resolve_first`] found, or else
 /// resolved now.
 fn session(req: &HttpRequest) -> Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>> {
-    match req.extensions_mut().remove::<Resolved>() {
+    let resolved = req.extensions_mut().remove::<Resolved>();
+    match resolved {
         Some(Resolved(resolved)) => Box::pin(ready(resolved)),
-        None => Box::pin(resolve(token_and_service(req))),
+        None => {
+            let user = RequestUser::of(req);
+            let found = token_and_service(req);
+            Box::pin(async move {
+                let caller = resolve(found).await?;
+                user.note(caller.user_id);
+                Ok(caller)
+            })
+        }
     }
 }
 
@@ -222,6 +244,7 @@ impl FromRequest for InlineSession {
             found: token_and_service(req),
             resolved,
             refused_url: req.extensions().get::<RefusedUrl>().copied(),
+            user: RequestUser::of(req),
         }))
     }
 }

@@ -257,6 +257,9 @@ pub struct Config {
     pub password_hash: PasswordParams,
     /// `MFA_LOG`: a tracing filter such as `info` or `mfa_server=debug`.
     pub log: String,
+    /// `MFA_TRUSTED_PROXIES`: the balancers whose `X-Forwarded-For` names
+    /// the client in the log (none: the peer is the client).
+    pub trusted_proxies: crate::request_context::TrustedProxies,
 }
 
 /// The keys of the TOML file: the variable names in lower case without the
@@ -306,6 +309,8 @@ struct FileConfig {
     password_hash: Option<String>,
     #[serde(default, deserialize_with = "non_blank")]
     log: Option<String>,
+    #[serde(default, deserialize_with = "non_blank")]
+    trusted_proxies: Option<String>,
 }
 
 impl Config {
@@ -620,6 +625,19 @@ impl Config {
             )
         })?;
 
+        let trusted_proxies = match pick("MFA_TRUSTED_PROXIES", file_config.trusted_proxies) {
+            Some(text) => crate::request_context::TrustedProxies::parse(&text).map_err(|why| {
+                invalid(
+                    "MFA_TRUSTED_PROXIES",
+                    format!(
+                        "expected IP addresses or networks (`10.0.0.5`, `10.0.0.0/8`) \
+                         separated by commas: {why}"
+                    ),
+                )
+            })?,
+            None => crate::request_context::TrustedProxies::default(),
+        };
+
         Ok(Config {
             bind,
             data_dir,
@@ -644,6 +662,7 @@ impl Config {
             totp,
             password_hash,
             log,
+            trusted_proxies,
         })
     }
 

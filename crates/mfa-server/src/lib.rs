@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod notice_sender;
 pub mod openapi;
 pub mod password_pool;
+pub mod request_context;
 pub mod routes;
 pub mod wire;
 

@@ -19,9 +19,16 @@ use utoipa::openapi::path::{Operation, ParameterIn};
 
 use crate::error::{ApiError, body_for_status};
 use crate::metrics::Metrics;
+use crate::request_context::{self, REQUEST_ID, RequestIds, RequestUser, TrustedProxies};
+
+/// The header proxies append the address they were reached from to.
+const FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 
 /// One log line and the metrics of each request: method, route pattern
-/// (never the raw path, which may hold an email address), status, latency.
+/// (never the raw path, which may hold an email address), status, latency,
+/// and where it came from ([`crate::request_context`]): the client's
+/// address, the request id (answered in `X-Request-Id`) and the user of
+/// its session, if one was resolved.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -29,8 +36,33 @@ pub async fn observe(
     let start = Instant::now();
     let method = req.method().clone();
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let res = next.call(req).await?;
+    let (client, request_id) = match req.app_data::<web::Data<TrustedProxies>>() {
+        Some(proxies) => {
+            let forwarded = req.headers().get_all(FORWARDED_FOR);
+            let client = proxies.client(
+                req.peer_addr().map(|peer| peer.ip()),
+                forwarded.filter_map(|value| value.to_str().ok()),
+            );
+            let trusted = proxies.trusts_peer(&req);
+            let id = req
+                .app_data::<web::Data<RequestIds>>()
+                .map(|ids| ids.of(&req, trusted));
+            (client, id)
+        }
+        None => (None, None),
+    };
+    let user = RequestUser::attach(&req);
+    let mut res = next.call(req).await?;
     let elapsed = start.elapsed();
+    if let Some(value) = request_id
+        .as_deref()
+        .and_then(request_context::header_value)
+    {
+        res.headers_mut().insert(REQUEST_ID, value);
+    }
+    let client = client.map(tracing::field::display);
+    let request_id = request_id.as_deref();
+    let user = user.get().map(|user| user.0);
     let route = res
         .request()
         .match_pattern()
@@ -42,9 +74,9 @@ pub async fn observe(
     let latency_ms = format!("{:.3}", elapsed.as_secs_f64() * 1000.0);
     let method = method.as_str();
     if status >= 500 {
-        tracing::warn!(method, route, status, %latency_ms, "request");
+        tracing::warn!(method, route, status, %latency_ms, client, request_id, user, "request");
     } else {
-        tracing::info!(method, route, status, %latency_ms, "request");
+        tracing::info!(method, route, status, %latency_ms, client, request_id, user, "request");
     }
     Ok(res)
 }

@@ -26,6 +26,9 @@ crate::redact::debug_without_secrets!(PendingAuthenticator {
 /// The caller's factors, as `mfaDetails` shows them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MfaStatus {
+    /// Whose factors: the session's user (for a server's log line, where
+    /// the status was read with the session in one statement).
+    pub user_id: UserId,
     /// Verified factors.
     pub factors: FactorSummary,
     /// An authenticator is generated but not confirmed.
@@ -33,9 +36,10 @@ pub struct MfaStatus {
 }
 
 impl MfaStatus {
-    fn of(states: FactorStates) -> MfaStatus {
+    fn of(user_id: UserId, states: FactorStates) -> MfaStatus {
         let (factors, authenticator) = summarize_factor_states(states);
         MfaStatus {
+            user_id,
             factors,
             authenticator_pending: matches!(
                 authenticator,
@@ -264,8 +268,12 @@ impl<S: Store> MfaService<S> {
     /// The caller's factors (partial ok). One statement where the store
     /// reads them so ([`StoreTx::factor_states`]).
     pub fn mfa_status(&self, caller: &Caller) -> MfaResult<MfaStatus> {
-        self.store
-            .read_statement(|tx| Ok(MfaStatus::of(tx.factor_states(caller.user_id)?)))
+        self.store.read_statement(|tx| {
+            Ok(MfaStatus::of(
+                caller.user_id,
+                tx.factor_states(caller.user_id)?,
+            ))
+        })
     }
 
     /// [`MfaService::authenticate`] and [`MfaService::mfa_status`] in one
@@ -279,8 +287,8 @@ impl<S: Store> MfaService<S> {
             .store
             .read_statement(|tx| Ok(tx.session_member_and_factor_states(&token_hash)?))?;
         let (member, states) = found.ok_or(MfaError::Unauthorized)?;
-        self.caller_of(member, now)?;
-        Ok(MfaStatus::of(states))
+        let caller = self.caller_of(member, now)?;
+        Ok(MfaStatus::of(caller.user_id, states))
     }
 
     /// Remove the caller's own authenticator. A full session may do it if

@@ -40,7 +40,7 @@ pub use purge::{
 };
 pub use session::{
     CodeSent, LOCKOUT_NOTICE_INTERVAL_SECS, LoginChecked, LoginResult, LoginStart, NewToken,
-    REPLAY_NOTICE_INTERVAL_SECS, RecoveryCheck, RecoveryChecked,
+    REPLAY_NOTICE_INTERVAL_SECS, RecoveryCheck, RecoveryChecked, TokenVerification,
 };
 pub use users::{
     NewUserChecked, NewUserHashed, NewUserRequest, OrgMember, PendingEmail, UserPatch, UserRef,

@@ -17,6 +17,8 @@ pub struct LoginResult {
     pub token: String,
     /// End of the session.
     pub expires_at: Timestamp,
+    /// The session's user.
+    pub user_id: UserId,
     /// The session's org.
     pub org_id: OrgId,
     /// What the session still owes.
@@ -24,7 +26,7 @@ pub struct LoginResult {
 }
 
 crate::redact::debug_without_secrets!(LoginResult {
-    expires_at, org_id, decision
+    expires_at, user_id, org_id, decision
 } secret { token });
 
 /// A login whose account is read and whose address is not locked out
@@ -99,6 +101,19 @@ pub struct NewToken {
 }
 
 crate::redact::debug_without_secrets!(NewToken { expires_at } secret { token });
+
+/// What [`MfaService::verify_mfa_of_token_noting_replay`] did.
+#[derive(Debug)]
+pub struct TokenVerification {
+    /// The new full token, or the refusal.
+    pub result: MfaResult<NewToken>,
+    /// A replayed authenticator code was refused: it answers
+    /// [`MfaError::InvalidCode`] as any wrong code does, and an adapter
+    /// that counts replays apart (a server's metrics) learns it here.
+    pub replayed: bool,
+    /// The token's user, once the token resolved (for a server's log line).
+    pub user: Option<UserId>,
+}
 
 /// Where an emailed code went.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -425,6 +440,7 @@ impl<S: Store> MfaService<S> {
             Ok(Ok(LoginResult {
                 token: token.clone(),
                 expires_at,
+                user_id: user.id,
                 org_id: org.id,
                 decision,
             }))
@@ -781,7 +797,8 @@ impl<S: Store> MfaService<S> {
             session: caller.session_id,
         };
         if method == MfaMethod::Authenticator
-            && let Some(token) = self.apply_authenticator_success(owner, Some(caller), code, now)?
+            && let Some((token, _)) =
+                self.apply_authenticator_success(owner, Some(caller), code, now)?
         {
             return Ok(token);
         }
@@ -801,34 +818,50 @@ impl<S: Store> MfaService<S> {
         code: &str,
     ) -> MfaResult<NewToken> {
         self.verify_mfa_of_token_noting_replay(token, method, code)
-            .0
+            .result
     }
 
-    /// [`MfaService::verify_mfa_of_token`], and whether it refused a
-    /// replayed authenticator code: a replay answers
-    /// [`MfaError::InvalidCode`] as any wrong code does, and an adapter
-    /// that counts replays apart (a server's metrics) learns it here.
+    /// [`MfaService::verify_mfa_of_token`], with what an adapter reports
+    /// beside its answer ([`TokenVerification`]).
     pub fn verify_mfa_of_token_noting_replay(
         &self,
         token: &str,
         method: MfaMethod,
         code: &str,
-    ) -> (MfaResult<NewToken>, bool) {
+    ) -> TokenVerification {
         let now = self.now();
+        let refused = |refusal| TokenVerification {
+            result: Err(refusal),
+            replayed: false,
+            user: None,
+        };
         let token_hash = match bearer_token_hash(token) {
             Ok(hash) => hash,
-            Err(refusal) => return (Err(refusal), false),
+            Err(refusal) => return refused(refusal),
         };
         if method == MfaMethod::Authenticator {
             match self.apply_authenticator_success(CodeOwner::Token(&token_hash), None, code, now) {
-                Ok(Some(token)) => return (Ok(token), false),
+                Ok(Some((token, user))) => {
+                    return TokenVerification {
+                        result: Ok(token),
+                        replayed: false,
+                        user: Some(user),
+                    };
+                }
                 Ok(None) => {}
-                Err(failure) => return (Err(failure), false),
+                Err(failure) => return refused(failure),
             }
         }
         match self.authenticate(token) {
-            Ok(caller) => self.verify_mfa_locked(&caller, method, code, now),
-            Err(refusal) => (Err(refusal), false),
+            Ok(caller) => {
+                let (result, replayed) = self.verify_mfa_locked(&caller, method, code, now);
+                TokenVerification {
+                    result,
+                    replayed,
+                    user: Some(caller.user_id),
+                }
+            }
+            Err(refusal) => refused(refusal),
         }
     }
 
@@ -951,7 +984,7 @@ impl<S: Store> MfaService<S> {
         caller: Option<&Caller>,
         code: &str,
         now: Timestamp,
-    ) -> MfaResult<Option<NewToken>> {
+    ) -> MfaResult<Option<(NewToken, UserId)>> {
         // The token is made only for a code that matched.
         let mut issued = None;
         let applied =
@@ -979,10 +1012,13 @@ impl<S: Store> MfaService<S> {
                     }
                     let step = self.match_totp(authenticator, code, now).ok()?;
                     let (token, rotation) = self.full_session(now, &caller.token_hash);
-                    issued = Some(NewToken {
-                        token,
-                        expires_at: rotation.expires_at,
-                    });
+                    issued = Some((
+                        NewToken {
+                            token,
+                            expires_at: rotation.expires_at,
+                        },
+                        caller.user_id,
+                    ));
                     Some(AuthenticatorSuccess {
                         step,
                         rotation,

@@ -183,6 +183,20 @@ pub fn run(config: &Config, connect: bool) -> CliResult {
         ),
         ("MFA_PASSWORD_HASH", config.password_hash.to_string()),
         ("MFA_LOG", config.log.clone()),
+        (
+            "MFA_TRUSTED_PROXIES",
+            if config.trusted_proxies.is_empty() {
+                "(unset: none, the peer is the client)".to_string()
+            } else {
+                let networks: Vec<String> = config
+                    .trusted_proxies
+                    .networks()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                networks.join(", ")
+            },
+        ),
     ];
     out!("Effective configuration (environment, over the --config file, over the defaults):");
     for (name, value) in rows {

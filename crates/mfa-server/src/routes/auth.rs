@@ -10,6 +10,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, NoBody};
 use crate::metrics::Metrics;
 use crate::password_pool::PasswordPool;
+use crate::request_context::RequestUser;
 use crate::routes::run;
 use crate::wire::{
     ChallengeRequest, CodeSentResponse, FullTokenResponse, LoginRequest, LoginResponse, Method,
@@ -59,6 +60,7 @@ pub async fn login(
     service: web::Data<Service>,
     metrics: web::Data<Metrics>,
     passwords: web::Data<PasswordPool>,
+    user: RequestUser,
     body: Json<LoginRequest>,
 ) -> Result<web::Json<LoginResponse>, ApiError> {
     let LoginRequest {
@@ -75,6 +77,9 @@ pub async fn login(
     )
     .await?;
     metrics.observe_login(&result);
+    if let Ok(login) = &result {
+        user.note(login.user_id);
+    }
     Ok(web::Json(result?.into()))
 }
 
@@ -181,6 +186,7 @@ pub async fn verify(
     metrics: web::Data<Metrics>,
     passwords: web::Data<PasswordPool>,
     session: InlineSession,
+    user: RequestUser,
     // A body that does not parse is refused only once the session is
     // resolved: a bad token gets its 401 whatever the body.
     body: Result<Json<VerifyRequest>, actix_web::Error>,
@@ -206,11 +212,20 @@ pub async fn verify(
         // a pool per request; for a right authenticator code, in the same
         // read as the code's state (`verify_mfa_of_token`).
         let work = move || {
-            let verified = session.resolve_with(|service, token| {
-                Ok(service.verify_mfa_of_token_noting_replay(token, method.into(), &code))
-            });
+            let verified = session.resolve_with(
+                |service, token| {
+                    Ok(service.verify_mfa_of_token_noting_replay(token, method.into(), &code))
+                },
+                // Noted below, also where the code was refused.
+                |_| None,
+            );
             match verified {
-                Ok((result, replayed)) => (result.map_err(ApiError::from), replayed),
+                Ok(verified) => {
+                    if let Some(id) = verified.user {
+                        user.note(id);
+                    }
+                    (verified.result.map_err(ApiError::from), verified.replayed)
+                }
                 Err(refusal) => (Err(refusal), false),
             }
         };

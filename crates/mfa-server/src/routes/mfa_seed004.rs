@@ -47,9 +47,13 @@ pub async fn mfa_details(
     session: InlineSession,
 ) -> Result<web::Json<MfaDetailsResponse>, ApiError> {
     // The token is resolved in the same read as the factors.
-    let status =
-        run(move || session.resolve_with(|service, token| service.mfa_status_of_token(token)))
-            .await?;
+    let status = run(move || {
+        session.resolve_with(
+            |service, token| service.mfa_status_of_token(token),
+            |status| Some(status.user_id),
+        )
+    })
+    .await?;
     Ok(web::Json(status.into()))
 }
 

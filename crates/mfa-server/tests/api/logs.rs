@@ -8,6 +8,107 @@ use crate::on_every_backend;
 
 on_every_backend!(no_secrets_in_the_log);
 
+/// The log line of the request answered with `id` in `X-Request-Id`.
+fn request_line(id: &str) -> String {
+    let wanted = format!("request_id=\"{id}\"");
+    let logs = captured_logs();
+    let mut lines = logs.lines().filter(|line| line.contains(&wanted));
+    let line = lines
+        .next()
+        .unwrap_or_else(|| panic!("no line with {wanted}"))
+        .to_string();
+    assert!(lines.next().is_none(), "two lines with {wanted}");
+    line
+}
+
+/// Each request's line says where it came from, under which id (answered
+/// in `X-Request-Id`) and, once its session or login named one, whose it
+/// was: "where did last night's failed codes come from" is answered from
+/// the audit event's user and time and these lines. Without trusted
+/// proxies, `X-Forwarded-For` and `X-Request-Id` are anyone's words and
+/// not taken.
+#[tokio::test]
+async fn each_request_line_says_whence_and_whose() {
+    let s = TestServer::sqlite().await;
+    let root = s.root().await;
+    let me = s.get("/user/users/me", &root).await;
+    let root_id = me.ok()["id"].as_i64().unwrap();
+    let sent = s
+        .client
+        .get(s.url("/oauth/users/mfaDetails"))
+        .bearer_auth(&root)
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("X-Request-Id", "forged-by-a-client")
+        .send()
+        .await
+        .unwrap();
+    let id = sent.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(id, "forged-by-a-client");
+    let line = request_line(&id);
+    assert!(
+        line.contains("client=127.0.0.1") && line.contains(&format!("user={root_id}")),
+        "{line}"
+    );
+    assert!(!line.contains("203.0.113.9"), "{line}");
+
+    // A wrong code at the second step: its line names the session's user.
+    let person = s.create_user(&root, "whence@example.com", false).await;
+    let login = s.login("whence@example.com", PASSWORD).await;
+    s.enroll_authenticator(&login.token).await;
+    s.put(
+        "/user/users/me/mfa",
+        &login.token,
+        json!({"mfaOptIn": true}),
+    )
+    .await
+    .expect(204, None);
+    let partial = s.login("whence@example.com", PASSWORD).await;
+    let refused = s
+        .client
+        .post(s.url("/user/auth/mfa/verify"))
+        .bearer_auth(&partial.token)
+        .json(&json!({"method": "AUTHENTICATOR", "code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let id = refused.headers()["x-request-id"].to_str().unwrap();
+    assert!(
+        request_line(id).contains(&format!("user={person}")),
+        "{}",
+        request_line(id)
+    );
+    // A login's line names whose password it was.
+    let logged_in = s
+        .client
+        .post(s.url("/user/auth/login"))
+        .json(&json!({"email": "whence@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let id = logged_in.headers()["x-request-id"].to_str().unwrap();
+    assert!(
+        request_line(id).contains(&format!("user={person}")),
+        "{}",
+        request_line(id)
+    );
+
+    // Behind a trusted balancer: the client it names, and its request id.
+    let behind = TestServer::sqlite_with(&[("MFA_TRUSTED_PROXIES", "127.0.0.0/8, ::1")]).await;
+    let sent = behind
+        .client
+        .get(behind.url("/healthz"))
+        .header("X-Forwarded-For", "198.51.100.1, 203.0.113.9")
+        .header("X-Request-Id", "lb-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.headers()["x-request-id"], "lb-7f3a");
+    let line = request_line("lb-7f3a");
+    assert!(line.contains("client=203.0.113.9"), "{line}");
+    assert!(!line.contains("user="), "{line}");
+}
+
 async fn no_secrets_in_the_log(s: TestServer) {
     let email = "logged.person@example.com";
     let root = s.root().await;

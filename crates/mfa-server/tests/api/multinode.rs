@@ -49,6 +49,7 @@ pub const VARS: &[&str] = &[
     "MFA_PASSWORD_QUEUE_MAX_WAIT_SECS",
     "MFA_PASSWORD_HASH",
     "MFA_LOG",
+    "MFA_TRUSTED_PROXIES",
 ];
 
 /// A command of the binary run in `dir` with exactly these `MFA_*`
