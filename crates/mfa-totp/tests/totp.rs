@@ -646,5 +646,15 @@ fn the_longest_issuer_and_account_fit_in_a_qr_code() {
     .to_uri();
     assert_eq!(uri.len(), 2135);
     assert!(qr_svg(&uri).is_ok());
-    assert!(qr_png(&uri).is_ok());
+    let png = qr_png(&uri).unwrap();
+    // Drawn at 4 px a module at least, however many modules it has.
+    let image = image::load_from_memory(&png).unwrap().to_luma8();
+    let code = qrcode::QrCode::new(uri.as_bytes()).unwrap();
+    let modules = u32::try_from(code.width()).unwrap() + 8; // and the quiet zone
+    assert!(
+        image.width() >= modules * mfa_totp::MIN_MODULE_PX,
+        "{}",
+        image.width()
+    );
+    assert_eq!(decode_luma(image), uri);
 }
