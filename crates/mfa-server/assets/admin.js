@@ -43,6 +43,15 @@ function explain(error, words) {
 const fullName = (u) => `${u.firstName} ${u.lastName}`.trim() || u.email;
 const initials = (u) => ((u.firstName || "").charAt(0) + (u.lastName || "").charAt(0)).toUpperCase() || "?";
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+/** "a", "a and b", "a, b and c". */
+const inWords = (items) =>
+  items.length > 1 ? `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}` : items.join("");
+/** A user's MFA methods (`mfa.methods`), as the reset dialog names them. */
+const METHOD_WORDS = {
+  AUTHENTICATOR: "the authenticator app",
+  EMAIL: "email codes",
+  RECOVERY: "recovery codes",
+};
 
 // ---- start, routing
 
@@ -378,6 +387,13 @@ async function showEdit(id) {
   }
 }
 
+/** Under "Enforce org-level MFA": what its state means now. */
+function showOptOutHint() {
+  $("#toggle-mfa-hint").textContent = editing.membership.mfaOptOut
+    ? "Off: this user is opted out of MFA in this org, whether or not the org enforces it."
+    : "On: this user uses MFA when the org enforces it. Off opts them out.";
+}
+
 function renderEdit() {
   const { user, membership, pendingEmail } = editing;
   $("#edit-title").textContent = `User Management: Edit User: ${fullName(user)}`;
@@ -388,6 +404,7 @@ function renderEdit() {
     const value = Boolean(membership[toggle.dataset.field]);
     toggle.checked = toggle.dataset.inverted === "true" ? !value : value;
   }
+  showOptOutHint();
   $("#user-mfa").textContent = user.mfa.enrolled
     ? `Multi-factor authentication is set up: ${user.mfa.methods.map((m) => METHOD_NAMES[m] || m).join(", ")}.`
     : "Multi-factor authentication is not set up.";
@@ -469,25 +486,28 @@ $("#resend-email-change").addEventListener("click", (event) => {
   });
 });
 
-const selfAdminDialog = $("#self-admin-dialog");
-
-/** Ask before an admin removes their own Admin right: true to go on. */
-function confirmSelfAdminRemoval() {
+/**
+ * Ask with the dialog `#{name}-dialog` before a change that weakens sign-in
+ * or takes rights away: true to go on (its `#{name}-confirm` button), false
+ * for `#{name}-cancel` or Escape.
+ */
+function confirmWith(name) {
+  const dialog = $(`#${name}-dialog`);
   return new Promise((resolve) => {
     const done = (answer) => {
-      selfAdminDialog.removeEventListener("close", onClose);
-      $("#self-admin-cancel").removeEventListener("click", onCancel);
-      $("#self-admin-confirm").removeEventListener("click", onConfirm);
-      if (selfAdminDialog.open) selfAdminDialog.close();
+      dialog.removeEventListener("close", onClose);
+      $(`#${name}-cancel`).removeEventListener("click", onCancel);
+      $(`#${name}-confirm`).removeEventListener("click", onConfirm);
+      if (dialog.open) dialog.close();
       resolve(answer);
     };
     const onClose = () => done(false);
     const onCancel = () => done(false);
     const onConfirm = () => done(true);
-    selfAdminDialog.addEventListener("close", onClose);
-    $("#self-admin-cancel").addEventListener("click", onCancel);
-    $("#self-admin-confirm").addEventListener("click", onConfirm);
-    selfAdminDialog.showModal();
+    dialog.addEventListener("close", onClose);
+    $(`#${name}-cancel`).addEventListener("click", onCancel);
+    $(`#${name}-confirm`).addEventListener("click", onConfirm);
+    dialog.showModal();
   });
 }
 
@@ -501,7 +521,7 @@ for (const toggle of $$("#edit-view input.switch")) {
     const name = fullName(editing.user);
     const ownAdmin = field === "isAdmin" && !value && isSelf(editing.user);
     clearMessages();
-    if (ownAdmin && !(await confirmSelfAdminRemoval())) {
+    if (ownAdmin && !(await confirmWith("self-admin"))) {
       toggle.checked = !toggle.checked;
       toggle.focus();
       return;
@@ -510,6 +530,7 @@ for (const toggle of $$("#edit-view input.switch")) {
     try {
       await call("PUT", `/user/users/${editing.user.id}/membership?byRef=false`, { [field]: value });
       editing.membership[field] = value;
+      showOptOutHint();
       if (ownAdmin) {
         // Leave the console as it now is for this account: a superadmin
         // keeps it, anyone else sees that it is for admins only.
@@ -551,10 +572,13 @@ $("#reset-mfa").addEventListener("click", () => {
     "aria-describedby",
     self ? "reset-dialog-text reset-dialog-who reset-dialog-self" : "reset-dialog-text reset-dialog-who",
   );
-  // What goes, said before it goes: factors are the user's, not the org's.
-  $("#reset-dialog-who").textContent =
-    `${fullName(editing.user)} (${editing.user.email}) loses the authenticator app, email codes and ` +
-    "recovery codes in every org they belong to, is signed out everywhere, and is told by mail.";
+  // What goes, said before it goes: factors are the user's, not the org's;
+  // only what the user has (a user with none was told they lose all).
+  const who = `${fullName(editing.user)} (${editing.user.email})`;
+  const had = editing.user.mfa.methods.map((method) => METHOD_WORDS[method] || method);
+  $("#reset-dialog-who").textContent = had.length
+    ? `${who} loses ${inWords(had)} in every org they belong to, is signed out everywhere, and is told by mail.`
+    : `${who} has no MFA set up: the reset signs them out everywhere and withdraws a setup in progress.`;
   resetDialog.showModal();
 });
 
@@ -621,6 +645,12 @@ $("#toggle-enforce").addEventListener("change", async (event) => {
   const toggle = event.currentTarget;
   const on = toggle.checked;
   clearMessages();
+  // Off weakens every member's sign-in at once: asked first.
+  if (!on && !(await confirmWith("unenforce"))) {
+    toggle.checked = true;
+    toggle.focus();
+    return;
+  }
   toggle.disabled = true;
   try {
     await call("PUT", "/user/org/mfa", { isMfaEnforced: on });

@@ -576,6 +576,26 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     let o = s.get(&format!("/user/org/{org}"), &root).await;
     assert_eq!(o.ok()["mfaGracePeriodHours"], 48);
     b.screenshot("org-settings").await;
+    // Turning enforcement off weakens every member's sign-in: asked
+    // first. Cancel keeps it; confirmed, it goes; then on again.
+    b.click("#toggle-enforce").await;
+    b.visible("#unenforce-confirm").await;
+    b.click("#unenforce-cancel").await;
+    b.gone("#unenforce-dialog").await;
+    assert!(b.checked("#toggle-enforce").await);
+    let o = s.get(&format!("/user/org/{org}"), &root).await;
+    assert_eq!(o.ok()["isMfaEnforced"], true);
+    b.click("#toggle-enforce").await;
+    b.click("#unenforce-confirm").await;
+    b.text_contains("#status", "MFA is no longer enforced for this org.")
+        .await;
+    let o = s.get(&format!("/user/org/{org}"), &root).await;
+    assert_eq!(o.ok()["isMfaEnforced"], false);
+    b.click("#toggle-enforce").await;
+    b.text_contains("#status", "MFA is now enforced for this org.")
+        .await;
+    let o = s.get(&format!("/user/org/{org}"), &root).await;
+    assert_eq!(o.ok()["isMfaEnforced"], true);
 
     // Find Valentina as the seed does: type "val".
     b.click("a[data-nav=users]").await;
@@ -611,6 +631,11 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     assert!(b.checked("#toggle-active").await);
     assert!(!b.checked("#toggle-admin").await);
     assert!(b.checked("#toggle-mfa").await);
+    b.text_contains(
+        "#toggle-mfa-hint",
+        "On: this user uses MFA when the org enforces it",
+    )
+    .await;
     let membership = || async {
         s.get(&format!("/user/org/{org}/user/{val_id}"), &root)
             .await
@@ -626,6 +651,11 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     )
     .await;
     assert!(!b.checked("#toggle-mfa").await);
+    b.text_contains(
+        "#toggle-mfa-hint",
+        "Off: this user is opted out of MFA in this org",
+    )
+    .await;
     assert_eq!(membership().await["mfaOptOut"], true);
     b.click("#toggle-mfa").await;
     b.text_contains(
@@ -664,6 +694,15 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     b.text_contains("#user-mfa", "not set up").await;
     let user = s.get(&format!("/user/users/{val_id}"), &root).await;
     assert_eq!(user.ok()["mfa"]["enrolled"], false);
+    // With nothing left, the dialog does not say she loses factors.
+    b.click("#reset-mfa").await;
+    b.text_contains(
+        "#reset-dialog-who",
+        &format!("Valentina Rodriguez ({val}) has no MFA set up"),
+    )
+    .await;
+    b.click("#reset-cancel").await;
+    b.gone("#reset-dialog").await;
 
     // Her audit trail, then one action of it, by email.
     b.click("#user-audit-link").await;
