@@ -482,26 +482,22 @@ impl<S: Store> MfaService<S> {
             let mut m = Membership::new(user.id, caller.org_id);
             m.is_admin = is_admin;
             tx.insert_membership(&m)?;
-            audit(
-                tx,
-                now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(user.id),
-                AuditAction::UserCreated,
-                "",
-            )?;
-            // As the operator's create-user writes it: the membership, and
-            // with it an admin's rights, in the trail.
-            audit(
-                tx,
-                now,
-                Some(caller.org_id),
-                Some(caller.user_id),
-                Some(user.id),
-                AuditAction::MembershipCreated,
-                new_membership_detail(&m),
-            )?;
+            // As the operator's create-user writes them: the membership, and
+            // with it an admin's rights, in the trail too.
+            for (action, detail) in [
+                (AuditAction::UserCreated, String::new()),
+                (AuditAction::MembershipCreated, new_membership_detail(&m)),
+            ] {
+                audit(
+                    tx,
+                    now,
+                    Some(caller.org_id),
+                    Some(caller.user_id),
+                    Some(user.id),
+                    action,
+                    detail,
+                )?;
+            }
             with_factors(tx, user)
         })
     }
