@@ -405,6 +405,8 @@ function renderEdit() {
     toggle.checked = toggle.dataset.inverted === "true" ? !value : value;
   }
   showOptOutHint();
+  // Leaving an org oneself is not done from the console one administers.
+  $("#remove-member").hidden = isSelf(user);
   $("#user-mfa").textContent = user.mfa.enrolled
     ? `Multi-factor authentication is set up: ${user.mfa.methods.map((m) => METHOD_NAMES[m] || m).join(", ")}.`
     : "Multi-factor authentication is not set up.";
@@ -580,6 +582,39 @@ $("#reset-mfa").addEventListener("click", () => {
     ? `${who} loses ${inWords(had)} in every org they belong to, is signed out everywhere, and is told by mail.`
     : `${who} has no MFA set up: the reset signs them out everywhere and withdraws a setup in progress.`;
   resetDialog.showModal();
+});
+
+// A leaver: out of this org, sessions in it ended; the account and its
+// factors stay (other orgs, and only a superadmin deletes an account).
+$("#remove-member").addEventListener("click", async (event) => {
+  if (!editing) return;
+  clearMessages();
+  const button = event.currentTarget;
+  const { user } = editing;
+  const name = fullName(user);
+  $("#remove-dialog-text").textContent =
+    `${name} (${user.email}) can no longer sign in to ${org.name}, and their sessions in it end. ` +
+    "Their account and their MFA stay: they may belong to other orgs, and a superadmin can delete the account.";
+  if (!(await confirmWith("remove"))) {
+    button.focus();
+    return;
+  }
+  button.disabled = true;
+  try {
+    await call("DELETE", `/user/org/${org.id}/user/${user.id}`);
+    editing = null;
+    history.replaceState(null, "", `${location.pathname}#/users`);
+    await route();
+    say(`${name} was removed from this org.`);
+  } catch (error) {
+    fail(
+      explain(error, {
+        conflict: `${name} is the org's last active admin: make another member an admin first. Nothing was changed`,
+      }),
+    );
+  } finally {
+    button.disabled = false;
+  }
 });
 
 $("#reset-cancel").addEventListener("click", () => {

@@ -850,6 +850,42 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
         json!("")
     );
     b.count("#user-list .user-row", 20).await;
+
+    // A leaver: removed from the org after a question, Cancel first.
+    let (tomas_id, _) = OTHERS
+        .iter()
+        .zip(&others)
+        .find(|((first, _), _)| *first == "Tomas")
+        .map(|(_, person)| person.clone())
+        .expect("Tomas");
+    b.eval(&format!(
+        "location.hash = '#/users/{tomas_id}'; return true;"
+    ))
+    .await;
+    b.text_contains("#edit-title", "Edit User: Tomas Novak")
+        .await;
+    b.click("#remove-member").await;
+    b.text_contains(
+        "#remove-dialog-text",
+        "can no longer sign in to Default org",
+    )
+    .await;
+    b.click("#remove-cancel").await;
+    b.gone("#remove-dialog").await;
+    let member = format!("/user/org/{org}/user/{tomas_id}");
+    s.get(&member, &root).await.expect(200, None);
+    b.click("#remove-member").await;
+    b.click("#remove-confirm").await;
+    b.text_contains("#status", "Tomas Novak was removed from this org.")
+        .await;
+    b.visible("#users-view").await;
+    s.get(&member, &root).await.expect(404, Some("not_found"));
+    // One's own account offers no removal.
+    b.eval(&format!("location.hash = '#/users/{ada_id}'; return true;"))
+        .await;
+    b.text_contains("#edit-title", "Edit User: Ada Lovelace")
+        .await;
+    b.gone("#remove-member").await;
     b.close().await;
 }
 
