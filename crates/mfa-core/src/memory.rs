@@ -574,8 +574,9 @@ impl StoreTx for MemTx<'_> {
 
     fn void_email_codes(&mut self, user: UserId) -> StoreResult<()> {
         for code in self.0.email_codes.values_mut() {
-            if code.user_id == user && code.consumed_at.is_none() {
-                code.consumed_at = Some(code.sent_at);
+            if code.user_id == user && !code.is_voided() {
+                code.consumed_at = code.consumed_at.or(Some(code.sent_at));
+                code.code_hash.clear();
             }
         }
         Ok(())

@@ -377,6 +377,15 @@ pub struct EmailCode {
     pub consumed_at: Option<Timestamp>,
 }
 
+impl EmailCode {
+    /// Voided by the removal of its factor
+    /// ([`crate::ports::StoreTx::void_email_codes`]): kept only for when it
+    /// was sent, it is no code the user could have been asked for.
+    pub fn is_voided(&self) -> bool {
+        self.code_hash.is_empty()
+    }
+}
+
 crate::redact::debug_without_secrets!(EmailCode {
     id, user_id, purpose, sent_at, expires_at, consumed_at
 } secret { code_hash, salt });

@@ -271,7 +271,8 @@ pub trait StoreTx {
     /// Void every email code of the user: none can be used any more, and
     /// the newest still says when it was sent, so that the wait between
     /// two sends outlasts a reset (an admin's resets in a loop had mailed
-    /// a user four codes in a second). A voided code reads as consumed.
+    /// a user four codes in a second). A voided code reads as consumed,
+    /// with an empty `code_hash` ([`crate::EmailCode::is_voided`]).
     fn void_email_codes(&mut self, user: UserId) -> StoreResult<()>;
 
     // ---- recovery codes

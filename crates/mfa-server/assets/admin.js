@@ -275,7 +275,8 @@ function csvCell(value) {
   // Where the list separator is ";" (German, French, Dutch, ... Excel),
   // every ";" starts a cell too, quotes or not: what follows one is
   // guarded alike, and such a cell quoted for the comma's readers.
-  s = s.replace(/(^|;)(?=[=+\-@\t\r])/g, "$1'");
+  // (Quotes first do not hide one: `;"=1+1` is guarded too.)
+  s = s.replace(/(^|;)(?="*[=+\-@\t\r])/g, "$1'");
   return /[",;\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 

@@ -461,7 +461,9 @@ impl Config {
         let issuer = pick("MFA_ISSUER", file_config.issuer)
             .map(|i| i.trim().to_string())
             .unwrap_or_else(|| DEFAULT_ISSUER.into());
-        if issuer.chars().count() > 100 || issuer.chars().any(char::is_control) {
+        // Unprintable: control characters, and invisible ones (a zero-width
+        // space alone made an issuer apps would show as nothing).
+        if issuer.chars().count() > 100 || issuer.chars().any(mfa_core::text::is_unprintable) {
             return Err(invalid(
                 "MFA_ISSUER",
                 "expected at most 100 printable characters",
@@ -1073,6 +1075,9 @@ mod tests {
         // 100 characters of four bytes each: within the character limit,
         // beyond what a QR code holds twice, percent-encoded.
         let wide = "\u{1f600}".repeat(100);
+        for invisible in ["\u{200b}", "Ac\u{2028}me"] {
+            assert!(from(&[("MFA_ISSUER", invisible)]).is_err(), "{invisible:?}");
+        }
         let err = from(&[("MFA_ISSUER", "Acme: Zurich")])
             .unwrap_err()
             .to_string();

@@ -41,7 +41,7 @@ pub async fn observe(
             let forwarded = req.headers().get_all(FORWARDED_FOR);
             let client = proxies.client(
                 req.peer_addr().map(|peer| peer.ip()),
-                forwarded.filter_map(|value| value.to_str().ok()),
+                forwarded.map(HeaderValue::as_bytes),
             );
             let trusted = proxies.trusts_peer(&req);
             let id = req
@@ -60,7 +60,7 @@ pub async fn observe(
     {
         res.headers_mut().insert(REQUEST_ID, value);
     }
-    let client = client.map(tracing::field::display);
+    let client = tracing::field::display(request_context::ShownClient(client));
     let request_id = request_id.as_deref();
     let user = user.get().map(|user| user.0);
     let route = res

@@ -6,7 +6,7 @@
 //! event's time and user, then these lines.
 
 use std::future::{Ready, ready};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -45,12 +45,16 @@ impl TrustedProxies {
                     .map(IpNet::from)
                     .map_err(|_| format!("`{item}` is neither an IP address nor a network"))?,
             };
-            networks.push(network);
+            networks.push(as_compared(network));
         }
         Ok(TrustedProxies(networks))
     }
 
     /// None configured: the peer is the client.
+    ///
+    /// (Addresses are compared in their canonical form: an IPv4 peer on an
+    /// IPv6 socket, `::ffff:10.0.0.1`, is 10.0.0.1, and so is such a
+    /// network in the setting.)
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -65,36 +69,56 @@ impl TrustedProxies {
     }
 
     /// The client of a request from `peer` carrying these
-    /// `X-Forwarded-For` values: the peer, unless it is a trusted proxy;
-    /// then the nearest address in the header, from its end, that is not
-    /// one (each proxy appends the address it was reached from). A hop
-    /// that is not an address ends the walk at the last one that was.
+    /// `X-Forwarded-For` values (as bytes: a client's own value need not
+    /// be text, and the hop a proxy appends to it still counts): the peer,
+    /// unless it is a trusted proxy; then the nearest address in the
+    /// header, from its end, that is not one (each proxy appends the
+    /// address it was reached from; `203.0.113.9:51234` and `[2001:db8::1]`
+    /// forms too). `None`, unknown, where no such address is there: a hop
+    /// that is no address, or none at all, would otherwise name a proxy
+    /// as the client.
     pub fn client<'a>(
         &self,
         peer: Option<IpAddr>,
-        forwarded_for: impl Iterator<Item = &'a str>,
+        forwarded_for: impl Iterator<Item = &'a [u8]>,
     ) -> Option<IpAddr> {
-        let mut client = peer?.to_canonical();
-        if !self.trusts(client) {
-            return Some(client);
+        let peer = peer?.to_canonical();
+        if !self.trusts(peer) {
+            return Some(peer);
         }
-        let hops: Vec<&str> = forwarded_for.flat_map(|value| value.split(',')).collect();
+        let hops: Vec<&[u8]> = forwarded_for
+            .flat_map(|value| value.split(|b| *b == b','))
+            .collect();
         for hop in hops.into_iter().rev() {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
-                break;
-            };
-            client = ip.to_canonical();
-            if !self.trusts(client) {
-                break;
+            let ip = hop_address(hop)?.to_canonical();
+            if !self.trusts(ip) {
+                return Some(ip);
             }
         }
-        Some(client)
+        None
     }
 
     /// Whether `req` came through a trusted proxy.
     pub fn trusts_peer(&self, req: &ServiceRequest) -> bool {
         req.peer_addr()
             .is_some_and(|peer| self.trusts(peer.ip().to_canonical()))
+    }
+}
+
+/// `network` as addresses are compared: an IPv4-mapped IPv6 network
+/// (`::ffff:10.0.0.0/104`) as the IPv4 network it maps.
+fn as_compared(network: IpNet) -> IpNet {
+    match network {
+        IpNet::V6(v6) => match (
+            v6.network().to_ipv4_mapped(),
+            v6.prefix_len().checked_sub(96),
+        ) {
+            (Some(v4), Some(prefix)) => {
+                ipnet::Ipv4Net::new(v4, prefix).map_or(network, |v4| IpNet::V4(v4).trunc())
+            }
+            _ => network,
+        },
+        v4 => v4,
     }
 }
 
@@ -135,6 +159,34 @@ impl RequestIds {
             ),
         }
     }
+}
+
+/// A client address as the log shows it: `unknown` where a trusted proxy
+/// named none (said, not left out).
+pub struct ShownClient(pub Option<IpAddr>);
+
+impl std::fmt::Display for ShownClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// The address of one `X-Forwarded-For` hop: `ADDR`, `IPV4:PORT`,
+/// `[IPV6]` or `[IPV6]:PORT`.
+fn hop_address(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|socket| socket.ip()))
+        .or_else(|_| {
+            hop.strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .unwrap_or(hop)
+                .parse::<IpAddr>()
+        })
+        .ok()
 }
 
 /// 1 to 64 characters that cannot break a log line or a header.
@@ -200,9 +252,11 @@ mod tests {
     fn client(proxies: &str, peer: &str, forwarded: &[&str]) -> String {
         TrustedProxies::parse(proxies)
             .unwrap()
-            .client(Some(peer.parse().unwrap()), forwarded.iter().copied())
-            .unwrap()
-            .to_string()
+            .client(
+                Some(peer.parse().unwrap()),
+                forwarded.iter().map(|value| value.as_bytes()),
+            )
+            .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
     }
 
     #[test]
@@ -234,18 +288,52 @@ mod tests {
             client("10.0.0.0/8", "192.0.2.1", &["203.0.113.1"]),
             "192.0.2.1"
         );
-        // A hop that is no address ends the walk at the last one that was.
+        // A hop that is no address before the client is found: unknown,
+        // not the proxy's address (nor an empty hop, nor no header).
+        for forwarded in [&["203.0.113.1, unknown"][..], &["203.0.113.1, "], &[]] {
+            assert_eq!(client("10.0.0.0/8", "10.1.2.3", forwarded), "unknown");
+        }
+        // Only trusted hops: unknown.
+        assert_eq!(client("10.0.0.0/8", "10.1.2.3", &["10.4.4.4"]), "unknown");
+        // Ports and brackets, as some proxies write them.
         assert_eq!(
-            client("10.0.0.0/8", "10.1.2.3", &["203.0.113.1, unknown"]),
-            "10.1.2.3"
+            client("10.0.0.0/8", "10.1.2.3", &["203.0.113.1:51234"]),
+            "203.0.113.1"
         );
-        // Only trusted hops: the first of them.
-        assert_eq!(client("10.0.0.0/8", "10.1.2.3", &["10.4.4.4"]), "10.4.4.4");
+        assert_eq!(
+            client("10.0.0.0/8", "10.1.2.3", &["[2001:db8::1]"]),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            client("10.0.0.0/8", "10.1.2.3", &["[2001:db8::1]:443"]),
+            "2001:db8::1"
+        );
         // An IPv4 peer on an IPv6 socket is written as IPv4.
         assert_eq!(client("", "::ffff:192.0.2.9", &[]), "192.0.2.9");
         assert_eq!(
             client("fd00::/8, 127.0.0.1", "::ffff:127.0.0.1", &["2001:db8::1"]),
             "2001:db8::1"
+        );
+        // A proxy given in its IPv4-mapped form is trusted as IPv4.
+        assert_eq!(
+            client("::ffff:10.0.0.1", "10.0.0.1", &["203.0.113.1"]),
+            "203.0.113.1"
+        );
+        assert_eq!(
+            client("::ffff:10.0.0.0/104", "10.9.9.9", &["203.0.113.1"]),
+            "203.0.113.1"
+        );
+    }
+
+    /// A client's own `X-Forwarded-For` that is not text (a proxy keeps it
+    /// and appends the client's address) no longer hides that address.
+    #[test]
+    fn a_value_that_is_not_text_still_has_the_proxys_hop() {
+        let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
+        let value: &[u8] = b"\xe9, 203.0.113.5";
+        assert_eq!(
+            proxies.client(Some("127.0.0.1".parse().unwrap()), [value].into_iter()),
+            Some("203.0.113.5".parse().unwrap())
         );
     }
 
@@ -254,6 +342,9 @@ mod tests {
         let parsed = TrustedProxies::parse(" 10.0.0.5, 192.168.0.0/16 ,fd00::1/8,").unwrap();
         let shown: Vec<String> = parsed.networks().iter().map(|n| n.to_string()).collect();
         assert_eq!(shown, ["10.0.0.5/32", "192.168.0.0/16", "fd00::/8"]);
+        let mapped = TrustedProxies::parse("::ffff:10.0.0.1, ::ffff:10.0.0.0/104").unwrap();
+        let shown: Vec<String> = mapped.networks().iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.1/32", "10.0.0.0/8"]);
         assert!(TrustedProxies::parse("").unwrap().is_empty());
         for bad in ["10.0.0.300", "example.com", "10.0.0.0/33"] {
             assert!(TrustedProxies::parse(bad).is_err(), "{bad}");

@@ -863,18 +863,22 @@ macro_rules! impl_store_tx {
     ($conn:ty, $db:ty) => {
         impl Tx<'_, $conn> {
             /// [`StoreTx::void_email_codes`] for each of `users`: marked
-            /// consumed as of their sending, which no check of a code takes
-            /// for a live one.
+            /// consumed as of their sending (if unused) and without a hash,
+            /// which no check of a code takes for a live one or one sent.
             fn void_email_codes_of(&mut self, users: &[UserId]) -> StoreResult<()> {
                 for chunk in id_chunks(users) {
                     diesel::update(
                         email_codes::table
-                            .filter(email_codes::user_id.eq_any(chunk))
+                            .filter(email_codes::user_id.eq_any(&chunk))
                             .filter(email_codes::consumed_at.is_null()),
                     )
                     .set(email_codes::consumed_at.eq(email_codes::sent_at.nullable()))
                     .execute(self.conn)
                     .db()?;
+                    diesel::update(email_codes::table.filter(email_codes::user_id.eq_any(chunk)))
+                        .set(email_codes::code_hash.eq(""))
+                        .execute(self.conn)
+                        .db()?;
                 }
                 Ok(())
             }

@@ -670,7 +670,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
         let Some(latest) = tx
             .latest_email_code(caller.user_id)?
-            .filter(|c| c.purpose == purpose)
+            .filter(|c| c.purpose == purpose && !c.is_voided())
         else {
             return Err(MfaError::NotEnrolled(match purpose {
                 EmailCodePurpose::Enroll => "no email code was sent: ask for one first",

@@ -752,7 +752,7 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
         .put(
             &format!("/user/users/{yuki_id}"),
             &root,
-            json!({"firstName": "=Yuki", "lastName": "Tanaka;=1+1;@x"}),
+            json!({"firstName": "=Yuki", "lastName": "Tanaka;=1+1;\"@x"}),
         )
         .await;
     renamed.ok();
@@ -784,7 +784,9 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     let ada_line = format!("{ada_id},Ada,Lovelace,{ada},{ada_login},no,,yes,yes,no");
     assert!(lines.contains(&ada_line.as_str()), "{csv}");
     assert!(
-        csv.contains(",'=Yuki,\"Tanaka;'=1+1;'@x\",yuki.tanaka@example.com,Never,no,,yes,no,no")
+        csv.contains(
+            ",'=Yuki,\"Tanaka;'=1+1;'\"\"@x\",yuki.tanaka@example.com,Never,no,,yes,no,no"
+        )
     );
 
     b.assert_accessible().await;

@@ -611,6 +611,7 @@ fn email_codes(db: TestDatabase) {
         (third.id, third.sent_at, Some(third.sent_at)),
         "a voided code is consumed, and still says when it was sent"
     );
+    assert!(voided.is_voided() && voided.code_hash.is_empty());
     assert!(
         !write(&store, |tx| Ok(tx.consume_email_code(third.id, T0)?)),
         "a voided code is used up"
