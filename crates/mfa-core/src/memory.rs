@@ -942,6 +942,8 @@ impl StoreTx for MemTx<'_> {
                     .is_none_or(|u| e.actor_user_id == Some(u) || e.target_user_id == Some(u))
             })
             .filter(|e| filter.action.is_none_or(|a| e.action == a))
+            .filter(|e| filter.from.is_none_or(|from| e.at >= from))
+            .filter(|e| filter.to.is_none_or(|to| e.at < to))
             .cloned()
             .collect();
         let total = matches.len() as u64;

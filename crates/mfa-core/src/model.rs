@@ -913,6 +913,10 @@ pub struct AuditFilter {
     pub user_id: Option<UserId>,
     /// Only this action.
     pub action: Option<AuditAction>,
+    /// Only events at or after this time.
+    pub from: Option<Timestamp>,
+    /// Only events before this time.
+    pub to: Option<Timestamp>,
 }
 
 /// A page request: 0-based page number and page size.

@@ -125,9 +125,14 @@ impl World {
 
     /// The admin's org's audit events, newest first, of `action` or all.
     fn audit_events_of(&self, action: Option<AuditAction>) -> Vec<AuditEvent> {
-        ok(self
-            .svc
-            .audit_events(&self.admin, None, action, ok(service::page_request(0, 200))))
+        ok(self.svc.audit_events(
+            &self.admin,
+            AuditFilter {
+                action,
+                ..AuditFilter::default()
+            },
+            ok(service::page_request(0, 200)),
+        ))
         .items
     }
 }

@@ -29,6 +29,14 @@ pub fn rfc3339(ts: Timestamp) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// An RFC 3339 time of a query (`from`, `to`), with its zone, as a
+/// timestamp; `None` for anything else.
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(|t| Timestamp(t.unix_timestamp()))
+}
+
 // ---------------------------------------------------------------- ids
 
 /// An id in a JSON body: a positive integer. Zero, negative numbers and
@@ -563,6 +571,16 @@ pub struct AuditQuery {
     /// `locked_out` (the snake_case names of the audit actions).
     #[serde(default)]
     pub action: Option<String>,
+    /// Only events at or after this time, RFC 3339 with a zone
+    /// (`2026-11-22T18:00:00Z`, `2026-11-22T19:00:00+01:00`).
+    #[serde(default)]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub from: Option<String>,
+    /// Only events before this time, as `from`; after `from` when both
+    /// are given.
+    #[serde(default)]
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub to: Option<String>,
     /// 0-based page number (default 0).
     #[serde(default)]
     #[param(maximum = 2147483647)]

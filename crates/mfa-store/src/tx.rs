@@ -2410,6 +2410,12 @@ macro_rules! impl_store_tx {
                     if let Some(action) = filter.action {
                         query = query.filter(audit_events::action.eq(action.as_str()));
                     }
+                    if let Some(from) = filter.from {
+                        query = query.filter(audit_events::at.ge(from.0));
+                    }
+                    if let Some(to) = filter.to {
+                        query = query.filter(audit_events::at.lt(to.0));
+                    }
                     query
                 };
                 let total: i64 = matching().count().get_result(self.conn).db()?;

@@ -539,19 +539,24 @@ impl<S: Store> MfaService<S> {
             .read(|tx| Ok(tx.membership_counts(caller.org_id)?))
     }
 
-    /// The current org's audit events, newest first (its admins).
+    /// The current org's audit events matching `filter` (its `org_id` is
+    /// the caller's current org, whatever it says), newest first (its
+    /// admins). A period whose `from` is not before its `to` is refused.
     pub fn audit_events(
         &self,
         caller: &FullCaller,
-        user: Option<UserId>,
-        action: Option<AuditAction>,
+        filter: AuditFilter,
         page: PageRequest,
     ) -> MfaResult<Page<AuditEvent>> {
         require_current_org_admin(caller)?;
+        if let (Some(from), Some(to)) = (filter.from, filter.to)
+            && from >= to
+        {
+            return Err(MfaError::InvalidRequest("from must be before to".into()));
+        }
         let filter = AuditFilter {
             org_id: Some(caller.org_id),
-            user_id: user,
-            action,
+            ..filter
         };
         self.store.read(|tx| {
             let (items, total) = tx.audit_events(&filter, page.offset(), u64::from(page.size))?;

@@ -153,9 +153,9 @@ fn happened_lately(
     now: Timestamp,
 ) -> MfaResult<bool> {
     let filter = AuditFilter {
-        org_id: None,
         user_id: Some(user),
         action: Some(action),
+        ..AuditFilter::default()
     };
     let (newest, _) = tx.audit_events(&filter, 0, 2)?;
     Ok(newest

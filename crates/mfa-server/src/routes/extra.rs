@@ -1,8 +1,8 @@
 //! Beyond the seeds: recovery codes and the audit trail.
 
 use actix_web::{get, post, web};
-use mfa_core::AuditAction;
 use mfa_core::service::page_request;
+use mfa_core::{AuditAction, AuditFilter};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::app::Service;
@@ -61,8 +61,9 @@ pub async fn recovery_codes(
 /// The current org's audit trail
 ///
 /// Admins of the current org: one page of the org's audit events, newest
-/// first, optionally only those whose actor or target is `userId`, or of
-/// one `action`. Every MFA-relevant change and every failed or locked-out
+/// first, optionally only those whose actor or target is `userId`, of
+/// one `action`, or at or after `from` and before `to` (RFC 3339 times:
+/// "what happened last night"). Every MFA-relevant change and every failed or locked-out
 /// verification is an event. A change of a member's factors (enrolled,
 /// reset, new recovery codes) or account (names, password) is in the
 /// trail of each of the member's orgs, wherever it was made: made in
@@ -87,6 +88,8 @@ pub async fn audit(
     let AuditQuery {
         user_id,
         action,
+        from,
+        to,
         page,
         size,
     } = query.into_inner();
@@ -98,8 +101,24 @@ pub async fn audit(
             })
         })
         .transpose()?;
+    let time = |text: Option<String>, name: &str| {
+        text.map(|t| {
+            crate::wire::parse_rfc3339(&t).ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "{name} is not an RFC 3339 time with a zone, such as 2026-11-22T18:00:00Z"
+                ))
+            })
+        })
+        .transpose()
+    };
+    let filter = AuditFilter {
+        user_id: user_id.map(Into::into),
+        action,
+        from: time(from, "from")?,
+        to: time(to, "to")?,
+        ..AuditFilter::default()
+    };
     let service = service.into_inner();
-    let events =
-        run(move || service.audit_events(&caller, user_id.map(Into::into), action, page)).await?;
+    let events = run(move || service.audit_events(&caller, filter, page)).await?;
     Ok(web::Json(PageResponse::from_page(events)))
 }

@@ -61,6 +61,40 @@ async fn the_trail_says_what_a_creation_granted_and_a_reset_removed(s: TestServe
         events(boss, "mfa_reset").await,
         ["all factors removed by an admin"]
     );
+
+    // "What happened last night": a period, from (included) to (left out).
+    s.advance(600);
+    s.put("/user/users/mfa/reset", &admin, json!({"ids": [plain]}))
+        .await
+        .expect(204, None);
+    let newest = s.get("/user/audit?size=1", &admin).await;
+    let at = newest.ok()["items"][0]["at"].as_str().unwrap().to_string();
+    let resets = |query: String| {
+        let (s, admin) = (&s, admin.clone());
+        async move {
+            let page = s
+                .get(&format!("/user/audit?action=mfa_reset&{query}"), &admin)
+                .await;
+            page.ok()["total"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(resets(format!("from={at}")).await, 1);
+    assert_eq!(resets(format!("to={at}")).await, 2);
+    // The zone counts: the same wall time three hours east is three hours
+    // earlier, before every reset; three hours west, after all of them.
+    let east = at.replace('Z', "%2B03:00");
+    assert_eq!(resets(format!("from={east}")).await, 3, "{east}");
+    let west = at.replace('Z', "-03:00");
+    assert_eq!(resets(format!("from={west}")).await, 0, "{west}");
+    for bad in [
+        "from=yesterday",
+        "to=2026-11-22",
+        &format!("from={at}&to={at}"),
+    ] {
+        s.get(&format!("/user/audit?{bad}"), &admin)
+            .await
+            .expect(400, Some("invalid_request"));
+    }
 }
 
 /// The admins' list says of each member what their membership exempts or

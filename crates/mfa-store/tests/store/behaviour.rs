@@ -1219,8 +1219,22 @@ fn audit(db: TestDatabase) {
         org_id: Some(o1),
         user_id: Some(u1),
         action: Some(AuditAction::MfaReset),
+        ..AuditFilter::default()
     };
     assert_eq!(list(combined, 0, 100).0, vec![1]);
+    // A period: from (included) to (left out).
+    let period = AuditFilter {
+        from: Some(Timestamp(2)),
+        to: Some(Timestamp(5)),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(period, 0, 100).0, vec![4, 3, 2]);
+    let since = AuditFilter {
+        org_id: Some(o1),
+        from: Some(Timestamp(2)),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(since, 0, 100).0, vec![5, 2]);
 
     let (page, total, _) = list(by_org, 1, 1);
     assert_eq!((page, total), (vec![2], 3), "paging keeps the total");
