@@ -593,9 +593,22 @@ $("#remove-member").addEventListener("click", async (event) => {
   const button = event.currentTarget;
   const { user } = editing;
   const name = fullName(user);
+  // Only a superadmin may take an org's last admin away (an org admin
+  // removing anyone else stays one): said before it is done.
+  let last = false;
+  if (me && me.isSuperAdmin && editing.membership.isAdmin && editing.membership.isActive) {
+    try {
+      const admins = await call("GET", `/user/users/admins/${org.id}`);
+      last = admins.length === 1 && admins[0].id === user.id;
+    } catch (error) {
+      fail(error);
+      return;
+    }
+  }
   $("#remove-dialog-text").textContent =
     `${name} (${user.email}) can no longer sign in to ${org.name}, and their sessions in it end. ` +
-    "Their account and their MFA stay: they may belong to other orgs, and a superadmin can delete the account.";
+    "Their account and their MFA stay: they may belong to other orgs, and a superadmin can delete the account." +
+    (last ? ` They are the org's last active admin: ${org.name} is left without one until a superadmin makes another.` : "");
   if (!(await confirmWith("remove"))) {
     button.focus();
     return;
@@ -611,6 +624,7 @@ $("#remove-member").addEventListener("click", async (event) => {
     fail(
       explain(error, {
         conflict: `${name} is the org's last active admin: make another member an admin first. Nothing was changed`,
+        forbidden: `${name} is a superadmin: only a superadmin can change their account. Nothing was changed`,
       }),
     );
   } finally {

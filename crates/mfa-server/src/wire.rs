@@ -29,12 +29,17 @@ pub fn rfc3339(ts: Timestamp) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
-/// An RFC 3339 time of a query (`from`, `to`), with its zone, as a
-/// timestamp; `None` for anything else.
-pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(|t| Timestamp(t.unix_timestamp()))
+/// An RFC 3339 time of a query (`from`, `to`), with its zone; `None` for
+/// anything else.
+pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
+}
+
+/// The first whole second at or after `t`: stored times are whole seconds,
+/// so a bound with a fraction (`…:36.5Z`) lies between two of them (an
+/// event at `…:36Z` is before it, one at `…:37Z` after it).
+pub fn whole_second_from(t: OffsetDateTime) -> Timestamp {
+    Timestamp(t.unix_timestamp() + i64::from(t.nanosecond() > 0))
 }
 
 // ---------------------------------------------------------------- ids

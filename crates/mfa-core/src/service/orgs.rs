@@ -541,7 +541,8 @@ impl<S: Store> MfaService<S> {
 
     /// The current org's audit events matching `filter` (its `org_id` is
     /// the caller's current org, whatever it says), newest first (its
-    /// admins). A period whose `from` is not before its `to` is refused.
+    /// admins). A period whose `from` is after its `to` is refused; one
+    /// where they are equal holds nothing.
     pub fn audit_events(
         &self,
         caller: &FullCaller,
@@ -550,7 +551,7 @@ impl<S: Store> MfaService<S> {
     ) -> MfaResult<Page<AuditEvent>> {
         require_current_org_admin(caller)?;
         if let (Some(from), Some(to)) = (filter.from, filter.to)
-            && from >= to
+            && from > to
         {
             return Err(MfaError::InvalidRequest("from must be before to".into()));
         }

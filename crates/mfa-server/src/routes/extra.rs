@@ -111,11 +111,17 @@ pub async fn audit(
         })
         .transpose()
     };
+    let (from, to) = (time(from, "from")?, time(to, "to")?);
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(ApiError::InvalidRequest("from must be before to".into()));
+    }
     let filter = AuditFilter {
         user_id: user_id.map(Into::into),
         action,
-        from: time(from, "from")?,
-        to: time(to, "to")?,
+        from: from.map(crate::wire::whole_second_from),
+        to: to.map(crate::wire::whole_second_from),
         ..AuditFilter::default()
     };
     let service = service.into_inner();

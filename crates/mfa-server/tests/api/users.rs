@@ -86,6 +86,12 @@ async fn the_trail_says_what_a_creation_granted_and_a_reset_removed(s: TestServe
     assert_eq!(resets(format!("from={east}")).await, 3, "{east}");
     let west = at.replace('Z', "-03:00");
     assert_eq!(resets(format!("from={west}")).await, 0, "{west}");
+    // Times are whole seconds: a fraction bounds between two of them.
+    let half_past = at.replace('Z', ".5Z");
+    assert_eq!(resets(format!("to={half_past}")).await, 3, "{half_past}");
+    assert_eq!(resets(format!("from={half_past}")).await, 0, "{half_past}");
+    let (early, late) = (at.replace('Z', ".2Z"), at.replace('Z', ".7Z"));
+    assert_eq!(resets(format!("from={early}&to={late}")).await, 0);
     for bad in [
         "from=yesterday",
         "to=2026-11-22",
