@@ -38,12 +38,10 @@ pub async fn observe(
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let (client, request_id) = match req.app_data::<web::Data<TrustedProxies>>() {
         Some(proxies) => {
+            let peer = req.peer_addr().map(|peer| peer.ip().to_canonical());
             let forwarded = req.headers().get_all(FORWARDED_FOR);
-            let client = proxies.client(
-                req.peer_addr().map(|peer| peer.ip()),
-                forwarded.map(HeaderValue::as_bytes),
-            );
-            let trusted = proxies.trusts_peer(&req);
+            let client = proxies.client(peer, forwarded.map(HeaderValue::as_bytes));
+            let trusted = peer.is_some_and(|peer| proxies.trusts(peer));
             let id = req
                 .app_data::<web::Data<RequestIds>>()
                 .map(|ids| ids.of(&req, trusted));

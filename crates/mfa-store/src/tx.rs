@@ -866,17 +866,16 @@ macro_rules! impl_store_tx {
             /// consumed as of their sending (if unused) and without a hash,
             /// which no check of a code takes for a live one or one sent.
             fn void_email_codes_of(&mut self, users: &[UserId]) -> StoreResult<()> {
+                // One statement for both: a reset of 1,000 ids runs it once.
+                let consumed = diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+                >("COALESCE(consumed_at, sent_at)");
                 for chunk in id_chunks(users) {
-                    diesel::update(
-                        email_codes::table
-                            .filter(email_codes::user_id.eq_any(&chunk))
-                            .filter(email_codes::consumed_at.is_null()),
-                    )
-                    .set(email_codes::consumed_at.eq(email_codes::sent_at.nullable()))
-                    .execute(self.conn)
-                    .db()?;
                     diesel::update(email_codes::table.filter(email_codes::user_id.eq_any(chunk)))
-                        .set(email_codes::code_hash.eq(""))
+                        .set((
+                            email_codes::code_hash.eq(""),
+                            email_codes::consumed_at.eq(consumed.clone()),
+                        ))
                         .execute(self.conn)
                         .db()?;
                 }

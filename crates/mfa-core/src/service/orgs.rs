@@ -1,7 +1,7 @@
 //! What org admins do: enforce MFA, reset members' MFA, opt members out,
 //! manage orgs and memberships, read the audit trail.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -135,10 +135,10 @@ impl<S: Store> MfaService<S> {
                 .zip(tx.factor_states_of(&ids)?)
                 .map(|(id, states)| (id, summarize_factor_states(states).0.methods()))
                 .collect();
-            let had_none: Vec<UserId> = ids
+            let had_a_factor: HashSet<UserId> = had
                 .iter()
-                .copied()
-                .filter(|id| had.get(id).is_none_or(Vec::is_empty))
+                .filter(|(_, methods)| !methods.is_empty())
+                .map(|(id, _)| *id)
                 .collect();
             let mut users = Vec::new();
             for user in tx.users_by_ids(&ids)? {
@@ -158,7 +158,7 @@ impl<S: Store> MfaService<S> {
                         actor_user_id: Some(caller.user_id),
                         target_user_id: Some(id),
                         action: AuditAction::MfaReset,
-                        detail: format!("{} by an admin", reset_detail(!had_none.contains(&id))),
+                        detail: format!("{} by an admin", reset_detail(had_a_factor.contains(&id))),
                     };
                     sign_in_change_events(event, &memberships)
                 })
@@ -810,7 +810,6 @@ fn quoted_org_name(name: &str) -> String {
     }
 }
 
-/// The non-MFA flags that differ, as `field=value` for the audit detail.
 /// What an `mfa_reset` event says was done: the trail must not claim
 /// factors were removed from a user who had none (the reset still ended
 /// their sessions and withdrew a pending enrollment).
@@ -833,6 +832,7 @@ pub(super) fn new_membership_detail(m: &Membership) -> String {
     changes.join(", ")
 }
 
+/// The non-MFA flags that differ, as `field=value` for the audit detail.
 fn membership_changes(before: &Membership, after: &Membership) -> Vec<String> {
     let fields = [
         ("isActive", before.is_active, after.is_active),
