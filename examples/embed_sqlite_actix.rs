@@ -44,7 +44,9 @@ fn error(e: MfaError) -> HttpResponse {
             StatusCode::BAD_REQUEST
         }
         MfaError::InvalidCredentials | MfaError::Unauthorized => StatusCode::UNAUTHORIZED,
-        MfaError::MfaRequired | MfaError::Forbidden => StatusCode::FORBIDDEN,
+        MfaError::MfaRequired | MfaError::Forbidden | MfaError::SignInRefused(_) => {
+            StatusCode::FORBIDDEN
+        }
         MfaError::NotFound(_) => StatusCode::NOT_FOUND,
         MfaError::AlreadyEnrolled(_) | MfaError::NotEnrolled(_) | MfaError::Conflict(_) => {
             StatusCode::CONFLICT

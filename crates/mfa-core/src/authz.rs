@@ -6,6 +6,7 @@
 //! nothing. A user of another org is *not found*, never *forbidden*, so
 //! that ids and emails of other orgs cannot be probed.
 
+use std::net::IpAddr;
 use std::ops::Deref;
 
 use crate::error::{MfaError, MfaResult};
@@ -33,6 +34,9 @@ pub struct Caller {
     pub is_org_admin: bool,
     /// A factor was verified in this session ([`crate::Session::mfa_passed`]).
     pub mfa_passed: bool,
+    /// The address the request came from, for the audit trail: set by the
+    /// adapter that resolved the session (`None` where it knows none).
+    pub client: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for Caller {
@@ -45,11 +49,18 @@ impl std::fmt::Debug for Caller {
             .field("is_super_admin", &self.is_super_admin)
             .field("is_org_admin", &self.is_org_admin)
             .field("mfa_passed", &self.mfa_passed)
+            .field("client", &self.client)
             .finish_non_exhaustive()
     }
 }
 
 impl Caller {
+    /// The caller, its requests coming from `client`: the address the
+    /// audit events it causes record.
+    pub fn from_client(self, client: Option<IpAddr>) -> Caller {
+        Caller { client, ..self }
+    }
+
     /// The caller as a full session, or `MfaRequired` for a partial one.
     /// This is the one place that keeps partial sessions out of everything
     /// not marked "partial ok": operations that need a full session take a
@@ -252,6 +263,7 @@ mod tests {
             is_super_admin: super_admin,
             is_org_admin: org_admin,
             mfa_passed: true,
+            client: None,
         }
     }
 

@@ -66,6 +66,11 @@ pub enum MfaError {
     /// Authenticated but not allowed.
     #[error("not allowed")]
     Forbidden,
+    /// A right password that opens no session, and why (an access
+    /// disabled by an admin, no membership of the org asked for): told to
+    /// the one who knows the password, and to no one else.
+    #[error("{0}")]
+    SignInRefused(&'static str),
     /// Nothing of that kind is visible to the caller.
     #[error("{0} not found")]
     NotFound(&'static str),

@@ -917,6 +917,7 @@ impl StoreTx for MemTx<'_> {
                 org_id: e.org_id,
                 actor_user_id: e.actor_user_id,
                 target_user_id: e.target_user_id,
+                client: e.client,
                 action: e.action,
                 detail: e.detail.clone(),
             },
@@ -944,6 +945,8 @@ impl StoreTx for MemTx<'_> {
             .filter(|e| filter.action.is_none_or(|a| e.action == a))
             .filter(|e| filter.from.is_none_or(|from| e.at >= from))
             .filter(|e| filter.to.is_none_or(|to| e.at < to))
+            .filter(|e| filter.client.is_none_or(|c| e.client == Some(c)))
+            .filter(|e| filter.before_id.is_none_or(|id| e.id < id))
             .cloned()
             .collect();
         let total = matches.len() as u64;
@@ -1111,6 +1114,7 @@ mod tests {
                 target_user_id: Some(user),
                 action: AuditAction::MfaVerifySucceeded,
                 detail: "method: authenticator".into(),
+                client: None,
             },
         };
         (user, session, success)

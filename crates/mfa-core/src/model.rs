@@ -4,6 +4,7 @@
 //! [`crate::MailKind`]).
 
 use std::fmt;
+use std::net::IpAddr;
 
 use mfa_totp::{Secret, TotpParams};
 
@@ -742,6 +743,9 @@ pub enum AuditAction {
     LoginFailed,
     /// A session was ended by its owner.
     Logout,
+    /// A user's sessions were ended (by an admin), or their other sessions
+    /// (by the user), factors untouched.
+    SessionsEnded,
     /// A user was created.
     UserCreated,
     /// A user's profile or password changed.
@@ -761,7 +765,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action, for filters and documentation.
-    pub const ALL: [AuditAction; 37] = [
+    pub const ALL: [AuditAction; 38] = [
         AuditAction::OrgCreated,
         AuditAction::OrgUpdated,
         AuditAction::OrgDeleted,
@@ -792,6 +796,7 @@ impl AuditAction {
         AuditAction::LoginSucceeded,
         AuditAction::LoginFailed,
         AuditAction::Logout,
+        AuditAction::SessionsEnded,
         AuditAction::UserCreated,
         AuditAction::UserUpdated,
         AuditAction::UserDeleted,
@@ -834,6 +839,7 @@ impl AuditAction {
             AuditAction::LoginSucceeded => "login_succeeded",
             AuditAction::LoginFailed => "login_failed",
             AuditAction::Logout => "logout",
+            AuditAction::SessionsEnded => "sessions_ended",
             AuditAction::UserCreated => "user_created",
             AuditAction::UserUpdated => "user_updated",
             AuditAction::UserDeleted => "user_deleted",
@@ -867,6 +873,11 @@ pub struct AuditEvent {
     pub action: AuditAction,
     /// Free text without secrets, codes or full email addresses.
     pub detail: String,
+    /// The address the request came from, as the server judged it (behind
+    /// a balancer, the client its trusted proxies named); `None` for the
+    /// operator's command line, background work, and events written
+    /// before addresses were recorded.
+    pub client: Option<IpAddr>,
 }
 
 impl AuditEvent {
@@ -902,6 +913,8 @@ pub struct NewAuditEvent {
     pub action: AuditAction,
     /// Free text without secrets.
     pub detail: String,
+    /// The address the request came from ([`AuditEvent::client`]).
+    pub client: Option<IpAddr>,
 }
 
 /// Filter of an audit query.
@@ -917,6 +930,12 @@ pub struct AuditFilter {
     pub from: Option<Timestamp>,
     /// Only events before this time.
     pub to: Option<Timestamp>,
+    /// Only events of requests from this address.
+    pub client: Option<IpAddr>,
+    /// Only events older than this one (a smaller id): a cursor that pages
+    /// back through the trail without repeating events written meanwhile,
+    /// as offsets would (newer events push older ones down a page).
+    pub before_id: Option<AuditEventId>,
 }
 
 /// A page request: 0-based page number and page size.

@@ -96,6 +96,10 @@ pub struct LoginDecision {
 ///    grace period after enforcement, no MFA with a due date);
 /// 3. else → no MFA.
 ///
+/// Why an inactive membership's login opens no session.
+pub const ACCESS_DISABLED: &str =
+    "this account's access to the org is disabled: an admin of the org can enable it again";
+
 /// An inactive membership cannot log in at all.
 pub fn decide_login(
     org: &Org,
@@ -105,7 +109,7 @@ pub fn decide_login(
     now: Timestamp,
 ) -> Result<LoginDecision, MfaError> {
     if !membership.is_active {
-        return Err(MfaError::Forbidden);
+        return Err(MfaError::SignInRefused(ACCESS_DISABLED));
     }
     let none = LoginDecision {
         requirement: MfaRequirement::None,
@@ -403,7 +407,7 @@ mod tests {
         m.is_active = false;
         assert_eq!(
             decide_login(&org(false), &m, &user(false), &NO_FACTOR, Timestamp(0)),
-            Err(MfaError::Forbidden)
+            Err(MfaError::SignInRefused(ACCESS_DISABLED))
         );
     }
 

@@ -870,7 +870,7 @@ fn a_login_is_counted_and_decided_when_it_finishes() {
     let w = world();
     w.add_user("steps@example.com");
     let checked = |password: &str| {
-        let begun = ok(w.svc.login_begin("steps@example.com", None));
+        let begun = ok(w.svc.login_begin("steps@example.com", None, None));
         ok(w.svc.login_check(begun, password))
     };
     // Begun and checked, never finished: nothing counted.
@@ -906,7 +906,9 @@ fn a_login_is_counted_and_decided_when_it_finishes() {
     );
     // Locked: a login begun now is refused before any hashing.
     assert_eq!(
-        w.svc.login_begin("steps@example.com", None).map(|_| ()),
+        w.svc
+            .login_begin("steps@example.com", None, None)
+            .map(|_| ()),
         Err(MfaError::TooManyAttempts {
             retry_after_secs: 30
         })
@@ -1085,7 +1087,7 @@ fn a_lockout_follows_the_address_when_its_account_is_made_changed_or_deleted() {
         assert_eq!(wrong("new@example.com"), Err(MfaError::InvalidCredentials));
     }
     ok(w.svc
-        .confirm_email_change(&w.change_confirmation_token("new@example.com")));
+        .confirm_email_change(&w.change_confirmation_token("new@example.com"), None));
     assert_eq!(wrong("old@example.com"), fifth_failure);
     assert_eq!(wrong("new@example.com"), Err(MfaError::InvalidCredentials));
     assert_eq!(wrong("new@example.com"), fifth_failure);
@@ -1527,7 +1529,9 @@ fn inactive_membership_cannot_log_in_and_loses_its_sessions() {
         w.svc
             .login("inactive@example.com", PASSWORD, None)
             .map(|_| ()),
-        Err(MfaError::Forbidden)
+        Err(MfaError::SignInRefused(
+            "this account's access is disabled in each of its orgs"
+        ))
     );
     let counts = ok(w.svc.membership_counts(&w.admin));
     assert_eq!(
@@ -1564,9 +1568,9 @@ fn email_change_waits_for_confirmation() {
     let globex = ok(w.svc.create_org(&w.admin, "Globex"));
     ok(w.svc
         .add_member(&w.admin, globex.id, user, &Default::default()));
-    ok(w.svc.confirm_email_change(&token));
+    ok(w.svc.confirm_email_change(&token, None));
     assert_eq!(
-        w.svc.confirm_email_change(&token),
+        w.svc.confirm_email_change(&token, None),
         Err(MfaError::InvalidCode)
     );
     ok(w.svc.login("new@example.com", PASSWORD, None));
@@ -1856,7 +1860,7 @@ fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
             }
         )));
     let token = w.change_confirmation_token("moved@example.com");
-    ok(w.svc.confirm_email_change(&token));
+    ok(w.svc.confirm_email_change(&token, None));
     let rows = |w: &World| {
         ok(w.svc.store().read(|tx| {
             Ok((
@@ -1879,7 +1883,7 @@ fn a_confirmed_email_change_is_purged_a_pending_one_stays() {
     assert_eq!(rows(&w), (false, false, true));
     // Its token answers as a used one did.
     assert_eq!(
-        w.svc.confirm_email_change(&token),
+        w.svc.confirm_email_change(&token, None),
         Err(MfaError::InvalidCode)
     );
     ok(w.svc.resend_email_change(&w.admin, pending));

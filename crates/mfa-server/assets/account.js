@@ -304,6 +304,28 @@ $("#toggle-opt-in").addEventListener("change", async (event) => {
   }
 });
 
+// ---- other sessions
+
+$("#sign-out-others").addEventListener("click", async (event) => {
+  if (!me) return;
+  const button = event.currentTarget;
+  clearMessages();
+  button.disabled = true;
+  try {
+    const { sessionsEnded } = await call("POST", `/user/users/${me.id}/logout`);
+    say(
+      sessionsEnded === 0
+        ? "No other session was open."
+        : `${sessionsEnded} other session${sessionsEnded === 1 ? "" : "s"} ended. This one goes on.`,
+    );
+  } catch (error) {
+    fail(error);
+  } finally {
+    button.disabled = false;
+    button.focus();
+  }
+});
+
 // ---- own email address and password
 
 const WRONG_CURRENT_PASSWORD = {

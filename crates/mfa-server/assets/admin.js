@@ -28,7 +28,7 @@ const AUDIT_PAGE_SIZE = 25;
 let org = null;
 let me = null; // the signed-in admin
 const users = { search: "", page: 0, seq: 0, timer: 0 };
-const audit = { page: 0, userText: "", action: "", seq: 0 };
+const audit = { page: 0, userText: "", action: "", from: "", to: "", client: "", seq: 0 };
 let editing = null; // {user, membership, pendingEmail}
 const userCache = new Map();
 let signIn = null;
@@ -97,7 +97,7 @@ function forgetOrg() {
   userCache.clear();
   clearTimeout(users.timer);
   Object.assign(users, { search: "", page: 0, seq: users.seq + 1, timer: 0 });
-  Object.assign(audit, { page: 0, userText: "", action: "", seq: audit.seq + 1 });
+  Object.assign(audit, { page: 0, userText: "", action: "", from: "", to: "", client: "", seq: audit.seq + 1 });
   $("#admin-nav").hidden = true;
   $(".brand").textContent = "MFA Admin";
   // User Management
@@ -123,8 +123,7 @@ function forgetOrg() {
   $("#org-enforced-at").textContent = "";
   $("#grace-hours").value = "";
   // Audit trail
-  $("#audit-user").value = "";
-  $("#audit-action").value = "";
+  setAuditFilterFields();
   $("#audit-rows").replaceChildren();
   $("#audit-page").textContent = "";
   $("#audit-empty").hidden = true;
@@ -408,6 +407,7 @@ function renderEdit() {
   showOptOutHint();
   // Leaving an org oneself is not done from the console one administers.
   $("#remove-member").hidden = isSelf(user);
+  $("#sign-out-user").textContent = isSelf(user) ? "Sign out my other sessions" : "Sign out everywhere";
   $("#user-mfa").textContent = user.mfa.enrolled
     ? `Multi-factor authentication is set up: ${user.mfa.methods.map((m) => METHOD_NAMES[m] || m).join(", ")}.`
     : "Multi-factor authentication is not set up.";
@@ -523,8 +523,14 @@ for (const toggle of $$("#edit-view input.switch")) {
     const label = $(`label[for="${toggle.id}"]`).textContent;
     const name = fullName(editing.user);
     const ownAdmin = field === "isAdmin" && !value && isSelf(editing.user);
+    const disabling = field === "isActive" && !value;
     clearMessages();
-    if (ownAdmin && !(await confirmWith("self-admin"))) {
+    if (disabling) {
+      $("#disable-dialog-text").textContent =
+        `${name} (${editing.user.email}) can no longer sign in to ${org.name}, and their sessions in it end, ` +
+        "until access is enabled again. Their membership, account and MFA stay.";
+    }
+    if ((ownAdmin && !(await confirmWith("self-admin"))) || (disabling && !(await confirmWith("disable")))) {
       toggle.checked = !toggle.checked;
       toggle.focus();
       return;
@@ -583,6 +589,43 @@ $("#reset-mfa").addEventListener("click", () => {
     ? `${who} loses ${inWords(had)} in every org they belong to, is signed out everywhere, and is told by mail.`
     : `${who} has no MFA set up: the reset signs them out everywhere and withdraws a setup in progress.`;
   resetDialog.showModal();
+});
+
+// Sessions ended, factors kept: a laptop left signed in. One's own
+// account: the other sessions (this one goes on).
+$("#sign-out-user").addEventListener("click", async (event) => {
+  if (!editing) return;
+  clearMessages();
+  const button = event.currentTarget;
+  const { user } = editing;
+  const name = fullName(user);
+  const self = isSelf(user);
+  $("#sign-out-dialog-title").textContent = self
+    ? "Sign out your other sessions?"
+    : "Sign this user out everywhere?";
+  $("#sign-out-dialog-text").textContent = self
+    ? "Every other session of your account ends, in every org; this one goes on. Your password and MFA stay as they are."
+    : `${name} (${user.email}) is signed out of every session, in every org they belong to. ` +
+      "Their password and MFA stay as they are: they can sign in again at once (if their password or phone may be in other hands, change the password or reset MFA instead).";
+  if (!(await confirmWith("sign-out"))) {
+    button.focus();
+    return;
+  }
+  button.disabled = true;
+  try {
+    const { sessionsEnded } = await call("POST", `/user/users/${user.id}/logout`);
+    const ended = sessionsEnded === 0 ? "no session was open" : `${plural(sessionsEnded, "session")} ended`;
+    say(self ? `Your other sessions: ${ended}.` : `${name} was signed out: ${ended}.`);
+  } catch (error) {
+    fail(
+      explain(error, {
+        forbidden: `${name} is a superadmin: only a superadmin can change their account. Nothing was changed`,
+      }),
+    );
+  } finally {
+    button.disabled = false;
+    button.focus();
+  }
 });
 
 // A leaver: out of this org, sessions in it ended; the account and its
@@ -765,6 +808,7 @@ const ACTION_LABELS = {
   login_succeeded: "Signed in",
   login_failed: "Sign-in failed",
   logout: "Signed out",
+  sessions_ended: "Signed out everywhere",
   user_created: "User created",
   user_updated: "User updated",
   user_deleted: "User deleted",
@@ -798,8 +842,7 @@ async function showAudit(params) {
     audit.userText = known ? known.email : id;
   }
   audit.page = 0;
-  $("#audit-user").value = audit.userText;
-  $("#audit-action").value = audit.action;
+  setAuditFilterFields();
   showView(VIEWS, "audit-view");
   await loadAudit();
 }
@@ -827,6 +870,20 @@ function who(id) {
   return u ? u.email : `user #${id}`;
 }
 
+/** The filter fields as `audit` holds them. */
+function setAuditFilterFields() {
+  $("#audit-user").value = audit.userText;
+  $("#audit-action").value = audit.action;
+  $("#audit-from").value = audit.from;
+  $("#audit-to").value = audit.to;
+  $("#audit-client").value = audit.client;
+}
+
+/** A time field's value (`2026-11-22T18:00`, read as UTC like the table) for the API. */
+function utcTime(local) {
+  return local.length === 16 ? `${local}:00Z` : `${local}Z`;
+}
+
 async function loadAudit() {
   const seq = ++audit.seq;
   const body = $("#audit-rows");
@@ -836,6 +893,9 @@ async function loadAudit() {
     const q = new URLSearchParams({ page: String(audit.page), size: String(AUDIT_PAGE_SIZE) });
     if (userId) q.set("userId", String(userId));
     if (audit.action) q.set("action", audit.action);
+    if (audit.from) q.set("from", utcTime(audit.from));
+    if (audit.to) q.set("to", utcTime(audit.to));
+    if (audit.client) q.set("clientAddress", audit.client);
     const page = await call("GET", "/user/audit?" + q);
     if (seq !== audit.seq) return;
     const unknown = [
@@ -858,6 +918,7 @@ async function loadAudit() {
           cell("action", "Action", actionLabel(e.action), " ", h("code", { class: "action-code" }, e.action)),
           cell("who", "By", who(e.actorUserId)),
           cell("who", "User", who(e.targetUserId)),
+          cell("client", "From", e.clientAddress ?? "—"),
           cell("detail", "Detail", e.detail),
         ),
       ),
@@ -887,16 +948,16 @@ $("#audit-form").addEventListener("submit", (event) => {
   clearMessages();
   audit.userText = $("#audit-user").value.trim();
   audit.action = $("#audit-action").value;
+  audit.from = $("#audit-from").value;
+  audit.to = $("#audit-to").value;
+  audit.client = $("#audit-client").value.trim();
   audit.page = 0;
   loadAudit();
 });
 $("#audit-clear").addEventListener("click", () => {
   clearMessages();
-  audit.userText = "";
-  audit.action = "";
-  audit.page = 0;
-  $("#audit-user").value = "";
-  $("#audit-action").value = "";
+  Object.assign(audit, { userText: "", action: "", from: "", to: "", client: "", page: 0 });
+  setAuditFilterFields();
   if (parseHash().params.has("user")) location.hash = "#/audit";
   else loadAudit();
 });

@@ -34,6 +34,7 @@
 //! checked, and the rule above holds for them too.
 
 use std::future::{Future, ready};
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use actix_web::body::MessageBody;
@@ -46,7 +47,7 @@ use mfa_core::{Caller, FullCaller, MfaError, UserId};
 use crate::app::Service;
 use crate::error::ApiError;
 use crate::middleware::RefusedUrl;
-use crate::request_context::RequestUser;
+use crate::request_context::{RequestClient, RequestUser};
 
 /// Longest bearer token looked at; real ones are 43 characters.
 const MAX_TOKEN_LEN: usize = 256;
@@ -74,6 +75,7 @@ pub struct InlineSession {
     resolved: Option<Result<Caller, ApiError>>,
     refused_url: Option<RefusedUrl>,
     user: RequestUser,
+    client: Option<IpAddr>,
 }
 
 impl InlineSession {
@@ -84,7 +86,7 @@ impl InlineSession {
             Some(resolved) => resolved?,
             None => {
                 let (token, service) = self.found?;
-                service.authenticate(&token)?
+                service.authenticate(&token)?.from_client(self.client)
             }
         };
         self.user.note(caller.user_id);
@@ -97,12 +99,13 @@ impl InlineSession {
     /// Run `read`, which resolves the bearer token itself, in the same
     /// read as its own work (`MfaService::mfa_status_of_token`), and is
     /// `Unauthorized` exactly where [`InlineSession::resolve`] would be;
+    /// it is given the request's client address for what it audits.
     /// `user_of` says whose session it read, for the log (`None`: the
     /// caller notes it).
     /// Blocks: call it on the blocking pool.
     pub fn resolve_with<T>(
         self,
-        read: impl FnOnce(&Service, &str) -> Result<T, MfaError>,
+        read: impl FnOnce(&Service, &str, Option<IpAddr>) -> Result<T, MfaError>,
         user_of: impl FnOnce(&T) -> Option<UserId>,
     ) -> Result<T, ApiError> {
         if let Some(refused) = self.refused_url {
@@ -111,7 +114,7 @@ impl InlineSession {
             return Err(refused.refusal());
         }
         let (token, service) = self.found?;
-        let read = read(&service, &token)?;
+        let read = read(&service, &token, self.client)?;
         if let Some(user) = user_of(&read) {
             self.user.note(user);
         }
@@ -157,9 +160,11 @@ fn token_and_service(req: &HttpRequest) -> Result<(String, web::Data<Service>), 
 
 async fn resolve(
     found: Result<(String, web::Data<Service>), ApiError>,
+    client: Option<IpAddr>,
 ) -> Result<Caller, ApiError> {
     let (token, service) = found?;
-    Ok(web::block(move || service.authenticate(&token)).await??)
+    let caller = web::block(move || service.authenticate(&token)).await??;
+    Ok(caller.from_client(client))
 }
 
 /// The session of a request as [`resolve_first`] found it.
@@ -174,7 +179,8 @@ pub async fn resolve_first(
     if req.headers().contains_key(header::AUTHORIZATION)
         && !INLINE_SESSION_PATHS.contains(&req.path())
     {
-        let resolved = resolve(token_and_service(req.request())).await;
+        let client = RequestClient::of(req.request());
+        let resolved = resolve(token_and_service(req.request()), client).await;
         if let Ok(caller) = &resolved {
             RequestUser::of(req.request()).note(caller.user_id);
         }
@@ -192,8 +198,9 @@ fn session(req: &HttpRequest) -> Pin<Box<dyn Future<Output = Result<Caller, ApiE
         None => {
             let user = RequestUser::of(req);
             let found = token_and_service(req);
+            let client = RequestClient::of(req);
             Box::pin(async move {
-                let caller = resolve(found).await?;
+                let caller = resolve(found, client).await?;
                 user.note(caller.user_id);
                 Ok(caller)
             })
@@ -245,6 +252,7 @@ impl FromRequest for InlineSession {
             resolved,
             refused_url: req.extensions().get::<RefusedUrl>().copied(),
             user: RequestUser::of(req),
+            client: RequestClient::of(req),
         }))
     }
 }

@@ -136,6 +136,7 @@ impl ApiError {
                     "forbidden",
                     "you are not allowed to do this".into(),
                 ),
+                E::SignInRefused(why) => status(StatusCode::FORBIDDEN, "forbidden", (*why).into()),
                 E::NotFound(_) => status(StatusCode::NOT_FOUND, "not_found", e.to_string()),
                 E::AlreadyEnrolled(m) => {
                     status(StatusCode::CONFLICT, "already_enrolled", (*m).into())
@@ -354,6 +355,7 @@ mod tests {
             (MfaError::InvalidCredentials, 401, "invalid_credentials"),
             (MfaError::MfaRequired, 403, "mfa_required"),
             (MfaError::Forbidden, 403, "forbidden"),
+            (MfaError::SignInRefused("x"), 403, "forbidden"),
             (MfaError::NotFound("user"), 404, "not_found"),
             (MfaError::AlreadyEnrolled("x"), 409, "already_enrolled"),
             (MfaError::NotEnrolled("x"), 409, "not_enrolled"),

@@ -223,7 +223,7 @@ impl Metrics {
         let outcome = match result {
             Ok(_) => "success",
             Err(MfaError::InvalidCredentials) => "invalid_credentials",
-            Err(MfaError::Forbidden) => "forbidden",
+            Err(MfaError::Forbidden | MfaError::SignInRefused(_)) => "forbidden",
             Err(MfaError::TooManyAttempts { .. }) => {
                 self.lockouts
                     .get_or_create(&LockoutLabels { kind: "password" })

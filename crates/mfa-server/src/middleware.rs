@@ -19,7 +19,9 @@ use utoipa::openapi::path::{Operation, ParameterIn};
 
 use crate::error::{ApiError, body_for_status};
 use crate::metrics::Metrics;
-use crate::request_context::{self, REQUEST_ID, RequestIds, RequestUser, TrustedProxies};
+use crate::request_context::{
+    self, REQUEST_ID, RequestClient, RequestIds, RequestUser, TrustedProxies,
+};
 
 /// The header proxies append the address they were reached from to.
 const FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
@@ -50,6 +52,7 @@ pub async fn observe(
         None => (None, None),
     };
     let user = RequestUser::attach(&req);
+    RequestClient::attach(&req, client);
     let mut res = next.call(req).await?;
     let elapsed = start.elapsed();
     if let Some(value) = request_id

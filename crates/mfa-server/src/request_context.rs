@@ -151,6 +151,33 @@ impl RequestIds {
     }
 }
 
+/// The client's address of a request, as its log line shows it, kept in
+/// its extensions for the audit events it causes ([`mfa_core::Caller::client`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestClient(pub Option<IpAddr>);
+
+impl RequestClient {
+    /// Keep `client` in `req`'s extensions.
+    pub fn attach(req: &ServiceRequest, client: Option<IpAddr>) {
+        req.extensions_mut().insert(RequestClient(client));
+    }
+
+    /// The client of `req` (`None` where no middleware attached one, as
+    /// in unit tests, or where a trusted proxy named none).
+    pub fn of(req: &HttpRequest) -> Option<IpAddr> {
+        req.extensions().get::<RequestClient>().and_then(|c| c.0)
+    }
+}
+
+impl FromRequest for RequestClient {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(RequestClient(RequestClient::of(req))))
+    }
+}
+
 /// A client address as the log shows it: `unknown` where a trusted proxy
 /// named none (said, not left out).
 pub struct ShownClient(pub Option<IpAddr>);

@@ -125,6 +125,12 @@ impl From<UrlId> for mfa_core::OrgId {
     }
 }
 
+impl From<UrlId> for mfa_core::AuditEventId {
+    fn from(id: UrlId) -> Self {
+        mfa_core::AuditEventId(id.0)
+    }
+}
+
 impl PartialSchema for Id {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
@@ -586,6 +592,16 @@ pub struct AuditQuery {
     #[serde(default)]
     #[param(value_type = Option<String>, format = DateTime)]
     pub to: Option<String>,
+    /// Only events of requests from this IP address (`203.0.113.7`,
+    /// `2001:db8::1`; an IPv4-mapped IPv6 address is its IPv4 address).
+    #[serde(default)]
+    pub client_address: Option<String>,
+    /// Only events older than this event id: a cursor. To page back
+    /// through the trail without repeating events written meanwhile, ask
+    /// again with the last id of the page before and `page` 0.
+    #[serde(default)]
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub before_id: Option<UrlId>,
     /// 0-based page number (default 0).
     #[serde(default)]
     #[param(maximum = 2147483647)]
@@ -1096,6 +1112,14 @@ impl From<MfaStatus> for MfaDetailsResponse {
     }
 }
 
+/// What `POST /user/users/{id}/logout` did.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionsEndedResponse {
+    /// How many sessions ended (0 when none was open).
+    pub sessions_ended: u64,
+}
+
 /// A new set of recovery codes, shown once.
 #[derive(Serialize, ToSchema)]
 pub struct RecoveryCodesResponse {
@@ -1115,8 +1139,10 @@ pub struct AuditEventResponse {
     /// The org it concerns.
     #[schema(required = true)]
     pub org_id: Option<i64>,
-    /// Who did it (null for anonymous failures, the bootstrap and the
-    /// operator's `mfa-server admin` commands).
+    /// The signed-in user who did it. Null for a login's password step
+    /// (whoever typed the password is not signed in; the account is the
+    /// target), the bootstrap and the operator's `mfa-server admin`
+    /// commands.
     #[schema(required = true)]
     pub actor_user_id: Option<i64>,
     /// Whom it concerns.
@@ -1126,6 +1152,13 @@ pub struct AuditEventResponse {
     pub action: String,
     /// Free text without secrets, codes or full email addresses.
     pub detail: String,
+    /// The IP address the request came from: behind a balancer, the
+    /// client its trusted proxies (`MFA_TRUSTED_PROXIES`) named. Null for
+    /// the operator's commands, background work, events written before
+    /// this server recorded addresses, and a request whose trusted proxy
+    /// named no client.
+    #[schema(required = true, example = "203.0.113.7")]
+    pub client_address: Option<String>,
 }
 
 impl From<AuditEvent> for AuditEventResponse {
@@ -1138,6 +1171,7 @@ impl From<AuditEvent> for AuditEventResponse {
             target_user_id: e.target_user_id.map(|u| u.0),
             action: e.action.as_str().to_string(),
             detail: e.detail,
+            client_address: e.client.map(|ip| ip.to_string()),
         }
     }
 }

@@ -280,6 +280,7 @@ pub(crate) struct AuditRow {
     pub target_user_id: Option<i64>,
     pub action: String,
     pub detail: String,
+    pub client_address: Option<String>,
 }
 
 impl TryFrom<AuditRow> for AuditEvent {
@@ -295,6 +296,13 @@ impl TryFrom<AuditRow> for AuditEvent {
             action: AuditAction::parse(&r.action)
                 .ok_or_else(|| Error::Corrupt(format!("audit action {:?}", r.action)))?,
             detail: r.detail,
+            client: r
+                .client_address
+                .map(|text| {
+                    text.parse()
+                        .map_err(|_| Error::Corrupt(format!("audit client address {text:?}")))
+                })
+                .transpose()?,
         })
     }
 }

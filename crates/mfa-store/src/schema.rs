@@ -9,6 +9,7 @@ diesel::table! {
         target_user_id -> Nullable<Int8>,
         action -> Text,
         detail -> Text,
+        client_address -> Nullable<Text>,
     }
 }
 

@@ -111,6 +111,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         let trace = AttemptTrace {
             user: Some(caller.user_id),
+            by: Actor::caller(caller),
             org: Some(caller.org_id),
             what: "authenticator enrollment code",
             address: None,
@@ -133,7 +134,7 @@ impl<S: Store> MfaService<S> {
                 }
                 Some(a) => a,
             };
-            let attempt = self.lock_code_attempt(tx, caller.user_id, now)?;
+            let attempt = self.lock_code_attempt(tx, caller, now)?;
             // A lockout first, then the code's form, then the secret's age:
             // a malformed code is `invalid_code` whatever the secret.
             if let AuthenticatorState::Pending { expires_at } = pending.state
@@ -215,6 +216,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         let trace = AttemptTrace {
             user: Some(caller.user_id),
+            by: Actor::caller(caller),
             org: Some(caller.org_id),
             what: "email enrollment code",
             address: None,
@@ -378,6 +380,7 @@ impl<S: Store> MfaService<S> {
         };
         let trace = AttemptTrace {
             user: Some(caller.user_id),
+            by: Actor::caller(caller),
             org: Some(caller.org_id),
             what: "recovery code",
             address: None,

@@ -16,6 +16,7 @@ mod session;
 mod users;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -364,7 +365,7 @@ impl<S: Store> MfaService<S> {
                     tx,
                     now,
                     attempt.org,
-                    user,
+                    attempt.by,
                     user,
                     AuditAction::RefusedWhileLockedOut,
                     detail.clone(),
@@ -393,10 +394,17 @@ impl<S: Store> MfaService<S> {
     pub(crate) fn lock_code_attempt(
         &self,
         tx: &mut dyn StoreTx,
-        user: UserId,
+        caller: &Caller,
         now: Timestamp,
     ) -> MfaResult<Attempt<'static>> {
-        lock_attempt(tx, &self.config.code_lockout, FailureKind::Code, user, now)
+        lock_attempt(
+            tx,
+            &self.config.code_lockout,
+            FailureKind::Code,
+            caller.user_id,
+            Actor::caller(caller),
+            now,
+        )
     }
 
     /// Deliver a message the caller cannot do without (a code).
@@ -448,7 +456,7 @@ pub(crate) fn audit(
     tx: &mut dyn StoreTx,
     at: Timestamp,
     org_id: Option<OrgId>,
-    actor: Option<UserId>,
+    by: Actor,
     target: Option<UserId>,
     action: AuditAction,
     detail: impl Into<String>,
@@ -456,10 +464,11 @@ pub(crate) fn audit(
     tx.insert_audit(&NewAuditEvent {
         at,
         org_id,
-        actor_user_id: actor,
+        actor_user_id: by.user,
         target_user_id: target,
         action,
         detail: detail.into(),
+        client: by.client,
     })?;
     Ok(())
 }
@@ -548,6 +557,7 @@ pub(crate) fn own_event(
         target_user_id: Some(caller.user_id),
         action,
         detail: detail.into(),
+        client: caller.client,
     }
 }
 
@@ -618,6 +628,8 @@ pub(crate) fn check_code_lockout(
 pub(crate) struct AttemptTrace<'a> {
     /// `None` for an email no user has.
     pub(crate) user: Option<UserId>,
+    /// Who presented it, and from where.
+    pub(crate) by: Actor,
     pub(crate) org: Option<OrgId>,
     pub(crate) what: &'a str,
     /// The address of a password attempt, whose refusals while locked out
@@ -672,6 +684,40 @@ impl RefusalAudits {
     }
 }
 
+/// Who did what an audit event records, and from where: its actor and
+/// client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Actor {
+    /// The signed-in user who did it. `None` for the bootstrap, the
+    /// operator's commands, and a login's password step: no one is signed
+    /// in yet, and whoever typed the password is not known to be the
+    /// account's owner (the account is the target).
+    pub(crate) user: Option<UserId>,
+    /// The address the request came from ([`Caller::client`]).
+    pub(crate) client: Option<IpAddr>,
+}
+
+impl Actor {
+    /// No user and no request: the bootstrap, the operator's commands.
+    pub(crate) const NO_ONE: Actor = Actor {
+        user: None,
+        client: None,
+    };
+
+    /// The signed-in caller, from their request's address.
+    pub(crate) fn caller(caller: &Caller) -> Actor {
+        Actor {
+            user: Some(caller.user_id),
+            client: caller.client,
+        }
+    }
+
+    /// Someone not signed in, from `client`.
+    pub(crate) fn anonymous(client: Option<IpAddr>) -> Actor {
+        Actor { user: None, client }
+    }
+}
+
 /// An attempt at a secret (a code or a password), from
 /// [`reserve_attempt`] or [`lock_attempt`]. Its outcome is recorded with
 /// [`fail_attempt`] or [`clear_attempt`].
@@ -681,6 +727,7 @@ pub(crate) struct Attempt<'a> {
     /// Whose attempt the audit names: the subject's user, or the account
     /// of a password's address (`None` for an address no user has).
     user: Option<UserId>,
+    by: Actor,
     policy: LockoutPolicy,
     /// Failures counted before this attempt.
     failures_before: u32,
@@ -691,9 +738,10 @@ pub(crate) struct Attempt<'a> {
 
 impl Attempt<'_> {
     /// This attempt, its audit naming `user` (the account of a
-    /// password's address; `None` for an address no user has).
-    pub(crate) fn for_account(self, user: Option<UserId>) -> Self {
-        Attempt { user, ..self }
+    /// password's address; `None` for an address no user has) as target,
+    /// and `by` as who made it.
+    pub(crate) fn for_account(self, user: Option<UserId>, by: Actor) -> Self {
+        Attempt { user, by, ..self }
     }
 }
 
@@ -704,6 +752,7 @@ impl Attempt<'_> {
 pub(crate) struct ReservedPasswordAttempt {
     email: String,
     user: Option<UserId>,
+    by: Actor,
     policy: LockoutPolicy,
     failures_before: u32,
     reserved: Option<Option<u64>>,
@@ -715,6 +764,7 @@ impl ReservedPasswordAttempt {
         ReservedPasswordAttempt {
             email: email.to_owned(),
             user: attempt.user,
+            by: attempt.by,
             policy: attempt.policy,
             failures_before: attempt.failures_before,
             reserved: attempt.reserved,
@@ -726,6 +776,7 @@ impl ReservedPasswordAttempt {
         Attempt {
             subject: FailureSubject::Email(&self.email),
             user: self.user,
+            by: self.by,
             policy: self.policy,
             failures_before: self.failures_before,
             reserved: self.reserved,
@@ -768,6 +819,7 @@ pub(crate) fn reserve_attempt<'a>(
     Ok(Attempt {
         subject,
         user: subject.user(),
+        by: Actor::default(),
         policy: *policy,
         failures_before: state.failures.saturating_sub(1),
         reserved: Some(delay),
@@ -802,10 +854,11 @@ pub(crate) fn lock_attempt(
     policy: &LockoutPolicy,
     kind: FailureKind,
     user: UserId,
+    by: Actor,
     now: Timestamp,
 ) -> MfaResult<Attempt<'static>> {
     let state = tx.lock_failure_state(user, kind)?;
-    locked_attempt(policy, kind, user, &state, now)
+    locked_attempt(policy, kind, user, by, &state, now)
 }
 
 /// The attempt [`lock_attempt`] starts, from a failure state already read
@@ -814,6 +867,7 @@ pub(crate) fn locked_attempt(
     policy: &LockoutPolicy,
     kind: FailureKind,
     user: UserId,
+    by: Actor,
     state: &FailureState,
     now: Timestamp,
 ) -> MfaResult<Attempt<'static>> {
@@ -821,6 +875,7 @@ pub(crate) fn locked_attempt(
     Ok(Attempt {
         subject: FailureSubject::User(user, kind),
         user: Some(user),
+        by,
         policy: *policy,
         failures_before: state.failures,
         reserved: None,
@@ -864,15 +919,15 @@ pub(crate) fn fail_attempt(
             (failures, delay)
         }
     };
-    let user = attempt.user;
-    audit(tx, now, org, user, user, action, detail)?;
+    let (user, by) = (attempt.user, attempt.by);
+    audit(tx, now, org, by, user, action, detail)?;
     match delay {
         Some(delay) => {
             audit(
                 tx,
                 now,
                 org,
-                user,
+                by,
                 user,
                 AuditAction::LockedOut,
                 format!(
@@ -1057,8 +1112,14 @@ mod tests {
     /// An attempt checked inside its transaction, failing or not.
     fn locked_attempt(store: &InMemoryStore, now: Timestamp, fails: bool) -> MfaResult<MfaError> {
         store.write(|tx| {
-            let attempt =
-                lock_attempt(tx, &LockoutPolicy::default(), FailureKind::Code, USER, now)?;
+            let attempt = lock_attempt(
+                tx,
+                &LockoutPolicy::default(),
+                FailureKind::Code,
+                USER,
+                Actor::default(),
+                now,
+            )?;
             if fails {
                 fail_attempt(
                     tx,
@@ -1107,8 +1168,14 @@ mod tests {
         // A success with nothing to clear writes nothing.
         store
             .write(|tx| {
-                let attempt =
-                    lock_attempt(tx, &LockoutPolicy::default(), FailureKind::Code, USER, NOW)?;
+                let attempt = lock_attempt(
+                    tx,
+                    &LockoutPolicy::default(),
+                    FailureKind::Code,
+                    USER,
+                    Actor::default(),
+                    NOW,
+                )?;
                 assert_eq!((attempt.failures_before, attempt.reserved), (0, None));
                 Ok(())
             })

@@ -102,7 +102,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 tx,
                 now,
                 Some(org.id),
-                None,
+                Actor::NO_ONE,
                 None,
                 AuditAction::OrgCreated,
                 audit_detail(""),
@@ -147,7 +147,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 tx,
                 now,
                 req.org,
-                None,
+                Actor::NO_ONE,
                 Some(user.id),
                 AuditAction::UserCreated,
                 audit_detail(what),
@@ -160,7 +160,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                     tx,
                     now,
                     Some(org),
-                    None,
+                    Actor::NO_ONE,
                     Some(user.id),
                     AuditAction::MembershipCreated,
                     audit_detail(&super::orgs::new_membership_detail(&m)),
@@ -207,7 +207,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                             tx,
                             now,
                             Some(org),
-                            None,
+                            Actor::NO_ONE,
                             Some(user.id),
                             AuditAction::MembershipUpdated,
                             audit_detail(&changes.join(", ")),
@@ -223,7 +223,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                         tx,
                         now,
                         Some(org),
-                        None,
+                        Actor::NO_ONE,
                         Some(user.id),
                         AuditAction::MembershipCreated,
                         audit_detail(&super::orgs::new_membership_detail(&m)),
@@ -241,7 +241,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
         let now = self.service.now();
         self.service.write(|tx| {
             let o = tx.org_for_update(org)?.ok_or(MfaError::NotFound("org"))?;
-            super::orgs::switch_enforcement(tx, o, enforced, now, None, &audit_detail(""))
+            super::orgs::switch_enforcement(tx, o, enforced, now, Actor::NO_ONE, &audit_detail(""))
         })
     }
 
@@ -271,7 +271,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                     tx,
                     now,
                     org,
-                    None,
+                    Actor::NO_ONE,
                     Some(user.id),
                     AuditAction::MfaReset,
                     audit_detail(super::orgs::reset_detail(!had.methods().is_empty())),
@@ -322,7 +322,7 @@ impl<'a, S: Store> OperatorConsole<'a, S> {
                 tx,
                 now,
                 Some(org),
-                None,
+                Actor::NO_ONE,
                 Some(user.id),
                 super::orgs::opt_out_action(opt_out),
                 audit_detail(""),

@@ -77,7 +77,7 @@ impl<S: Store> MfaService<S> {
             }
             self.require_admin_step_up(tx, caller)?;
             for org in orgs {
-                switch_enforcement(tx, org, enforced, now, Some(caller.user_id), "")?;
+                switch_enforcement(tx, org, enforced, now, Actor::caller(caller), "")?;
             }
             Ok(())
         })
@@ -159,6 +159,7 @@ impl<S: Store> MfaService<S> {
                         target_user_id: Some(id),
                         action: AuditAction::MfaReset,
                         detail: format!("{} by an admin", reset_detail(had_a_factor.contains(&id))),
+                        client: caller.client,
                     };
                     sign_in_change_events(event, &memberships)
                 })
@@ -228,6 +229,7 @@ impl<S: Store> MfaService<S> {
                 target_user_id: Some(user.id),
                 action: AuditAction::AuthenticatorReset,
                 detail: detail.into(),
+                client: caller.client,
             };
             if !matches!(state, AuthenticatorState::Verified { .. }) {
                 tx.delete_authenticator(user.id)?;
@@ -261,7 +263,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org.id),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 None,
                 AuditAction::OrgCreated,
                 "",
@@ -315,7 +317,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org.id),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 None,
                 AuditAction::OrgUpdated,
                 changes.join(", "),
@@ -342,7 +344,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 None,
-                Some(caller.user_id),
+                Actor::caller(caller),
                 None,
                 AuditAction::OrgDeleted,
                 format!("org {id}"),
@@ -379,7 +381,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 Some(user.id),
                 AuditAction::MembershipCreated,
                 "",
@@ -428,7 +430,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 Some(user),
                 AuditAction::MembershipCreated,
                 new_membership_detail(&m),
@@ -459,7 +461,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 Some(user),
                 AuditAction::MembershipDeleted,
                 "",
@@ -497,13 +499,12 @@ impl<S: Store> MfaService<S> {
             guard.check(tx, &before, Some(&m))?;
             tx.update_membership(&m)?;
             let org = Some(caller.org_id);
-            let actor = Some(caller.user_id);
             if m.mfa_opt_out != before.mfa_opt_out {
                 audit(
                     tx,
                     now,
                     org,
-                    actor,
+                    Actor::caller(caller),
                     Some(user),
                     opt_out_action(m.mfa_opt_out),
                     "",
@@ -515,7 +516,7 @@ impl<S: Store> MfaService<S> {
                     tx,
                     now,
                     org,
-                    actor,
+                    Actor::caller(caller),
                     Some(user),
                     AuditAction::MembershipUpdated,
                     others.join(", "),
@@ -746,7 +747,7 @@ pub(super) fn switch_enforcement(
     mut org: Org,
     enforced: bool,
     now: Timestamp,
-    actor: Option<UserId>,
+    by: Actor,
     detail: &str,
 ) -> MfaResult<bool> {
     if org.is_mfa_enforced == enforced {
@@ -762,7 +763,7 @@ pub(super) fn switch_enforcement(
     } else {
         AuditAction::MfaUnenforced
     };
-    audit(tx, now, Some(org.id), actor, None, action, detail)?;
+    audit(tx, now, Some(org.id), by, None, action, detail)?;
     Ok(true)
 }
 

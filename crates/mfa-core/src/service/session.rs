@@ -36,6 +36,8 @@ crate::redact::debug_without_secrets!(LoginResult {
 pub struct LoginStart {
     /// When the login began: the time its steps count and audit at.
     now: Timestamp,
+    /// Who is logging in (no one signed in yet) and from where.
+    by: Actor,
     /// `None` when the email is no address at all: nothing was read, and
     /// the login fails uncounted.
     addressed: Option<AddressedLogin>,
@@ -215,8 +217,10 @@ impl<S: Store> MfaService<S> {
     /// [`MfaService::login_check`], [`MfaService::login_finish`]) are
     /// public for a server that runs argon2 on threads of its own: only
     /// the middle one hashes, and only the other two touch the store.
+    /// A server gives [`MfaService::login_begin`] the client's address for
+    /// the audit trail; this records none.
     pub fn login(&self, email: &str, password: &str, org: Option<OrgId>) -> MfaResult<LoginResult> {
-        let begun = self.login_begin(email, org)?;
+        let begun = self.login_begin(email, org, None)?;
         let checked = self.login_check(begun, password)?;
         self.login_finish(checked)
     }
@@ -226,11 +230,18 @@ impl<S: Store> MfaService<S> {
     /// password is hashed for it then. It writes nothing but the audit of
     /// such a refusal: the attempt is counted by
     /// [`MfaService::login_finish`], in the transaction that decides it.
-    pub fn login_begin(&self, email: &str, org: Option<OrgId>) -> MfaResult<LoginStart> {
+    pub fn login_begin(
+        &self,
+        email: &str,
+        org: Option<OrgId>,
+        client: Option<IpAddr>,
+    ) -> MfaResult<LoginStart> {
         let now = self.now();
+        let by = Actor::anonymous(client);
         let Ok(email) = normalize_email(email) else {
             return Ok(LoginStart {
                 now,
+                by,
                 addressed: None,
             });
         };
@@ -248,6 +259,7 @@ impl<S: Store> MfaService<S> {
         });
         let trace = AttemptTrace {
             user: found.as_ref().map(|(user, _)| user.id),
+            by,
             org: audit_org,
             what: "password",
             address: Some(&email),
@@ -255,6 +267,7 @@ impl<S: Store> MfaService<S> {
         self.refuse_while_locked_audited(&trace, &self.config.password_lockout, &failures, now)?;
         Ok(LoginStart {
             now,
+            by,
             addressed: Some(AddressedLogin {
                 email,
                 found,
@@ -309,7 +322,7 @@ impl<S: Store> MfaService<S> {
     /// count and opens the session the login decision allows.
     pub fn login_finish(&self, checked: LoginChecked) -> MfaResult<LoginResult> {
         let LoginChecked {
-            begun: LoginStart { now, addressed },
+            begun: LoginStart { now, by, addressed },
             right,
             rehashed,
         } = checked;
@@ -326,6 +339,7 @@ impl<S: Store> MfaService<S> {
         let account = found.as_ref().map(|(user, _)| user.id);
         let trace = AttemptTrace {
             user: account,
+            by,
             org: audit_org,
             what: "password",
             address: Some(&email),
@@ -342,7 +356,8 @@ impl<S: Store> MfaService<S> {
                     None => "unknown email",
                 };
                 return self.write_then_refusal_audited(&trace, now, |tx| {
-                    let attempt = reserve_attempt(tx, policy, subject, now)?.for_account(account);
+                    let attempt =
+                        reserve_attempt(tx, policy, subject, now)?.for_account(account, by);
                     Ok(Err(fail_password(tx, &attempt, audit_org, now, detail)?))
                 });
             }
@@ -350,7 +365,7 @@ impl<S: Store> MfaService<S> {
         let token = new_token(self.rng.as_ref());
         let config = &self.config;
         self.write_then_refusal_audited(&trace, now, |tx| {
-            let attempt = reserve_attempt(tx, policy, subject, now)?.for_account(account);
+            let attempt = reserve_attempt(tx, policy, subject, now)?.for_account(account, by);
             // The password was checked against the hash read before
             // argon2. Under the user's lock, a password change either
             // committed before this point (seen here: the password given
@@ -390,13 +405,19 @@ impl<S: Store> MfaService<S> {
                 None => None,
             };
             let Some(membership) = locked.as_ref() else {
-                return Ok(Err(MfaError::Forbidden));
+                return Ok(Err(MfaError::SignInRefused(
+                    match (org, memberships.len()) {
+                        (Some(_), _) => "this account is not a member of that org",
+                        (None, 0) => "this account belongs to no org",
+                        (None, _) => "this account's access is disabled in each of its orgs",
+                    },
+                )));
             };
             // Kept until the session referencing it is in: an org deleted
             // meanwhile is no org to log in to (403, as once the deletion
             // is seen), not a failed insert.
             let Some(org) = tx.org_for_reference(membership.org_id)? else {
-                return Ok(Err(MfaError::Forbidden));
+                return Ok(Err(MfaError::SignInRefused("that org no longer exists")));
             };
             let factors = load_factors(tx, user.id)?;
             let decision = match decide_login(&org, membership, &user, &factors, now) {
@@ -432,7 +453,10 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org.id),
-                Some(user.id),
+                Actor {
+                    user: Some(user.id),
+                    ..by
+                },
                 Some(user.id),
                 AuditAction::LoginSucceeded,
                 format!("mfa: {}", decision.requirement.as_str()),
@@ -488,6 +512,7 @@ impl<S: Store> MfaService<S> {
             is_super_admin: *is_super_admin,
             is_org_admin: membership.is_active_admin(),
             mfa_passed: session.mfa_passed,
+            client: None,
         })
     }
 
@@ -514,11 +539,13 @@ impl<S: Store> MfaService<S> {
         &self,
         email: &'a str,
         user: Option<UserId>,
+        by: Actor,
         audit_org: Option<OrgId>,
         now: Timestamp,
     ) -> MfaResult<Attempt<'a>> {
         let trace = AttemptTrace {
             user,
+            by,
             org: audit_org,
             what: "password",
             address: Some(email),
@@ -527,7 +554,7 @@ impl<S: Store> MfaService<S> {
         let attempt = self.write_then_refusal_audited(&trace, now, |tx| {
             reserve_attempt(tx, &self.config.password_lockout, subject, now).map(Ok)
         })?;
-        Ok(attempt.for_account(user))
+        Ok(attempt.for_account(user, by))
     }
 
     /// Record a wrong password given outside a login (counted before by
@@ -551,6 +578,63 @@ impl<S: Store> MfaService<S> {
         self.write(|tx| {
             tx.revoke_session(caller.session_id, now)?;
             audit_own(tx, caller, now, AuditAction::Logout, "")
+        })
+    }
+
+    /// End the sessions of `user`, as Keycloak's "sign out" of a user does:
+    /// for a laptop left logged in or a session that should not be, where
+    /// the user's factors are still theirs (a lost phone is a reset).
+    ///
+    /// The user themselves ends every session but the caller's; an admin
+    /// of the current org ends all of an active member's sessions, in
+    /// every org (as a reset does), and is held to the rules of a reset:
+    /// a superadmin's sessions are a superadmin's to end, and an admin
+    /// with a factor must have verified it in this session. Audited
+    /// `sessions_ended` in each org of the user, with how many ended; how
+    /// many is the answer.
+    pub fn end_sessions(&self, caller: &crate::authz::FullCaller, user: UserId) -> MfaResult<u64> {
+        let now = self.now();
+        let own = caller.user_id == user;
+        if !own {
+            crate::authz::require_current_org_admin(caller)?;
+        }
+        self.write(|tx| {
+            let except = if own {
+                Some(caller.session_id)
+            } else {
+                // The org's lock before the user's, as every admin's write.
+                self.require_admin_step_up(tx, caller)?;
+                lock_user(tx, user)?;
+                let membership = tx.membership(user, caller.org_id)?;
+                crate::authz::require_member_of_current_org(
+                    membership.as_ref().filter(|m| m.is_active),
+                )?;
+                let target = load_user(tx, user)?;
+                crate::authz::require_may_manage(caller, target.is_super_admin)?;
+                None
+            };
+            let ended = tx.revoke_user_sessions(user, None, except, now)?;
+            let (other, by) = if own {
+                ("other ", "the user")
+            } else {
+                ("", "an admin")
+            };
+            let detail = match ended {
+                0 => format!("no {other}session was open; by {by}"),
+                1 => format!("1 {other}session ended by {by}"),
+                n => format!("{n} {other}sessions ended by {by}"),
+            };
+            let event = NewAuditEvent {
+                at: now,
+                org_id: Some(caller.org_id),
+                actor_user_id: Some(caller.user_id),
+                target_user_id: Some(user),
+                action: AuditAction::SessionsEnded,
+                detail,
+                client: caller.client,
+            };
+            audit_sign_in_change(tx, event)?;
+            Ok(ended)
         })
     }
 
@@ -603,7 +687,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(caller.org_id),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 Some(user.id),
                 action,
                 "",
@@ -632,7 +716,7 @@ impl<S: Store> MfaService<S> {
                         tx,
                         now,
                         Some(caller.org_id),
-                        Some(caller.user_id),
+                        Actor::caller(caller),
                         Some(user.id),
                         AuditAction::EmailCodeWithdrawn,
                         "the mail server did not take the message",
@@ -677,7 +761,7 @@ impl<S: Store> MfaService<S> {
                 EmailCodePurpose::Login => "no login code was sent: ask for one first",
             }));
         };
-        let attempt = self.lock_code_attempt(tx, caller.user_id, now)?;
+        let attempt = self.lock_code_attempt(tx, caller, now)?;
         let org = Some(caller.org_id);
         let fail = |tx: &mut dyn StoreTx, detail: &str, refusal: MfaError| {
             let action = AuditAction::MfaVerifyFailed;
@@ -742,6 +826,7 @@ impl<S: Store> MfaService<S> {
             &self.config.code_lockout,
             FailureKind::Code,
             caller.user_id,
+            Actor::caller(caller),
             &state,
             now,
         )?;
@@ -798,7 +883,7 @@ impl<S: Store> MfaService<S> {
         };
         if method == MfaMethod::Authenticator
             && let Some((token, _)) =
-                self.apply_authenticator_success(owner, Some(caller), code, now)?
+                self.apply_authenticator_success(owner, Some(caller), caller.client, code, now)?
         {
             return Ok(token);
         }
@@ -811,23 +896,27 @@ impl<S: Store> MfaService<S> {
     /// everything else resolves the token first, exactly as
     /// `authenticate` does (a token that is no good is `Unauthorized`
     /// before any code is looked at), and takes the locked path.
+    /// The trail records no client address; a server gives one to
+    /// [`MfaService::verify_mfa_of_token_noting_replay`].
     pub fn verify_mfa_of_token(
         &self,
         token: &str,
         method: MfaMethod,
         code: &str,
     ) -> MfaResult<NewToken> {
-        self.verify_mfa_of_token_noting_replay(token, method, code)
+        self.verify_mfa_of_token_noting_replay(token, method, code, None)
             .result
     }
 
     /// [`MfaService::verify_mfa_of_token`], with what an adapter reports
-    /// beside its answer ([`TokenVerification`]).
+    /// beside its answer ([`TokenVerification`]); `client` is the address
+    /// the request came from, for the audit trail.
     pub fn verify_mfa_of_token_noting_replay(
         &self,
         token: &str,
         method: MfaMethod,
         code: &str,
+        client: Option<IpAddr>,
     ) -> TokenVerification {
         let now = self.now();
         let refused = |refusal| TokenVerification {
@@ -840,7 +929,8 @@ impl<S: Store> MfaService<S> {
             Err(refusal) => return refused(refusal),
         };
         if method == MfaMethod::Authenticator {
-            match self.apply_authenticator_success(CodeOwner::Token(&token_hash), None, code, now) {
+            let owner = CodeOwner::Token(&token_hash);
+            match self.apply_authenticator_success(owner, None, client, code, now) {
                 Ok(Some((token, user))) => {
                     return TokenVerification {
                         result: Ok(token),
@@ -854,6 +944,7 @@ impl<S: Store> MfaService<S> {
         }
         match self.authenticate(token) {
             Ok(caller) => {
+                let caller = caller.from_client(client);
                 let (result, replayed) = self.verify_mfa_locked(&caller, method, code, now);
                 TokenVerification {
                     result,
@@ -920,6 +1011,7 @@ impl<S: Store> MfaService<S> {
         let mut replayed = false;
         let trace = AttemptTrace {
             user: Some(caller.user_id),
+            by: Actor::caller(caller),
             org: Some(caller.org_id),
             what: match method {
                 MfaMethod::Authenticator => "authenticator code",
@@ -982,6 +1074,7 @@ impl<S: Store> MfaService<S> {
         &self,
         owner: CodeOwner<'_>,
         caller: Option<&Caller>,
+        client: Option<IpAddr>,
         code: &str,
         now: Timestamp,
     ) -> MfaResult<Option<(NewToken, UserId)>> {
@@ -996,7 +1089,7 @@ impl<S: Store> MfaService<S> {
                     let caller = match (caller, member) {
                         (Some(caller), _) => caller,
                         (None, Some(member)) => {
-                            resolved = self.live_caller(member, now).ok()?;
+                            resolved = self.live_caller(member, now).ok()?.from_client(client);
                             &resolved
                         }
                         (None, None) => return None,
@@ -1084,6 +1177,7 @@ impl<S: Store> MfaService<S> {
         let now = self.now();
         let trace = AttemptTrace {
             user: Some(caller.user_id),
+            by: Actor::caller(caller),
             org: Some(caller.org_id),
             what: "recovery code",
             address: None,
@@ -1149,7 +1243,7 @@ impl<S: Store> MfaService<S> {
         matched: Option<i64>,
         now: Timestamp,
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
-        let attempt = &self.lock_code_attempt(tx, caller.user_id, now)?;
+        let attempt = &self.lock_code_attempt(tx, caller, now)?;
         // Checked again in this transaction: a factor removed since the
         // match leaves the codes nothing to stand in for.
         require_verified_factor(tx, caller.user_id)?;

@@ -270,7 +270,7 @@ fn audit_email_change(
         tx,
         now,
         Some(caller.org_id),
-        Some(caller.user_id),
+        Actor::caller(caller),
         Some(id),
         action,
         detail,
@@ -343,7 +343,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org.id),
-                None,
+                Actor::NO_ONE,
                 Some(user.id),
                 AuditAction::OrgCreated,
                 "bootstrap",
@@ -352,7 +352,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org.id),
-                None,
+                Actor::NO_ONE,
                 Some(user.id),
                 AuditAction::UserCreated,
                 "bootstrap superadmin",
@@ -492,7 +492,7 @@ impl<S: Store> MfaService<S> {
                     tx,
                     now,
                     Some(caller.org_id),
-                    Some(caller.user_id),
+                    Actor::caller(caller),
                     Some(user.id),
                     action,
                     detail,
@@ -723,8 +723,13 @@ impl<S: Store> MfaService<S> {
                     "the new password is the current one".into(),
                 ));
             }
-            let attempt =
-                self.reserve_password_attempt(&current.email, Some(id), Some(caller.org_id), now)?;
+            let attempt = self.reserve_password_attempt(
+                &current.email,
+                Some(id),
+                Actor::caller(caller),
+                Some(caller.org_id),
+                now,
+            )?;
             Some((ReservedPasswordAttempt::new(&current.email, attempt), given))
         } else {
             None
@@ -912,6 +917,7 @@ impl<S: Store> MfaService<S> {
                     target_user_id: Some(id),
                     action: AuditAction::UserUpdated,
                     detail: changes.join(", "),
+                    client: caller.client,
                 };
                 audit_sign_in_change(tx, event)?;
             }
@@ -949,7 +955,8 @@ impl<S: Store> MfaService<S> {
     /// session opened before it, a partial one in particular, would
     /// otherwise find the user without one and be let in to enroll
     /// another.
-    pub fn confirm_email_change(&self, token: &str) -> MfaResult<()> {
+    /// `client` is the address the link was opened from, for the trail.
+    pub fn confirm_email_change(&self, token: &str, client: Option<IpAddr>) -> MfaResult<()> {
         let now = self.now();
         let token_hash = hash_token(token);
         self.write_then(|tx| {
@@ -963,6 +970,7 @@ impl<S: Store> MfaService<S> {
                 audit_in_orgs_of(
                     tx,
                     change.user_id,
+                    client,
                     now,
                     AuditAction::EmailChangeRefused,
                     &detail,
@@ -991,7 +999,7 @@ impl<S: Store> MfaService<S> {
             tx.void_email_codes(user.id)?;
             tx.revoke_user_sessions(user.id, None, None, now)?;
             let detail = format!("from {} to {to}", mask_email(&old));
-            audit_in_orgs_of(tx, user.id, now, AuditAction::EmailChanged, &detail)?;
+            audit_in_orgs_of(tx, user.id, client, now, AuditAction::EmailChanged, &detail)?;
             // The old address learns that it no longer signs in: if the
             // change was not the user's, this is the last chance to see it.
             self.notify(
@@ -1121,7 +1129,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(caller.org_id),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 None,
                 AuditAction::UserDeleted,
                 format!("user {id}"),
@@ -1195,7 +1203,7 @@ impl<S: Store> MfaService<S> {
                 tx,
                 now,
                 Some(org),
-                Some(caller.user_id),
+                Actor::caller(caller),
                 Some(caller.user_id),
                 AuditAction::SuperAdminJoinedOrg,
                 "",
@@ -1226,7 +1234,7 @@ impl<S: Store> MfaService<S> {
                     tx,
                     now,
                     Some(org),
-                    Some(caller.user_id),
+                    Actor::caller(caller),
                     Some(user.id),
                     AuditAction::MembershipDeleted,
                     "removed from all orgs",
@@ -1265,6 +1273,7 @@ fn throttle_email_change(
 fn audit_in_orgs_of(
     tx: &mut dyn StoreTx,
     user: UserId,
+    client: Option<IpAddr>,
     now: Timestamp,
     action: AuditAction,
     detail: &str,
@@ -1284,6 +1293,7 @@ fn audit_in_orgs_of(
             org_id,
             actor_user_id: Some(user),
             target_user_id: Some(user),
+            client,
             action,
             detail: detail.to_string(),
         })

@@ -10,7 +10,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, NoBody};
 use crate::metrics::Metrics;
 use crate::password_pool::PasswordPool;
-use crate::request_context::RequestUser;
+use crate::request_context::{RequestClient, RequestUser};
 use crate::routes::run;
 use crate::wire::{
     ChallengeRequest, CodeSentResponse, FullTokenResponse, LoginRequest, LoginResponse, Method,
@@ -61,6 +61,7 @@ pub async fn login(
     metrics: web::Data<Metrics>,
     passwords: web::Data<PasswordPool>,
     user: RequestUser,
+    client: RequestClient,
     body: Json<LoginRequest>,
 ) -> Result<web::Json<LoginResponse>, ApiError> {
     let LoginRequest {
@@ -74,6 +75,7 @@ pub async fn login(
         email,
         password,
         org_id.map(Into::into),
+        client.0,
     )
     .await?;
     metrics.observe_login(&result);
@@ -91,11 +93,12 @@ async fn login_steps(
     email: String,
     password: String,
     org: Option<mfa_core::OrgId>,
+    client: Option<std::net::IpAddr>,
 ) -> Result<mfa_core::MfaResult<mfa_core::service::LoginResult>, ApiError> {
     let (checker, finisher) = (service.clone(), service.clone());
     super::in_password_steps(
         passwords,
-        move || service.login_begin(&email, org),
+        move || service.login_begin(&email, org, client),
         move |begun| checker.login_check(begun, &password),
         move |checked| checked.and_then(|checked| finisher.login_finish(checked)),
     )
@@ -213,8 +216,13 @@ pub async fn verify(
         // read as the code's state (`verify_mfa_of_token`).
         let work = move || {
             let verified = session.resolve_with(
-                |service, token| {
-                    Ok(service.verify_mfa_of_token_noting_replay(token, method.into(), &code))
+                |service, token, client| {
+                    Ok(service.verify_mfa_of_token_noting_replay(
+                        token,
+                        method.into(),
+                        &code,
+                        client,
+                    ))
                 },
                 // Noted below, also where the code was refused.
                 |_| None,

@@ -62,8 +62,11 @@ pub async fn recovery_codes(
 ///
 /// Admins of the current org: one page of the org's audit events, newest
 /// first, optionally only those whose actor or target is `userId`, of
-/// one `action`, or at or after `from` and before `to` (RFC 3339 times:
-/// "what happened last night"). Every MFA-relevant change and every failed or locked-out
+/// one `action`, at or after `from` and before `to` (RFC 3339 times:
+/// "what happened last night"), from one `clientAddress`, or older than
+/// the event `beforeId` (a cursor: paging by `page` repeats events when
+/// new ones arrive between two requests; paging by `beforeId` does not).
+/// Each event has the IP address its request came from. Every MFA-relevant change and every failed or locked-out
 /// verification is an event. A change of a member's factors (enrolled,
 /// reset, new recovery codes) or account (names, password) is in the
 /// trail of each of the member's orgs, wherever it was made: made in
@@ -90,6 +93,8 @@ pub async fn audit(
         action,
         from,
         to,
+        client_address,
+        before_id,
         page,
         size,
     } = query.into_inner();
@@ -117,11 +122,25 @@ pub async fn audit(
     {
         return Err(ApiError::InvalidRequest("from must be before to".into()));
     }
+    let client = client_address
+        .map(|text| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .map_err(|_| {
+                    ApiError::InvalidRequest(
+                        "the clientAddress filter is not an IP address, such as 203.0.113.7 or 2001:db8::1"
+                            .into(),
+                    )
+                })
+        })
+        .transpose()?;
     let filter = AuditFilter {
         user_id: user_id.map(Into::into),
         action,
         from: from.map(crate::wire::whole_second_from),
         to: to.map(crate::wire::whole_second_from),
+        client,
+        before_id: before_id.map(Into::into),
         ..AuditFilter::default()
     };
     let service = service.into_inner();

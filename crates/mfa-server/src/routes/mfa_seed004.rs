@@ -49,7 +49,7 @@ pub async fn mfa_details(
     // The token is resolved in the same read as the factors.
     let status = run(move || {
         session.resolve_with(
-            |service, token| service.mfa_status_of_token(token),
+            |service, token, _| service.mfa_status_of_token(token),
             |status| Some(status.user_id),
         )
     })

@@ -10,12 +10,13 @@ use crate::auth::{AnySession, FullSession};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Json, NoBody, OptionalJson};
 use crate::password_pool::PasswordPool;
+use crate::request_context::RequestClient;
 use crate::routes::{run, run_hashing};
 use crate::wire::{
     ByRefQuery, CountsResponse, CreateUserRequest, EmailRequest, ExistsResponse, IdsQuery,
     MeResponse, MembershipFields, MembershipResponse, MfaOptInRequest, OrgUserResponse, PageQuery,
-    PageResponse, PendingEmailResponse, ResendRequest, TokenRequest, UpdateUserRequest, UrlId,
-    UserDetailResponse, UserResponse, parse_url_id,
+    PageResponse, PendingEmailResponse, ResendRequest, SessionsEndedResponse, TokenRequest,
+    UpdateUserRequest, UrlId, UserDetailResponse, UserResponse, parse_url_id,
 };
 
 pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
@@ -34,6 +35,7 @@ pub(crate) fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(confirm_email_change)
         .service(resend_email_change)
         .service(get_user)
+        .service(end_sessions)
         .service(update_user)
         .service(delete_user)
         .service(update_membership);
@@ -382,11 +384,12 @@ pub async fn delete_from_all_orgs(
 #[post("/user/users/email/confirmChange")]
 pub async fn confirm_email_change(
     service: web::Data<Service>,
+    client: RequestClient,
     body: Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let service = service.into_inner();
     let token = body.into_inner().token;
-    run(move || service.confirm_email_change(&token)).await?;
+    run(move || service.confirm_email_change(&token, client.0)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -455,6 +458,41 @@ pub async fn get_user(
     Ok(web::Json(UserDetailResponse {
         user: user.into(),
         pending_email: pending.map(PendingEmailResponse::from),
+    }))
+}
+
+/// Sign a user out everywhere
+///
+/// Ends sessions without touching factors: a laptop left signed in, a
+/// session that should not be (a lost phone is a reset instead). The user
+/// themselves ends every session but the one making the call; an admin of
+/// the current org ends all sessions of an active member of it, in every
+/// org, under a reset's rules (only a superadmin signs a superadmin out;
+/// an admin with a factor must have verified it in this session). Each
+/// org of the user audits it as `sessions_ended`. The answer says how
+/// many sessions ended.
+#[utoipa::path(
+    tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "User id.")),
+    responses(
+        (status = 200, description = "How many sessions ended.", body = SessionsEndedResponse),
+        (status = 403, description = "`forbidden`: neither the user nor an admin of the current org, or the user is a superadmin (only superadmins manage superadmins). `mfa_required`: the admin has a verified factor and this session verified none (`POST /user/auth/mfa/verify` on it first).", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such active member of the current org.", body = ErrorBody),
+    ),
+    extensions(("x-session" = json!("full"))),
+)]
+#[post("/user/users/{id}/logout")]
+pub async fn end_sessions(
+    service: web::Data<Service>,
+    FullSession(caller): FullSession,
+    id: web::Path<UrlId>,
+    _body: NoBody,
+) -> Result<web::Json<SessionsEndedResponse>, ApiError> {
+    let service = service.into_inner();
+    let id = id.into_inner().into();
+    let ended = run(move || service.end_sessions(&caller, id)).await?;
+    Ok(web::Json(SessionsEndedResponse {
+        sessions_ended: ended,
     }))
 }
 

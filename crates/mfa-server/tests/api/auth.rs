@@ -28,6 +28,11 @@ async fn login_decision(s: TestServer) {
         )
         .await;
     a.expect(403, Some("forbidden"));
+    // The right password was given: its holder is told why.
+    assert_eq!(
+        a.body["message"],
+        "this account is not a member of that org"
+    );
     s.call(
         "POST",
         &format!("/user/org/{other_org}/user/{hal}"),
@@ -77,9 +82,34 @@ async fn login_decision(s: TestServer) {
         )
         .await;
     a.expect(403, Some("forbidden"));
+    assert_eq!(
+        a.body["message"],
+        "this account's access to the org is disabled: an admin of the org can enable it again"
+    );
     // Without orgId the lowest active membership is taken.
     let l = s.login("hal@example.com", PASSWORD).await;
     assert_eq!(l.body["orgId"], other_org);
+    // Disabled in every org: said so, whichever org it would have been.
+    let other_flags = format!("/user/users/{hal}/membership");
+    s.put(&other_flags, &root_other, json!({"isActive": false}))
+        .await
+        .expect(204, None);
+    let a = s
+        .call(
+            "POST",
+            "/user/auth/login",
+            None,
+            Some(json!({"email": "hal@example.com", "password": PASSWORD})),
+        )
+        .await;
+    a.expect(403, Some("forbidden"));
+    assert_eq!(
+        a.body["message"],
+        "this account's access is disabled in each of its orgs"
+    );
+    s.put(&other_flags, &root_other, json!({"isActive": true}))
+        .await
+        .expect(204, None);
 
     // Personal opt-in: MFA at the next login where nothing is enforced.
     s.put(

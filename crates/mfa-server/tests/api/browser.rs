@@ -665,6 +665,35 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     .await;
     assert_eq!(membership().await["mfaOptOut"], false);
 
+    // "Enable user access" off asks first; Cancel leaves it on.
+    b.click("#toggle-active").await;
+    b.visible("#disable-dialog").await;
+    b.text_contains(
+        "#disable-dialog-text",
+        &format!("Valentina Rodriguez ({val}) can no longer sign in to"),
+    )
+    .await;
+    b.click("#disable-cancel").await;
+    b.gone("#disable-dialog").await;
+    assert!(b.checked("#toggle-active").await);
+    assert_eq!(membership().await["isActive"], true);
+
+    // Sign out everywhere: her session ends, her factors stay.
+    let hers = s.login(&val, PASSWORD).await.token;
+    b.click("#sign-out-user").await;
+    b.visible("#sign-out-dialog").await;
+    b.text_contains("#sign-out-dialog-text", "Their password and MFA stay")
+        .await;
+    b.click("#sign-out-confirm").await;
+    b.gone("#sign-out-dialog").await;
+    b.text_contains("#status", "Valentina Rodriguez was signed out: ")
+        .await;
+    s.get("/user/users/me", &hers)
+        .await
+        .expect(401, Some("unauthorized"));
+    b.text_contains("#user-mfa", "set up: Authenticator app")
+        .await;
+
     // Reset: Cancel changes nothing; Reset MFA removes her factors.
     b.click("#reset-mfa").await;
     b.visible("#reset-dialog").await;
@@ -727,6 +756,34 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
         Some("mfa_opt_out")
     );
     b.text_contains("#audit-page", "1 event").await;
+    // Where it came from: the console's own address here.
+    b.text_contains("#audit-rows td.client", "127.0.0.1").await;
+    // The period and the address narrow it too; a period's times are UTC,
+    // as the table's are.
+    let filtered = |from: &'static str, to: &'static str, client: &'static str| {
+        let b = &b;
+        async move {
+            b.eval(&format!(
+                "document.querySelector('#audit-from').value = '{from}'; \
+                 document.querySelector('#audit-to').value = '{to}'; \
+                 document.querySelector('#audit-client').value = '{client}';"
+            ))
+            .await;
+            b.click("#audit-form button[type=submit]").await;
+        }
+    };
+    filtered("2000-01-01T00:00", "2099-01-01T00:00:30", "127.0.0.1").await;
+    b.count("#audit-rows tr", 1).await;
+    filtered("2099-01-01T00:00", "", "").await;
+    b.count("#audit-rows tr", 0).await;
+    b.visible("#audit-empty").await;
+    filtered("", "", "192.0.2.1").await;
+    b.count("#audit-rows tr", 0).await;
+    filtered("", "", "not an address").await;
+    b.text_contains("#alert", "The clientAddress filter is not an IP address")
+        .await;
+    filtered("", "", "").await;
+    b.count("#audit-rows tr", 1).await;
     let events = s
         .get(
             &format!("/user/audit?userId={val_id}&action=mfa_opt_out"),
@@ -987,6 +1044,16 @@ async fn account_page_enrolls_an_authenticator_from_the_key_on_the_page() {
     .await;
     let user = s.get(&format!("/user/users/{uma_id}"), &root).await;
     assert_eq!(user.ok()["mfaOptIn"], true);
+
+    // A session elsewhere ends; this one goes on.
+    let elsewhere = s.login(&uma, PASSWORD).await.token;
+    b.click("#sign-out-others").await;
+    b.text_contains("#status", "other session").await;
+    b.text_contains("#status", "This one goes on.").await;
+    s.get("/user/users/me", &elsewhere)
+        .await
+        .expect(401, Some("unauthorized"));
+    b.text_contains("#status-email", "Verified").await;
 
     // Sign out and in again: now a challenge, answered with the app.
     b.click("#sign-out").await;

@@ -31,6 +31,24 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// PostgreSQL run prints a skipped line and passes).
 #[macro_export]
 macro_rules! on_every_backend {
+    // Servers with extra configuration: `with ENV; name, ...` (ENV is
+    // read inside a module of the test's name: `super::` reaches the file).
+    (with $env:expr; $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let db = mfa_store::test_support::TestDatabase::sqlite();
+                super::$name($crate::helpers::TestServer::start(db, $env).await).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = mfa_store::test_support::TestDatabase::postgres() {
+                    super::$name($crate::helpers::TestServer::start(db, $env).await).await;
+                }
+            }
+        }
+    )*};
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test]

@@ -23,4 +23,5 @@ mod seed000;
 mod seed004;
 mod sessions;
 mod storm;
+mod trail;
 mod users;

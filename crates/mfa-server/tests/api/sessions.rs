@@ -10,8 +10,139 @@ on_every_backend!(
     partial_token_limits,
     session_lifetimes_and_logout,
     code_lockout_and_replay,
-    password_lockout
+    password_lockout,
+    signing_a_user_out_everywhere
 );
+
+/// `POST /user/users/{id}/logout`: an admin ends all of a member's
+/// sessions, in every org, factors untouched; a user ends their other
+/// sessions; others are refused, and nothing ends for them.
+async fn signing_a_user_out_everywhere(s: TestServer) {
+    let root = s.root().await;
+    let (org, _, admin) = s
+        .org_with_admin(&root, "Signout", "sam@signout.example")
+        .await;
+    let kim = s.create_user(&admin, "kim@signout.example", false).await;
+    s.create_user(&admin, "lee@signout.example", false).await;
+    let laptop = s.login("kim@signout.example", PASSWORD).await.token;
+    let phone = s.login("kim@signout.example", PASSWORD).await.token;
+    let lees = s.login("lee@signout.example", PASSWORD).await.token;
+
+    // Another member may not; a member of another org is not found.
+    s.call(
+        "POST",
+        &format!("/user/users/{kim}/logout"),
+        Some(&lees),
+        None,
+    )
+    .await
+    .expect(403, Some("forbidden"));
+    let (_, _, stranger) = s
+        .org_with_admin(&root, "Elsewhere", "eve@elsewhere.example")
+        .await;
+    s.call(
+        "POST",
+        &format!("/user/users/{kim}/logout"),
+        Some(&stranger),
+        None,
+    )
+    .await
+    .expect(404, Some("not_found"));
+    // A body is refused (the route takes none), and so is a bad id.
+    s.post(
+        &format!("/user/users/{kim}/logout"),
+        &admin,
+        json!({"all": true}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
+    s.call("POST", "/user/users/0/logout", Some(&admin), None)
+        .await
+        .expect(400, Some("invalid_request"));
+    s.get("/user/users/me", &laptop).await.expect(200, None);
+
+    // The user: every other session ends, this one goes on.
+    let own = s
+        .call(
+            "POST",
+            &format!("/user/users/{kim}/logout"),
+            Some(&laptop),
+            None,
+        )
+        .await;
+    assert_eq!(own.ok()["sessionsEnded"], 1);
+    s.get("/user/users/me", &phone)
+        .await
+        .expect(401, Some("unauthorized"));
+    s.get("/user/users/me", &laptop).await.expect(200, None);
+
+    // An admin: all of them, factors untouched.
+    s.enroll_authenticator(&laptop).await;
+    let again = s.login("kim@signout.example", PASSWORD).await.token;
+    let by_admin = s
+        .call(
+            "POST",
+            &format!("/user/users/{kim}/logout"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(by_admin.ok()["sessionsEnded"], 2);
+    for token in [&laptop, &again] {
+        s.get("/user/users/me", token)
+            .await
+            .expect(401, Some("unauthorized"));
+    }
+    let none = s
+        .call(
+            "POST",
+            &format!("/user/users/{kim}/logout"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(none.ok()["sessionsEnded"], 0);
+    let user = s.get(&format!("/user/users/{kim}"), &admin).await;
+    assert_eq!(user.ok()["mfa"]["methods"], json!(["AUTHENTICATOR"]));
+    s.get("/user/users/me", &lees).await.expect(200, None);
+
+    // Only a superadmin signs a superadmin out.
+    let root_id = s.get("/user/users/me", &root).await.ok()["id"]
+        .as_i64()
+        .unwrap();
+    s.call(
+        "POST",
+        &format!("/user/users/{root_id}/logout"),
+        Some(&admin),
+        None,
+    )
+    .await
+    .expect(403, Some("forbidden"));
+
+    // The trail: who, whom, how many, from where.
+    let trail = s
+        .get(
+            &format!("/user/audit?action=sessions_ended&userId={kim}"),
+            &admin,
+        )
+        .await;
+    let details: Vec<&str> = trail.ok()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "no session was open; by an admin",
+            "2 sessions ended by an admin",
+            "1 other session ended by the user",
+        ]
+    );
+    assert_eq!(trail.body["items"][0]["orgId"], org);
+    assert_eq!(trail.body["items"][0]["clientAddress"], "127.0.0.1");
+}
 
 async fn partial_token_limits(s: TestServer) {
     let root = s.root().await;

@@ -82,8 +82,9 @@ WITH target AS (
       FROM stepped WHERE sessions.id = stepped.session_id
     RETURNING 1
 ), audited AS (
-    INSERT INTO audit_events (at, org_id, actor_user_id, target_user_id, action, detail)
-    SELECT $11, $12, $13, $14, $15, $16 FROM stepped
+    INSERT INTO audit_events (at, org_id, actor_user_id, target_user_id, action, detail,
+                              client_address)
+    SELECT $11, $12, $13, $14, $15, $16, $18 FROM stepped
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM stepped) AS stepped,
@@ -171,7 +172,8 @@ impl PgDb {
                 .bind::<Nullable<BigInt>, _>(audit.target_user_id.map(|u| u.0))
                 .bind::<Text, _>(audit.action.as_str())
                 .bind::<Text, _>(&audit.detail)
-                .bind::<Text, _>(&rotation.presented_token_hash),
+                .bind::<Text, _>(&rotation.presented_token_hash)
+                .bind::<Nullable<Text>, _>(audit.client.map(|ip| ip.to_string())),
         );
         let mut pooled = self.pool.get().map_err(store_failure)?;
         let applied = match query.get_result::<Applied>(&mut **pooled) {

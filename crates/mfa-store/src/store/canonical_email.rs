@@ -199,6 +199,7 @@ fn audit_rewrite(tx: &mut dyn StoreTx, user: UserId, detail: &str) -> Result<(),
             target_user_id: Some(user),
             action: AuditAction::UserUpdated,
             detail: detail.to_string(),
+            client: None,
         })
         .collect();
     tx.insert_audits(&events).map_err(corrupt)

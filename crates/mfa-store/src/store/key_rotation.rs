@@ -153,6 +153,7 @@ macro_rules! replace_lost_key {
                     target_user_id: Some(mfa_core::UserId(*user)),
                     action: mfa_core::AuditAction::MfaReset,
                     detail: LOST_KEY_DETAIL.to_string(),
+                    client: None,
                 })
             })
             .collect();

@@ -26,6 +26,9 @@ const CONFIRMED_STEP: u64 = 10;
 /// The step of the code presented.
 const STEP: u64 = 12;
 
+/// The address the success is audited from.
+const CLIENT: &str = "2001:db8::5";
+
 struct Fixture {
     user: UserId,
     org: OrgId,
@@ -136,6 +139,7 @@ fn success(f: &Fixture) -> AuthenticatorSuccess {
             target_user_id: Some(f.user),
             action: AuditAction::MfaVerifySucceeded,
             detail: "method: authenticator".to_string(),
+            client: Some(CLIENT.parse().expect("an address")),
         },
     }
 }
@@ -198,6 +202,7 @@ fn applies_a_success_whole(db: TestDatabase) {
         let event = &events[0];
         assert_eq!(event.action, AuditAction::MfaVerifySucceeded);
         assert_eq!(event.detail, "method: authenticator");
+        assert_eq!(event.client, Some(CLIENT.parse().expect("an address")));
         assert_eq!(
             (event.org_id, event.actor_user_id, event.target_user_id),
             (Some(f.org), Some(f.user), Some(f.user))

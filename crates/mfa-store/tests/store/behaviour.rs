@@ -1153,6 +1153,12 @@ fn event(
         target_user_id: target,
         action,
         detail: format!("event at {at}"),
+        // Every kind of address, and none, goes in and out unchanged.
+        client: match at % 3 {
+            0 => None,
+            1 => Some("203.0.113.9".parse().expect("IPv4")),
+            _ => Some("2001:db8::17".parse().expect("IPv6")),
+        },
     }
 }
 
@@ -1583,6 +1589,7 @@ fn many_users_at_once(db: TestDatabase) {
             target_user_id: e.target_user_id,
             action: e.action,
             detail: e.detail,
+            client: e.client,
         })
         .collect();
     assert_eq!(stored, events, "oldest first, as inserted");

@@ -126,6 +126,7 @@ fn request_write(tx: &mut dyn StoreTx, org: mfa_core::OrgId, n: usize) -> MfaRes
         target_user_id: Some(user.id),
         action: AuditAction::UserCreated,
         detail: String::new(),
+        client: None,
     })?;
     Ok(user.id)
 }
@@ -355,6 +356,7 @@ fn audit_purges_skip_events_another_holds(db: TestDatabase) {
                 target_user_id: None,
                 action: AuditAction::LoginFailed,
                 detail: String::new(),
+                client: None,
             })?;
         }
         Ok(())

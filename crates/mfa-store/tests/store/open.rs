@@ -10,7 +10,7 @@ use mfa_store::{Backend, DbStore, Error, StoreOptions};
 
 use crate::support::*;
 
-const MIGRATIONS: [&str; 14] = [
+const MIGRATIONS: [&str; 15] = [
     "2026-11-22-000001_orgs_users_memberships",
     "2026-11-22-000002_factors",
     "2026-11-22-000003_sessions_security_audit",
@@ -25,6 +25,7 @@ const MIGRATIONS: [&str; 14] = [
     "2026-11-30-000001_encryption_key_fingerprint",
     "2026-12-01-000001_notice_outbox",
     "2026-12-02-000001_anonymous_audit_events",
+    "2026-12-03-000001_audit_client_address",
 ];
 
 const TABLES: [&str; 14] = [
