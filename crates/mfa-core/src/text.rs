@@ -1,6 +1,19 @@
 //! Normalisation and masking of user-supplied text.
 
+use icu_normalizer::ComposingNormalizerBorrowed;
+
 use crate::error::MfaError;
+
+/// `text` in Unicode's composed form (NFC), as names and addresses are
+/// stored and searched: `e` followed by a combining diaeresis (what some
+/// keyboards, macOS file names and copies from PDFs give) is `ë`, so that
+/// the two spellings of one name are one name, and one address one
+/// account.
+pub fn composed(text: &str) -> String {
+    ComposingNormalizerBorrowed::new_nfc()
+        .normalize(text)
+        .into_owned()
+}
 
 /// Longest accepted email address (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -51,9 +64,11 @@ pub fn is_unprintable(c: char) -> bool {
 /// `xn--bcher-kva.example` are both `xn--bcher-kva.example`. A domain
 /// that only looks like another (`exаmple.com`, with a Cyrillic `а`)
 /// shows as what it is, `xn--exmple-4nf.com`. The local part is kept as
-/// written (lower-cased): its owner's mail server decides what it means.
+/// written, lower-cased and [`composed`] (`zoe\u{308}` is `zoë`, as mail
+/// servers that take UTF-8 addresses compare them): its owner's mail
+/// server decides what it means.
 pub fn normalize_email(raw: &str) -> Result<String, MfaError> {
-    let email = raw.trim().to_lowercase();
+    let email = composed(&raw.trim().to_lowercase());
     let bad = || MfaError::InvalidRequest("email is not a valid address".into());
     if email.is_empty() || email.len() > MAX_EMAIL_LEN {
         return Err(bad());
@@ -157,6 +172,25 @@ mod tests {
             "a***@example.com\\r\\nBcc: evil@example.com"
         );
         assert_eq!(mask_email("zoë@bücher.example"), "z***@bücher.example");
+    }
+
+    #[test]
+    fn local_parts_and_names_are_composed() {
+        // Decomposed (NFD) and composed (NFC) spellings are one address.
+        for typed in [
+            "Zoe\u{308}@example.com",
+            "Zo\u{eb}@example.com",
+            "ZO\u{cb}@example.com",
+        ] {
+            assert_eq!(
+                normalize_email(typed).as_deref(),
+                Ok("zo\u{eb}@example.com"),
+                "{typed:?}"
+            );
+        }
+        assert_eq!(composed("Rene\u{301}e"), "Ren\u{e9}e");
+        // Compatibility forms are not folded: ｚ (full width) stays.
+        assert_eq!(composed("\u{ff5a}"), "\u{ff5a}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::authz::{
     require_org_admin, require_org_member, require_super_admin, require_visible_user,
 };
 use crate::policy::may_change_factors;
-use crate::text::{is_unprintable, normalize_email};
+use crate::text::{composed, is_unprintable, normalize_email};
 
 /// Longest org name.
 pub const MAX_ORG_NAME_CHARS: usize = 200;
@@ -28,7 +28,7 @@ pub struct OrgPatch {
 }
 
 pub(super) fn check_org_name(name: &str) -> MfaResult<String> {
-    let name = name.trim();
+    let name = composed(name.trim());
     // Control characters (NUL above all, which PostgreSQL text refuses)
     // are refused like in user names.
     if name.is_empty()
@@ -39,7 +39,7 @@ pub(super) fn check_org_name(name: &str) -> MfaResult<String> {
             "name must have 1 to {MAX_ORG_NAME_CHARS} printable characters"
         )));
     }
-    Ok(name.to_string())
+    Ok(name)
 }
 
 impl<S: Store> MfaService<S> {
@@ -890,6 +890,9 @@ mod tests {
     #[test]
     fn org_names_are_printable_and_bounded() {
         assert_eq!(check_org_name("  Acme  ").as_deref(), Ok("Acme"));
+        // Composed, and counted so: 200 letters with their accents fit.
+        assert_eq!(check_org_name("Cafe\u{301}").as_deref(), Ok("Caf\u{e9}"));
+        assert!(check_org_name(&"e\u{301}".repeat(200)).is_ok());
         for bad in ["", "   ", "a\u{0}b", "a\nb", "a\u{202E}b", &"x".repeat(201)] {
             assert!(check_org_name(bad).is_err(), "{bad:?} accepted");
         }

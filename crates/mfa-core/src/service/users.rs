@@ -12,7 +12,7 @@ use crate::authz::{
 };
 use crate::crypto::{check_password_rules, hash_token, new_token};
 use crate::policy::may_change_factors;
-use crate::text::{is_unprintable, mask_email, mask_email_apart, normalize_email};
+use crate::text::{composed, is_unprintable, mask_email, mask_email_apart, normalize_email};
 
 /// Longest first or last name.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -200,7 +200,7 @@ crate::redact::debug_without_secrets!(UserPatch {
 } secret { password, current_password });
 
 pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
-    let v = value.trim();
+    let v = composed(value.trim());
     if v.chars().any(is_unprintable) {
         return Err(MfaError::InvalidRequest(format!(
             "{field} must not hold control, format or invisible characters"
@@ -211,7 +211,7 @@ pub(super) fn check_name(field: &str, value: &str) -> MfaResult<String> {
             "{field} must have at most {MAX_NAME_CHARS} characters"
         )));
     }
-    Ok(v.to_string())
+    Ok(v)
 }
 
 /// [`check_name`], and not blank: the seed's *Create User* and *User
@@ -530,7 +530,12 @@ impl<S: Store> MfaService<S> {
         page: PageRequest,
     ) -> MfaResult<Page<OrgMember>> {
         require_current_org_admin(caller)?;
-        let search = search.map(str::trim).filter(|s| !s.is_empty());
+        // Composed, as names and addresses are stored.
+        let search = search
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(composed);
+        let search = search.as_deref();
         if search.is_some_and(|s| s.chars().any(char::is_control)) {
             // NUL above all: PostgreSQL text refuses it.
             return Err(MfaError::InvalidRequest(

@@ -270,7 +270,8 @@ pub fn open_migrated(config: &Config, key: EncryptionKey) -> Result<DbStore, Fai
 pub fn addresses_waiting(count: u64) -> String {
     format!(
         "{count} stored email addresses (or new addresses of pending changes) wait to be \
-         written with their domain in ASCII, as this version keeps them: `mfa-server migrate` \
+         written in their canonical form (domain in ASCII, letters composed), as this version \
+         keeps them: `mfa-server migrate` \
          does it (a server does at its start too)."
     )
 }

@@ -11,8 +11,53 @@ on_every_backend!(
     email_change,
     superadmin_routes,
     the_user_list_shows_each_membership,
-    the_trail_says_what_a_creation_granted_and_a_reset_removed
+    the_trail_says_what_a_creation_granted_and_a_reset_removed,
+    decomposed_and_composed_spellings_are_one
 );
+
+/// A name or address typed decomposed (`e` and a combining accent, as a
+/// copy from a PDF or a macOS file name gives it) is stored composed
+/// (NFC): the composed spelling signs in and finds it, and a second
+/// account cannot be made with the other spelling.
+async fn decomposed_and_composed_spellings_are_one(s: TestServer) {
+    let root = s.root().await;
+    let made = s
+        .post(
+            "/user/users",
+            &root,
+            json!({"email": "Zoe\u{308}@example.com", "firstName": "Zoe\u{308}",
+                   "lastName": "Nore\u{301}n", "password": PASSWORD}),
+        )
+        .await;
+    let zoe = made.ok()["id"].as_i64().unwrap();
+    assert_eq!(made.body["email"], "zo\u{eb}@example.com");
+    assert_eq!(made.body["firstName"], "Zo\u{eb}");
+    assert_eq!(made.body["lastName"], "Nor\u{e9}n");
+    s.login("zo\u{eb}@example.com", PASSWORD).await;
+    s.login("ZOE\u{308}@example.com", PASSWORD).await;
+    for search in ["zo\u{eb}", "Zoe\u{308}", "nor\u{e9}n", "nore\u{301}n"] {
+        let page = s
+            .get(
+                &format!("/user/users/page?search={}", urlencoding(search)),
+                &root,
+            )
+            .await;
+        assert_eq!(ids_of(&page.ok()["items"]), [zoe], "{search:?}");
+    }
+    s.post(
+        "/user/users",
+        &root,
+        json!({"email": "zo\u{eb}@example.com", "firstName": "Z", "lastName": "Z",
+               "password": PASSWORD}),
+    )
+    .await
+    .expect(409, Some("conflict"));
+}
+
+/// `text` percent-encoded for a query.
+fn urlencoding(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
 
 /// The audit trail of a user made an admin at once says so, as the
 /// operator's `create-user --admin` and a later promotion do, and a reset

@@ -1,8 +1,9 @@
-//! Addresses stored before their domains were kept as mail reaches them.
+//! Addresses stored before their canonical form was what it is now.
 //!
 //! [`mfa_core::normalize_email`] writes a domain in ASCII after IDNA's
-//! mapping, so that one mailbox is one account. Addresses stored before
-//! (`zoë@bücher.example`) would no longer be found by the address their
+//! mapping, and the local part composed (NFC), so that one mailbox is one
+//! account. Addresses stored before (`zoë@bücher.example`, or `zoe` with
+//! a combining diaeresis) would no longer be found by the address their
 //! users type, which is now `zoë@xn--bcher-kva.example`. Each migration run
 //! (every start) rewrites them, with the new address of every pending email
 //! change, in the migration's transaction: idempotent, and cheap once done
@@ -39,7 +40,7 @@ impl Canonicalized {
             tracing::info!(
                 users = self.rewritten.len(),
                 pending_changes = self.pending_changes,
-                "email addresses with an internationalised domain written in ASCII"
+                "email addresses written in their canonical form (domain in ASCII, letters composed)"
             );
         }
         for (user, why) in &self.left {
@@ -171,7 +172,7 @@ fn port_failure(doing: &str, e: mfa_core::StoreError) -> Error {
 /// What the audit trail says of an address rewritten, masked.
 pub(super) fn detail(what: &str, before: &str, after: &str) -> String {
     format!(
-        "{what} written as mail reaches it (domain in ASCII), on upgrade: {} is {}",
+        "{what} written in its canonical form (domain in ASCII, letters composed), on upgrade: {} is {}",
         mask_email(before),
         mask_email(after)
     )

@@ -246,12 +246,14 @@ fn password_failures_move_to_the_address_table(db: TestDatabase) {
 /// another account has is left as it was.
 fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
     let store = open(&db);
-    let (org, zoe, twin, ascii) = write(&store, |tx| {
+    let (org, zoe, twin, ascii, mael) = write(&store, |tx| {
         let org = add_org(tx, "org");
         let zoe = add_user(tx, "zoë@bücher.example");
         tx.insert_membership(&Membership::new(zoe.id, org.id))?;
         let twin = add_user(tx, "ann@bücher.example");
         let ascii = add_user(tx, "ann@xn--bcher-kva.example");
+        // Its local part decomposed, as a copy from a PDF may give it.
+        let mael = add_user(tx, "mae\u{308}l@example.com");
         tx.put_email_change(
             ascii.id,
             "ann.new@BÜCHER.example",
@@ -259,14 +261,21 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
             Timestamp(10),
             Timestamp(i64::MAX),
         )?;
-        Ok((org, zoe, twin, ascii))
+        Ok((org, zoe, twin, ascii, mael))
     });
-    // Zoë's address and the pending change; not the twin, which stays.
-    assert_eq!(store.addresses_to_rewrite().expect("count"), 2);
+    // Zoë's and Maël's addresses and the pending change; not the twin,
+    // which stays.
+    assert_eq!(store.addresses_to_rewrite().expect("count"), 3);
     assert!(store.run_migrations().expect("migrate").is_empty());
     assert_eq!(store.addresses_to_rewrite().expect("count"), 0);
 
     let (zoe_now, twin_now, by_typed, change, (events, _), (found, _)) = read(&store, |tx| {
+        assert_eq!(
+            tx.user_by_email(&mfa_core::normalize_email("Ma\u{eb}l@example.com")?)?
+                .map(|u| u.id),
+            Some(mael.id),
+            "the composed address finds the account stored decomposed"
+        );
         Ok((
             tx.user(zoe.id)?.unwrap().email,
             tx.user(twin.id)?.unwrap().email,
@@ -283,26 +292,34 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
     assert_eq!(by_typed, Some(zoe.id));
     assert_eq!(twin_now, "ann@bücher.example", "its ASCII form is taken");
     assert_eq!(change, "ann.new@xn--bcher-kva.example");
-    let rewritten: Vec<_> = events
+    let mut rewritten: Vec<_> = events
         .iter()
         .filter(|e| e.action == mfa_core::AuditAction::UserUpdated)
         .map(|e| (e.target_user_id, e.org_id.is_some(), e.detail.as_str()))
         .collect();
+    // By user: the users' are rewritten in no particular order.
+    rewritten.sort();
     assert_eq!(
         rewritten,
         [
             (
+                Some(zoe.id),
+                true,
+                "email written in its canonical form (domain in ASCII, letters composed), \
+                 on upgrade: z***@bücher.example is z***@xn--bcher-kva.example"
+            ),
+            (
                 Some(ascii.id),
                 false,
-                "the new address of a pending email change written as mail reaches it \
-                 (domain in ASCII), on upgrade: a***@bücher.example is \
+                "the new address of a pending email change written in its canonical form \
+                 (domain in ASCII, letters composed), on upgrade: a***@bücher.example is \
                  a***@xn--bcher-kva.example"
             ),
             (
-                Some(zoe.id),
-                true,
-                "email written as mail reaches it (domain in ASCII), on upgrade: \
-                 z***@bücher.example is z***@xn--bcher-kva.example"
+                Some(mael.id),
+                false,
+                "email written in its canonical form (domain in ASCII, letters composed), \
+                 on upgrade: m***@example.com is m***@example.com"
             ),
         ]
     );
