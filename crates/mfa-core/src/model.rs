@@ -731,7 +731,8 @@ pub enum AuditAction {
     /// A password or code was presented while the user was locked out:
     /// refused without being checked or counted. Every refused code is an
     /// event; a password step's refusals are recorded once a minute per
-    /// address and server process, with the count of those left out.
+    /// address, client and server process, with the count of those left
+    /// out.
     RefusedWhileLockedOut,
     /// A new set of recovery codes was generated.
     RecoveryCodesGenerated,

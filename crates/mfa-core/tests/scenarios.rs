@@ -961,8 +961,20 @@ fn a_locked_password_step_is_audited_once_a_minute() {
     assert_eq!(
         details(&w)[0],
         "password refused unchecked: locked out for 30 s more; 3 more refused since the last \
-         such event (one a minute is recorded)"
+         such event (one a minute per client is recorded)"
     );
+    // Within that minute, the owner trying from elsewhere is an event of
+    // its own, with its address; again from there, left out.
+    let owner: std::net::IpAddr = "203.0.113.7".parse().expect("an address");
+    for _ in 0..2 {
+        assert!(matches!(
+            w.svc.login_begin("pw@example.com", None, Some(owner)),
+            Err(MfaError::TooManyAttempts { .. })
+        ));
+    }
+    let refusals = w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut));
+    let clients: Vec<_> = refusals.iter().map(|e| e.client).collect();
+    assert_eq!(clients, [Some(owner), None, None]);
 }
 
 #[test]

@@ -28,7 +28,9 @@ const AUDIT_PAGE_SIZE = 25;
 let org = null;
 let me = null; // the signed-in admin
 const users = { search: "", page: 0, seq: 0, timer: 0 };
-const audit = { page: 0, userText: "", action: "", from: "", to: "", client: "", seq: 0 };
+// Pages after the first are asked for by cursor (`beforeId`: the last id
+// of the page before), so events written meanwhile do not repeat rows.
+const audit = { page: 0, cursors: [], lastId: null, total: 0, userText: "", action: "", from: "", to: "", client: "", seq: 0 };
 let editing = null; // {user, membership, pendingEmail}
 const userCache = new Map();
 let signIn = null;
@@ -524,13 +526,18 @@ for (const toggle of $$("#edit-view input.switch")) {
     const name = fullName(editing.user);
     const ownAdmin = field === "isAdmin" && !value && isSelf(editing.user);
     const disabling = field === "isActive" && !value;
+    const ownOptOut = field === "mfaOptOut" && value && isSelf(editing.user);
     clearMessages();
     if (disabling) {
       $("#disable-dialog-text").textContent =
         `${name} (${editing.user.email}) can no longer sign in to ${org.name}, and their sessions in it end, ` +
         "until access is enabled again. Their membership, account and MFA stay.";
     }
-    if ((ownAdmin && !(await confirmWith("self-admin"))) || (disabling && !(await confirmWith("disable")))) {
+    const declined =
+      (ownAdmin && !(await confirmWith("self-admin"))) ||
+      (disabling && !(await confirmWith("disable"))) ||
+      (ownOptOut && !(await confirmWith("self-opt-out")));
+    if (declined) {
       toggle.checked = !toggle.checked;
       toggle.focus();
       return;
@@ -553,7 +560,10 @@ for (const toggle of $$("#edit-view input.switch")) {
         );
         return;
       }
-      say(`${label} turned ${toggle.checked ? "on" : "off"} for ${name}.`);
+      say(
+        `${label} turned ${toggle.checked ? "on" : "off"} for ${name}.` +
+          (disabling ? " They can no longer sign in to this org, and their sessions in it ended." : ""),
+      );
     } catch (error) {
       toggle.checked = !toggle.checked;
       fail(
@@ -823,6 +833,18 @@ function cell(cls, label, ...content) {
   return h("td", { class: cls, "data-label": label }, h("span", { class: "cell" }, ...content));
 }
 
+/**
+ * The words of an event's action. A login whose password was right but
+ * whose second factor is still owed is no sign-in yet: its detail says so
+ * (`mfa: challenge_required`), and so do the words.
+ */
+function eventLabel(event) {
+  if (event.action === "login_succeeded" && event.detail !== "mfa: none") {
+    return event.detail === "mfa: setup_required" ? "Password accepted, MFA setup owed" : "Password accepted, MFA owed";
+  }
+  return actionLabel(event.action);
+}
+
 function actionLabel(code) {
   if (ACTION_LABELS[code]) return ACTION_LABELS[code];
   const words = String(code).replace(/_/g, " ");
@@ -836,10 +858,11 @@ for (const option of $$("#audit-action option")) {
 
 async function showAudit(params) {
   if (params.has("user")) {
-    // From "View this user's audit trail": the address reads better than the id.
+    // From "View this user's audit trail": all of it, whatever was
+    // filtered before; the address reads better than the id.
     const id = params.get("user");
     const known = userCache.get(Number(id));
-    audit.userText = known ? known.email : id;
+    Object.assign(audit, { userText: known ? known.email : id, action: "", from: "", to: "", client: "" });
   }
   audit.page = 0;
   setAuditFilterFields();
@@ -884,13 +907,25 @@ function utcTime(local) {
   return local.length === 16 ? `${local}:00Z` : `${local}Z`;
 }
 
+/** A time field's value the API can take, or an error in the form's words. */
+function checkedTime(value, label) {
+  // A date picker lets a year of more than four digits through.
+  if (value && !/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?$/.test(value)) {
+    throw new Error(`${label}: enter a date and a time (UTC), such as 2026-11-22 18:00`);
+  }
+  return value;
+}
+
 async function loadAudit() {
   const seq = ++audit.seq;
   const body = $("#audit-rows");
   body.parentElement.setAttribute("aria-busy", "true");
   try {
+    checkedTime(audit.from, "From");
+    checkedTime(audit.to, "Until");
     const userId = await resolveUser(audit.userText.trim());
-    const q = new URLSearchParams({ page: String(audit.page), size: String(AUDIT_PAGE_SIZE) });
+    const q = new URLSearchParams({ size: String(AUDIT_PAGE_SIZE) });
+    if (audit.page > 0) q.set("beforeId", String(audit.cursors[audit.page]));
     if (userId) q.set("userId", String(userId));
     if (audit.action) q.set("action", audit.action);
     if (audit.from) q.set("from", utcTime(audit.from));
@@ -915,7 +950,7 @@ async function loadAudit() {
           "tr",
           { "data-action": e.action },
           cell("time", "Time", formatTime(e.at, { seconds: true })),
-          cell("action", "Action", actionLabel(e.action), " ", h("code", { class: "action-code" }, e.action)),
+          cell("action", "Action", eventLabel(e), " ", h("code", { class: "action-code" }, e.action)),
           cell("who", "By", who(e.actorUserId)),
           cell("who", "User", who(e.targetUserId)),
           cell("client", "From", e.clientAddress ?? "—"),
@@ -923,9 +958,12 @@ async function loadAudit() {
         ),
       ),
     );
-    const pages = Math.max(1, Math.ceil(page.total / AUDIT_PAGE_SIZE));
+    // Past the first page, `total` counts the events from this page on.
+    if (audit.page === 0) audit.total = page.total;
+    audit.lastId = page.items.length ? page.items[page.items.length - 1].id : null;
+    const pages = audit.page + Math.max(1, Math.ceil(page.total / AUDIT_PAGE_SIZE));
     $("#audit-empty").hidden = page.items.length > 0;
-    $("#audit-page").textContent = `Page ${audit.page + 1} of ${pages} · ${plural(page.total, "event")}`;
+    $("#audit-page").textContent = `Page ${audit.page + 1} of ${pages} · ${plural(audit.total, "event")}`;
     $("#audit-prev").disabled = audit.page === 0;
     $("#audit-next").disabled = audit.page + 1 >= pages;
   } catch (error) {
@@ -936,7 +974,12 @@ async function loadAudit() {
       $("#audit-page").textContent = "";
       $("#audit-prev").disabled = true;
       $("#audit-next").disabled = true;
-      fail(error);
+      // The API names its parameter; the form, its field.
+      fail(
+        error instanceof ApiError && /^the clientAddress filter/i.test(error.message)
+          ? new Error("IP address: not an IP address, such as 203.0.113.7 or 2001:db8::1 (one address, not a range)")
+          : error,
+      );
     }
   } finally {
     if (seq === audit.seq) body.parentElement.setAttribute("aria-busy", "false");
@@ -967,6 +1010,8 @@ $("#audit-prev").addEventListener("click", async () => {
   keepPagerFocus($("#audit-prev"), $("#audit-next"), $("#audit-page"));
 });
 $("#audit-next").addEventListener("click", async () => {
+  if (audit.lastId === null) return;
+  audit.cursors[audit.page + 1] = audit.lastId;
   audit.page += 1;
   await loadAudit();
   keepPagerFocus($("#audit-next"), $("#audit-prev"), $("#audit-page"));

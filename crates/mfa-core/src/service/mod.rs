@@ -343,11 +343,20 @@ impl<S: Store> MfaService<S> {
         refusal: MfaError,
     ) -> MfaResult<MfaError> {
         if let MfaError::TooManyAttempts { retry_after_secs } = refusal {
+            // Per address and client: the owner's own attempt during a
+            // lockout someone else caused is in the trail, from where it
+            // came, not hidden behind the attacker's event of that minute.
             let left_out = match attempt.address {
-                Some(address) => match self.password_refusals.admit(address, now) {
-                    Some(left_out) => left_out,
-                    None => return Ok(refusal),
-                },
+                Some(address) => {
+                    let key = match attempt.by.client {
+                        Some(client) => format!("{address} {client}"),
+                        None => address.to_string(),
+                    };
+                    match self.password_refusals.admit(&key, now) {
+                        Some(left_out) => left_out,
+                        None => return Ok(refusal),
+                    }
+                }
                 None => 0,
             };
             let mut detail = format!(
@@ -356,7 +365,7 @@ impl<S: Store> MfaService<S> {
             );
             if left_out > 0 {
                 detail.push_str(&format!(
-                    "; {left_out} more refused since the last such event (one a minute is recorded)"
+                    "; {left_out} more refused since the last such event (one a minute per client is recorded)"
                 ));
             }
             let user = attempt.user;
@@ -479,7 +488,7 @@ pub(crate) fn audit(
 /// `memberships` (the user's), since a user's factors serve all their
 /// orgs and each org's admins rely on them (an audit saw an org unable to
 /// see that another org's admin had reset one of its admins). There an
-/// admin of another org is not named.
+/// admin of another org is not named, nor is the address they acted from.
 pub(crate) fn sign_in_change_events(
     event: NewAuditEvent,
     memberships: &[Membership],
@@ -494,11 +503,8 @@ pub(crate) fn sign_in_change_events(
         .filter(|m| Some(m.user_id) == event.target_user_id && Some(m.org_id) != event.org_id)
         .map(|m| NewAuditEvent {
             org_id: Some(m.org_id),
-            actor_user_id: if by_user_self {
-                event.actor_user_id
-            } else {
-                None
-            },
+            actor_user_id: event.actor_user_id.filter(|_| by_user_self),
+            client: event.client.filter(|_| by_user_self),
             detail: elsewhere.clone(),
             ..event.clone()
         })
@@ -645,13 +651,14 @@ pub const PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS: u64 = 60;
 /// The addresses [`RefusalAudits`] remembers at most.
 const REFUSAL_AUDIT_ADDRESSES: usize = 10_000;
 
-/// The refusals of the password step audited lately, by address, and those
-/// left out since. A locked-out password step refuses without hashing,
+/// The refusals of the password step audited lately, by address and
+/// client, and those left out since. A locked-out password step refuses without hashing,
 /// in a few milliseconds, and needs no credential: anyone who knows (or
 /// invents) an address could write hundreds of audit rows a second by
 /// sending its password step again and again. One event a minute per
-/// address, counting those left out, keeps what the trail says (the
-/// address was tried while locked, how often) without the rows.
+/// address and client, counting those left out, keeps what the trail says
+/// (the address was tried while locked, from where, how often) without
+/// the rows; a client with many addresses writes a row for each.
 #[derive(Default)]
 struct RefusalAudits(std::sync::Mutex<HashMap<String, (Timestamp, u64)>>);
 
@@ -977,6 +984,48 @@ mod tests {
 
     const USER: UserId = UserId(7);
     const NOW: Timestamp = Timestamp(1_000);
+
+    /// Another org sees a change of its member's sign-in made elsewhere,
+    /// without the admin who made it: neither their id nor their address.
+    /// The member's own change is theirs in every org.
+    #[test]
+    fn another_org_sees_the_change_but_not_the_admin() {
+        let memberships = [
+            Membership::new(USER, OrgId(1)),
+            Membership::new(USER, OrgId(2)),
+        ];
+        let client: Option<IpAddr> = Some("203.0.113.5".parse().expect("an address"));
+        let event = |actor: UserId| NewAuditEvent {
+            at: NOW,
+            org_id: Some(OrgId(1)),
+            actor_user_id: Some(actor),
+            target_user_id: Some(USER),
+            action: AuditAction::MfaReset,
+            detail: "all factors removed by an admin".into(),
+            client,
+        };
+        let by_admin = sign_in_change_events(event(UserId(99)), &memberships);
+        let seen: Vec<_> = by_admin
+            .iter()
+            .map(|e| (e.org_id, e.actor_user_id, e.client))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Some(OrgId(1)), Some(UserId(99)), client),
+                (Some(OrgId(2)), None, None),
+            ]
+        );
+        assert_eq!(
+            by_admin[1].detail,
+            "all factors removed by an admin, in another org"
+        );
+        let by_user = sign_in_change_events(event(USER), &memberships);
+        assert_eq!(
+            (by_user[1].actor_user_id, by_user[1].client),
+            (Some(USER), client)
+        );
+    }
 
     const SUBJECT: FailureSubject<'static> = FailureSubject::User(USER, FailureKind::Code);
 

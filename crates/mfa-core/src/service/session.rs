@@ -614,6 +614,11 @@ impl<S: Store> MfaService<S> {
                 None
             };
             let ended = tx.revoke_user_sessions(user, None, except, now)?;
+            if own && ended == 0 {
+                // Nothing happened: no event (an admin's call is one, as
+                // what they meant to do).
+                return Ok(0);
+            }
             let (other, by) = if own {
                 ("other ", "the user")
             } else {
@@ -752,13 +757,15 @@ impl<S: Store> MfaService<S> {
         candidate: &str,
         now: Timestamp,
     ) -> MfaResult<MfaResult<Attempt<'static>>> {
-        let Some(latest) = tx
+        let latest = tx
             .latest_email_code(caller.user_id)?
-            .filter(|c| c.purpose == purpose && !c.is_voided())
-        else {
-            return Err(MfaError::NotEnrolled(match purpose {
-                EmailCodePurpose::Enroll => "no email code was sent: ask for one first",
-                EmailCodePurpose::Login => "no login code was sent: ask for one first",
+            .filter(|c| c.purpose == purpose);
+        let voided = latest.as_ref().is_some_and(EmailCode::is_voided);
+        let Some(latest) = latest.filter(|c| !c.is_voided()) else {
+            return Err(MfaError::NotEnrolled(match (purpose, voided) {
+                (_, true) => "the email code was voided when MFA was reset: ask for a new one",
+                (EmailCodePurpose::Enroll, false) => "no email code was sent: ask for one first",
+                (EmailCodePurpose::Login, false) => "no login code was sent: ask for one first",
             }));
         };
         let attempt = self.lock_code_attempt(tx, caller, now)?;

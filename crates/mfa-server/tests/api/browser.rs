@@ -780,7 +780,7 @@ async fn admin_console_enforces_mfa_opts_a_user_out_and_back_in_and_resets_them(
     filtered("", "", "192.0.2.1").await;
     b.count("#audit-rows tr", 0).await;
     filtered("", "", "not an address").await;
-    b.text_contains("#alert", "The clientAddress filter is not an IP address")
+    b.text_contains("#alert", "IP address: not an IP address")
         .await;
     filtered("", "", "").await;
     b.count("#audit-rows tr", 1).await;

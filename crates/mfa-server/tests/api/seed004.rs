@@ -45,13 +45,19 @@ async fn the_wait_between_two_code_mails_outlasts_a_reset(s: TestServer) {
     // The code mailed before the reset is as good as none: refused as a
     // verification before any code was sent, counting nothing.
     for _ in 0..6 {
-        s.put(
-            "/oauth/users/mfa/verifyEmail",
-            &again.token,
-            json!({"mfatype": "EMAIL", "totp": mailed}),
-        )
-        .await
-        .expect(409, Some("not_enrolled"));
+        let voided = s
+            .put(
+                "/oauth/users/mfa/verifyEmail",
+                &again.token,
+                json!({"mfatype": "EMAIL", "totp": mailed}),
+            )
+            .await;
+        voided.expect(409, Some("not_enrolled"));
+        // Said as it is: a code was sent, and the reset voided it.
+        assert_eq!(
+            voided.body["message"],
+            "the email code was voided when MFA was reset: ask for a new one"
+        );
     }
 }
 

@@ -75,6 +75,16 @@ async fn signing_a_user_out_everywhere(s: TestServer) {
         .await
         .expect(401, Some("unauthorized"));
     s.get("/user/users/me", &laptop).await.expect(200, None);
+    // Again: nothing to end, and nothing in the trail for it.
+    let nothing_left = s
+        .call(
+            "POST",
+            &format!("/user/users/{kim}/logout"),
+            Some(&laptop),
+            None,
+        )
+        .await;
+    assert_eq!(nothing_left.ok()["sessionsEnded"], 0);
 
     // An admin: all of them, factors untouched.
     s.enroll_authenticator(&laptop).await;
