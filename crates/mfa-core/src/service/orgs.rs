@@ -510,8 +510,21 @@ impl<S: Store> MfaService<S> {
                     "",
                 )?;
             }
+            // A deactivation ends the member's sessions in the org, and
+            // its event says so.
+            let ended = if before.is_active && !m.is_active {
+                Some(tx.revoke_user_sessions(user, Some(caller.org_id), None, now)?)
+            } else {
+                None
+            };
             let others = membership_changes(&before, &m);
             if !others.is_empty() {
+                let mut detail = others.join(", ");
+                match ended {
+                    Some(1) => detail.push_str("; 1 session in the org ended"),
+                    Some(n) => detail.push_str(&format!("; {n} sessions in the org ended")),
+                    None => {}
+                }
                 audit(
                     tx,
                     now,
@@ -519,11 +532,8 @@ impl<S: Store> MfaService<S> {
                     Actor::caller(caller),
                     Some(user),
                     AuditAction::MembershipUpdated,
-                    others.join(", "),
+                    detail,
                 )?;
-            }
-            if before.is_active && !m.is_active {
-                tx.revoke_user_sessions(user, Some(caller.org_id), None, now)?;
             }
             if m.mfa_opt_out && !before.mfa_opt_out {
                 let admin = acting_admin(tx, caller)?;
@@ -816,7 +826,7 @@ fn quoted_org_name(name: &str) -> String {
 /// their sessions and withdrew a pending enrollment).
 pub(super) fn reset_detail(had_a_factor: bool) -> &'static str {
     if had_a_factor {
-        "all factors removed"
+        "all factors removed; sessions ended"
     } else {
         "no factor was set up; sessions ended"
     }

@@ -73,6 +73,16 @@ async fn login_decision(s: TestServer) {
     s.get("/user/users/me", &session)
         .await
         .expect(401, Some("unauthorized"));
+    let trail = s
+        .get(
+            &format!("/user/audit?userId={hal}&action=membership_updated&size=1"),
+            &root,
+        )
+        .await;
+    assert_eq!(
+        trail.ok()["items"][0]["detail"],
+        "isActive=false; 2 sessions in the org ended"
+    );
     let a = s
         .call(
             "POST",

@@ -104,7 +104,7 @@ async fn the_trail_says_what_a_creation_granted_and_a_reset_removed(s: TestServe
         .expect(204, None);
     assert_eq!(
         events(boss, "mfa_reset").await,
-        ["all factors removed by an admin"]
+        ["all factors removed; sessions ended by an admin"]
     );
 
     // "What happened last night": a period, from (included) to (left out).

@@ -994,7 +994,7 @@ async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer)
             (
                 json!("mfa_reset"),
                 Value::Null,
-                json!("all factors removed by an admin, in another org")
+                json!("all factors removed; sessions ended by an admin, in another org")
             ),
             (
                 json!("authenticator_enrolled"),
@@ -1010,7 +1010,7 @@ async fn a_shared_members_factors_change_in_the_trail_of_each_org(s: TestServer)
             (
                 json!("mfa_reset"),
                 json!(ben),
-                json!("all factors removed by an admin")
+                json!("all factors removed; sessions ended by an admin")
             ),
             (json!("authenticator_enrolled"), json!(shared), json!("")),
         ]
