@@ -64,9 +64,17 @@ fn error(e: MfaError) -> HttpResponse {
 }
 
 /// `POST /login`: the password, then what MFA the session still owes.
-async fn login(mfa: web::Data<Mfa>, body: web::Json<LoginBody>) -> HttpResponse {
+/// The audit trail records the client's address: here the peer's (behind
+/// a proxy, the client it names, if you trust it).
+async fn login(mfa: web::Data<Mfa>, req: HttpRequest, body: web::Json<LoginBody>) -> HttpResponse {
     let body = body.into_inner();
-    match web::block(move || mfa.login(&body.email, &body.password, None)).await {
+    let client = req.peer_addr().map(|peer| peer.ip());
+    let steps = move || {
+        let begun = mfa.login_begin(&body.email, None, client)?;
+        let checked = mfa.login_check(begun, &body.password)?;
+        mfa.login_finish(checked)
+    };
+    match web::block(steps).await {
         Ok(Ok(login)) => HttpResponse::Ok().json(json!({
             "token": login.token,
             "mfa": login.decision.requirement.as_str(),
@@ -85,7 +93,12 @@ async fn me(mfa: web::Data<Mfa>, req: HttpRequest) -> HttpResponse {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_string();
-    let caller = web::block(move || mfa.authenticate(&token).and_then(|c| c.into_full())).await;
+    let client = req.peer_addr().map(|peer| peer.ip());
+    let caller = web::block(move || {
+        mfa.authenticate(&token)
+            .and_then(|c| c.from_client(client).into_full())
+    })
+    .await;
     match caller {
         Ok(Ok(caller)) => HttpResponse::Ok().json(json!({
             "userId": caller.user_id.0,

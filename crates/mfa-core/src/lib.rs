@@ -20,7 +20,7 @@ pub use policy::{
 };
 pub use ports::{Clock, Mail, MailKind, Mailer, Randomness, SignInChange, Store, StoreTx};
 pub use service::{Environment, MfaService, OperatorConsole, ServiceConfig};
-pub use text::{mask_email, mask_email_apart, normalize_email};
+pub use text::{composed, mask_email, mask_email_apart, normalize_email};
 
 /// The TOTP crate whose types the service's API takes and returns
 /// (`Secret`, `TotpParams`): an embedder needs no dependency of its own

@@ -10,7 +10,7 @@
 //! (only addresses with a character outside printable ASCII are read).
 
 use mfa_core::ports::{Clock, StoreTx, SystemClock};
-use mfa_core::{AuditAction, NewAuditEvent, UserId, mask_email, normalize_email};
+use mfa_core::{AuditAction, NewAuditEvent, OrgId, UserId, composed, mask_email, normalize_email};
 
 use crate::Error;
 
@@ -30,6 +30,9 @@ pub(super) struct Canonicalized {
     pub left: Vec<(UserId, String)>,
     /// Pending email changes whose new address was rewritten.
     pub pending_changes: usize,
+    /// Users whose first or last name was written composed (NFC), and
+    /// orgs whose name was.
+    pub names_composed: usize,
 }
 
 impl Canonicalized {
@@ -41,6 +44,12 @@ impl Canonicalized {
                 users = self.rewritten.len(),
                 pending_changes = self.pending_changes,
                 "email addresses written in their canonical form (domain in ASCII, letters composed)"
+            );
+        }
+        if self.names_composed > 0 {
+            tracing::info!(
+                users_and_orgs = self.names_composed,
+                "names written composed (Unicode NFC), as they are searched"
             );
         }
         for (user, why) in &self.left {
@@ -61,8 +70,13 @@ macro_rules! candidates {
         (|| {
             use diesel::sql_types::Bool;
             use $crate::schema::{email_changes, users};
+            // Names too: stored decomposed, no search (always composed)
+            // would find them.
             let users: Vec<(i64, String)> = users::table
-                .filter(diesel::dsl::sql::<Bool>(&format!("email {}", $non_ascii)))
+                .filter(diesel::dsl::sql::<Bool>(&format!(
+                    "(email {0} OR first_name {0} OR last_name {0})",
+                    $non_ascii
+                )))
                 .select((users::id, users::email))
                 .load(&mut *$conn)?;
             let pending: Vec<(i64, i64, String)> = email_changes::table
@@ -111,9 +125,19 @@ macro_rules! canonicalize {
                     rewritten.push((mfa_core::UserId(user), detail(what, &new_email, &canonical)));
                 }
             }
+            let orgs: Vec<i64> = $crate::schema::orgs::table
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+                    "name {}",
+                    $non_ascii
+                )))
+                .select($crate::schema::orgs::id)
+                .load(&mut *$conn)?;
             let mut tx = $crate::tx::Tx::new(&mut *$conn, $cipher, false);
             let ids = users.into_iter().map(|(id, _)| id).collect();
-            $crate::store::canonical_email::rewrite(&mut tx, ids, rewritten)
+            let mut done = $crate::store::canonical_email::rewrite(&mut tx, ids, rewritten)?;
+            done.names_composed +=
+                $crate::store::canonical_email::compose_org_names(&mut tx, orgs)?;
+            Ok::<_, $crate::Error>(done)
         })()
     };
 }
@@ -133,24 +157,32 @@ pub(super) fn rewrite(
         let Some(mut user) = tx.user_for_update(id).map_err(corrupt)? else {
             continue;
         };
-        let canonical = match normalize_email(&user.email) {
-            Ok(canonical) if canonical == user.email => continue,
-            Ok(canonical) => canonical,
-            Err(_) => {
-                done.left.push((id, "it is not a valid address".into()));
-                continue;
+        let mut details = Vec::new();
+        match normalize_email(&user.email) {
+            Ok(canonical) if canonical == user.email => {}
+            Ok(canonical) => {
+                if tx.user_by_email(&canonical).map_err(corrupt)?.is_some() {
+                    let why = format!("another account has {}", mask_email(&canonical));
+                    done.left.push((id, why));
+                } else {
+                    details.push(detail("email", &user.email, &canonical));
+                    user.email = canonical;
+                    done.rewritten.push(id);
+                }
             }
-        };
-        if tx.user_by_email(&canonical).map_err(corrupt)?.is_some() {
-            let why = format!("another account has {}", mask_email(&canonical));
-            done.left.push((id, why));
+            Err(_) => done.left.push((id, "it is not a valid address".into())),
+        }
+        let names = (composed(&user.first_name), composed(&user.last_name));
+        if names != (user.first_name.clone(), user.last_name.clone()) {
+            (user.first_name, user.last_name) = names;
+            details.push("names written composed (Unicode NFC), on upgrade".into());
+            done.names_composed += 1;
+        }
+        if details.is_empty() {
             continue;
         }
-        let detail = detail("email", &user.email, &canonical);
-        user.email = canonical;
         tx.update_user(&user).map_err(corrupt)?;
-        audit_rewrite(tx, id, &detail)?;
-        done.rewritten.push(id);
+        audit_rewrite(tx, id, &details.join("; "))?;
     }
     for (user, detail) in pending_rewritten {
         audit_rewrite(tx, user, &detail)?;
@@ -169,10 +201,54 @@ fn port_failure(doing: &str, e: mfa_core::StoreError) -> Error {
     }
 }
 
-/// What the audit trail says of an address rewritten, masked.
+/// Write the names of `orgs` composed (NFC) where they are not, each
+/// audited `org_updated` in its org; how many were.
+pub(super) fn compose_org_names(tx: &mut dyn StoreTx, orgs: Vec<i64>) -> Result<usize, Error> {
+    let corrupt = |e| port_failure("composing org names", e);
+    let mut composed_names = 0;
+    for id in orgs.into_iter().map(OrgId) {
+        let Some(mut org) = tx.org_for_update(id).map_err(corrupt)? else {
+            continue;
+        };
+        let name = composed(&org.name);
+        if name == org.name {
+            continue;
+        }
+        org.name = name;
+        tx.update_org(&org).map_err(corrupt)?;
+        tx.insert_audit(&NewAuditEvent {
+            at: SystemClock.now(),
+            org_id: Some(id),
+            actor_user_id: None,
+            target_user_id: None,
+            action: AuditAction::OrgUpdated,
+            detail: "name written composed (Unicode NFC), on upgrade".into(),
+            client: None,
+        })
+        .map_err(corrupt)?;
+        composed_names += 1;
+    }
+    Ok(composed_names)
+}
+
+/// What the audit trail says of an address rewritten, masked: what of it
+/// changed (the masked forms of a composition look alike).
 pub(super) fn detail(what: &str, before: &str, after: &str) -> String {
+    let parts = |email: &str| {
+        email
+            .rsplit_once('@')
+            .map(|(l, d)| (l.to_lowercase(), d.to_string()))
+    };
+    let (old, new) = (parts(before), parts(after));
+    let changed =
+        |part: fn(&(String, String)) -> &String| old.as_ref().map(part) != new.as_ref().map(part);
+    let how = match (changed(|p| &p.1), changed(|p| &p.0)) {
+        (true, true) => "domain in ASCII, letters composed",
+        (true, false) => "domain in ASCII",
+        (false, _) => "letters composed",
+    };
     format!(
-        "{what} written in its canonical form (domain in ASCII, letters composed), on upgrade: {} is {}",
+        "{what} written in its canonical form ({how}), on upgrade: {} is {}",
         mask_email(before),
         mask_email(after)
     )

@@ -246,7 +246,7 @@ fn password_failures_move_to_the_address_table(db: TestDatabase) {
 /// another account has is left as it was.
 fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
     let store = open(&db);
-    let (org, zoe, twin, ascii, mael) = write(&store, |tx| {
+    let (org, zoe, twin, ascii, mael, rene) = write(&store, |tx| {
         let org = add_org(tx, "org");
         let zoe = add_user(tx, "zoë@bücher.example");
         tx.insert_membership(&Membership::new(zoe.id, org.id))?;
@@ -254,6 +254,15 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
         let ascii = add_user(tx, "ann@xn--bcher-kva.example");
         // Its local part decomposed, as a copy from a PDF may give it.
         let mael = add_user(tx, "mae\u{308}l@example.com");
+        // Names decomposed: no search, which is composed, found them.
+        let mut rene = add_user(tx, "rene@example.com");
+        rene.first_name = "Rene\u{301}e".into();
+        rene.last_name = "Nore\u{301}n".into();
+        tx.update_user(&rene)?;
+        let mut cafe = add_org(tx, "plain");
+        cafe.name = "Cafe\u{301}".into();
+        tx.update_org(&cafe)?;
+        tx.insert_membership(&Membership::new(rene.id, org.id))?;
         tx.put_email_change(
             ascii.id,
             "ann.new@BÜCHER.example",
@@ -261,7 +270,7 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
             Timestamp(10),
             Timestamp(i64::MAX),
         )?;
-        Ok((org, zoe, twin, ascii, mael))
+        Ok((org, zoe, twin, ascii, mael, rene))
     });
     // Zoë's and Maël's addresses and the pending change; not the twin,
     // which stays.
@@ -305,26 +314,64 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
             (
                 Some(zoe.id),
                 true,
-                "email written in its canonical form (domain in ASCII, letters composed), \
+                "email written in its canonical form (domain in ASCII), \
                  on upgrade: z***@bücher.example is z***@xn--bcher-kva.example"
             ),
             (
                 Some(ascii.id),
                 false,
                 "the new address of a pending email change written in its canonical form \
-                 (domain in ASCII, letters composed), on upgrade: a***@bücher.example is \
+                 (domain in ASCII), on upgrade: a***@bücher.example is \
                  a***@xn--bcher-kva.example"
             ),
             (
                 Some(mael.id),
                 false,
-                "email written in its canonical form (domain in ASCII, letters composed), \
+                "email written in its canonical form (letters composed), \
                  on upgrade: m***@example.com is m***@example.com"
+            ),
+            (
+                Some(rene.id),
+                true,
+                "names written composed (Unicode NFC), on upgrade"
             ),
         ]
     );
     // The search finds the address as it is now.
     assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), [zoe.id]);
+    // And the names, composed, by a composed search.
+    let (names, (by_name, _), org_name) = read(&store, |tx| {
+        let rene = tx.user(rene.id)?.unwrap();
+        Ok((
+            (rene.first_name, rene.last_name),
+            tx.search_org_users(org.id, Some("nor\u{e9}n"), 0, 10)?,
+            tx.all_orgs()?
+                .into_iter()
+                .map(|o| o.name)
+                .find(|n| n.starts_with("Caf")),
+        ))
+    });
+    assert_eq!(names, ("Ren\u{e9}e".to_string(), "Nor\u{e9}n".to_string()));
+    assert_eq!(by_name.len(), 1);
+    assert_eq!(org_name.as_deref(), Some("Caf\u{e9}"));
+    let composed_events: Vec<_> = events
+        .iter()
+        .filter(|e| e.detail.contains("written composed (Unicode NFC)"))
+        .map(|e| (e.action, e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        composed_events,
+        [
+            (
+                mfa_core::AuditAction::OrgUpdated,
+                "name written composed (Unicode NFC), on upgrade"
+            ),
+            (
+                mfa_core::AuditAction::UserUpdated,
+                "names written composed (Unicode NFC), on upgrade"
+            ),
+        ]
+    );
     // Nothing left to do the next time.
     assert!(store.run_migrations().expect("again").is_empty());
     let (_, after) = read(&store, |tx| {
