@@ -961,7 +961,7 @@ fn a_locked_password_step_is_audited_once_a_minute() {
     assert_eq!(
         details(&w)[0],
         "password refused unchecked: locked out for 30 s more; 3 more refused since the last \
-         such event (one a minute per client is recorded)"
+         such event (a minute records the first from each of 3 clients at most)"
     );
     // Within that minute, the owner trying from elsewhere is an event of
     // its own, with its address; again from there, left out.
@@ -972,9 +972,42 @@ fn a_locked_password_step_is_audited_once_a_minute() {
             Err(MfaError::TooManyAttempts { .. })
         ));
     }
+    // More clients in that minute: the third is recorded, no more, and an
+    // IPv6 /64 is one client.
+    for client in ["198.51.100.1", "198.51.100.2", "2001:db8::1", "2001:db8::2"] {
+        let client = client.parse().expect("an address");
+        assert!(matches!(
+            w.svc.login_begin("pw@example.com", None, Some(client)),
+            Err(MfaError::TooManyAttempts { .. })
+        ));
+    }
     let refusals = w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut));
     let clients: Vec<_> = refusals.iter().map(|e| e.client).collect();
-    assert_eq!(clients, [Some(owner), None, None]);
+    let first: std::net::IpAddr = "198.51.100.1".parse().expect("an address");
+    assert_eq!(clients, [Some(first), Some(owner), None, None]);
+    assert!(
+        refusals[0].detail.contains("; 1 more refused"),
+        "{}",
+        refusals[0].detail
+    );
+    // Each event counts what was left out before it: the third client's,
+    // the owner's second try; the next minute's, the three clients after.
+    w.clock.advance(60);
+    // (The lockout is over by then: one more failure starts the next.)
+    let _ = login("wrong password");
+    assert!(matches!(
+        w.svc.login_begin("pw@example.com", None, Some(first)),
+        Err(MfaError::TooManyAttempts { .. })
+    ));
+    let refusals = w.audit_events_of(Some(AuditAction::RefusedWhileLockedOut));
+    assert!(
+        refusals[0].detail.ends_with(
+            "; 3 more refused since the last such event (a minute records the first from \
+             each of 3 clients at most)"
+        ),
+        "{}",
+        refusals[0].detail
+    );
 }
 
 #[test]

@@ -921,8 +921,14 @@ async function loadAudit() {
   const body = $("#audit-rows");
   body.parentElement.setAttribute("aria-busy", "true");
   try {
+    // No request can change the page's rows while one is on its way.
+    $("#audit-prev").disabled = true;
+    $("#audit-next").disabled = true;
     checkedTime(audit.from, "From");
     checkedTime(audit.to, "Until");
+    if (audit.from && audit.to && utcTime(audit.from) >= utcTime(audit.to)) {
+      throw new Error("Until must be after From");
+    }
     const userId = await resolveUser(audit.userText.trim());
     const q = new URLSearchParams({ size: String(AUDIT_PAGE_SIZE) });
     if (audit.page > 0) q.set("beforeId", String(audit.cursors[audit.page]));

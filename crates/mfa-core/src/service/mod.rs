@@ -343,20 +343,14 @@ impl<S: Store> MfaService<S> {
         refusal: MfaError,
     ) -> MfaResult<MfaError> {
         if let MfaError::TooManyAttempts { retry_after_secs } = refusal {
-            // Per address and client: the owner's own attempt during a
-            // lockout someone else caused is in the trail, from where it
-            // came, not hidden behind the attacker's event of that minute.
             let left_out = match attempt.address {
-                Some(address) => {
-                    let key = match attempt.by.client {
-                        Some(client) => format!("{address} {client}"),
-                        None => address.to_string(),
-                    };
-                    match self.password_refusals.admit(&key, now) {
-                        Some(left_out) => left_out,
-                        None => return Ok(refusal),
-                    }
-                }
+                Some(address) => match self
+                    .password_refusals
+                    .admit(address, attempt.by.client, now)
+                {
+                    Some(left_out) => left_out,
+                    None => return Ok(refusal),
+                },
                 None => 0,
             };
             let mut detail = format!(
@@ -365,7 +359,7 @@ impl<S: Store> MfaService<S> {
             );
             if left_out > 0 {
                 detail.push_str(&format!(
-                    "; {left_out} more refused since the last such event (one a minute per client is recorded)"
+                    "; {left_out} more refused since the last such event (a minute records the first from each of {REFUSAL_AUDIT_CLIENTS} clients at most)"
                 ));
             }
             let user = attempt.user;
@@ -651,42 +645,80 @@ pub const PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS: u64 = 60;
 /// The addresses [`RefusalAudits`] remembers at most.
 const REFUSAL_AUDIT_ADDRESSES: usize = 10_000;
 
-/// The refusals of the password step audited lately, by address and
-/// client, and those left out since. A locked-out password step refuses without hashing,
-/// in a few milliseconds, and needs no credential: anyone who knows (or
-/// invents) an address could write hundreds of audit rows a second by
-/// sending its password step again and again. One event a minute per
-/// address and client, counting those left out, keeps what the trail says
-/// (the address was tried while locked, from where, how often) without
-/// the rows; a client with many addresses writes a row for each.
+/// How many clients' refusals of one address a minute records at most.
+const REFUSAL_AUDIT_CLIENTS: usize = 3;
+
+/// A client as [`RefusalAudits`] tells clients apart: an IPv6 address by
+/// its /64, which one machine may hold whole.
+fn client_network(client: Option<IpAddr>) -> Option<IpAddr> {
+    client.map(|ip| match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+    })
+}
+
+/// The refusals of one address audited in the current minute.
+struct RefusalWindow {
+    /// When the minute began: its first refusal audited.
+    since: Timestamp,
+    /// The clients ([`client_network`]) whose first refusal in it was.
+    clients: Vec<Option<IpAddr>>,
+    /// Refusals left out since the last one audited.
+    left_out: u64,
+}
+
+/// The refusals of the password step audited lately, by address, and
+/// those left out since. A locked-out password step refuses without
+/// hashing, in a few milliseconds, and needs no credential: anyone who
+/// knows (or invents) an address could write hundreds of audit rows a
+/// second by sending its password step again and again. A minute records
+/// the first refusal from each of [`REFUSAL_AUDIT_CLIENTS`] clients at
+/// most, counting those left out: the trail says the address was tried
+/// while locked, from where, how often, and the owner's own attempt during
+/// someone else's lockout shows beside it, while a client with many
+/// addresses (an IPv6 /64 counts as one) writes no more rows for them.
 #[derive(Default)]
-struct RefusalAudits(std::sync::Mutex<HashMap<String, (Timestamp, u64)>>);
+struct RefusalAudits(std::sync::Mutex<HashMap<String, RefusalWindow>>);
 
 impl RefusalAudits {
-    /// Whether a refusal of `address` at `now` is audited: `Some(refusals
-    /// left out since the last one audited)`, or `None` to leave it out
-    /// (and count it).
-    fn admit(&self, address: &str, now: Timestamp) -> Option<u64> {
+    /// Whether a refusal of `address` from `client` at `now` is audited:
+    /// `Some(refusals left out since the last one audited)`, or `None` to
+    /// leave it out (and count it).
+    fn admit(&self, address: &str, client: Option<IpAddr>, now: Timestamp) -> Option<u64> {
+        let client = client_network(client);
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((last, left_out)) = seen.get_mut(address)
-            && last.secs_until(now) < PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS
-            && *last <= now
+        if let Some(window) = seen.get_mut(address)
+            && window.since.secs_until(now) < PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS
+            && window.since <= now
         {
-            *left_out += 1;
-            return None;
+            if window.clients.contains(&client) || window.clients.len() >= REFUSAL_AUDIT_CLIENTS {
+                window.left_out += 1;
+                return None;
+            }
+            window.clients.push(client);
+            return Some(std::mem::take(&mut window.left_out));
         }
         if seen.len() >= REFUSAL_AUDIT_ADDRESSES && !seen.contains_key(address) {
             // Past the bound, forget what no longer holds anything back;
             // if all of it still does, all of it (a few more events).
             let cut = now.minus_secs(PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS);
-            seen.retain(|_, (last, _)| *last > cut);
+            seen.retain(|_, window| window.since > cut);
             if seen.len() >= REFUSAL_AUDIT_ADDRESSES {
                 seen.clear();
             }
         }
+        let window = RefusalWindow {
+            since: now,
+            clients: vec![client],
+            left_out: 0,
+        };
         let left_out = seen
-            .insert(address.to_string(), (now, 0))
-            .map_or(0, |(_, left_out)| left_out);
+            .insert(address.to_string(), window)
+            .map_or(0, |old| old.left_out);
         Some(left_out)
     }
 }
@@ -1042,20 +1074,29 @@ mod tests {
     #[test]
     fn refusals_are_audited_once_a_minute_per_address_within_a_bound() {
         let audits = RefusalAudits::default();
-        assert_eq!(audits.admit("a@example.com", NOW), Some(0));
-        assert_eq!(audits.admit("a@example.com", NOW.plus_secs(1)), None);
-        assert_eq!(audits.admit("b@example.com", NOW.plus_secs(1)), Some(0));
-        assert_eq!(audits.admit("a@example.com", NOW.plus_secs(59)), None);
-        assert_eq!(audits.admit("a@example.com", NOW.plus_secs(60)), Some(2));
+        assert_eq!(audits.admit("a@example.com", None, NOW), Some(0));
+        assert_eq!(audits.admit("a@example.com", None, NOW.plus_secs(1)), None);
+        assert_eq!(
+            audits.admit("b@example.com", None, NOW.plus_secs(1)),
+            Some(0)
+        );
+        assert_eq!(audits.admit("a@example.com", None, NOW.plus_secs(59)), None);
+        assert_eq!(
+            audits.admit("a@example.com", None, NOW.plus_secs(60)),
+            Some(2)
+        );
         // A clock stepped back does not silence an address.
-        assert_eq!(audits.admit("a@example.com", NOW), Some(0));
+        assert_eq!(audits.admit("a@example.com", None, NOW), Some(0));
         // Full: what holds nothing back any more is forgotten first.
         let audits = RefusalAudits::default();
         for i in 0..REFUSAL_AUDIT_ADDRESSES {
-            assert_eq!(audits.admit(&format!("{i}@example.com"), NOW), Some(0));
+            assert_eq!(
+                audits.admit(&format!("{i}@example.com"), None, NOW),
+                Some(0)
+            );
         }
         let later = NOW.plus_secs(PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS + 1);
-        assert_eq!(audits.admit("new@example.com", later), Some(0));
+        assert_eq!(audits.admit("new@example.com", None, later), Some(0));
         assert_eq!(audits.0.lock().map(|m| m.len()).unwrap_or(0), 1);
     }
 

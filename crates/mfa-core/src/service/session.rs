@@ -763,7 +763,10 @@ impl<S: Store> MfaService<S> {
         let voided = latest.as_ref().is_some_and(EmailCode::is_voided);
         let Some(latest) = latest.filter(|c| !c.is_voided()) else {
             return Err(MfaError::NotEnrolled(match (purpose, voided) {
-                (_, true) => "the email code was voided when MFA was reset: ask for a new one",
+                (_, true) => {
+                    "the email code is no longer valid (an MFA reset or an email change voided \
+                     it): ask for a new one"
+                }
                 (EmailCodePurpose::Enroll, false) => "no email code was sent: ask for one first",
                 (EmailCodePurpose::Login, false) => "no login code was sent: ask for one first",
             }));

@@ -56,7 +56,8 @@ async fn the_wait_between_two_code_mails_outlasts_a_reset(s: TestServer) {
         // Said as it is: a code was sent, and the reset voided it.
         assert_eq!(
             voided.body["message"],
-            "the email code was voided when MFA was reset: ask for a new one"
+            "the email code is no longer valid (an MFA reset or an email change voided it): \
+             ask for a new one"
         );
     }
 }
