@@ -68,7 +68,7 @@ fn error(e: MfaError) -> HttpResponse {
 /// a proxy, the client it names, if you trust it).
 async fn login(mfa: web::Data<Mfa>, req: HttpRequest, body: web::Json<LoginBody>) -> HttpResponse {
     let body = body.into_inner();
-    let client = req.peer_addr().map(|peer| peer.ip());
+    let client = req.peer_addr().map(|peer| peer.ip().to_canonical());
     let steps = move || {
         let begun = mfa.login_begin(&body.email, None, client)?;
         let checked = mfa.login_check(begun, &body.password)?;
@@ -93,7 +93,7 @@ async fn me(mfa: web::Data<Mfa>, req: HttpRequest) -> HttpResponse {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default()
         .to_string();
-    let client = req.peer_addr().map(|peer| peer.ip());
+    let client = req.peer_addr().map(|peer| peer.ip().to_canonical());
     let caller = web::block(move || {
         mfa.authenticate(&token)
             .and_then(|c| c.from_client(client).into_full())

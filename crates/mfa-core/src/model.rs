@@ -730,9 +730,9 @@ pub enum AuditAction {
     LockedOut,
     /// A password or code was presented while the user was locked out:
     /// refused without being checked or counted. Every refused code is an
-    /// event; a password step's refusals are recorded once a minute per
-    /// address, client and server process, with the count of those left
-    /// out.
+    /// event; of a password step's refusals, a minute records the first
+    /// from each of three clients at most per address and server process,
+    /// and the next event counts those left out.
     RefusedWhileLockedOut,
     /// A new set of recovery codes was generated.
     RecoveryCodesGenerated,

@@ -87,6 +87,10 @@ pub struct LoginDecision {
     pub setup_due_at: Option<Timestamp>,
 }
 
+/// Why an inactive membership's login opens no session.
+pub const ACCESS_DISABLED: &str =
+    "this account's access to the org is disabled: an admin of the org can enable it again";
+
 /// The login decision of the API contract for user `user` logging into
 /// `org` through `membership`:
 ///
@@ -96,11 +100,7 @@ pub struct LoginDecision {
 ///    grace period after enforcement, no MFA with a due date);
 /// 3. else → no MFA.
 ///
-/// Why an inactive membership's login opens no session.
-pub const ACCESS_DISABLED: &str =
-    "this account's access to the org is disabled: an admin of the org can enable it again";
-
-/// An inactive membership cannot log in at all.
+/// An inactive membership cannot log in at all ([`ACCESS_DISABLED`]).
 pub fn decide_login(
     org: &Org,
     membership: &Membership,

@@ -921,7 +921,7 @@ fn a_login_is_counted_and_decided_when_it_finishes() {
 /// org's trail. (Codes, which need the password first, keep one event
 /// per refusal.)
 #[test]
-fn a_locked_password_step_is_audited_once_a_minute() {
+fn a_locked_password_step_is_audited_sparingly() {
     let w = world();
     w.add_user("pw@example.com");
     let login = |password: &str| w.svc.login("pw@example.com", password, None).map(|_| ());

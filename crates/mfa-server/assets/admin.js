@@ -628,9 +628,11 @@ $("#sign-out-user").addEventListener("click", async (event) => {
     say(self ? `Your other sessions: ${ended}.` : `${name} was signed out: ${ended}.`);
   } catch (error) {
     fail(
-      explain(error, {
-        forbidden: `${name} is a superadmin: only a superadmin can change their account. Nothing was changed`,
-      }),
+      user.isSuperAdmin && !(me && me.isSuperAdmin)
+        ? explain(error, {
+            forbidden: `${name} is a superadmin: only a superadmin can sign them out. Nothing was changed`,
+          })
+        : error,
     );
   } finally {
     button.disabled = false;

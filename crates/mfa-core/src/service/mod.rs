@@ -649,10 +649,11 @@ const REFUSAL_AUDIT_ADDRESSES: usize = 10_000;
 const REFUSAL_AUDIT_CLIENTS: usize = 3;
 
 /// A client as [`RefusalAudits`] tells clients apart: an IPv6 address by
-/// its /64, which one machine may hold whole.
+/// its /64, which one machine may hold whole (an IPv4-mapped one as the
+/// IPv4 address it is).
 fn client_network(client: Option<IpAddr>) -> Option<IpAddr> {
-    client.map(|ip| match ip {
-        IpAddr::V4(_) => ip,
+    client.map(|ip| match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => v4,
         IpAddr::V6(v6) => {
             let mut segments = v6.segments();
             segments[4..].fill(0);
@@ -1072,7 +1073,19 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_audited_once_a_minute_per_address_within_a_bound() {
+    fn clients_are_told_apart_by_ipv4_address_and_ipv6_network() {
+        let network = |ip: &str| client_network(Some(ip.parse().expect("an address")));
+        let same = |a: &str, b: &str| network(a) == network(b);
+        assert!(same("2001:db8:1:2::1", "2001:db8:1:2:ffff::9"));
+        assert!(!same("2001:db8:1:2::1", "2001:db8:1:3::1"));
+        assert!(same("::ffff:198.51.100.7", "198.51.100.7"));
+        assert!(!same("::ffff:198.51.100.7", "::ffff:198.51.100.8"));
+        assert!(!same("198.51.100.7", "198.51.100.8"));
+        assert_eq!(client_network(None), None);
+    }
+
+    #[test]
+    fn refusals_are_audited_a_few_a_minute_per_address_within_a_bound() {
         let audits = RefusalAudits::default();
         assert_eq!(audits.admit("a@example.com", None, NOW), Some(0));
         assert_eq!(audits.admit("a@example.com", None, NOW.plus_secs(1)), None);

@@ -404,14 +404,35 @@ impl<S: Store> MfaService<S> {
                 Some(m) => tx.membership_for_update(user.id, m.org_id)?,
                 None => None,
             };
+            // A right password that opens no session is in the trail, as
+            // Keycloak's LOGIN_ERROR "user_disabled" is: an admin sees a
+            // disabled member trying to sign in.
+            let refuse = |tx: &mut dyn StoreTx, org: Option<OrgId>, refusal: MfaError| {
+                let detail = format!("right password, no session: {refusal}");
+                let by = Actor {
+                    user: Some(user.id),
+                    ..by
+                };
+                audit(
+                    tx,
+                    now,
+                    org,
+                    by,
+                    Some(user.id),
+                    AuditAction::LoginFailed,
+                    detail,
+                )?;
+                Ok(Err(refusal))
+            };
             let Some(membership) = locked.as_ref() else {
-                return Ok(Err(MfaError::SignInRefused(
-                    match (org, memberships.len()) {
-                        (Some(_), _) => "this account is not a member of that org",
-                        (None, 0) => "this account belongs to no org",
-                        (None, _) => "this account's access is disabled in each of its orgs",
-                    },
-                )));
+                let why = match (org, memberships.len()) {
+                    (Some(_), _) => "this account is not a member of that org",
+                    (None, 0) => "this account belongs to no org",
+                    (None, _) => "this account's access is disabled in each of its orgs",
+                };
+                // In an org of the user's, where one of its admins sees it.
+                let org = audit_org.or_else(|| memberships.first().map(|m| m.org_id));
+                return refuse(tx, org, MfaError::SignInRefused(why));
             };
             // Kept until the session referencing it is in: an org deleted
             // meanwhile is no org to log in to (403, as once the deletion
@@ -422,7 +443,7 @@ impl<S: Store> MfaService<S> {
             let factors = load_factors(tx, user.id)?;
             let decision = match decide_login(&org, membership, &user, &factors, now) {
                 Ok(decision) => decision,
-                Err(refusal) => return Ok(Err(refusal)),
+                Err(refusal) => return refuse(tx, Some(org.id), refusal),
             };
             let (level, ttl) = match decision.requirement {
                 MfaRequirement::None => (AssuranceLevel::Full, config.session_ttl_secs),
@@ -600,6 +621,10 @@ impl<S: Store> MfaService<S> {
         }
         self.write(|tx| {
             let except = if own {
+                // Held as an admin's sign-out holds it: a login finishing
+                // meanwhile either committed its session before (ended
+                // here) or waits for this one.
+                lock_user(tx, user)?;
                 Some(caller.session_id)
             } else {
                 // The org's lock before the user's, as every admin's write.

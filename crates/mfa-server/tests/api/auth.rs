@@ -96,6 +96,23 @@ async fn login_decision(s: TestServer) {
         a.body["message"],
         "this account's access to the org is disabled: an admin of the org can enable it again"
     );
+    // The org's admins see the attempt: right password, no session.
+    let tried = s
+        .get(
+            &format!("/user/audit?userId={hal}&action=login_failed&size=1"),
+            &root,
+        )
+        .await;
+    let tried = &tried.ok()["items"][0];
+    assert_eq!(
+        tried["detail"],
+        "right password, no session: this account's access to the org is disabled: \
+         an admin of the org can enable it again"
+    );
+    assert_eq!(
+        (&tried["actorUserId"], &tried["orgId"]),
+        (&json!(hal), &json!(s.root_org))
+    );
     // Without orgId the lowest active membership is taken.
     let l = s.login("hal@example.com", PASSWORD).await;
     assert_eq!(l.body["orgId"], other_org);

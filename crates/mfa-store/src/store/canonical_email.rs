@@ -7,7 +7,9 @@
 //! users type, which is now `zoë@xn--bcher-kva.example`. Each migration run
 //! (every start) rewrites them, with the new address of every pending email
 //! change, in the migration's transaction: idempotent, and cheap once done
-//! (only addresses with a character outside printable ASCII are read).
+//! (only rows with a character outside printable ASCII are read, and only
+//! those that need a rewrite are locked). Names stored decomposed are
+//! composed by the same pass: no search, which is composed, found them.
 
 use mfa_core::ports::{Clock, StoreTx, SystemClock};
 use mfa_core::{AuditAction, NewAuditEvent, OrgId, UserId, composed, mask_email, normalize_email};
@@ -61,10 +63,12 @@ impl Canonicalized {
     }
 }
 
-/// The rows that may hold an address stored before: users (id, email) and
-/// pending email changes (id, user, new address) with a character outside
-/// printable ASCII, on `$conn` (a `&mut` connection) whose columns are
-/// tested with `$non_ascii` (one of the constants above).
+/// The rows that may hold an address or a name stored before: users (id,
+/// email, first and last name, by id) and pending email changes (id,
+/// user, new address) with a character outside printable ASCII, on
+/// `$conn` (a `&mut` connection) whose columns are tested with
+/// `$non_ascii` (one of the constants above). Only read: what needs a
+/// rewrite is picked out before anything is locked.
 macro_rules! candidates {
     ($conn:expr, $non_ascii:expr) => {
         (|| {
@@ -72,12 +76,13 @@ macro_rules! candidates {
             use $crate::schema::{email_changes, users};
             // Names too: stored decomposed, no search (always composed)
             // would find them.
-            let users: Vec<(i64, String)> = users::table
+            let users: Vec<(i64, String, String, String)> = users::table
                 .filter(diesel::dsl::sql::<Bool>(&format!(
                     "(email {0} OR first_name {0} OR last_name {0})",
                     $non_ascii
                 )))
-                .select((users::id, users::email))
+                .order(users::id)
+                .select((users::id, users::email, users::first_name, users::last_name))
                 .load(&mut *$conn)?;
             let pending: Vec<(i64, i64, String)> = email_changes::table
                 .filter(email_changes::consumed_at.is_null())
@@ -85,6 +90,7 @@ macro_rules! candidates {
                     "new_email {}",
                     $non_ascii
                 )))
+                .order(email_changes::id)
                 .select((
                     email_changes::id,
                     email_changes::user_id,
@@ -106,15 +112,49 @@ pub(super) fn canonical_if_changed(email: &str) -> Option<String> {
         .filter(|canonical| canonical != email)
 }
 
-/// Rewrite the addresses on an open write transaction of `$conn` (see
-/// [`candidates!`]).
+/// Whether a user row read by [`candidates!`] needs a rewrite: its
+/// address, or a name not composed. Most non-ASCII rows ("Zoë Müller")
+/// need none, and are not locked.
+pub(super) fn needs_rewrite((_, email, first, last): &(i64, String, String, String)) -> bool {
+    canonical_if_changed(email).is_some() || composed(first) != *first || composed(last) != *last
+}
+
+/// Rewrite the addresses and names on an open write transaction of
+/// `$conn` (see [`candidates!`]). Rows are locked as every admin's write
+/// locks them, orgs before users, users by id, a user before their
+/// pending email change, so that a start beside running servers waits for
+/// their writes rather than deadlocking with them.
 macro_rules! canonicalize {
     ($conn:expr, $cipher:expr, $non_ascii:expr) => {
         (|| {
-            use $crate::schema::email_changes;
-            use $crate::store::canonical_email::{candidates, canonical_if_changed, detail};
+            use $crate::schema::{email_changes, orgs};
+            use $crate::store::canonical_email::{
+                candidates, canonical_if_changed, compose_org_names, detail, needs_rewrite, rewrite,
+            };
             let (users, pending) = candidates!($conn, $non_ascii)?;
-            // Rewritten here, audited with the users' rewrites.
+            let orgs: Vec<i64> = orgs::table
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+                    "name {}",
+                    $non_ascii
+                )))
+                .order(orgs::id)
+                .select((orgs::id, orgs::name))
+                .load::<(i64, String)>(&mut *$conn)?
+                .into_iter()
+                .filter(|(_, name)| mfa_core::composed(name) != *name)
+                .map(|(id, _)| id)
+                .collect();
+            let users: Vec<i64> = users
+                .iter()
+                .filter(|row| needs_rewrite(row))
+                .map(|(id, ..)| *id)
+                .collect();
+            let mut tx = $crate::tx::Tx::new(&mut *$conn, $cipher, false);
+            let names_of_orgs = compose_org_names(&mut tx, orgs)?;
+            let mut done = rewrite(&mut tx, users)?;
+            done.names_composed += names_of_orgs;
+            drop(tx);
+            // Rewritten here, audited as the users' rewrites are.
             let mut rewritten = Vec::new();
             for (id, user, new_email) in pending {
                 if let Some(canonical) = canonical_if_changed(&new_email) {
@@ -125,32 +165,19 @@ macro_rules! canonicalize {
                     rewritten.push((mfa_core::UserId(user), detail(what, &new_email, &canonical)));
                 }
             }
-            let orgs: Vec<i64> = $crate::schema::orgs::table
-                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
-                    "name {}",
-                    $non_ascii
-                )))
-                .select($crate::schema::orgs::id)
-                .load(&mut *$conn)?;
             let mut tx = $crate::tx::Tx::new(&mut *$conn, $cipher, false);
-            let ids = users.into_iter().map(|(id, _)| id).collect();
-            let mut done = $crate::store::canonical_email::rewrite(&mut tx, ids, rewritten)?;
-            done.names_composed +=
-                $crate::store::canonical_email::compose_org_names(&mut tx, orgs)?;
+            done.pending_changes = rewritten.len();
+            $crate::store::canonical_email::audit_rewrites(&mut tx, rewritten)?;
             Ok::<_, $crate::Error>(done)
         })()
     };
 }
 pub(super) use canonicalize;
 
-/// Rewrite the addresses of `users` that are not canonical, and audit
-/// them and the pending email changes already rewritten (user, detail):
-/// each in every org of its user (or once without an org).
-pub(super) fn rewrite(
-    tx: &mut dyn StoreTx,
-    users: Vec<i64>,
-    pending_rewritten: Vec<(UserId, String)>,
-) -> Result<Canonicalized, Error> {
+/// Rewrite the addresses of `users` that are not canonical and compose
+/// their names, and audit it: in every org of the user (or once without
+/// an org).
+pub(super) fn rewrite(tx: &mut dyn StoreTx, users: Vec<i64>) -> Result<Canonicalized, Error> {
     let corrupt = |e| port_failure("rewriting addresses", e);
     let mut done = Canonicalized::default();
     for id in users.into_iter().map(UserId) {
@@ -184,11 +211,19 @@ pub(super) fn rewrite(
         tx.update_user(&user).map_err(corrupt)?;
         audit_rewrite(tx, id, &details.join("; "))?;
     }
-    for (user, detail) in pending_rewritten {
-        audit_rewrite(tx, user, &detail)?;
-        done.pending_changes += 1;
-    }
     Ok(done)
+}
+
+/// Audit the pending email changes rewritten (user, detail), as
+/// [`rewrite`] audits a user's.
+pub(super) fn audit_rewrites(
+    tx: &mut dyn StoreTx,
+    rewritten: Vec<(UserId, String)>,
+) -> Result<(), Error> {
+    for (user, detail) in rewritten {
+        audit_rewrite(tx, user, &detail)?;
+    }
+    Ok(())
 }
 
 /// A port call's failure during the rewrite: a database gone or busy stays
@@ -245,7 +280,8 @@ pub(super) fn detail(what: &str, before: &str, after: &str) -> String {
     let how = match (changed(|p| &p.1), changed(|p| &p.0)) {
         (true, true) => "domain in ASCII, letters composed",
         (true, false) => "domain in ASCII",
-        (false, _) => "letters composed",
+        (false, true) => "letters composed",
+        (false, false) => "lower-cased",
     };
     format!(
         "{what} written in its canonical form ({how}), on upgrade: {} is {}",
@@ -292,7 +328,10 @@ macro_rules! waiting {
             use $crate::store::canonical_email::{candidates, canonical_if_changed};
             let (users, pending) = candidates!($conn, $non_ascii)?;
             let mut waiting = 0u64;
-            for canonical in users.iter().filter_map(|(_, e)| canonical_if_changed(e)) {
+            for canonical in users
+                .iter()
+                .filter_map(|(_, e, ..)| canonical_if_changed(e))
+            {
                 let taken: i64 = users::table
                     .filter(users::email.eq(&canonical))
                     .count()

@@ -363,12 +363,12 @@ fn stored_domains_are_rewritten_in_ascii(db: TestDatabase) {
         composed_events,
         [
             (
-                mfa_core::AuditAction::OrgUpdated,
-                "name written composed (Unicode NFC), on upgrade"
-            ),
-            (
                 mfa_core::AuditAction::UserUpdated,
                 "names written composed (Unicode NFC), on upgrade"
+            ),
+            (
+                mfa_core::AuditAction::OrgUpdated,
+                "name written composed (Unicode NFC), on upgrade"
             ),
         ]
     );
