@@ -259,16 +259,45 @@ function keepPagerFocus(pressed, other, count) {
   if (!other.disabled) other.focus();
   else count.focus();
 }
-$("#users-prev").addEventListener("click", async () => {
-  users.page = Math.max(0, users.page - 1);
-  await loadUsers();
-  keepPagerFocus($("#users-prev"), $("#users-next"), $("#users-page"));
-});
-$("#users-next").addEventListener("click", async () => {
-  users.page += 1;
-  await loadUsers();
-  keepPagerFocus($("#users-next"), $("#users-prev"), $("#users-page"));
-});
+// A pager's button does nothing while its page is on the way: a double
+// click skipped a page. (Disabled meanwhile, it took the keyboard's focus.)
+let pagerBusy = false;
+
+/** `step` to the page `load` loads, then keep the focus on the pager. */
+async function turnPage(step, load, pressed, other, count) {
+  if (pagerBusy) return;
+  pagerBusy = true;
+  try {
+    step();
+    await load();
+  } finally {
+    pagerBusy = false;
+  }
+  keepPagerFocus(pressed, other, count);
+}
+
+$("#users-prev").addEventListener("click", () =>
+  turnPage(
+    () => {
+      users.page = Math.max(0, users.page - 1);
+    },
+    loadUsers,
+    $("#users-prev"),
+    $("#users-next"),
+    $("#users-page"),
+  ),
+);
+$("#users-next").addEventListener("click", () =>
+  turnPage(
+    () => {
+      users.page += 1;
+    },
+    loadUsers,
+    $("#users-next"),
+    $("#users-prev"),
+    $("#users-page"),
+  ),
+);
 
 function csvCell(value) {
   let s = value === null || value === undefined ? "" : String(value);
@@ -923,9 +952,6 @@ async function loadAudit() {
   const body = $("#audit-rows");
   body.parentElement.setAttribute("aria-busy", "true");
   try {
-    // No request can change the page's rows while one is on its way.
-    $("#audit-prev").disabled = true;
-    $("#audit-next").disabled = true;
     checkedTime(audit.from, "From");
     checkedTime(audit.to, "Until");
     if (audit.from && audit.to && utcTime(audit.from) >= utcTime(audit.to)) {
@@ -1012,17 +1038,29 @@ $("#audit-clear").addEventListener("click", () => {
   if (parseHash().params.has("user")) location.hash = "#/audit";
   else loadAudit();
 });
-$("#audit-prev").addEventListener("click", async () => {
-  audit.page = Math.max(0, audit.page - 1);
-  await loadAudit();
-  keepPagerFocus($("#audit-prev"), $("#audit-next"), $("#audit-page"));
-});
-$("#audit-next").addEventListener("click", async () => {
+$("#audit-prev").addEventListener("click", () =>
+  turnPage(
+    () => {
+      audit.page = Math.max(0, audit.page - 1);
+    },
+    loadAudit,
+    $("#audit-prev"),
+    $("#audit-next"),
+    $("#audit-page"),
+  ),
+);
+$("#audit-next").addEventListener("click", () => {
   if (audit.lastId === null) return;
-  audit.cursors[audit.page + 1] = audit.lastId;
-  audit.page += 1;
-  await loadAudit();
-  keepPagerFocus($("#audit-next"), $("#audit-prev"), $("#audit-page"));
+  return turnPage(
+    () => {
+      audit.cursors[audit.page + 1] = audit.lastId;
+      audit.page += 1;
+    },
+    loadAudit,
+    $("#audit-next"),
+    $("#audit-prev"),
+    $("#audit-page"),
+  );
 });
 
 signIn = boot({ views: VIEWS, onSignedIn, onSignedOut });

@@ -704,12 +704,15 @@ impl RefusalAudits {
             return Some(std::mem::take(&mut window.left_out));
         }
         if seen.len() >= REFUSAL_AUDIT_ADDRESSES && !seen.contains_key(address) {
-            // Past the bound, forget what no longer holds anything back;
-            // if all of it still does, all of it (a few more events).
+            // Past the bound, forget the minutes that are over (and the
+            // counts they hold back); if every one is still running, this
+            // address's refusal is left out uncounted: the rows stay
+            // bounded (cleared, the table let a client write a row per
+            // request across 10,000 locked addresses).
             let cut = now.minus_secs(PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS);
             seen.retain(|_, window| window.since > cut);
             if seen.len() >= REFUSAL_AUDIT_ADDRESSES {
-                seen.clear();
+                return None;
             }
         }
         let window = RefusalWindow {
@@ -1108,6 +1111,11 @@ mod tests {
                 Some(0)
             );
         }
+        // Every minute still running: a new address is left out, and those
+        // remembered keep their bound.
+        let soon = NOW.plus_secs(30);
+        assert_eq!(audits.admit("new@example.com", None, soon), None);
+        assert_eq!(audits.admit("0@example.com", None, soon), None);
         let later = NOW.plus_secs(PASSWORD_REFUSAL_AUDIT_INTERVAL_SECS + 1);
         assert_eq!(audits.admit("new@example.com", None, later), Some(0));
         assert_eq!(audits.0.lock().map(|m| m.len()).unwrap_or(0), 1);
