@@ -36,6 +36,8 @@ pub(crate) const CONTRACT: &[(&str, &str)] = &[
     ("PUT", "/user/users/{id}"),
     ("DELETE", "/user/users/{id}"),
     ("PUT", "/user/users/{id}/membership"),
+    // Beyond the contract (openapi.md): sign a user out everywhere.
+    ("POST", "/user/users/{id}/logout"),
     ("PUT", "/user/users/me/mfa"),
     (
         "GET",

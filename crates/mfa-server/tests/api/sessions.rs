@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestServer};
+use crate::helpers::{Answer, PASSWORD, TestServer};
 use crate::on_every_backend;
 
 on_every_backend!(
@@ -13,6 +13,17 @@ on_every_backend!(
     password_lockout,
     signing_a_user_out_everywhere
 );
+
+/// `POST /user/users/{user}/logout` with `token`.
+async fn sign_out(s: &TestServer, user: i64, token: &str) -> Answer {
+    s.call(
+        "POST",
+        &format!("/user/users/{user}/logout"),
+        Some(token),
+        None,
+    )
+    .await
+}
 
 /// `POST /user/users/{id}/logout`: an admin ends all of a member's
 /// sessions, in every org, factors untouched; a user ends their other
@@ -29,25 +40,15 @@ async fn signing_a_user_out_everywhere(s: TestServer) {
     let lees = s.login("lee@signout.example", PASSWORD).await.token;
 
     // Another member may not; a member of another org is not found.
-    s.call(
-        "POST",
-        &format!("/user/users/{kim}/logout"),
-        Some(&lees),
-        None,
-    )
-    .await
-    .expect(403, Some("forbidden"));
+    sign_out(&s, kim, &lees)
+        .await
+        .expect(403, Some("forbidden"));
     let (_, _, stranger) = s
         .org_with_admin(&root, "Elsewhere", "eve@elsewhere.example")
         .await;
-    s.call(
-        "POST",
-        &format!("/user/users/{kim}/logout"),
-        Some(&stranger),
-        None,
-    )
-    .await
-    .expect(404, Some("not_found"));
+    sign_out(&s, kim, &stranger)
+        .await
+        .expect(404, Some("not_found"));
     // A body is refused (the route takes none), and so is a bad id.
     s.post(
         &format!("/user/users/{kim}/logout"),
@@ -62,55 +63,27 @@ async fn signing_a_user_out_everywhere(s: TestServer) {
     s.get("/user/users/me", &laptop).await.expect(200, None);
 
     // The user: every other session ends, this one goes on.
-    let own = s
-        .call(
-            "POST",
-            &format!("/user/users/{kim}/logout"),
-            Some(&laptop),
-            None,
-        )
-        .await;
+    let own = sign_out(&s, kim, &laptop).await;
     assert_eq!(own.ok()["sessionsEnded"], 1);
     s.get("/user/users/me", &phone)
         .await
         .expect(401, Some("unauthorized"));
     s.get("/user/users/me", &laptop).await.expect(200, None);
     // Again: nothing to end, and nothing in the trail for it.
-    let nothing_left = s
-        .call(
-            "POST",
-            &format!("/user/users/{kim}/logout"),
-            Some(&laptop),
-            None,
-        )
-        .await;
+    let nothing_left = sign_out(&s, kim, &laptop).await;
     assert_eq!(nothing_left.ok()["sessionsEnded"], 0);
 
     // An admin: all of them, factors untouched.
     s.enroll_authenticator(&laptop).await;
     let again = s.login("kim@signout.example", PASSWORD).await.token;
-    let by_admin = s
-        .call(
-            "POST",
-            &format!("/user/users/{kim}/logout"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let by_admin = sign_out(&s, kim, &admin).await;
     assert_eq!(by_admin.ok()["sessionsEnded"], 2);
     for token in [&laptop, &again] {
         s.get("/user/users/me", token)
             .await
             .expect(401, Some("unauthorized"));
     }
-    let none = s
-        .call(
-            "POST",
-            &format!("/user/users/{kim}/logout"),
-            Some(&admin),
-            None,
-        )
-        .await;
+    let none = sign_out(&s, kim, &admin).await;
     assert_eq!(none.ok()["sessionsEnded"], 0);
     let user = s.get(&format!("/user/users/{kim}"), &admin).await;
     assert_eq!(user.ok()["mfa"]["methods"], json!(["AUTHENTICATOR"]));
@@ -120,14 +93,9 @@ async fn signing_a_user_out_everywhere(s: TestServer) {
     let root_id = s.get("/user/users/me", &root).await.ok()["id"]
         .as_i64()
         .unwrap();
-    s.call(
-        "POST",
-        &format!("/user/users/{root_id}/logout"),
-        Some(&admin),
-        None,
-    )
-    .await
-    .expect(403, Some("forbidden"));
+    sign_out(&s, root_id, &admin)
+        .await
+        .expect(403, Some("forbidden"));
 
     // The trail: who, whom, how many, from where.
     let trail = s

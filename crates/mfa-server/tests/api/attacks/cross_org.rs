@@ -871,6 +871,12 @@ async fn a_superadmins_password_alone_administers_nothing(s: TestServer) {
         ),
         (
             "POST",
+            "/user/users/{id}/logout",
+            format!("/user/users/{member}/logout"),
+            None,
+        ),
+        (
+            "POST",
             "/user/users/insert/{orgId}",
             format!("/user/users/insert/{org}"),
             None,
