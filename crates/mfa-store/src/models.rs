@@ -283,6 +283,12 @@ pub(crate) struct AuditRow {
     pub client_address: Option<String>,
 }
 
+/// A client address as `audit_events.client_address` holds it:
+/// `IpAddr`'s text, which is canonical (the audit filter compares it so).
+pub(crate) fn client_text(client: Option<std::net::IpAddr>) -> Option<String> {
+    client.map(|ip| ip.to_string())
+}
+
 impl TryFrom<AuditRow> for AuditEvent {
     type Error = Error;
 

@@ -2172,7 +2172,7 @@ macro_rules! impl_store_tx {
                             audit_events::target_user_id.eq(e.target_user_id.map(|u| u.0)),
                             audit_events::action.eq(e.action.as_str()),
                             audit_events::detail.eq(&e.detail),
-                            audit_events::client_address.eq(e.client.map(|ip| ip.to_string())),
+                            audit_events::client_address.eq(client_text(e.client)),
                         ))
                         .returning(audit_events::id),
                 )
@@ -2195,7 +2195,7 @@ macro_rules! impl_store_tx {
                                 audit_events::target_user_id.eq(e.target_user_id.map(|u| u.0)),
                                 audit_events::action.eq(e.action.as_str()),
                                 audit_events::detail.eq(e.detail.as_str()),
-                                audit_events::client_address.eq(e.client.map(|ip| ip.to_string())),
+                                audit_events::client_address.eq(client_text(e.client)),
                             )
                         })
                         .collect();
@@ -2417,9 +2417,8 @@ macro_rules! impl_store_tx {
                     if let Some(to) = filter.to {
                         query = query.filter(audit_events::at.lt(to.0));
                     }
-                    if let Some(client) = filter.client {
-                        // Written as `IpAddr`'s text, which is canonical.
-                        query = query.filter(audit_events::client_address.eq(client.to_string()));
+                    if let Some(client) = client_text(filter.client) {
+                        query = query.filter(audit_events::client_address.eq(client));
                     }
                     if let Some(before) = filter.before_id {
                         query = query.filter(audit_events::id.lt(before.0));

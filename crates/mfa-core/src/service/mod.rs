@@ -454,6 +454,46 @@ pub(crate) fn throttle_mail(
     Ok(())
 }
 
+/// An audit event: `by` did `action` to `target` in `org_id`.
+pub(crate) fn event(
+    at: Timestamp,
+    org_id: Option<OrgId>,
+    by: Actor,
+    target: Option<UserId>,
+    action: AuditAction,
+    detail: impl Into<String>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        at,
+        org_id,
+        actor_user_id: by.user,
+        target_user_id: target,
+        action,
+        detail: detail.into(),
+        client: by.client,
+    }
+}
+
+/// The audit event of something the caller did to `target`, in their
+/// current org.
+pub(crate) fn caller_event(
+    caller: &Caller,
+    now: Timestamp,
+    target: UserId,
+    action: AuditAction,
+    detail: impl Into<String>,
+) -> NewAuditEvent {
+    let org = Some(caller.org_id);
+    event(
+        now,
+        org,
+        Actor::caller(caller),
+        Some(target),
+        action,
+        detail,
+    )
+}
+
 /// Write one audit event inside the current transaction.
 pub(crate) fn audit(
     tx: &mut dyn StoreTx,
@@ -464,15 +504,7 @@ pub(crate) fn audit(
     action: AuditAction,
     detail: impl Into<String>,
 ) -> MfaResult<()> {
-    tx.insert_audit(&NewAuditEvent {
-        at,
-        org_id,
-        actor_user_id: by.user,
-        target_user_id: target,
-        action,
-        detail: detail.into(),
-        client: by.client,
-    })?;
+    tx.insert_audit(&event(at, org_id, by, target, action, detail))?;
     Ok(())
 }
 
@@ -550,15 +582,7 @@ pub(crate) fn own_event(
     action: AuditAction,
     detail: impl Into<String>,
 ) -> NewAuditEvent {
-    NewAuditEvent {
-        at: now,
-        org_id: Some(caller.org_id),
-        actor_user_id: Some(caller.user_id),
-        target_user_id: Some(caller.user_id),
-        action,
-        detail: detail.into(),
-        client: caller.client,
-    }
+    caller_event(caller, now, caller.user_id, action, detail)
 }
 
 /// The verified factors of a user.

@@ -152,15 +152,9 @@ impl<S: Store> MfaService<S> {
             let events: Vec<NewAuditEvent> = ids
                 .iter()
                 .flat_map(|&id| {
-                    let event = NewAuditEvent {
-                        at: now,
-                        org_id: Some(caller.org_id),
-                        actor_user_id: Some(caller.user_id),
-                        target_user_id: Some(id),
-                        action: AuditAction::MfaReset,
-                        detail: format!("{} by an admin", reset_detail(had_a_factor.contains(&id))),
-                        client: caller.client,
-                    };
+                    let detail = reset_detail(had_a_factor.contains(&id));
+                    let detail = format!("{detail} by an admin");
+                    let event = caller_event(caller, now, id, AuditAction::MfaReset, detail);
                     sign_in_change_events(event, &memberships)
                 })
                 .collect();
@@ -222,14 +216,14 @@ impl<S: Store> MfaService<S> {
             // withdrawn, as the user's own reset withdraws it, with no
             // session ended and no notice (an audit saw the user's sessions
             // end for it, audited as a reset).
-            let event = |detail: &str| NewAuditEvent {
-                at: now,
-                org_id: Some(caller.org_id),
-                actor_user_id: Some(caller.user_id),
-                target_user_id: Some(user.id),
-                action: AuditAction::AuthenticatorReset,
-                detail: detail.into(),
-                client: caller.client,
+            let event = |detail: &str| {
+                caller_event(
+                    caller,
+                    now,
+                    user.id,
+                    AuditAction::AuthenticatorReset,
+                    detail,
+                )
             };
             if !matches!(state, AuthenticatorState::Verified { .. }) {
                 tx.delete_authenticator(user.id)?;

@@ -654,15 +654,7 @@ impl<S: Store> MfaService<S> {
                 1 => format!("1 {other}session ended by {by}"),
                 n => format!("{n} {other}sessions ended by {by}"),
             };
-            let event = NewAuditEvent {
-                at: now,
-                org_id: Some(caller.org_id),
-                actor_user_id: Some(caller.user_id),
-                target_user_id: Some(user),
-                action: AuditAction::SessionsEnded,
-                detail,
-                client: caller.client,
-            };
+            let event = caller_event(caller, now, user, AuditAction::SessionsEnded, detail);
             audit_sign_in_change(tx, event)?;
             Ok(ended)
         })

@@ -915,15 +915,13 @@ impl<S: Store> MfaService<S> {
                 tx.update_user(&user)?;
                 // A user is one account in all their orgs: each sees it
                 // change (a new password most of all).
-                let event = NewAuditEvent {
-                    at: now,
-                    org_id: Some(caller.org_id),
-                    actor_user_id: Some(caller.user_id),
-                    target_user_id: Some(id),
-                    action: AuditAction::UserUpdated,
-                    detail: changes.join(", "),
-                    client: caller.client,
-                };
+                let event = caller_event(
+                    caller,
+                    now,
+                    id,
+                    AuditAction::UserUpdated,
+                    changes.join(", "),
+                );
                 audit_sign_in_change(tx, event)?;
             }
             // Who set a new password, for the owner's notice.
@@ -1293,14 +1291,12 @@ fn audit_in_orgs_of(
     }
     let events: Vec<NewAuditEvent> = orgs
         .into_iter()
-        .map(|org_id| NewAuditEvent {
-            at: now,
-            org_id,
-            actor_user_id: Some(user),
-            target_user_id: Some(user),
-            client,
-            action,
-            detail: detail.to_string(),
+        .map(|org_id| {
+            let by = Actor {
+                user: Some(user),
+                client,
+            };
+            event(now, org_id, by, Some(user), action, detail)
         })
         .collect();
     Ok(tx.insert_audits(&events)?)

@@ -173,7 +173,7 @@ impl PgDb {
                 .bind::<Text, _>(audit.action.as_str())
                 .bind::<Text, _>(&audit.detail)
                 .bind::<Text, _>(&rotation.presented_token_hash)
-                .bind::<Nullable<Text>, _>(audit.client.map(|ip| ip.to_string())),
+                .bind::<Nullable<Text>, _>(crate::models::client_text(audit.client)),
         );
         let mut pooled = self.pool.get().map_err(store_failure)?;
         let applied = match query.get_result::<Applied>(&mut **pooled) {
