@@ -454,6 +454,15 @@ pub(crate) fn throttle_mail(
     Ok(())
 }
 
+/// `n` sessions in words, `kind` before the noun ("2 other sessions"),
+/// for an audit detail.
+pub(crate) fn sessions_in_words(n: u64, kind: &str) -> String {
+    match n {
+        1 => format!("1 {kind}session"),
+        n => format!("{n} {kind}sessions"),
+    }
+}
+
 /// An audit event: `by` did `action` to `target` in `org_id`.
 pub(crate) fn event(
     at: Timestamp,

@@ -514,10 +514,9 @@ impl<S: Store> MfaService<S> {
             let others = membership_changes(&before, &m);
             if !others.is_empty() {
                 let mut detail = others.join(", ");
-                match ended {
-                    Some(1) => detail.push_str("; 1 session in the org ended"),
-                    Some(n) => detail.push_str(&format!("; {n} sessions in the org ended")),
-                    None => {}
+                if let Some(n) = ended {
+                    let ended = sessions_in_words(n, "");
+                    detail.push_str(&format!("; {ended} in the org ended"));
                 }
                 audit(
                     tx,

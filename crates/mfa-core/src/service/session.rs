@@ -651,8 +651,7 @@ impl<S: Store> MfaService<S> {
             };
             let detail = match ended {
                 0 => format!("no {other}session was open; by {by}"),
-                1 => format!("1 {other}session ended by {by}"),
-                n => format!("{n} {other}sessions ended by {by}"),
+                n => format!("{} ended by {by}", sessions_in_words(n, other)),
             };
             let event = caller_event(caller, now, user, AuditAction::SessionsEnded, detail);
             audit_sign_in_change(tx, event)?;

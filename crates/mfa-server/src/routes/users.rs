@@ -469,8 +469,9 @@ pub async fn get_user(
 /// the current org ends all sessions of an active member of it, in every
 /// org, under a reset's rules (only a superadmin signs a superadmin out;
 /// an admin with a factor must have verified it in this session). Each
-/// org of the user audits it as `sessions_ended`. The answer says how
-/// many sessions ended.
+/// org of the user audits it as `sessions_ended` (a user's own call that
+/// ended nothing writes no event). The answer says how many sessions
+/// ended.
 #[utoipa::path(
     tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "User id.")),

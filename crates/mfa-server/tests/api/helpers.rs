@@ -409,6 +409,18 @@ impl TestServer {
         self.call("DELETE", path, Some(token), None).await
     }
 
+    /// The details of the audit events `query` selects (`action=…&userId=…`),
+    /// newest first, as `token` reads the trail.
+    pub async fn audit_details(&self, token: &str, query: &str) -> Vec<String> {
+        let page = self.get(&format!("/user/audit?{query}"), token).await;
+        page.ok()["items"]
+            .as_array()
+            .expect("a page of events")
+            .iter()
+            .map(|e| e["detail"].as_str().expect("a detail").to_string())
+            .collect()
+    }
+
     /// Log in; the answer must be 200.
     pub async fn login(&self, email: &str, password: &str) -> Login {
         let a = self

@@ -98,18 +98,8 @@ async fn signing_a_user_out_everywhere(s: TestServer) {
         .expect(403, Some("forbidden"));
 
     // The trail: who, whom, how many, from where.
-    let trail = s
-        .get(
-            &format!("/user/audit?action=sessions_ended&userId={kim}"),
-            &admin,
-        )
-        .await;
-    let details: Vec<&str> = trail.ok()["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
+    let query = format!("action=sessions_ended&userId={kim}");
+    let details = s.audit_details(&admin, &query).await;
     assert_eq!(
         details,
         [
@@ -118,7 +108,8 @@ async fn signing_a_user_out_everywhere(s: TestServer) {
             "1 other session ended by the user",
         ]
     );
-    assert_eq!(trail.body["items"][0]["orgId"], org);
+    let trail = s.get(&format!("/user/audit?{query}"), &admin).await;
+    assert_eq!(trail.ok()["items"][0]["orgId"], org);
     assert_eq!(trail.body["items"][0]["clientAddress"], "127.0.0.1");
 }
 

@@ -69,21 +69,10 @@ async fn the_trail_says_what_a_creation_granted_and_a_reset_removed(s: TestServe
     let boss = s.create_user(&admin, "boss@trail.example", true).await;
     let plain = s.create_user(&admin, "plain@trail.example", false).await;
     let events = |user: i64, action: &'static str| {
-        let s = &s;
-        let admin = admin.clone();
+        let (s, admin) = (&s, admin.clone());
         async move {
-            let page = s
-                .get(
-                    &format!("/user/audit?userId={user}&action={action}"),
-                    &admin,
-                )
-                .await;
-            page.ok()["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["detail"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
+            s.audit_details(&admin, &format!("userId={user}&action={action}"))
+                .await
         }
     };
     assert_eq!(events(boss, "membership_created").await, ["isAdmin=true"]);
@@ -731,18 +720,9 @@ async fn email_change(s: TestServer) {
         s.get(&format!("/user/users/{mia}"), &root).await.ok()["email"],
         "mia@new.example"
     );
-    let refused = s
-        .get(
-            &format!("/user/audit?action=email_change_refused&userId={mia}"),
-            &root,
-        )
+    let details = s
+        .audit_details(&root, &format!("action=email_change_refused&userId={mia}"))
         .await;
-    let details: Vec<&str> = refused.ok()["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["detail"].as_str().unwrap())
-        .collect();
     assert_eq!(
         details,
         [
